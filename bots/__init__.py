@@ -1,0 +1,1 @@
+"""The platform-neutral product: events, replies, the router, commands, feedback and the store."""

@@ -1,0 +1,84 @@
+"""Core events: what adapters translate platform payloads into. Frozen, small, platform-neutral.
+
+The raw payload rides along in `extras` for the rare handler that needs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+_EMPTY: Mapping[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Where something happened: a channel (and thread) in a workspace (Discord guild, Slack team)."""
+
+    platform: str
+    workspace: str
+    channel: str
+    thread: str | None = None
+
+    @property
+    def key(self) -> str:
+        return "/".join(part for part in (self.platform, self.workspace, self.channel, self.thread) if part)
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    name: str
+    # Set by the adapter from platform permissions (Manage Channels, a workspace admin list...).
+    is_moderator: bool = False
+
+
+@dataclass(frozen=True)
+class Command:
+    """A slash command. `text` is everything after the name; `options` holds structured options when the
+    platform has them (Discord). Parsing `text` is the command's business, so every platform parses alike."""
+
+    conversation: Conversation
+    user: User
+    name: str
+    text: str = ""
+    options: Mapping[str, str] = field(default_factory=dict)
+    extras: Mapping[str, Any] = _EMPTY
+
+
+@dataclass(frozen=True)
+class Message:
+    """A plain message addressed to Chorus (a reply, a mention, a thread message, a terminal line)."""
+
+    conversation: Conversation
+    user: User
+    text: str
+    reply_to: str | None = None
+    extras: Mapping[str, Any] = _EMPTY
+
+
+@dataclass(frozen=True)
+class Reaction:
+    conversation: Conversation
+    user: User
+    message_ref: str
+    emoji: str
+    added: bool = True
+    extras: Mapping[str, Any] = _EMPTY
+
+
+@dataclass(frozen=True)
+class Action:
+    """A button, select or shortcut key. `generation_id` is None when the user means "the latest result"."""
+
+    conversation: Conversation
+    user: User
+    action_id: str
+    value: str = ""
+    generation_id: int | None = None
+    message_ref: str | None = None
+    extras: Mapping[str, Any] = _EMPTY
+
+
+Event = Command | Message | Reaction | Action

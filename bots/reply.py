@@ -1,0 +1,87 @@
+"""What the core answers with, and the protocols adapters implement to deliver it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ReplyAction:
+    """A button. `key` is the terminal shortcut; `value` is passed back in the Action (a tone, say)."""
+
+    action_id: str
+    label: str
+    key: str = ""
+    value: str = ""
+    generation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    path: Path
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A message from Chorus. `parts` are shown numbered when there are several (variants)."""
+
+    parts: tuple[str, ...] = ()
+    title: str = ""
+    footer: str = ""
+    actions: tuple[ReplyAction, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+    # Shown only to the user who asked (Discord ephemeral, Slack postEphemeral); errors are ephemeral.
+    ephemeral: bool = False
+    generation_id: int | None = None
+
+    @classmethod
+    def text(cls, text: str, *, ephemeral: bool = False) -> Reply:
+        return cls(parts=(text,), ephemeral=ephemeral)
+
+    @classmethod
+    def error(cls, text: str) -> Reply:
+        return cls(parts=(text,), ephemeral=True)
+
+
+class ReplyStream(Protocol):
+    """A message being written as text arrives. Adapters decide how often to show progress."""
+
+    async def begin_part(self, index: int, total: int) -> None:
+        """Start variant `index` (1-based) of `total`."""
+        ...
+
+    async def write(self, delta: str) -> None: ...
+
+    async def status(self, text: str) -> None:
+        """A transient note such as a queue position; not part of the final text."""
+        ...
+
+    async def finish(self, reply: Reply) -> str:
+        """Replace the stream with the final reply (text and actions); returns the platform message id."""
+        ...
+
+
+class Responder(Protocol):
+    """Delivers replies to one event's conversation."""
+
+    async def defer(self) -> None:
+        """Acknowledge the event at once (platform deadlines are 3 s); later output follows."""
+        ...
+
+    async def send(self, reply: Reply) -> str:
+        """Post a reply; returns the platform message id."""
+        ...
+
+    async def edit(self, message_ref: str, reply: Reply) -> None: ...
+
+    def stream(self, title: str) -> ReplyStream: ...
+
+
+class Publisher(Protocol):
+    """Posts unprompted content (scheduled drops) to a channel."""
+
+    async def publish(self, channel: str, reply: Reply) -> str: ...

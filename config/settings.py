@@ -1,0 +1,241 @@
+"""Settings models and the loader that layers default.toml, a user file and the environment.
+
+A wrong value is reported as one line naming where it came from (file or environment variable), the key, the value
+and what is allowed, because that is what someone editing a config file needs to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
+
+ENV_PREFIX = "CHORUS_"
+ENV_DELIMITER = "__"
+
+# The environment load_settings() was given; tests pass their own instead of mutating os.environ.
+_ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("chorus_config_environment", default=None)
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for the person who has to fix it."""
+
+
+class _GivenEnvironment(EnvSettingsSource):
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        env = _ENVIRONMENT.get()
+        if env is None:
+            return super()._load_env_vars()
+        return parse_env_vars(env, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChorusSection(_Section):
+    home: str = ""
+    platform: Literal["terminal", "discord", "slack"] = "terminal"
+
+
+class ModelSection(_Section):
+    source: Literal["embedded", "hf", "gguf", "fake"] = "embedded"
+    path: str = ""
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class GenerationSection(_Section):
+    url: str = ""
+    temperature: float = Field(0.8, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    time_budget_s: float = Field(60.0, gt=0.0)
+    max_context_turns: int = Field(6, ge=0, le=50)
+
+
+class LimitsSection(_Section):
+    max_prompt_chars: int = Field(1000, ge=1)
+    max_variants: int = Field(5, ge=1, le=10)
+    quota_per_minute: int = Field(20, ge=0)
+    stream_edit_interval_s: float = Field(1.0, ge=0.0)
+
+
+class StoreSection(_Section):
+    url: str = ""
+
+
+class ModerationSection(_Section):
+    blocklist: list[str] = Field(default_factory=list)
+
+
+class TerminalSection(_Section):
+    user: str = "you"
+
+
+class KindSpec(_Section):
+    """One content kind: how to prompt for it and when to stop."""
+
+    description: str
+    system: str
+    template: str
+    max_new_tokens: int = Field(ge=1, le=4096)
+    stop: list[str] = Field(default_factory=list)
+
+    @field_validator("template")
+    @classmethod
+    def _template_has_prompt(cls, value: str) -> str:
+        if "{prompt}" not in value:
+            raise ValueError("the template must contain {prompt}")
+        return value
+
+
+class Settings(BaseSettings):
+    """Everything Chorus reads from configuration. Build it with load_settings()."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        extra="forbid",
+        frozen=True,
+    )
+
+    chorus: ChorusSection = ChorusSection()
+    model: ModelSection = ModelSection()
+    generation: GenerationSection = GenerationSection()
+    limits: LimitsSection = LimitsSection()
+    store: StoreSection = StoreSection()
+    moderation: ModerationSection = ModerationSection()
+    terminal: TerminalSection = TerminalSection()
+    tones: list[str] = Field(default_factory=lambda: ["neutral"], min_length=1)
+    kinds: dict[str, KindSpec] = Field(default_factory=dict, min_length=1)
+    sources: tuple[str, ...] = Field(default=(), exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over files; files arrive as init kwargs from load_settings().
+        return (_GivenEnvironment(settings_cls), init_settings)
+
+    @property
+    def home_dir(self) -> Path:
+        return Path(self.chorus.home).expanduser()
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite+aiosqlite:///{self.home_dir / 'chorus.db'}"
+
+
+def default_config_path() -> Path:
+    return Path(__file__).with_name("default.toml")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror}") from None
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _has_path(data: Mapping[str, Any], loc: tuple[Any, ...]) -> bool:
+    node: Any = data
+    for part in loc:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _env_name(loc: tuple[Any, ...], env: Mapping[str, str]) -> str | None:
+    for depth in range(len(loc), 0, -1):
+        name = ENV_PREFIX + ENV_DELIMITER.join(str(part) for part in loc[:depth])
+        for key in env:
+            if key.upper() == name.upper():
+                return key
+    return None
+
+
+def _describe(
+    error: Mapping[str, Any], user: Mapping[str, Any], user_path: Path | None, env: Mapping[str, str]
+) -> str:
+    loc = tuple(part for part in error["loc"] if not isinstance(part, int))
+    section, key = (loc[:-1], loc[-1]) if len(loc) > 1 else ((), loc[0] if loc else "?")
+    dotted = ".".join(str(part) for part in loc)
+    env_key = _env_name(loc, env)
+    if env_key is not None:
+        where = f"environment variable {env_key}"
+    elif user_path is not None and _has_path(user, loc):
+        where = str(user_path)
+    else:
+        where = str(default_config_path())
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(section)
+        hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+        return f"{where}: unknown key {dotted!r}{hint}"
+    value = error.get("input")
+    table = f"[{'.'.join(str(p) for p in section)}] " if section else ""
+    return f"{where}: {table}{key} = {value!r} is not allowed: {error['msg']}"
+
+
+def _allowed_keys(section: tuple[Any, ...]) -> list[str]:
+    model: Any = Settings
+    for part in section:
+        fields = getattr(model, "model_fields", {})
+        if part in fields:
+            model = fields[part].annotation
+        elif section and section[0] == "kinds":
+            model = KindSpec
+        else:
+            return []
+    return sorted(name for name in getattr(model, "model_fields", {}) if name != "sources")
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Load default.toml, then the user file (argument or CHORUS_CONFIG), then CHORUS_* variables."""
+    env = os.environ if env is None else env
+    data = _read_toml(default_config_path())
+    user_path = Path(path) if path else (Path(env["CHORUS_CONFIG"]) if env.get("CHORUS_CONFIG") else None)
+    user: dict[str, Any] = {}
+    sources = [str(default_config_path())]
+    if user_path is not None:
+        user = _read_toml(user_path)
+        data = _merge(data, user)
+        sources.append(str(user_path))
+    if not data["chorus"].get("home"):
+        data["chorus"]["home"] = env.get("CHORUS_HOME") or str(Path.home() / ".cache" / "chorus")
+    scoped_env = {key: value for key, value in env.items() if key.upper().startswith(ENV_PREFIX)}
+    token = _ENVIRONMENT.set(scoped_env)
+    try:
+        return Settings(**data, sources=tuple(sources))
+    except ValidationError as exc:
+        lines = [_describe(error, user, user_path, scoped_env) for error in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+    finally:
+        _ENVIRONMENT.reset(token)

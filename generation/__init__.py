@@ -1,0 +1,1 @@
+"""The generation core. Import generation.types for the protocol; engines load torch lazily."""

@@ -1,0 +1,98 @@
+"""What callers of the generation core see: requests, streamed chunks, health, errors, and the Generator protocol.
+
+This module imports neither torch nor transformers, so bots and adapters can depend on it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "time", "abort", "error"]
+
+
+class Priority(IntEnum):
+    """Lower runs first (#3 uses this; the simple LocalGenerator is FIFO)."""
+
+    INTERACTIVE = 0
+    BRAINSTORM = 1
+    SCHEDULED = 2
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+def _new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One completion: a chat prompt plus sampling parameters and stop rules."""
+
+    messages: tuple[ChatMessage, ...]
+    max_new_tokens: int = 64
+    temperature: float = 0.8
+    top_p: float = 0.95
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    time_budget_s: float = 60.0
+    request_id: str = field(default_factory=_new_request_id)
+    priority: Priority = Priority.INTERACTIVE
+    # Who asked, for fairness across conversations (#3); opaque to the engine.
+    conversation_key: str = ""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of streamed output. The last chunk of a stream has finish_reason set and may carry no text."""
+
+    request_id: str
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    error: str | None = None
+    # Tokens generated so far, counting this chunk.
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    detail: str
+    model: str = ""
+
+
+class GenerationError(Exception):
+    """The generator could not run a request; the message is safe to show to a user."""
+
+
+class ModelUnavailable(GenerationError):
+    """No model can be loaded: missing files, offline, or a bad path. The message says what to run."""
+
+
+class GeneratorBusy(GenerationError):
+    """The queue is full; try again later."""
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """The three verbs of the generation core (after vLLM's EngineClient)."""
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Yield chunks as text is produced; the last one has finish_reason set."""
+        ...
+
+    async def abort(self, request_id: str) -> None:
+        """Stop a running or queued request; its stream ends with finish_reason 'abort'."""
+        ...
+
+    async def health(self) -> Health: ...
+
+    async def close(self) -> None: ...
