@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-_EMPTY: Mapping[str, Any] = {}
-
 
 @dataclass(frozen=True)
 class Conversation:
@@ -44,7 +42,7 @@ class Command:
     name: str
     text: str = ""
     options: Mapping[str, str] = field(default_factory=dict)
-    extras: Mapping[str, Any] = _EMPTY
+    extras: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,7 @@ class Message:
     user: User
     text: str
     reply_to: str | None = None
-    extras: Mapping[str, Any] = _EMPTY
+    extras: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -65,7 +63,7 @@ class Reaction:
     message_ref: str
     emoji: str
     added: bool = True
-    extras: Mapping[str, Any] = _EMPTY
+    extras: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,7 @@ class Action:
     value: str = ""
     generation_id: int | None = None
     message_ref: str | None = None
-    extras: Mapping[str, Any] = _EMPTY
+    extras: Mapping[str, Any] = field(default_factory=dict)
 
 
 Event = Command | Message | Reaction | Action

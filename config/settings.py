@@ -96,6 +96,16 @@ class KindSpec(_Section):
         return value
 
 
+class RefineSection(_Section):
+    """The instruction sent to the model for each refinement action."""
+
+    shorter: str = "Make it shorter. Answer with the new version only."
+    longer: str = "Make it longer. Answer with the new version only."
+    tone: str = "Rewrite it in a {tone} tone. Answer with the new version only."
+    more: str = "Write a new one in the same style. Answer with it only."
+    free: str = "{instruction}"
+
+
 class Settings(BaseSettings):
     """Everything Chorus reads from configuration. Build it with load_settings()."""
 
@@ -115,6 +125,10 @@ class Settings(BaseSettings):
     terminal: TerminalSection = TerminalSection()
     tones: list[str] = Field(default_factory=lambda: ["neutral"], min_length=1)
     kinds: dict[str, KindSpec] = Field(default_factory=dict, min_length=1)
+    remix: KindSpec = KindSpec(
+        description="rewrite text", system="You rewrite text.", template="Rewrite in a {tone} tone: {prompt}", max_new_tokens=160
+    )
+    refine: RefineSection = RefineSection()
     sources: tuple[str, ...] = Field(default=(), exclude=True)
 
     @classmethod

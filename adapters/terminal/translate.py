@@ -1,0 +1,70 @@
+"""Terminal line -> core event. Pure: the runner owns the state and passes it in."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bots.events import Action, Command, Conversation, Event, Message, User
+from bots.reply import ReplyAction
+
+CONVERSATION = Conversation(platform="terminal", workspace="local", channel="terminal")
+
+# Shortcut keys that always mean a refinement of the latest result, even before any result was shown.
+STANDARD_KEYS = {
+    "r": "regenerate",
+    "m": "more",
+    "s": "shorter",
+    "l": "longer",
+    "t": "tone",
+    "+": "rate_up",
+    "-": "rate_down",
+}
+
+
+@dataclass(frozen=True)
+class SwitchUser:
+    """`/as <name>`: who is typing from now on."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Quit:
+    pass
+
+
+def terminal_user(name: str) -> User:
+    # Whoever sits at the terminal owns it, so they may also use moderator commands.
+    return User(id=name, name=name, is_moderator=True)
+
+
+def to_event(
+    line: str, user: User, keys: Mapping[str, ReplyAction], conversation: Conversation = CONVERSATION
+) -> Event | SwitchUser | Quit | None:
+    """Translate one typed line. `keys` maps shortcut keys to the actions of the most recent reply."""
+    text = line.strip()
+    if not text:
+        return None
+    if text.startswith("/"):
+        name, _, rest = text[1:].partition(" ")
+        name = name.lower()
+        if name == "as":
+            return SwitchUser(rest.strip())
+        if name in ("quit", "exit"):
+            return Quit()
+        return Command(conversation=conversation, user=user, name=name, text=rest.strip())
+    head, _, rest = text.partition(" ")
+    head = head.lower()
+    if head == "t" and rest.strip():
+        known = keys.get("t")
+        return Action(
+            conversation, user, "tone", value=rest.strip(), generation_id=known.generation_id if known else None
+        )
+    if not rest:
+        if head in keys:
+            known = keys[head]
+            return Action(conversation, user, known.action_id, value=known.value, generation_id=known.generation_id)
+        if head in STANDARD_KEYS:
+            return Action(conversation, user, STANDARD_KEYS[head])
+    return Message(conversation=conversation, user=user, text=text)

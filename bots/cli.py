@@ -1,0 +1,148 @@
+"""`chorus` command line: the composition root. The only bots module that imports adapters, and only lazily."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from bots.store import Store, StoreError
+from config import ConfigError, Settings, load_settings
+from generation.types import Generator, ModelUnavailable
+
+_log = logging.getLogger("chorus")
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def build_generator(settings: Settings) -> Generator:
+    """The configured generator. Raises ModelUnavailable with the command to run when no model is usable."""
+    if settings.model.source == "fake":
+        from generation.fake import FakeGenerator
+
+        return FakeGenerator()
+    from generation.local import LocalGenerator
+    from generation.models import prepare_model
+
+    spec = prepare_model(settings, progress=_progress)
+    return LocalGenerator(spec, device=settings.model.device, dtype=settings.model.dtype)
+
+
+async def _run(settings: Settings) -> int:
+    from bots.app import Chorus
+
+    if settings.chorus.platform != "terminal":
+        print(
+            f"chorus: platform {settings.chorus.platform!r} is not available in this version yet; "
+            "use chorus.platform = \"terminal\".",
+            file=sys.stderr,
+        )
+        return 2
+    store = Store(settings.store_url)
+    await store.start()
+    try:
+        generator = build_generator(settings)
+    except ModelUnavailable:
+        await store.close()
+        raise
+    warmup = getattr(generator, "warmup", None)
+    if warmup is not None:
+        _progress("Loading the model…")
+        await warmup()
+    chorus = Chorus(settings, store, generator)
+    try:
+        from adapters.terminal.app import run_terminal
+
+        return await run_terminal(chorus)
+    finally:
+        await chorus.close()
+
+
+async def _doctor(settings: Settings) -> int:
+    from generation.models import model_status
+
+    print("Chorus doctor")
+    print(f"  config:    {' + '.join(settings.sources)} + CHORUS_* environment")
+    print(f"  home:      {settings.home_dir}")
+    print(f"  platform:  {settings.chorus.platform}")
+    print(f"  kinds:     {', '.join(settings.kinds)}")
+    ok = True
+    store = Store(settings.store_url)
+    try:
+        await store.start()
+        print(f"  store:     ok ({_redact(settings.store_url)}, {await store.count_generations()} generations)")
+    except StoreError as exc:
+        ok = False
+        print(f"  store:     FAILED — {exc}")
+    finally:
+        await store.close()
+    if settings.generation.url:
+        print(f"  model:     remote {settings.generation.url} (remote generation arrives in #3; not used yet)")
+    elif settings.model.source == "fake":
+        print("  model:     fake (scripted text, for tests and demos)")
+    else:
+        print(f"  model:     {model_status(settings)}")
+    print("  terminal:  ready")
+    for platform, variable in (("discord", "CHORUS_DISCORD_TOKEN"), ("slack", "CHORUS_SLACK_BOT_TOKEN")):
+        state = "token set" if os.environ.get(variable) else f"no token ({variable} unset)"
+        print(f"  {platform + ':':<10} {state}; adapter not in this version yet")
+    return 0 if ok else 1
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://…@{rest.split('@', 1)[1]}"
+    return url
+
+
+def _prepare(settings: Settings) -> int:
+    from generation.models import prepare_model
+
+    spec = prepare_model(settings, progress=_progress)
+    print(f"Model ready: {spec.name} at {spec.path}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="chorus", description="An AI creative co-pilot for chat communities.")
+    root.add_argument("--config", help="a TOML file layered over the defaults (or set CHORUS_CONFIG)")
+    root.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    sub = root.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start Chorus on the configured platform (the terminal by default)")
+    sub.add_parser("doctor", help="print config, model and platform readiness")
+    sub.add_parser("prepare-model", help="verify and convert the configured model once, then exit")
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = load_settings(args.config)
+        if args.command == "run":
+            return asyncio.run(_run(settings))
+        if args.command == "doctor":
+            return asyncio.run(_doctor(settings))
+        return _prepare(settings)
+    except ConfigError as exc:
+        print(f"chorus: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except (StoreError, ModelUnavailable) as exc:
+        print(f"chorus: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

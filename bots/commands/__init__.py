@@ -1,0 +1,11 @@
+"""The slash commands. Adapters register their platform commands from `COMMANDS`, never by hand."""
+
+from bots.commands.create import CREATE, REMIX
+from bots.commands.forget import FORGET
+from bots.commands.history import HISTORY
+from bots.commands.help import HELP
+from bots.router import CommandSpec
+
+COMMANDS: tuple[CommandSpec, ...] = (CREATE, REMIX, HISTORY, FORGET, HELP)
+
+__all__ = ["COMMANDS"]

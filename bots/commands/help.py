@@ -1,0 +1,25 @@
+"""/help: commands, content kinds, tones and the feedback actions."""
+
+from __future__ import annotations
+
+from bots.reply import Reply
+from bots.router import CommandSpec, Context
+
+
+async def show_help(ctx: Context) -> None:
+    settings = ctx.app.settings
+    lines = ["Commands:"]
+    lines += [f"  {spec.usage}  — {spec.summary}" for spec in ctx.app.router.commands.values()]
+    lines.append("")
+    lines.append("Content kinds:")
+    lines += [f"  {name:<12} {spec.description}" for name, spec in settings.kinds.items()]
+    lines.append("")
+    lines.append(f"Tones: {', '.join(settings.tones)}")
+    lines.append(
+        "After a result: regenerate, more like this, shorter, longer, change tone, rate it — "
+        "or just say what to change (\"make the second one rhyme\")."
+    )
+    await ctx.responder.send(Reply(parts=("\n".join(lines),), title="Chorus help", ephemeral=True))
+
+
+HELP = CommandSpec(name="help", summary="this list", usage="/help", handler=show_help)

@@ -1,0 +1,182 @@
+"""Conversational feedback: buttons, shortcut keys, plain sentences and reactions refine a result into versions.
+
+Each refinement is a new stored version whose parent is the result it refines. The model sees the conversation so
+far (the first ask, every earlier answer and follow-up), trimmed to `generation.max_context_turns`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bots.errors import UserError
+from bots.events import Action, Message, Reaction
+from bots.parsing import parse_tone
+from bots.reply import Reply, ReplyAction
+from bots.router import Context
+from bots.store import GenerationRecord
+from bots.studio import Draft
+from config import KindSpec, Settings
+from generation.prompts import Turn, render_template
+
+_log = logging.getLogger(__name__)
+
+REGENERATE, MORE, SHORTER, LONGER, TONE = "regenerate", "more", "shorter", "longer", "tone"
+RATE_UP, RATE_DOWN = "rate_up", "rate_down"
+GENERATING_ACTIONS = frozenset({REGENERATE, MORE, SHORTER, LONGER, TONE})
+NOTHING_YET = "Nothing to refine yet. Start with /create <kind> <what it is about> (see /help)."
+
+
+def result_actions(generation_id: int) -> tuple[ReplyAction, ...]:
+    """The actions under every finished result, in display order."""
+    return (
+        ReplyAction(REGENERATE, "Regenerate", "r", generation_id=generation_id),
+        ReplyAction(MORE, "More like this", "m", generation_id=generation_id),
+        ReplyAction(SHORTER, "Shorter", "s", generation_id=generation_id),
+        ReplyAction(LONGER, "Longer", "l", generation_id=generation_id),
+        ReplyAction(TONE, "Change tone", "t <tone>", generation_id=generation_id),
+        ReplyAction(RATE_UP, "👍", "+", value="+1", generation_id=generation_id),
+        ReplyAction(RATE_DOWN, "👎", "-", value="-1", generation_id=generation_id),
+    )
+
+
+def spec_for(kind: str, settings: Settings) -> KindSpec:
+    if kind == "remix":
+        return settings.remix
+    spec = settings.kinds.get(kind)
+    if spec is None:
+        raise UserError(f"The kind {kind!r} is no longer configured, so this result can't be refined.")
+    return spec
+
+
+def ask_for(instruction: str, settings: Settings) -> str:
+    """The message sent to the model for a stored instruction label ("shorter", "tone: formal", free text)."""
+    refine = settings.refine
+    if instruction == SHORTER:
+        return refine.shorter
+    if instruction == LONGER:
+        return refine.longer
+    if instruction == MORE:
+        return refine.more
+    if instruction.startswith("tone: "):
+        return refine.tone.replace("{tone}", instruction.removeprefix("tone: "))
+    return refine.free.replace("{instruction}", instruction.rstrip(".!? "))
+
+
+def conversation_turns(lineage: list[GenerationRecord], settings: Settings) -> list[Turn]:
+    """Rebuild the exchange from stored versions. A regenerate replaces the answer it redoes."""
+    first = lineage[0]
+    turns: list[Turn] = []
+    for record in lineage:
+        if record is first:
+            ask = render_template(spec_for(first.kind, settings), first.prompt, first.tone)
+            turns.append(Turn(ask, record.variants))
+        elif record.instruction == REGENERATE and turns:
+            turns[-1] = Turn(turns[-1].ask, record.variants)
+        else:
+            turns.append(Turn(ask_for(record.instruction, settings), record.variants))
+    keep = settings.generation.max_context_turns
+    if len(turns) > keep >= 1:
+        turns = [turns[0], *turns[len(turns) - keep + 1 :]] if keep > 1 else [turns[0]]
+    return turns
+
+
+async def target_generation(ctx: Context, generation_id: int | None, reply_to: str | None = None) -> GenerationRecord:
+    store = ctx.app.store
+    conversation = ctx.event.conversation
+    if generation_id is not None:
+        record = await store.get_generation(generation_id)
+        if record is None:
+            raise UserError("That result no longer exists (it was deleted or forgotten). Start again with /create.")
+        return record
+    if reply_to is not None:
+        record = await store.find_by_message_ref(conversation.platform, reply_to)
+        if record is not None:
+            return record
+    record = await store.latest_generation(conversation)
+    if record is None:
+        raise UserError(NOTHING_YET)
+    return record
+
+
+async def refine(ctx: Context, record: GenerationRecord, instruction: str, *, tone: str | None = None) -> None:
+    """Make the next version of `record`: a regenerate, a per-variant rework, or a new ask over all variants."""
+    settings = ctx.app.settings
+    spec = spec_for(record.kind, settings)
+    lineage = await ctx.app.store.lineage(record)
+    turns = conversation_turns(lineage, settings)
+    first_ask = render_template(spec, lineage[0].prompt, lineage[0].tone)
+    n = max(1, len(record.variants))
+    common = {"kind": record.kind, "prompt": record.prompt, "spec": spec, "first_ask": first_ask, "n": n}
+    if instruction == REGENERATE:
+        last = turns.pop()
+        draft = Draft(tone=record.tone, instruction=REGENERATE, turns=tuple(turns), ask=last.ask, parent=record, **common)
+    elif instruction in (SHORTER, LONGER) or tone is not None:
+        label = f"tone: {tone}" if tone is not None else instruction
+        draft = Draft(
+            tone=tone or record.tone,
+            instruction=label,
+            turns=tuple(turns),
+            ask=ask_for(label, settings),
+            per_variant=True,
+            parent=record,
+            **common,
+        )
+    else:
+        draft = Draft(
+            tone=record.tone,
+            instruction=instruction,
+            turns=tuple(turns),
+            ask=ask_for(instruction, settings),
+            parent=record,
+            **common,
+        )
+    await ctx.app.studio.run(ctx, draft)
+
+
+async def handle_action(ctx: Context) -> None:
+    action = ctx.event
+    assert isinstance(action, Action)
+    if action.action_id in (RATE_UP, RATE_DOWN):
+        record = await target_generation(ctx, action.generation_id, action.message_ref)
+        value = "+1" if action.action_id == RATE_UP else "-1"
+        await ctx.app.store.add_feedback(record.id, action.user, action.conversation.platform, "rating", value)
+        thumb = "👍" if value == "+1" else "👎"
+        await ctx.responder.send(Reply.text(f"Noted {thumb} on {record.kind} v{record.version}. Thanks!", ephemeral=True))
+        return
+    if action.action_id not in GENERATING_ACTIONS:
+        raise UserError("That button is no longer supported. Start again with /create.")
+    tone = parse_tone(action.value, ctx.app.settings) if action.action_id == TONE else None
+    if action.action_id == TONE and not action.value:
+        raise UserError(f"Say which tone, e.g. t playful. Tones: {', '.join(ctx.app.settings.tones)}.")
+    record = await target_generation(ctx, action.generation_id, action.message_ref)
+    await ctx.app.store.add_feedback(record.id, action.user, action.conversation.platform, "action", action.action_id)
+    await refine(ctx, record, action.action_id, tone=tone)
+
+
+async def handle_message(ctx: Context) -> None:
+    """A plain sentence refines the latest result (or the one it replies to)."""
+    message = ctx.event
+    assert isinstance(message, Message)
+    text = message.text.strip()
+    if not text:
+        return
+    limit = ctx.app.settings.limits.max_prompt_chars
+    if len(text) > limit:
+        raise UserError(f"That message is {len(text)} characters; the limit is {limit}. Shorten it and try again.")
+    record = await target_generation(ctx, None, message.reply_to)
+    await ctx.app.store.add_engagement(message.conversation, "reply", user=message.user, generation_id=record.id)
+    await refine(ctx, record, text)
+
+
+async def handle_reaction(ctx: Context) -> None:
+    """Reactions on a Chorus result are recorded as feedback and engagement; others are ignored."""
+    reaction = ctx.event
+    assert isinstance(reaction, Reaction)
+    record = await ctx.app.store.find_by_message_ref(reaction.conversation.platform, reaction.message_ref)
+    if record is None:
+        return
+    value = reaction.emoji if reaction.added else f"-{reaction.emoji}"
+    await ctx.app.store.add_feedback(record.id, reaction.user, reaction.conversation.platform, "reaction", value)
+    await ctx.app.store.add_engagement(
+        reaction.conversation, "reaction", value, user=reaction.user, generation_id=record.id
+    )

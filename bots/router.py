@@ -1,0 +1,186 @@
+"""The command router: finds the handler for an event and runs it through middleware.
+
+Middleware are `async def mw(ctx, call_next)` callables, outermost first, in the style of ASGI/aiohttp. The ones
+here cover what every platform needs: error replies, permission checks, per-user quotas and input moderation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bots.errors import UserError
+from bots.events import Action, Command, Event, Message, Reaction
+from bots.parsing import did_you_mean
+from bots.reply import Reply, Responder
+from generation.moderation import Blocklist
+from generation.types import GenerationError, GeneratorBusy
+
+if TYPE_CHECKING:
+    from bots.app import Chorus
+
+_log = logging.getLogger(__name__)
+
+Handler = Callable[["Context"], Awaitable[None]]
+Middleware = Callable[["Context", Handler], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """A command every adapter exposes. Adapters build their slash-command lists from these."""
+
+    name: str
+    summary: str
+    usage: str
+    handler: Handler
+    generates: bool = False
+    moderator_only: bool = False
+    # Structured options for platforms that have them (Discord); name -> description.
+    options: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class Context:
+    event: Event
+    responder: Responder
+    app: Chorus
+    spec: CommandSpec | None = None
+
+    async def fail(self, text: str) -> None:
+        await self.responder.send(Reply.error(text))
+
+
+def event_generates(ctx: Context) -> bool:
+    """Will handling this event start a generation? (Quota and moderation only apply then.)"""
+    event = ctx.event
+    if isinstance(event, Command):
+        return ctx.spec is not None and ctx.spec.generates
+    if isinstance(event, Action):
+        from bots.feedback import GENERATING_ACTIONS
+
+        return event.action_id in GENERATING_ACTIONS
+    return isinstance(event, Message)
+
+
+def event_text(event: Event) -> str:
+    if isinstance(event, Command):
+        return " ".join([event.text, *event.options.values()])
+    if isinstance(event, Message):
+        return event.text
+    if isinstance(event, Action):
+        return event.value
+    return ""
+
+
+async def error_boundary(ctx: Context, call_next: Handler) -> None:
+    """Turn every failure into a short reply; nothing reaches the adapter as an exception."""
+    try:
+        await call_next(ctx)
+    except UserError as exc:
+        await ctx.fail(str(exc))
+    except GeneratorBusy as exc:
+        await ctx.fail(str(exc) or "Chorus is busy right now. Try again in a minute.")
+    except GenerationError as exc:
+        await ctx.fail(f"Generation failed: {exc}")
+    except Exception:
+        ref = uuid.uuid4().hex[:8]
+        _log.exception("unhandled error handling %r (ref %s)", type(ctx.event).__name__, ref)
+        await ctx.fail(f"Something went wrong on our side (ref {ref}). Please try again.")
+
+
+async def permission_check(ctx: Context, call_next: Handler) -> None:
+    if ctx.spec is not None and ctx.spec.moderator_only and not ctx.event.user.is_moderator:
+        raise UserError(f"Only moderators can use /{ctx.spec.name}.")
+    await call_next(ctx)
+
+
+class Quota:
+    """A per-user sliding one-minute window. Bounded: idle users are dropped as windows empty."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._starts: defaultdict[tuple[str, str], deque[float]] = defaultdict(deque)
+
+    def take(self, platform: str, user_id: str) -> float:
+        """Record one use; return 0 if allowed, else the seconds until the next use is allowed."""
+        if self.per_minute <= 0:
+            return 0.0
+        now = self._clock()
+        window = self._starts[(platform, user_id)]
+        while window and now - window[0] >= 60.0:
+            window.popleft()
+        if len(window) >= self.per_minute:
+            return 60.0 - (now - window[0])
+        window.append(now)
+        return 0.0
+
+
+def quota_check(quota: Quota) -> Middleware:
+    async def middleware(ctx: Context, call_next: Handler) -> None:
+        if event_generates(ctx):
+            wait = quota.take(ctx.event.conversation.platform, ctx.event.user.id)
+            if wait > 0:
+                raise UserError(
+                    f"You've reached {quota.per_minute} generations a minute. Try again in {max(1, round(wait))} s."
+                )
+        await call_next(ctx)
+
+    return middleware
+
+
+def input_moderation(blocklist: Blocklist) -> Middleware:
+    async def middleware(ctx: Context, call_next: Handler) -> None:
+        if event_generates(ctx):
+            found = blocklist.find(event_text(ctx.event))
+            if found:
+                raise UserError(f"Your request contains a blocked word ({found!r}). Rephrase it and try again.")
+        await call_next(ctx)
+
+    return middleware
+
+
+class Router:
+    def __init__(self, commands: Sequence[CommandSpec], middleware: Sequence[Middleware] = ()) -> None:
+        self.commands = {spec.name: spec for spec in commands}
+        self.middleware = list(middleware)
+        self.message_handler: Handler | None = None
+        self.action_handler: Handler | None = None
+        self.reaction_handler: Handler | None = None
+
+    async def dispatch(self, event: Event, responder: Responder, app: Any) -> None:
+        ctx = Context(event=event, responder=responder, app=app)
+        if isinstance(event, Command):
+            ctx.spec = self.commands.get(event.name.lower())
+        handler: Handler = self._endpoint
+        for middleware in reversed(self.middleware):
+            handler = _bind(middleware, handler)
+        await handler(ctx)
+
+    async def _endpoint(self, ctx: Context) -> None:
+        event = ctx.event
+        if isinstance(event, Command):
+            if ctx.spec is None:
+                hint = did_you_mean(event.name, self.commands, prefix="/")
+                raise UserError(f"Unknown command /{event.name}.{hint} Type /help for the list.")
+            await ctx.spec.handler(ctx)
+            return
+        handler = {
+            Message: self.message_handler,
+            Action: self.action_handler,
+            Reaction: self.reaction_handler,
+        }.get(type(event))
+        if handler is not None:
+            await handler(ctx)
+
+
+def _bind(middleware: Middleware, call_next: Handler) -> Handler:
+    async def handler(ctx: Context) -> None:
+        await middleware(ctx, call_next)
+
+    return handler

@@ -1,0 +1,172 @@
+"""The studio turns a Draft (what to write, with what context) into streamed variants and a stored version.
+
+Every command that generates goes through here, so streaming, output moderation, partial failures and storage
+behave the same for /create, /remix and every refinement.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from bots.reply import Reply, ReplyStream
+from bots.store import GenerationRecord
+from config import KindSpec
+from generation.moderation import StreamSanitizer, clean_output
+from generation.prompts import Turn, build_messages, clean_variant
+from generation.types import ChatMessage, GenerationError, GenerationRequest, GeneratorBusy
+
+if TYPE_CHECKING:
+    from bots.router import Context
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Draft:
+    """Everything needed to generate one version and to store it."""
+
+    kind: str
+    tone: str
+    prompt: str
+    spec: KindSpec
+    first_ask: str
+    n: int
+    instruction: str = ""
+    turns: tuple[Turn, ...] = ()
+    ask: str = ""
+    # Refinements such as "shorter" rework each variant on its own: variant i sees only its own last text.
+    per_variant: bool = False
+    parent: GenerationRecord | None = None
+    seed: int = field(default_factory=lambda: random.randrange(1 << 30))
+
+    def messages(self, index: int) -> tuple[ChatMessage, ...]:
+        turns = self.turns
+        if self.per_variant and turns:
+            last = turns[-1]
+            own = last.answer[index] if index < len(last.answer) else last.answer[-1]
+            turns = (*turns[:-1], Turn(last.ask, (own,)))
+        return build_messages(self.spec, self.first_ask, turns, self.ask)
+
+
+@dataclass
+class _Outcome:
+    variants: list[str] = field(default_factory=list)
+    finish: list[str] = field(default_factory=list)
+    tokens: int = 0
+    failure: str = ""
+
+
+class Studio:
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def run(self, ctx: Context, draft: Draft) -> GenerationRecord | None:
+        """Stream draft.n variants into one message, store the version, and finish with the feedback actions."""
+        from bots.feedback import result_actions
+
+        settings = self.app.settings
+        version = 1
+        if draft.parent is not None:
+            version = max(r.version for r in await self.app.store.versions(draft.parent.root_id)) + 1
+        title = _title(draft, version)
+        stream = ctx.responder.stream(title)
+        started = time.monotonic()
+        outcome = await self._generate(ctx, draft, stream)
+        elapsed = time.monotonic() - started
+        if not any(outcome.variants):
+            await stream.finish(Reply(parts=(f"⚠ {outcome.failure or 'The model returned nothing. Try again.'}",)))
+            return None
+        status = "ok" if not outcome.failure else "partial"
+        event = ctx.event
+        record = await self.app.store.add_generation(
+            event.conversation,
+            event.user,
+            kind=draft.kind,
+            tone=draft.tone,
+            prompt=draft.prompt,
+            variants=outcome.variants,
+            instruction=draft.instruction,
+            parent=draft.parent,
+            status=status,
+            params={
+                "n": draft.n,
+                "seed": draft.seed,
+                "temperature": settings.generation.temperature,
+                "top_p": settings.generation.top_p,
+                "max_new_tokens": draft.spec.max_new_tokens,
+                "finish_reasons": outcome.finish,
+                "tokens": outcome.tokens,
+                "elapsed_s": round(elapsed, 3),
+            },
+        )
+        footer = f"⚠ {outcome.failure} Above is what was produced before it stopped." if outcome.failure else ""
+        reply = Reply(
+            parts=tuple(outcome.variants),
+            title=_title(draft, record.version),
+            footer=footer,
+            actions=result_actions(record.id),
+            generation_id=record.id,
+        )
+        message_ref = await stream.finish(reply)
+        if message_ref:
+            await self.app.store.set_message_ref(record.id, message_ref)
+        return record
+
+    async def _generate(self, ctx: Context, draft: Draft, stream: ReplyStream) -> _Outcome:
+        settings = self.app.settings
+        outcome = _Outcome()
+        for index in range(draft.n):
+            await stream.begin_part(index + 1, draft.n)
+            request = GenerationRequest(
+                messages=draft.messages(index),
+                max_new_tokens=draft.spec.max_new_tokens,
+                temperature=settings.generation.temperature,
+                top_p=settings.generation.top_p,
+                stop=tuple(draft.spec.stop),
+                seed=draft.seed + index,
+                time_budget_s=settings.generation.time_budget_s,
+                conversation_key=ctx.event.conversation.key,
+            )
+            sanitizer = StreamSanitizer(self.app.blocklist)
+            raw: list[str] = []
+            shown = False
+            try:
+                async for chunk in self.app.generator.stream(request):
+                    if chunk.text:
+                        raw.append(chunk.text)
+                        safe = sanitizer.feed(chunk.text)
+                        if not shown:
+                            safe = safe.lstrip()
+                        if safe:
+                            shown = True
+                            await stream.write(safe)
+                    if chunk.finish_reason is not None:
+                        outcome.tokens += chunk.tokens
+                        outcome.finish.append(chunk.finish_reason)
+                        if chunk.finish_reason == "error":
+                            outcome.failure = f"Generation failed: {chunk.error or 'unknown error'}."
+                tail = sanitizer.flush()
+                if tail and (shown or tail.strip()):
+                    await stream.write(tail if shown else tail.lstrip())
+            except GeneratorBusy as exc:
+                outcome.failure = str(exc) or "Chorus is busy right now. Try again in a minute."
+            except GenerationError as exc:
+                outcome.failure = f"Generation failed: {exc}"
+            text = clean_variant(clean_output("".join(raw), self.app.blocklist))
+            if text:
+                outcome.variants.append(text)
+            if outcome.failure:
+                _log.warning("generation stopped at variant %d/%d: %s", index + 1, draft.n, outcome.failure)
+                break
+        return outcome
+
+
+def _title(draft: Draft, version: int) -> str:
+    title = f"{draft.kind} · v{version}"
+    if draft.instruction:
+        title += f" · {draft.instruction}"
+    return title

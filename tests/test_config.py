@@ -1,0 +1,82 @@
+"""Configuration: defaults, a user file, environment overrides, and errors that say where and what."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, load_settings
+
+KINDS = ["slogan", "tagline", "tweet", "post", "headline", "story", "poem", "lyrics", "ad", "names", "outline"]
+
+
+def test_defaults_have_every_content_kind_with_a_template() -> None:
+    settings = load_settings(env={})
+    for kind in [*KINDS, "description"]:
+        spec = settings.kinds[kind]
+        assert "{prompt}" in spec.template and spec.system and spec.max_new_tokens > 0
+
+
+def test_home_defaults_to_chorus_home_and_the_store_lives_there(tmp_path: Path) -> None:
+    settings = load_settings(env={"CHORUS_HOME": str(tmp_path)})
+    assert settings.home_dir == tmp_path
+    assert settings.store_url == f"sqlite+aiosqlite:///{tmp_path / 'chorus.db'}"
+
+
+def test_user_file_overrides_one_key_of_a_kind_and_adds_a_kind(tmp_path: Path) -> None:
+    user = tmp_path / "chorus.toml"
+    user.write_text(
+        '[kinds.slogan]\nmax_new_tokens = 12\n\n[kinds.haiku]\ndescription = "a haiku"\nsystem = "You write haiku."\n'
+        'template = "A haiku about {prompt}"\nmax_new_tokens = 30\n'
+    )
+    settings = load_settings(user, env={})
+    assert settings.kinds["slogan"].max_new_tokens == 12
+    assert settings.kinds["slogan"].system.startswith("You are a sharp copywriter")  # the rest is kept
+    assert settings.kinds["haiku"].description == "a haiku"
+
+
+def test_config_file_comes_from_chorus_config_and_env_beats_it(tmp_path: Path) -> None:
+    user = tmp_path / "chorus.toml"
+    user.write_text("[limits]\nmax_prompt_chars = 300\nmax_variants = 4\n")
+    settings = load_settings(env={"CHORUS_CONFIG": str(user), "CHORUS_LIMITS__MAX_PROMPT_CHARS": "200"})
+    assert settings.limits.max_prompt_chars == 200
+    assert settings.limits.max_variants == 4
+
+
+def test_wrong_type_names_the_file_the_key_the_value_and_what_is_allowed(tmp_path: Path) -> None:
+    user = tmp_path / "bad.toml"
+    user.write_text('[limits]\nmax_variants = "five"\n\n[model]\ndevice = "tpu"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(user, env={})
+    message = str(caught.value)
+    assert f"{user}: [limits] max_variants = 'five'" in message and "valid integer" in message
+    assert f"{user}: [model] device = 'tpu'" in message and "'cpu', 'cuda' or 'auto'" in message
+
+
+def test_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"environment variable CHORUS_GENERATION__TOP_P: .*top_p = '7'"):
+        load_settings(env={"CHORUS_GENERATION__TOP_P": "7"})
+
+
+def test_unknown_key_lists_the_allowed_ones(tmp_path: Path) -> None:
+    user = tmp_path / "typo.toml"
+    user.write_text("[model]\ndevcie = 'cpu'\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'model.devcie'; allowed keys here: device, dtype, path, source"):
+        load_settings(user, env={})
+
+
+def test_template_without_prompt_placeholder_is_refused(tmp_path: Path) -> None:
+    user = tmp_path / "kind.toml"
+    user.write_text("[kinds.slogan]\ntemplate = 'Write a slogan'\n")
+    with pytest.raises(ConfigError, match=r"\[kinds.slogan\] template = 'Write a slogan'.*must contain \{prompt\}"):
+        load_settings(user, env={})
+
+
+def test_missing_and_malformed_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml", env={})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[limits\n")
+    with pytest.raises(ConfigError, match=f"{broken}: not valid TOML"):
+        load_settings(broken, env={})

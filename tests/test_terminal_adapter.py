@@ -1,0 +1,46 @@
+"""The terminal adapter's pure parts: line -> event and reply -> text."""
+
+from __future__ import annotations
+
+from adapters.terminal.render import render_actions, render_reply
+from adapters.terminal.translate import CONVERSATION, Quit, SwitchUser, terminal_user, to_event
+from bots.events import Action, Command, Message
+from bots.feedback import result_actions
+from bots.reply import Reply
+
+ALICE = terminal_user("alice")
+
+
+def test_slash_line_is_a_command_with_its_text() -> None:
+    event = to_event("/create slogan a cafe --n 2", ALICE, {})
+    assert event == Command(CONVERSATION, ALICE, "create", "slogan a cafe --n 2")
+
+
+def test_shortcut_keys_become_actions_on_the_last_result() -> None:
+    keys = {a.key.split()[0]: a for a in result_actions(42)}
+    assert to_event("s", ALICE, keys) == Action(CONVERSATION, ALICE, "shorter", generation_id=42)
+    assert to_event("t formal", ALICE, keys) == Action(CONVERSATION, ALICE, "tone", value="formal", generation_id=42)
+    assert to_event("+", ALICE, keys) == Action(CONVERSATION, ALICE, "rate_up", value="+1", generation_id=42)
+
+
+def test_shortcut_keys_without_a_shown_result_still_mean_the_latest() -> None:
+    assert to_event(" r ", ALICE, {}) == Action(CONVERSATION, ALICE, "regenerate")
+
+
+def test_a_sentence_is_a_message_and_meta_commands_are_the_terminals() -> None:
+    assert to_event("make the second one rhyme", ALICE, {}) == Message(CONVERSATION, ALICE, "make the second one rhyme")
+    assert to_event("s and also t", ALICE, {}) == Message(CONVERSATION, ALICE, "s and also t")
+    assert to_event("/as bob", ALICE, {}) == SwitchUser("bob")
+    assert isinstance(to_event("/quit", ALICE, {}), Quit)
+    assert to_event("   ", ALICE, {}) is None
+
+
+def test_actions_line_matches_the_documented_shortcuts() -> None:
+    line = render_actions(result_actions(1))
+    expected = "[r] regenerate  [m] more like this  [s] shorter  [l] longer  [t <tone>] change tone  [+]/[-] rate"
+    assert line == expected
+
+
+def test_variants_are_numbered() -> None:
+    text = render_reply(Reply(parts=("one", "two"), title="slogan · v1"))
+    assert text == "── slogan · v1 ──\n1. one\n2. two"
