@@ -39,7 +39,7 @@ async def _run(settings: Settings) -> int:
     if settings.chorus.platform != "terminal":
         print(
             f"chorus: platform {settings.chorus.platform!r} is not available in this version yet; "
-            "use chorus.platform = \"terminal\".",
+            'use chorus.platform = "terminal".',
             file=sys.stderr,
         )
         return 2

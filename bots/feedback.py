@@ -109,7 +109,9 @@ async def refine(ctx: Context, record: GenerationRecord, instruction: str, *, to
     common = {"kind": record.kind, "prompt": record.prompt, "spec": spec, "first_ask": first_ask, "n": n}
     if instruction == REGENERATE:
         last = turns.pop()
-        draft = Draft(tone=record.tone, instruction=REGENERATE, turns=tuple(turns), ask=last.ask, parent=record, **common)
+        draft = Draft(
+            tone=record.tone, instruction=REGENERATE, turns=tuple(turns), ask=last.ask, parent=record, **common
+        )
     elif instruction in (SHORTER, LONGER) or tone is not None:
         label = f"tone: {tone}" if tone is not None else instruction
         draft = Draft(
@@ -141,7 +143,9 @@ async def handle_action(ctx: Context) -> None:
         value = "+1" if action.action_id == RATE_UP else "-1"
         await ctx.app.store.add_feedback(record.id, action.user, action.conversation.platform, "rating", value)
         thumb = "👍" if value == "+1" else "👎"
-        await ctx.responder.send(Reply.text(f"Noted {thumb} on {record.kind} v{record.version}. Thanks!", ephemeral=True))
+        await ctx.responder.send(
+            Reply.text(f"Noted {thumb} on {record.kind} v{record.version}. Thanks!", ephemeral=True)
+        )
         return
     if action.action_id not in GENERATING_ACTIONS:
         raise UserError("That button is no longer supported. Start again with /create.")

@@ -72,7 +72,9 @@ def parse_tone(value: str | None, settings: Settings) -> str:
         return settings.tones[0]
     tone = value.lower()
     if tone not in settings.tones:
-        raise UserError(f"Unknown tone {value!r}.{did_you_mean(tone, settings.tones)} Tones: {', '.join(settings.tones)}.")
+        raise UserError(
+            f"Unknown tone {value!r}.{did_you_mean(tone, settings.tones)} Tones: {', '.join(settings.tones)}."
+        )
     return tone
 
 

@@ -126,7 +126,10 @@ class Settings(BaseSettings):
     tones: list[str] = Field(default_factory=lambda: ["neutral"], min_length=1)
     kinds: dict[str, KindSpec] = Field(default_factory=dict, min_length=1)
     remix: KindSpec = KindSpec(
-        description="rewrite text", system="You rewrite text.", template="Rewrite in a {tone} tone: {prompt}", max_new_tokens=160
+        description="rewrite text",
+        system="You rewrite text.",
+        template="Rewrite in a {tone} tone: {prompt}",
+        max_new_tokens=160,
     )
     refine: RefineSection = RefineSection()
     sources: tuple[str, ...] = Field(default=(), exclude=True)
@@ -196,9 +199,7 @@ def _env_name(loc: tuple[Any, ...], env: Mapping[str, str]) -> str | None:
     return None
 
 
-def _describe(
-    error: Mapping[str, Any], user: Mapping[str, Any], user_path: Path | None, env: Mapping[str, str]
-) -> str:
+def _describe(error: Mapping[str, Any], user: Mapping[str, Any], user_path: Path | None, env: Mapping[str, str]) -> str:
     loc = tuple(part for part in error["loc"] if not isinstance(part, int))
     section, key = (loc[:-1], loc[-1]) if len(loc) > 1 else ((), loc[0] if loc else "?")
     dotted = ".".join(str(part) for part in loc)

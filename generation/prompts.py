@@ -35,7 +35,9 @@ def format_answer(variants: Sequence[str]) -> str:
     return "\n".join(f"{i}. {text}" for i, text in enumerate(variants, 1))
 
 
-def build_messages(spec: KindSpec, first_ask: str, turns: Sequence[Turn] = (), ask: str = "") -> tuple[ChatMessage, ...]:
+def build_messages(
+    spec: KindSpec, first_ask: str, turns: Sequence[Turn] = (), ask: str = ""
+) -> tuple[ChatMessage, ...]:
     """System prompt, the first request, then each earlier answer and follow-up, then the new ask (if any).
 
     `first_ask` is the rendered template of version 1; `turns` are earlier versions oldest first, where

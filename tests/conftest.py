@@ -1,123 +1,14 @@
-"""Shared fixtures: a FakeResponder that records everything, and `testbot`, Chorus on the FakeGenerator.
-
-`testbot.say("/create slogan a cafe")` runs one terminal line through the real router, commands, studio and
-SQLite store and returns the replies it produced (after errbot's testbot).
-"""
+"""Fixtures shared by the suite; the classes behind them live in support.py."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from adapters.terminal.translate import Quit, SwitchUser, terminal_user, to_event
-from bots.app import Chorus
-from bots.reply import Reply, ReplyAction
-from bots.store import Store
-from config import Settings, load_settings
-from generation.fake import FakeGenerator
-
-POSTGRES_URL = os.environ.get("CHORUS_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-
-
-@dataclass
-class FakeStream:
-    title: str
-    responder: FakeResponder
-    parts: list[str] = field(default_factory=list)
-    deltas: list[str] = field(default_factory=list)
-    statuses: list[str] = field(default_factory=list)
-    final: Reply | None = None
-
-    async def begin_part(self, index: int, total: int) -> None:
-        self.parts.append("")
-
-    async def write(self, delta: str) -> None:
-        self.deltas.append(delta)
-        self.parts[-1] += delta
-
-    async def status(self, text: str) -> None:
-        self.statuses.append(text)
-
-    async def finish(self, reply: Reply) -> str:
-        self.final = reply
-        return await self.responder.send(reply)
-
-
-class FakeResponder:
-    """Records every call; replies are what the user would have seen, in order."""
-
-    def __init__(self) -> None:
-        self.deferred = 0
-        self.replies: list[Reply] = []
-        self.streams: list[FakeStream] = []
-        self.edits: list[tuple[str, Reply]] = []
-
-    async def defer(self) -> None:
-        self.deferred += 1
-
-    async def send(self, reply: Reply) -> str:
-        self.replies.append(reply)
-        return f"fake-{len(self.replies)}"
-
-    async def edit(self, message_ref: str, reply: Reply) -> None:
-        self.edits.append((message_ref, reply))
-
-    def stream(self, title: str) -> FakeStream:
-        stream = FakeStream(title, self)
-        self.streams.append(stream)
-        return stream
-
-
-def reply_text(reply: Reply) -> str:
-    return "\n".join([reply.title, *reply.parts, reply.footer]).strip()
-
-
-class TestBot:
-    """Drives Chorus the way the terminal does, with structured replies to assert on."""
-
-    __test__ = False
-
-    def __init__(self, chorus: Chorus, user: str = "alice") -> None:
-        self.chorus = chorus
-        self.user = terminal_user(user)
-        self.keys: dict[str, ReplyAction] = {}
-        self.responder = FakeResponder()
-
-    @property
-    def generator(self) -> FakeGenerator:
-        return self.chorus.generator  # type: ignore[return-value]
-
-    @property
-    def store(self) -> Store:
-        return self.chorus.store
-
-    async def say(self, line: str, *, as_user: str | None = None) -> list[Reply]:
-        if as_user is not None:
-            self.user = terminal_user(as_user)
-        event = to_event(line, self.user, self.keys)
-        assert not isinstance(event, SwitchUser | Quit), "use as_user= to switch users in tests"
-        if event is None:
-            return []
-        before = len(self.responder.replies)
-        await self.chorus.handle(event, self.responder)
-        new = self.responder.replies[before:]
-        for reply in new:
-            if reply.actions:
-                self.keys = {a.key.split()[0]: a for a in reply.actions if a.key}
-        return new
-
-    async def one(self, line: str, **kwargs: str) -> Reply:
-        replies = await self.say(line, **kwargs)
-        assert len(replies) == 1, [reply_text(r) for r in replies]
-        return replies[0]
-
-
-def settings_for(home: Path, **env: str) -> Settings:
-    return load_settings(env={"CHORUS_HOME": str(home), "CHORUS_MODEL__SOURCE": "fake", **env})
+from config import Settings
+from support import TestBot, make_bot, settings_for
 
 
 @pytest.fixture
@@ -125,18 +16,8 @@ def settings(tmp_path: Path) -> Settings:
     return settings_for(tmp_path)
 
 
-async def make_bot(settings: Settings, generator: FakeGenerator | None = None) -> TestBot:
-    store = Store(settings.store_url)
-    await store.start()
-    return TestBot(Chorus(settings, store, generator or FakeGenerator()))
-
-
 @pytest.fixture
 async def testbot(settings: Settings) -> AsyncIterator[TestBot]:
     bot = await make_bot(settings)
     yield bot
     await bot.chorus.close()
-
-
-def texts(replies: Sequence[Reply]) -> list[str]:
-    return [reply_text(reply) for reply in replies]

@@ -62,7 +62,9 @@ def test_bad_environment_value_names_the_variable() -> None:
 def test_unknown_key_lists_the_allowed_ones(tmp_path: Path) -> None:
     user = tmp_path / "typo.toml"
     user.write_text("[model]\ndevcie = 'cpu'\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'model.devcie'; allowed keys here: device, dtype, path, source"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'model.devcie'; allowed keys here: device, dtype, path, source"
+    ):
         load_settings(user, env={})
 
 

@@ -93,10 +93,8 @@ async def _interruptible(session: TerminalSession, line: str) -> bool:
     """Run one line; Ctrl-C cancels it (and its generation) instead of killing Chorus."""
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(session.handle_line(line))
-    try:
+    with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, task.cancel)
-    except (NotImplementedError, RuntimeError):
-        pass
     try:
         return await task
     except asyncio.CancelledError:

@@ -2,8 +2,8 @@
 
 from bots.commands.create import CREATE, REMIX
 from bots.commands.forget import FORGET
-from bots.commands.history import HISTORY
 from bots.commands.help import HELP
+from bots.commands.history import HISTORY
 from bots.router import CommandSpec
 
 COMMANDS: tuple[CommandSpec, ...] = (CREATE, REMIX, HISTORY, FORGET, HELP)

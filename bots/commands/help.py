@@ -17,7 +17,7 @@ async def show_help(ctx: Context) -> None:
     lines.append(f"Tones: {', '.join(settings.tones)}")
     lines.append(
         "After a result: regenerate, more like this, shorter, longer, change tone, rate it — "
-        "or just say what to change (\"make the second one rhyme\")."
+        'or just say what to change ("make the second one rhyme").'
     )
     await ctx.responder.send(Reply(parts=("\n".join(lines),), title="Chorus help", ephemeral=True))
 

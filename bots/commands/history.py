@@ -40,4 +40,6 @@ async def history(ctx: Context) -> None:
     await ctx.responder.send(Reply(parts=("\n".join(lines),), title=title))
 
 
-HISTORY = CommandSpec(name="history", summary="list the versions of the latest result", usage="/history", handler=history)
+HISTORY = CommandSpec(
+    name="history", summary="list the versions of the latest result", usage="/history", handler=history
+)
