@@ -1,0 +1,405 @@
+"""The in-process engine: one worker thread running a plain KV-cached decode loop, one request at a time, FIFO.
+
+Simple and correct first; continuous batching comes later. torch and transformers load lazily, in the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from generation.models import ModelSpec, import_transformers
+from generation.types import (
+    Chunk,
+    FinishReason,
+    GenerationError,
+    GenerationRequest,
+    GeneratorBusy,
+    Health,
+    ModelUnavailable,
+)
+
+_log = logging.getLogger(__name__)
+
+_REPLACEMENT = "\ufffd"
+_JOIN_TIMEOUT_S = 10.0
+
+
+class IncrementalDetokenizer:
+    """Turns a growing token list into text deltas.
+
+    Decodes all ids each step and hands out the new suffix, holding back partial UTF-8 characters (a trailing
+    U+FFFD) and any tail that could be the start of a stop string; a completed stop string and what follows it
+    are never handed out.
+    """
+
+    def __init__(self, decode: Callable[[Sequence[int]], str], stop: Sequence[str] = ()) -> None:
+        self._decode = decode
+        self._stop = tuple(s for s in stop if s)
+        self._ids: list[int] = []
+        self._text = ""
+        self._emitted = 0
+        self.stopped = False
+
+    @property
+    def text(self) -> str:
+        """Everything decoded so far that can be shown, cut at a stop string once one appeared."""
+        return self._text
+
+    def add(self, token_id: int) -> str:
+        """Append one token and return the text that became safe to show (often empty)."""
+        if self.stopped:
+            return ""
+        self._ids.append(token_id)
+        text = self._decode(self._ids).rstrip(_REPLACEMENT)
+        hit = self._first_stop(text)
+        if hit is not None:
+            self.stopped = True
+            text = text[:hit]
+            self._text = text
+            return self._advance(len(text))
+        self._text = text
+        return self._advance(len(text) - self._held_back(text))
+
+    def flush(self) -> str:
+        """The held-back tail, shown when generation ends without completing a stop string."""
+        return self._advance(len(self._text))
+
+    def _advance(self, end: int) -> str:
+        if end <= self._emitted:
+            return ""
+        delta = self._text[self._emitted : end]
+        self._emitted = end
+        return delta
+
+    def _first_stop(self, text: str) -> int | None:
+        # Held-back text guarantees that a stop string never starts inside what was already handed out.
+        hits = [index for stop in self._stop if (index := text.find(stop, self._emitted)) >= 0]
+        return min(hits) if hits else None
+
+    def _held_back(self, text: str) -> int:
+        longest = max((len(stop) - 1 for stop in self._stop), default=0)
+        for size in range(min(longest, len(text) - self._emitted), 0, -1):
+            tail = text[-size:]
+            if any(stop.startswith(tail) for stop in self._stop):
+                return size
+        return 0
+
+
+@dataclass(eq=False)
+class _Job:
+    request: GenerationRequest | None  # None: a warmup that only loads the model
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue[Chunk | ModelUnavailable | None]
+    abort: threading.Event = field(default_factory=threading.Event)
+    started: bool = False
+    cancelled: bool = False
+    tokens: int = 0
+
+
+class LocalGenerator:
+    """Generator over a local Hugging Face model directory, one request at a time in a worker thread."""
+
+    def __init__(self, spec: ModelSpec, *, device: str = "cpu", dtype: str = "float32", max_queue: int = 64) -> None:
+        self.spec = spec
+        self._device_setting = device
+        self._dtype_name = dtype
+        self._max_queue = max_queue
+        self._inbox: queue.Queue[_Job | None] = queue.Queue()
+        self._jobs: dict[str, _Job] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._torch: Any = None
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._device = ""
+        self._eos_ids: frozenset[int] = frozenset()
+        self._context_limit: int | None = None
+        self._load_error: ModelUnavailable | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for the worker, not counting the one it is running."""
+        with self._lock:
+            return sum(1 for job in self._jobs.values() if not job.started)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Queue the request and yield its chunks; leaving early aborts it so the worker moves on."""
+        job = self._admit(request, asyncio.get_running_loop())
+        finished = False
+        try:
+            while not finished:
+                item = await job.events.get()
+                if not isinstance(item, Chunk):
+                    finished = True
+                    raise ModelUnavailable(str(item))
+                finished = item.finish_reason is not None
+                yield item
+        finally:
+            if not finished:
+                self._abort_job(job)
+
+    async def abort(self, request_id: str) -> None:
+        """Stop a queued request at once, or a running one within one decode step."""
+        with self._lock:
+            job = self._jobs.get(request_id)
+        if job is not None and self._abort_job(job):
+            self._post(job, Chunk(request_id=request_id, finish_reason="abort"))
+
+    async def warmup(self) -> None:
+        """Load the model now instead of on the first request; raises ModelUnavailable."""
+        job = _Job(request=None, loop=asyncio.get_running_loop(), events=asyncio.Queue())
+        with self._lock:
+            if self._closed:
+                raise GenerationError("The generator is closed.")
+            self._start_worker()
+        self._inbox.put(job)
+        item = await job.events.get()
+        if isinstance(item, ModelUnavailable):
+            raise ModelUnavailable(str(item))
+
+    async def health(self) -> Health:
+        """Whether requests can be served, without loading the model."""
+        name = self.spec.name
+        if self._closed:
+            return Health(ok=False, detail="closed", model=name)
+        if self._load_error is not None:
+            return Health(ok=False, detail=str(self._load_error), model=name)
+        if self._thread is not None and not self._thread.is_alive():
+            return Health(ok=False, detail="the generation worker thread has stopped", model=name)
+        waiting = self.queue_depth
+        if self._model is None:
+            if not (self.spec.path / "config.json").is_file():
+                return Health(ok=False, detail=f"no model at {self.spec.path}", model=name)
+            return Health(ok=True, detail=f"not loaded yet (loads on the first request); {waiting} waiting", model=name)
+        return Health(ok=True, detail=f"loaded on {self._device}; {waiting} waiting", model=name)
+
+    async def close(self) -> None:
+        """Abort everything, stop the worker thread and drop the model."""
+        with self._lock:
+            self._closed = True
+            jobs = list(self._jobs.values())
+            thread = self._thread
+        for job in jobs:
+            if self._abort_job(job) and job.request is not None:
+                self._post(job, Chunk(request_id=job.request.request_id, finish_reason="abort"))
+        if thread is None:
+            return
+        self._inbox.put(None)
+        await asyncio.to_thread(thread.join, _JOIN_TIMEOUT_S)
+        if thread.is_alive():
+            _log.warning("the generation worker did not stop within %.0f s", _JOIN_TIMEOUT_S)
+            return
+        self._model = self._tokenizer = None
+
+    # -- the asyncio side ------------------------------------------------------------------------------------------
+
+    def _admit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> _Job:
+        job = _Job(request=request, loop=loop, events=asyncio.Queue())
+        with self._lock:
+            if self._closed:
+                raise GenerationError("The generator is closed.")
+            if request.request_id in self._jobs:
+                raise GenerationError(f"Request {request.request_id} is already in progress.")
+            # One running plus max_queue waiting.
+            if len(self._jobs) > self._max_queue:
+                raise GeneratorBusy(f"Chorus is busy ({len(self._jobs)} requests ahead of you). Try again in a minute.")
+            self._jobs[request.request_id] = job
+            self._start_worker()
+        self._inbox.put(job)
+        return job
+
+    def _abort_job(self, job: _Job) -> bool:
+        """Flag the job; returns True when it was still queued, so nobody else will end its stream."""
+        job.abort.set()
+        with self._lock:
+            if job.started or job.cancelled:
+                return False
+            job.cancelled = True
+            if job.request is not None and self._jobs.get(job.request.request_id) is job:
+                del self._jobs[job.request.request_id]
+            return True
+
+    def _start_worker(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="chorus-generator", daemon=True)
+            self._thread.start()
+
+    # -- the worker thread -----------------------------------------------------------------------------------------
+
+    def _post(self, job: _Job, item: Chunk | ModelUnavailable | None) -> None:
+        try:
+            job.loop.call_soon_threadsafe(job.events.put_nowait, item)
+        except RuntimeError:  # the consumer's event loop is closed; nobody is listening any more
+            job.abort.set()
+
+    def _work(self) -> None:
+        while True:
+            job = self._inbox.get()
+            if job is None:
+                return
+            with self._lock:
+                if job.cancelled:
+                    continue
+                job.started = True
+            outcome = self._serve(job)
+            if job.request is not None:
+                with self._lock:
+                    if self._jobs.get(job.request.request_id) is job:
+                        del self._jobs[job.request.request_id]
+            self._post(job, outcome)
+
+    def _serve(self, job: _Job) -> Chunk | ModelUnavailable | None:
+        try:
+            self._ensure_loaded()
+        except ModelUnavailable as exc:
+            return exc
+        except Exception as exc:  # e.g. a broken torch install; keep the worker alive and say what happened
+            _log.exception("loading %s failed", self.spec.path)
+            return ModelUnavailable(f"Could not load the model from {self.spec.path} ({_short(exc)}).")
+        if job.request is None:
+            return None
+        try:
+            return self._generate(job, job.request)
+        except Exception as exc:  # a torch or CUDA error ends this stream, not the worker
+            _log.exception("generation %s failed", job.request.request_id)
+            return Chunk(request_id=job.request.request_id, finish_reason="error", error=_short(exc), tokens=job.tokens)
+
+    def _ensure_loaded(self) -> None:
+        if self._model is not None:
+            return
+        if self._load_error is not None:
+            raise self._load_error
+        try:
+            self._load()
+        except ModelUnavailable as exc:
+            self._load_error = exc
+            raise
+
+    def _load(self) -> None:
+        transformers = import_transformers()
+        import torch
+
+        device = self._device_setting
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device == "cuda" and not torch.cuda.is_available():
+            raise ModelUnavailable("model.device = 'cuda' but torch sees no CUDA device; set model.device = 'cpu'.")
+        dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        if self._dtype_name not in dtypes:
+            raise ModelUnavailable(f"model.dtype = {self._dtype_name!r} is not one of {', '.join(dtypes)}.")
+        started = time.monotonic()
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(self.spec.path, local_files_only=True)
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                self.spec.path, local_files_only=True, dtype=dtypes[self._dtype_name]
+            )
+            model.to(device)
+            model.eval()
+        except Exception as exc:
+            raise ModelUnavailable(
+                f"Could not load the model from {self.spec.path} ({_short(exc)}). "
+                "If Chorus converted it, delete that directory and start again to convert it anew."
+            ) from None
+        eos: set[int] = set()
+        for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
+            if isinstance(source, int):
+                eos.add(source)
+            elif source:
+                eos.update(int(token) for token in source)
+        self._torch, self._tokenizer, self._device, self._eos_ids = torch, tokenizer, device, frozenset(eos)
+        self._context_limit = getattr(model.config, "max_position_embeddings", None)
+        self._model = model
+        _log.info(
+            "loaded %s on %s (%s) in %.1f s", self.spec.name, device, self._dtype_name, time.monotonic() - started
+        )
+
+    def _generate(self, job: _Job, request: GenerationRequest) -> Chunk:
+        torch = self._torch
+        rid = request.request_id
+        deadline = time.monotonic() + request.time_budget_s
+        prompt = self._encode(request)
+        budget = request.max_new_tokens
+        if self._context_limit is not None:
+            room = self._context_limit - prompt.shape[1]
+            if room <= 0 < budget:
+                return Chunk(
+                    request_id=rid,
+                    finish_reason="error",
+                    error=f"The prompt is too long ({prompt.shape[1]} tokens; the model takes {self._context_limit}).",
+                )
+            budget = min(budget, room)
+        detokenizer = IncrementalDetokenizer(self._decode, request.stop)
+        generator = None
+        if request.seed is not None:
+            generator = torch.Generator(device=self._device).manual_seed(request.seed)
+
+        def final(reason: FinishReason) -> Chunk:
+            return Chunk(request_id=rid, text=detokenizer.flush(), finish_reason=reason, tokens=job.tokens)
+
+        with torch.inference_mode():
+            if budget <= 0:
+                return final("length")
+            logits, past = self._forward(prompt, None)
+            while True:
+                if job.abort.is_set():
+                    return final("abort")
+                if time.monotonic() >= deadline:
+                    return final("time")
+                token = self._sample(logits, request, generator)
+                if token in self._eos_ids:
+                    return final("stop")
+                job.tokens += 1
+                delta = detokenizer.add(token)
+                if delta:
+                    self._post(job, Chunk(request_id=rid, text=delta, tokens=job.tokens))
+                if detokenizer.stopped:
+                    return final("stop")
+                if job.tokens >= budget:
+                    return final("length")
+                logits, past = self._forward(torch.tensor([[token]], device=self._device), past)
+
+    def _encode(self, request: GenerationRequest) -> Any:
+        messages = [{"role": message.role, "content": message.content} for message in request.messages]
+        if getattr(self._tokenizer, "chat_template", None):
+            encoded = self._tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
+        else:  # a base model without a chat template: a plain transcript
+            transcript = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+            encoded = self._tokenizer(transcript, return_tensors="pt")
+        return encoded["input_ids"].to(self._device)
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def _forward(self, input_ids: Any, past: Any) -> tuple[Any, Any]:
+        """One model call: the prompt (prefill) or one new token against the KV cache; returns last logits."""
+        out = self._model(input_ids=input_ids, past_key_values=past, use_cache=True, logits_to_keep=1)
+        return out.logits[0, -1].float(), out.past_key_values
+
+    def _sample(self, logits: Any, request: GenerationRequest, generator: Any) -> int:
+        torch = self._torch
+        if request.temperature <= 0:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(logits / request.temperature, dim=-1)
+        if request.top_p >= 1.0:
+            return int(torch.multinomial(probs, 1, generator=generator))
+        sorted_probs, order = torch.sort(probs, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p; the most likely token always stays.
+        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < request.top_p
+        choice = torch.multinomial(sorted_probs * keep, 1, generator=generator)
+        return int(order[choice])
+
+
+def _short(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    message = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return message if len(message) <= 200 else message[:199] + "…"
