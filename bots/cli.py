@@ -105,7 +105,7 @@ def _prepare(settings: Settings) -> int:
     from generation.models import prepare_model
 
     spec = prepare_model(settings, progress=_progress)
-    print(f"Model ready: {spec.name} at {spec.path}")
+    print(f"Model: {spec.name} ({spec.path})")
     return 0
 
 
