@@ -149,9 +149,11 @@ async def handle_action(ctx: Context) -> None:
         return
     if action.action_id not in GENERATING_ACTIONS:
         raise UserError("That button is no longer supported. Start again with /create.")
-    tone = parse_tone(action.value, ctx.app.settings) if action.action_id == TONE else None
-    if action.action_id == TONE and not action.value:
-        raise UserError(f"Say which tone, e.g. t playful. Tones: {', '.join(ctx.app.settings.tones)}.")
+    tone = None
+    if action.action_id == TONE:
+        if not action.value:
+            raise UserError(f"Say which tone, e.g. t playful. Tones: {', '.join(ctx.app.settings.tones)}.")
+        tone = parse_tone(action.value, ctx.app.settings)
     record = await target_generation(ctx, action.generation_id, action.message_ref)
     await ctx.app.store.add_feedback(record.id, action.user, action.conversation.platform, "action", action.action_id)
     await refine(ctx, record, action.action_id, tone=tone)

@@ -250,3 +250,10 @@ async def test_history_and_refinement_survive_a_restart(tmp_path: Path) -> None:
         assert third.title == "slogan · v3 · longer"
     finally:
         await restarted.chorus.close()
+
+
+async def test_tone_key_without_a_tone_asks_for_one(testbot: TestBot) -> None:
+    await testbot.one("/create tagline a bike repair cafe")
+    reply = await testbot.one("t")
+    assert reply.ephemeral and reply_text(reply).startswith("Say which tone, e.g. t playful. Tones: neutral")
+    assert len(testbot.generator.requests) == 1

@@ -6,43 +6,29 @@ from bots.events import Command
 from bots.parsing import CREATE_USAGE, REMIX_USAGE, parse_create, parse_remix
 from bots.router import CommandSpec, Context
 from bots.studio import Draft
+from config import KindSpec
 from generation.prompts import render_template
+
+
+async def _start(ctx: Context, kind: str, spec: KindSpec, prompt: str, tone: str, n: int) -> None:
+    """Acknowledge at once, then stream version 1 of a new result."""
+    await ctx.responder.defer()
+    first_ask = render_template(spec, prompt, tone)
+    await ctx.app.studio.run(ctx, Draft(kind=kind, tone=tone, prompt=prompt, spec=spec, first_ask=first_ask, n=n))
 
 
 async def create(ctx: Context) -> None:
     command = ctx.event
     assert isinstance(command, Command)
-    settings = ctx.app.settings
-    args = parse_create(command.text, command.options, settings)
-    await ctx.responder.defer()
-    spec = settings.kinds[args.kind]
-    draft = Draft(
-        kind=args.kind,
-        tone=args.tone,
-        prompt=args.prompt,
-        spec=spec,
-        first_ask=render_template(spec, args.prompt, args.tone),
-        n=args.n,
-    )
-    await ctx.app.studio.run(ctx, draft)
+    args = parse_create(command.text, command.options, ctx.app.settings)
+    await _start(ctx, args.kind, ctx.app.settings.kinds[args.kind], args.prompt, args.tone, args.n)
 
 
 async def remix(ctx: Context) -> None:
     command = ctx.event
     assert isinstance(command, Command)
-    settings = ctx.app.settings
-    args = parse_remix(command.text, command.options, settings)
-    await ctx.responder.defer()
-    spec = settings.remix
-    draft = Draft(
-        kind="remix",
-        tone=args.tone,
-        prompt=args.text,
-        spec=spec,
-        first_ask=render_template(spec, args.text, args.tone),
-        n=args.n,
-    )
-    await ctx.app.studio.run(ctx, draft)
+    args = parse_remix(command.text, command.options, ctx.app.settings)
+    await _start(ctx, "remix", ctx.app.settings.remix, args.text, args.tone, args.n)
 
 
 CREATE = CommandSpec(
