@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
 from adapters.terminal.render import render_actions, render_reply
+from adapters.terminal.responder import TerminalPublisher, TerminalResponder
 from adapters.terminal.translate import CONVERSATION, Quit, SwitchUser, terminal_user, to_event
 from bots.events import Action, Command, Message
 from bots.feedback import result_actions
@@ -44,3 +47,27 @@ def test_actions_line_matches_the_documented_shortcuts() -> None:
 def test_variants_are_numbered() -> None:
     text = render_reply(Reply(parts=("one", "two"), title="slogan · v1"))
     assert text == "── slogan · v1 ──\n1. one\n2. two"
+
+
+async def test_terminal_responder_streams_then_prints_the_actions_line() -> None:
+    out = io.StringIO()
+    shown: list[str] = []
+    responder = TerminalResponder(out, on_actions=lambda actions: shown.extend(a.key for a in actions))
+    stream = responder.stream("slogan · v1")
+    await stream.begin_part(1, 2)
+    await stream.write("Sip, ")
+    await stream.write("read.")
+    await stream.begin_part(2, 2)
+    await stream.write("Books & brews.")
+    ref = await stream.finish(Reply(parts=("Sip, read.", "Books & brews."), actions=result_actions(7), generation_id=7))
+    assert out.getvalue() == (
+        "── slogan · v1 ──\n1. Sip, read.\n2. Books & brews.\n"
+        "[r] regenerate  [m] more like this  [s] shorter  [l] longer  [t <tone>] change tone  [+]/[-] rate\n"
+    )
+    assert ref.startswith("terminal-") and shown[0] == "r"
+
+
+async def test_terminal_publisher_labels_the_channel() -> None:
+    out = io.StringIO()
+    await TerminalPublisher(out).publish("terminal", Reply.text("Prompt of the day: a door that opens inward."))
+    assert out.getvalue() == "[terminal] Prompt of the day: a door that opens inward.\n"

@@ -77,3 +77,16 @@ class TerminalStream:
             tail.append(render_actions(reply.actions))
         out._write("\n" + "".join(line + "\n" for line in tail))
         return out._message_id(reply)
+
+
+class TerminalPublisher:
+    """Posts unprompted content (scheduled drops) into the terminal channel."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._ids = itertools.count(1)
+
+    async def publish(self, channel: str, reply: Reply) -> str:
+        self.out.write(f"[{channel}] {render_reply(reply)}\n")
+        self.out.flush()
+        return f"terminal-drop-{next(self._ids)}"
