@@ -136,6 +136,8 @@ class Studio:
             shown = False
             try:
                 async for chunk in self.app.generator.stream(request):
+                    if chunk.queue_position is not None:
+                        await stream.status(queue_note(chunk.queue_position, chunk.eta_s))
                     if chunk.text:
                         raw.append(chunk.text)
                         safe = sanitizer.feed(chunk.text)
@@ -170,3 +172,10 @@ def _title(draft: Draft, version: int) -> str:
     if draft.instruction:
         title += f" · {draft.instruction}"
     return title
+
+
+def queue_note(position: int, eta_s: float | None) -> str:
+    """'Queued: 3rd in line, about 12 s' — shown while a request waits for the model."""
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(position % 10 if position % 100 not in (11, 12, 13) else 0, "th")
+    eta = f", about {max(1, round(eta_s))} s" if eta_s is not None else ""
+    return f"Queued: {position}{suffix} in line{eta}"

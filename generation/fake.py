@@ -46,11 +46,14 @@ class FakeGenerator:
         *,
         delay_s: float = 0.0,
         fail_after: int | None = None,
+        queued: int = 0,
         model: str = "fake",
     ) -> None:
         self.script = script
         self.delay_s = delay_s
         self.fail_after = fail_after
+        # Pretend this many requests are ahead: emit queue-position chunks counting down before the text.
+        self.queued = queued
         self.model = model
         self.busy = False
         self.requests: list[GenerationRequest] = []
@@ -77,6 +80,8 @@ class FakeGenerator:
         rid = request.request_id
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request.time_budget_s
+        for position in range(self.queued, 0, -1):
+            yield Chunk(request_id=rid, queue_position=position, eta_s=position * 2.0)
         text = self.script(request)
         reason: FinishReason = "stop"
         cuts = [index for stop in request.stop if stop and (index := text.find(stop)) >= 0]

@@ -60,6 +60,9 @@ class Chunk:
     error: str | None = None
     # Tokens generated so far, counting this chunk.
     tokens: int = 0
+    # While a request waits its turn, engines may send text-less chunks saying where it stands (1 = next).
+    queue_position: int | None = None
+    eta_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -257,3 +257,17 @@ async def test_tone_key_without_a_tone_asks_for_one(testbot: TestBot) -> None:
     reply = await testbot.one("t")
     assert reply.ephemeral and reply_text(reply).startswith("Say which tone, e.g. t playful. Tones: neutral")
     assert len(testbot.generator.requests) == 1
+
+
+async def test_queue_position_is_shown_while_waiting(tmp_path: Path) -> None:
+    bot = await make_bot(settings_for(tmp_path), FakeGenerator(queued=3))
+    try:
+        reply = await bot.one("/create slogan a shop")
+        assert bot.responder.streams[-1].statuses == [
+            "Queued: 3rd in line, about 6 s",
+            "Queued: 2nd in line, about 4 s",
+            "Queued: 1st in line, about 2 s",
+        ]
+        assert "Queued" not in reply_text(reply)
+    finally:
+        await bot.chorus.close()
