@@ -1,0 +1,471 @@
+"""The batching engine: the admission queue and sampler alone (fast), the slot forward against Hugging Face on tiny
+random models of each supported architecture, and the real SmolLM2 through BatchingEngine (slow)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from generation.engine import AdmissionQueue, BatchingEngine, _sample, _SlotModel
+from generation.local import LocalGenerator
+from generation.models import ModelSpec
+from generation.types import (
+    ChatMessage,
+    Chunk,
+    GenerationError,
+    GenerationRequest,
+    GeneratorBusy,
+    ModelUnavailable,
+    Priority,
+)
+
+STORY = "Write a very long story about a dragon."
+SLOGAN = "Write a slogan for a coffee shop."
+COLORS = "Name three colors."
+
+
+def ask(text: str, **options: Any) -> GenerationRequest:
+    options.setdefault("temperature", 0.0)
+    return GenerationRequest(messages=(ChatMessage("user", text),), **options)
+
+
+async def collect(chunks: AsyncIterator[Chunk]) -> tuple[str, list[Chunk]]:
+    received = [chunk async for chunk in chunks]
+    return "".join(chunk.text for chunk in received), received
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.005)
+
+
+class Recorder:
+    """Consumes streams in background tasks, noting every chunk and the order in which requests got text."""
+
+    def __init__(self, engine: BatchingEngine) -> None:
+        self.engine = engine
+        self.chunks: dict[str, list[Chunk]] = {}
+        self.first_text: list[str] = []
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.requests: dict[str, GenerationRequest] = {}
+
+    def start(self, name: str, request: GenerationRequest) -> None:
+        self.requests[name] = request
+        self.chunks[name] = []
+        self.tasks[name] = asyncio.create_task(self._consume(name, request))
+
+    async def _consume(self, name: str, request: GenerationRequest) -> None:
+        async for chunk in self.engine.stream(request):
+            if chunk.text and name not in self.first_text:
+                self.first_text.append(name)
+            self.chunks[name].append(chunk)
+
+    def tokens(self, name: str) -> int:
+        return max((chunk.tokens for chunk in self.chunks[name]), default=0)
+
+    def finish(self, name: str) -> str | None:
+        chunks = self.chunks[name]
+        return chunks[-1].finish_reason if chunks else None
+
+    def text(self, name: str) -> str:
+        return "".join(chunk.text for chunk in self.chunks[name])
+
+    async def wait(self, timeout_s: float = 60.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            await asyncio.gather(*self.tasks.values())
+
+
+# -- the admission queue, without a model ---------------------------------------------------------------------------
+
+
+def test_higher_priority_is_admitted_first_whatever_the_arrival_order() -> None:
+    waiting: AdmissionQueue[str] = AdmissionQueue()
+    waiting.push("drop", Priority.SCHEDULED, "a")
+    waiting.push("brainstorm", Priority.BRAINSTORM, "a")
+    waiting.push("command", Priority.INTERACTIVE, "b")
+    assert waiting.order() == ["command", "brainstorm", "drop"]
+    assert [waiting.pop(), waiting.pop(), waiting.pop(), waiting.pop()] == ["command", "brainstorm", "drop", None]
+
+
+def test_a_priority_cap_leaves_less_urgent_items_waiting() -> None:
+    waiting: AdmissionQueue[str] = AdmissionQueue()
+    waiting.push("drop", Priority.SCHEDULED, "a")
+    assert waiting.pop(Priority.INTERACTIVE) is None
+    waiting.push("command", Priority.INTERACTIVE, "b")
+    assert waiting.pop(Priority.INTERACTIVE) == "command"
+    assert waiting.pop() == "drop"
+
+
+def test_conversations_take_turns_within_a_priority() -> None:
+    waiting: AdmissionQueue[str] = AdmissionQueue()
+    for name in ("a1", "a2", "a3"):
+        waiting.push(name, Priority.SCHEDULED, "a")
+    waiting.push("b1", Priority.SCHEDULED, "b")
+    waiting.push("b2", Priority.SCHEDULED, "b")
+    waiting.push("c1", Priority.SCHEDULED, "c")
+    expected = ["a1", "b1", "c1", "a2", "b2", "a3"]
+    assert waiting.order() == expected
+    assert [waiting.pop() for _ in expected] == expected
+    assert len(waiting) == 0
+
+
+def test_order_predicts_pops_as_items_come_and_go() -> None:
+    waiting: AdmissionQueue[str] = AdmissionQueue()
+    for index in range(5):
+        waiting.push(f"a{index}", Priority.BRAINSTORM, "a")
+    waiting.push("b0", Priority.BRAINSTORM, "b")
+    assert waiting.pop() == "a0"
+    waiting.push("c0", Priority.BRAINSTORM, "c")
+    assert waiting.remove("a2") and not waiting.remove("a2")
+    predicted = waiting.order()
+    assert predicted == ["b0", "a1", "c0", "a3", "a4"]
+    assert [waiting.pop() for _ in predicted] == predicted
+    with pytest.raises(ValueError):
+        waiting.push("x", Priority.INTERACTIVE, "a")
+        waiting.push("x", Priority.INTERACTIVE, "a")
+
+
+# -- requests refused before any model is involved ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"max_new_tokens": 0}, {"max_new_tokens": -5}, {"temperature": -1.0}, {"top_p": 0.0}, {"time_budget_s": 0.0}],
+)
+async def test_impossible_parameters_are_refused_at_once(tmp_path: Path, options: dict[str, Any]) -> None:
+    engine = BatchingEngine(ModelSpec(path=tmp_path, name="none"))
+    with pytest.raises(GenerationError):
+        await anext(engine.stream(ask(SLOGAN, **options)))
+    assert engine.queue_depth == 0
+    await engine.close()
+
+
+# -- the sampler and the slot forward on tiny random models --------------------------------------------------------
+
+
+def test_sampler_is_greedy_at_temperature_zero_and_reproducible_with_a_seed() -> None:
+    import torch
+
+    logits = torch.randn(4, 1000, generator=torch.Generator().manual_seed(0)) * 4
+    greedy = [ask("x"), ask("x"), ask("x"), ask("x")]
+    assert _sample(torch, logits, greedy, [None] * 4) == logits.argmax(-1).tolist()
+
+    def draw(top_p: float) -> list[int]:
+        requests = [ask("x", temperature=1.0, top_p=top_p)] * 4
+        generators = [torch.Generator().manual_seed(seed) for seed in (1, 2, 1, 2)]
+        return _sample(torch, logits[:1].repeat(4, 1), requests, generators)
+
+    assert draw(0.9) == draw(0.9)
+    assert draw(1.0) == draw(1.0)  # top_p = 1 draws from the whole vocabulary
+    first = draw(0.9)
+    assert first[0] == first[2] and first[1] == first[3]
+    assert draw(1e-6) == [int(logits[0].argmax())] * 4  # the most likely token always stays in the nucleus
+
+
+def _tiny_model(model_type: str) -> Any:
+    import torch
+    import transformers
+
+    common = {
+        "vocab_size": 128,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+    }
+    configs = {
+        "llama": lambda: transformers.LlamaConfig(**common),
+        "mistral": lambda: transformers.MistralConfig(**common, sliding_window=None),
+        "qwen2": lambda: transformers.Qwen2Config(**common),
+        "qwen3": lambda: transformers.Qwen3Config(**common, head_dim=16),
+        "gpt2": lambda: transformers.GPT2Config(vocab_size=128, n_embd=64, n_layer=1, n_head=4),
+    }
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(configs[model_type]()).eval()
+
+
+@pytest.mark.parametrize("model_type", ["llama", "mistral", "qwen2", "qwen3"])
+def test_slot_forward_matches_hugging_face(model_type: str) -> None:
+    """Chunked prefill into slot 2 while slot 0 decodes, then both decode: same logits as one full forward each."""
+    import torch
+
+    model = _tiny_model(model_type)
+    runner = _SlotModel(model, max_batch=3, max_len=64)
+    first = [5, 17, 3, 99, 42, 7]
+    second = [11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
+    with torch.inference_mode():
+        expected_first = model(torch.tensor([[*first, 1, 2]])).logits[0].float()
+        expected_second = model(torch.tensor([[*second, 3]])).logits[0].float()
+    got = runner.forward([], [(0, 0, first, True)])
+    torch.testing.assert_close(got[0], expected_first[5], atol=1e-4, rtol=1e-4)
+    got = runner.forward([(0, 1, 6)], [(2, 0, second[:4], False)])
+    torch.testing.assert_close(got[0], expected_first[6], atol=1e-4, rtol=1e-4)
+    got = runner.forward([(0, 2, 7)], [(2, 4, second[4:], True)])
+    torch.testing.assert_close(got[0], expected_first[7], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got[1], expected_second[9], atol=1e-4, rtol=1e-4)
+    got = runner.forward([(2, 3, 10)], [])
+    torch.testing.assert_close(got[0], expected_second[10], atol=1e-4, rtol=1e-4)
+
+
+def test_other_architectures_are_refused_with_a_clear_message() -> None:
+    with pytest.raises(ModelUnavailable, match="Llama-family"):
+        _SlotModel(_tiny_model("gpt2"), max_batch=2, max_len=64)
+
+
+# -- the real model (slow) ------------------------------------------------------------------------------------------
+
+
+def _close(generator: LocalGenerator) -> None:
+    asyncio.run(generator.close())
+
+
+@pytest.fixture(scope="module")
+def engine(embedded_spec: ModelSpec) -> Iterator[BatchingEngine]:
+    generator = BatchingEngine(embedded_spec, max_batch=8, max_queue=8, prefill_chunk=16)
+    yield generator
+    _close(generator)
+
+
+@pytest.fixture(scope="module")
+def narrow(embedded_spec: ModelSpec) -> Iterator[BatchingEngine]:
+    """One slot: everything else waits in the queue, so admission order is visible."""
+    generator = BatchingEngine(embedded_spec, max_batch=1, max_queue=8, prefill_chunk=8)
+    yield generator
+    _close(generator)
+
+
+@pytest.fixture(scope="module")
+def greedy_reference(embedded_spec: ModelSpec) -> dict[str, str]:
+    """LocalGenerator's greedy output, 24 tokens, for the prompts the parity tests use."""
+    local = LocalGenerator(embedded_spec)
+
+    async def run() -> dict[str, str]:
+        return {prompt: (await collect(local.stream(ask(prompt, max_new_tokens=24))))[0] for prompt in (STORY, SLOGAN)}
+
+    try:
+        return asyncio.run(run())
+    finally:
+        _close(local)
+
+
+@contextlib.asynccontextmanager
+async def occupied(engine: BatchingEngine, recorder: Recorder) -> AsyncIterator[None]:
+    """Hold the narrow engine's only slot with a long request until the block ends."""
+    recorder.start("holder", ask(STORY, max_new_tokens=200, priority=Priority.SCHEDULED))
+    await wait_until(lambda: recorder.tokens("holder") > 0)
+    try:
+        yield
+    finally:
+        await engine.abort(recorder.requests["holder"].request_id)
+
+
+@pytest.mark.slow
+async def test_greedy_output_equals_local_generator_alone_and_in_a_batch(
+    engine: BatchingEngine, greedy_reference: dict[str, str]
+) -> None:
+    alone, chunks = await collect(engine.stream(ask(STORY, max_new_tokens=24)))
+    assert alone == greedy_reference[STORY]
+    assert chunks[-1].finish_reason == "length" and chunks[-1].tokens == 24
+    # Different prompt lengths, chunked prefill (16 tokens a step) and rows joining and leaving at different times.
+    batch = [
+        ask(STORY, max_new_tokens=24),
+        ask(SLOGAN, max_new_tokens=24),
+        ask("Tell me a joke about " + "very " * 30 + "tall giraffes.", max_new_tokens=5),
+        ask(COLORS, max_new_tokens=40, temperature=0.8, seed=3),
+    ]
+    results = await asyncio.gather(*(collect(engine.stream(request)) for request in batch))
+    assert results[0][0] == greedy_reference[STORY]
+    assert results[1][0] == greedy_reference[SLOGAN]
+
+
+@pytest.mark.slow
+async def test_eight_concurrent_requests_finish_with_their_own_limits_and_stops(engine: BatchingEngine) -> None:
+    prompts = [STORY, SLOGAN, COLORS, "Describe the sea.", "Write a haiku about rain.", STORY, COLORS, SLOGAN]
+    requests = [ask(prompt, max_new_tokens=3 + 2 * index) for index, prompt in enumerate(prompts)]
+    requests[6] = ask(COLORS, max_new_tokens=30, stop=("Blue",))
+    results = await asyncio.gather(*(collect(engine.stream(request)) for request in requests))
+    for request, (_, chunks) in zip(requests, results, strict=True):
+        final = chunks[-1]
+        assert [chunk.finish_reason for chunk in chunks].count(None) == len(chunks) - 1
+        assert final.tokens <= request.max_new_tokens
+        assert final.finish_reason in ("length", "stop")
+        if final.finish_reason == "length":
+            assert final.tokens == request.max_new_tokens
+        assert all(chunk.request_id == request.request_id for chunk in chunks)
+    text, chunks = results[6]
+    assert chunks[-1].finish_reason == "stop" and "Blue" not in text and text.startswith("1. Red")
+    assert engine.running == 0 and engine.queue_depth == 0
+
+
+@pytest.mark.slow
+async def test_a_request_joins_a_running_batch_without_stopping_it(engine: BatchingEngine) -> None:
+    recorder = Recorder(engine)
+    recorder.start("long", ask(STORY, max_new_tokens=60))
+    await wait_until(lambda: recorder.tokens("long") >= 5)
+    recorder.start("joiner", ask(SLOGAN, max_new_tokens=8))
+    await wait_until(lambda: recorder.tokens("joiner") >= 1)
+    at_first_token = recorder.tokens("long")
+    assert recorder.finish("long") is None  # the joiner did not wait for the running request
+    await wait_until(lambda: recorder.finish("joiner") is not None)
+    assert recorder.tokens("long") > at_first_token  # and the running request kept decoding beside it
+    await recorder.wait()
+    assert recorder.finish("long") == "length" and recorder.tokens("long") == 60
+
+
+@pytest.mark.slow
+async def test_same_seed_same_text(engine: BatchingEngine) -> None:
+    def sampled() -> GenerationRequest:
+        return ask(STORY, max_new_tokens=16, temperature=0.9, seed=42)
+
+    results = await asyncio.gather(collect(engine.stream(sampled())), collect(engine.stream(sampled())))
+    again, _ = await collect(engine.stream(sampled()))
+    assert results[0][0] == results[1][0] == again
+
+
+@pytest.mark.slow
+async def test_a_request_that_can_never_fit_fails_at_once(embedded_spec: ModelSpec) -> None:
+    small = BatchingEngine(embedded_spec, max_batch=2, max_seq_len=64)
+    try:
+        with pytest.raises(GenerationError, match=r"prompt of \d+ tokens \+ 40 new tokens exceeds .* 64 tokens"):
+            await anext(small.stream(ask(SLOGAN, max_new_tokens=40)))
+        text, chunks = await collect(small.stream(ask(SLOGAN, max_new_tokens=8)))
+        assert chunks[-1].finish_reason in ("length", "stop") and text
+        assert small.running == 0 and small.queue_depth == 0
+    finally:
+        await small.close()
+
+
+@pytest.mark.slow
+async def test_a_failed_step_errors_the_batch_and_the_engine_keeps_serving(
+    engine: BatchingEngine, greedy_reference: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = engine._forward
+    calls = 0
+
+    def fail_once(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("injected fault")
+        return original(*args)
+
+    monkeypatch.setattr(engine, "_forward", fail_once)
+    results = await asyncio.gather(
+        collect(engine.stream(ask(STORY, max_new_tokens=30))), collect(engine.stream(ask(SLOGAN, max_new_tokens=30)))
+    )
+    for _, chunks in results:
+        assert chunks[-1].finish_reason == "error" and "injected fault" in (chunks[-1].error or "")
+    assert engine.running == 0
+    text, _ = await collect(engine.stream(ask(STORY, max_new_tokens=24)))
+    assert text == greedy_reference[STORY]
+
+
+@pytest.mark.slow
+async def test_abort_during_prefill_frees_the_slot_for_the_next_request(narrow: BatchingEngine) -> None:
+    recorder = Recorder(narrow)
+    long_prompt = "Summarize this: " + "the quick brown fox jumps over the lazy dog. " * 30
+    recorder.start("prefilling", ask(long_prompt, max_new_tokens=8))
+    await wait_until(lambda: narrow.running == 1)
+    recorder.start("next", ask(SLOGAN, max_new_tokens=4))
+    await wait_until(lambda: narrow.queue_depth == 1)
+    assert recorder.tokens("prefilling") == 0  # ~300 prompt tokens at 8 a step: still prefilling
+    await narrow.abort(recorder.requests["prefilling"].request_id)
+    await recorder.wait()
+    assert recorder.finish("prefilling") == "abort" and recorder.tokens("prefilling") == 0
+    assert recorder.finish("next") in ("length", "stop") and recorder.text("next")
+
+
+@pytest.mark.slow
+async def test_abort_during_decode_frees_the_slot_within_a_step(narrow: BatchingEngine) -> None:
+    recorder = Recorder(narrow)
+    recorder.start("decoding", ask(STORY, max_new_tokens=200))
+    await wait_until(lambda: recorder.tokens("decoding") >= 2)
+    recorder.start("next", ask(SLOGAN, max_new_tokens=4))
+    await wait_until(lambda: narrow.queue_depth == 1)
+    await narrow.abort(recorder.requests["decoding"].request_id)
+    await recorder.wait()
+    assert recorder.finish("decoding") == "abort" and recorder.tokens("decoding") < 200
+    assert recorder.finish("next") in ("length", "stop")
+
+
+@pytest.mark.slow
+async def test_an_interactive_request_overtakes_queued_scheduled_ones(narrow: BatchingEngine) -> None:
+    recorder = Recorder(narrow)
+    async with occupied(narrow, recorder):
+        for index in range(3):
+            recorder.start(f"drop{index}", ask(COLORS, max_new_tokens=2, priority=Priority.SCHEDULED))
+            await wait_until(lambda index=index: narrow.queue_depth == index + 1)
+        recorder.start("command", ask(SLOGAN, max_new_tokens=2, priority=Priority.INTERACTIVE))
+        await wait_until(lambda: narrow.queue_depth == 4)
+    await recorder.wait()
+    assert recorder.first_text == ["holder", "command", "drop0", "drop1", "drop2"]
+
+
+@pytest.mark.slow
+async def test_conversations_alternate_and_queue_positions_count_down(narrow: BatchingEngine) -> None:
+    recorder = Recorder(narrow)
+    names = ["a1", "a2", "a3", "b1", "b2"]
+    async with occupied(narrow, recorder):
+        for count, name in enumerate(names, start=1):
+            recorder.start(name, ask(COLORS, max_new_tokens=2, conversation_key=name[0]))
+            await wait_until(lambda count=count: narrow.queue_depth == count)
+        await wait_until(lambda: all(recorder.chunks[name] for name in names))
+        assert [recorder.chunks[name][-1].queue_position for name in names] == [1, 3, 5, 2, 4]
+    await recorder.wait()
+    assert recorder.first_text == ["holder", "a1", "b1", "a2", "b2", "a3"]
+    for name in names:
+        positions = [chunk.queue_position for chunk in recorder.chunks[name] if chunk.queue_position is not None]
+        assert positions == sorted(positions, reverse=True) and positions[-1] == 1
+        assert all(not chunk.text for chunk in recorder.chunks[name] if chunk.queue_position is not None)
+    # Once requests have finished, the wait comes with an estimate.
+    late = [chunk for chunk in recorder.chunks["a3"] if chunk.queue_position is not None]
+    assert late[-1].eta_s is not None and late[-1].eta_s >= 0
+
+
+@pytest.mark.slow
+async def test_a_full_queue_refuses_exactly_the_overflow(embedded_spec: ModelSpec) -> None:
+    small = BatchingEngine(embedded_spec, max_batch=1, max_queue=2)
+    try:
+        requests = [ask(COLORS, max_new_tokens=3) for _ in range(5)]
+        outcomes = await asyncio.gather(
+            *(collect(small.stream(request)) for request in requests), return_exceptions=True
+        )
+        busy = [outcome for outcome in outcomes if isinstance(outcome, GeneratorBusy)]
+        served = [outcome for outcome in outcomes if isinstance(outcome, tuple)]
+        assert len(busy) == 2 and len(served) == 3
+        for _, chunks in served:
+            assert [chunk.finish_reason is not None for chunk in chunks].count(True) == 1
+            assert chunks[-1].finish_reason in ("length", "stop")
+        assert small.running == 0 and small.queue_depth == 0
+        health = await small.health()
+        assert health.ok and "0 running, 0 waiting" in health.detail
+    finally:
+        await small.close()
+
+
+@pytest.mark.slow
+async def test_reserved_slots_let_a_command_start_while_drops_fill_the_rest(embedded_spec: ModelSpec) -> None:
+    engine = BatchingEngine(embedded_spec, max_batch=4, max_queue=8, prefill_chunk=32)  # reserves 1 slot
+    recorder = Recorder(engine)
+    try:
+        for index in range(4):
+            recorder.start(f"drop{index}", ask(STORY, max_new_tokens=120, priority=Priority.SCHEDULED))
+        await wait_until(lambda: engine.running == 3 and engine.queue_depth == 1)
+        recorder.start("command", ask(SLOGAN, max_new_tokens=4, priority=Priority.INTERACTIVE))
+        await wait_until(lambda: "command" in recorder.first_text)
+        assert recorder.finish("drop0") is None and "drop3" not in recorder.first_text
+    finally:
+        for request in recorder.requests.values():
+            await engine.abort(request.request_id)
+        await recorder.wait()
+        await engine.close()
