@@ -22,6 +22,11 @@ def _progress(line: str) -> None:
 
 def build_generator(settings: Settings) -> Generator:
     """The configured generator. Raises ModelUnavailable with the command to run when no model is usable."""
+    if settings.generation.url:
+        from generation.remote import RemoteGenerator
+
+        key_env = settings.generation.api_key_env
+        return RemoteGenerator(settings.generation.url, api_key=os.environ.get(key_env) if key_env else None)
     if settings.model.source == "fake":
         from generation.fake import FakeGenerator
 
@@ -82,7 +87,13 @@ async def _doctor(settings: Settings) -> int:
     finally:
         await store.close()
     if settings.generation.url:
-        print(f"  model:     remote {settings.generation.url} (remote generation arrives in #3; not used yet)")
+        remote = build_generator(settings)
+        try:
+            health = await remote.health()
+        finally:
+            await remote.close()
+        state = f"ok, serving {health.model}" if health.ok else f"NOT READY — {health.detail}"
+        print(f"  model:     remote {settings.generation.url}: {state}")
     elif settings.model.source == "fake":
         print("  model:     fake (scripted text, for tests and demos)")
     else:
@@ -101,6 +112,44 @@ def _redact(url: str) -> str:
     return url
 
 
+async def _serve(settings: Settings, host: str, port: int, api_key_env: str | None) -> int:
+    from generation.serve import serve
+
+    api_key = os.environ.get(api_key_env) if api_key_env else None
+    if api_key_env and not api_key:
+        print(f"chorus: --api-key-env names {api_key_env}, but that environment variable is empty.", file=sys.stderr)
+        return 2
+    generator = build_generator(settings)
+    try:
+        warmup = getattr(generator, "warmup", None)
+        if warmup is not None:
+            _progress("Loading the model…")
+            await warmup()
+        model_name = (await generator.health()).model or "chorus"
+
+        def ready(url: str) -> None:
+            auth = f"; clients send the key from ${api_key_env}" if api_key else ""
+            print(f"Serving {model_name} at {url} (OpenAI-compatible{auth}). Ctrl-C stops.", flush=True)
+
+        # 4096: the most a content kind may ask for, so any valid configuration works against this server.
+        await serve(
+            generator,
+            host,
+            port,
+            model_name=model_name,
+            api_key=api_key,
+            max_tokens_limit=4096,
+            time_budget_s=settings.generation.time_budget_s,
+            on_ready=ready,
+        )
+    except OSError as exc:
+        print(f"chorus: cannot serve on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    finally:
+        await generator.close()
+    return 0
+
+
 def _prepare(settings: Settings) -> int:
     from generation.models import prepare_model
 
@@ -117,6 +166,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="start Chorus on the configured platform (the terminal by default)")
     sub.add_parser("doctor", help="print config, model and platform readiness")
     sub.add_parser("prepare-model", help="verify and convert the configured model once, then exit")
+    serve = sub.add_parser("serve", help="serve the configured model over an OpenAI-compatible HTTP API")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
+    serve.add_argument("--api-key-env", metavar="NAME", help="require `Authorization: Bearer $NAME` on /v1/*")
     return root
 
 
@@ -133,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run(settings))
         if args.command == "doctor":
             return asyncio.run(_doctor(settings))
+        if args.command == "serve":
+            return asyncio.run(_serve(settings, args.host, args.port, args.api_key_env))
         return _prepare(settings)
     except ConfigError as exc:
         print(f"chorus: configuration error:\n{exc}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""One suite over every Generator: the scripted fake and the real embedded SmolLM2 through LocalGenerator."""
+"""One suite over every Generator: the scripted fake, the real embedded SmolLM2 through LocalGenerator, and
+RemoteGenerator talking to `chorus serve` (over the fake) on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestServer
 
 from generation.fake import FakeGenerator
 from generation.local import IncrementalDetokenizer, LocalGenerator
 from generation.models import MARKER_NAME, ModelSpec
+from generation.remote import RemoteGenerator
+from generation.serve import build_app
 from generation.types import (
     ChatMessage,
     Chunk,
@@ -50,22 +54,44 @@ def local_generator(embedded_spec: ModelSpec) -> Iterator[LocalGenerator]:
     asyncio.run(generator.close())
 
 
-@pytest.fixture(params=["fake", pytest.param("local", marks=pytest.mark.slow)])
+class ServedFake(RemoteGenerator):
+    """A RemoteGenerator whose server is `chorus serve` over `backend`, so tests can reach the server's side."""
+
+    backend: FakeGenerator
+
+
+@pytest.fixture
+async def remote_generator() -> AsyncIterator[ServedFake]:
+    backend = FakeGenerator(delay_s=0.02)
+    server = TestServer(build_app(backend, model_name=backend.model), host="127.0.0.1")
+    await server.start_server()
+    remote = ServedFake(str(server.make_url("/v1")))
+    remote.backend = backend
+    yield remote
+    await remote.close()
+    await server.close()
+
+
+@pytest.fixture(params=["fake", pytest.param("local", marks=pytest.mark.slow), "remote"])
 def generator(request: pytest.FixtureRequest) -> Generator:
     if request.param == "fake":
         return FakeGenerator(delay_s=0.02)
+    if request.param == "remote":
+        return request.getfixturevalue("remote_generator")
     return request.getfixturevalue("local_generator")
 
 
 @contextlib.asynccontextmanager
 async def saturated(generator: Generator) -> AsyncIterator[None]:
-    """Fill the generator: the fake by its switch, the local engine with one running and max_queue waiting."""
-    if isinstance(generator, FakeGenerator):
-        generator.busy = True
+    """Fill the generator: the fake (also behind a server) by its switch, the local engine with one running and
+    max_queue waiting."""
+    fake = generator.backend if isinstance(generator, ServedFake) else generator
+    if isinstance(fake, FakeGenerator):
+        fake.busy = True
         try:
             yield
         finally:
-            generator.busy = False
+            fake.busy = False
         return
     assert isinstance(generator, LocalGenerator)
     running = generator.stream(ask(LONG, max_new_tokens=2000))

@@ -1,0 +1,517 @@
+"""`chorus serve` over the FakeGenerator: OpenAI shapes, validation, auth, metrics, busy, disconnects, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from generation.fake import FakeGenerator, default_script
+from generation.serve import build_app, parse_chat_request
+from generation.types import (
+    ChatMessage,
+    Chunk,
+    GenerationRequest,
+    Health,
+    ModelUnavailable,
+    Priority,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+HELLO = [{"role": "user", "content": "Write a slogan for a coffee shop."}]
+ERROR_FIELDS = {"message", "type", "param", "code"}
+
+
+class RecordingGenerator:
+    """A FakeGenerator wrapper that records abort calls and which streams have ended (however they ended)."""
+
+    def __init__(self, inner: FakeGenerator) -> None:
+        self.inner = inner
+        self.aborted: list[str] = []
+        self.ended: list[str] = []
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        try:
+            async for chunk in self.inner.stream(request):
+                yield chunk
+        finally:
+            self.ended.append(request.request_id)
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+        await self.inner.abort(request_id)
+
+    async def health(self) -> Health:
+        return await self.inner.health()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.01)
+
+
+def sse_events(body: str) -> list[str]:
+    """The data of each SSE event, in order; every event must be one `data:` line and a blank line."""
+    assert body.endswith("\n\n"), body[-80:]
+    events = body[:-2].split("\n\n")
+    assert all(event.startswith("data: ") and "\n" not in event for event in events), events
+    return [event.removeprefix("data: ") for event in events]
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+@pytest.fixture
+def fake() -> FakeGenerator:
+    return FakeGenerator()
+
+
+@pytest.fixture
+async def client(fake: FakeGenerator) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    async with TestClient(TestServer(build_app(fake, model_name="fake"), host="127.0.0.1")) as client:
+        yield client
+
+
+async def test_completion_has_openai_shape_and_usage(client: TestClient, fake: FakeGenerator) -> None:
+    response = await client.post("/v1/chat/completions", json={"model": "fake", "messages": HELLO})
+    assert response.status == 200
+    body = await response.json()
+    expected = default_script(fake.requests[0])
+    assert set(body) == {"id", "object", "created", "model", "system_fingerprint", "choices", "usage", "chorus"}
+    assert body["id"] == f"chatcmpl-{fake.requests[0].request_id}"
+    assert (body["object"], body["model"]) == ("chat.completion", "fake")
+    assert isinstance(body["created"], int)
+    assert body["choices"] == [
+        {"index": 0, "message": {"role": "assistant", "content": expected}, "logprobs": None, "finish_reason": "stop"}
+    ]
+    words = len(expected.split())
+    assert body["usage"] == {"prompt_tokens": 0, "completion_tokens": words, "total_tokens": words}
+    assert body["chorus"] == {"finish_reason": "stop", "tokens": words}
+
+
+async def test_stream_is_openai_chunks_then_done(client: TestClient, fake: FakeGenerator) -> None:
+    response = await client.post(
+        "/v1/chat/completions",
+        json={"model": "fake", "messages": HELLO, "stream": True, "stream_options": {"include_usage": True}},
+    )
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    events = sse_events(await response.text())
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    expected = default_script(fake.requests[0])
+    assert {chunk["id"] for chunk in chunks} == {f"chatcmpl-{fake.requests[0].request_id}"}
+    assert all(chunk["object"] == "chat.completion.chunk" and chunk["model"] == "fake" for chunk in chunks)
+    first, *content, final, usage = chunks
+    assert first["choices"] == [
+        {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+    ]
+    assert "".join(chunk["choices"][0]["delta"]["content"] for chunk in content) == expected
+    assert all(chunk["choices"][0]["finish_reason"] is None for chunk in content)
+    assert final["choices"] == [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]
+    words = len(expected.split())
+    assert final["chorus"] == {"finish_reason": "stop", "tokens": words}
+    assert usage["choices"] == []
+    assert usage["usage"] == {"prompt_tokens": 0, "completion_tokens": words, "total_tokens": words}
+
+
+async def test_stream_without_usage_ends_with_the_finish_chunk(client: TestClient) -> None:
+    response = await client.post("/v1/chat/completions", json={"messages": HELLO, "stream": True, "max_tokens": 2})
+    events = sse_events(await response.text())
+    assert events[-1] == "[DONE]"
+    final = json.loads(events[-2])
+    assert final["choices"][0]["finish_reason"] == "length"
+    assert "usage" not in final
+    assert len(events) == 1 + 2 + 1 + 1  # role, two words, finish, [DONE]
+
+
+async def test_queue_positions_are_chunks_with_empty_choices(client: TestClient, fake: FakeGenerator) -> None:
+    fake.queued = 2
+    response = await client.post("/v1/chat/completions", json={"messages": HELLO, "stream": True, "max_tokens": 1})
+    chunks = [json.loads(event) for event in sse_events(await response.text())[:-1]]
+    notes = [chunk for chunk in chunks if "queue_position" in chunk.get("chorus", {})]
+    assert [note["chorus"] for note in notes] == [
+        {"queue_position": 2, "eta_s": 4.0},
+        {"queue_position": 1, "eta_s": 2.0},
+    ]
+    assert all(note["choices"] == [] and note["object"] == "chat.completion.chunk" for note in notes)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+
+
+@pytest.mark.parametrize(
+    ("options", "openai_reason", "chorus_reason"),
+    [
+        ({"max_tokens": 3}, "length", "length"),
+        ({"chorus": {"time_budget_s": 0.03}}, "length", "time"),
+    ],
+)
+async def test_length_and_time_both_finish_with_length(
+    client: TestClient, fake: FakeGenerator, options: dict[str, Any], openai_reason: str, chorus_reason: str
+) -> None:
+    fake.delay_s = 0.02
+    response = await client.post("/v1/chat/completions", json={"messages": HELLO, **options})
+    body = await response.json()
+    assert body["choices"][0]["finish_reason"] == openai_reason
+    assert body["chorus"]["finish_reason"] == chorus_reason
+
+
+async def test_extension_and_sampling_fields_reach_the_generator(client: TestClient, fake: FakeGenerator) -> None:
+    body = {
+        "model": "fake",
+        "messages": [
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "a "}, {"type": "text", "text": "cafe"}]},
+            {"role": "assistant", "content": "ok"},
+        ],
+        "max_completion_tokens": 7,
+        "max_tokens": 99,
+        "temperature": 0.3,
+        "top_p": 0.5,
+        "stop": "END",
+        "seed": 42,
+        "n": 1,
+        "chorus": {"priority": "scheduled", "conversation": "discord:guild:1", "time_budget_s": 9999},
+    }
+    assert (await client.post("/v1/chat/completions", json=body)).status == 200
+    request = fake.requests[0]
+    assert request.messages == (
+        ChatMessage("system", "Be brief."),
+        ChatMessage("user", "a cafe"),
+        ChatMessage("assistant", "ok"),
+    )
+    assert (request.max_new_tokens, request.temperature, request.top_p) == (7, 0.3, 0.5)
+    assert (request.stop, request.seed) == (("END",), 42)
+    assert (request.priority, request.conversation_key) == (Priority.SCHEDULED, "discord:guild:1")
+    assert request.time_budget_s == 60.0  # capped at the server's budget
+
+
+def test_defaults_follow_openai_and_the_server_limits() -> None:
+    params = parse_chat_request({"messages": HELLO}, model_name="m", max_tokens_limit=300, time_budget_s=5.0)
+    request = params.request
+    assert (request.max_new_tokens, request.temperature, request.top_p) == (300, 1.0, 1.0)
+    assert (request.stop, request.seed, request.time_budget_s) == ((), None, 5.0)
+    assert (request.priority, params.stream, params.include_usage) == (Priority.INTERACTIVE, False, False)
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({}, "messages"),
+        ({"messages": []}, "messages"),
+        ({"messages": "hello"}, "messages"),
+        ({"messages": ["hello"]}, "messages[0]"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
+        ({"messages": [{"content": "hi"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": None}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content"),
+        ({"messages": HELLO, "max_tokens": 0}, "max_tokens"),
+        ({"messages": HELLO, "max_tokens": -5}, "max_tokens"),
+        ({"messages": HELLO, "max_tokens": 2049}, "max_tokens"),
+        ({"messages": HELLO, "max_tokens": "10"}, "max_tokens"),
+        ({"messages": HELLO, "max_tokens": True}, "max_tokens"),
+        ({"messages": HELLO, "max_completion_tokens": 0}, "max_completion_tokens"),
+        ({"messages": HELLO, "temperature": -0.1}, "temperature"),
+        ({"messages": HELLO, "temperature": 2.5}, "temperature"),
+        ({"messages": HELLO, "temperature": "hot"}, "temperature"),
+        ({"messages": HELLO, "top_p": 0}, "top_p"),
+        ({"messages": HELLO, "top_p": 1.01}, "top_p"),
+        ({"messages": HELLO, "n": 2}, "n"),
+        ({"messages": HELLO, "stop": [1]}, "stop"),
+        ({"messages": HELLO, "seed": 1.5}, "seed"),
+        ({"messages": HELLO, "stream": "yes"}, "stream"),
+        ({"messages": HELLO, "chorus": {"priority": "urgent"}}, "chorus"),
+        ({"messages": HELLO, "chorus": {"time_budget_s": 0}}, "chorus"),
+        ({"messages": HELLO, "model": 3}, "model"),
+        ([HELLO], None),
+    ],
+)
+async def test_invalid_requests_get_400_with_an_openai_error(
+    client: TestClient, fake: FakeGenerator, body: object, param: str | None
+) -> None:
+    response = await client.post("/v1/chat/completions", json=body)
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert set(error) == ERROR_FIELDS
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert error["message"]
+    assert fake.requests == []
+
+
+async def test_n_above_one_is_unsupported(client: TestClient) -> None:
+    error = (await (await client.post("/v1/chat/completions", json={"messages": HELLO, "n": 3})).json())["error"]
+    assert error["code"] == "unsupported_value"
+    assert "n must be 1" in error["message"]
+
+
+async def test_malformed_json_is_400(client: TestClient) -> None:
+    response = await client.post(
+        "/v1/chat/completions", data=b'{"messages": [', headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["type"] == "invalid_request_error"
+    assert "could not parse the JSON body" in error["message"]
+
+
+async def test_unknown_model_is_404_model_not_found(client: TestClient) -> None:
+    response = await client.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": HELLO})
+    assert response.status == 404
+    assert (await response.json())["error"] == {
+        "message": "The model `gpt-4o` does not exist. This server serves `fake`.",
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
+
+
+async def test_unknown_route_and_wrong_method_answer_in_openai_format(client: TestClient) -> None:
+    missing = await client.get("/v1/nothing-here")
+    assert missing.status == 404
+    assert (await missing.json())["error"]["code"] == "unknown_url"
+    wrong = await client.get("/v1/chat/completions")
+    assert wrong.status == 405
+    assert wrong.headers["Allow"] == "POST"
+    assert set((await wrong.json())["error"]) == ERROR_FIELDS
+
+
+async def test_models_lists_the_served_model(client: TestClient) -> None:
+    response = await client.get("/v1/models")
+    body = await response.json()
+    assert body["object"] == "list"
+    [model] = body["data"]
+    assert (model["id"], model["object"], model["owned_by"]) == ("fake", "model", "chorus")
+    assert isinstance(model["created"], int)
+
+
+async def test_health_follows_the_generator(client: TestClient, fake: FakeGenerator) -> None:
+    response = await client.get("/health")
+    assert response.status == 200
+    assert await response.json() == {"status": "ok", "model": "fake", "detail": "scripted output"}
+    await fake.close()
+    response = await client.get("/health")
+    assert response.status == 503
+    assert (await response.json())["status"] == "unavailable"
+
+
+async def test_busy_generator_is_429_with_retry_after(client: TestClient, fake: FakeGenerator) -> None:
+    fake.busy = True
+    for stream in (False, True):
+        response = await client.post("/v1/chat/completions", json={"messages": HELLO, "stream": stream})
+        assert response.status == 429
+        assert int(response.headers["Retry-After"]) >= 1
+        error = (await response.json())["error"]
+        assert (error["type"], error["code"]) == ("rate_limit_error", "queue_full")
+        assert "busy" in error["message"]
+
+
+async def test_unavailable_model_is_503(client: TestClient, fake: FakeGenerator) -> None:
+    def missing_model(request: GenerationRequest) -> str:
+        raise ModelUnavailable("The embedded model is not installed. Run: make model")
+
+    fake.script = missing_model
+    response = await client.post("/v1/chat/completions", json={"messages": HELLO})
+    assert response.status == 503
+    error = (await response.json())["error"]
+    assert (error["type"], error["code"]) == ("server_error", "model_unavailable")
+    assert error["message"] == "The embedded model is not installed. Run: make model"
+
+
+async def test_error_before_any_text_is_500(client: TestClient, fake: FakeGenerator) -> None:
+    fake.fail_after = 0
+    for stream in (False, True):
+        response = await client.post("/v1/chat/completions", json={"messages": HELLO, "stream": stream})
+        assert response.status == 500
+        error = (await response.json())["error"]
+        assert error["message"] == "scripted failure"
+        assert (error["type"], error["code"]) == ("server_error", "generation_failed")
+
+
+async def test_error_after_some_text_keeps_the_text(client: TestClient, fake: FakeGenerator) -> None:
+    fake.fail_after = 2
+    body = await (await client.post("/v1/chat/completions", json={"messages": HELLO})).json()
+    expected = default_script(fake.requests[0])
+    assert body["choices"][0]["message"]["content"].split() == expected.split()[:2]
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["chorus"] == {"finish_reason": "error", "tokens": 2, "error": "scripted failure"}
+
+    response = await client.post("/v1/chat/completions", json={"messages": HELLO, "stream": True})
+    assert response.status == 200
+    events = sse_events(await response.text())
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2]) == {
+        "error": {"message": "scripted failure", "type": "server_error", "param": None, "code": None}
+    }
+    content = [json.loads(event)["choices"][0]["delta"].get("content", "") for event in events[:-2]]
+    assert "".join(content).split() == expected.split()[:2]
+
+
+async def test_bearer_token_guards_v1_but_not_health_or_metrics() -> None:
+    app = build_app(FakeGenerator(), model_name="fake", api_key="s3cret")
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
+            response = await client.get("/v1/models", headers=headers)
+            assert response.status == 401
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+            error = (await response.json())["error"]
+            assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_api_key")
+        response = await client.post("/v1/chat/completions", json={"messages": HELLO})
+        assert response.status == 401
+        good = {"Authorization": "Bearer s3cret"}
+        assert (await client.get("/v1/models", headers=good)).status == 200
+        response = await client.post("/v1/chat/completions", json={"messages": HELLO}, headers=good)
+        assert response.status == 200
+        assert (await client.get("/health")).status == 200
+        metrics = await (await client.get("/metrics")).text()
+        assert metric(metrics, "chorus_rejections_total", reason="unauthorized") == 4
+
+
+async def test_metrics_are_prometheus_text_and_count_requests(client: TestClient, fake: FakeGenerator) -> None:
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    before = await response.text()
+    for name in (
+        "chorus_queue_depth",
+        "chorus_running_requests",
+        "chorus_generated_tokens_total",
+        "chorus_ttft_seconds",
+        "chorus_itl_seconds",
+        "chorus_requests_total",
+        "chorus_rejections_total",
+    ):
+        assert f"# TYPE {name.removesuffix('_total')}" in before, name
+
+    await client.post("/v1/chat/completions", json={"messages": HELLO, "stream": True})
+    await client.post("/v1/chat/completions", json={"messages": HELLO, "max_tokens": 0})
+    fake.busy = True
+    await client.post("/v1/chat/completions", json={"messages": HELLO})
+    after = await (await client.get("/metrics")).text()
+
+    words = len(default_script(fake.requests[0]).split())
+    assert metric(after, "chorus_generated_tokens_total") == words
+    assert metric(after, "chorus_requests_total", status="200") == 1
+    assert metric(after, "chorus_requests_total", status="400") == 1
+    assert metric(after, "chorus_requests_total", status="429") == 1
+    assert metric(after, "chorus_rejections_total", reason="invalid_request") == 1
+    assert metric(after, "chorus_rejections_total", reason="queue_full") == 1
+    assert metric(after, "chorus_finished_requests_total", reason="stop") == 1
+    assert metric(after, "chorus_ttft_seconds_count") == 1
+    assert metric(after, "chorus_itl_seconds_count") == words - 1
+    assert metric(after, "chorus_running_requests") == 0
+
+
+async def test_queue_depth_gauge_reads_the_generator() -> None:
+    fake = FakeGenerator()
+    fake.queue_depth = 7  # type: ignore[attr-defined]
+    async with TestClient(TestServer(build_app(fake, model_name="fake"), host="127.0.0.1")) as client:
+        assert metric(await (await client.get("/metrics")).text(), "chorus_queue_depth") == 7
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_client_disconnect_aborts_the_generation(stream: bool) -> None:
+    recorder = RecordingGenerator(FakeGenerator(delay_s=0.05))
+    async with TestClient(TestServer(build_app(recorder, model_name="fake"), host="127.0.0.1")) as client:
+        body = {"messages": HELLO, "max_tokens": 2000, "stream": stream}
+        if stream:
+            response = await client.post("/v1/chat/completions", json=body)
+            assert (await response.content.readline()).startswith(b"data: ")
+            response.close()
+        else:
+            task = asyncio.ensure_future(client.post("/v1/chat/completions", json=body))
+            await wait_until(lambda: bool(recorder.inner.requests))
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await wait_until(lambda: bool(recorder.ended))
+        [request] = recorder.inner.requests
+        assert recorder.aborted == [request.request_id]
+        assert recorder.ended == [request.request_id]
+        metrics = await (await client.get("/metrics")).text()
+        assert metric(metrics, "chorus_finished_requests_total", reason="abort") == 1
+        assert metric(metrics, "chorus_requests_total", status="499") == 1
+
+
+# -- the command line ----------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_chorus_serve_answers_and_chorus_run_generates_through_it(tmp_path: Path) -> None:
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
+    port = free_port()
+    server_env = base_env | {"CHORUS_HOME": str(tmp_path / "server"), "CHORUS_MODEL__SOURCE": "fake"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bots.cli", "serve", "--port", str(port)],
+        env=server_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None, server.communicate()
+            try:
+                health = httpx.get(f"{url}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "chorus serve did not answer /health in 30 s"
+                time.sleep(0.05)
+        assert health.status_code == 200
+        assert health.json()["model"] == "fake"
+
+        client_env = base_env | {"CHORUS_HOME": str(tmp_path / "client"), "CHORUS_GENERATION__URL": f"{url}/v1"}
+        result = subprocess.run(
+            [sys.executable, "-m", "bots.cli", "run"],
+            input="/create slogan x\n",
+            env=client_env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "── slogan · v1 ──" in result.stdout
+        assert "slogan for x" in result.stdout, result.stdout
+        doctor = subprocess.run(
+            [sys.executable, "-m", "bots.cli", "doctor"], env=client_env, cwd=ROOT, capture_output=True, text=True
+        )
+        assert f"  model:     remote {url}/v1: ok, serving fake" in doctor.stdout, doctor.stdout
+        served = httpx.get(f"{url}/metrics", timeout=5).text
+        assert metric(served, "chorus_requests_total", status="200") == 1
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=10)
+    assert server.returncode == 0, err
+    assert f"at {url}/v1" in out
