@@ -181,6 +181,10 @@ class BatchingEngine(LocalGenerator):
         self._service_s: float | None = None
 
     @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    @property
     def running(self) -> int:
         """Requests holding a slot (prefilling or decoding)."""
         with self._lock:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
+from generation.engine import BatchingEngine
 from generation.fake import FakeGenerator
 from generation.local import IncrementalDetokenizer, LocalGenerator
 from generation.models import MARKER_NAME, ModelSpec
@@ -54,6 +55,13 @@ def local_generator(embedded_spec: ModelSpec) -> Iterator[LocalGenerator]:
     asyncio.run(generator.close())
 
 
+@pytest.fixture(scope="session")
+def engine_generator(embedded_spec: ModelSpec) -> Iterator[BatchingEngine]:
+    generator = BatchingEngine(embedded_spec, max_batch=2, max_queue=1, prefill_chunk=64)
+    yield generator
+    asyncio.run(generator.close())
+
+
 class ServedFake(RemoteGenerator):
     """A RemoteGenerator whose server is `chorus serve` over `backend`, so tests can reach the server's side."""
 
@@ -72,13 +80,18 @@ async def remote_generator() -> AsyncIterator[ServedFake]:
     await server.close()
 
 
-@pytest.fixture(params=["fake", pytest.param("local", marks=pytest.mark.slow), "remote"])
+@pytest.fixture(
+    params=[
+        "fake",
+        pytest.param("local", marks=pytest.mark.slow),
+        pytest.param("engine", marks=pytest.mark.slow),
+        "remote",
+    ]
+)
 def generator(request: pytest.FixtureRequest) -> Generator:
     if request.param == "fake":
         return FakeGenerator(delay_s=0.02)
-    if request.param == "remote":
-        return request.getfixturevalue("remote_generator")
-    return request.getfixturevalue("local_generator")
+    return request.getfixturevalue(f"{request.param}_generator")
 
 
 @contextlib.asynccontextmanager
@@ -94,9 +107,11 @@ async def saturated(generator: Generator) -> AsyncIterator[None]:
             fake.busy = False
         return
     assert isinstance(generator, LocalGenerator)
-    running = generator.stream(ask(LONG, max_new_tokens=2000))
+    slots = generator.max_batch if isinstance(generator, BatchingEngine) else 1
+    running = [generator.stream(ask(LONG, max_new_tokens=2000)) for _ in range(slots)]
     waiting = generator.stream(ask(LONG, max_new_tokens=2000))
-    await anext(running)
+    for stream in running:
+        await anext(stream)
     first_waiting = asyncio.ensure_future(anext(waiting))
     try:
         await wait_until(lambda: generator.queue_depth == 1)
@@ -105,7 +120,8 @@ async def saturated(generator: Generator) -> AsyncIterator[None]:
         first_waiting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await first_waiting
-        await running.aclose()
+        for stream in running:
+            await stream.aclose()
         await waiting.aclose()
 
 
