@@ -31,11 +31,28 @@ def build_generator(settings: Settings) -> Generator:
         from generation.fake import FakeGenerator
 
         return FakeGenerator()
-    from generation.local import LocalGenerator
     from generation.models import prepare_model
 
     spec = prepare_model(settings, progress=_progress)
-    return LocalGenerator(spec, device=settings.model.device, dtype=settings.model.dtype)
+    engine = settings.engine
+    if engine.kind == "simple":
+        from generation.local import LocalGenerator
+
+        return LocalGenerator(
+            spec, device=settings.model.device, dtype=settings.model.dtype, max_queue=engine.max_queue
+        )
+    from generation.engine import BatchingEngine
+
+    return BatchingEngine(
+        spec,
+        device=settings.model.device,
+        dtype=settings.model.dtype,
+        max_batch=engine.max_batch,
+        max_queue=engine.max_queue,
+        max_seq_len=engine.max_seq_len,
+        prefill_chunk=engine.prefill_chunk,
+        interactive_reserve=engine.interactive_reserve,
+    )
 
 
 async def _run(settings: Settings) -> int:

@@ -6,6 +6,7 @@ behave the same for /create, /remix and every refinement.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -17,7 +18,7 @@ from bots.store import GenerationRecord
 from config import KindSpec
 from generation.moderation import StreamSanitizer, clean_output
 from generation.prompts import Turn, build_messages, clean_variant
-from generation.types import ChatMessage, GenerationError, GenerationRequest, GeneratorBusy
+from generation.types import ChatMessage, Chunk, GenerationError, GenerationRequest, GeneratorBusy
 
 if TYPE_CHECKING:
     from bots.router import Context
@@ -116,55 +117,84 @@ class Studio:
             await self.app.store.set_message_ref(record.id, message_ref)
         return record
 
-    async def _generate(self, ctx: Context, draft: Draft, stream: ReplyStream) -> _Outcome:
+    def _request(self, ctx: Context, draft: Draft, index: int) -> GenerationRequest:
         settings = self.app.settings
+        return GenerationRequest(
+            messages=draft.messages(index),
+            max_new_tokens=draft.spec.max_new_tokens,
+            temperature=settings.generation.temperature,
+            top_p=settings.generation.top_p,
+            stop=tuple(draft.spec.stop),
+            seed=draft.seed + index,
+            time_budget_s=settings.generation.time_budget_s,
+            conversation_key=ctx.event.conversation.key,
+        )
+
+    async def _generate(self, ctx: Context, draft: Draft, stream: ReplyStream) -> _Outcome:
+        """Run all variants at once (a batching engine decodes them together) and show them in order: the one on
+        screen streams live, later ones catch up from their buffers. A failure stops the variants still running."""
         outcome = _Outcome()
-        for index in range(draft.n):
-            await stream.begin_part(index + 1, draft.n)
-            request = GenerationRequest(
-                messages=draft.messages(index),
-                max_new_tokens=draft.spec.max_new_tokens,
-                temperature=settings.generation.temperature,
-                top_p=settings.generation.top_p,
-                stop=tuple(draft.spec.stop),
-                seed=draft.seed + index,
-                time_budget_s=settings.generation.time_budget_s,
-                conversation_key=ctx.event.conversation.key,
-            )
-            sanitizer = StreamSanitizer(self.app.blocklist)
-            raw: list[str] = []
-            shown = False
-            try:
-                async for chunk in self.app.generator.stream(request):
-                    if chunk.queue_position is not None:
-                        await stream.status(queue_note(chunk.queue_position, chunk.eta_s))
-                    if chunk.text:
-                        raw.append(chunk.text)
-                        safe = sanitizer.feed(chunk.text)
-                        if not shown:
-                            safe = safe.lstrip()
-                        if safe:
-                            shown = True
-                            await stream.write(safe)
-                    if chunk.finish_reason is not None:
-                        outcome.tokens += chunk.tokens
-                        outcome.finish.append(chunk.finish_reason)
-                        if chunk.finish_reason == "error":
-                            outcome.failure = f"Generation failed: {chunk.error or 'unknown error'}."
-                tail = sanitizer.flush()
-                if tail and (shown or tail.strip()):
-                    await stream.write(tail if shown else tail.lstrip())
-            except GeneratorBusy as exc:
-                outcome.failure = str(exc) or "Chorus is busy right now. Try again in a minute."
-            except GenerationError as exc:
-                outcome.failure = f"Generation failed: {exc}"
-            text = clean_variant(clean_output("".join(raw), self.app.blocklist))
-            if text:
-                outcome.variants.append(text)
-            if outcome.failure:
-                _log.warning("generation stopped at variant %d/%d: %s", index + 1, draft.n, outcome.failure)
-                break
+        feeds: list[asyncio.Queue[Chunk | GenerationError | None]] = [asyncio.Queue() for _ in range(draft.n)]
+        pumps = [
+            asyncio.create_task(self._pump(self._request(ctx, draft, index), feed)) for index, feed in enumerate(feeds)
+        ]
+        try:
+            for index, feed in enumerate(feeds):
+                await stream.begin_part(index + 1, draft.n)
+                text = await self._show(feed, stream, outcome)
+                if text:
+                    outcome.variants.append(text)
+                if outcome.failure:
+                    _log.warning("generation stopped at variant %d/%d: %s", index + 1, draft.n, outcome.failure)
+                    break
+        finally:
+            for pump in pumps:
+                pump.cancel()  # closing a generator's stream aborts its request
+            await asyncio.gather(*pumps, return_exceptions=True)
         return outcome
+
+    async def _pump(self, request: GenerationRequest, feed: asyncio.Queue[Chunk | GenerationError | None]) -> None:
+        try:
+            async for chunk in self.app.generator.stream(request):
+                feed.put_nowait(chunk)
+        except GenerationError as exc:
+            feed.put_nowait(exc)
+        finally:
+            feed.put_nowait(None)
+
+    async def _show(
+        self, feed: asyncio.Queue[Chunk | GenerationError | None], stream: ReplyStream, outcome: _Outcome
+    ) -> str:
+        """Write one variant's chunks to the stream as they come; return its cleaned text."""
+        sanitizer = StreamSanitizer(self.app.blocklist)
+        raw: list[str] = []
+        shown = False
+        while (item := await feed.get()) is not None:
+            if isinstance(item, GeneratorBusy):
+                outcome.failure = str(item) or "Chorus is busy right now. Try again in a minute."
+                continue
+            if isinstance(item, GenerationError):
+                outcome.failure = f"Generation failed: {item}"
+                continue
+            if item.queue_position is not None:
+                await stream.status(queue_note(item.queue_position, item.eta_s))
+            if item.text:
+                raw.append(item.text)
+                safe = sanitizer.feed(item.text)
+                if not shown:
+                    safe = safe.lstrip()
+                if safe:
+                    shown = True
+                    await stream.write(safe)
+            if item.finish_reason is not None:
+                outcome.tokens += item.tokens
+                outcome.finish.append(item.finish_reason)
+                if item.finish_reason == "error":
+                    outcome.failure = f"Generation failed: {item.error or 'unknown error'}."
+        tail = sanitizer.flush()
+        if tail and (shown or tail.strip()):
+            await stream.write(tail if shown else tail.lstrip())
+        return clean_variant(clean_output("".join(raw), self.app.blocklist))
 
 
 def _title(draft: Draft, version: int) -> str:

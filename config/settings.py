@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -59,6 +59,25 @@ class GenerationSection(_Section):
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     time_budget_s: float = Field(60.0, gt=0.0)
     max_context_turns: int = Field(6, ge=0, le=50)
+
+
+class EngineSection(_Section):
+    """The in-process engine: continuous batching by default, or the simple one-at-a-time generator."""
+
+    kind: Literal["batching", "simple"] = "batching"
+    max_batch: int = Field(16, ge=1, le=512)
+    max_queue: int = Field(64, ge=0)
+    max_seq_len: int = Field(2048, ge=16)
+    prefill_chunk: int = Field(256, ge=1)
+    interactive_reserve: int = Field(4, ge=0)
+
+    @model_validator(mode="after")
+    def _reserve_leaves_room(self) -> EngineSection:
+        if self.interactive_reserve >= self.max_batch:
+            raise ValueError(
+                f"interactive_reserve ({self.interactive_reserve}) must be smaller than max_batch ({self.max_batch})"
+            )
+        return self
 
 
 class LimitsSection(_Section):
@@ -120,6 +139,7 @@ class Settings(BaseSettings):
     chorus: ChorusSection = ChorusSection()
     model: ModelSection = ModelSection()
     generation: GenerationSection = GenerationSection()
+    engine: EngineSection = EngineSection()
     limits: LimitsSection = LimitsSection()
     store: StoreSection = StoreSection()
     moderation: ModerationSection = ModerationSection()

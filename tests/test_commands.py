@@ -5,14 +5,16 @@ Each test reads like a terminal session: what the user types, what they see, wha
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from bots.app import Chorus
 from bots.events import Command, Conversation, Reaction, User
 from bots.router import CommandSpec, Context
 from bots.store import Store
 from generation.fake import FakeGenerator
-from generation.types import GenerationRequest
+from generation.types import Chunk, GenerationRequest
 from support import FakeResponder, TestBot, make_bot, reply_text, settings_for
 
 
@@ -191,7 +193,7 @@ async def test_failure_mid_stream_keeps_what_was_produced_and_says_so(tmp_path: 
         assert reply.footer.startswith("⚠ Generation failed:") and "before it stopped" in reply.footer
         record = await bot.store.get_generation(reply.generation_id)
         assert record is not None and record.status == "partial"
-        assert len(generator.requests) == 1, "the second variant is not attempted after a failure"
+        assert len(reply.parts) == 1, "variants after a failure are dropped"
         generator.fail_after = None
         assert (await bot.one("/create slogan again")).footer == ""
     finally:
@@ -269,5 +271,51 @@ async def test_queue_position_is_shown_while_waiting(tmp_path: Path) -> None:
             "Queued: 1st in line, about 2 s",
         ]
         assert "Queued" not in reply_text(reply)
+    finally:
+        await bot.chorus.close()
+
+
+class CountingGenerator(FakeGenerator):
+    """Notes how many streams were open at once, and which were closed before they finished."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.open = 0
+        self.most_open = 0
+        self.cut_short: list[str] = []
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        finished = False
+        try:
+            async for chunk in super().stream(request):
+                finished = chunk.finish_reason is not None
+                yield chunk
+        finally:
+            self.open -= 1
+            if not finished:
+                self.cut_short.append(request.request_id)
+
+
+async def test_variants_are_generated_together_and_shown_in_order(tmp_path: Path) -> None:
+    generator = CountingGenerator(delay_s=0.01)
+    bot = await make_bot(settings_for(tmp_path), generator)
+    try:
+        reply = await bot.one("/create slogan a shop --n 3")
+        assert generator.most_open == 3
+        assert [part.strip() for part in bot.responder.streams[-1].parts] == list(reply.parts)
+        assert generator.cut_short == []
+    finally:
+        await bot.chorus.close()
+
+
+async def test_a_failure_with_several_variants_keeps_the_first_and_leaves_nothing_running(tmp_path: Path) -> None:
+    generator = CountingGenerator(script=lambda r: " ".join(["word"] * 40), delay_s=0.01, fail_after=2)
+    bot = await make_bot(settings_for(tmp_path), generator)
+    try:
+        reply = await bot.one("/create slogan a shop --n 3")
+        assert reply.parts == ("word word",) and reply.footer.startswith("⚠ Generation failed")
+        assert generator.open == 0, "no stream is left running"
     finally:
         await bot.chorus.close()
