@@ -469,3 +469,27 @@ async def test_reserved_slots_let_a_command_start_while_drops_fill_the_rest(embe
             await engine.abort(request.request_id)
         await recorder.wait()
         await engine.close()
+
+
+@pytest.mark.slow
+async def test_500_at_once_against_a_queue_of_64_refuses_exactly_the_overflow(embedded_spec: ModelSpec) -> None:
+    engine = BatchingEngine(embedded_spec, max_batch=16, max_queue=64, prefill_chunk=256)
+    try:
+        await engine.warmup()
+        # 6 tokens each: the first answer is several decode steps away, long after all 500 were submitted.
+        requests = [ask(COLORS, max_new_tokens=6, conversation_key=f"c{i % 7}") for i in range(500)]
+        async with asyncio.timeout(300):
+            outcomes = await asyncio.gather(
+                *(collect(engine.stream(request)) for request in requests), return_exceptions=True
+            )
+        busy = [o for o in outcomes if isinstance(o, GeneratorBusy)]
+        served = [o for o in outcomes if isinstance(o, tuple)]
+        assert len(busy) == 500 - 80 and len(served) == 80, [type(o).__name__ for o in outcomes if o not in served]
+        answered = [chunks[-1].request_id for _, chunks in served]
+        assert len(set(answered)) == 80, "no request is answered twice"
+        for _, chunks in served:
+            assert [chunk.finish_reason is not None for chunk in chunks].count(True) == 1
+            assert chunks[-1].finish_reason in ("length", "stop")
+        assert engine.running == 0 and engine.queue_depth == 0
+    finally:
+        await engine.close()
