@@ -22,6 +22,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,9 @@ from typing import Any
 _log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# `python bench/local_generator.py` puts bench/ first on sys.path, where a sibling script such as bench/generation.py
+# would shadow the Chorus package of the same name; the repository root goes in front of it.
+sys.path.insert(0, str(REPO_ROOT))
 
 # (kind, prompt, tone): two prompts for each of four kinds, so 8 requests per length cover the mix once.
 PROMPT_MIX: tuple[tuple[str, str, str], ...] = (
@@ -50,6 +54,7 @@ PROMPT_MIX: tuple[tuple[str, str, str], ...] = (
 LENGTHS = (64, 256)
 TEMPERATURE = 0.8
 CHILD_RESULT_PREFIX = "BENCH_RESULT "
+DISTURBED_CORES = 0.25
 
 
 @dataclass
@@ -66,6 +71,8 @@ class RequestResult:
     decode_tokens_per_s: float | None
     gaps_s: list[float] = field(default_factory=list)
     peak_rss_mb: float = 0.0
+    # Cores other processes kept busy meanwhile; above DISTURBED_CORES the timings are suspect.
+    other_busy_cores: float | None = None
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -82,6 +89,40 @@ def percentile(values: Sequence[float], q: float) -> float:
 def peak_rss_mb() -> float:
     """This process's peak resident set so far (ru_maxrss is KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes have been busy since boot (from /proc/stat), or None off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds(*, children: bool = False) -> float:
+    times = os.times()
+    if children:
+        return times.children_user + times.children_system
+    return times.user + times.system
+
+
+class OtherLoad:
+    """Measures how many cores processes other than this one (or its children) kept busy over an interval."""
+
+    def __init__(self, *, children: bool = False) -> None:
+        self._children = children
+        self._busy = busy_cpu_seconds()
+        self._own = own_cpu_seconds(children=children)
+        self._wall = time.perf_counter()
+
+    def cores(self) -> float | None:
+        busy, wall = busy_cpu_seconds(), time.perf_counter() - self._wall
+        if busy is None or self._busy is None or wall <= 0:
+            return None
+        own = own_cpu_seconds(children=self._children) - self._own
+        return max(0.0, (busy - self._busy) - own) / wall
 
 
 def machine_info() -> dict[str, Any]:
@@ -182,9 +223,11 @@ def child_later_start(home: str) -> dict[str, Any]:
 def run_child(mode: str, home: Path) -> dict[str, Any]:
     """Run this script as `--child MODE` and return its result plus the wall time of the whole process."""
     command = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--home", str(home)]
+    load = OtherLoad(children=True)
     started = time.perf_counter()
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     wall_s = time.perf_counter() - started
+    other_cores = load.cores()
     if done.returncode != 0:
         raise RuntimeError(f"child {mode} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
     lines = [line for line in done.stdout.splitlines() if line.startswith(CHILD_RESULT_PREFIX)]
@@ -192,6 +235,7 @@ def run_child(mode: str, home: Path) -> dict[str, Any]:
         raise RuntimeError(f"child {mode} printed no result:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     result = json.loads(lines[-1].removeprefix(CHILD_RESULT_PREFIX))
     result["process_wall_s"] = wall_s
+    result["other_busy_cores"] = other_cores
     return result
 
 
@@ -200,6 +244,7 @@ def run_child(mode: str, home: Path) -> dict[str, Any]:
 
 async def stream_one(generator: Any, request: Any, kind: str) -> RequestResult:
     """Stream one request and time its chunks; the final chunk (finish_reason set) carries the token count."""
+    load = OtherLoad()
     started = time.perf_counter()
     first: float | None = None
     first_tokens = 0
@@ -242,6 +287,7 @@ async def stream_one(generator: Any, request: Any, kind: str) -> RequestResult:
         decode_tokens_per_s=decode_rate,
         gaps_s=gaps,
         peak_rss_mb=peak_rss_mb(),
+        other_busy_cores=load.cores(),
     )
 
 
@@ -279,6 +325,7 @@ async def run_generation(home: Path, per_length: int) -> dict[str, Any]:
         kind, prompt, tone = PROMPT_MIX[0]
         warm = await stream_one(generator, build_request(settings, kind, prompt, tone, 16, 999), kind)
         groups: dict[str, Any] = {}
+        load, wall_start = OtherLoad(), time.perf_counter()
         for length in LENGTHS:
             results = []
             for index in range(per_length):
@@ -286,6 +333,7 @@ async def run_generation(home: Path, per_length: int) -> dict[str, Any]:
                 request = build_request(settings, kind, prompt, tone, length, seed=1000 + index)
                 results.append(await stream_one(generator, request, kind))
             groups[str(length)] = {"summary": summarise(results), "requests": [asdict(r) for r in results]}
+        other_cores, wall_s = load.cores(), time.perf_counter() - wall_start
     finally:
         await generator.close()
     import torch
@@ -299,6 +347,8 @@ async def run_generation(home: Path, per_length: int) -> dict[str, Any]:
         "peak_rss_before_load_mb": rss_before_load,
         "peak_rss_after_load_mb": rss_after_load,
         "first_request_after_load": asdict(warm),
+        "measured_wall_s": wall_s,
+        "other_processes_busy_cores": other_cores,
         "by_max_new_tokens": groups,
     }
 
@@ -314,6 +364,8 @@ def summarise(results: Sequence[RequestResult]) -> dict[str, Any]:
     return {
         "requests": len(results),
         "tokens_p50": percentile(tokens, 50),
+        "tokens_min": min(tokens),
+        "tokens_max": max(tokens),
         "tokens_total": sum(tokens),
         "finish_reasons": reasons,
         "ttft_p50_s": percentile(ttft, 50),
@@ -325,6 +377,7 @@ def summarise(results: Sequence[RequestResult]) -> dict[str, Any]:
         "decode_tokens_per_s_p95": percentile(rates, 95),
         "request_total_p50_s": percentile([r.total_s for r in results], 50),
         "peak_rss_mb": max(r.peak_rss_mb for r in results),
+        "disturbed_requests": sum(1 for r in results if (r.other_busy_cores or 0.0) > DISTURBED_CORES),
     }
 
 
@@ -352,16 +405,17 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| {later['torch_transformers_import_s']:.2f} |",
         f"| Later start: prepare_model on converted home | {later['prepare_model_s']:.3f} |",
         f"| Later start: model load (LocalGenerator.warmup) | {later['model_load_s']:.2f} |",
-        f"| Later start: whole process (interpreter to model loaded) | {later['process_wall_s']:.2f} |",
+        f"| Later start: whole process (spawn to exit, incl. load) | {later['process_wall_s']:.2f} |",
         "",
-        "| max_new_tokens | Requests | Tokens p50 | TTFT p50 / p95 (ms) | Inter-chunk p50 / p95 (ms) "
-        "| Decode tok/s p50 (p5–p95) | Peak RSS (MB) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| max_new_tokens | Requests | Tokens p50 (min–max) | Ended by | TTFT p50 / p95 (ms) "
+        "| Inter-chunk p50 / p95 (ms) | Decode tok/s p50 (p5–p95) | Peak RSS (MB) |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for length, group in gen["by_max_new_tokens"].items():
         s = group["summary"]
         lines.append(
-            f"| {length} | {s['requests']} | {s['tokens_p50']:.0f} "
+            f"| {length} | {s['requests']} | {s['tokens_p50']:.0f} ({s['tokens_min']}–{s['tokens_max']}) "
+            f"| {', '.join(f'{reason} {count}' for reason, count in sorted(s['finish_reasons'].items()))} "
             f"| {s['ttft_p50_s'] * 1000:.0f} / {s['ttft_p95_s'] * 1000:.0f} "
             f"| {s['itl_p50_s'] * 1000:.1f} / {s['itl_p95_s'] * 1000:.1f} "
             f"| {s['decode_tokens_per_s_p50']:.1f} ({s['decode_tokens_per_s_p5']:.1f}–"
@@ -377,6 +431,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{first['peak_rss_mb']:.0f} MB. Load average start/end: "
         f"{machine['loadavg_start'][0]:.2f} / {report['loadavg_end'][0]:.2f}.",
     ]
+    if gen["other_processes_busy_cores"] is not None:
+        disturbed = sum(group["summary"]["disturbed_requests"] for group in gen["by_max_new_tokens"].values())
+        total = sum(group["summary"]["requests"] for group in gen["by_max_new_tokens"].values())
+        starts = [first, *report["later_start"]["each"]]
+        disturbed_starts = sum(1 for run in starts if (run["other_busy_cores"] or 0.0) > DISTURBED_CORES)
+        lines[-1] += (
+            f" Other processes kept {gen['other_processes_busy_cores']:.2f} cores busy on average during the "
+            f"{gen['measured_wall_s']:.0f} s of measured generation; {disturbed} of {total} requests and "
+            f"{disturbed_starts} of {len(starts)} start-ups ran while they used more than {DISTURBED_CORES} cores."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -386,7 +450,7 @@ def median_of(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="2 requests per length and 1 later-start run")
+    parser.add_argument("--quick", action="store_true", help="4 requests per length (one per kind), 1 later start")
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     parser.add_argument("--md", type=Path, help="write the Markdown table here")
     parser.add_argument("--child", choices=["first-start", "later-start"], help=argparse.SUPPRESS)
@@ -399,7 +463,9 @@ def main() -> None:
         return
 
     logging.basicConfig(level=logging.WARNING)
-    per_length = 2 if args.quick else 8
+    # A plain SIGTERM would skip the finally below and leave the throwaway home behind.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    per_length = 4 if args.quick else 8
     later_runs = 1 if args.quick else 3
     report: dict[str, Any] = {"mode": "quick" if args.quick else "default", "machine": machine_info()}
     home = Path(tempfile.mkdtemp(prefix="chorus-bench-"))
