@@ -28,7 +28,6 @@ from generation.types import (
     FinishReason,
     GenerationError,
     GenerationRequest,
-    GeneratorBusy,
     Health,
     ModelUnavailable,
     Priority,
@@ -173,6 +172,7 @@ class BatchingEngine(LocalGenerator):
             raise ValueError("interactive_reserve must leave at least one slot for other requests")
         super().__init__(spec, device=device, dtype=dtype, max_queue=max_queue)
         self._max_batch = max_batch
+        self._slots_total = max_batch
         self._max_seq_len = max_seq_len
         self._prefill_chunk = prefill_chunk
         self._waiting: AdmissionQueue[_EngineJob] = AdmissionQueue()
@@ -230,34 +230,13 @@ class BatchingEngine(LocalGenerator):
 
     # -- the asyncio side ------------------------------------------------------------------------------------------
 
-    def _admit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> _EngineJob:
+    def _new_job(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> _EngineJob:
         _validate(request)
-        job = _EngineJob(request=request, loop=loop, events=asyncio.Queue())
-        with self._lock:
-            if self._closed:
-                raise GenerationError("The generator is closed.")
-            if request.request_id in self._jobs:
-                raise GenerationError(f"Request {request.request_id} is already in progress.")
-            if len(self._jobs) >= self._max_batch + self._max_queue:
-                ahead = len(self._jobs) - self._max_batch
-                raise GeneratorBusy(f"Chorus is busy ({ahead} requests waiting ahead of you). Try again in a minute.")
-            self._jobs[request.request_id] = job
-            self._start_worker()
-        self._inbox.put(job)
-        return job
+        return _EngineJob(request=request, loop=loop, events=asyncio.Queue())
 
-    def _abort_job(self, job: _Job) -> bool:
-        """Flag the job; True when it was still queued (and is now gone), so the caller ends its stream."""
-        job.abort.set()
-        with self._lock:
-            if job.started or job.cancelled:
-                return False
-            job.cancelled = True
-            if isinstance(job, _EngineJob):
-                self._waiting.remove(job)
-            if job.request is not None and self._jobs.get(job.request.request_id) is job:
-                del self._jobs[job.request.request_id]
-            return True
+    def _unqueue(self, job: _Job) -> None:
+        if isinstance(job, _EngineJob):
+            self._waiting.remove(job)
 
     # -- the worker thread -----------------------------------------------------------------------------------------
 

@@ -202,15 +202,15 @@ class LocalGenerator:
     # -- the asyncio side ------------------------------------------------------------------------------------------
 
     def _admit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> _Job:
-        job = _Job(request=request, loop=loop, events=asyncio.Queue())
+        job = self._new_job(request, loop)
         with self._lock:
             if self._closed:
                 raise GenerationError("The generator is closed.")
             if request.request_id in self._jobs:
                 raise GenerationError(f"Request {request.request_id} is already in progress.")
-            # One running plus max_queue waiting.
-            if len(self._jobs) > self._max_queue:
-                raise GeneratorBusy(f"Chorus is busy ({len(self._jobs)} requests ahead of you). Try again in a minute.")
+            if len(self._jobs) >= self._slots_total + self._max_queue:
+                waiting = len(self._jobs) - self._slots_total
+                raise GeneratorBusy(f"Chorus is busy ({waiting} requests waiting). Try again in a minute.")
             self._jobs[request.request_id] = job
             self._start_worker()
         self._inbox.put(job)
@@ -223,9 +223,19 @@ class LocalGenerator:
             if job.started or job.cancelled:
                 return False
             job.cancelled = True
+            self._unqueue(job)
             if job.request is not None and self._jobs.get(job.request.request_id) is job:
                 del self._jobs[job.request.request_id]
             return True
+
+    # Requests that run at once: one here; the batching engine has max_batch slots.
+    _slots_total = 1
+
+    def _new_job(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> _Job:
+        return _Job(request=request, loop=loop, events=asyncio.Queue())
+
+    def _unqueue(self, job: _Job) -> None:
+        """Take a not-yet-started job out of the engine's own waiting line (the worker's inbox needs nothing)."""
 
     def _start_worker(self) -> None:
         if self._thread is None:

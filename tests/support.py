@@ -6,8 +6,10 @@ SQLite store and returns the replies it produced (after errbot's testbot).
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from bots.reply import Reply, ReplyAction
 from bots.store import Store
 from config import Settings, load_settings
 from generation.fake import FakeGenerator
+from generation.types import Chunk
 
 POSTGRES_URL = os.environ.get("CHORUS_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
@@ -126,3 +129,17 @@ async def make_bot(settings: Settings, generator: FakeGenerator | None = None) -
 
 def texts(replies: Sequence[Reply]) -> list[str]:
     return [reply_text(reply) for reply in replies]
+
+
+async def collect(chunks: AsyncIterator[Chunk]) -> tuple[str, list[Chunk]]:
+    """Drain a stream: the joined text and every chunk."""
+    received = [chunk async for chunk in chunks]
+    return "".join(chunk.text for chunk in received), received
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """Poll until condition() holds; fail at the deadline (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.005)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from generation.types import (
     ModelUnavailable,
     Priority,
 )
+from support import collect, wait_until
 
 STORY = "Write a very long story about a dragon."
 SLOGAN = "Write a slogan for a coffee shop."
@@ -33,18 +33,6 @@ COLORS = "Name three colors."
 def ask(text: str, **options: Any) -> GenerationRequest:
     options.setdefault("temperature", 0.0)
     return GenerationRequest(messages=(ChatMessage("user", text),), **options)
-
-
-async def collect(chunks: AsyncIterator[Chunk]) -> tuple[str, list[Chunk]]:
-    received = [chunk async for chunk in chunks]
-    return "".join(chunk.text for chunk in received), received
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.005)
 
 
 class Recorder:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,12 +20,12 @@ from generation.remote import RemoteGenerator
 from generation.serve import build_app
 from generation.types import (
     ChatMessage,
-    Chunk,
     GenerationRequest,
     Generator,
     GeneratorBusy,
     ModelUnavailable,
 )
+from support import collect, wait_until
 
 LONG = "Write a very long story about a dragon."
 SHORT = "Write a slogan for a coffee shop."
@@ -34,18 +34,6 @@ SHORT = "Write a slogan for a coffee shop."
 def ask(text: str, **options: object) -> GenerationRequest:
     options.setdefault("temperature", 0.0)
     return GenerationRequest(messages=(ChatMessage("user", text),), **options)  # type: ignore[arg-type]
-
-
-async def collect(chunks: AsyncIterator[Chunk]) -> tuple[str, list[Chunk]]:
-    received = [chunk async for chunk in chunks]
-    return "".join(chunk.text for chunk in received), received
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
@@ -20,31 +19,19 @@ from generation.remote import RemoteGenerator
 from generation.serve import build_app
 from generation.types import (
     ChatMessage,
-    Chunk,
     GenerationError,
     GenerationRequest,
     GeneratorBusy,
     ModelUnavailable,
     Priority,
 )
+from support import collect, wait_until
 
 PROMPT = "Write a slogan for a coffee shop."
 
 
 def ask(text: str = PROMPT, **options: object) -> GenerationRequest:
     return GenerationRequest(messages=(ChatMessage("user", text),), **options)  # type: ignore[arg-type]
-
-
-async def collect(chunks: AsyncIterator[Chunk]) -> tuple[str, list[Chunk]]:
-    received = [chunk async for chunk in chunks]
-    return "".join(chunk.text for chunk in received), received
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from generation.types import (
     ModelUnavailable,
     Priority,
 )
+from support import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = [{"role": "user", "content": "Write a slogan for a coffee shop."}]
@@ -59,13 +60,6 @@ class RecordingGenerator:
 
     async def close(self) -> None:
         await self.inner.close()
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
 
 
 def sse_events(body: str) -> list[str]:
