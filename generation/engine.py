@@ -99,6 +99,10 @@ class AdmissionQueue(Generic[T]):
             del turns[key]
         return True
 
+    def has(self, priority: int) -> bool:
+        """Is anything of exactly this priority waiting?"""
+        return bool(self._classes.get(int(priority)))
+
     def order(self) -> list[T]:
         """Every queued item in the order pop() would hand them out if nothing else arrived."""
         ordered: list[T] = []
@@ -114,6 +118,8 @@ class AdmissionQueue(Generic[T]):
 class _EngineJob(_Job):
     prompt: list[int] = field(default_factory=list)
     queue_position: int | None = None
+    # Set while a preempted request waits for a slot again: where it stopped, to continue from there.
+    paused: _Sequence | None = None
 
 
 @dataclass(eq=False)
@@ -129,6 +135,10 @@ class _Sequence:
     admitted: float
     prefilled: int = 0
     next_token: int | None = None
+    # Preemption folds generated tokens into job.prompt and recomputes their cache on resumption: `folded` of them
+    # are in the prompt now, and `resume_token` is the sampled token that waits until that prefill is done.
+    folded: int = 0
+    resume_token: int | None = None
 
     @property
     def decoding(self) -> bool:
@@ -137,7 +147,7 @@ class _Sequence:
     @property
     def length(self) -> int:
         """Tokens in this slot's cache."""
-        return self.prefilled + self.job.tokens - (1 if self.next_token is not None else 0)
+        return self.prefilled + self.job.tokens - self.folded - (1 if self.next_token is not None else 0)
 
 
 class BatchingEngine(LocalGenerator):
@@ -258,6 +268,7 @@ class BatchingEngine(LocalGenerator):
                     self._post(item, self._ready())
                 else:
                     self._enqueue(item)  # type: ignore[arg-type]
+            self._end_paused()
             self._fill_slots()
             self._publish_positions()
             if any(self._slots):
@@ -324,10 +335,66 @@ class BatchingEngine(LocalGenerator):
             with self._lock:
                 job = self._waiting.pop(None if free > self._reserve else Priority.INTERACTIVE)
                 if job is None:
-                    return
+                    break
                 job.started = True
             free -= 1
-            self._slots[slot] = self._start(job, slot)
+            self._slots[slot] = self._resume(job, slot) if job.paused else self._start(job, slot)
+        self._preempt_for_interactive()
+
+    def _preempt_for_interactive(self) -> None:
+        """A command waiting while every slot is taken pauses the least urgent, latest-admitted drop or
+        brainstorm and takes its slot; the paused request is re-queued and later continues where it stopped."""
+        while True:
+            with self._lock:
+                if not self._waiting.has(Priority.INTERACTIVE) or None in self._slots:
+                    return
+            victims = [seq for seq in self._running() if seq.request.priority > Priority.INTERACTIVE]
+            if not victims:
+                return
+            victim = max(victims, key=lambda seq: (seq.request.priority, seq.admitted))
+            self._pause(victim)
+            with self._lock:
+                job = self._waiting.pop(Priority.INTERACTIVE)
+                assert job is not None
+                job.started = True
+            self._slots[victim.slot] = self._start(job, victim.slot)
+
+    def _pause(self, seq: _Sequence) -> None:
+        job = seq.job
+        self._slots[seq.slot] = None
+        if seq.next_token is not None:
+            cached = seq.detokenizer.ids[:-1]  # the pending token is not in the cache yet
+            job.prompt = job.prompt + cached[seq.folded :]
+            seq.folded = len(cached)
+            seq.resume_token, seq.next_token = seq.next_token, None
+        seq.prefilled = 0
+        job.paused = seq
+        with self._lock:
+            self._waiting.push(job, seq.request.priority, seq.request.conversation_key)
+        _log.debug("paused %s for an interactive request", seq.request.request_id)
+
+    def _resume(self, job: _EngineJob, slot: int) -> _Sequence:
+        seq = job.paused
+        assert seq is not None
+        job.paused = None
+        seq.slot = slot
+        seq.admitted = time.monotonic()
+        return seq
+
+    def _end_paused(self) -> None:
+        """Aborts and time budgets apply to paused requests too, without waiting for a slot."""
+        now = time.monotonic()
+        with self._lock:
+            paused = [job for job in self._waiting.order() if job.paused is not None]
+        for job in paused:
+            seq = job.paused
+            assert seq is not None
+            reason: FinishReason | None = "abort" if job.abort.is_set() else "time" if now >= seq.deadline else None
+            if reason is not None:
+                with self._lock:
+                    self._waiting.remove(job)
+                job.paused = None
+                self._finish(seq, reason)
 
     def _start(self, job: _EngineJob, slot: int) -> _Sequence:
         torch = self._torch
@@ -351,7 +418,7 @@ class BatchingEngine(LocalGenerator):
         with self._lock:
             order = self._waiting.order()
         for index, job in enumerate(order, start=1):
-            if job.queue_position == index:
+            if job.queue_position == index or job.paused is not None:
                 continue
             job.queue_position = index
             eta = None if self._service_s is None else round(index * self._service_s / self._max_batch, 1)
@@ -377,14 +444,18 @@ class BatchingEngine(LocalGenerator):
             room -= len(piece)
         if not decoding and not prefills:
             return
-        ends = [start + len(piece) == len(seq.job.prompt) for seq, start, piece in prefills]
+        done = [start + len(piece) == len(seq.job.prompt) for seq, start, piece in prefills]
+        # A resumed request already holds its next token: its prefill needs no logits.
+        ends = [end and seq.resume_token is None for (seq, _, _), end in zip(prefills, done, strict=True)]
         sampling = decoding + [seq for (seq, _, _), end in zip(prefills, ends, strict=True) if end]
         logits = self._forward(
             [(seq.slot, seq.next_token, seq.length) for seq in decoding],  # type: ignore[misc]
             [(seq.slot, start, piece, end) for (seq, start, piece), end in zip(prefills, ends, strict=True)],
         )
-        for seq, start, piece in prefills:
+        for (seq, start, piece), complete in zip(prefills, done, strict=True):
             seq.prefilled = start + len(piece)
+            if complete and seq.resume_token is not None:
+                seq.next_token, seq.resume_token = seq.resume_token, None
         tokens = _sample(self._torch, logits, [seq.request for seq in sampling], [seq.generator for seq in sampling])
         for seq, token in zip(sampling, tokens, strict=True):
             self._accept(seq, token)
@@ -414,7 +485,8 @@ class BatchingEngine(LocalGenerator):
             seq.next_token = token
 
     def _finish(self, seq: _Sequence, reason: FinishReason, error: str | None = None) -> None:
-        self._slots[seq.slot] = None
+        if self._slots[seq.slot] is seq:
+            self._slots[seq.slot] = None
         self._forget(seq.job)
         if reason != "error":
             spent = time.monotonic() - seq.admitted
@@ -434,6 +506,10 @@ class BatchingEngine(LocalGenerator):
 
     def _shut_down(self) -> None:
         for seq in self._running():
+            self._finish(seq, "abort")
+        with self._lock:
+            paused = [job.paused for job in self._waiting.order() if job.paused is not None]
+        for seq in paused:
             self._finish(seq, "abort")
         self._runner = None
 

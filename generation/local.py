@@ -48,6 +48,11 @@ class IncrementalDetokenizer:
         self.stopped = False
 
     @property
+    def ids(self) -> list[int]:
+        """The token ids added so far."""
+        return list(self._ids)
+
+    @property
     def text(self) -> str:
         """Everything decoded so far that can be shown, cut at a stop string once one appeared."""
         return self._text

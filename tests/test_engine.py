@@ -405,7 +405,8 @@ async def test_conversations_alternate_and_queue_positions_count_down(narrow: Ba
     names = ["a1", "a2", "a3", "b1", "b2"]
     async with occupied(narrow, recorder):
         for count, name in enumerate(names, start=1):
-            recorder.start(name, ask(COLORS, max_new_tokens=2, conversation_key=name[0]))
+            # Same class as the holder, so nobody preempts it: this is about turns within a class.
+            recorder.start(name, ask(COLORS, max_new_tokens=2, conversation_key=name[0], priority=Priority.SCHEDULED))
             await wait_until(lambda count=count: narrow.queue_depth == count)
         await wait_until(lambda: all(recorder.chunks[name] for name in names))
         assert [recorder.chunks[name][-1].queue_position for name in names] == [1, 3, 5, 2, 4]
@@ -478,6 +479,48 @@ async def test_500_at_once_against_a_queue_of_64_refuses_exactly_the_overflow(em
         for _, chunks in served:
             assert [chunk.finish_reason is not None for chunk in chunks].count(True) == 1
             assert chunks[-1].finish_reason in ("length", "stop")
+        assert engine.running == 0 and engine.queue_depth == 0
+    finally:
+        await engine.close()
+
+
+@pytest.mark.slow
+async def test_a_command_preempts_a_drop_which_then_continues_exactly(
+    embedded_spec: ModelSpec, greedy_reference: dict[str, str]
+) -> None:
+    engine = BatchingEngine(embedded_spec, max_batch=1, max_queue=4, prefill_chunk=16, interactive_reserve=0)
+    recorder = Recorder(engine)
+    try:
+        recorder.start("drop", ask(STORY, max_new_tokens=24, priority=Priority.SCHEDULED))
+        await wait_until(lambda: recorder.tokens("drop") >= 8)
+        recorder.start("command", ask(SLOGAN, max_new_tokens=4, priority=Priority.INTERACTIVE))
+        await recorder.wait()
+        assert recorder.first_text == ["drop", "command"]
+        drop_chunks = recorder.chunks["drop"]
+        command_done = next(i for i, c in enumerate(recorder.chunks["command"]) if c.finish_reason)
+        assert command_done >= 0 and recorder.finish("command") in ("length", "stop")
+        # The drop was paused, recomputed its cache, and went on to produce the same greedy text as alone.
+        assert recorder.text("drop") == greedy_reference[STORY]
+        assert recorder.finish("drop") == "length" and drop_chunks[-1].tokens == 24
+        assert not any(c.queue_position for c in drop_chunks), "a paused request shows no queue position"
+    finally:
+        await engine.close()
+
+
+@pytest.mark.slow
+async def test_aborting_a_paused_drop_ends_it_without_waiting_for_a_slot(embedded_spec: ModelSpec) -> None:
+    engine = BatchingEngine(embedded_spec, max_batch=1, max_queue=4, prefill_chunk=16, interactive_reserve=0)
+    recorder = Recorder(engine)
+    try:
+        recorder.start("drop", ask(STORY, max_new_tokens=200, priority=Priority.SCHEDULED))
+        await wait_until(lambda: recorder.tokens("drop") >= 2)
+        recorder.start("command", ask(STORY, max_new_tokens=200, priority=Priority.INTERACTIVE))
+        await wait_until(lambda: recorder.tokens("command") >= 1)
+        await engine.abort(recorder.requests["drop"].request_id)
+        await wait_until(lambda: recorder.finish("drop") == "abort")
+        assert recorder.finish("command") is None, "the command is still running"
+        await engine.abort(recorder.requests["command"].request_id)
+        await recorder.wait()
         assert engine.running == 0 and engine.queue_depth == 0
     finally:
         await engine.close()
