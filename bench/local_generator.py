@@ -8,6 +8,9 @@ Measures, in a throwaway CHORUS_HOME that is deleted afterwards:
 3. generation: one request at a time through LocalGenerator.stream, the way the skeleton serves, over a fixed mix of
    content kinds at two lengths, reporting TTFT, inter-chunk latency, decode tokens/s and peak RSS.
 
+A measurement during which other processes kept the CPUs busy (read from /proc/stat) is repeated after a pause and
+the quietest run is kept (--retries), because a 2-core machine shared with a test run gives meaningless timings.
+
 Run:  .venv/bin/python bench/local_generator.py [--quick] [--out bench/results/NAME.json] [--md bench/results/NAME.md]
 """
 
@@ -55,6 +58,9 @@ LENGTHS = (64, 256)
 TEMPERATURE = 0.8
 CHILD_RESULT_PREFIX = "BENCH_RESULT "
 DISTURBED_CORES = 0.25
+DEFAULT_RETRIES = 3
+# Pause before retry n is n times this, so a burst of other work (a test run) can pass.
+RETRY_PAUSE_S = 5.0
 
 
 @dataclass
@@ -73,6 +79,12 @@ class RequestResult:
     peak_rss_mb: float = 0.0
     # Cores other processes kept busy meanwhile; above DISTURBED_CORES the timings are suspect.
     other_busy_cores: float | None = None
+    # Runs of this request, counting the kept one; disturbed runs are repeated (see --retries).
+    attempts: int = 1
+
+
+def disturbed(other_busy_cores: float | None) -> bool:
+    return (other_busy_cores or 0.0) > DISTURBED_CORES
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -220,6 +232,20 @@ def child_later_start(home: str) -> dict[str, Any]:
     }
 
 
+def run_child_undisturbed(mode: str, home: Path, retries: int) -> dict[str, Any]:
+    """run_child, repeated while other processes disturb it (at most `retries` more times); keeps the quietest run.
+
+    Only later starts are repeated in place: a first start needs an unconverted home, which the caller provides.
+    """
+    runs = [run_child(mode, home)]
+    while disturbed(runs[-1]["other_busy_cores"]) and len(runs) <= retries:
+        time.sleep(RETRY_PAUSE_S * len(runs))
+        runs.append(run_child(mode, home))
+    best = min(runs, key=lambda run: run["other_busy_cores"] or 0.0)
+    best["attempts"] = len(runs)
+    return best
+
+
 def run_child(mode: str, home: Path) -> dict[str, Any]:
     """Run this script as `--child MODE` and return its result plus the wall time of the whole process."""
     command = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--home", str(home)]
@@ -309,7 +335,18 @@ def build_request(settings: Any, kind: str, prompt: str, tone: str, max_new_toke
     )
 
 
-async def run_generation(home: Path, per_length: int) -> dict[str, Any]:
+async def stream_undisturbed(generator: Any, request: Any, kind: str, retries: int) -> RequestResult:
+    """stream_one, repeated with the same request and seed while other processes disturb it; keeps the quietest."""
+    runs = [await stream_one(generator, request, kind)]
+    while disturbed(runs[-1].other_busy_cores) and len(runs) <= retries:
+        await asyncio.sleep(RETRY_PAUSE_S * len(runs))
+        runs.append(await stream_one(generator, request, kind))
+    best = min(runs, key=lambda run: run.other_busy_cores or 0.0)
+    best.attempts = len(runs)
+    return best
+
+
+async def run_generation(home: Path, per_length: int, retries: int) -> dict[str, Any]:
     from config import load_settings
     from generation.local import LocalGenerator
     from generation.models import prepare_model
@@ -331,7 +368,7 @@ async def run_generation(home: Path, per_length: int) -> dict[str, Any]:
             for index in range(per_length):
                 kind, prompt, tone = PROMPT_MIX[index % len(PROMPT_MIX)]
                 request = build_request(settings, kind, prompt, tone, length, seed=1000 + index)
-                results.append(await stream_one(generator, request, kind))
+                results.append(await stream_undisturbed(generator, request, kind, retries))
             groups[str(length)] = {"summary": summarise(results), "requests": [asdict(r) for r in results]}
         other_cores, wall_s = load.cores(), time.perf_counter() - wall_start
     finally:
@@ -377,7 +414,8 @@ def summarise(results: Sequence[RequestResult]) -> dict[str, Any]:
         "decode_tokens_per_s_p95": percentile(rates, 95),
         "request_total_p50_s": percentile([r.total_s for r in results], 50),
         "peak_rss_mb": max(r.peak_rss_mb for r in results),
-        "disturbed_requests": sum(1 for r in results if (r.other_busy_cores or 0.0) > DISTURBED_CORES),
+        "disturbed_requests": sum(1 for r in results if disturbed(r.other_busy_cores)),
+        "repeated_requests": sum(1 for r in results if r.attempts > 1),
     }
 
 
@@ -432,25 +470,39 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{machine['loadavg_start'][0]:.2f} / {report['loadavg_end'][0]:.2f}.",
     ]
     if gen["other_processes_busy_cores"] is not None:
-        disturbed = sum(group["summary"]["disturbed_requests"] for group in gen["by_max_new_tokens"].values())
-        total = sum(group["summary"]["requests"] for group in gen["by_max_new_tokens"].values())
+        groups = gen["by_max_new_tokens"].values()
+        bad_requests = sum(group["summary"]["disturbed_requests"] for group in groups)
+        repeated = sum(group["summary"]["repeated_requests"] for group in groups)
+        total = sum(group["summary"]["requests"] for group in groups)
         starts = [first, *report["later_start"]["each"]]
-        disturbed_starts = sum(1 for run in starts if (run["other_busy_cores"] or 0.0) > DISTURBED_CORES)
+        bad_starts = sum(1 for run in starts if disturbed(run["other_busy_cores"]))
+        repeated_starts = sum(1 for run in starts if run["attempts"] > 1)
         lines[-1] += (
             f" Other processes kept {gen['other_processes_busy_cores']:.2f} cores busy on average during the "
-            f"{gen['measured_wall_s']:.0f} s of measured generation; {disturbed} of {total} requests and "
-            f"{disturbed_starts} of {len(starts)} start-ups ran while they used more than {DISTURBED_CORES} cores."
+            f"{gen['measured_wall_s']:.0f} s of generation. A measurement during which they used more than "
+            f"{DISTURBED_CORES} cores is repeated after a pause (up to {report['retries']} times, the quietest run "
+            "kept): "
+            f"{repeated} of {total} requests and {repeated_starts} of {len(starts)} start-ups were repeated; "
+            f"{bad_requests} requests and {bad_starts} start-ups stayed disturbed."
         )
     return "\n".join(lines) + "\n"
 
 
 def median_of(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
-    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    """The median of each numeric measure separately, over several runs."""
+    numeric = [key for key in runs[0] if all(isinstance(run[key], int | float) for run in runs)]
+    return {key: statistics.median(run[key] for run in runs) for key in numeric}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4 requests per length (one per kind), 1 later start")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help=f"repeat a measurement disturbed by other processes up to this many times (default {DEFAULT_RETRIES})",
+    )
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     parser.add_argument("--md", type=Path, help="write the Markdown table here")
     parser.add_argument("--child", choices=["first-start", "later-start"], help=argparse.SUPPRESS)
@@ -467,20 +519,36 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     per_length = 4 if args.quick else 8
     later_runs = 1 if args.quick else 3
-    report: dict[str, Any] = {"mode": "quick" if args.quick else "default", "machine": machine_info()}
-    home = Path(tempfile.mkdtemp(prefix="chorus-bench-"))
+    report: dict[str, Any] = {
+        "mode": "quick" if args.quick else "default",
+        "retries": args.retries,
+        "disturbed_cores_threshold": DISTURBED_CORES,
+        "machine": machine_info(),
+    }
+    scratch = Path(tempfile.mkdtemp(prefix="chorus-bench-"))
     try:
-        print("first start: converting the embedded GGUF...", file=sys.stderr, flush=True)
-        report["first_start"] = run_child("first-start", home)
+        # Each first-start attempt converts into its own empty home; the kept one serves everything after it.
+        conversions: list[tuple[dict[str, Any], Path]] = []
+        while not conversions or (
+            disturbed(conversions[-1][0]["other_busy_cores"]) and len(conversions) <= args.retries
+        ):
+            if conversions:
+                time.sleep(RETRY_PAUSE_S * len(conversions))
+            print("first start: converting the embedded GGUF...", file=sys.stderr, flush=True)
+            attempt_home = scratch / f"home-{len(conversions)}"
+            conversions.append((run_child("first-start", attempt_home), attempt_home))
+        first, home = min(conversions, key=lambda pair: pair[0]["other_busy_cores"] or 0.0)
+        first["attempts"] = len(conversions)
+        report["first_start"] = first
         runs = []
         for number in range(later_runs):
             print(f"later start {number + 1}/{later_runs}...", file=sys.stderr, flush=True)
-            runs.append(run_child("later-start", home))
+            runs.append(run_child_undisturbed("later-start", home, args.retries))
         report["later_start"] = {"runs": later_runs, "median": median_of(runs), "each": runs}
         print(f"generation: {per_length} requests x {LENGTHS} tokens...", file=sys.stderr, flush=True)
-        report["generation"] = asyncio.run(run_generation(home, per_length))
+        report["generation"] = asyncio.run(run_generation(home, per_length, args.retries))
     finally:
-        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
     import torch
     import transformers
