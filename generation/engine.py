@@ -17,7 +17,7 @@ import logging
 import queue
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -206,25 +206,6 @@ class BatchingEngine(LocalGenerator):
         if self._model is None:
             return None
         return min(self._max_seq_len, self._context_limit or self._max_seq_len)
-
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        """Queue the request and yield its chunks (text-less ones with queue_position while it waits)."""
-        job = self._admit(request, asyncio.get_running_loop())
-        finished = False
-        try:
-            while not finished:
-                item = await job.events.get()
-                if isinstance(item, GenerationError):
-                    finished = True
-                    raise type(item)(str(item))
-                if not isinstance(item, Chunk):
-                    finished = True
-                    raise GenerationError("The generator stopped before the request finished.")
-                finished = item.finish_reason is not None
-                yield item
-        finally:
-            if not finished:
-                self._abort_job(job)
 
     async def health(self) -> Health:
         """LocalGenerator's health, with the running batch in the detail once the model is loaded."""

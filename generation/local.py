@@ -142,9 +142,12 @@ class LocalGenerator:
         try:
             while not finished:
                 item = await job.events.get()
+                if isinstance(item, GenerationError):  # ModelUnavailable, or a request the engine refused
+                    finished = True
+                    raise type(item)(str(item))
                 if not isinstance(item, Chunk):
                     finished = True
-                    raise ModelUnavailable(str(item))
+                    raise GenerationError("The generator stopped before the request finished.")
                 finished = item.finish_reason is not None
                 yield item
         finally:
