@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from adapters.terminal.translate import Quit, SwitchUser, terminal_user, to_event
 from bots.app import Chorus
 from bots.reply import Reply, ReplyAction
@@ -143,3 +145,12 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> 
     while not condition():
         assert time.monotonic() < deadline, "condition not met before the deadline"
         await asyncio.sleep(0.005)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample's value from a Prometheus text exposition (0 when absent)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0

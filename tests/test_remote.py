@@ -12,7 +12,6 @@ import httpx
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from prometheus_client.parser import text_string_to_metric_families
 
 from generation.fake import FakeGenerator, default_script
 from generation.remote import RemoteGenerator
@@ -25,7 +24,7 @@ from generation.types import (
     ModelUnavailable,
     Priority,
 )
-from support import collect, wait_until
+from support import collect, metric, wait_until
 
 PROMPT = "Write a slogan for a coffee shop."
 
@@ -45,11 +44,7 @@ class Served:
     async def metric(self, name: str, **labels: str) -> float:
         async with httpx.AsyncClient() as client:
             text = (await client.get(str(self.server.make_url("/metrics")))).text
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    return sample.value
-        return 0.0
+        return metric(text, name, **labels)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import httpx
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client.parser import text_string_to_metric_families
 
 from generation.fake import FakeGenerator, default_script
 from generation.serve import build_app, parse_chat_request
@@ -29,7 +28,7 @@ from generation.types import (
     ModelUnavailable,
     Priority,
 )
-from support import wait_until
+from support import metric, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = [{"role": "user", "content": "Write a slogan for a coffee shop."}]
@@ -68,14 +67,6 @@ def sse_events(body: str) -> list[str]:
     events = body[:-2].split("\n\n")
     assert all(event.startswith("data: ") and "\n" not in event for event in events), events
     return [event.removeprefix("data: ") for event in events]
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
 
 
 @pytest.fixture
