@@ -37,5 +37,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Benchmarks print tables and write JSON to bench/results/; they are not tests (about 20 minutes on 2 cores).
+bench: model
+	$(BIN)/python bench/local_generator.py
+	$(BIN)/python bench/generation.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
