@@ -70,6 +70,8 @@ class Studio:
         from bots.feedback import result_actions
 
         settings = self.app.settings
+        # Every generation acknowledges first: platforms give an interaction about 3 s before it expires.
+        await ctx.responder.defer()
         version = 1
         if draft.parent is not None:
             version = max(r.version for r in await self.app.store.versions(draft.parent.root_id)) + 1

@@ -50,6 +50,7 @@ async def test_shortcut_refines_into_v2_with_the_conversation_as_context(testbot
     assert "shorter" in request.messages[3].content.lower()
     record = await testbot.store.get_generation(second.generation_id)
     assert record is not None and record.parent_id == first.generation_id and record.version == 2
+    assert testbot.responder.deferred == 2, "a refinement is acknowledged at once, like a command"
 
 
 async def test_plain_sentence_refines_with_all_variants_and_history_lists_versions(testbot: TestBot) -> None:

@@ -11,8 +11,7 @@ from generation.prompts import render_template
 
 
 async def _start(ctx: Context, kind: str, spec: KindSpec, prompt: str, tone: str, n: int) -> None:
-    """Acknowledge at once, then stream version 1 of a new result."""
-    await ctx.responder.defer()
+    """Stream version 1 of a new result."""
     first_ask = render_template(spec, prompt, tone)
     await ctx.app.studio.run(ctx, Draft(kind=kind, tone=tone, prompt=prompt, spec=spec, first_ask=first_ask, n=n))
 
