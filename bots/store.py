@@ -268,6 +268,17 @@ class Store:
             raise RuntimeError("Store.start() has not been called (or the store is closed)")
         return self._sessions()
 
+    def session(self) -> AsyncSession:
+        """A new session, for feature modules that keep their own tables on `Base` (brainstorms, drops)."""
+        return self._session()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The async engine (the drops scheduler's job store and leader lock share the database)."""
+        if self._engine is None:
+            raise RuntimeError("Store.start() has not been called (or the store is closed)")
+        return self._engine
+
     async def add_generation(
         self,
         conversation: Conversation,

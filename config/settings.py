@@ -99,6 +99,22 @@ class TerminalSection(_Section):
     user: str = "you"
 
 
+class DiscordSection(_Section):
+    """The Discord adapter (#4)."""
+
+
+class SlackSection(_Section):
+    """The Slack adapter (#5)."""
+
+
+class BrainstormSection(_Section):
+    """Collaborative brainstorming sessions (#6)."""
+
+
+class DropsSection(_Section):
+    """Scheduled content drops and the engagement planner (#7)."""
+
+
 class KindSpec(_Section):
     """One content kind: how to prompt for it and when to stop."""
 
@@ -144,6 +160,10 @@ class Settings(BaseSettings):
     store: StoreSection = StoreSection()
     moderation: ModerationSection = ModerationSection()
     terminal: TerminalSection = TerminalSection()
+    discord: DiscordSection = DiscordSection()
+    slack: SlackSection = SlackSection()
+    brainstorm: BrainstormSection = BrainstormSection()
+    drops: DropsSection = DropsSection()
     tones: list[str] = Field(default_factory=lambda: ["neutral"], min_length=1)
     kinds: dict[str, KindSpec] = Field(default_factory=dict, min_length=1)
     remix: KindSpec = KindSpec(

@@ -6,7 +6,7 @@ This module imports neither torch nor transformers, so bots and adapters can dep
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Literal, Protocol, runtime_checkable
@@ -99,3 +99,12 @@ class Generator(Protocol):
     async def health(self) -> Health: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Sentence embeddings for clustering ideas (#6) and keeping drops from repeating themselves (#7)."""
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One unit-length vector per text, in order."""
+        ...

@@ -58,6 +58,7 @@ class FakeResponder:
         self.replies: list[Reply] = []
         self.streams: list[FakeStream] = []
         self.edits: list[tuple[str, Reply]] = []
+        self.threads: list[tuple[str, str]] = []
 
     async def defer(self) -> None:
         self.deferred += 1
@@ -73,6 +74,11 @@ class FakeResponder:
         stream = FakeStream(title, self)
         self.streams.append(stream)
         return stream
+
+    async def open_thread(self, message_ref: str, name: str) -> tuple[str, FakeResponder]:
+        """Records (message_ref, name); the thread's replies land in this same responder."""
+        self.threads.append((message_ref, name))
+        return f"thread-{message_ref}", self
 
 
 def reply_text(reply: Reply) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 from adapters.terminal.render import render_actions, render_reply
 from adapters.terminal.responder import TerminalPublisher, TerminalResponder
 from adapters.terminal.translate import CONVERSATION, Quit, SwitchUser, terminal_user, to_event
-from bots.events import Action, Command, Message
+from bots.events import Action, Command, Conversation, Message
 from bots.feedback import result_actions
-from bots.reply import Reply
+from bots.reply import Reply, ReplyAction
 
 ALICE = terminal_user("alice")
 
@@ -69,5 +70,39 @@ async def test_terminal_responder_streams_then_prints_the_actions_line() -> None
 
 async def test_terminal_publisher_labels_the_channel() -> None:
     out = io.StringIO()
-    await TerminalPublisher(out).publish("terminal", Reply.text("Prompt of the day: a door that opens inward."))
-    assert out.getvalue() == "[terminal] Prompt of the day: a door that opens inward.\n"
+    publisher = TerminalPublisher(out)
+    await publisher.publish(CONVERSATION, Reply.text("Prompt of the day: a door that opens inward."))
+    await publisher.publish(replace(CONVERSATION, thread="t1"), Reply.text("Idea: a lighthouse café."))
+    assert out.getvalue() == (
+        "[terminal] Prompt of the day: a door that opens inward.\n[terminal/t1] Idea: a lighthouse café.\n"
+    )
+
+
+async def test_a_thread_opened_by_a_reply_takes_the_following_lines_until_leave() -> None:
+    from adapters.terminal.app import TerminalSession
+
+    out = io.StringIO()
+    seen: list[Conversation] = []
+
+    class Recorder:
+        settings = None
+
+        async def handle(self, event, responder) -> None:
+            seen.append(event.conversation)
+
+    session = TerminalSession(Recorder(), "alice", out)  # type: ignore[arg-type]
+    await session.handle_line("an idea before")
+    thread, responder = await session.responder.open_thread("terminal-3", "Brainstorm: tea names")
+    await session.handle_line("an idea inside")
+    await session.handle_line("/leave")
+    await session.handle_line("an idea after")
+    assert responder is session.responder and thread == "thread-terminal-3"
+    assert [c.thread for c in seen] == [None, thread, None]
+    assert "Brainstorm: tea names" in out.getvalue() and "Back in the channel." in out.getvalue()
+
+
+def test_an_action_that_asks_for_text_takes_the_rest_of_the_line() -> None:
+    keys = {"idea": ReplyAction("brainstorm_idea", "Add idea", "idea <text>", ask="Your idea")}
+    assert to_event("idea a tea bar in a library", ALICE, keys) == Action(
+        CONVERSATION, ALICE, "brainstorm_idea", value="a tea bar in a library"
+    )

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from adapters.terminal.responder import TerminalResponder
-from adapters.terminal.translate import Quit, SwitchUser, terminal_user, to_event
+from adapters.terminal.responder import TerminalPublisher, TerminalResponder
+from adapters.terminal.translate import CONVERSATION, LeaveThread, Quit, SwitchUser, terminal_user, to_event
 from bots.app import Chorus
 from bots.reply import ReplyAction
 
@@ -32,7 +33,12 @@ class TerminalSession:
         self.user = terminal_user(user_name)
         self.keys: dict[str, ReplyAction] = {}
         self.out = out
-        self.responder = TerminalResponder(out, on_actions=self._remember_keys)
+        # Where typed lines go: the channel, or a thread that a reply opened (a brainstorm session).
+        self.conversation = CONVERSATION
+        self.responder = TerminalResponder(out, on_actions=self._remember_keys, on_thread=self._enter_thread)
+
+    def _enter_thread(self, thread: str) -> None:
+        self.conversation = dataclasses.replace(CONVERSATION, thread=thread)
 
     def _remember_keys(self, actions: Sequence[ReplyAction]) -> None:
         self.keys = {action.key.split()[0]: action for action in actions if action.key}
@@ -43,11 +49,18 @@ class TerminalSession:
 
     async def handle_line(self, line: str) -> bool:
         """Handle one line; False means quit."""
-        event = to_event(line, self.user, self.keys)
+        event = to_event(line, self.user, self.keys, self.conversation)
         if event is None:
             return True
         if isinstance(event, Quit):
             return False
+        if isinstance(event, LeaveThread):
+            if self.conversation.thread is None:
+                self.say("You are not in a thread.")
+            else:
+                self.conversation = CONVERSATION
+                self.say("Back in the channel.")
+            return True
         if isinstance(event, SwitchUser):
             if not event.name or " " in event.name:
                 self.say("Usage: /as <name>  (one word), e.g. /as alice")
@@ -63,6 +76,7 @@ async def run_terminal(chorus: Chorus, *, stdin: TextIO | None = None, stdout: T
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     session = TerminalSession(chorus, chorus.settings.terminal.user, stdout)
+    await chorus.attach_publisher(TerminalPublisher(stdout))
     interactive = stdin.isatty() and stdout.isatty()
     loop = asyncio.get_running_loop()
     if interactive:

@@ -7,15 +7,20 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from adapters.terminal.render import render_actions, render_reply, render_title
+from bots.events import Conversation
 from bots.reply import Reply, ReplyAction
 
 ActionsListener = Callable[[Sequence[ReplyAction]], None]
+ThreadListener = Callable[[str], None]
 
 
 class TerminalResponder:
-    def __init__(self, out: TextIO, on_actions: ActionsListener | None = None) -> None:
+    def __init__(
+        self, out: TextIO, on_actions: ActionsListener | None = None, on_thread: ThreadListener | None = None
+    ) -> None:
         self.out = out
         self._on_actions = on_actions or (lambda actions: None)
+        self._on_thread = on_thread or (lambda thread: None)
         self._ids = itertools.count(1)
 
     def _write(self, text: str) -> None:
@@ -40,6 +45,13 @@ class TerminalResponder:
 
     def stream(self, title: str) -> TerminalStream:
         return TerminalStream(self, title)
+
+    async def open_thread(self, message_ref: str, name: str) -> tuple[str, TerminalResponder]:
+        """The terminal has one channel; a thread is a mode of it that the session enters until /leave."""
+        thread = f"thread-{message_ref}"
+        self._write(f"── thread: {name} · you are in it now; /leave goes back to the channel ──\n")
+        self._on_thread(thread)
+        return thread, self
 
 
 class TerminalStream:
@@ -86,7 +98,8 @@ class TerminalPublisher:
         self.out = out
         self._ids = itertools.count(1)
 
-    async def publish(self, channel: str, reply: Reply) -> str:
-        self.out.write(f"[{channel}] {render_reply(reply)}\n")
+    async def publish(self, conversation: Conversation, reply: Reply) -> str:
+        where = conversation.channel + (f"/{conversation.thread}" if conversation.thread else "")
+        self.out.write(f"[{where}] {render_reply(reply)}\n")
         self.out.flush()
         return f"terminal-drop-{next(self._ids)}"

@@ -34,6 +34,11 @@ class Quit:
     pass
 
 
+@dataclass(frozen=True)
+class LeaveThread:
+    """`/leave`: back from a thread to the channel."""
+
+
 def terminal_user(name: str) -> User:
     # Whoever sits at the terminal owns it, so they may also use moderator commands.
     return User(id=name, name=name, is_moderator=True)
@@ -41,7 +46,7 @@ def terminal_user(name: str) -> User:
 
 def to_event(
     line: str, user: User, keys: Mapping[str, ReplyAction], conversation: Conversation = CONVERSATION
-) -> Event | SwitchUser | Quit | None:
+) -> Event | SwitchUser | Quit | LeaveThread | None:
     """Translate one typed line. `keys` maps shortcut keys to the actions of the most recent reply."""
     text = line.strip()
     if not text:
@@ -53,6 +58,8 @@ def to_event(
             return SwitchUser(rest.strip())
         if name in ("quit", "exit"):
             return Quit()
+        if name == "leave":
+            return LeaveThread()
         return Command(conversation=conversation, user=user, name=name, text=rest.strip())
     head, _, rest = text.partition(" ")
     head = head.lower()
@@ -61,6 +68,10 @@ def to_event(
         return Action(
             conversation, user, "tone", value=rest.strip(), generation_id=known.generation_id if known else None
         )
+    asking = keys.get(head)
+    if asking is not None and asking.ask and rest.strip():
+        # An action that asks for text (`idea <text>`): the rest of the line is the answer.
+        return Action(conversation, user, asking.action_id, value=rest.strip(), generation_id=asking.generation_id)
     if not rest:
         if head in keys:
             known = keys[head]
