@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from bots import feedback
 from bots.commands import COMMANDS
 from bots.commands.forget import FORGET_ACTIONS, handle_confirm
-from bots.events import Action, Event, Message, Reaction
+from bots.events import Action, Activity, Event, Message, Reaction
 from bots.reply import Publisher, Responder
 from bots.router import Context, Quota, Router, error_boundary, input_moderation, permission_check, quota_check
 from bots.store import Store
@@ -33,10 +33,15 @@ async def _on_action(ctx: Context) -> None:
         await feedback.handle_action(ctx)
 
 
+async def _ignore(ctx: Context) -> None:
+    """Channel activity means nothing to the core; features (drops) count it through a hook."""
+
+
 _DEFAULT_HANDLERS: dict[type, Callable[[Context], Awaitable[None]]] = {
     Message: feedback.handle_message,
     Action: _on_action,
     Reaction: feedback.handle_reaction,
+    Activity: _ignore,
 }
 
 
@@ -58,7 +63,9 @@ class Chorus:
             middleware=[error_boundary, permission_check, input_moderation(self.blocklist), quota_check(self.quota)],
         )
         self._event_hooks: dict[type, list[EventHook]] = {kind: [] for kind in _DEFAULT_HANDLERS}
-        self.router.message_handler = self.router.action_handler = self.router.reaction_handler = self._on_event
+        router = self.router
+        router.message_handler = router.action_handler = self._on_event
+        router.reaction_handler = router.activity_handler = self._on_event
         self.studio = Studio(self)
         self.publisher: Publisher | None = None
         self._publisher_hooks: list[PublisherHook] = []
@@ -67,7 +74,9 @@ class Chorus:
     async def handle(self, event: Event, responder: Responder) -> None:
         await self.router.dispatch(event, responder, self)
 
-    def intercept(self, event_type: type[Message] | type[Action] | type[Reaction], hook: EventHook) -> None:
+    def intercept(
+        self, event_type: type[Message] | type[Action] | type[Reaction] | type[Activity], hook: EventHook
+    ) -> None:
         """Let a feature (a brainstorm thread, a drop's reactions) claim events before refinement and feedback."""
         self._event_hooks[event_type].append(hook)
 

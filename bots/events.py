@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 
@@ -53,6 +54,8 @@ class Message:
     user: User
     text: str
     reply_to: str | None = None
+    # The platform id of this message itself, so reactions on it can be traced back (brainstorm ideas).
+    message_ref: str | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -79,4 +82,18 @@ class Action:
     extras: Mapping[str, Any] = field(default_factory=dict)
 
 
-Event = Command | Message | Reaction | Action
+@dataclass(frozen=True)
+class Activity:
+    """A channel message that was not addressed to Chorus. Only counted (hour × weekday), never stored as text.
+
+    `text` is empty unless the platform delivers content and the channel opted in to topic learning (#7).
+    """
+
+    conversation: Conversation
+    user: User
+    at: datetime
+    text: str = ""
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+Event = Command | Message | Reaction | Action | Activity

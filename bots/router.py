@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bots.errors import UserError
-from bots.events import Action, Command, Event, Message, Reaction
+from bots.events import Action, Activity, Command, Event, Message, Reaction
 from bots.parsing import did_you_mean
 from bots.reply import Reply, Responder
 from generation.moderation import Blocklist
@@ -52,6 +52,9 @@ class Context:
     spec: CommandSpec | None = None
 
     async def fail(self, text: str) -> None:
+        if isinstance(self.event, Activity):  # nobody asked anything: log, never post
+            _log.warning("handling channel activity failed: %s", text)
+            return
         await self.responder.send(Reply.error(text))
 
 
@@ -152,6 +155,7 @@ class Router:
         self.message_handler: Handler | None = None
         self.action_handler: Handler | None = None
         self.reaction_handler: Handler | None = None
+        self.activity_handler: Handler | None = None
 
     async def dispatch(self, event: Event, responder: Responder, app: Any) -> None:
         ctx = Context(event=event, responder=responder, app=app)
@@ -174,6 +178,7 @@ class Router:
             Message: self.message_handler,
             Action: self.action_handler,
             Reaction: self.reaction_handler,
+            Activity: self.activity_handler,
         }.get(type(event))
         if handler is not None:
             await handler(ctx)

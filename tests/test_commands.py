@@ -6,11 +6,12 @@ Each test reads like a terminal session: what the user types, what they see, wha
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bots.app import Chorus
-from bots.events import Command, Conversation, Reaction, User
+from bots.events import Activity, Command, Conversation, Reaction, User
 from bots.router import CommandSpec, Context
 from bots.store import Store
 from generation.fake import FakeGenerator
@@ -234,6 +235,30 @@ async def test_reactions_on_results_are_recorded(testbot: TestBot) -> None:
     )
     await testbot.chorus.handle(Reaction(record.conversation, User("bob", "bob"), "unrelated", "🔥"), FakeResponder())
     assert (await testbot.store.user_data_counts("terminal", "bob"))["feedback"] == 1
+
+
+async def test_channel_activity_reaches_hooks_and_never_posts(testbot: TestBot) -> None:
+    seen: list[Activity] = []
+
+    async def count(ctx: Context) -> bool:
+        assert isinstance(ctx.event, Activity)
+        seen.append(ctx.event)
+        return True
+
+    async def broken(ctx: Context) -> bool:
+        raise RuntimeError("a feature's hook failed")
+
+    event = Activity(Conversation("terminal", "local", "general"), User("bob", "bob"), datetime.now(UTC))
+    responder = FakeResponder()
+    await testbot.chorus.handle(event, responder)  # no hook yet: ignored
+    testbot.chorus.intercept(Activity, count)
+    await testbot.chorus.handle(event, responder)
+    assert seen == [event]
+    testbot.chorus.intercept(Activity, broken)
+    seen.clear()
+    testbot.chorus._event_hooks[Activity].reverse()  # the broken hook first
+    await testbot.chorus.handle(event, responder)
+    assert responder.replies == [] and seen == []
 
 
 async def test_history_and_refinement_survive_a_restart(tmp_path: Path) -> None:
