@@ -1,0 +1,405 @@
+"""What to post, when and how often: a pure planner that learns one channel's taste from engagement.
+
+No I/O and no clock of its own: `choose(now)` and `observe(plan, engagement)` are all a simulator or a test needs.
+Content is a Bayesian linear model over kind + tone + topic (one-hot, so every drop teaches all three), sampled by
+Thompson sampling and discounted so drifting tastes are followed. The hour is the channel's peak activity hour,
+with Thompson-sampled multipliers that try the neighbouring hours now and then.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+_log = logging.getLogger(__name__)
+
+# Reactions count by emoji; anything not listed counts as DEFAULT_REACTION_WEIGHT.
+DEFAULT_REACTION_WEIGHTS: Mapping[str, float] = {
+    "👍": 1.0,
+    "❤️": 2.0,
+    "❤": 2.0,
+    "🔥": 2.0,
+    "😂": 1.5,
+    "🎉": 1.5,
+    "👀": 0.5,
+    "👎": -2.0,
+}
+DEFAULT_REACTION_WEIGHT = 1.0
+REPLY_WEIGHT = 3.0
+CLICK_WEIGHT = 2.0
+
+
+@dataclass(frozen=True)
+class Engagement:
+    """What one drop got within the engagement window: reactions by emoji, replies, and button clicks (+1/-1)."""
+
+    reactions: Mapping[str, int] = field(default_factory=dict)
+    replies: int = 0
+    clicks_up: int = 0
+    clicks_down: int = 0
+
+
+def engagement_reward(
+    engagement: Engagement,
+    reaction_weights: Mapping[str, float] = DEFAULT_REACTION_WEIGHTS,
+    *,
+    reply_weight: float = REPLY_WEIGHT,
+    click_weight: float = CLICK_WEIGHT,
+) -> float:
+    """One number per drop: weighted reactions (👎 negative) + replies + clicks."""
+    total = 0.0
+    for emoji, count in engagement.reactions.items():
+        total += reaction_weights.get(emoji, DEFAULT_REACTION_WEIGHT) * count
+    total += reply_weight * engagement.replies
+    total += click_weight * (engagement.clicks_up - engagement.clicks_down)
+    return total
+
+
+@dataclass(frozen=True)
+class DropPlan:
+    """One decision: what to post and at which local hour; `post` False means this slot is skipped (backoff)."""
+
+    kind: str
+    tone: str
+    topic: str
+    hour: int
+    post: bool = True
+    # Why the hour was picked, for /drops status: "peak", "explore", "fixed" or "default".
+    hour_reason: str = "peak"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "tone": self.tone,
+            "topic": self.topic,
+            "hour": self.hour,
+            "post": self.post,
+            "hour_reason": self.hour_reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DropPlan:
+        return cls(
+            kind=str(data["kind"]),
+            tone=str(data["tone"]),
+            topic=str(data["topic"]),
+            hour=int(data["hour"]),
+            post=bool(data.get("post", True)),
+            hour_reason=str(data.get("hour_reason", "peak")),
+        )
+
+
+def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    va, vb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    norm = float(np.linalg.norm(va) * np.linalg.norm(vb))
+    return float(va @ vb) / norm if norm else 0.0
+
+
+def too_similar(candidate: Sequence[float], recent: Sequence[Sequence[float]], threshold: float = 0.9) -> bool:
+    """Is this candidate drop a near-repeat of one of the recent ones (cosine of sentence embeddings)?"""
+    return any(cosine(candidate, other) >= threshold for other in recent)
+
+
+def quiet_hours(spec: tuple[int, int] | None) -> frozenset[int]:
+    """Hours (0-23) inside a quiet window [start, end); (22, 8) wraps past midnight."""
+    if spec is None:
+        return frozenset()
+    start, end = spec
+    if start == end:
+        return frozenset()
+    if start < end:
+        return frozenset(range(start, end))
+    return frozenset([*range(start, 24), *range(0, end)])
+
+
+class Planner:
+    """One channel's planner. Serialise with `to_state()` / `Planner.from_state()`; it holds no references out."""
+
+    def __init__(
+        self,
+        kinds: Sequence[str],
+        tones: Sequence[str],
+        topics: Sequence[str],
+        *,
+        seed: int = 0,
+        decay: float = 0.97,
+        prior_sd: float = 0.5,
+        exploration: float = 0.3,
+        fixed_hour: int | None = None,
+        default_hour: int = 9,
+        quiet: tuple[int, int] | None = None,
+        hour_span: int = 2,
+        min_activity: int = 20,
+        low_reward: float = 1.0,
+        low_streak: int = 3,
+        max_backoff: int = 3,
+    ) -> None:
+        if not kinds or not tones or not topics:
+            raise ValueError("a planner needs at least one kind, one tone and one topic")
+        self.seed = seed
+        self.decay = decay
+        self.prior_sd = prior_sd
+        # Scales the posterior spread that Thompson sampling draws from (1.0 = textbook; less explores less).
+        self.exploration = exploration
+        self.fixed_hour = fixed_hour
+        self.default_hour = default_hour
+        self.quiet = quiet
+        self.hour_span = hour_span
+        self.min_activity = min_activity
+        self.low_reward = low_reward
+        self.low_streak = low_streak
+        self.max_backoff = max_backoff
+        self.features: list[str] = []
+        self._precision = np.zeros((0, 0))
+        self._target = np.zeros(0)
+        self.kinds: list[str] = []
+        self.tones: list[str] = []
+        self.topics: list[str] = []
+        self.set_options(kinds, tones, topics)
+        # Counts by weekday (0 = Monday) × hour in the channel's zone.
+        self.activity = np.zeros((7, 24))
+        # Per-hour multiplier on expected engagement, learned from drops posted at that hour (discounted).
+        self._hour_n = np.zeros(24)
+        self._hour_sum = np.zeros(24)
+        self._noise = 0.25
+        self._residual_ss = 0.0
+        self._residual_n = 0.0
+        self._abs_sum = 0.0
+        self._weight = 0.0
+        self.observed = 0
+        self.chosen = 0
+        self.backoff = 0
+        self._low_run = 0
+        self._slots_since_post = 0
+
+    # -- configuration -------------------------------------------------------------------------------------------
+
+    def set_options(self, kinds: Sequence[str], tones: Sequence[str], topics: Sequence[str]) -> None:
+        """Change what may be chosen; what was learned about names that stay is kept."""
+        self.kinds, self.tones, self.topics = list(dict.fromkeys(kinds)), list(dict.fromkeys(tones)), []
+        self.topics = list(dict.fromkeys(topics))
+        # "bias" carries the channel's overall level, so the other weights say better or worse than usual.
+        for name in ["bias"] + [f"kind:{k}" for k in self.kinds] + [f"tone:{t}" for t in self.tones]:
+            self._ensure_feature(name)
+        for topic in self.topics:
+            self._ensure_feature(f"topic:{topic}")
+
+    def _ensure_feature(self, name: str) -> None:
+        if name in self.features:
+            return
+        n = len(self.features)
+        precision = np.zeros((n + 1, n + 1))
+        precision[:n, :n] = self._precision
+        precision[n, n] = 1.0 / (self.prior_sd * (3.0 if name == "bias" else 1.0)) ** 2
+        self._precision = precision
+        self._target = np.append(self._target, 0.0)
+        self.features.append(name)
+
+    def record_activity(self, weekday: int, hour: int, count: int = 1) -> None:
+        """A channel message at this local weekday and hour (counts only, never text)."""
+        self.activity[weekday % 7, hour % 24] += count
+
+    # -- choosing ------------------------------------------------------------------------------------------------
+
+    def _rng(self, salt: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.chosen, salt])
+
+    def _vector(self, kind: str, tone: str, topic: str) -> np.ndarray:
+        x = np.zeros(len(self.features))
+        for name in ("bias", f"kind:{kind}", f"tone:{tone}", f"topic:{topic}"):
+            if name in self.features:
+                x[self.features.index(name)] = 1.0
+        return x
+
+    def _posterior(self) -> tuple[np.ndarray, np.ndarray]:
+        covariance = np.linalg.inv(self._precision)
+        return covariance @ self._target, covariance
+
+    def activity_profile(self, weekday: int | None = None) -> np.ndarray:
+        """Relative activity per hour (peak = 1), smoothed over neighbouring hours; all ones without data."""
+        hours = self.activity.sum(axis=0)
+        if weekday is not None:
+            hours = hours / 7.0 + self.activity[weekday % 7]  # that weekday, leaning on the week's shape
+        if self.activity.sum() < self.min_activity:
+            return np.ones(24)
+        smooth = 0.5 * hours + 0.25 * np.roll(hours, 1) + 0.25 * np.roll(hours, -1)
+        return smooth / smooth.max() if smooth.max() > 0 else np.ones(24)
+
+    def peak_hour(self, weekday: int | None = None) -> int | None:
+        """The busiest allowed hour, or None before enough activity was counted."""
+        if self.activity.sum() < self.min_activity:
+            return None
+        profile = self.activity_profile(weekday)
+        allowed = [h for h in range(24) if h not in quiet_hours(self.quiet)]
+        return max(allowed, key=lambda h: profile[h]) if allowed else None
+
+    def _choose_hour(self, weekday: int) -> tuple[int, str]:
+        if self.fixed_hour is not None:
+            return self.fixed_hour, "fixed"
+        peak = self.peak_hour(weekday)
+        if peak is None:
+            return self.default_hour, "default"
+        quiet = quiet_hours(self.quiet)
+        profile = self.activity_profile(weekday)
+        candidates = [
+            (peak + d) % 24 for d in range(-self.hour_span, self.hour_span + 1) if (peak + d) % 24 not in quiet
+        ]
+        rng = self._rng(1)
+        best, best_score = peak, -math.inf
+        for hour in candidates:
+            # Multiplier posterior: prior mean 1 (trust the activity counts), sd shrinking with drops at that hour.
+            n = self._hour_n[hour]
+            mean = (1.0 + self._hour_sum[hour]) / (1.0 + n)
+            sd = 0.15 / math.sqrt(1.0 + n)
+            score = profile[hour] * (mean + sd * rng.standard_normal())
+            if score > best_score:
+                best, best_score = hour, score
+        return best, "peak" if best == peak else "explore"
+
+    def choose(self, now: datetime) -> DropPlan:
+        """The next drop for the slot at `now` (channel-local time): content, hour, and whether to post at all."""
+        hour, reason = self._choose_hour(now.weekday())
+        mean, covariance = self._posterior()
+        rng = self._rng(0)
+        spread = self.exploration * math.sqrt(self._noise)
+        sample = mean + spread * rng.multivariate_normal(np.zeros(len(mean)), covariance, method="cholesky")
+        best: tuple[str, str, str] | None = None
+        best_score = -math.inf
+        for kind in self.kinds:
+            for tone in self.tones:
+                for topic in self.topics:
+                    score = float(sample @ self._vector(kind, tone, topic))
+                    if score > best_score:
+                        best, best_score = (kind, tone, topic), score
+        assert best is not None
+        self.chosen += 1
+        self._slots_since_post += 1
+        post = self._slots_since_post > self.backoff
+        if post:
+            self._slots_since_post = 0
+        return DropPlan(*best, hour=hour, post=post, hour_reason=reason)
+
+    # -- learning ------------------------------------------------------------------------------------------------
+
+    def observe(self, plan: DropPlan, engagement: Engagement | float) -> float:
+        """Learn from what a posted drop got; returns the reward it was worth."""
+        reward = engagement if isinstance(engagement, int | float) else engagement_reward(engagement)
+        reward = float(reward)
+        self.observed += 1
+        # Rewards are compared on the channel's own scale (a discounted mean), so big and small servers learn alike.
+        self._abs_sum = self.decay * self._abs_sum + abs(reward)
+        self._weight = self.decay * self._weight + 1.0
+        scale = max(self._abs_sum / self._weight, 1e-3)
+        profile = self.activity_profile()
+        reach = max(float(profile[plan.hour % 24]), 0.2)
+        # Engagement is multiplicative (audience × appeal × a noisy day), so the model works on its logarithm:
+        # kind, tone, topic and hour then add up, and a big server and a small one learn alike.
+        y = math.log(max(reward, 0.0) / scale + 0.1) - math.log(reach)
+        x = self._vector(plan.kind, plan.tone, plan.topic)
+        mean, _ = self._posterior()
+        predicted = float(mean @ x)
+        residual = y - predicted
+        # Noise variance: a weak prior (0.25, worth two drops) plus the discounted squared prediction errors.
+        self._residual_ss = self.decay * self._residual_ss + residual**2
+        self._residual_n = self.decay * self._residual_n + 1.0
+        self._noise = max(0.01, (2 * 0.25 + self._residual_ss) / (2 + self._residual_n))
+        # Discount the past (drifting tastes) but never below the prior.
+        prior = np.diag([1.0 / (self.prior_sd * (3.0 if f == "bias" else 1.0)) ** 2 for f in self.features])
+        self._precision = prior + self.decay * (self._precision - prior) + np.outer(x, x)
+        self._target = self.decay * self._target + y * x
+        if plan.hour_reason in ("peak", "explore") and predicted > 0.1:
+            ratio = min(max(y / predicted, 0.0), 3.0)
+            self._hour_n *= self.decay
+            self._hour_sum *= self.decay
+            self._hour_n[plan.hour % 24] += 1
+            self._hour_sum[plan.hour % 24] += ratio
+        self._update_backoff(reward)
+        return reward
+
+    def _update_backoff(self, reward: float) -> None:
+        if reward < self.low_reward:
+            self._low_run += 1
+            if self._low_run >= self.low_streak and self.backoff < self.max_backoff:
+                self.backoff += 1
+                self._low_run = 0
+        else:
+            self._low_run = 0
+            self.backoff = max(0, self.backoff - 1)
+
+    # -- reporting -----------------------------------------------------------------------------------------------
+
+    def learned(self, top: int = 3) -> dict[str, list[tuple[str, float]]]:
+        """The best-rated kinds, tones and topics so far (posterior means), for /drops status."""
+        mean, _ = self._posterior()
+        out: dict[str, list[tuple[str, float]]] = {}
+        for group, names in (("kind", self.kinds), ("tone", self.tones), ("topic", self.topics)):
+            scored = [(name, float(mean[self.features.index(f"{group}:{name}")])) for name in names]
+            out[group] = sorted(scored, key=lambda item: -item[1])[:top]
+        return out
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "kinds": self.kinds,
+            "tones": self.tones,
+            "topics": self.topics,
+            "config": {
+                "seed": self.seed,
+                "decay": self.decay,
+                "prior_sd": self.prior_sd,
+                "exploration": self.exploration,
+                "fixed_hour": self.fixed_hour,
+                "default_hour": self.default_hour,
+                "quiet": list(self.quiet) if self.quiet else None,
+                "hour_span": self.hour_span,
+                "min_activity": self.min_activity,
+                "low_reward": self.low_reward,
+                "low_streak": self.low_streak,
+                "max_backoff": self.max_backoff,
+            },
+            "features": self.features,
+            "precision": self._precision.tolist(),
+            "target": self._target.tolist(),
+            "activity": self.activity.tolist(),
+            "hour_n": self._hour_n.tolist(),
+            "hour_sum": self._hour_sum.tolist(),
+            "noise": self._noise,
+            "residual_ss": self._residual_ss,
+            "residual_n": self._residual_n,
+            "abs_sum": self._abs_sum,
+            "weight": self._weight,
+            "observed": self.observed,
+            "chosen": self.chosen,
+            "backoff": self.backoff,
+            "low_run": self._low_run,
+            "slots_since_post": self._slots_since_post,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Planner:
+        config = dict(state["config"])
+        config["quiet"] = tuple(config["quiet"]) if config.get("quiet") else None
+        planner = cls(state["kinds"], state["tones"], state["topics"], **config)
+        planner.features = list(state["features"])
+        planner._precision = np.asarray(state["precision"], dtype=float).reshape(len(planner.features), -1)
+        planner._target = np.asarray(state["target"], dtype=float)
+        planner.set_options(state["kinds"], state["tones"], state["topics"])
+        planner.activity = np.asarray(state["activity"], dtype=float)
+        planner._hour_n = np.asarray(state["hour_n"], dtype=float)
+        planner._hour_sum = np.asarray(state["hour_sum"], dtype=float)
+        planner._noise = float(state["noise"])
+        planner._residual_ss = float(state["residual_ss"])
+        planner._residual_n = float(state["residual_n"])
+        planner._abs_sum = float(state["abs_sum"])
+        planner._weight = float(state["weight"])
+        planner.observed = int(state["observed"])
+        planner.chosen = int(state["chosen"])
+        planner.backoff = int(state["backoff"])
+        planner._low_run = int(state["low_run"])
+        planner._slots_since_post = int(state["slots_since_post"])
+        return planner
