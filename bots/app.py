@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from bots import feedback
 from bots.commands import COMMANDS
 from bots.commands.forget import FORGET_ACTIONS, handle_confirm
+from bots.drops import DropsControl
 from bots.events import Action, Activity, Event, Message, Reaction
 from bots.reply import Publisher, Responder
 from bots.router import Context, Quota, Router, error_boundary, input_moderation, permission_check, quota_check
@@ -68,6 +69,8 @@ class Chorus:
         router.reaction_handler = router.activity_handler = self._on_event
         self.studio = Studio(self)
         self.publisher: Publisher | None = None
+        # Scheduled drops (#7), attached by the composition root; None where no scheduler runs.
+        self.drops: DropsControl | None = None
         self._publisher_hooks: list[PublisherHook] = []
         self._close_hooks: list[CloseHook] = []
 

@@ -84,10 +84,23 @@ async def _run(settings: Settings) -> int:
         _progress("Loading the model…")
         await warmup()
     chorus = Chorus(settings, store, generator)
+    _attach_drops(chorus)
     try:
         return await _run_platform(chorus)
     finally:
         await chorus.close()
+
+
+def _attach_drops(chorus: Chorus) -> None:
+    """Scheduled drops (#7): the scheduler starts with the adapter's publisher and stops at close."""
+    from scheduler.service import DropsService, sync_url
+
+    try:
+        sync_url(chorus.store.url)
+    except ValueError as exc:
+        _log.warning("scheduled drops are off: %s", exc)
+        return
+    DropsService(chorus).attach()
 
 
 async def _run_platform(chorus: Chorus) -> int:

@@ -18,7 +18,7 @@ from bots.store import GenerationRecord
 from config import KindSpec
 from generation.moderation import StreamSanitizer, clean_output
 from generation.prompts import Turn, build_messages, clean_variant
-from generation.types import ChatMessage, Chunk, GenerationError, GenerationRequest, GeneratorBusy
+from generation.types import ChatMessage, Chunk, GenerationError, GenerationRequest, GeneratorBusy, Priority
 
 if TYPE_CHECKING:
     from bots.router import Context
@@ -43,6 +43,8 @@ class Draft:
     per_variant: bool = False
     parent: GenerationRecord | None = None
     seed: int = field(default_factory=lambda: random.randrange(1 << 30))
+    # Scheduled drops run below commands, so a user never waits behind a drop.
+    priority: Priority = Priority.INTERACTIVE
 
     def messages(self, index: int) -> tuple[ChatMessage, ...]:
         turns = self.turns
@@ -129,6 +131,7 @@ class Studio:
             stop=tuple(draft.spec.stop),
             seed=draft.seed + index,
             time_budget_s=settings.generation.time_budget_s,
+            priority=draft.priority,
             conversation_key=ctx.event.conversation.key,
         )
 

@@ -111,8 +111,45 @@ class BrainstormSection(_Section):
     """Collaborative brainstorming sessions (#6)."""
 
 
+class DropKind(_Section):
+    """A kind only drops use (a writing prompt, a question); the template's {prompt} is the drop's topic."""
+
+    description: str
+    system: str
+    template: str
+    max_new_tokens: int = Field(ge=1, le=4096)
+    stop: list[str] = Field(default_factory=list)
+
+    @field_validator("template")
+    @classmethod
+    def _template_has_prompt(cls, value: str) -> str:
+        if "{prompt}" not in value:
+            raise ValueError("the template must contain {prompt}")
+        return value
+
+
 class DropsSection(_Section):
     """Scheduled content drops and the engagement planner (#7)."""
+
+    # Kinds offered by `/drops enable` by default; names from [drops.kinds] or the top-level [kinds].
+    default_kinds: list[str] = Field(default_factory=lambda: ["prompt", "idea", "story", "question"], min_length=1)
+    kinds: dict[str, DropKind] = Field(default_factory=dict)
+    topics: list[str] = Field(default_factory=lambda: ["everyday life"], min_length=1)
+    default_tz: str = "UTC"
+    # `--time auto` posts here until the channel's activity says better.
+    default_hour: int = Field(18, ge=0, le=23)
+    misfire_grace_s: int = Field(3600, ge=1)
+    engagement_window_h: float = Field(24.0, gt=0)
+    max_attempts: int = Field(4, ge=1, le=20)
+    retry_base_s: float = Field(30.0, gt=0)
+    admin_channel: str = ""
+    similarity_threshold: float = Field(0.9, gt=0.0, le=1.0)
+    max_regenerations: int = Field(2, ge=0, le=10)
+    leader_poll_s: float = Field(15.0, gt=0)
+    tick_s: float = Field(15.0, gt=0)
+    reaction_weights: dict[str, float] = Field(default_factory=dict)
+    reply_weight: float = 3.0
+    click_weight: float = 2.0
 
 
 class KindSpec(_Section):

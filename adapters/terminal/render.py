@@ -42,4 +42,5 @@ def render_reply(reply: Reply) -> str:
         lines.append(reply.footer)
     if reply.actions:
         lines.append(render_actions(reply.actions))
+    lines += [f"📎 {attachment.filename} saved to {attachment.path}" for attachment in reply.attachments]
     return "\n".join(lines)

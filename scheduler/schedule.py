@@ -1,0 +1,169 @@
+"""When a channel's drops fire: cadence, time, zone and quiet hours, checked and turned into APScheduler triggers.
+
+Triggers are CronTriggers in the channel's IANA zone, so a 09:00 drop stays at 09:00 local across DST changes.
+Every bad value becomes a UserError that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from apscheduler.triggers.cron import CronTrigger
+
+from bots.errors import UserError
+from scheduler.planner import quiet_hours
+
+CADENCES = {"daily": "*", "weekdays": "mon-fri", "weekly": "mon"}
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
+
+
+@cache
+def _zones() -> dict[str, str]:
+    return {name.lower(): name for name in available_timezones()}
+
+
+def parse_zone(value: str) -> ZoneInfo:
+    """An IANA zone by name (any case); unknown names get the closest real ones suggested."""
+    name = _zones().get(value.strip().lower())
+    if name is not None:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    close = difflib.get_close_matches(value.strip().lower(), list(_zones()), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(_zones()[c] for c in close)}?" if close else ""
+    raise UserError(f"Unknown time zone {value!r}.{hint} Use an IANA name such as Europe/Berlin or America/New_York.")
+
+
+def parse_clock(value: str, option: str = "--time") -> tuple[int, int]:
+    match = _CLOCK.match(value.strip())
+    if match:
+        hour, minute = int(match.group(1)), int(match.group(2))
+        if hour < 24 and minute < 60:
+            return hour, minute
+    raise UserError(f"{option} must be auto or HH:MM on a 24-hour clock, e.g. 09:30 (got {value!r}).")
+
+
+def parse_quiet(value: str) -> tuple[int, int] | None:
+    """'22:00-08:00' -> (22, 8) in whole hours (a partial hour counts as quiet); '' or 'off' -> None."""
+    text = value.strip().lower()
+    if text in ("", "off", "none"):
+        return None
+    start_text, sep, end_text = text.partition("-")
+    if not sep:
+        raise UserError(f"--quiet takes a range like 22:00-08:00 (got {value!r}); --quiet off removes it.")
+    start_h, _start_m = parse_clock(start_text, "--quiet")
+    if end_text.strip() == "24:00":
+        end_h, end_m = 0, 0
+    else:
+        end_h, end_m = parse_clock(end_text, "--quiet")
+    end = (end_h + (1 if end_m else 0)) % 24
+    if start_h == end or len(quiet_hours((start_h, end))) >= 24:
+        raise UserError(
+            f"Quiet hours {value} cover the whole day, so no drop could ever post. Leave some hours free, "
+            "e.g. --quiet 22:00-08:00."
+        )
+    return start_h, end
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A channel's validated schedule. `time` is 'auto' or 'HH:MM'; `cadence` a name or a 5-field cron."""
+
+    cadence: str
+    time: str
+    tz: str
+    quiet: tuple[int, int] | None
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
+
+    @property
+    def is_cron(self) -> bool:
+        return self.cadence not in CADENCES
+
+    @property
+    def fixed_hour(self) -> int | None:
+        if self.is_cron or self.time == "auto":
+            return None
+        return parse_clock(self.time)[0]
+
+    def trigger(self, auto_hour: int) -> CronTrigger:
+        """The CronTrigger for this schedule; `auto_hour` is where the planner wants the next auto drop."""
+        if self.is_cron:
+            return CronTrigger.from_crontab(self.cadence, timezone=self.zone)
+        if self.time == "auto":
+            hour, minute = auto_hour, 0
+        else:
+            hour, minute = parse_clock(self.time)
+        return CronTrigger(day_of_week=CADENCES[self.cadence], hour=hour, minute=minute, timezone=self.zone)
+
+    def describe(self) -> str:
+        when = self.cadence if not self.is_cron else f'cron "{self.cadence}"'
+        at = "" if self.is_cron else (" at the busiest hour (auto)" if self.time == "auto" else f" at {self.time}")
+        quiet = f", quiet {self.quiet[0]:02d}:00-{self.quiet[1]:02d}:00" if self.quiet else ""
+        return f"{when}{at} {self.tz}{quiet}"
+
+
+def parse_cadence(value: str, zone: ZoneInfo) -> str:
+    text = value.strip()
+    if text.lower() in CADENCES:
+        return text.lower()
+    fields = text.split()
+    if len(fields) != 5:
+        raise UserError(
+            f"Unknown cadence {value!r}. Use daily, weekdays, weekly or a quoted 5-field cron "
+            '(minute hour day month weekday), e.g. --cadence "0 9 * * 1-5".'
+        )
+    try:
+        CronTrigger.from_crontab(text, timezone=zone)
+    except ValueError as exc:
+        raise UserError(
+            f'Invalid cron {value!r}: {exc}. Five fields: minute hour day month weekday, e.g. "0 9 * * 1-5".'
+        ) from None
+    return " ".join(fields)
+
+
+def build_schedule(cadence: str, time: str, tz: str, quiet: str) -> Schedule:
+    """Validate the four schedule options together (a fixed time inside quiet hours is refused)."""
+    zone = parse_zone(tz)
+    tz_name = str(zone.key)
+    cadence = parse_cadence(cadence, zone)
+    time = time.strip().lower()
+    if time != "auto":
+        hour, minute = parse_clock(time)
+        time = f"{hour:02d}:{minute:02d}"
+    quiet_range = parse_quiet(quiet)
+    schedule = Schedule(cadence=cadence, time=time, tz=tz_name, quiet=quiet_range)
+    if schedule.fixed_hour is not None and schedule.fixed_hour in quiet_hours(quiet_range):
+        raise UserError(f"--time {time} falls inside the quiet hours {quiet}. Pick a time outside them.")
+    return schedule
+
+
+def fire_times(trigger: CronTrigger, after: datetime, until: datetime, limit: int = 1000) -> list[datetime]:
+    """The trigger's fire times in (after, until], oldest first, one per local wall-clock time: when clocks go back
+    and 02:30 happens twice, only the first counts (used to count drops missed while down)."""
+    times: list[datetime] = []
+    seen: set[str] = set()
+    search = after + timedelta(microseconds=1)
+    current = trigger.get_next_fire_time(None, search)
+    while current is not None and current <= until and len(times) < limit:
+        wall = slot_wall_time(current, trigger)
+        if wall not in seen:
+            seen.add(wall)
+            times.append(current)
+        # APScheduler can return the same ambiguous time again; always move forward.
+        search = max(search, current) + timedelta(minutes=1)
+        current = trigger.get_next_fire_time(current, search)
+    return times
+
+
+def slot_wall_time(at: datetime, trigger: CronTrigger) -> str:
+    """A slot's identity: its local wall-clock time, so the repeated hour of a DST change is one slot, not two."""
+    return at.astimezone(trigger.timezone).replace(tzinfo=None).isoformat(timespec="minutes")
