@@ -1,0 +1,137 @@
+"""Drops on one shared Postgres: exactly one process runs the scheduler, another takes over when it dies, and a
+slot fired by two processes posts once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from drops_support import Clock, RecordingPublisher
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import scheduler.models  # noqa: F401  (registers the drops tables on Base)
+from adapters.terminal.translate import CONVERSATION
+from bots.store import Base
+from scheduler.service import DropsService
+from support import POSTGRES_URL, make_bot, settings_for
+
+pytestmark = pytest.mark.postgres
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).with_name("drops_leader_worker.py")
+STATE = re.compile(rb"state leader=(\d) scheduler=(\d) attempts=(\d+)")
+
+
+async def _reset() -> None:
+    engine = create_async_engine(POSTGRES_URL)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(Base.metadata.drop_all)
+            await connection.execute(text("DROP TABLE IF EXISTS apscheduler_jobs"))
+    except Exception as exc:
+        pytest.fail(
+            f"PostgreSQL at {POSTGRES_URL} is unreachable ({exc}); see CHORUS_TEST_POSTGRES_URL.", pytrace=False
+        )
+    finally:
+        await engine.dispose()
+
+
+class Worker:
+    """A bot process and the last state line it printed."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.leader = self.scheduler = False
+        self.attempts = 0
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        async for line in self.process.stdout:
+            match = STATE.search(line)
+            if match:
+                self.leader, self.scheduler = match.group(1) == b"1", match.group(2) == b"1"
+                self.attempts = int(match.group(3))
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        self._reader.cancel()
+
+
+async def _spawn(home: Path) -> Worker:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(WORKER),
+        POSTGRES_URL,
+        str(home),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return Worker(process)
+
+
+async def _until(condition, timeout_s: float = 30.0) -> float:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout_s, "condition not met before the deadline"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+async def workers(tmp_path: Path) -> AsyncIterator[list[Worker]]:
+    await _reset()
+    spawned: list[Worker] = []
+    yield spawned
+    for worker in spawned:
+        await worker.stop()
+
+
+async def test_one_leader_runs_the_scheduler_and_another_takes_over_when_it_dies(
+    workers: list[Worker], tmp_path: Path
+) -> None:
+    first = await _spawn(tmp_path / "a")
+    workers.append(first)
+    await _until(lambda: first.leader and first.scheduler)
+    second = await _spawn(tmp_path / "b")
+    workers.append(second)
+    await _until(lambda: second.attempts >= 5)  # it kept trying, and kept losing
+    assert first.leader and not second.leader and not second.scheduler
+    first.process.send_signal(signal.SIGKILL)  # no clean shutdown: the lock goes with the connection
+    took = await _until(lambda: second.leader and second.scheduler, timeout_s=60)
+    assert took < 60
+    await first.process.wait()
+
+
+async def test_a_slot_fired_in_two_processes_posts_once(tmp_path: Path) -> None:
+    await _reset()
+    clock = Clock(datetime.now(UTC).replace(microsecond=0))
+    bots, publishers = [], []
+    for name in ("a", "b"):
+        settings = settings_for(tmp_path / name, CHORUS_STORE__URL=POSTGRES_URL, CHORUS_DROPS__TICK_S="3600")
+        bot = await make_bot(settings)
+        service = DropsService(bot.chorus, clock=clock)
+        service.attach()
+        publisher = RecordingPublisher()
+        await bot.chorus.attach_publisher(publisher)
+        bots.append((bot, service))
+        publishers.append(publisher)
+    try:
+        await bots[0][0].say("/drops enable")
+        await asyncio.gather(*(service.run_slot(CONVERSATION.key) for _, service in bots))
+        assert sum(len(p.posts) for p in publishers) == 1
+    finally:
+        for bot, _ in bots:
+            await bot.chorus.close()
