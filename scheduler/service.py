@@ -779,11 +779,16 @@ class DropsService:
         assert isinstance(action, Action)
         if action.action_id not in (RATE_UP, RATE_DOWN) or not self._tables_ready:
             return False
-        async with self.store.session() as session:
-            if action.generation_id is not None:
-                run = await session.scalar(select(DropRun).where(DropRun.generation_id == action.generation_id))
-            else:
-                run = await self._drop_by_message(action.conversation.platform, (action.message_ref,))
+        generation_id = action.generation_id
+        if generation_id is None and action.message_ref is None:
+            # A shortcut key with no id means "the latest result here" (the terminal's + and -).
+            latest = await self.store.latest_generation(action.conversation)
+            generation_id = latest.id if latest is not None else None
+        if generation_id is not None:
+            async with self.store.session() as session:
+                run = await session.scalar(select(DropRun).where(DropRun.generation_id == generation_id))
+        else:
+            run = await self._drop_by_message(action.conversation.platform, (action.message_ref,))
         if run is None:
             return False
         value = "+1" if action.action_id == RATE_UP else "-1"
@@ -1054,6 +1059,8 @@ class DropsService:
                 )
                 for run in runs
             ],
+            start=since,
+            end=self.now(),
         )
         directory = Path(self.chorus.settings.home_dir) / "stats"
         stamp = self.now().strftime("%Y%m%d-%H%M%S")

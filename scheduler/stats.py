@@ -24,6 +24,9 @@ class StatsData:
     activity: Any  # 7 × 24 counts, weekday × local hour
     # (scheduled for, kind, tone, reward or None while counting, status)
     drops: list[tuple[datetime, str, str, float | None, str]] = field(default_factory=list)
+    # The timeline's span (the last 30 days); None fits the drops.
+    start: datetime | None = None
+    end: datetime | None = None
 
     def by(self, index: int) -> dict[str, float]:
         """Mean engagement per kind (index 1) or tone (index 2), over drops whose window has closed."""
@@ -63,6 +66,7 @@ def render_stats(data: StatsData, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.dates import DateFormatter
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = plt.figure(figsize=(11, 7.5), dpi=100)
@@ -88,6 +92,7 @@ def render_stats(data: StatsData, path: Path) -> Path:
         bars.invert_yaxis()
     else:
         bars.text(0.5, 0.5, "no engagement counted yet", ha="center", va="center", transform=bars.transAxes)
+        bars.set_xticks([])
         bars.set_yticks([])
     bars.set_title("mean engagement by kind and tone")
 
@@ -106,6 +111,10 @@ def render_stats(data: StatsData, path: Path) -> Path:
     else:
         timeline.text(0.5, 0.5, "no drops in the last 30 days", ha="center", va="center", transform=timeline.transAxes)
     timeline.set_title("drops, last 30 days")
+    timeline.set_ylabel("engagement")
+    if data.start is not None and data.end is not None:
+        timeline.set_xlim(data.start, data.end)
+    timeline.xaxis.set_major_formatter(DateFormatter("%m-%d"))
     timeline.tick_params(axis="x", labelrotation=30, labelsize=8)
     fig.savefig(path, format="png")
     plt.close(fig)

@@ -108,15 +108,17 @@ async def test_engagement_within_the_window_becomes_the_drops_reward(drops: Drop
     await chorus.handle(Message(CONVERSATION, BOB, "here is my story…", reply_to="msg-1"), responder)
     [_, reply] = drops.publisher.posts[0]
     await chorus.handle(Action(CONVERSATION, BOB, "rate_up", "+1", generation_id=reply.generation_id), responder)
+    await chorus.handle(Action(CONVERSATION, ALICE, "rate_down"), responder)  # the terminal's "-": the latest result
     assert len(drops.bot.generator.requests) == requests, "a reply to a drop is engagement, not a refinement"
     assert "Thanks, noted" in reply_text(responder.replies[-1]) and responder.replies[-1].ephemeral
     assert await drops.service.settle_due() == 0, "the 24 h window is still open"
     drops.clock.advance(hours=25)
     assert await drops.service.settle_due() == 1
     [run] = await drops.runs()
-    assert run.reward == 2.0 + 3.0 + 2.0  # ❤️, one reply, one 👍 click (the 👍 reaction was taken back)
+    # ❤️ 2, one reply 3, one 👍 click 2, one 👎 click -2 (the 👍 reaction was taken back)
+    assert run.reward == 2.0 + 3.0 + 2.0 - 2.0
     status = await drops.say("/drops status")
-    assert "Learned from 1 drop(s)" in status and "engagement 7" in status
+    assert "Learned from 1 drop(s)" in status and "engagement 5" in status
 
 
 async def test_bad_input_gets_short_useful_errors(drops: Drops) -> None:
