@@ -4,7 +4,8 @@ exactly-once delivery across a restart, retries, a channel Chorus may no longer 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -246,15 +247,23 @@ async def _backdate(drops: Drops, hours: float) -> None:
     drops.service.scheduler.modify_job(f"drop:{CONVERSATION.key}", next_run_time=past)
 
 
+async def _eventually(drops: Drops, condition: Callable[[list[DropRun]], bool], timeout_s: float = 20) -> list[DropRun]:
+    """Poll the stored runs until `condition` holds (the scheduler works in the background)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition(runs := await drops.runs()):
+        assert time.monotonic() < deadline, [(r.status, r.note) for r in runs]
+        await asyncio.sleep(0.02)
+    return runs
+
+
 async def test_misfires_within_the_grace_window_run_once_coalesced(tmp_path: Path) -> None:
     drops = await _start(_settings(tmp_path), Clock(datetime.now(UTC)))
     drops.service.clock = lambda: datetime.now(UTC)  # APScheduler runs on the real clock here
     try:
         await drops.say('/drops enable --cadence "*/20 * * * *"')
         await _backdate(drops, hours=0.9)
-        await wait_until(lambda: len(drops.publisher.posts) == 1)
-        runs = await drops.runs()
-        await wait_until(lambda: drops.service.scheduler.get_job(f"drop:{CONVERSATION.key}").next_run_time is not None)
+        runs = await _eventually(drops, lambda runs: "posted" in [r.status for r in runs])
+        assert len(drops.publisher.posts) == 1
         assert [r.status for r in runs].count("posted") == 1
         assert [r.status for r in runs].count("missed") >= 1, "earlier slots are reported, not posted"
         assert "Missed while offline" in await drops.say("/drops status")
@@ -268,15 +277,8 @@ async def test_misfires_older_than_the_grace_window_are_skipped_and_reported(tmp
     try:
         await drops.say("/drops enable --time 00:00")
         await _backdate(drops, hours=30)
-        runs: list[DropRun] = []
-
-        async def refresh() -> None:
-            runs[:] = await drops.runs()
-
-        deadline = datetime.now(UTC) + timedelta(seconds=20)
-        while not runs and datetime.now(UTC) < deadline:
-            await refresh()
-        assert runs and {r.status for r in runs} == {"missed"}
+        runs = await _eventually(drops, lambda runs: bool(runs))
+        assert {r.status for r in runs} == {"missed"}
         assert drops.publisher.posts == []
         assert "Missed while offline: " in await drops.say("/drops status")
     finally:
