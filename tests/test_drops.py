@@ -4,8 +4,10 @@ exactly-once delivery across a restart, retries, a channel Chorus may no longer 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -391,3 +393,55 @@ async def test_without_a_scheduler_drops_say_so(tmp_path: Path) -> None:
         assert reply.ephemeral and "not running" in reply_text(reply)
     finally:
         await bot.chorus.close()
+
+
+class SameVectorEmbedder:
+    """A deterministic fake Embedder: every text gets the same vector, so every drop looks like a repeat."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.calls += 1
+        return [[1.0, 0.0, 0.0] for _ in texts]
+
+
+class DistinctEmbedder:
+    """A deterministic fake Embedder whose vectors differ whenever the texts differ."""
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        vectors = []
+        for text in texts:
+            digest = hashlib.sha256(text.encode()).digest()
+            raw = [b - 127.5 for b in digest[:8]]
+            norm = math.sqrt(sum(x * x for x in raw))
+            vectors.append([x / norm for x in raw])
+        return vectors
+
+
+async def test_a_drop_too_similar_to_a_recent_one_is_regenerated(drops: Drops) -> None:
+    embedder = SameVectorEmbedder()
+    drops.bot.chorus.embedder = embedder
+    await drops.say("/drops enable")
+    await drops.say("/drops now")
+    first = len(drops.bot.generator.requests)
+    await drops.say("/drops now")
+    assert len(drops.bot.generator.requests) - first == 1 + 2, "two regenerations (drops.max_regenerations)"
+    assert len(drops.publisher.posts) == 2, "after the retries it still posts the last candidate"
+    drops.bot.chorus.embedder = DistinctEmbedder()
+    before = len(drops.bot.generator.requests)
+    await drops.say("/drops now")
+    assert len(drops.bot.generator.requests) - before == 1
+
+
+async def test_auto_time_moves_the_next_drop_to_the_busiest_hour(drops: Drops) -> None:
+    await drops.say("/drops enable --tz UTC")
+    busy = datetime(2026, 11, 30, 20, 10, tzinfo=UTC)
+    for day in range(7):
+        for _ in range(10):
+            await drops.bot.chorus.handle(Activity(CONVERSATION, BOB, busy - timedelta(days=day)), drops.bot.responder)
+    await drops.service.flush_activity()
+    await drops.service.run_slot(CONVERSATION.key)
+    [job] = drops.jobs()
+    slot = (await drops.runs())[-1].scheduled_for
+    assert job.next_run_time.hour in range(18, 23) and job.next_run_time.date() > slot.date()
