@@ -85,7 +85,11 @@ class Leadership:
                     if await self._try_acquire():
                         self.is_leader = True
                         _log.info("this process now runs the drops scheduler (advisory lock %s)", self.key)
-                        await self.on_gain()
+                        try:
+                            await self.on_gain()
+                        except Exception:
+                            _log.exception("starting the drops scheduler failed; letting another process lead")
+                            await self._step_down()
                 elif not await self._alive():
                     await self._step_down()
             except asyncio.CancelledError:
