@@ -415,6 +415,11 @@ class DropsService:
         else:
             await self.deliver(run_id)
         if schedule.time == "auto" and not schedule.is_cron:
+            # The next auto drop is on a later day, at whatever hour the planner picked; the slots of today's
+            # other hours were never due, so they must not count as missed.
+            next_day = datetime(local.year, local.month, local.day, tzinfo=schedule.zone) + timedelta(days=1)
+            await self._save_channel(key, last_slot_at=next_day.astimezone(UTC) - timedelta(seconds=1))
+            row = await self._channel(key) or row
             await self._sync_job(row, after_slot=slot)
 
     async def _planner(self, row: DropChannel, schedule: Schedule) -> Planner:

@@ -445,3 +445,25 @@ async def test_auto_time_moves_the_next_drop_to_the_busiest_hour(drops: Drops) -
     [job] = drops.jobs()
     slot = (await drops.runs())[-1].scheduled_for
     assert job.next_run_time.hour in range(18, 23) and job.next_run_time.date() > slot.date()
+
+
+async def test_moving_the_auto_hour_later_reports_no_missed_drop(tmp_path: Path) -> None:
+    clock = Clock(datetime(2026, 11, 30, 18, 0, 5, tzinfo=UTC))  # the default 18:00 slot, before activity is known
+    drops = await _start(_settings(tmp_path), clock)
+    try:
+        await drops.say("/drops enable")
+        for day in range(7):
+            for _ in range(10):
+                at = datetime(2026, 11, 29, 21, 30, tzinfo=UTC) - timedelta(days=day)
+                await drops.bot.chorus.handle(Activity(CONVERSATION, BOB, at), drops.bot.responder)
+        await drops.service.flush_activity()
+        await drops.service.run_slot(CONVERSATION.key)
+        [job] = drops.jobs()
+        next_at = job.next_run_time.astimezone(UTC)
+        assert next_at.date() == datetime(2026, 12, 1).date() and next_at.hour in (20, 21, 22)
+        clock.current = next_at + timedelta(seconds=2)
+        await drops.service.run_slot(CONVERSATION.key)
+        assert [run.status for run in await drops.runs()] == ["posted", "posted"]
+        assert "Missed" not in await drops.say("/drops status")
+    finally:
+        await drops.bot.chorus.close()
