@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -217,7 +218,7 @@ def main() -> None:
     meta = {
         "channels": args.channels,
         "seed": args.seed,
-        "machine": f"{platform.machine()} CPU, {platform.python_implementation()} {platform.python_version()}",
+        "machine": f"{os.cpu_count()}-core {platform.machine()} CPU, Python {platform.python_version()}",
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
