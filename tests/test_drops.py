@@ -467,3 +467,18 @@ async def test_moving_the_auto_hour_later_reports_no_missed_drop(tmp_path: Path)
         assert "Missed" not in await drops.say("/drops status")
     finally:
         await drops.bot.chorus.close()
+
+
+async def test_drops_back_off_in_a_channel_that_never_engages(tmp_path: Path) -> None:
+    clock = Clock(datetime(2027, 1, 4, 9, 0, 5, tzinfo=UTC))
+    drops = await _start(_settings(tmp_path), clock)
+    try:
+        await drops.say("/drops enable --time 09:00")
+        for _day in range(5):
+            await drops.service.tick()  # settles yesterday's drop: nobody reacted
+            await drops.service.run_slot(CONVERSATION.key)
+            clock.advance(days=1)
+        assert [run.status for run in await drops.runs()] == ["posted", "posted", "posted", "skipped", "posted"]
+        assert "Frequency: backing off, posting every 2 slots" in await drops.say("/drops status")
+    finally:
+        await drops.bot.chorus.close()
