@@ -873,6 +873,12 @@ class DropsService:
             await self._save_channel(conversation.key, last_slot_at=max(row.last_slot_at or now, now), **values)
         row = await self._channel(conversation.key)
         assert row is not None
+        if schedule.time == "auto" and not schedule.is_cron and row.auto_hour is None:
+            # Activity counted before drops were enabled already says when the channel is busy.
+            peak = (await self._planner(row, schedule)).peak_hour()
+            if peak is not None:
+                await self._save_channel(row.key, auto_hour=peak)
+                row = await self._channel(row.key) or row
         await self._sync_job(row)
         next_at = await self.next_run(row)
         verb = "Updated drops" if updated else "Drops are on"
