@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -483,3 +486,20 @@ async def test_drops_back_off_in_a_channel_that_never_engages(tmp_path: Path) ->
         assert "Frequency: backing off, posting every 2 slots" in await drops.say("/drops status")
     finally:
         await drops.bot.chorus.close()
+
+
+def test_chorus_run_wires_drops_into_the_terminal(tmp_path: Path) -> None:
+    """The composition root attaches the service: a piped terminal session enables, posts, and saves /stats."""
+    script = "/drops enable --kinds question --tz Europe/Berlin\n/drops now\n/drops status\n/stats\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
+    env |= {"CHORUS_HOME": str(tmp_path), "CHORUS_MODEL__SOURCE": "fake"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bots.cli", "run"], input=script, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Drops are on here: daily at the busiest hour (auto) Europe/Berlin" in out
+    assert "[terminal] ── Question · " in out and "Posted a question" in out
+    assert "Recent:" in out and "posted, engagement still counting" in out
+    saved = [line.split(" saved to ", 1)[1] for line in out.splitlines() if " saved to " in line]
+    assert len(saved) == 1 and Path(saved[0]).read_bytes()[:4] == b"\x89PNG"
