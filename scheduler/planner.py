@@ -190,13 +190,17 @@ class Planner:
         for topic in self.topics:
             self._ensure_feature(f"topic:{topic}")
 
+    def _prior_sd(self, name: str) -> float:
+        # The bias (the channel's overall level) is left loose; each kind, tone and topic starts near "average".
+        return 3.0 * self.prior_sd if name == "bias" else self.prior_sd
+
     def _ensure_feature(self, name: str) -> None:
         if name in self.features:
             return
         n = len(self.features)
         precision = np.zeros((n + 1, n + 1))
         precision[:n, :n] = self._precision
-        precision[n, n] = 1.0 / (self.prior_sd * (3.0 if name == "bias" else 1.0)) ** 2
+        precision[n, n] = 1.0 / self._prior_sd(name) ** 2
         self._precision = precision
         self._target = np.append(self._target, 0.0)
         self.features.append(name)
@@ -310,7 +314,7 @@ class Planner:
         self._residual_n = self.decay * self._residual_n + 1.0
         self._noise = max(0.01, (2 * 0.25 + self._residual_ss) / (2 + self._residual_n))
         # Discount the past (drifting tastes) but never below the prior.
-        prior = np.diag([1.0 / (self.prior_sd * (3.0 if f == "bias" else 1.0)) ** 2 for f in self.features])
+        prior = np.diag([1.0 / self._prior_sd(f) ** 2 for f in self.features])
         self._precision = prior + self.decay * (self._precision - prior) + np.outer(x, x)
         self._target = self.decay * self._target + y * x
         if plan.hour_reason in ("peak", "explore") and predicted > 0.1:
@@ -335,11 +339,14 @@ class Planner:
     # -- reporting -----------------------------------------------------------------------------------------------
 
     def learned(self, top: int = 3) -> dict[str, list[tuple[str, float]]]:
-        """The best-rated kinds, tones and topics so far (posterior means), for /drops status."""
+        """The best-rated kinds, tones and topics so far (posterior means), for /drops status; only ones tried."""
         mean, _ = self._posterior()
+        prior = np.array([1.0 / self._prior_sd(f) ** 2 for f in self.features])
+        tried = np.diag(self._precision) - prior > 0.25
         out: dict[str, list[tuple[str, float]]] = {}
         for group, names in (("kind", self.kinds), ("tone", self.tones), ("topic", self.topics)):
-            scored = [(name, float(mean[self.features.index(f"{group}:{name}")])) for name in names]
+            indices = [(name, self.features.index(f"{group}:{name}")) for name in names]
+            scored = [(name, float(mean[i])) for name, i in indices if tried[i]]
             out[group] = sorted(scored, key=lambda item: -item[1])[:top]
         return out
 

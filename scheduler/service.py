@@ -13,6 +13,7 @@ import contextlib
 import logging
 import re
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -847,7 +848,7 @@ class DropsService:
                 kinds,
                 self.chorus.settings.tones,
                 list(self.settings.topics),
-                seed=abs(hash(conversation.key)) % (1 << 31),
+                seed=zlib.crc32(conversation.key.encode()),
                 default_hour=self.settings.default_hour,
             )
             try:
@@ -999,7 +1000,9 @@ class DropsService:
         lines.append(f"Topics: {', '.join(self._topics(row))} · learning from messages: {learning}")
         if planner.observed:
             learned = planner.learned(2)
-            best = " · ".join(f"{group}s {', '.join(name for name, _ in items)}" for group, items in learned.items())
+            best = " · ".join(
+                f"{group}s {', '.join(name for name, _ in items)}" for group, items in learned.items() if items
+            )
             lines.append(f"Learned from {planner.observed} drop(s): does best with {best}")
         else:
             lines.append("Learned: nothing yet (engagement counts for 24 h after each drop)")

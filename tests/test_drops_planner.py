@@ -101,7 +101,8 @@ def test_new_topics_join_without_forgetting_the_rest() -> None:
     before = dict(planner.learned(10)["topic"])
     planner.set_options(KINDS, TONES, [*TOPICS, "space"])
     after = dict(planner.learned(10)["topic"])
-    assert after["food"] == pytest.approx(before["food"]) and "space" in after
+    assert after["food"] == pytest.approx(before["food"])
+    assert "space" in planner.topics and "space" not in after, "untried topics are not reported as learned"
 
 
 def test_engagement_reward_weights_reactions_replies_and_clicks() -> None:
