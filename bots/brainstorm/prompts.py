@@ -34,12 +34,13 @@ STEP_SYSTEM = "You help a team act on its brainstorm. You answer with one concre
 LABEL_IDEAS = 8
 LABEL_IDEA_CHARS = 120
 _PREFIX = re.compile(r"^\s*(?:title|theme|name|idea|answer|next step)\s*[:\-–]\s*", re.IGNORECASE)
-_STOPWORDS = frozenset(
+_FILLER = (
     "a an the and or but for with from into onto our your their this that these those some more most very just "
     "also then than what when where which while about after before over under like make let lets get have has "
     "will would could should maybe really every each them they we you it its is are was be been being can do "
-    "does not no yes all any one two three of to in on at by as so if up out off too".split(" ")
+    "does not no yes all any one two three of to in on at by as so if up out off too"
 )
+_STOPWORDS = frozenset(_FILLER.split())
 
 
 async def complete(
