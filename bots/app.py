@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bots import feedback
+from bots.brainstorm.feature import Brainstorms
 from bots.commands import COMMANDS
 from bots.commands.forget import FORGET_ACTIONS, handle_confirm
 from bots.events import Action, Activity, Event, Message, Reaction
@@ -70,6 +71,7 @@ class Chorus:
         self.publisher: Publisher | None = None
         self._publisher_hooks: list[PublisherHook] = []
         self._close_hooks: list[CloseHook] = []
+        self.brainstorms = Brainstorms(self)
 
     async def handle(self, event: Event, responder: Responder) -> None:
         await self.router.dispatch(event, responder, self)

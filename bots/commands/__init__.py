@@ -1,11 +1,12 @@
 """The slash commands. Adapters register their platform commands from `COMMANDS`, never by hand."""
 
+from bots.brainstorm.command import BRAINSTORM
 from bots.commands.create import CREATE, REMIX
 from bots.commands.forget import FORGET
 from bots.commands.help import HELP
 from bots.commands.history import HISTORY
 from bots.router import CommandSpec
 
-COMMANDS: tuple[CommandSpec, ...] = (CREATE, REMIX, HISTORY, FORGET, HELP)
+COMMANDS: tuple[CommandSpec, ...] = (CREATE, REMIX, HISTORY, FORGET, HELP, BRAINSTORM)
 
 __all__ = ["COMMANDS"]
