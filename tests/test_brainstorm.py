@@ -28,7 +28,7 @@ from bots.reply import Reply
 from bots.store import Store
 from config import Settings
 from generation.fake import FakeGenerator
-from generation.types import GenerationRequest
+from generation.types import GenerationRequest, Priority
 from support import TestBot, reply_text, settings_for, wait_until
 
 _FILLER = {"the", "and", "for", "with", "our", "all", "a", "on", "in", "of", "to", "we", "where", "whole", "team"}
@@ -159,9 +159,10 @@ kayaking on the lake with a guide
 lol
 Pasta cooking class for everyone!
 /as carol
-a sunrise hike up the mountain
-v 1
-v 2
+a hike and kayaking trip to the lake
+cooking pasta and pizza together
+v 5
+v 6
 n
 /as bob
 pizza making contest in teams
@@ -184,6 +185,7 @@ async def test_terminal_two_round_session_with_three_users(settings: Settings) -
         assert await run_terminal(chorus, stdin=io.StringIO(E2E_SCRIPT), stdout=out) == 0
         session = (await store.open_brainstorms()) or [await store.latest_closed_brainstorm(CONVERSATION)]
         ideas = await store.ideas(session[0].id)
+        requests = list(chorus.generator.requests)  # type: ignore[attr-defined]
     finally:
         await chorus.close()
     transcript = out.getvalue()
@@ -193,20 +195,30 @@ async def test_terminal_two_round_session_with_three_users(settings: Settings) -
     assert transcript.count("Seed idea #") == settings.brainstorm.seed_ideas
     # Every human message is an idea except the throw-away "lol".
     people = [idea for idea in ideas if idea.source == "person"]
-    assert [(idea.user.name, idea.round) for idea in people] == [
-        ("alice", 1),
-        ("bob", 1),
-        ("bob", 1),
-        ("carol", 1),
-        ("bob", 2),
-        ("carol", 2),
+    assert [(idea.number, idea.user.name, idea.round) for idea in people] == [
+        (5, "alice", 1),
+        (6, "bob", 1),
+        (7, "bob", 1),
+        (8, "carol", 1),
+        (9, "carol", 1),
+        (13, "bob", 2),
+        (14, "carol", 2),
     ]
     assert "lol" not in [idea.text for idea in ideas]
     # Round 1: the near-duplicate pasta idea is merged, crediting both authors; themes are named by the model.
-    round1 = transcript.split("── Themes — round 1 of 2 ──", 1)[1].split("── Themes", 1)[0]
-    assert "Cooking together" in round1 and "Kayaking and hiking" in round1
-    assert re.search(r"pasta cooking class for everyone — alice, bob \(\+1 similar\)", round1)
+    round1 = transcript.split("── Themes — round 1 of 2 ──", 1)[1].split("Yes, and…", 1)[0]
+    assert re.search(
+        r"1\. Cooking together — 2 ideas, 1 vote\n +#5 a pasta cooking class for everyone — alice, bob "
+        r"\(\+1 similar\) · 1 vote\n +#9 cooking pasta and pizza together — carol · 0 votes",
+        round1,
+    )
+    assert re.search(
+        r"2\. Kayaking and hiking — 2 ideas, 1 vote\n +#6 kayaking on the lake with a guide — bob · 1 vote"
+        r"\n +#8 a hike and kayaking trip to the lake — carol · 0 votes",
+        round1,
+    )
     assert "near-duplicate idea was merged; every author is credited" in round1
+    assert "#6 is your own idea, and self-votes are off here" in transcript
     # Yes-and ideas build on the top-voted ones and open round 2.
     assert 2 <= transcript.count("Yes, and… #") <= 4
     assert "Round 2 of 2 is open for 30 minutes" in transcript
@@ -214,11 +226,16 @@ async def test_terminal_two_round_session_with_three_users(settings: Settings) -
     summary = transcript.split("── Brainstorm summary: the team offsite ──", 1)[1]
     for part in ("## Top ideas", "## Themes", "## Contributors", "## Next steps", "Book a date"):
         assert part in summary
-    assert re.search(r"bob \(3 ideas\), carol \(2 ideas\), alice \(1 idea\)", summary)
+    assert "bob (3 ideas), carol (3 ideas), alice (1 idea)" in summary
+    assert re.search(r"1\. #5 a pasta cooking class for everyone — alice, bob \(\+1 similar\) · 1 vote", summary)
     assert transcript.count("── Brainstorm summary: the team offsite ──") == 2  # wrap-up, then /brainstorm summary
     path = settings.home_dir / "brainstorms" / "brainstorm-1-summary.md"
     assert path.read_text().startswith("# Brainstorm: the team offsite")
-    # The 500-idea cap and the embedder saw real text.
+    # Every model request runs at brainstorm priority; yes-and ideas were asked to build on the top-voted ones.
+    assert requests and {request.priority for request in requests} == {Priority.BRAINSTORM}
+    asks = [request.messages[-1].content for request in requests]
+    assert any("a pasta cooking class for everyone" in ask and "Build on" in ask for ask in asks)
+    assert any("kayaking on the lake with a guide" in ask for ask in asks if "Combine" in ask or "Build on" in ask)
     assert any("kayaking on the lake" in text for call in embedder.calls for text in call)
 
 

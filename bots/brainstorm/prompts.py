@@ -243,7 +243,8 @@ async def next_steps(
             for i, ask in enumerate(asks)
         )
     )
-    return [
-        answer or f"Pick an owner for “{short(idea, 60)}” and agree a first small test."
-        for idea, answer in zip(top, answers, strict=True)
-    ]
+    steps: list[str] = []
+    for idea, answer in zip(top, answers, strict=True):
+        fallback = f"Pick an owner for “{short(idea, 60)}” and agree a first small test."
+        steps.append(answer if answer and answer not in steps else fallback)
+    return steps

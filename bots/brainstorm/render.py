@@ -169,7 +169,8 @@ def summary_markdown(
         "",
         f"Started by {session.starter.name} · {session.rounds} round{'s' if session.rounds != 1 else ''} · "
         f"{_ideas(sum(1 for i in ideas if i.source == 'person'))} from {len(people)} "
-        f"{'person' if len(people) == 1 else 'people'} · {voter_count} voting",
+        f"{'person' if len(people) == 1 else 'people'} · {voter_count} "
+        f"{'person' if voter_count == 1 else 'people'} voted",
         "",
         "## Top ideas",
     ]
