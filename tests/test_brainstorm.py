@@ -586,3 +586,56 @@ async def test_minilm_embeds_offline_and_puts_like_ideas_together() -> None:
 
     assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) + 0.2
     assert await embedder.embed([]) == []
+
+
+# -- the store block on both backends -------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    from test_store import POSTGRES_URL, _reset_postgres
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'chorus.db'}"
+    if request.param == "postgres":
+        await _reset_postgres(POSTGRES_URL)
+        url = POSTGRES_URL
+    store = Store(url)
+    await store.start()
+    yield store
+    await store.close()
+
+
+async def test_store_numbers_ideas_counts_votes_once_and_forgets(any_store: Store) -> None:
+    import asyncio
+
+    here = Conversation("discord", "guild-1", "general")
+    alice, bob = User("u-alice", "Alice"), User("u-bob", "Bob")
+    session = await any_store.create_brainstorm(here, alice, topic="names", rounds=2, minutes=5.0, deadline=None)
+    session = await any_store.update_brainstorm(session.id, thread="t-1", thread_name="Brainstorm: names")
+    assert await any_store.open_brainstorm_in_channel(dataclasses.replace(here, thread="t-1")) == session
+    assert await any_store.brainstorm_for_thread(dataclasses.replace(here, thread="t-1")) == session
+    ideas = await asyncio.gather(
+        *(any_store.add_idea(session.id, bob, "discord", f"idea {i}", round=1, message_ref=f"m{i}") for i in range(8))
+    )
+    assert sorted(idea.number for idea in ideas) == list(range(1, 9))
+    mine = await any_store.add_idea(session.id, alice, "discord", "alice's", round=1)
+    assert await any_store.count_ideas(session.id, round=1) == 9
+    assert (await any_store.find_idea_by_ref("discord", "m3")).text == "idea 3"
+    assert await any_store.add_vote(ideas[0], "discord", alice.id)
+    assert not await any_store.add_vote(ideas[0], "discord", alice.id)
+    assert await any_store.add_vote(mine, "discord", bob.id)
+    await any_store.merge_ideas({ideas[1].id: mine.id})
+    assert await any_store.voters(session.id) == {ideas[0].id: {alice.id}, mine.id: {bob.id}}
+    assert await any_store.user_data_counts("discord", alice.id) == {
+        "generations": 0,
+        "feedback": 0,
+        "engagement": 0,
+        "brainstorm ideas": 1,
+        "brainstorm votes": 1,
+    }
+    forgotten = await any_store.forget_user("discord", alice.id)
+    assert forgotten["brainstorm ideas"] == 1 and forgotten["brainstorm votes"] == 1
+    left = {idea.id: idea for idea in await any_store.ideas(session.id)}
+    assert mine.id not in left and left[ideas[1].id].merged_into is None
+    assert (await any_store.get_brainstorm(session.id)).starter.name == "someone"
+    assert await any_store.voters(session.id) == {}
