@@ -36,6 +36,10 @@ DATA = REPO_ROOT / "bench" / "data" / "brainstorm_ideas.json"
 RESULTS = REPO_ROOT / "bench" / "results"
 FLOOD = 500
 SPEED_RUNS = 3
+# A run during which other processes kept more than this many cores busy is repeated after a pause (this 2-core
+# machine is shared); the quietest attempt is kept and its disturbance reported.
+DISTURBED_CORES = 0.25
+RETRY_PAUSE_S = 10.0
 _log = logging.getLogger(__name__)
 
 
@@ -89,6 +93,7 @@ def flood_ideas(sets: list[dict[str, Any]], count: int) -> list[str]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from local_generator import OtherLoad
     from sklearn.metrics import adjusted_rand_score
 
     from bots.brainstorm.themes import organize
@@ -106,7 +111,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await embedder.warmup()
     embed_load_s = time.perf_counter() - started
     spec = prepare_model(settings)
-    generator = BatchingEngine(spec, device="cpu", dtype="float32", max_batch=16, max_queue=256)
+    engine = settings.engine
+    generator = BatchingEngine(
+        spec,
+        device="cpu",
+        dtype="float32",
+        max_batch=engine.max_batch,
+        max_queue=256,
+        max_seq_len=engine.max_seq_len,
+        prefill_chunk=engine.prefill_chunk,
+        interactive_reserve=engine.interactive_reserve,
+    )
     started = time.perf_counter()
     await generator.warmup()
     model_load_s = time.perf_counter() - started
@@ -137,6 +152,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     predicted[idea_id] = number
             for duplicate, canonical in organized.merged.items():
                 predicted[duplicate] = predicted[canonical]
+            # A stricter second reading: is the label nearer (in MiniLM space) to the true theme's name than to the
+            # other five theme names?
+            theme_keys = list(labelled["themes"])
+            name_vectors = await embedder.embed([labelled["themes"][k]["name"] for k in theme_keys])
+            label_vectors = await embedder.embed([theme.label for theme in organized.themes])
             themes = []
             for number, theme in enumerate(organized.themes):
                 members = [i for i, p in enumerate(predicted) if p == number]
@@ -149,9 +169,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "majority": majority,
                         "purity": share / len(members),
                         "names_true_theme": names_theme(theme.label, keywords),
+                        "nearest_theme_name": theme_keys[
+                            max(
+                                range(len(theme_keys)),
+                                key=lambda k: sum(
+                                    a * b for a, b in zip(label_vectors[number], name_vectors[k], strict=True)
+                                ),
+                            )
+                        ],
                     }
                 )
             named = sum(t["names_true_theme"] for t in themes)
+            nearest = sum(t["nearest_theme_name"] == t["majority"] for t in themes)
             report["sets"].append(
                 {
                     "name": labelled["name"],
@@ -163,6 +192,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "ari": adjusted_rand_score(truth, predicted),
                     "labels_naming_true_theme": named,
                     "label_rate": named / len(themes) if themes else 0.0,
+                    "labels_nearest_true_name": nearest,
+                    "nearest_rate": nearest / len(themes) if themes else 0.0,
                     "themes": themes,
                 }
             )
@@ -170,11 +201,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         flood = [(i, text) for i, text in enumerate(flood_ideas(data["sets"], FLOOD))]
         runs = []
         for number in range(SPEED_RUNS):
-            started = time.perf_counter()
-            organized = await organize(flood, topic="What should we do next?", seed=number, **common)
-            total = time.perf_counter() - started
-            runs.append({"total_s": total, **organized.timings, "themes": len(organized.themes)})
-            print(f"500 ideas run {number + 1}: {total:.2f} s", file=sys.stderr, flush=True)
+            attempts = []
+            while not attempts or (attempts[-1]["other_busy_cores"] or 0.0) > DISTURBED_CORES:
+                if len(attempts) > args.retries:
+                    break
+                if attempts:
+                    await asyncio.sleep(RETRY_PAUSE_S * len(attempts))
+                load = OtherLoad()
+                started = time.perf_counter()
+                organized = await organize(flood, topic="What should we do next?", seed=number, **common)
+                total = time.perf_counter() - started
+                attempts.append(
+                    {
+                        "total_s": total,
+                        **organized.timings,
+                        "themes": len(organized.themes),
+                        "other_busy_cores": load.cores(),
+                    }
+                )
+            best = min(attempts, key=lambda run: run["other_busy_cores"] or 0.0)
+            runs.append({**best, "attempts": len(attempts)})
+            print(f"500 ideas run {number + 1}: {best['total_s']:.2f} s", file=sys.stderr, flush=True)
         report["flood"] = {"ideas": FLOOD, "runs": runs, "median_total_s": sorted(r["total_s"] for r in runs)[1]}
     finally:
         await generator.close()
@@ -196,32 +243,38 @@ def render(report: dict[str, Any]) -> str:
         f"{m['python']}, torch {report['versions']['torch']}, transformers {report['versions']['transformers']}; "
         f"{m['date']}. Embeddings all-MiniLM-L6-v2, labels SmolLM2-135M (batching engine), float32 on cpu.",
         "",
-        "| Set | Ideas | True / found themes | Merged | ARI (target ≥ 0.7) | Labels naming the true theme |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| Set | Ideas | True / found themes | Merged | ARI (target ≥ 0.7) | Labels with a true-theme keyword "
+        "| Labels nearest the true theme's name |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for s in report["sets"]:
         lines.append(
             f"| {s['name']} | {s['ideas']} | {s['true_themes']} / {s['found_themes']} | {s['merged']} | "
-            f"{s['ari']:.3f} | {s['labels_naming_true_theme']} of {s['found_themes']} ({s['label_rate']:.0%}) |"
+            f"{s['ari']:.3f} | {s['labels_naming_true_theme']} of {s['found_themes']} ({s['label_rate']:.0%}) | "
+            f"{s['labels_nearest_true_name']} of {s['found_themes']} ({s['nearest_rate']:.0%}) |"
         )
-    lines += ["", "| Set | Theme label (model) | Ideas | Mostly | Purity | Names it |", "|---|---|---:|---|---:|---|"]
+    lines += [
+        "",
+        "| Set | Theme label (model) | Ideas | Mostly | Purity | Keyword | Nearest name |",
+        "|---|---|---:|---|---:|---|---|",
+    ]
     for s in report["sets"]:
         for t in s["themes"]:
             lines.append(
                 f"| {s['name']} | {t['label']} | {t['size']} | {t['majority']} | {t['purity']:.0%} | "
-                f"{'yes' if t['names_true_theme'] else 'no'} |"
+                f"{'yes' if t['names_true_theme'] else 'no'} | {t['nearest_theme_name']} |"
             )
     flood = report["flood"]
     lines += [
         "",
         f"| {flood['ideas']} ideas (models loaded) | Embed (s) | Cluster (s) | Labels (s) | Themes "
-        "| Total (s, target < 20) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| Total (s, target < 20) | Other cores busy | Attempts |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for number, r in enumerate(flood["runs"], 1):
         lines.append(
             f"| run {number} | {r['embed_s']:.2f} | {r['cluster_s']:.2f} | {r['label_s']:.2f} | {r['themes']} | "
-            f"{r['total_s']:.2f} |"
+            f"{r['total_s']:.2f} | {r['other_busy_cores'] or 0.0:.2f} | {r['attempts']} |"
         )
     lines += [
         "",
@@ -237,6 +290,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=RESULTS / "brainstorm-cpu-2core.json")
     parser.add_argument("--md", type=Path, default=RESULTS / "brainstorm-cpu-2core.md")
+    parser.add_argument("--retries", type=int, default=3, help="repeat a disturbed 500-idea run up to this often")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     report = asyncio.run(run(args))

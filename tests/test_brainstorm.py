@@ -639,3 +639,17 @@ async def test_store_numbers_ideas_counts_votes_once_and_forgets(any_store: Stor
     assert mine.id not in left and left[ideas[1].id].merged_into is None
     assert (await any_store.get_brainstorm(session.id)).starter.name == "someone"
     assert await any_store.voters(session.id) == {}
+
+
+async def test_the_last_round_with_no_ideas_wraps_up_with_an_empty_summary(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm a slogan --rounds 1")
+    refused = await bot.act("brainstorm_next", user=User("bob", "bob", is_moderator=False))
+    assert "This is the last round. alice (who started it) or a moderator wraps it up" in reply_text(refused[0])
+    await bot.act("brainstorm_next", user=User("alice", "alice", is_moderator=False))
+    titles = _posts(bot).titles()
+    assert titles[-2:] == ["Themes — round 1 of 1", "Brainstorm summary: a slogan"]
+    summary = reply_text(_posts(bot).posts[-1][1])
+    assert "No ideas were posted." in summary and "No one posted ideas." in summary
+    assert await bot.store.open_brainstorms() == []
+    late = await bot.say("a late idea", as_user="bob")
+    assert "This brainstorm has wrapped up" in reply_text(late[0])

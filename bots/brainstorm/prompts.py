@@ -31,8 +31,8 @@ IDEA_SYSTEM = (
     "and nothing else."
 )
 STEP_SYSTEM = "You help a team act on its brainstorm. You answer with one concrete next step in one sentence."
-LABEL_IDEAS = 8
-LABEL_IDEA_CHARS = 120
+LABEL_IDEAS = 6
+LABEL_IDEA_CHARS = 90
 _PREFIX = re.compile(r"^\s*(?:title|theme|name|idea|answer|next step)\s*[:\-–]\s*", re.IGNORECASE)
 _FILLER = (
     "a an the and or but for with from into onto our your their this that these those some more most very just "
@@ -141,6 +141,42 @@ def _grounded(label: str, texts: Sequence[str]) -> bool:
     return any(w[:4] in stems for w in _words(label)) and label not in {a for _, _, a in LABEL_EXAMPLES}
 
 
+async def label_candidates(
+    generator: Generator,
+    texts: Sequence[str],
+    *,
+    others: Sequence[str] = (),
+    blocklist: Blocklist,
+    count: int = 3,
+    seed: int = 0,
+    key: str = "",
+) -> list[str]:
+    """Distinct 1–4 word names for one theme: the model's usable answers (one careful, the rest freer), or a name
+    from the theme's distinctive words when none is usable."""
+    keywords = theme_keywords(texts, others)
+    messages = label_messages(texts, keywords)
+    answers = await asyncio.gather(
+        *(
+            complete(
+                generator,
+                messages,
+                blocklist=blocklist,
+                max_new_tokens=12,
+                temperature=0.2 if n == 0 else 0.8,
+                seed=seed * 7 + n,
+                conversation_key=key,
+            )
+            for n in range(count)
+        )
+    )
+    names: list[str] = []
+    for answer in answers:
+        label = tidy_label(answer)
+        if label and _grounded(label, texts) and label.lower() not in {name.lower() for name in names}:
+            names.append(label)
+    return names or [keyword_label(texts, others)]
+
+
 async def label_theme(
     generator: Generator,
     texts: Sequence[str],
@@ -151,18 +187,8 @@ async def label_theme(
     key: str = "",
 ) -> str:
     """A 2–4 word name for one theme from the model, or from its distinctive words when the model's is unusable."""
-    keywords = theme_keywords(texts, others)
-    answer = await complete(
-        generator,
-        label_messages(texts, keywords),
-        blocklist=blocklist,
-        max_new_tokens=12,
-        temperature=0.2,
-        seed=seed,
-        conversation_key=key,
-    )
-    label = tidy_label(answer)
-    return label if label and _grounded(label, texts) else keyword_label(texts, others)
+    names = await label_candidates(generator, texts, others=others, blocklist=blocklist, count=1, seed=seed, key=key)
+    return names[0]
 
 
 def _distinct(candidates: Sequence[str], avoid: Sequence[str]) -> list[str]:

@@ -104,7 +104,7 @@ def kickoff(session: BrainstormRecord, seeds: int) -> Reply:
         f"{session.starter.name} (who started it) or a moderator can ✅ Wrap up at any time."
     )
     if seeds:
-        text += f"\nTo get you going, {seeds} ideas follow."
+        text += "\nTo get you going, a few ideas from Chorus follow."
     return Reply(
         parts=(neutralize_mentions(text),), title=f"💡 Brainstorm: {session.topic}", actions=controls(session.id)
     )

@@ -8,8 +8,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bots.brainstorm.clustering import cluster, merge_duplicates
-from bots.brainstorm.prompts import label_theme
+from bots.brainstorm.clustering import as_matrix, cluster, merge_duplicates
+from bots.brainstorm.prompts import keyword_label, label_candidates
 from generation.moderation import Blocklist
 from generation.types import Embedder, Generator
 
@@ -49,6 +49,7 @@ async def organize(
     embed_chars: int,
     seed: int = 0,
     key: str = "",
+    label_candidates_count: int = 2,
 ) -> Organized:
     """Themes over (id, text) ideas. Without an embedder only exact repeats merge and everything is one theme."""
     if not ideas:
@@ -79,20 +80,28 @@ async def organize(
     for leader, label in zip(leaders, labels, strict=True):
         members.setdefault(label, []).append(leader)
     ordered = [members[label] for label in sorted(members)]
+    # The model sees a theme's most typical ideas first (nearest its centre), not merely the earliest.
+    typical = [_by_typicality(group, vectors) for group in ordered] if vectors else ordered
     mark = time.perf_counter()
-    names = await asyncio.gather(
+    candidates = await asyncio.gather(
         *(
-            label_theme(
+            label_candidates(
                 generator,
                 [texts[i] for i in group],
-                others=[texts[i] for other in ordered if other is not group for i in other],
+                others=[texts[i] for m, other in enumerate(ordered) if m != n for i in other],
                 blocklist=blocklist,
+                count=label_candidates_count if vectors else 1,
                 seed=seed + n,
                 key=key,
             )
-            for n, group in enumerate(ordered)
+            for n, group in enumerate(typical)
         )
     )
+    if vectors:
+        names = await _closest_names(embedder, candidates, [[vectors[i] for i in group] for group in ordered])
+    else:
+        names = [options[0] for options in candidates]
+    names = _unique(names, [[texts[i] for i in group] for group in ordered], texts)
     timings["label_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - started
     themes = tuple(
@@ -100,3 +109,42 @@ async def organize(
         for name, group in zip(names, ordered, strict=True)
     )
     return Organized(themes=themes, merged=merged, timings=timings)
+
+
+def _by_typicality(group: list[int], vectors: Sequence[Sequence[float]]) -> list[int]:
+    matrix = as_matrix([vectors[i] for i in group])
+    scores = matrix @ matrix.mean(axis=0)
+    return [group[int(k)] for k in (-scores).argsort(kind="stable")]
+
+
+def _unique(names: list[str], groups: list[list[str]], texts: Sequence[str]) -> list[str]:
+    """Two themes never share a name: a repeated one becomes the theme's distinctive-word name."""
+    seen: set[str] = set()
+    unique = []
+    for name, group in zip(names, groups, strict=True):
+        if name.lower() in seen:
+            others = [text for text in texts if text not in group]
+            name = keyword_label(group, others)
+            if name.lower() in seen:
+                name = f"{name} ({len(unique) + 1})"
+        seen.add(name.lower())
+        unique.append(name)
+    return unique
+
+
+async def _closest_names(
+    embedder: Embedder | None, candidates: Sequence[list[str]], members: Sequence[Sequence[Sequence[float]]]
+) -> list[str]:
+    """For each theme, the candidate name whose embedding is nearest the theme's centre (its ideas' mean)."""
+    if embedder is None or all(len(options) == 1 for options in candidates):
+        return [options[0] for options in candidates]
+    flat = [name for options in candidates for name in options]
+    vectors = as_matrix(await embedder.embed(flat))
+    chosen: list[str] = []
+    offset = 0
+    for options, group in zip(candidates, members, strict=True):
+        centre = as_matrix(group).mean(axis=0)
+        scores = vectors[offset : offset + len(options)] @ centre
+        chosen.append(options[int(scores.argmax())])
+        offset += len(options)
+    return chosen
