@@ -653,3 +653,19 @@ async def test_the_last_round_with_no_ideas_wraps_up_with_an_empty_summary(bot: 
     assert await bot.store.open_brainstorms() == []
     late = await bot.say("a late idea", as_user="bob")
     assert "This brainstorm has wrapped up" in reply_text(late[0])
+
+
+def test_model_answers_are_tidied_into_labels_ideas_and_steps() -> None:
+    from bots.brainstorm.prompts import distinct_ideas, keyword_label, sentences, tidy_label
+
+    assert tidy_label('"Cooking class, baking, and"') == "Cooking class, baking"
+    assert tidy_label("**outdoor adventures with the**") == "Outdoor adventures"
+    assert tidy_label("...") == ""
+    rambling = "Book a room for the class. Then ask the chef for a menu and " + "more words " * 40
+    assert sentences(rambling) == "Book a room for the class."
+    assert sentences("x" * 300).endswith("…") and len(sentences("x" * 300)) == 220
+    topic = "What should we do for the team offsite?"
+    assert distinct_ideas(
+        ["what should we do for the team offsite", "A boat trip", "a boat trip!", "ok"], (topic,)
+    ) == ["A boat trip"]
+    assert keyword_label(["yoga on the beach", "morning yoga class"], ["kayaking", "pasta class"]) == "Yoga & beach"

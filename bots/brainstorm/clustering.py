@@ -1,6 +1,7 @@
 """Near-duplicate merging and theme clustering over unit-length sentence vectors. No model here: vectors in.
 
-Clustering centres the vectors (removing what every idea shares: the session's topic), then runs agglomerative
+Clustering centres the vectors (removing what every idea shares: the session's topic) when there are enough of
+them, then runs agglomerative
 clustering (average linkage, cosine distance) and keeps the number of themes with the best silhouette score between
 2 and `max_themes`. Chosen on bench/brainstorm.py's labelled sets over Ward, k-means and spectral clustering.
 """
@@ -16,8 +17,11 @@ _log = logging.getLogger(__name__)
 
 # Below this many ideas a single theme is the only honest answer; silhouettes need at least 3 points.
 MIN_TO_CLUSTER = 3
-# If no split scores at least this, the ideas do not fall into groups and stay one theme.
-MIN_SILHOUETTE = 0.02
+# If no split scores at least this, the ideas do not fall into groups and stay one theme (four unrelated ideas score
+# about 0.05; the labelled sets' real themes 0.1 and more).
+MIN_SILHOUETTE = 0.08
+# Centring removes what all ideas share (the topic), which needs enough ideas to estimate; below this, raw vectors.
+MIN_TO_CENTRE = 12
 
 
 def as_matrix(vectors: Sequence[Sequence[float]]) -> np.ndarray:
@@ -60,7 +64,8 @@ def cluster(vectors: Sequence[Sequence[float]], *, max_themes: int = 8) -> list[
     from sklearn.metrics import silhouette_score
 
     matrix = as_matrix(vectors)
-    matrix = as_matrix(matrix - matrix.mean(axis=0))
+    if n >= MIN_TO_CENTRE:
+        matrix = as_matrix(matrix - matrix.mean(axis=0))
     distances = np.clip(1.0 - matrix @ matrix.T, 0.0, 2.0)
     np.fill_diagonal(distances, 0.0)
     best_labels: np.ndarray | None = None

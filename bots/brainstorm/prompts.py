@@ -87,10 +87,20 @@ def short(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
+def sentences(text: str, limit: int = 220) -> str:
+    """Whole sentences up to `limit` characters (a small model rambles past what was asked); cut with an ellipsis
+    only when the first sentence alone is longer."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s)", flat[: limit + 1])]
+    return flat[: ends[-1]] if ends else short(flat, limit)
+
+
 def tidy_label(text: str) -> str:
     """A model's title as 1–4 words, capitalised, without wrapping quotes or a trailing full stop."""
     words = re.sub(r"[*_#`\"“”]", "", text).strip(" .,:;!-–").split()[:4]
-    while words and (words[-1].lower().strip(",;:") in _STOPWORDS or words[-1].endswith(",")):
+    while words and words[-1].lower().strip(",;:") in _STOPWORDS:
         words.pop()
     if not words:
         return ""
@@ -191,11 +201,16 @@ async def label_theme(
     return names[0]
 
 
-def _distinct(candidates: Sequence[str], avoid: Sequence[str]) -> list[str]:
-    seen = {" ".join(text.lower().split()) for text in avoid}
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def distinct_ideas(candidates: Sequence[str], avoid: Sequence[str]) -> list[str]:
+    """Drop repeats, echoes of the topic or of the ideas built on, and answers too short to be an idea."""
+    seen = {_norm(text) for text in avoid}
     kept: list[str] = []
     for text in candidates:
-        norm = " ".join(text.lower().split())
+        norm = _norm(text)
         if len(norm) >= 8 and norm not in seen:
             seen.add(norm)
             kept.append(text)
@@ -217,7 +232,7 @@ async def seed_ideas(
             for i, ask in enumerate(asks)
         )
     )
-    return _distinct([short(a, 300) for a in answers if a], ())
+    return distinct_ideas([sentences(a) for a in answers if a], (topic,))
 
 
 async def yes_and_ideas(
@@ -249,7 +264,7 @@ async def yes_and_ideas(
             for i, ask in enumerate(asks)
         )
     )
-    return _distinct([short(a, 300) for a in answers if a], top)
+    return distinct_ideas([sentences(a) for a in answers if a], (*top, topic))
 
 
 async def next_steps(
@@ -272,5 +287,6 @@ async def next_steps(
     steps: list[str] = []
     for idea, answer in zip(top, answers, strict=True):
         fallback = f"Pick an owner for “{short(idea, 60)}” and agree a first small test."
+        answer = sentences(answer, 200)
         steps.append(answer if answer and answer not in steps else fallback)
     return steps
