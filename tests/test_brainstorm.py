@@ -661,6 +661,7 @@ def test_model_answers_are_tidied_into_labels_ideas_and_steps() -> None:
     assert tidy_label('"Cooking class, baking, and"') == "Cooking class, baking"
     assert tidy_label("**outdoor adventures with the**") == "Outdoor adventures"
     assert tidy_label("...") == ""
+    assert tidy_label("Bar, beach, breakfast, bar") == "Bar, beach, breakfast"
     rambling = "Book a room for the class. Then ask the chef for a menu and " + "more words " * 40
     assert sentences(rambling) == "Book a room for the class."
     assert sentences("x" * 300).endswith("…") and len(sentences("x" * 300)) == 220

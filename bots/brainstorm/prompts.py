@@ -99,7 +99,11 @@ def sentences(text: str, limit: int = 220) -> str:
 
 def tidy_label(text: str) -> str:
     """A model's title as 1–4 words, capitalised, without wrapping quotes or a trailing full stop."""
-    words = re.sub(r"[*_#`\"“”]", "", text).strip(" .,:;!-–").split()[:4]
+    words: list[str] = []
+    for word in re.sub(r"[*_#`\"“”]", "", text).strip(" .,:;!-–").split():
+        if word.lower().strip(",;:") not in {w.lower().strip(",;:") for w in words}:
+            words.append(word)
+    words = words[:4]
     while words and words[-1].lower().strip(",;:") in _STOPWORDS:
         words.pop()
     if not words:
