@@ -8,6 +8,7 @@ from bots.errors import UserError
 from bots.events import Command
 from bots.parsing import split_options
 from bots.router import CommandSpec, Context
+from generation.moderation import neutralize_mentions
 
 USAGE = "/brainstorm <topic> [--minutes N] [--rounds R] · /brainstorm summary"
 MAX_MINUTES = 1440.0
@@ -55,7 +56,8 @@ async def brainstorm(ctx: Context) -> None:
         raise UserError(f"That topic is {len(topic)} characters; the limit is {limit}. Shorten it and try again.")
     minutes = parse_minutes(found.get("minutes"), settings.brainstorm.minutes)
     rounds = parse_rounds(found.get("rounds"), settings.brainstorm.rounds)
-    await ctx.app.brainstorms.start(ctx, topic, minutes, rounds)
+    # The topic is repeated in titles, thread names and summaries: make it inert once, here.
+    await ctx.app.brainstorms.start(ctx, neutralize_mentions(topic), minutes, rounds)
 
 
 async def summary(ctx: Context) -> None:
