@@ -680,3 +680,16 @@ async def test_ideas_and_topics_never_ping_anyone(bot: ThreadBot) -> None:
     assert any("everyone" in text for text in shown)
     for text in shown:
         assert "@everyone" not in text and "@here" not in text and "<@123>" not in text
+
+
+async def test_a_thread_that_cannot_be_opened_leaves_the_channel_free(bot: ThreadBot) -> None:
+    async def broken(message_ref: str, name: str) -> tuple[str, object]:
+        raise RuntimeError("no permission to create threads")
+
+    bot.responder.open_thread = broken  # type: ignore[method-assign]
+    replies = await bot.say("/brainstorm the offsite")
+    assert "Something went wrong on our side" in reply_text(replies[-1])
+    assert await bot.store.open_brainstorms() == []
+    del bot.responder.open_thread
+    await bot.say("/brainstorm the offsite")
+    assert len(await bot.store.open_brainstorms()) == 1

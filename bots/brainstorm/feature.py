@@ -127,9 +127,18 @@ class Brainstorms:
                 key=channel.key,
             )
         )
-        kickoff_ref = await ctx.responder.send(render.kickoff(session, self.config.seed_ideas))
         name = f"Brainstorm: {render.short(topic, 80)}"
-        thread, responder = await ctx.responder.open_thread(kickoff_ref, name)
+        try:
+            kickoff_ref = await ctx.responder.send(render.kickoff(session, self.config.seed_ideas))
+            thread, responder = await ctx.responder.open_thread(kickoff_ref, name)
+        except BaseException:
+            # Without its kickoff or thread the session cannot run; never leave it blocking the channel.
+            seeds_task.cancel()
+            now = self.clock()
+            await store.update_brainstorm(
+                session.id, status=BRAINSTORM_CLOSED, deadline=None, closed_at=now, expires_at=now
+            )
+            raise
         session = await store.update_brainstorm(session.id, thread=thread, thread_name=name, kickoff_ref=kickoff_ref)
         for text in await seeds_task:
             idea = await store.add_idea(session.id, CHORUS, channel.platform, text, round=1, source="seed")
