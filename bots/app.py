@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bots import feedback
+from bots.brainstorm.feature import Brainstorms
 from bots.commands import COMMANDS
 from bots.commands.forget import FORGET_ACTIONS, handle_confirm
 from bots.drops import DropsControl
@@ -73,6 +74,7 @@ class Chorus:
         self.drops: DropsControl | None = None
         self._publisher_hooks: list[PublisherHook] = []
         self._close_hooks: list[CloseHook] = []
+        self.brainstorms = Brainstorms(self)
 
     async def handle(self, event: Event, responder: Responder) -> None:
         await self.router.dispatch(event, responder, self)

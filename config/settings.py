@@ -110,6 +110,18 @@ class SlackSection(_Section):
 class BrainstormSection(_Section):
     """Collaborative brainstorming sessions (#6)."""
 
+    minutes: float = Field(10.0, gt=0.0, le=1440.0)
+    rounds: int = Field(2, ge=1, le=10)
+    vote_emoji: str = Field("👍", min_length=1)
+    self_vote: bool = False
+    max_ideas_per_round: int = Field(100, ge=1, le=5000)
+    retention_days: int = Field(30, ge=0)
+    seed_ideas: int = Field(4, ge=3, le=5)
+    yes_and_ideas: int = Field(3, ge=2, le=4)
+    max_themes: int = Field(8, ge=2, le=20)
+    merge_threshold: float = Field(0.9, gt=0.0, le=1.0)
+    embed_chars: int = Field(1000, ge=16)
+
 
 class DropKind(_Section):
     """A kind only drops use (a writing prompt, a question); the template's {prompt} is the drop's topic."""

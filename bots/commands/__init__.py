@@ -1,5 +1,6 @@
 """The slash commands. Adapters register their platform commands from `COMMANDS`, never by hand."""
 
+from bots.brainstorm.command import BRAINSTORM
 from bots.commands.create import CREATE, REMIX
 from bots.commands.drops import DROPS, STATS
 from bots.commands.forget import FORGET
@@ -7,6 +8,6 @@ from bots.commands.help import HELP
 from bots.commands.history import HISTORY
 from bots.router import CommandSpec
 
-COMMANDS: tuple[CommandSpec, ...] = (CREATE, REMIX, HISTORY, FORGET, HELP, DROPS, STATS)
+COMMANDS: tuple[CommandSpec, ...] = (CREATE, REMIX, BRAINSTORM, DROPS, STATS, HISTORY, FORGET, HELP)
 
 __all__ = ["COMMANDS"]

@@ -1,0 +1,305 @@
+"""Benchmark of brainstorm theming: clustering quality on labelled ideas, theme-label quality, and 500-idea speed.
+
+1. quality: for each labelled set in bench/data/brainstorm_ideas.json (six known themes each), embed the ideas with
+   all-MiniLM-L6-v2, merge near-duplicates and cluster exactly as a session does (bots.brainstorm.themes.organize),
+   and report the adjusted Rand index against the true themes (target >= 0.7 on the main set);
+2. labels: each theme is named by the real embedded SmolLM2-135M through the batching engine; a label "names the
+   true theme" when it contains one of that theme's keywords (the theme of most of the cluster's ideas);
+3. speed: 500 ideas (the labelled ideas and combinations of them) through embedding + merging + clustering +
+   labels, with the model already loaded; target under 20 s on this 2-core CPU.
+
+Run:  .venv/bin/python bench/brainstorm.py [--out bench/results/NAME.json] [--md bench/results/NAME.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import random
+import re
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+DATA = REPO_ROOT / "bench" / "data" / "brainstorm_ideas.json"
+RESULTS = REPO_ROOT / "bench" / "results"
+FLOOD = 500
+SPEED_RUNS = 3
+# A run during which other processes kept more than this many cores busy is repeated after a pause (this 2-core
+# machine is shared); the quietest attempt is kept and its disturbance reported.
+DISTURBED_CORES = 0.25
+RETRY_PAUSE_S = 10.0
+_log = logging.getLogger(__name__)
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    return {
+        "cpu_model": cpu,
+        "os_cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "loadavg_start": list(os.getloadavg()),
+    }
+
+
+def names_theme(label: str, keywords: list[str]) -> bool:
+    """True when a word of the label starts with one of the theme's keywords (so 'Cooking' matches 'cook')."""
+    lowered = label.lower()
+    words = re.findall(r"[\w'-]+", lowered)
+    return any(
+        (" " in keyword and keyword in lowered) or any(word.startswith(keyword) for word in words)
+        for keyword in keywords
+    )
+
+
+def flood_ideas(sets: list[dict[str, Any]], count: int) -> list[str]:
+    """`count` distinct ideas: every labelled idea, then same-theme pairs joined the way people riff on each other."""
+    rng = random.Random(7)
+    base = [text for data in sets for _, text in data["ideas"]]
+    by_theme: dict[str, list[str]] = {}
+    for data in sets:
+        for theme, text in data["ideas"]:
+            by_theme.setdefault(f"{data['name']}:{theme}", []).append(text)
+    joiners = (" and ", ", plus ", " — or even ", ", and maybe ", " combined with ")
+    ideas = list(base)
+    seen = set(ideas)
+    groups = list(by_theme.values())
+    while len(ideas) < count:
+        group = rng.choice(groups)
+        first, second = rng.sample(group, 2)
+        idea = first + rng.choice(joiners) + second
+        if idea not in seen:
+            seen.add(idea)
+            ideas.append(idea)
+    return ideas[:count]
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from local_generator import OtherLoad
+    from sklearn.metrics import adjusted_rand_score
+
+    from bots.brainstorm.themes import organize
+    from config import load_settings
+    from generation.embeddings import MiniLMEmbedder
+    from generation.engine import BatchingEngine
+    from generation.models import prepare_model
+    from generation.moderation import Blocklist
+
+    settings = load_settings()
+    section = settings.brainstorm
+    data = json.loads(DATA.read_text())
+    embedder = MiniLMEmbedder()
+    started = time.perf_counter()
+    await embedder.warmup()
+    embed_load_s = time.perf_counter() - started
+    spec = prepare_model(settings)
+    engine = settings.engine
+    generator = BatchingEngine(
+        spec,
+        device="cpu",
+        dtype="float32",
+        max_batch=engine.max_batch,
+        max_queue=256,
+        max_seq_len=engine.max_seq_len,
+        prefill_chunk=engine.prefill_chunk,
+        interactive_reserve=engine.interactive_reserve,
+    )
+    started = time.perf_counter()
+    await generator.warmup()
+    model_load_s = time.perf_counter() - started
+    blocklist = Blocklist(())
+    common = {
+        "embedder": embedder,
+        "generator": generator,
+        "blocklist": blocklist,
+        "merge_threshold": section.merge_threshold,
+        "max_themes": section.max_themes,
+        "embed_chars": section.embed_chars,
+    }
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "settings": {k: getattr(section, k) for k in ("merge_threshold", "max_themes", "embed_chars")},
+        "embedder_load_s": embed_load_s,
+        "model_load_s": model_load_s,
+        "sets": [],
+    }
+    try:
+        for labelled in data["sets"]:
+            ideas = [(i, text) for i, (_, text) in enumerate(labelled["ideas"])]
+            truth = [theme for theme, _ in labelled["ideas"]]
+            organized = await organize(ideas, topic=labelled["topic"], **common)
+            predicted = [0] * len(ideas)
+            for number, theme in enumerate(organized.themes):
+                for idea_id in theme.idea_ids:
+                    predicted[idea_id] = number
+            for duplicate, canonical in organized.merged.items():
+                predicted[duplicate] = predicted[canonical]
+            # A stricter second reading: is the label nearer (in MiniLM space) to the true theme's name than to the
+            # other five theme names?
+            theme_keys = list(labelled["themes"])
+            name_vectors = await embedder.embed([labelled["themes"][k]["name"] for k in theme_keys])
+            label_vectors = await embedder.embed([theme.label for theme in organized.themes])
+            themes = []
+            for number, theme in enumerate(organized.themes):
+                members = [i for i, p in enumerate(predicted) if p == number]
+                majority, share = Counter(truth[i] for i in members).most_common(1)[0]
+                keywords = labelled["themes"][majority]["keywords"]
+                themes.append(
+                    {
+                        "label": theme.label,
+                        "size": len(members),
+                        "majority": majority,
+                        "purity": share / len(members),
+                        "names_true_theme": names_theme(theme.label, keywords),
+                        "nearest_theme_name": theme_keys[
+                            max(
+                                range(len(theme_keys)),
+                                key=lambda k: sum(
+                                    a * b for a, b in zip(label_vectors[number], name_vectors[k], strict=True)
+                                ),
+                            )
+                        ],
+                    }
+                )
+            named = sum(t["names_true_theme"] for t in themes)
+            nearest = sum(t["nearest_theme_name"] == t["majority"] for t in themes)
+            report["sets"].append(
+                {
+                    "name": labelled["name"],
+                    "note": labelled["note"],
+                    "ideas": len(ideas),
+                    "true_themes": len(labelled["themes"]),
+                    "found_themes": len(organized.themes),
+                    "merged": len(organized.merged),
+                    "ari": adjusted_rand_score(truth, predicted),
+                    "labels_naming_true_theme": named,
+                    "label_rate": named / len(themes) if themes else 0.0,
+                    "labels_nearest_true_name": nearest,
+                    "nearest_rate": nearest / len(themes) if themes else 0.0,
+                    "themes": themes,
+                }
+            )
+            print(f"{labelled['name']}: ARI {report['sets'][-1]['ari']:.3f}", file=sys.stderr, flush=True)
+        flood = [(i, text) for i, text in enumerate(flood_ideas(data["sets"], FLOOD))]
+        runs = []
+        for number in range(SPEED_RUNS):
+            attempts = []
+            while not attempts or (attempts[-1]["other_busy_cores"] or 0.0) > DISTURBED_CORES:
+                if len(attempts) > args.retries:
+                    break
+                if attempts:
+                    await asyncio.sleep(RETRY_PAUSE_S * len(attempts))
+                load = OtherLoad()
+                started = time.perf_counter()
+                organized = await organize(flood, topic="What should we do next?", seed=number, **common)
+                total = time.perf_counter() - started
+                attempts.append(
+                    {
+                        "total_s": total,
+                        **organized.timings,
+                        "themes": len(organized.themes),
+                        "other_busy_cores": load.cores(),
+                    }
+                )
+            best = min(attempts, key=lambda run: run["other_busy_cores"] or 0.0)
+            runs.append({**best, "attempts": len(attempts)})
+            print(f"500 ideas run {number + 1}: {best['total_s']:.2f} s", file=sys.stderr, flush=True)
+        report["flood"] = {"ideas": FLOOD, "runs": runs, "median_total_s": sorted(r["total_s"] for r in runs)[1]}
+    finally:
+        await generator.close()
+    import torch
+    import transformers
+
+    report["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
+    report["machine"]["torch_threads"] = torch.get_num_threads()
+    report["machine"]["loadavg_end"] = list(os.getloadavg())
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        "### Brainstorm theming benchmark",
+        "",
+        f"{m['cpu_model'] or 'CPU'}, {m['os_cpu_count']} CPUs (torch threads {m['torch_threads']}); Python "
+        f"{m['python']}, torch {report['versions']['torch']}, transformers {report['versions']['transformers']}; "
+        f"{m['date']}. Embeddings all-MiniLM-L6-v2, labels SmolLM2-135M (batching engine), float32 on cpu.",
+        "",
+        "| Set | Ideas | True / found themes | Merged | ARI (target ≥ 0.7) | Labels with a true-theme keyword "
+        "| Labels nearest the true theme's name |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in report["sets"]:
+        lines.append(
+            f"| {s['name']} | {s['ideas']} | {s['true_themes']} / {s['found_themes']} | {s['merged']} | "
+            f"{s['ari']:.3f} | {s['labels_naming_true_theme']} of {s['found_themes']} ({s['label_rate']:.0%}) | "
+            f"{s['labels_nearest_true_name']} of {s['found_themes']} ({s['nearest_rate']:.0%}) |"
+        )
+    lines += [
+        "",
+        "| Set | Theme label (model) | Ideas | Mostly | Purity | Keyword | Nearest name |",
+        "|---|---|---:|---|---:|---|---|",
+    ]
+    for s in report["sets"]:
+        for t in s["themes"]:
+            lines.append(
+                f"| {s['name']} | {t['label']} | {t['size']} | {t['majority']} | {t['purity']:.0%} | "
+                f"{'yes' if t['names_true_theme'] else 'no'} | {t['nearest_theme_name']} |"
+            )
+    flood = report["flood"]
+    lines += [
+        "",
+        f"| {flood['ideas']} ideas (models loaded) | Embed (s) | Cluster (s) | Labels (s) | Themes "
+        "| Total (s, target < 20) | Other cores busy | Attempts |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for number, r in enumerate(flood["runs"], 1):
+        lines.append(
+            f"| run {number} | {r['embed_s']:.2f} | {r['cluster_s']:.2f} | {r['label_s']:.2f} | {r['themes']} | "
+            f"{r['total_s']:.2f} | {r['other_busy_cores'] or 0.0:.2f} | {r['attempts']} |"
+        )
+    lines += [
+        "",
+        f"Median total {flood['median_total_s']:.2f} s. Model loads (once per process, not counted): embedder "
+        f"{report['embedder_load_s']:.1f} s, SmolLM2 {report['model_load_s']:.1f} s. Settings: "
+        + ", ".join(f"{k} {v}" for k, v in report["settings"].items())
+        + f". Load average start/end: {m['loadavg_start'][0]:.2f} / {m['loadavg_end'][0]:.2f}.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=RESULTS / "brainstorm-cpu-2core.json")
+    parser.add_argument("--md", type=Path, default=RESULTS / "brainstorm-cpu-2core.md")
+    parser.add_argument("--retries", type=int, default=3, help="repeat a disturbed 500-idea run up to this often")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    report = asyncio.run(run(args))
+    markdown = render(report)
+    print(markdown)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    args.md.write_text(markdown + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""/brainstorm <topic> [--minutes N] [--rounds R] and /brainstorm summary, parsed alike on every platform."""
+
+from __future__ import annotations
+
+import math
+
+from bots.errors import UserError
+from bots.events import Command
+from bots.parsing import split_options
+from bots.router import CommandSpec, Context
+from generation.moderation import neutralize_mentions
+
+USAGE = "/brainstorm <topic> [--minutes N] [--rounds R] · /brainstorm summary"
+MAX_MINUTES = 1440.0
+MAX_ROUNDS = 10
+
+
+def parse_minutes(value: str | None, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        minutes = float(value)
+    except ValueError:
+        minutes = math.nan
+    if not 0 < minutes <= MAX_MINUTES:
+        raise UserError(f"--minutes must be a number of minutes from 0.5 to {MAX_MINUTES:.0f} (got {value!r}).")
+    return minutes
+
+
+def parse_rounds(value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        rounds = int(value)
+    except ValueError:
+        rounds = 0
+    if not 1 <= rounds <= MAX_ROUNDS:
+        raise UserError(f"--rounds must be a whole number from 1 to {MAX_ROUNDS} (got {value!r}).")
+    return rounds
+
+
+async def brainstorm(ctx: Context) -> None:
+    command = ctx.event
+    assert isinstance(command, Command)
+    settings = ctx.app.settings
+    text = command.options.get("text", command.text) if command.options else command.text
+    free, found = split_options(text, ("minutes", "rounds"))
+    topic = free.strip()
+    if topic.lower() == "summary":
+        await summary(ctx)
+        return
+    if not topic:
+        raise UserError(f"Say what to brainstorm about: {USAGE}")
+    limit = settings.limits.max_prompt_chars
+    if len(topic) > limit:
+        raise UserError(f"That topic is {len(topic)} characters; the limit is {limit}. Shorten it and try again.")
+    minutes = parse_minutes(found.get("minutes"), settings.brainstorm.minutes)
+    rounds = parse_rounds(found.get("rounds"), settings.brainstorm.rounds)
+    # The topic is repeated in titles, thread names and summaries: make it inert once, here.
+    await ctx.app.brainstorms.start(ctx, neutralize_mentions(topic), minutes, rounds)
+
+
+async def summary(ctx: Context) -> None:
+    """The summary of this thread's brainstorm, or of the latest one that wrapped up in this channel."""
+    store = ctx.app.store
+    conversation = ctx.event.conversation
+    session = await store.brainstorm_for_thread(conversation)
+    if session is None or session.is_open:
+        closed = await store.latest_closed_brainstorm(conversation)
+        if closed is not None and (session is None or closed.id > session.id):
+            session = closed
+    if session is None:
+        raise UserError("No brainstorm has wrapped up in this channel yet. Start one with /brainstorm <topic>.")
+    if session.is_open:
+        raise UserError(
+            f"The brainstorm on “{session.topic}” is still running (round {session.round} of {session.rounds}). "
+            "✅ Wrap up ends it and writes the summary."
+        )
+    await ctx.responder.send(await ctx.app.brainstorms.summary_reply(session))
+
+
+BRAINSTORM = CommandSpec(
+    name="brainstorm",
+    summary="think together in a thread; Chorus sorts the ideas into themes and sums up",
+    usage=USAGE,
+    handler=brainstorm,
+    generates=True,
+)

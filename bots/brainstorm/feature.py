@@ -1,0 +1,542 @@
+"""Brainstorm sessions: a channel thinks together in a thread, and Chorus sorts, names and builds on its ideas.
+
+The feature claims the events of its threads (messages are ideas, 👍 reactions and Vote buttons are votes), runs each
+round on an asyncio timer whose deadline is stored (so a restart re-arms it), and at the end of a round embeds,
+merges, clusters and names the ideas, then suggests "yes-and" ideas. Everything lives in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import unicodedata
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bots.brainstorm import render
+from bots.brainstorm.prompts import next_steps, seed_ideas, yes_and_ideas
+from bots.brainstorm.themes import organize
+from bots.errors import UserError
+from bots.events import Action, Conversation, Message, Reaction, User
+from bots.reply import Attachment, Publisher, Reply, Responder
+from bots.router import Context
+from bots.store import BRAINSTORM_CLOSED, BrainstormRecord, IdeaRecord
+from config.settings import BrainstormSection
+
+if TYPE_CHECKING:
+    from bots.app import Chorus
+
+_log = logging.getLogger(__name__)
+
+Post = Callable[[Reply], Awaitable[str]]
+CHORUS = User(id="chorus", name=render.CHORUS_NAME)
+# Replies that agree or react rather than propose: not ideas. Anything without three letters is not one either.
+_THROWAWAY_LIST = (
+    "+1|+2|-1|lol|lmao|rofl|haha|hahaha|ok|okay|k|yes|yep|yeah|no|nope|nah|nice|cool|wow|same|this|that|agreed|agree|"
+    "lgtm|thanks|thx|ty|great|good|true|exactly|love it|love that|love this|me too|this one|so true|yes please|"
+    "good idea|great idea|nice idea|^|^^"
+)
+THROWAWAYS = frozenset(_THROWAWAY_LIST.split("|"))
+_VOTE_WORDS = frozenset({"+1", "👍", "this", "this one", "agree", "agreed", "same", "me too"})
+_SKIN_TONES = re.compile("[\U0001f3fb-\U0001f3ff\ufe0f]")
+_THUMBS_ALIASES = frozenset({"👍", "+1", "thumbsup", "thumbs_up", "thumbs-up", "like"})
+_THEMES_FAILED = "Sorting the ideas failed this time; they are all kept and the next round end tries again."
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def normalize_emoji(emoji: str) -> str:
+    """'👍🏽', ':+1:', 'thumbsup' all become one form, so every platform's spelling of the vote emoji counts."""
+    bare = _SKIN_TONES.sub("", emoji.strip()).strip(":").lower()
+    if "::skin-tone" in bare or bare.startswith("+1::") or bare.startswith("thumbsup::"):
+        bare = bare.split("::", 1)[0]
+    return "👍" if bare in _THUMBS_ALIASES else bare
+
+
+def is_throwaway(text: str) -> bool:
+    """'+1', 'lol', '🔥🔥' and the like are reactions in words, not ideas."""
+    flat = " ".join(text.lower().split()).strip(" .!?,")
+    if flat in THROWAWAYS:
+        return True
+    letters = sum(1 for char in flat if unicodedata.category(char).startswith("L"))
+    return letters < 3
+
+
+def parse_number(value: str) -> int | None:
+    match = re.fullmatch(r"\s*#?\s*(\d{1,6})\s*", value)
+    return int(match.group(1)) if match else None
+
+
+class Brainstorms:
+    """The brainstorm feature of one Chorus: events in, sessions in the store, rounds on timers."""
+
+    def __init__(self, app: Chorus) -> None:
+        self.app = app
+        self.clock: Callable[[], datetime] = _now
+        self._timers: dict[int, asyncio.Task[None]] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        app.intercept(Message, self._on_message)
+        app.intercept(Reaction, self._on_reaction)
+        app.intercept(Action, self._on_action)
+        app.on_publisher(self._on_publisher)
+        app.on_close(self.close)
+
+    @property
+    def config(self) -> BrainstormSection:
+        return self.app.settings.brainstorm
+
+    @property
+    def summaries_dir(self) -> Path:
+        return self.app.settings.home_dir / "brainstorms"
+
+    # -- starting ------------------------------------------------------------------------------------------------
+
+    async def start(self, ctx: Context, topic: str, minutes: float, rounds: int) -> BrainstormRecord:
+        """Post the kickoff, open its thread, post the seed ideas there, and arm the round timer."""
+        store = self.app.store
+        conversation = ctx.event.conversation
+        running = await store.open_brainstorm_in_channel(conversation)
+        if running is not None:
+            where = f" in its thread “{running.thread_name}”" if running.thread_name else ""
+            raise UserError(
+                f"A brainstorm on “{running.topic}” is already running in this channel{where} (round "
+                f"{running.round} of {running.rounds}, started by {running.starter.name}). Join it there, or wait "
+                "until it wraps up."
+            )
+        await ctx.responder.defer()
+        channel = Conversation(conversation.platform, conversation.workspace, conversation.channel)
+        deadline = self.clock() + timedelta(minutes=minutes)
+        session = await store.create_brainstorm(
+            channel, ctx.event.user, topic=topic, rounds=rounds, minutes=minutes, deadline=deadline
+        )
+        seed = random.randrange(1 << 30)
+        seeds_task = asyncio.create_task(
+            seed_ideas(
+                self.app.generator,
+                topic,
+                self.config.seed_ideas,
+                blocklist=self.app.blocklist,
+                seed=seed,
+                key=channel.key,
+            )
+        )
+        name = f"Brainstorm: {render.short(topic, 80)}"
+        try:
+            kickoff_ref = await ctx.responder.send(render.kickoff(session, self.config.seed_ideas))
+            thread, responder = await ctx.responder.open_thread(kickoff_ref, name)
+        except BaseException:
+            # Without its kickoff or thread the session cannot run; never leave it blocking the channel.
+            seeds_task.cancel()
+            now = self.clock()
+            await store.update_brainstorm(
+                session.id, status=BRAINSTORM_CLOSED, deadline=None, closed_at=now, expires_at=now
+            )
+            raise
+        session = await store.update_brainstorm(session.id, thread=thread, thread_name=name, kickoff_ref=kickoff_ref)
+        for text in await seeds_task:
+            idea = await store.add_idea(session.id, CHORUS, channel.platform, text, round=1, source="seed")
+            ref = await responder.send(render.chorus_idea(session.id, idea, "Seed idea"))
+            await store.set_idea_message_ref(idea.id, ref)
+        self._arm(session)
+        _log.info("brainstorm %d started in %s: %r", session.id, channel.key, topic)
+        return session
+
+    # -- ideas and votes ---------------------------------------------------------------------------------------------
+
+    async def _session_for(self, ctx: Context, session_id: int | None = None) -> BrainstormRecord | None:
+        if session_id is not None:
+            return await self.app.store.get_brainstorm(session_id)
+        return await self.app.store.brainstorm_for_thread(ctx.event.conversation)
+
+    async def _on_message(self, ctx: Context) -> bool:
+        message = ctx.event
+        assert isinstance(message, Message)
+        session = await self._session_for(ctx)
+        if session is None:
+            return False
+        if not session.is_open:
+            await ctx.responder.send(
+                Reply.error("This brainstorm has wrapped up. /brainstorm summary shows what came of it.")
+            )
+            return True
+        text = message.text.strip()
+        if is_throwaway(text):
+            # "+1" in reply to an idea is a vote; other throw-aways are just chat.
+            flat = " ".join(text.lower().split()).strip(" .!")
+            if message.reply_to and flat in _VOTE_WORDS:
+                idea = await self.app.store.find_idea(session.id, message_ref=message.reply_to)
+                if idea is not None:
+                    await self._vote(ctx, session, idea, quiet=True)
+            return True
+        await self._add_idea(ctx, session, text, message.message_ref)
+        return True
+
+    async def _add_idea(self, ctx: Context, session: BrainstormRecord, text: str, message_ref: str | None) -> None:
+        store = self.app.store
+        found = self.app.blocklist.find(text)
+        if found:
+            raise UserError(f"Your idea contains a blocked word ({found!r}). Rephrase it and post it again.")
+        cap = self.config.max_ideas_per_round
+        if await store.count_ideas(session.id, round=session.round) >= cap:
+            raise UserError(
+                f"Round {session.round} already has {cap} ideas, the most one round takes. Your idea was not added: "
+                "press ⏭ Next round to sort these into themes, then post it in the next round."
+            )
+        user = ctx.event.user
+        idea = await store.add_idea(
+            session.id, user, ctx.event.conversation.platform, text, round=session.round, message_ref=message_ref
+        )
+        await ctx.responder.send(
+            Reply.text(
+                f"💡 Idea #{idea.number} noted for round {session.round}. Others vote with 👍 on it or 👍 Vote "
+                f"{idea.number}.",
+                ephemeral=True,
+            )
+        )
+
+    async def _vote(self, ctx: Context, session: BrainstormRecord, idea: IdeaRecord, *, quiet: bool = False) -> None:
+        user = ctx.event.user
+        if not session.is_open:
+            raise UserError("This brainstorm has wrapped up; votes are closed. /brainstorm summary shows the result.")
+        own = idea.source == "person" and idea.user.id == user.id
+        if own and not self.config.self_vote:
+            raise UserError(
+                f"#{idea.number} is your own idea, and self-votes are off here (brainstorm.self_vote = false). "
+                "Vote for someone else's!"
+            )
+        added = await self.app.store.add_vote(idea, ctx.event.conversation.platform, user.id)
+        if quiet:
+            return
+        if not added:
+            await ctx.responder.send(
+                Reply.text(f"You already voted for #{idea.number}; one vote per person per idea.", ephemeral=True)
+            )
+            return
+        note = " It's your own idea; self-votes count here (brainstorm.self_vote = true)." if own else ""
+        await ctx.responder.send(Reply.text(f"👍 Vote counted for #{idea.number}.{note}", ephemeral=True))
+
+    async def _on_reaction(self, ctx: Context) -> bool:
+        reaction = ctx.event
+        assert isinstance(reaction, Reaction)
+        idea = await self.app.store.find_idea_by_ref(reaction.conversation.platform, reaction.message_ref)
+        if idea is None:
+            return False
+        if normalize_emoji(reaction.emoji) != normalize_emoji(self.config.vote_emoji):
+            return True  # other reactions on ideas are people's business
+        session = await self.app.store.get_brainstorm(idea.session_id)
+        if session is None or not session.is_open:
+            return True
+        if reaction.added:
+            await self._vote(ctx, session, idea, quiet=True)
+        else:
+            await self.app.store.remove_vote(idea, reaction.conversation.platform, reaction.user.id)
+        return True
+
+    # -- buttons ---------------------------------------------------------------------------------------------------
+
+    async def _on_action(self, ctx: Context) -> bool:
+        action = ctx.event
+        assert isinstance(action, Action)
+        if action.action_id not in render.ACTIONS:
+            return False
+        session = await self._session_for(ctx, action.generation_id)
+        if session is None:
+            raise UserError("That brainstorm no longer exists (it ended and its retention period is over).")
+        if not session.is_open:
+            raise UserError("This brainstorm has wrapped up. /brainstorm summary shows what came of it.")
+        if action.action_id == render.IDEA:
+            text = action.value.strip()
+            if not text:
+                raise UserError("Write the idea after the button, e.g. i a cooking class for the whole team.")
+            await self._add_idea(ctx, session, text, None)
+        elif action.action_id == render.VOTE:
+            number = parse_number(action.value)
+            if number is None:
+                raise UserError("Say which idea by its number, e.g. 3 (numbers are shown as #3).")
+            idea = await self.app.store.find_idea(session.id, number=number)
+            if idea is None:
+                raise UserError(f"There is no idea #{number} in this brainstorm.")
+            await self._vote(ctx, session, idea)
+        elif action.action_id == NEXT_ACTION:
+            await self._next_pressed(ctx, session)
+        else:
+            await self._wrap_pressed(ctx, session)
+        return True
+
+    def may_wrap(self, session: BrainstormRecord, user: User) -> bool:
+        return user.is_moderator or user.id == session.starter.id
+
+    async def _next_pressed(self, ctx: Context, session: BrainstormRecord) -> None:
+        last = session.round >= session.rounds
+        if last and not self.may_wrap(session, ctx.event.user):
+            raise UserError(
+                f"This is the last round. {session.starter.name} (who started it) or a moderator wraps it up with ✅ "
+                "Wrap up; otherwise it wraps up by itself when the timer ends."
+            )
+        await ctx.responder.defer()
+        done = await self.end_round(session.id, session.round, fallback=ctx.responder)
+        if not done:
+            await ctx.responder.send(Reply.text("That round has already ended.", ephemeral=True))
+
+    async def _wrap_pressed(self, ctx: Context, session: BrainstormRecord) -> None:
+        if not self.may_wrap(session, ctx.event.user):
+            raise UserError(
+                f"Only {session.starter.name} (who started this brainstorm) or a moderator can wrap it up. "
+                "⏭ Next round is open to everyone."
+            )
+        await ctx.responder.defer()
+        async with self._lock(session.id):
+            current = await self.app.store.get_brainstorm(session.id)
+            if current is None or not current.is_open:
+                await ctx.responder.send(Reply.text("This brainstorm has already wrapped up.", ephemeral=True))
+                return
+            await self._wrap_up(current, self._poster(current, ctx.responder))
+
+    # -- rounds ------------------------------------------------------------------------------------------------------
+
+    def _lock(self, session_id: int) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
+    def _poster(self, session: BrainstormRecord, fallback: Responder | None) -> Post:
+        """Posts go into the session's thread: through the publisher when one is attached, else the responder."""
+        publisher = self.app.publisher
+        if publisher is not None and session.conversation.thread is not None:
+            conversation = session.conversation
+
+            async def publish(reply: Reply) -> str:
+                return await publisher.publish(conversation, reply)
+
+            return publish
+        if fallback is None:
+            raise RuntimeError("nowhere to post: no publisher attached and no responder")
+        return fallback.send
+
+    async def end_round(self, session_id: int, expected_round: int, *, fallback: Responder | None = None) -> bool:
+        """End round `expected_round` (timer or button): post Themes, then yes-and ideas and the next round, or the
+        wrap-up after the last round. False when that round had already ended (a timer and a button racing)."""
+        async with self._lock(session_id):
+            session = await self.app.store.get_brainstorm(session_id)
+            if session is None or not session.is_open or session.round != expected_round:
+                return False
+            self._disarm(session_id)
+            post = self._poster(session, fallback)
+            views = await self._sort(session, post)
+            if session.round >= session.rounds:
+                await self._wrap_up(await self._reload(session), post, sorted_already=True)
+                return True
+            await self._yes_and(await self._reload(session), views, post)
+            deadline = self.clock() + timedelta(minutes=session.minutes)
+            session = await self.app.store.update_brainstorm(session.id, round=session.round + 1, deadline=deadline)
+            await post(render.round_open(session))
+            self._arm(session)
+            return True
+
+    async def _reload(self, session: BrainstormRecord) -> BrainstormRecord:
+        fresh = await self.app.store.get_brainstorm(session.id)
+        return fresh or session
+
+    async def _sort(self, session: BrainstormRecord, post: Post | None) -> dict[int, render.IdeaView]:
+        """Embed, merge, cluster and name the session's ideas so far; post **Themes** when `post` is given."""
+        store = self.app.store
+        ideas = await store.ideas(session.id)
+        voters = await store.voters(session.id)
+        views = render.idea_views(ideas, voters)
+        # People's ideas, plus Chorus' own once someone voted for them (adopted).
+        candidates = [view.idea for view in sorted(views.values(), key=lambda v: v.idea.number) if render.adopted(view)]
+        this_round = sum(1 for idea in ideas if idea.source == "person" and idea.round == session.round)
+        if not candidates:
+            if post is not None:
+                await post(
+                    Reply(
+                        parts=(
+                            f"Round {session.round} ended with no ideas yet, so there is nothing to sort. Post ideas "
+                            "in the thread (or press 💡 Add idea); every message counts.",
+                        ),
+                        title=f"Themes — round {session.round} of {session.rounds}",
+                        actions=render.controls(session.id),
+                    )
+                )
+            return views
+        try:
+            organized = await organize(
+                [(idea.id, idea.text) for idea in candidates],
+                embedder=self.app.embedder,
+                generator=self.app.generator,
+                topic=session.topic,
+                blocklist=self.app.blocklist,
+                merge_threshold=self.config.merge_threshold,
+                max_themes=self.config.max_themes,
+                embed_chars=self.config.embed_chars,
+                seed=session.id * 1000 + session.round,
+                key=session.conversation.key,
+            )
+        except Exception:
+            _log.exception("sorting brainstorm %d failed", session.id)
+            if post is not None:
+                await post(Reply(parts=(_THEMES_FAILED,), actions=render.controls(session.id)))
+            return views
+        await store.merge_ideas(organized.merged)
+        themes = [{"label": theme.label, "idea_ids": list(theme.idea_ids)} for theme in organized.themes]
+        session = await store.update_brainstorm(session.id, themes=themes)
+        views = render.idea_views(await store.ideas(session.id), voters)
+        if post is not None:
+            note = ""
+            if this_round == 0:
+                note = "No new ideas this round; these are the ideas so far."
+            elif len(candidates) == 1:
+                note = "Just one idea so far, so it is its own theme; more ideas make better themes."
+            if organized.merged:
+                note += (" " if note else "") + (
+                    f"{len(organized.merged)} near-duplicate idea{'s were' if len(organized.merged) != 1 else ' was'} "
+                    "merged; every author is credited."
+                )
+            await post(render.themes_reply(session, session.themes, views, note))
+        return views
+
+    async def _yes_and(self, session: BrainstormRecord, views: dict[int, render.IdeaView], post: Post) -> None:
+        voted = [view for view in render.ranked(views) if view.votes]
+        basis = (
+            voted[:3]
+            or [views[ids[0]] for theme in session.themes if (ids := theme["idea_ids"]) and ids[0] in views][:3]
+        )
+        if not basis:
+            return
+        texts = await yes_and_ideas(
+            self.app.generator,
+            session.topic,
+            [view.idea.text for view in basis],
+            self.config.yes_and_ideas,
+            blocklist=self.app.blocklist,
+            seed=session.id * 1000 + session.round + 500,
+            key=session.conversation.key,
+        )
+        for text in texts:
+            idea = await self.app.store.add_idea(
+                session.id, CHORUS, session.conversation.platform, text, round=session.round + 1, source="yes-and"
+            )
+            ref = await post(render.chorus_idea(session.id, idea, "Yes, and…"))
+            await self.app.store.set_idea_message_ref(idea.id, ref)
+
+    # -- wrap-up -----------------------------------------------------------------------------------------------------
+
+    async def _wrap_up(self, session: BrainstormRecord, post: Post, *, sorted_already: bool = False) -> None:
+        """Close the session, write the summary, post it with the Markdown file attached."""
+        self._disarm(session.id)
+        store = self.app.store
+        views = render.idea_views(await store.ideas(session.id), await store.voters(session.id))
+        if not sorted_already:
+            views = await self._sort(session, None)
+            session = await self._reload(session)
+        top = [view.idea.text for view in render.ranked(views)[:3]]
+        steps = (
+            await next_steps(
+                self.app.generator,
+                session.topic,
+                top,
+                blocklist=self.app.blocklist,
+                seed=session.id * 1000 + 999,
+                key=session.conversation.key,
+            )
+            if top
+            else []
+        )
+        now = self.clock()
+        session = await store.update_brainstorm(
+            session.id,
+            status=BRAINSTORM_CLOSED,
+            next_steps=steps,
+            deadline=None,
+            closed_at=now,
+            expires_at=now + timedelta(days=self.config.retention_days),
+        )
+        await post(await self.summary_reply(session))
+        await store.purge_expired_brainstorms(now)
+        _log.info("brainstorm %d wrapped up", session.id)
+
+    async def summary_reply(self, session: BrainstormRecord) -> Reply:
+        """The summary as a message with the Markdown file attached (rewritten from the store each time)."""
+        store = self.app.store
+        ideas = await store.ideas(session.id)
+        voters = await store.voters(session.id)
+        views = render.idea_views(ideas, voters)
+        voter_count = len(set().union(*voters.values())) if voters else 0
+        markdown = render.summary_markdown(session, views, ideas, voter_count)
+        path = self.write_summary(session, markdown)
+        return Reply(
+            parts=(markdown,),
+            title=f"Brainstorm summary: {render.short(session.topic, 80)}",
+            footer=f"Also attached as {path.name}. /brainstorm summary shows it again.",
+            attachments=(Attachment(path.name, path, "Brainstorm summary (Markdown)"),),
+        )
+
+    def write_summary(self, session: BrainstormRecord, markdown: str) -> Path:
+        self.summaries_dir.mkdir(parents=True, exist_ok=True)
+        path = self.summaries_dir / f"brainstorm-{session.id}-summary.md"
+        path.write_text(markdown + "\n", encoding="utf-8")
+        return path
+
+    async def refresh_summaries(self) -> None:
+        """Rewrite summary files from the store (after a /forget), and delete those of purged sessions."""
+        if not self.summaries_dir.is_dir():
+            return
+        for path in self.summaries_dir.glob("brainstorm-*-summary.md"):
+            match = re.fullmatch(r"brainstorm-(\d+)-summary\.md", path.name)
+            session = await self.app.store.get_brainstorm(int(match.group(1))) if match else None
+            if session is None:
+                path.unlink(missing_ok=True)
+            else:
+                await self.summary_reply(session)
+
+    # -- timers ------------------------------------------------------------------------------------------------------
+
+    def _arm(self, session: BrainstormRecord) -> None:
+        """(Re)start the round timer from the stored deadline; a deadline already past fires at once."""
+        self._disarm(session.id)
+        if session.deadline is None or not session.is_open:
+            return
+        delay = max(0.0, (session.deadline - self.clock()).total_seconds())
+        self._timers[session.id] = asyncio.create_task(
+            self._timer(session.id, session.round, delay), name=f"brainstorm-{session.id}-round-{session.round}"
+        )
+
+    def _disarm(self, session_id: int) -> None:
+        task = self._timers.pop(session_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _timer(self, session_id: int, round_number: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self.app.publisher is None:
+            _log.info("brainstorm %d: round %d timer fired with no publisher; waits for one", session_id, round_number)
+            return
+        try:
+            await self.end_round(session_id, round_number)
+        except Exception:
+            _log.exception("brainstorm %d: ending round %d on its timer failed", session_id, round_number)
+
+    async def _on_publisher(self, publisher: Publisher) -> None:
+        """Resume: re-arm every running session's timer from its stored deadline, and drop expired sessions."""
+        await self.app.store.purge_expired_brainstorms(self.clock())
+        for session in await self.app.store.open_brainstorms():
+            self._arm(session)
+        if self._timers:
+            _log.info("brainstorm: %d running session timers re-armed", len(self._timers))
+
+    async def close(self) -> None:
+        tasks = list(self._timers.values())
+        self._timers.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+NEXT_ACTION = render.NEXT

