@@ -12,7 +12,7 @@ from bots.errors import UserError
 from bots.events import Action, Message, Reaction
 from bots.parsing import parse_tone
 from bots.reply import Reply, ReplyAction
-from bots.router import Context
+from bots.router import Context, take_quota
 from bots.store import GenerationRecord
 from bots.studio import Draft
 from config import KindSpec, Settings
@@ -170,6 +170,7 @@ async def handle_message(ctx: Context) -> None:
     if len(text) > limit:
         raise UserError(f"That message is {len(text)} characters; the limit is {limit}. Shorten it and try again.")
     record = await target_generation(ctx, None, message.reply_to)
+    take_quota(ctx.app.quota, message)
     await ctx.app.store.add_engagement(message.conversation, "reply", user=message.user, generation_id=record.id)
     await refine(ctx, record, text)
 

@@ -124,14 +124,21 @@ class Quota:
         return 0.0
 
 
+def take_quota(quota: Quota, event: Event) -> None:
+    """Charge one generation to the event's user, or refuse with the wait time."""
+    wait = quota.take(event.conversation.platform, event.user.id)
+    if wait > 0:
+        seconds = max(1, round(wait))
+        raise UserError(f"You've reached {quota.per_minute} generations a minute. Try again in {seconds} s.")
+
+
 def quota_check(quota: Quota) -> Middleware:
+    """Commands and buttons that generate are charged here. A plain message is charged only when it turns out to be
+    a refinement (feedback.handle_message): a brainstorm idea or a reply to a drop generates nothing."""
+
     async def middleware(ctx: Context, call_next: Handler) -> None:
-        if event_generates(ctx):
-            wait = quota.take(ctx.event.conversation.platform, ctx.event.user.id)
-            if wait > 0:
-                raise UserError(
-                    f"You've reached {quota.per_minute} generations a minute. Try again in {max(1, round(wait))} s."
-                )
+        if event_generates(ctx) and not isinstance(ctx.event, Message):
+            take_quota(quota, ctx.event)
         await call_next(ctx)
 
     return middleware

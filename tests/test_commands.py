@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bots.app import Chorus
-from bots.events import Activity, Command, Conversation, Reaction, User
+from bots.events import Activity, Command, Conversation, Message, Reaction, User
 from bots.router import CommandSpec, Context
 from bots.store import Store
 from generation.fake import FakeGenerator
@@ -167,6 +167,31 @@ async def test_quota_per_user_with_a_wait_time(tmp_path: Path) -> None:
         other = await bot.one("/create slogan for bob", as_user="bob")
         assert other.title == "slogan · v1"
         assert "/help" in reply_text(await bot.one("/help", as_user="alice")), "non-generating commands are free"
+    finally:
+        await bot.chorus.close()
+
+
+async def test_messages_a_feature_claims_cost_no_quota_but_refinements_do(tmp_path: Path) -> None:
+    bot = await make_bot(settings_for(tmp_path, CHORUS_LIMITS__QUOTA_PER_MINUTE="2"))
+    claimed: list[str] = []
+
+    async def ideas(ctx: Context) -> bool:
+        text = getattr(ctx.event, "text", "")
+        if text.startswith("idea:"):
+            claimed.append(text)
+            return True
+        return False
+
+    bot.chorus.intercept(Message, ideas)
+    try:
+        await bot.one("/create slogan one")
+        for number in range(5):  # a brainstorm thread: many messages, none of them generate
+            assert await bot.say(f"idea: number {number}") == []
+        assert len(claimed) == 5
+        await bot.one("make it rhyme")
+        refused = await bot.one("make it longer")
+        assert reply_text(refused).startswith("You've reached 2 generations a minute.")
+        assert len(bot.generator.requests) == 2
     finally:
         await bot.chorus.close()
 
