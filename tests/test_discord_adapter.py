@@ -1,0 +1,391 @@
+"""The Discord adapter end to end: real discord.py against the fake Discord in fake_discord.py, Chorus on the
+FakeGenerator and a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from adapters.discord.app import DiscordAdapter, apply_endpoints
+from adapters.discord.render import THINKING
+from bots.app import Chorus
+from bots.store import EngagementEvent, Feedback, Store
+from fake_discord import BOT_ID, CHANNEL_ID, FakeDiscord, Recorded
+from generation.fake import FakeGenerator
+from support import settings_for, wait_until
+
+
+@dataclass
+class Harness:
+    fake: FakeDiscord
+    adapter: DiscordAdapter
+    chorus: Chorus
+    generator: FakeGenerator
+    task: asyncio.Task[int]
+
+    def originals(self, token: str) -> list[Recorded]:
+        return self.fake.find("PATCH", rf"/webhooks/\d+/{token}/messages/@original")
+
+    def final_edit(self, token: str) -> Recorded | None:
+        """The edit (or follow-up) that carries components: the finished result."""
+        for record in reversed(self.fake.find("PATCH", rf"/webhooks/\d+/{token}") + self.fake.find("POST", rf"/webhooks/\d+/{token}")):
+            if isinstance(record.body, dict) and record.body.get("components"):
+                return record
+        return None
+
+    def message_for(self, token: str) -> dict:
+        return self.fake.messages[self.fake.originals[token]]
+
+    async def finished(self, token: str, timeout_s: float = 20.0) -> dict:
+        await wait_until(lambda: self.final_edit(token) is not None, timeout_s)
+        record = self.final_edit(token)
+        assert record is not None
+        return record.body
+
+
+def custom_ids(body: dict) -> list[str]:
+    return [c["custom_id"] for row in body.get("components", []) for c in row["components"]]
+
+
+async def start_harness(
+    tmp_path: Path, generator: FakeGenerator | None = None, fake: FakeDiscord | None = None, **env: str
+) -> Harness:
+    if fake is None:
+        fake = FakeDiscord()
+        await fake.start()
+    settings = settings_for(
+        tmp_path,
+        CHORUS_CHORUS__PLATFORM="discord",
+        CHORUS_DISCORD__API_BASE_URL=fake.api_base_url,
+        CHORUS_DISCORD__GATEWAY_URL=fake.gateway_url,
+        CHORUS_DISCORD__RECONNECT_DELAY_S="0.05",
+        CHORUS_LIMITS__STREAM_EDIT_INTERVAL_S="0.2",
+        **env,
+    )
+    store = Store(settings.store_url)
+    await store.start()
+    generator = generator or FakeGenerator(delay_s=0.02)
+    chorus = Chorus(settings, store, generator)
+    apply_endpoints(settings)
+    adapter = DiscordAdapter(chorus)
+    fake._connected.clear()
+    task = asyncio.create_task(adapter.run("fake-token"))
+    await fake.wait_connected()
+    await wait_until(lambda: adapter.client.is_ready())
+    return Harness(fake, adapter, chorus, generator, task)
+
+
+async def stop_harness(harness: Harness, *, stop_fake: bool = True) -> None:
+    await harness.adapter.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(harness.task, 10)
+    await harness.chorus.close()
+    if stop_fake:
+        await harness.fake.stop()
+
+
+@pytest.fixture
+async def bot(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = await start_harness(tmp_path)
+    yield harness
+    await stop_harness(harness)
+
+
+async def test_login_syncs_every_core_command_with_typed_options(bot: Harness) -> None:
+    synced = bot.fake.find("PUT", r"/applications/\d+/commands$")
+    assert synced and synced[0].headers["Authorization"] == "Bot fake-token"
+    commands = {c["name"]: c for c in synced[-1].body}
+    assert set(bot.chorus.router.commands) <= set(commands)
+    create = {o["name"]: o for o in commands["create"]["options"]}
+    assert [c["value"] for c in create["kind"]["choices"]] == list(bot.chorus.settings.kinds)
+    assert [c["value"] for c in create["tone"]["choices"]] == list(bot.chorus.settings.tones)
+    assert create["kind"]["required"] and create["prompt"]["required"] and not create["n"].get("required", False)
+    assert create["n"]["type"] == 4 and create["n"]["max_value"] == bot.chorus.settings.limits.max_variants
+    # A command without structured options takes free text, as in the terminal.
+    assert [o["name"] for o in commands["help"]["options"]] == ["text"]
+    menu = [c for c in synced[-1].body if c.get("type") == 3]
+    assert [c["name"] for c in menu] == ["Remix with Chorus"]
+    identify = [op for op in bot.fake.gateway_ops if op["op"] == 2]
+    assert identify and identify[0]["d"]["token"] == "fake-token"
+
+
+async def test_create_defers_streams_with_throttled_edits_and_ends_with_components(bot: Harness) -> None:
+    bot.generator.delay_s = 0.05
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "a night-owl bakery", "n": 2})
+    token = payload["token"]
+    await wait_until(lambda: payload["id"] in bot.fake.callback_at)
+    callback = bot.fake.find("POST", rf"/interactions/{payload['id']}/")[0]
+    assert callback.body["type"] == 5  # deferred: "Chorus is thinking…"
+    final = await bot.finished(token)
+    edits = bot.originals(token)
+    assert len(edits) >= 3, "the text should stream in several edits"
+    gaps = [b.at - a.at for a, b in zip(edits, edits[1:-1], strict=False)]
+    assert gaps and min(gaps) >= 0.15, f"progress edits must be throttled, got gaps {gaps}"
+    embed = final["embeds"][0]
+    assert embed["title"] == "slogan · v1"
+    assert "**1.**" in embed["description"] and "**2.**" in embed["description"]
+    ids = custom_ids(final)
+    record = await latest_with_ref(bot)
+    assert record.message_ref == bot.fake.originals[token]
+    assert f"chorus::regenerate:{record.id}:" in ids and f"chorus::rate_up:{record.id}:+1" in ids
+    tone_select = [c for row in final["components"] for c in row["components"] if c["type"] == 3]
+    assert [o["value"] for o in tone_select[0]["options"]] == list(bot.chorus.settings.tones)
+    assert final["allowed_mentions"] == {"parse": []}
+
+
+async def latest_with_ref(bot: Harness):
+    """The latest result once its message id is stored (that happens just after the final edit)."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        record = await bot.chorus.store.latest_generation(bot_conversation())
+        if record is not None and record.message_ref:
+            return record
+        assert asyncio.get_running_loop().time() < deadline, "no stored message_ref"
+        await asyncio.sleep(0.02)
+
+
+def bot_conversation():
+    from bots.events import Conversation
+    from fake_discord import GUILD_ID
+
+    return Conversation("discord", GUILD_ID, CHANNEL_ID)
+
+
+async def create_one(bot: Harness, prompt: str = "a night-owl bakery") -> tuple[str, dict]:
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": prompt})
+    final = await bot.finished(payload["token"])
+    await latest_with_ref(bot)
+    return bot.fake.originals[payload["token"]], final
+
+
+async def test_button_makes_v2_and_a_reply_makes_v3(bot: Harness) -> None:
+    message_id, final = await create_one(bot)
+    regenerate = next(cid for cid in custom_ids(final) if ":regenerate:" in cid)
+    click = await bot.fake.click(message_id, regenerate)
+    v2 = await bot.finished(click["token"])
+    assert v2["embeds"][0]["title"] == "slogan · v2 · regenerate"
+    v2_message = bot.fake.originals[click["token"]]
+    await bot.fake.user_message("make it rhyme", reply_to=v2_message)
+    await wait_until(lambda: any("v3" in str(r.body) for r in bot.fake.find("PATCH", r"/channels/\d+/messages/\d+")))
+    posted = bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")
+    assert posted[0].body["message_reference"]["message_id"] == int(posted[0].body["message_reference"]["message_id"])
+    record = await bot.chorus.store.latest_generation(bot_conversation())
+    assert record is not None and record.version == 3 and record.instruction == "make it rhyme"
+
+
+async def test_a_reaction_on_a_result_is_stored_as_engagement(bot: Harness) -> None:
+    message_id, _ = await create_one(bot)
+    await bot.fake.react(message_id, "🔥")
+
+    async def rows() -> list[EngagementEvent]:
+        async with bot.chorus.store.session() as session:
+            return list((await session.execute(select(EngagementEvent))).scalars())
+
+    deadline = asyncio.get_running_loop().time() + 10
+    found: list[EngagementEvent] = []
+    while not found:
+        found = [r for r in await rows() if r.kind == "reaction"]
+        assert asyncio.get_running_loop().time() < deadline, "no engagement row"
+        await asyncio.sleep(0.02)
+    assert found[0].value == "🔥"
+
+
+async def test_rating_button_is_acknowledged_ephemerally(bot: Harness) -> None:
+    message_id, final = await create_one(bot)
+    thumbs = next(cid for cid in custom_ids(final) if ":rate_up:" in cid)
+    click = await bot.fake.click(message_id, thumbs)
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{click['id']}/")))
+    body = bot.fake.find("POST", rf"/interactions/{click['id']}/")[0].body
+    assert body["type"] == 4 and body["data"]["flags"] & 64 and "Noted 👍" in body["data"]["content"]
+    async with bot.chorus.store.session() as session:
+        ratings = [f.value for f in (await session.execute(select(Feedback))).scalars() if f.kind == "rating"]
+    assert ratings == ["+1"]
+
+
+async def test_old_buttons_work_after_a_restart(tmp_path: Path) -> None:
+    first = await start_harness(tmp_path)
+    message_id, final = await create_one(first)
+    await stop_harness(first, stop_fake=False)
+    second = await start_harness(tmp_path, fake=first.fake)
+    try:
+        shorter = next(cid for cid in custom_ids(final) if ":shorter:" in cid)
+        click = await second.fake.click(message_id, shorter)
+        v2 = await second.finished(click["token"])
+        assert v2["embeds"][0]["title"] == "slogan · v2 · shorter"
+    finally:
+        await stop_harness(second)
+
+
+async def test_button_on_a_deleted_generation_says_so_ephemerally(bot: Harness) -> None:
+    message_id, final = await create_one(bot)
+    await bot.chorus.store.forget_user("discord", "940000000000000001")
+    longer = next(cid for cid in custom_ids(final) if ":longer:" in cid)
+    click = await bot.fake.click(message_id, longer)
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{click['id']}/")))
+    body = bot.fake.find("POST", rf"/interactions/{click['id']}/")[0].body
+    assert body["type"] == 4 and body["data"]["flags"] & 64
+    assert "no longer exists" in body["data"]["content"]
+
+
+async def test_generated_text_never_pings(bot: Harness) -> None:
+    bot.generator.script = lambda request: "Hey @everyone and @here, ask <@123> or <@&456> now"
+    await create_one(bot)
+    bodies = [b for b in bot.fake.bodies() if "content" in b or "embeds" in b]
+    assert bodies
+    for body in bodies:
+        assert body.get("allowed_mentions") == {"parse": []}, body
+        text = str(body.get("content") or "") + str(body.get("embeds") or "")
+        assert "@everyone" not in text and "@here" not in text and "<@123>" not in text and "<@&456>" not in text
+
+
+@pytest.mark.parametrize("is_global", [False, True])
+async def test_429_on_edits_still_delivers_the_final_text(bot: Harness, is_global: bool) -> None:
+    bot.fake.fail("PATCH", r"/messages/@original", times=3, is_global=is_global, retry_after=0.1)
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "rainy day cinema"})
+    final = await bot.finished(payload["token"])
+    assert "rainy day cinema" in final["embeds"][0]["description"]
+    assert sum(f.hits for f in bot.fake.faults) == 3
+
+
+async def test_a_429_storm_on_the_original_falls_back_to_a_follow_up(bot: Harness) -> None:
+    # discord.py retries a webhook request 5 times; the storm outlasts that, so the follow-up carries the result.
+    bot.fake.fail("PATCH", r"/messages/@original", times=1000, retry_after=0.01)
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "rainy day cinema"})
+    token = payload["token"]
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/webhooks/\d+/{token}$")))
+    follow_up = bot.fake.find("POST", rf"/webhooks/\d+/{token}$")[0].body
+    assert "rainy day cinema" in follow_up["embeds"][0]["description"] and follow_up["components"]
+    # The stale "thinking…" placeholder is removed rather than left above the result.
+    await wait_until(lambda: bool(bot.fake.find("DELETE", rf"/webhooks/\d+/{token}/messages/@original")))
+
+
+async def test_a_429_without_via_is_not_retried_but_the_result_still_arrives(bot: Harness) -> None:
+    bot.fake.fail("PATCH", r"/messages/@original", times=1000, via=False)
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "tea by the sea"})
+    token = payload["token"]
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/webhooks/\d+/{token}$")))
+    assert "tea by the sea" in bot.fake.find("POST", rf"/webhooks/\d+/{token}$")[0].body["embeds"][0]["description"]
+
+
+async def test_a_malformed_gateway_event_does_not_kill_the_bot(bot: Harness) -> None:
+    # A MESSAGE_CREATE without the fields discord.py indexes raises KeyError inside its parser.
+    await bot.fake.dispatch("MESSAGE_CREATE", {"id": "1"})
+    await bot.fake.dispatch("GUILD_MEMBER_UPDATE", {"nonsense": True})
+    await bot.fake.send_raw('{"op": 0, "t": "MESSAGE_REACTION_ADD", "s": 99, "d": {"user_id": "x"}}')
+    await wait_until(lambda: bot.adapter.dropped_events >= 2)
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "still alive"})
+    final = await bot.finished(payload["token"])
+    assert "still alive" in final["embeds"][0]["description"]
+    assert not bot.task.done()
+
+
+async def test_a_crash_out_of_client_start_restarts_the_client(bot: Harness) -> None:
+    old = bot.adapter.client
+
+    def explode(data: object) -> None:
+        raise KeyError("boom")
+
+    # Something outside the guarded parsers (here: the socket loop itself) raising must not end the bot.
+    old.ws.received_message = _raiser(KeyError("boom"))  # type: ignore[method-assign]
+    await bot.fake.dispatch("TYPING_START", {})
+    await wait_until(lambda: bot.adapter.restarts >= 1 and bot.adapter.client is not old)
+    await wait_until(lambda: bot.adapter.client.is_ready())
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "back again"})
+    final = await bot.finished(payload["token"])
+    assert "back again" in final["embeds"][0]["description"]
+
+
+def _raiser(exc: Exception):
+    async def raise_(*_: object) -> None:
+        raise exc
+
+    return raise_
+
+
+async def test_gateway_close_is_followed_by_resume(bot: Harness) -> None:
+    await bot.fake.close_socket(4000)
+    await wait_until(lambda: any(op["op"] == 6 for op in bot.fake.gateway_ops))
+    resume = next(op for op in bot.fake.gateway_ops if op["op"] == 6)
+    assert resume["d"]["session_id"] == bot.fake.session_id and resume["d"]["token"] == "fake-token"
+    await bot.fake.wait_connected()
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "after resume"})
+    final = await bot.finished(payload["token"])
+    assert "after resume" in final["embeds"][0]["description"]
+
+
+async def test_limits_and_busy_are_ephemeral(tmp_path: Path) -> None:
+    bot = await start_harness(tmp_path, CHORUS_LIMITS__QUOTA_PER_MINUTE="1", CHORUS_LIMITS__MAX_PROMPT_CHARS="40")
+    try:
+        long = await bot.fake.slash("create", {"kind": "slogan", "prompt": "x" * 60})
+        await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{long['id']}/")))
+        body = bot.fake.find("POST", rf"/interactions/{long['id']}/")[0].body
+        assert body["data"]["flags"] & 64 and "limit" in body["data"]["content"]
+
+        await create_one(bot, "ok")
+        over = await bot.fake.slash("create", {"kind": "slogan", "prompt": "again"})
+        await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{over['id']}/")))
+        body = bot.fake.find("POST", rf"/interactions/{over['id']}/")[0].body
+        assert body["data"]["flags"] & 64 and "Try again in" in body["data"]["content"]
+    finally:
+        await stop_harness(bot)
+
+
+async def test_queue_full_is_ephemeral_and_leaves_no_thinking(bot: Harness) -> None:
+    bot.generator.busy = True
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "busy day"})
+    token = payload["token"]
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/webhooks/\d+/{token}$")))
+    follow_up = bot.fake.find("POST", rf"/webhooks/\d+/{token}$")[0].body
+    assert follow_up["flags"] & 64 and "busy" in follow_up["content"]
+    await wait_until(lambda: bool(bot.fake.find("DELETE", rf"/webhooks/\d+/{token}/messages/@original")))
+    assert token not in bot.fake.originals or bot.fake.originals[token] not in bot.fake.messages
+
+
+async def test_queue_position_shows_while_waiting(bot: Harness) -> None:
+    bot.generator.queued = 2
+    bot.generator.delay_s = 0.1
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "queued"})
+    await bot.finished(payload["token"])
+    footers = [str(r.body) for r in bot.originals(payload["token"])]
+    assert any("Queued: " in f and "in line" in f for f in footers)
+    assert THINKING not in str(bot.final_edit(payload["token"]).body)  # type: ignore[union-attr]
+
+
+async def test_an_old_interaction_token_is_answered_in_the_channel(tmp_path: Path) -> None:
+    bot = await start_harness(
+        tmp_path, FakeGenerator(delay_s=0.15), CHORUS_DISCORD__INTERACTION_TOKEN_TTL_S="0.5"
+    )
+    try:
+        payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "a very long job about owls"})
+        await wait_until(
+            lambda: any(r.body and r.body.get("components") for r in bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$"))
+            or any(r.body and r.body.get("components") for r in bot.fake.find("PATCH", rf"/channels/{CHANNEL_ID}/messages/\d+"))
+        )
+        late = [r for r in bot.fake.requests if r.path.startswith("/webhooks") and r.at > bot.fake.callback_at[payload["id"]] + 0.6]
+        assert not [r for r in late if r.method == "PATCH"], "the stale token must not be used for edits"
+        await latest_with_ref(bot)
+    finally:
+        await stop_harness(bot)
+
+
+async def test_mention_without_message_content_refines_and_plain_messages_are_activity(bot: Harness) -> None:
+    seen: list[object] = []
+
+    async def count(ctx) -> bool:
+        seen.append(ctx.event)
+        return True
+
+    from bots.events import Activity
+
+    bot.chorus.intercept(Activity, count)
+    await create_one(bot)
+    await bot.fake.user_message("just chatting")
+    await wait_until(lambda: len(seen) == 1)
+    await bot.fake.user_message(f"<@{BOT_ID}> make it longer", mention=True)
+    await wait_until(lambda: any("v2" in str(r.body) for r in bot.fake.find("PATCH", r"/channels/\d+/messages/\d+")))
