@@ -29,13 +29,23 @@ CHANNEL_ID = "920000000000000001"
 MOD_PERMISSIONS = str((1 << 4) | (1 << 10) | (1 << 11))  # Manage Channels, View Channel, Send Messages
 USER_PERMISSIONS = str((1 << 10) | (1 << 11))
 
-BOT_USER = {"id": BOT_ID, "username": "Chorus", "discriminator": "0", "global_name": "Chorus", "avatar": None, "bot": True}
+BOT_USER = {
+    "id": BOT_ID,
+    "username": "Chorus",
+    "discriminator": "0",
+    "global_name": "Chorus",
+    "avatar": None,
+    "bot": True,
+}
 
 
-def snowflake(at_ms: float | None = None, counter: itertools.count = itertools.count(1)) -> str:
+_SEQUENCE = itertools.count(1)
+
+
+def snowflake(at_ms: float | None = None) -> str:
     """A Discord id whose timestamp is `at_ms` (now by default), so created_at is meaningful."""
     ms = int(time.time() * 1000) if at_ms is None else int(at_ms)
-    return str(((ms - DISCORD_EPOCH_MS) << 22) | (next(counter) & 0x3FFFFF))
+    return str(((ms - DISCORD_EPOCH_MS) << 22) | (next(_SEQUENCE) & 0x3FFFFF))
 
 
 def user_payload(user_id: str, name: str) -> dict[str, Any]:
@@ -164,7 +174,11 @@ class FakeDiscord:
         if fault.via:
             headers["Via"] = "1.1 google"
         if fault.status == 429:
-            body = {"message": "You are being rate limited.", "retry_after": fault.retry_after, "global": fault.is_global}
+            body = {
+                "message": "You are being rate limited.",
+                "retry_after": fault.retry_after,
+                "global": fault.is_global,
+            }
             headers["Retry-After"] = str(fault.retry_after)
             if not fault.is_global:
                 headers["X-RateLimit-Remaining"] = "0"
@@ -200,7 +214,14 @@ class FakeDiscord:
             return _json({"url": self.gateway_url})
         if method == "PUT" and re.fullmatch(r"/applications/\d+(/guilds/\d+)?/commands", path):
             commands = [
-                {"description": "", **command, "id": snowflake(), "application_id": APP_ID, "version": "1", "default_member_permissions": None}
+                {
+                    "description": "",
+                    **command,
+                    "id": snowflake(),
+                    "application_id": APP_ID,
+                    "version": "1",
+                    "default_member_permissions": None,
+                }
                 for command in body
             ]
             return _json(commands)
@@ -262,7 +283,9 @@ class FakeDiscord:
         interaction: dict[str, Any] = {"id": interaction_id, "type": 2}
         resource: dict[str, Any] | None = None
         if kind in (4, 5):
-            message = self._new_message(CHANNEL_ID, data if kind == 4 else {"content": "", "flags": data.get("flags", 0) | 128})
+            message = self._new_message(
+                CHANNEL_ID, data if kind == 4 else {"content": "", "flags": data.get("flags", 0) | 128}
+            )
             self.originals[token] = message["id"]
             interaction.update(
                 response_message_id=message["id"],
@@ -277,7 +300,9 @@ class FakeDiscord:
             payload["resource"] = resource
         return _json(payload)
 
-    def _new_message(self, channel_id: str, body: dict[str, Any], author: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _new_message(
+        self, channel_id: str, body: dict[str, Any], author: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         message = message_payload(
             snowflake(),
             channel_id,
@@ -347,8 +372,19 @@ class FakeDiscord:
             "name": "Fake Guild",
             "icon": None,
             "owner_id": "930000000000000009",
-            "roles": [{"id": GUILD_ID, "name": "@everyone", "permissions": USER_PERMISSIONS, "position": 0, "color": 0,
-                       "hoist": False, "managed": False, "mentionable": False, "flags": 0}],
+            "roles": [
+                {
+                    "id": GUILD_ID,
+                    "name": "@everyone",
+                    "permissions": USER_PERMISSIONS,
+                    "position": 0,
+                    "color": 0,
+                    "hoist": False,
+                    "managed": False,
+                    "mentionable": False,
+                    "flags": 0,
+                }
+            ],
             "emojis": [],
             "features": [],
             "member_count": 3,
@@ -396,19 +432,30 @@ class FakeDiscord:
 
     # ---------------------------------------------------------------- interactions the tests send
     async def slash(
-        self, name: str, options: dict[str, Any] | None = None, *, user: tuple[str, str] = ("940000000000000001", "alice"),
-        moderator: bool = False, channel_id: str = CHANNEL_ID,
+        self,
+        name: str,
+        options: dict[str, Any] | None = None,
+        *,
+        user: tuple[str, str] = ("940000000000000001", "alice"),
+        moderator: bool = False,
+        channel_id: str = CHANNEL_ID,
     ) -> dict[str, Any]:
         data = {
             "id": snowflake(),
             "name": name,
             "type": 1,
-            "options": [{"name": k, "type": 4 if isinstance(v, int) else 3, "value": v} for k, v in (options or {}).items()],
+            "options": [
+                {"name": k, "type": 4 if isinstance(v, int) else 3, "value": v} for k, v in (options or {}).items()
+            ],
         }
         return await self.interact(2, data, user=user, moderator=moderator, channel_id=channel_id)
 
     async def click(
-        self, message_id: str, custom_id: str, *, values: list[str] | None = None,
+        self,
+        message_id: str,
+        custom_id: str,
+        *,
+        values: list[str] | None = None,
         user: tuple[str, str] = ("940000000000000001", "alice"),
     ) -> dict[str, Any]:
         message = self.messages[message_id]
@@ -427,17 +474,30 @@ class FakeDiscord:
         return await self.interact(5, data, user=user)
 
     async def interact(
-        self, kind: int, data: dict[str, Any], *, user: tuple[str, str], moderator: bool = False,
-        message: dict[str, Any] | None = None, channel_id: str = CHANNEL_ID,
+        self,
+        kind: int,
+        data: dict[str, Any],
+        *,
+        user: tuple[str, str],
+        moderator: bool = False,
+        message: dict[str, Any] | None = None,
+        channel_id: str = CHANNEL_ID,
     ) -> dict[str, Any]:
-        payload = interaction_payload(kind, data, user=user, moderator=moderator, message=message, channel_id=channel_id)
+        payload = interaction_payload(
+            kind, data, user=user, moderator=moderator, message=message, channel_id=channel_id
+        )
         self.dispatched_at[payload["id"]] = time.monotonic()
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
 
     async def user_message(
-        self, content: str, *, user: tuple[str, str] = ("940000000000000001", "alice"), reply_to: str | None = None,
-        mention: bool = False, channel_id: str = CHANNEL_ID,
+        self,
+        content: str,
+        *,
+        user: tuple[str, str] = ("940000000000000001", "alice"),
+        reply_to: str | None = None,
+        mention: bool = False,
+        channel_id: str = CHANNEL_ID,
     ) -> dict[str, Any]:
         message = message_payload(snowflake(), channel_id, user_payload(*user), content)
         message["guild_id"] = GUILD_ID
@@ -445,7 +505,12 @@ class FakeDiscord:
         if mention:
             message["mentions"] = [BOT_USER]
         if reply_to is not None:
-            message["message_reference"] = {"message_id": reply_to, "channel_id": channel_id, "guild_id": GUILD_ID, "type": 0}
+            message["message_reference"] = {
+                "message_id": reply_to,
+                "channel_id": channel_id,
+                "guild_id": GUILD_ID,
+                "type": 0,
+            }
             ref = self.messages.get(reply_to)
             message["referenced_message"] = ref
             if ref is not None and ref["author"]["id"] == BOT_ID:
@@ -467,15 +532,27 @@ class FakeDiscord:
                 "type": 0,
                 "burst": False,
                 "message_author_id": BOT_ID,
-                "member": {"user": user_payload(user_id, "alice"), "roles": [], "joined_at": _now_iso(),
-                           "deaf": False, "mute": False, "flags": 0},
+                "member": {
+                    "user": user_payload(user_id, "alice"),
+                    "roles": [],
+                    "joined_at": _now_iso(),
+                    "deaf": False,
+                    "mute": False,
+                    "flags": 0,
+                },
             },
         )
 
 
 def message_payload(
-    message_id: str, channel_id: str, author: dict[str, Any], content: str, *, embeds: list[Any] | None = None,
-    components: list[Any] | None = None, flags: int = 0,
+    message_id: str,
+    channel_id: str,
+    author: dict[str, Any],
+    content: str,
+    *,
+    embeds: list[Any] | None = None,
+    components: list[Any] | None = None,
+    flags: int = 0,
 ) -> dict[str, Any]:
     return {
         "id": message_id,
@@ -498,8 +575,14 @@ def message_payload(
 
 
 def interaction_payload(
-    kind: int, data: dict[str, Any], *, user: tuple[str, str], moderator: bool = False,
-    message: dict[str, Any] | None = None, channel_id: str = CHANNEL_ID, created_ms: float | None = None,
+    kind: int,
+    data: dict[str, Any],
+    *,
+    user: tuple[str, str],
+    moderator: bool = False,
+    message: dict[str, Any] | None = None,
+    channel_id: str = CHANNEL_ID,
+    created_ms: float | None = None,
 ) -> dict[str, Any]:
     permissions = MOD_PERMISSIONS if moderator else USER_PERMISSIONS
     payload: dict[str, Any] = {
@@ -509,10 +592,25 @@ def interaction_payload(
         "data": data,
         "guild_id": GUILD_ID,
         "channel_id": channel_id,
-        "channel": {"id": channel_id, "type": 0, "guild_id": GUILD_ID, "name": "general", "position": 0,
-                    "permission_overwrites": [], "nsfw": False, "parent_id": None},
-        "member": {"user": user_payload(*user), "roles": [], "joined_at": _now_iso(), "deaf": False, "mute": False,
-                   "flags": 0, "permissions": permissions},
+        "channel": {
+            "id": channel_id,
+            "type": 0,
+            "guild_id": GUILD_ID,
+            "name": "general",
+            "position": 0,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+        },
+        "member": {
+            "user": user_payload(*user),
+            "roles": [],
+            "joined_at": _now_iso(),
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "permissions": permissions,
+        },
         "token": f"tok-{snowflake()}",
         "version": 1,
         "app_permissions": str((1 << 11) | (1 << 10)),

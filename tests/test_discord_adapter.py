@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fake_discord import BOT_ID, CHANNEL_ID, GUILD_ID, FakeDiscord, Recorded
 from sqlalchemy import select
 
 from adapters.discord.app import DiscordAdapter, apply_endpoints
 from adapters.discord.render import THINKING
 from bots.app import Chorus
+from bots.events import Activity, Conversation
 from bots.store import EngagementEvent, Feedback, Store
-from fake_discord import BOT_ID, CHANNEL_ID, FakeDiscord, Recorded
 from generation.fake import FakeGenerator
 from support import settings_for, wait_until
 
@@ -34,7 +36,9 @@ class Harness:
 
     def final_edit(self, token: str) -> Recorded | None:
         """The edit (or follow-up) that carries components: the finished result."""
-        for record in reversed(self.fake.find("PATCH", rf"/webhooks/\d+/{token}") + self.fake.find("POST", rf"/webhooks/\d+/{token}")):
+        for record in reversed(
+            self.fake.find("PATCH", rf"/webhooks/\d+/{token}") + self.fake.find("POST", rf"/webhooks/\d+/{token}")
+        ):
             if isinstance(record.body, dict) and record.body.get("components"):
                 return record
         return None
@@ -125,7 +129,7 @@ async def test_create_defers_streams_with_throttled_edits_and_ends_with_componen
     final = await bot.finished(token)
     edits = bot.originals(token)
     assert len(edits) >= 3, "the text should stream in several edits"
-    gaps = [b.at - a.at for a, b in zip(edits, edits[1:-1], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(edits[:-1])]  # the final edit is not throttled
     assert gaps and min(gaps) >= 0.15, f"progress edits must be throttled, got gaps {gaps}"
     embed = final["embeds"][0]
     assert embed["title"] == "slogan · v1"
@@ -139,21 +143,18 @@ async def test_create_defers_streams_with_throttled_edits_and_ends_with_componen
     assert final["allowed_mentions"] == {"parse": []}
 
 
-async def latest_with_ref(bot: Harness):
+async def latest_with_ref(bot: Harness, version: int = 1):
     """The latest result once its message id is stored (that happens just after the final edit)."""
     deadline = asyncio.get_running_loop().time() + 10
     while True:
         record = await bot.chorus.store.latest_generation(bot_conversation())
-        if record is not None and record.message_ref:
+        if record is not None and record.message_ref and record.version >= version:
             return record
         assert asyncio.get_running_loop().time() < deadline, "no stored message_ref"
         await asyncio.sleep(0.02)
 
 
-def bot_conversation():
-    from bots.events import Conversation
-    from fake_discord import GUILD_ID
-
+def bot_conversation() -> Conversation:
     return Conversation("discord", GUILD_ID, CHANNEL_ID)
 
 
@@ -172,11 +173,12 @@ async def test_button_makes_v2_and_a_reply_makes_v3(bot: Harness) -> None:
     assert v2["embeds"][0]["title"] == "slogan · v2 · regenerate"
     v2_message = bot.fake.originals[click["token"]]
     await bot.fake.user_message("make it rhyme", reply_to=v2_message)
-    await wait_until(lambda: any("v3" in str(r.body) for r in bot.fake.find("PATCH", r"/channels/\d+/messages/\d+")))
+    record = await latest_with_ref(bot, version=3)
+    assert record.instruction == "make it rhyme"
     posted = bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")
-    assert posted[0].body["message_reference"]["message_id"] == int(posted[0].body["message_reference"]["message_id"])
-    record = await bot.chorus.store.latest_generation(bot_conversation())
-    assert record is not None and record.version == 3 and record.instruction == "make it rhyme"
+    assert str(posted[0].body["message_reference"]["message_id"]) != v2_message  # answers the user's message
+    final = bot.fake.messages[record.message_ref]
+    assert final["embeds"][0]["title"] == "slogan · v3 · make it rhyme" and final["components"]
 
 
 async def test_a_reaction_on_a_result_is_stored_as_engagement(bot: Harness) -> None:
@@ -287,10 +289,6 @@ async def test_a_malformed_gateway_event_does_not_kill_the_bot(bot: Harness) -> 
 
 async def test_a_crash_out_of_client_start_restarts_the_client(bot: Harness) -> None:
     old = bot.adapter.client
-
-    def explode(data: object) -> None:
-        raise KeyError("boom")
-
     # Something outside the guarded parsers (here: the socket loop itself) raising must not end the bot.
     old.ws.received_message = _raiser(KeyError("boom"))  # type: ignore[method-assign]
     await bot.fake.dispatch("TYPING_START", {})
@@ -320,14 +318,14 @@ async def test_gateway_close_is_followed_by_resume(bot: Harness) -> None:
 
 
 async def test_limits_and_busy_are_ephemeral(tmp_path: Path) -> None:
-    bot = await start_harness(tmp_path, CHORUS_LIMITS__QUOTA_PER_MINUTE="1", CHORUS_LIMITS__MAX_PROMPT_CHARS="40")
+    bot = await start_harness(tmp_path, CHORUS_LIMITS__QUOTA_PER_MINUTE="2", CHORUS_LIMITS__MAX_PROMPT_CHARS="40")
     try:
         long = await bot.fake.slash("create", {"kind": "slogan", "prompt": "x" * 60})
         await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{long['id']}/")))
         body = bot.fake.find("POST", rf"/interactions/{long['id']}/")[0].body
         assert body["data"]["flags"] & 64 and "limit" in body["data"]["content"]
 
-        await create_one(bot, "ok")
+        await create_one(bot, "ok")  # the refused long prompt counted against the quota too
         over = await bot.fake.slash("create", {"kind": "slogan", "prompt": "again"})
         await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{over['id']}/")))
         body = bot.fake.find("POST", rf"/interactions/{over['id']}/")[0].body
@@ -358,16 +356,26 @@ async def test_queue_position_shows_while_waiting(bot: Harness) -> None:
 
 
 async def test_an_old_interaction_token_is_answered_in_the_channel(tmp_path: Path) -> None:
-    bot = await start_harness(
-        tmp_path, FakeGenerator(delay_s=0.15), CHORUS_DISCORD__INTERACTION_TOKEN_TTL_S="0.5"
-    )
+    bot = await start_harness(tmp_path, FakeGenerator(delay_s=0.15), CHORUS_DISCORD__INTERACTION_TOKEN_TTL_S="0.5")
     try:
         payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "a very long job about owls"})
         await wait_until(
-            lambda: any(r.body and r.body.get("components") for r in bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$"))
-            or any(r.body and r.body.get("components") for r in bot.fake.find("PATCH", rf"/channels/{CHANNEL_ID}/messages/\d+"))
+            lambda: (
+                any(
+                    r.body and r.body.get("components")
+                    for r in bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")
+                )
+                or any(
+                    r.body and r.body.get("components")
+                    for r in bot.fake.find("PATCH", rf"/channels/{CHANNEL_ID}/messages/\d+")
+                )
+            )
         )
-        late = [r for r in bot.fake.requests if r.path.startswith("/webhooks") and r.at > bot.fake.callback_at[payload["id"]] + 0.6]
+        late = [
+            r
+            for r in bot.fake.requests
+            if r.path.startswith("/webhooks") and r.at > bot.fake.callback_at[payload["id"]] + 0.6
+        ]
         assert not [r for r in late if r.method == "PATCH"], "the stale token must not be used for edits"
         await latest_with_ref(bot)
     finally:
@@ -380,8 +388,6 @@ async def test_mention_without_message_content_refines_and_plain_messages_are_ac
     async def count(ctx) -> bool:
         seen.append(ctx.event)
         return True
-
-    from bots.events import Activity
 
     bot.chorus.intercept(Activity, count)
     await create_one(bot)

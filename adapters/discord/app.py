@@ -260,8 +260,10 @@ class DiscordAdapter:
             "data": interaction.data or {},
             "guild_id": str(interaction.guild_id) if interaction.guild_id else None,
             "channel_id": str(interaction.channel_id or ""),
-            "member": {"user": {"id": str(interaction.user.id), "username": interaction.user.name},
-                       "permissions": str(interaction.permissions.value)},
+            "member": {
+                "user": {"id": str(interaction.user.id), "username": interaction.user.name},
+                "permissions": str(interaction.permissions.value),
+            },
         }
 
     def _responder(self, interaction: discord.Interaction, received_at: float) -> DiscordResponder:

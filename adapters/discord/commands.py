@@ -43,7 +43,9 @@ def slash_command(spec: CommandSpec, settings: Settings, on_command: CommandCall
     """One app command for a CommandSpec: its options typed, `kind`/`tone` with choices (autocomplete past 25)."""
     options = spec.options or (FREE_TEXT,)
     free_text = not spec.options
-    parameters = [inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction)]
+    parameters = [
+        inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction)
+    ]
     for name, _ in sorted(options, key=lambda option: option[0] not in _REQUIRED or free_text):
         required = name in _REQUIRED and not free_text
         parameters.append(

@@ -121,7 +121,9 @@ def _send_kwargs(page: Page) -> dict[str, Any]:
 class ChannelResponder:
     """Posts into a channel or thread with the bot token: replies to messages, thread replies, late deliveries."""
 
-    def __init__(self, host: Host, channel_id: int, *, reply_to: int | None = None, guild_id: int | None = None) -> None:
+    def __init__(
+        self, host: Host, channel_id: int, *, reply_to: int | None = None, guild_id: int | None = None
+    ) -> None:
         self.host = host
         self.channel = host.client.get_partial_messageable(channel_id, guild_id=guild_id)
         self.reply_to = reply_to

@@ -62,9 +62,7 @@ def to_user(payload: Mapping[str, Any]) -> User:
     member = payload.get("member") or {}
     permissions = int(member.get("permissions") or 0)
     name = raw.get("global_name") or raw.get("username") or str(raw.get("id", "?"))
-    return User(
-        id=str(raw.get("id", "")), name=name, is_moderator=bool(permissions & (MANAGE_CHANNELS | MANAGE_GUILD))
-    )
+    return User(id=str(raw.get("id", "")), name=name, is_moderator=bool(permissions & (MANAGE_CHANNELS | MANAGE_GUILD)))
 
 
 def to_conversation(payload: Mapping[str, Any]) -> Conversation:
@@ -95,7 +93,9 @@ def to_command(payload: Mapping[str, Any], *, free_text: bool) -> Command:
     text = ""
     if free_text:
         text = options.pop("text", "")
-    return Command(conversation, user, str(data.get("name", "")), text=text, options=options, extras={"payload": payload})
+    return Command(
+        conversation, user, str(data.get("name", "")), text=text, options=options, extras={"payload": payload}
+    )
 
 
 def to_action(payload: Mapping[str, Any]) -> Action | AskFirst | None:
@@ -191,7 +191,9 @@ def emoji_text(emoji: Mapping[str, Any]) -> str:
     return str(emoji.get("name") or "")
 
 
-def to_reaction(payload: Mapping[str, Any], *, added: bool, bot_id: str, thread_parent: str | None = None) -> Reaction | None:
+def to_reaction(
+    payload: Mapping[str, Any], *, added: bool, bot_id: str, thread_parent: str | None = None
+) -> Reaction | None:
     """MESSAGE_REACTION_ADD/REMOVE (raw, so uncached messages count). Chorus' own reactions give None."""
     user_id = str(payload.get("user_id", ""))
     if user_id == bot_id:
