@@ -114,6 +114,8 @@ class DiscordSection(_Section):
     interaction_token_ttl_s: float = Field(840.0, gt=0.0)
     # If a handler has not answered an interaction by then, the adapter defers it (Discord expires it at 3 s).
     ack_deadline_s: float = Field(2.0, gt=0.0, le=2.9)
+    # Defer commands and buttons that generate as soon as they arrive, before discord.py and the core process them.
+    defer_on_receipt: bool = True
     reconnect_delay_s: float = Field(5.0, ge=0.0)
 
 

@@ -103,12 +103,20 @@ class FakeDiscord:
     async def start(self) -> None:
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/gateway", self._gateway)
+        app.router.add_post("/_fake/burst", self._control_burst)
+        app.router.add_get("/_fake/acks", self._control_acks)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def serve_forever(self) -> None:
+        """`python tests/fake_discord.py`: serve until killed, printing the port first (for bench/ack.py)."""
+        await self.start()
+        print(f"FAKE_DISCORD_PORT {self.port}", flush=True)
+        await asyncio.Event().wait()
 
     async def stop(self) -> None:
         for ws in self.sockets:
@@ -147,10 +155,50 @@ class FakeDiscord:
         self.faults.append(fault)
         return fault
 
+    # ---------------------------------------------------------------- control (for benchmarks in another process)
+    async def burst(self, n: int, options: dict[str, Any] | None = None) -> list[str]:
+        """Dispatch n /create interactions back to back (payloads built first); returns their ids."""
+        options = options or {"kind": "slogan", "prompt": "a lighthouse that serves tea"}
+        await self.wait_connected()
+        payloads = []
+        for index in range(n):
+            data = {
+                "id": snowflake(),
+                "name": "create",
+                "type": 1,
+                "options": [{"name": k, "type": 3, "value": v} for k, v in options.items()],
+            }
+            payloads.append(interaction_payload(2, data, user=(str(950000000000000000 + index), f"user{index}")))
+        frames = []
+        for payload in payloads:
+            self.seq += 1
+            frames.append(
+                (payload["id"], json.dumps({"op": 0, "t": "INTERACTION_CREATE", "s": self.seq, "d": payload}))
+            )
+        ws = self.sockets[-1]
+        for interaction_id, frame in frames:
+            self.dispatched_at[interaction_id] = time.monotonic()
+            await ws.send_str(frame)
+        return [payload["id"] for payload in payloads]
+
+    async def _control_burst(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        return _json({"ids": await self.burst(int(body["n"]), body.get("options"))})
+
+    async def _control_acks(self, request: web.Request) -> web.Response:
+        """Milliseconds from dispatch to the interaction callback, per interaction id (null: not acked yet)."""
+        ids = request.query.get("ids", "").split(",")
+        acks = {
+            i: (self.callback_at[i] - self.dispatched_at[i]) * 1000 if i in self.callback_at else None
+            for i in ids
+            if i in self.dispatched_at
+        }
+        return _json({"acks": acks, "connected": self._connected.is_set()})
+
     # ---------------------------------------------------------------- REST
     @web.middleware
     async def _record(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
-        if request.path == "/gateway":
+        if request.path == "/gateway" or request.path.startswith("/_fake/"):
             return await handler(request)
         body: Any = None
         raw = await request.read()
@@ -331,7 +379,10 @@ class FakeDiscord:
                 await ws.send_str(json.dumps({"op": 11, "d": None, "s": None, "t": None}))
             elif op == 2:
                 self.seq = 0
-                await self._send(ws, "READY", self._ready())
+                ready = self._ready()
+                if data["d"].get("shard"):
+                    ready["shard"] = data["d"]["shard"]
+                await self._send(ws, "READY", ready)
                 await self._send(ws, "GUILD_CREATE", self._guild())
                 self._connected.set()
             elif op == 6:
@@ -465,11 +516,20 @@ class FakeDiscord:
         return await self.interact(3, data, user=user, message=message)
 
     async def submit_modal(
-        self, custom_id: str, text: str, *, user: tuple[str, str] = ("940000000000000001", "alice")
+        self,
+        custom_id: str,
+        text: str,
+        *,
+        user: tuple[str, str] = ("940000000000000001", "alice"),
+        more: dict[str, str] | None = None,
     ) -> dict[str, Any]:
+        values = {"text": text, **(more or {})}
         data = {
             "custom_id": custom_id,
-            "components": [{"type": 1, "components": [{"type": 4, "custom_id": "text", "value": text}]}],
+            "components": [
+                {"type": 1, "components": [{"type": 4, "custom_id": key, "value": value}]}
+                for key, value in values.items()
+            ],
         }
         return await self.interact(5, data, user=user)
 
@@ -631,3 +691,7 @@ def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None
     return web.Response(
         body=json.dumps(data).encode(), status=status, headers={**(headers or {}), "Content-Type": "application/json"}
     )
+
+
+if __name__ == "__main__":
+    asyncio.run(FakeDiscord().serve_forever())

@@ -229,10 +229,31 @@ async def test_button_on_a_deleted_generation_says_so_ephemerally(bot: Harness) 
     await bot.chorus.store.forget_user("discord", "940000000000000001")
     longer = next(cid for cid in custom_ids(final) if ":longer:" in cid)
     click = await bot.fake.click(message_id, longer)
-    await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{click['id']}/")))
-    body = bot.fake.find("POST", rf"/interactions/{click['id']}/")[0].body
-    assert body["type"] == 4 and body["data"]["flags"] & 64
-    assert "no longer exists" in body["data"]["content"]
+    body = await ephemeral_answer(bot, click)
+    assert "no longer exists" in body["content"]
+
+
+async def ephemeral_answer(bot: Harness, payload: dict) -> dict:
+    """What the user alone sees: an ephemeral callback, or (after an early defer) an ephemeral follow-up with the
+    public "thinking…" placeholder deleted."""
+    token = payload["token"]
+    await wait_until(
+        lambda: (
+            bool(bot.fake.find("POST", rf"/interactions/{payload['id']}/"))
+            and (
+                bot.fake.find("POST", rf"/interactions/{payload['id']}/")[0].body["type"] == 4
+                or bool(bot.fake.find("POST", rf"/webhooks/\d+/{token}$"))
+            )
+        )
+    )
+    callback = bot.fake.find("POST", rf"/interactions/{payload['id']}/")[0].body
+    if callback["type"] == 4:
+        assert callback["data"]["flags"] & 64
+        return callback["data"]
+    follow_up = bot.fake.find("POST", rf"/webhooks/\d+/{token}$")[0].body
+    assert follow_up["flags"] & 64
+    await wait_until(lambda: bool(bot.fake.find("DELETE", rf"/webhooks/\d+/{token}/messages/@original")))
+    return follow_up
 
 
 async def test_generated_text_never_pings(bot: Harness) -> None:
@@ -321,15 +342,11 @@ async def test_limits_and_busy_are_ephemeral(tmp_path: Path) -> None:
     bot = await start_harness(tmp_path, CHORUS_LIMITS__QUOTA_PER_MINUTE="2", CHORUS_LIMITS__MAX_PROMPT_CHARS="40")
     try:
         long = await bot.fake.slash("create", {"kind": "slogan", "prompt": "x" * 60})
-        await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{long['id']}/")))
-        body = bot.fake.find("POST", rf"/interactions/{long['id']}/")[0].body
-        assert body["data"]["flags"] & 64 and "limit" in body["data"]["content"]
+        assert "limit is 40" in (await ephemeral_answer(bot, long))["content"]
 
         await create_one(bot, "ok")  # the refused long prompt counted against the quota too
         over = await bot.fake.slash("create", {"kind": "slogan", "prompt": "again"})
-        await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{over['id']}/")))
-        body = bot.fake.find("POST", rf"/interactions/{over['id']}/")[0].body
-        assert body["data"]["flags"] & 64 and "Try again in" in body["data"]["content"]
+        assert "Try again in" in (await ephemeral_answer(bot, over))["content"]
     finally:
         await stop_harness(bot)
 
@@ -395,3 +412,140 @@ async def test_mention_without_message_content_refines_and_plain_messages_are_ac
     await wait_until(lambda: len(seen) == 1)
     await bot.fake.user_message(f"<@{BOT_ID}> make it longer", mention=True)
     await wait_until(lambda: any("v2" in str(r.body) for r in bot.fake.find("PATCH", r"/channels/\d+/messages/\d+")))
+
+
+async def test_an_asking_button_opens_a_modal_whose_text_comes_back_as_the_action_value(bot: Harness) -> None:
+    from bots.events import Action, Command
+    from bots.reply import Reply, ReplyAction
+
+    got: list[Action] = []
+
+    async def offer(ctx) -> bool:
+        assert isinstance(ctx.event, Action)
+        got.append(ctx.event)
+        await ctx.responder.send(Reply.text(f"Added: {ctx.event.value}", ephemeral=True))
+        return True
+
+    bot.chorus.intercept(Action, offer)
+    ask = ReplyAction("brainstorm_idea", "Add idea", ask="Your idea")
+    responder_holder: list[str] = []
+
+    async def post_button(ctx) -> None:
+        responder_holder.append(await ctx.responder.send(Reply(parts=("Ideas, anyone?",), actions=(ask,))))
+
+    # A command whose reply carries an asking button (what /brainstorm will do).
+    bot.chorus.router.commands["help"] = replace_handler(bot.chorus.router.commands["help"], "help", post_button)
+    payload = await bot.fake.slash("help", {"text": ""})
+    await wait_until(lambda: bool(responder_holder))
+    message_id = bot.fake.originals[payload["token"]]
+    button = custom_ids(bot.fake.messages[message_id])[0]
+    assert button == "chorus?:brainstorm_idea::Your idea"
+    click = await bot.fake.click(message_id, button)
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{click['id']}/")))
+    modal = bot.fake.find("POST", rf"/interactions/{click['id']}/")[0].body
+    assert modal["type"] == 9 and modal["data"]["title"] == "Your idea"
+    submit = await bot.fake.submit_modal(modal["data"]["custom_id"], "a tea bar in a library")
+    await wait_until(lambda: bool(got))
+    assert got[0].action_id == "brainstorm_idea" and got[0].value == "a tea bar in a library"
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{submit['id']}/")))
+    assert isinstance(Command, type)
+
+
+def replace_handler(spec, name, handler):
+    import dataclasses
+
+    return dataclasses.replace(spec, name=name, handler=handler)
+
+
+async def test_messages_in_a_thread_chorus_opened_reach_the_core_without_a_mention(bot: Harness) -> None:
+    from bots.events import Message
+    from bots.reply import Reply
+
+    threads: list[str] = []
+    inside: list[Message] = []
+
+    async def open_one(ctx) -> None:
+        message_ref = await ctx.responder.send(Reply.text("Let's brainstorm."))
+        thread_id, responder = await ctx.responder.open_thread(message_ref, "Brainstorm: tea names")
+        await responder.send(Reply.text("Drop ideas here @everyone"))
+        threads.append(thread_id)
+
+    async def collect(ctx) -> bool:
+        if ctx.event.conversation.thread in threads:
+            inside.append(ctx.event)
+            return True
+        return False
+
+    bot.chorus.intercept(Message, collect)
+    bot.chorus.router.commands["help"] = replace_handler(bot.chorus.router.commands["help"], "help", open_one)
+    await bot.fake.slash("help", {"text": ""})
+    await wait_until(lambda: bool(threads))
+    created = bot.fake.find("POST", r"/channels/\d+/messages/\d+/threads")
+    assert created[0].body["name"] == "Brainstorm: tea names"
+    posted = bot.fake.find("POST", rf"/channels/{threads[0]}/messages$")
+    assert posted and "@everyone" not in posted[0].body["content"]
+    await bot.fake.user_message("oolong-ly yours", channel_id=threads[0])
+    await wait_until(lambda: bool(inside))
+    assert inside[0].text == "oolong-ly yours" and inside[0].conversation.channel == CHANNEL_ID
+
+
+async def test_remix_with_chorus_menu_remixes_the_message(bot: Harness) -> None:
+    from fake_discord import message_payload, user_payload
+
+    target = message_payload("777", CHANNEL_ID, user_payload("940000000000000002", "bob"), "our cafe opens at dawn")
+    data = {
+        "id": "1",
+        "name": "Remix with Chorus",
+        "type": 3,
+        "target_id": "777",
+        "resolved": {"messages": {"777": target}},
+    }
+    menu = await bot.fake.interact(2, data, user=("940000000000000001", "alice"))
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{menu['id']}/")))
+    modal = bot.fake.find("POST", rf"/interactions/{menu['id']}/")[0].body
+    assert modal["type"] == 9  # the tone is asked first
+    inputs = {c["custom_id"]: c for row in modal["data"]["components"] for c in row["components"]}
+    assert inputs["text"]["value"] == "our cafe opens at dawn" and inputs["tone"]["value"]
+    submit = await bot.fake.submit_modal(modal["data"]["custom_id"], "our cafe opens at dawn", more={"tone": "witty"})
+    final = await bot.finished(submit["token"])
+    assert final["embeds"][0]["title"] == "remix · v1"
+    assert "witty" in bot.generator.requests[-1].messages[-1].content
+    assert bot.generator.requests[-1].messages[-1].content.endswith("our cafe opens at dawn")
+
+
+async def test_rate_limit_headers_slow_streaming_edits(bot: Harness) -> None:
+    bot.generator.delay_s = 0.05
+    bot.fake.rate_limit_headers = {"X-RateLimit-Remaining": "1", "X-RateLimit-Reset-After": "0.6"}
+    payload = await bot.fake.slash("create", {"kind": "story", "prompt": "a slow river"})
+    await bot.finished(payload["token"])
+    edits = bot.originals(payload["token"])[:-1]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(edits)]
+    assert gaps and min(gaps) >= 0.55, gaps
+
+
+async def test_sharded_client_connects_and_answers(tmp_path: Path) -> None:
+    bot = await start_harness(tmp_path, CHORUS_DISCORD__SHARD_COUNT="1")
+    try:
+        from adapters.discord.app import ShardedChorusClient
+
+        assert isinstance(bot.adapter.client, ShardedChorusClient)
+        identify = next(op for op in bot.fake.gateway_ops if op["op"] == 2)
+        assert identify["d"]["shard"] == [0, 1]
+        payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "sharded tea"})
+        assert "sharded tea" in (await bot.finished(payload["token"]))["embeds"][0]["description"]
+    finally:
+        await stop_harness(bot)
+
+
+def test_the_token_comes_from_the_environment_or_a_secrets_file(tmp_path: Path) -> None:
+    from adapters.discord.app import TokenMissing, read_token
+
+    settings = settings_for(tmp_path)
+    assert read_token(settings, {"CHORUS_DISCORD_TOKEN": " abc \n"}) == "abc"
+    with pytest.raises(TokenMissing, match="CHORUS_DISCORD_TOKEN"):
+        read_token(settings, {})
+    secret = tmp_path / "token"
+    secret.write_text("from-file\n")
+    from_file = settings_for(tmp_path, CHORUS_DISCORD__TOKEN_FILE=str(secret), CHORUS_DISCORD__TOKEN_ENV="MY_TOKEN")
+    assert read_token(from_file, {}) == "from-file"
+    assert read_token(from_file, {"MY_TOKEN": "env-wins"}) == "env-wins"

@@ -22,11 +22,21 @@ import discord
 import yarl
 from discord import app_commands
 
-from adapters.discord.commands import ChorusComponent, ask_modal, register
-from adapters.discord.responder import ChannelResponder, DiscordPublisher, DiscordResponder, RateHints
-from adapters.discord.translate import AskFirst, encode_custom_id, to_action, to_command, to_message, to_reaction
+from adapters.discord.commands import ChorusComponent, ask_modal, register, remix_modal
+from adapters.discord.responder import ChannelResponder, DiscordPublisher, DiscordResponder, RateHints, defer_raw
+from adapters.discord.translate import (
+    AskFirst,
+    defers_at_once,
+    encode_custom_id,
+    to_action,
+    to_command,
+    to_message,
+    to_reaction,
+    to_remix_command,
+)
 from bots.commands import COMMANDS
 from bots.events import Event
+from bots.feedback import GENERATING_ACTIONS
 from bots.reply import Responder
 from bots.router import CommandSpec
 
@@ -127,6 +137,8 @@ class DiscordAdapter:
         self.rate_hints = RateHints()
         self.threads: OrderedDict[str, str] = OrderedDict()  # thread id -> parent channel id
         self.raw_interactions: OrderedDict[int, tuple[float, dict[str, Any]]] = OrderedDict()
+        self.early_defers: OrderedDict[int, asyncio.Task[bool]] = OrderedDict()
+        self.generating_commands = frozenset(spec.name for spec in chorus.router.commands.values() if spec.generates)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.restarts = 0
         self.dropped_events = 0
@@ -246,10 +258,19 @@ class DiscordAdapter:
         while len(self.threads) > _KEPT:
             self.threads.popitem(last=False)
 
-    def _stash_interaction(self, data: dict[str, Any]) -> None:
-        self.raw_interactions[int(data["id"])] = (time.monotonic(), data)
+    def _stash_interaction(self, data: dict[str, Any]) -> bool:
+        """Keep the raw payload for translate; defer at once when it will generate. True when deferred."""
+        interaction_id = int(data["id"])
+        self.raw_interactions[interaction_id] = (time.monotonic(), data)
         while len(self.raw_interactions) > _KEPT:
             self.raw_interactions.popitem(last=False)
+        if self.section.defer_on_receipt and defers_at_once(data, self.generating_commands, GENERATING_ACTIONS):
+            task = asyncio.get_running_loop().create_task(defer_raw(self.client, interaction_id, str(data["token"])))
+            self.early_defers[interaction_id] = task
+            while len(self.early_defers) > _KEPT:
+                self.early_defers.popitem(last=False)
+            return True
+        return False
 
     def _payload(self, interaction: discord.Interaction) -> tuple[float, dict[str, Any]]:
         stashed = self.raw_interactions.pop(interaction.id, None)
@@ -267,7 +288,8 @@ class DiscordAdapter:
         }
 
     def _responder(self, interaction: discord.Interaction, received_at: float) -> DiscordResponder:
-        responder = DiscordResponder(self, interaction, received_at=received_at)
+        early = self.early_defers.pop(interaction.id, None)
+        responder = DiscordResponder(self, interaction, received_at=received_at, early_defer=early)
         responder.guard(self.section.ack_deadline_s)
         return responder
 
@@ -289,11 +311,22 @@ class DiscordAdapter:
         await self._handle(event, self._responder(interaction, received_at))
 
     async def on_remix(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """The message menu: a modal asks for the tone; its submission arrives as /remix (see on_component)."""
         received_at, payload = self._payload(interaction)
-        await self._handle(to_command(payload, free_text=True), self._responder(interaction, received_at))
+        text = to_command(payload, free_text=True).text
+        modal = remix_modal(text, self.tones, self.chorus.settings.limits.max_prompt_chars)
+        modal.stop()
+        try:
+            await self._responder(interaction, received_at).open_modal(modal)
+        except discord.HTTPException as exc:
+            _log.warning("could not open the remix modal: %s", exc)
 
     async def on_component(self, interaction: discord.Interaction) -> None:
         received_at, payload = self._payload(interaction)
+        remix = to_remix_command(payload)
+        if remix is not None:
+            await self._handle(remix, self._responder(interaction, received_at))
+            return
         action = to_action(payload)
         if action is None:
             return

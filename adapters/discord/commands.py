@@ -11,7 +11,7 @@ from typing import Any, Optional
 import discord
 from discord import app_commands
 
-from adapters.discord.translate import CUSTOM_ID, REMIX_MENU
+from adapters.discord.translate import CUSTOM_ID, REMIX_MENU, REMIX_MODAL_ID
 from bots.router import CommandSpec
 from config import Settings
 
@@ -134,6 +134,30 @@ def ask_modal(title: str, custom_id: str, max_length: int) -> discord.ui.Modal:
             custom_id="text",
             style=discord.TextStyle.paragraph,
             max_length=min(4000, max_length),
+        )
+    )
+    return modal
+
+
+def remix_modal(text: str, tones: Sequence[str], max_length: int) -> discord.ui.Modal:
+    """ "Remix with Chorus" asks for the tone (and lets the user trim the text) before it rewrites a message."""
+    modal = discord.ui.Modal(title="Remix with Chorus", custom_id=REMIX_MODAL_ID, timeout=None)
+    modal.add_item(
+        discord.ui.TextInput(
+            label="Text to rewrite",
+            custom_id="text",
+            style=discord.TextStyle.paragraph,
+            default=text[: min(4000, max_length)] or None,
+            max_length=min(4000, max_length),
+        )
+    )
+    modal.add_item(
+        discord.ui.TextInput(
+            label="Tone",
+            custom_id="tone",
+            placeholder=", ".join(tones)[:100],
+            default=tones[1] if len(tones) > 1 else tones[0],
+            max_length=40,
         )
     )
     return modal

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import discord
+from discord.enums import InteractionResponseType
+from discord.webhook.async_ import async_context, interaction_response_params
 
 from adapters.discord.render import Page, render_progress, render_reply
 from bots.events import Conversation
@@ -88,6 +90,26 @@ class RateHints:
 
         trace.on_request_end.append(on_request_end)
         return trace
+
+
+async def defer_raw(client: discord.Client, interaction_id: int, token: str) -> bool:
+    """Send a deferred ("thinking…") callback straight from the raw payload, before discord.py builds models or the
+    core runs, so the 3 s deadline is met even with hundreds of interactions arriving at once."""
+    http = client.http
+    params = interaction_response_params(type=InteractionResponseType.deferred_channel_message.value)
+    try:
+        await async_context.get().create_interaction_response(
+            interaction_id,
+            token,
+            session=http._HTTPClient__session,  # type: ignore[attr-defined]  # the client's own aiohttp session
+            proxy=http.proxy,
+            proxy_auth=http.proxy_auth,
+            params=params,
+        )
+    except DELIVERY_ERRORS as exc:
+        _log.warning("early defer of interaction %s failed: %s", interaction_id, exc)
+        return False
+    return True
 
 
 def _files(reply: Reply) -> list[discord.File]:
@@ -161,25 +183,36 @@ class ChannelResponder:
         return DiscordStream(self.host, title, _ChannelSurface(self))
 
     async def open_thread(self, message_ref: str, name: str) -> tuple[str, Responder]:
-        return await open_thread(self.host, self.channel.id, message_ref, name)
+        return await open_thread(self.host, self.channel.id, self.channel.guild_id, message_ref, name)
 
 
-async def open_thread(host: Host, channel_id: int, message_ref: str, name: str) -> tuple[str, Responder]:
-    channel = host.client.get_partial_messageable(channel_id)
+async def open_thread(
+    host: Host, channel_id: int, guild_id: int | None, message_ref: str, name: str
+) -> tuple[str, Responder]:
+    """Start a public thread on a message Chorus posted; messages in it then reach the core without a mention."""
+    channel = host.client.get_partial_messageable(channel_id, guild_id=guild_id)
     thread = await channel.get_partial_message(int(message_ref)).create_thread(
         name=name[:100] or "Chorus", auto_archive_duration=1440
     )
     host.remember_thread(str(thread.id), str(channel_id))
-    return str(thread.id), ChannelResponder(host, thread.id)
+    return str(thread.id), ChannelResponder(host, thread.id, guild_id=guild_id)
 
 
 class DiscordResponder:
     """Answers one interaction. The first answer is the interaction callback (a defer or a message); later ones
     edit the original response or follow up, until the token is too old and the channel takes over."""
 
-    def __init__(self, host: Host, interaction: discord.Interaction, *, received_at: float | None = None) -> None:
+    def __init__(
+        self,
+        host: Host,
+        interaction: discord.Interaction,
+        *,
+        received_at: float | None = None,
+        early_defer: asyncio.Task[bool] | None = None,
+    ) -> None:
         self.host = host
         self.interaction = interaction
+        self._early_defer = early_defer
         self.received_at = time.monotonic() if received_at is None else received_at
         # What the original response is: none yet, a "thinking…" placeholder, a message, or deleted.
         self.original = "none"
@@ -206,9 +239,17 @@ class DiscordResponder:
     def token(self) -> str:
         return self.interaction.token
 
+    async def _settle_early_defer(self) -> None:
+        """Adopt the defer the adapter sent on receipt, if any (discord.py did not see it go out)."""
+        task, self._early_defer = self._early_defer, None
+        if task is not None and await task:
+            self.interaction.response._response_type = InteractionResponseType.deferred_channel_message
+            self.original = "thinking"
+
     async def defer(self) -> None:
         async with self._lock:
             self._stop_guard()
+            await self._settle_early_defer()
             if self.interaction.response.is_done():
                 return
             try:
@@ -221,6 +262,7 @@ class DiscordResponder:
     async def open_modal(self, modal: discord.ui.Modal) -> None:
         async with self._lock:
             self._stop_guard()
+            await self._settle_early_defer()
             await self.interaction.response.send_modal(modal)
             self.original = "modal"
 
@@ -228,6 +270,7 @@ class DiscordResponder:
     async def send(self, reply: Reply) -> str:
         async with self._lock:
             self._stop_guard()
+            await self._settle_early_defer()
             if not self.fresh():
                 return await self.channel.send(reply)
             pages = render_reply(reply, self.host.tones)
@@ -293,7 +336,9 @@ class DiscordResponder:
         return DiscordStream(self.host, title, _InteractionSurface(self))
 
     async def open_thread(self, message_ref: str, name: str) -> tuple[str, Responder]:
-        return await open_thread(self.host, self.interaction.channel_id or 0, message_ref, name)
+        return await open_thread(
+            self.host, self.interaction.channel_id or 0, self.interaction.guild_id, message_ref, name
+        )
 
 
 class _Surface(Protocol):

@@ -2,7 +2,7 @@
 
 custom_ids carry everything a component needs (action, generation id, value), so buttons work after a restart:
 `chorus:<action_id>:<generation_id>:<value>` for buttons and selects, `chorus?...` for a button that first asks for
-text in a modal, and `chorusm:...` for that modal's submission.
+text in a modal, `chorusm:...` for that modal's submission, and `chorusr:remix::` for the "Remix with Chorus" modal.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ REMIX_MENU = "Remix with Chorus"
 # Message types a user writes: default and reply. Joins, pins, thread starters are never answered.
 _USER_MESSAGE_TYPES = frozenset({0, 19})
 
-CUSTOM_ID = re.compile(r"chorus(?P<kind>[:?m]):(?P<action>[a-z0-9_]+):(?P<generation>\d*):(?P<value>.*)", re.S)
+REMIX_MODAL_ID = "chorusr:remix::"
+CUSTOM_ID = re.compile(r"chorus(?P<kind>[:?mr]):(?P<action>[a-z0-9_]+):(?P<generation>\d*):(?P<value>.*)", re.S)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,26 @@ def decode_custom_id(custom_id: str) -> tuple[str, str, int | None, str] | None:
         return None
     generation = match["generation"]
     return match["kind"], match["action"], int(generation) if generation else None, match["value"]
+
+
+def defers_at_once(
+    payload: Mapping[str, Any], generating_commands: frozenset[str], generating_actions: frozenset[str]
+) -> bool:
+    """Will this interaction certainly start a generation, so it can be deferred before anything else runs?
+
+    Slash and menu commands that generate, and buttons/selects whose action generates; never a button that opens a
+    modal (a modal must be the first response) and never anything that is answered with a message at once.
+    """
+    data = payload.get("data") or {}
+    if payload.get("type") == 2:
+        # A message-menu command first asks for the tone in a modal, which has to be the first response.
+        return data.get("type", 1) == 1 and str(data.get("name", "")) in generating_commands
+    if payload.get("type") == 3:
+        decoded = decode_custom_id(str(data.get("custom_id", "")))
+        return decoded is not None and decoded[0] == ":" and decoded[1] in generating_actions
+    if payload.get("type") == 5:
+        return str(data.get("custom_id", "")) == REMIX_MODAL_ID and "remix" in generating_commands
+    return False
 
 
 def _member_user(payload: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -105,10 +126,12 @@ def to_action(payload: Mapping[str, Any]) -> Action | AskFirst | None:
     if decoded is None:
         return None
     kind, action_id, generation_id, value = decoded
+    if kind == "r":
+        return None
     if kind == "?":
         return AskFirst(action_id, generation_id, value or "Your text")
     if kind == "m":
-        value = _modal_text(data)
+        value = modal_values(data).get("text", "")
     elif data.get("values"):
         value = str(data["values"][0])
     message = payload.get("message") or {}
@@ -123,12 +146,31 @@ def to_action(payload: Mapping[str, Any]) -> Action | AskFirst | None:
     )
 
 
-def _modal_text(data: Mapping[str, Any]) -> str:
+def modal_values(data: Mapping[str, Any]) -> dict[str, str]:
+    """custom_id -> submitted text for every text input of a modal (in action rows or labels)."""
+    values: dict[str, str] = {}
     for row in data.get("components") or []:
         for component in row.get("components") or [row.get("component") or {}]:
-            if component.get("value") is not None:
-                return str(component["value"]).strip()
-    return ""
+            if component.get("custom_id") and component.get("value") is not None:
+                values[str(component["custom_id"])] = str(component["value"]).strip()
+    return values
+
+
+def to_remix_command(payload: Mapping[str, Any]) -> Command | None:
+    """The "Remix with Chorus" modal: the message text (editable) and the tone, as a /remix command."""
+    data = payload.get("data") or {}
+    if str(data.get("custom_id", "")) != REMIX_MODAL_ID:
+        return None
+    values = modal_values(data)
+    options = {"tone": values["tone"]} if values.get("tone") else {}
+    return Command(
+        to_conversation(payload),
+        to_user(payload),
+        "remix",
+        text=values.get("text", ""),
+        options=options,
+        extras={"payload": payload},
+    )
 
 
 def _message_conversation(payload: Mapping[str, Any], thread_parent: str | None) -> Conversation:
