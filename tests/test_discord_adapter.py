@@ -172,11 +172,11 @@ async def test_button_makes_v2_and_a_reply_makes_v3(bot: Harness) -> None:
     v2 = await bot.finished(click["token"])
     assert v2["embeds"][0]["title"] == "slogan · v2 · regenerate"
     v2_message = bot.fake.originals[click["token"]]
-    await bot.fake.user_message("make it rhyme", reply_to=v2_message)
+    said = await bot.fake.user_message("make it rhyme", reply_to=v2_message)
     record = await latest_with_ref(bot, version=3)
     assert record.instruction == "make it rhyme"
     posted = bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")
-    assert str(posted[0].body["message_reference"]["message_id"]) != v2_message  # answers the user's message
+    assert str(posted[0].body["message_reference"]["message_id"]) == said["id"]  # answers the user's message
     final = bot.fake.messages[record.message_ref]
     assert final["embeds"][0]["title"] == "slogan · v3 · make it rhyme" and final["components"]
 
@@ -415,7 +415,7 @@ async def test_mention_without_message_content_refines_and_plain_messages_are_ac
 
 
 async def test_an_asking_button_opens_a_modal_whose_text_comes_back_as_the_action_value(bot: Harness) -> None:
-    from bots.events import Action, Command
+    from bots.events import Action
     from bots.reply import Reply, ReplyAction
 
     got: list[Action] = []
@@ -447,8 +447,8 @@ async def test_an_asking_button_opens_a_modal_whose_text_comes_back_as_the_actio
     submit = await bot.fake.submit_modal(modal["data"]["custom_id"], "a tea bar in a library")
     await wait_until(lambda: bool(got))
     assert got[0].action_id == "brainstorm_idea" and got[0].value == "a tea bar in a library"
-    await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{submit['id']}/")))
-    assert isinstance(Command, type)
+    answer = await ephemeral_answer(bot, submit)
+    assert answer["content"] == "Added: a tea bar in a library"
 
 
 def replace_handler(spec, name, handler):
@@ -549,3 +549,84 @@ def test_the_token_comes_from_the_environment_or_a_secrets_file(tmp_path: Path) 
     from_file = settings_for(tmp_path, CHORUS_DISCORD__TOKEN_FILE=str(secret), CHORUS_DISCORD__TOKEN_ENV="MY_TOKEN")
     assert read_token(from_file, {}) == "from-file"
     assert read_token(from_file, {"MY_TOKEN": "env-wins"}) == "env-wins"
+
+
+async def test_a_slow_handler_is_deferred_by_the_watchdog_before_discords_deadline(tmp_path: Path) -> None:
+    from bots.reply import Reply
+
+    bot = await start_harness(tmp_path, CHORUS_DISCORD__ACK_DEADLINE_S="0.2")
+    try:
+
+        async def slow(ctx) -> None:
+            await asyncio.sleep(0.6)  # a slow store, say
+            await ctx.responder.send(Reply(parts=("Here it is.",), title="Chorus help"))
+
+        bot.chorus.router.commands["help"] = replace_handler(bot.chorus.router.commands["help"], "help", slow)
+        payload = await bot.fake.slash("help", {})
+        await wait_until(lambda: bool(bot.originals(payload["token"])))
+        callback = bot.fake.find("POST", rf"/interactions/{payload['id']}/")[0]
+        assert callback.body["type"] == 5 and callback.at - bot.fake.dispatched_at[payload["id"]] < 0.5
+        edit = bot.originals(payload["token"])[0]
+        assert edit.body["embeds"][0]["description"] == "Here it is."
+    finally:
+        await stop_harness(bot)
+
+
+async def test_the_publisher_posts_unprompted_to_a_channel(bot: Harness) -> None:
+    from bots.reply import Reply
+
+    assert bot.chorus.publisher is not None  # attached once the gateway was ready
+    message_id = await bot.chorus.publisher.publish(bot_conversation(), Reply.text("Prompt of the day: @here a door"))
+    posted = bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")[-1]
+    assert posted.body["allowed_mentions"] == {"parse": []} and "@here" not in posted.body["content"]
+    assert message_id in bot.fake.messages
+
+
+def _cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
+    return (
+        env
+        | {"CHORUS_HOME": str(tmp_path), "CHORUS_MODEL__SOURCE": "fake", "CHORUS_CHORUS__PLATFORM": "discord"}
+        | extra
+    )
+
+
+def test_chorus_run_on_discord_without_a_token_says_where_to_put_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "bots.cli", "run"], env=_cli_env(tmp_path), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and "CHORUS_DISCORD_TOKEN" in result.stderr, result.stderr
+
+
+async def test_chorus_run_connects_to_discord_and_answers_a_command(tmp_path: Path) -> None:
+    import signal
+    import sys
+
+    fake = FakeDiscord()
+    await fake.start()
+    env = _cli_env(
+        tmp_path,
+        CHORUS_DISCORD_TOKEN="cli-token",
+        CHORUS_DISCORD__API_BASE_URL=fake.api_base_url,
+        CHORUS_DISCORD__GATEWAY_URL=fake.gateway_url,
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bots.cli", "run", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        await fake.wait_connected(60)
+        await wait_until(lambda: bool(fake.find("PUT", r"/applications/\d+/commands$")), 60)
+        payload = await fake.slash("create", {"kind": "tweet", "prompt": "a tea shop launch"})
+        await wait_until(
+            lambda: any(r.body and r.body.get("components") for r in fake.find("PATCH", rf"/{payload['token']}/")), 60
+        )
+        assert fake.requests[0].headers["Authorization"] == "Bot cli-token"
+    finally:
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), 30)
+        await fake.stop()
