@@ -228,7 +228,6 @@ class DiscordAdapter:
 
     def _guarded(self, name: str, parser: Callable[[Any], None]) -> Callable[[Any], None]:
         raw_hook = {
-            "INTERACTION_CREATE": self._stash_interaction,
             "MESSAGE_CREATE": self._on_raw_message,
             "MESSAGE_REACTION_ADD": lambda data: self._on_raw_reaction(data, True),
             "MESSAGE_REACTION_REMOVE": lambda data: self._on_raw_reaction(data, False),
@@ -236,11 +235,23 @@ class DiscordAdapter:
 
         def guarded(data: Any) -> None:
             try:
-                if raw_hook is not None and name == "INTERACTION_CREATE":
-                    raw_hook(data)
+                if name == "INTERACTION_CREATE":
+                    early = self._stash_interaction(data)
+                    if early is not None:
+                        # discord.py's models and the core run once the defer is out, so a burst of interactions
+                        # is acknowledged first and processed after, instead of every ack waiting for the burst.
+                        early.add_done_callback(lambda _: guarded_parse(data))
+                        return
                 parser(data)
-                if raw_hook is not None and name != "INTERACTION_CREATE":
+                if raw_hook is not None:
                     raw_hook(data)
+            except Exception:
+                self.dropped_events += 1
+                _log.exception("ignored a malformed %s gateway event", name)
+
+        def guarded_parse(data: Any) -> None:
+            try:
+                parser(data)
             except Exception:
                 self.dropped_events += 1
                 _log.exception("ignored a malformed %s gateway event", name)
@@ -258,8 +269,8 @@ class DiscordAdapter:
         while len(self.threads) > _KEPT:
             self.threads.popitem(last=False)
 
-    def _stash_interaction(self, data: dict[str, Any]) -> bool:
-        """Keep the raw payload for translate; defer at once when it will generate. True when deferred."""
+    def _stash_interaction(self, data: dict[str, Any]) -> asyncio.Task[bool] | None:
+        """Keep the raw payload for translate; defer at once when it will generate (returns that defer)."""
         interaction_id = int(data["id"])
         self.raw_interactions[interaction_id] = (time.monotonic(), data)
         while len(self.raw_interactions) > _KEPT:
@@ -269,8 +280,8 @@ class DiscordAdapter:
             self.early_defers[interaction_id] = task
             while len(self.early_defers) > _KEPT:
                 self.early_defers.popitem(last=False)
-            return True
-        return False
+            return task
+        return None
 
     def _payload(self, interaction: discord.Interaction) -> tuple[float, dict[str, Any]]:
         stashed = self.raw_interactions.pop(interaction.id, None)
