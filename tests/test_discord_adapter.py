@@ -630,3 +630,33 @@ async def test_chorus_run_connects_to_discord_and_answers_a_command(tmp_path: Pa
         process.send_signal(signal.SIGINT)
         await asyncio.wait_for(process.wait(), 30)
         await fake.stop()
+
+
+async def test_a_long_result_is_split_into_follow_ups_with_the_buttons_on_the_last(bot: Harness) -> None:
+    bot.generator.script = lambda request: " ".join(["lighthouse"] * 700)  # cut at 180 words a variant
+    bot.generator.delay_s = 0.0
+    payload = await bot.fake.slash("create", {"kind": "post", "prompt": "a long one", "n": 3})  # ~6000 chars
+    token = payload["token"]
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/webhooks/\d+/{token}$")))
+    final_edit = [r for r in bot.originals(token) if "v1" in str(r.body) and "✍️" not in str(r.body)][-1].body
+    follow_up = bot.fake.find("POST", rf"/webhooks/\d+/{token}$")[0].body
+    first, second = final_edit["embeds"][0]["description"], follow_up["embeds"][0]["description"]
+    assert len(first) <= 4096 and len(second) <= 4096 and len(first) + len(second) > 4096
+    assert not final_edit.get("components") and follow_up["components"]
+
+
+async def test_attachments_are_uploaded(bot: Harness, tmp_path: Path) -> None:
+    from bots.reply import Attachment, Reply
+
+    chart = tmp_path / "stats.png"
+    chart.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+
+    async def stats(ctx) -> None:
+        await ctx.responder.send(Reply(parts=("Your week",), attachments=(Attachment("stats.png", chart, "a chart"),)))
+
+    bot.chorus.router.commands["help"] = replace_handler(bot.chorus.router.commands["help"], "help", stats)
+    payload = await bot.fake.slash("help", {})
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{payload['id']}/")))
+    callback = bot.fake.find("POST", rf"/interactions/{payload['id']}/")[0]
+    assert callback.headers["Content-Type"].startswith("multipart/form-data")
+    assert callback.body["data"]["attachments"][0]["filename"] == "stats.png"
