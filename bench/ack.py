@@ -136,7 +136,8 @@ async def discord_run(n: int, mode: str, warmup_n: int = WARMUP_COMMANDS) -> dic
             await asyncio.sleep(2.0)  # let the background work reach the model
             started = time.monotonic()
             async with session.post(f"{base}/_fake/burst", json={"n": n}) as response:
-                ids = (await response.json())["ids"]
+                burst = await response.json()
+            ids = burst["ids"]
             acks = await _acks(session, base, ids, 60)
             elapsed = time.monotonic() - started
     finally:
@@ -159,6 +160,9 @@ async def discord_run(n: int, mode: str, warmup_n: int = WARMUP_COMMANDS) -> dic
         "p99_ms": round(percentile(values, 99), 1),
         "max_ms": round(max(values), 1) if values else None,
         "burst_wall_s": round(elapsed, 2),
+        # How long the fake itself took to write the n frames (the first ack cannot be stamped before that).
+        "fake_send_ms": burst["sent_ms"],
+        "first_ms": round(min(values), 1) if values else None,
         "generator": type(generator).__name__,
     }
 

@@ -98,6 +98,7 @@ class FakeDiscord:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.guild_threads: list[dict[str, Any]] = []
+        self.burst_sent_ms = 0.0
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -179,11 +180,13 @@ class FakeDiscord:
         for interaction_id, frame in frames:
             self.dispatched_at[interaction_id] = time.monotonic()
             await ws.send_str(frame)
+        self.burst_sent_ms = (time.monotonic() - self.dispatched_at[frames[0][0]]) * 1000
         return [payload["id"] for payload in payloads]
 
     async def _control_burst(self, request: web.Request) -> web.Response:
         body = await request.json()
-        return _json({"ids": await self.burst(int(body["n"]), body.get("options"))})
+        ids = await self.burst(int(body["n"]), body.get("options"))
+        return _json({"ids": ids, "sent_ms": round(self.burst_sent_ms, 1)})
 
     async def _control_acks(self, request: web.Request) -> web.Response:
         """Milliseconds from dispatch to the interaction callback, per interaction id (null: not acked yet)."""

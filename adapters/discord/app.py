@@ -191,11 +191,12 @@ class DiscordAdapter:
         return 0
 
     async def stop(self) -> None:
+        """Stop handling, then disconnect: in-flight handlers are cancelled before the HTTP session closes."""
         self._stopping = True
-        await self.client.close()
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.client.close()
 
     async def setup(self, client: ChorusClient | ShardedChorusClient) -> None:
         """Guard the gateway parsers, register commands and components, and sync the commands."""
@@ -310,10 +311,17 @@ class DiscordAdapter:
         task.add_done_callback(self.tasks.discard)
 
     async def _handle(self, event: Event, responder: Responder) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)  # so stop() can cancel it before the session closes
         try:
             await self.chorus.handle(event, responder)
         except Exception:
-            _log.exception("handling a Discord %s failed", type(event).__name__)
+            if not self._stopping:
+                _log.exception("handling a Discord %s failed", type(event).__name__)
+        finally:
+            if task is not None:
+                self.tasks.discard(task)
 
     # ---------------------------------------------------------------- interactions
     async def on_command(self, interaction: discord.Interaction, spec: CommandSpec) -> None:
