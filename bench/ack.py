@@ -8,11 +8,12 @@ command parsing and the studio run as in production; every command defers before
 
 - `engine`: the real embedded SmolLM2-135M in the BatchingEngine (default config: max_batch 16, max_queue 64),
   pre-loaded with 16 long background generations, then the 200 commands on top (those past the queue get "busy");
+- `engine-1thread`: the same with torch limited to one thread, which leaves the other core to the event loop;
 - `fake-slow`: FakeGenerator streaming one word every 200 ms, for a figure without the model's CPU load.
 
 Slack (#5): when bench/ack_slack.py exists its `run(n)` rows are added to the same table.
 
-Run:  .venv/bin/python bench/ack.py [--n 200] [--modes engine,fake-slow] [--out-dir bench/results]
+Run:  .venv/bin/python bench/ack.py [--n 200] [--modes engine,engine-1thread,fake-slow] [--out-dir bench/results]
 """
 
 from __future__ import annotations
@@ -109,10 +110,17 @@ async def discord_run(n: int, mode: str, warmup_n: int = WARMUP_COMMANDS) -> dic
         "CHORUS_DISCORD__API_BASE_URL": f"{base}/api/v10",
         "CHORUS_DISCORD__GATEWAY_URL": f"ws://127.0.0.1:{port}/gateway",
     }
-    if mode != "engine":
+    uses_engine = mode.startswith("engine")
+    if not uses_engine:
         env["CHORUS_MODEL__SOURCE"] = "fake"
     settings = load_settings(env={k: v for k, v in env.items() if v})
-    generator = build_generator(settings) if mode == "engine" else FakeGenerator(delay_s=0.2)
+    torch_threads = None
+    if mode == "engine-1thread":
+        import torch
+
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+    generator = build_generator(settings) if uses_engine else FakeGenerator(delay_s=0.2)
     warmup = getattr(generator, "warmup", None)
     if warmup is not None:
         await warmup()
@@ -132,7 +140,7 @@ async def discord_run(n: int, mode: str, warmup_n: int = WARMUP_COMMANDS) -> dic
             async with session.post(f"{base}/_fake/burst", json={"n": warmup_n}) as response:
                 warm_ids = (await response.json())["ids"]
             await _acks(session, base, warm_ids, 30)
-            background = await _saturate(generator, settings) if mode == "engine" else []
+            background = await _saturate(generator, settings) if uses_engine else []
             await asyncio.sleep(2.0)  # let the background work reach the model
             started = time.monotonic()
             async with session.post(f"{base}/_fake/burst", json={"n": n}) as response:
@@ -150,6 +158,10 @@ async def discord_run(n: int, mode: str, warmup_n: int = WARMUP_COMMANDS) -> dic
         await chorus.close()
         process.kill()
         await process.wait()
+        if torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
     values = [value for value in acks.values() if value is not None]
     return {
         "platform": "discord",
@@ -205,7 +217,7 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--modes", default="engine,fake-slow")
+    parser.add_argument("--modes", default="engine,engine-1thread,fake-slow")
     parser.add_argument("--out-dir", default=str(BENCH_DIR / "results"))
     parser.add_argument("--name", default="ack-cpu-2core")
     args = parser.parse_args()
