@@ -660,3 +660,17 @@ async def test_attachments_are_uploaded(bot: Harness, tmp_path: Path) -> None:
     callback = bot.fake.find("POST", rf"/interactions/{payload['id']}/")[0]
     assert callback.headers["Content-Type"].startswith("multipart/form-data")
     assert callback.body["data"]["attachments"][0]["filename"] == "stats.png"
+
+
+async def test_forget_asks_privately_and_the_confirm_button_deletes(bot: Harness) -> None:
+    await create_one(bot)
+    ask = await bot.fake.slash("forget", {})
+    answer = await ephemeral_answer(bot, ask)
+    assert "cannot be undone" in answer["content"]
+    message_id = bot.fake.originals[ask["token"]]
+    confirm = next(cid for cid in custom_ids(bot.fake.messages[message_id]) if ":forget_confirm:" in cid)
+    assert confirm.endswith(":940000000000000001")  # only the asker may confirm
+    click = await bot.fake.click(message_id, confirm)
+    done = await ephemeral_answer(bot, click)
+    assert done["content"].startswith("Done. Deleted ") and "generation" in done["content"]
+    assert await bot.chorus.store.latest_generation(bot_conversation()) is None
