@@ -301,7 +301,8 @@ async def test_a_malformed_gateway_event_does_not_kill_the_bot(bot: Harness) -> 
     await bot.fake.dispatch("MESSAGE_CREATE", {"id": "1"})
     await bot.fake.dispatch("GUILD_MEMBER_UPDATE", {"nonsense": True})
     await bot.fake.send_raw('{"op": 0, "t": "MESSAGE_REACTION_ADD", "s": 99, "d": {"user_id": "x"}}')
-    await wait_until(lambda: bot.adapter.dropped_events >= 2)
+    await bot.fake.dispatch("INTERACTION_CREATE", {"id": "5", "type": 2, "data": {"name": "create"}})  # no token
+    await wait_until(lambda: bot.adapter.dropped_events >= 3)
     payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "still alive"})
     final = await bot.finished(payload["token"])
     assert "still alive" in final["embeds"][0]["description"]

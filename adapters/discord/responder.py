@@ -442,7 +442,6 @@ class DiscordStream:
         self.surface = surface
         self.parts: list[str] = []
         self.note = ""
-        self.edits = 0
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -457,7 +456,6 @@ class DiscordStream:
             self._dirty.clear()
             try:
                 await self.surface.progress(render_progress(self.title, self.parts, self.note))
-                self.edits += 1
             except DELIVERY_ERRORS as exc:
                 _log.warning("a streaming edit failed: %s", exc)
             await asyncio.sleep(self.surface.interval(self.host.edit_interval_s))
