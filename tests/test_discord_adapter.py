@@ -77,7 +77,7 @@ async def start_harness(
     generator = generator or FakeGenerator(delay_s=0.02)
     chorus = Chorus(settings, store, generator)
     apply_endpoints(settings)
-    adapter = DiscordAdapter(chorus)
+    adapter = DiscordAdapter(chorus, client_options={"guild_ready_timeout": 0.05})
     fake._connected.clear()
     task = asyncio.create_task(adapter.run("fake-token"))
     await fake.wait_connected()

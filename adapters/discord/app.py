@@ -127,8 +127,10 @@ class ShardedChorusClient(_ChorusClientMixin, discord.AutoShardedClient):
 class DiscordAdapter:
     """Chorus on Discord. `run(token)` supervises a client; tests start it against a fake Discord."""
 
-    def __init__(self, chorus: Chorus) -> None:
+    def __init__(self, chorus: Chorus, *, client_options: Mapping[str, Any] | None = None) -> None:
+        """`client_options` go to the discord.py client as they are (tests shorten `guild_ready_timeout`)."""
         self.chorus = chorus
+        self.client_options = dict(client_options or {})
         settings = chorus.settings
         self.section = settings.discord
         self.tones = tuple(settings.tones)
@@ -154,6 +156,7 @@ class DiscordAdapter:
             "allowed_mentions": discord.AllowedMentions.none(),
             "max_messages": 200,
             "chunk_guilds_at_startup": False,
+            **self.client_options,
         }
         if self.section.shard_count is not None:
             return ShardedChorusClient(self, shard_count=self.section.shard_count, **kwargs)
