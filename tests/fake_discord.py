@@ -99,6 +99,8 @@ class FakeDiscord:
         self.port = 0
         self.guild_threads: list[dict[str, Any]] = []
         self.burst_sent_ms = 0.0
+        # Intent bits this bot was not granted in the Developer Portal: IDENTIFY with them is closed with 4014.
+        self.privileged_refused = 0
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -380,6 +382,8 @@ class FakeDiscord:
             self.gateway_ops.append(data)
             if op == 1:
                 await ws.send_str(json.dumps({"op": 11, "d": None, "s": None, "t": None}))
+            elif op == 2 and data["d"].get("intents", 0) & self.privileged_refused:
+                await ws.close(code=4014, message=b"Disallowed intent(s).")
             elif op == 2:
                 self.seq = 0
                 ready = self._ready()

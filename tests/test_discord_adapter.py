@@ -675,3 +675,38 @@ async def test_forget_asks_privately_and_the_confirm_button_deletes(bot: Harness
     done = await ephemeral_answer(bot, click)
     assert done["content"].startswith("Done. Deleted ") and "generation" in done["content"]
     assert await bot.chorus.store.latest_generation(bot_conversation()) is None
+
+
+async def test_commands_sync_to_the_listed_guilds_only(tmp_path: Path) -> None:
+    bot = await start_harness(tmp_path, CHORUS_DISCORD__SYNC_GUILDS=f'["{GUILD_ID}"]')
+    try:
+        synced = bot.fake.find("PUT", r"/applications/\d+/guilds/\d+/commands$")
+        assert [r.path.split("/")[4] for r in synced] == [GUILD_ID]
+        assert {c["name"] for c in synced[0].body} >= {"create", "remix", "help", "Remix with Chorus"}
+        assert not bot.fake.find("PUT", r"/applications/\d+/commands$")
+    finally:
+        await stop_harness(bot)
+
+
+async def test_asking_for_an_ungranted_message_content_intent_stops_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeDiscord()
+    fake.privileged_refused = 1 << 15  # MESSAGE_CONTENT
+    await fake.start()
+    settings = settings_for(
+        tmp_path,
+        CHORUS_DISCORD__API_BASE_URL=fake.api_base_url,
+        CHORUS_DISCORD__GATEWAY_URL=fake.gateway_url,
+        CHORUS_DISCORD__MESSAGE_CONTENT_INTENT="true",
+    )
+    store = Store(settings.store_url)
+    await store.start()
+    chorus = Chorus(settings, store, FakeGenerator())
+    apply_endpoints(settings)
+    try:
+        code = await asyncio.wait_for(DiscordAdapter(chorus).run("fake-token"), 30)
+        assert code == 1 and "Message Content intent" in capsys.readouterr().err
+    finally:
+        await chorus.close()
+        await fake.stop()
