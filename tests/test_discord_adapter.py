@@ -710,3 +710,22 @@ async def test_asking_for_an_ungranted_message_content_intent_stops_with_a_clear
     finally:
         await chorus.close()
         await fake.stop()
+
+
+@pytest.mark.slow
+async def test_two_commands_on_the_real_engine_queue_stream_and_finish(tmp_path: Path, embedded_spec) -> None:
+    from generation.engine import BatchingEngine
+
+    engine = BatchingEngine(embedded_spec, max_batch=1, max_queue=8, prefill_chunk=16)
+    await engine.warmup()
+    bot = await start_harness(tmp_path, engine)  # type: ignore[arg-type]
+    try:
+        first = await bot.fake.slash("create", {"kind": "headline", "prompt": "a tea shop opening"})
+        second = await bot.fake.slash("create", {"kind": "slogan", "prompt": "a bike repair cafe"})
+        one, two = await bot.finished(first["token"], 120), await bot.finished(second["token"], 120)
+        assert one["embeds"][0]["title"] == "headline · v1" and one["embeds"][0]["description"]
+        assert two["embeds"][0]["title"] == "slogan · v1" and two["embeds"][0]["description"]
+        waiting = [str(r.body) for r in bot.originals(second["token"])]
+        assert any("Queued: 1st in line" in body for body in waiting), waiting
+    finally:
+        await stop_harness(bot)
