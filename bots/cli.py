@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger("chorus")
 
 # Platforms whose adapter ships in this version; the others are refused before the model loads.
-_PLATFORMS_AVAILABLE = frozenset({"terminal"})
+_PLATFORMS_AVAILABLE = frozenset({"terminal", "discord"})
 
 
 def _progress(line: str) -> None:
@@ -161,7 +161,11 @@ async def _doctor(settings: Settings) -> int:
     else:
         print(f"  model:     {model_status(settings)}")
     print("  terminal:  ready")
-    for platform, variable in (("discord", "CHORUS_DISCORD_TOKEN"), ("slack", "CHORUS_SLACK_BOT_TOKEN")):
+    discord_env = settings.discord.token_env
+    has_token = bool(os.environ.get(discord_env)) or bool(settings.discord.token_file)
+    state = "token set" if has_token else f"no token ({discord_env} unset)"
+    print(f"  {'discord:':<10} {state}; adapter ready")
+    for platform, variable in (("slack", "CHORUS_SLACK_BOT_TOKEN"),):
         state = "token set" if os.environ.get(variable) else f"no token ({variable} unset)"
         print(f"  {platform + ':':<10} {state}; adapter not in this version yet")
     return 0 if ok else 1

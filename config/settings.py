@@ -100,7 +100,23 @@ class TerminalSection(_Section):
 
 
 class DiscordSection(_Section):
-    """The Discord adapter (#4)."""
+    """The Discord adapter (#4). The token never sits in a config file: it comes from `token_env` or `token_file`."""
+
+    token_env: str = "CHORUS_DISCORD_TOKEN"
+    token_file: str = ""
+    # None: one gateway connection; a number: AutoShardedClient with that many shards.
+    shard_count: int | None = Field(None, ge=1)
+    api_base_url: str = ""
+    gateway_url: str = ""
+    sync_guilds: list[str] = Field(default_factory=list)
+    message_content_intent: bool = False
+    # Interaction tokens live 15 minutes; a job that outlives this is delivered as a channel message instead.
+    interaction_token_ttl_s: float = Field(840.0, gt=0.0)
+    # If a handler has not answered an interaction by then, the adapter defers it (Discord expires it at 3 s).
+    ack_deadline_s: float = Field(2.0, gt=0.0, le=2.9)
+    # Defer commands and buttons that generate as soon as they arrive, before discord.py and the core process them.
+    defer_on_receipt: bool = True
+    reconnect_delay_s: float = Field(5.0, ge=0.0)
 
 
 class SlackSection(_Section):

@@ -1,0 +1,411 @@
+"""The Discord adapter: a discord.py client wired to Chorus, and a supervisor that keeps it running.
+
+Gateway payloads go through translate (pure) into core events; replies come back through the responders. Every
+gateway parser is guarded, so one malformed or unexpected event is logged and dropped instead of ending
+`Client.start()`, and the supervisor restarts the client if anything still stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord
+import yarl
+from discord import app_commands
+
+from adapters.discord.commands import ChorusComponent, ask_modal, register, remix_modal
+from adapters.discord.responder import ChannelResponder, DiscordPublisher, DiscordResponder, RateHints, defer_raw
+from adapters.discord.translate import (
+    AskFirst,
+    defers_at_once,
+    encode_custom_id,
+    to_action,
+    to_command,
+    to_message,
+    to_reaction,
+    to_remix_command,
+)
+from bots.commands import COMMANDS
+from bots.events import Event
+from bots.feedback import GENERATING_ACTIONS
+from bots.reply import Responder
+from bots.router import CommandSpec
+
+if TYPE_CHECKING:
+    from bots.app import Chorus
+    from config import Settings
+
+_log = logging.getLogger(__name__)
+
+_KEPT = 1024  # bounded caches: raw interaction payloads, threads Chorus opened
+
+
+class TokenMissing(Exception):
+    """No bot token in the environment variable or secrets file the config names."""
+
+
+def read_token(settings: Settings, env: Mapping[str, str] | None = None) -> str:
+    """The bot token, from `discord.token_env` or else `discord.token_file`; never from a config value."""
+    env = os.environ if env is None else env
+    section = settings.discord
+    token = env.get(section.token_env, "").strip() if section.token_env else ""
+    if not token and section.token_file:
+        path = Path(section.token_file).expanduser()
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise TokenMissing(f"cannot read discord.token_file {path}: {exc.strerror}") from None
+    if not token:
+        where = f"${section.token_env}" + (f" or {section.token_file}" if section.token_file else "")
+        raise TokenMissing(f"no Discord bot token: set {where} (Developer Portal → your app → Bot → Reset Token).")
+    return token
+
+
+def apply_endpoints(settings: Settings) -> None:
+    """Point discord.py at `api_base_url` / `gateway_url` (a REST proxy, or a fake Discord in tests)."""
+    section = settings.discord
+    if section.api_base_url:
+        discord.http.Route.BASE = section.api_base_url.rstrip("/")
+    if section.gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(section.gateway_url)
+
+
+def intents_for(settings: Settings) -> discord.Intents:
+    """Guilds, guild and DM messages, reactions; Message Content only when configured (it is privileged)."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.dm_messages = True
+    intents.guild_reactions = True
+    intents.dm_reactions = True
+    intents.message_content = settings.discord.message_content_intent
+    return intents
+
+
+class _ChorusClientMixin:
+    """Hooks shared by the plain and the auto-sharded client."""
+
+    adapter: DiscordAdapter
+
+    async def setup_hook(self) -> None:
+        await self.adapter.setup(self)  # type: ignore[arg-type]
+
+    async def on_ready(self) -> None:
+        await self.adapter.on_ready()
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        if interaction.type == discord.InteractionType.modal_submit:
+            await self.adapter.on_component(interaction)
+
+    async def on_chorus_component(self, interaction: discord.Interaction) -> None:
+        await self.adapter.on_component(interaction)
+
+
+class ChorusClient(_ChorusClientMixin, discord.Client):
+    def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.adapter = adapter
+        self.tree = app_commands.CommandTree(self)
+
+
+class ShardedChorusClient(_ChorusClientMixin, discord.AutoShardedClient):
+    def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.adapter = adapter
+        self.tree = app_commands.CommandTree(self)
+
+
+class DiscordAdapter:
+    """Chorus on Discord. `run(token)` supervises a client; tests start it against a fake Discord."""
+
+    def __init__(self, chorus: Chorus, *, client_options: Mapping[str, Any] | None = None) -> None:
+        """`client_options` go to the discord.py client as they are (tests shorten `guild_ready_timeout`)."""
+        self.chorus = chorus
+        self.client_options = dict(client_options or {})
+        settings = chorus.settings
+        self.section = settings.discord
+        self.tones = tuple(settings.tones)
+        self.edit_interval_s = settings.limits.stream_edit_interval_s
+        self.token_ttl_s = self.section.interaction_token_ttl_s
+        self.rate_hints = RateHints()
+        self.threads: OrderedDict[str, str] = OrderedDict()  # thread id -> parent channel id
+        self.raw_interactions: OrderedDict[int, tuple[float, dict[str, Any]]] = OrderedDict()
+        self.early_defers: OrderedDict[int, asyncio.Task[bool]] = OrderedDict()
+        self.generating_commands = frozenset(spec.name for spec in chorus.router.commands.values() if spec.generates)
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.restarts = 0
+        self.dropped_events = 0
+        self._publisher_attached = False
+        self._stopping = False
+        self.client: discord.Client = self._make_client()
+
+    # ---------------------------------------------------------------- lifecycle
+    def _make_client(self) -> discord.Client:
+        kwargs: dict[str, Any] = {
+            "intents": intents_for(self.chorus.settings),
+            "http_trace": self.rate_hints.trace_config(),
+            "allowed_mentions": discord.AllowedMentions.none(),
+            "max_messages": 200,
+            "chunk_guilds_at_startup": False,
+            **self.client_options,
+        }
+        if self.section.shard_count is not None:
+            return ShardedChorusClient(self, shard_count=self.section.shard_count, **kwargs)
+        return ChorusClient(self, **kwargs)
+
+    async def run(self, token: str) -> int:
+        """Run until stopped; a crash of the client (a KeyError out of discord.py, say) restarts it."""
+        while not self._stopping:
+            client = self.client
+            try:
+                await client.start(token)
+                if self._stopping or client.is_closed():
+                    return 0
+            except discord.LoginFailure:
+                print("chorus: Discord refused the bot token (LoginFailure). Check the token.", file=sys.stderr)
+                return 1
+            except discord.PrivilegedIntentsRequired:
+                print(
+                    "chorus: discord.message_content_intent is on, but the Message Content intent is not enabled "
+                    "for this bot (Developer Portal → Bot → Privileged Gateway Intents).",
+                    file=sys.stderr,
+                )
+                return 1
+            except Exception:
+                _log.exception("the Discord client stopped unexpectedly; restarting it")
+            finally:
+                if not client.is_closed():
+                    with contextlib.suppress(Exception):
+                        await client.close()
+            if self._stopping:
+                return 0
+            self.restarts += 1
+            await asyncio.sleep(self.section.reconnect_delay_s)
+            self.client = self._make_client()
+        return 0
+
+    async def stop(self) -> None:
+        """Stop handling, then disconnect: in-flight handlers are cancelled before the HTTP session closes."""
+        self._stopping = True
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.client.close()
+
+    async def setup(self, client: ChorusClient | ShardedChorusClient) -> None:
+        """Guard the gateway parsers, register commands and components, and sync the commands."""
+        state = client._connection
+        parsers = state.parsers
+        for name, parser in list(parsers.items()):
+            parsers[name] = self._guarded(name, parser)
+        tree = client.tree
+        register(
+            tree,
+            COMMANDS,
+            self.chorus.settings,
+            self.on_command,
+            self.on_remix if "remix" in self.chorus.router.commands else None,
+        )
+        client.add_dynamic_items(ChorusComponent)
+        await self._sync(tree)
+
+    async def _sync(self, tree: app_commands.CommandTree) -> None:
+        try:
+            if self.section.sync_guilds:
+                for guild_id in self.section.sync_guilds:
+                    guild = discord.Object(id=int(guild_id))
+                    tree.copy_global_to(guild=guild)
+                    await tree.sync(guild=guild)
+            else:
+                await tree.sync()
+        except Exception as exc:  # a failed sync must not stop the bot; the previous commands stay registered
+            _log.error("syncing slash commands failed (the old ones stay until the next start): %s", exc)
+
+    def _guarded(self, name: str, parser: Callable[[Any], None]) -> Callable[[Any], None]:
+        raw_hook = {
+            "MESSAGE_CREATE": self._on_raw_message,
+            "MESSAGE_REACTION_ADD": lambda data: self._on_raw_reaction(data, True),
+            "MESSAGE_REACTION_REMOVE": lambda data: self._on_raw_reaction(data, False),
+        }.get(name)
+
+        def guarded(data: Any) -> None:
+            try:
+                if name == "INTERACTION_CREATE":
+                    early = self._stash_interaction(data)
+                    if early is not None:
+                        # discord.py's models and the core run once the defer is out, so a burst of interactions
+                        # is acknowledged first and processed after, instead of every ack waiting for the burst.
+                        early.add_done_callback(lambda _: guarded_parse(data))
+                        return
+                parser(data)
+                if raw_hook is not None:
+                    raw_hook(data)
+            except Exception:
+                self.dropped_events += 1
+                _log.exception("ignored a malformed %s gateway event", name)
+
+        def guarded_parse(data: Any) -> None:
+            try:
+                parser(data)
+            except Exception:
+                self.dropped_events += 1
+                _log.exception("ignored a malformed %s gateway event", name)
+
+        return guarded
+
+    async def on_ready(self) -> None:
+        if not self._publisher_attached:
+            self._publisher_attached = True
+            await self.chorus.attach_publisher(DiscordPublisher(self))
+
+    # ---------------------------------------------------------------- bookkeeping
+    def remember_thread(self, thread_id: str, parent_id: str) -> None:
+        self.threads[thread_id] = parent_id
+        while len(self.threads) > _KEPT:
+            self.threads.popitem(last=False)
+
+    def _stash_interaction(self, data: dict[str, Any]) -> asyncio.Task[bool] | None:
+        """Keep the raw payload for translate; defer at once when it will generate (returns that defer)."""
+        interaction_id = int(data["id"])
+        self.raw_interactions[interaction_id] = (time.monotonic(), data)
+        while len(self.raw_interactions) > _KEPT:
+            self.raw_interactions.popitem(last=False)
+        if self.section.defer_on_receipt and defers_at_once(data, self.generating_commands, GENERATING_ACTIONS):
+            task = asyncio.get_running_loop().create_task(defer_raw(self.client, interaction_id, str(data["token"])))
+            self.early_defers[interaction_id] = task
+            while len(self.early_defers) > _KEPT:
+                self.early_defers.popitem(last=False)
+            return task
+        return None
+
+    def _payload(self, interaction: discord.Interaction) -> tuple[float, dict[str, Any]]:
+        stashed = self.raw_interactions.pop(interaction.id, None)
+        if stashed is not None:
+            return stashed
+        return time.monotonic(), {
+            "id": str(interaction.id),
+            "data": interaction.data or {},
+            "guild_id": str(interaction.guild_id) if interaction.guild_id else None,
+            "channel_id": str(interaction.channel_id or ""),
+            "member": {
+                "user": {"id": str(interaction.user.id), "username": interaction.user.name},
+                "permissions": str(interaction.permissions.value),
+            },
+        }
+
+    def _responder(self, interaction: discord.Interaction, received_at: float) -> DiscordResponder:
+        early = self.early_defers.pop(interaction.id, None)
+        responder = DiscordResponder(self, interaction, received_at=received_at, early_defer=early)
+        responder.guard(self.section.ack_deadline_s)
+        return responder
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _handle(self, event: Event, responder: Responder) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)  # so stop() can cancel it before the session closes
+        try:
+            await self.chorus.handle(event, responder)
+        except Exception:
+            if not self._stopping:
+                _log.exception("handling a Discord %s failed", type(event).__name__)
+        finally:
+            if task is not None:
+                self.tasks.discard(task)
+
+    # ---------------------------------------------------------------- interactions
+    async def on_command(self, interaction: discord.Interaction, spec: CommandSpec) -> None:
+        received_at, payload = self._payload(interaction)
+        event = to_command(payload, free_text=not spec.options)
+        await self._handle(event, self._responder(interaction, received_at))
+
+    async def on_remix(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """The message menu: a modal asks for the tone; its submission arrives as /remix (see on_component)."""
+        received_at, payload = self._payload(interaction)
+        text = to_command(payload, free_text=True).text
+        modal = remix_modal(text, self.tones, self.chorus.settings.limits.max_prompt_chars)
+        modal.stop()
+        try:
+            await self._responder(interaction, received_at).open_modal(modal)
+        except discord.HTTPException as exc:
+            _log.warning("could not open the remix modal: %s", exc)
+
+    async def on_component(self, interaction: discord.Interaction) -> None:
+        received_at, payload = self._payload(interaction)
+        remix = to_remix_command(payload)
+        if remix is not None:
+            await self._handle(remix, self._responder(interaction, received_at))
+            return
+        action = to_action(payload)
+        if action is None:
+            return
+        responder = self._responder(interaction, received_at)
+        if isinstance(action, AskFirst):
+            custom_id = encode_custom_id(action.action_id, action.generation_id, kind="m")
+            modal = ask_modal(action.label, custom_id, self.chorus.settings.limits.max_prompt_chars)
+            modal.stop()  # the submission is routed by custom_id, so discord.py need not keep the modal
+            try:
+                await responder.open_modal(modal)
+            except discord.HTTPException as exc:
+                _log.warning("could not open a modal: %s", exc)
+            return
+        await self._handle(action, responder)
+
+    # ---------------------------------------------------------------- messages and reactions
+    def _thread_of(self, channel_id: str) -> tuple[str | None, bool]:
+        """(parent channel id if this is a thread, whether Chorus opened that thread)."""
+        if channel_id in self.threads:
+            return self.threads[channel_id], True
+        channel = self.client.get_channel(int(channel_id)) if channel_id.isdigit() else None
+        if isinstance(channel, discord.Thread):
+            me = self.client.user
+            return str(channel.parent_id), me is not None and channel.owner_id == me.id
+        return None, False
+
+    def _bot_id(self) -> str:
+        return str(self.client.user.id) if self.client.user else ""
+
+    def _on_raw_message(self, data: dict[str, Any]) -> None:
+        parent, ours = self._thread_of(str(data.get("channel_id", "")))
+        event = to_message(data, bot_id=self._bot_id(), thread_parent=parent, chorus_thread=ours)
+        if event is None:
+            return
+        guild_id = int(data["guild_id"]) if data.get("guild_id") else None
+        responder = ChannelResponder(self, int(data["channel_id"]), reply_to=int(data["id"]), guild_id=guild_id)
+        self._spawn(self._handle(event, responder))
+
+    def _on_raw_reaction(self, data: dict[str, Any], added: bool) -> None:
+        parent, _ = self._thread_of(str(data.get("channel_id", "")))
+        event = to_reaction(data, added=added, bot_id=self._bot_id(), thread_parent=parent)
+        if event is None:
+            return
+        guild_id = int(data["guild_id"]) if data.get("guild_id") else None
+        self._spawn(self._handle(event, ChannelResponder(self, int(data["channel_id"]), guild_id=guild_id)))
+
+
+async def run_discord(chorus: Chorus) -> int:
+    """`chorus run` with chorus.platform = "discord"."""
+    try:
+        token = read_token(chorus.settings)
+    except TokenMissing as exc:
+        print(f"chorus: {exc}", file=sys.stderr)
+        return 2
+    apply_endpoints(chorus.settings)
+    adapter = DiscordAdapter(chorus)
+    try:
+        return await adapter.run(token)
+    finally:
+        await adapter.stop()

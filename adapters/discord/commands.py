@@ -1,0 +1,163 @@
+"""Slash commands, the "Remix with Chorus" message command and the persistent components, all built from the
+core's `COMMANDS` and custom_id scheme; nothing here is registered by hand per command."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Optional
+
+import discord
+from discord import app_commands
+
+from adapters.discord.translate import CUSTOM_ID, REMIX_MENU, REMIX_MODAL_ID
+from bots.router import CommandSpec
+from config import Settings
+
+_log = logging.getLogger(__name__)
+
+CHOICES_LIMIT = 25
+# Options a command cannot do without; Discord lists required options first.
+_REQUIRED = frozenset({"kind", "prompt", "text"})
+FREE_TEXT = ("text", "what to do (same words as in the terminal)")
+
+CommandCallback = Callable[[discord.Interaction, CommandSpec], Awaitable[None]]
+ComponentCallback = Callable[[discord.Interaction], Awaitable[None]]
+
+
+def _annotation(name: str, required: bool, settings: Settings) -> Any:
+    base: Any = str
+    if name == "n":
+        base = app_commands.Range[int, 1, settings.limits.max_variants]
+    elif name in ("prompt", "text"):
+        base = app_commands.Range[str, 1, settings.limits.max_prompt_chars]
+    return base if required else Optional[base]  # noqa: UP045 (discord.py reads typing.Optional)
+
+
+def _choices(values: Sequence[str]) -> list[app_commands.Choice[str]]:
+    return [app_commands.Choice(name=value, value=value) for value in values[:CHOICES_LIMIT]]
+
+
+def slash_command(spec: CommandSpec, settings: Settings, on_command: CommandCallback) -> app_commands.Command:
+    """One app command for a CommandSpec: its options typed, `kind`/`tone` with choices (autocomplete past 25)."""
+    options = spec.options or (FREE_TEXT,)
+    free_text = not spec.options
+    parameters = [
+        inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction)
+    ]
+    for name, _ in sorted(options, key=lambda option: option[0] not in _REQUIRED or free_text):
+        required = name in _REQUIRED and not free_text
+        parameters.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=inspect.Parameter.empty if required else None,
+                annotation=_annotation(name, required, settings),
+            )
+        )
+
+    async def callback(interaction: discord.Interaction, **_: Any) -> None:
+        await on_command(interaction, spec)
+
+    callback.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    callback.__discord_app_commands_param_description__ = {  # type: ignore[attr-defined]
+        name: description[:100] for name, description in options
+    }
+    lists = {"kind": list(settings.kinds), "tone": list(settings.tones)}
+    small = {name: values for name, values in lists.items() if name in dict(options) and len(values) <= CHOICES_LIMIT}
+    callback.__discord_app_commands_param_choices__ = {  # type: ignore[attr-defined]
+        name: _choices(values) for name, values in small.items()
+    }
+    command = app_commands.Command(name=spec.name, description=spec.summary[:100], callback=callback)
+    for name, values in lists.items():
+        if name in dict(options) and name not in small:
+            command.autocomplete(name)(_autocomplete(values))
+    return command
+
+
+def _autocomplete(values: Sequence[str]) -> Callable[..., Awaitable[list[app_commands.Choice[str]]]]:
+    async def complete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        current = current.lower()
+        return _choices([value for value in values if current in value.lower()])
+
+    return complete
+
+
+def remix_menu(on_remix: Callable[[discord.Interaction, discord.Message], Awaitable[None]]) -> app_commands.ContextMenu:
+    async def callback(interaction: discord.Interaction, message: discord.Message) -> None:
+        await on_remix(interaction, message)
+
+    return app_commands.ContextMenu(name=REMIX_MENU, callback=callback)
+
+
+def register(
+    tree: app_commands.CommandTree,
+    commands: Sequence[CommandSpec],
+    settings: Settings,
+    on_command: CommandCallback,
+    on_remix: Callable[[discord.Interaction, discord.Message], Awaitable[None]] | None,
+) -> None:
+    for spec in commands:
+        try:
+            tree.add_command(slash_command(spec, settings, on_command))
+        except (TypeError, ValueError, app_commands.AppCommandError) as exc:
+            _log.error("cannot register /%s on Discord: %s", spec.name, exc)
+    if on_remix is not None:
+        tree.add_command(remix_menu(on_remix))
+
+
+class ChorusComponent(discord.ui.DynamicItem[discord.ui.Item[Any]], template=CUSTOM_ID):
+    """Every Chorus button and select, matched by custom_id, so clicks on messages from before a restart work."""
+
+    def __init__(self, item: discord.ui.Item[Any]) -> None:
+        super().__init__(item)
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
+    ) -> ChorusComponent:
+        return cls(item)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        handler: ComponentCallback | None = getattr(interaction.client, "on_chorus_component", None)
+        if handler is not None:
+            await handler(interaction)
+
+
+def ask_modal(title: str, custom_id: str, max_length: int) -> discord.ui.Modal:
+    """The modal a `ReplyAction.ask` button opens; its submission comes back as an Action with the text."""
+    modal = discord.ui.Modal(title=title[:45] or "Chorus", custom_id=custom_id, timeout=None)
+    modal.add_item(
+        discord.ui.TextInput(
+            label=title[:45] or "Your text",
+            custom_id="text",
+            style=discord.TextStyle.paragraph,
+            max_length=min(4000, max_length),
+        )
+    )
+    return modal
+
+
+def remix_modal(text: str, tones: Sequence[str], max_length: int) -> discord.ui.Modal:
+    """ "Remix with Chorus" asks for the tone (and lets the user trim the text) before it rewrites a message."""
+    modal = discord.ui.Modal(title="Remix with Chorus", custom_id=REMIX_MODAL_ID, timeout=None)
+    modal.add_item(
+        discord.ui.TextInput(
+            label="Text to rewrite",
+            custom_id="text",
+            style=discord.TextStyle.paragraph,
+            default=text[: min(4000, max_length)] or None,
+            max_length=min(4000, max_length),
+        )
+    )
+    modal.add_item(
+        discord.ui.TextInput(
+            label="Tone",
+            custom_id="tone",
+            placeholder=", ".join(tones)[:100],
+            default=tones[1] if len(tones) > 1 else tones[0],
+            max_length=40,
+        )
+    )
+    return modal

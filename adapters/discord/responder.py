@@ -1,0 +1,498 @@
+"""Delivers core replies to Discord: interactions (defer, throttled streaming edits, follow-ups), plain channel
+messages (replies, threads, late deliveries) and unprompted posts (the Publisher).
+
+Rules every path follows: allowed_mentions none; a reply that cannot be edited in place arrives as a follow-up or a
+channel message instead, so nobody is left looking at a stale "thinking…"; an interaction token older than
+`discord.interaction_token_ttl_s` is never used, the channel gets the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import aiohttp
+import discord
+from discord.enums import InteractionResponseType
+from discord.webhook.async_ import async_context, interaction_response_params
+
+from adapters.discord.render import Page, render_progress, render_reply
+from bots.events import Conversation
+from bots.reply import Reply
+
+if TYPE_CHECKING:
+    from bots.reply import Responder
+
+_log = logging.getLogger(__name__)
+
+DELIVERY_ERRORS = (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+_HINTS_KEPT = 512
+
+
+class Host(Protocol):
+    """What responders need from the adapter: the client, settings and shared bookkeeping."""
+
+    client: discord.Client
+    tones: Sequence[str]
+    edit_interval_s: float
+    token_ttl_s: float
+    rate_hints: RateHints
+
+    def remember_thread(self, thread_id: str, parent_id: str) -> None: ...
+
+
+class RateHints:
+    """Rate-limit headers seen on webhook (interaction) requests, per token, so streaming slows down in time.
+
+    Fed by an aiohttp TraceConfig on discord.py's session; bounded, oldest tokens are dropped.
+    """
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def observe(self, path: str, headers: Mapping[str, str]) -> None:
+        if "/webhooks/" not in path or "X-RateLimit-Remaining" not in headers:
+            return
+        try:
+            remaining = int(headers["X-RateLimit-Remaining"])
+            reset_after = float(headers.get("X-RateLimit-Reset-After", "0"))
+        except ValueError:
+            return
+        parts = path.split("/webhooks/", 1)[1].split("/")
+        if len(parts) < 2:
+            return
+        token = parts[1]
+        self._seen[token] = (remaining, reset_after)
+        self._seen.move_to_end(token)
+        while len(self._seen) > _HINTS_KEPT:
+            self._seen.popitem(last=False)
+
+    def interval(self, token: str, base: float) -> float:
+        """Seconds to wait before the next edit: the configured pace, or slower if the bucket is running low."""
+        hint = self._seen.get(token)
+        if hint is None:
+            return base
+        remaining, reset_after = hint
+        if remaining <= 0:
+            return max(base, reset_after)
+        return max(base, reset_after / remaining)
+
+    def trace_config(self) -> aiohttp.TraceConfig:
+        trace = aiohttp.TraceConfig()
+
+        async def on_request_end(session: Any, context: Any, params: aiohttp.TraceRequestEndParams) -> None:
+            self.observe(params.url.path, params.response.headers)
+
+        trace.on_request_end.append(on_request_end)
+        return trace
+
+
+async def defer_raw(client: discord.Client, interaction_id: int, token: str) -> bool:
+    """Send a deferred ("thinking…") callback straight from the raw payload, before discord.py builds models or the
+    core runs, so the 3 s deadline is met even with hundreds of interactions arriving at once."""
+    http = client.http
+    params = interaction_response_params(type=InteractionResponseType.deferred_channel_message.value)
+    try:
+        await async_context.get().create_interaction_response(
+            interaction_id,
+            token,
+            session=http._HTTPClient__session,  # type: ignore[attr-defined]  # the client's own aiohttp session
+            proxy=http.proxy,
+            proxy_auth=http.proxy_auth,
+            params=params,
+        )
+    except DELIVERY_ERRORS as exc:
+        _log.warning("early defer of interaction %s failed: %s", interaction_id, exc)
+        return False
+    return True
+
+
+def _files(reply: Reply) -> list[discord.File]:
+    return [discord.File(a.path, filename=a.filename, description=a.description or None) for a in reply.attachments]
+
+
+def _settle(page: Page) -> Page:
+    """Stop a page's view before sending: custom_ids route clicks (DynamicItem), so discord.py need not keep it."""
+    view = page.get("view")
+    if view is not None:
+        view.stop()
+    return page
+
+
+def _edit_kwargs(page: Page) -> dict[str, Any]:
+    return {
+        "content": page.get("content"),
+        "embeds": page.get("embeds") or [],
+        "view": page.get("view"),
+        "allowed_mentions": page["allowed_mentions"],
+    }
+
+
+def _send_kwargs(page: Page) -> dict[str, Any]:
+    kwargs = {key: value for key, value in page.items() if value is not None}
+    if not kwargs.get("embeds"):
+        kwargs.pop("embeds", None)
+    return kwargs
+
+
+class ChannelResponder:
+    """Posts into a channel or thread with the bot token: replies to messages, thread replies, late deliveries."""
+
+    def __init__(
+        self, host: Host, channel_id: int, *, reply_to: int | None = None, guild_id: int | None = None
+    ) -> None:
+        self.host = host
+        self.channel = host.client.get_partial_messageable(channel_id, guild_id=guild_id)
+        self.reply_to = reply_to
+
+    async def defer(self) -> None:
+        """Show "Chorus is typing…"; a message has no deadline to meet."""
+        with contextlib.suppress(*DELIVERY_ERRORS):
+            await self.channel.typing()
+
+    async def post(self, page: Page, *, files: Sequence[discord.File] = (), first: bool = True) -> discord.Message:
+        kwargs = _send_kwargs(_settle(page))
+        if files:
+            kwargs["files"] = list(files)
+        if first and self.reply_to is not None:
+            kwargs["reference"] = discord.MessageReference(
+                message_id=self.reply_to, channel_id=self.channel.id, fail_if_not_exists=False
+            )
+            kwargs["mention_author"] = False
+        return await self.channel.send(**kwargs)
+
+    async def send(self, reply: Reply) -> str:
+        pages = render_reply(reply, self.host.tones)
+        first = await self.post(pages[0], files=_files(reply))
+        for page in pages[1:]:
+            await self.post(page, first=False)
+        return str(first.id)
+
+    async def edit_page(self, message_id: int, page: Page) -> None:
+        await self.channel.get_partial_message(message_id).edit(**_edit_kwargs(_settle(page)))
+
+    async def edit(self, message_ref: str, reply: Reply) -> None:
+        await self.edit_page(int(message_ref), render_reply(reply, self.host.tones)[0])
+
+    def stream(self, title: str) -> DiscordStream:
+        return DiscordStream(self.host, title, _ChannelSurface(self))
+
+    async def open_thread(self, message_ref: str, name: str) -> tuple[str, Responder]:
+        return await open_thread(self.host, self.channel.id, self.channel.guild_id, message_ref, name)
+
+
+async def open_thread(
+    host: Host, channel_id: int, guild_id: int | None, message_ref: str, name: str
+) -> tuple[str, Responder]:
+    """Start a public thread on a message Chorus posted; messages in it then reach the core without a mention."""
+    channel = host.client.get_partial_messageable(channel_id, guild_id=guild_id)
+    thread = await channel.get_partial_message(int(message_ref)).create_thread(
+        name=name[:100] or "Chorus", auto_archive_duration=1440
+    )
+    host.remember_thread(str(thread.id), str(channel_id))
+    return str(thread.id), ChannelResponder(host, thread.id, guild_id=guild_id)
+
+
+class DiscordResponder:
+    """Answers one interaction. The first answer is the interaction callback (a defer or a message); later ones
+    edit the original response or follow up, until the token is too old and the channel takes over."""
+
+    def __init__(
+        self,
+        host: Host,
+        interaction: discord.Interaction,
+        *,
+        received_at: float | None = None,
+        early_defer: asyncio.Task[bool] | None = None,
+    ) -> None:
+        self.host = host
+        self.interaction = interaction
+        self._early_defer = early_defer
+        self.received_at = time.monotonic() if received_at is None else received_at
+        # What the original response is: none yet, a "thinking…" placeholder, a message, or deleted.
+        self.original = "none"
+        self.original_id: int | None = None
+        self._lock = asyncio.Lock()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self.channel = ChannelResponder(host, interaction.channel_id or 0, guild_id=interaction.guild_id)
+
+    # ---------------------------------------------------------------- acknowledgement
+    def guard(self, deadline_s: float) -> None:
+        """Defer automatically if nothing has answered within `deadline_s` (Discord expires the token at 3 s)."""
+        loop = asyncio.get_running_loop()
+        self._watchdog = loop.call_later(deadline_s, lambda: loop.create_task(self.defer()))
+
+    def _stop_guard(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def fresh(self) -> bool:
+        return time.monotonic() - self.received_at < self.host.token_ttl_s
+
+    @property
+    def token(self) -> str:
+        return self.interaction.token
+
+    async def _settle_early_defer(self) -> None:
+        """Adopt the defer the adapter sent on receipt, if any (discord.py did not see it go out)."""
+        task, self._early_defer = self._early_defer, None
+        if task is not None and await task:
+            self.interaction.response._response_type = InteractionResponseType.deferred_channel_message
+            self.original = "thinking"
+
+    async def defer(self) -> None:
+        async with self._lock:
+            self._stop_guard()
+            await self._settle_early_defer()
+            if self.interaction.response.is_done():
+                return
+            try:
+                await self.interaction.response.defer(thinking=True)
+            except DELIVERY_ERRORS as exc:
+                _log.warning("could not defer interaction %s: %s", self.interaction.id, exc)
+                return
+            self.original = "thinking"
+
+    async def open_modal(self, modal: discord.ui.Modal) -> None:
+        async with self._lock:
+            self._stop_guard()
+            await self._settle_early_defer()
+            await self.interaction.response.send_modal(modal)
+            self.original = "modal"
+
+    # ---------------------------------------------------------------- replies
+    async def send(self, reply: Reply) -> str:
+        async with self._lock:
+            self._stop_guard()
+            await self._settle_early_defer()
+            if not self.fresh():
+                return await self.channel.send(reply)
+            pages = render_reply(reply, self.host.tones)
+            files = _files(reply)
+            try:
+                return await self._send_pages(reply, pages, files)
+            except DELIVERY_ERRORS as exc:
+                _log.warning("interaction reply failed (%s); posting to the channel instead", exc)
+                return await self.channel.send(reply)
+
+    async def _send_pages(self, reply: Reply, pages: list[Page], files: list[discord.File]) -> str:
+        response = self.interaction.response
+        rest = pages[1:]
+        if not response.is_done():
+            kwargs = _send_kwargs(_settle(pages[0]))
+            if files:
+                kwargs["files"] = files
+            callback = await response.send_message(**kwargs, ephemeral=reply.ephemeral)
+            self.original = "message"
+            self.original_id = callback.message_id
+            first_id = str(callback.message_id or "")
+        elif self.original == "thinking" and not reply.ephemeral:
+            message = await self.interaction.edit_original_response(
+                **_edit_kwargs(_settle(pages[0])), attachments=files
+            )
+            self.original, self.original_id = "message", message.id
+            first_id = str(message.id)
+        else:
+            if self.original == "thinking":
+                # An ephemeral answer to a public "thinking…": remove the placeholder, answer privately.
+                await self.drop_placeholder()
+            first_id = await self.follow_up(pages[0], ephemeral=reply.ephemeral, files=files)
+        for page in rest:
+            await self.follow_up(page, ephemeral=reply.ephemeral)
+        return first_id
+
+    async def drop_placeholder(self) -> None:
+        with contextlib.suppress(*DELIVERY_ERRORS):
+            await self.interaction.delete_original_response()
+        self.original = "deleted"
+
+    async def follow_up(self, page: Page, *, ephemeral: bool = False, files: Sequence[discord.File] = ()) -> str:
+        kwargs = _send_kwargs(_settle(page))
+        if files:
+            kwargs["files"] = list(files)
+        message = await self.interaction.followup.send(**kwargs, ephemeral=ephemeral, wait=True)
+        return str(message.id)
+
+    async def edit(self, message_ref: str, reply: Reply) -> None:
+        page = render_reply(reply, self.host.tones)[0]
+        if self.fresh():
+            try:
+                if self.original_id is not None and message_ref == str(self.original_id):
+                    await self.interaction.edit_original_response(**_edit_kwargs(_settle(page)))
+                else:
+                    await self.interaction.followup.edit_message(int(message_ref), **_edit_kwargs(_settle(page)))
+                return
+            except DELIVERY_ERRORS as exc:
+                _log.warning("editing via the interaction failed (%s); using the bot token", exc)
+        await self.channel.edit_page(int(message_ref), page)
+
+    def stream(self, title: str) -> DiscordStream:
+        return DiscordStream(self.host, title, _InteractionSurface(self))
+
+    async def open_thread(self, message_ref: str, name: str) -> tuple[str, Responder]:
+        return await open_thread(
+            self.host, self.interaction.channel_id or 0, self.interaction.guild_id, message_ref, name
+        )
+
+
+class _Surface(Protocol):
+    """Where a stream shows progress and lands: an interaction's original response, or a channel message."""
+
+    def interval(self, base: float) -> float: ...
+
+    async def progress(self, page: Page) -> None: ...
+
+    async def deliver(self, reply: Reply) -> str: ...
+
+
+class _InteractionSurface:
+    def __init__(self, responder: DiscordResponder) -> None:
+        self.responder = responder
+        self.late = _ChannelSurface(responder.channel)
+
+    def interval(self, base: float) -> float:
+        return self.responder.host.rate_hints.interval(self.responder.token, base)
+
+    async def progress(self, page: Page) -> None:
+        responder = self.responder
+        if not responder.fresh():
+            await self.late.progress(page)
+            return
+        if responder.original == "none":
+            await responder.defer()
+        if responder.original in ("thinking", "message"):
+            await responder.interaction.edit_original_response(**_edit_kwargs(page))
+
+    async def deliver(self, reply: Reply) -> str:
+        responder = self.responder
+        if reply.generation_id is None and not reply.actions:
+            # The stream ended without a result (queue full, model failure): say so to the asker only.
+            return await responder.send(Reply(parts=reply.parts, title="", footer=reply.footer, ephemeral=True))
+        if not responder.fresh():
+            if responder.original == "thinking":
+                await responder.drop_placeholder()
+            return await self.late.deliver(reply)
+        pages = render_reply(reply, responder.host.tones)
+        files = _files(reply)
+        try:
+            message = await responder.interaction.edit_original_response(
+                **_edit_kwargs(_settle(pages[0])), attachments=files
+            )
+            first_id = str(message.id)
+            responder.original = "message"
+        except DELIVERY_ERRORS as exc:
+            _log.warning("final edit failed (%s); delivering as a follow-up", exc)
+            first_id = await self._fallback(pages[0], files)
+        for page in pages[1:]:
+            try:
+                await responder.follow_up(page)
+            except DELIVERY_ERRORS:
+                await responder.channel.post(page, first=False)
+        return first_id
+
+    async def _fallback(self, page: Page, files: list[discord.File]) -> str:
+        responder = self.responder
+        try:
+            message_id = await responder.follow_up(page, files=files)
+        except DELIVERY_ERRORS as exc:
+            _log.warning("follow-up failed too (%s); posting to the channel", exc)
+            message_id = str((await responder.channel.post(page, files=files)).id)
+        await responder.drop_placeholder()  # no stale "thinking…" above the delivered result
+        return message_id
+
+
+class _ChannelSurface:
+    def __init__(self, channel: ChannelResponder) -> None:
+        self.channel = channel
+        self.message_id: int | None = None
+
+    def interval(self, base: float) -> float:
+        return base
+
+    async def progress(self, page: Page) -> None:
+        if self.message_id is None:
+            self.message_id = (await self.channel.post(page)).id
+        else:
+            await self.channel.edit_page(self.message_id, page)
+
+    async def deliver(self, reply: Reply) -> str:
+        pages = render_reply(reply, self.channel.host.tones)
+        if self.message_id is None or reply.attachments:
+            return await self.channel.send(reply)
+        await self.channel.edit_page(self.message_id, pages[0])
+        for page in pages[1:]:
+            await self.channel.post(page, first=False)
+        return str(self.message_id)
+
+
+class DiscordStream:
+    """Streams text into one message, edited at most every `limits.stream_edit_interval_s` (slower when the
+    rate-limit headers say so). Edits run in a background task, so a slow or rate-limited edit never holds up
+    generation; the final reply replaces whatever progress edit is pending."""
+
+    def __init__(self, host: Host, title: str, surface: _Surface) -> None:
+        self.host = host
+        self.title = title
+        self.surface = surface
+        self.parts: list[str] = []
+        self.note = ""
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def _kick(self) -> None:
+        self._dirty.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self.surface.progress(render_progress(self.title, self.parts, self.note))
+            except DELIVERY_ERRORS as exc:
+                _log.warning("a streaming edit failed: %s", exc)
+            await asyncio.sleep(self.surface.interval(self.host.edit_interval_s))
+
+    async def begin_part(self, index: int, total: int) -> None:
+        self.parts.append("")
+
+    async def write(self, delta: str) -> None:
+        if not self.parts:
+            self.parts.append("")
+        self.parts[-1] += delta
+        self.note = ""
+        self._kick()
+
+    async def status(self, text: str) -> None:
+        self.note = text
+        self._kick()
+
+    async def finish(self, reply: Reply) -> str:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        try:
+            return await self.surface.deliver(reply)
+        except DELIVERY_ERRORS:
+            _log.exception("could not deliver a finished result (%s)", self.title)
+            return ""
+
+
+class DiscordPublisher:
+    """Posts unprompted content (drops, brainstorm timers) with the bot token; returns the first message's id."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    async def publish(self, conversation: Conversation, reply: Reply) -> str:
+        channel_id = int(conversation.thread or conversation.channel)
+        guild_id = int(conversation.workspace) if conversation.workspace.isdigit() else None
+        return await ChannelResponder(self.host, channel_id, guild_id=guild_id).send(reply)

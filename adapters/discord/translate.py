@@ -1,0 +1,253 @@
+"""Discord gateway payloads -> core events. Pure functions over the raw API shapes (dicts), tested on recorded ones.
+
+custom_ids carry everything a component needs (action, generation id, value), so buttons work after a restart:
+`chorus:<action_id>:<generation_id>:<value>` for buttons and selects, `chorus?...` for a button that first asks for
+text in a modal, `chorusm:...` for that modal's submission, and `chorusr:remix::` for the "Remix with Chorus" modal.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bots.events import Action, Activity, Command, Conversation, Message, Reaction, User
+
+PLATFORM = "discord"
+MANAGE_CHANNELS = 1 << 4
+MANAGE_GUILD = 1 << 5
+THREAD_TYPES = frozenset({10, 11, 12})
+CUSTOM_ID_LIMIT = 100
+REMIX_MENU = "Remix with Chorus"
+# Message types a user writes: default and reply. Joins, pins, thread starters are never answered.
+_USER_MESSAGE_TYPES = frozenset({0, 19})
+
+REMIX_MODAL_ID = "chorusr:remix::"
+CUSTOM_ID = re.compile(r"chorus(?P<kind>[:?mr]):(?P<action>[a-z0-9_]+):(?P<generation>\d*):(?P<value>.*)", re.S)
+
+
+@dataclass(frozen=True)
+class AskFirst:
+    """A click on a button whose action needs a line of text: the adapter opens a modal with this label."""
+
+    action_id: str
+    generation_id: int | None
+    label: str
+
+
+def encode_custom_id(action_id: str, generation_id: int | None, value: str = "", *, kind: str = ":") -> str:
+    """Pack an action into a custom_id (at most 100 characters; the value is cut to fit)."""
+    head = f"chorus{kind}:{action_id}:{generation_id if generation_id is not None else ''}:"
+    return head + value[: CUSTOM_ID_LIMIT - len(head)]
+
+
+def decode_custom_id(custom_id: str) -> tuple[str, str, int | None, str] | None:
+    """(kind, action_id, generation_id, value), or None when the id is not one of ours."""
+    match = CUSTOM_ID.fullmatch(custom_id)
+    if match is None:
+        return None
+    generation = match["generation"]
+    return match["kind"], match["action"], int(generation) if generation else None, match["value"]
+
+
+def defers_at_once(
+    payload: Mapping[str, Any], generating_commands: frozenset[str], generating_actions: frozenset[str]
+) -> bool:
+    """Will this interaction certainly start a generation, so it can be deferred before anything else runs?
+
+    Slash and menu commands that generate, and buttons/selects whose action generates; never a button that opens a
+    modal (a modal must be the first response) and never anything that is answered with a message at once.
+    """
+    data = payload.get("data") or {}
+    if payload.get("type") == 2:
+        # A message-menu command first asks for the tone in a modal, which has to be the first response.
+        return data.get("type", 1) == 1 and str(data.get("name", "")) in generating_commands
+    if payload.get("type") == 3:
+        decoded = decode_custom_id(str(data.get("custom_id", "")))
+        return decoded is not None and decoded[0] == ":" and decoded[1] in generating_actions
+    if payload.get("type") == 5:
+        return str(data.get("custom_id", "")) == REMIX_MODAL_ID and "remix" in generating_commands
+    return False
+
+
+def _member_user(payload: Mapping[str, Any]) -> Mapping[str, Any]:
+    member = payload.get("member") or {}
+    return member.get("user") or payload.get("user") or payload.get("author") or {}
+
+
+def to_user(payload: Mapping[str, Any]) -> User:
+    """The acting user; a moderator is someone with Manage Channels or Manage Guild in this channel."""
+    raw = _member_user(payload)
+    member = payload.get("member") or {}
+    permissions = int(member.get("permissions") or 0)
+    name = raw.get("global_name") or raw.get("username") or str(raw.get("id", "?"))
+    return User(id=str(raw.get("id", "")), name=name, is_moderator=bool(permissions & (MANAGE_CHANNELS | MANAGE_GUILD)))
+
+
+def to_conversation(payload: Mapping[str, Any]) -> Conversation:
+    """A guild channel, or a thread (its parent is the channel). DMs use the workspace "@me"."""
+    channel = payload.get("channel") or {}
+    channel_id = str(payload.get("channel_id") or channel.get("id") or "")
+    workspace = str(payload.get("guild_id") or "@me")
+    if channel.get("type") in THREAD_TYPES and channel.get("parent_id"):
+        return Conversation(PLATFORM, workspace, str(channel["parent_id"]), thread=channel_id)
+    return Conversation(PLATFORM, workspace, channel_id)
+
+
+def _option_value(option: Mapping[str, Any]) -> str:
+    value = option.get("value")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def to_command(payload: Mapping[str, Any], *, free_text: bool) -> Command:
+    """A slash command or the "Remix with Chorus" message command. A free-text command's `text` option is its text."""
+    data = payload.get("data") or {}
+    conversation, user = to_conversation(payload), to_user(payload)
+    if data.get("type") == 3:  # message context menu: remix the target message's text
+        target = (data.get("resolved") or {}).get("messages", {}).get(str(data.get("target_id")), {})
+        return Command(conversation, user, "remix", text=str(target.get("content", "")), extras={"payload": payload})
+    options = {str(o["name"]): _option_value(o) for o in data.get("options") or [] if "name" in o}
+    text = ""
+    if free_text:
+        text = options.pop("text", "")
+    return Command(
+        conversation, user, str(data.get("name", "")), text=text, options=options, extras={"payload": payload}
+    )
+
+
+def to_action(payload: Mapping[str, Any]) -> Action | AskFirst | None:
+    """A button, select or modal submission with one of our custom_ids; None for anything else."""
+    data = payload.get("data") or {}
+    decoded = decode_custom_id(str(data.get("custom_id", "")))
+    if decoded is None:
+        return None
+    kind, action_id, generation_id, value = decoded
+    if kind == "r":
+        return None
+    if kind == "?":
+        return AskFirst(action_id, generation_id, value or "Your text")
+    if kind == "m":
+        value = modal_values(data).get("text", "")
+    elif data.get("values"):
+        value = str(data["values"][0])
+    message = payload.get("message") or {}
+    return Action(
+        to_conversation(payload),
+        to_user(payload),
+        action_id,
+        value=value,
+        generation_id=generation_id,
+        message_ref=str(message["id"]) if message.get("id") else None,
+        extras={"payload": payload},
+    )
+
+
+def modal_values(data: Mapping[str, Any]) -> dict[str, str]:
+    """custom_id -> submitted text for every text input of a modal (in action rows or labels)."""
+    values: dict[str, str] = {}
+    for row in data.get("components") or []:
+        for component in row.get("components") or [row.get("component") or {}]:
+            if component.get("custom_id") and component.get("value") is not None:
+                values[str(component["custom_id"])] = str(component["value"]).strip()
+    return values
+
+
+def to_remix_command(payload: Mapping[str, Any]) -> Command | None:
+    """The "Remix with Chorus" modal: the message text (editable) and the tone, as a /remix command."""
+    data = payload.get("data") or {}
+    if str(data.get("custom_id", "")) != REMIX_MODAL_ID:
+        return None
+    values = modal_values(data)
+    options = {"tone": values["tone"]} if values.get("tone") else {}
+    return Command(
+        to_conversation(payload),
+        to_user(payload),
+        "remix",
+        text=values.get("text", ""),
+        options=options,
+        extras={"payload": payload},
+    )
+
+
+def _message_conversation(payload: Mapping[str, Any], thread_parent: str | None) -> Conversation:
+    workspace = str(payload.get("guild_id") or "@me")
+    channel_id = str(payload.get("channel_id", ""))
+    if thread_parent:
+        return Conversation(PLATFORM, workspace, thread_parent, thread=channel_id)
+    return Conversation(PLATFORM, workspace, channel_id)
+
+
+def _strip_mention(text: str, bot_id: str) -> str:
+    return re.sub(rf"<@!?{re.escape(bot_id)}>", "", text).strip()
+
+
+def to_message(
+    payload: Mapping[str, Any], *, bot_id: str, thread_parent: str | None = None, chorus_thread: bool = False
+) -> Message | Activity | None:
+    """MESSAGE_CREATE -> Message when it is addressed to Chorus (reply to it, mention, DM, a Chorus thread), else
+    Activity (counted only). Bots, Chorus itself and system messages give None."""
+    author = payload.get("author") or {}
+    if author.get("bot") or str(author.get("id")) == bot_id or payload.get("webhook_id"):
+        return None
+    if payload.get("type", 0) not in _USER_MESSAGE_TYPES:
+        return None
+    conversation = _message_conversation(payload, thread_parent)
+    user = to_user(payload)
+    reference = payload.get("referenced_message") or {}
+    replied_to_chorus = str((reference.get("author") or {}).get("id", "")) == bot_id
+    reply_to = (payload.get("message_reference") or {}).get("message_id")
+    mentioned = any(str(m.get("id")) == bot_id for m in payload.get("mentions") or [])
+    direct = not payload.get("guild_id")
+    text = _strip_mention(str(payload.get("content", "")), bot_id)
+    extras = {"payload": payload}
+    if replied_to_chorus or mentioned or direct or chorus_thread:
+        return Message(
+            conversation,
+            user,
+            text,
+            reply_to=str(reply_to) if reply_to and replied_to_chorus else None,
+            message_ref=str(payload.get("id")),
+            extras=extras,
+        )
+    at = _parse_time(payload.get("timestamp"))
+    return Activity(conversation, user, at, extras=extras)
+
+
+def _parse_time(value: Any) -> datetime:
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).astimezone(UTC)
+        except ValueError:
+            pass
+    return datetime.now(UTC)
+
+
+def emoji_text(emoji: Mapping[str, Any]) -> str:
+    """Unicode emoji as themselves, custom ones as `name:id`."""
+    if emoji.get("id"):
+        return f"{emoji.get('name') or ''}:{emoji['id']}"
+    return str(emoji.get("name") or "")
+
+
+def to_reaction(
+    payload: Mapping[str, Any], *, added: bool, bot_id: str, thread_parent: str | None = None
+) -> Reaction | None:
+    """MESSAGE_REACTION_ADD/REMOVE (raw, so uncached messages count). Chorus' own reactions give None."""
+    user_id = str(payload.get("user_id", ""))
+    if user_id == bot_id:
+        return None
+    member = payload.get("member") or {}
+    raw_user = member.get("user") or {}
+    name = raw_user.get("global_name") or raw_user.get("username") or user_id
+    return Reaction(
+        _message_conversation(payload, thread_parent),
+        User(id=user_id, name=name),
+        message_ref=str(payload.get("message_id", "")),
+        emoji=emoji_text(payload.get("emoji") or {}),
+        added=added,
+        extras={"payload": payload},
+    )

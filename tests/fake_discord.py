@@ -1,0 +1,704 @@
+"""A fake Discord (REST + gateway) on 127.0.0.1 that the real discord.py client talks to.
+
+It records every request (method, path, headers, JSON body), dispatches gateway events (READY, GUILD_CREATE,
+INTERACTION_CREATE, MESSAGE_CREATE, MESSAGE_REACTION_ADD), and injects 429s and socket closes. Traps it honours:
+JSON responses carry Content-Type exactly `application/json`, the interaction callback returns a JSON body,
+interactions carry `attachment_size_limit`, reactions carry `type`, and 429s carry `Via` unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+DISCORD_EPOCH_MS = 1420070400000
+_JSON_BODY = web.RequestKey("json_body", object)
+APP_ID = "900000000000000001"
+BOT_ID = APP_ID
+GUILD_ID = "910000000000000001"
+CHANNEL_ID = "920000000000000001"
+MOD_PERMISSIONS = str((1 << 4) | (1 << 10) | (1 << 11))  # Manage Channels, View Channel, Send Messages
+USER_PERMISSIONS = str((1 << 10) | (1 << 11))
+
+BOT_USER = {
+    "id": BOT_ID,
+    "username": "Chorus",
+    "discriminator": "0",
+    "global_name": "Chorus",
+    "avatar": None,
+    "bot": True,
+}
+
+
+_SEQUENCE = itertools.count(1)
+
+
+def snowflake(at_ms: float | None = None) -> str:
+    """A Discord id whose timestamp is `at_ms` (now by default), so created_at is meaningful."""
+    ms = int(time.time() * 1000) if at_ms is None else int(at_ms)
+    return str(((ms - DISCORD_EPOCH_MS) << 22) | (next(_SEQUENCE) & 0x3FFFFF))
+
+
+def user_payload(user_id: str, name: str) -> dict[str, Any]:
+    return {"id": user_id, "username": name, "discriminator": "0", "global_name": name, "avatar": None}
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    query: dict[str, str]
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Fault:
+    method: str
+    pattern: re.Pattern[str]
+    times: int
+    status: int = 429
+    is_global: bool = False
+    via: bool = True
+    retry_after: float = 0.05
+    hits: int = 0
+
+
+class FakeDiscord:
+    """Start with `await fake.start()`; point discord.py at `fake.api_base_url` / `fake.gateway_url`."""
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.faults: list[Fault] = []
+        self.messages: dict[str, dict[str, Any]] = {}
+        self.originals: dict[str, str] = {}  # interaction token -> original response message id
+        self.dispatched_at: dict[str, float] = {}  # interaction id -> monotonic time of dispatch
+        self.callback_at: dict[str, float] = {}  # interaction id -> monotonic time its callback arrived
+        self.gateway_ops: list[dict[str, Any]] = []  # IDENTIFY / RESUME / ... as sent by the client
+        self.sockets: list[web.WebSocketResponse] = []
+        self.session_id = "fake-session-1"
+        self.seq = 0
+        self.rate_limit_headers: dict[str, str] = {}  # extra headers on webhook responses (X-RateLimit-*)
+        self.threads: dict[str, dict[str, Any]] = {}
+        self._connected = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self.guild_threads: list[dict[str, Any]] = []
+        self.burst_sent_ms = 0.0
+        # Intent bits this bot was not granted in the Developer Portal: IDENTIFY with them is closed with 4014.
+        self.privileged_refused = 0
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._record])
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_post("/_fake/burst", self._control_burst)
+        app.router.add_get("/_fake/acks", self._control_acks)
+        app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def serve_forever(self) -> None:
+        """`python tests/fake_discord.py`: serve until killed, printing the port first (for bench/ack.py)."""
+        await self.start()
+        print(f"FAKE_DISCORD_PORT {self.port}", flush=True)
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        for ws in self.sockets:
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def api_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    # ---------------------------------------------------------------- queries for tests
+    def find(self, method: str, pattern: str) -> list[Recorded]:
+        regex = re.compile(pattern)
+        return [r for r in self.requests if r.method == method and regex.search(r.path)]
+
+    def bodies(self) -> list[Any]:
+        return [r.body for r in self.requests if isinstance(r.body, dict)]
+
+    def fail(
+        self,
+        method: str,
+        pattern: str,
+        *,
+        times: int = 1,
+        status: int = 429,
+        is_global: bool = False,
+        via: bool = True,
+        retry_after: float = 0.05,
+    ) -> Fault:
+        fault = Fault(method, re.compile(pattern), times, status, is_global, via, retry_after)
+        self.faults.append(fault)
+        return fault
+
+    # ---------------------------------------------------------------- control (for benchmarks in another process)
+    async def burst(self, n: int, options: dict[str, Any] | None = None) -> list[str]:
+        """Dispatch n /create interactions back to back (payloads built first); returns their ids."""
+        options = options or {"kind": "slogan", "prompt": "a lighthouse that serves tea"}
+        await self.wait_connected()
+        payloads = []
+        for index in range(n):
+            data = {
+                "id": snowflake(),
+                "name": "create",
+                "type": 1,
+                "options": [{"name": k, "type": 3, "value": v} for k, v in options.items()],
+            }
+            payloads.append(interaction_payload(2, data, user=(str(950000000000000000 + index), f"user{index}")))
+        frames = []
+        for payload in payloads:
+            self.seq += 1
+            frames.append(
+                (payload["id"], json.dumps({"op": 0, "t": "INTERACTION_CREATE", "s": self.seq, "d": payload}))
+            )
+        ws = self.sockets[-1]
+        for interaction_id, frame in frames:
+            self.dispatched_at[interaction_id] = time.monotonic()
+            await ws.send_str(frame)
+        self.burst_sent_ms = (time.monotonic() - self.dispatched_at[frames[0][0]]) * 1000
+        return [payload["id"] for payload in payloads]
+
+    async def _control_burst(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        ids = await self.burst(int(body["n"]), body.get("options"))
+        return _json({"ids": ids, "sent_ms": round(self.burst_sent_ms, 1)})
+
+    async def _control_acks(self, request: web.Request) -> web.Response:
+        """Milliseconds from dispatch to the interaction callback, per interaction id (null: not acked yet)."""
+        ids = request.query.get("ids", "").split(",")
+        acks = {
+            i: (self.callback_at[i] - self.dispatched_at[i]) * 1000 if i in self.callback_at else None
+            for i in ids
+            if i in self.dispatched_at
+        }
+        return _json({"acks": acks, "connected": self._connected.is_set()})
+
+    # ---------------------------------------------------------------- REST
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+        if request.path == "/gateway" or request.path.startswith("/_fake/"):
+            return await handler(request)
+        body: Any = None
+        raw = await request.read()
+        ctype = request.headers.get("Content-Type", "")
+        if raw and ctype.startswith("application/json"):
+            body = json.loads(raw)
+        elif raw and ctype.startswith("multipart/"):
+            match = re.search(rb'name="payload_json".*?\r\n\r\n(.*?)\r\n--', raw, re.S)
+            body = json.loads(match.group(1)) if match else {"multipart": True}
+        path = request.path.removeprefix("/api/v10")
+        self.requests.append(Recorded(request.method, path, dict(request.headers), body, dict(request.query)))
+        for fault in self.faults:
+            if fault.hits < fault.times and fault.method == request.method and fault.pattern.search(path):
+                fault.hits += 1
+                return self._fault_response(fault)
+        request[_JSON_BODY] = body
+        return await handler(request)
+
+    def _fault_response(self, fault: Fault) -> web.Response:
+        headers = {"X-RateLimit-Scope": "global" if fault.is_global else "user"}
+        if fault.via:
+            headers["Via"] = "1.1 google"
+        if fault.status == 429:
+            body = {
+                "message": "You are being rate limited.",
+                "retry_after": fault.retry_after,
+                "global": fault.is_global,
+            }
+            headers["Retry-After"] = str(fault.retry_after)
+            if not fault.is_global:
+                headers["X-RateLimit-Remaining"] = "0"
+                headers["X-RateLimit-Reset-After"] = str(fault.retry_after)
+                headers["X-RateLimit-Bucket"] = "fake-bucket"
+            return _json(body, status=429, headers=headers)
+        return _json({"message": "fault", "code": 0}, status=fault.status, headers=headers)
+
+    async def _rest(self, request: web.Request) -> web.Response:
+        path = "/" + request.match_info["tail"]
+        method = request.method
+        body = request[_JSON_BODY] or {}
+        if method == "GET" and path == "/users/@me":
+            return _json(BOT_USER)
+        if method == "GET" and path == "/oauth2/applications/@me":
+            return _json(
+                {
+                    "id": APP_ID,
+                    "name": "Chorus",
+                    "description": "",
+                    "icon": None,
+                    "bot_public": True,
+                    "bot_require_code_grant": False,
+                    "owner": user_payload("930000000000000009", "owner"),
+                    "verify_key": "00",
+                    "flags": 0,
+                }
+            )
+        if method == "GET" and path == "/gateway/bot":
+            limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
+            return _json({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        if method == "GET" and path == "/gateway":
+            return _json({"url": self.gateway_url})
+        if method == "PUT" and re.fullmatch(r"/applications/\d+(/guilds/\d+)?/commands", path):
+            commands = [
+                {
+                    "description": "",
+                    **command,
+                    "id": snowflake(),
+                    "application_id": APP_ID,
+                    "version": "1",
+                    "default_member_permissions": None,
+                }
+                for command in body
+            ]
+            return _json(commands)
+        if m := re.fullmatch(r"/interactions/(\d+)/([^/]+)/callback", path):
+            return self._callback(m.group(1), m.group(2), body)
+        if m := re.fullmatch(r"/webhooks/\d+/([^/]+)/messages/([^/]+)", path):
+            token, which = m.groups()
+            message_id = self.originals.get(token) if which == "@original" else which
+            if message_id is None or message_id not in self.messages:
+                return _json({"message": "Unknown Message", "code": 10008}, status=404)
+            if method == "DELETE":
+                self.messages.pop(message_id)
+                return web.Response(status=204)
+            if method == "PATCH":
+                message = self.messages[message_id]
+                message.update({k: v for k, v in body.items() if k in ("content", "embeds", "components", "flags")})
+                message["edited_timestamp"] = _now_iso()
+                return _json(message, headers=self.rate_limit_headers)
+            return _json(self.messages[message_id])
+        if m := re.fullmatch(r"/webhooks/\d+/([^/]+)", path):
+            message = self._new_message(CHANNEL_ID, body)
+            return _json(message, headers=self.rate_limit_headers)
+        if m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)/threads", path):
+            thread_id = snowflake()
+            thread = {
+                "id": thread_id,
+                "type": 11,
+                "guild_id": GUILD_ID,
+                "parent_id": m.group(1),
+                "owner_id": BOT_ID,
+                "name": body.get("name", "thread"),
+                "thread_metadata": {
+                    "archived": False,
+                    "auto_archive_duration": body.get("auto_archive_duration", 1440),
+                    "archive_timestamp": _now_iso(),
+                    "locked": False,
+                },
+                "message_count": 0,
+                "member_count": 1,
+                "rate_limit_per_user": 0,
+                "flags": 0,
+            }
+            self.threads[thread_id] = thread
+            return _json(thread)
+        if (m := re.fullmatch(r"/channels/(\d+)/messages", path)) and method == "POST":
+            return _json(self._new_message(m.group(1), body))
+        if (m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", path)) and method == "PATCH":
+            message = self.messages.get(m.group(2))
+            if message is None:
+                return _json({"message": "Unknown Message", "code": 10008}, status=404)
+            message.update({k: v for k, v in body.items() if k in ("content", "embeds", "components")})
+            return _json(message)
+        return _json({"message": f"404: Not Found ({method} {path})", "code": 0}, status=404)
+
+    def _callback(self, interaction_id: str, token: str, body: dict[str, Any]) -> web.Response:
+        self.callback_at.setdefault(interaction_id, time.monotonic())
+        kind = body.get("type")
+        data = body.get("data") or {}
+        interaction: dict[str, Any] = {"id": interaction_id, "type": 2}
+        resource: dict[str, Any] | None = None
+        if kind in (4, 5):
+            message = self._new_message(
+                CHANNEL_ID, data if kind == 4 else {"content": "", "flags": data.get("flags", 0) | 128}
+            )
+            self.originals[token] = message["id"]
+            interaction.update(
+                response_message_id=message["id"],
+                response_message_loading=kind == 5,
+                response_message_ephemeral=bool(data.get("flags", 0) & 64),
+            )
+            resource = {"type": kind, "message": message}
+        elif kind in (6, 7):
+            resource = {"type": kind}
+        payload: dict[str, Any] = {"interaction": interaction}
+        if resource is not None:
+            payload["resource"] = resource
+        return _json(payload)
+
+    def _new_message(
+        self, channel_id: str, body: dict[str, Any], author: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        message = message_payload(
+            snowflake(),
+            channel_id,
+            author or BOT_USER,
+            body.get("content") or "",
+            embeds=body.get("embeds") or [],
+            components=body.get("components") or [],
+            flags=body.get("flags", 0) or 0,
+        )
+        self.messages[message["id"]] = message
+        return message
+
+    # ---------------------------------------------------------------- gateway
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None}))
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            data = json.loads(msg.data)
+            op = data.get("op")
+            self.gateway_ops.append(data)
+            if op == 1:
+                await ws.send_str(json.dumps({"op": 11, "d": None, "s": None, "t": None}))
+            elif op == 2 and data["d"].get("intents", 0) & self.privileged_refused:
+                await ws.close(code=4014, message=b"Disallowed intent(s).")
+            elif op == 2:
+                self.seq = 0
+                ready = self._ready()
+                if data["d"].get("shard"):
+                    ready["shard"] = data["d"]["shard"]
+                await self._send(ws, "READY", ready)
+                await self._send(ws, "GUILD_CREATE", self._guild())
+                self._connected.set()
+            elif op == 6:
+                await self._send(ws, "RESUMED", {})
+                self._connected.set()
+        if ws in self.sockets:
+            self.sockets.remove(ws)
+        return ws
+
+    def _ready(self) -> dict[str, Any]:
+        return {
+            "v": 10,
+            "user": BOT_USER,
+            "guilds": [{"id": GUILD_ID, "unavailable": True}],
+            "session_id": self.session_id,
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": APP_ID, "flags": 0},
+            "private_channels": [],
+            "relationships": [],
+        }
+
+    def _guild(self) -> dict[str, Any]:
+        channel = {
+            "id": CHANNEL_ID,
+            "type": 0,
+            "guild_id": GUILD_ID,
+            "name": "general",
+            "position": 0,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+        }
+        return {
+            "id": GUILD_ID,
+            "name": "Fake Guild",
+            "icon": None,
+            "owner_id": "930000000000000009",
+            "roles": [
+                {
+                    "id": GUILD_ID,
+                    "name": "@everyone",
+                    "permissions": USER_PERMISSIONS,
+                    "position": 0,
+                    "color": 0,
+                    "hoist": False,
+                    "managed": False,
+                    "mentionable": False,
+                    "flags": 0,
+                }
+            ],
+            "emojis": [],
+            "features": [],
+            "member_count": 3,
+            "members": [],
+            "channels": [channel],
+            "threads": self.guild_threads,
+            "presences": [],
+            "voice_states": [],
+            "stickers": [],
+            "large": False,
+            "unavailable": False,
+            "joined_at": _now_iso(),
+            "preferred_locale": "en-US",
+            "afk_timeout": 300,
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "premium_tier": 0,
+            "system_channel_flags": 0,
+        }
+
+    async def _send(self, ws: web.WebSocketResponse, event: str, data: Any) -> None:
+        self.seq += 1
+        await ws.send_str(json.dumps({"op": 0, "t": event, "s": self.seq, "d": data}))
+
+    async def wait_connected(self, timeout_s: float = 20.0) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout_s)
+
+    async def dispatch(self, event: str, data: Any) -> None:
+        """Send one DISPATCH to the connected client (waits until one is connected)."""
+        await self.wait_connected()
+        await self._send(self.sockets[-1], event, data)
+
+    async def send_raw(self, text: str) -> None:
+        await self.wait_connected()
+        await self.sockets[-1].send_str(text)
+
+    async def close_socket(self, code: int = 4000) -> None:
+        """Drop the gateway connection the way Discord does on a restart; the client should RESUME."""
+        self._connected.clear()
+        ws = self.sockets[-1]
+        await ws.close(code=code, message=b"fake close")
+
+    # ---------------------------------------------------------------- interactions the tests send
+    async def slash(
+        self,
+        name: str,
+        options: dict[str, Any] | None = None,
+        *,
+        user: tuple[str, str] = ("940000000000000001", "alice"),
+        moderator: bool = False,
+        channel_id: str = CHANNEL_ID,
+    ) -> dict[str, Any]:
+        data = {
+            "id": snowflake(),
+            "name": name,
+            "type": 1,
+            "options": [
+                {"name": k, "type": 4 if isinstance(v, int) else 3, "value": v} for k, v in (options or {}).items()
+            ],
+        }
+        return await self.interact(2, data, user=user, moderator=moderator, channel_id=channel_id)
+
+    async def click(
+        self,
+        message_id: str,
+        custom_id: str,
+        *,
+        values: list[str] | None = None,
+        user: tuple[str, str] = ("940000000000000001", "alice"),
+    ) -> dict[str, Any]:
+        message = self.messages[message_id]
+        data: dict[str, Any] = {"custom_id": custom_id, "component_type": 3 if values is not None else 2}
+        if values is not None:
+            data["values"] = values
+        return await self.interact(3, data, user=user, message=message)
+
+    async def submit_modal(
+        self,
+        custom_id: str,
+        text: str,
+        *,
+        user: tuple[str, str] = ("940000000000000001", "alice"),
+        more: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        values = {"text": text, **(more or {})}
+        data = {
+            "custom_id": custom_id,
+            "components": [
+                {"type": 1, "components": [{"type": 4, "custom_id": key, "value": value}]}
+                for key, value in values.items()
+            ],
+        }
+        return await self.interact(5, data, user=user)
+
+    async def interact(
+        self,
+        kind: int,
+        data: dict[str, Any],
+        *,
+        user: tuple[str, str],
+        moderator: bool = False,
+        message: dict[str, Any] | None = None,
+        channel_id: str = CHANNEL_ID,
+    ) -> dict[str, Any]:
+        payload = interaction_payload(
+            kind, data, user=user, moderator=moderator, message=message, channel_id=channel_id
+        )
+        self.dispatched_at[payload["id"]] = time.monotonic()
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return payload
+
+    async def user_message(
+        self,
+        content: str,
+        *,
+        user: tuple[str, str] = ("940000000000000001", "alice"),
+        reply_to: str | None = None,
+        mention: bool = False,
+        channel_id: str = CHANNEL_ID,
+    ) -> dict[str, Any]:
+        message = message_payload(snowflake(), channel_id, user_payload(*user), content)
+        message["guild_id"] = GUILD_ID
+        message["member"] = {"roles": [], "joined_at": _now_iso(), "deaf": False, "mute": False, "flags": 0}
+        if mention:
+            message["mentions"] = [BOT_USER]
+        if reply_to is not None:
+            message["message_reference"] = {
+                "message_id": reply_to,
+                "channel_id": channel_id,
+                "guild_id": GUILD_ID,
+                "type": 0,
+            }
+            ref = self.messages.get(reply_to)
+            message["referenced_message"] = ref
+            if ref is not None and ref["author"]["id"] == BOT_ID:
+                message["mentions"] = [BOT_USER]
+                message["type"] = 19
+        self.messages[message["id"]] = message
+        await self.dispatch("MESSAGE_CREATE", message)
+        return message
+
+    async def react(self, message_id: str, emoji: str, *, user_id: str = "940000000000000001") -> None:
+        await self.dispatch(
+            "MESSAGE_REACTION_ADD",
+            {
+                "user_id": user_id,
+                "channel_id": CHANNEL_ID,
+                "message_id": message_id,
+                "guild_id": GUILD_ID,
+                "emoji": {"id": None, "name": emoji},
+                "type": 0,
+                "burst": False,
+                "message_author_id": BOT_ID,
+                "member": {
+                    "user": user_payload(user_id, "alice"),
+                    "roles": [],
+                    "joined_at": _now_iso(),
+                    "deaf": False,
+                    "mute": False,
+                    "flags": 0,
+                },
+            },
+        )
+
+
+def message_payload(
+    message_id: str,
+    channel_id: str,
+    author: dict[str, Any],
+    content: str,
+    *,
+    embeds: list[Any] | None = None,
+    components: list[Any] | None = None,
+    flags: int = 0,
+) -> dict[str, Any]:
+    return {
+        "id": message_id,
+        "channel_id": channel_id,
+        "author": author,
+        "content": content,
+        "timestamp": _now_iso(),
+        "edited_timestamp": None,
+        "tts": False,
+        "mention_everyone": False,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": [],
+        "embeds": embeds or [],
+        "components": components or [],
+        "pinned": False,
+        "type": 0,
+        "flags": flags,
+    }
+
+
+def interaction_payload(
+    kind: int,
+    data: dict[str, Any],
+    *,
+    user: tuple[str, str],
+    moderator: bool = False,
+    message: dict[str, Any] | None = None,
+    channel_id: str = CHANNEL_ID,
+    created_ms: float | None = None,
+) -> dict[str, Any]:
+    permissions = MOD_PERMISSIONS if moderator else USER_PERMISSIONS
+    payload: dict[str, Any] = {
+        "id": snowflake(created_ms),
+        "application_id": APP_ID,
+        "type": kind,
+        "data": data,
+        "guild_id": GUILD_ID,
+        "channel_id": channel_id,
+        "channel": {
+            "id": channel_id,
+            "type": 0,
+            "guild_id": GUILD_ID,
+            "name": "general",
+            "position": 0,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+        },
+        "member": {
+            "user": user_payload(*user),
+            "roles": [],
+            "joined_at": _now_iso(),
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "permissions": permissions,
+        },
+        "token": f"tok-{snowflake()}",
+        "version": 1,
+        "app_permissions": str((1 << 11) | (1 << 10)),
+        "locale": "en-US",
+        "guild_locale": "en-US",
+        "entitlements": [],
+        "authorizing_integration_owners": {"0": GUILD_ID},
+        "context": 0,
+        "attachment_size_limit": 10 * 1024 * 1024,
+    }
+    if message is not None:
+        payload["message"] = message
+    return payload
+
+
+def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # discord.py compares Content-Type to exactly "application/json", so no charset suffix.
+    return web.Response(
+        body=json.dumps(data).encode(), status=status, headers={**(headers or {}), "Content-Type": "application/json"}
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(FakeDiscord().serve_forever())

@@ -1,0 +1,731 @@
+"""The Discord adapter end to end: real discord.py against the fake Discord in fake_discord.py, Chorus on the
+FakeGenerator and a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fake_discord import BOT_ID, CHANNEL_ID, GUILD_ID, FakeDiscord, Recorded
+from sqlalchemy import select
+
+from adapters.discord.app import DiscordAdapter, apply_endpoints
+from adapters.discord.render import THINKING
+from bots.app import Chorus
+from bots.events import Activity, Conversation
+from bots.store import EngagementEvent, Feedback, Store
+from generation.fake import FakeGenerator
+from support import settings_for, wait_until
+
+
+@dataclass
+class Harness:
+    fake: FakeDiscord
+    adapter: DiscordAdapter
+    chorus: Chorus
+    generator: FakeGenerator
+    task: asyncio.Task[int]
+
+    def originals(self, token: str) -> list[Recorded]:
+        return self.fake.find("PATCH", rf"/webhooks/\d+/{token}/messages/@original")
+
+    def final_edit(self, token: str) -> Recorded | None:
+        """The edit (or follow-up) that carries components: the finished result."""
+        for record in reversed(
+            self.fake.find("PATCH", rf"/webhooks/\d+/{token}") + self.fake.find("POST", rf"/webhooks/\d+/{token}")
+        ):
+            if isinstance(record.body, dict) and record.body.get("components"):
+                return record
+        return None
+
+    def message_for(self, token: str) -> dict:
+        return self.fake.messages[self.fake.originals[token]]
+
+    async def finished(self, token: str, timeout_s: float = 20.0) -> dict:
+        await wait_until(lambda: self.final_edit(token) is not None, timeout_s)
+        record = self.final_edit(token)
+        assert record is not None
+        return record.body
+
+
+def custom_ids(body: dict) -> list[str]:
+    return [c["custom_id"] for row in body.get("components", []) for c in row["components"]]
+
+
+async def start_harness(
+    tmp_path: Path, generator: FakeGenerator | None = None, fake: FakeDiscord | None = None, **env: str
+) -> Harness:
+    if fake is None:
+        fake = FakeDiscord()
+        await fake.start()
+    settings = settings_for(
+        tmp_path,
+        CHORUS_CHORUS__PLATFORM="discord",
+        CHORUS_DISCORD__API_BASE_URL=fake.api_base_url,
+        CHORUS_DISCORD__GATEWAY_URL=fake.gateway_url,
+        CHORUS_DISCORD__RECONNECT_DELAY_S="0.05",
+        CHORUS_LIMITS__STREAM_EDIT_INTERVAL_S="0.2",
+        **env,
+    )
+    store = Store(settings.store_url)
+    await store.start()
+    generator = generator or FakeGenerator(delay_s=0.02)
+    chorus = Chorus(settings, store, generator)
+    apply_endpoints(settings)
+    adapter = DiscordAdapter(chorus, client_options={"guild_ready_timeout": 0.05})
+    fake._connected.clear()
+    task = asyncio.create_task(adapter.run("fake-token"))
+    await fake.wait_connected()
+    await wait_until(lambda: adapter.client.is_ready())
+    return Harness(fake, adapter, chorus, generator, task)
+
+
+async def stop_harness(harness: Harness, *, stop_fake: bool = True) -> None:
+    await harness.adapter.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(harness.task, 10)
+    await harness.chorus.close()
+    if stop_fake:
+        await harness.fake.stop()
+
+
+@pytest.fixture
+async def bot(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = await start_harness(tmp_path)
+    yield harness
+    await stop_harness(harness)
+
+
+async def test_login_syncs_every_core_command_with_typed_options(bot: Harness) -> None:
+    synced = bot.fake.find("PUT", r"/applications/\d+/commands$")
+    assert synced and synced[0].headers["Authorization"] == "Bot fake-token"
+    commands = {c["name"]: c for c in synced[-1].body}
+    assert set(bot.chorus.router.commands) <= set(commands)
+    create = {o["name"]: o for o in commands["create"]["options"]}
+    assert [c["value"] for c in create["kind"]["choices"]] == list(bot.chorus.settings.kinds)
+    assert [c["value"] for c in create["tone"]["choices"]] == list(bot.chorus.settings.tones)
+    assert create["kind"]["required"] and create["prompt"]["required"] and not create["n"].get("required", False)
+    assert create["n"]["type"] == 4 and create["n"]["max_value"] == bot.chorus.settings.limits.max_variants
+    # A command without structured options takes free text, as in the terminal.
+    assert [o["name"] for o in commands["help"]["options"]] == ["text"]
+    menu = [c for c in synced[-1].body if c.get("type") == 3]
+    assert [c["name"] for c in menu] == ["Remix with Chorus"]
+    identify = [op for op in bot.fake.gateway_ops if op["op"] == 2]
+    assert identify and identify[0]["d"]["token"] == "fake-token"
+
+
+async def test_create_defers_streams_with_throttled_edits_and_ends_with_components(bot: Harness) -> None:
+    bot.generator.delay_s = 0.05
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "a night-owl bakery", "n": 2})
+    token = payload["token"]
+    await wait_until(lambda: payload["id"] in bot.fake.callback_at)
+    callback = bot.fake.find("POST", rf"/interactions/{payload['id']}/")[0]
+    assert callback.body["type"] == 5  # deferred: "Chorus is thinking…"
+    final = await bot.finished(token)
+    edits = bot.originals(token)
+    assert len(edits) >= 3, "the text should stream in several edits"
+    gaps = [b.at - a.at for a, b in itertools.pairwise(edits[:-1])]  # the final edit is not throttled
+    assert gaps and min(gaps) >= 0.15, f"progress edits must be throttled, got gaps {gaps}"
+    embed = final["embeds"][0]
+    assert embed["title"] == "slogan · v1"
+    assert "**1.**" in embed["description"] and "**2.**" in embed["description"]
+    ids = custom_ids(final)
+    record = await latest_with_ref(bot)
+    assert record.message_ref == bot.fake.originals[token]
+    assert f"chorus::regenerate:{record.id}:" in ids and f"chorus::rate_up:{record.id}:+1" in ids
+    tone_select = [c for row in final["components"] for c in row["components"] if c["type"] == 3]
+    assert [o["value"] for o in tone_select[0]["options"]] == list(bot.chorus.settings.tones)
+    assert final["allowed_mentions"] == {"parse": []}
+
+
+async def latest_with_ref(bot: Harness, version: int = 1):
+    """The latest result once its message id is stored (that happens just after the final edit)."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        record = await bot.chorus.store.latest_generation(bot_conversation())
+        if record is not None and record.message_ref and record.version >= version:
+            return record
+        assert asyncio.get_running_loop().time() < deadline, "no stored message_ref"
+        await asyncio.sleep(0.02)
+
+
+def bot_conversation() -> Conversation:
+    return Conversation("discord", GUILD_ID, CHANNEL_ID)
+
+
+async def create_one(bot: Harness, prompt: str = "a night-owl bakery") -> tuple[str, dict]:
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": prompt})
+    final = await bot.finished(payload["token"])
+    await latest_with_ref(bot)
+    return bot.fake.originals[payload["token"]], final
+
+
+async def test_button_makes_v2_and_a_reply_makes_v3(bot: Harness) -> None:
+    message_id, final = await create_one(bot)
+    regenerate = next(cid for cid in custom_ids(final) if ":regenerate:" in cid)
+    click = await bot.fake.click(message_id, regenerate)
+    v2 = await bot.finished(click["token"])
+    assert v2["embeds"][0]["title"] == "slogan · v2 · regenerate"
+    v2_message = bot.fake.originals[click["token"]]
+    said = await bot.fake.user_message("make it rhyme", reply_to=v2_message)
+    record = await latest_with_ref(bot, version=3)
+    assert record.instruction == "make it rhyme"
+    posted = bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")
+    assert str(posted[0].body["message_reference"]["message_id"]) == said["id"]  # answers the user's message
+    final = bot.fake.messages[record.message_ref]
+    assert final["embeds"][0]["title"] == "slogan · v3 · make it rhyme" and final["components"]
+
+
+async def test_a_reaction_on_a_result_is_stored_as_engagement(bot: Harness) -> None:
+    message_id, _ = await create_one(bot)
+    await bot.fake.react(message_id, "🔥")
+
+    async def rows() -> list[EngagementEvent]:
+        async with bot.chorus.store.session() as session:
+            return list((await session.execute(select(EngagementEvent))).scalars())
+
+    deadline = asyncio.get_running_loop().time() + 10
+    found: list[EngagementEvent] = []
+    while not found:
+        found = [r for r in await rows() if r.kind == "reaction"]
+        assert asyncio.get_running_loop().time() < deadline, "no engagement row"
+        await asyncio.sleep(0.02)
+    assert found[0].value == "🔥"
+
+
+async def test_rating_button_is_acknowledged_ephemerally(bot: Harness) -> None:
+    message_id, final = await create_one(bot)
+    thumbs = next(cid for cid in custom_ids(final) if ":rate_up:" in cid)
+    click = await bot.fake.click(message_id, thumbs)
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{click['id']}/")))
+    body = bot.fake.find("POST", rf"/interactions/{click['id']}/")[0].body
+    assert body["type"] == 4 and body["data"]["flags"] & 64 and "Noted 👍" in body["data"]["content"]
+    async with bot.chorus.store.session() as session:
+        ratings = [f.value for f in (await session.execute(select(Feedback))).scalars() if f.kind == "rating"]
+    assert ratings == ["+1"]
+
+
+async def test_old_buttons_work_after_a_restart(tmp_path: Path) -> None:
+    first = await start_harness(tmp_path)
+    message_id, final = await create_one(first)
+    await stop_harness(first, stop_fake=False)
+    second = await start_harness(tmp_path, fake=first.fake)
+    try:
+        shorter = next(cid for cid in custom_ids(final) if ":shorter:" in cid)
+        click = await second.fake.click(message_id, shorter)
+        v2 = await second.finished(click["token"])
+        assert v2["embeds"][0]["title"] == "slogan · v2 · shorter"
+    finally:
+        await stop_harness(second)
+
+
+async def test_button_on_a_deleted_generation_says_so_ephemerally(bot: Harness) -> None:
+    message_id, final = await create_one(bot)
+    await bot.chorus.store.forget_user("discord", "940000000000000001")
+    longer = next(cid for cid in custom_ids(final) if ":longer:" in cid)
+    click = await bot.fake.click(message_id, longer)
+    body = await ephemeral_answer(bot, click)
+    assert "no longer exists" in body["content"]
+
+
+async def ephemeral_answer(bot: Harness, payload: dict) -> dict:
+    """What the user alone sees: an ephemeral callback, or (after an early defer) an ephemeral follow-up with the
+    public "thinking…" placeholder deleted."""
+    token = payload["token"]
+    await wait_until(
+        lambda: (
+            bool(bot.fake.find("POST", rf"/interactions/{payload['id']}/"))
+            and (
+                bot.fake.find("POST", rf"/interactions/{payload['id']}/")[0].body["type"] == 4
+                or bool(bot.fake.find("POST", rf"/webhooks/\d+/{token}$"))
+            )
+        )
+    )
+    callback = bot.fake.find("POST", rf"/interactions/{payload['id']}/")[0].body
+    if callback["type"] == 4:
+        assert callback["data"]["flags"] & 64
+        return callback["data"]
+    follow_up = bot.fake.find("POST", rf"/webhooks/\d+/{token}$")[0].body
+    assert follow_up["flags"] & 64
+    await wait_until(lambda: bool(bot.fake.find("DELETE", rf"/webhooks/\d+/{token}/messages/@original")))
+    return follow_up
+
+
+async def test_generated_text_never_pings(bot: Harness) -> None:
+    bot.generator.script = lambda request: "Hey @everyone and @here, ask <@123> or <@&456> now"
+    await create_one(bot)
+    bodies = [b for b in bot.fake.bodies() if "content" in b or "embeds" in b]
+    assert bodies
+    for body in bodies:
+        assert body.get("allowed_mentions") == {"parse": []}, body
+        text = str(body.get("content") or "") + str(body.get("embeds") or "")
+        assert "@everyone" not in text and "@here" not in text and "<@123>" not in text and "<@&456>" not in text
+
+
+@pytest.mark.parametrize("is_global", [False, True])
+async def test_429_on_edits_still_delivers_the_final_text(bot: Harness, is_global: bool) -> None:
+    bot.fake.fail("PATCH", r"/messages/@original", times=3, is_global=is_global, retry_after=0.1)
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "rainy day cinema"})
+    final = await bot.finished(payload["token"])
+    assert "rainy day cinema" in final["embeds"][0]["description"]
+    assert sum(f.hits for f in bot.fake.faults) == 3
+
+
+async def test_a_429_storm_on_the_original_falls_back_to_a_follow_up(bot: Harness) -> None:
+    # discord.py retries a webhook request 5 times; the storm outlasts that, so the follow-up carries the result.
+    bot.fake.fail("PATCH", r"/messages/@original", times=1000, retry_after=0.01)
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "rainy day cinema"})
+    token = payload["token"]
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/webhooks/\d+/{token}$")))
+    follow_up = bot.fake.find("POST", rf"/webhooks/\d+/{token}$")[0].body
+    assert "rainy day cinema" in follow_up["embeds"][0]["description"] and follow_up["components"]
+    # The stale "thinking…" placeholder is removed rather than left above the result.
+    await wait_until(lambda: bool(bot.fake.find("DELETE", rf"/webhooks/\d+/{token}/messages/@original")))
+
+
+async def test_a_429_without_via_is_not_retried_but_the_result_still_arrives(bot: Harness) -> None:
+    bot.fake.fail("PATCH", r"/messages/@original", times=1000, via=False)
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "tea by the sea"})
+    token = payload["token"]
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/webhooks/\d+/{token}$")))
+    assert "tea by the sea" in bot.fake.find("POST", rf"/webhooks/\d+/{token}$")[0].body["embeds"][0]["description"]
+
+
+async def test_a_malformed_gateway_event_does_not_kill_the_bot(bot: Harness) -> None:
+    # A MESSAGE_CREATE without the fields discord.py indexes raises KeyError inside its parser.
+    await bot.fake.dispatch("MESSAGE_CREATE", {"id": "1"})
+    await bot.fake.dispatch("GUILD_MEMBER_UPDATE", {"nonsense": True})
+    await bot.fake.send_raw('{"op": 0, "t": "MESSAGE_REACTION_ADD", "s": 99, "d": {"user_id": "x"}}')
+    await bot.fake.dispatch("INTERACTION_CREATE", {"id": "5", "type": 2, "data": {"name": "create"}})  # no token
+    await wait_until(lambda: bot.adapter.dropped_events >= 3)
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "still alive"})
+    final = await bot.finished(payload["token"])
+    assert "still alive" in final["embeds"][0]["description"]
+    assert not bot.task.done()
+
+
+async def test_a_crash_out_of_client_start_restarts_the_client(bot: Harness) -> None:
+    old = bot.adapter.client
+    # Something outside the guarded parsers (here: the socket loop itself) raising must not end the bot.
+    old.ws.received_message = _raiser(KeyError("boom"))  # type: ignore[method-assign]
+    await bot.fake.dispatch("TYPING_START", {})
+    await wait_until(lambda: bot.adapter.restarts >= 1 and bot.adapter.client is not old)
+    await wait_until(lambda: bot.adapter.client.is_ready())
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "back again"})
+    final = await bot.finished(payload["token"])
+    assert "back again" in final["embeds"][0]["description"]
+
+
+def _raiser(exc: Exception):
+    async def raise_(*_: object) -> None:
+        raise exc
+
+    return raise_
+
+
+async def test_gateway_close_is_followed_by_resume(bot: Harness) -> None:
+    await bot.fake.close_socket(4000)
+    await wait_until(lambda: any(op["op"] == 6 for op in bot.fake.gateway_ops))
+    resume = next(op for op in bot.fake.gateway_ops if op["op"] == 6)
+    assert resume["d"]["session_id"] == bot.fake.session_id and resume["d"]["token"] == "fake-token"
+    await bot.fake.wait_connected()
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "after resume"})
+    final = await bot.finished(payload["token"])
+    assert "after resume" in final["embeds"][0]["description"]
+
+
+async def test_limits_and_busy_are_ephemeral(tmp_path: Path) -> None:
+    bot = await start_harness(tmp_path, CHORUS_LIMITS__QUOTA_PER_MINUTE="2", CHORUS_LIMITS__MAX_PROMPT_CHARS="40")
+    try:
+        long = await bot.fake.slash("create", {"kind": "slogan", "prompt": "x" * 60})
+        assert "limit is 40" in (await ephemeral_answer(bot, long))["content"]
+
+        await create_one(bot, "ok")  # the refused long prompt counted against the quota too
+        over = await bot.fake.slash("create", {"kind": "slogan", "prompt": "again"})
+        assert "Try again in" in (await ephemeral_answer(bot, over))["content"]
+    finally:
+        await stop_harness(bot)
+
+
+async def test_queue_full_is_ephemeral_and_leaves_no_thinking(bot: Harness) -> None:
+    bot.generator.busy = True
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "busy day"})
+    token = payload["token"]
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/webhooks/\d+/{token}$")))
+    follow_up = bot.fake.find("POST", rf"/webhooks/\d+/{token}$")[0].body
+    assert follow_up["flags"] & 64 and "busy" in follow_up["content"]
+    await wait_until(lambda: bool(bot.fake.find("DELETE", rf"/webhooks/\d+/{token}/messages/@original")))
+    assert token not in bot.fake.originals or bot.fake.originals[token] not in bot.fake.messages
+
+
+async def test_queue_position_shows_while_waiting(bot: Harness) -> None:
+    bot.generator.queued = 2
+    bot.generator.delay_s = 0.1
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "queued"})
+    await bot.finished(payload["token"])
+    footers = [str(r.body) for r in bot.originals(payload["token"])]
+    assert any("Queued: " in f and "in line" in f for f in footers)
+    assert THINKING not in str(bot.final_edit(payload["token"]).body)  # type: ignore[union-attr]
+
+
+async def test_an_old_interaction_token_is_answered_in_the_channel(tmp_path: Path) -> None:
+    bot = await start_harness(tmp_path, FakeGenerator(delay_s=0.15), CHORUS_DISCORD__INTERACTION_TOKEN_TTL_S="0.5")
+    try:
+        payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "a very long job about owls"})
+        await wait_until(
+            lambda: (
+                any(
+                    r.body and r.body.get("components")
+                    for r in bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")
+                )
+                or any(
+                    r.body and r.body.get("components")
+                    for r in bot.fake.find("PATCH", rf"/channels/{CHANNEL_ID}/messages/\d+")
+                )
+            )
+        )
+        late = [
+            r
+            for r in bot.fake.requests
+            if r.path.startswith("/webhooks") and r.at > bot.fake.callback_at[payload["id"]] + 1.0
+        ]
+        assert not [r for r in late if r.method == "PATCH"], "the stale token must not be used for edits"
+        await latest_with_ref(bot)
+    finally:
+        await stop_harness(bot)
+
+
+async def test_mention_without_message_content_refines_and_plain_messages_are_activity(bot: Harness) -> None:
+    seen: list[object] = []
+
+    async def count(ctx) -> bool:
+        seen.append(ctx.event)
+        return True
+
+    bot.chorus.intercept(Activity, count)
+    await create_one(bot)
+    await bot.fake.user_message("just chatting")
+    await wait_until(lambda: len(seen) == 1)
+    await bot.fake.user_message(f"<@{BOT_ID}> make it longer", mention=True)
+    await wait_until(lambda: any("v2" in str(r.body) for r in bot.fake.find("PATCH", r"/channels/\d+/messages/\d+")))
+
+
+async def test_an_asking_button_opens_a_modal_whose_text_comes_back_as_the_action_value(bot: Harness) -> None:
+    from bots.events import Action
+    from bots.reply import Reply, ReplyAction
+
+    got: list[Action] = []
+
+    async def offer(ctx) -> bool:
+        assert isinstance(ctx.event, Action)
+        got.append(ctx.event)
+        await ctx.responder.send(Reply.text(f"Added: {ctx.event.value}", ephemeral=True))
+        return True
+
+    bot.chorus.intercept(Action, offer)
+    ask = ReplyAction("brainstorm_idea", "Add idea", ask="Your idea")
+    responder_holder: list[str] = []
+
+    async def post_button(ctx) -> None:
+        responder_holder.append(await ctx.responder.send(Reply(parts=("Ideas, anyone?",), actions=(ask,))))
+
+    # A command whose reply carries an asking button (what /brainstorm will do).
+    bot.chorus.router.commands["help"] = replace_handler(bot.chorus.router.commands["help"], "help", post_button)
+    payload = await bot.fake.slash("help", {"text": ""})
+    await wait_until(lambda: bool(responder_holder))
+    message_id = bot.fake.originals[payload["token"]]
+    button = custom_ids(bot.fake.messages[message_id])[0]
+    assert button == "chorus?:brainstorm_idea::Your idea"
+    click = await bot.fake.click(message_id, button)
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{click['id']}/")))
+    modal = bot.fake.find("POST", rf"/interactions/{click['id']}/")[0].body
+    assert modal["type"] == 9 and modal["data"]["title"] == "Your idea"
+    submit = await bot.fake.submit_modal(modal["data"]["custom_id"], "a tea bar in a library")
+    await wait_until(lambda: bool(got))
+    assert got[0].action_id == "brainstorm_idea" and got[0].value == "a tea bar in a library"
+    answer = await ephemeral_answer(bot, submit)
+    assert answer["content"] == "Added: a tea bar in a library"
+
+
+def replace_handler(spec, name, handler):
+    import dataclasses
+
+    return dataclasses.replace(spec, name=name, handler=handler)
+
+
+async def test_messages_in_a_thread_chorus_opened_reach_the_core_without_a_mention(bot: Harness) -> None:
+    from bots.events import Message
+    from bots.reply import Reply
+
+    threads: list[str] = []
+    inside: list[Message] = []
+
+    async def open_one(ctx) -> None:
+        message_ref = await ctx.responder.send(Reply.text("Let's brainstorm."))
+        thread_id, responder = await ctx.responder.open_thread(message_ref, "Brainstorm: tea names")
+        await responder.send(Reply.text("Drop ideas here @everyone"))
+        threads.append(thread_id)
+
+    async def collect(ctx) -> bool:
+        if ctx.event.conversation.thread in threads:
+            inside.append(ctx.event)
+            return True
+        return False
+
+    bot.chorus.intercept(Message, collect)
+    bot.chorus.router.commands["help"] = replace_handler(bot.chorus.router.commands["help"], "help", open_one)
+    await bot.fake.slash("help", {"text": ""})
+    await wait_until(lambda: bool(threads))
+    created = bot.fake.find("POST", r"/channels/\d+/messages/\d+/threads")
+    assert created[0].body["name"] == "Brainstorm: tea names"
+    posted = bot.fake.find("POST", rf"/channels/{threads[0]}/messages$")
+    assert posted and "@everyone" not in posted[0].body["content"]
+    await bot.fake.user_message("oolong-ly yours", channel_id=threads[0])
+    await wait_until(lambda: bool(inside))
+    assert inside[0].text == "oolong-ly yours" and inside[0].conversation.channel == CHANNEL_ID
+
+
+async def test_remix_with_chorus_menu_remixes_the_message(bot: Harness) -> None:
+    from fake_discord import message_payload, user_payload
+
+    target = message_payload("777", CHANNEL_ID, user_payload("940000000000000002", "bob"), "our cafe opens at dawn")
+    data = {
+        "id": "1",
+        "name": "Remix with Chorus",
+        "type": 3,
+        "target_id": "777",
+        "resolved": {"messages": {"777": target}},
+    }
+    menu = await bot.fake.interact(2, data, user=("940000000000000001", "alice"))
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{menu['id']}/")))
+    modal = bot.fake.find("POST", rf"/interactions/{menu['id']}/")[0].body
+    assert modal["type"] == 9  # the tone is asked first
+    inputs = {c["custom_id"]: c for row in modal["data"]["components"] for c in row["components"]}
+    assert inputs["text"]["value"] == "our cafe opens at dawn" and inputs["tone"]["value"]
+    submit = await bot.fake.submit_modal(modal["data"]["custom_id"], "our cafe opens at dawn", more={"tone": "witty"})
+    final = await bot.finished(submit["token"])
+    assert final["embeds"][0]["title"] == "remix · v1"
+    assert "witty" in bot.generator.requests[-1].messages[-1].content
+    assert bot.generator.requests[-1].messages[-1].content.endswith("our cafe opens at dawn")
+
+
+async def test_rate_limit_headers_slow_streaming_edits(bot: Harness) -> None:
+    bot.generator.delay_s = 0.05
+    bot.fake.rate_limit_headers = {"X-RateLimit-Remaining": "1", "X-RateLimit-Reset-After": "0.6"}
+    payload = await bot.fake.slash("create", {"kind": "story", "prompt": "a slow river"})
+    await bot.finished(payload["token"])
+    edits = bot.originals(payload["token"])[:-1]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(edits)]
+    assert gaps and min(gaps) >= 0.55, gaps
+
+
+async def test_sharded_client_connects_and_answers(tmp_path: Path) -> None:
+    bot = await start_harness(tmp_path, CHORUS_DISCORD__SHARD_COUNT="1")
+    try:
+        from adapters.discord.app import ShardedChorusClient
+
+        assert isinstance(bot.adapter.client, ShardedChorusClient)
+        identify = next(op for op in bot.fake.gateway_ops if op["op"] == 2)
+        assert identify["d"]["shard"] == [0, 1]
+        payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "sharded tea"})
+        assert "sharded tea" in (await bot.finished(payload["token"]))["embeds"][0]["description"]
+    finally:
+        await stop_harness(bot)
+
+
+def test_the_token_comes_from_the_environment_or_a_secrets_file(tmp_path: Path) -> None:
+    from adapters.discord.app import TokenMissing, read_token
+
+    settings = settings_for(tmp_path)
+    assert read_token(settings, {"CHORUS_DISCORD_TOKEN": " abc \n"}) == "abc"
+    with pytest.raises(TokenMissing, match="CHORUS_DISCORD_TOKEN"):
+        read_token(settings, {})
+    secret = tmp_path / "token"
+    secret.write_text("from-file\n")
+    from_file = settings_for(tmp_path, CHORUS_DISCORD__TOKEN_FILE=str(secret), CHORUS_DISCORD__TOKEN_ENV="MY_TOKEN")
+    assert read_token(from_file, {}) == "from-file"
+    assert read_token(from_file, {"MY_TOKEN": "env-wins"}) == "env-wins"
+
+
+async def test_a_slow_handler_is_deferred_by_the_watchdog_before_discords_deadline(tmp_path: Path) -> None:
+    from bots.reply import Reply
+
+    bot = await start_harness(tmp_path, CHORUS_DISCORD__ACK_DEADLINE_S="0.2")
+    try:
+
+        async def slow(ctx) -> None:
+            await asyncio.sleep(0.6)  # a slow store, say
+            await ctx.responder.send(Reply(parts=("Here it is.",), title="Chorus help"))
+
+        bot.chorus.router.commands["help"] = replace_handler(bot.chorus.router.commands["help"], "help", slow)
+        payload = await bot.fake.slash("help", {})
+        await wait_until(lambda: bool(bot.originals(payload["token"])))
+        callback = bot.fake.find("POST", rf"/interactions/{payload['id']}/")[0]
+        assert callback.body["type"] == 5 and callback.at - bot.fake.dispatched_at[payload["id"]] < 0.5
+        edit = bot.originals(payload["token"])[0]
+        assert edit.body["embeds"][0]["description"] == "Here it is."
+    finally:
+        await stop_harness(bot)
+
+
+async def test_the_publisher_posts_unprompted_to_a_channel(bot: Harness) -> None:
+    from bots.reply import Reply
+
+    assert bot.chorus.publisher is not None  # attached once the gateway was ready
+    message_id = await bot.chorus.publisher.publish(bot_conversation(), Reply.text("Prompt of the day: @here a door"))
+    posted = bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")[-1]
+    assert posted.body["allowed_mentions"] == {"parse": []} and "@here" not in posted.body["content"]
+    assert message_id in bot.fake.messages
+
+
+def _cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
+    return (
+        env
+        | {"CHORUS_HOME": str(tmp_path), "CHORUS_MODEL__SOURCE": "fake", "CHORUS_CHORUS__PLATFORM": "discord"}
+        | extra
+    )
+
+
+def test_chorus_run_on_discord_without_a_token_says_where_to_put_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "bots.cli", "run"], env=_cli_env(tmp_path), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and "CHORUS_DISCORD_TOKEN" in result.stderr, result.stderr
+
+
+async def test_chorus_run_connects_to_discord_and_answers_a_command(tmp_path: Path) -> None:
+    import signal
+    import sys
+
+    fake = FakeDiscord()
+    await fake.start()
+    env = _cli_env(
+        tmp_path,
+        CHORUS_DISCORD_TOKEN="cli-token",
+        CHORUS_DISCORD__API_BASE_URL=fake.api_base_url,
+        CHORUS_DISCORD__GATEWAY_URL=fake.gateway_url,
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bots.cli", "run", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        await fake.wait_connected(60)
+        await wait_until(lambda: bool(fake.find("PUT", r"/applications/\d+/commands$")), 60)
+        payload = await fake.slash("create", {"kind": "tweet", "prompt": "a tea shop launch"})
+        await wait_until(
+            lambda: any(r.body and r.body.get("components") for r in fake.find("PATCH", rf"/{payload['token']}/")), 60
+        )
+        assert fake.requests[0].headers["Authorization"] == "Bot cli-token"
+    finally:
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), 30)
+        await fake.stop()
+
+
+async def test_a_long_result_is_split_into_follow_ups_with_the_buttons_on_the_last(bot: Harness) -> None:
+    bot.generator.script = lambda request: " ".join(["lighthouse"] * 700)  # cut at 180 words a variant
+    bot.generator.delay_s = 0.0
+    payload = await bot.fake.slash("create", {"kind": "post", "prompt": "a long one", "n": 3})  # ~6000 chars
+    token = payload["token"]
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/webhooks/\d+/{token}$")))
+    final_edit = [r for r in bot.originals(token) if "v1" in str(r.body) and "✍️" not in str(r.body)][-1].body
+    follow_up = bot.fake.find("POST", rf"/webhooks/\d+/{token}$")[0].body
+    first, second = final_edit["embeds"][0]["description"], follow_up["embeds"][0]["description"]
+    assert len(first) <= 4096 and len(second) <= 4096 and len(first) + len(second) > 4096
+    assert not final_edit.get("components") and follow_up["components"]
+
+
+async def test_attachments_are_uploaded(bot: Harness, tmp_path: Path) -> None:
+    from bots.reply import Attachment, Reply
+
+    chart = tmp_path / "stats.png"
+    chart.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+
+    async def stats(ctx) -> None:
+        await ctx.responder.send(Reply(parts=("Your week",), attachments=(Attachment("stats.png", chart, "a chart"),)))
+
+    bot.chorus.router.commands["help"] = replace_handler(bot.chorus.router.commands["help"], "help", stats)
+    payload = await bot.fake.slash("help", {})
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{payload['id']}/")))
+    callback = bot.fake.find("POST", rf"/interactions/{payload['id']}/")[0]
+    assert callback.headers["Content-Type"].startswith("multipart/form-data")
+    assert callback.body["data"]["attachments"][0]["filename"] == "stats.png"
+
+
+async def test_forget_asks_privately_and_the_confirm_button_deletes(bot: Harness) -> None:
+    await create_one(bot)
+    ask = await bot.fake.slash("forget", {})
+    answer = await ephemeral_answer(bot, ask)
+    assert "cannot be undone" in answer["content"]
+    message_id = bot.fake.originals[ask["token"]]
+    confirm = next(cid for cid in custom_ids(bot.fake.messages[message_id]) if ":forget_confirm:" in cid)
+    assert confirm.endswith(":940000000000000001")  # only the asker may confirm
+    click = await bot.fake.click(message_id, confirm)
+    done = await ephemeral_answer(bot, click)
+    assert done["content"].startswith("Done. Deleted ") and "generation" in done["content"]
+    assert await bot.chorus.store.latest_generation(bot_conversation()) is None
+
+
+async def test_commands_sync_to_the_listed_guilds_only(tmp_path: Path) -> None:
+    bot = await start_harness(tmp_path, CHORUS_DISCORD__SYNC_GUILDS=f'["{GUILD_ID}"]')
+    try:
+        synced = bot.fake.find("PUT", r"/applications/\d+/guilds/\d+/commands$")
+        assert [r.path.split("/")[4] for r in synced] == [GUILD_ID]
+        assert {c["name"] for c in synced[0].body} >= {"create", "remix", "help", "Remix with Chorus"}
+        assert not bot.fake.find("PUT", r"/applications/\d+/commands$")
+    finally:
+        await stop_harness(bot)
+
+
+async def test_asking_for_an_ungranted_message_content_intent_stops_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeDiscord()
+    fake.privileged_refused = 1 << 15  # MESSAGE_CONTENT
+    await fake.start()
+    settings = settings_for(
+        tmp_path,
+        CHORUS_DISCORD__API_BASE_URL=fake.api_base_url,
+        CHORUS_DISCORD__GATEWAY_URL=fake.gateway_url,
+        CHORUS_DISCORD__MESSAGE_CONTENT_INTENT="true",
+    )
+    store = Store(settings.store_url)
+    await store.start()
+    chorus = Chorus(settings, store, FakeGenerator())
+    apply_endpoints(settings)
+    try:
+        code = await asyncio.wait_for(DiscordAdapter(chorus).run("fake-token"), 30)
+        assert code == 1 and "Message Content intent" in capsys.readouterr().err
+    finally:
+        await chorus.close()
+        await fake.stop()
+
+
+@pytest.mark.slow
+async def test_two_commands_on_the_real_engine_queue_stream_and_finish(tmp_path: Path, embedded_spec) -> None:
+    from generation.engine import BatchingEngine
+
+    engine = BatchingEngine(embedded_spec, max_batch=1, max_queue=8, prefill_chunk=16)
+    await engine.warmup()
+    bot = await start_harness(tmp_path, engine)  # type: ignore[arg-type]
+    try:
+        first = await bot.fake.slash("create", {"kind": "headline", "prompt": "a tea shop opening"})
+        second = await bot.fake.slash("create", {"kind": "slogan", "prompt": "a bike repair cafe"})
+        one, two = await bot.finished(first["token"], 120), await bot.finished(second["token"], 120)
+        assert one["embeds"][0]["title"] == "headline · v1" and one["embeds"][0]["description"]
+        assert two["embeds"][0]["title"] == "slogan · v1" and two["embeds"][0]["description"]
+        waiting = [str(r.body) for r in bot.originals(second["token"])]
+        assert any("Queued: 1st in line" in body for body in waiting), waiting
+    finally:
+        await stop_harness(bot)

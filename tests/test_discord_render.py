@@ -1,0 +1,179 @@
+"""The Discord adapter's pure parts: payload -> core event, and Reply -> the message Discord receives."""
+
+from __future__ import annotations
+
+from fake_discord import BOT_ID, BOT_USER, CHANNEL_ID, GUILD_ID, interaction_payload, message_payload, user_payload
+
+from adapters.discord.render import (
+    CONTENT_LIMIT,
+    DESCRIPTION_LIMIT,
+    render_progress,
+    render_reply,
+    sanitize,
+    split_text,
+)
+from adapters.discord.responder import RateHints
+from adapters.discord.translate import (
+    AskFirst,
+    decode_custom_id,
+    encode_custom_id,
+    to_action,
+    to_command,
+    to_message,
+    to_reaction,
+)
+from bots.events import Action, Activity, Command, Conversation, Message, Reaction
+from bots.feedback import result_actions
+from bots.reply import Reply, ReplyAction
+
+ALICE = ("940000000000000001", "alice")
+HERE = Conversation("discord", GUILD_ID, CHANNEL_ID)
+
+
+def test_slash_options_become_command_options_and_free_text_becomes_text() -> None:
+    data = {"name": "create", "type": 1, "options": [{"name": "kind", "value": "slogan"}, {"name": "n", "value": 3}]}
+    event = to_command(interaction_payload(2, data, user=ALICE), free_text=False)
+    assert isinstance(event, Command)
+    assert (event.name, event.text, dict(event.options)) == ("create", "", {"kind": "slogan", "n": "3"})
+    assert event.conversation == HERE and event.user.id == ALICE[0] and not event.user.is_moderator
+    free = to_command(
+        interaction_payload(2, {"name": "help", "options": [{"name": "text", "value": "create"}]}, user=ALICE),
+        free_text=True,
+    )
+    assert free.text == "create" and not free.options
+
+
+def test_manage_channels_makes_a_moderator() -> None:
+    payload = interaction_payload(2, {"name": "drops"}, user=ALICE, moderator=True)
+    assert to_command(payload, free_text=True).user.is_moderator
+
+
+def test_the_message_menu_remixes_the_target_text() -> None:
+    target = message_payload("77", CHANNEL_ID, user_payload(*ALICE), "our cafe opens at dawn")
+    data = {"name": "Remix with Chorus", "type": 3, "target_id": "77", "resolved": {"messages": {"77": target}}}
+    event = to_command(interaction_payload(2, data, user=ALICE), free_text=False)
+    assert (event.name, event.text) == ("remix", "our cafe opens at dawn")
+
+
+def test_custom_ids_round_trip_and_fit_discord_limit() -> None:
+    assert decode_custom_id(encode_custom_id("rate_up", 42, "+1")) == (":", "rate_up", 42, "+1")
+    assert decode_custom_id(encode_custom_id("regenerate", None)) == (":", "regenerate", None, "")
+    long = encode_custom_id("brainstorm_idea", 9, "x" * 300, kind="?")
+    assert len(long) == 100 and decode_custom_id(long)[0] == "?"
+    assert decode_custom_id("someone-elses-button") is None
+
+
+def test_buttons_selects_and_modals_become_actions() -> None:
+    message = message_payload("55", CHANNEL_ID, BOT_USER, "")
+    button = interaction_payload(
+        3, {"custom_id": "chorus::shorter:7:", "component_type": 2}, user=ALICE, message=message
+    )
+    clicked = to_action(button)
+    assert isinstance(clicked, Action) and clicked.conversation == HERE and clicked.user.id == ALICE[0]
+    assert (clicked.action_id, clicked.generation_id, clicked.message_ref) == ("shorter", 7, "55")
+    select = interaction_payload(3, {"custom_id": "chorus::tone:7:", "values": ["witty"]}, user=ALICE, message=message)
+    assert to_action(select).value == "witty"  # type: ignore[union-attr]
+    ask = interaction_payload(3, {"custom_id": "chorus?:idea:7:Your idea"}, user=ALICE, message=message)
+    assert to_action(ask) == AskFirst("idea", 7, "Your idea")
+    modal = {
+        "custom_id": "chorusm:idea:7:",
+        "components": [{"type": 1, "components": [{"type": 4, "custom_id": "text", "value": " a tea bar "}]}],
+    }
+    submitted = to_action(interaction_payload(5, modal, user=ALICE))
+    assert isinstance(submitted, Action) and (submitted.action_id, submitted.value) == ("idea", "a tea bar")
+    assert to_action(interaction_payload(3, {"custom_id": "other"}, user=ALICE)) is None
+
+
+def _message(content: str, **extra: object) -> dict:
+    payload = message_payload("66", CHANNEL_ID, user_payload(*ALICE), content)
+    payload["guild_id"] = GUILD_ID
+    payload.update(extra)
+    return payload
+
+
+def test_messages_addressed_to_chorus_are_messages_and_the_rest_activity() -> None:
+    mention = to_message(_message(f"<@{BOT_ID}> make it rhyme", mentions=[BOT_USER]), bot_id=BOT_ID)
+    assert isinstance(mention, Message) and mention.text == "make it rhyme" and mention.message_ref == "66"
+    reply = to_message(
+        _message("shorter please", message_reference={"message_id": "55"}, referenced_message={"author": BOT_USER}),
+        bot_id=BOT_ID,
+    )
+    assert isinstance(reply, Message) and reply.reply_to == "55"
+    in_thread = to_message(_message("one more idea"), bot_id=BOT_ID, thread_parent="123", chorus_thread=True)
+    assert isinstance(in_thread, Message) and in_thread.conversation.thread == CHANNEL_ID
+    assert in_thread.conversation.channel == "123"
+    chatter = to_message(_message("lunch?"), bot_id=BOT_ID)
+    assert isinstance(chatter, Activity) and chatter.text == ""
+    assert to_message(_message("beep", author={**BOT_USER, "id": "5"}), bot_id=BOT_ID) is None
+    assert to_message(_message("", type=7), bot_id=BOT_ID) is None  # a member joined
+
+
+def test_raw_reactions_become_reactions_but_not_chorus_own() -> None:
+    payload = {
+        "user_id": ALICE[0],
+        "channel_id": CHANNEL_ID,
+        "guild_id": GUILD_ID,
+        "message_id": "55",
+        "emoji": {"id": None, "name": "🔥"},
+        "type": 0,
+    }
+    event = to_reaction(payload, added=True, bot_id=BOT_ID)
+    assert isinstance(event, Reaction) and (event.message_ref, event.emoji, event.added) == ("55", "🔥", True)
+    custom = {**payload, "emoji": {"id": "99", "name": "party"}}
+    assert to_reaction(custom, added=False, bot_id=BOT_ID).emoji == "party:99"  # type: ignore[union-attr]
+    assert to_reaction({**payload, "user_id": BOT_ID}, added=True, bot_id=BOT_ID) is None
+
+
+def test_mentions_are_defused() -> None:
+    text = sanitize("hi @everyone and @here, <@1>, <@!2> and <@&3>")
+    assert "@everyone" not in text and "@here" not in text
+    assert "<@1>" not in text and "<@!2>" not in text and "<@&3>" not in text
+
+
+def test_long_text_splits_at_discords_limits() -> None:
+    words = " ".join(["word"] * 2000)  # 9999 characters
+    chunks = split_text(words, CONTENT_LIMIT)
+    assert all(len(c) <= CONTENT_LIMIT for c in chunks) and " ".join(chunks) == words
+    pages = render_reply(Reply(parts=(words,), title="story · v1", generation_id=3, actions=result_actions(3)))
+    descriptions = [p["embeds"][0].description for p in pages]
+    assert len(pages) == 3 and all(len(d) <= DESCRIPTION_LIMIT for d in descriptions)
+    assert "view" in pages[-1] and "view" not in pages[0]
+    assert all(p["allowed_mentions"].to_dict() == {"parse": []} for p in pages)
+    plain = render_reply(Reply.text("x" * 4500))
+    assert [len(p["content"]) for p in plain] == [2000, 2000, 500] and not plain[0]["embeds"]
+
+
+def test_a_result_renders_numbered_variants_buttons_and_tone_select() -> None:
+    reply = Reply(
+        parts=("one", "two"), title="slogan · v2", footer="⚠ cut short", actions=result_actions(5), generation_id=5
+    )
+    page = render_reply(reply, ["neutral", "witty"])[0]
+    embed = page["embeds"][0].to_dict()
+    assert embed["title"] == "slogan · v2" and embed["description"] == "**1.** one\n\n**2.** two"
+    assert embed["footer"]["text"] == "⚠ cut short"
+    rows = page["view"].to_components()
+    labels = [c.get("label") for row in rows for c in row["components"] if c["type"] == 2]
+    assert labels == ["Regenerate", "More like this", "Shorter", "Longer", "👍", "👎"]
+    select = next(c for row in rows for c in row["components"] if c["type"] == 3)
+    assert select["custom_id"] == "chorus::tone:5:" and [o["value"] for o in select["options"]] == ["neutral", "witty"]
+    asking = render_reply(Reply(parts=("?",), actions=(ReplyAction("idea", "Add idea", ask="Your idea"),)))[0]
+    assert asking["view"].to_components()[0]["components"][0]["custom_id"] == "chorus?:idea::Your idea"
+
+
+def test_progress_shows_the_queue_then_the_text() -> None:
+    queued = render_progress("slogan · v1", [""], "Queued: 2nd in line, about 4 s")["embeds"][0].to_dict()
+    assert queued["footer"]["text"] == "Queued: 2nd in line, about 4 s" and "description" not in queued
+    writing = render_progress("slogan · v1", ["Hello @everyone"])["embeds"][0].to_dict()
+    assert "@everyone" not in writing["description"] and writing["footer"]["text"] == "✍️ writing…"
+
+
+def test_rate_limit_headers_slow_the_edit_pace() -> None:
+    hints = RateHints()
+    path = "/api/v10/webhooks/1/tok/messages/@original"
+    assert hints.interval("tok", 1.0) == 1.0
+    hints.observe(path, {"X-RateLimit-Remaining": "1", "X-RateLimit-Reset-After": "3.0"})
+    assert hints.interval("tok", 1.0) == 3.0
+    hints.observe(path, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": "5.5"})
+    assert hints.interval("tok", 1.0) == 5.5
+    hints.observe(path, {"X-RateLimit-Remaining": "4", "X-RateLimit-Reset-After": "2.0"})
+    assert hints.interval("tok", 1.0) == 1.0 and hints.interval("other", 0.5) == 0.5
