@@ -428,7 +428,7 @@ async def test_an_asking_button_opens_a_modal_whose_text_comes_back_as_the_actio
         return True
 
     bot.chorus.intercept(Action, offer)
-    ask = ReplyAction("brainstorm_idea", "Add idea", ask="Your idea")
+    ask = ReplyAction("test_idea", "Add idea", ask="Your idea")
     responder_holder: list[str] = []
 
     async def post_button(ctx) -> None:
@@ -440,14 +440,14 @@ async def test_an_asking_button_opens_a_modal_whose_text_comes_back_as_the_actio
     await wait_until(lambda: bool(responder_holder))
     message_id = bot.fake.originals[payload["token"]]
     button = custom_ids(bot.fake.messages[message_id])[0]
-    assert button == "chorus?:brainstorm_idea::Your idea"
+    assert button == "chorus?:test_idea::Your idea"
     click = await bot.fake.click(message_id, button)
     await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{click['id']}/")))
     modal = bot.fake.find("POST", rf"/interactions/{click['id']}/")[0].body
     assert modal["type"] == 9 and modal["data"]["title"] == "Your idea"
     submit = await bot.fake.submit_modal(modal["data"]["custom_id"], "a tea bar in a library")
     await wait_until(lambda: bool(got))
-    assert got[0].action_id == "brainstorm_idea" and got[0].value == "a tea bar in a library"
+    assert got[0].action_id == "test_idea" and got[0].value == "a tea bar in a library"
     answer = await ephemeral_answer(bot, submit)
     assert answer["content"] == "Added: a tea bar in a library"
 
