@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger("chorus")
 
 # Platforms whose adapter ships in this version; the others are refused before the model loads.
-_PLATFORMS_AVAILABLE = frozenset({"terminal"})
+_PLATFORMS_AVAILABLE = frozenset({"terminal", "slack"})
 
 
 def _progress(line: str) -> None:
@@ -137,9 +137,12 @@ async def _doctor(settings: Settings) -> int:
     else:
         print(f"  model:     {model_status(settings)}")
     print("  terminal:  ready")
-    for platform, variable in (("discord", "CHORUS_DISCORD_TOKEN"), ("slack", "CHORUS_SLACK_BOT_TOKEN")):
+    for platform, variable in (("discord", "CHORUS_DISCORD_TOKEN"), ("slack", settings.slack.bot_token_env)):
         state = "token set" if os.environ.get(variable) else f"no token ({variable} unset)"
-        print(f"  {platform + ':':<10} {state}; adapter not in this version yet")
+        if platform == "slack":
+            state += f", {settings.slack.mode} mode" + (", OAuth installs" if settings.slack.oauth else "")
+        ready = "ready" if platform in _PLATFORMS_AVAILABLE else "adapter not in this version yet"
+        print(f"  {platform + ':':<10} {state}; {ready}")
     return 0 if ok else 1
 
 
