@@ -391,3 +391,78 @@ def find_element(message: Mapping[str, Any], action_id: str) -> dict:
             if element.get("action_id") == action_id:
                 return dict(element)
     raise AssertionError(f"no element {action_id!r} in the message")
+
+
+def message_event(
+    text: str,
+    *,
+    user: str = "U0ALICE",
+    channel: str = "C0GENERAL",
+    ts: str | None = None,
+    thread_ts: str | None = None,
+    parent_user_id: str | None = None,
+    channel_type: str = "channel",
+) -> dict:
+    event = {
+        "type": "message",
+        "user": user,
+        "text": text,
+        "ts": ts or f"{time.time():.6f}",
+        "channel": channel,
+        "channel_type": channel_type,
+        "event_ts": f"{time.time():.6f}",
+        "team": TEAM,
+    }
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+        event["parent_user_id"] = parent_user_id or BOT_USER
+    return event
+
+
+def reaction_event(reaction: str, channel: str, ts: str, *, user: str = "U0BOB", added: bool = True) -> dict:
+    return {
+        "type": "reaction_added" if added else "reaction_removed",
+        "user": user,
+        "reaction": reaction,
+        "item_user": BOT_USER,
+        "item": {"type": "message", "channel": channel, "ts": ts},
+        "event_ts": f"{time.time():.6f}",
+    }
+
+
+def view_submission(callback_id: str, metadata: str, values: Mapping[str, Mapping[str, Any]], *, user: str = "U0ALICE"):
+    """A submitted modal; `values` maps block_id -> {action_id: state} as Slack sends them."""
+    return {
+        "type": "view_submission",
+        "team": {"id": TEAM, "domain": "chorus-test"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM},
+        "api_app_id": "A0CHORUS",
+        "token": "legacy-verification-token",
+        "trigger_id": "1337.42.submit",
+        "view": {
+            "id": "V0MODAL",
+            "team_id": TEAM,
+            "type": "modal",
+            "callback_id": callback_id,
+            "private_metadata": metadata,
+            "state": {"values": {block: dict(actions) for block, actions in values.items()}},
+            "hash": "156772938.1827394",
+        },
+        "response_urls": [],
+    }
+
+
+def message_shortcut(text: str, *, user: str = "U0ALICE", channel: str = "C0GENERAL", author: str = "U0BOB") -> dict:
+    return {
+        "type": "message_action",
+        "token": "legacy-verification-token",
+        "action_ts": f"{time.time():.6f}",
+        "team": {"id": TEAM, "domain": "chorus-test"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM},
+        "channel": {"id": channel, "name": "general"},
+        "callback_id": "chorus_remix",
+        "trigger_id": "1337.42.shortcut",
+        "message_ts": "1700000000.000100",
+        "message": {"type": "message", "user": author, "ts": "1700000000.000100", "text": text},
+        "response_url": "https://hooks.slack.com/app/T0CHORUS/1/shortcut",
+    }

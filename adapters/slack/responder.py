@@ -120,6 +120,7 @@ class SlackResponder:
         return ""
 
     async def _not_here(self) -> None:
+        """Tell the user (privately, through the response_url) that Chorus must be invited first."""
         text = "I can't post in this channel yet. Invite me with `/invite @Chorus` and try again."
         if self.response_url:
             await self._via_response_url({"text": text})
@@ -173,6 +174,7 @@ class SlackStream:
         self._pusher: asyncio.Task[None] | None = None
         self._sending = False
         self._finished = False
+        self._unreachable = False  # Chorus may not post in this channel; the user was told once
 
     async def begin_part(self, index: int, total: int) -> None:
         self.parts.append("")
@@ -198,6 +200,8 @@ class SlackStream:
     async def finish(self, reply: Reply) -> str:
         self._finished = True
         await self._stop_pusher()
+        if self._unreachable:
+            return ""
         if self.ts is None:
             return await self.responder.send(reply)
         message = render_message(reply, self.responder.options.tones)
@@ -215,7 +219,7 @@ class SlackStream:
 
     def _touch(self) -> None:
         self._dirty = True
-        if not self._finished and (self._pusher is None or self._pusher.done()):
+        if not self._finished and not self._unreachable and (self._pusher is None or self._pusher.done()):
             self._pusher = asyncio.create_task(self._push_loop())
 
     async def _stop_pusher(self) -> None:
@@ -256,11 +260,18 @@ class SlackStream:
         if self.ts is None:
             if self.responder.options.native_streaming and self.responder.thread_ts and await self._start_native():
                 return
-            response = await client.chat_postMessage(
-                channel=self.channel,
-                thread_ts=self.responder.thread_ts,
-                **render_progress(self.title, self.parts, self.status_text),
-            )
+            try:
+                response = await client.chat_postMessage(
+                    channel=self.channel,
+                    thread_ts=self.responder.thread_ts,
+                    **render_progress(self.title, self.parts, self.status_text),
+                )
+            except SlackApiError as exc:
+                if _error(exc) not in _NOT_HERE:
+                    raise
+                self._unreachable = True
+                await self.responder._not_here()
+                return
             self.ts, self.channel = response["ts"], response["channel"]
             return
         if self._native:
