@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from fake_slack import FakeSlack, event_callback, message_event, slash_body
-from generation.fake import FakeGenerator
 from slack_support import SlackChorus, block_texts, final_updates, start_slack
+
+from generation.fake import FakeGenerator
 from support import wait_until
 
 WORDS = " ".join(f"w{i}" for i in range(20))
