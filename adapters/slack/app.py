@@ -50,6 +50,7 @@ from adapters.slack.translate import (
     to_message,
     to_reaction,
     to_submission,
+    unescape,
 )
 from bots.app import Chorus
 from bots.commands import COMMANDS
@@ -310,7 +311,7 @@ class SlackAdapter:
         await ack()
         limits = self.chorus.settings.limits
         metadata = remix_metadata(body, limits.max_prompt_chars)
-        preview = (body.get("message") or {}).get("text", "")
+        preview = unescape((body.get("message") or {}).get("text", ""))
         view = remix_modal(preview, self.options.tones, limits.max_variants, metadata)
         self.spawn(client.views_open(trigger_id=body.get("trigger_id", ""), view=view))
 
