@@ -28,6 +28,8 @@ BOT_ID = "B0CHORUS"
 BOT_TOKEN = "xoxb-1-chorus-test"
 APP_TOKEN = "xapp-1-chorus-test"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+# Payloads carry a response_url; by default one on 127.0.0.1 where nothing listens, so no test reaches Slack.
+NOWHERE = "http://127.0.0.1:1/response/none"
 
 
 @dataclass
@@ -334,7 +336,7 @@ def slash_body(command: str, text: str, *, user: str = "U0ALICE", channel: str =
         "text": text,
         "api_app_id": "A0CHORUS",
         "is_enterprise_install": "false",
-        "response_url": extra.pop("response_url", "https://hooks.slack.com/commands/T0CHORUS/1/abc"),
+        "response_url": extra.pop("response_url", NOWHERE),
         "trigger_id": "1337.42.abcdef",
         **extra,
     }
@@ -380,7 +382,7 @@ def block_actions(
         "team": {"id": TEAM, "domain": "chorus-test"},
         "channel": {"id": channel, "name": "general"},
         "message": dict(message),
-        "response_url": "https://hooks.slack.com/actions/T0CHORUS/1/xyz",
+        "response_url": NOWHERE,
         "actions": [{**element, "block_id": "b1", "action_ts": str(time.time())}],
     }
 
@@ -464,5 +466,5 @@ def message_shortcut(text: str, *, user: str = "U0ALICE", channel: str = "C0GENE
         "trigger_id": "1337.42.shortcut",
         "message_ts": "1700000000.000100",
         "message": {"type": "message", "user": author, "ts": "1700000000.000100", "text": text},
-        "response_url": "https://hooks.slack.com/app/T0CHORUS/1/shortcut",
+        "response_url": NOWHERE,
     }

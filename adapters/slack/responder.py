@@ -209,6 +209,7 @@ class SlackStream:
         if self._native:
             tail = [block for block in message["blocks"] if block["type"] in ("actions", "context")]
             try:
+                await self._append_rest()
                 await client.chat_stopStream(channel=self.channel, ts=self.ts, blocks=tail or None)
             except SlackApiError as exc:
                 _log.warning("chat.stopStream failed (%s); finishing with chat.update", _error(exc))
@@ -275,16 +276,20 @@ class SlackStream:
             self.ts, self.channel = response["ts"], response["channel"]
             return
         if self._native:
-            text = escape(_joined(self.parts))
-            delta = text[len(self._appended) :] if text.startswith(self._appended) else ""
-            if delta:
-                await client.chat_appendStream(channel=self.channel, ts=self.ts, markdown_text=delta)
-                self._appended += delta
+            await self._append_rest()
             return
         await client.chat_update(
             channel=self.channel, ts=self.ts, **render_progress(self.title, self.parts, self.status_text)
         )
         self.edits += 1
+
+    async def _append_rest(self) -> None:
+        """Native streaming: send Slack the text it does not have yet."""
+        text = escape(_joined(self.parts))
+        delta = text[len(self._appended) :] if text.startswith(self._appended) else ""
+        if delta and self.ts is not None:
+            await self.responder.client.chat_appendStream(channel=self.channel, ts=self.ts, markdown_text=delta)
+            self._appended += delta
 
     async def _start_native(self) -> bool:
         """Open a Slack-native stream in the thread; False (chat.update from now on) if Slack refuses it."""
