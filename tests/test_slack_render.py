@@ -114,3 +114,17 @@ def test_app_home_settings_only_for_admins() -> None:
     admin = json.dumps(home_view(commands, usage, {"mode": "socket"}), ensure_ascii=False)
     assert "generations: 2" in member and "Workspace settings" not in member
     assert "Workspace settings" in admin and "&lt;kind&gt;" in member
+
+
+def test_the_manifest_users_paste_matches_the_commands_and_listeners() -> None:
+    yaml = pytest.importorskip("yaml")
+    from adapters.slack.manifest import PATH, manifest
+    from bots.commands import COMMANDS
+
+    pasted = yaml.safe_load(PATH.read_text())
+    assert pasted == manifest(), "manifest.yaml is stale: run `python -m adapters.slack.manifest`"
+    assert [c["command"] for c in pasted["features"]["slash_commands"]] == [f"/{spec.name}" for spec in COMMANDS]
+    assert pasted["features"]["shortcuts"][0]["callback_id"] == "chorus_remix"
+    assert {"message.channels", "message.im", "reaction_added", "app_home_opened"} <= set(
+        pasted["settings"]["event_subscriptions"]["bot_events"]
+    )

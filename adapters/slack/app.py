@@ -62,7 +62,6 @@ _log = logging.getLogger(__name__)
 BOT_SCOPES = (
     "app_mentions:read",
     "channels:history",
-    "channels:read",
     "chat:write",
     "commands",
     "files:write",
@@ -70,7 +69,6 @@ BOT_SCOPES = (
     "im:history",
     "mpim:history",
     "reactions:read",
-    "users:read",
 )
 SEEN_EVENTS = 10_000  # event ids remembered for retry de-duplication (Slack retries within minutes)
 CLIENTS_CACHED = 256  # per-workspace Web API clients kept for the Publisher in OAuth mode
