@@ -178,3 +178,62 @@ async def test_buttons_keep_working_after_a_restart(tmp_path: Path, fake: FakeSl
         assert [e["type"] for e in elements(final_updates(fake)[1])].count("button") == 6
     finally:
         await again.close()
+
+
+async def test_the_placeholder_shows_the_queue_position_while_the_model_is_busy(
+    tmp_path: Path, fake: FakeSlack
+) -> None:
+    slack = await start_slack(tmp_path, fake, generator=FakeGenerator(queued=3, delay_s=0.05))
+    try:
+        await slack.slash(slash_body("/create", "slogan a cafe"))
+        await wait_until(lambda: len(final_updates(fake)) == 1)
+        await slack.idle()
+    finally:
+        await slack.close()
+    placeholder = fake.answered("chat.postMessage")[0].body
+    assert "in line, about" in block_texts(placeholder["blocks"])
+    assert "in line" not in block_texts(final_updates(fake)[0]["blocks"])
+
+
+async def test_when_an_ephemeral_cannot_be_posted_the_response_url_carries_it(slack: SlackChorus) -> None:
+    slack.fake.fail("chat.postEphemeral", error="channel_not_found")
+    await slack.slash(slash_body("/help", "", channel="D0SOMEDM", response_url=slack.fake.response_url("help")))
+    await wait_until(lambda: len(slack.fake.calls_to("response_url")) == 1)
+    hook = slack.fake.calls_to("response_url")[0].body
+    assert hook["response_type"] == "ephemeral" and "/create" in block_texts(hook["blocks"])
+
+
+async def test_forget_asks_privately_and_the_confirm_button_deletes(slack: SlackChorus) -> None:
+    await first_result(slack)
+    await slack.slash(slash_body("/forget", ""))
+    await wait_until(lambda: len(slack.fake.answered("chat.postEphemeral")) == 1)
+    question = slack.fake.answered("chat.postEphemeral")[0]
+    assert question.body["user"] == "U0ALICE" and "cannot be undone" in question.body["text"]
+    ephemeral = {"ts": question.response["message_ts"], "blocks": question.body["blocks"]}
+    click = block_actions(ephemeral, find_element(ephemeral, "chorus:forget_confirm"))
+    click.pop("message")  # Slack sends no message body for clicks on ephemeral messages
+    click["container"]["is_ephemeral"] = True
+    await slack.interact(click)
+    await wait_until(lambda: len(slack.fake.answered("chat.postEphemeral")) == 2)
+    await slack.idle()
+    assert "Deleted 1 generations" in slack.fake.answered("chat.postEphemeral")[1].body["text"]
+    assert await slack.bot.store.count_generations() == 0
+
+
+async def test_run_slack_without_a_token_says_which_variable_to_set(
+    tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from slack_support import slack_env
+
+    from adapters.slack.app import run_slack
+    from support import make_bot, settings_for
+
+    for name in ("CHORUS_SLACK_BOT_TOKEN", "CHORUS_SLACK_APP_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    bot = await make_bot(settings_for(tmp_path, **slack_env(fake, "socket")))
+    try:
+        assert await run_slack(bot.chorus) == 2
+    finally:
+        await bot.chorus.close()
+    assert "CHORUS_SLACK_APP_TOKEN" in capsys.readouterr().err
+    assert fake.calls == []

@@ -71,6 +71,7 @@ BOT_SCOPES = (
     "reactions:read",
 )
 SEEN_EVENTS = 10_000  # event ids remembered for retry de-duplication (Slack retries within minutes)
+LISTEN_BACKLOG = 1024  # pending connections the HTTP-mode listener queues (the kernel caps it at somaxconn)
 CLIENTS_CACHED = 256  # per-workspace Web API clients kept for the Publisher in OAuth mode
 
 
@@ -190,7 +191,9 @@ class SlackAdapter:
             server = AsyncSlackAppServer(port=self.settings.port, path=self.settings.path, app=self.app)
             self._runner = web.AppRunner(server.web_app, access_log=None)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+            # A burst of commands (a busy workspace, a retry storm) must not overflow the default 128-connection
+            # accept queue: a dropped SYN is retried after a whole second, a third of Slack's deadline.
+            site = web.TCPSite(self._runner, self.settings.host, self.settings.port, backlog=LISTEN_BACKLOG)
             await site.start()
             self.port = self._runner.addresses[0][1]
         else:
