@@ -236,3 +236,21 @@ async def test_help_is_ephemeral(slack: SlackChorus) -> None:
     await slack.slash(slash_body("/help", ""))
     await wait_until(lambda: len(slack.fake.answered("chat.postEphemeral")) == 1)
     assert "/create" in block_texts(slack.fake.answered("chat.postEphemeral")[0].body["blocks"])
+
+
+async def test_a_retry_that_reaches_another_worker_is_not_handled_twice(tmp_path: Path, fake: FakeSlack) -> None:
+    first = await start_slack(tmp_path, fake)
+    second = await start_slack(tmp_path, fake)  # a second HTTP worker on the same database
+    try:
+        v1 = await create_result(first)
+        callback = event_callback(message_event("make it bolder", thread_ts=v1["ts"]))
+        await first.event(callback)
+        await second.event(callback, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+        await wait_until(lambda: len(final_updates(fake)) == 2)
+        await first.idle()
+        await second.idle()
+        assert await first.bot.store.count_generations() == 2
+        assert len(first.bot.generator.requests) + len(second.bot.generator.requests) == 2
+    finally:
+        await second.close()
+        await first.close()

@@ -34,6 +34,7 @@ from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstall
 from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStore
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.ledger import EventLedger
 from adapters.slack.render import ask_modal, home_view, remix_modal
 from adapters.slack.responder import SlackOptions, SlackPublisher, SlackResponder
 from adapters.slack.translate import (
@@ -164,6 +165,7 @@ class SlackAdapter:
             request_verification_enabled=settings.mode == "http",
         )
         self.seen = SeenEvents()
+        self.ledger = EventLedger(chorus.store.engine)
         self.tasks: set[asyncio.Task[Any]] = set()
         self._clients: OrderedDict[str, AsyncWebClient] = OrderedDict()
         self._socket: Any = None
@@ -176,6 +178,7 @@ class SlackAdapter:
 
     async def start(self) -> None:
         """Check the token, then listen (HTTP) or connect (Socket Mode); returns once Slack can reach Chorus."""
+        await self.ledger.create()
         if self.installations is not None and self._state_store is not None:
             await self.installations.create_tables()
             await self._state_store.create_tables()
@@ -248,6 +251,19 @@ class SlackAdapter:
 
     def _handle(self, event: Event, responder: SlackResponder) -> None:
         self.spawn(self.chorus.handle(event, responder))
+
+    def _handle_once(self, body: Mapping[str, Any], work: Callable[[], Awaitable[Any]]) -> None:
+        """Run an Events API event's work unless another worker already took this event id (checked after the
+        ack, so the database never delays it)."""
+        event_id = str(body.get("event_id") or "")
+
+        async def once() -> None:
+            if event_id and not await self.ledger.first(event_id):
+                _log.info("Slack event %s was already handled by another worker", event_id)
+                return
+            await work()
+
+        self.spawn(once())
 
     # -- listeners ---------------------------------------------------------------------------------------------
 
@@ -324,9 +340,11 @@ class SlackAdapter:
         if found is None:
             return
         if isinstance(found, Message):
-            self.spawn(self._refine_from_message(found, client))
+            message = found
+            self._handle_once(body, lambda: self._refine_from_message(message, client))
         else:
-            self._handle(found, self._responder(client, found))
+            activity = found
+            self._handle_once(body, lambda: self.chorus.handle(activity, self._responder(client, activity)))
 
     async def _refine_from_message(self, message: Message, client: AsyncWebClient) -> None:
         """In a thread, a message refines the newest Chorus result in that thread (else the one it sits under)."""
@@ -339,7 +357,7 @@ class SlackAdapter:
     async def _on_reaction(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
         reaction = to_reaction(event, body.get("team_id", ""), self.admins)
         if reaction is not None:
-            self._handle(reaction, self._responder(client, reaction))
+            self._handle_once(body, lambda: self.chorus.handle(reaction, self._responder(client, reaction)))
 
     async def _on_app_mention(self) -> None:
         """Mentions arrive as message events too and are handled there; this only keeps Slack from retrying."""
