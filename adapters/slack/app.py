@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.app.async_server import AsyncSlackAppServer
@@ -73,7 +74,8 @@ BOT_SCOPES = (
 )
 SEEN_EVENTS = 10_000  # event ids remembered for retry de-duplication (Slack retries within minutes)
 LISTEN_BACKLOG = 1024  # pending connections the HTTP-mode listener queues (the kernel caps it at somaxconn)
-CLIENTS_CACHED = 256  # per-workspace Web API clients kept for the Publisher in OAuth mode
+CLIENTS_CACHED = 256
+WEB_API_TIMEOUT_S = 30  # per-workspace Web API clients kept for the Publisher in OAuth mode
 
 
 class SlackConfigError(Exception):
@@ -178,6 +180,9 @@ class SlackAdapter:
 
     async def start(self) -> None:
         """Check the token, then listen (HTTP) or connect (Socket Mode); returns once Slack can reach Chorus."""
+        # One HTTP session for every Web API call: kept-alive connections instead of a TCP (and TLS) handshake
+        # per chat.update. slack_sdk opens a session per call when it has none.
+        self.client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEB_API_TIMEOUT_S))
         await self.ledger.create()
         if self.installations is not None and self._state_store is not None:
             await self.installations.create_tables()
@@ -214,9 +219,9 @@ class SlackAdapter:
             await self._runner.cleanup()
         if self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
-        for client in self._clients.values():
-            await _close_client(client)
-        await _close_client(self.client)
+        self._clients.clear()
+        if self.client.session is not None:
+            await self.client.session.close()
 
     async def client_for(self, team_id: str) -> AsyncWebClient:
         """The Web API client holding that workspace's bot token."""
@@ -228,12 +233,14 @@ class SlackAdapter:
             if bot is None:
                 raise SlackConfigError(f"Chorus is not installed in Slack workspace {team_id}.")
             client = AsyncWebClient(
-                token=bot.bot_token, base_url=self.settings.api_base_url, retry_handlers=retry_handlers()
+                token=bot.bot_token,
+                base_url=self.settings.api_base_url,
+                retry_handlers=retry_handlers(),
+                session=self.client.session,
             )
             self._clients[team_id] = client
             if len(self._clients) > CLIENTS_CACHED:
-                _, old = self._clients.popitem(last=False)
-                await _close_client(old)
+                self._clients.popitem(last=False)
         self._clients.move_to_end(team_id)
         return client
 
@@ -382,12 +389,6 @@ class SlackAdapter:
                 "model": chorus_settings.generation.url or chorus_settings.model.source,
             }
         await client.views_publish(user_id=user_id, view=home_view(commands, usage, settings))
-
-
-async def _close_client(client: AsyncWebClient) -> None:
-    session = getattr(client, "session", None)
-    if session is not None and not session.closed:
-        await session.close()
 
 
 async def run_slack(chorus: Chorus) -> int:

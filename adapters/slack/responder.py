@@ -129,7 +129,9 @@ class SlackResponder:
 
     async def _via_response_url(self, message: dict[str, Any]) -> None:
         assert self.response_url is not None
-        webhook = AsyncWebhookClient(self.response_url, retry_handlers=self.client.retry_handlers)
+        webhook = AsyncWebhookClient(
+            self.response_url, session=self.client.session, retry_handlers=self.client.retry_handlers
+        )
         response = await webhook.send(response_type="ephemeral", **message)
         if response.status_code != 200:
             _log.warning("response_url answered %s: %s", response.status_code, response.body)
