@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from fake_slack import FakeSlack, event_callback, message_event, slash_body
+from fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack, event_callback, message_event, slash_body
 from slack_support import SlackChorus, block_texts, final_updates, start_slack
 
 from generation.fake import FakeGenerator
@@ -81,3 +85,27 @@ async def test_a_redelivered_envelope_does_not_generate_twice(tmp_path: Path, fa
         assert len(slack.bot.generator.requests) == 2
     finally:
         await slack.close()
+
+
+async def test_chorus_run_serves_slack_until_sigterm(tmp_path: Path, fake: FakeSlack) -> None:
+    """`chorus run` with chorus.platform = "slack", as a user starts it: connects, answers, stops cleanly."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")} | {
+        "CHORUS_HOME": str(tmp_path),
+        "CHORUS_MODEL__SOURCE": "fake",
+        "CHORUS_CHORUS__PLATFORM": "slack",
+        "CHORUS_SLACK__API_BASE_URL": fake.api_url,
+        "CHORUS_SLACK_BOT_TOKEN": BOT_TOKEN,
+        "CHORUS_SLACK_APP_TOKEN": APP_TOKEN,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bots.cli", "run", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        await fake.wait_connected(60)
+        envelope = await fake.push("slash_commands", slash_body("/create", "tagline a tea shop"))
+        await wait_until(lambda: envelope in fake.acks and len(final_updates(fake)) == 1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()
+    assert "Chorus is on Slack, connected through Socket Mode" in stdout.decode()
