@@ -43,7 +43,7 @@ async def fake() -> AsyncIterator[FakeSlack]:
 
 @pytest.fixture
 async def slack(tmp_path: Path, fake: FakeSlack) -> AsyncIterator[SlackChorus]:
-    chorus = await start_slack(tmp_path, fake, generator=FakeGenerator(long_script, delay_s=0.03))
+    chorus = await start_slack(tmp_path, fake, generator=FakeGenerator(long_script, delay_s=0.015))
     yield chorus
     await chorus.close()
 
@@ -145,10 +145,11 @@ async def test_a_reaction_on_a_result_is_an_engagement_signal(slack: SlackChorus
 async def test_429s_on_post_and_update_are_waited_out_and_the_final_text_arrives(slack: SlackChorus) -> None:
     fake = slack.fake
     fake.fail("chat.postMessage", retry_after=1)
-    fake.fail("chat.update", times=2, retry_after=1)
+    fake.fail("chat.update", times=2, retry_after=0)
     await slack.slash(slash_body("/create", "slogan a bookstore cafe"))
     await wait_until(lambda: len(final_updates(fake)) == 1)
-    assert len(fake.calls_to("chat.postMessage")) == 2  # one 429, then the retry
+    limited, retried = fake.calls_to("chat.postMessage")  # one 429, then the retry after Retry-After
+    assert retried.at - limited.at >= 1.0
     assert len(fake.calls_to("chat.update")) > len(fake.answered("chat.update"))
     assert "word23" in block_texts(final_updates(fake)[0]["blocks"])
 
