@@ -55,7 +55,9 @@ async def test_a_workspace_installs_chorus_and_its_own_token_is_used(
         async with aiohttp.ClientSession() as browser:
             async with browser.get(f"{base}/slack/install") as page:
                 assert page.status == 200
-                state = re.search(r"state=([\w-]+)", await page.text())
+                html = await page.text()
+                state = re.search(r"state=([\w-]+)", html)
+                assert f'href="{fake.url}/oauth/v2/authorize?' in html  # the install link follows api_base_url
                 # Bolt's state cookie is Secure; a browser sends it back over https, here by hand.
                 cookie = page.cookies["slack-app-oauth-state"].value
             assert state is not None and cookie == state.group(1)
@@ -64,6 +66,7 @@ async def test_a_workspace_installs_chorus_and_its_own_token_is_used(
                 assert done.status == 200
         exchange = fake.calls_to("oauth.v2.access")
         assert len(exchange) == 1 and exchange[0].body["code"] == "the-code"
+        assert slack.adapter.installations is not None
         bot = await slack.adapter.installations.async_find_bot(enterprise_id=None, team_id="T0SECOND")
         assert bot is not None and bot.bot_token == "xoxb-2-t0second"
 
@@ -72,6 +75,10 @@ async def test_a_workspace_installs_chorus_and_its_own_token_is_used(
         await slack.idle()
         posted = fake.answered("chat.postMessage")[0]
         assert posted.headers["Authorization"] == "Bearer xoxb-2-t0second"
+        checks = len(fake.calls_to("auth.test"))
+        await slack.slash(slash_body("/help", "", team_id="T0SECOND"))
+        await wait_until(lambda: len(fake.answered("chat.postEphemeral")) == 1)
+        assert len(fake.calls_to("auth.test")) == checks  # the token check is remembered, not repeated
 
         publisher = slack.bot.chorus.publisher
         assert publisher is not None

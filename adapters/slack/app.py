@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.app.async_server import AsyncSlackAppServer
+from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
@@ -76,6 +77,11 @@ SEEN_EVENTS = 10_000  # event ids remembered for retry de-duplication (Slack ret
 LISTEN_BACKLOG = 1024  # pending connections the HTTP-mode listener queues (the kernel caps it at somaxconn)
 CLIENTS_CACHED = 256
 WEB_API_TIMEOUT_S = 30  # per-workspace Web API clients kept for the Publisher in OAuth mode
+
+
+def _slack_site(api_base_url: str) -> str:
+    """`https://slack-gov.com/api/` -> `https://slack-gov.com`."""
+    return api_base_url.rstrip("/").removesuffix("/api")
 
 
 class SlackConfigError(Exception):
@@ -151,6 +157,17 @@ class SlackAdapter:
                 scopes=list(BOT_SCOPES),
                 installation_store=self.installations,
                 state_store=self._state_store,
+                # The install link goes to the same Slack as the API (GovSlack: slack-gov.com).
+                authorization_url=_slack_site(settings.api_base_url) + "/oauth/v2/authorize",
+            )
+            # Bolt checks every request's token with auth.test unless told to remember the answer; that call would
+            # sit inside the 3-second ack window.
+            oauth_settings.authorize = AsyncInstallationStoreAuthorize(
+                logger=_log,
+                installation_store=self.installations,
+                client_id=client_id,
+                client_secret=client_secret,
+                cache_enabled=True,
             )
         elif not bot_token:
             raise SlackConfigError(f"Set the bot token (xoxb-…) in ${settings.bot_token_env}, or turn on slack.oauth.")

@@ -177,6 +177,8 @@ class SlackStream:
         self._sending = False
         self._finished = False
         self._unreachable = False  # Chorus may not post in this channel; the user was told once
+        # The handler task writing this stream: if it is cancelled (shutdown), the pusher stops with it.
+        self._owner = asyncio.current_task()
 
     async def begin_part(self, index: int, total: int) -> None:
         self.parts.append("")
@@ -244,7 +246,7 @@ class SlackStream:
                 wait = self._last + interval - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
-            if self._finished:
+            if self._finished or (self._owner is not None and self._owner.done()):
                 return
             self._dirty = False
             self._sending = True
