@@ -255,3 +255,23 @@ async def test_a_retry_that_reaches_another_worker_is_not_handled_twice(tmp_path
     finally:
         await second.close()
         await first.close()
+
+
+async def test_slack_can_verify_the_request_url(slack: SlackChorus) -> None:
+    """Setting the Request URL in Slack's app config sends a signed challenge that must be echoed."""
+    status, body, _ = await slack.event(
+        {"token": "t", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY", "type": "url_verification"}
+    )
+    assert status == 200 and "3eZbrw1aBm2rZgRNFdxV2595E9CY" in body
+
+
+async def test_a_command_prefix_renames_the_slash_commands(tmp_path: Path, fake: FakeSlack) -> None:
+    slack = await start_slack(tmp_path, fake, CHORUS_SLACK__COMMAND_PREFIX="chorus-")
+    try:
+        await slack.slash(slash_body("/chorus-help", ""))
+        await wait_until(lambda: len(fake.answered("chat.postEphemeral")) == 1)
+        assert "Commands:" in fake.answered("chat.postEphemeral")[0].body["text"]
+        status, _, _ = await slack.slash(slash_body("/help", ""))
+        assert status == 404  # not registered under its bare name
+    finally:
+        await slack.close()
