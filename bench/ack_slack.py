@@ -85,19 +85,15 @@ async def _slack_side(mode: str, n: int, spread_s: float) -> None:
     Protocol on stdio: prints `URL <api_url>`, waits for `GO <port>`, fires the burst, prints `RESULT <json>`,
     keeps serving the Web API until `STOP`.
     """
-    import aiohttp
     from fake_slack import FakeSlack, form, sign, slash_body
 
     fake = FakeSlack()
     await fake.start()
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    control = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(control), sys.stdin)
     print(f"URL {fake.api_url}", flush=True)
-    port = int((await reader.readline()).decode().split()[1])
-    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-    url = f"http://127.0.0.1:{port}/slack/events"
-
+    port = int((await control.readline()).decode().split()[1])
     started_at = time.perf_counter()
 
     async def arrive(index: int) -> None:
@@ -106,23 +102,38 @@ async def _slack_side(mode: str, n: int, spread_s: float) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
 
-    async def slash(user: int) -> float:
-        await arrive(user)
+    def request(user: int) -> bytes:
+        """One signed slash command as raw HTTP/1.1, built before the clock starts."""
         body = form(
             slash_body("/create", f"slogan bakery {user}", user=f"U{user:08d}", response_url=fake.response_url())
         )
-        headers = {"Content-Type": "application/x-www-form-urlencoded", **sign(body)}
+        head = "".join(f"{k}: {v}\r\n" for k, v in sign(body).items())
+        return (
+            f"POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n{head}\r\n{body}"
+        ).encode()
+
+    async def slash(index: int, raw: bytes) -> float:
+        await arrive(index)
         started = time.perf_counter()
-        async with http.post(url, data=body.encode(), headers=headers) as response:
-            await response.read()
-            assert response.status == 200, response.status
-        return (time.perf_counter() - started) * 1000
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(raw)
+        status = await reader.readline()
+        elapsed = (time.perf_counter() - started) * 1000
+        assert b" 200 " in status, status
+        writer.close()
+        return elapsed
 
     async def envelopes(users: range) -> list[float]:
-        sent = []
-        for u in users:
-            await arrive(u)
-            sent.append(await fake.push("slash_commands", slash_body("/create", f"slogan {u}", user=f"U{u:08d}")))
+        payloads = [slash_body("/create", f"slogan {u}", user=f"U{u:08d}") for u in users]
+        if spread_s:
+            sent = []
+            for index, payload in enumerate(payloads):
+                await arrive(index)
+                sent += await fake.push_many("slash_commands", [payload])
+        else:
+            sent = await fake.push_many("slash_commands", payloads)
         deadline = time.monotonic() + 60
         while not all(e in fake.acks for e in sent):
             assert time.monotonic() < deadline, "not every envelope was acked"
@@ -130,17 +141,17 @@ async def _slack_side(mode: str, n: int, spread_s: float) -> None:
         return [(fake.ack_times[e] - fake.sent_times[e]) * 1000 for e in sent]
 
     if mode == "http":
-        await slash(-1)  # warm-up: Bolt's first-request paths
+        await slash(0, request(-1))  # warm-up: Bolt's first-request paths
+        raws = [request(u) for u in range(n)]
         started_at = time.perf_counter()
-        latencies = list(await asyncio.gather(*(slash(u) for u in range(n))))
+        latencies = list(await asyncio.gather(*(slash(i, raw) for i, raw in enumerate(raws))))
     else:
         await fake.wait_connected(60)
         await envelopes(range(-1, 0))
         started_at = time.perf_counter()
         latencies = await envelopes(range(n))
     print("RESULT " + json.dumps(latencies), flush=True)
-    await reader.readline()  # STOP: Chorus is done posting
-    await http.close()
+    await control.readline()  # STOP: Chorus is done posting
     await fake.close()
 
 

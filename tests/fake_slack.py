@@ -314,6 +314,20 @@ class FakeSlack:
         await self._sockets[-1].send_json(envelope)
         return envelope_id
 
+    async def push_many(self, kind: str, payloads: list[Mapping[str, Any]]) -> list[str]:
+        """Send several envelopes back to back, serialized beforehand so that sending them costs little."""
+        await self.wait_connected()
+        ids = [str(uuid.uuid4()) for _ in payloads]
+        frames = [
+            json.dumps({"envelope_id": i, "type": kind, "payload": dict(p), "accepts_response_payload": True})
+            for i, p in zip(ids, payloads, strict=True)
+        ]
+        ws = self._sockets[-1]
+        for envelope_id, frame in zip(ids, frames, strict=True):
+            self.sent_times[envelope_id] = time.monotonic()
+            await ws.send_str(frame)
+        return ids
+
     async def drop_socket(self) -> None:
         """Close every Socket Mode connection, as Slack does on a refresh or an outage."""
         for ws in list(self._sockets):
