@@ -44,6 +44,9 @@ _log = logging.getLogger(__name__)
 TARGET_P99_MS = 50.0
 BACKGROUND = 24  # drop-priority requests kept running: more than the 12 non-reserved slots, so some always queue
 RESULT_NAME = "ack-slack-cpu-2core"
+# real: the BatchingEngine inside Chorus' process; serve: the same engine behind `chorus serve` in its own process
+# (generation.url), as HTTP-mode deployments run it; fake: a slow-streaming FakeGenerator.
+ENGINES = ("real", "serve", "fake")
 
 
 async def _background_load(generator: Any, stop: asyncio.Event) -> None:
@@ -67,6 +70,42 @@ async def _background_load(generator: Any, stop: asyncio.Event) -> None:
                 await asyncio.sleep(0.05)
 
     await asyncio.gather(*(one(i) for i in range(BACKGROUND)))
+
+
+class _Stalls:
+    """Diagnostics on stderr: how long Chorus' event loop was late, and how long garbage collections took."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self.gcs: list[float] = []
+        self._gc_started = 0.0
+        import gc
+
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif info.get("generation") == 2:
+            self.gcs.append((time.perf_counter() - self._gc_started) * 1000)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            await asyncio.sleep(0.005)
+            self.lags.append((time.perf_counter() - started - 0.005) * 1000)
+
+    def report(self, mode: str) -> None:
+        import gc
+
+        gc.callbacks.remove(self._on_gc)
+        worst = sorted(self.lags)[-5:]
+        print(
+            f"[{mode}] loop lag p99 {percentile(self.lags, 99):.1f} ms, worst {[round(w) for w in worst]}; "
+            f"gen-2 collections {len(self.gcs)}, longest {max(self.gcs, default=0):.1f} ms",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _generator(kind: str, settings: Any) -> Any:
@@ -158,7 +197,7 @@ async def _slack_side(mode: str, n: int, spread_s: float) -> None:
 async def _measure(mode: str, n: int, engine: str, spread_s: float) -> dict[str, Any]:
     from fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET
 
-    from adapters.slack.app import SlackAdapter
+    from adapters.slack.app import SlackAdapter, settle_heap
     from bots.app import Chorus
     from bots.store import Store
     from config import load_settings
@@ -187,6 +226,14 @@ async def _measure(mode: str, n: int, engine: str, spread_s: float) -> dict[str,
         }
         if engine == "fake":
             env |= {"CHORUS_HOME": tmp, "CHORUS_MODEL__SOURCE": "fake"}
+        server = None
+        if engine == "serve":
+            server = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bots.cli", "serve", "--port", "0", stdout=asyncio.subprocess.PIPE, cwd=REPO_ROOT
+            )
+            assert server.stdout is not None
+            ready = (await asyncio.wait_for(server.stdout.readline(), 300)).decode()
+            env["CHORUS_GENERATION__URL"] = ready.split(" at ", 1)[1].split(" ", 1)[0]
         settings = load_settings(env=env)
         store = Store(settings.store_url)
         await store.start()
@@ -202,8 +249,11 @@ async def _measure(mode: str, n: int, engine: str, spread_s: float) -> dict[str,
         }
         adapter = SlackAdapter(chorus, env=secrets)
         await adapter.start()
+        settle_heap()  # as run_slack does once connected
         stop = asyncio.Event()
         load = asyncio.create_task(_background_load(generator, stop))
+        stalls = _Stalls()
+        watch = asyncio.create_task(stalls.watch(stop))
         try:
             await asyncio.sleep(2.0)  # let the background requests fill the engine
             slack.stdin.write(f"GO {adapter.port or 0}\n".encode())
@@ -216,9 +266,14 @@ async def _measure(mode: str, n: int, engine: str, spread_s: float) -> dict[str,
                 task.cancel()
             await adapter.stop()
             load.cancel()
+            watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await load
+            stalls.report(mode)
             await chorus.close()
+            if server is not None:
+                server.terminate()
+                await server.wait()
             slack.stdin.write(b"STOP\n")
             await slack.stdin.drain()
             await slack.wait()
@@ -246,12 +301,12 @@ async def _both(n: int, engine: str) -> list[dict]:
 
 
 def markdown(rows: list[dict], machine: dict[str, Any], engine: str) -> str:
-    load = (
-        "the real embedded BatchingEngine (SmolLM2-135M, float32, max_batch 16) kept saturated with "
-        f"{BACKGROUND} background 256-token requests"
-        if engine == "real"
-        else "a slow-streaming FakeGenerator (50 ms a word)"
-    )
+    saturated = f"kept saturated with {BACKGROUND} background 256-token requests"
+    load = {
+        "real": f"the embedded BatchingEngine (SmolLM2-135M, float32, max_batch 16) in Chorus' process, {saturated}",
+        "serve": f"the same engine behind `chorus serve` in its own process (generation.url), {saturated}",
+        "fake": "a slow-streaming FakeGenerator (50 ms a word)",
+    }[engine]
     lines = [
         "### Slack ack latency under load",
         "",
@@ -276,7 +331,7 @@ def markdown(rows: list[dict], machine: dict[str, Any], engine: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--engine", choices=("real", "fake"), default="real")
+    parser.add_argument("--engine", choices=ENGINES, default="real")
     parser.add_argument("--out-dir", type=Path, default=BENCH_DIR / "results")
     parser.add_argument("--slack-side", choices=("http", "socket"), help=argparse.SUPPRESS)
     parser.add_argument("--spread", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -290,7 +345,7 @@ def main() -> int:
     table = markdown(rows, machine, args.engine)
     print(table)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    name = RESULT_NAME if args.engine == "real" else f"{RESULT_NAME}-fake-engine"
+    name = RESULT_NAME if args.engine == "real" else f"{RESULT_NAME}-{args.engine}-engine"
     (args.out_dir / f"{name}.json").write_text(
         json.dumps({"machine": machine, "engine": args.engine, "target_p99_ms": TARGET_P99_MS, "rows": rows}, indent=2)
         + "\n"
