@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger("chorus")
 
 # Platforms whose adapter ships in this version; the others are refused before the model loads.
-_PLATFORMS_AVAILABLE = frozenset({"terminal", "discord"})
+_PLATFORMS_AVAILABLE = frozenset({"terminal", "discord", "slack"})
 
 
 def _progress(line: str) -> None:
@@ -165,9 +165,10 @@ async def _doctor(settings: Settings) -> int:
     has_token = bool(os.environ.get(discord_env)) or bool(settings.discord.token_file)
     state = "token set" if has_token else f"no token ({discord_env} unset)"
     print(f"  {'discord:':<10} {state}; adapter ready")
-    for platform, variable in (("slack", "CHORUS_SLACK_BOT_TOKEN"),):
-        state = "token set" if os.environ.get(variable) else f"no token ({variable} unset)"
-        print(f"  {platform + ':':<10} {state}; adapter not in this version yet")
+    slack_env = settings.slack.bot_token_env
+    state = "token set" if os.environ.get(slack_env) else f"no token ({slack_env} unset)"
+    state += f", {settings.slack.mode} mode" + (", OAuth installs" if settings.slack.oauth else "")
+    print(f"  {'slack:':<10} {state}; adapter ready")
     return 0 if ok else 1
 
 

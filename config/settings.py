@@ -120,7 +120,29 @@ class DiscordSection(_Section):
 
 
 class SlackSection(_Section):
-    """The Slack adapter (#5)."""
+    """The Slack adapter (#5). Keys ending in `_env` name the environment variable that holds the secret."""
+
+    mode: Literal["socket", "http"] = "socket"
+    bot_token_env: str = "CHORUS_SLACK_BOT_TOKEN"
+    app_token_env: str = "CHORUS_SLACK_APP_TOKEN"
+    signing_secret_env: str = "CHORUS_SLACK_SIGNING_SECRET"
+    # Multi-workspace install: OAuth with the installations kept in the Chorus database (HTTP mode only).
+    oauth: bool = False
+    client_id_env: str = "CHORUS_SLACK_CLIENT_ID"
+    client_secret_env: str = "CHORUS_SLACK_CLIENT_SECRET"
+    api_base_url: str = "https://slack.com/api/"
+    native_streaming: bool = False
+    admins: list[str] = Field(default_factory=list)
+    command_prefix: str = ""
+    host: str = "0.0.0.0"
+    port: int = Field(3000, ge=0, le=65535)
+    path: str = "/slack/events"
+
+    @model_validator(mode="after")
+    def _oauth_needs_http(self) -> SlackSection:
+        if self.oauth and self.mode != "http":
+            raise ValueError('oauth = true needs mode = "http" (Slack redirects the installing browser to Chorus)')
+        return self
 
 
 class BrainstormSection(_Section):

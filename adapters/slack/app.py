@@ -1,0 +1,450 @@
+"""Chorus on Slack: a slack-bolt AsyncApp in Socket Mode or HTTP mode, one bot token or OAuth installs.
+
+Every listener acknowledges first and hands the work to an asyncio task, so the 3-second ack window never waits
+for the model. Slack retries an event it thinks went unanswered; the event id is remembered so a retry never
+starts a second generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import gc
+import logging
+import os
+import re
+import signal
+import sys
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.app.async_server import AsyncSlackAppServer
+from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstallationStore
+from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStore
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.ledger import EventLedger
+from adapters.slack.render import ask_modal, home_view, remix_modal
+from adapters.slack.responder import SlackOptions, SlackPublisher, SlackResponder
+from adapters.slack.translate import (
+    ACTION_PREFIX,
+    ASK_CALLBACK,
+    PLATFORM,
+    REMIX_CALLBACK,
+    REMIX_SHORTCUT,
+    ask_metadata,
+    asked_question,
+    remix_metadata,
+    to_action,
+    to_command,
+    to_message,
+    to_reaction,
+    to_submission,
+    unescape,
+)
+from bots.app import Chorus
+from bots.commands import COMMANDS
+from bots.events import Event, Message
+
+_log = logging.getLogger(__name__)
+
+# What the bot token may do; the same list is in manifest.yaml and is asked for by the OAuth install.
+BOT_SCOPES = (
+    "app_mentions:read",
+    "channels:history",
+    "chat:write",
+    "commands",
+    "files:write",
+    "groups:history",
+    "im:history",
+    "mpim:history",
+    "reactions:read",
+)
+SEEN_EVENTS = 10_000  # event ids remembered for retry de-duplication (Slack retries within minutes)
+LISTEN_BACKLOG = 1024  # pending connections the HTTP-mode listener queues (the kernel caps it at somaxconn)
+CLIENTS_CACHED = 256
+WEB_API_TIMEOUT_S = 30  # per-workspace Web API clients kept for the Publisher in OAuth mode
+
+
+def _slack_site(api_base_url: str) -> str:
+    """`https://slack-gov.com/api/` -> `https://slack-gov.com`."""
+    return api_base_url.rstrip("/").removesuffix("/api")
+
+
+class SlackConfigError(Exception):
+    """A missing token or secret, phrased for the person running Chorus."""
+
+
+def retry_handlers() -> list[AsyncRetryHandler]:
+    """429s wait out Retry-After and try again; dropped connections are retried once more."""
+    return [AsyncRateLimitErrorRetryHandler(max_retry_count=5), AsyncConnectionErrorRetryHandler(max_retry_count=2)]
+
+
+class SeenEvents:
+    """A bounded memory of event ids: `first(id)` is True only the first time an id is offered."""
+
+    def __init__(self, limit: int = SEEN_EVENTS) -> None:
+        self.limit = limit
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def first(self, event_id: str) -> bool:
+        if event_id in self._ids:
+            return False
+        self._ids[event_id] = None
+        if len(self._ids) > self.limit:
+            self._ids.popitem(last=False)
+        return True
+
+
+class SlackAdapter:
+    """Owns the Bolt app, its Socket Mode connection or HTTP server, and the tasks that handle events."""
+
+    def __init__(self, chorus: Chorus, *, env: Mapping[str, str] | None = None) -> None:
+        env = os.environ if env is None else env
+        settings = chorus.settings.slack
+        self.chorus = chorus
+        self.settings = settings
+        self.options = SlackOptions(
+            edit_interval_s=chorus.settings.limits.stream_edit_interval_s,
+            native_streaming=settings.native_streaming,
+            tones=tuple(chorus.settings.tones),
+        )
+        self.admins = frozenset(settings.admins)
+
+        def secret(name: str) -> str:
+            return env.get(name, "").strip() if name else ""
+
+        bot_token = secret(settings.bot_token_env)
+        self.app_token = secret(settings.app_token_env)
+        signing_secret = secret(settings.signing_secret_env)
+        if settings.mode == "socket" and not self.app_token:
+            raise SlackConfigError(
+                f"Socket Mode needs an app-level token (xapp-…, scope connections:write) in ${settings.app_token_env}."
+            )
+        if settings.mode == "http" and not signing_secret:
+            raise SlackConfigError(
+                f"HTTP mode needs the app's signing secret in ${settings.signing_secret_env} to verify requests."
+            )
+        oauth_settings = None
+        self.installations: AsyncSQLAlchemyInstallationStore | None = None
+        self._state_store: AsyncSQLAlchemyOAuthStateStore | None = None
+        if settings.oauth:
+            client_id, client_secret = secret(settings.client_id_env), secret(settings.client_secret_env)
+            if not client_id or not client_secret:
+                raise SlackConfigError(
+                    f"OAuth installs need the app's client id and secret in ${settings.client_id_env} "
+                    f"and ${settings.client_secret_env}."
+                )
+            engine = chorus.store.engine  # installations live in the Chorus database
+            self.installations = AsyncSQLAlchemyInstallationStore(client_id=client_id, engine=engine)
+            self._state_store = AsyncSQLAlchemyOAuthStateStore(expiration_seconds=600, engine=engine)
+            oauth_settings = AsyncOAuthSettings(
+                client_id=client_id,
+                client_secret=client_secret,
+                scopes=list(BOT_SCOPES),
+                installation_store=self.installations,
+                state_store=self._state_store,
+                # The install link goes to the same Slack as the API (GovSlack: slack-gov.com).
+                authorization_url=_slack_site(settings.api_base_url) + "/oauth/v2/authorize",
+            )
+            # Bolt checks every request's token with auth.test unless told to remember the answer; that call would
+            # sit inside the 3-second ack window.
+            oauth_settings.authorize = AsyncInstallationStoreAuthorize(
+                logger=_log,
+                installation_store=self.installations,
+                client_id=client_id,
+                client_secret=client_secret,
+                cache_enabled=True,
+            )
+        elif not bot_token:
+            raise SlackConfigError(f"Set the bot token (xoxb-…) in ${settings.bot_token_env}, or turn on slack.oauth.")
+        self.client = AsyncWebClient(
+            token=bot_token or None, base_url=settings.api_base_url, retry_handlers=retry_handlers()
+        )
+        self.app = AsyncApp(
+            client=self.client,
+            signing_secret=signing_secret,
+            oauth_settings=oauth_settings,
+            # Listeners only ack and start a task, so running them before answering costs nothing and saves
+            # Bolt's 10 ms ack polling.
+            process_before_response=True,
+            request_verification_enabled=settings.mode == "http",
+        )
+        self.seen = SeenEvents()
+        self.ledger = EventLedger(chorus.store.engine)
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._clients: OrderedDict[str, AsyncWebClient] = OrderedDict()
+        self._socket: Any = None
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+        self.bot_user_id = ""
+        self._register()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check the token, then listen (HTTP) or connect (Socket Mode); returns once Slack can reach Chorus."""
+        # One HTTP session for every Web API call: kept-alive connections instead of a TCP (and TLS) handshake
+        # per chat.update. slack_sdk opens a session per call when it has none.
+        self.client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEB_API_TIMEOUT_S))
+        await self.ledger.create()
+        if self.installations is not None and self._state_store is not None:
+            await self.installations.create_tables()
+            await self._state_store.create_tables()
+        if self.client.token:
+            try:
+                identity = await self.client.auth_test()
+            except SlackApiError as exc:
+                raise SlackConfigError(
+                    f"Slack refused the bot token in ${self.settings.bot_token_env}: {exc.response.get('error')}"
+                ) from None
+            self.bot_user_id = identity.get("user_id", "")
+        if self.settings.mode == "http":
+            server = AsyncSlackAppServer(port=self.settings.port, path=self.settings.path, app=self.app)
+            self._runner = web.AppRunner(server.web_app, access_log=None)
+            await self._runner.setup()
+            # A burst of commands (a busy workspace, a retry storm) must not overflow the default 128-connection
+            # accept queue: a dropped SYN is retried after a whole second, a third of Slack's deadline.
+            site = web.TCPSite(self._runner, self.settings.host, self.settings.port, backlog=LISTEN_BACKLOG)
+            await site.start()
+            self.port = self._runner.addresses[0][1]
+        else:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            self._socket = AsyncSocketModeHandler(self.app, self.app_token, web_client=self.client)
+            await self._socket.connect_async()
+        await self.chorus.attach_publisher(SlackPublisher(self.client_for, self.options))
+
+    async def stop(self) -> None:
+        """Stop taking events, then let running generations post their final reply."""
+        if self._socket is not None:
+            await self._socket.close_async()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        self._clients.clear()
+        if self.client.session is not None:
+            await self.client.session.close()
+
+    async def client_for(self, team_id: str) -> AsyncWebClient:
+        """The Web API client holding that workspace's bot token."""
+        if self.installations is None:
+            return self.client
+        client = self._clients.get(team_id)
+        if client is None:
+            bot = await self.installations.async_find_bot(enterprise_id=None, team_id=team_id)
+            if bot is None:
+                raise SlackConfigError(f"Chorus is not installed in Slack workspace {team_id}.")
+            client = AsyncWebClient(
+                token=bot.bot_token,
+                base_url=self.settings.api_base_url,
+                retry_handlers=retry_handlers(),
+                session=self.client.session,
+            )
+            self._clients[team_id] = client
+            if len(self._clients) > CLIENTS_CACHED:
+                self._clients.popitem(last=False)
+        self._clients.move_to_end(team_id)
+        return client
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(self._guard(work))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def _guard(self, work: Awaitable[Any]) -> None:
+        try:
+            await work
+        except Exception:
+            _log.exception("a Slack event handler failed")
+
+    def _handle(self, event: Event, responder: SlackResponder) -> None:
+        self.spawn(self.chorus.handle(event, responder))
+
+    def _handle_once(self, body: Mapping[str, Any], work: Callable[[], Awaitable[Any]]) -> None:
+        """Run an Events API event's work unless another worker already took this event id (checked after the
+        ack, so the database never delays it)."""
+        event_id = str(body.get("event_id") or "")
+
+        async def once() -> None:
+            if event_id and not await self.ledger.first(event_id):
+                _log.info("Slack event %s was already handled by another worker", event_id)
+                return
+            await work()
+
+        self.spawn(once())
+
+    # -- listeners ---------------------------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        app = self.app
+        app.middleware(self._dedupe)
+        for spec in COMMANDS:
+            app.command(f"/{self.settings.command_prefix}{spec.name}")(self._on_command)
+        app.action(re.compile("^" + re.escape(ACTION_PREFIX)))(self._on_action)
+        app.view(ASK_CALLBACK)(self._on_submission)
+        app.view(REMIX_CALLBACK)(self._on_submission)
+        app.shortcut(REMIX_SHORTCUT)(self._on_remix_shortcut)
+        app.event("message")(self._on_message)
+        app.event("reaction_added")(self._on_reaction)
+        app.event("reaction_removed")(self._on_reaction)
+        app.event("app_home_opened")(self._on_home_opened)
+        app.event("app_mention")(self._on_app_mention)
+
+    async def _dedupe(self, body: dict[str, Any], next: Callable[[], Awaitable[None]]) -> BoltResponse | None:
+        """Answer a retried event (same event_id; X-Slack-Retry-Num set) with a 200 and do nothing else."""
+        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+        if event_id and not self.seen.first(str(event_id)):
+            _log.info("ignoring a retry of Slack event %s", event_id)
+            return BoltResponse(status=200, body="")
+        await next()
+        return None
+
+    def _responder(
+        self, client: AsyncWebClient, event: Event, thread_ts: str | None = None, response_url: str | None = None
+    ) -> SlackResponder:
+        return SlackResponder(
+            client, event.conversation, event.user.id, self.options, thread_ts=thread_ts, response_url=response_url
+        )
+
+    async def _on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        command = to_command(body, self.admins, self.settings.command_prefix)
+        self._handle(command, self._responder(client, command, response_url=body.get("response_url")))
+
+    async def _on_action(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        action = to_action(body, self.admins)
+        if action is None:
+            return
+        question = asked_question(body)
+        if question:
+            metadata = ask_metadata(action, action.action_id, action.generation_id)
+            self.spawn(client.views_open(trigger_id=body.get("trigger_id", ""), view=ask_modal(question, metadata)))
+            return
+        responder = self._responder(
+            client, action, thread_ts=action.conversation.thread, response_url=body.get("response_url")
+        )
+        self._handle(action, responder)
+
+    async def _on_submission(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        event = to_submission(body, self.admins)
+        if event is not None:
+            self._handle(event, self._responder(client, event, thread_ts=event.conversation.thread))
+
+    async def _on_remix_shortcut(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        limits = self.chorus.settings.limits
+        metadata = remix_metadata(body, limits.max_prompt_chars)
+        preview = unescape((body.get("message") or {}).get("text", ""))
+        view = remix_modal(preview, self.options.tones, limits.max_variants, metadata)
+        self.spawn(client.views_open(trigger_id=body.get("trigger_id", ""), view=view))
+
+    async def _on_message(
+        self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient, context: Any
+    ) -> None:
+        bot_user_id = context.get("bot_user_id") or self.bot_user_id
+        found = to_message(event, body.get("team_id", ""), bot_user_id, self.admins)
+        if found is None:
+            return
+        if isinstance(found, Message):
+            message = found
+            self._handle_once(body, lambda: self._refine_from_message(message, client))
+        else:
+            activity = found
+            self._handle_once(body, lambda: self.chorus.handle(activity, self._responder(client, activity)))
+
+    async def _refine_from_message(self, message: Message, client: AsyncWebClient) -> None:
+        """In a thread, a message refines the newest Chorus result in that thread (else the one it sits under)."""
+        if message.conversation.thread:
+            latest = await self.chorus.store.latest_generation(message.conversation)
+            if latest is not None and latest.message_ref:
+                message = dataclasses.replace(message, reply_to=latest.message_ref)
+        await self.chorus.handle(message, self._responder(client, message, thread_ts=message.conversation.thread))
+
+    async def _on_reaction(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
+        reaction = to_reaction(event, body.get("team_id", ""), self.admins)
+        if reaction is not None:
+            self._handle_once(body, lambda: self.chorus.handle(reaction, self._responder(client, reaction)))
+
+    async def _on_app_mention(self) -> None:
+        """Mentions arrive as message events too and are handled there; this only keeps Slack from retrying."""
+
+    async def _on_home_opened(self, event: dict[str, Any], client: AsyncWebClient) -> None:
+        if event.get("tab", "home") == "home" and event.get("user"):
+            self.spawn(self._publish_home(event["user"], client))
+
+    async def _publish_home(self, user_id: str, client: AsyncWebClient) -> None:
+        usage = await self.chorus.store.user_data_counts(PLATFORM, user_id)
+        commands = [(spec.usage.replace("/", "/" + self.settings.command_prefix, 1), spec.summary) for spec in COMMANDS]
+        settings = None
+        if user_id in self.admins:
+            chorus_settings = self.chorus.settings
+            settings = {
+                "mode": self.settings.mode,
+                "admins": ", ".join(self.settings.admins) or "none",
+                "quota per user": f"{chorus_settings.limits.quota_per_minute} generations a minute",
+                "max variants": str(chorus_settings.limits.max_variants),
+                "kinds": ", ".join(chorus_settings.kinds),
+                "native streaming": "on" if self.settings.native_streaming else "off",
+                "model": chorus_settings.generation.url or chorus_settings.model.source,
+            }
+        await client.views_publish(user_id=user_id, view=home_view(commands, usage, settings))
+
+
+def settle_heap() -> None:
+    """Move everything loaded so far (the model, torch, the libraries) out of the garbage collector's sight.
+
+    Those objects live as long as the process; scanning them made one full collection pause the event loop for
+    280 ms during an ack burst on the 2-core VM, longer than the whole ack budget we aim for.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+async def run_slack(chorus: Chorus) -> int:
+    """`chorus run` with chorus.platform = "slack": serve until SIGINT/SIGTERM."""
+    # Signals first: a SIGTERM while connecting (or while drops start up) still means a clean stop.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    try:
+        adapter = SlackAdapter(chorus)
+        await adapter.start()
+    except SlackConfigError as exc:
+        print(f"chorus: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"chorus: cannot reach Slack or listen for it: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    settle_heap()
+    where = (
+        f"listening on http://{adapter.settings.host}:{adapter.port}{adapter.settings.path}"
+        if adapter.settings.mode == "http"
+        else "connected through Socket Mode"
+    )
+    print(f"Chorus is on Slack, {where}. Ctrl-C stops.", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await adapter.stop()
+    return 0

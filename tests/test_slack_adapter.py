@@ -1,0 +1,277 @@
+"""The Slack adapter end to end: real slack-bolt and slack_sdk against a fake Slack on 127.0.0.1."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from fake_slack import (
+    TEAM,
+    FakeSlack,
+    block_actions,
+    event_callback,
+    find_element,
+    form,
+    message_event,
+    reaction_event,
+    sign,
+    slash_body,
+)
+from slack_support import MENTION_KEYS, SlackChorus, block_texts, elements, final_updates, has_actions, start_slack
+
+from bots.events import Conversation
+from generation.fake import FakeGenerator
+from support import wait_until
+
+GENERAL = Conversation("slack", TEAM, "C0GENERAL")
+LONG = " ".join(f"word{i}" for i in range(24))
+
+
+def long_script(request) -> str:
+    return LONG
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlack]:
+    server = FakeSlack()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def slack(tmp_path: Path, fake: FakeSlack) -> AsyncIterator[SlackChorus]:
+    chorus = await start_slack(tmp_path, fake, generator=FakeGenerator(long_script, delay_s=0.015))
+    yield chorus
+    await chorus.close()
+
+
+async def test_slash_command_acks_at_once_then_streams_into_a_placeholder(slack: SlackChorus) -> None:
+    fake = slack.fake
+    status, body, elapsed = await slack.slash(slash_body("/create", "slogan a bookstore cafe --tone playful --n 2"))
+    assert status == 200 and body == ""
+    assert elapsed < 3.0
+    await wait_until(lambda: len(final_updates(fake)) == 1)
+    await slack.idle()
+
+    placeholder = fake.answered("chat.postMessage")
+    assert len(placeholder) == 1 and not has_actions(placeholder[0].body)
+    assert placeholder[0].body["channel"] == "C0GENERAL"
+    updates = fake.answered("chat.update")
+    progress = updates[:-1]
+    assert progress, "the text should have been shown while it streamed"
+    gaps = [b.at - a.at for a, b in zip([placeholder[0], *progress], progress, strict=False)]
+    assert min(gaps) >= 0.2 * 0.9, gaps  # throttled to limits.stream_edit_interval_s
+
+    final = updates[-1].body
+    assert final["ts"] == placeholder[0].response["ts"]
+    text = block_texts(final["blocks"])
+    assert "1. word0" in text and "2. word0" in text and "word23" in text
+    labels = [e["text"]["text"] for e in elements(final) if e["type"] == "button"]
+    assert labels == ["Regenerate", "More like this", "Shorter", "Longer", "👍", "👎"]
+    select = [e for e in elements(final) if e["type"] == "static_select"]
+    assert [o["text"]["text"] for o in select[0]["options"]][:2] == ["neutral", "playful"]
+
+    record = await slack.bot.store.latest_generation(GENERAL)
+    assert record is not None and record.message_ref == f"C0GENERAL:{final['ts']}"
+    assert record.user.id == "U0ALICE" and record.tone == "playful" and len(record.variants) == 2
+
+
+async def create_result(slack: SlackChorus, text: str = "slogan a bookstore cafe") -> dict:
+    """Run /create and return the finished message as the fake holds it (ts, blocks)."""
+    before = len(final_updates(slack.fake))
+    status, _, _ = await slack.slash(slash_body("/create", text))
+    assert status == 200
+    await wait_until(lambda: len(final_updates(slack.fake)) > before)
+    await slack.idle()
+    final = final_updates(slack.fake)[-1]
+    return slack.fake.messages[(final["channel"], final["ts"])]
+
+
+async def test_a_button_makes_version_2_in_the_results_thread(slack: SlackChorus) -> None:
+    v1 = await create_result(slack)
+    status, _, elapsed = await slack.interact(block_actions(v1, find_element(v1, "chorus:regenerate")))
+    assert status == 200 and elapsed < 3.0
+    await wait_until(lambda: any("v2" in block_texts(b["blocks"]) for b in final_updates(slack.fake)))
+    await slack.idle()
+    v2_post = [c for c in slack.fake.answered("chat.postMessage") if c.body.get("thread_ts") == v1["ts"]]
+    assert len(v2_post) == 1  # the new version's placeholder, in the thread under v1
+    record = await slack.bot.store.find_by_message_ref("slack", f"C0GENERAL:{v2_post[0].response['ts']}")
+    assert record is not None and record.version == 2 and record.instruction == "regenerate"
+
+
+async def test_the_tone_select_makes_a_version_in_that_tone(slack: SlackChorus) -> None:
+    v1 = await create_result(slack)
+    select = find_element(v1, "chorus:tone")
+    choice = next(option for option in select["options"] if option["text"]["text"] == "formal")
+    await slack.interact(block_actions(v1, {**select, "selected_option": choice}))
+    await wait_until(lambda: any("tone: formal" in block_texts(b["blocks"]) for b in final_updates(slack.fake)))
+    await slack.idle()
+    latest = await slack.bot.store.latest_generation(Conversation("slack", TEAM, "C0GENERAL", v1["ts"]))
+    assert latest is not None and latest.tone == "formal" and latest.version == 2
+
+
+async def test_a_thread_reply_refines_the_newest_version_in_the_thread(slack: SlackChorus) -> None:
+    v1 = await create_result(slack)
+    await slack.interact(block_actions(v1, find_element(v1, "chorus:shorter")))
+    await wait_until(lambda: any("v2" in block_texts(b["blocks"]) for b in final_updates(slack.fake)))
+    await slack.idle()
+    reply = message_event("make it rhyme", thread_ts=v1["ts"])
+    status, _, _ = await slack.event(event_callback(reply))
+    assert status == 200
+    await wait_until(lambda: any("v3" in block_texts(b["blocks"]) for b in final_updates(slack.fake)))
+    await slack.idle()
+    v3 = await slack.bot.store.latest_generation(Conversation("slack", TEAM, "C0GENERAL", v1["ts"]))
+    assert v3 is not None and v3.version == 3 and v3.instruction == "make it rhyme"
+    v2 = await slack.bot.store.get_generation(v3.parent_id or 0)
+    assert v2 is not None and v2.version == 2  # refined the newest version, not the thread's root
+    assert all(c.body.get("thread_ts") == v1["ts"] for c in slack.fake.answered("chat.postMessage")[1:])
+
+
+async def test_a_reaction_on_a_result_is_an_engagement_signal(slack: SlackChorus) -> None:
+    v1 = await create_result(slack)
+    status, _, _ = await slack.event(event_callback(reaction_event("fire", "C0GENERAL", v1["ts"])))
+    assert status == 200
+    await slack.idle()  # the handler task exists before Slack gets its 200
+    assert await slack.bot.store.user_data_counts("slack", "U0BOB") == {
+        "generations": 0,
+        "feedback": 1,
+        "engagement": 1,
+    }
+
+
+async def test_429s_on_post_and_update_are_waited_out_and_the_final_text_arrives(slack: SlackChorus) -> None:
+    fake = slack.fake
+    fake.fail("chat.postMessage", retry_after=1)
+    fake.fail("chat.update", times=2, retry_after=0)
+    await slack.slash(slash_body("/create", "slogan a bookstore cafe"))
+    await wait_until(lambda: len(final_updates(fake)) == 1)
+    limited, retried = fake.calls_to("chat.postMessage")  # one 429, then the retry after Retry-After
+    assert retried.at - limited.at >= 1.0
+    assert len(fake.calls_to("chat.update")) > len(fake.answered("chat.update"))
+    assert "word23" in block_texts(final_updates(fake)[0]["blocks"])
+
+
+async def test_a_retried_event_does_not_start_a_second_generation(slack: SlackChorus) -> None:
+    v1 = await create_result(slack)
+    callback = event_callback(message_event("make it longer", thread_ts=v1["ts"]))
+    first = await slack.event(callback)
+    retry = await slack.event(callback, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+    assert first[0] == retry[0] == 200
+    await wait_until(lambda: len(final_updates(slack.fake)) == 2)
+    await slack.idle()
+    assert await slack.bot.store.count_generations() == 2
+    assert len(slack.bot.generator.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["wrong secret", "stale timestamp", "unsigned"],
+)
+async def test_bad_or_stale_signatures_are_refused(slack: SlackChorus, how: str) -> None:
+    body = form(slash_body("/create", "slogan a cafe"))
+    if how == "wrong secret":
+        headers = sign(body, secret="not-the-secret")
+    elif how == "stale timestamp":
+        headers = sign(body, timestamp=int(time.time()) - 600)
+    else:
+        headers = {}
+    status, _, _ = await slack.post(body, "application/x-www-form-urlencoded", headers=headers, signed=False)
+    assert status == 401
+    assert slack.fake.calls_to("chat.postMessage") == [] and slack.bot.generator.requests == []
+
+
+async def test_a_button_on_a_deleted_result_explains_itself_ephemerally(slack: SlackChorus) -> None:
+    v1 = await create_result(slack)
+    element = find_element(v1, "chorus:more")
+    await slack.bot.store.forget_user("slack", "U0ALICE")
+    await slack.interact(block_actions(v1, element, user="U0ALICE"))
+    await wait_until(lambda: len(slack.fake.answered("chat.postEphemeral")) == 1)
+    ephemeral = slack.fake.answered("chat.postEphemeral")[0].body
+    assert ephemeral["user"] == "U0ALICE" and "no longer exists" in ephemeral["text"]
+    assert len(slack.bot.generator.requests) == 1
+
+
+async def test_a_parse_error_is_a_usage_hint_only_the_user_sees(slack: SlackChorus) -> None:
+    await slack.slash(slash_body("/create", "sloagn a cafe"))
+    await wait_until(lambda: len(slack.fake.answered("chat.postEphemeral")) == 1)
+    ephemeral = slack.fake.answered("chat.postEphemeral")[0].body
+    assert "Did you mean 'slogan'?" in ephemeral["text"] and ephemeral["user"] == "U0ALICE"
+    assert slack.fake.calls_to("chat.postMessage") == []
+
+
+async def test_outside_its_channels_chorus_says_so_through_the_response_url(slack: SlackChorus) -> None:
+    slack.fake.fail("chat.postMessage", times=5, error="not_in_channel")
+    await slack.slash(slash_body("/create", "slogan a cafe", response_url=slack.fake.response_url("cmd1")))
+    await wait_until(lambda: len(slack.fake.calls_to("response_url")) == 1)
+    await slack.idle()
+    assert len(slack.fake.calls_to("chat.postMessage")) == 1 and slack.fake.calls_to("chat.update") == []
+    hook = slack.fake.calls_to("response_url")[0]
+    assert hook.path == "/response/cmd1" and "/invite @Chorus" in hook.body["text"]
+    assert hook.body["response_type"] == "ephemeral"
+
+
+async def test_nothing_chorus_sends_can_ping_anyone(tmp_path: Path, fake: FakeSlack) -> None:
+    def pinging(request) -> str:
+        return "hey <!channel> and <!here> <!everyone> <@U0BOSS> <!subteam^S0ALL> & friends"
+
+    slack = await start_slack(tmp_path, fake, generator=FakeGenerator(pinging))
+    try:
+        await slack.slash(slash_body("/create", "slogan <!here> a cafe &amp; <@U0BOSS>"))
+        await wait_until(lambda: len(final_updates(fake)) == 1)
+        await slack.idle()
+        v1 = fake.messages[(final_updates(fake)[0]["channel"], final_updates(fake)[0]["ts"])]
+        await slack.event(event_callback(message_event("say <!channel> louder", thread_ts=v1["ts"])))
+        await wait_until(lambda: len(final_updates(fake)) == 2)
+        await slack.idle()
+    finally:
+        await slack.close()
+    sent = [call.text() for call in fake.calls if call.method.startswith(("chat.", "views.", "response_url"))]
+    assert sent and not [key for key in MENTION_KEYS for text in sent if key in text]
+    assert "&amp; friends" in block_texts(final_updates(fake)[0]["blocks"])
+
+
+async def test_help_is_ephemeral(slack: SlackChorus) -> None:
+    await slack.slash(slash_body("/help", ""))
+    await wait_until(lambda: len(slack.fake.answered("chat.postEphemeral")) == 1)
+    assert "/create" in block_texts(slack.fake.answered("chat.postEphemeral")[0].body["blocks"])
+
+
+async def test_a_retry_that_reaches_another_worker_is_not_handled_twice(tmp_path: Path, fake: FakeSlack) -> None:
+    first = await start_slack(tmp_path, fake)
+    second = await start_slack(tmp_path, fake)  # a second HTTP worker on the same database
+    try:
+        v1 = await create_result(first)
+        callback = event_callback(message_event("make it bolder", thread_ts=v1["ts"]))
+        await first.event(callback)
+        await second.event(callback, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+        await wait_until(lambda: len(final_updates(fake)) == 2)
+        await first.idle()
+        await second.idle()
+        assert await first.bot.store.count_generations() == 2
+        assert len(first.bot.generator.requests) + len(second.bot.generator.requests) == 2
+    finally:
+        await second.close()
+        await first.close()
+
+
+async def test_slack_can_verify_the_request_url(slack: SlackChorus) -> None:
+    """Setting the Request URL in Slack's app config sends a signed challenge that must be echoed."""
+    status, body, _ = await slack.event(
+        {"token": "t", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY", "type": "url_verification"}
+    )
+    assert status == 200 and "3eZbrw1aBm2rZgRNFdxV2595E9CY" in body
+
+
+async def test_a_command_prefix_renames_the_slash_commands(tmp_path: Path, fake: FakeSlack) -> None:
+    slack = await start_slack(tmp_path, fake, CHORUS_SLACK__COMMAND_PREFIX="chorus-")
+    try:
+        await slack.slash(slash_body("/chorus-help", ""))
+        await wait_until(lambda: len(fake.answered("chat.postEphemeral")) == 1)
+        assert "Commands:" in fake.answered("chat.postEphemeral")[0].body["text"]
+        status, _, _ = await slack.slash(slash_body("/help", ""))
+        assert status == 404  # not registered under its bare name
+    finally:
+        await slack.close()

@@ -1,0 +1,239 @@
+"""Slack features beyond the command flow: native streaming, App Home, the remix shortcut, asking buttons and
+modals, the Publisher with file uploads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from fake_slack import (
+    TEAM,
+    FakeSlack,
+    block_actions,
+    event_callback,
+    find_element,
+    message_event,
+    message_shortcut,
+    slash_body,
+    view_submission,
+)
+from slack_support import SlackChorus, block_texts, elements, final_updates, start_slack
+
+from adapters.slack.translate import ASK_CALLBACK, REMIX_CALLBACK
+from bots.events import Action, Conversation
+from bots.reply import Attachment, Reply, ReplyAction
+from bots.router import Context
+from generation.fake import FakeGenerator
+from support import wait_until
+
+GENERAL = Conversation("slack", TEAM, "C0GENERAL")
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlack]:
+    server = FakeSlack()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def slack(tmp_path: Path, fake: FakeSlack) -> AsyncIterator[SlackChorus]:
+    chorus = await start_slack(tmp_path, fake)
+    yield chorus
+    await chorus.close()
+
+
+async def first_result(slack: SlackChorus) -> dict:
+    await slack.slash(slash_body("/create", "slogan a bookstore cafe"))
+    await wait_until(lambda: len(final_updates(slack.fake)) == 1)
+    await slack.idle()
+    final = final_updates(slack.fake)[0]
+    return slack.fake.messages[(final["channel"], final["ts"])]
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["native", "startStream refused"])
+async def test_thread_replies_stream_natively_when_enabled(tmp_path: Path, fake: FakeSlack, refused: bool) -> None:
+    words = " ".join(f"n{i}" for i in range(30))
+    generator = FakeGenerator(lambda request: words, delay_s=0.02)
+    slack = await start_slack(tmp_path, fake, generator=generator, CHORUS_SLACK__NATIVE_STREAMING="true")
+    if refused:
+        fake.fail("chat.startStream", error="not_allowed")
+    try:
+        v1 = await first_result(slack)
+        assert fake.calls_to("chat.startStream") == []  # a slash command has no thread to stream into
+        await slack.event(event_callback(message_event("more drama", thread_ts=v1["ts"])))
+        await wait_until(lambda: len(final_updates(fake)) == 2)
+        await slack.idle()
+    finally:
+        await slack.close()
+    start = fake.calls_to("chat.startStream")
+    assert len(start) == 1 and start[0].body["thread_ts"] == v1["ts"]
+    assert start[0].body["recipient_user_id"] == "U0ALICE" and start[0].body["recipient_team_id"] == TEAM
+    final = final_updates(fake)[1]
+    assert "n29" in block_texts(final["blocks"]) and "v2" in block_texts(final["blocks"])
+    if refused:
+        assert fake.calls_to("chat.appendStream") == [] and fake.calls_to("chat.stopStream") == []
+        assert fake.answered("chat.postMessage")[-1].body["thread_ts"] == v1["ts"]
+    else:
+        streamed_ts = start[0].response["ts"]
+        appended = "".join(c.body["markdown_text"] for c in fake.calls_to("chat.appendStream"))
+        assert appended and "n29" in start[0].body["markdown_text"] + appended
+        stop = fake.calls_to("chat.stopStream")
+        assert len(stop) == 1 and stop[0].body["ts"] == streamed_ts
+        assert any(b["type"] == "actions" for b in stop[0].body["blocks"]) and final["ts"] == streamed_ts
+
+
+async def test_app_home_shows_usage_and_settings_only_to_admins(slack: SlackChorus) -> None:
+    await first_result(slack)
+    for user in ("U0ALICE", "U0ADMIN"):
+        opened = {"type": "app_home_opened", "user": user, "channel": "D0HOME", "tab": "home", "event_ts": "1.2"}
+        await slack.event(event_callback(opened))
+    await wait_until(lambda: len(slack.fake.answered("views.publish")) == 2)
+    views = {call.body["user_id"]: call.body["view"] for call in slack.fake.answered("views.publish")}
+    alice, admin = block_texts(views["U0ALICE"]["blocks"]), block_texts(views["U0ADMIN"]["blocks"])
+    assert "generations: 1" in alice and "Workspace settings" not in alice and "/create" in alice
+    assert "Workspace settings" in admin and "generations: 0" in admin
+
+
+async def test_the_remix_shortcut_asks_for_a_tone_then_remixes_the_message(slack: SlackChorus) -> None:
+    status, _, _ = await slack.interact(message_shortcut("we open at nine &amp; close late"))
+    assert status == 200
+    await wait_until(lambda: len(slack.fake.answered("views.open")) == 1)
+    view = slack.fake.answered("views.open")[0].body["view"]
+    assert view["callback_id"] == REMIX_CALLBACK and "&amp; close late" in block_texts(view["blocks"])
+    values = {
+        "tone": {"tone": {"type": "static_select", "selected_option": {"value": "formal"}}},
+        "n": {"n": {"type": "static_select", "selected_option": {"value": "2"}}},
+    }
+    status, body, _ = await slack.interact(view_submission(REMIX_CALLBACK, view["private_metadata"], values))
+    assert status == 200 and body == ""  # an empty answer closes the modal
+    await wait_until(lambda: len(final_updates(slack.fake)) == 1)
+    await slack.idle()
+    record = await slack.bot.store.latest_generation(GENERAL)
+    assert record is not None and record.kind == "remix" and record.tone == "formal"
+    assert record.prompt == "we open at nine & close late" and len(record.variants) == 2
+
+
+async def test_an_asking_button_opens_a_modal_and_the_answer_arrives_as_the_action_value(
+    slack: SlackChorus, tmp_path: Path
+) -> None:
+    heard: list[Action] = []
+
+    async def collect_ideas(ctx: Context) -> bool:
+        assert isinstance(ctx.event, Action)
+        if ctx.event.action_id != "idea":
+            return False
+        heard.append(ctx.event)
+        await ctx.responder.send(Reply.text(f"Added: {ctx.event.value}"))
+        return True
+
+    slack.bot.chorus.intercept(Action, collect_ideas)
+    summary = tmp_path / "summary.md"
+    summary.write_text("# Ideas\n- cats\n")
+    publisher = slack.bot.chorus.publisher
+    assert publisher is not None
+    ref = await publisher.publish(
+        GENERAL,
+        Reply(
+            parts=("Brainstorm: names for the cafe",),
+            actions=(ReplyAction("idea", "Add an idea", value="s1", ask="Your idea?"),),
+            attachments=(Attachment("summary.md", summary, "the summary so far"),),
+        ),
+    )
+    channel, _, ts = ref.partition(":")
+    assert channel == "C0GENERAL" and (channel, ts) in slack.fake.messages
+    assert [c.method for c in slack.fake.calls if c.method.startswith("files.") or c.method == "upload"] == [
+        "files.getUploadURLExternal",
+        "upload",
+        "files.completeUploadExternal",
+    ]
+    posted = slack.fake.messages[(channel, ts)]
+    await slack.interact(block_actions(posted, find_element(posted, "chorus:idea:ask")))
+    await wait_until(lambda: len(slack.fake.answered("views.open")) == 1)
+    modal = slack.fake.answered("views.open")[0].body["view"]
+    assert modal["callback_id"] == ASK_CALLBACK and modal["blocks"][0]["label"]["text"] == "Your idea?"
+    assert heard == []  # nothing happens until the modal is submitted
+    answer = {"answer": {"text": {"type": "plain_text_input", "value": "  more cats  "}}}
+    await slack.interact(view_submission(ASK_CALLBACK, modal["private_metadata"], answer))
+    await wait_until(lambda: len(heard) == 1)
+    await slack.idle()
+    assert heard[0].value == "more cats" and heard[0].conversation.channel == "C0GENERAL"
+    assert heard[0].message_ref == ref and json.loads(modal["private_metadata"])["a"] == "idea"
+    assert "Added: more cats" in slack.fake.answered("chat.postMessage")[-1].body["text"]
+
+
+async def test_buttons_keep_working_after_a_restart(tmp_path: Path, fake: FakeSlack) -> None:
+    slack = await start_slack(tmp_path, fake)
+    v1 = await first_result(slack)
+    await slack.close()
+    again = await start_slack(tmp_path, fake)  # same database, new process
+    try:
+        await again.interact(block_actions(v1, find_element(v1, "chorus:longer")))
+        await wait_until(lambda: len(final_updates(fake)) == 2)
+        await again.idle()
+        assert "longer" in block_texts(final_updates(fake)[1]["blocks"])
+        assert [e["type"] for e in elements(final_updates(fake)[1])].count("button") == 6
+    finally:
+        await again.close()
+
+
+async def test_the_placeholder_shows_the_queue_position_while_the_model_is_busy(
+    tmp_path: Path, fake: FakeSlack
+) -> None:
+    slack = await start_slack(tmp_path, fake, generator=FakeGenerator(queued=3, delay_s=0.05))
+    try:
+        await slack.slash(slash_body("/create", "slogan a cafe"))
+        await wait_until(lambda: len(final_updates(fake)) == 1)
+        await slack.idle()
+    finally:
+        await slack.close()
+    placeholder = fake.answered("chat.postMessage")[0].body
+    assert "in line, about" in block_texts(placeholder["blocks"])
+    assert "in line" not in block_texts(final_updates(fake)[0]["blocks"])
+
+
+async def test_when_an_ephemeral_cannot_be_posted_the_response_url_carries_it(slack: SlackChorus) -> None:
+    slack.fake.fail("chat.postEphemeral", error="channel_not_found")
+    await slack.slash(slash_body("/help", "", channel="D0SOMEDM", response_url=slack.fake.response_url("help")))
+    await wait_until(lambda: len(slack.fake.calls_to("response_url")) == 1)
+    hook = slack.fake.calls_to("response_url")[0].body
+    assert hook["response_type"] == "ephemeral" and "/create" in block_texts(hook["blocks"])
+
+
+async def test_forget_asks_privately_and_the_confirm_button_deletes(slack: SlackChorus) -> None:
+    await first_result(slack)
+    await slack.slash(slash_body("/forget", ""))
+    await wait_until(lambda: len(slack.fake.answered("chat.postEphemeral")) == 1)
+    question = slack.fake.answered("chat.postEphemeral")[0]
+    assert question.body["user"] == "U0ALICE" and "cannot be undone" in question.body["text"]
+    ephemeral = {"ts": question.response["message_ts"], "blocks": question.body["blocks"]}
+    click = block_actions(ephemeral, find_element(ephemeral, "chorus:forget_confirm"))
+    click.pop("message")  # Slack sends no message body for clicks on ephemeral messages
+    click["container"]["is_ephemeral"] = True
+    await slack.interact(click)
+    await wait_until(lambda: len(slack.fake.answered("chat.postEphemeral")) == 2)
+    await slack.idle()
+    assert "Deleted 1 generations" in slack.fake.answered("chat.postEphemeral")[1].body["text"]
+    assert await slack.bot.store.count_generations() == 0
+
+
+async def test_run_slack_without_a_token_says_which_variable_to_set(
+    tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from slack_support import slack_env
+
+    from adapters.slack.app import run_slack
+    from support import make_bot, settings_for
+
+    for name in ("CHORUS_SLACK_BOT_TOKEN", "CHORUS_SLACK_APP_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    bot = await make_bot(settings_for(tmp_path, **slack_env(fake, "socket")))
+    try:
+        assert await run_slack(bot.chorus) == 2
+    finally:
+        await bot.chorus.close()
+    assert "CHORUS_SLACK_APP_TOKEN" in capsys.readouterr().err
+    assert fake.calls == []

@@ -1,0 +1,94 @@
+"""Multi-workspace installs: Bolt's OAuth flow against the fake, installations in the Chorus database
+(slack_sdk's SQLAlchemy installation store on the store's own engine), SQLite and Postgres."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from fake_slack import SIGNING_SECRET, FakeSlack, slash_body
+from slack_support import final_updates, start_slack
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bots.events import Conversation
+from bots.reply import Reply
+from support import POSTGRES_URL, wait_until
+
+OAUTH_SECRETS = {
+    "CHORUS_SLACK_SIGNING_SECRET": SIGNING_SECRET,
+    "CHORUS_SLACK_CLIENT_ID": "1111.2222",
+    "CHORUS_SLACK_CLIENT_SECRET": "client-secret",
+}
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlack]:
+    server = FakeSlack()
+    await server.start()
+    yield server
+    await server.close()
+
+
+async def _fresh_postgres() -> str:
+    engine = create_async_engine(POSTGRES_URL)
+    try:
+        async with engine.begin() as connection:
+            for table in ("slack_bots", "slack_installations", "slack_oauth_states"):
+                await connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    finally:
+        await engine.dispose()
+    return POSTGRES_URL
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_a_workspace_installs_chorus_and_its_own_token_is_used(
+    tmp_path: Path, fake: FakeSlack, backend: str
+) -> None:
+    store_env = {"CHORUS_STORE__URL": await _fresh_postgres()} if backend == "postgres" else {}
+    slack = await start_slack(tmp_path, fake, secrets=OAUTH_SECRETS, CHORUS_SLACK__OAUTH="true", **store_env)
+    base = f"http://127.0.0.1:{slack.adapter.port}"
+    try:
+        async with aiohttp.ClientSession() as browser:
+            async with browser.get(f"{base}/slack/install") as page:
+                assert page.status == 200
+                html = await page.text()
+                state = re.search(r"state=([\w-]+)", html)
+                assert f'href="{fake.url}/oauth/v2/authorize?' in html  # the install link follows api_base_url
+                # Bolt's state cookie is Secure; a browser sends it back over https, here by hand.
+                cookie = page.cookies["slack-app-oauth-state"].value
+            assert state is not None and cookie == state.group(1)
+            redirect = f"{base}/slack/oauth_redirect?code=the-code&state={state.group(1)}"
+            async with browser.get(redirect, headers={"Cookie": f"slack-app-oauth-state={cookie}"}) as done:
+                assert done.status == 200
+        exchange = fake.calls_to("oauth.v2.access")
+        assert len(exchange) == 1 and exchange[0].body["code"] == "the-code"
+        assert slack.adapter.installations is not None
+        bot = await slack.adapter.installations.async_find_bot(enterprise_id=None, team_id="T0SECOND")
+        assert bot is not None and bot.bot_token == "xoxb-2-t0second"
+
+        await slack.slash(slash_body("/create", "slogan a cafe", team_id="T0SECOND"))
+        await wait_until(lambda: len(final_updates(fake)) == 1)
+        await slack.idle()
+        posted = fake.answered("chat.postMessage")[0]
+        assert posted.headers["Authorization"] == "Bearer xoxb-2-t0second"
+        checks = len(fake.calls_to("auth.test"))
+        await slack.slash(slash_body("/help", "", team_id="T0SECOND"))
+        await wait_until(lambda: len(fake.answered("chat.postEphemeral")) == 1)
+        assert len(fake.calls_to("auth.test")) == checks  # the token check is remembered, not repeated
+
+        publisher = slack.bot.chorus.publisher
+        assert publisher is not None
+        await publisher.publish(Conversation("slack", "T0SECOND", "C0DROPS"), Reply.text("a drop"))
+        assert fake.answered("chat.postMessage")[-1].headers["Authorization"] == "Bearer xoxb-2-t0second"
+
+        hook = fake.response_url("elsewhere")
+        await slack.slash(slash_body("/create", "x", team_id="T0NOTINSTALLED", response_url=hook))
+        await wait_until(lambda: len(fake.calls_to("response_url")) == 1)
+        assert "install" in fake.calls_to("response_url")[0].body["text"].lower()
+        assert len(fake.answered("chat.postMessage")) == 2
+    finally:
+        await slack.close()
