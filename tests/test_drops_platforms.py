@@ -4,7 +4,9 @@ channel Chorus may no longer post to, and the scheduled job firing once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,6 +29,7 @@ from generation.fake import FakeGenerator
 from generation.types import GenerationRequest
 from scheduler import jobs
 from scheduler.models import DropRun
+from scheduler.planner import Engagement
 from scheduler.service import DropsService, _unavailable
 from support import wait_until
 
@@ -286,23 +289,55 @@ async def test_drops_now_posts_through_the_publisher_and_engagement_counts(side:
     [run] = await side.posted()
     assert run.title in (discord_text(body) if side.name == "discord" else block_texts(body["blocks"]))
     assert_no_pings(side, body)
+    fake = side.extra["fake"]
+    if side.name == "discord":  # the stored message_ref is the id Discord gave the channel message
+        assert fake.messages[run.message_ref]["channel_id"] == CHANNEL_ID
+    else:  # "<channel>:<ts>" of the chat.postMessage, with the rating buttons
+        channel, _, ts = run.message_ref.partition(":")
+        assert channel == SLACK_CHANNEL and (channel, ts) in fake.messages and body["unfurl_links"] in (False, "0")
+        assert [e["action_id"] for b in body["blocks"] if b["type"] == "actions" for e in b["elements"]][:2] == [
+            "chorus:rate_up",
+            "chorus:rate_down",
+        ]
     await side.react(run.message_ref)
     await side.reply_in_thread(run.message_ref)
     replies_expected = 2 if side.name == "discord" else 1  # Discord: a reply and a message in the drop's thread
 
-    async def engagement() -> Any:
-        return await side.service.engagement_for(run)
-
-    deadline = datetime.now(UTC) + timedelta(seconds=15)
-    seen = await engagement()
-    while seen.replies < replies_expected or not seen.reactions:
-        assert datetime.now(UTC) < deadline, f"engagement not recorded: {seen}"
-        await wait_until(lambda: True)
-        seen = await engagement()
+    seen = await engagement_until(side, run, lambda e: e.replies >= replies_expected and bool(e.reactions))
     assert seen.reactions == {"🔥": 1} and seen.replies == replies_expected
     assert side.service.reward(seen) == 2.0 + 3.0 * replies_expected  # 🔥 weighs 2 on both platforms
     # The replies were claimed as engagement: Chorus did not answer them as refinement requests.
     assert len(side.posts(channel_of(side))) == 1
+
+
+async def engagement_until(side: Side, run: DropRun, done: Callable[[Engagement], bool]) -> Engagement:
+    """The drop's engagement once `done` holds (events arrive through the adapter's background tasks)."""
+    deadline = time.monotonic() + 15
+    seen = await side.service.engagement_for(run)
+    while not done(seen):
+        assert time.monotonic() < deadline, f"engagement not recorded: {seen}"
+        await asyncio.sleep(0.01)
+        seen = await side.service.engagement_for(run)
+    return seen
+
+
+async def test_a_slack_thumbs_down_counts_against_a_drop_and_taking_it_back_undoes_it(tmp_path: Path) -> None:
+    side = await slack_side(tmp_path, Clock(datetime.now(UTC).replace(microsecond=0)))
+    try:
+        await side.command("drops", ENABLE, moderator=True)
+        await side.command("drops", "now", moderator=True)
+        [run] = await side.posted()
+        slack = side.extra["slack"]
+        channel, _, ts = run.message_ref.partition(":")
+        await slack.event(event_callback(reaction_event("-1", channel, ts)))  # Slack's name for 👎
+        seen = await engagement_until(side, run, lambda e: bool(e.reactions))
+        assert seen.reactions == {"👎": 1} and side.service.reward(seen) == -2.0
+        await slack.event(event_callback(reaction_event("-1", channel, ts, added=False)))
+        await slack.event(event_callback(reaction_event("+1", channel, ts)))
+        seen = await engagement_until(side, run, lambda e: "👎" not in e.reactions and bool(e.reactions))
+        assert seen.reactions == {"👍": 1} and side.service.reward(seen) == 1.0
+    finally:
+        await side.stop()
 
 
 async def test_stats_uploads_a_png_with_the_summary(side: Side) -> None:
