@@ -94,9 +94,16 @@ class Responder(Protocol):
         ...
 
 
+class PublishForbidden(Exception):
+    """Raised by `Publisher.publish` when the platform refuses Chorus this conversation for good (no access, not a
+    member, archived or deleted), so callers stop posting there instead of retrying."""
+
+
 class Publisher(Protocol):
     """Posts unprompted content (scheduled drops) to a conversation: a channel, or a thread when one is set."""
 
     async def publish(self, conversation: Conversation, reply: Reply) -> str:
-        """Post and return the platform message id (what Reaction.message_ref will carry)."""
+        """Post and return the platform message id (what Reaction.message_ref will carry).
+
+        Raises PublishForbidden when Chorus may no longer post there; other errors are passing faults."""
         ...

@@ -31,7 +31,7 @@ from bots.drops import DropsOptions, StateChange, StatsImage
 from bots.errors import UserError
 from bots.events import Action, Activity, Command, Conversation, Message, User
 from bots.parsing import did_you_mean
-from bots.reply import Publisher, Reply, ReplyAction
+from bots.reply import Publisher, PublishForbidden, Reply, ReplyAction
 from bots.router import Context, Handler
 from bots.store import EngagementEvent
 from bots.studio import Draft
@@ -75,6 +75,17 @@ _STOPWORD_TEXT = (
 )
 _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 _WEEK0 = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday: hour_of_week 0
+# Slack reports reactions by name, Discord by the emoji itself; the weights are keyed by emoji, so count both alike.
+_REACTION_ALIASES = {
+    "+1": "👍",
+    "thumbsup": "👍",
+    "-1": "👎",
+    "thumbsdown": "👎",
+    "heart": "❤️",
+    "fire": "🔥",
+    "joy": "😂",
+    "tada": "🎉",
+}
 
 
 class ChannelUnavailable(Exception):
@@ -95,8 +106,11 @@ def sync_url(async_url: str) -> str:
 
 
 def _unavailable(exc: BaseException) -> bool:
-    """Does this publish failure mean "you may not post here" (not a passing outage)?"""
-    if isinstance(exc, ChannelUnavailable) or type(exc).__name__ in ("ChannelUnavailable", "Forbidden", "NotFound"):
+    """Does this publish failure mean "you may not post here" (not a passing outage)? Publishers raise
+    PublishForbidden; the name, status and text checks catch publishers that let the platform's error through."""
+    if isinstance(exc, PublishForbidden | ChannelUnavailable):
+        return True
+    if type(exc).__name__ in ("ChannelUnavailable", "Forbidden", "NotFound"):
         return True
     status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
     if status in (403, 404):
@@ -166,6 +180,7 @@ class DropsService:
         self._tick_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._tables_ready = False
+        self._started = False
         self._lock = asyncio.Lock()
 
     # -- wiring --------------------------------------------------------------------------------------------------
@@ -191,6 +206,9 @@ class DropsService:
     async def start(self, publisher: Publisher) -> None:
         """Called once the adapter can post: take part in leader election; the leader runs the scheduler."""
         self.publisher = publisher
+        if self._started:  # called again (a reconnect, a hook registered twice): one scheduler, the newest publisher
+            return
+        self._started = True
         await self.ensure_tables()
         jobs.register(self)
         self.leadership = Leadership(
@@ -626,10 +644,10 @@ class DropsService:
         replies = up = down = 0
         for event in events:
             if event.kind == "reaction":
-                if event.value.startswith("-"):
-                    reactions[event.value[1:]] -= 1
-                else:
-                    reactions[event.value] += 1
+                # A removal is stored as "-<emoji>"; Slack's thumbs-down is itself named "-1".
+                removed = event.value.startswith("-") and event.value != "-1"
+                name = event.value[1:] if removed else event.value
+                reactions[_REACTION_ALIASES.get(name, name)] += -1 if removed else 1
             elif event.kind == "reply":
                 replies += 1
             elif event.kind == "click":
@@ -749,6 +767,14 @@ class DropsService:
         event = ctx.event
         assert isinstance(event, Activity)
         self.count_activity(event.conversation, event.at, event.text)
+        if event.conversation.thread:
+            # A thread someone opened on a drop (Discord gives it the drop's message id) is a reply to it, even
+            # though the message does not address Chorus; it still counts as activity too.
+            run = await self._drop_by_message(event.conversation.platform, (event.conversation.thread,))
+            if run is not None:
+                await self.store.add_engagement(
+                    event.conversation, "reply", user=event.user, generation_id=run.generation_id
+                )
         return False
 
     async def _count_command(self, ctx: Context, call_next: Handler) -> None:
@@ -946,7 +972,7 @@ class DropsService:
         run = await self.deliver(run_id)
         if run.status == POSTED:
             return f"Posted a {plan.kind} ({plan.tone}, about {plan.topic})."
-        return f"Could not post the drop: {run.note or run.status}."
+        return f"Could not post the drop: {(run.note or run.status).rstrip('.')}."
 
     async def topics(self, conversation: Conversation, action: str, topics: tuple[str, ...]) -> str:
         row = await self._require(conversation)
@@ -986,7 +1012,7 @@ class DropsService:
         planner = await self._planner(row, schedule)
         lines = [f"Schedule: {schedule.describe()} · kinds: {', '.join(row.kinds)}"]
         if row.paused:
-            lines.append(f"Paused: {row.pause_reason or 'by a moderator'}. /drops resume restarts.")
+            lines.append(f"Paused: {(row.pause_reason or 'by a moderator').rstrip('.')}. /drops resume restarts.")
         else:
             next_at = await self.next_run(row)
             lines.append(f"Next drop: {self._fmt(next_at, schedule) if next_at else 'not scheduled'}")

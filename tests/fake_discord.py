@@ -64,6 +64,7 @@ class Recorded:
     body: Any
     query: dict[str, str]
     at: float = field(default_factory=time.monotonic)
+    files: dict[str, bytes] = field(default_factory=dict)  # multipart uploads: filename -> content
 
 
 @dataclass
@@ -206,6 +207,7 @@ class FakeDiscord:
         if request.path == "/gateway" or request.path.startswith("/_fake/"):
             return await handler(request)
         body: Any = None
+        files: dict[str, bytes] = {}
         raw = await request.read()
         ctype = request.headers.get("Content-Type", "")
         if raw and ctype.startswith("application/json"):
@@ -213,8 +215,15 @@ class FakeDiscord:
         elif raw and ctype.startswith("multipart/"):
             match = re.search(rb'name="payload_json".*?\r\n\r\n(.*?)\r\n--', raw, re.S)
             body = json.loads(match.group(1)) if match else {"multipart": True}
+            boundary = ctype.partition("boundary=")[2].strip('"').encode()
+            for part in raw.split(b"--" + boundary) if boundary else ():
+                head, _, content = part.partition(b"\r\n\r\n")
+                if name := re.search(rb'filename="([^"]+)"', head):
+                    files[name.group(1).decode()] = content.removesuffix(b"\r\n")
         path = request.path.removeprefix("/api/v10")
-        self.requests.append(Recorded(request.method, path, dict(request.headers), body, dict(request.query)))
+        self.requests.append(
+            Recorded(request.method, path, dict(request.headers), body, dict(request.query), files=files)
+        )
         for fault in self.faults:
             if fault.hits < fault.times and fault.method == request.method and fault.pattern.search(path):
                 fault.hits += 1
@@ -238,6 +247,8 @@ class FakeDiscord:
                 headers["X-RateLimit-Reset-After"] = str(fault.retry_after)
                 headers["X-RateLimit-Bucket"] = "fake-bucket"
             return _json(body, status=429, headers=headers)
+        if fault.status == 403:  # what Discord answers for a channel the bot can no longer see or post in
+            return _json({"message": "Missing Access", "code": 50001}, status=403, headers=headers)
         return _json({"message": "fault", "code": 0}, status=fault.status, headers=headers)
 
     async def _rest(self, request: web.Request) -> web.Response:

@@ -72,6 +72,7 @@ class FakeSlack:
         self.ack_times: dict[str, float] = {}
         self.sent_times: dict[str, float] = {}
         self.connections = 0
+        self.uploads: dict[str, bytes] = {}  # file id -> the bytes sent to its upload URL
         self._sockets: list[web.WebSocketResponse] = []
         self._socket_ready = asyncio.Event()
         self._ts = itertools.count(1)
@@ -259,6 +260,7 @@ class FakeSlack:
 
     async def _upload(self, request: web.Request) -> web.Response:
         data = await request.read()
+        self.uploads[request.match_info["file"]] = data
         self.calls.append(Call("upload", request.path, dict(request.headers), {"bytes": len(data)}))
         return web.Response(text="OK")
 

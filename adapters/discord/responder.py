@@ -23,7 +23,7 @@ from discord.webhook.async_ import async_context, interaction_response_params
 
 from adapters.discord.render import Page, render_progress, render_reply
 from bots.events import Conversation
-from bots.reply import Reply
+from bots.reply import PublishForbidden, Reply
 
 if TYPE_CHECKING:
     from bots.reply import Responder
@@ -495,4 +495,7 @@ class DiscordPublisher:
     async def publish(self, conversation: Conversation, reply: Reply) -> str:
         channel_id = int(conversation.thread or conversation.channel)
         guild_id = int(conversation.workspace) if conversation.workspace.isdigit() else None
-        return await ChannelResponder(self.host, channel_id, guild_id=guild_id).send(reply)
+        try:
+            return await ChannelResponder(self.host, channel_id, guild_id=guild_id).send(reply)
+        except (discord.Forbidden, discord.NotFound) as exc:  # Missing Access / Unknown Channel: not a passing fault
+            raise PublishForbidden(f"Discord refused channel {channel_id}: {exc}") from exc

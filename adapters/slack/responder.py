@@ -22,7 +22,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from adapters.slack.render import escape, render_message, render_progress
 from adapters.slack.translate import message_ref, split_ref
 from bots.events import Conversation
-from bots.reply import Attachment, Reply
+from bots.reply import Attachment, PublishForbidden, Reply
 
 _log = logging.getLogger(__name__)
 
@@ -331,12 +331,17 @@ class SlackPublisher:
 
     async def publish(self, conversation: Conversation, reply: Reply) -> str:
         client: AsyncWebClient = await self._client_for(conversation.workspace)
-        response = await client.chat_postMessage(
-            channel=conversation.channel,
-            thread_ts=conversation.thread,
-            unfurl_links=False,
-            **render_message(reply, self.options.tones),
-        )
+        try:
+            response = await client.chat_postMessage(
+                channel=conversation.channel,
+                thread_ts=conversation.thread,
+                unfurl_links=False,
+                **render_message(reply, self.options.tones),
+            )
+        except SlackApiError as exc:
+            if _error(exc) in _NOT_HERE:
+                raise PublishForbidden(f"Slack refused channel {conversation.channel}: {_error(exc)}") from exc
+            raise
         ref = message_ref(response["channel"], response["ts"])
         await upload_attachments(client, response["channel"], conversation.thread or response["ts"], reply.attachments)
         return ref

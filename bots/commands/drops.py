@@ -8,6 +8,7 @@ from bots.events import Command
 from bots.reply import Attachment, Reply
 from bots.router import CommandSpec, Context
 
+MODERATORS = {"discord": "Manage Channels", "slack": "the workspace's slack.admins list"}
 NOT_RUNNING = "Scheduled drops are not running in this Chorus (no scheduler is attached)."
 
 
@@ -26,7 +27,8 @@ async def drops(ctx: Context) -> None:
         request.subcommand == "topics" and request.topic_action == "list"
     )
     if configures and not command.user.is_moderator:
-        raise UserError(f"Only moderators can use /drops {request.subcommand} (Manage Channels on Discord).")
+        who = MODERATORS.get(command.conversation.platform, "")
+        raise UserError(f"Only moderators can use /drops {request.subcommand}{f' ({who})' if who else ''}.")
     control = _control(ctx)
     where = command.conversation
     if request.subcommand == "enable":
