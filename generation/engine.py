@@ -13,15 +13,18 @@ within a class; see AdmissionQueue. torch and transformers load lazily, in the w
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import gc
 import logging
 import queue
 import time
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from generation.local import IncrementalDetokenizer, LocalGenerator, _Job, _short
+from generation.local import IncrementalDetokenizer, LocalGenerator, _Job, _short, sample_rows
 from generation.models import ModelSpec
 from generation.types import (
     Chunk,
@@ -37,8 +40,6 @@ _log = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
-# Candidates kept for top-p sampling; rows whose nucleus reaches past them fall back to a full sort.
-_TOP_P_CANDIDATES = 512
 _SERVICE_EMA_WEIGHT = 0.2
 # The KV cache grows in blocks of this many positions and of this many slots (rows), exactly to what is in use.
 _CACHE_BLOCK = 64
@@ -46,6 +47,9 @@ _ROW_BLOCK = 4
 # The batch size oneDNN lays packed bfloat16 weights out for; they still take any number of rows.
 _PACK_ROWS_HINT = 32
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# glibc: blocks from this size up are mmapped, so a freed KV layer or load-time copy goes back to the OS at once.
+_MMAP_THRESHOLD_BYTES = 4 << 20
+_M_MMAP_THRESHOLD = -3
 
 T = TypeVar("T", bound=Hashable)
 
@@ -280,6 +284,7 @@ class BatchingEngine(LocalGenerator):
                     self._fail_running(_short(exc))
             elif self._runner is not None and self._runner.capacity:
                 self._runner.release()
+                _libc_call("malloc_trim", 0)
                 _log.debug("idle: KV cache released")
 
     def _load(self) -> None:
@@ -287,6 +292,7 @@ class BatchingEngine(LocalGenerator):
             import torch
 
             self._dtype_name = "bfloat16" if native_bfloat16(torch, self._device_setting) else self._fallback_dtype
+        _libc_call("mallopt", _M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
         super()._load()
 
     def _ready(self) -> ModelUnavailable | None:
@@ -295,6 +301,8 @@ class BatchingEngine(LocalGenerator):
             self._ensure_loaded()
             if self._runner is None:
                 self._runner = _SlotModel(self._model, self._max_batch, self.max_len or self._max_seq_len, pack=True)
+                gc.collect()  # hand the unpacked weights and load-time copies back to the OS
+                _libc_call("malloc_trim", 0)
         except ModelUnavailable as exc:
             self._load_error = exc
             return exc
@@ -465,7 +473,9 @@ class BatchingEngine(LocalGenerator):
             seq.prefilled = start + len(piece)
             if complete and seq.resume_token is not None:
                 seq.next_token, seq.resume_token = seq.resume_token, None
-        tokens = _sample(self._torch, logits, [seq.request for seq in sampling], [seq.generator for seq in sampling])
+        tokens = sample_rows(
+            self._torch, logits, [seq.request for seq in sampling], [seq.generator for seq in sampling]
+        )
         for seq, token in zip(sampling, tokens, strict=True):
             self._accept(seq, token)
 
@@ -523,6 +533,15 @@ class BatchingEngine(LocalGenerator):
         self._runner = None
 
 
+def _libc_call(name: str, *args: int) -> None:
+    """Call a glibc memory tuning function when there is one (Linux); elsewhere, do nothing."""
+    try:
+        function = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return
+    function(*args)
+
+
 def native_bfloat16(torch: Any, device: str) -> bool:
     """Does this device run bfloat16 natively (CUDA; a CPU with AMX or AVX512-BF16)? What dtype "auto" asks."""
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
@@ -544,47 +563,6 @@ def _validate(request: GenerationRequest) -> None:
         raise GenerationError(f"top_p must be in (0, 1] (got {request.top_p}).")
     if not request.time_budget_s > 0:
         raise GenerationError(f"time_budget_s must be positive (got {request.time_budget_s}).")
-
-
-def _sample(torch: Any, logits: Any, requests: Sequence[GenerationRequest], generators: Sequence[Any]) -> list[int]:
-    """One token per row: greedy at temperature 0, else top-p sampling with each request's own generator.
-
-    Same semantics as LocalGenerator._sample (keep the smallest most-likely prefix whose mass reaches top_p), but
-    batched, and the nucleus is searched among the top candidates instead of a full sort of the vocabulary.
-    """
-    chosen = logits.argmax(dim=-1).tolist()
-    rows = [index for index, request in enumerate(requests) if request.temperature > 0]
-    if not rows:
-        return chosen
-    temperatures = torch.tensor([requests[i].temperature for i in rows], dtype=logits.dtype, device=logits.device)
-    top_p = torch.tensor([requests[i].top_p for i in rows], dtype=logits.dtype, device=logits.device)
-    probs = torch.softmax(logits[rows] / temperatures[:, None], dim=-1)
-    candidates = min(_TOP_P_CANDIDATES, probs.shape[-1])
-    top, order = probs.topk(candidates, dim=-1)
-    before = top.cumsum(dim=-1) - top
-    weights = top * (before < top_p[:, None])
-    # Rows whose nucleus may reach past the candidates (and top_p = 1 rows) draw from the whole vocabulary.
-    whole = ((before[:, -1] + top[:, -1]) < top_p).tolist()
-    draws = [float(torch.rand((), generator=generators[i])) for i in rows]
-    for position, row in enumerate(rows):
-        if whole[position]:
-            chosen[row] = _draw_whole(torch, probs[position], requests[row].top_p, draws[position])
-            continue
-        cdf = weights[position].cumsum(dim=-1)
-        index = int(torch.searchsorted(cdf, cdf[-1] * draws[position], right=True).clamp(max=candidates - 1))
-        chosen[row] = int(order[position, index])
-    return chosen
-
-
-def _draw_whole(torch: Any, probs: Any, top_p: float, draw: float) -> int:
-    if top_p < 1:
-        probs, order = torch.sort(probs, descending=True)
-        probs = probs * ((probs.cumsum(dim=-1) - probs) < top_p)
-    else:
-        order = None
-    cdf = probs.cumsum(dim=-1)
-    index = int(torch.searchsorted(cdf, cdf[-1] * draw, right=True).clamp(max=cdf.shape[-1] - 1))
-    return index if order is None else int(order[index])
 
 
 class _SlotModel:
@@ -637,7 +615,7 @@ class _SlotModel:
     @property
     def cache_bytes(self) -> int:
         """Bytes the KV cache holds now."""
-        return sum(tensor.numel() * tensor.element_size() for tensor in self.keys + self.values)
+        return sum(tensor.numel() * tensor.element_size() for tensor in self.keys + self.values if tensor is not None)
 
     def release(self) -> None:
         """Drop the cache (idle, or after a failed step); the next forward allocates it again."""

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from generation.engine import AdmissionQueue, BatchingEngine, _sample, _SlotModel, native_bfloat16
-from generation.local import LocalGenerator
+from generation.engine import AdmissionQueue, BatchingEngine, _SlotModel, native_bfloat16
+from generation.local import LocalGenerator, sample_rows
 from generation.models import ModelSpec
 from generation.types import (
     ChatMessage,
@@ -144,12 +144,12 @@ def test_sampler_is_greedy_at_temperature_zero_and_reproducible_with_a_seed() ->
 
     logits = torch.randn(4, 1000, generator=torch.Generator().manual_seed(0)) * 4
     greedy = [ask("x"), ask("x"), ask("x"), ask("x")]
-    assert _sample(torch, logits, greedy, [None] * 4) == logits.argmax(-1).tolist()
+    assert sample_rows(torch, logits, greedy, [None] * 4) == logits.argmax(-1).tolist()
 
     def draw(top_p: float) -> list[int]:
         requests = [ask("x", temperature=1.0, top_p=top_p)] * 4
         generators = [torch.Generator().manual_seed(seed) for seed in (1, 2, 1, 2)]
-        return _sample(torch, logits[:1].repeat(4, 1), requests, generators)
+        return sample_rows(torch, logits[:1].repeat(4, 1), requests, generators)
 
     assert draw(0.9) == draw(0.9)
     assert draw(1.0) == draw(1.0)  # top_p = 1 draws from the whole vocabulary
