@@ -779,9 +779,9 @@ def _pack_linears(torch: Any, model: Any) -> bool:
     ones, freeing each original weight (a tied lm_head gets its own packed copy); False when nothing was packed."""
     if next(model.parameters()).device.type != "cpu" or next(model.parameters()).dtype != torch.bfloat16:
         return False
-    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
-        return False
     try:
+        if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+            return False
         probe = _packed_linear(torch, torch.ones(8, 8, dtype=torch.bfloat16))
         expected = torch.full((2, 8), 8.0, dtype=torch.bfloat16)
         if not torch.equal(probe(torch.ones(2, 8, dtype=torch.bfloat16)), expected):
