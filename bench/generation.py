@@ -1000,7 +1000,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{machine['ram_gib']} GiB RAM; Python {machine['python']}, torch {versions['torch']}, "
         f"transformers {versions['transformers']}, llama-cpp-python {versions.get('llama_cpp_python') or 'absent'}; "
         f"commit {(machine['git_commit'] or 'unknown')[:12]}; {machine['date']}; load average (1 min) "
-        f"{machine['loadavg_start'][0]:.2f} before, {report['loadavg_end'][0]:.2f} after (this run's own load); "
+        f"{machine['loadavg_start'][0]:.2f} before, {report['loadavg_end'][0]:.2f} after (the machine is shared: "
+        "other processes ran too, see ⚠); "
         f"whole run {report['total_wall_s'] / 60:.1f} min.",
         "",
         "| System | dtype | max_new_tokens | Concurrency | Requests | Tokens total (min–max) | Aggregate tok/s "
