@@ -9,7 +9,8 @@ fresh subprocess so its peak RSS is its own:
 2. transformers' continuous batching, `model.generate_batch`, given all N requests at once (per-token timestamps
    give TTFT and ITL; it cannot stream);
 3. llama.cpp through llama-cpp-python on the same GGUF (Q4_1 weights), one request at a time, token by token;
-4. the Chorus BatchingEngine (float32 and bfloat16, max_batch=32) at concurrency 1, 4, 16 and 32 (closed loop).
+4. the Chorus BatchingEngine (float32 and bfloat16, max_batch=32) at concurrency 1, 4, 16 and 32 (closed loop);
+   bfloat16 on a CPU with native bfloat16 runs oneDNN-packed weights, which is what engine.dtype = "auto" picks.
 
 Scenario 2: 32 scheduled "drop" requests (256 tokens) running on the default engine config (max_batch=16,
 interactive_reserve=4), then 8 interactive requests (64 tokens) arrive, all at once and spread one per second.
@@ -18,6 +19,7 @@ generator: a closed-loop row comparable with the in-process engine, then Poisson
 
 Run:  .venv/bin/python bench/generation.py [--quick] [--out-dir bench/results]
       (writes generation-cpu-2core.json and .md there; --quick writes generation-quick.*).
+      --only llama_cpp,engine,interactive --concurrency 32 --dtypes bfloat16 runs just what the target ratios need.
 llama.cpp needs the optional extra: .venv/bin/pip install -e '.[bench]' (it compiles for several minutes).
 """
 
@@ -55,6 +57,8 @@ RESULT_PREFIX = "BENCH_RESULT "
 URL_PREFIX = "BENCH_URL "
 DISTURBED_CORES = 0.25
 CONCURRENCY = (1, 4, 16, 32)
+ENGINE_DTYPES = ("float32", "bfloat16")
+LLAMA_CPP_NO_EXTRA_BUFFERS = True
 ENGINE_MAX_BATCH = 32
 SLO_TTFT_S = 2.0
 SLO_MEAN_ITL_S = 0.25
@@ -347,6 +351,8 @@ def child_llama_cpp(params: dict[str, Any]) -> dict[str, Any]:
     if gguf is None:
         raise RuntimeError("the embedded GGUF is not installed")
     threads = os.cpu_count() or 1
+    if params.get("no_extra_buffers"):
+        _without_extra_buffer_types()
     llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
     eos = {llm.token_eos(), *params["eos"]}
     prompts: dict[str, list[int]] = params["prompt_ids"]
@@ -386,6 +392,22 @@ def child_llama_cpp(params: dict[str, Any]) -> dict[str, Any]:
     import llama_cpp
 
     return {"rows": rows, "llama_cpp_version": llama_cpp.__version__, "threads": threads}
+
+
+def _without_extra_buffer_types() -> None:
+    """Load llama.cpp models without its extra weight buffer types (AMX / repacked layouts): llama-cpp-python
+    0.3.36 built on an AMX machine segfaults on any multi-token batch with them (seen on this VM)."""
+    import llama_cpp
+    import llama_cpp.llama
+
+    default = llama_cpp.llama_model_default_params
+
+    def params() -> Any:
+        result = default()
+        result.use_extra_bufts = False
+        return result
+
+    llama_cpp.llama.llama_cpp.llama_model_default_params = params  # type: ignore[attr-defined]
 
 
 def _request(settings: Any, spec: RequestSpec, **overrides: Any) -> Any:
@@ -478,6 +500,13 @@ def child_engine(params: dict[str, Any]) -> dict[str, Any]:
     return {"rows": asyncio.run(main()), "torch_threads": torch.get_num_threads()}
 
 
+def default_engine(settings: Any, spec: Any) -> Any:
+    """A BatchingEngine with default.toml's [engine] settings (max_batch 16, dtype auto), on the CPU."""
+    from generation.engine import BatchingEngine
+
+    return BatchingEngine(spec, device="cpu", dtype=settings.engine.dtype, fallback_dtype=settings.model.dtype)
+
+
 def child_interactive(params: dict[str, Any]) -> dict[str, Any]:
     """Scenario 2: background drops fill the default engine, then interactive requests arrive (burst, spread)."""
     from config import load_settings
@@ -542,19 +571,21 @@ def child_interactive(params: dict[str, Any]) -> dict[str, Any]:
         return row
 
     async def main() -> list[dict[str, Any]]:
-        engine = BatchingEngine(prepare_model(settings), device="cpu", dtype=settings.model.dtype)
+        engine = default_engine(settings, prepare_model(settings))
         try:
             await engine.warmup()
+            resolved["dtype"] = engine.dtype
             warm = requests_for(16, 4)
             await closed_loop(warm, 4, lambda s: stream_timed(engine, _request(settings, s), s.kind))
             return [await variant(engine, 0.0), await variant(engine, 1.0)]
         finally:
             await engine.close()
 
+    resolved: dict[str, str] = {}
     rows = asyncio.run(main())
     return {
         "rows": rows,
-        "config": {"max_batch": 16, "interactive_reserve": 4, "dtype": settings.model.dtype},
+        "config": {"max_batch": 16, "interactive_reserve": 4, "dtype": resolved.get("dtype")},
         "peak_rss_mib": peak_rss_mb(),
     }
 
@@ -562,7 +593,6 @@ def child_interactive(params: dict[str, Any]) -> dict[str, Any]:
 def child_serve(params: dict[str, Any]) -> dict[str, Any]:
     """Scenario 3's server: `generation.serve.serve` over a default BatchingEngine until SIGTERM."""
     from config import load_settings
-    from generation.engine import BatchingEngine
     from generation.models import prepare_model
     from generation.serve import serve
 
@@ -570,9 +600,10 @@ def child_serve(params: dict[str, Any]) -> dict[str, Any]:
 
     async def main() -> None:
         spec = prepare_model(settings)
-        engine = BatchingEngine(spec, device="cpu", dtype=settings.model.dtype)
+        engine = default_engine(settings, spec)
         try:
             await engine.warmup()
+            resolved["dtype"] = engine.dtype
             warm = requests_for(16, 4)
             await closed_loop(warm, 4, lambda s: stream_timed(engine, _request(settings, s), s.kind))
             await serve(
@@ -585,8 +616,9 @@ def child_serve(params: dict[str, Any]) -> dict[str, Any]:
         finally:
             await engine.close()
 
+    resolved: dict[str, str] = {}
     asyncio.run(main())
-    return {"peak_rss_mib": peak_rss_mb(), "dtype": settings.model.dtype}
+    return {"peak_rss_mib": peak_rss_mb(), "dtype": resolved.get("dtype")}
 
 
 CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -799,7 +831,9 @@ def llama_cpp_missing() -> str | None:
     return None
 
 
-def run_all(plan: Plan, only: set[str] | None) -> dict[str, Any]:
+def run_all(
+    plan: Plan, only: set[str] | None, levels: Sequence[int] = CONCURRENCY, dtypes: Sequence[str] = ENGINE_DTYPES
+) -> dict[str, Any]:
     from config import load_settings
 
     settings = load_settings(env={})
@@ -834,11 +868,17 @@ def run_all(plan: Plan, only: set[str] | None) -> dict[str, Any]:
             report["llama_cpp_skipped"] = missing
         else:
             ids, eos = gguf_prompts()
-            params = {"sequential": sequential, "top_p": top_p, "prompt_ids": ids, "eos": eos}
+            params = {
+                "sequential": sequential,
+                "top_p": top_p,
+                "prompt_ids": ids,
+                "eos": eos,
+                "no_extra_buffers": LLAMA_CPP_NO_EXTRA_BUFFERS,
+            }
             child("llama_cpp", "llama_cpp", params)
     if wanted("engine"):
-        for dtype in ("float32", "bfloat16"):
-            for concurrency in CONCURRENCY:
+        for dtype in dtypes:
+            for concurrency in levels:
                 lengths = {
                     str(length): by_level[concurrency]
                     for length, by_level in plan.engine.items()
@@ -910,24 +950,30 @@ def verdicts(report: dict[str, Any], default_dtype: str) -> list[dict[str, Any]]
             "note": "",
         }
     )
-    in_process = [row["peak_rss_mib"] for row in rows if row["system"] == "engine"]
     default_config = [row["peak_rss_mib"] for row in rows if row["system"] != "engine" and "engine" in row["system"]]
     default_config += [row["peak_rss_mib"] for row in rows if row["system"] == "chorus serve"]
-    peak = max(in_process + default_config, default=None)
-    parts = []
-    if in_process:
-        parts.append(f"max_batch=32 rows {max(in_process):.0f} MiB")
-    if default_config:
-        parts.append(f"default config (scenarios 2 and 3) {max(default_config):.0f} MiB")
-    found.append(
-        {
-            "target": "peak RSS of any Chorus engine process (in-process rows, scenario 2, serve)",
-            "goal": "≤ 1.5 GB",
-            "value": None if peak is None else f"{peak * MIB / 1e9:.2f} GB ({peak:.0f} MiB)",
-            "verdict": "n/a" if peak is None else ("PASS" if peak * MIB <= RSS_LIMIT_BYTES else "FAIL"),
-            "note": "; ".join(parts),
-        }
-    )
+    for dtype in [default_dtype, *other_dtypes]:
+        in_process = [row["peak_rss_mib"] for row in rows if row["system"] == "engine" and row["dtype"] == dtype]
+        scenarios = default_config if dtype == default_dtype else []
+        peak = max(in_process + scenarios, default=None)
+        if peak is None and dtype != default_dtype:
+            continue
+        parts = []
+        if in_process:
+            parts.append(f"max_batch=32 rows {max(in_process):.0f} MiB")
+        if scenarios:
+            parts.append(f"default config (scenarios 2 and 3) {max(scenarios):.0f} MiB")
+        label = "the default" if dtype == default_dtype else "not the default"
+        found.append(
+            {
+                "target": f"peak RSS of any Chorus engine process in {dtype} ({label}; in-process rows"
+                + (", scenario 2, serve)" if dtype == default_dtype else ")"),
+                "goal": "≤ 1.5 GB",
+                "value": None if peak is None else f"{peak * MIB / 1e9:.2f} GB ({peak:.0f} MiB)",
+                "verdict": "n/a" if peak is None else ("PASS" if peak * MIB <= RSS_LIMIT_BYTES else "FAIL"),
+                "note": "; ".join(parts),
+            }
+        )
     return found
 
 
@@ -954,7 +1000,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{machine['ram_gib']} GiB RAM; Python {machine['python']}, torch {versions['torch']}, "
         f"transformers {versions['transformers']}, llama-cpp-python {versions.get('llama_cpp_python') or 'absent'}; "
         f"commit {(machine['git_commit'] or 'unknown')[:12]}; {machine['date']}; load average (1 min) "
-        f"{machine['loadavg_start'][0]:.2f} before, {report['loadavg_end'][0]:.2f} after (this run's own load); "
+        f"{machine['loadavg_start'][0]:.2f} before, {report['loadavg_end'][0]:.2f} after (the machine is shared: "
+        "other processes ran too, see ⚠); "
         f"whole run {report['total_wall_s'] / 60:.1f} min.",
         "",
         "| System | dtype | max_new_tokens | Concurrency | Requests | Tokens total (min–max) | Aggregate tok/s "
@@ -1032,16 +1079,18 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def method_notes(plan: Plan, report: dict[str, Any]) -> list[str]:
     seq = ", ".join(f"{n}×{length}" for length, n in plan.sequential.items())
+    ran = set(report.get("levels") or CONCURRENCY)
     disturbed = [row for row in report["rows"] if (row.get("other_busy_cores") or 0) > DISTURBED_CORES]
     notes = [
         f"Requests: kinds slogan/tweet/story/poem (two prompts each, cycled), temperature {TEMPERATURE}, top_p "
         f"{report['top_p']}, fixed seeds, no stop strings; tokens are those actually produced (EOS ends some early). "
         f"Sequential systems ran {seq} requests (requests × max_new_tokens); the engine ran "
         + "; ".join(
-            f"{length} tokens: " + ", ".join(f"{n} at c={c}" for c, n in levels.items())
+            f"{length} tokens: " + ", ".join(f"{n} at c={c}" for c, n in levels.items() if c in ran)
             for length, levels in plan.engine.items()
         )
-        + " (closed loop: c clients, each sending its next request when the last finished); bfloat16 "
+        + f" (closed loop: c clients, each sending its next request when the last finished); dtypes "
+        f"{', '.join(report.get('dtypes') or ENGINE_DTYPES)}; bfloat16 "
         + (
             "at both lengths"
             if set(plan.bfloat16_lengths) >= set(plan.engine)
@@ -1057,7 +1106,14 @@ def method_notes(plan: Plan, report: dict[str, Any]) -> list[str]:
         "(record_timestamps=True) measured from each request's creation; its window excludes manager set-up, which "
         "the JSON reports as call_s; its KV cache is sized to each run (its CPU default takes 60% of free RAM and "
         "ran slower). llama.cpp runs the GGUF's Q4_1 weights, with llama-cpp-python's default reuse of a cached "
-        "prompt prefix; the other systems run its float32 (or bfloat16) dequantization. Every concurrency level "
+        "prompt prefix"
+        + (
+            " and without its extra weight buffer types (AMX/repacked layouts), because with them llama-cpp-python "
+            "0.3.36 segfaults on any multi-token batch on this machine"
+            if LLAMA_CPP_NO_EXTRA_BUFFERS
+            else ""
+        )
+        + "; the other systems run its float32 (or bfloat16) dequantization. Every concurrency level "
         "of 32 requests is one wave, so its aggregate includes the tail where the longest requests decode almost "
         "alone (the kind mix ends some requests after a dozen tokens).",
     ]
@@ -1079,6 +1135,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few requests per row, to check that everything runs")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "bench" / "results")
     parser.add_argument("--only", help="comma-separated parts: naive,generate_batch,llama_cpp,engine,interactive,serve")
+    parser.add_argument("--concurrency", help="comma-separated engine concurrency levels (default 1,4,16,32)")
+    parser.add_argument("--dtypes", help="comma-separated engine dtypes (default float32,bfloat16)")
     parser.add_argument("--render", type=Path, help="only rebuild the tables and verdicts from a saved JSON report")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -1099,7 +1157,9 @@ def main() -> None:
     started = time.perf_counter()
     machine = machine_info()
     print(f"load average before: {machine['loadavg_start']}", file=sys.stderr, flush=True)
-    report = run_all(plan, only)
+    levels = [int(level) for level in args.concurrency.split(",")] if args.concurrency else CONCURRENCY
+    dtypes = args.dtypes.split(",") if args.dtypes else ENGINE_DTYPES
+    report = run_all(plan, only, levels, dtypes)
 
     import torch
     import transformers
@@ -1126,7 +1186,14 @@ def main() -> None:
         loadavg_end=list(os.getloadavg()),
         total_wall_s=time.perf_counter() - started,
     )
-    report["default_dtype"] = settings.model.dtype
+    from generation.engine import native_bfloat16
+
+    default_dtype = settings.engine.dtype
+    if default_dtype == "auto":
+        default_dtype = "bfloat16" if native_bfloat16(torch, "cpu") else settings.model.dtype
+    report["default_dtype"] = default_dtype
+    report["only"] = sorted(only) if only else None
+    report["levels"], report["dtypes"] = list(levels), list(dtypes)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     finish(report, plan, args.out_dir / ("generation-quick" if args.quick else "generation-cpu-2core"))
 

@@ -54,7 +54,8 @@ def build_generator(settings: Settings) -> Generator:
     return BatchingEngine(
         spec,
         device=settings.model.device,
-        dtype=settings.model.dtype,
+        dtype=engine.dtype,
+        fallback_dtype=settings.model.dtype,
         max_batch=engine.max_batch,
         max_queue=engine.max_queue,
         max_seq_len=engine.max_seq_len,

@@ -65,6 +65,8 @@ class EngineSection(_Section):
     """The in-process engine: continuous batching by default, or the simple one-at-a-time generator."""
 
     kind: Literal["batching", "simple"] = "batching"
+    # auto: bfloat16 where the hardware runs it natively (CUDA; a CPU with AMX or AVX512-BF16), else model.dtype.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_batch: int = Field(16, ge=1, le=512)
     max_queue: int = Field(64, ge=0)
     max_seq_len: int = Field(2048, ge=16)

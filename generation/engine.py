@@ -13,15 +13,18 @@ within a class; see AdmissionQueue. torch and transformers load lazily, in the w
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import gc
 import logging
 import queue
 import time
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from generation.local import IncrementalDetokenizer, LocalGenerator, _Job, _short
+from generation.local import IncrementalDetokenizer, LocalGenerator, _Job, _short, sample_rows
 from generation.models import ModelSpec
 from generation.types import (
     Chunk,
@@ -37,10 +40,16 @@ _log = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
-# Candidates kept for top-p sampling; rows whose nucleus reaches past them fall back to a full sort.
-_TOP_P_CANDIDATES = 512
 _SERVICE_EMA_WEIGHT = 0.2
-_MIN_CACHE_TOKENS = 256
+# The KV cache grows in blocks of this many positions and of this many slots (rows), exactly to what is in use.
+_CACHE_BLOCK = 64
+_ROW_BLOCK = 4
+# The batch size oneDNN lays packed bfloat16 weights out for; they still take any number of rows.
+_PACK_ROWS_HINT = 32
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# glibc: blocks from this size up are mmapped, so a freed KV layer or load-time copy goes back to the OS at once.
+_MMAP_THRESHOLD_BYTES = 4 << 20
+_M_MMAP_THRESHOLD = -3
 
 T = TypeVar("T", bound=Hashable)
 
@@ -155,8 +164,12 @@ class BatchingEngine(LocalGenerator):
 
     Memory is bounded by config: `max_batch` slots, each holding at most `max_seq_len` tokens (prompt plus new
     tokens; also capped by the model's context), so the KV cache never exceeds max_batch * max_seq_len tokens. The
-    cache grows with the longest admitted request and is dropped when the engine goes idle. At most
-    max_batch + max_queue requests are accepted at once; beyond that stream() raises GeneratorBusy.
+    cache is sized to the slots in use and the longest sequence in them (in blocks), shrinks when they end and is
+    dropped when the engine goes idle. At most max_batch + max_queue requests are accepted at once; beyond that
+    stream() raises GeneratorBusy.
+
+    dtype "auto" picks bfloat16 on CUDA and on a CPU with native bfloat16 (AMX or AVX512-BF16), else
+    fallback_dtype. On a CPU, bfloat16 Linear weights are pre-packed for oneDNN once at load, which makes them fast.
 
     It reuses LocalGenerator's model loading, asyncio bridge, warmup, abort and close, and replaces the worker loop.
     """
@@ -172,9 +185,13 @@ class BatchingEngine(LocalGenerator):
         max_seq_len: int = 2048,
         prefill_chunk: int = 256,
         interactive_reserve: int | None = None,
+        fallback_dtype: str = "float32",
     ) -> None:
         if max_batch < 1 or max_queue < 0 or max_seq_len < 2 or prefill_chunk < 1:
             raise ValueError("max_batch, max_seq_len and prefill_chunk must be positive and max_queue not negative")
+        if dtype not in DTYPES or fallback_dtype not in DTYPES[1:]:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r}, fallback {fallback_dtype!r})")
+        self._fallback_dtype = fallback_dtype
         # Slots only interactive requests may take, so a channel's command never waits behind a wall of drops
         # (admission has no preemption). Default: a quarter of the batch.
         self._reserve = max_batch // 4 if interactive_reserve is None else interactive_reserve
@@ -201,6 +218,11 @@ class BatchingEngine(LocalGenerator):
             return sum(1 for job in self._jobs.values() if job.started)
 
     @property
+    def dtype(self) -> str:
+        """The compute dtype: as configured, or what "auto" chose once the model is loaded."""
+        return self._dtype_name
+
+    @property
     def max_len(self) -> int | None:
         """Tokens one request may use (prompt plus new tokens), once the model is loaded."""
         if self._model is None:
@@ -211,7 +233,9 @@ class BatchingEngine(LocalGenerator):
         """LocalGenerator's health, with the running batch in the detail once the model is loaded."""
         health = await super().health()
         if health.ok and self._runner is not None:
-            detail = f"loaded on {self._device}; {self.running} running, {self.queue_depth} waiting"
+            detail = (
+                f"loaded on {self._device} ({self._dtype_name}); {self.running} running, {self.queue_depth} waiting"
+            )
             return Health(ok=True, detail=detail, model=health.model)
         return health
 
@@ -260,13 +284,25 @@ class BatchingEngine(LocalGenerator):
                     self._fail_running(_short(exc))
             elif self._runner is not None and self._runner.capacity:
                 self._runner.release()
+                _libc_call("malloc_trim", 0)
+                _log.debug("idle: KV cache released")
+
+    def _load(self) -> None:
+        if self._dtype_name == "auto":
+            import torch
+
+            self._dtype_name = "bfloat16" if native_bfloat16(torch, self._device_setting) else self._fallback_dtype
+        _libc_call("mallopt", _M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+        super()._load()
 
     def _ready(self) -> ModelUnavailable | None:
         """Load the model and build the batched runner once; the error, if any, stays for health()."""
         try:
             self._ensure_loaded()
             if self._runner is None:
-                self._runner = _SlotModel(self._model, self._max_batch, self.max_len or self._max_seq_len)
+                self._runner = _SlotModel(self._model, self._max_batch, self.max_len or self._max_seq_len, pack=True)
+                gc.collect()  # hand the unpacked weights and load-time copies back to the OS
+                _libc_call("malloc_trim", 0)
         except ModelUnavailable as exc:
             self._load_error = exc
             return exc
@@ -437,7 +473,9 @@ class BatchingEngine(LocalGenerator):
             seq.prefilled = start + len(piece)
             if complete and seq.resume_token is not None:
                 seq.next_token, seq.resume_token = seq.resume_token, None
-        tokens = _sample(self._torch, logits, [seq.request for seq in sampling], [seq.generator for seq in sampling])
+        tokens = sample_rows(
+            self._torch, logits, [seq.request for seq in sampling], [seq.generator for seq in sampling]
+        )
         for seq, token in zip(sampling, tokens, strict=True):
             self._accept(seq, token)
 
@@ -495,6 +533,26 @@ class BatchingEngine(LocalGenerator):
         self._runner = None
 
 
+def _libc_call(name: str, *args: int) -> None:
+    """Call a glibc memory tuning function when there is one (Linux); elsewhere, do nothing."""
+    try:
+        function = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return
+    function(*args)
+
+
+def native_bfloat16(torch: Any, device: str) -> bool:
+    """Does this device run bfloat16 natively (CUDA; a CPU with AMX or AVX512-BF16)? What dtype "auto" asks."""
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return True
+    cpu = getattr(torch, "cpu", None)
+    return any(
+        callable(check := getattr(cpu, name, None)) and bool(check())
+        for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    )
+
+
 def _validate(request: GenerationRequest) -> None:
     """Reject sampling parameters that can never work, before the request takes a place in the queue."""
     if request.max_new_tokens <= 0:
@@ -507,57 +565,19 @@ def _validate(request: GenerationRequest) -> None:
         raise GenerationError(f"time_budget_s must be positive (got {request.time_budget_s}).")
 
 
-def _sample(torch: Any, logits: Any, requests: Sequence[GenerationRequest], generators: Sequence[Any]) -> list[int]:
-    """One token per row: greedy at temperature 0, else top-p sampling with each request's own generator.
-
-    Same semantics as LocalGenerator._sample (keep the smallest most-likely prefix whose mass reaches top_p), but
-    batched, and the nucleus is searched among the top candidates instead of a full sort of the vocabulary.
-    """
-    chosen = logits.argmax(dim=-1).tolist()
-    rows = [index for index, request in enumerate(requests) if request.temperature > 0]
-    if not rows:
-        return chosen
-    temperatures = torch.tensor([requests[i].temperature for i in rows], dtype=logits.dtype, device=logits.device)
-    top_p = torch.tensor([requests[i].top_p for i in rows], dtype=logits.dtype, device=logits.device)
-    probs = torch.softmax(logits[rows] / temperatures[:, None], dim=-1)
-    candidates = min(_TOP_P_CANDIDATES, probs.shape[-1])
-    top, order = probs.topk(candidates, dim=-1)
-    before = top.cumsum(dim=-1) - top
-    weights = top * (before < top_p[:, None])
-    # Rows whose nucleus may reach past the candidates (and top_p = 1 rows) draw from the whole vocabulary.
-    whole = ((before[:, -1] + top[:, -1]) < top_p).tolist()
-    draws = [float(torch.rand((), generator=generators[i])) for i in rows]
-    for position, row in enumerate(rows):
-        if whole[position]:
-            chosen[row] = _draw_whole(torch, probs[position], requests[row].top_p, draws[position])
-            continue
-        cdf = weights[position].cumsum(dim=-1)
-        index = int(torch.searchsorted(cdf, cdf[-1] * draws[position], right=True).clamp(max=candidates - 1))
-        chosen[row] = int(order[position, index])
-    return chosen
-
-
-def _draw_whole(torch: Any, probs: Any, top_p: float, draw: float) -> int:
-    if top_p < 1:
-        probs, order = torch.sort(probs, descending=True)
-        probs = probs * ((probs.cumsum(dim=-1) - probs) < top_p)
-    else:
-        order = None
-    cdf = probs.cumsum(dim=-1)
-    index = int(torch.searchsorted(cdf, cdf[-1] * draw, right=True).clamp(max=cdf.shape[-1] - 1))
-    return index if order is None else int(order[index])
-
-
 class _SlotModel:
     """A batched forward over a Llama-family Hugging Face model's own modules, with a slot-based KV cache.
 
-    Keys and values live in one tensor per layer, [max_batch, kv_heads, capacity, head_dim]; a sequence owns one
-    slot (row) and its tokens sit at their positions. Linear layers, norms and the MLP run on the flat batch of
-    tokens; attention runs once for all decoding rows (a per-row length mask) and once per prompt slice (a causal
-    mask offset by what is already cached). Grouped-query attention uses SDPA's enable_gqa instead of copies.
+    Keys and values live in one tensor per layer, [rows, kv_heads, capacity, head_dim]; a sequence owns one slot
+    (row) and its tokens sit at their positions. Rows and capacity follow the slots in use and the longest sequence
+    in them, rounded up to a block, and are resized one layer at a time, so a resize never holds two caches. Linear
+    layers, norms and the MLP run on the flat batch of tokens; attention runs once for all decoding rows (a per-row
+    length mask) and once per prompt slice (a causal mask offset by what is already cached). Grouped-query attention
+    uses SDPA's enable_gqa instead of copies. With pack=True on a CPU in bfloat16, the model's Linear layers are
+    replaced by oneDNN pre-packed ones (the model keeps working as a Hugging Face model).
     """
 
-    def __init__(self, model: Any, max_batch: int, max_len: int) -> None:
+    def __init__(self, model: Any, max_batch: int, max_len: int, *, pack: bool = False) -> None:
         import torch
 
         config = model.config
@@ -584,25 +604,46 @@ class _SlotModel:
         self.max_len = max_len
         self.dtype = next(model.parameters()).dtype
         self.device = next(model.parameters()).device
+        self.rows = 0
         self.capacity = 0
         self.keys: list[Any] = []
         self.values: list[Any] = []
+        self.packed = pack and _pack_linears(torch, model)
+        # Packed bfloat16 keeps the residual stream in float32 (sums over 30 layers drift in bfloat16).
+        self.float32_residual = self.packed
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes the KV cache holds now."""
+        return sum(tensor.numel() * tensor.element_size() for tensor in self.keys + self.values if tensor is not None)
 
     def release(self) -> None:
         """Drop the cache (idle, or after a failed step); the next forward allocates it again."""
-        self.keys, self.values, self.capacity = [], [], 0
+        self.keys, self.values, self.rows, self.capacity = [], [], 0, 0
 
-    def _reserve(self, length: int) -> None:
-        if length <= self.capacity:
-            return
-        capacity = min(self.max_len, max(length, 2 * self.capacity, _MIN_CACHE_TOKENS))
-        shape = (self.max_batch, self.kv_heads, capacity, self.head_dim)
-        old = self.capacity
-        keys = [self.torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
-        values = [self.torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
-        for new, previous in zip(keys + values, self.keys + self.values, strict=False):  # nothing to copy at first
-            new[:, :, :old].copy_(previous)
-        self.keys, self.values, self.capacity = keys, values, capacity
+    def _fit(self, rows: int, length: int) -> None:
+        """Size the cache to `rows` slots of `length` positions (rounded up to blocks): grow when they do not fit,
+        shrink when they use half of it or less."""
+        rows = min(self.max_batch, -(-rows // _ROW_BLOCK) * _ROW_BLOCK)
+        capacity = min(self.max_len, -(-length // _CACHE_BLOCK) * _CACHE_BLOCK)
+        if rows <= self.rows and capacity <= self.capacity:
+            if 2 * rows * capacity > self.rows * self.capacity:
+                return
+        else:  # growing: keep the other dimension as it is, so that growth in turns does not thrash
+            rows, capacity = max(rows, self.rows), max(capacity, self.capacity)
+        keep_rows, keep = min(rows, self.rows), min(capacity, self.capacity)
+        shape = (rows, self.kv_heads, capacity, self.head_dim)
+        for cache in (self.keys, self.values):
+            if not cache:
+                cache.extend(None for _ in self.layers)
+            for index, previous in enumerate(cache):
+                cache[index] = None  # free this layer's old tensor before the next one is allocated
+                new = self.torch.zeros(shape, dtype=self.dtype, device=self.device)
+                if previous is not None and keep_rows and keep:
+                    new[:keep_rows, :, :keep].copy_(previous[:keep_rows, :, :keep])
+                cache[index] = new
+                del previous
+        self.rows, self.capacity = rows, capacity
 
     def forward(self, decoding: list[tuple[int, int, int]], prefills: list[tuple[int, int, list[int], bool]]) -> Any:
         """decoding: (slot, token, position) per decoding sequence, in slot order; prefills: (slot, start, tokens,
@@ -616,7 +657,7 @@ class _SlotModel:
             slots += [slot] * len(piece)
             positions += range(start, start + len(piece))
             tokens += piece
-        self._reserve(max(positions) + 1)
+        self._fit(max(slots) + 1, max(positions) + 1)
         with torch.inference_mode():
             return self._run(decoding, prefills, slots, positions, tokens)
 
@@ -627,6 +668,8 @@ class _SlotModel:
         slot_index = torch.tensor(slots, device=device)
         position_index = torch.tensor(positions, device=device)
         hidden = self.model.model.embed_tokens(torch.tensor(tokens, device=device))
+        if self.float32_residual:
+            hidden = hidden.float()
         cos, sin = self.model.model.rotary_emb(hidden, position_index[None])
         cos, sin = cos[0][:, None, :], sin[0][:, None, :]
 
@@ -634,7 +677,7 @@ class _SlotModel:
         if decoders:
             # Decoding rows attend over slots [0, rows); rows of slots not decoding see position 0 and are dropped.
             rows = decoding[-1][0] + 1
-            packed = rows == decoders
+            contiguous = rows == decoders
             lengths = torch.ones(rows, dtype=torch.long, device=device)
             lengths[slot_index[:decoders]] = position_index[:decoders] + 1
             span = int(max(p for _, _, p in decoding)) + 1
@@ -659,12 +702,13 @@ class _SlotModel:
             query = _rotate(torch, query, cos, sin)
             key = _rotate(torch, key, cos, sin)
             keys, values = self.keys[index], self.values[index]
-            keys[slot_index, :, position_index] = key
-            values[slot_index, :, position_index] = value
+            keys[slot_index, :, position_index] = key.to(keys.dtype)
+            values[slot_index, :, position_index] = value.to(values.dtype)
+            query = query.to(keys.dtype)
             outputs = []
             if decoders:
                 decode_query = query[:decoders]
-                if not packed:
+                if not contiguous:
                     spread = query.new_zeros(rows, heads, head_dim)
                     spread[slot_index[:decoders]] = decode_query
                     decode_query = spread
@@ -676,7 +720,7 @@ class _SlotModel:
                     scale=self.scale,
                     enable_gqa=True,
                 )[:, :, 0, :]
-                if not packed:
+                if not contiguous:
                     out = out[slot_index[:decoders]]
                 outputs.append(out.reshape(decoders, heads * head_dim))
             for start, size, slot, end, mask in slices:
@@ -701,3 +745,56 @@ class _SlotModel:
 def _rotate(torch: Any, x: Any, cos: Any, sin: Any) -> Any:
     half = x.shape[-1] // 2
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+_PACKED_LINEAR: Any = None
+
+
+def _packed_linear(torch: Any, weight: Any) -> Any:
+    """A bias-free Linear module whose bfloat16 weight oneDNN pre-packed once, instead of re-laying it out on every
+    call (what makes bfloat16 fast on CPU). The class is made on first use because torch loads lazily."""
+    global _PACKED_LINEAR
+    if _PACKED_LINEAR is None:
+
+        class PackedLinear(torch.nn.Module):
+            def __init__(self, weight: Any) -> None:
+                super().__init__()
+                self.out_features, self.in_features = weight.shape
+                # A plain attribute, not a parameter: an opaque oneDNN tensor that .to() and state_dict() skip.
+                self.packed = torch.ops.mkldnn._reorder_linear_weight(
+                    weight.detach().to(torch.bfloat16), _PACK_ROWS_HINT
+                )
+
+            def forward(self, x: Any) -> Any:
+                flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+                out = torch.ops.mkldnn._linear_pointwise(flat, self.packed, None, "none", [], "")
+                return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+        _PACKED_LINEAR = PackedLinear
+    return _PACKED_LINEAR(weight)
+
+
+def _pack_linears(torch: Any, model: Any) -> bool:
+    """On a CPU with native bfloat16, swap the model's bias-free bfloat16 Linear layers (lm_head too) for packed
+    ones, freeing each original weight (a tied lm_head gets its own packed copy); False when nothing was packed."""
+    if next(model.parameters()).device.type != "cpu" or next(model.parameters()).dtype != torch.bfloat16:
+        return False
+    try:
+        if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+            return False
+        probe = _packed_linear(torch, torch.ones(8, 8, dtype=torch.bfloat16))
+        expected = torch.full((2, 8), 8.0, dtype=torch.bfloat16)
+        if not torch.equal(probe(torch.ones(2, 8, dtype=torch.bfloat16)), expected):
+            return False
+    except (RuntimeError, AttributeError):  # an older torch, or one built without these oneDNN ops
+        _log.info("oneDNN weight packing is unavailable; bfloat16 Linear layers run unpacked")
+        return False
+    targets = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, torch.nn.Linear) and child.bias is None
+    ]
+    for parent, name, child in targets:
+        setattr(parent, name, _packed_linear(torch, child.weight))
+    return bool(targets)

@@ -29,6 +29,8 @@ _log = logging.getLogger(__name__)
 
 _REPLACEMENT = "\ufffd"
 _JOIN_TIMEOUT_S = 10.0
+# Candidates kept for top-p sampling; rows whose nucleus reaches past them fall back to a full sort.
+_TOP_P_CANDIDATES = 512
 
 
 class IncrementalDetokenizer:
@@ -357,7 +359,7 @@ class LocalGenerator:
         detokenizer = IncrementalDetokenizer(self._decode, request.stop)
         generator = None
         if request.seed is not None:
-            generator = torch.Generator(device=self._device).manual_seed(request.seed)
+            generator = torch.Generator(device="cpu").manual_seed(request.seed)  # sample_rows draws on the CPU
 
         def final(reason: FinishReason) -> Chunk:
             return Chunk(request_id=rid, text=detokenizer.flush(), finish_reason=reason, tokens=job.tokens)
@@ -404,17 +406,49 @@ class LocalGenerator:
         return out.logits[0, -1].float(), out.past_key_values
 
     def _sample(self, logits: Any, request: GenerationRequest, generator: Any) -> int:
-        torch = self._torch
-        if request.temperature <= 0:
-            return int(torch.argmax(logits))
-        probs = torch.softmax(logits / request.temperature, dim=-1)
-        if request.top_p >= 1.0:
-            return int(torch.multinomial(probs, 1, generator=generator))
-        sorted_probs, order = torch.sort(probs, descending=True)
-        # Keep the smallest prefix whose mass reaches top_p; the most likely token always stays.
-        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < request.top_p
-        choice = torch.multinomial(sorted_probs * keep, 1, generator=generator)
-        return int(order[choice])
+        return sample_rows(self._torch, logits[None], [request], [generator])[0]
+
+
+def sample_rows(torch: Any, logits: Any, requests: Sequence[GenerationRequest], generators: Sequence[Any]) -> list[int]:
+    """One token per row: greedy at temperature 0, else top-p sampling with each request's own generator.
+
+    Keeps the smallest most-likely prefix whose mass reaches top_p, searched among the top candidates instead of a
+    full sort of the vocabulary (slow on CPU); rows whose nucleus is wider fall back to the sort. Both generators
+    use it.
+    """
+    chosen = logits.argmax(dim=-1).tolist()
+    rows = [index for index, request in enumerate(requests) if request.temperature > 0]
+    if not rows:
+        return chosen
+    temperatures = torch.tensor([requests[i].temperature for i in rows], dtype=logits.dtype, device=logits.device)
+    top_p = torch.tensor([requests[i].top_p for i in rows], dtype=logits.dtype, device=logits.device)
+    probs = torch.softmax(logits[rows] / temperatures[:, None], dim=-1)
+    candidates = min(_TOP_P_CANDIDATES, probs.shape[-1])
+    top, order = probs.topk(candidates, dim=-1)
+    before = top.cumsum(dim=-1) - top
+    weights = top * (before < top_p[:, None])
+    # Rows whose nucleus may reach past the candidates (and top_p = 1 rows) draw from the whole vocabulary.
+    whole = ((before[:, -1] + top[:, -1]) < top_p).tolist()
+    draws = [float(torch.rand((), generator=generators[i])) for i in rows]
+    for position, row in enumerate(rows):
+        if whole[position]:
+            chosen[row] = _draw_whole(torch, probs[position], requests[row].top_p, draws[position])
+            continue
+        cdf = weights[position].cumsum(dim=-1)
+        index = int(torch.searchsorted(cdf, cdf[-1] * draws[position], right=True).clamp(max=candidates - 1))
+        chosen[row] = int(order[position, index])
+    return chosen
+
+
+def _draw_whole(torch: Any, probs: Any, top_p: float, draw: float) -> int:
+    if top_p < 1:
+        probs, order = torch.sort(probs, descending=True)
+        probs = probs * ((probs.cumsum(dim=-1) - probs) < top_p)
+    else:
+        order = None
+    cdf = probs.cumsum(dim=-1)
+    index = int(torch.searchsorted(cdf, cdf[-1] * draw, right=True).clamp(max=cdf.shape[-1] - 1))
+    return index if order is None else int(order[index])
 
 
 def _short(exc: BaseException) -> str:
