@@ -1,0 +1,212 @@
+"""Brainstorm sessions end to end on Discord and Slack: the real discord.py / slack-bolt against their fakes, Chorus
+on the scripted FakeGenerator and the deterministic WordEmbedder of test_brainstorm.py, a real SQLite store."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_discord import BOT_ID, CHANNEL_ID, GUILD_ID, Recorded, snowflake, user_payload
+from fake_slack import FakeSlack, block_actions, event_callback, find_element, message_event, slash_body
+from fake_slack import reaction_event, view_submission
+from slack_support import SlackChorus, block_texts, start_slack
+from test_brainstorm import WordEmbedder, script
+from test_discord_adapter import Harness, custom_ids, ephemeral_answer, start_harness, stop_harness
+
+from adapters.discord.translate import decode_custom_id
+from adapters.slack.translate import ASK_CALLBACK
+from generation.fake import FakeGenerator
+from support import wait_until
+
+ALICE = ("940000000000000001", "alice")
+BOB = ("940000000000000002", "bob")
+CAROL = ("940000000000000003", "carol")
+SEEDS = 4  # brainstorm.seed_ideas in config/default.toml
+
+
+# -- Discord ---------------------------------------------------------------------------------------------------------
+
+
+def _thread_posts(fake: Any, thread: str) -> list[Recorded]:
+    return fake.find("POST", rf"/channels/{thread}/messages$")
+
+
+def _text(body: dict) -> str:
+    embeds = body.get("embeds") or []
+    return "\n".join([body.get("content") or ""] + [f"{e.get('title', '')}\n{e.get('description', '')}" for e in embeds])
+
+
+async def _discord(tmp_path: Path, **env: str) -> Harness:
+    harness = await start_harness(tmp_path, FakeGenerator(script), **env)
+    harness.chorus.embedder = WordEmbedder()
+    return harness
+
+
+@pytest.fixture
+async def discord_bot(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = await _discord(tmp_path, CHORUS_DISCORD__MESSAGE_CONTENT_INTENT="true")
+    yield harness
+    await stop_harness(harness)
+
+
+async def _start_discord_session(bot: Harness) -> tuple[str, str]:
+    """/brainstorm by alice; returns (kickoff message id, thread id) once the seed ideas are in the thread."""
+    payload = await bot.fake.slash("brainstorm", {"text": "the team offsite --minutes 30"}, user=ALICE)
+    await wait_until(lambda: len(bot.fake.threads) == 1)
+    thread = next(iter(bot.fake.threads))
+    await wait_until(lambda: len(_thread_posts(bot.fake, thread)) == SEEDS)
+    return bot.fake.originals[payload["token"]], thread
+
+
+async def _click(bot: Harness, message: dict, custom_id: str, user: tuple[str, str]) -> dict:
+    """A button click as Discord sends it from wherever the message is (the channel or the thread)."""
+    data = {"custom_id": custom_id, "component_type": 2}
+    return await bot.fake.interact(3, data, user=user, message=message, channel_id=message["channel_id"])
+
+
+async def _modal(bot: Harness, message: dict, custom_id: str, text: str, user: tuple[str, str]) -> dict:
+    """Click an asking button, check the modal opens, submit `text`; returns the submission payload."""
+    click = await _click(bot, message, custom_id, user)
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{click['id']}/")))
+    modal = bot.fake.find("POST", rf"/interactions/{click['id']}/")[0].body
+    assert modal["type"] == 9
+    return await bot.fake.submit_modal(modal["data"]["custom_id"], text, user=user)
+
+
+async def _react(bot: Harness, message: dict, emoji: str, user: tuple[str, str]) -> None:
+    """MESSAGE_REACTION_ADD in the message's own channel (a thread), as Discord sends it."""
+    await bot.fake.dispatch(
+        "MESSAGE_REACTION_ADD",
+        {
+            "user_id": user[0],
+            "channel_id": message["channel_id"],
+            "message_id": message["id"],
+            "guild_id": GUILD_ID,
+            "emoji": {"id": None, "name": emoji},
+            "type": 0,
+            "burst": False,
+            "message_author_id": message["author"]["id"],
+            "member": {
+                "user": user_payload(*user),
+                "roles": [],
+                "joined_at": "2026-01-01T00:00:00+00:00",
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+            },
+        },
+    )
+
+
+async def _votes(bot: Harness, number: int) -> int:
+    session = (await bot.chorus.store.open_brainstorms())[0]
+    idea = await bot.chorus.store.find_idea(session.id, number=number)
+    assert idea is not None
+    voters = await bot.chorus.store.voters(session.id)
+    return len(voters.get(idea.id, frozenset()))
+
+
+def _button(message: dict, action: str) -> str:
+    return next(cid for cid in custom_ids(message) if f":{action}:" in cid)
+
+
+async def test_discord_brainstorm_from_kickoff_to_summary(discord_bot: Harness) -> None:
+    bot = discord_bot
+    kickoff_id, thread = await _start_discord_session(bot)
+    kickoff = bot.fake.messages[kickoff_id]
+    # The kickoff in the channel, a thread on it, and each seed idea its own message in the thread with a Vote button.
+    assert kickoff["embeds"][0]["title"] == "💡 Brainstorm: the team offsite"
+    created = bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages/{kickoff_id}/threads")
+    assert created and created[0].body["name"] == "Brainstorm: the team offsite"
+    assert [decode_custom_id(c)[1] for c in custom_ids(kickoff)] == [
+        "brainstorm_idea",
+        "brainstorm_vote",
+        "brainstorm_next",
+        "brainstorm_wrap",
+    ]
+    seeds = [bot.fake.messages[_id] for _id in bot.fake.messages if bot.fake.messages[_id]["channel_id"] == thread]
+    assert [m["content"].split(":")[0] for m in seeds] == [f"Seed idea #{n}" for n in range(1, SEEDS + 1)]
+    assert all(any(":brainstorm_vote:" in cid for cid in custom_ids(m)) for m in seeds)
+
+    # Two people post ideas in the thread (no mention needed in a Chorus thread); a throw-away "lol" is not one.
+    bob_idea = await bot.fake.user_message("kayaking on the lake with a guide", user=BOB, channel_id=thread)
+    await wait_until(lambda: any("Idea #5 noted" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
+    noted = next(r.body for r in _thread_posts(bot.fake, thread) if "Idea #5 noted" in _text(r.body))
+    assert str(noted["message_reference"]["message_id"]) == bob_idea["id"]  # a reply to bob's message
+    await bot.fake.user_message("lol", user=CAROL, channel_id=thread)
+    await bot.fake.user_message("a pasta cooking class for everyone", user=CAROL, channel_id=thread)
+    await wait_until(lambda: any("Idea #6 noted" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
+    # 💡 Add idea → a modal → the idea, acknowledged privately.
+    submit = await _modal(bot, kickoff, _button(kickoff, "brainstorm_idea"), "cooking pasta and pizza together", ALICE)
+    assert "Idea #7 noted" in (await ephemeral_answer(bot, submit))["content"]
+
+    # Votes: 👍 reactions (any skin tone), the Vote button on a seed, the Vote modal with a number; one each.
+    await _react(bot, bob_idea, "👍🏽", CAROL)
+    await _react(bot, bob_idea, "👍", ALICE)
+    seed_one = seeds[0]
+    click = await _click(bot, seed_one, _button(seed_one, "brainstorm_vote"), BOB)
+    assert "Vote counted for #1" in (await ephemeral_answer(bot, click))["content"]
+    vote = await _modal(bot, kickoff, _button(kickoff, "brainstorm_vote"), "6", BOB)
+    assert "Vote counted for #6" in (await ephemeral_answer(bot, vote))["content"]
+    own = await _modal(bot, kickoff, _button(kickoff, "brainstorm_vote"), "6", CAROL)
+    assert "your own idea" in (await ephemeral_answer(bot, own))["content"]
+    await _wait_votes(bot, {5: 2, 1: 1, 6: 1})
+
+    # ⏭ Next round: Themes in the thread, then yes-and ideas and round 2.
+    before = len(_thread_posts(bot.fake, thread))
+    nxt = await _click(bot, kickoff, _button(kickoff, "brainstorm_next"), BOB)
+    await wait_until(lambda: any("Round 2 of 2 is open" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
+    posted = [r.body for r in _thread_posts(bot.fake, thread)[before:]]
+    themes = next(body for body in posted if "Themes — round 1 of 2" in _text(body))
+    assert "Cooking together" in _text(themes) and "Kayaking and hiking" in _text(themes)
+    assert "#5 kayaking on the lake with a guide — bob · 2 votes" in _text(themes)
+    assert sum("Yes, and…" in _text(body) for body in posted) == 3
+    await _no_stale_placeholder(bot, nxt)
+
+    # ✅ Wrap up by someone who neither started it nor moderates: refused, privately.
+    refused = await _click(bot, kickoff, _button(kickoff, "brainstorm_wrap"), CAROL)
+    assert "Only alice" in (await ephemeral_answer(bot, refused))["content"]
+    assert (await bot.chorus.store.open_brainstorms())[0].is_open
+    # By the starter: the summary in the thread, with the Markdown file uploaded.
+    wrap = await _click(bot, kickoff, _button(kickoff, "brainstorm_wrap"), ALICE)
+    await wait_until(lambda: any("Brainstorm summary" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
+    summary = next(r for r in _thread_posts(bot.fake, thread) if "Brainstorm summary" in _text(r.body))
+    assert summary.headers["Content-Type"].startswith("multipart/form-data")
+    assert summary.body["attachments"][0]["filename"] == "brainstorm-1-summary.md"
+    text = _text(summary.body)
+    assert "1. #5 kayaking on the lake with a guide — bob · 2 votes" in text
+    assert "carol (2 ideas)" in text or "carol (1 idea)" in text
+    assert "bob (1 idea)" in text and "alice (1 idea)" in text
+    await _no_stale_placeholder(bot, wrap)
+    assert await bot.chorus.store.open_brainstorms() == []
+
+
+async def _wait_votes(bot: Harness, expected: dict[int, int]) -> None:
+    async def counts() -> dict[int, int]:
+        return {number: await _votes(bot, number) for number in expected}
+
+    for _ in range(400):
+        if await counts() == expected:
+            return
+        await wait_until(lambda: True)
+    assert await counts() == expected
+
+
+async def _no_stale_placeholder(bot: Harness, payload: dict) -> None:
+    """A deferred button leaves no "Chorus is thinking…" behind: its placeholder is answered or deleted."""
+    token = payload["token"]
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{payload['id']}/")))
+    callback = bot.fake.find("POST", rf"/interactions/{payload['id']}/")[0].body
+    if callback["type"] != 5:
+        return
+    await wait_until(
+        lambda: bool(bot.fake.find("DELETE", rf"/webhooks/\d+/{token}/messages/@original"))
+        or bool(bot.fake.find("PATCH", rf"/webhooks/\d+/{token}/messages/@original"))
+    )
+
+
+_ = (BOT_ID, snowflake, FakeSlack, block_actions, event_callback, find_element, message_event, slash_body)
+_ = (reaction_event, view_submission, SlackChorus, block_texts, start_slack, ASK_CALLBACK)
