@@ -3,15 +3,22 @@ on the scripted FakeGenerator and the deterministic WordEmbedder of test_brainst
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_discord import BOT_ID, CHANNEL_ID, GUILD_ID, Recorded, snowflake, user_payload
-from fake_slack import FakeSlack, block_actions, event_callback, find_element, message_event, slash_body
-from fake_slack import reaction_event, view_submission
+from fake_discord import CHANNEL_ID, GUILD_ID, Recorded, user_payload
+from fake_slack import (
+    FakeSlack,
+    block_actions,
+    event_callback,
+    find_element,
+    message_event,
+    reaction_event,
+    slash_body,
+    view_submission,
+)
 from slack_support import SlackChorus, block_texts, start_slack
 from test_brainstorm import WordEmbedder, script
 from test_discord_adapter import Harness, custom_ids, ephemeral_answer, start_harness, stop_harness
@@ -36,7 +43,9 @@ def _thread_posts(fake: Any, thread: str) -> list[Recorded]:
 
 def _text(body: dict) -> str:
     embeds = body.get("embeds") or []
-    return "\n".join([body.get("content") or ""] + [f"{e.get('title', '')}\n{e.get('description', '')}" for e in embeds])
+    return "\n".join(
+        [body.get("content") or ""] + [f"{e.get('title', '')}\n{e.get('description', '')}" for e in embeds]
+    )
 
 
 async def _discord(tmp_path: Path, **env: str) -> Harness:
@@ -203,10 +212,123 @@ async def _no_stale_placeholder(bot: Harness, payload: dict) -> None:
     if callback["type"] != 5:
         return
     await wait_until(
-        lambda: bool(bot.fake.find("DELETE", rf"/webhooks/\d+/{token}/messages/@original"))
-        or bool(bot.fake.find("PATCH", rf"/webhooks/\d+/{token}/messages/@original"))
+        lambda: (
+            bool(bot.fake.find("DELETE", rf"/webhooks/\d+/{token}/messages/@original"))
+            or bool(bot.fake.find("PATCH", rf"/webhooks/\d+/{token}/messages/@original"))
+        )
     )
 
 
-_ = (BOT_ID, snowflake, FakeSlack, block_actions, event_callback, find_element, message_event, slash_body)
-_ = (reaction_event, view_submission, SlackChorus, block_texts, start_slack, ASK_CALLBACK)
+# -- Slack -----------------------------------------------------------------------------------------------------------
+
+SLACK_CHANNEL = "C0GENERAL"
+
+
+@pytest.fixture
+async def slack_fake() -> AsyncIterator[FakeSlack]:
+    server = FakeSlack()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def slack(tmp_path: Path, slack_fake: FakeSlack) -> AsyncIterator[SlackChorus]:
+    chorus = await start_slack(tmp_path, slack_fake, generator=FakeGenerator(script))
+    chorus.bot.chorus.embedder = WordEmbedder()
+    yield chorus
+    await chorus.close()
+
+
+def _slack_message(fake: FakeSlack, call: Any) -> dict:
+    return fake.messages[(call.response["channel"], call.response["ts"])]
+
+
+def _ephemerals(fake: FakeSlack, user: str) -> list[str]:
+    return [c.body["text"] for c in fake.answered("chat.postEphemeral") if c.body.get("user") == user]
+
+
+async def _slack_modal(slack: SlackChorus, message: dict, action_id: str, text: str, user: str) -> None:
+    """Click an asking button in `message`, check a modal opens, submit `text` in it."""
+    opened = len(slack.fake.answered("views.open"))
+    await slack.interact(block_actions(message, find_element(message, action_id), user=user))
+    await wait_until(lambda: len(slack.fake.answered("views.open")) == opened + 1)
+    modal = slack.fake.answered("views.open")[-1].body["view"]
+    assert modal["callback_id"] == ASK_CALLBACK
+    answer = {"answer": {"text": {"type": "plain_text_input", "value": text}}}
+    await slack.interact(view_submission(ASK_CALLBACK, modal["private_metadata"], answer, user=user))
+
+
+async def test_slack_brainstorm_from_kickoff_to_summary(slack: SlackChorus) -> None:
+    fake = slack.fake
+    await slack.slash(slash_body("/brainstorm", "the team offsite --minutes 30"))
+    await wait_until(lambda: len(fake.answered("chat.postMessage")) == 1 + SEEDS)
+    await slack.idle()
+    posts = fake.answered("chat.postMessage")
+    kickoff = _slack_message(fake, posts[0])
+    thread = kickoff["ts"]
+    # The kickoff in the channel; the seed ideas each their own reply in its thread, with a Vote button.
+    assert "thread_ts" not in posts[0].body and "💡 Brainstorm: the team offsite" in block_texts(kickoff["blocks"])
+    assert [c.body.get("thread_ts") for c in posts[1:]] == [thread] * SEEDS
+    assert [c.body["text"].split(":")[0] for c in posts[1:]] == [f"Seed idea #{n}" for n in range(1, SEEDS + 1)]
+    seed_one = _slack_message(fake, posts[1])
+    find_element(seed_one, "chorus:brainstorm_vote")
+
+    # Ideas as thread replies (a throw-away "lol" is not one), acknowledged privately in the thread.
+    bob_ts = "1800000000.000101"
+    await slack.event(
+        event_callback(message_event("kayaking on the lake with a guide", user="U0BOB", ts=bob_ts, thread_ts=thread))
+    )
+    await wait_until(lambda: any("Idea #5 noted" in text for text in _ephemerals(fake, "U0BOB")))
+    await slack.event(event_callback(message_event("lol", user="U0CAROL", thread_ts=thread)))
+    await slack.idle()
+    await slack.event(
+        event_callback(message_event("a pasta cooking class for everyone", user="U0CAROL", thread_ts=thread))
+    )
+    await wait_until(lambda: any("Idea #6 noted" in text for text in _ephemerals(fake, "U0CAROL")))
+    assert len(_ephemerals(fake, "U0CAROL")) == 1  # "lol" got no answer: it is chat, not an idea
+    noted = next(c.body for c in fake.answered("chat.postEphemeral") if "Idea #5 noted" in c.body["text"])
+    assert noted["thread_ts"] == thread and noted["channel"] == SLACK_CHANNEL
+    # 💡 Add idea → a modal → the idea.
+    await _slack_modal(slack, kickoff, "chorus:brainstorm_idea:ask", "cooking pasta and pizza together", "U0ALICE")
+    await wait_until(lambda: any("Idea #7 noted" in text for text in _ephemerals(fake, "U0ALICE")))
+
+    # Votes: :+1: and :thumbsup: (with a skin tone) reactions, the Vote button, the Vote modal; one each.
+    await slack.event(event_callback(reaction_event("+1", SLACK_CHANNEL, bob_ts, user="U0CAROL")))
+    await slack.event(event_callback(reaction_event("thumbsup::skin-tone-3", SLACK_CHANNEL, bob_ts, user="U0ALICE")))
+    await slack.interact(block_actions(seed_one, find_element(seed_one, "chorus:brainstorm_vote"), user="U0BOB"))
+    await wait_until(lambda: any("Vote counted for #1" in text for text in _ephemerals(fake, "U0BOB")))
+    await _slack_modal(slack, kickoff, "chorus:brainstorm_vote:ask", "6", "U0BOB")
+    await wait_until(lambda: any("Vote counted for #6" in text for text in _ephemerals(fake, "U0BOB")))
+    await _slack_modal(slack, kickoff, "chorus:brainstorm_vote:ask", "6", "U0CAROL")
+    await wait_until(lambda: any("your own idea" in text for text in _ephemerals(fake, "U0CAROL")))
+    await slack.idle()
+
+    # ⏭ Next round: Themes in the thread, then yes-and ideas and round 2.
+    before = len(fake.answered("chat.postMessage"))
+    await slack.interact(block_actions(kickoff, find_element(kickoff, "chorus:brainstorm_next"), user="U0BOB"))
+    await wait_until(lambda: any("Round 2 of 2 is open" in c.body["text"] for c in fake.answered("chat.postMessage")))
+    await slack.idle()
+    posted = fake.answered("chat.postMessage")[before:]
+    assert all(c.body.get("thread_ts") == thread for c in posted)
+    themes = next(block_texts(c.body["blocks"]) for c in posted if "Themes — round 1 of 2" in c.body["text"])
+    assert "Cooking together" in themes and "Kayaking and hiking" in themes
+    assert "#5 kayaking on the lake with a guide — U0BOB · 2 votes" in themes
+    assert sum("Yes, and…" in c.body["text"] for c in posted) == 3
+
+    # ✅ Wrap up by someone who neither started it nor is an admin: refused, privately.
+    await slack.interact(block_actions(kickoff, find_element(kickoff, "chorus:brainstorm_wrap"), user="U0CAROL"))
+    await wait_until(lambda: any("Only alice" in text for text in _ephemerals(fake, "U0CAROL")))
+    # By the starter: the summary in the thread, and the Markdown file uploaded into it.
+    await slack.interact(block_actions(kickoff, find_element(kickoff, "chorus:brainstorm_wrap"), user="U0ALICE"))
+    await wait_until(lambda: bool(fake.answered("files.completeUploadExternal")))
+    await slack.idle()
+    summary = next(c.body for c in fake.answered("chat.postMessage") if "Brainstorm summary" in c.body["text"])
+    assert summary["thread_ts"] == thread
+    text = block_texts(summary["blocks"])
+    assert "1. #5 kayaking on the lake with a guide — U0BOB · 2 votes" in text
+    upload = fake.answered("files.getUploadURLExternal")[0].body
+    assert upload["filename"] == "brainstorm-1-summary.md"
+    complete = fake.answered("files.completeUploadExternal")[0].body
+    assert complete["channel_id"] == SLACK_CHANNEL and complete["thread_ts"] == thread
+    assert await slack.bot.store.open_brainstorms() == []
