@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_discord import CHANNEL_ID, GUILD_ID, Recorded, user_payload
+from fake_discord import BOT_ID, CHANNEL_ID, GUILD_ID, Recorded, user_payload
 from fake_slack import (
     FakeSlack,
     block_actions,
@@ -332,3 +332,28 @@ async def test_slack_brainstorm_from_kickoff_to_summary(slack: SlackChorus) -> N
     complete = fake.answered("files.completeUploadExternal")[0].body
     assert complete["channel_id"] == SLACK_CHANNEL and complete["thread_ts"] == thread
     assert await slack.bot.store.open_brainstorms() == []
+
+
+async def test_discord_without_the_message_content_intent_ideas_come_by_mention_or_the_button(
+    tmp_path: Path,
+) -> None:
+    bot = await _discord(tmp_path)  # message_content_intent = false, the default
+    try:
+        _, thread = await _start_discord_session(bot)
+        # Discord then sends a thread message that does not mention Chorus with empty content.
+        await bot.fake.user_message("", user=BOB, channel_id=thread)
+        await wait_until(lambda: any("could not read" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
+        hint = next(r.body for r in _thread_posts(bot.fake, thread) if "could not read" in _text(r.body))
+        assert "Mention @Chorus" in hint["content"] and "💡 Add idea" in hint["content"]
+        await bot.fake.user_message("", user=BOB, channel_id=thread)  # told once, not at every message
+        said = await bot.fake.user_message(
+            f"<@{BOT_ID}> kayaking on the lake with a guide", user=BOB, channel_id=thread, mention=True
+        )
+        await wait_until(lambda: any("Idea #5 noted" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
+        assert sum("could not read" in _text(r.body) for r in _thread_posts(bot.fake, thread)) == 1
+        session = (await bot.chorus.store.open_brainstorms())[0]
+        idea = await bot.chorus.store.find_idea(session.id, number=5)
+        assert idea is not None and idea.text == "kayaking on the lake with a guide" and idea.user.name == "bob"
+        assert idea.message_ref == said["id"]
+    finally:
+        await stop_harness(bot)
