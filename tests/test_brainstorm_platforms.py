@@ -3,6 +3,7 @@ on the scripted FakeGenerator and the deterministic WordEmbedder of test_brainst
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -313,7 +314,7 @@ async def test_slack_brainstorm_from_kickoff_to_summary(slack: SlackChorus) -> N
     assert all(c.body.get("thread_ts") == thread for c in posted)
     themes = next(block_texts(c.body["blocks"]) for c in posted if "Themes — round 1 of 2" in c.body["text"])
     assert "Cooking together" in themes and "Kayaking and hiking" in themes
-    assert "#5 kayaking on the lake with a guide — U0BOB · 2 votes" in themes
+    assert "#5 kayaking on the lake with a guide — bob · 2 votes" in themes  # named via users.info, never <@U0BOB>
     assert sum("Yes, and…" in c.body["text"] for c in posted) == 3
 
     # ✅ Wrap up by someone who neither started it nor is an admin: refused, privately.
@@ -326,7 +327,12 @@ async def test_slack_brainstorm_from_kickoff_to_summary(slack: SlackChorus) -> N
     summary = next(c.body for c in fake.answered("chat.postMessage") if "Brainstorm summary" in c.body["text"])
     assert summary["thread_ts"] == thread
     text = block_texts(summary["blocks"])
-    assert "1. #5 kayaking on the lake with a guide — U0BOB · 2 votes" in text
+    assert "1. #5 kayaking on the lake with a guide — bob · 2 votes" in text
+    assert re.search(r"## Contributors\n\S+ \(\d ideas?\), \S+ \(\d ideas?\), \S+ \(\d ideas?\)", text)
+    assert {"alice (1 idea)", "bob (1 idea)", "carol (1 idea)"} == set(re.findall(r"\b[a-z]+ \(1 idea\)", text))
+    assert "<@U" not in text
+    # Names are looked up once per person, and not at all for alice, whose name came with her /brainstorm.
+    assert [c.body["user"] for c in fake.answered("users.info")] == ["U0BOB", "U0CAROL"]
     upload = fake.answered("files.getUploadURLExternal")[0].body
     assert upload["filename"] == "brainstorm-1-summary.md"
     complete = fake.answered("files.completeUploadExternal")[0].body
@@ -357,3 +363,20 @@ async def test_discord_without_the_message_content_intent_ideas_come_by_mention_
         assert idea.message_ref == said["id"]
     finally:
         await stop_harness(bot)
+
+
+async def test_slack_ideas_are_credited_by_id_when_names_cannot_be_looked_up(slack: SlackChorus) -> None:
+    fake = slack.fake
+    fake.fail("users.info", error="missing_scope", times=5)  # an app installed before users:read was added
+    await slack.slash(slash_body("/brainstorm", "a name for the cafe"))
+    await wait_until(lambda: len(fake.answered("chat.postMessage")) == 1 + SEEDS)
+    thread = fake.answered("chat.postMessage")[0].response["ts"]
+    await slack.event(event_callback(message_event("the night owl", user="U0BOB", thread_ts=thread)))
+    await wait_until(lambda: any("Idea #5 noted" in text for text in _ephemerals(fake, "U0BOB")))
+    await slack.idle()
+    session = (await slack.bot.store.open_brainstorms())[0]
+    idea = await slack.bot.store.find_idea(session.id, number=5)
+    assert idea is not None and idea.user.name == "U0BOB" and idea.text == "the night owl"
+    await slack.event(event_callback(message_event("the early bird", user="U0BOB", thread_ts=thread)))
+    await wait_until(lambda: any("Idea #6 noted" in text for text in _ephemerals(fake, "U0BOB")))
+    assert len(fake.calls_to("users.info")) == 1  # a failed look-up is not repeated at every message
