@@ -42,6 +42,14 @@ def _thread_posts(fake: Any, thread: str) -> list[Recorded]:
     return fake.find("POST", rf"/channels/{thread}/messages$")
 
 
+def _upload(fake: Any, token: str) -> Recorded | None:
+    """The multipart request that answered interaction `token` with a file (callback, edit or follow-up)."""
+    for record in fake.requests:
+        if token in record.path and record.headers.get("Content-Type", "").startswith("multipart/"):
+            return record
+    return None
+
+
 def _text(body: dict) -> str:
     embeds = body.get("embeds") or []
     return "\n".join(
@@ -146,9 +154,13 @@ async def test_discord_brainstorm_from_kickoff_to_summary(discord_bot: Harness) 
     await wait_until(lambda: any("Idea #5 noted" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
     noted = next(r.body for r in _thread_posts(bot.fake, thread) if "Idea #5 noted" in _text(r.body))
     assert str(noted["message_reference"]["message_id"]) == bob_idea["id"]  # a reply to bob's message
-    await bot.fake.user_message("lol", user=CAROL, channel_id=thread)
+    lol = await bot.fake.user_message("lol", user=CAROL, channel_id=thread)
     await bot.fake.user_message("a pasta cooking class for everyone", user=CAROL, channel_id=thread)
     await wait_until(lambda: any("Idea #6 noted" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
+    replied_to = [
+        str((r.body.get("message_reference") or {}).get("message_id")) for r in _thread_posts(bot.fake, thread)
+    ]
+    assert lol["id"] not in replied_to  # "lol" is chat: no answer
     # 💡 Add idea → a modal → the idea, acknowledged privately.
     submit = await _modal(bot, kickoff, _button(kickoff, "brainstorm_idea"), "cooking pasta and pizza together", ALICE)
     assert "Idea #7 noted" in (await ephemeral_answer(bot, submit))["content"]
@@ -192,6 +204,12 @@ async def test_discord_brainstorm_from_kickoff_to_summary(discord_bot: Harness) 
     assert "bob (1 idea)" in text and "alice (1 idea)" in text
     await _no_stale_placeholder(bot, wrap)
     assert await bot.chorus.store.open_brainstorms() == []
+    # /brainstorm summary in the channel shows it again, file and all.
+    again = await bot.fake.slash("brainstorm", {"text": "summary"}, user=CAROL)
+    await wait_until(lambda: bool(_upload(bot.fake, again["token"])))
+    shown = _upload(bot.fake, again["token"])
+    assert shown.body["attachments"][0]["filename"] == "brainstorm-1-summary.md"
+    assert "1. #5 kayaking on the lake with a guide — bob · 2 votes" in _text(shown.body)
 
 
 async def _wait_votes(bot: Harness, expected: dict[int, int]) -> None:
@@ -338,6 +356,12 @@ async def test_slack_brainstorm_from_kickoff_to_summary(slack: SlackChorus) -> N
     complete = fake.answered("files.completeUploadExternal")[0].body
     assert complete["channel_id"] == SLACK_CHANNEL and complete["thread_ts"] == thread
     assert await slack.bot.store.open_brainstorms() == []
+    # /brainstorm summary in the channel shows it again, with the file.
+    await slack.slash(slash_body("/brainstorm", "summary", user="U0CAROL"))
+    await wait_until(lambda: len(fake.answered("files.completeUploadExternal")) == 2)
+    again = fake.answered("chat.postMessage")[-1].body
+    assert "Brainstorm summary" in again["text"] and "thread_ts" not in again
+    assert fake.answered("files.getUploadURLExternal")[1].body["filename"] == "brainstorm-1-summary.md"
 
 
 async def test_discord_without_the_message_content_intent_ideas_come_by_mention_or_the_button(
