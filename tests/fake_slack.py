@@ -85,6 +85,7 @@ class FakeSlack:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)  # slack_sdk GETs a few methods, users.info among them
         app.router.add_post("/response/{hook}", self._response_url)
         app.router.add_post("/upload/{file}", self._upload)
         app.router.add_get("/socket", self._socket)
@@ -194,6 +195,12 @@ class FakeSlack:
             return {"ok": False, "error": "message_not_found"}
         self.messages[key].update({"text": body.get("text", ""), "blocks": body.get("blocks", [])})
         return {"ok": True, "channel": key[0], "ts": key[1], "text": body.get("text", "")}
+
+    def _users_info(self, body: dict[str, Any], token: str) -> dict[str, Any]:
+        """U0BOB is "bob" (users:read)."""
+        user_id = body.get("user", "")
+        name = user_id.removeprefix("U0").lower()
+        return {"ok": True, "user": {"id": user_id, "name": name, "profile": {"display_name": name, "real_name": ""}}}
 
     def _chat_postEphemeral(self, body: dict[str, Any], token: str) -> dict[str, Any]:
         return {"ok": True, "message_ts": self.new_ts()}
@@ -339,6 +346,11 @@ class FakeSlack:
 # -- what Slack sends ----------------------------------------------------------------------------------------------
 
 
+def _name(user: str) -> str:
+    """U0ALICE is "alice" wherever Slack sends a user name (slash commands, clicks, modals)."""
+    return user.lower().removeprefix("u0")
+
+
 def slash_body(command: str, text: str, *, user: str = "U0ALICE", channel: str = "C0GENERAL", **extra: str) -> dict:
     return {
         "token": "legacy-verification-token",
@@ -347,7 +359,7 @@ def slash_body(command: str, text: str, *, user: str = "U0ALICE", channel: str =
         "channel_id": channel,
         "channel_name": "general",
         "user_id": user,
-        "user_name": user.lower().removeprefix("u0"),
+        "user_name": _name(user),
         "command": command,
         "text": text,
         "api_app_id": "A0CHORUS",
@@ -390,7 +402,7 @@ def block_actions(
     """A click on `element` (a button or select from the message's blocks, with the choice made)."""
     return {
         "type": "block_actions",
-        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM},
+        "user": {"id": user, "username": _name(user), "name": _name(user), "team_id": TEAM},
         "api_app_id": "A0CHORUS",
         "token": "legacy-verification-token",
         "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel, "is_ephemeral": False},
@@ -453,7 +465,7 @@ def view_submission(callback_id: str, metadata: str, values: Mapping[str, Mappin
     return {
         "type": "view_submission",
         "team": {"id": TEAM, "domain": "chorus-test"},
-        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM},
+        "user": {"id": user, "username": _name(user), "name": _name(user), "team_id": TEAM},
         "api_app_id": "A0CHORUS",
         "token": "legacy-verification-token",
         "trigger_id": "1337.42.submit",
@@ -476,7 +488,7 @@ def message_shortcut(text: str, *, user: str = "U0ALICE", channel: str = "C0GENE
         "token": "legacy-verification-token",
         "action_ts": f"{time.time():.6f}",
         "team": {"id": TEAM, "domain": "chorus-test"},
-        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM},
+        "user": {"id": user, "username": _name(user), "name": _name(user), "team_id": TEAM},
         "channel": {"id": channel, "name": "general"},
         "callback_id": "chorus_remix",
         "trigger_id": "1337.42.shortcut",

@@ -319,6 +319,8 @@ class DiscordAdapter:
             self.tasks.add(task)  # so stop() can cancel it before the session closes
         try:
             await self.chorus.handle(event, responder)
+            if isinstance(responder, DiscordResponder):
+                await responder.settle()
         except Exception:
             if not self._stopping:
                 _log.exception("handling a Discord %s failed", type(event).__name__)

@@ -307,6 +307,15 @@ class DiscordResponder:
             await self.follow_up(page, ephemeral=reply.ephemeral)
         return first_id
 
+    async def settle(self) -> None:
+        """After the handler: a "thinking…" nothing answered (the result went elsewhere, e.g. into a brainstorm
+        thread) is deleted, and the watchdog stops, so no stale placeholder is left behind."""
+        async with self._lock:
+            self._stop_guard()
+            await self._settle_early_defer()
+            if self.original == "thinking":
+                await self.drop_placeholder()
+
     async def drop_placeholder(self) -> None:
         with contextlib.suppress(*DELIVERY_ERRORS):
             await self.interaction.delete_original_response()

@@ -73,7 +73,9 @@ BOT_SCOPES = (
     "im:history",
     "mpim:history",
     "reactions:read",
+    "users:read",
 )
+NAMES_CACHED = 4096  # user id -> display name, so ideas posted as messages are credited by name, not by id
 SEEN_EVENTS = 10_000  # event ids remembered for retry de-duplication (Slack retries within minutes)
 LISTEN_BACKLOG = 1024  # pending connections the HTTP-mode listener queues (the kernel caps it at somaxconn)
 CLIENTS_CACHED = 256
@@ -188,6 +190,7 @@ class SlackAdapter:
         self.ledger = EventLedger(chorus.store.engine)
         self.tasks: set[asyncio.Task[Any]] = set()
         self._clients: OrderedDict[str, AsyncWebClient] = OrderedDict()
+        self.names: OrderedDict[str, str] = OrderedDict()
         self._socket: Any = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -275,7 +278,34 @@ class SlackAdapter:
             _log.exception("a Slack event handler failed")
 
     def _handle(self, event: Event, responder: SlackResponder) -> None:
+        self._remember_name(event.user.id, event.user.name)
         self.spawn(self.chorus.handle(event, responder))
+
+    def _remember_name(self, user_id: str, name: str) -> None:
+        if user_id and name and name != user_id:
+            self.names[user_id] = name
+            self.names.move_to_end(user_id)
+            while len(self.names) > NAMES_CACHED:
+                self.names.popitem(last=False)
+
+    async def _named(self, message: Message, client: AsyncWebClient) -> Message:
+        """Message events carry only the user id: use the name seen in a command or click, else ask users.info
+        (kept), else keep the id. Names credit ideas; a `<@id>` would ping the person instead."""
+        user = message.user
+        if user.name != user.id:
+            return message
+        name = self.names.get(user.id)
+        if name is None:
+            try:
+                found = (await client.users_info(user=user.id)).get("user") or {}
+            except (TimeoutError, SlackApiError, aiohttp.ClientError) as exc:
+                _log.info("users.info for %s failed (%s); crediting the user id", user.id, exc)
+                self.names[user.id] = user.id  # not asked again until a command or click brings the name
+                return message
+            profile = found.get("profile") or {}
+            name = profile.get("display_name") or profile.get("real_name") or found.get("name") or ""
+            self._remember_name(user.id, name)
+        return dataclasses.replace(message, user=dataclasses.replace(user, name=name or user.id))
 
     def _handle_once(self, body: Mapping[str, Any], work: Callable[[], Awaitable[Any]]) -> None:
         """Run an Events API event's work unless another worker already took this event id (checked after the
@@ -373,6 +403,7 @@ class SlackAdapter:
 
     async def _refine_from_message(self, message: Message, client: AsyncWebClient) -> None:
         """In a thread, a message refines the newest Chorus result in that thread (else the one it sits under)."""
+        message = await self._named(message, client)
         if message.conversation.thread:
             latest = await self.chorus.store.latest_generation(message.conversation)
             if latest is not None and latest.message_ref:

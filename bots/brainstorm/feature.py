@@ -82,6 +82,7 @@ class Brainstorms:
         self.clock: Callable[[], datetime] = _now
         self._timers: dict[int, asyncio.Task[None]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        self._hinted: set[tuple[int, str]] = set()  # (session, user) told once that their message was unreadable
         app.intercept(Message, self._on_message)
         app.intercept(Reaction, self._on_reaction)
         app.intercept(Action, self._on_action)
@@ -167,6 +168,9 @@ class Brainstorms:
             )
             return True
         text = message.text.strip()
+        if not text:
+            await self._unreadable(ctx, session)
+            return True
         if is_throwaway(text):
             # "+1" in reply to an idea is a vote; other throw-aways are just chat.
             flat = " ".join(text.lower().split()).strip(" .!")
@@ -177,6 +181,21 @@ class Brainstorms:
             return True
         await self._add_idea(ctx, session, text, message.message_ref)
         return True
+
+    async def _unreadable(self, ctx: Context, session: BrainstormRecord) -> None:
+        """A message that arrived without its text (Discord without the Message Content intent, a file alone): say
+        once per person how to get the idea in, instead of dropping it silently."""
+        key = (session.id, ctx.event.user.id)
+        if key in self._hinted:
+            return
+        self._hinted.add(key)
+        await ctx.responder.send(
+            Reply.text(
+                f"{render.CHORUS_NAME} could not read that message, so it is not an idea yet. Mention "
+                f"@{render.CHORUS_NAME} in it, or press 💡 Add idea on a brainstorm message.",
+                ephemeral=True,
+            )
+        )
 
     async def _add_idea(self, ctx: Context, session: BrainstormRecord, text: str, message_ref: str | None) -> None:
         store = self.app.store
