@@ -14,7 +14,7 @@ from bots.parsing import parse_tone
 from bots.reply import Reply, ReplyAction
 from bots.router import Context, take_quota
 from bots.store import GenerationRecord
-from bots.studio import Draft
+from bots.studio import Draft, at_length
 from config import KindSpec, Settings
 from generation.prompts import Turn, render_template
 
@@ -62,13 +62,25 @@ def ask_for(instruction: str, settings: Settings) -> str:
     return refine.free.replace("{instruction}", instruction.rstrip(".!? "))
 
 
+def length_of(record: GenerationRecord) -> str:
+    """The /create --length a result was made at ("" for results from before lengths, or drops)."""
+    length = record.params.get("length", "")
+    return length if isinstance(length, str) else ""
+
+
+def first_turn(first: GenerationRecord, settings: Settings) -> tuple[KindSpec, str]:
+    """The spec and the first ask of a lineage, at the length it was created with."""
+    spec = spec_for(first.kind, settings)
+    return at_length(spec, render_template(spec, first.prompt, first.tone), length_of(first), settings)
+
+
 def conversation_turns(lineage: list[GenerationRecord], settings: Settings) -> list[Turn]:
     """Rebuild the exchange from stored versions. A regenerate replaces the answer it redoes."""
     first = lineage[0]
     turns: list[Turn] = []
     for record in lineage:
         if record is first:
-            ask = render_template(spec_for(first.kind, settings), first.prompt, first.tone)
+            ask = first_turn(first, settings)[1]
             turns.append(Turn(ask, record.variants))
         elif record.instruction == REGENERATE and turns:
             turns[-1] = Turn(turns[-1].ask, record.variants)
@@ -101,12 +113,19 @@ async def target_generation(ctx: Context, generation_id: int | None, reply_to: s
 async def refine(ctx: Context, record: GenerationRecord, instruction: str, *, tone: str | None = None) -> None:
     """Make the next version of `record`: a regenerate, a per-variant rework, or a new ask over all variants."""
     settings = ctx.app.settings
-    spec = spec_for(record.kind, settings)
     lineage = await ctx.app.store.lineage(record)
     turns = conversation_turns(lineage, settings)
-    first_ask = render_template(spec, lineage[0].prompt, lineage[0].tone)
+    # Every version of a lineage keeps the length it was created at: its token budget and its instruction.
+    spec, first_ask = first_turn(lineage[0], settings)
     n = max(1, len(record.variants))
-    common = {"kind": record.kind, "prompt": record.prompt, "spec": spec, "first_ask": first_ask, "n": n}
+    common = {
+        "kind": record.kind,
+        "prompt": record.prompt,
+        "spec": spec,
+        "first_ask": first_ask,
+        "n": n,
+        "length": length_of(lineage[0]),
+    }
     if instruction == REGENERATE:
         last = turns.pop()
         draft = Draft(

@@ -49,7 +49,7 @@ def split_options(text: str, allowed: Iterable[str]) -> tuple[str, dict[str, str
     return " ".join(rest), options
 
 
-_EXAMPLES = {"tone": "playful", "n": "3"}
+_EXAMPLES = {"tone": "playful", "n": "3", "length": "short"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class CreateArgs:
     prompt: str
     tone: str
     n: int
+    length: str = "medium"
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,18 @@ def parse_tone(value: str | None, settings: Settings) -> str:
             f"Unknown tone {value!r}.{did_you_mean(tone, settings.tones)} Tones: {', '.join(settings.tones)}."
         )
     return tone
+
+
+def parse_length(value: str | None, settings: Settings) -> str:
+    lengths = settings.lengths
+    if value is None or value == "":
+        return lengths.default
+    length = value.lower()
+    if length not in lengths.names:
+        raise UserError(
+            f"Unknown length {value!r}.{did_you_mean(length, lengths.names)} Lengths: {', '.join(lengths.names)}."
+        )
+    return length
 
 
 def parse_n(value: str | None, settings: Settings) -> int:
@@ -101,13 +114,13 @@ def check_prompt(prompt: str, settings: Settings, usage: str) -> str:
     return prompt
 
 
-CREATE_USAGE = "/create <kind> <what it is about> [--tone <tone>] [--n 1-5]"
+CREATE_USAGE = "/create <kind> <what it is about> [--tone <tone>] [--length short|medium|long] [--n 1-5]"
 REMIX_USAGE = "/remix <text to rewrite> [--tone <tone>] [--n 1-5]"
 
 
 def parse_create(text: str, options: Mapping[str, str], settings: Settings) -> CreateArgs:
-    free, found = split_options(text, ("tone", "n"))
-    found.update({k: v for k, v in options.items() if k in ("tone", "n", "kind", "prompt")})
+    free, found = split_options(text, ("tone", "length", "n"))
+    found.update({k: v for k, v in options.items() if k in ("tone", "length", "n", "kind", "prompt")})
     kind = found.pop("kind", "")
     prompt = found.pop("prompt", "")
     if not kind:
@@ -124,6 +137,7 @@ def parse_create(text: str, options: Mapping[str, str], settings: Settings) -> C
         prompt=check_prompt(prompt, settings, f"/create {kind} <what it is about>"),
         tone=parse_tone(found.get("tone"), settings),
         n=parse_n(found.get("n"), settings),
+        length=parse_length(found.get("length"), settings),
     )
 
 

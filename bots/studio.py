@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from bots.reply import Reply, ReplyStream
 from bots.store import GenerationRecord
-from config import KindSpec
+from config import KindSpec, Settings
 from generation.moderation import StreamSanitizer, clean_output
 from generation.prompts import Turn, build_messages, clean_variant
 from generation.types import ChatMessage, Chunk, GenerationError, GenerationRequest, GeneratorBusy, Priority
@@ -45,6 +45,8 @@ class Draft:
     seed: int = field(default_factory=lambda: random.randrange(1 << 30))
     # Scheduled drops run below commands, so a user never waits behind a drop.
     priority: Priority = Priority.INTERACTIVE
+    # The /create --length name, stored so refinements keep it; `spec` and `first_ask` already reflect it.
+    length: str = ""
 
     def messages(self, index: int) -> tuple[ChatMessage, ...]:
         turns = self.turns
@@ -77,8 +79,7 @@ class Studio:
         version = 1
         if draft.parent is not None:
             version = max(r.version for r in await self.app.store.versions(draft.parent.root_id)) + 1
-        title = _title(draft, version)
-        stream = ctx.responder.stream(title)
+        stream = ctx.responder.stream(_title(draft, version, version))
         started = time.monotonic()
         outcome = await self._generate(ctx, draft, stream)
         elapsed = time.monotonic() - started
@@ -103,15 +104,18 @@ class Studio:
                 "temperature": settings.generation.temperature,
                 "top_p": settings.generation.top_p,
                 "max_new_tokens": draft.spec.max_new_tokens,
+                "length": draft.length,
                 "finish_reasons": outcome.finish,
                 "tokens": outcome.tokens,
                 "elapsed_s": round(elapsed, 3),
             },
         )
         footer = f"⚠ {outcome.failure} Above is what was produced before it stopped." if outcome.failure else ""
+        # "v2 of 3": the lineage's newest version number when this one is posted (forgotten versions leave gaps).
+        total = max([record.version, *(r.version for r in await self.app.store.versions(record.root_id))])
         reply = Reply(
             parts=tuple(outcome.variants),
-            title=_title(draft, record.version),
+            title=_title(draft, record.version, total),
             footer=footer,
             actions=result_actions(record.id),
             generation_id=record.id,
@@ -202,8 +206,19 @@ class Studio:
         return clean_variant(clean_output("".join(raw), self.app.blocklist))
 
 
-def _title(draft: Draft, version: int) -> str:
-    title = f"{draft.kind} · v{version}"
+def at_length(spec: KindSpec, first_ask: str, length: str, settings: Settings) -> tuple[KindSpec, str]:
+    """The kind's spec and first ask at a /create --length: max_new_tokens scaled (capped), its instruction added."""
+    lengths = settings.lengths
+    if length not in lengths.names:
+        return spec, first_ask
+    sized = spec.model_copy(update={"max_new_tokens": lengths.tokens(length, spec.max_new_tokens)})
+    instruction = lengths.get(length).instruction.strip()
+    return sized, f"{first_ask} {instruction}" if instruction else first_ask
+
+
+def _title(draft: Draft, version: int, total: int) -> str:
+    """'slogan · v2 of 3 · shorter': the kind, where this version stands in its lineage, and what made it."""
+    title = f"{draft.kind} · v{version} of {total}"
     if draft.instruction:
         title += f" · {draft.instruction}"
     return title

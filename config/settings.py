@@ -231,6 +231,36 @@ class RefineSection(_Section):
     free: str = "{instruction}"
 
 
+class LengthSpec(_Section):
+    """One answer length: how much to scale a kind's max_new_tokens by, and a line added to the ask."""
+
+    scale: float = Field(gt=0.0, le=8.0)
+    instruction: str = ""
+
+
+LENGTH_TOKEN_CAP = 4096
+
+
+class LengthsSection(_Section):
+    """`/create ... --length short|medium|long`; medium is today's length, so it scales by 1 and adds nothing."""
+
+    default: Literal["short", "medium", "long"] = "medium"
+    short: LengthSpec = LengthSpec(scale=0.5, instruction="Keep it brief.")
+    medium: LengthSpec = LengthSpec(scale=1.0)
+    long: LengthSpec = LengthSpec(scale=2.0, instruction="Make it rich and detailed.")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return ("short", "medium", "long")
+
+    def get(self, name: str) -> LengthSpec:
+        return getattr(self, name)
+
+    def tokens(self, name: str, max_new_tokens: int) -> int:
+        """A kind's max_new_tokens at this length, at least 1 and at most LENGTH_TOKEN_CAP."""
+        return max(1, min(LENGTH_TOKEN_CAP, round(max_new_tokens * self.get(name).scale)))
+
+
 class Settings(BaseSettings):
     """Everything Chorus reads from configuration. Build it with load_settings()."""
 
@@ -262,6 +292,7 @@ class Settings(BaseSettings):
         max_new_tokens=160,
     )
     refine: RefineSection = RefineSection()
+    lengths: LengthsSection = LengthsSection()
     sources: tuple[str, ...] = Field(default=(), exclude=True)
 
     @classmethod

@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from adapters.terminal.translate import CONVERSATION
 from bots.app import Chorus
-from bots.events import Activity, Command, Conversation, Message, Reaction, User
+from bots.events import Action, Activity, Command, Conversation, Message, Reaction, User
 from bots.router import CommandSpec, Context
 from bots.store import Store
 from generation.fake import FakeGenerator
@@ -25,7 +26,7 @@ def _echo_variant(request: GenerationRequest) -> str:
 
 async def test_create_streams_numbered_variants_and_offers_actions(testbot: TestBot) -> None:
     reply = await testbot.one("/create slogan a bookstore that is also a cafe --tone playful --n 3")
-    assert reply.title == "slogan · v1"
+    assert reply.title == "slogan · v1 of 1"
     assert len(reply.parts) == 3 and all(reply.parts)
     assert [a.key for a in reply.actions] == ["r", "m", "s", "l", "t <tone>", "+", "-"]
     stream = testbot.responder.streams[-1]
@@ -41,7 +42,7 @@ async def test_create_streams_numbered_variants_and_offers_actions(testbot: Test
 async def test_shortcut_refines_into_v2_with_the_conversation_as_context(testbot: TestBot) -> None:
     first = await testbot.one("/create slogan a tea shop --n 2")
     second = await testbot.one("s")
-    assert second.title == "slogan · v2 · shorter"
+    assert second.title == "slogan · v2 of 2 · shorter"
     assert len(second.parts) == 2
     # "shorter" reworks each variant on its own: variant 2's request carries variant 2's previous text.
     request = testbot.generator.requests[-1]
@@ -58,7 +59,7 @@ async def test_plain_sentence_refines_with_all_variants_and_history_lists_versio
     await testbot.one("/create poem autumn rain --n 2")
     await testbot.one("l")
     third = await testbot.one("make the second one rhyme")
-    assert third.title.startswith("poem · v3 · make the second one rhyme")
+    assert third.title.startswith("poem · v3 of 3 · make the second one rhyme")
     request = testbot.generator.requests[-1]
     assert request.messages[-2].content.startswith("1. ") and "\n2. " in request.messages[-2].content
     assert request.messages[-1].content.startswith("make the second one rhyme")
@@ -71,10 +72,10 @@ async def test_plain_sentence_refines_with_all_variants_and_history_lists_versio
 async def test_tone_change_and_regenerate(testbot: TestBot) -> None:
     await testbot.one("/create tagline a bike repair cafe")
     toned = await testbot.one("t formal")
-    assert toned.title == "tagline · v2 · tone: formal"
+    assert toned.title == "tagline · v2 of 2 · tone: formal"
     assert "formal tone" in testbot.generator.requests[-1].messages[-1].content
     regenerated = await testbot.one("r")
-    assert regenerated.title == "tagline · v3 · regenerate"
+    assert regenerated.title == "tagline · v3 of 3 · regenerate"
     # A regenerate asks the same question again with a new seed, without the answer it replaces.
     previous, latest = testbot.generator.requests[-2], testbot.generator.requests[-1]
     assert latest.messages == previous.messages and latest.seed != previous.seed
@@ -110,7 +111,7 @@ async def test_unknown_kind_lists_kinds_and_nothing_is_generated(testbot: TestBo
 
 async def test_remix_rewrites_in_the_tone(testbot: TestBot) -> None:
     reply = await testbot.one("/remix we r open late tonite come thru --tone formal")
-    assert reply.title == "remix · v1"
+    assert reply.title == "remix · v1 of 1"
     assert (
         "Rewrite this in a formal tone:\n\nwe r open late tonite come thru"
         in testbot.generator.requests[0].messages[-1].content
@@ -165,7 +166,7 @@ async def test_quota_per_user_with_a_wait_time(tmp_path: Path) -> None:
         assert reply_text(refused).startswith("You've reached 2 generations a minute. Try again in ")
         assert len(bot.generator.requests) == 2
         other = await bot.one("/create slogan for bob", as_user="bob")
-        assert other.title == "slogan · v1"
+        assert other.title == "slogan · v1 of 1"
         assert "/help" in reply_text(await bot.one("/help", as_user="alice")), "non-generating commands are free"
     finally:
         await bot.chorus.close()
@@ -300,7 +301,7 @@ async def test_history_and_refinement_survive_a_restart(tmp_path: Path) -> None:
         history = reply_text(await restarted.one("/history"))
         assert "2 versions" in history and "v2  shorter" in history
         third = await restarted.one("l")  # no reply shown since the restart: the latest result is used
-        assert third.title == "slogan · v3 · longer"
+        assert third.title == "slogan · v3 of 3 · longer"
     finally:
         await restarted.chorus.close()
 
@@ -370,3 +371,62 @@ async def test_a_failure_with_several_variants_keeps_the_first_and_leaves_nothin
         assert generator.open == 0, "no stream is left running"
     finally:
         await bot.chorus.close()
+
+
+async def test_every_version_shows_where_it_stands_in_its_lineage(testbot: TestBot) -> None:
+    first = await testbot.one("/create slogan a tea shop")
+    assert first.title == "slogan · v1 of 1"
+    assert (await testbot.one("s")).title == "slogan · v2 of 2 · shorter"
+    third = await testbot.one("l")
+    assert third.title == "slogan · v3 of 3 · longer"
+    assert testbot.responder.streams[-1].title == "slogan · v3 of 3 · longer", "the streaming title says it too"
+    # Regenerating the first version (its old button) branches off v1 but is numbered after the newest, v4 of 4.
+    click = Action(
+        conversation=CONVERSATION, user=testbot.user, action_id="regenerate", generation_id=first.generation_id
+    )
+    await testbot.chorus.handle(click, testbot.responder)
+    branch = testbot.responder.replies[-1]
+    assert branch.title == "slogan · v4 of 4 · regenerate"
+    record = await testbot.store.get_generation(branch.generation_id)
+    assert record is not None and record.parent_id == first.generation_id
+    history = reply_text(await testbot.one("/history"))
+    assert "4 versions" in history and "v1  /create slogan" in history and "v4  regenerate" in history
+
+
+async def test_length_scales_the_token_budget_and_asks_for_it_and_refinements_keep_it(testbot: TestBot) -> None:
+    budget = testbot.chorus.settings.kinds["story"].max_new_tokens
+    await testbot.one("/create story a lighthouse keeper --length short")
+    short = testbot.generator.requests[-1]
+    assert short.max_new_tokens == budget // 2
+    assert short.messages[-1].content.endswith("micro-story about a lighthouse keeper. Keep it brief.")
+    record = await testbot.store.latest_generation(CONVERSATION)
+    assert record is not None and record.params["length"] == "short" and record.params["max_new_tokens"] == budget // 2
+    await testbot.one("make it funnier")
+    refined = testbot.generator.requests[-1]
+    assert refined.max_new_tokens == budget // 2, "a refinement keeps the length it was created at"
+    assert refined.messages[1].content.endswith("Keep it brief.") and refined.messages[-1].content.startswith("make")
+
+    await testbot.one("/create story a lighthouse keeper --length long")
+    long = testbot.generator.requests[-1]
+    assert long.max_new_tokens == budget * 2 and long.messages[-1].content.endswith("Make it rich and detailed.")
+    await testbot.one("/create story a lighthouse keeper")
+    medium = testbot.generator.requests[-1]
+    assert medium.max_new_tokens == budget and medium.messages[-1].content.endswith("lighthouse keeper.")
+
+
+async def test_long_is_capped_at_4096_tokens_and_a_bad_length_is_refused_like_a_bad_tone(tmp_path: Path) -> None:
+    bot = await make_bot(settings_for(tmp_path, CHORUS_KINDS__POST__MAX_NEW_TOKENS="3000"))
+    try:
+        await bot.one("/create post our summer party --length long")
+        assert bot.generator.requests[-1].max_new_tokens == 4096
+        refused = await bot.one("/create post our summer party --length lnog")
+        assert refused.ephemeral and len(bot.generator.requests) == 1
+        assert reply_text(refused) == "Unknown length 'lnog'. Did you mean 'long'? Lengths: short, medium, long."
+    finally:
+        await bot.chorus.close()
+
+
+async def test_help_lists_the_lengths_and_the_create_usage_has_the_option(testbot: TestBot) -> None:
+    text = reply_text(await testbot.one("/help"))
+    assert "[--length short|medium|long]" in text
+    assert "Lengths: short, medium (default), long" in text

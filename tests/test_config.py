@@ -68,6 +68,24 @@ def test_unknown_key_lists_the_allowed_ones(tmp_path: Path) -> None:
         load_settings(user, env={})
 
 
+def test_lengths_are_configurable_and_typos_in_them_list_the_allowed_keys(tmp_path: Path) -> None:
+    settings = load_settings(env={"CHORUS_LENGTHS__SHORT__SCALE": "0.25"})
+    assert settings.lengths.tokens("short", 100) == 25 and settings.lengths.tokens("long", 3000) == 4096
+    assert settings.lengths.default == "medium" and settings.lengths.medium.instruction == ""
+    user = tmp_path / "lengths.toml"
+    user.write_text("[lengths.tiny]\nscale = 0.1\n\n[lengths.long]\nscael = 3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(user, env={})
+    message = str(caught.value)
+    assert "unknown key 'lengths.tiny'; allowed keys here: default, long, medium, short" in message
+    assert "unknown key 'lengths.long.scael'; allowed keys here: instruction, scale" in message
+    user.write_text('[lengths]\ndefault = "huge"\n')
+    with pytest.raises(
+        ConfigError, match=r"\[lengths\] default = 'huge' is not allowed: .*'short', 'medium' or 'long'"
+    ):
+        load_settings(user, env={})
+
+
 def test_template_without_prompt_placeholder_is_refused(tmp_path: Path) -> None:
     user = tmp_path / "kind.toml"
     user.write_text("[kinds.slogan]\ntemplate = 'Write a slogan'\n")

@@ -132,7 +132,7 @@ async def test_create_defers_streams_with_throttled_edits_and_ends_with_componen
     gaps = [b.at - a.at for a, b in itertools.pairwise(edits[:-1])]  # the final edit is not throttled
     assert gaps and min(gaps) >= 0.15, f"progress edits must be throttled, got gaps {gaps}"
     embed = final["embeds"][0]
-    assert embed["title"] == "slogan · v1"
+    assert embed["title"] == "slogan · v1 of 1"
     assert "**1.**" in embed["description"] and "**2.**" in embed["description"]
     ids = custom_ids(final)
     record = await latest_with_ref(bot)
@@ -170,7 +170,7 @@ async def test_button_makes_v2_and_a_reply_makes_v3(bot: Harness) -> None:
     regenerate = next(cid for cid in custom_ids(final) if ":regenerate:" in cid)
     click = await bot.fake.click(message_id, regenerate)
     v2 = await bot.finished(click["token"])
-    assert v2["embeds"][0]["title"] == "slogan · v2 · regenerate"
+    assert v2["embeds"][0]["title"] == "slogan · v2 of 2 · regenerate"
     v2_message = bot.fake.originals[click["token"]]
     said = await bot.fake.user_message("make it rhyme", reply_to=v2_message)
     record = await latest_with_ref(bot, version=3)
@@ -178,7 +178,7 @@ async def test_button_makes_v2_and_a_reply_makes_v3(bot: Harness) -> None:
     posted = bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")
     assert str(posted[0].body["message_reference"]["message_id"]) == said["id"]  # answers the user's message
     final = bot.fake.messages[record.message_ref]
-    assert final["embeds"][0]["title"] == "slogan · v3 · make it rhyme" and final["components"]
+    assert final["embeds"][0]["title"] == "slogan · v3 of 3 · make it rhyme" and final["components"]
 
 
 async def test_a_reaction_on_a_result_is_stored_as_engagement(bot: Harness) -> None:
@@ -219,7 +219,7 @@ async def test_old_buttons_work_after_a_restart(tmp_path: Path) -> None:
         shorter = next(cid for cid in custom_ids(final) if ":shorter:" in cid)
         click = await second.fake.click(message_id, shorter)
         v2 = await second.finished(click["token"])
-        assert v2["embeds"][0]["title"] == "slogan · v2 · shorter"
+        assert v2["embeds"][0]["title"] == "slogan · v2 of 2 · shorter"
     finally:
         await stop_harness(second)
 
@@ -509,7 +509,7 @@ async def test_remix_with_chorus_menu_remixes_the_message(bot: Harness) -> None:
     assert inputs["text"]["value"] == "our cafe opens at dawn" and inputs["tone"]["value"]
     submit = await bot.fake.submit_modal(modal["data"]["custom_id"], "our cafe opens at dawn", more={"tone": "witty"})
     final = await bot.finished(submit["token"])
-    assert final["embeds"][0]["title"] == "remix · v1"
+    assert final["embeds"][0]["title"] == "remix · v1 of 1"
     assert "witty" in bot.generator.requests[-1].messages[-1].content
     assert bot.generator.requests[-1].messages[-1].content.endswith("our cafe opens at dawn")
 
@@ -723,8 +723,8 @@ async def test_two_commands_on_the_real_engine_queue_stream_and_finish(tmp_path:
         first = await bot.fake.slash("create", {"kind": "headline", "prompt": "a tea shop opening"})
         second = await bot.fake.slash("create", {"kind": "slogan", "prompt": "a bike repair cafe"})
         one, two = await bot.finished(first["token"], 120), await bot.finished(second["token"], 120)
-        assert one["embeds"][0]["title"] == "headline · v1" and one["embeds"][0]["description"]
-        assert two["embeds"][0]["title"] == "slogan · v1" and two["embeds"][0]["description"]
+        assert one["embeds"][0]["title"] == "headline · v1 of 1" and one["embeds"][0]["description"]
+        assert two["embeds"][0]["title"] == "slogan · v1 of 1" and two["embeds"][0]["description"]
         waiting = [str(r.body) for r in bot.originals(second["token"])]
         assert any("Queued: 1st in line" in body for body in waiting), waiting
     finally:

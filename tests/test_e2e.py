@@ -49,10 +49,14 @@ def test_piped_script_with_the_fake_model_then_history_after_restart(tmp_path: P
     result = chorus(["run"], script, env)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert out.index("── slogan · v1 ──") < out.index("── slogan · v2 · shorter ──") < out.index("bob> make it rhyme")
+    assert (
+        out.index("── slogan · v1 of 1 ──")
+        < out.index("── slogan · v2 of 2 · shorter ──")
+        < out.index("bob> make it rhyme")
+    )
     assert "\n1. " in out and "\n2. " in out and "\n3. " in out
     assert "[r] regenerate  [m] more like this  [s] shorter  [l] longer  [t <tone>] change tone  [+]/[-] rate" in out
-    assert "Now typing as bob." in out and "── slogan · v3 · make it rhyme ──" in out
+    assert "Now typing as bob." in out and "── slogan · v3 of 3 · make it rhyme ──" in out
 
     versions = stored_versions(tmp_path / "chorus.db")
     assert [(v, i) for v, i, _ in versions] == [(1, ""), (2, "shorter"), (3, "make it rhyme")]
@@ -74,7 +78,7 @@ def test_bad_input_lines_do_not_stop_the_script(tmp_path: Path) -> None:
     assert "Nothing to refine yet" in result.stdout
     assert "Did you mean /create?" in result.stdout
     assert "--n must be a whole number from 1 to 5" in result.stdout
-    assert "── tagline · v1 ──" in result.stdout
+    assert "── tagline · v1 of 1 ──" in result.stdout
 
 
 def test_config_with_a_wrong_type_exits_2_naming_file_and_key(tmp_path: Path) -> None:
@@ -119,7 +123,7 @@ def test_readme_script_with_the_real_embedded_model(tmp_path: Path, embedded_spe
     result = chorus(["run"], "/create tweet launch of a tea shop\n s\n", env, timeout=300)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert out.index("── tweet · v1 ──") < out.index("── tweet · v2 · shorter ──")
+    assert out.index("── tweet · v1 of 1 ──") < out.index("── tweet · v2 of 2 · shorter ──")
     versions = stored_versions(db)
     assert [(v, i) for v, i, _ in versions] == [(1, ""), (2, "shorter")]
     first, second = versions[0][2][0], versions[1][2][0]

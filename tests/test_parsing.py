@@ -19,6 +19,12 @@ def test_options_anywhere_and_the_rest_is_the_prompt(settings: Settings) -> None
     assert (args.kind, args.prompt, args.tone, args.n) == ("slogan", "a bookstore that is also a cafe", "playful", 3)
 
 
+def test_length_from_text_or_options_and_medium_by_default(settings: Settings) -> None:
+    assert parse_create("slogan a cafe", {}, settings).length == "medium"
+    assert parse_create("story a lighthouse --length LONG", {}, settings).length == "long"
+    assert parse_create("", {"kind": "poem", "prompt": "rain", "length": "short"}, settings).length == "short"
+
+
 def test_structured_options_win(settings: Settings) -> None:
     args = parse_create("", {"kind": "poem", "prompt": "rain", "tone": "warm", "n": "2"}, settings)
     assert (args.kind, args.prompt, args.tone, args.n) == ("poem", "rain", "warm", 2)
@@ -35,7 +41,13 @@ def test_structured_options_win(settings: Settings) -> None:
         ("slogan a cafe --n three", r"--n must be a whole number from 1 to 5"),
         ("slogan a cafe --tone playfull", r"Unknown tone 'playfull'\. Did you mean 'playful'\? Tones: neutral"),
         ("slogan a cafe --tone", r"--tone needs a value, e\.g\. --tone playful"),
-        ("slogan a cafe --colour red", r"Unknown option --colour\. Options: --tone, --n"),
+        ("slogan a cafe --colour red", r"Unknown option --colour\. Options: --tone, --length, --n"),
+        (
+            "slogan a cafe --length shrot",
+            r"Unknown length 'shrot'\. Did you mean 'short'\? Lengths: short, medium, long",
+        ),
+        ("slogan a cafe --length", r"--length needs a value, e\.g\. --length short"),
+        ("slogan a cafe --lenght short", r"Unknown option --lenght\. Did you mean 'length'\?"),
     ],
 )
 def test_bad_create_input(text: str, message: str, settings: Settings) -> None:

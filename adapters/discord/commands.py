@@ -40,7 +40,8 @@ def _choices(values: Sequence[str]) -> list[app_commands.Choice[str]]:
 
 
 def slash_command(spec: CommandSpec, settings: Settings, on_command: CommandCallback) -> app_commands.Command:
-    """One app command for a CommandSpec: its options typed, `kind`/`tone` with choices (autocomplete past 25)."""
+    """One app command for a CommandSpec: its options typed, `kind`/`tone`/`length` with choices (autocomplete past
+    25)."""
     options = spec.options or (FREE_TEXT,)
     free_text = not spec.options
     parameters = [
@@ -64,7 +65,7 @@ def slash_command(spec: CommandSpec, settings: Settings, on_command: CommandCall
     callback.__discord_app_commands_param_description__ = {  # type: ignore[attr-defined]
         name: description[:100] for name, description in options
     }
-    lists = {"kind": list(settings.kinds), "tone": list(settings.tones)}
+    lists = {"kind": list(settings.kinds), "tone": list(settings.tones), "length": list(settings.lengths.names)}
     small = {name: values for name, values in lists.items() if name in dict(options) and len(values) <= CHOICES_LIMIT}
     callback.__discord_app_commands_param_choices__ = {  # type: ignore[attr-defined]
         name: _choices(values) for name, values in small.items()

@@ -5,22 +5,23 @@ from __future__ import annotations
 from bots.events import Command
 from bots.parsing import CREATE_USAGE, REMIX_USAGE, parse_create, parse_remix
 from bots.router import CommandSpec, Context
-from bots.studio import Draft
+from bots.studio import Draft, at_length
 from config import KindSpec
 from generation.prompts import render_template
 
 
-async def _start(ctx: Context, kind: str, spec: KindSpec, prompt: str, tone: str, n: int) -> None:
-    """Stream version 1 of a new result."""
-    first_ask = render_template(spec, prompt, tone)
-    await ctx.app.studio.run(ctx, Draft(kind=kind, tone=tone, prompt=prompt, spec=spec, first_ask=first_ask, n=n))
+async def _start(ctx: Context, kind: str, spec: KindSpec, prompt: str, tone: str, n: int, length: str = "") -> None:
+    """Stream version 1 of a new result (at a --length, when one was given)."""
+    spec, first_ask = at_length(spec, render_template(spec, prompt, tone), length, ctx.app.settings)
+    draft = Draft(kind=kind, tone=tone, prompt=prompt, spec=spec, first_ask=first_ask, n=n, length=length)
+    await ctx.app.studio.run(ctx, draft)
 
 
 async def create(ctx: Context) -> None:
     command = ctx.event
     assert isinstance(command, Command)
     args = parse_create(command.text, command.options, ctx.app.settings)
-    await _start(ctx, args.kind, ctx.app.settings.kinds[args.kind], args.prompt, args.tone, args.n)
+    await _start(ctx, args.kind, ctx.app.settings.kinds[args.kind], args.prompt, args.tone, args.n, args.length)
 
 
 async def remix(ctx: Context) -> None:
@@ -40,6 +41,7 @@ CREATE = CommandSpec(
         ("kind", "what to write"),
         ("prompt", "what it is about"),
         ("tone", "the tone"),
+        ("length", "how long: short, medium (default) or long"),
         ("n", "how many variants"),
     ),
 )

@@ -15,6 +15,10 @@ async def show_help(ctx: Context) -> None:
     lines += [f"  {name:<12} {spec.description}" for name, spec in settings.kinds.items()]
     lines.append("")
     lines.append(f"Tones: {', '.join(settings.tones)}")
+    lengths = ", ".join(
+        f"{name} (default)" if name == settings.lengths.default else name for name in settings.lengths.names
+    )
+    lines.append(f"Lengths: {lengths} — /create … --length short")
     lines.append(
         "After a result: regenerate, more like this, shorter, longer, change tone, rate it — "
         'or just say what to change ("make the second one rhyme").'
