@@ -405,6 +405,8 @@ async def test_length_scales_the_token_budget_and_asks_for_it_and_refinements_ke
     refined = testbot.generator.requests[-1]
     assert refined.max_new_tokens == budget // 2, "a refinement keeps the length it was created at"
     assert refined.messages[1].content.endswith("Keep it brief.") and refined.messages[-1].content.startswith("make")
+    history = reply_text(await testbot.one("/history"))
+    assert "v1  /create story --length short" in history and "v2  make it funnier" in history
 
     await testbot.one("/create story a lighthouse keeper --length long")
     long = testbot.generator.requests[-1]

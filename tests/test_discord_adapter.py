@@ -109,6 +109,8 @@ async def test_login_syncs_every_core_command_with_typed_options(bot: Harness) -
     create = {o["name"]: o for o in commands["create"]["options"]}
     assert [c["value"] for c in create["kind"]["choices"]] == list(bot.chorus.settings.kinds)
     assert [c["value"] for c in create["tone"]["choices"]] == list(bot.chorus.settings.tones)
+    assert [c["value"] for c in create["length"]["choices"]] == ["short", "medium", "long"]
+    assert create["length"]["type"] == 3 and not create["length"].get("required", False)
     assert create["kind"]["required"] and create["prompt"]["required"] and not create["n"].get("required", False)
     assert create["n"]["type"] == 4 and create["n"]["max_value"] == bot.chorus.settings.limits.max_variants
     # A command without structured options takes free text, as in the terminal.
@@ -152,6 +154,20 @@ async def latest_with_ref(bot: Harness, version: int = 1):
             return record
         assert asyncio.get_running_loop().time() < deadline, "no stored message_ref"
         await asyncio.sleep(0.02)
+
+
+async def test_create_with_length_short_asks_for_half_the_tokens_and_refinements_keep_it(bot: Harness) -> None:
+    budget = bot.chorus.settings.kinds["story"].max_new_tokens
+    payload = await bot.fake.slash("create", {"kind": "story", "prompt": "a lost umbrella", "length": "short"})
+    final = await bot.finished(payload["token"])
+    assert final["embeds"][0]["title"] == "story · v1 of 1"
+    request = bot.generator.requests[-1]
+    assert request.max_new_tokens == budget // 2 and request.messages[-1].content.endswith("Keep it brief.")
+    shorter = next(cid for cid in custom_ids(final) if ":shorter:" in cid)
+    click = await bot.fake.click(bot.fake.originals[payload["token"]], shorter)
+    v2 = await bot.finished(click["token"])
+    assert v2["embeds"][0]["title"] == "story · v2 of 2 · shorter"
+    assert bot.generator.requests[-1].max_new_tokens == budget // 2
 
 
 def bot_conversation() -> Conversation:

@@ -202,6 +202,19 @@ async def test_a_parse_error_is_a_usage_hint_only_the_user_sees(slack: SlackChor
     assert slack.fake.calls_to("chat.postMessage") == []
 
 
+async def test_length_in_the_command_text_sizes_the_result_and_a_typo_gets_a_did_you_mean(slack: SlackChorus) -> None:
+    budget = slack.bot.chorus.settings.kinds["story"].max_new_tokens
+    v1 = await create_result(slack, "story a lighthouse --length long")
+    assert "story · v1 of 1" in block_texts(v1["blocks"])
+    request = slack.bot.generator.requests[-1]
+    assert request.max_new_tokens == budget * 2 and request.messages[-1].content.endswith("Make it rich and detailed.")
+    await slack.slash(slash_body("/create", "story a lighthouse --length medum"))
+    await wait_until(lambda: len(slack.fake.answered("chat.postEphemeral")) == 1)
+    ephemeral = slack.fake.answered("chat.postEphemeral")[0].body
+    assert "Unknown length 'medum'. Did you mean 'medium'?" in ephemeral["text"]
+    assert len(slack.bot.generator.requests) == 1
+
+
 async def test_outside_its_channels_chorus_says_so_through_the_response_url(slack: SlackChorus) -> None:
     slack.fake.fail("chat.postMessage", times=5, error="not_in_channel")
     await slack.slash(slash_body("/create", "slogan a cafe", response_url=slack.fake.response_url("cmd1")))

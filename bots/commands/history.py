@@ -20,7 +20,9 @@ def _preview(record: GenerationRecord) -> str:
 
 def _how(record: GenerationRecord) -> str:
     if record.version == 1:
-        return f"/{'remix' if record.kind == 'remix' else 'create ' + record.kind}"
+        length = record.params.get("length")
+        sized = f" --length {length}" if length in ("short", "long") else ""
+        return f"/{'remix' if record.kind == 'remix' else 'create ' + record.kind}{sized}"
     return record.instruction if len(record.instruction) <= 40 else record.instruction[:39] + "…"
 
 
