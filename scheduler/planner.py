@@ -1,9 +1,12 @@
 """What to post, when and how often: a pure planner that learns one channel's taste from engagement.
 
 No I/O and no clock of its own: `choose(now)` and `observe(plan, engagement)` are all a simulator or a test needs.
-Content is a Bayesian linear model over kind + tone + topic (one-hot, so every drop teaches all three), sampled by
-Thompson sampling and discounted so drifting tastes are followed. The hour is the channel's peak activity hour,
-with Thompson-sampled multipliers that try the neighbouring hours now and then.
+A drop's appeal is a logistic score over kind + tone + topic (one-hot, so every drop teaches all three). Each drop
+gives two observations of it: the liked-event count with the hour's activity as exposure, and liked against 👎, which
+divides the day's audience out. The Gaussian posterior is updated by an extended Kalman step and discounted, so
+drifting tastes are followed. Choices are Thompson samples tilted towards what is still uncertain (an upper
+confidence bound), for a small budget of drops. The hour is the channel's peak activity hour; now and then a
+neighbouring hour is tried, and learned per-hour multipliers can move the time.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ def engagement_reward(
 def engagement_counts(
     engagement: Engagement, reaction_weights: Mapping[str, float] = DEFAULT_REACTION_WEIGHTS
 ) -> tuple[int, int]:
-    """(liked, disliked) events of one drop: positive reactions, replies and 👍 clicks against 👎 reactions and clicks."""
+    """(liked, disliked) events of one drop: positive reactions, replies and 👍 clicks; 👎 reactions and clicks."""
     liked = engagement.replies + engagement.clicks_up
     disliked = engagement.clicks_down
     for emoji, count in engagement.reactions.items():
@@ -219,8 +222,12 @@ class Planner:
         """Change what may be chosen; what was learned about names that stay is kept."""
         self.kinds, self.tones, self.topics = list(dict.fromkeys(kinds)), list(dict.fromkeys(tones)), []
         self.topics = list(dict.fromkeys(topics))
-        # "bias" carries the channel's overall level, so the other weights say better or worse than usual.
-        for name in ["bias", _COUNT_BIAS, _RATIO_BIAS] + [f"kind:{k}" for k in self.kinds] + [f"tone:{t}" for t in self.tones]:
+        # "bias" is the channel's average appeal, so the other weights say better or worse than usual; the two levels
+        # carry the audience size and how readily people 👎.
+        names = (
+            ["bias", _COUNT_BIAS, _RATIO_BIAS] + [f"kind:{k}" for k in self.kinds] + [f"tone:{t}" for t in self.tones]
+        )
+        for name in names:
             self._ensure_feature(name)
         for topic in self.topics:
             self._ensure_feature(f"topic:{topic}")
@@ -348,7 +355,7 @@ class Planner:
         reaction_weights: Mapping[str, float] = DEFAULT_REACTION_WEIGHTS,
         reward: float | None = None,
     ) -> float:
-        """Learn from what a posted drop got; returns the reward it was worth (`reward` overrides the default weights)."""
+        """Learn from what a posted drop got; returns the reward it was worth (`reward` overrides the weighted sum)."""
         if isinstance(engagement, int | float):
             value = float(engagement)
             liked, disliked = max(value, 0.0), None
