@@ -1,9 +1,12 @@
 """What to post, when and how often: a pure planner that learns one channel's taste from engagement.
 
 No I/O and no clock of its own: `choose(now)` and `observe(plan, engagement)` are all a simulator or a test needs.
-Content is a Bayesian linear model over kind + tone + topic (one-hot, so every drop teaches all three), sampled by
-Thompson sampling and discounted so drifting tastes are followed. The hour is the channel's peak activity hour,
-with Thompson-sampled multipliers that try the neighbouring hours now and then.
+A drop's appeal is a logistic score over kind + tone + topic (one-hot, so every drop teaches all three). Each drop
+gives two observations of it: the liked-event count with the hour's activity as exposure, and liked against 👎, which
+divides the day's audience out. The Gaussian posterior is updated by an extended Kalman step and discounted, so
+drifting tastes are followed. Choices are Thompson samples tilted towards what is still uncertain (an upper
+confidence bound), for a small budget of drops. The hour is the channel's peak activity hour; now and then a
+neighbouring hour is tried, and learned per-hour multipliers can move the time.
 """
 
 from __future__ import annotations
@@ -33,6 +36,15 @@ DEFAULT_REACTION_WEIGHTS: Mapping[str, float] = {
 DEFAULT_REACTION_WEIGHT = 1.0
 REPLY_WEIGHT = 3.0
 CLICK_WEIGHT = 2.0
+# Levels of the two observation models (not part of a drop's appeal): liked-event counts, and liked vs disliked.
+_COUNT_BIAS = "level:count"
+_RATIO_BIAS = "level:ratio"
+# to_state's format; 1 (no "version" key) is still loaded.
+STATE_VERSION = 2
+# The log-count noise variance starts at 0.25, worth this many drops, so a few lucky repeats do not make it sure.
+_NOISE_PRIOR_N = 10.0
+# How many drops' worth of evidence the activity counts are worth for an hour's engagement multiplier.
+_HOUR_PRIOR_N = 8.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,25 @@ def engagement_reward(
     total += reply_weight * engagement.replies
     total += click_weight * (engagement.clicks_up - engagement.clicks_down)
     return total
+
+
+def engagement_counts(
+    engagement: Engagement, reaction_weights: Mapping[str, float] = DEFAULT_REACTION_WEIGHTS
+) -> tuple[int, int]:
+    """(liked, disliked) events of one drop: positive reactions, replies and 👍 clicks; 👎 reactions and clicks."""
+    liked = engagement.replies + engagement.clicks_up
+    disliked = engagement.clicks_down
+    for emoji, count in engagement.reactions.items():
+        weight = reaction_weights.get(emoji, DEFAULT_REACTION_WEIGHT)
+        if weight > 0:
+            liked += count
+        elif weight < 0:
+            disliked += count
+    return liked, disliked
+
+
+def _sigmoid(value: float) -> float:
+    return 1.0 / (1.0 + math.exp(-min(max(value, -30.0), 30.0)))
 
 
 @dataclass(frozen=True)
@@ -130,11 +161,13 @@ class Planner:
         seed: int = 0,
         decay: float = 0.98,
         prior_sd: float = 0.5,
-        exploration: float = 0.2,
+        exploration: float = 0.3,
+        optimism: float = 1.0,
         fixed_hour: int | None = None,
         default_hour: int = 9,
         quiet: tuple[int, int] | None = None,
         hour_span: int = 1,
+        hour_explore: float = 0.1,
         min_activity: int = 20,
         low_reward: float = 1.0,
         low_streak: int = 3,
@@ -147,15 +180,20 @@ class Planner:
         self.prior_sd = prior_sd
         # Scales the posterior spread that Thompson sampling draws from (1.0 = textbook; less explores less).
         self.exploration = exploration
+        self.optimism = optimism
         self.fixed_hour = fixed_hour
         self.default_hour = default_hour
         self.quiet = quiet
         self.hour_span = hour_span
+        self.hour_explore = hour_explore
         self.min_activity = min_activity
         self.low_reward = low_reward
         self.low_streak = low_streak
         self.max_backoff = max_backoff
         self.features: list[str] = []
+        # Prior means of the observation levels, centred on the first drop so a loose level does not leak into the
+        # appeal of whatever was tried first (which would make the planner stick to it).
+        self.level_means: dict[str, float] = {}
         self._precision = np.zeros((0, 0))
         self._target = np.zeros(0)
         self.kinds: list[str] = []
@@ -184,15 +222,22 @@ class Planner:
         """Change what may be chosen; what was learned about names that stay is kept."""
         self.kinds, self.tones, self.topics = list(dict.fromkeys(kinds)), list(dict.fromkeys(tones)), []
         self.topics = list(dict.fromkeys(topics))
-        # "bias" carries the channel's overall level, so the other weights say better or worse than usual.
-        for name in ["bias"] + [f"kind:{k}" for k in self.kinds] + [f"tone:{t}" for t in self.tones]:
+        # "bias" is the channel's average appeal, so the other weights say better or worse than usual; the two levels
+        # carry the audience size and how readily people 👎.
+        names = (
+            ["bias", _COUNT_BIAS, _RATIO_BIAS] + [f"kind:{k}" for k in self.kinds] + [f"tone:{t}" for t in self.tones]
+        )
+        for name in names:
             self._ensure_feature(name)
         for topic in self.topics:
             self._ensure_feature(f"topic:{topic}")
 
     def _prior_sd(self, name: str) -> float:
-        # The bias (the channel's overall level) is left loose; each kind, tone and topic starts near "average".
-        return 3.0 * self.prior_sd if name == "bias" else self.prior_sd
+        # The count and ratio levels (audience size, how often people 👎) are left loose; the appeal's own bias is
+        # near 0; each kind, tone and topic starts near "average".
+        if name in (_COUNT_BIAS, _RATIO_BIAS):
+            return 3.0
+        return 1.0 if name == "bias" else self.prior_sd
 
     def _ensure_feature(self, name: str) -> None:
         if name in self.features:
@@ -221,9 +266,18 @@ class Planner:
                 x[self.features.index(name)] = 1.0
         return x
 
+    def _unit(self, name: str) -> np.ndarray:
+        x = np.zeros(len(self.features))
+        x[self.features.index(name)] = 1.0
+        return x
+
+    def _prior_mean(self) -> np.ndarray:
+        return np.array([self.level_means.get(f, 0.0) for f in self.features])
+
     def _posterior(self) -> tuple[np.ndarray, np.ndarray]:
         covariance = np.linalg.inv(self._precision)
-        return covariance @ self._target, covariance
+        prior = np.array([1.0 / self._prior_sd(f) ** 2 for f in self.features])
+        return covariance @ (self._target + prior * self._prior_mean()), covariance
 
     def activity_profile(self, weekday: int | None = None) -> np.ndarray:
         """Relative activity per hour (peak = 1), smoothed over neighbouring hours; all ones without data."""
@@ -255,33 +309,35 @@ class Planner:
             (peak + d) % 24 for d in range(-self.hour_span, self.hour_span + 1) if (peak + d) % 24 not in quiet
         ]
         rng = self._rng(1)
-        best, best_score = peak, -math.inf
-        for hour in candidates:
-            # Multiplier posterior: prior mean 1 (trust the activity counts), sd shrinking with drops at that hour.
-            n = self._hour_n[hour]
-            mean = (1.0 + self._hour_sum[hour]) / (1.0 + n)
-            sd = 0.15 / math.sqrt(1.0 + n)
-            score = profile[hour] * (mean + sd * rng.standard_normal())
-            if score > best_score:
-                best, best_score = hour, score
-        return best, "peak" if best == peak else "explore"
+        n = self._hour_n[candidates]
+        # Multiplier posterior per hour: prior mean 1 (trust the activity counts, worth _HOUR_PRIOR_N noisy drops),
+        # so one lucky day does not drag the posting time away from the peak.
+        # The multiplier is exp of the mean log-residual of drops at that hour, shrunk towards 0.
+        mean = self._hour_sum[candidates] / (_HOUR_PRIOR_N + n)
+        sd = 0.15 * np.sqrt(_HOUR_PRIOR_N / (_HOUR_PRIOR_N + n))
+        best = int(np.argmax(profile[candidates] * np.exp(mean)))
+        # Most drops go to the best hour known; now and then (hour_explore) a nearby hour, Thompson-sampled, is
+        # tried, which costs far less than sampling every time when the neighbours are nearly as busy.
+        if len(candidates) > 1 and rng.random() < self.hour_explore:
+            sampled = profile[candidates] * np.exp(mean + sd * rng.standard_normal(len(candidates)))
+            sampled[best] = -math.inf
+            return candidates[int(np.argmax(sampled))], "explore"
+        return candidates[best], "peak"
 
     def choose(self, now: datetime) -> DropPlan:
         """The next drop for the slot at `now` (channel-local time): content, hour, and whether to post at all."""
         hour, reason = self._choose_hour(now.weekday())
         mean, covariance = self._posterior()
         rng = self._rng(0)
-        spread = self.exploration * math.sqrt(self._noise)
+        spread = self.exploration
         sample = mean + spread * rng.multivariate_normal(np.zeros(len(mean)), covariance, method="cholesky")
-        best: tuple[str, str, str] | None = None
-        best_score = -math.inf
-        for kind in self.kinds:
-            for tone in self.tones:
-                for topic in self.topics:
-                    score = float(sample @ self._vector(kind, tone, topic))
-                    if score > best_score:
-                        best, best_score = (kind, tone, topic), score
-        assert best is not None
+        combos = [(k, t, p) for k in self.kinds for t in self.tones for p in self.topics]
+        design = np.array([self._vector(*combo) for combo in combos])
+        # Thompson sample plus an optimism bonus for what is still uncertain (an upper confidence bound).
+        scores = design @ sample
+        if self.optimism:
+            scores = scores + self.optimism * np.sqrt(np.einsum("ij,jk,ik->i", design, covariance, design))
+        best = combos[int(np.argmax(scores))]
         self.chosen += 1
         self._slots_since_post += 1
         post = self._slots_since_post > self.backoff
@@ -291,40 +347,66 @@ class Planner:
 
     # -- learning ------------------------------------------------------------------------------------------------
 
-    def observe(self, plan: DropPlan, engagement: Engagement | float) -> float:
-        """Learn from what a posted drop got; returns the reward it was worth."""
-        reward = engagement if isinstance(engagement, int | float) else engagement_reward(engagement)
-        reward = float(reward)
+    def observe(
+        self,
+        plan: DropPlan,
+        engagement: Engagement | float,
+        *,
+        reaction_weights: Mapping[str, float] = DEFAULT_REACTION_WEIGHTS,
+        reward: float | None = None,
+    ) -> float:
+        """Learn from what a posted drop got; returns the reward it was worth (`reward` overrides the weighted sum)."""
+        if isinstance(engagement, int | float):
+            value = float(engagement)
+            liked, disliked = max(value, 0.0), None
+        else:
+            value = engagement_reward(engagement, reaction_weights) if reward is None else float(reward)
+            liked, disliked = engagement_counts(engagement, reaction_weights)
         self.observed += 1
-        # Rewards are compared on the channel's own scale (a discounted mean), so big and small servers learn alike.
-        self._abs_sum = self.decay * self._abs_sum + abs(reward)
-        self._weight = self.decay * self._weight + 1.0
-        scale = max(self._abs_sum / self._weight, 1e-3)
         profile = self.activity_profile()
-        reach = max(float(profile[plan.hour % 24]), 0.2)
-        # Engagement is multiplicative (audience × appeal × a noisy day), so the model works on its logarithm:
-        # kind, tone, topic and hour then add up, and a big server and a small one learn alike.
-        y = math.log(max(reward, 0.0) / scale + 0.1) - math.log(reach)
+        reach = max(float(profile[plan.hour % 24]), 0.05)
         x = self._vector(plan.kind, plan.tone, plan.topic)
+        count_bias = self._unit(_COUNT_BIAS)
+        if not self.level_means:
+            # What the first drop got is what an average one (eta = 0) gets: sigmoid(0) = 1/2 with 👎 counts.
+            self.level_means[_COUNT_BIAS] = math.log(liked + 0.5) - math.log(reach)
+            if disliked is not None:
+                self.level_means[_COUNT_BIAS] -= math.log(0.5)
+                self.level_means[_RATIO_BIAS] = math.log((liked + 0.5) / (disliked + 0.5))
         mean, _ = self._posterior()
-        predicted = float(mean @ x)
-        residual = y - predicted
-        # Noise variance: a weak prior (0.25, worth two drops) plus the discounted squared prediction errors.
+        # The drop's appeal is a logistic score eta = x . w (what the audience thinks of kind, tone and topic).
+        eta = float(mean @ x)
+        if disliked is None:
+            # A bare reward has no 👎 to set the scale against: plain log-linear, log(reward) = level + eta.
+            log_appeal, slope = eta, 1.0
+        else:
+            log_appeal, slope = math.log(_sigmoid(eta)), max(1.0 - _sigmoid(eta), 0.05)
+        # 1) Liked events are a count with the hour's activity as exposure: log(liked) = level + log(reach) +
+        #    log sigmoid(eta) + the day's noise, linearised around the current estimate (an extended Kalman step).
+        z_count = math.log(liked + 0.5) - math.log(reach)
+        residual = z_count - float(mean @ count_bias) - log_appeal
         self._residual_ss = self.decay * self._residual_ss + residual**2
         self._residual_n = self.decay * self._residual_n + 1.0
-        self._noise = max(0.01, (2 * 0.25 + self._residual_ss) / (2 + self._residual_n))
+        self._noise = max(0.01, (_NOISE_PRIOR_N * 0.25 + self._residual_ss) / (_NOISE_PRIOR_N + self._residual_n))
+        rows = [(count_bias + slope * x, z_count - log_appeal + slope * eta, self._noise)]
+        # 2) Liked against disliked divides the day's audience out: log(liked / disliked) = offset + eta.
+        if disliked is not None:
+            z_ratio = math.log((liked + 0.5) / (disliked + 0.5))
+            rows.append((self._unit(_RATIO_BIAS) + x, z_ratio, 1.0 / (liked + 0.5) + 1.0 / (disliked + 0.5)))
         # Discount the past (drifting tastes) but never below the prior.
         prior = np.diag([1.0 / self._prior_sd(f) ** 2 for f in self.features])
-        self._precision = prior + self.decay * (self._precision - prior) + np.outer(x, x)
-        self._target = self.decay * self._target + y * x
-        if plan.hour_reason in ("peak", "explore") and predicted > 0.1:
-            ratio = min(max(y / predicted, 0.0), 3.0)
+        self._precision = prior + self.decay * (self._precision - prior)
+        self._target = self.decay * self._target
+        for h, y, variance in rows:
+            self._precision = self._precision + np.outer(h, h) / variance
+            self._target = self._target + h * y / variance
+        if plan.hour_reason in ("peak", "explore"):
             self._hour_n *= self.decay
             self._hour_sum *= self.decay
             self._hour_n[plan.hour % 24] += 1
-            self._hour_sum[plan.hour % 24] += ratio
-        self._update_backoff(reward)
-        return reward
+            self._hour_sum[plan.hour % 24] += min(max(residual, -2.0), 2.0)
+        self._update_backoff(value)
+        return value
 
     def _update_backoff(self, reward: float) -> None:
         if reward < self.low_reward:
@@ -352,6 +434,7 @@ class Planner:
 
     def to_state(self) -> dict[str, Any]:
         return {
+            "version": STATE_VERSION,
             "kinds": self.kinds,
             "tones": self.tones,
             "topics": self.topics,
@@ -360,10 +443,12 @@ class Planner:
                 "decay": self.decay,
                 "prior_sd": self.prior_sd,
                 "exploration": self.exploration,
+                "optimism": self.optimism,
                 "fixed_hour": self.fixed_hour,
                 "default_hour": self.default_hour,
                 "quiet": list(self.quiet) if self.quiet else None,
                 "hour_span": self.hour_span,
+                "hour_explore": self.hour_explore,
                 "min_activity": self.min_activity,
                 "low_reward": self.low_reward,
                 "low_streak": self.low_streak,
@@ -372,6 +457,7 @@ class Planner:
             "features": self.features,
             "precision": self._precision.tolist(),
             "target": self._target.tolist(),
+            "level_means": self.level_means,
             "activity": self.activity.tolist(),
             "hour_n": self._hour_n.tolist(),
             "hour_sum": self._hour_sum.tolist(),
@@ -395,10 +481,14 @@ class Planner:
         planner.features = list(state["features"])
         planner._precision = np.asarray(state["precision"], dtype=float).reshape(len(planner.features), -1)
         planner._target = np.asarray(state["target"], dtype=float)
+        planner.level_means = {str(k): float(v) for k, v in state.get("level_means", {}).items()}
         planner.set_options(state["kinds"], state["tones"], state["topics"])
         planner.activity = np.asarray(state["activity"], dtype=float)
-        planner._hour_n = np.asarray(state["hour_n"], dtype=float)
-        planner._hour_sum = np.asarray(state["hour_sum"], dtype=float)
+        if state.get("version", 1) >= STATE_VERSION:
+            planner._hour_n = np.asarray(state["hour_n"], dtype=float)
+            planner._hour_sum = np.asarray(state["hour_sum"], dtype=float)
+        else:  # version 1 summed ratios, not log-residuals: start the hour multipliers afresh
+            _log.info("planner state v%s migrated: hour multipliers reset", state.get("version", 1))
         planner._noise = float(state["noise"])
         planner._residual_ss = float(state["residual_ss"])
         planner._residual_n = float(state["residual_n"])

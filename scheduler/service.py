@@ -683,7 +683,12 @@ class DropsService:
             if row is not None and run.plan:
                 planner = Planner.from_state(row.planner)
                 planner.activity = await self.activity_matrix(_conversation(row), row.tz)
-                planner.observe(DropPlan.from_dict(run.plan), reward)
+                planner.observe(
+                    DropPlan.from_dict(run.plan),
+                    engagement,
+                    reaction_weights=self.settings.reaction_weights or {},
+                    reward=reward,
+                )
                 await self._save_channel(row.key, planner=planner.to_state())
             summary = {
                 "reactions": dict(engagement.reactions),

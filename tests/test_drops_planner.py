@@ -5,9 +5,19 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
-from scheduler.planner import DropPlan, Engagement, Planner, engagement_reward, quiet_hours, too_similar
+from scheduler.planner import (
+    STATE_VERSION,
+    DropPlan,
+    Engagement,
+    Planner,
+    engagement_counts,
+    engagement_reward,
+    quiet_hours,
+    too_similar,
+)
 
 KINDS = ["prompt", "idea", "story", "question"]
 TONES = ["neutral", "playful", "witty", "warm"]
@@ -118,3 +128,61 @@ def test_similarity_and_quiet_hours() -> None:
     assert not too_similar([1.0, 0.0], [[0.0, 1.0]])
     assert quiet_hours((22, 8)) == frozenset([22, 23, 0, 1, 2, 3, 4, 5, 6, 7])
     assert quiet_hours(None) == frozenset()
+
+
+def test_thumbs_down_against_likes_finds_the_taste_when_the_audience_swings() -> None:
+    # How many people look swings tenfold from day to day; only the share of 👍 against 👎 says what they like.
+    planner = Planner(KINDS, TONES, TOPICS, seed=7)
+    _activity(planner, peak=18)
+    rng = np.random.default_rng(7)
+    for day in range(40):
+        plan = planner.choose(MONDAY + timedelta(days=day))
+        audience = float(rng.lognormal(3.0, 1.0))
+        appeal = 0.8 if plan.kind == "story" else 0.3
+        liked = int(audience * appeal)
+        planner.observe(plan, Engagement(reactions={"👍": liked, "👎": int(audience - liked)}))
+    last = [planner.choose(MONDAY) for _ in range(10)]
+    assert sum(p.kind == "story" for p in last) >= 8
+    assert planner.learned()["kind"][0][0] == "story"
+
+
+def test_engagement_counts_split_liked_from_disliked() -> None:
+    engagement = Engagement(reactions={"❤️": 2, "👎": 3, "🦄": 1}, replies=1, clicks_up=1, clicks_down=2)
+    assert engagement_counts(engagement) == (5, 5)
+    assert engagement_counts(engagement, {"👎": 1.0}) == (8, 2), "a 👎 weighted positive counts as liked"
+
+
+def test_hour_exploration_can_be_turned_off() -> None:
+    planner = Planner(KINDS, TONES, TOPICS, seed=3, hour_explore=0.0)
+    _activity(planner, peak=20)
+    assert {planner.choose(MONDAY + timedelta(days=i)).hour for i in range(100)} == {20}
+
+
+def test_a_version_1_state_still_loads_and_keeps_what_it_learned() -> None:
+    planner = Planner(KINDS, TONES, TOPICS, seed=8)
+    _activity(planner, peak=19)
+    state = json.loads(json.dumps(planner.to_state()))
+    # Rebuild the state as the first planner stored it: no levels, no version, a log-linear posterior.
+    v1_features = [
+        "bias",
+        *(f"kind:{k}" for k in KINDS),
+        *(f"tone:{t}" for t in TONES),
+        *(f"topic:{p}" for p in TOPICS),
+    ]
+    precision = np.diag([1 / 1.5**2] + [4.0] * (len(v1_features) - 1)) + 3 * np.eye(len(v1_features))
+    target = np.zeros(len(v1_features))
+    target[v1_features.index("kind:idea")] = 2.0
+    for key in ("version", "level_means"):
+        state.pop(key)
+    for key in ("optimism", "hour_explore"):
+        state["config"].pop(key)
+    state.update(features=v1_features, precision=precision.tolist(), target=target.tolist())
+    state.update(hour_n=[0.0] * 19 + [3.0] + [0.0] * 4, hour_sum=[0.0] * 19 + [2.7] + [0.0] * 4, observed=3)
+    loaded = Planner.from_state(state)
+    assert loaded.learned()["kind"][0][0] == "idea"
+    assert loaded.peak_hour() == 19
+    plan = loaded.choose(MONDAY)
+    assert plan.hour in {18, 19, 20}
+    loaded.observe(plan, Engagement(reactions={"👍": 5}))
+    again = loaded.to_state()
+    assert again["version"] == STATE_VERSION and len(again["precision"]) == len(again["features"])
