@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import importlib.util
 import json
 import logging
@@ -127,6 +128,9 @@ async def discord_run(n: int, mode: str, warmup_n: int = WARMUP_COMMANDS) -> dic
     store = Store(settings.store_url)
     await store.start()
     chorus = Chorus(settings, store, generator)
+    # As `chorus run` does before the platform starts: the model and libraries leave the collector's sight.
+    gc.collect()
+    gc.freeze()
     apply_endpoints(settings)
     adapter = DiscordAdapter(chorus)
     runner = asyncio.create_task(adapter.run("bench-token"))
@@ -156,6 +160,7 @@ async def discord_run(n: int, mode: str, warmup_n: int = WARMUP_COMMANDS) -> dic
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await runner
         await chorus.close()
+        gc.unfreeze()  # the next mode starts from its own heap, as a fresh `chorus run` would
         process.kill()
         await process.wait()
         if torch_threads is not None:

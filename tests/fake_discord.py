@@ -65,6 +65,7 @@ class Recorded:
     query: dict[str, str]
     at: float = field(default_factory=time.monotonic)
     files: dict[str, bytes] = field(default_factory=dict)  # multipart uploads: filename -> content
+    peer: str = ""  # the client's address and port: which connection the request came on
 
 
 @dataclass
@@ -221,8 +222,17 @@ class FakeDiscord:
                 if name := re.search(rb'filename="([^"]+)"', head):
                     files[name.group(1).decode()] = content.removesuffix(b"\r\n")
         path = request.path.removeprefix("/api/v10")
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
         self.requests.append(
-            Recorded(request.method, path, dict(request.headers), body, dict(request.query), files=files)
+            Recorded(
+                request.method,
+                path,
+                dict(request.headers),
+                body,
+                dict(request.query),
+                files=files,
+                peer=f"{peer[0]}:{peer[1]}" if peer else "",
+            )
         )
         for fault in self.faults:
             if fault.hits < fault.times and fault.method == request.method and fault.pattern.search(path):

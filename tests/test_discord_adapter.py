@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,9 @@ import pytest
 from fake_discord import BOT_ID, CHANNEL_ID, GUILD_ID, FakeDiscord, Recorded
 from sqlalchemy import select
 
-from adapters.discord.app import DiscordAdapter, apply_endpoints
+from adapters.discord.app import ACKS_FIRST_MAX_HOLD_S, DiscordAdapter, apply_endpoints
 from adapters.discord.render import THINKING
+from adapters.discord.responder import ACK_CONNECTIONS
 from bots.app import Chorus
 from bots.events import Activity, Conversation
 from bots.store import EngagementEvent, Feedback, Store
@@ -587,6 +589,45 @@ async def test_a_slow_handler_is_deferred_by_the_watchdog_before_discords_deadli
         assert edit.body["embeds"][0]["description"] == "Here it is."
     finally:
         await stop_harness(bot)
+
+
+def _record_handling(bot: Harness) -> dict[str, float]:
+    """Interaction id -> when the core started handling it."""
+    started: dict[str, float] = {}
+    handle = bot.chorus.handle
+
+    async def recording(event, responder) -> None:
+        interaction = getattr(responder, "interaction", None)
+        if interaction is not None:
+            started.setdefault(str(interaction.id), time.monotonic())
+        await handle(event, responder)
+
+    bot.chorus.handle = recording  # type: ignore[method-assign]
+    return started
+
+
+async def test_a_burst_is_acknowledged_before_any_of_it_is_processed(bot: Harness) -> None:
+    started = _record_handling(bot)
+    ids = await bot.fake.burst(60)
+    await wait_until(lambda: all(i in started for i in ids))
+    assert all(i in bot.fake.callback_at for i in ids)
+    assert min(started[i] for i in ids) > max(bot.fake.callback_at[i] for i in ids)
+    # Over a few kept-alive connections, not one new connection per interaction.
+    peers = {r.peer for r in bot.fake.find("POST", r"/interactions/\d+/[^/]+/callback") if r.path.split("/")[2] in ids}
+    assert 0 < len(peers) <= ACK_CONNECTIONS
+
+
+async def test_a_stuck_ack_holds_back_the_other_commands_only_briefly(bot: Harness) -> None:
+    started = _record_handling(bot)
+    bot.fake.fail("POST", r"/interactions/\d+/[^/]+/callback", retry_after=1.5)  # its defer retries in 1.5 s
+    stuck = await bot.fake.slash("create", {"kind": "slogan", "prompt": "a stuck bakery"})
+    await wait_until(lambda: bot.fake.faults[0].hits == 1)
+    quick = await bot.fake.slash("create", {"kind": "slogan", "prompt": "a quick bakery"})
+    await wait_until(lambda: quick["id"] in started, timeout_s=ACKS_FIRST_MAX_HOLD_S + 0.75)
+    assert stuck["id"] not in bot.fake.callback_at  # still waiting out its 429
+    await wait_until(lambda: stuck["id"] in started)
+    await bot.finished(stuck["token"])
+    await bot.finished(quick["token"])
 
 
 async def test_the_publisher_posts_unprompted_to_a_channel(bot: Harness) -> None:

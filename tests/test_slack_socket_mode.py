@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -109,3 +110,23 @@ async def test_chorus_run_serves_slack_until_sigterm(tmp_path: Path, fake: FakeS
         stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 0, stderr.decode()
     assert "Chorus is on Slack, connected through Socket Mode" in stdout.decode()
+
+
+async def test_a_burst_of_commands_is_acked_before_any_of_it_is_processed(tmp_path: Path, fake: FakeSlack) -> None:
+    slack = await socket_chorus(tmp_path, fake)
+    started: list[float] = []
+    handle = slack.bot.chorus.handle
+
+    async def recording(event, responder) -> None:
+        started.append(time.monotonic())
+        await handle(event, responder)
+
+    slack.bot.chorus.handle = recording  # type: ignore[method-assign]
+    try:
+        users = [f"U{i:08d}" for i in range(40)]
+        sent = await fake.push_many("slash_commands", [slash_body("/create", "slogan a cafe", user=u) for u in users])
+        await wait_until(lambda: len(started) == len(sent) and all(e in fake.acks for e in sent))
+        assert min(started) > max(fake.ack_times[e] for e in sent)
+        await wait_until(lambda: len(final_updates(fake)) == len(sent))
+    finally:
+        await slack.close()

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +23,14 @@ import yarl
 from discord import app_commands
 
 from adapters.discord.commands import ChorusComponent, ask_modal, register, remix_modal
-from adapters.discord.responder import ChannelResponder, DiscordPublisher, DiscordResponder, RateHints, defer_raw
+from adapters.discord.responder import (
+    AckSession,
+    ChannelResponder,
+    DiscordPublisher,
+    DiscordResponder,
+    RateHints,
+    defer_raw,
+)
 from adapters.discord.translate import (
     AskFirst,
     defers_at_once,
@@ -47,6 +54,8 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 _KEPT = 1024  # bounded caches: raw interaction payloads, threads Chorus opened
+# Deferred interactions are processed once every early defer in flight is out, but never held longer than this.
+ACKS_FIRST_MAX_HOLD_S = 0.25
 
 
 class TokenMissing(Exception):
@@ -140,6 +149,10 @@ class DiscordAdapter:
         self.threads: OrderedDict[str, str] = OrderedDict()  # thread id -> parent channel id
         self.raw_interactions: OrderedDict[int, tuple[float, dict[str, Any]]] = OrderedDict()
         self.early_defers: OrderedDict[int, asyncio.Task[bool]] = OrderedDict()
+        self.ack_session = AckSession()
+        self._acks_in_flight = 0
+        self._after_acks: deque[Callable[[], None]] = deque()
+        self._hold_timer: asyncio.TimerHandle | None = None
         self.generating_commands = frozenset(spec.name for spec in chorus.router.commands.values() if spec.generates)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.restarts = 0
@@ -200,6 +213,7 @@ class DiscordAdapter:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.client.close()
+        await self.ack_session.close()
 
     async def setup(self, client: ChorusClient | ShardedChorusClient) -> None:
         """Guard the gateway parsers, register commands and components, and sync the commands."""
@@ -242,9 +256,10 @@ class DiscordAdapter:
                 if name == "INTERACTION_CREATE":
                     early = self._stash_interaction(data)
                     if early is not None:
-                        # discord.py's models and the core run once the defer is out, so a burst of interactions
-                        # is acknowledged first and processed after, instead of every ack waiting for the burst.
-                        early.add_done_callback(lambda _: guarded_parse(data))
+                        # discord.py's models and the core run once the defers in flight are out, so a burst of
+                        # interactions is acknowledged first and processed after, instead of every ack waiting
+                        # behind the processing of the ones before it.
+                        early.add_done_callback(lambda _: self._when_acked(lambda: guarded_parse(data)))
                         return
                 parser(data)
                 if raw_hook is not None:
@@ -280,12 +295,38 @@ class DiscordAdapter:
         while len(self.raw_interactions) > _KEPT:
             self.raw_interactions.popitem(last=False)
         if self.section.defer_on_receipt and defers_at_once(data, self.generating_commands, GENERATING_ACTIONS):
-            task = asyncio.get_running_loop().create_task(defer_raw(self.client, interaction_id, str(data["token"])))
+            defer = defer_raw(self.client, interaction_id, str(data["token"]), self.ack_session.get())
+            task = asyncio.get_running_loop().create_task(defer)
+            self._acks_in_flight += 1
+            task.add_done_callback(self._ack_settled)  # before the caller's callback, so the count is current
             self.early_defers[interaction_id] = task
             while len(self.early_defers) > _KEPT:
                 self.early_defers.popitem(last=False)
             return task
         return None
+
+    def _ack_settled(self, _: asyncio.Task[bool]) -> None:
+        self._acks_in_flight -= 1
+        if self._acks_in_flight == 0:
+            self._release_held()
+
+    def _when_acked(self, work: Callable[[], None]) -> None:
+        """Run `work` now if no early defer is in flight, else once they are all out (at most
+        ACKS_FIRST_MAX_HOLD_S later, so a steady stream of interactions cannot hold it back for long)."""
+        if self._acks_in_flight == 0:
+            work()
+            return
+        self._after_acks.append(work)
+        if self._hold_timer is None:
+            self._hold_timer = asyncio.get_running_loop().call_later(ACKS_FIRST_MAX_HOLD_S, self._release_held)
+
+    def _release_held(self) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        held, self._after_acks = self._after_acks, deque()
+        for work in held:
+            work()
 
     def _payload(self, interaction: discord.Interaction) -> tuple[float, dict[str, Any]]:
         stashed = self.raw_interactions.pop(interaction.id, None)

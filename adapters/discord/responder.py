@@ -32,6 +32,9 @@ _log = logging.getLogger(__name__)
 
 DELIVERY_ERRORS = (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError, OSError)
 _HINTS_KEPT = 512
+# Connections early defers may hold open at once; more acks than that wait for one to come free (a local round
+# trip is well under a millisecond, a real one a few tens) instead of each opening its own.
+ACK_CONNECTIONS = 32
 
 
 class Host(Protocol):
@@ -92,16 +95,44 @@ class RateHints:
         return trace
 
 
-async def defer_raw(client: discord.Client, interaction_id: int, token: str) -> bool:
+class AckSession:
+    """The HTTP session early defers travel on: at most `connections` kept-alive connections of its own.
+
+    A burst of interactions then reuses a few warm connections instead of opening a TCP (and TLS) connection per
+    interaction, and acks never queue behind the uploads and streaming edits on discord.py's session."""
+
+    def __init__(self, connections: int = ACK_CONNECTIONS) -> None:
+        self.connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def get(self) -> aiohttp.ClientSession:
+        """The session, opened on first use (it needs the running loop)."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.connections), cookie_jar=aiohttp.DummyCookieJar()
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+async def defer_raw(
+    client: discord.Client, interaction_id: int, token: str, session: aiohttp.ClientSession | None = None
+) -> bool:
     """Send a deferred ("thinking…") callback straight from the raw payload, before discord.py builds models or the
-    core runs, so the 3 s deadline is met even with hundreds of interactions arriving at once."""
+    core runs, so the 3 s deadline is met even with hundreds of interactions arriving at once.
+
+    `session`: the kept-alive session acks travel on (see `AckSession`); by default the client's own."""
     http = client.http
     params = interaction_response_params(type=InteractionResponseType.deferred_channel_message.value)
     try:
         await async_context.get().create_interaction_response(
             interaction_id,
             token,
-            session=http._HTTPClient__session,  # type: ignore[attr-defined]  # the client's own aiohttp session
+            session=session or http._HTTPClient__session,  # type: ignore[attr-defined]  # the client's own session
             proxy=http.proxy,
             proxy_auth=http.proxy_auth,
             params=params,

@@ -80,6 +80,10 @@ SEEN_EVENTS = 10_000  # event ids remembered for retry de-duplication (Slack ret
 LISTEN_BACKLOG = 1024  # pending connections the HTTP-mode listener queues (the kernel caps it at somaxconn)
 CLIENTS_CACHED = 256
 WEB_API_TIMEOUT_S = 30  # per-workspace Web API clients kept for the Publisher in OAuth mode
+# Acks first: the work behind commands and clicks starts once no other has arrived for BURST_QUIET_S (a burst is
+# over), so a burst's acks are not answered behind its own processing; none waits longer than BURST_MAX_HOLD_S.
+BURST_QUIET_S = 0.005
+BURST_MAX_HOLD_S = 0.25
 
 
 def _slack_site(api_base_url: str) -> str:
@@ -189,6 +193,10 @@ class SlackAdapter:
         self.seen = SeenEvents()
         self.ledger = EventLedger(chorus.store.engine)
         self.tasks: set[asyncio.Task[Any]] = set()
+        self._held: list[Coroutine[Any, Any, Any]] = []
+        self._held_since = 0.0
+        self._last_arrival = 0.0
+        self._release: asyncio.TimerHandle | None = None
         self._clients: OrderedDict[str, AsyncWebClient] = OrderedDict()
         self.names: OrderedDict[str, str] = OrderedDict()
         self._socket: Any = None
@@ -238,6 +246,7 @@ class SlackAdapter:
             await self._socket.close_async()
         if self._runner is not None:
             await self._runner.cleanup()
+        self._release_held(force=True)
         if self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
         self._clients.clear()
@@ -279,7 +288,33 @@ class SlackAdapter:
 
     def _handle(self, event: Event, responder: SlackResponder) -> None:
         self._remember_name(event.user.id, event.user.name)
-        self.spawn(self.chorus.handle(event, responder))
+        self._after_burst(self.chorus.handle(event, responder))
+
+    def _after_burst(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Start `work` once the burst it arrived in is over (see BURST_QUIET_S)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if not self._held:
+            self._held_since = now
+        self._held.append(work)
+        self._last_arrival = now
+        if self._release is None:
+            self._release = loop.call_later(BURST_QUIET_S, self._release_held)
+
+    def _release_held(self, force: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        quiet_at = self._last_arrival + BURST_QUIET_S
+        deadline = self._held_since + BURST_MAX_HOLD_S
+        if not force and now < quiet_at and now < deadline:
+            self._release = loop.call_at(min(quiet_at, deadline), self._release_held)
+            return
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
+        held, self._held = self._held, []
+        for work in held:
+            self.spawn(work)
 
     def _remember_name(self, user_id: str, name: str) -> None:
         if user_id and name and name != user_id:
