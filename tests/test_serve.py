@@ -487,7 +487,7 @@ def test_chorus_serve_answers_and_chorus_run_generates_through_it(tmp_path: Path
             timeout=60,
         )
         assert result.returncode == 0, result.stderr
-        assert "── slogan · v1 ──" in result.stdout
+        assert "── slogan · v1 of 1 ──" in result.stdout
         assert "slogan for x" in result.stdout, result.stdout
         doctor = subprocess.run(
             [sys.executable, "-m", "bots.cli", "doctor"], env=client_env, cwd=ROOT, capture_output=True, text=True
