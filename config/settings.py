@@ -163,8 +163,8 @@ class BrainstormSection(_Section):
     embed_chars: int = Field(1000, ge=16)
 
 
-class DropKind(_Section):
-    """A kind only drops use (a writing prompt, a question); the template's {prompt} is the drop's topic."""
+class KindSpec(_Section):
+    """One content kind: how to prompt for it and when to stop."""
 
     description: str
     system: str
@@ -185,7 +185,8 @@ class DropsSection(_Section):
 
     # Kinds offered by `/drops enable` by default; names from [drops.kinds] or the top-level [kinds].
     default_kinds: list[str] = Field(default_factory=lambda: ["prompt", "idea", "story", "question"], min_length=1)
-    kinds: dict[str, DropKind] = Field(default_factory=dict)
+    # Drop-only kinds (a writing prompt, a question); the template's {prompt} is the drop's topic.
+    kinds: dict[str, KindSpec] = Field(default_factory=dict)
     topics: list[str] = Field(default_factory=lambda: ["everyday life"], min_length=1)
     default_tz: str = "UTC"
     # `--time auto` posts here until the channel's activity says better.
@@ -202,23 +203,6 @@ class DropsSection(_Section):
     reaction_weights: dict[str, float] = Field(default_factory=dict)
     reply_weight: float = 3.0
     click_weight: float = 2.0
-
-
-class KindSpec(_Section):
-    """One content kind: how to prompt for it and when to stop."""
-
-    description: str
-    system: str
-    template: str
-    max_new_tokens: int = Field(ge=1, le=4096)
-    stop: list[str] = Field(default_factory=list)
-
-    @field_validator("template")
-    @classmethod
-    def _template_has_prompt(cls, value: str) -> str:
-        if "{prompt}" not in value:
-            raise ValueError("the template must contain {prompt}")
-        return value
 
 
 class RefineSection(_Section):
