@@ -79,7 +79,7 @@ class Studio:
         version = 1
         if draft.parent is not None:
             version = max(r.version for r in await self.app.store.versions(draft.parent.root_id)) + 1
-        stream = ctx.responder.stream(_title(draft, version, version))
+        stream = ctx.responder.stream(_title(draft, version))
         started = time.monotonic()
         outcome = await self._generate(ctx, draft, stream)
         elapsed = time.monotonic() - started
@@ -111,11 +111,9 @@ class Studio:
             },
         )
         footer = f"⚠ {outcome.failure} Above is what was produced before it stopped." if outcome.failure else ""
-        # "v2 of 3": the lineage's newest version number when this one is posted (forgotten versions leave gaps).
-        total = max([record.version, *(r.version for r in await self.app.store.versions(record.root_id))])
         reply = Reply(
             parts=tuple(outcome.variants),
-            title=_title(draft, record.version, total),
+            title=_title(draft, record.version),
             footer=footer,
             actions=result_actions(record.id),
             generation_id=record.id,
@@ -216,9 +214,10 @@ def at_length(spec: KindSpec, first_ask: str, length: str, settings: Settings) -
     return sized, f"{first_ask} {instruction}" if instruction else first_ask
 
 
-def _title(draft: Draft, version: int, total: int) -> str:
-    """'slogan · v2 of 3 · shorter': the kind, where this version stands in its lineage, and what made it."""
-    title = f"{draft.kind} · v{version} of {total}"
+def _title(draft: Draft, version: int) -> str:
+    """'slogan · v3 of 3 · shorter': the kind, where this version stands in its lineage, and what made it. A new
+    version is numbered after the lineage's newest (store.add_generation), so when it is posted it is the last."""
+    title = f"{draft.kind} · v{version} of {version}"
     if draft.instruction:
         title += f" · {draft.instruction}"
     return title
