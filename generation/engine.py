@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import queue
@@ -533,13 +534,20 @@ class BatchingEngine(LocalGenerator):
         self._runner = None
 
 
+@functools.cache
+def _libc() -> Any:
+    """The C library, found once: find_library runs ldconfig, too slow for every idle moment. None when absent."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def _libc_call(name: str, *args: int) -> None:
     """Call a glibc memory tuning function when there is one (Linux); elsewhere, do nothing."""
-    try:
-        function = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
-    except (OSError, AttributeError):
-        return
-    function(*args)
+    function = getattr(_libc(), name, None)
+    if function is not None:
+        function(*args)
 
 
 def native_bfloat16(torch: Any, device: str) -> bool:
