@@ -223,6 +223,17 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> No
     cursor.close()
 
 
+async def _count_user_rows(
+    session: AsyncSession, models: Sequence[tuple[str, Any]], platform: str, user_id: str
+) -> dict[str, int]:
+    """Name -> how many rows of each model belong to this user (the models have platform and user_id columns)."""
+    counts = {}
+    for name, model in models:
+        statement = select(func.count()).select_from(model).where(model.platform == platform, model.user_id == user_id)
+        counts[name] = await session.scalar(statement) or 0
+    return counts
+
+
 # -- Brainstorm sessions (#6) -------------------------------------------------------------------------------------
 # A session, its ideas and their votes. Ideas live for the session plus `brainstorm.retention_days`, and /forget
 # removes a user's ideas and votes (Store.forget_user).
@@ -635,12 +646,8 @@ class BrainstormStore:
         return count
 
     async def _brainstorm_user_counts(self, session: AsyncSession, platform: str, user_id: str) -> dict[str, int]:
-        counts = {}
-        for name, model in (("brainstorm ideas", BrainstormIdea), ("brainstorm votes", BrainstormVote)):
-            statement = (
-                select(func.count()).select_from(model).where(model.platform == platform, model.user_id == user_id)
-            )
-            counts[name] = await session.scalar(statement) or 0
+        models = (("brainstorm ideas", BrainstormIdea), ("brainstorm votes", BrainstormVote))
+        counts = await _count_user_rows(session, models, platform, user_id)
         return {name: n for name, n in counts.items() if n}
 
     async def _forget_brainstorm_user(self, session: AsyncSession, platform: str, user_id: str) -> dict[str, int]:
@@ -872,12 +879,8 @@ class Store(BrainstormStore):
     async def user_data_counts(self, platform: str, user_id: str) -> dict[str, int]:
         """How many rows Chorus keeps about one user, for a "what do you store about me" answer."""
         async with self._session() as session:
-            counts = {}
-            for name, model in (("generations", Generation), ("feedback", Feedback), ("engagement", EngagementEvent)):
-                statement = (
-                    select(func.count()).select_from(model).where(model.platform == platform, model.user_id == user_id)
-                )
-                counts[name] = await session.scalar(statement) or 0
+            models = (("generations", Generation), ("feedback", Feedback), ("engagement", EngagementEvent))
+            counts = await _count_user_rows(session, models, platform, user_id)
             counts.update(await self._brainstorm_user_counts(session, platform, user_id))
             return counts
 

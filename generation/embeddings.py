@@ -98,7 +98,6 @@ class MiniLMEmbedder:
     def _embed_sync(self, texts: list[str]) -> list[list[float]]:
         self._ensure_loaded()
         torch = self._torch
-        vectors: list[list[float]] = []
         # Similar lengths together keep padding (wasted work) small; the answer goes back in input order.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         by_index: dict[int, list[float]] = {}
@@ -118,5 +117,4 @@ class MiniLMEmbedder:
                 normalized = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 for index, row in zip(batch, normalized.cpu().tolist(), strict=True):
                     by_index[index] = row
-        vectors = [by_index[i] for i in range(len(texts))]
-        return vectors
+        return [by_index[i] for i in range(len(texts))]

@@ -308,7 +308,13 @@ async def test_a_second_brainstorm_in_the_channel_points_to_the_running_one(bot:
     [
         ("/brainstorm", "Say what to brainstorm about"),
         ("/brainstorm x --minutes soon", "--minutes must be a number of minutes"),
+        ("/brainstorm x --minutes 0", "--minutes must be a number of minutes above 0, at most 1440 (got '0')"),
+        ("/brainstorm x --minutes 1441", "at most 1440 (got '1441')"),
+        ("/brainstorm x --minutes nan", "--minutes must be a number of minutes"),
         ("/brainstorm x --rounds 0", "--rounds must be a whole number from 1 to 10"),
+        ("/brainstorm x --rounds 11", "--rounds must be a whole number from 1 to 10 (got '11')"),
+        ("/brainstorm x --rounds two", "--rounds must be a whole number from 1 to 10 (got 'two')"),
+        ("/brainstorm " + "x" * 1001, "That topic is 1001 characters; the limit is 1000."),
         ("/brainstorm x --colour red", "Unknown option --colour"),
     ],
 )

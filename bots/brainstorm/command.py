@@ -23,7 +23,7 @@ def parse_minutes(value: str | None, default: float) -> float:
     except ValueError:
         minutes = math.nan
     if not 0 < minutes <= MAX_MINUTES:
-        raise UserError(f"--minutes must be a number of minutes from 0.5 to {MAX_MINUTES:.0f} (got {value!r}).")
+        raise UserError(f"--minutes must be a number of minutes above 0, at most {MAX_MINUTES:.0f} (got {value!r}).")
     return minutes
 
 

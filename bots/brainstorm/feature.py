@@ -449,8 +449,9 @@ class Brainstorms:
         """Close the session, write the summary, post it with the Markdown file attached."""
         self._disarm(session.id)
         store = self.app.store
-        views = render.idea_views(await store.ideas(session.id), await store.voters(session.id))
-        if not sorted_already:
+        if sorted_already:
+            views = render.idea_views(await store.ideas(session.id), await store.voters(session.id))
+        else:
             views = await self._sort(session, None)
             session = await self._reload(session)
         top = [view.idea.text for view in render.ranked(views)[:3]]

@@ -191,20 +191,6 @@ async def label_candidates(
     return names or [keyword_label(texts, others)]
 
 
-async def label_theme(
-    generator: Generator,
-    texts: Sequence[str],
-    *,
-    others: Sequence[str] = (),
-    blocklist: Blocklist,
-    seed: int = 0,
-    key: str = "",
-) -> str:
-    """A 2–4 word name for one theme from the model, or from its distinctive words when the model's is unusable."""
-    names = await label_candidates(generator, texts, others=others, blocklist=blocklist, count=1, seed=seed, key=key)
-    return names[0]
-
-
 def _norm(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
