@@ -19,7 +19,14 @@ from fake_slack import (
     slash_body,
     view_submission,
 )
-from slack_support import SlackChorus, block_texts, elements, final_updates, start_slack
+from slack_support import (
+    SlackChorus,
+    block_texts,
+    elements,
+    fake_slack_fixture,  # noqa: F401  (provides `fake`)
+    final_updates,
+    start_slack,
+)
 
 from adapters.slack.translate import ASK_CALLBACK, REMIX_CALLBACK
 from bots.events import Action, Conversation
@@ -29,14 +36,6 @@ from generation.fake import FakeGenerator
 from support import wait_until
 
 GENERAL = Conversation("slack", TEAM, "C0GENERAL")
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    server = FakeSlack()
-    await server.start()
-    yield server
-    await server.close()
 
 
 @pytest.fixture
