@@ -400,8 +400,8 @@ class SlackAdapter:
             return
         question = asked_question(body)
         if question:
-            metadata = ask_metadata(action, action.action_id, action.generation_id)
-            self.spawn(client.views_open(trigger_id=body.get("trigger_id", ""), view=ask_modal(question, metadata)))
+            view = ask_modal(question, ask_metadata(action))
+            self.spawn(client.views_open(trigger_id=body.get("trigger_id", ""), view=view))
             return
         responder = self._responder(
             client, action, thread_ts=action.conversation.thread, response_url=body.get("response_url")
