@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, form, sign
 
 from adapters.slack.app import SlackAdapter
@@ -16,6 +18,15 @@ from generation.fake import FakeGenerator
 from support import TestBot, make_bot, settings_for, wait_until
 
 MENTION_KEYS = ("<!channel>", "<!here>", "<!everyone>", "<@U", "<!subteam^")
+
+
+@pytest.fixture(name="fake")
+async def fake_slack_fixture() -> AsyncIterator[FakeSlack]:
+    """The `fake` fixture: a FakeSlack on 127.0.0.1 for one test (a test module imports it to use it)."""
+    server = FakeSlack()
+    await server.start()
+    yield server
+    await server.close()
 
 
 @dataclass

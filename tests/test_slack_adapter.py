@@ -19,7 +19,16 @@ from fake_slack import (
     sign,
     slash_body,
 )
-from slack_support import MENTION_KEYS, SlackChorus, block_texts, elements, final_updates, has_actions, start_slack
+from slack_support import (
+    MENTION_KEYS,
+    SlackChorus,
+    block_texts,
+    elements,
+    fake_slack_fixture,  # noqa: F401  (provides `fake`)
+    final_updates,
+    has_actions,
+    start_slack,
+)
 
 from bots.events import Conversation
 from generation.fake import FakeGenerator
@@ -31,14 +40,6 @@ LONG = " ".join(f"word{i}" for i in range(24))
 
 def long_script(request) -> str:
     return LONG
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    server = FakeSlack()
-    await server.start()
-    yield server
-    await server.close()
 
 
 @pytest.fixture

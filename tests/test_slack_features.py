@@ -4,6 +4,7 @@ modals, the Publisher with file uploads."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,24 +20,26 @@ from fake_slack import (
     slash_body,
     view_submission,
 )
-from slack_support import SlackChorus, block_texts, elements, final_updates, start_slack
+from slack_support import (
+    SECRETS,
+    SlackChorus,
+    block_texts,
+    elements,
+    fake_slack_fixture,  # noqa: F401  (provides `fake`)
+    final_updates,
+    slack_env,
+    start_slack,
+)
 
+from adapters.slack.app import SlackAdapter, SlackConfigError, run_slack
 from adapters.slack.translate import ASK_CALLBACK, REMIX_CALLBACK
 from bots.events import Action, Conversation
 from bots.reply import Attachment, Reply, ReplyAction
 from bots.router import Context
 from generation.fake import FakeGenerator
-from support import wait_until
+from support import make_bot, settings_for, wait_until
 
 GENERAL = Conversation("slack", TEAM, "C0GENERAL")
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    server = FakeSlack()
-    await server.start()
-    yield server
-    await server.close()
 
 
 @pytest.fixture
@@ -223,11 +226,6 @@ async def test_forget_asks_privately_and_the_confirm_button_deletes(slack: Slack
 async def test_run_slack_without_a_token_says_which_variable_to_set(
     tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from slack_support import slack_env
-
-    from adapters.slack.app import run_slack
-    from support import make_bot, settings_for
-
     for name in ("CHORUS_SLACK_BOT_TOKEN", "CHORUS_SLACK_APP_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     bot = await make_bot(settings_for(tmp_path, **slack_env(fake, "socket")))
@@ -237,3 +235,37 @@ async def test_run_slack_without_a_token_says_which_variable_to_set(
         await bot.chorus.close()
     assert "CHORUS_SLACK_APP_TOKEN" in capsys.readouterr().err
     assert fake.calls == []
+
+
+@pytest.mark.parametrize(
+    ("missing", "env"),
+    [
+        ("CHORUS_SLACK_SIGNING_SECRET", {}),
+        ("CHORUS_SLACK_BOT_TOKEN", {}),
+        ("CHORUS_SLACK_CLIENT_SECRET", {"CHORUS_SLACK__OAUTH": "true"}),
+    ],
+    ids=["signing secret", "bot token", "oauth client"],
+)
+async def test_a_missing_secret_is_named_before_slack_is_called(
+    tmp_path: Path, fake: FakeSlack, missing: str, env: dict[str, str]
+) -> None:
+    bot = await make_bot(settings_for(tmp_path, **slack_env(fake, "http", **env)))
+    try:
+        with pytest.raises(SlackConfigError, match=re.escape(f"${missing}")):
+            SlackAdapter(bot.chorus, env={name: value for name, value in SECRETS.items() if name != missing})
+    finally:
+        await bot.chorus.close()
+    assert fake.calls == []
+
+
+async def test_a_bot_token_slack_refuses_is_reported_with_its_variable(tmp_path: Path, fake: FakeSlack) -> None:
+    fake.fail("auth.test", error="invalid_auth")
+    bot = await make_bot(settings_for(tmp_path, **slack_env(fake)))
+    adapter = SlackAdapter(bot.chorus, env=SECRETS)
+    try:
+        with pytest.raises(SlackConfigError, match=re.escape("$CHORUS_SLACK_BOT_TOKEN: invalid_auth")):
+            await adapter.start()
+    finally:
+        await adapter.stop()
+        await bot.chorus.close()
+    assert adapter.port is None  # nothing listens for Slack with a token it refused

@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 from fake_slack import SIGNING_SECRET, FakeSlack, slash_body
-from slack_support import final_updates, start_slack
+from slack_support import (
+    fake_slack_fixture,  # noqa: F401  (provides `fake`)
+    final_updates,
+    start_slack,
+)
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -23,14 +26,6 @@ OAUTH_SECRETS = {
     "CHORUS_SLACK_CLIENT_ID": "1111.2222",
     "CHORUS_SLACK_CLIENT_SECRET": "client-secret",
 }
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    server = FakeSlack()
-    await server.start()
-    yield server
-    await server.close()
 
 
 async def _fresh_postgres() -> str:

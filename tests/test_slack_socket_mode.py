@@ -7,25 +7,21 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack, event_callback, message_event, slash_body
-from slack_support import SlackChorus, block_texts, final_updates, start_slack
+from slack_support import (
+    SlackChorus,
+    block_texts,
+    fake_slack_fixture,  # noqa: F401  (provides `fake`)
+    final_updates,
+    start_slack,
+)
 
 from generation.fake import FakeGenerator
 from support import wait_until
 
 WORDS = " ".join(f"w{i}" for i in range(20))
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    server = FakeSlack()
-    await server.start()
-    yield server
-    await server.close()
 
 
 async def socket_chorus(home: Path, fake: FakeSlack, delay_s: float = 0.01) -> SlackChorus:

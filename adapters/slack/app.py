@@ -78,8 +78,8 @@ BOT_SCOPES = (
 NAMES_CACHED = 4096  # user id -> display name, so ideas posted as messages are credited by name, not by id
 SEEN_EVENTS = 10_000  # event ids remembered for retry de-duplication (Slack retries within minutes)
 LISTEN_BACKLOG = 1024  # pending connections the HTTP-mode listener queues (the kernel caps it at somaxconn)
-CLIENTS_CACHED = 256
-WEB_API_TIMEOUT_S = 30  # per-workspace Web API clients kept for the Publisher in OAuth mode
+CLIENTS_CACHED = 256  # per-workspace Web API clients kept for the Publisher in OAuth mode
+WEB_API_TIMEOUT_S = 30  # seconds one Web API call may take, on the shared HTTP session
 # Acks first: the work behind commands and clicks starts once no other has arrived for BURST_QUIET_S (a burst is
 # over), so a burst's acks are not answered behind its own processing; none waits longer than BURST_MAX_HOLD_S.
 BURST_QUIET_S = 0.005
@@ -400,8 +400,8 @@ class SlackAdapter:
             return
         question = asked_question(body)
         if question:
-            metadata = ask_metadata(action, action.action_id, action.generation_id)
-            self.spawn(client.views_open(trigger_id=body.get("trigger_id", ""), view=ask_modal(question, metadata)))
+            view = ask_modal(question, ask_metadata(action))
+            self.spawn(client.views_open(trigger_id=body.get("trigger_id", ""), view=view))
             return
         responder = self._responder(
             client, action, thread_ts=action.conversation.thread, response_url=body.get("response_url")

@@ -19,7 +19,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from adapters.slack.render import escape, render_message, render_progress
+from adapters.slack.render import escape, parts_text, render_message, render_progress
 from adapters.slack.translate import message_ref, split_ref
 from bots.events import Conversation
 from bots.reply import Attachment, PublishForbidden, Reply
@@ -289,7 +289,7 @@ class SlackStream:
 
     async def _append_rest(self) -> None:
         """Native streaming: send Slack the text it does not have yet."""
-        text = escape(_joined(self.parts))
+        text = escape(parts_text(self.parts))
         delta = text[len(self._appended) :] if text.startswith(self._appended) else ""
         if delta and self.ts is not None:
             await self.responder.client.chat_appendStream(channel=self.channel, ts=self.ts, markdown_text=delta)
@@ -298,7 +298,7 @@ class SlackStream:
     async def _start_native(self) -> bool:
         """Open a Slack-native stream in the thread; False (chat.update from now on) if Slack refuses it."""
         responder = self.responder
-        text = escape(_joined(self.parts))
+        text = escape(parts_text(self.parts))
         try:
             response = await responder.client.chat_startStream(
                 channel=self.channel,
@@ -313,12 +313,6 @@ class SlackStream:
         self.ts, self.channel = response["ts"], response.get("channel", self.channel)
         self._native, self._appended = True, text
         return True
-
-
-def _joined(parts: Sequence[str]) -> str:
-    if len(parts) <= 1:
-        return "".join(parts)
-    return "\n\n".join(f"{i}. {text}" for i, text in enumerate(parts, 1))
 
 
 class SlackPublisher:

@@ -168,13 +168,13 @@ def asked_question(body: Payload) -> str:
     return decode_value(actions[0].get("value", "")).get("q", "")
 
 
-def ask_metadata(action: Action, action_id: str, generation_id: int | None) -> str:
+def ask_metadata(action: Action) -> str:
     """The modal's private_metadata: where the answer belongs, so the submission can be routed like a click."""
     conversation = action.conversation
     return json.dumps(
         {
-            "a": action_id,
-            "g": generation_id,
+            "a": action.action_id,
+            "g": action.generation_id,
             "c": conversation.channel,
             "t": conversation.thread,
             "m": action.message_ref,
