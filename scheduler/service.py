@@ -127,6 +127,11 @@ def _schedule(row: DropChannel) -> Schedule:
     return build_schedule(row.cadence, row.time, row.tz, row.quiet)
 
 
+def _version(row: DropChannel) -> str:
+    """Which settings a job was scheduled from; reconcile re-schedules a job whose version is stale."""
+    return row.updated_at.isoformat() if row.updated_at else ""
+
+
 class _Capture:
     """A Responder for the studio that keeps the drop's text instead of showing it; the service posts it."""
 
@@ -322,6 +327,10 @@ class DropsService:
 
     # -- jobs ----------------------------------------------------------------------------------------------------
 
+    def _auto_hour(self, row: DropChannel) -> int:
+        """The local hour a `--time auto` drop fires at: the planner's pick, or the default before its first."""
+        return row.auto_hour if row.auto_hour is not None else self.settings.default_hour
+
     def _job_id(self, key: str) -> str:
         return f"drop:{key}"
 
@@ -341,9 +350,8 @@ class DropsService:
                 self.scheduler.remove_job(job_id)
             return
         schedule = _schedule(row)
-        auto_hour = row.auto_hour if row.auto_hour is not None else self.settings.default_hour
+        auto_hour = self._auto_hour(row)
         trigger = schedule.trigger(auto_hour)
-        version = row.updated_at.isoformat() if row.updated_at else ""
         next_run = None
         if after_slot is not None and schedule.time == "auto" and not schedule.is_cron:
             next_run = self._next_after_day(schedule, auto_hour, after_slot)
@@ -351,7 +359,7 @@ class DropsService:
             "id": job_id,
             "name": f"drops for {row.key}",
             "trigger": trigger,
-            "kwargs": {"service": self.name, "channel_key": row.key, "version": version},
+            "kwargs": {"service": self.name, "channel_key": row.key, "version": _version(row)},
             "replace_existing": True,
         }
         if next_run is not None:
@@ -370,8 +378,7 @@ class DropsService:
                 self.scheduler.remove_job(job.id)
         for job_id, row in wanted.items():
             job = self.scheduler.get_job(job_id)
-            version = row.updated_at.isoformat() if row.updated_at else ""
-            if job is None or job.kwargs.get("version") != version:
+            if job is None or job.kwargs.get("version") != _version(row):
                 await self._sync_job(row)
 
     def _on_missed(self, event: JobExecutionEvent) -> None:
@@ -384,7 +391,7 @@ class DropsService:
             return
         grace = self.settings.misfire_grace_s
         slots = self._slots_since(row, latest)
-        trigger = _schedule(row).trigger(row.auto_hour if row.auto_hour is not None else self.settings.default_hour)
+        trigger = _schedule(row).trigger(self._auto_hour(row))
         for slot in slots or [latest]:
             note = f"missed while offline (over {grace} s late)"
             await self._claim(row, f"{key}@{slot_wall_time(slot, trigger)}", slot, MISSED, note)
@@ -393,7 +400,7 @@ class DropsService:
 
     def _slots_since(self, row: DropChannel, until: datetime) -> list[datetime]:
         schedule = _schedule(row)
-        auto_hour = row.auto_hour if row.auto_hour is not None else self.settings.default_hour
+        auto_hour = self._auto_hour(row)
         after = row.last_slot_at or max(row.updated_at or until, until - timedelta(days=8))
         after = max(after, until - timedelta(days=31))
         return fire_times(schedule.trigger(auto_hour), after, until)
@@ -408,7 +415,8 @@ class DropsService:
         now = self.now()
         slots = self._slots_since(row, now + timedelta(seconds=1))
         slot = slots[-1] if slots else now.replace(second=0, microsecond=0)
-        trigger = _schedule(row).trigger(row.auto_hour if row.auto_hour is not None else self.settings.default_hour)
+        schedule = _schedule(row)
+        trigger = schedule.trigger(self._auto_hour(row))
         for earlier in slots[:-1]:
             earlier_key = f"{key}@{slot_wall_time(earlier, trigger)}"
             await self._claim(row, earlier_key, earlier, MISSED, "coalesced after downtime")
@@ -417,7 +425,6 @@ class DropsService:
         if run_id is None:
             _log.info("drop %s@%s was already handled", key, slot.isoformat())
             return
-        schedule = _schedule(row)
         local = slot.astimezone(schedule.zone)
         if schedule.is_cron and local.hour in quiet_hours(schedule.quiet):
             await self._set_run(run_id, status=SKIPPED, note="quiet hours")
@@ -926,9 +933,7 @@ class DropsService:
             job = self.scheduler.get_job(self._job_id(row.key))
             if job is not None and job.next_run_time is not None:
                 return job.next_run_time
-        schedule = _schedule(row)
-        auto_hour = row.auto_hour if row.auto_hour is not None else self.settings.default_hour
-        return schedule.trigger(auto_hour).get_next_fire_time(None, self.now())
+        return _schedule(row).trigger(self._auto_hour(row)).get_next_fire_time(None, self.now())
 
     @staticmethod
     def _fmt(at: datetime, schedule: Schedule) -> str:
