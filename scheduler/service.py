@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import uuid
@@ -476,21 +477,20 @@ class DropsService:
     async def _generate(self, row: DropChannel, plan: DropPlan) -> tuple[str, str, int, list[float] | None]:
         """Write the drop through the studio (priority SCHEDULED); regenerate near-repeats of recent drops."""
         spec = self._spec(plan.kind)
-        conversation = _conversation(row)
         recent = await self._recent_embeddings(row.key)
+        draft = Draft(
+            kind=plan.kind,
+            tone=plan.tone,
+            prompt=plan.topic,
+            spec=spec,
+            first_ask=render_template(spec, plan.topic, plan.tone),
+            n=1,
+            priority=Priority.SCHEDULED,
+        )
+        event = Command(conversation=_conversation(row), user=DROPS_USER, name="drops")
         best: tuple[str, int, list[float] | None] | None = None
         for _attempt in range(self.settings.max_regenerations + 1):
-            draft = Draft(
-                kind=plan.kind,
-                tone=plan.tone,
-                prompt=plan.topic,
-                spec=spec,
-                first_ask=render_template(spec, plan.topic, plan.tone),
-                n=1,
-                priority=Priority.SCHEDULED,
-            )
             capture = _Capture()
-            event = Command(conversation=conversation, user=DROPS_USER, name="drops")
             record = await self.chorus.studio.run(Context(event=event, responder=capture, app=self.chorus), draft)
             if record is None:
                 failure = capture.replies[-1].parts[0] if capture.replies else "the model returned nothing"
@@ -697,13 +697,7 @@ class DropsService:
                     reward=reward,
                 )
                 await self._save_channel(row.key, planner=planner.to_state())
-            summary = {
-                "reactions": dict(engagement.reactions),
-                "replies": engagement.replies,
-                "clicks_up": engagement.clicks_up,
-                "clicks_down": engagement.clicks_down,
-            }
-            await self._set_run(run.id, settled=True, reward=reward, engagement=summary)
+            await self._set_run(run.id, settled=True, reward=reward, engagement=dataclasses.asdict(engagement))
         return len(runs)
 
     # -- channel activity ----------------------------------------------------------------------------------------
