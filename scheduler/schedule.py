@@ -104,10 +104,15 @@ class Schedule:
             hour, minute = parse_clock(self.time)
         return CronTrigger(day_of_week=CADENCES[self.cadence], hour=hour, minute=minute, timezone=self.zone)
 
+    @property
+    def quiet_text(self) -> str:
+        """The quiet hours as stored and shown ("22:00-08:00"), or "" when there are none."""
+        return f"{self.quiet[0]:02d}:00-{self.quiet[1]:02d}:00" if self.quiet else ""
+
     def describe(self) -> str:
         when = self.cadence if not self.is_cron else f'cron "{self.cadence}"'
         at = "" if self.is_cron else (" at the busiest hour (auto)" if self.time == "auto" else f" at {self.time}")
-        quiet = f", quiet {self.quiet[0]:02d}:00-{self.quiet[1]:02d}:00" if self.quiet else ""
+        quiet = f", quiet {self.quiet_text}" if self.quiet else ""
         return f"{when}{at} {self.tz}{quiet}"
 
 

@@ -57,7 +57,7 @@ from scheduler.models import (
     DropRun,
 )
 from scheduler.planner import DropPlan, Engagement, Planner, engagement_reward, quiet_hours, too_similar
-from scheduler.schedule import Schedule, build_schedule, fire_times, slot_wall_time
+from scheduler.schedule import CADENCES, Schedule, build_schedule, fire_times, slot_wall_time
 
 if TYPE_CHECKING:
     from bots.app import Chorus
@@ -853,14 +853,14 @@ class DropsService:
                 raise UserError(f"Unknown kind {kind!r}.{did_you_mean(kind, known)} Kinds: {', '.join(known)}.")
         cadence = options.cadence or (row.cadence if row else "daily")
         time = options.time or (row.time if row else "auto")
-        if options.cadence and options.time is None and cadence.lower() not in ("daily", "weekdays", "weekly"):
+        is_cron = cadence.lower() not in CADENCES
+        if options.cadence and options.time is None and is_cron:
             time = "auto"  # a cron carries its own time
-        if options.time is not None and cadence.lower() not in ("daily", "weekdays", "weekly"):
+        if options.time is not None and is_cron:
             raise UserError('--time does not combine with a cron cadence: put the hour in the cron, e.g. "30 9 * * *".')
         tz = options.tz or (row.tz if row else self.settings.default_tz)
         quiet = options.quiet if options.quiet is not None else (row.quiet if row else "")
         schedule = build_schedule(cadence, time, tz, quiet)
-        quiet_text = "" if schedule.quiet is None else f"{schedule.quiet[0]:02d}:00-{schedule.quiet[1]:02d}:00"
         now = self.now()
         values: dict[str, Any] = {
             "enabled": True,
@@ -870,7 +870,7 @@ class DropsService:
             "cadence": schedule.cadence,
             "time": schedule.time,
             "tz": schedule.tz,
-            "quiet": quiet_text,
+            "quiet": schedule.quiet_text,
             "updated_at": now,
             "enabled_by": user.name,
         }
