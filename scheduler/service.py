@@ -970,7 +970,7 @@ class DropsService:
         assert run_id is not None
         planner = await self._planner(row, schedule)
         plan = planner.choose(now.astimezone(schedule.zone))
-        plan = DropPlan(**{**plan.as_dict(), "post": True})
+        plan = dataclasses.replace(plan, post=True)
         await self._save_channel(row.key, planner=planner.to_state())
         await self._set_run(run_id, plan=plan.as_dict())
         run = await self.deliver(run_id)
