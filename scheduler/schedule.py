@@ -46,7 +46,9 @@ def parse_clock(value: str, option: str = "--time") -> tuple[int, int]:
         hour, minute = int(match.group(1)), int(match.group(2))
         if hour < 24 and minute < 60:
             return hour, minute
-    raise UserError(f"{option} must be auto or HH:MM on a 24-hour clock, e.g. 09:30 (got {value!r}).")
+    # Only --time takes "auto" (build_schedule handles it before this); --quiet's two ends are plain times.
+    allowed = "auto or HH:MM" if option == "--time" else "HH:MM"
+    raise UserError(f"{option} must be {allowed} on a 24-hour clock, e.g. 09:30 (got {value!r}).")
 
 
 def parse_quiet(value: str) -> tuple[int, int] | None:

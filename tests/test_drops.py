@@ -137,6 +137,7 @@ async def test_bad_input_gets_short_useful_errors(drops: Drops) -> None:
         "/drops enable --quiet 00:00-24:00": "cover the whole day",
         "/drops enable --time 25:00": "--time must be auto or HH:MM",
         "/drops enable --time 23:00 --quiet 22:00-08:00": "inside the quiet hours",
+        "/drops enable --quiet 25:00-08:00": "--quiet must be HH:MM on a 24-hour clock",
         "/drops enable --kinds poem,questoin": "Did you mean 'question'",
         "/drops enable --colour red": "Unknown option --colour",
         '/drops enable --cadence "0 9 * * *': "Quote a cron",
