@@ -23,6 +23,7 @@ DROPS_USAGE = (
 SUBCOMMANDS = ("enable", "status", "pause", "resume", "disable", "now", "topics")
 # Sub-commands anyone may use; the others configure the channel and need a moderator.
 OPEN_SUBCOMMANDS = frozenset({"status"})
+TOPIC_ACTIONS = ("add", "remove", "list", "learn")
 ENABLE_OPTIONS = ("kinds", "cadence", "time", "tz", "quiet")
 StateChange = Literal["pause", "resume", "disable"]
 
@@ -89,8 +90,8 @@ def parse_drops(text: str) -> DropsRequest:
     rest = words[1:]
     if sub == "topics":
         action = rest[0].lower() if rest else "list"
-        if action not in ("add", "remove", "list", "learn"):
-            hint = did_you_mean(action, ("add", "remove", "list", "learn"))
+        if action not in TOPIC_ACTIONS:
+            hint = did_you_mean(action, TOPIC_ACTIONS)
             raise UserError(f"Unknown topics action {rest[0]!r}.{hint} Use /drops topics add|remove|list|learn.")
         # Topics are comma-separated so they can have spaces: /drops topics add cities at night, tea
         topics = tuple(t.strip() for t in " ".join(rest[1:]).split(",") if t.strip())

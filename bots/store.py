@@ -48,7 +48,7 @@ _VERSION_ATTEMPTS = 10
 _HOME_HINT = "Set CHORUS_HOME or chorus.home to a writable directory."
 
 # BIGINT on Postgres; plain INTEGER on SQLite, where only "INTEGER PRIMARY KEY" autoincrements.
-_Id = BigInteger().with_variant(Integer(), "sqlite")
+Id = BigInteger().with_variant(Integer(), "sqlite")
 # Without AUTOINCREMENT SQLite hands a deleted row's id to the next insert, and a forgotten result's id would
 # then join its old lineage (root_id) or satisfy a stale parent_id.
 _NO_ID_REUSE = {"sqlite_autoincrement": True}
@@ -58,7 +58,7 @@ class StoreError(Exception):
     """A store problem, phrased so that it can be shown to the person running or using Chorus."""
 
 
-class _UTCDateTime(TypeDecorator[datetime]):
+class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC in and out, also on SQLite, which keeps no zone."""
 
     impl = DateTime(timezone=True)
@@ -96,7 +96,7 @@ class Generation(Base):
         _NO_ID_REUSE,
     )
 
-    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     platform: Mapped[str] = mapped_column(String(32))
     workspace: Mapped[str] = mapped_column(String(255))
     channel: Mapped[str] = mapped_column(String(255))
@@ -110,25 +110,25 @@ class Generation(Base):
     variants: Mapped[list[str]] = mapped_column(JSON)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     version: Mapped[int] = mapped_column(Integer)
-    parent_id: Mapped[int | None] = mapped_column(_Id, ForeignKey("generations.id", ondelete="SET NULL"))
+    parent_id: Mapped[int | None] = mapped_column(Id, ForeignKey("generations.id", ondelete="SET NULL"))
     # No foreign key: the lineage keeps its number after its first version is forgotten.
-    root_id: Mapped[int] = mapped_column(_Id)
+    root_id: Mapped[int] = mapped_column(Id)
     status: Mapped[str] = mapped_column(String(16))
     message_ref: Mapped[str | None] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(_UTCDateTime, default=_now)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
 
 class Feedback(Base):
     __tablename__ = "feedback"
     __table_args__ = (Index("ix_feedback_user", "platform", "user_id"), _NO_ID_REUSE)
 
-    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
-    generation_id: Mapped[int] = mapped_column(_Id, ForeignKey("generations.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    generation_id: Mapped[int] = mapped_column(Id, ForeignKey("generations.id", ondelete="CASCADE"), index=True)
     platform: Mapped[str] = mapped_column(String(32))
     user_id: Mapped[str] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(32))
     value: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(_UTCDateTime, default=_now)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
 
 class EngagementEvent(Base):
@@ -139,18 +139,16 @@ class EngagementEvent(Base):
         _NO_ID_REUSE,
     )
 
-    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     platform: Mapped[str] = mapped_column(String(32))
     workspace: Mapped[str] = mapped_column(String(255))
     channel: Mapped[str] = mapped_column(String(255))
     thread: Mapped[str | None] = mapped_column(String(255))
     user_id: Mapped[str | None] = mapped_column(String(255))
-    generation_id: Mapped[int | None] = mapped_column(
-        _Id, ForeignKey("generations.id", ondelete="SET NULL"), index=True
-    )
+    generation_id: Mapped[int | None] = mapped_column(Id, ForeignKey("generations.id", ondelete="SET NULL"), index=True)
     kind: Mapped[str] = mapped_column(String(32))
     value: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(_UTCDateTime, default=_now)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
 
 @dataclass(frozen=True)
@@ -249,7 +247,7 @@ class BrainstormSession(Base):
         _NO_ID_REUSE,
     )
 
-    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     platform: Mapped[str] = mapped_column(String(32))
     workspace: Mapped[str] = mapped_column(String(255))
     channel: Mapped[str] = mapped_column(String(255))
@@ -262,15 +260,15 @@ class BrainstormSession(Base):
     round: Mapped[int] = mapped_column(Integer, default=1)
     rounds: Mapped[int] = mapped_column(Integer)
     minutes: Mapped[float] = mapped_column(Float)
-    deadline: Mapped[datetime | None] = mapped_column(_UTCDateTime)
+    deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
     kickoff_ref: Mapped[str | None] = mapped_column(String(255))
     # [{"label": str, "idea_ids": [int, ...]}] from the latest round end; ideas are looked up live, so forgotten
     # ones simply drop out.
     themes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     next_steps: Mapped[list[str]] = mapped_column(JSON, default=list)
-    created_at: Mapped[datetime] = mapped_column(_UTCDateTime, default=_now)
-    closed_at: Mapped[datetime | None] = mapped_column(_UTCDateTime)
-    expires_at: Mapped[datetime | None] = mapped_column(_UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class BrainstormIdea(Base):
@@ -282,8 +280,8 @@ class BrainstormIdea(Base):
         _NO_ID_REUSE,
     )
 
-    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
-    session_id: Mapped[int] = mapped_column(_Id, ForeignKey("brainstorm_sessions.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    session_id: Mapped[int] = mapped_column(Id, ForeignKey("brainstorm_sessions.id", ondelete="CASCADE"), index=True)
     number: Mapped[int] = mapped_column(Integer)
     round: Mapped[int] = mapped_column(Integer)
     platform: Mapped[str] = mapped_column(String(32))
@@ -294,8 +292,8 @@ class BrainstormIdea(Base):
     source: Mapped[str] = mapped_column(String(16))
     message_ref: Mapped[str | None] = mapped_column(String(255))
     # A near-duplicate points at the idea it was merged into; its author is credited there.
-    merged_into: Mapped[int | None] = mapped_column(_Id, ForeignKey("brainstorm_ideas.id", ondelete="SET NULL"))
-    created_at: Mapped[datetime] = mapped_column(_UTCDateTime, default=_now)
+    merged_into: Mapped[int | None] = mapped_column(Id, ForeignKey("brainstorm_ideas.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
 
 class BrainstormVote(Base):
@@ -306,12 +304,12 @@ class BrainstormVote(Base):
         _NO_ID_REUSE,
     )
 
-    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
-    idea_id: Mapped[int] = mapped_column(_Id, ForeignKey("brainstorm_ideas.id", ondelete="CASCADE"), index=True)
-    session_id: Mapped[int] = mapped_column(_Id, ForeignKey("brainstorm_sessions.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    idea_id: Mapped[int] = mapped_column(Id, ForeignKey("brainstorm_ideas.id", ondelete="CASCADE"), index=True)
+    session_id: Mapped[int] = mapped_column(Id, ForeignKey("brainstorm_sessions.id", ondelete="CASCADE"), index=True)
     platform: Mapped[str] = mapped_column(String(32))
     user_id: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(_UTCDateTime, default=_now)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bots.store import Base, _Id, _UTCDateTime
+from bots.store import Base, Id, UTCDateTime
 
 # Run states. generating -> posting -> posted is the happy path; "posting" left behind by a crash becomes
 # "unconfirmed" (never re-sent); "retrying" waits for its next attempt; "failed" gave up and alerted.
@@ -35,7 +35,7 @@ class DropChannel(Base):
     __tablename__ = "drop_channels"
     __table_args__ = (UniqueConstraint("key", name="uq_drop_channels_key"), {"sqlite_autoincrement": True})
 
-    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(800))
     platform: Mapped[str] = mapped_column(String(32))
     workspace: Mapped[str] = mapped_column(String(255))
@@ -56,10 +56,10 @@ class DropChannel(Base):
     planner: Mapped[dict[str, Any]] = mapped_column(JSON)
     # The hour (local) the next `--time auto` drop is scheduled at.
     auto_hour: Mapped[int | None] = mapped_column(Integer)
-    last_slot_at: Mapped[datetime | None] = mapped_column(_UTCDateTime)
+    last_slot_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     enabled_by: Mapped[str] = mapped_column(String(255), default="")
-    created_at: Mapped[datetime] = mapped_column(_UTCDateTime, default=_now)
-    updated_at: Mapped[datetime] = mapped_column(_UTCDateTime, default=_now)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
 
 class DropRun(Base):
@@ -73,16 +73,16 @@ class DropRun(Base):
         {"sqlite_autoincrement": True},
     )
 
-    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     run_key: Mapped[str] = mapped_column(String(900))
     channel_key: Mapped[str] = mapped_column(String(800))
     platform: Mapped[str] = mapped_column(String(32))
-    scheduled_for: Mapped[datetime] = mapped_column(_UTCDateTime)
+    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime | None] = mapped_column(_UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     plan: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    generation_id: Mapped[int | None] = mapped_column(_Id)
+    generation_id: Mapped[int | None] = mapped_column(Id)
     title: Mapped[str] = mapped_column(Text, default="")
     text: Mapped[str] = mapped_column(Text, default="")
     embedding: Mapped[list[float] | None] = mapped_column(JSON)
@@ -91,8 +91,8 @@ class DropRun(Base):
     reward: Mapped[float | None] = mapped_column(Float)
     engagement: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     settled: Mapped[bool] = mapped_column(Boolean, default=False)
-    posted_at: Mapped[datetime | None] = mapped_column(_UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(_UTCDateTime, default=_now)
+    posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
 
 class DropActivity(Base):
@@ -104,7 +104,7 @@ class DropActivity(Base):
         {"sqlite_autoincrement": True},
     )
 
-    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     platform: Mapped[str] = mapped_column(String(32))
     workspace: Mapped[str] = mapped_column(String(255))
     channel: Mapped[str] = mapped_column(String(255))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -105,14 +105,7 @@ class DropPlan:
     hour_reason: str = "peak"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "tone": self.tone,
-            "topic": self.topic,
-            "hour": self.hour,
-            "post": self.post,
-            "hour_reason": self.hour_reason,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DropPlan:

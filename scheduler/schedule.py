@@ -46,7 +46,9 @@ def parse_clock(value: str, option: str = "--time") -> tuple[int, int]:
         hour, minute = int(match.group(1)), int(match.group(2))
         if hour < 24 and minute < 60:
             return hour, minute
-    raise UserError(f"{option} must be auto or HH:MM on a 24-hour clock, e.g. 09:30 (got {value!r}).")
+    # Only --time takes "auto" (build_schedule handles it before this); --quiet's two ends are plain times.
+    allowed = "auto or HH:MM" if option == "--time" else "HH:MM"
+    raise UserError(f"{option} must be {allowed} on a 24-hour clock, e.g. 09:30 (got {value!r}).")
 
 
 def parse_quiet(value: str) -> tuple[int, int] | None:
@@ -104,10 +106,15 @@ class Schedule:
             hour, minute = parse_clock(self.time)
         return CronTrigger(day_of_week=CADENCES[self.cadence], hour=hour, minute=minute, timezone=self.zone)
 
+    @property
+    def quiet_text(self) -> str:
+        """The quiet hours as stored and shown ("22:00-08:00"), or "" when there are none."""
+        return f"{self.quiet[0]:02d}:00-{self.quiet[1]:02d}:00" if self.quiet else ""
+
     def describe(self) -> str:
         when = self.cadence if not self.is_cron else f'cron "{self.cadence}"'
         at = "" if self.is_cron else (" at the busiest hour (auto)" if self.time == "auto" else f" at {self.time}")
-        quiet = f", quiet {self.quiet[0]:02d}:00-{self.quiet[1]:02d}:00" if self.quiet else ""
+        quiet = f", quiet {self.quiet_text}" if self.quiet else ""
         return f"{when}{at} {self.tz}{quiet}"
 
 

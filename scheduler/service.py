@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import uuid
@@ -56,7 +57,7 @@ from scheduler.models import (
     DropRun,
 )
 from scheduler.planner import DropPlan, Engagement, Planner, engagement_reward, quiet_hours, too_similar
-from scheduler.schedule import Schedule, build_schedule, fire_times, slot_wall_time
+from scheduler.schedule import CADENCES, Schedule, build_schedule, fire_times, slot_wall_time
 
 if TYPE_CHECKING:
     from bots.app import Chorus
@@ -125,6 +126,11 @@ def _conversation(row: DropChannel) -> Conversation:
 
 def _schedule(row: DropChannel) -> Schedule:
     return build_schedule(row.cadence, row.time, row.tz, row.quiet)
+
+
+def _version(row: DropChannel) -> str:
+    """Which settings a job was scheduled from; reconcile re-schedules a job whose version is stale."""
+    return row.updated_at.isoformat() if row.updated_at else ""
 
 
 class _Capture:
@@ -322,6 +328,10 @@ class DropsService:
 
     # -- jobs ----------------------------------------------------------------------------------------------------
 
+    def _auto_hour(self, row: DropChannel) -> int:
+        """The local hour a `--time auto` drop fires at: the planner's pick, or the default before its first."""
+        return row.auto_hour if row.auto_hour is not None else self.settings.default_hour
+
     def _job_id(self, key: str) -> str:
         return f"drop:{key}"
 
@@ -341,9 +351,8 @@ class DropsService:
                 self.scheduler.remove_job(job_id)
             return
         schedule = _schedule(row)
-        auto_hour = row.auto_hour if row.auto_hour is not None else self.settings.default_hour
+        auto_hour = self._auto_hour(row)
         trigger = schedule.trigger(auto_hour)
-        version = row.updated_at.isoformat() if row.updated_at else ""
         next_run = None
         if after_slot is not None and schedule.time == "auto" and not schedule.is_cron:
             next_run = self._next_after_day(schedule, auto_hour, after_slot)
@@ -351,7 +360,7 @@ class DropsService:
             "id": job_id,
             "name": f"drops for {row.key}",
             "trigger": trigger,
-            "kwargs": {"service": self.name, "channel_key": row.key, "version": version},
+            "kwargs": {"service": self.name, "channel_key": row.key, "version": _version(row)},
             "replace_existing": True,
         }
         if next_run is not None:
@@ -370,8 +379,7 @@ class DropsService:
                 self.scheduler.remove_job(job.id)
         for job_id, row in wanted.items():
             job = self.scheduler.get_job(job_id)
-            version = row.updated_at.isoformat() if row.updated_at else ""
-            if job is None or job.kwargs.get("version") != version:
+            if job is None or job.kwargs.get("version") != _version(row):
                 await self._sync_job(row)
 
     def _on_missed(self, event: JobExecutionEvent) -> None:
@@ -384,7 +392,7 @@ class DropsService:
             return
         grace = self.settings.misfire_grace_s
         slots = self._slots_since(row, latest)
-        trigger = _schedule(row).trigger(row.auto_hour if row.auto_hour is not None else self.settings.default_hour)
+        trigger = _schedule(row).trigger(self._auto_hour(row))
         for slot in slots or [latest]:
             note = f"missed while offline (over {grace} s late)"
             await self._claim(row, f"{key}@{slot_wall_time(slot, trigger)}", slot, MISSED, note)
@@ -393,7 +401,7 @@ class DropsService:
 
     def _slots_since(self, row: DropChannel, until: datetime) -> list[datetime]:
         schedule = _schedule(row)
-        auto_hour = row.auto_hour if row.auto_hour is not None else self.settings.default_hour
+        auto_hour = self._auto_hour(row)
         after = row.last_slot_at or max(row.updated_at or until, until - timedelta(days=8))
         after = max(after, until - timedelta(days=31))
         return fire_times(schedule.trigger(auto_hour), after, until)
@@ -408,7 +416,8 @@ class DropsService:
         now = self.now()
         slots = self._slots_since(row, now + timedelta(seconds=1))
         slot = slots[-1] if slots else now.replace(second=0, microsecond=0)
-        trigger = _schedule(row).trigger(row.auto_hour if row.auto_hour is not None else self.settings.default_hour)
+        schedule = _schedule(row)
+        trigger = schedule.trigger(self._auto_hour(row))
         for earlier in slots[:-1]:
             earlier_key = f"{key}@{slot_wall_time(earlier, trigger)}"
             await self._claim(row, earlier_key, earlier, MISSED, "coalesced after downtime")
@@ -417,7 +426,6 @@ class DropsService:
         if run_id is None:
             _log.info("drop %s@%s was already handled", key, slot.isoformat())
             return
-        schedule = _schedule(row)
         local = slot.astimezone(schedule.zone)
         if schedule.is_cron and local.hour in quiet_hours(schedule.quiet):
             await self._set_run(run_id, status=SKIPPED, note="quiet hours")
@@ -469,21 +477,20 @@ class DropsService:
     async def _generate(self, row: DropChannel, plan: DropPlan) -> tuple[str, str, int, list[float] | None]:
         """Write the drop through the studio (priority SCHEDULED); regenerate near-repeats of recent drops."""
         spec = self._spec(plan.kind)
-        conversation = _conversation(row)
         recent = await self._recent_embeddings(row.key)
+        draft = Draft(
+            kind=plan.kind,
+            tone=plan.tone,
+            prompt=plan.topic,
+            spec=spec,
+            first_ask=render_template(spec, plan.topic, plan.tone),
+            n=1,
+            priority=Priority.SCHEDULED,
+        )
+        event = Command(conversation=_conversation(row), user=DROPS_USER, name="drops")
         best: tuple[str, int, list[float] | None] | None = None
         for _attempt in range(self.settings.max_regenerations + 1):
-            draft = Draft(
-                kind=plan.kind,
-                tone=plan.tone,
-                prompt=plan.topic,
-                spec=spec,
-                first_ask=render_template(spec, plan.topic, plan.tone),
-                n=1,
-                priority=Priority.SCHEDULED,
-            )
             capture = _Capture()
-            event = Command(conversation=conversation, user=DROPS_USER, name="drops")
             record = await self.chorus.studio.run(Context(event=event, responder=capture, app=self.chorus), draft)
             if record is None:
                 failure = capture.replies[-1].parts[0] if capture.replies else "the model returned nothing"
@@ -690,13 +697,7 @@ class DropsService:
                     reward=reward,
                 )
                 await self._save_channel(row.key, planner=planner.to_state())
-            summary = {
-                "reactions": dict(engagement.reactions),
-                "replies": engagement.replies,
-                "clicks_up": engagement.clicks_up,
-                "clicks_down": engagement.clicks_down,
-            }
-            await self._set_run(run.id, settled=True, reward=reward, engagement=summary)
+            await self._set_run(run.id, settled=True, reward=reward, engagement=dataclasses.asdict(engagement))
         return len(runs)
 
     # -- channel activity ----------------------------------------------------------------------------------------
@@ -852,14 +853,14 @@ class DropsService:
                 raise UserError(f"Unknown kind {kind!r}.{did_you_mean(kind, known)} Kinds: {', '.join(known)}.")
         cadence = options.cadence or (row.cadence if row else "daily")
         time = options.time or (row.time if row else "auto")
-        if options.cadence and options.time is None and cadence.lower() not in ("daily", "weekdays", "weekly"):
+        is_cron = cadence.lower() not in CADENCES
+        if options.cadence and options.time is None and is_cron:
             time = "auto"  # a cron carries its own time
-        if options.time is not None and cadence.lower() not in ("daily", "weekdays", "weekly"):
+        if options.time is not None and is_cron:
             raise UserError('--time does not combine with a cron cadence: put the hour in the cron, e.g. "30 9 * * *".')
         tz = options.tz or (row.tz if row else self.settings.default_tz)
         quiet = options.quiet if options.quiet is not None else (row.quiet if row else "")
         schedule = build_schedule(cadence, time, tz, quiet)
-        quiet_text = "" if schedule.quiet is None else f"{schedule.quiet[0]:02d}:00-{schedule.quiet[1]:02d}:00"
         now = self.now()
         values: dict[str, Any] = {
             "enabled": True,
@@ -869,7 +870,7 @@ class DropsService:
             "cadence": schedule.cadence,
             "time": schedule.time,
             "tz": schedule.tz,
-            "quiet": quiet_text,
+            "quiet": schedule.quiet_text,
             "updated_at": now,
             "enabled_by": user.name,
         }
@@ -926,9 +927,7 @@ class DropsService:
             job = self.scheduler.get_job(self._job_id(row.key))
             if job is not None and job.next_run_time is not None:
                 return job.next_run_time
-        schedule = _schedule(row)
-        auto_hour = row.auto_hour if row.auto_hour is not None else self.settings.default_hour
-        return schedule.trigger(auto_hour).get_next_fire_time(None, self.now())
+        return _schedule(row).trigger(self._auto_hour(row)).get_next_fire_time(None, self.now())
 
     @staticmethod
     def _fmt(at: datetime, schedule: Schedule) -> str:
@@ -971,7 +970,7 @@ class DropsService:
         assert run_id is not None
         planner = await self._planner(row, schedule)
         plan = planner.choose(now.astimezone(schedule.zone))
-        plan = DropPlan(**{**plan.as_dict(), "post": True})
+        plan = dataclasses.replace(plan, post=True)
         await self._save_channel(row.key, planner=planner.to_state())
         await self._set_run(run_id, plan=plan.as_dict())
         run = await self.deliver(run_id)
