@@ -166,6 +166,10 @@ class FakeDiscord:
         return f"ws://127.0.0.1:{self.port}/gateway"
 
     # ---------------------------------------------------------------- queries for tests
+    def env(self) -> dict[str, str]:
+        """The settings that point Chorus at this fake (started first, so the port is known)."""
+        return {"CHORUS_DISCORD__API_BASE_URL": self.api_base_url, "CHORUS_DISCORD__GATEWAY_URL": self.gateway_url}
+
     def find(self, method: str, pattern: str) -> list[Recorded]:
         regex = re.compile(pattern)
         return [r for r in self.requests if r.method == method and regex.search(r.path)]

@@ -68,8 +68,7 @@ async def start_harness(
     settings = settings_for(
         tmp_path,
         CHORUS_CHORUS__PLATFORM="discord",
-        CHORUS_DISCORD__API_BASE_URL=fake.api_base_url,
-        CHORUS_DISCORD__GATEWAY_URL=fake.gateway_url,
+        **fake.env(),
         CHORUS_DISCORD__RECONNECT_DELAY_S="0.05",
         CHORUS_LIMITS__STREAM_EDIT_INTERVAL_S="0.2",
         **env,
@@ -670,8 +669,7 @@ async def test_chorus_run_connects_to_discord_and_answers_a_command(tmp_path: Pa
     env = _cli_env(
         tmp_path,
         CHORUS_DISCORD_TOKEN="cli-token",
-        CHORUS_DISCORD__API_BASE_URL=fake.api_base_url,
-        CHORUS_DISCORD__GATEWAY_URL=fake.gateway_url,
+        **fake.env(),
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bots.cli", "run", env=env, stderr=asyncio.subprocess.PIPE
@@ -753,8 +751,7 @@ async def test_asking_for_an_ungranted_message_content_intent_stops_with_a_clear
     await fake.start()
     settings = settings_for(
         tmp_path,
-        CHORUS_DISCORD__API_BASE_URL=fake.api_base_url,
-        CHORUS_DISCORD__GATEWAY_URL=fake.gateway_url,
+        **fake.env(),
         CHORUS_DISCORD__MESSAGE_CONTENT_INTENT="true",
     )
     store = Store(settings.store_url)
