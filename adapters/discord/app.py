@@ -103,7 +103,10 @@ def intents_for(settings: Settings) -> discord.Intents:
 class _ChorusClientMixin:
     """Hooks shared by the plain and the auto-sharded client."""
 
-    adapter: DiscordAdapter
+    def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.adapter = adapter
+        self.tree = app_commands.CommandTree(self)  # type: ignore[arg-type]
 
     async def setup_hook(self) -> None:
         await self.adapter.setup(self)  # type: ignore[arg-type]
@@ -120,17 +123,11 @@ class _ChorusClientMixin:
 
 
 class ChorusClient(_ChorusClientMixin, discord.Client):
-    def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.adapter = adapter
-        self.tree = app_commands.CommandTree(self)
+    pass
 
 
 class ShardedChorusClient(_ChorusClientMixin, discord.AutoShardedClient):
-    def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.adapter = adapter
-        self.tree = app_commands.CommandTree(self)
+    pass
 
 
 class DiscordAdapter:
