@@ -52,6 +52,34 @@ def user_payload(user_id: str, name: str) -> dict[str, Any]:
     return {"id": user_id, "username": name, "discriminator": "0", "global_name": name, "avatar": None}
 
 
+def member_payload(user_id: str, name: str) -> dict[str, Any]:
+    return {
+        "user": user_payload(user_id, name),
+        "roles": [],
+        "joined_at": _now_iso(),
+        "deaf": False,
+        "mute": False,
+        "flags": 0,
+    }
+
+
+def channel_payload(channel_id: str) -> dict[str, Any]:
+    """The one text channel of the fake guild, as the gateway (GUILD_CREATE) and interactions both carry it."""
+    return {
+        "id": channel_id,
+        "type": 0,
+        "guild_id": GUILD_ID,
+        "name": "general",
+        "position": 0,
+        "permission_overwrites": [],
+        "nsfw": False,
+        "parent_id": None,
+        "topic": None,
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+    }
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -138,6 +166,10 @@ class FakeDiscord:
         return f"ws://127.0.0.1:{self.port}/gateway"
 
     # ---------------------------------------------------------------- queries for tests
+    def env(self) -> dict[str, str]:
+        """The settings that point Chorus at this fake (started first, so the port is known)."""
+        return {"CHORUS_DISCORD__API_BASE_URL": self.api_base_url, "CHORUS_DISCORD__GATEWAY_URL": self.gateway_url}
+
     def find(self, method: str, pattern: str) -> list[Recorded]:
         regex = re.compile(pattern)
         return [r for r in self.requests if r.method == method and regex.search(r.path)]
@@ -433,19 +465,6 @@ class FakeDiscord:
         }
 
     def _guild(self) -> dict[str, Any]:
-        channel = {
-            "id": CHANNEL_ID,
-            "type": 0,
-            "guild_id": GUILD_ID,
-            "name": "general",
-            "position": 0,
-            "permission_overwrites": [],
-            "nsfw": False,
-            "parent_id": None,
-            "topic": None,
-            "last_message_id": None,
-            "rate_limit_per_user": 0,
-        }
         return {
             "id": GUILD_ID,
             "name": "Fake Guild",
@@ -468,7 +487,7 @@ class FakeDiscord:
             "features": [],
             "member_count": 3,
             "members": [],
-            "channels": [channel],
+            "channels": [channel_payload(CHANNEL_ID)],
             "threads": self.guild_threads,
             "presences": [],
             "voice_states": [],
@@ -620,14 +639,7 @@ class FakeDiscord:
                 "type": 0,
                 "burst": False,
                 "message_author_id": BOT_ID,
-                "member": {
-                    "user": user_payload(user_id, "alice"),
-                    "roles": [],
-                    "joined_at": _now_iso(),
-                    "deaf": False,
-                    "mute": False,
-                    "flags": 0,
-                },
+                "member": member_payload(user_id, "alice"),
             },
         )
 
@@ -680,25 +692,8 @@ def interaction_payload(
         "data": data,
         "guild_id": GUILD_ID,
         "channel_id": channel_id,
-        "channel": {
-            "id": channel_id,
-            "type": 0,
-            "guild_id": GUILD_ID,
-            "name": "general",
-            "position": 0,
-            "permission_overwrites": [],
-            "nsfw": False,
-            "parent_id": None,
-        },
-        "member": {
-            "user": user_payload(*user),
-            "roles": [],
-            "joined_at": _now_iso(),
-            "deaf": False,
-            "mute": False,
-            "flags": 0,
-            "permissions": permissions,
-        },
+        "channel": channel_payload(channel_id),
+        "member": member_payload(*user) | {"permissions": permissions},
         "token": f"tok-{snowflake()}",
         "version": 1,
         "app_permissions": str((1 << 11) | (1 << 10)),

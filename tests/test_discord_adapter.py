@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -68,8 +69,7 @@ async def start_harness(
     settings = settings_for(
         tmp_path,
         CHORUS_CHORUS__PLATFORM="discord",
-        CHORUS_DISCORD__API_BASE_URL=fake.api_base_url,
-        CHORUS_DISCORD__GATEWAY_URL=fake.gateway_url,
+        **fake.env(),
         CHORUS_DISCORD__RECONNECT_DELAY_S="0.05",
         CHORUS_LIMITS__STREAM_EDIT_INTERVAL_S="0.2",
         **env,
@@ -570,6 +570,37 @@ def test_the_token_comes_from_the_environment_or_a_secrets_file(tmp_path: Path) 
     assert read_token(from_file, {"MY_TOKEN": "env-wins"}) == "env-wins"
 
 
+def test_an_unreadable_or_empty_token_file_says_which_file(tmp_path: Path) -> None:
+    from adapters.discord.app import TokenMissing, read_token
+
+    missing = tmp_path / "no-such-token"
+    with pytest.raises(TokenMissing, match=re.escape(f"cannot read discord.token_file {missing}")):
+        read_token(settings_for(tmp_path, CHORUS_DISCORD__TOKEN_FILE=str(missing)), {})
+    empty = tmp_path / "empty-token"
+    empty.write_text("\n")
+    with pytest.raises(TokenMissing, match=re.escape(f"set $CHORUS_DISCORD_TOKEN or {empty}")):
+        read_token(settings_for(tmp_path, CHORUS_DISCORD__TOKEN_FILE=str(empty)), {})
+
+
+async def test_a_token_discord_refuses_stops_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeDiscord()
+    await fake.start()
+    fake.fail("GET", r"/users/@me$", status=401, via=False)
+    settings = settings_for(tmp_path, **fake.env())
+    store = Store(settings.store_url)
+    await store.start()
+    chorus = Chorus(settings, store, FakeGenerator())
+    apply_endpoints(settings)
+    try:
+        code = await asyncio.wait_for(DiscordAdapter(chorus).run("wrong-token"), 30)
+        assert code == 1 and "refused the bot token" in capsys.readouterr().err
+    finally:
+        await chorus.close()
+        await fake.stop()
+
+
 async def test_a_slow_handler_is_deferred_by_the_watchdog_before_discords_deadline(tmp_path: Path) -> None:
     from bots.reply import Reply
 
@@ -670,8 +701,7 @@ async def test_chorus_run_connects_to_discord_and_answers_a_command(tmp_path: Pa
     env = _cli_env(
         tmp_path,
         CHORUS_DISCORD_TOKEN="cli-token",
-        CHORUS_DISCORD__API_BASE_URL=fake.api_base_url,
-        CHORUS_DISCORD__GATEWAY_URL=fake.gateway_url,
+        **fake.env(),
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bots.cli", "run", env=env, stderr=asyncio.subprocess.PIPE
@@ -753,8 +783,7 @@ async def test_asking_for_an_ungranted_message_content_intent_stops_with_a_clear
     await fake.start()
     settings = settings_for(
         tmp_path,
-        CHORUS_DISCORD__API_BASE_URL=fake.api_base_url,
-        CHORUS_DISCORD__GATEWAY_URL=fake.gateway_url,
+        **fake.env(),
         CHORUS_DISCORD__MESSAGE_CONTENT_INTENT="true",
     )
     store = Store(settings.store_url)

@@ -103,7 +103,10 @@ def intents_for(settings: Settings) -> discord.Intents:
 class _ChorusClientMixin:
     """Hooks shared by the plain and the auto-sharded client."""
 
-    adapter: DiscordAdapter
+    def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.adapter = adapter
+        self.tree = app_commands.CommandTree(self)  # type: ignore[arg-type]
 
     async def setup_hook(self) -> None:
         await self.adapter.setup(self)  # type: ignore[arg-type]
@@ -120,17 +123,11 @@ class _ChorusClientMixin:
 
 
 class ChorusClient(_ChorusClientMixin, discord.Client):
-    def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.adapter = adapter
-        self.tree = app_commands.CommandTree(self)
+    pass
 
 
 class ShardedChorusClient(_ChorusClientMixin, discord.AutoShardedClient):
-    def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.adapter = adapter
-        self.tree = app_commands.CommandTree(self)
+    pass
 
 
 class DiscordAdapter:
@@ -261,21 +258,23 @@ class DiscordAdapter:
                         # behind the processing of the ones before it.
                         early.add_done_callback(lambda _: self._when_acked(lambda: guarded_parse(data)))
                         return
-                parser(data)
-                if raw_hook is not None:
-                    raw_hook(data)
+                guarded_parse(data)
             except Exception:
-                self.dropped_events += 1
-                _log.exception("ignored a malformed %s gateway event", name)
+                self._drop(name)
 
         def guarded_parse(data: Any) -> None:
             try:
                 parser(data)
+                if raw_hook is not None:
+                    raw_hook(data)
             except Exception:
-                self.dropped_events += 1
-                _log.exception("ignored a malformed %s gateway event", name)
+                self._drop(name)
 
         return guarded
+
+    def _drop(self, name: str) -> None:
+        self.dropped_events += 1
+        _log.exception("ignored a malformed %s gateway event", name)
 
     async def on_ready(self) -> None:
         if not self._publisher_attached:

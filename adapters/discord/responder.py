@@ -462,9 +462,9 @@ class _ChannelSurface:
             await self.channel.edit_page(self.message_id, page)
 
     async def deliver(self, reply: Reply) -> str:
-        pages = render_reply(reply, self.channel.host.tones)
         if self.message_id is None or reply.attachments:
             return await self.channel.send(reply)
+        pages = render_reply(reply, self.channel.host.tones)
         await self.channel.edit_page(self.message_id, pages[0])
         for page in pages[1:]:
             await self.channel.post(page, first=False)
