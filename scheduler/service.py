@@ -192,15 +192,10 @@ class DropsService:
     # -- wiring --------------------------------------------------------------------------------------------------
 
     def attach(self) -> None:
-        """Hook into Chorus: commands reach us as `chorus.drops`; we start with the publisher, stop at close."""
-        chorus = self.chorus
-        chorus.drops = self
-        chorus.intercept(Activity, self._on_activity)
-        chorus.intercept(Message, self._on_message)
-        chorus.intercept(Action, self._on_action)
-        chorus.router.middleware.insert(0, self._count_command)
-        chorus.on_publisher(self.start)
-        chorus.on_close(self.stop)
+        """Install this service on its Chorus as the drops plug-in (tests inject a clock this way)."""
+        from scheduler.plugin import DropsPlugin
+
+        self.chorus.install(DropsPlugin(self))
 
     async def ensure_tables(self) -> None:
         if self._tables_ready:
