@@ -7,6 +7,7 @@ far (the first ask, every earlier answer and follow-up), trimmed to `generation.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from bots.errors import UserError
 from bots.events import Action, Message, Reaction
@@ -118,7 +119,7 @@ async def refine(ctx: Context, record: GenerationRecord, instruction: str, *, to
     # Every version of a lineage keeps the length it was created at: its token budget and its instruction.
     spec, first_ask = first_turn(lineage[0], settings)
     n = max(1, len(record.variants))
-    common = {
+    common: dict[str, Any] = {
         "kind": record.kind,
         "prompt": record.prompt,
         "spec": spec,

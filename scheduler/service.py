@@ -948,8 +948,9 @@ class DropsService:
         else:
             await self._save_channel(row.key, enabled=False, paused=False, updated_at=now)
             text = "Drops are off here. What they learned is kept if you enable them again."
-        row = await self._channel(row.key)
-        assert row is not None
+        fresh = await self._channel(row.key)
+        assert fresh is not None
+        row = fresh
         await self._sync_job(row)
         if change == "resume":
             next_at = await self.next_run(row)
