@@ -9,7 +9,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,7 @@ from generation.types import Priority
 from scheduler.models import DropChannel, DropRun
 from scheduler.schedule import build_schedule, fire_times
 from scheduler.service import DropsService, sync_url
-from support import TestBot, make_bot, reply_text, settings_for, wait_until
+from support import TestBot, make_bot, reply_text, settings_for, wait_for, wait_until
 
 ALICE = User("alice", "alice", is_moderator=True)
 BOB = User("bob", "bob")
@@ -263,11 +262,13 @@ async def _backdate(drops: Drops, hours: float) -> None:
 
 async def _eventually(drops: Drops, condition: Callable[[list[DropRun]], bool], timeout_s: float = 20) -> list[DropRun]:
     """Poll the stored runs until `condition` holds (the scheduler works in the background)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition(runs := await drops.runs()):
-        assert time.monotonic() < deadline, [(r.status, r.note) for r in runs]
-        await asyncio.sleep(0.02)
-    return runs
+    seen: list[DropRun] = []
+
+    async def runs() -> list[DropRun] | None:
+        seen[:] = await drops.runs()
+        return seen if condition(seen) else None
+
+    return await wait_for(runs, timeout_s=timeout_s, describe=lambda: [(r.status, r.note) for r in seen])
 
 
 async def test_misfires_within_the_grace_window_run_once_coalesced(tmp_path: Path) -> None:
