@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bots.events import Conversation
-from bots.reply import Reply
+from bots.reply import PublishForbidden, Reply
 
 
 class Clock:
@@ -23,10 +23,8 @@ class Clock:
         self.current += timedelta(**delta)
 
 
-class Forbidden(Exception):
-    """What a platform client raises for a channel the bot may not post to (HTTP 403)."""
-
-    status = 403
+class Forbidden(PublishForbidden):
+    """What a Publisher raises for a channel the bot may not post to (the adapters map 403 and friends to it)."""
 
 
 @dataclass
