@@ -1189,7 +1189,7 @@ class DropsService:
                 result += f", engagement {run.reward:g}"
             elif run.status == POSTED:
                 result += ", engagement still counting"
-            if run.note and run.status in (FAILED, RETRYING, SKIPPED):
+            if run.note and run.status in (FAILED, RETRYING, SKIPPED, POSTED):
                 result += f" ({run.note})"
             lines.append(f"  {when}  {what}: {result}")
         return "\n".join(lines)

@@ -85,7 +85,8 @@ async def test_bad_runs_are_repaired_or_failed_and_the_tick_still_serves_every_c
     assert no_kind.status == "failed" and "choose others with /drops enable --kinds" in no_kind.note
     alerts = [reply.parts[0] for reply in second.publisher.to("mods")]
     assert len(alerts) == 3 and any("limerick" in alert for alert in alerts)
-    assert "the kind 'limerick' is no longer configured" in await service.status(CONVERSATION)
+    status = await service.status(CONVERSATION)
+    assert "the kind 'limerick' is no longer configured" in status, status
     assert "none of this channel's kinds (limerick)" in await service.status(THIRD)
 
     posts, alerted = len(second.publisher.posts), len(alerts)
