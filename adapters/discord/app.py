@@ -24,6 +24,7 @@ from discord import app_commands
 
 from adapters.discord.commands import ChorusComponent, ask_modal, register, remix_modal
 from adapters.discord.responder import (
+    FINAL_RETRY_S,
     AckSession,
     ChannelResponder,
     DiscordPublisher,
@@ -142,6 +143,7 @@ class DiscordAdapter:
         self.tones = tuple(settings.tones)
         self.edit_interval_s = settings.limits.stream_edit_interval_s
         self.token_ttl_s = self.section.interaction_token_ttl_s
+        self.final_retry_s = FINAL_RETRY_S
         self.rate_hints = RateHints()
         self.threads: OrderedDict[str, str] = OrderedDict()  # thread id -> parent channel id
         self.raw_interactions: OrderedDict[int, tuple[float, dict[str, Any]]] = OrderedDict()
