@@ -365,7 +365,8 @@ async def test_limits_and_busy_are_ephemeral(tmp_path: Path) -> None:
         long = await bot.fake.slash("create", {"kind": "slogan", "prompt": "x" * 60})
         assert "limit is 40" in (await ephemeral_answer(bot, long))["content"]
 
-        await create_one(bot, "ok")  # the refused long prompt counted against the quota too
+        await create_one(bot, "ok")  # a request refused before it generates costs no quota
+        await create_one(bot, "ok again")
         over = await bot.fake.slash("create", {"kind": "slogan", "prompt": "again"})
         assert "Try again in" in (await ephemeral_answer(bot, over))["content"]
     finally:

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 DELIVERY_ERRORS = (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# What became of an interaction in the adapter's first look at it: deferred publicly, answered privately at once
+# (refused by the checks that cost nothing), or the defer failed.
+DEFERRED, REFUSED, NOT_DEFERRED = "deferred", "refused", "not deferred"
 # How long a final render keeps being retried (honouring Retry-After) before it is delivered another way.
 FINAL_RETRY_S = 30.0
 _T = TypeVar("_T")
@@ -145,6 +148,47 @@ async def defer_raw(
         _log.warning("early defer of interaction %s failed: %s", interaction_id, exc)
         return False
     return True
+
+
+def _private(text: str) -> dict[str, Any]:
+    return {"content": text[:2000], "flags": 64, "allowed_mentions": {"parse": []}}
+
+
+async def answer_raw(
+    client: discord.Client, interaction_id: int, token: str, text: str, session: aiohttp.ClientSession | None = None
+) -> bool:
+    """Answer an interaction privately straight from its raw payload: for those refused before discord.py or the
+    core see them (unknown, outdated, invalid), so they never show a public "thinking…"."""
+    http = client.http
+    params = interaction_response_params(type=InteractionResponseType.channel_message.value, data=_private(text))
+    try:
+        await async_context.get().create_interaction_response(
+            interaction_id,
+            token,
+            session=session or http._HTTPClient__session,  # type: ignore[attr-defined]
+            proxy=http.proxy,
+            proxy_auth=http.proxy_auth,
+            params=params,
+        )
+    except DELIVERY_ERRORS as exc:
+        _log.warning("could not answer interaction %s: %s", interaction_id, exc)
+        return False
+    return True
+
+
+async def replace_deferred_raw(
+    client: discord.Client, application_id: int, token: str, text: str, session: aiohttp.ClientSession
+) -> None:
+    """Turn a deferred "thinking…" into a private answer without discord.py models: delete the loading response,
+    then follow up ephemerally (a follow-up sent while it still loads would become it, publicly)."""
+    http = client.http
+    adapter = async_context.get()
+    proxy = {"proxy": http.proxy, "proxy_auth": http.proxy_auth}
+    try:
+        await adapter.delete_original_interaction_response(application_id, token, session=session, **proxy)
+        await adapter.execute_webhook(application_id, token, session=session, payload=_private(text), **proxy)
+    except DELIVERY_ERRORS as exc:
+        _log.warning("could not answer a refused interaction: %s", exc)
 
 
 def retry_after(exc: BaseException) -> float | None:
@@ -281,7 +325,7 @@ class DiscordResponder:
         interaction: discord.Interaction,
         *,
         received_at: float | None = None,
-        early_defer: asyncio.Task[bool] | None = None,
+        early_defer: asyncio.Task[str] | None = None,
     ) -> None:
         self.host = host
         self.interaction = interaction
@@ -315,7 +359,7 @@ class DiscordResponder:
     async def _settle_early_defer(self) -> None:
         """Adopt the defer the adapter sent on receipt, if any (discord.py did not see it go out)."""
         task, self._early_defer = self._early_defer, None
-        if task is not None and await task:
+        if task is not None and await task == DEFERRED:
             self.interaction.response._response_type = InteractionResponseType.deferred_channel_message
             self.original = "thinking"
 
