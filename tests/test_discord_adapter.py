@@ -724,7 +724,9 @@ async def test_chorus_run_connects_to_discord_and_answers_a_command(tmp_path: Pa
 
 
 async def test_a_long_result_is_split_into_follow_ups_with_the_buttons_on_the_last(bot: Harness) -> None:
-    bot.generator.script = lambda request: " ".join(["lighthouse"] * 700)  # cut at 180 words a variant
+    words = ("lighthouse", "harbour", "tide", "lantern", "gull", "keeper", "storm", "beacon", "shore", "night")
+    # Varied words (a run of one word is degenerate text the studio never shows); cut at 180 words a variant.
+    bot.generator.script = lambda request: " ".join(f"{words[i % 10]}{i}" for i in range(700))
     bot.generator.delay_s = 0.0
     payload = await bot.fake.slash("create", {"kind": "post", "prompt": "a long one", "n": 3})  # ~6000 chars
     token = payload["token"]
