@@ -113,8 +113,8 @@ def parse_drops(text: str) -> DropsRequest:
         name, _, value = word[2:].partition("=")
         name = name.lower()
         if name not in ENABLE_OPTIONS:
-            options = ", ".join(f"--{o}" for o in ENABLE_OPTIONS)
-            raise UserError(f"Unknown option --{name}.{did_you_mean(name, ENABLE_OPTIONS)} Options: {options}.")
+            known = ", ".join(f"--{o}" for o in ENABLE_OPTIONS)
+            raise UserError(f"Unknown option --{name}.{did_you_mean(name, ENABLE_OPTIONS)} Options: {known}.")
         if not value:
             if i + 1 >= len(rest) or rest[i + 1].startswith("--"):
                 raise UserError(f"--{name} needs a value. {DROPS_USAGE}")

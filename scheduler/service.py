@@ -185,15 +185,10 @@ class DropsService:
     # -- wiring --------------------------------------------------------------------------------------------------
 
     def attach(self) -> None:
-        """Hook into Chorus: commands reach us as `chorus.drops`; we start with the publisher, stop at close."""
-        chorus = self.chorus
-        chorus.drops = self
-        chorus.intercept(Activity, self._on_activity)
-        chorus.intercept(Message, self._on_message)
-        chorus.intercept(Action, self._on_action)
-        chorus.router.middleware.insert(0, self._count_command)
-        chorus.on_publisher(self.start)
-        chorus.on_close(self.stop)
+        """Install this service on its Chorus as the drops plug-in (tests inject a clock this way)."""
+        from scheduler.plugin import DropsPlugin
+
+        self.chorus.install(DropsPlugin(self))
 
     async def ensure_tables(self) -> None:
         """The drops tables come with the store's schema revisions (bots/migrations), made when the store starts."""
@@ -1072,8 +1067,9 @@ class DropsService:
         else:
             await self._save_channel(row.key, enabled=False, paused=False, updated_at=now)
             text = "Drops are off here. What they learned is kept if you enable them again."
-        row = await self._channel(row.key)
-        assert row is not None
+        fresh = await self._channel(row.key)
+        assert fresh is not None
+        row = fresh
         await self._sync_job(row)
         if change == "resume":
             next_at = await self.next_run(row)

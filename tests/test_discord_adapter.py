@@ -22,6 +22,7 @@ from adapters.discord.responder import ACK_CONNECTIONS
 from bots.app import Chorus
 from bots.events import Activity, Conversation
 from bots.store import EngagementEvent, Feedback, Store
+from chorus.compose import build_chorus
 from generation.fake import FakeGenerator
 from support import settings_for, wait_until
 
@@ -77,7 +78,7 @@ async def start_harness(
     store = Store(settings.store_url)
     await store.start()
     generator = generator or FakeGenerator(delay_s=0.02)
-    chorus = Chorus(settings, store, generator)
+    chorus = build_chorus(settings, store, generator, drops=False)
     apply_endpoints(settings)
     adapter = DiscordAdapter(chorus, client_options={"guild_ready_timeout": 0.05})
     fake._connected.clear()
@@ -594,7 +595,7 @@ async def test_a_token_discord_refuses_stops_with_a_clear_message(
     settings = settings_for(tmp_path, **fake.env())
     store = Store(settings.store_url)
     await store.start()
-    chorus = Chorus(settings, store, FakeGenerator())
+    chorus = build_chorus(settings, store, FakeGenerator(), drops=False)
     apply_endpoints(settings)
     try:
         code = await asyncio.wait_for(DiscordAdapter(chorus).run("wrong-token"), 30)
@@ -690,7 +691,7 @@ def test_chorus_run_on_discord_without_a_token_says_where_to_put_it(tmp_path: Pa
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "bots.cli", "run"], env=_cli_env(tmp_path), capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "chorus", "run"], env=_cli_env(tmp_path), capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2 and "CHORUS_DISCORD_TOKEN" in result.stderr, result.stderr
 
@@ -707,7 +708,7 @@ async def test_chorus_run_connects_to_discord_and_answers_a_command(tmp_path: Pa
         **fake.env(),
     )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bots.cli", "run", env=env, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "chorus", "run", env=env, stderr=asyncio.subprocess.PIPE
     )
     try:
         await fake.wait_connected(60)
@@ -793,7 +794,7 @@ async def test_asking_for_an_ungranted_message_content_intent_stops_with_a_clear
     )
     store = Store(settings.store_url)
     await store.start()
-    chorus = Chorus(settings, store, FakeGenerator())
+    chorus = build_chorus(settings, store, FakeGenerator(), drops=False)
     apply_endpoints(settings)
     try:
         code = await asyncio.wait_for(DiscordAdapter(chorus).run("fake-token"), 30)

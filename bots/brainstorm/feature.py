@@ -83,11 +83,6 @@ class Brainstorms:
         self._timers: dict[int, asyncio.Task[None]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._hinted: set[tuple[int, str]] = set()  # (session, user) told once that their message was unreadable
-        app.intercept(Message, self._on_message)
-        app.intercept(Reaction, self._on_reaction)
-        app.intercept(Action, self._on_action)
-        app.on_publisher(self._on_publisher)
-        app.on_close(self.close)
 
     @property
     def config(self) -> BrainstormSection:

@@ -40,8 +40,9 @@ async def handle_confirm(ctx: Context) -> None:
         await ctx.responder.send(Reply.text("Cancelled. Nothing was deleted.", ephemeral=True))
         return
     deleted = await ctx.app.store.forget_user(action.conversation.platform, action.user.id)
-    if any(deleted.get(what) for what in ("brainstorm ideas", "brainstorm votes")):
-        await ctx.app.brainstorms.refresh_summaries()
+    brainstorms = ctx.app.brainstorms
+    if brainstorms is not None and any(deleted.get(what) for what in ("brainstorm ideas", "brainstorm votes")):
+        await brainstorms.refresh_summaries()
     summary = ", ".join(f"{n} {what}" for what, n in deleted.items() if n) or "nothing"
     await ctx.responder.send(Reply.text(f"Done. Deleted {summary}.", ephemeral=True))
 
