@@ -28,10 +28,12 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    column,
     delete,
     event,
     func,
     select,
+    table,
     update,
 )
 from sqlalchemy.engine import URL, make_url
@@ -153,6 +155,31 @@ class EngagementEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
 
+class ForgetRequest(Base):
+    """A /forget waiting for its answer: only this token confirms it, and only until it expires."""
+
+    __tablename__ = "forget_requests"
+    __table_args__ = (
+        UniqueConstraint("platform", "user_id", name="uq_forget_requests_user"),
+        UniqueConstraint("token", name="uq_forget_requests_token"),
+        _NO_ID_REUSE,
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(String(255))
+    token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# The drops feature's channel settings, seen only as far as /forget needs (who enabled drops); its models live in
+# scheduler/, which the store does not import.
+_DROP_CHANNELS = table("drop_channels", column("platform", String), column("enabled_by", String))
+# What a version built on a forgotten person's result keeps in place of their prompt.
+FORGOTTEN_PROMPT = ""
+
+
 @dataclass(frozen=True)
 class GenerationRecord:
     """One stored result (one version of a lineage), detached from any session."""
@@ -220,6 +247,8 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> No
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
+    # Deleted rows are overwritten with zeros, so what /forget deletes is not left readable in the file.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
@@ -239,6 +268,8 @@ async def _count_user_rows(
 # removes a user's ideas and votes (Store.forget_user).
 
 BRAINSTORM_OPEN, BRAINSTORM_CLOSED = "open", "closed"
+# A session whose starter was forgotten keeps this in place of their topic.
+FORGOTTEN_TOPIC = "(a forgotten topic)"
 
 
 class BrainstormSession(Base):
@@ -268,6 +299,8 @@ class BrainstormSession(Base):
     # ones simply drop out.
     themes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     next_steps: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The idea each next step was written for, in the same order (None: a session from before this was kept).
+    next_step_idea_ids: Mapped[list[int] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -332,6 +365,7 @@ class BrainstormRecord:
     created_at: datetime
     closed_at: datetime | None
     expires_at: datetime | None
+    next_step_idea_ids: tuple[int, ...] = ()
 
     @property
     def is_open(self) -> bool:
@@ -367,6 +401,7 @@ def _brainstorm_record(row: BrainstormSession) -> BrainstormRecord:
         kickoff_ref=row.kickoff_ref,
         themes=tuple(MappingProxyType(dict(theme)) for theme in row.themes or ()),
         next_steps=tuple(row.next_steps or ()),
+        next_step_idea_ids=tuple(row.next_step_idea_ids or ()),
         created_at=row.created_at,
         closed_at=row.closed_at,
         expires_at=row.expires_at,
@@ -390,7 +425,7 @@ def _idea_record(row: BrainstormIdea) -> IdeaRecord:
 
 _BRAINSTORM_FIELDS = frozenset(
     {"thread", "thread_name", "status", "round", "deadline", "kickoff_ref", "themes", "next_steps", "closed_at"}
-    | {"expires_at"}
+    | {"expires_at", "next_step_idea_ids"}
 )
 
 
@@ -632,6 +667,16 @@ class BrainstormStore:
                 found.setdefault(idea_id, set()).add(user_id)
             return {idea_id: frozenset(users) for idea_id, users in found.items()}
 
+    async def brainstorms_with_ideas_by(self, platform: str, user_id: str) -> list[int]:
+        """The ids of the sessions this person posted ideas in."""
+        async with self._session() as session:
+            rows = await session.scalars(
+                select(BrainstormIdea.session_id)
+                .where(BrainstormIdea.platform == platform, BrainstormIdea.user_id == user_id)
+                .distinct()
+            )
+            return sorted(rows)
+
     async def purge_expired_brainstorms(self, now: datetime | None = None) -> int:
         """Delete sessions (with their ideas and votes) whose retention period is over."""
         async with self._session() as session, session.begin():
@@ -652,7 +697,7 @@ class BrainstormStore:
 
     async def _forget_brainstorm_user(self, session: AsyncSession, platform: str, user_id: str) -> dict[str, int]:
         """Delete the user's votes and ideas (ideas merged into theirs stand alone again, credited to no one else),
-        and drop their name from sessions they started."""
+        and drop their id, name and topic from sessions they started."""
         counts = {}
         for name, model in (("brainstorm votes", BrainstormVote), ("brainstorm ideas", BrainstormIdea)):
             result = await session.execute(delete(model).where(model.platform == platform, model.user_id == user_id))
@@ -660,7 +705,7 @@ class BrainstormStore:
         await session.execute(
             update(BrainstormSession)
             .where(BrainstormSession.platform == platform, BrainstormSession.starter_id == user_id)
-            .values(starter_name="someone")
+            .values(starter_id="", starter_name="someone", topic=FORGOTTEN_TOPIC, thread_name="Brainstorm")
         )
         return {name: counts[name] for name in ("brainstorm ideas", "brainstorm votes") if counts[name]}
 
@@ -885,10 +930,23 @@ class Store(BrainstormStore):
             counts.update(await self._brainstorm_user_counts(session, platform, user_id))
             return counts
 
-    async def forget_user(self, platform: str, user_id: str) -> dict[str, int]:
-        """Delete everything this user created. Other users' refinements of it stay, with parent_id cleared;
-        their feedback on it goes with it."""
+    async def forget_user(self, platform: str, user_id: str, names: Sequence[str] = ()) -> dict[str, int]:
+        """Delete everything this user created and every trace of who they are, in one transaction.
+
+        Other users' versions built on theirs keep their own text but lose the forgotten prompt (and their parent);
+        feedback on the user's results goes with them; sessions they started lose their name and topic; channels
+        they enabled drops in forget who did it (`names`: display names to look for besides the stored ones).
+        """
         async with self._session() as session, session.begin():
+            known = set(names) | await self._names_of(session, platform, user_id)
+            roots = select(Generation.root_id).where(
+                Generation.platform == platform, Generation.user_id == user_id, Generation.id == Generation.root_id
+            )
+            await session.execute(
+                update(Generation)
+                .where(Generation.root_id.in_(roots), Generation.user_id != user_id)
+                .values(prompt=FORGOTTEN_PROMPT)
+            )
             counts = {}
             # Feedback first: its count must not include rows cascaded from the generations below.
             for name, model in (("feedback", Feedback), ("engagement", EngagementEvent), ("generations", Generation)):
@@ -896,9 +954,69 @@ class Store(BrainstormStore):
                     delete(model).where(model.platform == platform, model.user_id == user_id)
                 )
                 counts[name] = result.rowcount  # type: ignore[attr-defined]
+            await session.execute(
+                delete(ForgetRequest).where(ForgetRequest.platform == platform, ForgetRequest.user_id == user_id)
+            )
             brainstorm = await self._forget_brainstorm_user(session, platform, user_id)
-        _log.info("forgot %s user %s: %s %s", platform, user_id, counts, brainstorm)
+            if known:
+                await session.execute(
+                    update(_DROP_CHANNELS)
+                    .where(_DROP_CHANNELS.c.platform == platform, _DROP_CHANNELS.c.enabled_by.in_(sorted(known)))
+                    .values(enabled_by="")
+                )
+        if self.engine.dialect.name == "sqlite":
+            # The write-ahead log still holds the pages as they were before the delete: fold it in and empty it.
+            async with self.engine.connect() as connection:
+                await connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        _log.info("forgot a %s user: %s %s", platform, counts, brainstorm)
         return {name: counts[name] for name in ("generations", "feedback", "engagement")} | brainstorm
+
+    async def _names_of(self, session: AsyncSession, platform: str, user_id: str) -> set[str]:
+        """Every display name this user is stored under."""
+        statements = (
+            select(Generation.user_name).where(Generation.platform == platform, Generation.user_id == user_id),
+            select(BrainstormIdea.user_name).where(
+                BrainstormIdea.platform == platform, BrainstormIdea.user_id == user_id
+            ),
+            select(BrainstormSession.starter_name).where(
+                BrainstormSession.platform == platform, BrainstormSession.starter_id == user_id
+            ),
+        )
+        names: set[str] = set()
+        for statement in statements:
+            names.update(name for name in (await session.scalars(statement.distinct())) if name)
+        return names
+
+    async def ask_to_forget(self, platform: str, user_id: str, token: str, expires_at: datetime) -> None:
+        """Remember the one /forget confirmation this user may answer, replacing any earlier one."""
+        async with self._session() as session, session.begin():
+            await session.execute(
+                delete(ForgetRequest).where(ForgetRequest.platform == platform, ForgetRequest.user_id == user_id)
+            )
+            session.add(
+                ForgetRequest(platform=platform, user_id=user_id, token=token, created_at=_now(), expires_at=expires_at)
+            )
+
+    async def answer_forget(self, platform: str, token: str, now: datetime | None = None) -> str | None:
+        """Use up a /forget confirmation: the id of the user it belongs to, or None if it was answered, replaced
+        or has expired. Only one answer ever gets the id, however many arrive at once."""
+        async with self._session() as session, session.begin():
+            row = await session.scalar(
+                select(ForgetRequest).where(ForgetRequest.platform == platform, ForgetRequest.token == token)
+            )
+            if row is None:
+                return None
+            result = await session.execute(delete(ForgetRequest).where(ForgetRequest.id == row.id))
+            if not result.rowcount or row.expires_at <= (now or _now()):  # type: ignore[attr-defined]
+                return None
+            return row.user_id
+
+    async def forget_request_owner(self, platform: str, token: str) -> str | None:
+        """Whose pending /forget confirmation this is, without using it up."""
+        async with self._session() as session:
+            return await session.scalar(
+                select(ForgetRequest.user_id).where(ForgetRequest.platform == platform, ForgetRequest.token == token)
+            )
 
     async def count_generations(self) -> int:
         async with self._session() as session:

@@ -188,7 +188,8 @@ async def test_forget_user_deletes_only_that_users_data(store: Store) -> None:
     assert await store.get_generation(alice_v1.id) is None
     assert await store.get_generation(alice_v2.id) is None
     survivor = await store.get_generation(bobs_refinement.id)
-    assert survivor == dataclasses.replace(bobs_refinement, parent_id=None)
+    # Bob keeps his text, but not Alice's prompt his version was built on.
+    assert survivor == dataclasses.replace(bobs_refinement, parent_id=None, prompt="")
     assert survivor.root_id == alice_v1.id
     assert await store.versions(alice_v1.id) == [survivor]
     assert await store.lineage(survivor) == [survivor]
