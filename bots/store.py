@@ -175,7 +175,9 @@ class ForgetRequest(Base):
 
 # The drops feature's channel settings, seen only as far as /forget needs (who enabled drops); its models live in
 # scheduler/, which the store does not import.
-_DROP_CHANNELS = table("drop_channels", column("platform", String), column("enabled_by", String))
+_DROP_CHANNELS = table(
+    "drop_channels", column("platform", String), column("channel", String), column("enabled_by", String)
+)
 # What a version built on a forgotten person's result keeps in place of their prompt.
 FORGOTTEN_PROMPT = ""
 
@@ -219,6 +221,15 @@ def _record(row: Generation) -> GenerationRecord:
         message_ref=row.message_ref,
         created_at=row.created_at,
     )
+
+
+def _as_json(row: Base) -> dict[str, Any]:
+    """A row's columns as JSON-ready values (datetimes in ISO 8601)."""
+    values: dict[str, Any] = {}
+    for field in row.__table__.columns:
+        value = getattr(row, field.key)
+        values[field.key] = value.isoformat() if isinstance(value, datetime) else value
+    return values
 
 
 def _sqlite_file(url: URL) -> Path | None:
@@ -929,6 +940,52 @@ class Store(BrainstormStore):
             counts = await _count_user_rows(session, models, platform, user_id)
             counts.update(await self._brainstorm_user_counts(session, platform, user_id))
             return counts
+
+    async def user_data(self, platform: str, user_id: str, names: Sequence[str] = ()) -> dict[str, Any]:
+        """Everything stored about one user, as JSON-ready data: the "right of access" next to /forget."""
+        async with self._session() as session:
+            known = set(names) | await self._names_of(session, platform, user_id)
+
+            async def rows(model: Any, *where: Any) -> list[dict[str, Any]]:
+                found = await session.scalars(select(model).where(*where).order_by(model.id))
+                return [_as_json(row) for row in found]
+
+            mine = (Generation.platform == platform, Generation.user_id == user_id)
+            data: dict[str, Any] = {
+                "platform": platform,
+                "user_id": user_id,
+                "names": sorted(known),
+                "generations": await rows(Generation, *mine),
+                "feedback": await rows(Feedback, Feedback.platform == platform, Feedback.user_id == user_id),
+                "engagement": await rows(
+                    EngagementEvent, EngagementEvent.platform == platform, EngagementEvent.user_id == user_id
+                ),
+                "brainstorms_started": await rows(
+                    BrainstormSession,
+                    BrainstormSession.platform == platform,
+                    BrainstormSession.starter_id == user_id,
+                ),
+                "brainstorm_ideas": await rows(
+                    BrainstormIdea, BrainstormIdea.platform == platform, BrainstormIdea.user_id == user_id
+                ),
+                "brainstorm_votes": await rows(
+                    BrainstormVote, BrainstormVote.platform == platform, BrainstormVote.user_id == user_id
+                ),
+                "pending_forget": await rows(
+                    ForgetRequest, ForgetRequest.platform == platform, ForgetRequest.user_id == user_id
+                ),
+                "drop_channels_enabled": [],
+            }
+            if known:
+                enabled = await session.execute(
+                    select(_DROP_CHANNELS.c.channel, _DROP_CHANNELS.c.enabled_by).where(
+                        _DROP_CHANNELS.c.platform == platform, _DROP_CHANNELS.c.enabled_by.in_(sorted(known))
+                    )
+                )
+                data["drop_channels_enabled"] = [{"channel": c, "enabled_by": by} for c, by in enabled]
+            for request in data["pending_forget"]:
+                request.pop("token", None)  # a secret: it confirms the deletion
+            return data
 
     async def forget_user(self, platform: str, user_id: str, names: Sequence[str] = ()) -> dict[str, int]:
         """Delete everything this user created and every trace of who they are, in one transaction.

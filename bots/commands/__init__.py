@@ -6,8 +6,9 @@ from bots.commands.drops import DROPS, STATS
 from bots.commands.forget import FORGET
 from bots.commands.help import HELP
 from bots.commands.history import HISTORY
+from bots.commands.mydata import MYDATA
 from bots.router import CommandSpec
 
-COMMANDS: tuple[CommandSpec, ...] = (CREATE, REMIX, BRAINSTORM, DROPS, STATS, HISTORY, FORGET, HELP)
+COMMANDS: tuple[CommandSpec, ...] = (CREATE, REMIX, BRAINSTORM, DROPS, STATS, HISTORY, MYDATA, FORGET, HELP)
 
 __all__ = ["COMMANDS"]

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from bots.brainstorm import render
 from bots.brainstorm.prompts import keyword_label
+from bots.commands.mydata import export_path
 from bots.errors import UserError
 from bots.events import Action
 from bots.reply import Reply, ReplyAction
@@ -80,6 +81,7 @@ async def handle_confirm(ctx: Context) -> None:
     brainstorms = await forget_brainstorm_derivatives(store, platform, action.user.id)
     deleted = await store.forget_user(platform, action.user.id, names=(action.user.name,))
     ctx.app.quota.forget(platform, action.user.id)
+    export_path(ctx.app.settings.home_dir, platform, action.user.id).unlink(missing_ok=True)
     if brainstorms or any(deleted.get(what) for what in ("brainstorm ideas", "brainstorm votes")):
         await ctx.app.brainstorms.refresh_summaries()
     summary = ", ".join(f"{n} {what}" for what, n in deleted.items() if n) or "nothing"
