@@ -12,6 +12,7 @@ from bots.commands.forget import FORGET_ACTIONS, handle_confirm
 from bots.drops import DropsControl
 from bots.events import Action, Activity, Event, Message, Reaction
 from bots.reply import Publisher, Responder
+from bots.retention import Retention
 from bots.router import Context, Quota, Router, error_boundary, input_moderation, permission_check, quota_check
 from bots.store import Store
 from bots.studio import Studio
@@ -75,6 +76,8 @@ class Chorus:
         self._publisher_hooks: list[PublisherHook] = []
         self._close_hooks: list[CloseHook] = []
         self.brainstorms = Brainstorms(self)
+        self.retention = Retention(self)
+        self.retention.attach()
 
     async def handle(self, event: Event, responder: Responder) -> None:
         await self.router.dispatch(event, responder, self)

@@ -1075,6 +1075,24 @@ class Store(BrainstormStore):
                 select(ForgetRequest.user_id).where(ForgetRequest.platform == platform, ForgetRequest.token == token)
             )
 
+    async def purge_expired_forget_requests(self, now: datetime | None = None) -> int:
+        """Delete /forget questions nobody answered in time."""
+        async with self._session() as session, session.begin():
+            result = await session.execute(delete(ForgetRequest).where(ForgetRequest.expires_at <= (now or _now())))
+        return result.rowcount or 0  # type: ignore[attr-defined]
+
+    async def purge_results_before(self, cutoff: datetime) -> int:
+        """Delete results (with the feedback on them) made before `cutoff` (`store.retention_days`)."""
+        async with self._session() as session, session.begin():
+            result = await session.execute(delete(Generation).where(Generation.created_at < cutoff))
+        return result.rowcount or 0  # type: ignore[attr-defined]
+
+    async def purge_engagement_before(self, cutoff: datetime) -> int:
+        """Delete engagement signals recorded before `cutoff` (`store.engagement_days`)."""
+        async with self._session() as session, session.begin():
+            result = await session.execute(delete(EngagementEvent).where(EngagementEvent.created_at < cutoff))
+        return result.rowcount or 0  # type: ignore[attr-defined]
+
     async def count_generations(self) -> int:
         async with self._session() as session:
             return await session.scalar(select(func.count()).select_from(Generation)) or 0

@@ -91,6 +91,12 @@ class LimitsSection(_Section):
 
 class StoreSection(_Section):
     url: str = ""
+    # Results (and the feedback on them) older than this are deleted; 0 keeps them until the person /forgets.
+    retention_days: int = Field(0, ge=0)
+    # Engagement signals (replies, reactions, clicks) feed the drops planner for a day or so; 0 keeps them.
+    engagement_days: int = Field(90, ge=0)
+    # A /mydata file stays on the server this long, for the terminal (which shows its path) to open.
+    exports_hours: float = Field(24.0, gt=0.0)
 
 
 class ModerationSection(_Section):
