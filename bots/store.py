@@ -80,6 +80,60 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def clean_text(value: str, limit: int | None = None) -> str:
+    """Text as every backend takes it: no NUL characters (Postgres refuses them), no lone surrogates (not UTF-8),
+    and at most `limit` characters (Postgres refuses longer ones where SQLite would keep them)."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    if limit is not None and len(value) > limit:
+        value = value[: limit - 1] + "…"
+    return value
+
+
+class CleanString(TypeDecorator[str]):
+    """VARCHAR(n) that cleans what it is given (see clean_text) instead of failing the whole write."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else clean_text(value, self.impl.length)  # type: ignore[attr-defined]
+
+
+class CleanText(TypeDecorator[str]):
+    """TEXT without the characters Postgres refuses (see clean_text)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else clean_text(value)
+
+
+def _clean_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [_clean_json(item) for item in value]
+    if isinstance(value, dict):
+        return {clean_text(str(key)): _clean_json(item) for key, item in value.items()}
+    return value
+
+
+class CleanJSON(TypeDecorator[Any]):
+    """JSON whose strings are cleaned (see clean_text): generated variants may carry a NUL from the model."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return _clean_json(value)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -101,24 +155,24 @@ class Generation(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    platform: Mapped[str] = mapped_column(String(32))
-    workspace: Mapped[str] = mapped_column(String(255))
-    channel: Mapped[str] = mapped_column(String(255))
-    thread: Mapped[str | None] = mapped_column(String(255))
-    user_id: Mapped[str] = mapped_column(String(255))
-    user_name: Mapped[str] = mapped_column(String(255))
-    kind: Mapped[str] = mapped_column(String(64))
-    tone: Mapped[str] = mapped_column(String(64))
-    prompt: Mapped[str] = mapped_column(Text)
-    instruction: Mapped[str] = mapped_column(Text, default="")
-    variants: Mapped[list[str]] = mapped_column(JSON)
+    platform: Mapped[str] = mapped_column(CleanString(32))
+    workspace: Mapped[str] = mapped_column(CleanString(255))
+    channel: Mapped[str] = mapped_column(CleanString(255))
+    thread: Mapped[str | None] = mapped_column(CleanString(255))
+    user_id: Mapped[str] = mapped_column(CleanString(255))
+    user_name: Mapped[str] = mapped_column(CleanString(255))
+    kind: Mapped[str] = mapped_column(CleanString(64))
+    tone: Mapped[str] = mapped_column(CleanString(64))
+    prompt: Mapped[str] = mapped_column(CleanText)
+    instruction: Mapped[str] = mapped_column(CleanText, default="")
+    variants: Mapped[list[str]] = mapped_column(CleanJSON)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     version: Mapped[int] = mapped_column(Integer)
     parent_id: Mapped[int | None] = mapped_column(Id, ForeignKey("generations.id", ondelete="SET NULL"))
     # No foreign key: the lineage keeps its number after its first version is forgotten.
     root_id: Mapped[int] = mapped_column(Id)
-    status: Mapped[str] = mapped_column(String(16))
-    message_ref: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(CleanString(16))
+    message_ref: Mapped[str | None] = mapped_column(CleanString(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
 
@@ -128,10 +182,10 @@ class Feedback(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     generation_id: Mapped[int] = mapped_column(Id, ForeignKey("generations.id", ondelete="CASCADE"), index=True)
-    platform: Mapped[str] = mapped_column(String(32))
-    user_id: Mapped[str] = mapped_column(String(255))
-    kind: Mapped[str] = mapped_column(String(32))
-    value: Mapped[str] = mapped_column(String(255))
+    platform: Mapped[str] = mapped_column(CleanString(32))
+    user_id: Mapped[str] = mapped_column(CleanString(255))
+    kind: Mapped[str] = mapped_column(CleanString(32))
+    value: Mapped[str] = mapped_column(CleanString(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
 
@@ -144,14 +198,14 @@ class EngagementEvent(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    platform: Mapped[str] = mapped_column(String(32))
-    workspace: Mapped[str] = mapped_column(String(255))
-    channel: Mapped[str] = mapped_column(String(255))
-    thread: Mapped[str | None] = mapped_column(String(255))
-    user_id: Mapped[str | None] = mapped_column(String(255))
+    platform: Mapped[str] = mapped_column(CleanString(32))
+    workspace: Mapped[str] = mapped_column(CleanString(255))
+    channel: Mapped[str] = mapped_column(CleanString(255))
+    thread: Mapped[str | None] = mapped_column(CleanString(255))
+    user_id: Mapped[str | None] = mapped_column(CleanString(255))
     generation_id: Mapped[int | None] = mapped_column(Id, ForeignKey("generations.id", ondelete="SET NULL"), index=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    value: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(CleanString(32))
+    value: Mapped[str] = mapped_column(CleanText, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
 
@@ -166,9 +220,9 @@ class ForgetRequest(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    platform: Mapped[str] = mapped_column(String(32))
-    user_id: Mapped[str] = mapped_column(String(255))
-    token: Mapped[str] = mapped_column(String(64))
+    platform: Mapped[str] = mapped_column(CleanString(32))
+    user_id: Mapped[str] = mapped_column(CleanString(255))
+    token: Mapped[str] = mapped_column(CleanString(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -292,24 +346,24 @@ class BrainstormSession(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    platform: Mapped[str] = mapped_column(String(32))
-    workspace: Mapped[str] = mapped_column(String(255))
-    channel: Mapped[str] = mapped_column(String(255))
-    thread: Mapped[str | None] = mapped_column(String(255))
-    thread_name: Mapped[str] = mapped_column(String(255), default="")
-    topic: Mapped[str] = mapped_column(Text)
-    starter_id: Mapped[str] = mapped_column(String(255))
-    starter_name: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16), default=BRAINSTORM_OPEN)
+    platform: Mapped[str] = mapped_column(CleanString(32))
+    workspace: Mapped[str] = mapped_column(CleanString(255))
+    channel: Mapped[str] = mapped_column(CleanString(255))
+    thread: Mapped[str | None] = mapped_column(CleanString(255))
+    thread_name: Mapped[str] = mapped_column(CleanString(255), default="")
+    topic: Mapped[str] = mapped_column(CleanText)
+    starter_id: Mapped[str] = mapped_column(CleanString(255))
+    starter_name: Mapped[str] = mapped_column(CleanString(255))
+    status: Mapped[str] = mapped_column(CleanString(16), default=BRAINSTORM_OPEN)
     round: Mapped[int] = mapped_column(Integer, default=1)
     rounds: Mapped[int] = mapped_column(Integer)
     minutes: Mapped[float] = mapped_column(Float)
     deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    kickoff_ref: Mapped[str | None] = mapped_column(String(255))
+    kickoff_ref: Mapped[str | None] = mapped_column(CleanString(255))
     # [{"label": str, "idea_ids": [int, ...]}] from the latest round end; ideas are looked up live, so forgotten
     # ones simply drop out.
-    themes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-    next_steps: Mapped[list[str]] = mapped_column(JSON, default=list)
+    themes: Mapped[list[dict[str, Any]]] = mapped_column(CleanJSON, default=list)
+    next_steps: Mapped[list[str]] = mapped_column(CleanJSON, default=list)
     # The idea each next step was written for, in the same order (None: a session from before this was kept).
     next_step_idea_ids: Mapped[list[int] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
@@ -330,13 +384,13 @@ class BrainstormIdea(Base):
     session_id: Mapped[int] = mapped_column(Id, ForeignKey("brainstorm_sessions.id", ondelete="CASCADE"), index=True)
     number: Mapped[int] = mapped_column(Integer)
     round: Mapped[int] = mapped_column(Integer)
-    platform: Mapped[str] = mapped_column(String(32))
-    user_id: Mapped[str] = mapped_column(String(255))
-    user_name: Mapped[str] = mapped_column(String(255))
-    text: Mapped[str] = mapped_column(Text)
+    platform: Mapped[str] = mapped_column(CleanString(32))
+    user_id: Mapped[str] = mapped_column(CleanString(255))
+    user_name: Mapped[str] = mapped_column(CleanString(255))
+    text: Mapped[str] = mapped_column(CleanText)
     # "person" for what people posted, "seed" and "yes-and" for Chorus' own ideas.
-    source: Mapped[str] = mapped_column(String(16))
-    message_ref: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(CleanString(16))
+    message_ref: Mapped[str | None] = mapped_column(CleanString(255))
     # A near-duplicate points at the idea it was merged into; its author is credited there.
     merged_into: Mapped[int | None] = mapped_column(Id, ForeignKey("brainstorm_ideas.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
@@ -353,8 +407,8 @@ class BrainstormVote(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     idea_id: Mapped[int] = mapped_column(Id, ForeignKey("brainstorm_ideas.id", ondelete="CASCADE"), index=True)
     session_id: Mapped[int] = mapped_column(Id, ForeignKey("brainstorm_sessions.id", ondelete="CASCADE"), index=True)
-    platform: Mapped[str] = mapped_column(String(32))
-    user_id: Mapped[str] = mapped_column(String(255))
+    platform: Mapped[str] = mapped_column(CleanString(32))
+    user_id: Mapped[str] = mapped_column(CleanString(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
 

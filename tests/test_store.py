@@ -238,6 +238,32 @@ async def test_data_survives_a_restart(store_url: str) -> None:
         await second.close()
 
 
+async def test_what_postgres_refuses_is_cleaned_and_stored_not_lost(store: Store) -> None:
+    long_name = User("u-long", "N" * 300)
+    nul = "tea\x00 at dawn"
+
+    record = await _generate(store, user=long_name, prompt=nul)
+    refined = await store.add_generation(
+        HERE, ALICE, kind="poem", tone="warm", prompt=nul, variants=["one\x00", "two"], params={}, parent=record
+    )
+    session = await store.create_brainstorm(HERE, long_name, topic=nul, rounds=1, minutes=1.0, deadline=None)
+    idea = await store.add_idea(session.id, long_name, "discord", nul, round=1)
+    await store.add_engagement(HERE, "reply", nul, user=long_name)
+
+    stored = await store.get_generation(record.id)
+    assert stored is not None
+    assert (stored.prompt, len(stored.user.name), stored.user.name[-1]) == ("tea at dawn", 255, "…")
+    assert (await store.get_generation(refined.id)).variants == ("one", "two")
+    assert (await store.get_brainstorm(session.id)).starter.name == stored.user.name
+    assert [i.text for i in await store.ideas(session.id)] == ["tea at dawn"] and idea.id
+    assert await store.user_data_counts("discord", "u-long") == {
+        "generations": 1,
+        "feedback": 0,
+        "engagement": 1,
+        "brainstorm ideas": 1,
+    }
+
+
 def _under_a_file(tmp_path: Path) -> Path:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
