@@ -37,7 +37,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, InvalidRequestError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -294,6 +294,16 @@ def _sqlite_file(url: URL) -> Path | None:
     if database in ("", ":memory:") or database.startswith("file:") or url.query.get("mode") == "memory":
         return None
     return Path(database)
+
+
+def _connect_timeout(url: URL, seconds: float) -> dict[str, Any]:
+    """The driver's own connect timeout, so a host that accepts but never answers fails fast."""
+    driver = url.get_driver_name()
+    if driver == "asyncpg":
+        return {"timeout": seconds}
+    if driver in ("psycopg", "psycopg_async", "aiomysql", "asyncmy"):
+        return {"connect_timeout": max(1, round(seconds))}
+    return {}
 
 
 def _ensure_directory(directory: Path) -> None:
@@ -781,8 +791,9 @@ class BrainstormStore:
 class Store(BrainstormStore):
     """Chorus' persistent memory. Call start() once before use and close() at shutdown."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, connect_timeout_s: float = 5.0) -> None:
         self.url = url
+        self.connect_timeout_s = connect_timeout_s
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
 
@@ -799,16 +810,25 @@ class Store(BrainstormStore):
             database_file = database_file.expanduser().absolute()
             _ensure_directory(database_file.parent)
         try:
-            engine = create_async_engine(url)
+            engine = create_async_engine(url, connect_args=_connect_timeout(url, self.connect_timeout_s))
         except (ArgumentError, ImportError) as exc:
             raise StoreError(f"Cannot use the store URL {shown}: {exc}") from None
+        except InvalidRequestError:
+            raise StoreError(
+                f"Cannot use the store URL {shown}: its driver is not async; use sqlite+aiosqlite:// or "
+                "postgresql+asyncpg://"
+            ) from None
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _enable_sqlite_pragmas)
         try:
             await migrations.upgrade(engine, database_file)
         except (SQLAlchemyError, OSError) as exc:
             await engine.dispose()
-            reason = getattr(exc, "orig", None) or exc
+            cause = getattr(exc, "orig", None) or exc
+            if isinstance(cause, TimeoutError) or isinstance(exc.__cause__, TimeoutError):
+                reason = f"no answer within {self.connect_timeout_s:g} s (store.connect_timeout_s)"
+            else:
+                reason = str(cause) or type(cause).__name__
             raise StoreError(f"Cannot open the store at {shown}: {reason}") from exc
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
