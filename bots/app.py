@@ -17,6 +17,7 @@ from bots.errors import UserError
 from bots.events import Action, Activity, Event, Message, Reaction
 from bots.plugin import Plugin
 from bots.reply import Publisher, Responder
+from bots.retention import Retention
 from bots.router import Context, Quota, Router, error_boundary, input_moderation, permission_check, quota_check
 from bots.store import Store
 from bots.studio import Studio
@@ -111,6 +112,8 @@ class Chorus:
         self.on_publisher(start)
         self.on_close(plugin.stop)
         _log.debug("installed plug-in %s", plugin.name)
+        self.retention = Retention(self)
+        self.retention.attach()
 
     async def handle(self, event: Event, responder: Responder) -> None:
         await self.router.dispatch(event, responder, self)

@@ -821,3 +821,11 @@ async def test_two_commands_on_the_real_engine_queue_stream_and_finish(tmp_path:
         assert any("Queued: 1st in line" in body for body in waiting), waiting
     finally:
         await stop_harness(bot)
+
+
+async def test_mydata_arrives_as_an_ephemeral_json_attachment(bot: Harness) -> None:
+    await create_one(bot)
+    payload = await bot.fake.slash("mydata", {})
+    answer = await ephemeral_answer(bot, payload)
+    assert answer["attachments"][0]["filename"] == "chorus-mydata.json"
+    assert "for you alone" in answer["content"]

@@ -449,7 +449,8 @@ class Brainstorms:
         else:
             views = await self._sort(session, None)
             session = await self._reload(session)
-        top = [view.idea.text for view in render.ranked(views)[:3]]
+        top_views = render.ranked(views)[:3]
+        top = [view.idea.text for view in top_views]
         steps = (
             await next_steps(
                 self.app.generator,
@@ -467,6 +468,7 @@ class Brainstorms:
             session.id,
             status=BRAINSTORM_CLOSED,
             next_steps=steps,
+            next_step_idea_ids=[view.idea.id for view in top_views[: len(steps)]],
             deadline=None,
             closed_at=now,
             expires_at=now + timedelta(days=self.config.retention_days),
