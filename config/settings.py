@@ -59,6 +59,8 @@ class GenerationSection(_Section):
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     time_budget_s: float = Field(60.0, gt=0.0)
     max_context_turns: int = Field(6, ge=0, le=50)
+    # Candidates generated per variant (decoded together); the best by the quality checks is shown.
+    best_of: int = Field(1, ge=1, le=8)
 
 
 class EngineSection(_Section):
@@ -163,14 +165,25 @@ class BrainstormSection(_Section):
     embed_chars: int = Field(1000, ge=16)
 
 
+class ExampleSpec(_Section):
+    """A few-shot example for a kind: a brief and the answer a good copywriter would give (for one tone, or any)."""
+
+    prompt: str
+    answer: str
+    tone: str = ""
+
+
 class KindSpec(_Section):
-    """One content kind: how to prompt for it and when to stop."""
+    """One content kind: how to prompt for it, when to stop, and worked examples that show the model the format."""
 
     description: str
     system: str
     template: str
     max_new_tokens: int = Field(ge=1, le=4096)
     stop: list[str] = Field(default_factory=list)
+    examples: list[ExampleSpec] = Field(default_factory=list)
+    # How many examples go into each prompt: those written for the asked tone first, then tone-free ones.
+    few_shot: int = Field(2, ge=0, le=8)
 
     @field_validator("template")
     @classmethod

@@ -42,7 +42,6 @@ from generation.types import GenerationError, Priority
 from scheduler import jobs
 from scheduler.leader import Leadership
 from scheduler.models import (
-    DROP_TABLES,
     FAILED,
     FINAL,
     GENERATING,
@@ -197,10 +196,7 @@ class DropsService:
         chorus.on_close(self.stop)
 
     async def ensure_tables(self) -> None:
-        if self._tables_ready:
-            return
-        async with self.store.engine.begin() as connection:
-            await connection.run_sync(lambda sync: DropChannel.metadata.create_all(sync, tables=DROP_TABLES))
+        """The drops tables come with the store's schema revisions (bots/migrations), made when the store starts."""
         self._tables_ready = True
 
     async def start(self, publisher: Publisher) -> None:
