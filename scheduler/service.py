@@ -1140,10 +1140,12 @@ class DropsService:
             lines.append(f"Next drop: {self._fmt(next_at, schedule) if next_at else 'not scheduled'}")
         if schedule.time == "auto" and not schedule.is_cron:
             peak = planner.peak_hour()
-            if peak is None:
-                lines.append(f"Timing: {self.settings.default_hour:02d}:00 until the channel's activity is known")
+            if peak is not None:
+                lines.append(f"Timing: busiest hour {peak:02d}:00 {schedule.tz} (from the channel's activity)")
+            elif planner.observed:
+                lines.append("Timing: no activity counted yet, so trying hours and learning from engagement")
             else:
-                lines.append(f"Timing: busiest hour {peak:02d}:00 {schedule.tz}; nearby hours are tried now and then")
+                lines.append(f"Timing: {self._auto_hour(row):02d}:00 until the channel's activity is known")
         learning = "on" if row.learn_topics else "off (opt in: /drops topics learn on)"
         lines.append(f"Topics: {', '.join(self._topics(row))} · learning from messages: {learning}")
         if planner.observed:
@@ -1151,7 +1153,12 @@ class DropsService:
             best = " · ".join(
                 f"{group}s {', '.join(name for name, _ in items)}" for group, items in learned.items() if items
             )
-            lines.append(f"Learned from {planner.observed} drop(s): does best with {best}")
+            if best:
+                lines.append(f"Learned from {planner.observed} drop(s): does best with {best}")
+            elif not planner.engaged:
+                lines.append(f"Learned from {planner.observed} drop(s): none got any engagement yet, so no favourite")
+            else:
+                lines.append(f"Learned from {planner.observed} drop(s): no clear favourite yet")
         else:
             lines.append("Learned: nothing yet (engagement counts for 24 h after each drop)")
         if planner.backoff:
