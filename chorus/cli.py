@@ -162,7 +162,23 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
     serve.add_argument("--api-key-env", metavar="NAME", help="require `Authorization: Bearer $NAME` on /v1/*")
+    pull = sub.add_parser("pull", help="download a model from the Hugging Face Hub once and print the model.path")
+    pull.add_argument("hub_id", help="owner/name, e.g. HuggingFaceTB/SmolLM2-360M-Instruct")
+    pull.add_argument("--revision", help="a branch, tag or commit (default: main)")
+    pull.add_argument("--gguf-file", default="", help="download this one GGUF file of the repository instead")
     return root
+
+
+def _pull(settings: Settings, hub_id: str, revision: str | None, gguf_file: str) -> int:
+    """Explicit download (the only one Chorus ever does), then the config lines that use the model."""
+    from generation.hub import pull_model
+
+    spec = pull_model(hub_id, settings, revision=revision, gguf_file=gguf_file, progress=progress)
+    print(
+        f'Use it by setting, in your config file:\n\n[model]\nsource = "hf"\npath = "{spec.path}"\n\n'
+        f"or in the environment: CHORUS_MODEL__SOURCE=hf CHORUS_MODEL__PATH={spec.path}"
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -185,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_doctor(settings))
         if args.command == "serve":
             return asyncio.run(_serve(settings, args.host, args.port, args.api_key_env))
+        if args.command == "pull":
+            return _pull(settings, args.hub_id, args.revision, args.gguf_file)
         return _prepare(settings)
     except ConfigError as exc:
         print(f"chorus: configuration error: {exc}", file=sys.stderr)

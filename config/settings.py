@@ -64,6 +64,8 @@ class ModelSection(_Section):
 class GenerationSection(_Section):
     url: str = ""
     api_key_env: str = ""
+    # The model name sent to generation.url (Ollama and LM Studio serve several); empty = the first one listed.
+    model: str = ""
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     time_budget_s: float = Field(60.0, gt=0.0)
