@@ -481,40 +481,40 @@ class Brainstorms:
         return views
 
     async def _yes_and(self, session: BrainstormRecord, views: dict[int, render.IdeaView], post: Post) -> None:
-        voted = [view for view in render.ranked(views) if view.votes]
-        basis = (
-            voted[:3]
-            or [views[ids[0]] for theme in session.themes if (ids := theme["idea_ids"]) and ids[0] in views][:3]
-        )
-        if not basis:
-            return
-        stored = [
+        """Ideas that build on the favourites: all stored first, then each posted, so a restart in between posts
+        the stored ones and generates nothing again."""
+        store = self.app.store
+        pending = [
             idea
-            for idea in await self.app.store.ideas(session.id)
+            for idea in await store.ideas(session.id)
             if idea.source == "yes-and" and idea.round == session.round + 1
         ]
-        if stored:
-            # Generated before a restart: show the ones that never went out, and generate nothing again.
-            for idea in stored:
-                if idea.message_ref is None:
-                    ref = await post(render.chorus_idea(session.id, idea, "Yes, and…"))
-                    await self.app.store.set_idea_message_ref(idea.id, ref)
-            return
-        texts = await yes_and_ideas(
-            self.app.generator,
-            session.topic,
-            [view.idea.text for view in basis],
-            self.config.yes_and_ideas,
-            blocklist=self.app.blocklist,
-            seed=session.id * 1000 + session.round + 500,
-            key=session.conversation.key,
-        )
-        for text in texts:
-            idea = await self.app.store.add_idea(
-                session.id, CHORUS, session.conversation.platform, text, round=session.round + 1, source="yes-and"
+        if not pending:
+            voted = [view for view in render.ranked(views) if view.votes]
+            basis = (
+                voted[:3]
+                or [views[ids[0]] for theme in session.themes if (ids := theme["idea_ids"]) and ids[0] in views][:3]
             )
-            ref = await post(render.chorus_idea(session.id, idea, "Yes, and…"))
-            await self.app.store.set_idea_message_ref(idea.id, ref)
+            if not basis:
+                return
+            texts = await yes_and_ideas(
+                self.app.generator,
+                session.topic,
+                [view.idea.text for view in basis],
+                self.config.yes_and_ideas,
+                blocklist=self.app.blocklist,
+                seed=session.id * 1000 + session.round + 500,
+                key=session.conversation.key,
+            )
+            platform = session.conversation.platform
+            pending = [
+                await store.add_idea(session.id, CHORUS, platform, text, round=session.round + 1, source="yes-and")
+                for text in texts
+            ]
+        for idea in pending:
+            if idea.message_ref is None:
+                ref = await post(render.chorus_idea(session.id, idea, "Yes, and…"))
+                await store.set_idea_message_ref(idea.id, ref)
 
     # -- wrap-up -----------------------------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ IDEA_SYSTEM = (
 STEP_SYSTEM = "You help a team act on its brainstorm. You answer with one concrete next step in one sentence."
 LABEL_IDEAS = 6
 LABEL_IDEA_CHARS = 90
-MAX_LABEL_WORDS = 5
+MAX_LABEL_WORDS = 4
 _PREFIX = re.compile(r"^\s*(?:title|theme|name|idea|answer|next step)\s*[:\-–]\s*", re.IGNORECASE)
 _FILLER = (
     "a an the and or but for with from into onto our your their this that these those some more most very just "
@@ -120,7 +120,7 @@ def tidy_label(text: str) -> str:
     for word in re.sub(r"[*_#`\"“”]", "", text).strip(" .,:;!-–").split():
         if word.lower().strip(",;:") not in {w.lower().strip(",;:") for w in words}:
             words.append(word)
-    words = words[:4]
+    words = words[:MAX_LABEL_WORDS]
     while words and words[-1].lower().strip(",;:") in _STOPWORDS:
         words.pop()
     if not words:
