@@ -176,3 +176,15 @@ async def test_over_quota_is_private_from_the_start(tmp_path: Path) -> None:
         assert "Try again in" in await private_answer(harness, over)
     finally:
         await stop_harness(harness)
+
+
+async def test_an_undecodable_gateway_frame_resumes_the_session_and_loses_no_event(bot: Harness) -> None:
+    session, client = bot.fake.session_id, bot.adapter.client
+    await bot.fake.send_raw('{"op": 0, "t": "MESSAGE_CREATE", "s": 9')  # cut off mid-frame
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "in the window"})  # behind it
+    final = await bot.finished(payload["token"])
+    assert "in the window" in final["embeds"][0]["description"]
+    resumes = [op for op in bot.fake.gateway_ops if op["op"] == 6]
+    assert resumes and resumes[0]["d"]["session_id"] == session
+    assert len([op for op in bot.fake.gateway_ops if op["op"] == 2]) == 1, "a new session was started"
+    assert bot.adapter.client is client and bot.adapter.restarts == 0

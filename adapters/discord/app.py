@@ -14,13 +14,15 @@ import os
 import sys
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
+from discord.gateway import DiscordWebSocket, ReconnectWebSocket
 
 from adapters.discord.commands import ChorusComponent, ask_modal, register, remix_modal, required_options
 from adapters.discord.responder import (
@@ -124,13 +126,75 @@ def intents_for(settings: Settings) -> discord.Intents:
     return intents
 
 
+# A gateway failure outside discord.py's own handling is turned into a RESUME, up to this many times a minute; past
+# that the client stops and the supervisor starts a new one (a new session).
+RESUMES_PER_MINUTE = 3
+# What discord.py's connect loop handles by itself (reconnecting, resuming or stopping).
+_GATEWAY_HANDLED = (
+    ReconnectWebSocket,
+    discord.ConnectionClosed,
+    discord.GatewayNotFound,
+    discord.HTTPException,
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+    OSError,
+)
+
+
+class _Failures:
+    """Recent gateway failures, across the connections of one client."""
+
+    def __init__(self) -> None:
+        self.at: deque[float] = deque(maxlen=RESUMES_PER_MINUTE + 1)
+
+    def too_many(self) -> bool:
+        """Record one failure; True when there were more than RESUMES_PER_MINUTE in the last minute."""
+        now = time.monotonic()
+        self.at.append(now)
+        return len(self.at) > RESUMES_PER_MINUTE and now - self.at[0] < 60.0
+
+
+def _resuming(ws: DiscordWebSocket, failures: _Failures) -> Callable[[], Awaitable[None]]:
+    """Wrap one gateway connection's poll so that an unexpected failure (an undecodable frame, a bug in a handler)
+    closes this connection and RESUMEs the session: Discord replays what was missed, nothing is lost."""
+    poll = ws.poll_event
+
+    async def poll_event() -> None:
+        try:
+            await poll()
+        except _GATEWAY_HANDLED:
+            raise
+        except Exception:
+            if failures.too_many():
+                raise
+            _log.exception("the gateway connection failed; resuming the session")
+            with contextlib.suppress(Exception):
+                await ws.close(code=4000)  # not 1000: that would end the session
+            raise ReconnectWebSocket(ws.shard_id, resume=True) from None
+
+    return poll_event
+
+
 class _ChorusClientMixin:
     """Hooks shared by the plain and the auto-sharded client."""
 
     def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
+        self._gateway: DiscordWebSocket | None = None
+        self._gateway_failures = _Failures()
         super().__init__(**kwargs)
         self.adapter = adapter
         self.tree = app_commands.CommandTree(self)  # type: ignore[arg-type]
+
+    @property
+    def ws(self) -> DiscordWebSocket | None:
+        return self._gateway
+
+    @ws.setter
+    def ws(self, ws: DiscordWebSocket | None) -> None:
+        """discord.py sets this once per gateway connection; each one gets the resuming poll."""
+        if ws is not None:
+            ws.poll_event = _resuming(ws, self._gateway_failures)  # type: ignore[method-assign]
+        self._gateway = ws
 
     async def setup_hook(self) -> None:
         await self.adapter.setup(self)  # type: ignore[arg-type]
