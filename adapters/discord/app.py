@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from collections import OrderedDict, deque
@@ -34,6 +35,7 @@ from adapters.discord.responder import (
     ChannelResponder,
     DiscordPublisher,
     DiscordResponder,
+    DiscordStream,
     RateHints,
     answer_raw,
     defer_raw,
@@ -57,6 +59,7 @@ from bots.events import Event
 from bots.feedback import GENERATING_ACTIONS
 from bots.reply import Reply, Responder
 from bots.router import CommandSpec
+from bots.shutdown import RESTART_NOTE, Draining
 from bots.validation import refusal
 
 if TYPE_CHECKING:
@@ -82,6 +85,10 @@ UNKNOWN_COMMAND = (
 )
 OLD_BUTTON = "This button is from an older version of Chorus and no longer works. Start again with /create."
 COMMAND_FAILED = "That command could not run. Reload Discord (Ctrl+R) and try again."
+RESTARTING = "Chorus is restarting. Try again in a minute."
+# On SIGTERM/SIGINT, how long generations in flight get to land their text so far before their messages are finished
+# with what they show (process managers allow about 10 s before they kill).
+SHUTDOWN_GRACE_S = 8.0
 
 
 class TokenMissing(Exception):
@@ -175,6 +182,24 @@ def _resuming(ws: DiscordWebSocket, failures: _Failures) -> Callable[[], Awaitab
     return poll_event
 
 
+def _close_with_1000(client: discord.Client) -> None:
+    """Make the client's coming close a clean one (1000: the session ends, Discord shows the bot offline at once).
+
+    discord.py closes with 1000, but its poll loop, woken by that close, closes the socket first with 4000 (a
+    resumable drop), and that code is the one sent. A clean stop is not a drop, so this connection's socket closes
+    with 1000 whatever it is asked."""
+    ws = client.ws
+    if ws is None or not ws.open:
+        return
+    socket = ws.socket
+    close = socket.close
+
+    async def close_cleanly(*, code: int = 1000, message: bytes = b"") -> bool:
+        return await close(code=1000, message=message)
+
+    socket.close = close_cleanly  # type: ignore[method-assign]
+
+
 class _ChorusClientMixin:
     """Hooks shared by the plain and the auto-sharded client."""
 
@@ -231,6 +256,8 @@ class DiscordAdapter:
         self.edit_interval_s = settings.limits.stream_edit_interval_s
         self.token_ttl_s = self.section.interaction_token_ttl_s
         self.final_retry_s = FINAL_RETRY_S
+        self.streams: set[DiscordStream] = set()
+        self.draining = Draining.install(chorus)
         self.rate_hints = RateHints()
         self.threads: OrderedDict[str, str] = OrderedDict()  # thread id -> parent channel id
         self.raw_interactions: OrderedDict[int, tuple[float, dict[str, Any]]] = OrderedDict()
@@ -292,12 +319,31 @@ class DiscordAdapter:
             self.client = self._make_client()
         return 0
 
+    async def shutdown(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        """SIGTERM/SIGINT: take no new work, let each generation in flight end with its text so far and the restart
+        note (stored, so Regenerate works after the restart), finish any message still showing progress the same
+        way, then close the gateway cleanly (1000, so Discord does not wait for a resume)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.final_retry_s = min(self.final_retry_s, grace_s / 2)
+        await self.draining.drain()
+        pending = [task for task in self.tasks if not task.done() and task is not asyncio.current_task()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=grace_s)
+            if late:
+                _log.warning("stopping: %d handler(s) did not finish in %.0f s", len(late), grace_s)
+        for stream in list(self.streams):
+            await stream.interrupt(RESTART_NOTE)
+        await self.stop()
+
     async def stop(self) -> None:
         """Stop handling, then disconnect: in-flight handlers are cancelled before the HTTP session closes."""
         self._stopping = True
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        _close_with_1000(self.client)
         await self.client.close()
         await self.ack_session.close()
 
@@ -391,6 +437,8 @@ class DiscordAdapter:
         while len(self.raw_interactions) > _KEPT:
             self.raw_interactions.popitem(last=False)
         problem = self._unservable(data)
+        if problem is None and self._stopping:
+            problem = RESTARTING
         if problem is not None:
             token = str(data["token"])
             self._spawn(answer_raw(self.client, interaction_id, token, problem, self.ack_session.get()))
@@ -611,6 +659,8 @@ class DiscordAdapter:
         return str(self.client.user.id) if self.client.user else ""
 
     def _on_raw_message(self, data: dict[str, Any]) -> None:
+        if self._stopping:
+            return
         parent, ours = self._thread_of(str(data.get("channel_id", "")))
         event = to_message(data, bot_id=self._bot_id(), thread_parent=parent, chorus_thread=ours)
         if event is None:
@@ -637,7 +687,23 @@ async def run_discord(chorus: Chorus) -> int:
         return 2
     apply_endpoints(chorus.settings)
     adapter = DiscordAdapter(chorus)
+    loop = asyncio.get_running_loop()
+    shutting_down: list[asyncio.Task[None]] = []
+
+    def on_signal() -> None:
+        if not shutting_down:
+            shutting_down.append(loop.create_task(adapter.shutdown()))
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, on_signal)
     try:
         return await adapter.run(token)
     finally:
+        if shutting_down:
+            await shutting_down[0]
         await adapter.stop()
+        for signum in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)
