@@ -35,7 +35,7 @@ DELIVERY_ERRORS = (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutEr
 # (refused by the checks that cost nothing), or the defer failed.
 DEFERRED, REFUSED, NOT_DEFERRED = "deferred", "refused", "not deferred"
 # How long a final render keeps being retried (honouring Retry-After) before it is delivered another way.
-FINAL_RETRY_S = 30.0
+FINAL_RETRY_S = 10.0
 _T = TypeVar("_T")
 _HINTS_KEPT = 512
 # Connections early defers may hold open at once; more acks than that wait for one to come free (a local round
