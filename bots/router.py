@@ -23,6 +23,7 @@ from generation.types import GenerationError, GeneratorBusy
 
 if TYPE_CHECKING:
     from bots.app import Chorus
+    from bots.options import Option
 
 _log = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ class CommandSpec:
     handler: Handler
     generates: bool = False
     moderator_only: bool = False
-    # Structured options for platforms that have them (Discord); name -> description.
-    options: tuple[tuple[str, str], ...] = ()
+    # Structured options for platforms that have them (Discord): typed Options, or (name, description) pairs.
+    options: tuple[Option | tuple[str, str], ...] = ()
 
 
 @dataclass
