@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -161,7 +161,7 @@ class _Failures:
         return len(self.at) > RESUMES_PER_MINUTE and now - self.at[0] < 60.0
 
 
-def _resuming(ws: DiscordWebSocket, failures: _Failures) -> Callable[[], Awaitable[None]]:
+def _resuming(ws: DiscordWebSocket, failures: _Failures) -> Callable[[], Coroutine[Any, Any, None]]:
     """Wrap one gateway connection's poll so that an unexpected failure (an undecodable frame, a bug in a handler)
     closes this connection and RESUMEs the session: Discord replays what was missed, nothing is lost."""
     poll = ws.poll_event
@@ -208,7 +208,7 @@ class _ChorusClientMixin:
         self._gateway_failures = _Failures()
         super().__init__(**kwargs)
         self.adapter = adapter
-        self.tree = app_commands.CommandTree(self)  # type: ignore[arg-type]
+        self.tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(self)  # type: ignore[arg-type,type-var]
 
     @property
     def ws(self) -> DiscordWebSocket | None:
@@ -235,11 +235,11 @@ class _ChorusClientMixin:
         await self.adapter.on_component(interaction)
 
 
-class ChorusClient(_ChorusClientMixin, discord.Client):
+class ChorusClient(_ChorusClientMixin, discord.Client):  # type: ignore[misc]  # `ws` is a property here
     pass
 
 
-class ShardedChorusClient(_ChorusClientMixin, discord.AutoShardedClient):
+class ShardedChorusClient(_ChorusClientMixin, discord.AutoShardedClient):  # type: ignore[misc]
     pass
 
 

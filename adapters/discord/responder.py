@@ -47,12 +47,14 @@ class Host(Protocol):
     """What responders need from the adapter: the client, settings and shared bookkeeping."""
 
     client: discord.Client
-    tones: Sequence[str]
     edit_interval_s: float
     token_ttl_s: float
     rate_hints: RateHints
     final_retry_s: float
     streams: set[DiscordStream]  # streams in flight, finished early with a note on shutdown
+
+    @property
+    def tones(self) -> Sequence[str]: ...
 
     def remember_thread(self, thread_id: str, parent_id: str) -> None: ...
 
@@ -184,10 +186,14 @@ async def replace_deferred_raw(
     then follow up ephemerally (a follow-up sent while it still loads would become it, publicly)."""
     http = client.http
     adapter = async_context.get()
-    proxy = {"proxy": http.proxy, "proxy_auth": http.proxy_auth}
+    proxy, proxy_auth = http.proxy, http.proxy_auth
     try:
-        await adapter.delete_original_interaction_response(application_id, token, session=session, **proxy)
-        await adapter.execute_webhook(application_id, token, session=session, payload=_private(text), **proxy)
+        await adapter.delete_original_interaction_response(
+            application_id, token, session=session, proxy=proxy, proxy_auth=proxy_auth
+        )
+        await adapter.execute_webhook(
+            application_id, token, session=session, proxy=proxy, proxy_auth=proxy_auth, payload=_private(text)
+        )
     except DELIVERY_ERRORS as exc:
         _log.warning("could not answer a refused interaction: %s", exc)
 

@@ -162,7 +162,7 @@ class TerminalStream:
             if not self._started:
                 out._write(render_reply(reply) + "\n")
                 return out._message_id(reply)
-            tail = []
+            tail: list[str] = []
             if reply.generation_id is None:
                 tail.extend(reply.parts)
             if reply.footer:
