@@ -14,10 +14,14 @@ import pytest
 from fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, form, sign
 
 from adapters.slack.app import SlackAdapter
+from adapters.slack.outbound import SlackLimits
 from generation.fake import FakeGenerator
 from support import TestBot, make_bot, settings_for, wait_until
 
 MENTION_KEYS = ("<!channel>", "<!here>", "<!everyone>", "<@U", "<!subteam^")
+# Slack's clock in tests: a Slack second lasts 50 ms, for Chorus' pacing, Retry-After and the fake's RateModel.
+SCALE = 0.05
+FAST_LIMITS = SlackLimits(scale=SCALE)
 
 
 @pytest.fixture(name="fake")
@@ -99,11 +103,12 @@ async def start_slack(
     mode: str = "http",
     generator: FakeGenerator | None = None,
     secrets: dict[str, str] | None = None,
+    limits: SlackLimits = FAST_LIMITS,
     **env: str,
 ) -> SlackChorus:
     settings = settings_for(home, **slack_env(fake, mode, **env))
     bot = await make_bot(settings, generator or FakeGenerator(delay_s=0.01))
-    adapter = SlackAdapter(bot.chorus, env=secrets or SECRETS)
+    adapter = SlackAdapter(bot.chorus, env=secrets or SECRETS, limits=limits)
     await adapter.start()
     return SlackChorus(bot, adapter, fake, aiohttp.ClientSession() if mode == "http" else None)
 
