@@ -122,13 +122,6 @@ class Quota:
         self._clock = clock
         self._starts: defaultdict[tuple[str, str], deque[float]] = defaultdict(deque)
 
-    def wait_s(self, platform: str, user_id: str) -> float:
-        """Seconds until this user may generate again (0 if now), without charging anything."""
-        if self.per_minute <= 0:
-            return 0.0
-        window = [start for start in self._starts.get((platform, user_id), ()) if self._clock() - start < 60.0]
-        return 60.0 - (self._clock() - window[0]) if len(window) >= self.per_minute else 0.0
-
     def take(self, platform: str, user_id: str) -> float:
         """Record one use; return 0 if allowed, else the seconds until the next use is allowed."""
         wait = self.wait(platform, user_id)
