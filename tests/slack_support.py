@@ -139,3 +139,9 @@ def has_actions(body: dict[str, Any]) -> bool:
 def final_updates(fake: FakeSlack) -> list[dict[str, Any]]:
     """Bodies of chat.update calls that carry the result's buttons: the finished replies."""
     return [call.body for call in fake.answered("chat.update") if has_actions(call.body)]
+
+
+def results(fake: FakeSlack) -> list[dict[str, Any]]:
+    """The messages in Slack that show a finished result (they carry its buttons), however they got there: an edited
+    placeholder, or a new message when the result was ready before its placeholder's turn came."""
+    return [message for message in fake.messages.values() if has_actions(message)]
