@@ -110,6 +110,18 @@ async def target_generation(ctx: Context, generation_id: int | None, reply_to: s
     return record
 
 
+async def message_target(ctx: Context, message: Message) -> GenerationRecord:
+    """The result a message refines: the one it replies to. A reply in a thread to the message the thread hangs under
+    (all a Slack thread reply can say) means the thread itself: its newest result, once it has one."""
+    record = await target_generation(ctx, None, message.reply_to)
+    thread = message.conversation.thread
+    if thread and record.conversation.thread != thread:
+        newest = await ctx.app.store.latest_generation(message.conversation)
+        if newest is not None:
+            return newest
+    return record
+
+
 async def refine(ctx: Context, record: GenerationRecord, instruction: str, *, tone: str | None = None) -> None:
     """Make the next version of `record`: a regenerate, a per-variant rework, or a new ask over all variants."""
     settings = ctx.app.settings
@@ -188,7 +200,7 @@ async def handle_message(ctx: Context) -> None:
     limit = ctx.app.settings.limits.max_prompt_chars
     if len(text) > limit:
         raise UserError(f"That message is {len(text)} characters; the limit is {limit}. Shorten it and try again.")
-    record = await target_generation(ctx, None, message.reply_to)
+    record = await message_target(ctx, message)
     take_quota(ctx.app.quota, message)
     await ctx.app.store.add_engagement(message.conversation, "reply", user=message.user, generation_id=record.id)
     await refine(ctx, record, text)
