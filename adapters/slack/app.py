@@ -291,6 +291,8 @@ class SlackAdapter:
             )
         except TimeoutError:
             _log.warning("some messages cut short by the stop could not be finished in %s s", STOP_DELIVERY_S)
+            for stream in streams:
+                stream.abandon()
 
     async def client_for(self, team_id: str) -> AsyncWebClient:
         """The Web API client holding that workspace's bot token."""

@@ -42,7 +42,6 @@ PLACEHOLDER_GRACE_S = 0.25
 RESTART_NOTE = "⚠ Chorus restarted before this was finished; above is the text so far. Run the command again."
 # Slack seconds a placeholder removal may keep being refused before it is left as it is.
 CLEANUP_PATIENCE_S = 60.0
-UNFURL_OFF = {"unfurl_links": False, "unfurl_media": False}
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,8 @@ class SlackResponder:
                 "chat.postMessage",
                 channel=self.channel,
                 thread_ts=self.thread_ts,
-                **UNFURL_OFF,
+                unfurl_links=False,
+                unfurl_media=False,
                 **render_message(reply, self.options.tones),
             )
         except SlackApiError as exc:
@@ -246,6 +246,12 @@ class SlackStream:
         with contextlib.suppress(Exception):
             await asyncio.shield(self._delivery)
 
+    def abandon(self) -> None:
+        """Give up delivering (the process is going away)."""
+        if self._delivery is not None:
+            self._delivery.cancel()
+        self.outbound.streams.discard(self)
+
     async def _deliver(self, reply: Reply) -> str:
         """The final reply, first in line. The placeholder is edited; when Slack refuses that edit past its patience
         (429s) or for good, the reply is posted as a new message and the placeholder removed."""
@@ -346,7 +352,8 @@ class SlackStream:
                     team,
                     channel=self.channel,
                     thread_ts=responder.thread_ts,
-                    **UNFURL_OFF,
+                    unfurl_links=False,
+                    unfurl_media=False,
                     **render_progress(self.title, self.parts, self.status_text),
                 )
             except SlackApiError as exc:
@@ -437,7 +444,8 @@ class SlackPublisher:
                 priority=Priority.POST,
                 channel=conversation.channel,
                 thread_ts=conversation.thread,
-                **UNFURL_OFF,
+                unfurl_links=False,
+                unfurl_media=False,
                 **render_message(reply, self.options.tones),
             )
         except SlackApiError as exc:
