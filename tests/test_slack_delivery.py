@@ -226,3 +226,23 @@ async def test_stopping_in_http_mode_finishes_the_message_and_refuses_new_reques
         if slack.http is not None:
             await slack.http.close()
         await slack.bot.chorus.close()
+
+
+async def test_a_handler_that_fails_mid_stream_leaves_no_half_written_message(
+    tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slack = await start_slack(tmp_path, fake, generator=FakeGenerator(lambda r: WORDS, delay_s=0.05))
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(slack.bot.store, "add_generation", broken)
+    try:
+        await slack.slash(slash_body("/create", "slogan a night bakery"))
+        await wait_until(lambda: len(fake.answered("chat.postEphemeral")) == 1)  # the private error
+        await slack.idle()
+        await wait_until(lambda: not slack.adapter.outbound.streams)
+    finally:
+        await slack.close()
+    text = block_texts(_cut_short(fake)["blocks"])
+    assert "word11" in text and "▍" not in text and "stopped before it was finished" in text

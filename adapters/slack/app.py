@@ -260,7 +260,7 @@ class SlackAdapter:
     async def stop(self) -> None:
         """Stop taking events; finish every message being written with its text so far and a note that Chorus
         restarted (final replies already on their way still land); then close the connections."""
-        self.stopping = True
+        self.stopping = self.outbound.stopping = True
         if self._socket is not None:
             await self._socket.close_async()
         if self._runner is not None:

@@ -160,6 +160,7 @@ class Outbound:
         self._quiet: OrderedDict[tuple[str | None, str], AsyncWebClient] = OrderedDict()
         # Streams not yet finished, so that a shutdown can finish them (SlackStream.interrupt).
         self.streams: set[SlackStream] = set()
+        self.stopping = False  # set by the adapter's stop: streams cut short then say that Chorus restarted
 
     def quiet(self, client: AsyncWebClient) -> AsyncWebClient:
         """`client` without slack_sdk's own 429 retries (which sleep outside the pacing and give up after five):
