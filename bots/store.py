@@ -39,6 +39,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from bots import migrations
 from bots.events import Conversation, User
 
 _log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def _now() -> datetime:
 
 
 class Base(DeclarativeBase):
-    """The Chorus tables; `Base.metadata` is what start() creates."""
+    """The Chorus tables. start() creates and changes them through the revisions in bots/migrations, so a change
+    here needs a revision there (`python -m bots.migrations revision -m "..."`)."""
 
 
 class Generation(Base):
@@ -675,7 +677,8 @@ class Store(BrainstormStore):
         self._sessions: async_sessionmaker[AsyncSession] | None = None
 
     async def start(self) -> None:
-        """Create the data directory (SQLite) and the tables, so a fresh install needs no setup step."""
+        """Create the data directory (SQLite) and bring the tables to the newest schema revision, so a fresh install
+        needs no setup step and an upgrade needs none either."""
         try:
             url = make_url(self.url)
         except ArgumentError:
@@ -683,7 +686,8 @@ class Store(BrainstormStore):
         shown = url.render_as_string(hide_password=True)
         database_file = _sqlite_file(url)
         if database_file is not None:
-            _ensure_directory(database_file.expanduser().absolute().parent)
+            database_file = database_file.expanduser().absolute()
+            _ensure_directory(database_file.parent)
         try:
             engine = create_async_engine(url)
         except (ArgumentError, ImportError) as exc:
@@ -691,8 +695,7 @@ class Store(BrainstormStore):
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _enable_sqlite_pragmas)
         try:
-            async with engine.begin() as connection:
-                await connection.run_sync(Base.metadata.create_all)
+            await migrations.upgrade(engine, database_file)
         except (SQLAlchemyError, OSError) as exc:
             await engine.dispose()
             reason = getattr(exc, "orig", None) or exc

@@ -25,7 +25,15 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from generation.local import IncrementalDetokenizer, LocalGenerator, _Job, _short, sample_rows
+from generation.local import (
+    IncrementalDetokenizer,
+    LocalGenerator,
+    _deadline,
+    _Job,
+    _short,
+    sample_rows,
+    validate_request,
+)
 from generation.models import ModelSpec
 from generation.types import (
     Chunk,
@@ -35,13 +43,13 @@ from generation.types import (
     Health,
     ModelUnavailable,
     Priority,
+    RequestTooLarge,
 )
 
 _log = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
-_SERVICE_EMA_WEIGHT = 0.2
 # The KV cache grows in blocks of this many positions and of this many slots (rows), exactly to what is in use.
 _CACHE_BLOCK = 64
 _ROW_BLOCK = 4
@@ -127,6 +135,9 @@ class AdmissionQueue(Generic[T]):
 @dataclass(eq=False)
 class _EngineJob(_Job):
     prompt: list[int] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    # max_new_tokens, lowered to what fits when the request allows it.
+    max_new_tokens: int = 0
     queue_position: int | None = None
     # Set while a preempted request waits for a slot again: where it stopped, to continue from there.
     paused: _Sequence | None = None
@@ -206,7 +217,6 @@ class BatchingEngine(LocalGenerator):
         self._waiting: AdmissionQueue[_EngineJob] = AdmissionQueue()
         self._slots: list[_Sequence | None] = [None] * max_batch
         self._runner: _SlotModel | None = None
-        self._service_s: float | None = None
 
     @property
     def max_batch(self) -> int:
@@ -247,8 +257,8 @@ class BatchingEngine(LocalGenerator):
     # -- the asyncio side ------------------------------------------------------------------------------------------
 
     def _new_job(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> _EngineJob:
-        _validate(request)
-        return _EngineJob(request=request, loop=loop, events=asyncio.Queue())
+        validate_request(request)
+        return _EngineJob(request=request, loop=loop, events=asyncio.Queue(), deadline=_deadline(request))
 
     def _unqueue(self, job: _Job) -> None:
         if isinstance(job, _EngineJob):
@@ -274,7 +284,7 @@ class BatchingEngine(LocalGenerator):
                     self._post(item, self._ready())
                 else:
                     self._enqueue(item)  # type: ignore[arg-type]
-            self._end_paused()
+            self._end_expired()
             self._fill_slots()
             self._publish_positions()
             if any(self._slots):
@@ -331,15 +341,27 @@ class BatchingEngine(LocalGenerator):
             except Exception as exc:
                 problem = GenerationError(f"The prompt could not be tokenized ({_short(exc)}).")
         limit = self.max_len or self._max_seq_len
+        job.prompt_tokens = len(job.prompt)
+        job.max_new_tokens = request.max_new_tokens
         if problem is None and len(job.prompt) + request.max_new_tokens > limit:
-            problem = GenerationError(
-                f"The prompt of {len(job.prompt)} tokens + {request.max_new_tokens} new tokens exceeds the "
-                f"context / KV budget of {limit} tokens per request; shorten the prompt or ask for fewer tokens."
-            )
+            if request.fit_max_new_tokens and len(job.prompt) < limit:
+                job.max_new_tokens = limit - len(job.prompt)
+            else:
+                problem = RequestTooLarge(
+                    f"The prompt of {len(job.prompt)} tokens + {request.max_new_tokens} new tokens exceeds the "
+                    f"context / KV budget of {limit} tokens per request; shorten the prompt or ask for fewer tokens."
+                )
         if problem is not None:
             self._forget(job)
             if not job.cancelled:
                 self._post(job, problem)
+            return
+        with self._lock:
+            expired = not job.cancelled and time.monotonic() >= job.deadline
+            if expired:  # loading the model or tokenizing used up the budget
+                job.started = True
+        if expired:
+            self._end_waiting(job, "time")
             return
         with self._lock:
             if not job.cancelled:
@@ -399,20 +421,33 @@ class BatchingEngine(LocalGenerator):
         seq.admitted = time.monotonic()
         return seq
 
-    def _end_paused(self) -> None:
-        """Aborts and time budgets apply to paused requests too, without waiting for a slot."""
+    def _end_expired(self) -> None:
+        """Aborts and time budgets apply to waiting and paused requests too, without waiting for a slot."""
         now = time.monotonic()
+        ended: list[tuple[_EngineJob, FinishReason]] = []
         with self._lock:
-            paused = [job for job in self._waiting.order() if job.paused is not None]
-        for job in paused:
-            seq = job.paused
-            assert seq is not None
-            reason: FinishReason | None = "abort" if job.abort.is_set() else "time" if now >= seq.deadline else None
-            if reason is not None:
-                with self._lock:
-                    self._waiting.remove(job)
-                job.paused = None
-                self._finish(seq, reason)
+            for job in self._waiting.order():
+                if job.paused is not None and job.abort.is_set():
+                    ended.append((job, "abort"))
+                elif now >= job.deadline:
+                    ended.append((job, "time"))
+                else:
+                    continue
+                self._waiting.remove(job)
+                job.started = True  # from here on only the worker ends it (an abort now would answer twice)
+        for job, reason in ended:
+            self._end_waiting(job, reason)
+
+    def _end_waiting(self, job: _EngineJob, reason: FinishReason) -> None:
+        """End a request that holds no slot: a paused one with what it produced, a queued one with nothing."""
+        seq = job.paused
+        if seq is not None:
+            job.paused = None
+            self._finish(seq, reason)
+            return
+        self._forget(job)
+        assert job.request is not None
+        self._post(job, Chunk(request_id=job.request.request_id, finish_reason=reason, prompt_tokens=job.prompt_tokens))
 
     def _start(self, job: _EngineJob, slot: int) -> _Sequence:
         torch = self._torch
@@ -428,7 +463,7 @@ class BatchingEngine(LocalGenerator):
             slot=slot,
             detokenizer=IncrementalDetokenizer(self._decode, request.stop),
             generator=generator,
-            deadline=now + request.time_budget_s,
+            deadline=job.deadline,
             admitted=now,
         )
 
@@ -499,7 +534,7 @@ class BatchingEngine(LocalGenerator):
             self._post(job, Chunk(request_id=seq.request.request_id, text=delta, tokens=job.tokens))
         if seq.detokenizer.stopped:
             self._finish(seq, "stop")
-        elif job.tokens >= seq.request.max_new_tokens:
+        elif job.tokens >= job.max_new_tokens:
             self._finish(seq, "length")
         else:
             seq.next_token = token
@@ -509,12 +544,15 @@ class BatchingEngine(LocalGenerator):
             self._slots[seq.slot] = None
         self._forget(seq.job)
         if reason != "error":
-            spent = time.monotonic() - seq.admitted
-            previous = self._service_s
-            self._service_s = spent if previous is None else previous + _SERVICE_EMA_WEIGHT * (spent - previous)
+            self._note_service(time.monotonic() - seq.admitted)
         text = "" if reason == "error" else seq.detokenizer.flush()
         chunk = Chunk(
-            request_id=seq.request.request_id, text=text, finish_reason=reason, error=error, tokens=seq.job.tokens
+            request_id=seq.request.request_id,
+            text=text,
+            finish_reason=reason,
+            error=error,
+            tokens=seq.job.tokens,
+            prompt_tokens=seq.job.prompt_tokens,
         )
         self._post(seq.job, chunk)
 
@@ -559,18 +597,6 @@ def native_bfloat16(torch: Any, device: str) -> bool:
         callable(check := getattr(cpu, name, None)) and bool(check())
         for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     )
-
-
-def _validate(request: GenerationRequest) -> None:
-    """Reject sampling parameters that can never work, before the request takes a place in the queue."""
-    if request.max_new_tokens <= 0:
-        raise GenerationError(f"max_new_tokens must be at least 1 (got {request.max_new_tokens}).")
-    if not request.temperature >= 0:  # also catches NaN
-        raise GenerationError(f"temperature must be 0 or more (got {request.temperature}).")
-    if not 0 < request.top_p <= 1:
-        raise GenerationError(f"top_p must be in (0, 1] (got {request.top_p}).")
-    if not request.time_budget_s > 0:
-        raise GenerationError(f"time_budget_s must be positive (got {request.time_budget_s}).")
 
 
 class _SlotModel:

@@ -20,22 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from config.settings import DEFAULT_CLICK_WEIGHT, DEFAULT_REACTION_WEIGHTS, DEFAULT_REPLY_WEIGHT
+
 _log = logging.getLogger(__name__)
 
-# Reactions count by emoji; anything not listed counts as DEFAULT_REACTION_WEIGHT.
-DEFAULT_REACTION_WEIGHTS: Mapping[str, float] = {
-    "👍": 1.0,
-    "❤️": 2.0,
-    "❤": 2.0,
-    "🔥": 2.0,
-    "😂": 1.5,
-    "🎉": 1.5,
-    "👀": 0.5,
-    "👎": -2.0,
-}
+# Reactions count by emoji; anything not listed counts as DEFAULT_REACTION_WEIGHT. One definition, in config.
 DEFAULT_REACTION_WEIGHT = 1.0
-REPLY_WEIGHT = 3.0
-CLICK_WEIGHT = 2.0
+REPLY_WEIGHT = DEFAULT_REPLY_WEIGHT
+CLICK_WEIGHT = DEFAULT_CLICK_WEIGHT
 # Levels of the two observation models (not part of a drop's appeal): liked-event counts, and liked vs disliked.
 _COUNT_BIAS = "level:count"
 _RATIO_BIAS = "level:ratio"
@@ -317,9 +309,17 @@ class Planner:
             return candidates[int(np.argmax(sampled))], "explore"
         return candidates[best], "peak"
 
-    def choose(self, now: datetime) -> DropPlan:
-        """The next drop for the slot at `now` (channel-local time): content, hour, and whether to post at all."""
-        hour, reason = self._choose_hour(now.weekday())
+    def choose_hour(self, day: datetime) -> tuple[int, str]:
+        """The local hour to post at on `day` (channel-local), and why: for scheduling the next auto drop."""
+        return self._choose_hour(day.weekday())
+
+    def choose(self, now: datetime, *, hour: int | None = None) -> DropPlan:
+        """The drop for the slot at `now` (channel-local time): content, hour, and whether to post at all. `hour` is
+        the hour the slot was scheduled at (chosen earlier with `choose_hour`); without it the hour is chosen now."""
+        if hour is None:
+            hour, reason = self._choose_hour(now.weekday())
+        else:
+            reason = "fixed" if self.fixed_hour is not None else "scheduled"
         mean, covariance = self._posterior()
         rng = self._rng(0)
         spread = self.exploration
@@ -393,7 +393,7 @@ class Planner:
         for h, y, variance in rows:
             self._precision = self._precision + np.outer(h, h) / variance
             self._target = self._target + h * y / variance
-        if plan.hour_reason in ("peak", "explore"):
+        if plan.hour_reason in ("peak", "explore", "scheduled"):
             self._hour_n *= self.decay
             self._hour_sum *= self.decay
             self._hour_n[plan.hour % 24] += 1

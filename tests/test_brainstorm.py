@@ -599,12 +599,9 @@ async def test_minilm_embeds_offline_and_puts_like_ideas_together() -> None:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    from test_store import POSTGRES_URL, _reset_postgres
-
     url = f"sqlite+aiosqlite:///{tmp_path / 'chorus.db'}"
     if request.param == "postgres":
-        await _reset_postgres(POSTGRES_URL)
-        url = POSTGRES_URL
+        url = request.getfixturevalue("postgres_url")
     store = Store(url)
     await store.start()
     yield store

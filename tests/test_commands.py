@@ -58,15 +58,31 @@ async def test_shortcut_refines_into_v2_with_the_conversation_as_context(testbot
 async def test_plain_sentence_refines_with_all_variants_and_history_lists_versions(testbot: TestBot) -> None:
     await testbot.one("/create poem autumn rain --n 2")
     await testbot.one("l")
-    third = await testbot.one("make the second one rhyme")
-    assert third.title.startswith("poem · v3 of 3 · make the second one rhyme")
+    third = await testbot.one("make it rhyme")
+    assert third.title.startswith("poem · v3 of 3 · make it rhyme")
     request = testbot.generator.requests[-1]
     assert request.messages[-2].content.startswith("1. ") and "\n2. " in request.messages[-2].content
-    assert request.messages[-1].content.startswith("make the second one rhyme")
-    assert len(request.messages) == 6  # system, v1 ask, v1, "longer", v2, the new ask
+    assert request.messages[-1].content.startswith("make it rhyme")
+    assert [m.role for m in request.messages[-5:]] == ["user", "assistant", "user", "assistant", "user"]
     history = reply_text(await testbot.one("/history"))
     assert "3 versions" in history
-    assert "v1  /create poem" in history and "v2  longer" in history and "v3  make the second one rhyme" in history
+    assert "v1  /create poem" in history and "v2  longer" in history and "v3  make it rhyme" in history
+
+
+async def test_make_the_second_one_rhyme_refines_only_variant_two_and_keeps_the_first(testbot: TestBot) -> None:
+    first = await testbot.one("/create poem autumn rain --n 2")
+    third = await testbot.one("make the second one rhyme")
+    assert third.title == "poem · v2 of 2 · #2 make it rhyme"
+    assert third.parts[0] == first.parts[0] and third.parts[1] != first.parts[1]
+    request = testbot.generator.requests[-1]
+    assert request.messages[-2].content == first.parts[1], "variant 2 is refined from its own text"
+    assert request.messages[-1].content.startswith("make it rhyme")
+    assert len(testbot.generator.requests) == 3, "one variant generated, not two"
+    fourth = await testbot.one("2 s")
+    assert fourth.title == "poem · v3 of 3 · #2 shorter" and fourth.parts[0] == first.parts[0]
+    assert "shorter" in testbot.generator.requests[-1].messages[-1].content.lower()
+    history = reply_text(await testbot.one("/history"))
+    assert "v2  #2 make it rhyme" in history and "v3  #2 shorter" in history
 
 
 async def test_tone_change_and_regenerate(testbot: TestBot) -> None:

@@ -10,12 +10,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from bots.events import Conversation, User
-from bots.store import Base, GenerationRecord, Store, StoreError
-
-POSTGRES_URL = os.environ.get("CHORUS_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+from bots.store import GenerationRecord, Store, StoreError
 
 HERE = Conversation("discord", "guild-1", "general")
 THREAD = Conversation("discord", "guild-1", "general", "thread-9")
@@ -24,29 +21,12 @@ ALICE = User("u-alice", "Alice")
 BOB = User("u-bob", "Bob")
 
 
-async def _reset_postgres(url: str) -> None:
-    """Drop the Chorus tables so every Postgres test starts from an empty database."""
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(Base.metadata.drop_all)
-    except Exception as exc:
-        pytest.fail(
-            f"PostgreSQL at {url} is unreachable ({exc.__class__.__name__}: {exc}). Start it, point "
-            "CHORUS_TEST_POSTGRES_URL at one, or deselect these tests with -m 'not postgres'.",
-            pytrace=False,
-        )
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         # A directory that does not exist yet: start() must create it.
         return f"sqlite+aiosqlite:///{tmp_path / 'home' / 'chorus.db'}"
-    await _reset_postgres(POSTGRES_URL)
-    return POSTGRES_URL
+    return str(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture

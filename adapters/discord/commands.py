@@ -26,6 +26,11 @@ CommandCallback = Callable[[discord.Interaction, CommandSpec], Awaitable[None]]
 ComponentCallback = Callable[[discord.Interaction], Awaitable[None]]
 
 
+def required_options(spec: CommandSpec) -> list[str]:
+    """The options Discord must send with this command; one missing means the client has an outdated schema."""
+    return [name for name, _ in spec.options if name in _REQUIRED]
+
+
 def _annotation(name: str, required: bool, settings: Settings) -> Any:
     base: Any = str
     if name == "n":
