@@ -7,6 +7,7 @@ far (the first ask, every earlier answer and follow-up), trimmed to `generation.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from bots.errors import UserError
 from bots.events import Action, Message, Reaction
@@ -169,7 +170,7 @@ async def refine(
             raise UserError("This result has only one variant; say what to change without a number.")
         if not 0 <= only < n:
             raise UserError(f"There are only {n} variants; pick one from 1 to {n}.")
-    common = {
+    common: dict[str, Any] = {
         "kind": record.kind,
         "prompt": record.prompt,
         "spec": spec,

@@ -96,7 +96,7 @@ async def test_chorus_run_serves_slack_until_sigterm(tmp_path: Path, fake: FakeS
         "CHORUS_SLACK_APP_TOKEN": APP_TOKEN,
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bots.cli", "run", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "chorus", "run", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     try:
         await fake.wait_connected(60)

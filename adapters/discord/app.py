@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,7 +130,7 @@ class _ChorusClientMixin:
     def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.adapter = adapter
-        self.tree = app_commands.CommandTree(self)  # type: ignore[arg-type]
+        self.tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(self)  # type: ignore[arg-type,type-var]
 
     async def setup_hook(self) -> None:
         await self.adapter.setup(self)  # type: ignore[arg-type]
@@ -163,7 +163,7 @@ class DiscordAdapter:
         self.client_options = dict(client_options or {})
         settings = chorus.settings
         self.section = settings.discord
-        self.tones = tuple(settings.tones)
+        self.tones: Sequence[str] = tuple(settings.tones)
         self.edit_interval_s = settings.limits.stream_edit_interval_s
         self.token_ttl_s = self.section.interaction_token_ttl_s
         self.final_retry_s = FINAL_RETRY_S

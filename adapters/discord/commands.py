@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Optional
 
 import discord
@@ -75,14 +75,18 @@ def slash_command(spec: CommandSpec, settings: Settings, on_command: CommandCall
     callback.__discord_app_commands_param_choices__ = {  # type: ignore[attr-defined]
         name: _choices(values) for name, values in small.items()
     }
-    command = app_commands.Command(name=spec.name, description=spec.summary[:100], callback=callback)
+    command: app_commands.Command[Any, ..., Any] = app_commands.Command(
+        name=spec.name, description=spec.summary[:100], callback=callback
+    )
     for name, values in lists.items():
         if name in dict(options) and name not in small:
             command.autocomplete(name)(_autocomplete(values))
     return command
 
 
-def _autocomplete(values: Sequence[str]) -> Callable[..., Awaitable[list[app_commands.Choice[str]]]]:
+def _autocomplete(
+    values: Sequence[str],
+) -> Callable[[discord.Interaction, str], Coroutine[Any, Any, list[app_commands.Choice[str]]]]:
     async def complete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         current = current.lower()
         return _choices([value for value in values if current in value.lower()])

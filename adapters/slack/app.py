@@ -73,6 +73,7 @@ BOT_SCOPES = (
     "files:write",
     "groups:history",
     "im:history",
+    "im:write",  # private files (/mydata) go to the user's direct messages
     "mpim:history",
     "reactions:read",
     "users:read",

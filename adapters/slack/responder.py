@@ -130,6 +130,8 @@ class SlackResponder:
         return ts, thread
 
     async def _ephemeral(self, reply: Reply) -> str:
+        if reply.attachments:
+            await self._attach_privately(reply.attachments)
         message = render_message(reply, self.options.tones)
         try:
             response = await self.call(
@@ -142,6 +144,17 @@ class SlackResponder:
             _log.info("chat.postEphemeral failed (%s); answering through the response_url", exc)
         await self._via_response_url(message)
         return ""
+
+    async def _attach_privately(self, attachments: Sequence[Attachment]) -> None:
+        """Slack has no ephemeral files: a private reply's files go to the user's direct messages with Chorus."""
+        opened = await self.client.conversations_open(users=self.user_id)
+        for attachment in attachments:
+            await self.client.files_upload_v2(
+                channel=opened["channel"]["id"],
+                file=str(attachment.path),
+                filename=attachment.filename,
+                title=attachment.description or attachment.filename,
+            )
 
     async def _not_here(self) -> None:
         """Tell the user (privately, through the response_url) that Chorus must be invited first."""

@@ -59,6 +59,7 @@ class TerminalStream:
         self._responder = responder
         self._title = title
         self._started = False
+        self._streamed: list[str] = []
 
     async def begin_part(self, index: int, total: int) -> None:
         if not self._started:
@@ -68,8 +69,11 @@ class TerminalStream:
             self._responder._write("\n")
         if total > 1:
             self._responder._write(f"{index}. ")
+        self._streamed.append("")
 
     async def write(self, delta: str) -> None:
+        if self._streamed:
+            self._streamed[-1] += delta
         self._responder._write(delta)
 
     async def status(self, text: str) -> None:
@@ -80,9 +84,14 @@ class TerminalStream:
         if not self._started:
             out._write(render_reply(reply) + "\n")
             return out._message_id(reply)
-        tail = []
+        tail: list[str] = []
         if reply.generation_id is None:
             tail.extend(reply.parts)
+        elif [part.strip() for part in self._streamed] != [part.strip() for part in reply.parts]:
+            # The final text differs from what streamed (trimmed, tidied, one variant dropped): show what was kept.
+            numbered = len(reply.parts) > 1
+            tail.append("── final ──")
+            tail.extend(f"{i}. {part}" if numbered else part for i, part in enumerate(reply.parts, 1))
         if reply.footer:
             tail.append(reply.footer)
         if reply.actions:
