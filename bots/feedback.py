@@ -125,6 +125,18 @@ async def target_generation(ctx: Context, generation_id: int | None, reply_to: s
     return record
 
 
+async def message_target(ctx: Context, message: Message) -> GenerationRecord:
+    """The result a message refines: the one it replies to. A reply in a thread to the message the thread hangs under
+    (all a Slack thread reply can say) means the thread itself: its newest result, once it has one."""
+    record = await target_generation(ctx, None, message.reply_to)
+    thread = message.conversation.thread
+    if thread and record.conversation.thread != thread:
+        newest = await ctx.app.store.latest_generation(message.conversation)
+        if newest is not None:
+            return newest
+    return record
+
+
 def step_length(length: str, settings: Settings, step: int) -> str:
     """The length one step longer (+1) or shorter (-1) than `length`, within short…long."""
     names = settings.lengths.names
@@ -234,7 +246,7 @@ async def handle_message(ctx: Context) -> None:
         # "ok", "thanks!", "++", a lone emoji: not a request for a new version, and no quota is used.
         await ctx.responder.send(Reply.text(hint, ephemeral=True))
         return
-    record = await target_generation(ctx, None, message.reply_to)
+    record = await message_target(ctx, message)
     await ctx.app.store.add_engagement(message.conversation, "reply", user=message.user, generation_id=record.id)
     ref = parse_variant_ref(text)
     if ref is None:
