@@ -17,6 +17,7 @@ from bots.errors import UserError
 from bots.events import Action, Activity, Event, Message, Reaction
 from bots.plugin import Plugin
 from bots.reply import Publisher, Responder
+from bots.retention import Retention
 from bots.router import Context, Quota, Router, error_boundary, input_moderation, permission_check, quota_check
 from bots.store import Store
 from bots.studio import Studio
@@ -82,6 +83,9 @@ class Chorus:
         # Set by their plug-ins when installed; commands reach the features through these.
         self.brainstorms: Brainstorms | None = None
         self.drops: DropsControl | None = None
+        # Deletes stored data past its retention period (docs/data.md): core, whatever features are installed.
+        self.retention = Retention(self)
+        self.retention.attach()
         for plugin in plugins:
             self.install(plugin)
 

@@ -29,7 +29,7 @@ async def _run(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    store = Store(settings.store_url)
+    store = Store(settings.store_url, connect_timeout_s=settings.store.connect_timeout_s)
     await store.start()
     try:
         generator = build_generator(settings)
@@ -52,7 +52,8 @@ async def _run(settings: Settings) -> int:
 
 
 async def _doctor(settings: Settings) -> int:
-    from generation.models import model_status
+    """Every check on its own line; exit status 2 when any of them failed."""
+    from generation.models import model_check
 
     print("Chorus doctor")
     print(f"  config:    {' + '.join(settings.sources)} + CHORUS_* environment")
@@ -60,7 +61,7 @@ async def _doctor(settings: Settings) -> int:
     print(f"  platform:  {settings.chorus.platform}")
     print(f"  kinds:     {', '.join(settings.kinds)}")
     ok = True
-    store = Store(settings.store_url)
+    store = Store(settings.store_url, connect_timeout_s=settings.store.connect_timeout_s)
     try:
         await store.start()
         print(f"  store:     ok ({_redact(settings.store_url)}, {await store.count_generations()} generations)")
@@ -75,12 +76,15 @@ async def _doctor(settings: Settings) -> int:
             health = await remote.health()
         finally:
             await remote.close()
+        ok = ok and health.ok
         state = f"ok, serving {health.model}" if health.ok else f"NOT READY — {health.detail}"
         print(f"  model:     remote {settings.generation.url}: {state}")
     elif settings.model.source == "fake":
         print("  model:     fake (scripted text, for tests and demos)")
     else:
-        print(f"  model:     {model_status(settings)}")
+        usable, line = model_check(settings)
+        ok = ok and usable
+        print(f"  model:     {line}" if usable else f"  model:     FAILED — {line}")
     print("  terminal:  ready")
     discord_env = settings.discord.token_env
     has_token = bool(os.environ.get(discord_env)) or bool(settings.discord.token_file)
@@ -90,7 +94,7 @@ async def _doctor(settings: Settings) -> int:
     state = "token set" if os.environ.get(slack_env) else f"no token ({slack_env} unset)"
     state += f", {settings.slack.mode} mode" + (", OAuth installs" if settings.slack.oauth else "")
     print(f"  {'slack:':<10} {state}; adapter ready")
-    return 0 if ok else 1
+    return 0 if ok else 2
 
 
 def _redact(url: str) -> str:
@@ -158,16 +162,37 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
     serve.add_argument("--api-key-env", metavar="NAME", help="require `Authorization: Bearer $NAME` on /v1/*")
+    pull = sub.add_parser("pull", help="download a model from the Hugging Face Hub once and print the model.path")
+    pull.add_argument("hub_id", help="owner/name, e.g. HuggingFaceTB/SmolLM2-360M-Instruct")
+    pull.add_argument("--revision", help="a branch, tag or commit (default: main)")
+    pull.add_argument("--gguf-file", default="", help="download this one GGUF file of the repository instead")
     return root
 
 
+def _pull(settings: Settings, hub_id: str, revision: str | None, gguf_file: str) -> int:
+    """Explicit download (the only one Chorus ever does), then the config lines that use the model."""
+    from generation.hub import pull_model
+
+    spec = pull_model(hub_id, settings, revision=revision, gguf_file=gguf_file, progress=progress)
+    print(
+        f'Use it by setting, in your config file:\n\n[model]\nsource = "hf"\npath = "{spec.path}"\n\n'
+        f"or in the environment: CHORUS_MODEL__SOURCE=hf CHORUS_MODEL__PATH={spec.path}"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. A bad setting or an unusable dependency is one line on stderr and exit status 2."""
     args = parser().parse_args(argv)
+    if args.command == "serve" and not 0 <= args.port <= 65535:
+        print(f"chorus: --port {args.port} is not a port number (0-65535; 0 picks a free one)", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    settings: Settings | None = None
     try:
         settings = load_settings(args.config)
         if args.command == "run":
@@ -176,13 +201,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_doctor(settings))
         if args.command == "serve":
             return asyncio.run(_serve(settings, args.host, args.port, args.api_key_env))
+        if args.command == "pull":
+            return _pull(settings, args.hub_id, args.revision, args.gguf_file)
         return _prepare(settings)
     except ConfigError as exc:
-        print(f"chorus: configuration error:\n{exc}", file=sys.stderr)
+        print(f"chorus: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (StoreError, ModelUnavailable) as exc:
+    except StoreError as exc:
+        origin = f" (store.url from {settings.origin('store.url')})" if settings and settings.store.url else ""
+        print(f"chorus: {exc}{origin}", file=sys.stderr)
+        return 2
+    except ModelUnavailable as exc:
         print(f"chorus: {exc}", file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -52,7 +52,11 @@ def build_generator(settings: Settings) -> Generator:
         from generation.remote import RemoteGenerator
 
         key_env = settings.generation.api_key_env
-        return RemoteGenerator(settings.generation.url, api_key=os.environ.get(key_env) if key_env else None)
+        return RemoteGenerator(
+            settings.generation.url,
+            api_key=os.environ.get(key_env) if key_env else None,
+            model=settings.generation.model or None,
+        )
     if settings.model.source == "fake":
         from generation.fake import FakeGenerator
 

@@ -16,7 +16,14 @@ ROOT_PACKAGE = "chorus"
 PLATFORM_LIBS = {"discord", "slack_bolt", "slack_sdk"}
 MODEL_LIBS = {"torch", "transformers", "accelerate", "gguf", "safetensors"}
 # generation modules that bots, adapters and scheduler may import: pure Python, no model libraries.
-LIGHT_GENERATION = {"generation", "generation.types", "generation.moderation", "generation.prompts"}
+LIGHT_GENERATION = {
+    "generation",
+    "generation.types",
+    "generation.moderation",
+    "generation.prompts",
+    "generation.text",
+    "generation.scorecard",
+}
 
 
 def _module_name(path: Path) -> str:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from bots.errors import UserError
 from bots.events import Command
-from bots.parsing import split_options
+from bots.parsing import parse_bounded, split_options
 from bots.router import CommandSpec, Context
 from generation.moderation import neutralize_mentions
 
@@ -20,27 +19,11 @@ MAX_ROUNDS = 10
 
 
 def parse_minutes(value: str | None, default: float) -> float:
-    if value is None:
-        return default
-    try:
-        minutes = float(value)
-    except ValueError:
-        minutes = math.nan
-    if not 0 < minutes <= MAX_MINUTES:
-        raise UserError(f"--minutes must be a number of minutes above 0, at most {MAX_MINUTES:.0f} (got {value!r}).")
-    return minutes
+    return parse_bounded(value, "minutes", low=0, high=MAX_MINUTES, default=default, whole=False, unit="minutes")
 
 
 def parse_rounds(value: str | None, default: int) -> int:
-    if value is None:
-        return default
-    try:
-        rounds = int(value)
-    except ValueError:
-        rounds = 0
-    if not 1 <= rounds <= MAX_ROUNDS:
-        raise UserError(f"--rounds must be a whole number from 1 to {MAX_ROUNDS} (got {value!r}).")
-    return rounds
+    return int(parse_bounded(value, "rounds", low=1, high=MAX_ROUNDS, default=default))
 
 
 async def brainstorm(ctx: Context) -> None:

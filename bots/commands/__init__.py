@@ -8,9 +8,10 @@ from bots.commands.drops import DROPS, STATS
 from bots.commands.forget import FORGET
 from bots.commands.help import HELP
 from bots.commands.history import HISTORY
+from bots.commands.mydata import MYDATA
 from bots.router import CommandSpec
 
-COMMANDS: tuple[CommandSpec, ...] = (CREATE, REMIX, BRAINSTORM, DROPS, STATS, HISTORY, FORGET, HELP)
-CORE_COMMANDS: tuple[CommandSpec, ...] = (HISTORY, FORGET, HELP)
+COMMANDS: tuple[CommandSpec, ...] = (CREATE, REMIX, BRAINSTORM, DROPS, STATS, HISTORY, MYDATA, FORGET, HELP)
+CORE_COMMANDS: tuple[CommandSpec, ...] = (HISTORY, MYDATA, FORGET, HELP)
 
 __all__ = ["COMMANDS", "CORE_COMMANDS"]
