@@ -1,4 +1,4 @@
-"""Brainstorm sessions (#6): the terminal end to end, rounds, themes, votes, bad input, restart and /forget.
+"""Brainstorm sessions: the terminal end to end, rounds, themes, votes, bad input, restart and /forget.
 
 Fast tests use WordEmbedder (bag of word stems, deterministic) and a scripted FakeGenerator; one slow test loads
 the real all-MiniLM-L6-v2.
