@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from alembic import context
-from sqlalchemy import String, pool
+from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -27,7 +27,7 @@ def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[Fa
     if isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
     if isinstance(obj, CleanString):
-        return f"sa.String(length={cast(String, obj.impl).length})"
+        return f"sa.String(length={obj.impl.length})"  # type: ignore[attr-defined,misc]
     if isinstance(obj, CleanText):
         return "sa.Text()"
     if isinstance(obj, CleanJSON):
