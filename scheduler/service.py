@@ -28,6 +28,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
+from bots.actions import RATE_DOWN, RATE_UP
 from bots.drops import DropsOptions, StateChange, StatsImage
 from bots.errors import UserError
 from bots.events import Action, Activity, Command, Conversation, Message, User
@@ -65,7 +66,6 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 DROPS_USER = User("chorus-drops", "Chorus drops")
-RATE_UP, RATE_DOWN = "rate_up", "rate_down"
 KIND_LABELS = {"prompt": "Writing prompt", "idea": "Idea of the day", "story": "Micro-story", "question": "Question"}
 _WORD = re.compile(r"[a-zà-ÿ]{5,}")
 _STOPWORD_TEXT = (
