@@ -245,6 +245,8 @@ class Scorer:
             return [{"text": text, "checks": dict.fromkeys(CHECKS, False), "relevance": None, "passed": False}]
         parts = list(reply.parts)
         asks = await _asks(self.chorus, reply.generation_id)
+        record = await self.chorus.store.get_generation(reply.generation_id) if reply.generation_id else None
+        finishes = list(record.params.get("finish_reasons", [])) if record is not None else []
         brief_vector, *vectors = await self.vectors([brief, *parts])
         scored = []
         for index, text in enumerate(parts):
@@ -252,7 +254,13 @@ class Scorer:
             others = parts[:index] + parts[index + 1 :]
             score = score_variant(text, kind, asks=asks, relevance=relevance, others=others)
             scored.append(
-                {"text": text, "checks": score.checks, "relevance": round(relevance, 3), "passed": score.passed}
+                {
+                    "text": text,
+                    "checks": score.checks,
+                    "relevance": round(relevance, 3),
+                    "passed": score.passed,
+                    "finish": finishes[index] if index < len(finishes) and len(finishes) == len(parts) else "",
+                }
             )
         return scored
 
@@ -344,6 +352,9 @@ def summarize(briefs: list[dict[str, Any]]) -> dict[str, Any]:
     by_path: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for item in refined:
         by_path[item["path"]].append(item)
+    finishes: dict[str, int] = defaultdict(int)
+    for item in creates + refined:
+        finishes[item.get("finish") or "?"] += 1
     checks = [*CHECKS, "effect"]
     per_check = {}
     for check in checks:
@@ -359,6 +370,7 @@ def summarize(briefs: list[dict[str, Any]]) -> dict[str, Any]:
         "per_kind": {kind: {"variants": len(v), "pass_rate": _rate(v)} for kind, v in sorted(by_kind.items())},
         "per_path": {path: {"variants": len(v), "pass_rate": _rate(v)} for path, v in by_path.items()},
         "per_check": per_check,
+        "finish_reasons": dict(finishes),
         "create_elapsed_s_median": round(statistics.median(b["elapsed_s"] for b in briefs), 2) if briefs else None,
     }
 
@@ -481,6 +493,9 @@ def render(report: dict[str, Any]) -> str:
         lines += ["", "| Refinement path | Variants | Pass every check (incl. effect) |", "|---|---:|---:|"]
         for path, row in s["per_path"].items():
             lines.append(f"| {path} | {row['variants']} | {_pct(row['pass_rate'])} |")
+    if s.get("finish_reasons"):
+        reasons = ", ".join(f"{name} {count}" for name, count in sorted(s["finish_reasons"].items()))
+        lines += ["", f"How variants ended (stop = the model finished; length/time = a budget stopped it): {reasons}."]
     t = report["latency"]
     lines += [
         "",
