@@ -395,8 +395,8 @@ def machine() -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from bots.app import Chorus
-    from bots.cli import build_generator
     from bots.store import Store
+    from chorus.compose import build_generator
     from config import load_settings
     from generation.embeddings import MiniLMEmbedder
 

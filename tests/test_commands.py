@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from adapters.terminal.translate import CONVERSATION
-from bots.app import Chorus
 from bots.events import Action, Activity, Command, Conversation, Message, Reaction, User
 from bots.router import CommandSpec, Context
 from bots.store import Store
+from chorus.compose import build_chorus
 from generation.fake import FakeGenerator
 from generation.types import Chunk, GenerationRequest
 from support import FakeResponder, TestBot, make_bot, reply_text, settings_for
@@ -313,7 +313,7 @@ async def test_history_and_refinement_survive_a_restart(tmp_path: Path) -> None:
 
     store = Store(settings.store_url)
     await store.start()
-    restarted = TestBot(Chorus(settings, store, FakeGenerator()))
+    restarted = TestBot(build_chorus(settings, store, FakeGenerator(), drops=False))
     try:
         history = reply_text(await restarted.one("/history"))
         assert "2 versions" in history and "v2  shorter" in history

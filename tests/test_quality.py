@@ -249,7 +249,7 @@ def test_tidy_takes_the_answer_out_of_the_wrapping(kind: str, raw: str, tidy: st
 
 
 def test_generation_model_names_the_model_asked_of_a_server(tmp_path: Path) -> None:
-    from bots.cli import build_generator
+    from chorus.compose import build_generator
 
     settings = settings_for(
         tmp_path, CHORUS_GENERATION__URL="http://127.0.0.1:9/v1", CHORUS_GENERATION__MODEL="qwen2.5:7b-instruct"

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bots.errors import UserError
 from bots.events import Command
 from bots.parsing import parse_bounded, split_options
 from bots.router import CommandSpec, Context
 from generation.moderation import neutralize_mentions
+
+if TYPE_CHECKING:
+    from bots.brainstorm.feature import Brainstorms
 
 USAGE = "/brainstorm <topic> [--minutes N] [--rounds R] · /brainstorm summary"
 MAX_MINUTES = 1440.0
@@ -39,7 +44,7 @@ async def brainstorm(ctx: Context) -> None:
     minutes = parse_minutes(found.get("minutes"), settings.brainstorm.minutes)
     rounds = parse_rounds(found.get("rounds"), settings.brainstorm.rounds)
     # The topic is repeated in titles, thread names and summaries: make it inert once, here.
-    await ctx.app.brainstorms.start(ctx, neutralize_mentions(topic), minutes, rounds)
+    await _sessions(ctx).start(ctx, neutralize_mentions(topic), minutes, rounds)
 
 
 async def summary(ctx: Context) -> None:
@@ -58,7 +63,14 @@ async def summary(ctx: Context) -> None:
             f"The brainstorm on “{session.topic}” is still running (round {session.round} of {session.rounds}). "
             "✅ Wrap up ends it and writes the summary."
         )
-    await ctx.responder.send(await ctx.app.brainstorms.summary_reply(session))
+    await ctx.responder.send(await _sessions(ctx).summary_reply(session))
+
+
+def _sessions(ctx: Context) -> Brainstorms:
+    sessions = ctx.app.brainstorms
+    if sessions is None:  # the command is routed only where the brainstorm plug-in is installed
+        raise RuntimeError("brainstorm plug-in not installed")
+    return sessions
 
 
 BRAINSTORM = CommandSpec(
