@@ -394,9 +394,8 @@ def machine() -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from bots.app import Chorus
     from bots.store import Store
-    from chorus.compose import build_generator
+    from chorus.compose import build_chorus, build_generator
     from config import load_settings
     from generation.embeddings import MiniLMEmbedder
 
@@ -420,7 +419,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await warmup()
     embedder = MiniLMEmbedder()
     await embedder.warmup()
-    chorus = Chorus(settings, store, generator, embedder=embedder)
+    chorus = build_chorus(settings, store, generator, embedder=embedder, drops=False)
     scorer = Scorer(chorus, embedder)
     per_kind = 2 if args.quick else 4
     n = 2 if args.quick else 3
