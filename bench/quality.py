@@ -410,6 +410,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     # The product's per-variant time budget exists for a responsive chat; on a loaded shared machine it would cut
     # variants for reasons that have nothing to do with the text, so the scorecard gives it room (see --time-budget).
     env["CHORUS_GENERATION__TIME_BUDGET_S"] = str(args.time_budget)
+    if args.no_examples:
+        for kind in load_settings(args.config, env=env).kinds:
+            env[f"CHORUS_KINDS__{kind.upper()}__FEW_SHOT"] = "0"
     settings = load_settings(args.config, env=env)
     store = Store(settings.store_url)
     await store.start()
@@ -454,6 +457,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": health.model,
         "generation_url": settings.generation.url,
         "best_of": getattr(settings.generation, "best_of", 1),
+        "few_shot": not args.no_examples,
         "variants_per_create": n,
         "concurrency": args.concurrency,
         "time_budget_s": args.time_budget,
@@ -476,7 +480,8 @@ def render(report: dict[str, Any]) -> str:
         f"### Quality scorecard — {report['label']} ({report['mode']})",
         "",
         f"Model {report['model'] or '?'}{' at ' + report['generation_url'] if report['generation_url'] else ''}; "
-        f"best_of {report['best_of']}; {report['variants_per_create']} variants per /create; "
+        f"best_of {report['best_of']}; few-shot examples {'on' if report.get('few_shot', True) else 'off'}; "
+        f"{report['variants_per_create']} variants per /create; "
         f"{report['concurrency']} briefs at a time; time budget {report.get('time_budget_s', 60)} s per variant; "
         f"{m['cpu_model']}, {m['os_cpu_count']} CPUs — {m['note']}; "
         f"load average {m['loadavg_start'][0]} → {m['loadavg_end'][0]}; {m['date']}; scoring run "
@@ -518,6 +523,7 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="*", default=[], help="only these kinds")
     parser.add_argument("--concurrency", type=int, default=4, help="briefs running at once")
     parser.add_argument("--time-budget", type=float, default=240.0, help="generation.time_budget_s for the run")
+    parser.add_argument("--no-examples", action="store_true", help="send no few-shot examples (to measure them)")
     parser.add_argument("--label", default="run")
     parser.add_argument("--out", default="", help="JSON path (default bench/results/quality-<label>.json)")
     args = parser.parse_args()
