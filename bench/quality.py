@@ -323,17 +323,27 @@ async def run_brief(
     return result
 
 
-async def latency(chorus: Any, runs: int) -> dict[str, Any]:
-    """3-variant /create of a short kind, one after another (nothing else running), end to end."""
-    timings = []
-    for index in range(runs):
-        session = Session(chorus, f"latency-{index}")
-        rec = await session.say(f"/create slogan {BRIEFS['slogan'][index % 4][0]} --n 3")
-        timings.append(rec.elapsed_s)
+async def latency(chorus: Any, runs: int, ks: list[int]) -> dict[str, Any]:
+    """3-variant /create of a short kind, one after another (nothing else running), end to end, for each best_of
+    in `ks`; the k values take turns within each round so a change in machine load hits them alike."""
+    base = chorus.settings
+    timings: dict[int, list[float]] = {k: [] for k in ks}
+    try:
+        for index in range(runs):
+            for k in ks:
+                generation = base.generation.model_copy(update={"best_of": k})
+                chorus.settings = base.model_copy(update={"generation": generation})
+                session = Session(chorus, f"latency-{index}-{k}")
+                rec = await session.say(f"/create slogan {BRIEFS['slogan'][index % 4][0]} --n 3")
+                timings[k].append(rec.elapsed_s)
+    finally:
+        chorus.settings = base
     return {
         "runs": runs,
-        "elapsed_s": [round(t, 2) for t in timings],
-        "median_s": round(statistics.median(timings), 2),
+        "by_best_of": {
+            str(k): {"elapsed_s": [round(t, 2) for t in ts], "median_s": round(statistics.median(ts), 2)}
+            for k, ts in timings.items()
+        },
     }
 
 
@@ -446,7 +456,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         briefs = await asyncio.gather(*(one(i, job) for i, job in enumerate(jobs)))
         scored_s = time.monotonic() - started
-        timing = await latency(chorus, 2 if args.quick else 3)
+        ks = sorted({getattr(settings.generation, "best_of", 1), *args.latency_k})
+        timing = await latency(chorus, 2 if args.quick else 3, ks)
         health = await generator.health()
     finally:
         await chorus.close()
@@ -506,11 +517,10 @@ def render(report: dict[str, Any]) -> str:
         reasons = ", ".join(f"{name} {count}" for name, count in sorted(s["finish_reasons"].items()))
         lines += ["", f"How variants ended (stop = the model finished; length/time = a budget stopped it): {reasons}."]
     t = report["latency"]
-    lines += [
-        "",
-        f"Latency, 3-variant `/create slogan` alone: median {t['median_s']} s (runs: {t['elapsed_s']}); "
-        f"median /create in the scoring run (briefs concurrent): {s['create_elapsed_s_median']} s.",
-    ]
+    lines += ["", "| Latency: 3-variant `/create slogan` alone | Median (s) | Runs (s) |", "|---|---:|---|"]
+    for k, row in t["by_best_of"].items():
+        lines.append(f"| best_of {k} | {row['median_s']} | {row['elapsed_s']} |")
+    lines += ["", f"Median /create in the scoring run (briefs concurrent): {s['create_elapsed_s_median']} s."]
     return "\n".join(lines) + "\n"
 
 
@@ -524,6 +534,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="briefs running at once")
     parser.add_argument("--time-budget", type=float, default=240.0, help="generation.time_budget_s for the run")
     parser.add_argument("--no-examples", action="store_true", help="send no few-shot examples (to measure them)")
+    parser.add_argument(
+        "--latency-k", type=int, nargs="*", default=[1, 2, 4], help="best_of values timed in the latency section"
+    )
     parser.add_argument("--label", default="run")
     parser.add_argument("--out", default="", help="JSON path (default bench/results/quality-<label>.json)")
     args = parser.parse_args()
