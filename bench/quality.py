@@ -444,6 +444,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for index, (brief, tone) in enumerate(BRIEFS[kind][:per_kind]):
             jobs.append((kind, brief, tone, index == 0 and kind in refine_kinds))
     gate = asyncio.Semaphore(args.concurrency)
+    # One unscored /create first: the engine's first batches (new shapes, cold caches) are far slower than the rest.
+    await Session(chorus, "warmup").say("/create slogan a warm-up --n 2")
     started = time.monotonic()
 
     async def one(number: int, job: tuple[str, str, str, bool]) -> dict[str, Any]:
@@ -532,7 +534,7 @@ def main() -> None:
     parser.add_argument("--config", default=None, help="a Chorus TOML config")
     parser.add_argument("--kinds", nargs="*", default=[], help="only these kinds")
     parser.add_argument("--concurrency", type=int, default=4, help="briefs running at once")
-    parser.add_argument("--time-budget", type=float, default=240.0, help="generation.time_budget_s for the run")
+    parser.add_argument("--time-budget", type=float, default=600.0, help="generation.time_budget_s for the run")
     parser.add_argument("--no-examples", action="store_true", help="send no few-shot examples (to measure them)")
     parser.add_argument(
         "--latency-k", type=int, nargs="*", default=[1, 2, 4], help="best_of values timed in the latency section"
