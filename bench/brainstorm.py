@@ -220,7 +220,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(RETRY_PAUSE_S * len(attempts))
                 load = OtherLoad()
                 started = time.perf_counter()
-                organized = await organize(flood, topic="What should we do next?", seed=number, **common)
+                organized = await organize(flood, topic="What should we do next?", **common)
                 total = time.perf_counter() - started
                 attempts.append(
                     {
@@ -351,7 +351,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=RESULTS / "brainstorm-cpu-2core.json")
     parser.add_argument("--md", type=Path, default=RESULTS / "brainstorm-cpu-2core.md")
-    parser.add_argument("--retries", type=int, default=1, help="repeat a disturbed 500-idea run up to this often")
+    parser.add_argument("--retries", type=int, default=0, help="repeat a disturbed 500-idea run up to this often")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     report = asyncio.run(run(args))
