@@ -1041,3 +1041,20 @@ async def test_the_embeddings_route_refuses_bad_requests_with_openai_errors() ->
         answer = await response.json()
         assert response.status == 200 and answer["object"] == "list" and len(answer["data"]) == 1
         assert answer["data"][0]["index"] == 0 and len(answer["data"][0]["embedding"]) == WordEmbedder.dims
+
+
+async def test_ideas_that_fall_into_no_groups_are_listed_together_and_the_post_says_so(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm the offsite --rounds 2")
+    unrelated = (
+        "juggling lessons", "origami swans", "volcano documentary", "sourdough starter", "chess puzzles",
+        "tandem bicycle", "pottery wheel", "stargazing telescope", "salsa rhythm", "lighthouse visit",
+        "falconry display", "calligraphy brushes", "trampoline park", "mushroom foraging",
+    )  # fmt: skip
+    for number, idea in enumerate(unrelated):
+        await bot.say(idea, as_user=f"user{number}")
+    await bot.say("n")
+    themes = next(reply for _, reply in _posts(bot).posts if reply.title == "Themes — round 1 of 2")
+    text = reply_text(themes)
+    assert f"\n1. All ideas (no clear groups yet) — {len(unrelated)} ideas, 0 votes\n" in text
+    assert "These ideas do not fall into clear groups yet" in text
+    assert "2. " not in text
