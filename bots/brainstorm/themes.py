@@ -119,7 +119,7 @@ def _by_typicality(group: list[int], vectors: Sequence[Sequence[float]]) -> list
 def _unique(names: list[str], groups: list[list[str]], texts: Sequence[str], topic: str) -> list[str]:
     """Two themes never share a name: a repeated one becomes the theme's distinctive-word name."""
     seen: set[str] = set()
-    unique = []
+    unique: list[str] = []
     for name, group in zip(names, groups, strict=True):
         if name.lower() in seen:
             others = [text for text in texts if text not in group]
