@@ -27,6 +27,7 @@ from bots.brainstorm.feature import is_throwaway, normalize_emoji
 from bots.events import Action, Conversation, Reaction, User
 from bots.reply import Reply
 from bots.store import Store
+from chorus.compose import build_chorus
 from config import Settings
 from generation.fake import FakeGenerator
 from generation.types import Chunk, GenerationRequest, Priority
@@ -128,7 +129,7 @@ class ThreadBot(TestBot):
 async def _bot(settings: Settings, *, embedder: WordEmbedder | None = None, publisher: bool = True) -> ThreadBot:
     store = Store(settings.store_url)
     await store.start()
-    chorus = Chorus(settings, store, FakeGenerator(script), embedder=embedder or WordEmbedder())
+    chorus = build_chorus(settings, store, FakeGenerator(script), embedder=embedder or WordEmbedder(), drops=False)
     if publisher:
         await chorus.attach_publisher(Publisher())
     return ThreadBot(chorus)
@@ -180,7 +181,7 @@ async def test_terminal_two_round_session_with_three_users(settings: Settings) -
     store = Store(settings.store_url)
     await store.start()
     embedder = WordEmbedder()
-    chorus = Chorus(settings, store, FakeGenerator(script), embedder=embedder)
+    chorus = build_chorus(settings, store, FakeGenerator(script), embedder=embedder, drops=False)
     out = io.StringIO()
     try:
         assert await run_terminal(chorus, stdin=io.StringIO(E2E_SCRIPT), stdout=out) == 0
@@ -543,7 +544,7 @@ async def test_a_restart_mid_session_resumes_ideas_votes_round_and_timer(setting
     await store.start()
     session = (await store.open_brainstorms())[0]
     await store.update_brainstorm(session.id, deadline=session.created_at - timedelta(seconds=1))
-    chorus = Chorus(settings, store, FakeGenerator(script), embedder=WordEmbedder())
+    chorus = build_chorus(settings, store, FakeGenerator(script), embedder=WordEmbedder(), drops=False)
     publisher = Publisher()
     try:
         await chorus.attach_publisher(publisher)

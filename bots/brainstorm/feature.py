@@ -96,11 +96,6 @@ class Brainstorms:
         self._locks: dict[int, asyncio.Lock] = {}
         self._hinted: set[tuple[int, str]] = set()  # (session, user) told once that their message was unreadable
         self._rejoined: set[int] = set()  # sessions whose mode thread this process has re-entered (or opened)
-        app.intercept(Message, self._on_message)
-        app.intercept(Reaction, self._on_reaction)
-        app.intercept(Action, self._on_action)
-        app.on_publisher(self._on_publisher)
-        app.on_close(self.close)
 
     @property
     def config(self) -> BrainstormSection:
@@ -527,7 +522,8 @@ class Brainstorms:
         else:
             views = await self._sort(session, None)
             session = await self._reload(session)
-        top = [view.idea.text for view in render.ranked(views)[:3]]
+        top_views = render.ranked(views)[:3]
+        top = [view.idea.text for view in top_views]
         steps = (
             await next_steps(
                 self.app.generator,
@@ -545,6 +541,7 @@ class Brainstorms:
             session.id,
             status=BRAINSTORM_CLOSED,
             next_steps=steps,
+            next_step_idea_ids=[view.idea.id for view in top_views[: len(steps)]],
             deadline=None,
             closed_at=now,
             expires_at=now + timedelta(days=self.config.retention_days),
