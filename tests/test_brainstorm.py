@@ -583,7 +583,7 @@ async def _reopen(settings: Settings, generator: FakeGenerator) -> tuple[Chorus,
     """A fresh process on the same SQLite file: new store, new Chorus, a publisher attached (which resumes)."""
     store = Store(settings.store_url)
     await store.start()
-    chorus = Chorus(settings, store, generator, embedder=WordEmbedder())
+    chorus = build_chorus(settings, store, generator, embedder=WordEmbedder(), drops=False)
     publisher = Publisher()
     await chorus.attach_publisher(publisher)
     return chorus, publisher
@@ -593,7 +593,7 @@ async def test_a_restart_while_posting_yes_and_ideas_resumes_without_repeating_a
     store = Store(settings.store_url)
     await store.start()
     first_generator = FakeGenerator(script)
-    chorus = Chorus(settings, store, first_generator, embedder=WordEmbedder())
+    chorus = build_chorus(settings, store, first_generator, embedder=WordEmbedder(), drops=False)
     dying = HangingPublisher(hang_on="Yes, and…")
     await chorus.attach_publisher(dying)
     bot = ThreadBot(chorus)
@@ -650,7 +650,7 @@ async def test_a_restart_after_themes_were_posted_does_not_post_them_again(setti
     store = Store(settings.store_url)
     await store.start()
     dying = HangingGenerator()
-    chorus = Chorus(settings, store, dying, embedder=WordEmbedder())
+    chorus = build_chorus(settings, store, dying, embedder=WordEmbedder(), drops=False)
     first = Publisher()
     await chorus.attach_publisher(first)
     bot = ThreadBot(chorus)
@@ -703,7 +703,7 @@ async def test_a_terminal_brainstorm_keeps_its_thread_after_a_restart(settings: 
     async def run(lines: str) -> str:
         store = Store(settings.store_url)
         await store.start()
-        chorus = Chorus(settings, store, FakeGenerator(script), embedder=WordEmbedder())
+        chorus = build_chorus(settings, store, FakeGenerator(script), embedder=WordEmbedder(), drops=False)
         out = io.StringIO()
         try:
             assert await run_terminal(chorus, stdin=io.StringIO(lines), stdout=out) == 0
@@ -1007,7 +1007,9 @@ async def test_themes_can_use_a_remote_embeddings_service_served_by_chorus_serve
             # A whole round through the service.
             store = Store(settings.store_url)
             await store.start()
-            chorus = Chorus(settings, store, FakeGenerator(script), embedder=RemoteEmbedder(base, api_key="sekret"))
+            chorus = build_chorus(
+                settings, store, FakeGenerator(script), embedder=RemoteEmbedder(base, api_key="sekret"), drops=False
+            )
             await chorus.attach_publisher(Publisher())
             bot = ThreadBot(chorus)
             try:
