@@ -964,6 +964,8 @@ async def test_theme_names_come_from_the_ideas_never_from_the_topic() -> None:
     # A topic word ("library") never names a theme, in the model's name or in the keywords.
     assert name_problem("Library social media", groups[2], topic) == "contains a topic word"
     assert "librar" not in names[2].lower()
+    # Copied from the prompt's worked example ("Office makeover"), though one word is the ideas' own.
+    assert name_problem("Greenhouse and office", ["add lots of plants, like a greenhouse"], topic).startswith("copies")
     # Too long to use whole, and cutting it would leave a fragment.
     assert name_problem("Class making with free nights", groups[3], topic).startswith("too long")
     assert "night" in names[3].lower()

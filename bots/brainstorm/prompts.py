@@ -262,6 +262,11 @@ def name_problem(answer: str, texts: Sequence[str], topic: str = "") -> str:
         return "a fragment"
     if not _grounded(bare, texts):
         return "shares no word with its ideas"
+    # A word of the examples' answers ("office") was copied from the prompt unless the ideas use it too.
+    example_stems = {stem(w) for _, _, example in LABEL_EXAMPLES for w in content_words(example)}
+    idea_stems = {stem(w) for text in texts for w in _words(text)}
+    if any(stem(w) in example_stems and stem(w) not in idea_stems for w in content_words(bare)):
+        return "copies a word from the prompt's examples"
     excluded = topic_stems(topic)
     if any(stem(word) in excluded for word in content_words(bare)):
         return "contains a topic word"
