@@ -214,6 +214,10 @@ class BrainstormSection(_Section):
     max_themes: int = Field(8, ge=2, le=20)
     merge_threshold: float = Field(0.9, gt=0.0, le=1.0)
     embed_chars: int = Field(1000, ge=16)
+    # An OpenAI-compatible embeddings service (vLLM, TEI, Ollama, `chorus serve`); empty = the embedded MiniLM.
+    embedding_url: str = ""
+    embedding_model: str = ""
+    embedding_api_key_env: str = ""
 
 
 class ExampleSpec(_Section):
