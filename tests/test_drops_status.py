@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from drops_support import BOB, Clock, Drops, drops_settings, start_drops
 from sqlalchemy import func, select
 
 from adapters.terminal.translate import CONVERSATION
-from bots.events import Reaction
+from bots.events import Activity, Reaction
 from bots.store import EngagementEvent, Feedback
 from scheduler.models import DropRun
 
@@ -98,3 +100,26 @@ def test_retention_is_configurable_and_zero_keeps_everything(tmp_path: Path) -> 
     settings = drops_settings(tmp_path, CHORUS_DROPS__KEEP_RUNS_DAYS="0", CHORUS_DROPS__KEEP_ENGAGEMENT_DAYS="30")
     assert (settings.drops.keep_runs_days, settings.drops.keep_engagement_days) == (0, 30)
     assert timedelta(days=settings.drops.keep_feedback_days) > timedelta(days=30)
+
+
+@pytest.fixture
+async def drops(tmp_path: Path) -> AsyncIterator[Drops]:
+    running = await start_drops(drops_settings(tmp_path), Clock(datetime.now(UTC).replace(microsecond=0)))
+    yield running
+    await running.bot.chorus.close()
+
+
+async def test_stats_renders_a_png_with_a_text_summary(drops: Drops) -> None:
+    await drops.say("/drops enable")
+    await drops.say("/drops now")
+    for hour in [3] * 8 + [20]:
+        await drops.bot.chorus.handle(
+            Activity(CONVERSATION, BOB, datetime(2026, 11, 30, hour, tzinfo=UTC)), drops.bot.responder
+        )
+    [reply] = await drops.bot.say("/stats")
+    # 9 channel messages plus the three commands typed here.
+    assert "12 messages counted" in reply.parts[0] and "Busiest: Mon 03:00" in reply.parts[0]
+    assert "1 posted" in reply.parts[0]
+    [attachment] = reply.attachments
+    assert attachment.path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert attachment.path.stat().st_size > 10_000
