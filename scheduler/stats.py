@@ -33,7 +33,7 @@ class StatsData:
         groups: dict[str, list[float]] = defaultdict(list)
         for drop in self.drops:
             if drop[3] is not None:
-                groups[drop[index]].append(drop[3])
+                groups[str(drop[index])].append(drop[3])
         return {name: float(np.mean(values)) for name, values in sorted(groups.items())}
 
     def summary(self) -> str:
@@ -66,7 +66,7 @@ def render_stats(data: StatsData, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.dates import DateFormatter
+    from matplotlib.dates import DateFormatter, date2num
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = plt.figure(figsize=(11, 7.5), dpi=100)
@@ -97,9 +97,10 @@ def render_stats(data: StatsData, path: Path) -> Path:
     bars.set_title("mean engagement by kind and tone")
 
     timeline = fig.add_subplot(grid[1, 1])
-    scored = [(d[0], d[3]) for d in data.drops if d[3] is not None]
-    counting = [d[0] for d in data.drops if d[3] is None and d[4] == "posted"]
-    failed = [d[0] for d in data.drops if d[4] == "failed"]
+    # Matplotlib's date axis takes day numbers (what it converts datetimes to anyway).
+    scored = [(float(date2num(d[0])), d[3]) for d in data.drops if d[3] is not None]
+    counting = [float(date2num(d[0])) for d in data.drops if d[3] is None and d[4] == "posted"]
+    failed = [float(date2num(d[0])) for d in data.drops if d[4] == "failed"]
     if scored:
         timeline.plot([t for t, _ in scored], [r for _, r in scored], "o-", color="#55a868", label="engagement")
     if counting:
@@ -113,7 +114,7 @@ def render_stats(data: StatsData, path: Path) -> Path:
     timeline.set_title("drops, last 30 days")
     timeline.set_ylabel("engagement")
     if data.start is not None and data.end is not None:
-        timeline.set_xlim(data.start, data.end)
+        timeline.set_xlim(float(date2num(data.start)), float(date2num(data.end)))
     timeline.xaxis.set_major_formatter(DateFormatter("%m-%d"))
     timeline.tick_params(axis="x", labelrotation=30, labelsize=8)
     fig.savefig(path, format="png")
