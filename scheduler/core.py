@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -130,12 +131,27 @@ class DropsCore:
 
     async def _planner(self, row: DropChannel, schedule: Schedule) -> Planner:
         """The channel's planner with the current options and activity counts (in the channel's zone)."""
-        planner = Planner.from_state(row.planner)
+        planner = self._stored_planner(row)
         planner.set_options(self._kinds(row), self.chorus.settings.tones, self._topics(row))
         planner.fixed_hour = schedule.fixed_hour
         planner.quiet = schedule.quiet
         planner.activity = await self.activity_matrix(conversation_of(row), schedule.tz)
         return planner
+
+    def _stored_planner(self, row: DropChannel) -> Planner:
+        """The channel's saved planner; one that cannot be read (a damaged row) starts afresh instead of failing
+        every drop of the channel."""
+        try:
+            return Planner.from_state(row.planner)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            _log.warning("the planner saved for %s could not be read (%r); learning afresh", row.key, exc)
+            return Planner(
+                self._kinds(row) or list(row.kinds),
+                self.chorus.settings.tones,
+                self._topics(row),
+                seed=zlib.crc32(row.key.encode()),
+                default_hour=self.settings.default_hour,
+            )
 
     def _all_kinds(self) -> list[str]:
         return list(dict.fromkeys([*self.settings.kinds, *self.chorus.settings.kinds]))

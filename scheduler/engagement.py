@@ -21,7 +21,7 @@ from bots.router import Context, Handler
 from bots.store import EngagementEvent
 from scheduler.core import DROPS_USER, RATE_DOWN, RATE_UP, DropsCore, conversation_of
 from scheduler.models import POSTED, DropActivity, DropRun
-from scheduler.planner import DropPlan, Engagement, Planner, engagement_reward
+from scheduler.planner import DropPlan, Engagement, engagement_reward
 
 _log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class EngagementSettlement(DropsCore):
         row = await self._channel(run.channel_key)
         if row is None or not run.plan:
             return
-        planner = Planner.from_state(row.planner)
+        planner = self._stored_planner(row)
         planner.activity = await self.activity_matrix(conversation_of(row), row.tz)
         planner.observe(
             DropPlan.from_dict(run.plan),
