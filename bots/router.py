@@ -23,6 +23,7 @@ from generation.types import GenerationError, GeneratorBusy
 
 if TYPE_CHECKING:
     from bots.app import Chorus
+    from bots.options import Option
 
 _log = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ class CommandSpec:
     handler: Handler
     generates: bool = False
     moderator_only: bool = False
-    # Structured options for platforms that have them (Discord); name -> description.
-    options: tuple[tuple[str, str], ...] = ()
+    # Structured options for platforms that have them (Discord): typed Options, or (name, description) pairs.
+    options: tuple[Option | tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -116,17 +117,17 @@ async def permission_check(ctx: Context, call_next: Handler) -> None:
 class Quota:
     """A per-user sliding one-minute window. Bounded: idle users are dropped as windows empty."""
 
+    WINDOW_S = 60.0
+
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute
         self._clock = clock
         self._starts: defaultdict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self._swept_at = clock()
 
-    def wait_s(self, platform: str, user_id: str) -> float:
-        """Seconds until this user may generate again (0 if now), without charging anything."""
-        if self.per_minute <= 0:
-            return 0.0
-        window = [start for start in self._starts.get((platform, user_id), ()) if self._clock() - start < 60.0]
-        return 60.0 - (self._clock() - window[0]) if len(window) >= self.per_minute else 0.0
+    def __len__(self) -> int:
+        """How many users the quota remembers right now."""
+        return len(self._starts)
 
     def take(self, platform: str, user_id: str) -> float:
         """Record one use; return 0 if allowed, else the seconds until the next use is allowed."""
@@ -141,6 +142,7 @@ class Quota:
             return 0.0
         now = self._clock()
         key = (platform, user_id)
+        self._drop_idle(now)
         window = self._starts[key]
         while window and now - window[0] >= 60.0:
             window.popleft()
@@ -150,6 +152,18 @@ class Quota:
         if len(window) >= self.per_minute:
             return 60.0 - (now - window[0])
         return 0.0
+
+    def forget(self, platform: str, user_id: str) -> None:
+        self._starts.pop((platform, user_id), None)
+
+    def _drop_idle(self, now: float) -> None:
+        """Once a window's length, forget everyone whose last use is older than the window (O(users) a minute)."""
+        if now - self._swept_at < self.WINDOW_S:
+            return
+        self._swept_at = now
+        idle = [key for key, window in self._starts.items() if not window or now - window[-1] >= self.WINDOW_S]
+        for key in idle:
+            del self._starts[key]
 
 
 def take_quota(quota: Quota, event: Event) -> None:

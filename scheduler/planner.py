@@ -172,7 +172,7 @@ class Planner:
         min_activity: int = 20,
         weekday_z: float = 4.0,
         hour_prior_sd: float = 0.5,
-        hour_exploration: float = 1.0,
+        hour_exploration: float = 0.5,
         hour_scale: float = 2.5,
         low_reward: float = 1.0,
         low_streak: int = 3,
@@ -438,11 +438,14 @@ class Planner:
             rest = float(self._row(extra) @ self._mean)
             self._mean[self.features.index(_COUNT_BIAS)] = y - float(x @ self._mean) - rest
             self.level_set = True
-        # Poisson noise of the count (about 1/count on the log scale) on top of the day's noise.
-        variance = self.noise + 1.0 / (liked + 0.5)
+        # Poisson noise of the count (1/rate on the log scale, at the rate expected, so that a drop nobody liked
+        # counts as the strong evidence it is) on top of the day's noise.
+        expected = math.exp(min(float(h @ self._mean) + exposure, 12.0))  # liked + 0.5, as predicted
+        poisson = 1.0 / max(expected, 0.5)
+        variance = self.noise + poisson
         squared = self._update(h, y, variance)
         self._surprise = (1 - _SURPRISE_WEIGHT) * self._surprise + _SURPRISE_WEIGHT * self._last_z
-        self._noise_ss = _NOISE_DISCOUNT * self._noise_ss + max(squared - 1.0 / (liked + 0.5), 0.0)
+        self._noise_ss = _NOISE_DISCOUNT * self._noise_ss + max(squared - poisson, 0.0)
         self._noise_n = _NOISE_DISCOUNT * self._noise_n + 1.0
         if self.disliked_seen and self.ratio_scale > 0:
             # Liked against disliked divides the day's audience out: log(liked / disliked) = offset + eta.

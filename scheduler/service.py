@@ -21,7 +21,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import delete, select
 
-from bots.events import Action, Activity, Conversation, Message
+from bots.events import Conversation
 from bots.reply import Publisher
 from scheduler import jobs
 from scheduler.core import DROPS_USER, KIND_LABELS, RATE_DOWN, RATE_UP, DropsCore
@@ -42,15 +42,10 @@ class DropsService(ScheduleManagement, RunLifecycle, EngagementSettlement, Statu
     """Implements bots.drops.DropsControl: the parts joined, plus leadership and the housekeeping tick."""
 
     def attach(self) -> None:
-        """Hook into Chorus: commands reach us as `chorus.drops`; we start with the publisher, stop at close."""
-        chorus = self.chorus
-        chorus.drops = self
-        chorus.intercept(Activity, self._on_activity)
-        chorus.intercept(Message, self._on_message)
-        chorus.intercept(Action, self._on_action)
-        chorus.router.middleware.insert(0, self._count_command)
-        chorus.on_publisher(self.start)
-        chorus.on_close(self.stop)
+        """Install this service on its Chorus as the drops plug-in (tests inject a clock this way)."""
+        from scheduler.plugin import DropsPlugin
+
+        self.chorus.install(DropsPlugin(self))
 
     async def start(self, publisher: Publisher) -> None:
         """Called once the adapter can post: take part in leader election; the leader runs the scheduler."""

@@ -102,11 +102,13 @@ def render_stats(data: StatsData, path: Path) -> Path:
     counting = [float(date2num(d[0])) for d in data.drops if d[3] is None and d[4] == "posted"]
     failed = [float(date2num(d[0])) for d in data.drops if d[4] == "failed"]
     if scored:
-        timeline.plot([t for t, _ in scored], [r for _, r in scored], "o-", color="#55a868", label="engagement")
+        timeline.plot(
+            date2num([t for t, _ in scored]), [r for _, r in scored], "o-", color="#55a868", label="engagement"
+        )
     if counting:
-        timeline.plot(counting, [0] * len(counting), "o", mfc="none", color="#8172b3", label="still counting")
+        timeline.plot(date2num(counting), [0] * len(counting), "o", mfc="none", color="#8172b3", label="still counting")
     if failed:
-        timeline.plot(failed, [0] * len(failed), "x", color="#c44e52", label="failed")
+        timeline.plot(date2num(failed), [0] * len(failed), "x", color="#c44e52", label="failed")
     if scored or counting or failed:
         timeline.legend(fontsize=8, loc="upper left")
     else:
