@@ -438,10 +438,8 @@ class Planner:
             rest = float(self._row(extra) @ self._mean)
             self._mean[self.features.index(_COUNT_BIAS)] = y - float(x @ self._mean) - rest
             self.level_set = True
-        # Poisson noise of the count (1/rate on the log scale, at the rate expected, so that a drop nobody liked
-        # counts as the strong evidence it is) on top of the day's noise.
-        expected = math.exp(min(float(h @ self._mean) + exposure, 12.0))  # liked + 0.5, as predicted
-        poisson = 1.0 / max(expected, 0.5)
+        # Poisson noise of the count (about 1/count on the log scale) on top of the day's noise.
+        poisson = 1.0 / (liked + 0.5)
         variance = self.noise + poisson
         squared = self._update(h, y, variance)
         self._surprise = (1 - _SURPRISE_WEIGHT) * self._surprise + _SURPRISE_WEIGHT * self._last_z

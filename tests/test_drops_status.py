@@ -12,7 +12,7 @@ import pytest
 from drops_support import BOB, Clock, Drops, drops_settings, start_drops
 
 from adapters.terminal.translate import CONVERSATION
-from bots.events import Activity, Reaction
+from bots.events import Activity, Reaction, User
 
 
 async def _post_and_settle(drops: Drops, n: int, react: bool) -> None:
@@ -41,16 +41,18 @@ async def test_thirty_drops_without_engagement_claim_no_favourite(tmp_path: Path
 async def test_status_names_a_favourite_once_engagement_says_so(tmp_path: Path) -> None:
     drops = await start_drops(drops_settings(tmp_path), Clock(datetime(2026, 12, 1, 9, tzinfo=UTC)))
     try:
-        await drops.say("/drops enable --time 09:00 --kinds question,prompt")
-        for _ in range(12):
-            assert (await drops.say("/drops now")).startswith("Posted")
-            [run] = (await drops.runs())[-1:]
-            if (run.plan or {})["kind"] == "question":
-                for user in range(8):
-                    reaction = Reaction(CONVERSATION, BOB.__class__(f"u{user}", f"u{user}"), run.message_ref, "❤️")
-                    await drops.bot.chorus.handle(reaction, drops.bot.responder)
-            drops.clock.advance(hours=25)
-            await drops.service.settle_due()
+        # A few prompts nobody reacts to, then questions that people love.
+        for kinds, drops_of_it, hearts in (("prompt", 4, 0), ("question,prompt", 8, 8)):
+            await drops.say(f"/drops enable --time 09:00 --kinds {kinds}")
+            for _ in range(drops_of_it):
+                assert (await drops.say("/drops now")).startswith("Posted")
+                [run] = (await drops.runs())[-1:]
+                if (run.plan or {})["kind"] == "question":
+                    for user in range(hearts):
+                        reaction = Reaction(CONVERSATION, User(f"u{user}", f"u{user}"), run.message_ref, "❤️")
+                        await drops.bot.chorus.handle(reaction, drops.bot.responder)
+                drops.clock.advance(hours=25)
+                await drops.service.settle_due()
         assert "does best with kinds question" in await drops.say("/drops status")
     finally:
         await drops.bot.chorus.close()
