@@ -287,11 +287,9 @@ class DropsSection(_Section):
     reaction_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_REACTION_WEIGHTS))
     reply_weight: float = DEFAULT_REPLY_WEIGHT
     click_weight: float = DEFAULT_CLICK_WEIGHT
-    # Retention: finished drop runs, engagement events and feedback rows older than this many days are deleted
-    # (0 keeps them for ever); /stats images are deleted this many hours after they were drawn.
+    # Retention: finished drop runs older than this many days are deleted (0 keeps them); /stats images are deleted
+    # this many hours after they were drawn. Engagement and feedback follow [store] (engagement_days, retention_days).
     keep_runs_days: int = Field(180, ge=0)
-    keep_engagement_days: int = Field(90, ge=0)
-    keep_feedback_days: int = Field(365, ge=0)
     keep_stats_images_h: float = Field(24.0, ge=0)
 
 
