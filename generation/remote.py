@@ -176,7 +176,7 @@ class RemoteGenerator:
         if response.status_code != 200:
             detail = _error_message(response) or f"HTTP {response.status_code}"
             return Health(ok=False, detail=f"{self.base_url}: {detail}", model=model)
-        detail = info.get("detail") if isinstance(info.get("detail"), str) else "ok"
+        detail = str(info["detail"]) if isinstance(info.get("detail"), str) else "ok"
         return Health(ok=True, detail=f"{self.base_url}: {detail}", model=model or "remote")
 
     async def close(self) -> None:
@@ -281,7 +281,7 @@ class RemoteGenerator:
                 message = error.get("message") if isinstance(error, dict) else str(error)
                 done = _Done(finish="error", error=str(message or "the server reported an error"))
                 break
-            extension = event.get("chorus") if isinstance(event.get("chorus"), dict) else {}
+            extension: dict[str, Any] = event["chorus"] if isinstance(event.get("chorus"), dict) else {}
             choices = event.get("choices") or []
             if not choices:
                 position = extension.get("queue_position")
@@ -295,7 +295,7 @@ class RemoteGenerator:
                     done = _Done(finish=done.finish, tokens=usage["completion_tokens"], error=done.error)
                 continue
             choice = choices[0] if isinstance(choices[0], dict) else {}
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            delta: dict[str, Any] = choice["delta"] if isinstance(choice.get("delta"), dict) else {}
             text = delta.get("content")
             if isinstance(text, str) and text:
                 call.events.put_nowait(Chunk(request_id=rid, text=text))
