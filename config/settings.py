@@ -64,10 +64,14 @@ class ModelSection(_Section):
 class GenerationSection(_Section):
     url: str = ""
     api_key_env: str = ""
+    # The model name sent to generation.url (Ollama and LM Studio serve several); empty = the first one listed.
+    model: str = ""
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     time_budget_s: float = Field(60.0, gt=0.0)
     max_context_turns: int = Field(6, ge=0, le=50)
+    # Candidates generated per variant (decoded together); the best by the quality checks is shown.
+    best_of: int = Field(1, ge=1, le=8)
 
     @field_validator("url")
     @classmethod
@@ -212,14 +216,25 @@ class BrainstormSection(_Section):
     embed_chars: int = Field(1000, ge=16)
 
 
+class ExampleSpec(_Section):
+    """A few-shot example for a kind: a brief and the answer a good copywriter would give (for one tone, or any)."""
+
+    prompt: str
+    answer: str
+    tone: str = ""
+
+
 class KindSpec(_Section):
-    """One content kind: how to prompt for it and when to stop."""
+    """One content kind: how to prompt for it, when to stop, and worked examples that show the model the format."""
 
     description: str
     system: str
     template: str
     max_new_tokens: int = Field(ge=1, le=4096)
     stop: list[str] = Field(default_factory=list)
+    examples: list[ExampleSpec] = Field(default_factory=list)
+    # How many examples go into each prompt: those written for the asked tone first, then tone-free ones.
+    few_shot: int = Field(2, ge=0, le=8)
 
     @field_validator("template")
     @classmethod
@@ -229,8 +244,24 @@ class KindSpec(_Section):
         return value
 
 
+# How much each reaction on a drop counts towards its engagement (anything not listed counts 1; 👎 counts against).
+# The one definition: the planner and the bench import it, and `[drops.reaction_weights]` replaces it.
+DEFAULT_REACTION_WEIGHTS: dict[str, float] = {
+    "👍": 1.0,
+    "❤️": 2.0,
+    "❤": 2.0,
+    "🔥": 2.0,
+    "😂": 1.5,
+    "🎉": 1.5,
+    "👀": 0.5,
+    "👎": -2.0,
+}
+DEFAULT_REPLY_WEIGHT = 3.0
+DEFAULT_CLICK_WEIGHT = 2.0
+
+
 class DropsSection(_Section):
-    """Scheduled content drops and the engagement planner (#7)."""
+    """Scheduled content drops and the engagement planner."""
 
     # Kinds offered by `/drops enable` by default; names from [drops.kinds] or the top-level [kinds].
     default_kinds: list[str] = Field(default_factory=lambda: ["prompt", "idea", "story", "question"], min_length=1)
@@ -249,9 +280,15 @@ class DropsSection(_Section):
     max_regenerations: int = Field(2, ge=0, le=10)
     leader_poll_s: float = Field(15.0, gt=0)
     tick_s: float = Field(15.0, gt=0)
-    reaction_weights: dict[str, float] = Field(default_factory=dict)
-    reply_weight: float = 3.0
-    click_weight: float = 2.0
+    reaction_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_REACTION_WEIGHTS))
+    reply_weight: float = DEFAULT_REPLY_WEIGHT
+    click_weight: float = DEFAULT_CLICK_WEIGHT
+    # Retention: finished drop runs, engagement events and feedback rows older than this many days are deleted
+    # (0 keeps them for ever); /stats images are deleted this many hours after they were drawn.
+    keep_runs_days: int = Field(180, ge=0)
+    keep_engagement_days: int = Field(90, ge=0)
+    keep_feedback_days: int = Field(365, ge=0)
+    keep_stats_images_h: float = Field(24.0, ge=0)
 
 
 class RefineSection(_Section):

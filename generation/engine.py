@@ -25,7 +25,15 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from generation.local import IncrementalDetokenizer, LocalGenerator, _Job, _short, sample_rows
+from generation.local import (
+    IncrementalDetokenizer,
+    LocalGenerator,
+    _deadline,
+    _Job,
+    _short,
+    sample_rows,
+    validate_request,
+)
 from generation.models import ModelSpec
 from generation.types import (
     Chunk,
@@ -35,13 +43,13 @@ from generation.types import (
     Health,
     ModelUnavailable,
     Priority,
+    RequestTooLarge,
 )
 
 _log = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
-_SERVICE_EMA_WEIGHT = 0.2
 # The KV cache grows in blocks of this many positions and of this many slots (rows), exactly to what is in use.
 _CACHE_BLOCK = 64
 _ROW_BLOCK = 4
@@ -127,6 +135,9 @@ class AdmissionQueue(Generic[T]):
 @dataclass(eq=False)
 class _EngineJob(_Job):
     prompt: list[int] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    # max_new_tokens, lowered to what fits when the request allows it.
+    max_new_tokens: int = 0
     queue_position: int | None = None
     # Set while a preempted request waits for a slot again: where it stopped, to continue from there.
     paused: _Sequence | None = None
@@ -206,7 +217,6 @@ class BatchingEngine(LocalGenerator):
         self._waiting: AdmissionQueue[_EngineJob] = AdmissionQueue()
         self._slots: list[_Sequence | None] = [None] * max_batch
         self._runner: _SlotModel | None = None
-        self._service_s: float | None = None
 
     @property
     def max_batch(self) -> int:
@@ -247,8 +257,8 @@ class BatchingEngine(LocalGenerator):
     # -- the asyncio side ------------------------------------------------------------------------------------------
 
     def _new_job(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> _EngineJob:
-        _validate(request)
-        return _EngineJob(request=request, loop=loop, events=asyncio.Queue())
+        validate_request(request)
+        return _EngineJob(request=request, loop=loop, events=asyncio.Queue(), deadline=_deadline(request))
 
     def _unqueue(self, job: _Job) -> None:
         if isinstance(job, _EngineJob):
@@ -274,7 +284,7 @@ class BatchingEngine(LocalGenerator):
                     self._post(item, self._ready())
                 else:
                     self._enqueue(item)  # type: ignore[arg-type]
-            self._end_paused()
+            self._end_expired()
             self._fill_slots()
             self._publish_positions()
             if any(self._slots):
@@ -331,15 +341,27 @@ class BatchingEngine(LocalGenerator):
             except Exception as exc:
                 problem = GenerationError(f"The prompt could not be tokenized ({_short(exc)}).")
         limit = self.max_len or self._max_seq_len
+        job.prompt_tokens = len(job.prompt)
+        job.max_new_tokens = request.max_new_tokens
         if problem is None and len(job.prompt) + request.max_new_tokens > limit:
-            problem = GenerationError(
-                f"The prompt of {len(job.prompt)} tokens + {request.max_new_tokens} new tokens exceeds the "
-                f"context / KV budget of {limit} tokens per request; shorten the prompt or ask for fewer tokens."
-            )
+            if request.fit_max_new_tokens and len(job.prompt) < limit:
+                job.max_new_tokens = limit - len(job.prompt)
+            else:
+                problem = RequestTooLarge(
+                    f"The prompt of {len(job.prompt)} tokens + {request.max_new_tokens} new tokens exceeds the "
+                    f"context / KV budget of {limit} tokens per request; shorten the prompt or ask for fewer tokens."
+                )
         if problem is not None:
             self._forget(job)
             if not job.cancelled:
                 self._post(job, problem)
+            return
+        with self._lock:
+            expired = not job.cancelled and time.monotonic() >= job.deadline
+            if expired:  # loading the model or tokenizing used up the budget
+                job.started = True
+        if expired:
+            self._end_waiting(job, "time")
             return
         with self._lock:
             if not job.cancelled:
@@ -399,20 +421,33 @@ class BatchingEngine(LocalGenerator):
         seq.admitted = time.monotonic()
         return seq
 
-    def _end_paused(self) -> None:
-        """Aborts and time budgets apply to paused requests too, without waiting for a slot."""
+    def _end_expired(self) -> None:
+        """Aborts and time budgets apply to waiting and paused requests too, without waiting for a slot."""
         now = time.monotonic()
+        ended: list[tuple[_EngineJob, FinishReason]] = []
         with self._lock:
-            paused = [job for job in self._waiting.order() if job.paused is not None]
-        for job in paused:
-            seq = job.paused
-            assert seq is not None
-            reason: FinishReason | None = "abort" if job.abort.is_set() else "time" if now >= seq.deadline else None
-            if reason is not None:
-                with self._lock:
-                    self._waiting.remove(job)
-                job.paused = None
-                self._finish(seq, reason)
+            for job in self._waiting.order():
+                if job.paused is not None and job.abort.is_set():
+                    ended.append((job, "abort"))
+                elif now >= job.deadline:
+                    ended.append((job, "time"))
+                else:
+                    continue
+                self._waiting.remove(job)
+                job.started = True  # from here on only the worker ends it (an abort now would answer twice)
+        for job, reason in ended:
+            self._end_waiting(job, reason)
+
+    def _end_waiting(self, job: _EngineJob, reason: FinishReason) -> None:
+        """End a request that holds no slot: a paused one with what it produced, a queued one with nothing."""
+        seq = job.paused
+        if seq is not None:
+            job.paused = None
+            self._finish(seq, reason)
+            return
+        self._forget(job)
+        assert job.request is not None
+        self._post(job, Chunk(request_id=job.request.request_id, finish_reason=reason, prompt_tokens=job.prompt_tokens))
 
     def _start(self, job: _EngineJob, slot: int) -> _Sequence:
         torch = self._torch
@@ -428,7 +463,7 @@ class BatchingEngine(LocalGenerator):
             slot=slot,
             detokenizer=IncrementalDetokenizer(self._decode, request.stop),
             generator=generator,
-            deadline=now + request.time_budget_s,
+            deadline=job.deadline,
             admitted=now,
         )
 
@@ -499,7 +534,7 @@ class BatchingEngine(LocalGenerator):
             self._post(job, Chunk(request_id=seq.request.request_id, text=delta, tokens=job.tokens))
         if seq.detokenizer.stopped:
             self._finish(seq, "stop")
-        elif job.tokens >= seq.request.max_new_tokens:
+        elif job.tokens >= job.max_new_tokens:
             self._finish(seq, "length")
         else:
             seq.next_token = token
@@ -509,12 +544,15 @@ class BatchingEngine(LocalGenerator):
             self._slots[seq.slot] = None
         self._forget(seq.job)
         if reason != "error":
-            spent = time.monotonic() - seq.admitted
-            previous = self._service_s
-            self._service_s = spent if previous is None else previous + _SERVICE_EMA_WEIGHT * (spent - previous)
+            self._note_service(time.monotonic() - seq.admitted)
         text = "" if reason == "error" else seq.detokenizer.flush()
         chunk = Chunk(
-            request_id=seq.request.request_id, text=text, finish_reason=reason, error=error, tokens=seq.job.tokens
+            request_id=seq.request.request_id,
+            text=text,
+            finish_reason=reason,
+            error=error,
+            tokens=seq.job.tokens,
+            prompt_tokens=seq.job.prompt_tokens,
         )
         self._post(seq.job, chunk)
 
@@ -561,18 +599,6 @@ def native_bfloat16(torch: Any, device: str) -> bool:
     )
 
 
-def _validate(request: GenerationRequest) -> None:
-    """Reject sampling parameters that can never work, before the request takes a place in the queue."""
-    if request.max_new_tokens <= 0:
-        raise GenerationError(f"max_new_tokens must be at least 1 (got {request.max_new_tokens}).")
-    if not request.temperature >= 0:  # also catches NaN
-        raise GenerationError(f"temperature must be 0 or more (got {request.temperature}).")
-    if not 0 < request.top_p <= 1:
-        raise GenerationError(f"top_p must be in (0, 1] (got {request.top_p}).")
-    if not request.time_budget_s > 0:
-        raise GenerationError(f"time_budget_s must be positive (got {request.time_budget_s}).")
-
-
 class _SlotModel:
     """A batched forward over a Llama-family Hugging Face model's own modules, with a slot-based KV cache.
 
@@ -616,6 +642,10 @@ class _SlotModel:
         self.capacity = 0
         self.keys: list[Any] = []
         self.values: list[Any] = []
+        for layer in self.layers:
+            _fuse_projections(torch, layer)
+        self.q_size = self.heads * self.head_dim
+        self.kv_size = self.kv_heads * self.head_dim
         self.packed = pack and _pack_linears(torch, model)
         # Packed bfloat16 keeps the residual stream in float32 (sums over 30 layers drift in bfloat16).
         self.float32_residual = self.packed
@@ -682,7 +712,12 @@ class _SlotModel:
         cos, sin = cos[0][:, None, :], sin[0][:, None, :]
 
         decoders = len(decoding)
-        if decoders:
+        # One decoding row (the common single-user case) attends over exactly its own cached prefix: no mask and no
+        # scatter of the query over slots.
+        single = decoders == 1
+        if single:
+            single_slot, _, single_position = decoding[0]
+        elif decoders:
             # Decoding rows attend over slots [0, rows); rows of slots not decoding see position 0 and are dropped.
             rows = decoding[-1][0] + 1
             contiguous = rows == decoders
@@ -699,22 +734,37 @@ class _SlotModel:
             slices.append((offset, size, slot, end, mask))
             offset += size
 
+        q_size, kv_size = self.q_size, self.kv_size
         for index, layer in enumerate(self.layers):
             attention = layer.self_attn
             normed = layer.input_layernorm(hidden)
-            query = attention.q_proj(normed).view(count, heads, head_dim)
-            key = attention.k_proj(normed).view(count, kv_heads, head_dim)
-            value = attention.v_proj(normed).view(count, kv_heads, head_dim)
+            mixed_qkv = attention.qkv_proj(normed)
+            query = mixed_qkv[:, :q_size].view(count, heads, head_dim)
+            key = mixed_qkv[:, q_size : q_size + kv_size].view(count, kv_heads, head_dim)
+            value = mixed_qkv[:, q_size + kv_size :].view(count, kv_heads, head_dim)
             if self.qk_norm:
                 query, key = attention.q_norm(query), attention.k_norm(key)
             query = _rotate(torch, query, cos, sin)
             key = _rotate(torch, key, cos, sin)
             keys, values = self.keys[index], self.values[index]
-            keys[slot_index, :, position_index] = key.to(keys.dtype)
-            values[slot_index, :, position_index] = value.to(values.dtype)
+            if count == 1:
+                keys[single_slot, :, single_position] = key[0]
+                values[single_slot, :, single_position] = value[0]
+            else:
+                keys[slot_index, :, position_index] = key.to(keys.dtype)
+                values[slot_index, :, position_index] = value.to(values.dtype)
             query = query.to(keys.dtype)
             outputs = []
-            if decoders:
+            if single:
+                out = self.sdpa(
+                    query[:1, :, None, :],
+                    keys[single_slot : single_slot + 1, :, : single_position + 1],
+                    values[single_slot : single_slot + 1, :, : single_position + 1],
+                    scale=self.scale,
+                    enable_gqa=True,
+                )
+                outputs.append(out.reshape(1, heads * head_dim))
+            elif decoders:
                 decode_query = query[:decoders]
                 if not contiguous:
                     spread = query.new_zeros(rows, heads, head_dim)
@@ -743,11 +793,57 @@ class _SlotModel:
                 outputs.append(out[0].transpose(0, 1).reshape(size, heads * head_dim))
             mixed = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
             hidden = hidden + attention.o_proj(mixed)
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            mlp = layer.mlp
+            gate, up = mlp.gate_up_proj(layer.post_attention_layernorm(hidden)).chunk(2, dim=-1)
+            hidden = hidden + mlp.down_proj(mlp.act_fn(gate) * up)
 
         wanted = list(range(decoders))
         wanted += [start + size - 1 for (start, size, *_), (*_, wants) in zip(slices, prefills, strict=True) if wants]
         return self.model.lm_head(self.model.model.norm(hidden[wanted])).float()
+
+
+class _FusedSlice:
+    """Stands in for one of several projections fused into one Linear (q/k/v, gate/up), so the Hugging Face
+    forward still works: it computes the fused output and keeps its own columns. The engine calls the fused one.
+    A plain callable held by the module, not a submodule, so weight packing sees each fused Linear once."""
+
+    def __init__(self, owner: Any, name: str, start: int, end: int) -> None:
+        self.owner, self.name, self.start, self.end = owner, name, start, end
+
+    def __call__(self, x: Any) -> Any:
+        return getattr(self.owner, self.name)(x)[..., self.start : self.end]
+
+
+def _fuse_projections(torch: Any, layer: Any) -> None:
+    """Replace q/k/v and gate/up by one Linear each (`qkv_proj`, `gate_up_proj`): one matrix product instead of
+    three or two, which at one token per step is mostly call overhead saved. Done once per layer."""
+    for module, names, fused_name in (
+        (layer.self_attn, ("q_proj", "k_proj", "v_proj"), "qkv_proj"),
+        (layer.mlp, ("gate_proj", "up_proj"), "gate_up_proj"),
+    ):
+        if hasattr(module, fused_name):
+            continue
+        parts = [getattr(module, name) for name in names]
+        weights = [part.weight.detach() for part in parts]
+        has_bias = any(part.bias is not None for part in parts)
+        fused = torch.nn.Linear(
+            weights[0].shape[1], sum(w.shape[0] for w in weights), bias=has_bias, device=weights[0].device
+        ).to(weights[0].dtype)
+        with torch.no_grad():
+            fused.weight.copy_(torch.cat(weights))
+            if has_bias:
+                biases = [
+                    torch.zeros_like(weight[:, 0]) if part.bias is None else part.bias.detach()
+                    for part, weight in zip(parts, weights, strict=True)
+                ]
+                fused.bias.copy_(torch.cat(biases))
+        fused.requires_grad_(False)
+        start = 0
+        for name, weight in zip(names, weights, strict=True):
+            delattr(module, name)  # frees the separate weight; the slice below answers for it
+            object.__setattr__(module, name, _FusedSlice(module, fused_name, start, start + weight.shape[0]))
+            start += weight.shape[0]
+        setattr(module, fused_name, fused)
 
 
 def _rotate(torch: Any, x: Any, cos: Any, sin: Any) -> Any:

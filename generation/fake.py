@@ -37,6 +37,11 @@ def default_script(request: GenerationRequest) -> str:
     return f"{_OPENINGS[(digest[0] + seed) % len(_OPENINGS)]} {topic}: {_ENDINGS[(digest[1] + seed) % len(_ENDINGS)]}"
 
 
+def prompt_words(request: GenerationRequest) -> int:
+    """The fake's prompt length in tokens: one per word of every message (it counts output in words too)."""
+    return sum(len(message.content.split()) for message in request.messages)
+
+
 class FakeGenerator:
     """Streams script(request) word by word, honouring max_new_tokens (words), stop strings, time budget and abort."""
 
@@ -56,6 +61,8 @@ class FakeGenerator:
         self.queued = queued
         self.model = model
         self.busy = False
+        # The wait a busy refusal states (its message and GeneratorBusy.retry_after_s).
+        self.busy_retry_after_s = 1
         self.requests: list[GenerationRequest] = []
         self._running: set[str] = set()
         self._aborted: set[str] = set()
@@ -66,7 +73,8 @@ class FakeGenerator:
         if self._closed:
             raise GenerationError("The generator is closed.")
         if self.busy:
-            raise GeneratorBusy("Chorus is busy (fake). Try again in a minute.")
+            wait = self.busy_retry_after_s
+            raise GeneratorBusy(f"Chorus is busy (fake). Try again in {wait} s.", wait)
         self.requests.append(request)
         self._running.add(request.request_id)
         try:
@@ -78,6 +86,7 @@ class FakeGenerator:
 
     async def _chunks(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         rid = request.request_id
+        prompt_tokens = prompt_words(request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request.time_budget_s
         for position in range(self.queued, 0, -1):
@@ -94,16 +103,16 @@ class FakeGenerator:
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
             if rid in self._aborted:
-                yield Chunk(request_id=rid, finish_reason="abort", tokens=count - 1)
+                yield Chunk(request_id=rid, finish_reason="abort", tokens=count - 1, prompt_tokens=prompt_tokens)
                 return
             if loop.time() >= deadline:
-                yield Chunk(request_id=rid, finish_reason="time", tokens=count - 1)
+                yield Chunk(request_id=rid, finish_reason="time", tokens=count - 1, prompt_tokens=prompt_tokens)
                 return
             if self.fail_after is not None and count > self.fail_after:
                 yield Chunk(request_id=rid, finish_reason="error", error="scripted failure", tokens=count - 1)
                 return
             yield Chunk(request_id=rid, text=word, tokens=count)
-        yield Chunk(request_id=rid, finish_reason=reason, tokens=len(words))
+        yield Chunk(request_id=rid, finish_reason=reason, tokens=len(words), prompt_tokens=prompt_tokens)
 
     async def abort(self, request_id: str) -> None:
         """Make a running stream end with 'abort' at its next word."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import queue
 import threading
 import time
@@ -31,6 +32,11 @@ _REPLACEMENT = "\ufffd"
 _JOIN_TIMEOUT_S = 10.0
 # Candidates kept for top-p sampling; rows whose nucleus reaches past them fall back to a full sort.
 _TOP_P_CANDIDATES = 512
+# The Retry-After of a full queue before any request has finished and shown how long one takes.
+_BUSY_RETRY_UNKNOWN_S = 5
+_SERVICE_EMA_WEIGHT = 0.2
+# A long prompt is prefilled in pieces of this many tokens, so an abort or the time budget stops it between pieces.
+_PREFILL_PIECE = 256
 
 
 class IncrementalDetokenizer:
@@ -103,11 +109,13 @@ class IncrementalDetokenizer:
 class _Job:
     request: GenerationRequest | None  # None: a warmup that only loads the model
     loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[Chunk | ModelUnavailable | None]
+    events: asyncio.Queue[Chunk | GenerationError | None]
     abort: threading.Event = field(default_factory=threading.Event)
     started: bool = False
     cancelled: bool = False
     tokens: int = 0
+    # When the request's time budget runs out, counted from its arrival: queueing, tokenizing and prefill count.
+    deadline: float = math.inf
 
 
 class LocalGenerator:
@@ -130,6 +138,8 @@ class LocalGenerator:
         self._eos_ids: frozenset[int] = frozenset()
         self._context_limit: int | None = None
         self._load_error: ModelUnavailable | None = None
+        # Seconds one request holds a slot, a moving average; what a busy answer's Retry-After is based on.
+        self._service_s: float | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -220,7 +230,10 @@ class LocalGenerator:
                 raise GenerationError(f"Request {request.request_id} is already in progress.")
             if len(self._jobs) >= self._slots_total + self._max_queue:
                 waiting = len(self._jobs) - self._slots_total
-                raise GeneratorBusy(f"Chorus is busy ({waiting} requests waiting). Try again in a minute.")
+                retry_after = self._retry_after_s()
+                raise GeneratorBusy(
+                    f"Chorus is busy ({waiting} requests waiting). Try again in {retry_after} s.", retry_after
+                )
             self._jobs[request.request_id] = job
             self._start_worker()
         self._inbox.put(job)
@@ -241,8 +254,20 @@ class LocalGenerator:
     # Requests that run at once: one here; the batching engine has max_batch slots.
     _slots_total = 1
 
+    def _retry_after_s(self) -> int:
+        """Whole seconds until a place in the queue is likely to free up: one request's service time spread over
+        the slots that run at once (at least 1 s)."""
+        if self._service_s is None:
+            return _BUSY_RETRY_UNKNOWN_S
+        return max(1, math.ceil(self._service_s / self._slots_total))
+
+    def _note_service(self, seconds: float) -> None:
+        previous = self._service_s
+        self._service_s = seconds if previous is None else previous + _SERVICE_EMA_WEIGHT * (seconds - previous)
+
     def _new_job(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> _Job:
-        return _Job(request=request, loop=loop, events=asyncio.Queue())
+        validate_request(request)
+        return _Job(request=request, loop=loop, events=asyncio.Queue(), deadline=_deadline(request))
 
     def _unqueue(self, job: _Job) -> None:
         """Take a not-yet-started job out of the engine's own waiting line (the worker's inbox needs nothing)."""
@@ -254,7 +279,7 @@ class LocalGenerator:
 
     # -- the worker thread -----------------------------------------------------------------------------------------
 
-    def _post(self, job: _Job, item: Chunk | ModelUnavailable | None) -> None:
+    def _post(self, job: _Job, item: Chunk | GenerationError | None) -> None:
         try:
             job.loop.call_soon_threadsafe(job.events.put_nowait, item)
         except RuntimeError:  # the consumer's event loop is closed; nobody is listening any more
@@ -269,7 +294,10 @@ class LocalGenerator:
                 if job.cancelled:
                     continue
                 job.started = True
+            started = time.monotonic()
             outcome = self._serve(job)
+            if isinstance(outcome, Chunk) and outcome.finish_reason != "error":
+                self._note_service(time.monotonic() - started)
             if job.request is not None:
                 with self._lock:
                     if self._jobs.get(job.request.request_id) is job:
@@ -344,35 +372,49 @@ class LocalGenerator:
     def _generate(self, job: _Job, request: GenerationRequest) -> Chunk:
         torch = self._torch
         rid = request.request_id
-        deadline = time.monotonic() + request.time_budget_s
+        detokenizer = IncrementalDetokenizer(self._decode, request.stop)
+
+        prompt_tokens: int | None = None
+
+        def final(reason: FinishReason) -> Chunk:
+            text = detokenizer.flush()
+            return Chunk(rid, text, reason, tokens=job.tokens, prompt_tokens=prompt_tokens)
+
+        def interrupted() -> FinishReason | None:
+            if job.abort.is_set():
+                return "abort"
+            return "time" if time.monotonic() >= job.deadline else None
+
+        if reason := interrupted():
+            return final(reason)
         prompt = self._encode(request)
+        prompt_tokens = int(prompt.shape[1])
         budget = request.max_new_tokens
         if self._context_limit is not None:
-            room = self._context_limit - prompt.shape[1]
+            room = self._context_limit - prompt_tokens
             if room <= 0 < budget:
                 return Chunk(
                     request_id=rid,
                     finish_reason="error",
-                    error=f"The prompt is too long ({prompt.shape[1]} tokens; the model takes {self._context_limit}).",
+                    error=f"The prompt is too long ({prompt_tokens} tokens; the model takes {self._context_limit}).",
+                    prompt_tokens=prompt_tokens,
                 )
             budget = min(budget, room)
-        detokenizer = IncrementalDetokenizer(self._decode, request.stop)
         generator = None
         if request.seed is not None:
             generator = torch.Generator(device="cpu").manual_seed(request.seed)  # sample_rows draws on the CPU
 
-        def final(reason: FinishReason) -> Chunk:
-            return Chunk(request_id=rid, text=detokenizer.flush(), finish_reason=reason, tokens=job.tokens)
-
         with torch.inference_mode():
             if budget <= 0:
                 return final("length")
-            logits, past = self._forward(prompt, None)
+            past = None
+            for start in range(0, prompt.shape[1], _PREFILL_PIECE):
+                if reason := interrupted():
+                    return final(reason)
+                logits, past = self._forward(prompt[:, start : start + _PREFILL_PIECE], past)
             while True:
-                if job.abort.is_set():
-                    return final("abort")
-                if time.monotonic() >= deadline:
-                    return final("time")
+                if reason := interrupted():
+                    return final(reason)
                 token = self._sample(logits, request, generator)
                 if token in self._eos_ids:
                     return final("stop")
@@ -449,6 +491,25 @@ def _draw_whole(torch: Any, probs: Any, top_p: float, draw: float) -> int:
     cdf = probs.cumsum(dim=-1)
     index = int(torch.searchsorted(cdf, cdf[-1] * draw, right=True).clamp(max=cdf.shape[-1] - 1))
     return index if order is None else int(order[index])
+
+
+def _deadline(request: GenerationRequest) -> float:
+    """When a request arriving now runs out of time (validate_request refuses a budget that is not a number)."""
+    return time.monotonic() + request.time_budget_s
+
+
+def validate_request(request: GenerationRequest) -> None:
+    """Reject sampling parameters and budgets that can never work, before the request takes a place in the queue."""
+    if request.max_new_tokens <= 0:
+        raise GenerationError(f"max_new_tokens must be at least 1 (got {request.max_new_tokens}).")
+    if not (request.temperature >= 0 and math.isfinite(request.temperature)):  # also catches NaN
+        raise GenerationError(f"temperature must be a finite number, 0 or more (got {request.temperature}).")
+    if not 0 < request.top_p <= 1:
+        raise GenerationError(f"top_p must be in (0, 1] (got {request.top_p}).")
+    if request.seed is not None and not -(2**63) <= request.seed < 2**64:
+        raise GenerationError(f"seed must fit in 64 bits (got {request.seed}).")
+    if not (request.time_budget_s > 0 and math.isfinite(request.time_budget_s)):
+        raise GenerationError(f"time_budget_s must be a positive, finite number (got {request.time_budget_s}).")
 
 
 def _short(exc: BaseException) -> str:

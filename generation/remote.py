@@ -281,7 +281,8 @@ class RemoteGenerator:
                 message = error.get("message") if isinstance(error, dict) else str(error)
                 done = _Done(finish="error", error=str(message or "the server reported an error"))
                 break
-            extension: dict[str, Any] = event["chorus"] if isinstance(event.get("chorus"), dict) else {}
+            chorus = event.get("chorus")
+            extension: dict[str, Any] = chorus if isinstance(chorus, dict) else {}
             choices = event.get("choices") or []
             if not choices:
                 position = extension.get("queue_position")
@@ -295,7 +296,8 @@ class RemoteGenerator:
                     done = _Done(finish=done.finish, tokens=usage["completion_tokens"], error=done.error)
                 continue
             choice = choices[0] if isinstance(choices[0], dict) else {}
-            delta: dict[str, Any] = choice["delta"] if isinstance(choice.get("delta"), dict) else {}
+            raw_delta = choice.get("delta")
+            delta: dict[str, Any] = raw_delta if isinstance(raw_delta, dict) else {}
             text = delta.get("content")
             if isinstance(text, str) and text:
                 call.events.put_nowait(Chunk(request_id=rid, text=text))

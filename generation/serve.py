@@ -1,6 +1,7 @@
 """`chorus serve`: an OpenAI-compatible HTTP service over any Generator (aiohttp).
 
-Routes: `POST /v1/chat/completions` (JSON or SSE stream), `GET /v1/models`, `GET /health`, `GET /metrics`.
+Routes: `POST /v1/chat/completions` (JSON or SSE stream), `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`,
+`GET /metrics`.
 Errors use OpenAI's body, `{"error": {"message", "type", "param", "code"}}`, so OpenAI clients show them as-is.
 
 Chorus extensions ride in a `chorus` field that OpenAI clients ignore:
@@ -16,14 +17,16 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
@@ -37,6 +40,7 @@ from generation.types import (
     GeneratorBusy,
     ModelUnavailable,
     Priority,
+    RequestTooLarge,
     Role,
 )
 
@@ -56,7 +60,9 @@ FINISH_REASONS: Mapping[FinishReason, str] = {
 ROLES: Mapping[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 PRIORITIES: Mapping[str, Priority] = {priority.name.lower(): priority for priority in Priority}
 MAX_STOP_STRINGS = 16
+# Retry-After for a busy generator that does not say how long to wait.
 RETRY_AFTER_S = 1
+SEED_RANGE = range(-(2**63), 2**64)
 # nginx's code for "the client closed the connection before the answer"; only used as a metric label.
 CLIENT_CLOSED = 499
 
@@ -120,6 +126,8 @@ def parse_chat_request(
     messages = _messages(body.get("messages"))
     max_tokens_field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = _integer(body, max_tokens_field, default=max_tokens_limit)
+    # Without a limit from the client, generate until the end or until the context is full, as OpenAI does.
+    fit_to_context = body.get(max_tokens_field) is None
     if max_tokens < 1:
         raise ApiError(400, f"{max_tokens_field} must be at least 1, not {max_tokens}.", param=max_tokens_field)
     if max_tokens > max_tokens_limit:
@@ -138,6 +146,8 @@ def parse_chat_request(
     if n != 1:
         raise ApiError(400, f"n must be 1 (one choice per request), not {n}.", param="n", code="unsupported_value")
     seed = _integer(body, "seed", default=None) if body.get("seed") is not None else None
+    if seed is not None and seed not in SEED_RANGE:
+        raise ApiError(400, f"seed must be a 64-bit integer, not {seed}.", param="seed")
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise ApiError(400, "stream must be true or false.", param="stream")
@@ -147,15 +157,16 @@ def parse_chat_request(
         raise ApiError(400, "stream_options.include_usage must be true or false.", param="stream_options")
     chorus = _object(body, "chorus")
     priority_name = chorus.get("priority", "interactive")
-    if priority_name not in PRIORITIES:
+    if not isinstance(priority_name, str) or priority_name not in PRIORITIES:
         allowed = ", ".join(PRIORITIES)
         raise ApiError(400, f"chorus.priority must be one of {allowed}, not {priority_name!r}.", param="chorus")
     conversation = chorus.get("conversation", "")
     if not isinstance(conversation, str):
         raise ApiError(400, "chorus.conversation must be a string.", param="chorus")
     budget = chorus.get("time_budget_s", time_budget_s)
-    if isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0:
-        raise ApiError(400, "chorus.time_budget_s must be a positive number of seconds.", param="chorus")
+    if isinstance(budget, bool) or not isinstance(budget, int | float) or not (0 < budget < math.inf):
+        message = f"chorus.time_budget_s must be a positive number of seconds, not {budget!r}."
+        raise ApiError(400, message, param="chorus")
     request = GenerationRequest(
         messages=messages,
         max_new_tokens=max_tokens,
@@ -166,6 +177,7 @@ def parse_chat_request(
         time_budget_s=min(float(budget), time_budget_s),
         priority=PRIORITIES[priority_name],
         conversation_key=conversation,
+        fit_max_new_tokens=fit_to_context,
     )
     return ChatParams(request=request, stream=bool(stream), include_usage=bool(stream) and include_usage)
 
@@ -210,7 +222,7 @@ def _number(body: Mapping[str, Any], name: str, *, default: float) -> float:
     value = body.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ApiError(400, f"{name} must be a number, not {value!r}.", param=name)
     return float(value)
 
@@ -280,6 +292,7 @@ class _Progress:
     received: float
     text: list[str]
     tokens: int = 0
+    prompt_tokens: int = 0
     last_text_at: float | None = None
     finish: FinishReason | None = None
     error: str | None = None
@@ -309,13 +322,21 @@ class _ChatService:
         self.metrics = metrics
         self.created = int(time.time())
 
+    def tokens_limit(self) -> int:
+        """The most new tokens one request may ask for: the configured limit, lowered to what the generator holds
+        per request (prompt included) once it says (the batching engine's max_len, known after loading)."""
+        held = getattr(self.generator, "max_len", None)
+        if isinstance(held, int) and not isinstance(held, bool) and held > 1:
+            return min(self.max_tokens_limit, held - 1)
+        return self.max_tokens_limit
+
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         progress = _Progress(received=time.monotonic(), text=[])
         try:
             params = parse_chat_request(
                 await _json_body(request),
                 model_name=self.model_name,
-                max_tokens_limit=self.max_tokens_limit,
+                max_tokens_limit=self.tokens_limit(),
                 time_budget_s=self.time_budget_s,
             )
         except ApiError as error:
@@ -349,7 +370,8 @@ class _ChatService:
                 self.metrics.rejections.labels(reason=error.reason).inc()
             return error.response()
         finally:
-            await stream.aclose()
+            if isinstance(stream, AsyncGenerator):
+                await stream.aclose()
             if progress.finish is None and not refused:
                 # The client left (the handler was cancelled or a write failed): free the generator's slot.
                 progress.finish = "abort"
@@ -367,13 +389,19 @@ class _ChatService:
         except StopAsyncIteration:
             raise ApiError(500, "The generator ended without a final chunk.", type="server_error") from None
         except GeneratorBusy as exc:
+            # Retry-After is the wait the message states, so clients that honour it (OpenAI's do) wait that long.
+            wait = RETRY_AFTER_S if exc.retry_after_s is None else max(1, math.ceil(exc.retry_after_s))
             raise ApiError(
                 429,
-                str(exc) or "The server is busy. Try again shortly.",
+                str(exc) or f"The server is busy. Try again in {wait} s.",
                 type="rate_limit_error",
                 code="queue_full",
                 reason="queue_full",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
+                headers={"Retry-After": str(wait)},
+            ) from None
+        except RequestTooLarge as exc:
+            raise ApiError(
+                400, str(exc), param="messages", code="context_length_exceeded", reason="too_large"
             ) from None
         except ModelUnavailable as exc:
             raise ApiError(503, str(exc), type="server_error", code="model_unavailable", reason="unavailable") from None
@@ -402,6 +430,8 @@ class _ChatService:
         if chunk.tokens > progress.tokens:
             self.metrics.tokens.inc(chunk.tokens - progress.tokens)
             progress.tokens = chunk.tokens
+        if chunk.prompt_tokens is not None:
+            progress.prompt_tokens = chunk.prompt_tokens
         if chunk.finish_reason is not None:
             progress.finish = chunk.finish_reason
             progress.error = chunk.error
@@ -433,7 +463,7 @@ class _ChatService:
                     "finish_reason": FINISH_REASONS[progress.finish],
                 }
             ],
-            "usage": {"prompt_tokens": 0, "completion_tokens": progress.tokens, "total_tokens": progress.tokens},
+            "usage": _usage(progress),
             "chorus": _final_extension(progress),
         }
         return web.json_response(body)
@@ -483,8 +513,7 @@ class _ChatService:
                 final = choice({}, FINISH_REASONS[progress.finish or "stop"])
                 await response.write(_json_line({**final, "chorus": _final_extension(progress)}))
             if params.include_usage:
-                usage = {"prompt_tokens": 0, "completion_tokens": progress.tokens, "total_tokens": progress.tokens}
-                await response.write(_json_line({**envelope, "choices": [], "usage": usage}))
+                await response.write(_json_line({**envelope, "choices": [], "usage": _usage(progress)}))
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
         except ConnectionResetError:
@@ -492,9 +521,24 @@ class _ChatService:
             return response, CLIENT_CLOSED
         return response, 200
 
+    def _model_card(self) -> dict[str, Any]:
+        return {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "chorus"}
+
     async def models(self, request: web.Request) -> web.Response:
-        model = {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "chorus"}
-        return web.json_response({"object": "list", "data": [model]})
+        return web.json_response({"object": "list", "data": [self._model_card()]})
+
+    async def model(self, request: web.Request) -> web.Response:
+        """`GET /v1/models/{id}` (OpenAI's `models.retrieve`); ids may contain slashes, like `org/name`."""
+        wanted = request.match_info["model"]
+        if wanted != self.model_name:
+            return ApiError(
+                404,
+                f"The model `{wanted}` does not exist. This server serves `{self.model_name}`.",
+                param="model",
+                code="model_not_found",
+                reason="model_not_found",
+            ).response()
+        return web.json_response(self._model_card())
 
     async def health(self, request: web.Request) -> web.Response:
         health = await self.generator.health()
@@ -511,6 +555,11 @@ def _is_queue_note(chunk: Chunk) -> bool:
     return chunk.queue_position is not None and not chunk.text and chunk.finish_reason is None
 
 
+def _usage(progress: _Progress) -> dict[str, int]:
+    total = progress.prompt_tokens + progress.tokens
+    return {"prompt_tokens": progress.prompt_tokens, "completion_tokens": progress.tokens, "total_tokens": total}
+
+
 def _final_extension(progress: _Progress) -> dict[str, Any]:
     extension: dict[str, Any] = {"finish_reason": progress.finish, "tokens": progress.tokens}
     if progress.error:
@@ -519,16 +568,24 @@ def _final_extension(progress: _Progress) -> dict[str, Any]:
 
 
 async def _json_body(request: web.Request) -> object:
+    raw = await request.read()
     try:
-        return json.loads(await request.read())
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ApiError(400, "We could not parse the JSON body of your request: it is nested too deeply.") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"We could not parse the JSON body of your request: {exc}.") from None
+
+
+def _refuse_constant(name: str) -> object:
+    """NaN and Infinity are not JSON; Python's parser accepts them unless told not to."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _openai_errors(api_key: str | None, metrics: ServeMetrics) -> Callable[[web.Request, Handler], Awaitable[Any]]:
+def _openai_errors(api_key: str | None, metrics: ServeMetrics) -> Middleware:
     """Bearer-token check for /v1/*, and OpenAI error bodies for aiohttp's own 404/405/413 there."""
 
     @web.middleware
@@ -586,6 +643,7 @@ def build_app(
     app = web.Application(middlewares=[_openai_errors(api_key or None, metrics)])
     app.router.add_post("/v1/chat/completions", service.chat_completions)
     app.router.add_get("/v1/models", service.models)
+    app.router.add_get("/v1/models/{model:.+}", service.model)
     app.router.add_get("/health", service.health)
     app.router.add_get("/metrics", service.metrics_text)
     return app

@@ -48,6 +48,9 @@ class GenerationRequest:
     priority: Priority = Priority.INTERACTIVE
     # Who asked, for fairness across conversations (#3); opaque to the engine.
     conversation_key: str = ""
+    # True: max_new_tokens is only a ceiling, lowered to what fits in the context after the prompt (an OpenAI
+    # request without max_tokens). False: a request that does not fit is refused with RequestTooLarge.
+    fit_max_new_tokens: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class Chunk:
     # While a request waits its turn, engines may send text-less chunks saying where it stands (1 = next).
     queue_position: int | None = None
     eta_s: float | None = None
+    # Tokens in the prompt as the model saw it (chat template included), on the final chunk; None when unknown.
+    prompt_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,15 @@ class ModelUnavailable(GenerationError):
 
 
 class GeneratorBusy(GenerationError):
-    """The queue is full; try again later."""
+    """The queue is full; try again later. retry_after_s, when known, is the wait the message states."""
+
+    def __init__(self, message: str = "", retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RequestTooLarge(GenerationError):
+    """The prompt plus the new tokens asked for do not fit in what the model holds; the message says the limit."""
 
 
 @runtime_checkable

@@ -20,7 +20,7 @@ TERMINAL = Conversation("terminal", "local", "terminal")
 def chorus(args: list[str], stdin: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")} | env
     return subprocess.run(
-        [sys.executable, "-m", "bots.cli", *args],
+        [sys.executable, "-m", "chorus", *args],
         input=stdin,
         capture_output=True,
         text=True,

@@ -44,6 +44,8 @@ class Recorder:
         self.first_text: list[str] = []
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.requests: dict[str, GenerationRequest] = {}
+        # Every chunk of every stream as (name, chunk), in the order they arrived.
+        self.timeline: list[tuple[str, Chunk]] = []
 
     def start(self, name: str, request: GenerationRequest) -> None:
         self.requests[name] = request
@@ -55,6 +57,7 @@ class Recorder:
             if chunk.text and name not in self.first_text:
                 self.first_text.append(name)
             self.chunks[name].append(chunk)
+            self.timeline.append((name, chunk))
 
     def tokens(self, name: str) -> int:
         return max((chunk.tokens for chunk in self.chunks[name]), default=0)
@@ -582,8 +585,13 @@ async def test_a_command_preempts_a_drop_which_then_continues_exactly(embedded_s
         await recorder.wait()
         assert recorder.first_text == ["drop", "command"]
         drop_chunks = recorder.chunks["drop"]
-        command_done = next(i for i, c in enumerate(recorder.chunks["command"]) if c.finish_reason)
-        assert command_done >= 0 and recorder.finish("command") in ("length", "stop")
+        assert recorder.finish("command") in ("length", "stop")
+        # The command ran to its end while the drop waited: the drop produced text before the command's first chunk
+        # and after its last one, and nothing in between.
+        names = [name for name, chunk in recorder.timeline if chunk.text or chunk.finish_reason]
+        command_first, command_last = names.index("command"), len(names) - 1 - names[::-1].index("command")
+        assert "drop" in names[:command_first] and "drop" in names[command_last + 1 :]
+        assert set(names[command_first : command_last + 1]) == {"command"}
         # The drop was paused, recomputed its cache, and went on to produce the same greedy text as alone.
         assert recorder.text("drop") == alone
         assert recorder.finish("drop") == "length" and drop_chunks[-1].tokens == 24

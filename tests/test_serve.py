@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -14,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from generation.fake import FakeGenerator, default_script
+from generation.fake import FakeGenerator, default_script, prompt_words
 from generation.serve import build_app, parse_chat_request
 from generation.types import (
     ChatMessage,
@@ -93,7 +95,8 @@ async def test_completion_has_openai_shape_and_usage(client: TestClient, fake: F
         {"index": 0, "message": {"role": "assistant", "content": expected}, "logprobs": None, "finish_reason": "stop"}
     ]
     words = len(expected.split())
-    assert body["usage"] == {"prompt_tokens": 0, "completion_tokens": words, "total_tokens": words}
+    prompt = prompt_words(fake.requests[0])
+    assert body["usage"] == {"prompt_tokens": prompt, "completion_tokens": words, "total_tokens": prompt + words}
     assert body["chorus"] == {"finish_reason": "stop", "tokens": words}
 
 
@@ -120,7 +123,8 @@ async def test_stream_is_openai_chunks_then_done(client: TestClient, fake: FakeG
     words = len(expected.split())
     assert final["chorus"] == {"finish_reason": "stop", "tokens": words}
     assert usage["choices"] == []
-    assert usage["usage"] == {"prompt_tokens": 0, "completion_tokens": words, "total_tokens": words}
+    prompt = prompt_words(fake.requests[0])
+    assert usage["usage"] == {"prompt_tokens": prompt, "completion_tokens": words, "total_tokens": prompt + words}
 
 
 async def test_stream_without_usage_ends_with_the_finish_chunk(client: TestClient) -> None:
@@ -455,7 +459,7 @@ def test_chorus_serve_answers_and_chorus_run_generates_through_it(tmp_path: Path
     port = free_port()
     server_env = base_env | {"CHORUS_HOME": str(tmp_path / "server"), "CHORUS_MODEL__SOURCE": "fake"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "bots.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "chorus", "serve", "--port", str(port)],
         env=server_env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -478,7 +482,7 @@ def test_chorus_serve_answers_and_chorus_run_generates_through_it(tmp_path: Path
 
         client_env = base_env | {"CHORUS_HOME": str(tmp_path / "client"), "CHORUS_GENERATION__URL": f"{url}/v1"}
         result = subprocess.run(
-            [sys.executable, "-m", "bots.cli", "run"],
+            [sys.executable, "-m", "chorus", "run"],
             input="/create slogan x\n",
             env=client_env,
             cwd=ROOT,
@@ -490,7 +494,7 @@ def test_chorus_serve_answers_and_chorus_run_generates_through_it(tmp_path: Path
         assert "── slogan · v1 of 1 ──" in result.stdout
         assert "slogan for x" in result.stdout, result.stdout
         doctor = subprocess.run(
-            [sys.executable, "-m", "bots.cli", "doctor"], env=client_env, cwd=ROOT, capture_output=True, text=True
+            [sys.executable, "-m", "chorus", "doctor"], env=client_env, cwd=ROOT, capture_output=True, text=True
         )
         assert f"  model:     remote {url}/v1: ok, serving fake" in doctor.stdout, doctor.stdout
         served = httpx.get(f"{url}/metrics", timeout=5).text
@@ -500,3 +504,157 @@ def test_chorus_serve_answers_and_chorus_run_generates_through_it(tmp_path: Path
         out, err = server.communicate(timeout=10)
     assert server.returncode == 0, err
     assert f"at {url}/v1" in out
+
+
+# -- the official OpenAI client against `chorus serve` -------------------------------------------------------------
+
+
+class SizedFake(FakeGenerator):
+    """A fake that, like the batching engine, holds at most max_len tokens per request (prompt included)."""
+
+    max_len = 40
+
+
+class BusyAtFirst(FakeGenerator):
+    """Refuses the first `refusals` requests as busy, then serves."""
+
+    def __init__(self, refusals: int, **options: Any) -> None:
+        super().__init__(**options)
+        self.refusals = refusals
+        self.attempts = 0
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        self.attempts += 1
+        self.busy = self.attempts <= self.refusals
+        return super().stream(request)
+
+
+@contextlib.asynccontextmanager
+async def openai_client(generator: Any, *, max_retries: int = 0) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The stock AsyncOpenAI client pointed at `chorus serve` over `generator` on 127.0.0.1."""
+    async with TestServer(build_app(generator, model_name="fake"), host="127.0.0.1") as server:
+        client = openai.AsyncOpenAI(
+            base_url=str(server.make_url("/v1")), api_key="unused", max_retries=max_retries, timeout=30
+        )
+        try:
+            yield client
+        finally:
+            await client.close()
+
+
+async def test_openai_client_without_max_tokens_gets_what_fits() -> None:
+    fake = SizedFake()
+    async with openai_client(fake) as client:
+        completion = await client.chat.completions.create(model="fake", messages=HELLO)  # type: ignore[arg-type]
+        assert completion.choices[0].message.content == default_script(fake.requests[0])
+        request = fake.requests[0]
+        assert request.fit_max_new_tokens
+        assert request.max_new_tokens < SizedFake.max_len, "the default leaves room for the prompt"
+
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.chat.completions.create(model="fake", messages=HELLO, max_tokens=100)  # type: ignore[arg-type]
+        assert refused.value.status_code == 400
+        assert f"at most {SizedFake.max_len - 1}" in refused.value.message
+        assert len(fake.requests) == 1
+
+
+async def test_openai_client_sees_real_prompt_token_counts() -> None:
+    fake = FakeGenerator()
+    async with openai_client(fake) as client:
+        completion = await client.chat.completions.create(model="fake", messages=HELLO)  # type: ignore[arg-type]
+        prompt = prompt_words(fake.requests[0])
+        assert prompt > 0
+        assert completion.usage is not None
+        assert completion.usage.prompt_tokens == prompt
+        assert completion.usage.total_tokens == prompt + completion.usage.completion_tokens
+
+        stream = await client.chat.completions.create(
+            model="fake",
+            messages=HELLO,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        usages = [chunk.usage async for chunk in stream if chunk.usage is not None]
+        assert [usage.prompt_tokens for usage in usages] == [prompt]
+
+
+async def test_openai_client_retrieves_the_served_model() -> None:
+    async with openai_client(FakeGenerator()) as client:
+        model = await client.models.retrieve("fake")
+        assert (model.id, model.object, model.owned_by) == ("fake", "model", "chorus")
+        with pytest.raises(openai.NotFoundError) as missing:
+            await client.models.retrieve("org/other-model")
+        assert "does not exist" in missing.value.message
+
+
+async def test_busy_answer_states_the_retry_after_it_sends() -> None:
+    fake = FakeGenerator()
+    fake.busy, fake.busy_retry_after_s = True, 7
+    async with openai_client(fake) as client:
+        with pytest.raises(openai.RateLimitError) as busy:
+            await client.chat.completions.create(model="fake", messages=HELLO)  # type: ignore[arg-type]
+    retry_after = busy.value.response.headers["Retry-After"]
+    assert retry_after == "7"
+    assert f"Try again in {retry_after} s" in busy.value.message
+
+
+async def test_stock_client_retry_after_a_busy_answer_succeeds() -> None:
+    fake = BusyAtFirst(refusals=1)
+    async with openai_client(fake, max_retries=2) as client:
+        completion = await client.chat.completions.create(model="fake", messages=HELLO)  # type: ignore[arg-type]
+    assert fake.attempts == 2
+    assert completion.choices[0].message.content == default_script(fake.requests[-1])
+
+
+@pytest.mark.parametrize(
+    "chorus",
+    [
+        b'{"priority": ["interactive"]}',
+        b'{"priority": {"name": "interactive"}}',
+        b'{"time_budget_s": NaN}',
+        b'{"time_budget_s": Infinity}',
+        b'{"time_budget_s": 1e999}',
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+    ids=["priority-list", "priority-dict", "budget-nan", "budget-infinity", "budget-overflow", "nested-100k"],
+)
+async def test_malformed_extension_is_400_with_a_message(chorus: bytes) -> None:
+    fake = FakeGenerator()
+    async with openai_client(fake) as client:
+        body = b'{"model": "fake", "messages": ' + json.dumps(HELLO).encode() + b', "chorus": ' + chorus + b"}"
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.post(
+                "/chat/completions",
+                cast_to=httpx.Response,
+                content=body,
+                options={"headers": {"Content-Type": "application/json"}},
+            )
+    assert refused.value.status_code == 400
+    assert refused.value.message
+    assert refused.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+    assert fake.requests == []
+
+
+@pytest.mark.slow
+async def test_openai_client_on_the_real_engine_defaults_max_tokens_to_what_fits(embedded_spec: Any) -> None:
+    from generation.engine import BatchingEngine
+
+    engine = BatchingEngine(embedded_spec, max_batch=2, max_queue=2, max_seq_len=64)
+    try:
+        await engine.warmup()
+        async with TestServer(build_app(engine, model_name="smol"), host="127.0.0.1") as server:
+            client = openai.AsyncOpenAI(base_url=str(server.make_url("/v1")), api_key="unused", max_retries=0)
+            story = [{"role": "user", "content": "Write a very long story about a dragon."}]
+            completion = await client.chat.completions.create(model="smol", messages=story, temperature=0)  # type: ignore[arg-type]
+            assert completion.choices[0].message.content
+            assert completion.usage is not None
+            assert completion.usage.prompt_tokens > 10
+            assert completion.usage.total_tokens == 64 or completion.choices[0].finish_reason == "stop"
+
+            with pytest.raises(openai.BadRequestError) as refused:
+                await client.chat.completions.create(model="smol", messages=story, max_tokens=60)  # type: ignore[arg-type]
+            assert refused.value.code == "context_length_exceeded"
+            assert "64 tokens" in refused.value.message
+            await client.close()
+    finally:
+        await engine.close()

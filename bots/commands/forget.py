@@ -82,7 +82,8 @@ async def handle_confirm(ctx: Context) -> None:
     deleted = await store.forget_user(platform, action.user.id, names=(action.user.name,))
     ctx.app.quota.forget(platform, action.user.id)
     export_path(ctx.app.settings.home_dir, platform, action.user.id).unlink(missing_ok=True)
-    if brainstorms or any(deleted.get(what) for what in ("brainstorm ideas", "brainstorm votes")):
+    refresh = brainstorms or any(deleted.get(what) for what in ("brainstorm ideas", "brainstorm votes"))
+    if refresh and ctx.app.brainstorms is not None:
         await ctx.app.brainstorms.refresh_summaries()
     summary = ", ".join(f"{n} {what}" for what, n in deleted.items() if n) or "nothing"
     await ctx.responder.send(Reply.text(f"Done. Deleted {summary}.", ephemeral=True))
