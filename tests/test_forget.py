@@ -70,7 +70,16 @@ async def _her_brainstorm(bot: TestBot) -> int:
     return session.id
 
 
-async def test_after_forget_no_table_and_no_file_holds_anything_of_that_person(bot: TestBot) -> None:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def any_bot(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TestBot]:
+    env = {"CHORUS_STORE__URL": request.getfixturevalue("postgres_url")} if request.param == "postgres" else {}
+    bot = await make_bot(settings_for(tmp_path / "home", **env))
+    yield bot
+    await bot.chorus.close()
+
+
+async def test_after_forget_no_table_and_no_file_holds_anything_of_that_person(any_bot: TestBot) -> None:
+    bot = any_bot
     await bot.one(f"/create slogan {HER_PROMPT}", as_user=FORGOTTEN)
     built_on_hers = await bot.say("s", as_user="bob")  # Bob's shorter version of her result
     bob_text = built_on_hers[-1].parts
