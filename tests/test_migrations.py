@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bots.events import Conversation, User
-from bots.migrations import FOREIGN_TABLES, current_revision, head_revision, schema_metadata
+from bots.migrations import FOREIGN_TABLES, current_revision, head_revision, heads, schema_metadata
 from bots.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,6 +117,11 @@ async def test_the_models_match_the_migrations(database_url: str) -> None:
         await store.close()
     assert differences == [], f"the models differ from the migrations; add a revision: {differences}"
     assert revision == head_revision()
+
+
+def test_the_revisions_have_one_head() -> None:
+    """Two revisions written in parallel both chain after the same one; `python -m bots.migrations merge` joins them."""
+    assert len(heads()) == 1, f"several heads {heads()}: run `python -m bots.migrations merge` and commit the result"
 
 
 async def _start_in_a_process(url: str) -> tuple[int, str]:
