@@ -167,3 +167,20 @@ async def _assert_at_head(url: str) -> None:
     finally:
         await store.close()
     assert (differences, revision) == ([], head_revision())
+
+
+def test_an_operator_upgrades_and_reads_the_revision_by_hand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bots.migrations.__main__ import main
+
+    for key in [key for key in os.environ if key.startswith("CHORUS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("CHORUS_HOME", str(tmp_path))
+    newest = head_revision()
+
+    assert main(["upgrade"]) == 0
+    assert main(["current"]) == 0
+
+    assert capsys.readouterr().out.splitlines() == [f"store at revision {newest} (newest: {newest})"] * 2
+    assert (tmp_path / "chorus.db").is_file()
