@@ -7,16 +7,19 @@ far (the first ask, every earlier answer and follow-up), trimmed to `generation.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from bots.errors import UserError
 from bots.events import Action, Message, Reaction
-from bots.parsing import parse_tone
+from bots.parsing import VariantRef, chatter_hint, parse_tone, parse_variant_ref
 from bots.reply import Reply, ReplyAction
-from bots.router import Context, take_quota
+from bots.router import Context
 from bots.store import GenerationRecord
 from bots.studio import Draft, at_length
 from config import KindSpec, Settings
 from generation.prompts import Turn, render_template
+from generation.scorecard import repeats_lines
+from generation.text import is_degenerate
 
 _log = logging.getLogger(__name__)
 
@@ -74,6 +77,18 @@ def first_turn(first: GenerationRecord, settings: Settings) -> tuple[KindSpec, s
     return at_length(spec, render_template(spec, first.prompt, first.tone), length_of(first), settings)
 
 
+def usable(variants: tuple[str, ...]) -> tuple[str, ...]:
+    """Variants with degenerate ones blanked ("" keeps the numbering), so a loop is never built upon."""
+    return tuple("" if is_degenerate(text) or repeats_lines(text) else text for text in variants)
+
+
+def _instruction_ask(instruction: str, settings: Settings) -> str:
+    """The ask for a stored label, including one-variant labels ("#2 shorter")."""
+    if instruction.startswith("#") and " " in instruction:
+        return ask_for(instruction.split(" ", 1)[1], settings)
+    return ask_for(instruction, settings)
+
+
 def conversation_turns(lineage: list[GenerationRecord], settings: Settings) -> list[Turn]:
     """Rebuild the exchange from stored versions. A regenerate replaces the answer it redoes."""
     first = lineage[0]
@@ -81,11 +96,11 @@ def conversation_turns(lineage: list[GenerationRecord], settings: Settings) -> l
     for record in lineage:
         if record is first:
             ask = first_turn(first, settings)[1]
-            turns.append(Turn(ask, record.variants))
-        elif record.instruction == REGENERATE and turns:
-            turns[-1] = Turn(turns[-1].ask, record.variants)
+            turns.append(Turn(ask, usable(record.variants)))
+        elif turns and (record.instruction == REGENERATE or record.instruction.endswith(f" {REGENERATE}")):
+            turns[-1] = Turn(turns[-1].ask, usable(record.variants))
         else:
-            turns.append(Turn(ask_for(record.instruction, settings), record.variants))
+            turns.append(Turn(_instruction_ask(record.instruction, settings), usable(record.variants)))
     keep = settings.generation.max_context_turns
     if len(turns) > keep >= 1:
         turns = [turns[0], *turns[len(turns) - keep + 1 :]] if keep > 1 else [turns[0]]
@@ -110,47 +125,79 @@ async def target_generation(ctx: Context, generation_id: int | None, reply_to: s
     return record
 
 
-async def refine(ctx: Context, record: GenerationRecord, instruction: str, *, tone: str | None = None) -> None:
-    """Make the next version of `record`: a regenerate, a per-variant rework, or a new ask over all variants."""
+async def message_target(ctx: Context, message: Message) -> GenerationRecord:
+    """The result a message refines: the one it replies to. A reply in a thread to the message the thread hangs under
+    (all a Slack thread reply can say) means the thread itself: its newest result, once it has one."""
+    record = await target_generation(ctx, None, message.reply_to)
+    thread = message.conversation.thread
+    if thread and record.conversation.thread != thread:
+        newest = await ctx.app.store.latest_generation(message.conversation)
+        if newest is not None:
+            return newest
+    return record
+
+
+def step_length(length: str, settings: Settings, step: int) -> str:
+    """The length one step longer (+1) or shorter (-1) than `length`, within short…long."""
+    names = settings.lengths.names
+    current = length if length in names else settings.lengths.default
+    return names[max(0, min(len(names) - 1, names.index(current) + step))]
+
+
+async def refine(
+    ctx: Context, record: GenerationRecord, instruction: str, *, tone: str | None = None, only: int | None = None
+) -> None:
+    """Make the next version of `record`: a regenerate, a per-variant rework, or a new ask over all variants.
+    With `only`, just that variant (0-based) is remade and the others are kept as they are."""
     settings = ctx.app.settings
     lineage = await ctx.app.store.lineage(record)
     turns = conversation_turns(lineage, settings)
-    # Every version of a lineage keeps the length it was created at: its token budget and its instruction.
-    spec, first_ask = first_turn(lineage[0], settings)
+    first_spec, first_ask = first_turn(lineage[0], settings)
+    # A version keeps the length of the one it refines; "longer" raises it a step so the budget can grow.
+    length = length_of(record) or length_of(lineage[0])
+    if instruction == LONGER:
+        length = step_length(length, settings, +1)
+    base = spec_for(lineage[0].kind, settings)
+    spec = at_length(base, "", length, settings)[0] if length else first_spec
+    if instruction == LONGER:
+        longest = max((len(text.split()) for text in record.variants), default=0)
+        # Room for about twice the longest variant (a word is about 1.5 tokens), whatever the length says.
+        spec = spec.model_copy(update={"max_new_tokens": min(4096, max(spec.max_new_tokens, longest * 4))})
     n = max(1, len(record.variants))
-    common = {
+    label = f"tone: {tone}" if tone is not None else instruction
+    if only is not None:
+        if n < 2:
+            raise UserError("This result has only one variant; say what to change without a number.")
+        if not 0 <= only < n:
+            raise UserError(f"There are only {n} variants; pick one from 1 to {n}.")
+    common: dict[str, Any] = {
         "kind": record.kind,
         "prompt": record.prompt,
         "spec": spec,
         "first_ask": first_ask,
         "n": n,
-        "length": length_of(lineage[0]),
+        "length": length,
+        "parent": record,
+        "only": only,
+        "keep": record.variants if only is not None else (),
+        "instruction": f"#{only + 1} {label}" if only is not None else label,
     }
+    words = tuple(len(text.split()) for text in record.variants)
     if instruction == REGENERATE:
         last = turns.pop()
-        draft = Draft(
-            tone=record.tone, instruction=REGENERATE, turns=tuple(turns), ask=last.ask, parent=record, **common
-        )
-    elif instruction in (SHORTER, LONGER) or tone is not None:
-        label = f"tone: {tone}" if tone is not None else instruction
+        draft = Draft(tone=record.tone, turns=tuple(turns), ask=last.ask, **common)
+    elif instruction in (SHORTER, LONGER, MORE) or tone is not None or only is not None:
         draft = Draft(
             tone=tone or record.tone,
-            instruction=label,
             turns=tuple(turns),
             ask=ask_for(label, settings),
-            per_variant=True,
-            parent=record,
+            per_variant=instruction != MORE or only is not None,
+            shorter_than=words if instruction == SHORTER else (),
+            longer_than=words if instruction == LONGER else (),
             **common,
         )
     else:
-        draft = Draft(
-            tone=record.tone,
-            instruction=instruction,
-            turns=tuple(turns),
-            ask=ask_for(instruction, settings),
-            parent=record,
-            **common,
-        )
+        draft = Draft(tone=record.tone, turns=tuple(turns), ask=ask_for(instruction, settings), **common)
     await ctx.app.studio.run(ctx, draft)
 
 
@@ -169,13 +216,19 @@ async def handle_action(ctx: Context) -> None:
     if action.action_id not in GENERATING_ACTIONS:
         raise UserError("That button is no longer supported. Start again with /create.")
     tone = None
+    # A per-variant button (or `2 s`) carries the variant number in its value: "2", or "2 witty" for a tone.
+    value = action.value.strip()
+    only = None
+    head, _, rest = value.partition(" ")
+    if head.isdigit():
+        only, value = int(head) - 1, rest.strip()
     if action.action_id == TONE:
-        if not action.value:
+        if not value:
             raise UserError(f"Say which tone, e.g. t playful. Tones: {', '.join(ctx.app.settings.tones)}.")
-        tone = parse_tone(action.value, ctx.app.settings)
+        tone = parse_tone(value, ctx.app.settings)
     record = await target_generation(ctx, action.generation_id, action.message_ref)
     await ctx.app.store.add_feedback(record.id, action.user, action.conversation.platform, "action", action.action_id)
-    await refine(ctx, record, action.action_id, tone=tone)
+    await refine(ctx, record, action.action_id, tone=tone, only=only)
 
 
 async def handle_message(ctx: Context) -> None:
@@ -188,10 +241,41 @@ async def handle_message(ctx: Context) -> None:
     limit = ctx.app.settings.limits.max_prompt_chars
     if len(text) > limit:
         raise UserError(f"That message is {len(text)} characters; the limit is {limit}. Shorten it and try again.")
-    record = await target_generation(ctx, None, message.reply_to)
-    take_quota(ctx.app.quota, message)
+    hint = chatter_hint(text)
+    if hint:
+        # "ok", "thanks!", "++", a lone emoji: not a request for a new version, and no quota is used.
+        await ctx.responder.send(Reply.text(hint, ephemeral=True))
+        return
+    record = await message_target(ctx, message)
     await ctx.app.store.add_engagement(message.conversation, "reply", user=message.user, generation_id=record.id)
-    await refine(ctx, record, text)
+    ref = parse_variant_ref(text)
+    if ref is None:
+        await refine(ctx, record, text)
+        return
+    instruction, tone = _variant_instruction(ref, ctx.app.settings)
+    await refine(ctx, record, instruction, tone=tone, only=ref.index)
+
+
+_KEY_INSTRUCTIONS = {
+    "r": REGENERATE,
+    "regenerate": REGENERATE,
+    "m": MORE,
+    "more": MORE,
+    "s": SHORTER,
+    "shorter": SHORTER,
+    "l": LONGER,
+    "longer": LONGER,
+}
+
+
+def _variant_instruction(ref: VariantRef, settings: Settings) -> tuple[str, str | None]:
+    """`2 s` → shorter, `2 t witty` → a tone, anything else is a free instruction for that variant."""
+    words = ref.instruction.split()
+    if len(words) == 1 and words[0].lower() in _KEY_INSTRUCTIONS:
+        return _KEY_INSTRUCTIONS[words[0].lower()], None
+    if len(words) == 2 and words[0].lower() in ("t", "tone"):
+        return TONE, parse_tone(words[1], settings)
+    return ref.instruction, None
 
 
 async def handle_reaction(ctx: Context) -> None:

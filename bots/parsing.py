@@ -7,7 +7,9 @@ those win over the text. Every mistake becomes a UserError with a one-line, fixa
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bots.errors import UserError
@@ -22,31 +24,81 @@ def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
     return f" Did you mean {prefix}{close[0]}?" if prefix else f" Did you mean {close[0]!r}?"
 
 
-def split_options(text: str, allowed: Iterable[str]) -> tuple[str, dict[str, str]]:
-    """Pull `--name value` / `--name=value` pairs out of text; the rest, in order, is the free text."""
+# Keyboards turn `--` into an em or en dash (macOS, iOS, Slack, Word); people type `-n` for `--n`.
+_DASHES = re.compile(r"^(?:--|—|–|−−|‐‐|―)(?=\w)")
+
+
+def _option_name(word: str, allowed: Sequence[str]) -> str | None:
+    """The option a word names (`--tone`, `—tone`, `–tone=x`, `-n`), or None when it is not an option."""
+    match = _DASHES.match(word)
+    if match:
+        return word[match.end() :].partition("=")[0].lower()
+    if word.startswith("-") and len(word) > 1 and not word[1].isdigit():
+        name = word[1:].partition("=")[0].lower()
+        if name in allowed:
+            return name
+    return None
+
+
+def split_options(
+    text: str | Sequence[str], allowed: Iterable[str], *, strict: bool = False, usage: str = ""
+) -> tuple[str, dict[str, str]]:
+    """Pull `--name value` / `--name=value` pairs out of text (or pre-split words); the rest, in order, is the free
+    text. `—name` and `–name` count as `--name`, and `-name` for a known option. `strict` refuses free words."""
     allowed = tuple(allowed)
-    words = text.split()
+    words = text.split() if isinstance(text, str) else list(text)
     rest: list[str] = []
     options: dict[str, str] = {}
     i = 0
     while i < len(words):
         word = words[i]
-        if word.startswith("--") and len(word) > 2:
-            name, _, value = word[2:].partition("=")
-            name = name.lower()
-            if name not in allowed:
-                flags = ", ".join(f"--{a}" for a in allowed) or "none"
-                raise UserError(f"Unknown option --{name}.{did_you_mean(name, allowed)} Options: {flags}.")
-            if not value:
-                if i + 1 >= len(words) or words[i + 1].startswith("--"):
-                    raise UserError(f"--{name} needs a value, e.g. --{name} {_EXAMPLES.get(name, 'x')}.")
-                i += 1
-                value = words[i]
-            options[name] = value
-        else:
+        name = _option_name(word, allowed)
+        if name is None:
+            if strict:
+                raise UserError(f"Unexpected {word!r}. {usage}".strip())
             rest.append(word)
+            i += 1
+            continue
+        value = word.lstrip("-—–−‐―").partition("=")[2]
+        if name not in allowed:
+            flags = ", ".join(f"--{a}" for a in allowed) or "none"
+            raise UserError(f"Unknown option --{name}.{did_you_mean(name, allowed)} Options: {flags}.")
+        if not value:
+            if i + 1 >= len(words) or _option_name(words[i + 1], allowed) is not None:
+                if usage:
+                    raise UserError(f"--{name} needs a value. {usage}")
+                raise UserError(f"--{name} needs a value, e.g. --{name} {_EXAMPLES.get(name, 'x')}.")
+            i += 1
+            value = words[i]
+        options[name] = value
         i += 1
     return " ".join(rest), options
+
+
+def parse_bounded(
+    value: str | None,
+    option: str,
+    *,
+    low: float,
+    high: float,
+    default: float,
+    whole: bool = True,
+    unit: str = "",
+) -> float:
+    """A number option within bounds: whole numbers from low to high, or (whole=False) above low and at most high.
+    One definition, so --n, --minutes and --rounds explain a mistake alike."""
+    if value is None or value == "":
+        return default
+    try:
+        number = float(int(value)) if whole else float(value)
+    except ValueError:
+        number = math.nan
+    if whole and not low <= number <= high:
+        raise UserError(f"--{option} must be a whole number from {low:g} to {high:g} (got {value!r}).")
+    if not whole and not low < number <= high:
+        of = f" of {unit}" if unit else ""
+        raise UserError(f"--{option} must be a number{of} above {low:g}, at most {high:g} (got {value!r}).")
+    return number
 
 
 _EXAMPLES = {"tone": "playful", "n": "3", "length": "short"}
@@ -92,16 +144,7 @@ def parse_length(value: str | None, settings: Settings) -> str:
 
 
 def parse_n(value: str | None, settings: Settings) -> int:
-    top = settings.limits.max_variants
-    if value is None or value == "":
-        return 1
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if not 1 <= n <= top:
-        raise UserError(f"--n must be a whole number from 1 to {top} (got {value!r}).")
-    return n
+    return int(parse_bounded(value, "n", low=1, high=settings.limits.max_variants, default=1))
 
 
 def check_prompt(prompt: str, settings: Settings, usage: str) -> str:
@@ -153,3 +196,131 @@ def parse_remix(text: str, options: Mapping[str, str], settings: Settings) -> Re
         tone=parse_tone(tone, settings),
         n=parse_n(found.get("n"), settings),
     )
+
+
+@dataclass(frozen=True)
+class VariantRef:
+    """A message about one variant: `2 s`, `#3 make it rhyme`, "make the second one rhyme" (index is 0-based)."""
+
+    index: int
+    instruction: str
+
+
+_ORDINALS = {
+    "first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "4th": 3, "fifth": 4, "5th": 4,
+    "one": 0, "two": 1, "three": 2, "four": 3, "five": 4,
+}  # fmt: skip
+_LEADING_REF = re.compile(r"^\s*#?([1-9])\s*[.):\-–—]?\s+(\S.*)$")
+_NAMED_REF = re.compile(
+    r"\b(?:the\s+)?(first|1st|second|2nd|third|3rd|fourth|4th|fifth|5th)(?:\s+(?:one|variant|version|option|idea))?\b"
+    r"|\b(?:variant|version|option|number|no\.?)\s*#?\s*([1-9]|one|two|three|four|five)\b|#([1-9])\b",
+    re.IGNORECASE,
+)
+
+
+def parse_variant_ref(text: str) -> VariantRef | None:
+    """Which variant a refinement is about, and the instruction without the reference ("make it rhyme")."""
+    leading = _LEADING_REF.match(text)
+    if leading:
+        return VariantRef(int(leading.group(1)) - 1, leading.group(2).strip())
+    match = _NAMED_REF.search(text)
+    if match is None:
+        return None
+    word = next(group for group in match.groups() if group)
+    index = int(word) - 1 if word.isdigit() else _ORDINALS[word.lower()]
+    rest = (text[: match.start()] + "it" + text[match.end() :]).strip()
+    rest = re.sub(r"^it\s*[:,\-–—]?\s*", "", rest) if rest.lower().startswith("it") and rest != "it" else rest
+    rest = re.sub(r"\s+", " ", rest).strip(" :,")
+    return VariantRef(index, rest) if rest and rest.lower() != "it" else None
+
+
+_ACKS = frozenset(
+    [
+        "y",
+        "ya",
+        "yes",
+        "yeah",
+        "yep",
+        "yup",
+        "ok",
+        "okay",
+        "k",
+        "kk",
+        "oki",
+        "okey",
+        "cool",
+        "nice",
+        "great",
+        "good",
+        "awesome",
+        "perfect",
+        "thanks",
+        "thank",
+        "thx",
+        "ty",
+        "tysm",
+        "you",
+        "much",
+        "lol",
+        "haha",
+        "hah",
+        "ha",
+        "wow",
+        "love",
+        "it",
+        "this",
+        "that",
+        "sure",
+        "no",
+        "nope",
+        "n",
+        "nah",
+        "hmm",
+        "hm",
+        "np",
+        "sweet",
+        "neat",
+        "amazing",
+        "excellent",
+        "fine",
+        "alright",
+        "right",
+        "got",
+        "gotcha",
+        "done",
+        "thanks!",
+        "merci",
+        "gracias",
+        "danke",
+        "ta",
+        "cheers",
+        "wonderful",
+        "brilliant",
+    ]
+)
+_KEYS = frozenset("rmslt+-")
+
+
+def chatter_hint(text: str) -> str:
+    """A friendly hint for short chatter ("ok", "thanks!", "++", a lone emoji, "r r") that should not make a new
+    version; "" for a message that asks for a change."""
+    stripped = text.strip()
+    words = re.findall(r"[\w']+", stripped.lower())
+    if not words:
+        # Only punctuation or emoji: "++", "!!", "👍", "🔥🔥".
+        if "+" in stripped or "👍" in stripped:
+            return "Glad you like it! Press 👍 to rate it, or type r, m, s, l or t <tone> to change it."
+        return CHATTER_HINT
+    if len(words) <= 4 and all(word in _ACKS for word in words):
+        return CHATTER_HINT
+    if len(words) >= 2 and all(word in _KEYS for word in words):
+        return f"One key at a time: type {words[0]} alone (or `2 {words[0]}` for the second variant)."
+    if len(words) == 1 and words[0].isdigit():
+        return f"Which change for variant {words[0]}? e.g. `{words[0]} s` for shorter or `{words[0]} make it rhyme`."
+    return ""
+
+
+CHATTER_HINT = (
+    "👋 To change the result, type r (regenerate), m (more like this), s (shorter), l (longer) or t <tone>, "
+    "`2 s` for just the second variant, or say what to change."
+)

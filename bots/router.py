@@ -23,6 +23,7 @@ from generation.types import GenerationError, GeneratorBusy
 
 if TYPE_CHECKING:
     from bots.app import Chorus
+    from bots.options import Option
 
 _log = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ class CommandSpec:
     handler: Handler
     generates: bool = False
     moderator_only: bool = False
-    # Structured options for platforms that have them (Discord); name -> description.
-    options: tuple[tuple[str, str], ...] = ()
+    # Structured options for platforms that have them (Discord): typed Options, or (name, description) pairs.
+    options: tuple[Option | tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -50,6 +51,17 @@ class Context:
     responder: Responder
     app: Chorus
     spec: CommandSpec | None = None
+    # Set by the quota middleware for events that may generate; charged once, when generation really starts.
+    quota: Quota | None = None
+    charged: bool = False
+
+    def charge_quota(self) -> None:
+        """Charge one generation to the event's user, or refuse with the wait time. Once per event; a no-op for
+        events no quota applies to (scheduled drops)."""
+        if self.quota is None or self.charged:
+            return
+        take_quota(self.quota, self.event)
+        self.charged = True
 
     async def fail(self, text: str) -> None:
         if isinstance(self.event, Activity):  # nobody asked anything: log, never post
@@ -105,41 +117,84 @@ async def permission_check(ctx: Context, call_next: Handler) -> None:
 class Quota:
     """A per-user sliding one-minute window. Bounded: idle users are dropped as windows empty."""
 
+    WINDOW_S = 60.0
+
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute
         self._clock = clock
         self._starts: defaultdict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self._swept_at = clock()
+
+    def __len__(self) -> int:
+        """How many users the quota remembers right now."""
+        return len(self._starts)
 
     def take(self, platform: str, user_id: str) -> float:
         """Record one use; return 0 if allowed, else the seconds until the next use is allowed."""
+        wait = self.wait(platform, user_id)
+        if wait == 0 and self.per_minute > 0:
+            self._starts[(platform, user_id)].append(self._clock())
+        return wait
+
+    def wait(self, platform: str, user_id: str) -> float:
+        """Seconds until this user may generate again (0: now), without recording a use."""
         if self.per_minute <= 0:
             return 0.0
         now = self._clock()
-        window = self._starts[(platform, user_id)]
+        key = (platform, user_id)
+        self._drop_idle(now)
+        window = self._starts[key]
         while window and now - window[0] >= 60.0:
             window.popleft()
+        if not window:
+            del self._starts[key]
+            return 0.0
         if len(window) >= self.per_minute:
             return 60.0 - (now - window[0])
-        window.append(now)
         return 0.0
+
+    def forget(self, platform: str, user_id: str) -> None:
+        self._starts.pop((platform, user_id), None)
+
+    def _drop_idle(self, now: float) -> None:
+        """Once a window's length, forget everyone whose last use is older than the window (O(users) a minute)."""
+        if now - self._swept_at < self.WINDOW_S:
+            return
+        self._swept_at = now
+        idle = [key for key, window in self._starts.items() if not window or now - window[-1] >= self.WINDOW_S]
+        for key in idle:
+            del self._starts[key]
 
 
 def take_quota(quota: Quota, event: Event) -> None:
     """Charge one generation to the event's user, or refuse with the wait time."""
-    wait = quota.take(event.conversation.platform, event.user.id)
+    _refuse_if_waiting(quota, quota.take(event.conversation.platform, event.user.id))
+
+
+def _refuse_if_waiting(quota: Quota, wait: float) -> None:
     if wait > 0:
         seconds = max(1, round(wait))
         raise UserError(f"You've reached {quota.per_minute} generations a minute. Try again in {seconds} s.")
 
 
 def quota_check(quota: Quota) -> Middleware:
-    """Commands and buttons that generate are charged here. A plain message is charged only when it turns out to be
-    a refinement (feedback.handle_message): a brainstorm idea or a reply to a drop generates nothing."""
+    """Quota is charged when something is generated, not when a command arrives: the studio charges it once the
+    command parsed and checked out, so typos and chatter cost nothing. A user already at the limit is refused up
+    front for commands and buttons; a plain message (a brainstorm idea, a reply to a drop) is never refused here.
+    A generating command that finished without the studio (a brainstorm) is charged after it succeeded."""
 
     async def middleware(ctx: Context, call_next: Handler) -> None:
-        if event_generates(ctx) and not isinstance(ctx.event, Message):
-            take_quota(quota, ctx.event)
+        if not event_generates(ctx):
+            await call_next(ctx)
+            return
+        event = ctx.event
+        if not isinstance(event, Message):
+            _refuse_if_waiting(quota, quota.wait(event.conversation.platform, event.user.id))
+        ctx.quota = quota
         await call_next(ctx)
+        if not ctx.charged and not isinstance(event, Message):
+            quota.take(event.conversation.platform, event.user.id)
+            ctx.charged = True
 
     return middleware
 

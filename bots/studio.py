@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -17,7 +18,9 @@ from bots.reply import Reply, ReplyStream
 from bots.store import GenerationRecord
 from config import KindSpec, Settings
 from generation.moderation import StreamSanitizer, clean_output
-from generation.prompts import Turn, build_messages, clean_variant
+from generation.prompts import Turn, build_messages, clean_variant, few_shot, tidy_variant
+from generation.scorecard import cosine, repeats_lines, score_variant
+from generation.text import is_degenerate, trim_to_complete
 from generation.types import ChatMessage, Chunk, GenerationError, GenerationRequest, GeneratorBusy, Priority
 
 if TYPE_CHECKING:
@@ -47,21 +50,53 @@ class Draft:
     priority: Priority = Priority.INTERACTIVE
     # The /create --length name, stored so refinements keep it; `spec` and `first_ask` already reflect it.
     length: str = ""
+    # Refining one variant: its 0-based index; the others are copied from `keep` (the parent's variants).
+    only: int | None = None
+    keep: tuple[str, ...] = ()
+    # "Shorter"/"longer": each new variant i must have fewer/more words than these (retried once if not).
+    shorter_than: tuple[int, ...] = ()
+    longer_than: tuple[int, ...] = ()
 
     def messages(self, index: int) -> tuple[ChatMessage, ...]:
         turns = self.turns
         if self.per_variant and turns:
             last = turns[-1]
-            own = last.answer[index] if index < len(last.answer) else last.answer[-1]
+            usable = [text for text in last.answer if text]
+            own = last.answer[index] if index < len(last.answer) else ""
+            own = own or (usable[0] if usable else "")
             turns = (*turns[:-1], Turn(last.ask, (own,)))
-        return build_messages(self.spec, self.first_ask, turns, self.ask)
+        return build_messages(self.spec, self.first_ask, turns, self.ask, examples=self.examples())
+
+    def examples(self) -> tuple[Turn, ...]:
+        """The kind's few-shot examples for this tone (those written for it first, then tone-free ones)."""
+        return few_shot(self.spec, self.tone)
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        """Which variants are generated: all of them, or the one being refined."""
+        return (self.only,) if self.only is not None else tuple(range(self.n))
+
+
+@dataclass
+class Candidate:
+    """One finished generation for a variant, cleaned and trimmed, with how it ended."""
+
+    text: str = ""
+    finish: str = ""
+    tokens: int = 0
+    cut: bool = False
+    failure: str = ""
 
 
 @dataclass
 class _Outcome:
     variants: list[str] = field(default_factory=list)
     finish: list[str] = field(default_factory=list)
+    cut: list[bool] = field(default_factory=list)
     tokens: int = 0
+    candidates: int = 0
+    dropped: int = 0
+    retried: int = 0
     failure: str = ""
 
 
@@ -74,6 +109,8 @@ class Studio:
         from bots.feedback import result_actions
 
         settings = self.app.settings
+        # Charged here, when something is about to be generated: a typo or a refused option costs nothing.
+        ctx.charge_quota()
         # Every generation acknowledges first: platforms give an interaction about 3 s before it expires.
         await ctx.responder.defer()
         version = 1
@@ -84,7 +121,13 @@ class Studio:
         outcome = await self._generate(ctx, draft, stream)
         elapsed = time.monotonic() - started
         if not any(outcome.variants):
-            await stream.finish(Reply(parts=(f"⚠ {outcome.failure or 'The model returned nothing. Try again.'}",)))
+            if outcome.failure:
+                text = outcome.failure
+            elif outcome.dropped:
+                text = "The model only produced unusable text (it repeated itself). Try again, or rephrase."
+            else:
+                text = "The model returned nothing. Try again."
+            await stream.finish(Reply(parts=(f"⚠ {text}",)))
             return None
         status = "ok" if not outcome.failure else "partial"
         event = ctx.event
@@ -99,22 +142,32 @@ class Studio:
             parent=draft.parent,
             status=status,
             params={
-                "n": draft.n,
+                "n": len(outcome.variants),
                 "seed": draft.seed,
                 "temperature": settings.generation.temperature,
                 "top_p": settings.generation.top_p,
                 "max_new_tokens": draft.spec.max_new_tokens,
                 "length": draft.length,
+                "best_of": self._best_of(draft),
                 "finish_reasons": outcome.finish,
+                "cut": outcome.cut,
+                "candidates": outcome.candidates,
+                "dropped": outcome.dropped,
+                "retried": outcome.retried,
+                "only": draft.only,
                 "tokens": outcome.tokens,
                 "elapsed_s": round(elapsed, 3),
             },
         )
-        footer = f"⚠ {outcome.failure} Above is what was produced before it stopped." if outcome.failure else ""
+        notes = []
+        if outcome.failure:
+            notes.append(f"⚠ {outcome.failure} Above is what was produced before it stopped.")
+        if any(outcome.cut):
+            notes.append(CUT_NOTE)
         reply = Reply(
             parts=tuple(outcome.variants),
             title=_title(draft, record.version),
-            footer=footer,
+            footer=" ".join(notes),
             actions=result_actions(record.id),
             generation_id=record.id,
         )
@@ -123,7 +176,10 @@ class Studio:
             await self.app.store.set_message_ref(record.id, message_ref)
         return record
 
-    def _request(self, ctx: Context, draft: Draft, index: int) -> GenerationRequest:
+    def _best_of(self, draft: Draft) -> int:
+        return max(1, getattr(self.app.settings.generation, "best_of", 1))
+
+    def _request(self, ctx: Context, draft: Draft, index: int, attempt: int = 0) -> GenerationRequest:
         settings = self.app.settings
         return GenerationRequest(
             messages=draft.messages(index),
@@ -131,26 +187,62 @@ class Studio:
             temperature=settings.generation.temperature,
             top_p=settings.generation.top_p,
             stop=tuple(draft.spec.stop),
-            seed=draft.seed + index,
+            # Candidate 0 of variant i keeps the seed it always had; later candidates and retries get their own.
+            seed=draft.seed + index + attempt * max(draft.n, 1) * 7919,
             time_budget_s=settings.generation.time_budget_s,
             priority=draft.priority,
             conversation_key=ctx.event.conversation.key,
         )
 
     async def _generate(self, ctx: Context, draft: Draft, stream: ReplyStream) -> _Outcome:
-        """Run all variants at once (a batching engine decodes them together) and show them in order: the one on
-        screen streams live, later ones catch up from their buffers. A failure stops the variants still running."""
+        """Run every candidate of every variant at once (a batching engine decodes them together) and show the
+        variants in order. With one candidate per variant the one on screen streams live; with several, each
+        variant appears when its best candidate is chosen. A failure stops the variants still running."""
         outcome = _Outcome()
-        feeds: list[asyncio.Queue[Chunk | GenerationError | None]] = [asyncio.Queue() for _ in range(draft.n)]
+        k = self._best_of(draft)
+        indices = draft.indices
+        feeds: dict[int, list[asyncio.Queue[Chunk | GenerationError | None]]] = {
+            index: [asyncio.Queue() for _ in range(k)] for index in indices
+        }
         pumps = [
-            asyncio.create_task(self._pump(self._request(ctx, draft, index), feed)) for index, feed in enumerate(feeds)
+            asyncio.create_task(self._pump(self._request(ctx, draft, index, attempt), feed))
+            for index in indices
+            for attempt, feed in enumerate(feeds[index])
         ]
+        chosen: dict[int, str] = {}
         try:
-            for index, feed in enumerate(feeds):
-                await stream.begin_part(index + 1, draft.n)
-                text = await self._show(feed, stream, outcome)
-                if text:
-                    outcome.variants.append(text)
+            for position, index in enumerate(indices):
+                total = draft.n if draft.only is None else len(draft.keep)
+                await stream.begin_part(index + 1, total)
+                if k == 1:
+                    candidates = [await self._read(draft, feeds[index][0], stream, outcome, live=True)]
+                else:
+                    if position == 0:
+                        await stream.status(f"Writing {k} drafts of each variant and keeping the best…")
+                    candidates = list(
+                        await asyncio.gather(
+                            *(
+                                self._read(draft, feed, stream, outcome, live=i == 0)
+                                for i, feed in enumerate(feeds[index])
+                            )
+                        )
+                    )
+                outcome.candidates += len(candidates)
+                best = await self._pick(draft, index, candidates, list(chosen.values()))
+                if best is not None and not self._meets_goal(draft, index, best.text):
+                    outcome.retried += 1
+                    retry = await self._retry(ctx, draft, index, k, stream, outcome)
+                    outcome.candidates += len(retry)
+                    best = await self._pick(draft, index, [best, *retry], list(chosen.values()))
+                if best is None:
+                    outcome.dropped += 1
+                else:
+                    text = self._enforce_goal(draft, index, best.text)
+                    chosen[index] = text
+                    outcome.finish.append(best.finish)
+                    outcome.cut.append(best.cut)
+                    if k > 1:
+                        await stream.write(text)
                 if outcome.failure:
                     _log.warning("generation stopped at variant %d/%d: %s", index + 1, draft.n, outcome.failure)
                     break
@@ -158,7 +250,64 @@ class Studio:
             for pump in pumps:
                 pump.cancel()  # closing a generator's stream aborts its request
             await asyncio.gather(*pumps, return_exceptions=True)
+        if draft.only is not None:
+            if draft.only in chosen:
+                keep = list(draft.keep)
+                keep[draft.only] = chosen[draft.only]
+                outcome.variants = keep
+        else:
+            outcome.variants = [chosen[index] for index in indices if index in chosen]
         return outcome
+
+    async def _retry(
+        self, ctx: Context, draft: Draft, index: int, k: int, stream: ReplyStream, outcome: _Outcome
+    ) -> list[Candidate]:
+        """One more round for a variant that missed its goal (a "shorter" that came out longer)."""
+        feeds: list[asyncio.Queue[Chunk | GenerationError | None]] = [asyncio.Queue() for _ in range(k)]
+        pumps = [
+            asyncio.create_task(self._pump(self._request(ctx, draft, index, k + attempt), feed))
+            for attempt, feed in enumerate(feeds)
+        ]
+        try:
+            return list(await asyncio.gather(*(self._read(draft, feed, stream, outcome, live=False) for feed in feeds)))
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+    def _meets_goal(self, draft: Draft, index: int, text: str) -> bool:
+        words = len(text.split())
+        shorter = draft.shorter_than[index] if index < len(draft.shorter_than) else 0
+        longer = draft.longer_than[index] if index < len(draft.longer_than) else 0
+        return not (shorter and words >= shorter) and not (longer and words <= longer)
+
+    def _enforce_goal(self, draft: Draft, index: int, text: str) -> str:
+        """A "shorter" that is still not shorter after its retry keeps only its complete sentences that fit."""
+        if index >= len(draft.shorter_than) or not draft.shorter_than[index]:
+            return text
+        return shorten_to(text, draft.shorter_than[index] - 1)
+
+    async def _pick(self, draft: Draft, index: int, candidates: list[Candidate], others: list[str]) -> Candidate | None:
+        """The best usable candidate by the scorecard's checks (and relevance, when an embedder is set up);
+        None when every candidate is empty or degenerate. Among equals the earliest wins."""
+        usable = [c for c in candidates if c.text and not is_degenerate(c.text) and not repeats_lines(c.text)]
+        if len(usable) <= 1:
+            return usable[0] if usable else None
+        relevance: list[float | None] = [None] * len(usable)
+        embedder = getattr(self.app, "embedder", None)
+        if embedder is not None:
+            try:
+                brief, *vectors = await embedder.embed([draft.prompt, *(c.text for c in usable)])
+                relevance = [cosine(brief, vector) for vector in vectors]
+            except Exception as exc:  # relevance only breaks ties; a missing embedding model must not fail a reply
+                _log.warning("relevance for best-of could not be computed: %s", exc)
+        asks = (draft.spec.system, draft.first_ask.replace(draft.prompt, " "), draft.ask)
+        ranked = []
+        for order, (candidate, rel) in enumerate(zip(usable, relevance, strict=True)):
+            score = score_variant(candidate.text, draft.kind, asks=asks, relevance=rel, others=others)
+            goal = 1.0 if self._meets_goal(draft, index, candidate.text) else 0.0
+            ranked.append((score.rank + goal - (0.5 if candidate.cut else 0.0), -order, candidate))
+        return max(ranked, key=lambda item: (item[0], item[1]))[2]
 
     async def _pump(self, request: GenerationRequest, feed: asyncio.Queue[Chunk | GenerationError | None]) -> None:
         try:
@@ -169,13 +318,22 @@ class Studio:
         finally:
             feed.put_nowait(None)
 
-    async def _show(
-        self, feed: asyncio.Queue[Chunk | GenerationError | None], stream: ReplyStream, outcome: _Outcome
-    ) -> str:
-        """Write one variant's chunks to the stream as they come; return its cleaned text."""
+    async def _read(
+        self,
+        draft: Draft,
+        feed: asyncio.Queue[Chunk | GenerationError | None],
+        stream: ReplyStream,
+        outcome: _Outcome,
+        *,
+        live: bool,
+    ) -> Candidate:
+        """Collect one candidate's chunks (writing them to the stream as they come when `live`); clean, tidy and
+        trim it: text a budget stopped is cut back to its last complete sentence or line."""
         sanitizer = StreamSanitizer(self.app.blocklist)
         raw: list[str] = []
         shown = False
+        streaming = live and self._best_of(draft) == 1
+        candidate = Candidate()
         while (item := await feed.get()) is not None:
             if isinstance(item, GeneratorBusy):
                 outcome.failure = str(item) or "Chorus is busy right now. Try again in a minute."
@@ -183,25 +341,52 @@ class Studio:
             if isinstance(item, GenerationError):
                 outcome.failure = f"Generation failed: {item}"
                 continue
-            if item.queue_position is not None:
+            if item.queue_position is not None and live:
                 await stream.status(queue_note(item.queue_position, item.eta_s))
             if item.text:
                 raw.append(item.text)
-                safe = sanitizer.feed(item.text)
-                if not shown:
-                    safe = safe.lstrip()
-                if safe:
-                    shown = True
-                    await stream.write(safe)
+                if streaming:
+                    safe = sanitizer.feed(item.text)
+                    if not shown:
+                        safe = safe.lstrip()
+                    if safe:
+                        shown = True
+                        await stream.write(safe)
             if item.finish_reason is not None:
                 outcome.tokens += item.tokens
-                outcome.finish.append(item.finish_reason)
+                candidate.tokens = item.tokens
+                candidate.finish = item.finish_reason
                 if item.finish_reason == "error":
                     outcome.failure = f"Generation failed: {item.error or 'unknown error'}."
-        tail = sanitizer.flush()
-        if tail and (shown or tail.strip()):
-            await stream.write(tail if shown else tail.lstrip())
-        return clean_variant(clean_output("".join(raw), self.app.blocklist))
+        if streaming:
+            tail = sanitizer.flush()
+            if tail and (shown or tail.strip()):
+                await stream.write(tail if shown else tail.lstrip())
+        text = clean_variant(clean_output("".join(raw), self.app.blocklist))
+        tidied = tidy_variant(text, draft.kind)
+        # Only text that runs to where the model stopped can be unfinished ("Slogan\nWhy it works: the" is not).
+        reaches_end = text.rstrip().endswith(tidied.rstrip()[-24:])
+        trimmed = trim_to_complete(tidied, stopped_early=candidate.finish in STOPPED_EARLY and reaches_end)
+        candidate.text, candidate.cut = trimmed.text, trimmed.cut
+        return candidate
+
+
+CUT_NOTE = "✂ Cut at the length limit — `l` for longer."
+STOPPED_EARLY = frozenset({"length", "time"})
+
+
+def shorten_to(text: str, max_words: int) -> str:
+    """Keep the complete sentences (or lines) of text that fit in max_words; text with one sentence stays whole."""
+    if len(text.split()) <= max_words:
+        return text
+    pieces = re.findall(r"[^\n.!?…]+[.!?…]+[\"'”’)]*|[^\n]+", text)
+    kept = ""
+    for piece in pieces:
+        candidate = (kept + " " + piece.strip()).strip() if kept else piece.strip()
+        if len(candidate.split()) > max_words:
+            break
+        kept = candidate
+    return kept or text
 
 
 def at_length(spec: KindSpec, first_ask: str, length: str, settings: Settings) -> tuple[KindSpec, str]:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from bots.errors import UserError
@@ -20,6 +21,81 @@ from scheduler.planner import quiet_hours
 
 CADENCES = {"daily": "*", "weekdays": "mon-fri", "weekly": "mon"}
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
+# Cron counts weekdays from Sunday (0, and 7 again); APScheduler's day_of_week counts 0 as Monday, so a cron's
+# weekday field is translated to names, which mean the same to both.
+_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_FULL_DAY_NAMES = {
+    day[:3]: day for day in ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
+}
+_CRON_DAY_PART = re.compile(r"^(\*|[0-7a-z]+)(?:-([0-7a-z]+))?(?:/(\d+))?$")
+
+
+class CronEither(OrTrigger):
+    """Cron's rule when both day-of-month and weekday are restricted: it fires on days matching either."""
+
+    __slots__ = ()
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return self.triggers[0].timezone
+
+
+def _cron_day(token: str, field: str) -> int:
+    """One weekday of a cron field: 0-7 (0 and 7 are Sunday; 7 is kept so "5-7" reads Friday to Sunday) or a name."""
+    if token.isdigit():
+        if int(token) > 7:
+            raise ValueError(f"weekday {token} in {field!r} is out of range 0-7 (0 and 7 are Sunday)")
+        return int(token)
+    if token[:3] not in _CRON_DAYS or token not in (token[:3], _FULL_DAY_NAMES.get(token[:3])):
+        raise ValueError(f"unknown weekday {token!r} in {field!r}; use 0-7 or sun-sat")
+    return _CRON_DAYS.index(token[:3])
+
+
+def cron_weekdays(field: str) -> list[int] | None:
+    """A cron weekday field as the days it names (0 = Sunday … 6 = Saturday), or None for every day ("*")."""
+    text = field.strip().lower()
+    if text in ("*", "?"):
+        return None
+    days: set[int] = set()
+    for part in text.split(","):
+        match = _CRON_DAY_PART.match(part)
+        if not match:
+            raise ValueError(f"cannot read weekday {part!r} in {field!r}")
+        first, last, step_text = match.groups()
+        step = int(step_text) if step_text else 1
+        if step < 1:
+            raise ValueError(f"step 0 in {field!r}")
+        if first == "*":
+            start, end = 0, 6
+        else:
+            start = _cron_day(first, field)
+            end = _cron_day(last, field) if last else (6 if step_text else start)
+            if start == 7 and not last:
+                start = end = 0
+            if end < start:
+                raise ValueError(f"range {part!r} in {field!r} runs backwards")
+        days.update(day % 7 for day in range(start, end + 1, step))
+    return sorted(days)
+
+
+def cron_trigger(expression: str, zone: ZoneInfo) -> CronTrigger | CronEither:
+    """A 5-field cron (minute hour day month weekday) with cron's meaning: 0 and 7 are Sunday, names work, and a
+    restricted day-of-month and weekday together fire on either."""
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"a cron has 5 fields (minute hour day month weekday), got {len(fields)}")
+    minute, hour, day, month, weekday = fields
+    days = cron_weekdays(weekday)
+    names = ",".join(_CRON_DAYS[d] for d in days) if days is not None else "*"
+
+    def make(day_of_month: str, day_of_week: str) -> CronTrigger:
+        return CronTrigger(
+            minute=minute, hour=hour, day=day_of_month, month=month, day_of_week=day_of_week, timezone=zone
+        )
+
+    if days is not None and not day.startswith("*") and day != "?":
+        return CronEither([make(day, "*"), make("*", names)])
+    return make(day, names)
 
 
 @cache
@@ -96,10 +172,10 @@ class Schedule:
             return None
         return parse_clock(self.time)[0]
 
-    def trigger(self, auto_hour: int) -> CronTrigger:
-        """The CronTrigger for this schedule; `auto_hour` is where the planner wants the next auto drop."""
+    def trigger(self, auto_hour: int) -> CronTrigger | CronEither:
+        """The trigger for this schedule; `auto_hour` is where the planner wants the next auto drop."""
         if self.is_cron:
-            return CronTrigger.from_crontab(self.cadence, timezone=self.zone)
+            return cron_trigger(self.cadence, self.zone)
         if self.time == "auto":
             hour, minute = auto_hour, 0
         else:
@@ -129,7 +205,7 @@ def parse_cadence(value: str, zone: ZoneInfo) -> str:
             '(minute hour day month weekday), e.g. --cadence "0 9 * * 1-5".'
         )
     try:
-        CronTrigger.from_crontab(text, timezone=zone)
+        cron_trigger(text, zone)
     except ValueError as exc:
         raise UserError(
             f'Invalid cron {value!r}: {exc}. Five fields: minute hour day month weekday, e.g. "0 9 * * 1-5".'
@@ -153,7 +229,9 @@ def build_schedule(cadence: str, time: str, tz: str, quiet: str) -> Schedule:
     return schedule
 
 
-def fire_times(trigger: CronTrigger, after: datetime, until: datetime, limit: int = 1000) -> list[datetime]:
+def fire_times(
+    trigger: CronTrigger | CronEither, after: datetime, until: datetime, limit: int = 1000
+) -> list[datetime]:
     """The trigger's fire times in (after, until], oldest first, one per local wall-clock time: when clocks go back
     and 02:30 happens twice, only the first counts (used to count drops missed while down)."""
     times: list[datetime] = []
@@ -171,6 +249,6 @@ def fire_times(trigger: CronTrigger, after: datetime, until: datetime, limit: in
     return times
 
 
-def slot_wall_time(at: datetime, trigger: CronTrigger) -> str:
+def slot_wall_time(at: datetime, trigger: CronTrigger | CronEither) -> str:
     """A slot's identity: its local wall-clock time, so the repeated hour of a DST change is one slot, not two."""
     return at.astimezone(trigger.timezone).replace(tzinfo=None).isoformat(timespec="minutes")

@@ -16,7 +16,7 @@ import re
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +42,6 @@ from generation.types import GenerationError, Priority
 from scheduler import jobs
 from scheduler.leader import Leadership
 from scheduler.models import (
-    DROP_TABLES,
     FAILED,
     FINAL,
     GENERATING,
@@ -57,6 +56,7 @@ from scheduler.models import (
     DropRun,
 )
 from scheduler.planner import DropPlan, Engagement, Planner, engagement_reward, quiet_hours, too_similar
+from scheduler.retention import Pruned, prune_rows, prune_stats_images
 from scheduler.schedule import CADENCES, Schedule, build_schedule, fire_times, slot_wall_time
 
 if TYPE_CHECKING:
@@ -89,10 +89,6 @@ _REACTION_ALIASES = {
 }
 
 
-class ChannelUnavailable(Exception):
-    """The platform says Chorus may not (or can no longer) post in this channel."""
-
-
 def sync_url(async_url: str) -> str:
     """The store's async URL as the sync URL APScheduler's SQLAlchemyJobStore needs (same database)."""
     url = make_url(async_url)
@@ -107,17 +103,9 @@ def sync_url(async_url: str) -> str:
 
 
 def _unavailable(exc: BaseException) -> bool:
-    """Does this publish failure mean "you may not post here" (not a passing outage)? Publishers raise
-    PublishForbidden; the name, status and text checks catch publishers that let the platform's error through."""
-    if isinstance(exc, PublishForbidden | ChannelUnavailable):
-        return True
-    if type(exc).__name__ in ("ChannelUnavailable", "Forbidden", "NotFound"):
-        return True
-    status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
-    if status in (403, 404):
-        return True
-    text = str(exc).lower()
-    return any(code in text for code in ("not_in_channel", "channel_not_found", "is_archived", "missing access"))
+    """Does this publish failure mean "you may not post here" (not a passing outage)? The adapters map their
+    platform's refusals (403, not_in_channel, archived…) to PublishForbidden; everything else is retried."""
+    return isinstance(exc, PublishForbidden)
 
 
 def _conversation(row: DropChannel) -> Conversation:
@@ -131,6 +119,10 @@ def _schedule(row: DropChannel) -> Schedule:
 def _version(row: DropChannel) -> str:
     """Which settings a job was scheduled from; reconcile re-schedules a job whose version is stale."""
     return row.updated_at.isoformat() if row.updated_at else ""
+
+
+class _RunUnusable(Exception):
+    """A run that cannot proceed as stored and cannot be repaired (its channel has no configured kind left)."""
 
 
 class _Capture:
@@ -187,26 +179,19 @@ class DropsService:
         self._background: set[asyncio.Task[Any]] = set()
         self._tables_ready = False
         self._started = False
+        self._pruned_at: datetime | None = None
         self._lock = asyncio.Lock()
 
     # -- wiring --------------------------------------------------------------------------------------------------
 
     def attach(self) -> None:
-        """Hook into Chorus: commands reach us as `chorus.drops`; we start with the publisher, stop at close."""
-        chorus = self.chorus
-        chorus.drops = self
-        chorus.intercept(Activity, self._on_activity)
-        chorus.intercept(Message, self._on_message)
-        chorus.intercept(Action, self._on_action)
-        chorus.router.middleware.insert(0, self._count_command)
-        chorus.on_publisher(self.start)
-        chorus.on_close(self.stop)
+        """Install this service on its Chorus as the drops plug-in (tests inject a clock this way)."""
+        from scheduler.plugin import DropsPlugin
+
+        self.chorus.install(DropsPlugin(self))
 
     async def ensure_tables(self) -> None:
-        if self._tables_ready:
-            return
-        async with self.store.engine.begin() as connection:
-            await connection.run_sync(lambda sync: DropChannel.metadata.create_all(sync, tables=DROP_TABLES))
+        """The drops tables come with the store's schema revisions (bots/migrations), made when the store starts."""
         self._tables_ready = True
 
     async def start(self, publisher: Publisher) -> None:
@@ -378,15 +363,24 @@ class DropsService:
             if job.id.startswith("drop:") and job.id not in wanted:
                 self.scheduler.remove_job(job.id)
         for job_id, row in wanted.items():
-            job = self.scheduler.get_job(job_id)
-            if job is None or job.kwargs.get("version") != _version(row):
-                await self._sync_job(row)
+            try:
+                job = self.scheduler.get_job(job_id)
+                if job is None or job.kwargs.get("version") != _version(row):
+                    await self._sync_job(row)
+            except Exception:
+                _log.exception("drops for %s could not be scheduled; the other channels still are", row.key)
 
     def _on_missed(self, event: JobExecutionEvent) -> None:
         if event.job_id.startswith("drop:"):
             self._spawn(self._record_missed(event.job_id.removeprefix("drop:"), event.scheduled_run_time))
 
     async def _record_missed(self, key: str, latest: datetime) -> None:
+        try:
+            await self._record_missed_slots(key, latest)
+        except Exception:
+            _log.exception("could not record the drops missed for %s", key)
+
+    async def _record_missed_slots(self, key: str, latest: datetime) -> None:
         row = await self._channel(key)
         if row is None:
             return
@@ -426,37 +420,86 @@ class DropsService:
         if run_id is None:
             _log.info("drop %s@%s was already handled", key, slot.isoformat())
             return
+        try:
+            await self._plan_and_post(row, run_id, slot)
+        except Exception as exc:
+            await self._fail_run(run_id, exc)
+
+    async def _plan_and_post(self, row: DropChannel, run_id: int, slot: datetime) -> None:
+        """Plan the claimed run at the hour it fires (the hour chosen for it), post it, and schedule the next one."""
+        key = row.key
+        schedule = _schedule(row)
         local = slot.astimezone(schedule.zone)
         if schedule.is_cron and local.hour in quiet_hours(schedule.quiet):
             await self._set_run(run_id, status=SKIPPED, note="quiet hours")
             return
-        planner = await self._planner(row, schedule)
-        plan = planner.choose(local)
-        await self._save_channel(key, planner=planner.to_state(), auto_hour=plan.hour)
-        await self._set_run(run_id, plan=plan.as_dict())
+        # Engagement whose window closed before this slot is learned before this slot chooses.
+        await self.settle_due(channel_key=key)
         row = await self._channel(key) or row
+        planner = await self._planner(row, schedule)
+        if not planner.kinds:
+            raise _RunUnusable(self._no_kinds_note(row))
+        plan = planner.choose(local, hour=local.hour)
+        auto = schedule.time == "auto" and not schedule.is_cron
+        next_day = datetime(local.year, local.month, local.day, tzinfo=schedule.zone) + timedelta(days=1)
+        values: dict[str, Any] = {}
+        if auto:
+            # The hour of the next auto drop is chosen now, so its job fires at it and its run posts at it.
+            values["auto_hour"] = planner.choose_hour(next_day)[0]
+        await self._save_channel(key, planner=planner.to_state(), **values)
+        await self._set_run(run_id, plan=plan.as_dict())
         if not plan.post:
             await self._set_run(
                 run_id, status=SKIPPED, note=f"backing off (engagement low; every {planner.backoff + 1})"
             )
         else:
             await self.deliver(run_id)
-        if schedule.time == "auto" and not schedule.is_cron:
+        if auto:
             # The next auto drop is on a later day, at whatever hour the planner picked; the slots of today's
             # other hours were never due, so they must not count as missed.
-            next_day = datetime(local.year, local.month, local.day, tzinfo=schedule.zone) + timedelta(days=1)
             await self._save_channel(key, last_slot_at=next_day.astimezone(UTC) - timedelta(seconds=1))
             row = await self._channel(key) or row
             await self._sync_job(row, after_slot=slot)
 
+    async def _fail_run(self, run_id: int, exc: BaseException) -> None:
+        """A run that could not be processed is failed with a note (status and the admin channel), so it never
+        blocks the next tick, other runs or other channels. A run that may have been sent is left alone."""
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, _RunUnusable):
+            _log.warning("drop run %s cannot proceed: %s", run_id, reason)
+        else:
+            _log.error("drop run %s failed unexpectedly", run_id, exc_info=exc)
+        try:
+            run = await self._run(run_id)
+            if run is None or run.status in FINAL or run.status == POSTING:
+                return
+            note = f"not posted: {reason}"
+            await self._set_run(run_id, status=FAILED, note=note)
+            row = await self._channel(run.channel_key)
+            if row is not None:
+                await self.alert(row, f"A drop for {row.channel} was not posted: {reason}")
+        except Exception:
+            _log.exception("could not record the failure of drop run %s", run_id)
+
+    def _no_kinds_note(self, row: DropChannel) -> str:
+        return (
+            f"none of this channel's kinds ({', '.join(row.kinds)}) is configured any more; "
+            "choose others with /drops enable --kinds"
+        )
+
     async def _planner(self, row: DropChannel, schedule: Schedule) -> Planner:
         """The channel's planner with the current options and activity counts (in the channel's zone)."""
         planner = Planner.from_state(row.planner)
-        planner.set_options(row.kinds, self.chorus.settings.tones, self._topics(row))
+        planner.set_options(self._kinds(row), self.chorus.settings.tones, self._topics(row))
         planner.fixed_hour = schedule.fixed_hour
         planner.quiet = schedule.quiet
         planner.activity = await self.activity_matrix(_conversation(row), schedule.tz)
         return planner
+
+    def _kinds(self, row: DropChannel) -> list[str]:
+        """The channel's kinds that are still configured (a kind removed from the config falls away)."""
+        known = set(self._all_kinds())
+        return [kind for kind in row.kinds if kind in known]
 
     def _topics(self, row: DropChannel) -> list[str]:
         topics = list(row.topics) or list(self.settings.topics)
@@ -536,8 +579,9 @@ class DropsService:
             return run
         if self.publisher is None:
             raise UserError("Chorus is not connected to a platform yet, so it cannot post.")
+        repaired = ""
         if not run.text:
-            plan = DropPlan.from_dict(run.plan or {})
+            plan, repaired = await self._usable_plan(run, row)
             try:
                 title, text, generation_id, vector = await self._generate(row, plan)
             except GenerationError as exc:
@@ -557,11 +601,39 @@ class DropsService:
             message_ref = await self.publisher.publish(_conversation(row), self._reply(run))
         except Exception as exc:
             return await self._failed_attempt(run, row, exc)
-        await self._set_run(run_id, status=POSTED, message_ref=message_ref, posted_at=self.now(), note="")
+        await self._set_run(run_id, status=POSTED, message_ref=message_ref, posted_at=self.now(), note=repaired)
         if run.generation_id is not None and message_ref:
             await self.store.set_message_ref(run.generation_id, message_ref)
         _log.info("posted drop %s as %s", run.run_key, message_ref)
         return await self._run(run_id) or run
+
+    async def _usable_plan(self, run: DropRun, row: DropChannel) -> tuple[DropPlan, str]:
+        """The run's plan, repaired when it cannot be used as stored: a run interrupted before it was planned is
+        planned now; a kind removed from the config is replaced by one of the channel's remaining kinds. The note
+        says what was repaired (shown in /drops status and sent to the admin channel)."""
+        kinds = self._kinds(row)
+        try:
+            plan: DropPlan | None = DropPlan.from_dict(run.plan or {})
+        except (KeyError, TypeError, ValueError):
+            plan = None
+        if plan is not None and plan.kind in kinds:
+            return plan, ""
+        if not kinds:
+            raise _RunUnusable(self._no_kinds_note(row))
+        schedule = _schedule(row)
+        planner = await self._planner(row, schedule)
+        local = run.scheduled_for.astimezone(schedule.zone)
+        fresh = planner.choose(local, hour=local.hour)
+        if plan is None:
+            note = "planned late: it was interrupted before it was planned"
+            plan = dataclasses.replace(fresh, post=True)
+        else:
+            note = f"the kind {plan.kind!r} is no longer configured, so it became a {fresh.kind}"
+            plan = dataclasses.replace(plan, kind=fresh.kind)
+        await self._save_channel(row.key, planner=planner.to_state())
+        await self._set_run(run.id, plan=plan.as_dict(), note=note)
+        await self.alert(row, f"A drop for {row.channel} was repaired: {note}.")
+        return plan, note
 
     async def _failed_attempt(self, run: DropRun, row: DropChannel, exc: BaseException) -> DropRun:
         attempts = run.attempts if run.status == POSTING else run.attempts + 1
@@ -621,19 +693,51 @@ class DropsService:
         return count
 
     async def tick(self) -> None:
-        """Leader housekeeping: save activity, retry due sends, settle engagement, follow settings changes."""
-        await self.flush_activity()
+        """Leader housekeeping: save activity, retry due sends, settle engagement, follow settings changes, prune.
+        Each step and each run is isolated: one that fails is logged (a run is failed with a note) and the rest
+        still happens."""
+        await self._guarded("saving channel activity", self.flush_activity)
         now = self.now()
-        async with self.store.session() as session:
-            due = list(
-                await session.scalars(
-                    select(DropRun.id).where(DropRun.status == RETRYING, DropRun.next_attempt_at <= now)
+        due: list[int] = []
+        try:
+            async with self.store.session() as session:
+                due = list(
+                    await session.scalars(
+                        select(DropRun.id).where(DropRun.status == RETRYING, DropRun.next_attempt_at <= now)
+                    )
                 )
-            )
+        except Exception:
+            _log.exception("drops tick could not list the runs due for a retry")
         for run_id in due:
-            await self.deliver(run_id)
-        await self.settle_due()
-        await self.reconcile()
+            try:
+                await self.deliver(run_id)
+            except Exception as exc:
+                await self._fail_run(run_id, exc)
+        await self._guarded("settling engagement", self.settle_due)
+        await self._guarded("reconciling schedules", self.reconcile)
+        await self._guarded("pruning old drops data", self.prune_if_due)
+
+    async def _guarded(self, what: str, step: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            await step()
+        except Exception:
+            _log.exception("drops tick: %s failed", what)
+
+    async def prune_if_due(self, every: timedelta = timedelta(hours=1)) -> Pruned | None:
+        """Apply the retention settings at most once per `every` (the tick runs far more often)."""
+        now = self.now()
+        if self._pruned_at is not None and now - self._pruned_at < every:
+            return None
+        self._pruned_at = now
+        rows = await prune_rows(self.store.engine, self.settings, now)
+        images = await asyncio.to_thread(prune_stats_images, self._stats_dir(), self.settings.keep_stats_images_h)
+        pruned = dataclasses.replace(rows, stats_images=images)
+        if pruned != Pruned():
+            _log.info("drops retention deleted %s", pruned)
+        return pruned
+
+    def _stats_dir(self) -> Path:
+        return Path(self.chorus.settings.home_dir) / "stats"
 
     async def engagement_for(self, run: DropRun) -> Engagement:
         assert run.posted_at is not None
@@ -667,38 +771,49 @@ class DropsService:
     def reward(self, engagement: Engagement) -> float:
         return engagement_reward(
             engagement,
-            self.settings.reaction_weights or {},
+            self.settings.reaction_weights,
             reply_weight=self.settings.reply_weight,
             click_weight=self.settings.click_weight,
         )
 
-    async def settle_due(self) -> int:
-        """Drops whose engagement window closed become rewards for their channel's planner."""
+    async def settle_due(self, channel_key: str | None = None) -> int:
+        """Drops whose engagement window closed become rewards for their channel's planner (one channel's, or all).
+        A run that cannot be learned from is still settled, with its reward, so it is not tried again."""
         cutoff = self.now() - timedelta(hours=self.settings.engagement_window_h)
+        query = select(DropRun).where(DropRun.status == POSTED, DropRun.settled.is_(False), DropRun.posted_at <= cutoff)
+        if channel_key is not None:
+            query = query.where(DropRun.channel_key == channel_key)
         async with self.store.session() as session:
-            runs = list(
-                await session.scalars(
-                    select(DropRun).where(
-                        DropRun.status == POSTED, DropRun.settled.is_(False), DropRun.posted_at <= cutoff
-                    )
-                )
-            )
+            runs = list(await session.scalars(query.order_by(DropRun.posted_at)))
+        settled = 0
         for run in runs:
-            engagement = await self.engagement_for(run)
+            try:
+                engagement = await self.engagement_for(run)
+            except Exception:
+                _log.exception("could not count the engagement of drop %s; trying again later", run.run_key)
+                continue
             reward = self.reward(engagement)
-            row = await self._channel(run.channel_key)
-            if row is not None and run.plan:
-                planner = Planner.from_state(row.planner)
-                planner.activity = await self.activity_matrix(_conversation(row), row.tz)
-                planner.observe(
-                    DropPlan.from_dict(run.plan),
-                    engagement,
-                    reaction_weights=self.settings.reaction_weights or {},
-                    reward=reward,
-                )
-                await self._save_channel(row.key, planner=planner.to_state())
+            try:
+                await self._learn(run, engagement, reward)
+            except Exception:
+                _log.exception("drop %s: its engagement could not be learned from", run.run_key)
             await self._set_run(run.id, settled=True, reward=reward, engagement=dataclasses.asdict(engagement))
-        return len(runs)
+            settled += 1
+        return settled
+
+    async def _learn(self, run: DropRun, engagement: Engagement, reward: float) -> None:
+        row = await self._channel(run.channel_key)
+        if row is None or not run.plan:
+            return
+        planner = Planner.from_state(row.planner)
+        planner.activity = await self.activity_matrix(_conversation(row), row.tz)
+        planner.observe(
+            DropPlan.from_dict(run.plan),
+            engagement,
+            reaction_weights=self.settings.reaction_weights,
+            reward=reward,
+        )
+        await self._save_channel(row.key, planner=planner.to_state())
 
     # -- channel activity ----------------------------------------------------------------------------------------
 
@@ -844,10 +959,9 @@ class DropsService:
     async def enable(self, conversation: Conversation, user: User, options: DropsOptions) -> str:
         await self.ensure_tables()
         row = await self._channel(conversation.key)
-        kinds = (
-            list(options.kinds) if options.kinds else (list(row.kinds) if row else list(self.settings.default_kinds))
-        )
         known = self._all_kinds()
+        kept = [kind for kind in row.kinds if kind in known] if row else []
+        kinds = list(options.kinds) if options.kinds else (kept or list(self.settings.default_kinds))
         for kind in kinds:
             if kind not in known:
                 raise UserError(f"Unknown kind {kind!r}.{did_you_mean(kind, known)} Kinds: {', '.join(known)}.")
@@ -953,8 +1067,9 @@ class DropsService:
         else:
             await self._save_channel(row.key, enabled=False, paused=False, updated_at=now)
             text = "Drops are off here. What they learned is kept if you enable them again."
-        row = await self._channel(row.key)
-        assert row is not None
+        fresh = await self._channel(row.key)
+        assert fresh is not None
+        row = fresh
         await self._sync_job(row)
         if change == "resume":
             next_at = await self.next_run(row)
@@ -966,10 +1081,13 @@ class DropsService:
         row = await self._require(conversation)
         schedule = _schedule(row)
         now = self.now()
+        planner = await self._planner(row, schedule)
+        if not planner.kinds:
+            raise UserError(self._no_kinds_note(row).capitalize() + ".")
         run_id = await self._claim(row, f"now:{row.key}:{uuid.uuid4().hex}", now)
         assert run_id is not None
-        planner = await self._planner(row, schedule)
-        plan = planner.choose(now.astimezone(schedule.zone))
+        local = now.astimezone(schedule.zone)
+        plan = planner.choose(local, hour=local.hour)
         plan = dataclasses.replace(plan, post=True)
         await self._save_channel(row.key, planner=planner.to_state())
         await self._set_run(run_id, plan=plan.as_dict())
@@ -1022,10 +1140,12 @@ class DropsService:
             lines.append(f"Next drop: {self._fmt(next_at, schedule) if next_at else 'not scheduled'}")
         if schedule.time == "auto" and not schedule.is_cron:
             peak = planner.peak_hour()
-            if peak is None:
-                lines.append(f"Timing: {self.settings.default_hour:02d}:00 until the channel's activity is known")
+            if peak is not None:
+                lines.append(f"Timing: busiest hour {peak:02d}:00 {schedule.tz} (from the channel's activity)")
+            elif planner.observed:
+                lines.append("Timing: no activity counted yet, so trying hours and learning from engagement")
             else:
-                lines.append(f"Timing: busiest hour {peak:02d}:00 {schedule.tz}; nearby hours are tried now and then")
+                lines.append(f"Timing: {self._auto_hour(row):02d}:00 until the channel's activity is known")
         learning = "on" if row.learn_topics else "off (opt in: /drops topics learn on)"
         lines.append(f"Topics: {', '.join(self._topics(row))} · learning from messages: {learning}")
         if planner.observed:
@@ -1033,7 +1153,12 @@ class DropsService:
             best = " · ".join(
                 f"{group}s {', '.join(name for name, _ in items)}" for group, items in learned.items() if items
             )
-            lines.append(f"Learned from {planner.observed} drop(s): does best with {best}")
+            if best:
+                lines.append(f"Learned from {planner.observed} drop(s): does best with {best}")
+            elif not planner.engaged:
+                lines.append(f"Learned from {planner.observed} drop(s): none got any engagement yet, so no favourite")
+            else:
+                lines.append(f"Learned from {planner.observed} drop(s): no clear favourite yet")
         else:
             lines.append("Learned: nothing yet (engagement counts for 24 h after each drop)")
         if planner.backoff:
@@ -1063,7 +1188,7 @@ class DropsService:
                 result += f", engagement {run.reward:g}"
             elif run.status == POSTED:
                 result += ", engagement still counting"
-            if run.note and run.status in (FAILED, RETRYING, SKIPPED):
+            if run.note and run.status in (FAILED, RETRYING, SKIPPED, POSTED):
                 result += f" ({run.note})"
             lines.append(f"  {when}  {what}: {result}")
         return "\n".join(lines)
@@ -1106,10 +1231,11 @@ class DropsService:
             start=since,
             end=self.now(),
         )
-        directory = Path(self.chorus.settings.home_dir) / "stats"
+        directory = self._stats_dir()
         stamp = self.now().strftime("%Y%m%d-%H%M%S")
         slug = re.sub(r"[^A-Za-z0-9_-]+", "-", conversation.channel)[:40] or "channel"
         path = await asyncio.to_thread(render_stats, data, directory / f"stats-{slug}-{stamp}.png")
+        await asyncio.to_thread(prune_stats_images, directory, self.settings.keep_stats_images_h, keep=path)
         return StatsImage(summary=data.summary(), path=path)
 
     async def forget_channel(self, conversation: Conversation) -> None:

@@ -4,11 +4,19 @@ It records every request (method, path, headers, JSON body), dispatches gateway 
 INTERACTION_CREATE, MESSAGE_CREATE, MESSAGE_REACTION_ADD), and injects 429s and socket closes. Traps it honours:
 JSON responses carry Content-Type exactly `application/json`, the interaction callback returns a JSON body,
 interactions carry `attachment_size_limit`, reactions carry `type`, and 429s carry `Via` unless told otherwise.
+
+Documented rules it models, because they are the ones that bite:
+- a follow-up sent while a deferred response is still loading *edits that loading message* (its ephemeral flag is
+  ignored; the deferred response's is kept) instead of creating a new one (Create Followup Message);
+- rate-limit buckets (`limits`): per interaction token and per channel, announced in X-RateLimit-* headers; a request
+  into an exhausted bucket is answered 429 and counted in `violations`;
+- gateway RESUME: dispatches of a session are kept, and a RESUME with the session id replays those after its `seq`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import re
@@ -97,6 +105,35 @@ class Recorded:
 
 
 @dataclass
+class Bucket:
+    """A fixed-window bucket: `limit` requests per `window_s`, the window starting at the first request."""
+
+    limit: int
+    window_s: float
+    started: float = 0.0
+    used: int = 0
+
+    def take(self, now: float) -> tuple[bool, int, float]:
+        """(allowed, remaining after this request, seconds until the window resets)."""
+        if now - self.started >= self.window_s:
+            self.started, self.used = now, 0
+        reset_after = self.window_s - (now - self.started)
+        if self.used >= self.limit:
+            return False, 0, reset_after
+        self.used += 1
+        return True, self.limit - self.used, reset_after
+
+
+@dataclass
+class RateLimits:
+    """Bucket sizes: interaction webhook routes share one bucket per token; bot-token message routes one per
+    channel (Discord's per-resource limits, sized as commonly observed)."""
+
+    per_token: tuple[int, float] = (5, 2.0)
+    per_channel: tuple[int, float] = (5, 5.0)
+
+
+@dataclass
 class Fault:
     method: str
     pattern: re.Pattern[str]
@@ -106,6 +143,7 @@ class Fault:
     via: bool = True
     retry_after: float = 0.05
     hits: int = 0
+    when: Callable[[Any], bool] | None = None  # only requests whose JSON body this accepts
 
 
 class FakeDiscord:
@@ -131,6 +169,14 @@ class FakeDiscord:
         self.burst_sent_ms = 0.0
         # Intent bits this bot was not granted in the Developer Portal: IDENTIFY with them is closed with 4014.
         self.privileged_refused = 0
+        self.loading: set[str] = set()  # tokens whose deferred response still shows "thinking…"
+        self.deleted: set[str] = set()  # message ids deleted through the API
+        self.limits: RateLimits | None = None  # None: no bucket limits (faults still apply)
+        self.buckets: dict[tuple[str, str], Bucket] = {}
+        self.violations: list[Recorded] = []  # requests sent into an exhausted bucket
+        self.close_codes: list[int | None] = []  # how each gateway connection was closed by the client
+        self.sessions = itertools.count(1)
+        self.replay: list[tuple[int, str]] = []  # (seq, frame) of the current session, for RESUME
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -187,8 +233,9 @@ class FakeDiscord:
         is_global: bool = False,
         via: bool = True,
         retry_after: float = 0.05,
+        when: Callable[[Any], bool] | None = None,
     ) -> Fault:
-        fault = Fault(method, re.compile(pattern), times, status, is_global, via, retry_after)
+        fault = Fault(method, re.compile(pattern), times, status, is_global, via, retry_after, when=when)
         self.faults.append(fault)
         return fault
 
@@ -267,11 +314,45 @@ class FakeDiscord:
             )
         )
         for fault in self.faults:
-            if fault.hits < fault.times and fault.method == request.method and fault.pattern.search(path):
+            if (
+                fault.hits < fault.times
+                and fault.method == request.method
+                and fault.pattern.search(path)
+                and (fault.when is None or fault.when(body))
+            ):
                 fault.hits += 1
                 return self._fault_response(fault)
+        limit_headers: dict[str, str] = {}
+        key = self._bucket_key(request.method, path)
+        if key is not None and self.limits is not None:
+            size = self.limits.per_token if key[0] == "token" else self.limits.per_channel
+            bucket = self.buckets.setdefault(key, Bucket(*size))
+            allowed, remaining, reset_after = bucket.take(time.monotonic())
+            limit_headers = {
+                "X-RateLimit-Limit": str(bucket.limit),
+                "X-RateLimit-Remaining": str(remaining),
+                "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+                "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+                "X-RateLimit-Bucket": f"{key[0]}-{key[1]}",
+            }
+            if not allowed:
+                self.violations.append(self.requests[-1])
+                body = {"message": "You are being rate limited.", "retry_after": reset_after, "global": False}
+                headers = {**limit_headers, "Retry-After": f"{reset_after:.3f}", "X-RateLimit-Scope": "user"}
+                return _json(body, status=429, headers=headers | {"Via": "1.1 google"})
         request[_JSON_BODY] = body
-        return await handler(request)
+        response = await handler(request)
+        response.headers.update(limit_headers)
+        return response
+
+    @staticmethod
+    def _bucket_key(method: str, path: str) -> tuple[str, str] | None:
+        """Which bucket a request draws on: its interaction token, or the channel it posts or edits in."""
+        if m := re.fullmatch(r"/webhooks/\d+/([^/]+)(/.*)?", path):
+            return "token", m.group(1)
+        if method != "GET" and (m := re.fullmatch(r"/channels/(\d+)/messages(/\d+)?", path)):
+            return "channel", m.group(1)
+        return None
 
     def _fault_response(self, fault: Fault) -> web.Response:
         headers = {"X-RateLimit-Scope": "global" if fault.is_global else "user"}
@@ -338,16 +419,24 @@ class FakeDiscord:
             message_id = self.originals.get(token) if which == "@original" else which
             if message_id is None or message_id not in self.messages:
                 return _json({"message": "Unknown Message", "code": 10008}, status=404)
+            if which == "@original":
+                self.loading.discard(token)
             if method == "DELETE":
                 self.messages.pop(message_id)
+                self.deleted.add(message_id)
                 return web.Response(status=204)
             if method == "PATCH":
-                message = self.messages[message_id]
-                message.update({k: v for k, v in body.items() if k in ("content", "embeds", "components", "flags")})
-                message["edited_timestamp"] = _now_iso()
+                message = self._edit(message_id, body)
                 return _json(message, headers=self.rate_limit_headers)
             return _json(self.messages[message_id])
         if m := re.fullmatch(r"/webhooks/\d+/([^/]+)", path):
+            token = m.group(1)
+            if token in self.loading and self.originals.get(token) in self.messages:
+                # Discord: a follow-up to a deferred response that is still loading edits that loading message;
+                # the follow-up's ephemeral flag is ignored, the deferred response's is kept.
+                self.loading.discard(token)
+                message = self._edit(self.originals[token], {k: v for k, v in body.items() if k != "flags"})
+                return _json(message, headers=self.rate_limit_headers)
             message = self._new_message(CHANNEL_ID, body)
             return _json(message, headers=self.rate_limit_headers)
         if m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)/threads", path):
@@ -382,6 +471,18 @@ class FakeDiscord:
             return _json(message)
         return _json({"message": f"404: Not Found ({method} {path})", "code": 0}, status=404)
 
+    def _edit(self, message_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        message = self.messages[message_id]
+        message.update({k: v for k, v in body.items() if k in ("content", "embeds", "components", "flags")})
+        message["flags"] = int(message.get("flags") or 0) & ~128  # no longer loading
+        message["edited_timestamp"] = _now_iso()
+        return message
+
+    def visible(self, token: str) -> dict[str, Any] | None:
+        """The message a user sees as the answer to an interaction: its original response, if not deleted."""
+        message_id = self.originals.get(token)
+        return self.messages.get(message_id) if message_id is not None else None
+
     def _callback(self, interaction_id: str, token: str, body: dict[str, Any]) -> web.Response:
         self.callback_at.setdefault(interaction_id, time.monotonic())
         kind = body.get("type")
@@ -393,6 +494,8 @@ class FakeDiscord:
                 CHANNEL_ID, data if kind == 4 else {"content": "", "flags": data.get("flags", 0) | 128}
             )
             self.originals[token] = message["id"]
+            if kind == 5:
+                self.loading.add(token)
             interaction.update(
                 response_message_id=message["id"],
                 response_message_loading=kind == 5,
@@ -439,15 +542,24 @@ class FakeDiscord:
                 await ws.close(code=4014, message=b"Disallowed intent(s).")
             elif op == 2:
                 self.seq = 0
+                self.replay.clear()
+                self.session_id = f"fake-session-{next(self.sessions)}"
                 ready = self._ready()
                 if data["d"].get("shard"):
                     ready["shard"] = data["d"]["shard"]
                 await self._send(ws, "READY", ready)
                 await self._send(ws, "GUILD_CREATE", self._guild())
                 self._connected.set()
+            elif op == 6 and data["d"].get("session_id") != self.session_id:
+                await ws.send_str(json.dumps({"op": 9, "d": False, "s": None, "t": None}))
             elif op == 6:
+                after = int(data["d"].get("seq") or 0)
+                for seq, frame in list(self.replay):
+                    if seq > after:
+                        await ws.send_str(frame)
                 await self._send(ws, "RESUMED", {})
                 self._connected.set()
+        self.close_codes.append(ws.close_code)
         if ws in self.sockets:
             self.sockets.remove(ws)
         return ws
@@ -507,8 +619,13 @@ class FakeDiscord:
         }
 
     async def _send(self, ws: web.WebSocketResponse, event: str, data: Any) -> None:
+        """Send a dispatch and keep it for replay: a frame lost with a dropped connection comes back on RESUME."""
         self.seq += 1
-        await ws.send_str(json.dumps({"op": 0, "t": event, "s": self.seq, "d": data}))
+        frame = json.dumps({"op": 0, "t": event, "s": self.seq, "d": data})
+        self.replay.append((self.seq, frame))
+        del self.replay[:-1000]
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_str(frame)
 
     async def wait_connected(self, timeout_s: float = 20.0) -> None:
         await asyncio.wait_for(self._connected.wait(), timeout_s)

@@ -4,6 +4,10 @@ The real slack_sdk / slack-bolt clients talk to it (`slack.api_base_url`). It re
 headers, parsed body), answers with realistic `ts` / `channel` values, injects faults (429 with Retry-After, API
 errors) and, for Socket Mode, pushes envelopes, records acks and can drop the connection. Also: Slack's request
 signing, so HTTP-mode tests send exactly what Slack sends.
+
+It models the documented rules that bite: Block Kit's limits (a message over them is refused with
+`invalid_blocks`) and, when given a `RateModel`, Slack's rate limits (one message a second per channel, method tiers
+per workspace), answering a call over them with 429 and Retry-After and recording it in `violations`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -48,6 +53,69 @@ class Call:
         return json.dumps(self.body, ensure_ascii=False)
 
 
+# docs.slack.dev/apis/web-api/rate-limits: limits apply per method per workspace per app, by the method's tier;
+# posting is one message a second per channel, with short bursts allowed.
+TIER_PER_MINUTE = {1: 1, 2: 20, 3: 50, 4: 100}
+METHOD_TIERS = {
+    "chat.update": 3,
+    "chat.delete": 3,
+    "chat.postEphemeral": 4,
+    "chat.appendStream": 4,
+    "chat.stopStream": 4,
+    "views.open": 4,
+    "views.publish": 4,
+    "users.info": 4,
+    "files.getUploadURLExternal": 4,
+    "files.completeUploadExternal": 4,
+}
+PER_CHANNEL = frozenset({"chat.postMessage", "chat.startStream"})  # each posts a new message in the channel
+
+
+@dataclass
+class RateModel:
+    """Slack's rate limits on a clock `scale` times as long as Slack's (0.05: a Slack second lasts 50 ms).
+
+    Buckets refill at the documented rate; `post_burst` messages may go at once in a channel ("short bursts >1
+    allowed") and a tier's bucket holds `tier_burst_s` seconds of its rate ("bursts welcome"). Retry-After is in
+    Slack seconds, rounded up to a whole second as Slack sends it.
+    """
+
+    scale: float = 1.0
+    post_burst: float = 2.0
+    tier_burst_s: float = 10.0
+
+    def bucket(self, method: str) -> _Bucket | None:
+        if method in PER_CHANNEL:
+            return _Bucket(rate=1.0 / self.scale, capacity=self.post_burst)
+        tier = METHOD_TIERS.get(method)
+        if tier is None:
+            return None
+        per_second = TIER_PER_MINUTE[tier] / 60
+        return _Bucket(rate=per_second / self.scale, capacity=max(1.0, per_second * self.tier_burst_s))
+
+
+@dataclass
+class _Bucket:
+    rate: float  # tokens a (real) second
+    capacity: float
+    tokens: float = 0.0
+    at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.tokens, self.at = self.capacity, time.monotonic()
+
+    def take(self, now: float) -> float:
+        """0 when a call may go now (and counts it); else the seconds until one may."""
+        self.tokens = (
+            self.capacity if self.tokens < 0 else min(self.capacity, self.tokens + (now - self.at) * self.rate)
+        )
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
 @dataclass
 class Fault:
     status: int = 429
@@ -63,8 +131,13 @@ def sign(body: str, secret: str = SIGNING_SECRET, timestamp: int | None = None) 
 
 
 class FakeSlack:
-    def __init__(self) -> None:
+    def __init__(self, rates: RateModel | None = None) -> None:
         self.calls: list[Call] = []
+        self.rates = rates
+        self._buckets: dict[tuple[str, ...], _Bucket] = {}
+        self.violations: list[Call] = []  # calls over a modelled rate limit (answered 429)
+        self.refused: list[Call] = []  # calls Slack refuses for their content (invalid_blocks and friends)
+        self.socket_closes: list[int | None] = []  # the close code of each Socket Mode connection that ended
         self.faults: dict[str, list[Fault]] = {}
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self.tokens: dict[str, str] = {BOT_TOKEN: TEAM}
@@ -124,8 +197,12 @@ class FakeSlack:
         return [call for call in self.calls if call.method == method]
 
     def answered(self, method: str) -> list[Call]:
-        """Calls of `method` that were not turned away by an injected fault."""
-        return [call for call in self.calls_to(method) if not call.body.get("_faulted")]
+        """Calls of `method` that were not turned away by an injected fault, a rate limit or a content check."""
+        return [
+            call
+            for call in self.calls_to(method)
+            if not any(call.body.get(mark) for mark in ("_faulted", "_limited", "_refused"))
+        ]
 
     def new_ts(self) -> str:
         return f"{self._base_ts}.{next(self._ts):06d}"
@@ -160,9 +237,36 @@ class FakeSlack:
                 headers={"Retry-After": str(fault.retry_after)},
             )
         token = request.headers.get("Authorization", "").removeprefix("Bearer ") or body.get("token", "")
+        limited = self._over_limit(method, self.tokens.get(token, TEAM), body)
+        if limited:
+            body["_limited"] = True
+            self.violations.append(call)
+            retry_after = max(1, math.ceil(limited / self.rates.scale)) if self.rates else 1
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(retry_after)}
+            )
+        problems = message_problems(method, body)
+        if problems:
+            body["_refused"] = True
+            self.refused.append(call)
+            call.response = {"ok": False, "error": problems[0][0], "response_metadata": {"messages": problems}}
+            return web.json_response(call.response)
         answer = getattr(self, "_" + method.replace(".", "_"), None)
         call.response = answer(body, token) if answer is not None else {"ok": True}
         return web.json_response(call.response)
+
+    def _over_limit(self, method: str, team: str, body: dict[str, Any]) -> float:
+        """Seconds until `method` would be within Slack's limits again; 0 when this call is within them."""
+        if self.rates is None:
+            return 0.0
+        key = (method, team, body.get("channel", "")) if method in PER_CHANNEL else (method, team)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self.rates.bucket(method)
+            if bucket is None:
+                return 0.0
+            self._buckets[key] = bucket
+        return bucket.take(time.monotonic())
 
     def _auth_test(self, body: dict[str, Any], token: str) -> dict[str, Any]:
         team = self.tokens.get(token)
@@ -195,6 +299,12 @@ class FakeSlack:
             return {"ok": False, "error": "message_not_found"}
         self.messages[key].update({"text": body.get("text", ""), "blocks": body.get("blocks", [])})
         return {"ok": True, "channel": key[0], "ts": key[1], "text": body.get("text", "")}
+
+    def _chat_delete(self, body: dict[str, Any], token: str) -> dict[str, Any]:
+        key = (body.get("channel", ""), body.get("ts", ""))
+        if self.messages.pop(key, None) is None:
+            return {"ok": False, "error": "message_not_found"}
+        return {"ok": True, "channel": key[0], "ts": key[1]}
 
     def _users_info(self, body: dict[str, Any], token: str) -> dict[str, Any]:
         """U0BOB is "bob" (users:read)."""
@@ -233,6 +343,11 @@ class FakeSlack:
         if not token.startswith("xapp-"):
             return {"ok": False, "error": "not_allowed_token_type"}
         return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket?ticket={uuid.uuid4().hex}"}
+
+    def _conversations_open(self, body: dict[str, Any], token: str) -> dict[str, Any]:
+        """The direct-message channel with one user (im:write): D + the user id."""
+        users = body.get("users", "")
+        return {"ok": True, "channel": {"id": "D" + users.removeprefix("U")}}
 
     def _files_getUploadURLExternal(self, body: dict[str, Any], token: str) -> dict[str, Any]:
         file_id = "F" + uuid.uuid4().hex[:10].upper()
@@ -295,6 +410,7 @@ class FakeSlack:
                         self.acks[data["envelope_id"]] = data
                         self.ack_times[data["envelope_id"]] = time.monotonic()
         finally:
+            self.socket_closes.append(ws.close_code)
             if ws in self._sockets:
                 self._sockets.remove(ws)
             if not self._sockets:
@@ -341,6 +457,95 @@ class FakeSlack:
         """Close every Socket Mode connection, as Slack does on a refresh or an outage."""
         for ws in list(self._sockets):
             await ws.close(code=1001, message=b"going away")
+
+
+# -- what Slack refuses ---------------------------------------------------------------------------------------------
+
+# docs.slack.dev/reference/block-kit: the limits a message or view is checked against.
+MESSAGE_BLOCKS, VIEW_BLOCKS = 50, 100
+TEXT_LIMIT = 3000  # a text object; section text
+MESSAGE_TEXT_LIMIT = 40_000  # the top-level `text` of a message
+_LIMITS: dict[tuple[str, str], int] = {
+    ("header", "text"): 150,
+    ("button", "text"): 75,
+    ("button", "value"): 2000,
+    ("option", "text"): 75,
+    ("option", "value"): 150,
+    ("static_select", "placeholder"): 150,
+    ("input", "label"): 2000,
+    ("modal", "title"): 24,
+    ("modal", "submit"): 24,
+    ("modal", "close"): 24,
+    ("modal", "private_metadata"): 3000,
+}
+_MESSAGE_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral", "chat.stopStream"})
+
+
+def _text_of(value: Any) -> str:
+    return value.get("text", "") if isinstance(value, dict) else str(value or "")
+
+
+def block_problems(blocks: list[dict[str, Any]], limit: int) -> list[str]:
+    """What Slack would object to in `blocks` (empty when they would be accepted)."""
+    problems: list[str] = []
+    if len(blocks) > limit:
+        problems.append(f"no more than {limit} items allowed [json-pointer:/blocks]")
+
+    def check(kind: str, field_name: str, value: Any, where: str) -> None:
+        text = _text_of(value)
+        most = _LIMITS.get((kind, field_name), TEXT_LIMIT)
+        if len(text) > most:
+            problems.append(f"must be less than {most + 1} characters [json-pointer:{where}/{field_name}]")
+        if isinstance(value, dict) and not text:
+            problems.append(f"must be more than 0 characters [json-pointer:{where}/{field_name}]")
+
+    for i, block in enumerate(blocks):
+        where = f"/blocks/{i}"
+        kind = block.get("type", "")
+        if "text" in block:
+            check(kind, "text", block["text"], where)
+        if kind == "header" and block["text"].get("type") != "plain_text":
+            problems.append(f"must be plain_text [json-pointer:{where}/text]")
+        if kind == "context" and len(block.get("elements", [])) > 10:
+            problems.append(f"no more than 10 items allowed [json-pointer:{where}/elements]")
+        if kind == "actions" and len(block.get("elements", [])) > 25:
+            problems.append(f"no more than 25 items allowed [json-pointer:{where}/elements]")
+        if kind == "input":
+            check("input", "label", block.get("label"), where)
+        for j, element in enumerate(block.get("elements", [])):
+            inner = f"{where}/elements/{j}"
+            element_kind = element.get("type", "")
+            for name in ("text", "value", "placeholder"):
+                if name in element:
+                    check(element_kind, name, element[name], inner)
+            options = element.get("options", [])
+            if len(options) > 100:
+                problems.append(f"no more than 100 items allowed [json-pointer:{inner}/options]")
+            for k, option in enumerate(options):
+                check("option", "text", option.get("text"), f"{inner}/options/{k}")
+                check("option", "value", option.get("value"), f"{inner}/options/{k}")
+    return problems
+
+
+def message_problems(method: str, body: dict[str, Any]) -> list[tuple[str, str]]:
+    """(error, detail) pairs for a message or view Slack would refuse; empty when it would be accepted."""
+    problems: list[tuple[str, str]] = []
+    if method in _MESSAGE_METHODS:
+        if len(str(body.get("text") or "")) > MESSAGE_TEXT_LIMIT:
+            problems.append(("msg_too_long", f"text is over {MESSAGE_TEXT_LIMIT} characters"))
+        blocks = body.get("blocks")
+        if isinstance(blocks, list):
+            problems += [("invalid_blocks", p) for p in block_problems(blocks, MESSAGE_BLOCKS)]
+    elif method in ("views.open", "views.publish"):
+        view = body.get("view") or {}
+        problems += [("invalid_arguments", p) for p in block_problems(view.get("blocks", []), VIEW_BLOCKS)]
+        if view.get("type") == "modal":
+            for name in ("title", "submit", "close", "private_metadata"):
+                text = _text_of(view.get(name))
+                most = _LIMITS[("modal", name)]
+                if len(text) > most:
+                    problems.append(("invalid_arguments", f"must be less than {most + 1} characters [{name}]"))
+    return problems
 
 
 # -- what Slack sends ----------------------------------------------------------------------------------------------

@@ -14,10 +14,14 @@ import pytest
 from fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, form, sign
 
 from adapters.slack.app import SlackAdapter
+from adapters.slack.outbound import SlackLimits
 from generation.fake import FakeGenerator
 from support import TestBot, make_bot, settings_for, wait_until
 
 MENTION_KEYS = ("<!channel>", "<!here>", "<!everyone>", "<@U", "<!subteam^")
+# Slack's clock in tests: a Slack second lasts 50 ms, for Chorus' pacing, Retry-After and the fake's RateModel.
+SCALE = 0.05
+FAST_LIMITS = SlackLimits(scale=SCALE)
 
 
 @pytest.fixture(name="fake")
@@ -99,11 +103,12 @@ async def start_slack(
     mode: str = "http",
     generator: FakeGenerator | None = None,
     secrets: dict[str, str] | None = None,
+    limits: SlackLimits = FAST_LIMITS,
     **env: str,
 ) -> SlackChorus:
     settings = settings_for(home, **slack_env(fake, mode, **env))
     bot = await make_bot(settings, generator or FakeGenerator(delay_s=0.01))
-    adapter = SlackAdapter(bot.chorus, env=secrets or SECRETS)
+    adapter = SlackAdapter(bot.chorus, env=secrets or SECRETS, limits=limits)
     await adapter.start()
     return SlackChorus(bot, adapter, fake, aiohttp.ClientSession() if mode == "http" else None)
 
@@ -132,5 +137,19 @@ def has_actions(body: dict[str, Any]) -> bool:
 
 
 def final_updates(fake: FakeSlack) -> list[dict[str, Any]]:
-    """Bodies of chat.update calls that carry the result's buttons: the finished replies."""
-    return [call.body for call in fake.answered("chat.update") if has_actions(call.body)]
+    """Bodies of the calls that delivered a finished reply (it carries the result's buttons), in order: mostly the
+    chat.update of its placeholder, or a chat.postMessage when the result was ready before its placeholder was
+    posted (then `ts` and `channel` are filled in from Slack's answer)."""
+    finished: list[dict[str, Any]] = []
+    for call in fake.calls:
+        if call.method == "chat.update" and call.response.get("ok") and has_actions(call.body):
+            finished.append(call.body)
+        elif call.method == "chat.postMessage" and call.response.get("ok") and has_actions(call.body):
+            finished.append({**call.body, "ts": call.response["ts"], "channel": call.response["channel"]})
+    return finished
+
+
+def results(fake: FakeSlack) -> list[dict[str, Any]]:
+    """The messages in Slack that show a finished result (they carry its buttons), however they got there: an edited
+    placeholder, or a new message when the result was ready before its placeholder's turn came."""
+    return [message for message in fake.messages.values() if has_actions(message)]

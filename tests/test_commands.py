@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from adapters.terminal.translate import CONVERSATION
-from bots.app import Chorus
 from bots.events import Action, Activity, Command, Conversation, Message, Reaction, User
 from bots.router import CommandSpec, Context
 from bots.store import Store
+from chorus.compose import build_chorus
 from generation.fake import FakeGenerator
 from generation.types import Chunk, GenerationRequest
 from support import FakeResponder, TestBot, make_bot, reply_text, settings_for
@@ -45,11 +45,12 @@ async def test_shortcut_refines_into_v2_with_the_conversation_as_context(testbot
     assert second.title == "slogan · v2 of 2 · shorter"
     assert len(second.parts) == 2
     # "shorter" reworks each variant on its own: variant 2's request carries variant 2's previous text.
-    request = testbot.generator.requests[-1]
+    refined = testbot.generator.requests[2:]
+    assert {r.messages[-2].content for r in refined} == set(first.parts)
+    request = refined[-1]
     roles = [m.role for m in request.messages]
-    assert roles == ["system", "user", "assistant", "user"]
-    assert request.messages[2].content == first.parts[1]
-    assert "shorter" in request.messages[3].content.lower()
+    assert roles[0] == "system" and roles[-3:] == ["user", "assistant", "user"]
+    assert "shorter" in request.messages[-1].content.lower()
     record = await testbot.store.get_generation(second.generation_id)
     assert record is not None and record.parent_id == first.generation_id and record.version == 2
     assert testbot.responder.deferred == 2, "a refinement is acknowledged at once, like a command"
@@ -58,15 +59,31 @@ async def test_shortcut_refines_into_v2_with_the_conversation_as_context(testbot
 async def test_plain_sentence_refines_with_all_variants_and_history_lists_versions(testbot: TestBot) -> None:
     await testbot.one("/create poem autumn rain --n 2")
     await testbot.one("l")
-    third = await testbot.one("make the second one rhyme")
-    assert third.title.startswith("poem · v3 of 3 · make the second one rhyme")
+    third = await testbot.one("make it rhyme")
+    assert third.title.startswith("poem · v3 of 3 · make it rhyme")
     request = testbot.generator.requests[-1]
     assert request.messages[-2].content.startswith("1. ") and "\n2. " in request.messages[-2].content
-    assert request.messages[-1].content.startswith("make the second one rhyme")
-    assert len(request.messages) == 6  # system, v1 ask, v1, "longer", v2, the new ask
+    assert request.messages[-1].content.startswith("make it rhyme")
+    assert [m.role for m in request.messages[-5:]] == ["user", "assistant", "user", "assistant", "user"]
     history = reply_text(await testbot.one("/history"))
     assert "3 versions" in history
-    assert "v1  /create poem" in history and "v2  longer" in history and "v3  make the second one rhyme" in history
+    assert "v1  /create poem" in history and "v2  longer" in history and "v3  make it rhyme" in history
+
+
+async def test_make_the_second_one_rhyme_refines_only_variant_two_and_keeps_the_first(testbot: TestBot) -> None:
+    first = await testbot.one("/create poem autumn rain --n 2")
+    third = await testbot.one("make the second one rhyme")
+    assert third.title == "poem · v2 of 2 · #2 make it rhyme"
+    assert third.parts[0] == first.parts[0] and third.parts[1] != first.parts[1]
+    request = testbot.generator.requests[-1]
+    assert request.messages[-2].content == first.parts[1], "variant 2 is refined from its own text"
+    assert request.messages[-1].content.startswith("make it rhyme")
+    assert len(testbot.generator.requests) == 3, "one variant generated, not two"
+    fourth = await testbot.one("2 s")
+    assert fourth.title == "poem · v3 of 3 · #2 shorter" and fourth.parts[0] == first.parts[0]
+    assert "shorter" in testbot.generator.requests[-1].messages[-1].content.lower()
+    history = reply_text(await testbot.one("/history"))
+    assert "v2  #2 make it rhyme" in history and "v3  #2 shorter" in history
 
 
 async def test_tone_change_and_regenerate(testbot: TestBot) -> None:
@@ -160,7 +177,7 @@ async def test_quota_per_user_with_a_wait_time(tmp_path: Path) -> None:
     bot = await make_bot(settings_for(tmp_path, CHORUS_LIMITS__QUOTA_PER_MINUTE="2"))
     try:
         await bot.one("/create slogan one")
-        await bot.one("s")
+        await bot.one("r")
         refused = await bot.one("/create slogan three")
         assert refused.ephemeral
         assert reply_text(refused).startswith("You've reached 2 generations a minute. Try again in ")
@@ -296,7 +313,7 @@ async def test_history_and_refinement_survive_a_restart(tmp_path: Path) -> None:
 
     store = Store(settings.store_url)
     await store.start()
-    restarted = TestBot(Chorus(settings, store, FakeGenerator()))
+    restarted = TestBot(build_chorus(settings, store, FakeGenerator(), drops=False))
     try:
         history = reply_text(await restarted.one("/history"))
         assert "2 versions" in history and "v2  shorter" in history
@@ -404,7 +421,7 @@ async def test_length_scales_the_token_budget_and_asks_for_it_and_refinements_ke
     await testbot.one("make it funnier")
     refined = testbot.generator.requests[-1]
     assert refined.max_new_tokens == budget // 2, "a refinement keeps the length it was created at"
-    assert refined.messages[1].content.endswith("Keep it brief.") and refined.messages[-1].content.startswith("make")
+    assert refined.messages[-3].content.endswith("Keep it brief.") and refined.messages[-1].content.startswith("make")
     history = reply_text(await testbot.one("/history"))
     assert "v1  /create story --length short" in history and "v2  make it funnier" in history
 

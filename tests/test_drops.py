@@ -11,64 +11,25 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from drops_support import Clock, Forbidden, RecordingPublisher
-from sqlalchemy import select, update
+from drops_support import ALICE, BOB, Clock, Drops, Forbidden, RecordingPublisher, drops_settings, start_drops
+from sqlalchemy import update
 
 from adapters.terminal.translate import CONVERSATION
-from bots.events import Action, Activity, Command, Message, Reaction, User
-from config import Settings
+from bots.events import Action, Activity, Command, Message, Reaction
 from generation.types import Priority
 from scheduler.models import DropChannel, DropRun
 from scheduler.schedule import build_schedule, fire_times
-from scheduler.service import DropsService, sync_url
-from support import TestBot, make_bot, reply_text, settings_for, wait_until
-
-ALICE = User("alice", "alice", is_moderator=True)
-BOB = User("bob", "bob")
-
-
-@dataclass
-class Drops:
-    bot: TestBot
-    service: DropsService
-    publisher: RecordingPublisher
-    clock: Clock
-
-    async def say(self, line: str) -> str:
-        replies = await self.bot.say(line)
-        return "\n".join(part for reply in replies for part in reply.parts)
-
-    async def runs(self) -> list[DropRun]:
-        async with self.bot.store.session() as session:
-            return list(await session.scalars(select(DropRun).order_by(DropRun.id)))
-
-    def jobs(self) -> list:
-        assert self.service.scheduler is not None
-        return [job for job in self.service.scheduler.get_jobs() if job.id.startswith("drop:")]
-
-
-def _settings(home: Path, **env: str) -> Settings:
-    defaults = {"CHORUS_DROPS__TICK_S": "3600", "CHORUS_DROPS__ADMIN_CHANNEL": "mods"}
-    return settings_for(home, **{**defaults, **env})
-
-
-async def _start(settings: Settings, clock: Clock, publisher: RecordingPublisher | None = None) -> Drops:
-    bot = await make_bot(settings)
-    service = DropsService(bot.chorus, clock=clock)
-    service.attach()
-    publisher = publisher or RecordingPublisher()
-    await bot.chorus.attach_publisher(publisher)
-    return Drops(bot, service, publisher, clock)
+from scheduler.service import sync_url
+from support import make_bot, reply_text, settings_for, wait_until
 
 
 @pytest.fixture
 async def drops(tmp_path: Path) -> AsyncIterator[Drops]:
-    running = await _start(_settings(tmp_path), Clock(datetime.now(UTC).replace(microsecond=0)))
+    running = await start_drops(drops_settings(tmp_path), Clock(datetime.now(UTC).replace(microsecond=0)))
     yield running
     await running.bot.chorus.close()
 
@@ -221,10 +182,10 @@ async def test_failed_sends_retry_with_backoff_then_alert_the_admin_channel(drop
 
 
 async def test_a_run_interrupted_mid_send_is_never_posted_twice_after_a_restart(tmp_path: Path) -> None:
-    settings = _settings(tmp_path)
+    settings = drops_settings(tmp_path)
     clock = Clock(datetime.now(UTC).replace(microsecond=0))
     hanging = RecordingPublisher(hang=asyncio.Event())
-    first = await _start(settings, clock, hanging)
+    first = await start_drops(settings, clock, hanging)
     await first.say("/drops enable")
     row = await first.service._channel(CONVERSATION.key)
     assert row is not None
@@ -235,7 +196,7 @@ async def test_a_run_interrupted_mid_send_is_never_posted_twice_after_a_restart(
     task.cancel()  # the process dies between the send and recording "posted"
     await first.bot.chorus.close()
 
-    second = await _start(settings, clock)
+    second = await start_drops(settings, clock)
     [run] = await second.runs()
     assert run.status == "unconfirmed"
     await second.service.run_slot(CONVERSATION.key)  # the same slot fires again after the restart
@@ -271,7 +232,7 @@ async def _eventually(drops: Drops, condition: Callable[[list[DropRun]], bool], 
 
 
 async def test_misfires_within_the_grace_window_run_once_coalesced(tmp_path: Path) -> None:
-    drops = await _start(_settings(tmp_path), Clock(datetime.now(UTC)))
+    drops = await start_drops(drops_settings(tmp_path), Clock(datetime.now(UTC)))
     drops.service.clock = lambda: datetime.now(UTC)  # APScheduler runs on the real clock here
     try:
         await drops.say('/drops enable --cadence "*/20 * * * *"')
@@ -286,7 +247,7 @@ async def test_misfires_within_the_grace_window_run_once_coalesced(tmp_path: Pat
 
 
 async def test_misfires_older_than_the_grace_window_are_skipped_and_reported(tmp_path: Path) -> None:
-    drops = await _start(_settings(tmp_path, CHORUS_DROPS__MISFIRE_GRACE_S="60"), Clock(datetime.now(UTC)))
+    drops = await start_drops(drops_settings(tmp_path, CHORUS_DROPS__MISFIRE_GRACE_S="60"), Clock(datetime.now(UTC)))
     drops.service.clock = lambda: datetime.now(UTC)
     try:
         await drops.say("/drops enable --time 00:00")
@@ -317,7 +278,7 @@ def test_a_0900_drop_stays_at_0900_local_across_dst_changes() -> None:
 
 async def test_a_clock_jump_across_dst_posts_the_local_slot_once(tmp_path: Path) -> None:
     clock = Clock(datetime(2026, 3, 28, 8, 0, 30, tzinfo=UTC))  # Sat 09:00:30 CET
-    drops = await _start(_settings(tmp_path), clock)
+    drops = await start_drops(drops_settings(tmp_path), clock)
     try:
         await drops.say("/drops enable --time 09:00 --tz Europe/Berlin")
         await drops.service._save_channel(CONVERSATION.key, last_slot_at=datetime(2026, 3, 28, 8, tzinfo=UTC))
@@ -400,7 +361,8 @@ def test_the_job_store_uses_the_stores_database_through_a_sync_driver(tmp_path: 
 
 
 async def test_without_a_scheduler_drops_say_so(tmp_path: Path) -> None:
-    bot = await make_bot(settings_for(tmp_path))
+    # An in-memory store cannot hold the job store, so the drops plug-in installs without its scheduler.
+    bot = await make_bot(settings_for(tmp_path, CHORUS_STORE__URL="sqlite+aiosqlite://"), drops=True)
     try:
         [reply] = await bot.say("/drops status")
         assert reply.ephemeral and "not running" in reply_text(reply)
@@ -462,7 +424,7 @@ async def test_auto_time_moves_the_next_drop_to_the_busiest_hour(drops: Drops) -
 
 async def test_moving_the_auto_hour_later_reports_no_missed_drop(tmp_path: Path) -> None:
     clock = Clock(datetime(2026, 11, 30, 18, 0, 5, tzinfo=UTC))  # the default 18:00 slot, before activity is known
-    drops = await _start(_settings(tmp_path), clock)
+    drops = await start_drops(drops_settings(tmp_path), clock)
     try:
         await drops.say("/drops enable")
         for day in range(7):
@@ -484,7 +446,7 @@ async def test_moving_the_auto_hour_later_reports_no_missed_drop(tmp_path: Path)
 
 async def test_drops_back_off_in_a_channel_that_never_engages(tmp_path: Path) -> None:
     clock = Clock(datetime(2027, 1, 4, 9, 0, 5, tzinfo=UTC))
-    drops = await _start(_settings(tmp_path), clock)
+    drops = await start_drops(drops_settings(tmp_path), clock)
     try:
         await drops.say("/drops enable --time 09:00")
         for _day in range(5):
@@ -503,7 +465,7 @@ def test_chorus_run_wires_drops_into_the_terminal(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
     env |= {"CHORUS_HOME": str(tmp_path), "CHORUS_MODEL__SOURCE": "fake"}
     result = subprocess.run(
-        [sys.executable, "-m", "bots.cli", "run"], input=script, capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "chorus", "run"], input=script, capture_output=True, text=True, env=env, timeout=120
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout

@@ -15,33 +15,16 @@ from pathlib import Path
 
 import pytest
 from drops_support import Clock, RecordingPublisher
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 import scheduler.models  # noqa: F401  (registers the drops tables on Base)
 from adapters.terminal.translate import CONVERSATION
-from bots.store import Base
 from scheduler.service import DropsService
-from support import POSTGRES_URL, make_bot, settings_for
+from support import make_bot, settings_for
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("drops_leader_worker.py")
 STATE = re.compile(rb"state leader=(\d) scheduler=(\d) attempts=(\d+)")
-
-
-async def _reset() -> None:
-    engine = create_async_engine(POSTGRES_URL)
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(Base.metadata.drop_all)
-            await connection.execute(text("DROP TABLE IF EXISTS apscheduler_jobs"))
-    except Exception as exc:
-        pytest.fail(
-            f"PostgreSQL at {POSTGRES_URL} is unreachable ({exc}); see CHORUS_TEST_POSTGRES_URL.", pytrace=False
-        )
-    finally:
-        await engine.dispose()
 
 
 class Worker:
@@ -68,12 +51,12 @@ class Worker:
         self._reader.cancel()
 
 
-async def _spawn(home: Path) -> Worker:
+async def _spawn(home: Path, url: str) -> Worker:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(WORKER),
-        POSTGRES_URL,
+        url,
         str(home),
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -91,8 +74,7 @@ async def _until(condition, timeout_s: float = 30.0) -> float:  # type: ignore[n
 
 
 @pytest.fixture
-async def workers(tmp_path: Path) -> AsyncIterator[list[Worker]]:
-    await _reset()
+async def workers(postgres_url: str) -> AsyncIterator[list[Worker]]:
     spawned: list[Worker] = []
     yield spawned
     for worker in spawned:
@@ -100,12 +82,12 @@ async def workers(tmp_path: Path) -> AsyncIterator[list[Worker]]:
 
 
 async def test_one_leader_runs_the_scheduler_and_another_takes_over_when_it_dies(
-    workers: list[Worker], tmp_path: Path
+    workers: list[Worker], tmp_path: Path, postgres_url: str
 ) -> None:
-    first = await _spawn(tmp_path / "a")
+    first = await _spawn(tmp_path / "a", postgres_url)
     workers.append(first)
     await _until(lambda: first.leader and first.scheduler)
-    second = await _spawn(tmp_path / "b")
+    second = await _spawn(tmp_path / "b", postgres_url)
     workers.append(second)
     await _until(lambda: second.attempts >= 5)  # it kept trying, and kept losing
     assert first.leader and not second.leader and not second.scheduler
@@ -115,12 +97,11 @@ async def test_one_leader_runs_the_scheduler_and_another_takes_over_when_it_dies
     await first.process.wait()
 
 
-async def test_a_slot_fired_in_two_processes_posts_once(tmp_path: Path) -> None:
-    await _reset()
+async def test_a_slot_fired_in_two_processes_posts_once(tmp_path: Path, postgres_url: str) -> None:
     clock = Clock(datetime.now(UTC).replace(microsecond=0))
     bots, publishers = [], []
     for name in ("a", "b"):
-        settings = settings_for(tmp_path / name, CHORUS_STORE__URL=POSTGRES_URL, CHORUS_DROPS__TICK_S="3600")
+        settings = settings_for(tmp_path / name, CHORUS_STORE__URL=postgres_url, CHORUS_DROPS__TICK_S="3600")
         bot = await make_bot(settings)
         service = DropsService(bot.chorus, clock=clock)
         service.attach()

@@ -21,6 +21,7 @@ from fake_slack import (
 )
 from slack_support import (
     MENTION_KEYS,
+    SCALE,
     SlackChorus,
     block_texts,
     elements,
@@ -150,7 +151,7 @@ async def test_429s_on_post_and_update_are_waited_out_and_the_final_text_arrives
     await slack.slash(slash_body("/create", "slogan a bookstore cafe"))
     await wait_until(lambda: len(final_updates(fake)) == 1)
     limited, retried = fake.calls_to("chat.postMessage")  # one 429, then the retry after Retry-After
-    assert retried.at - limited.at >= 1.0
+    assert retried.at - limited.at >= 1.0 * SCALE
     assert len(fake.calls_to("chat.update")) > len(fake.answered("chat.update"))
     assert "word23" in block_texts(final_updates(fake)[0]["blocks"])
 

@@ -14,12 +14,10 @@ from slack_support import (
     final_updates,
     start_slack,
 )
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from bots.events import Conversation
 from bots.reply import Reply
-from support import POSTGRES_URL, wait_until
+from support import wait_until
 
 OAUTH_SECRETS = {
     "CHORUS_SLACK_SIGNING_SECRET": SIGNING_SECRET,
@@ -28,22 +26,11 @@ OAUTH_SECRETS = {
 }
 
 
-async def _fresh_postgres() -> str:
-    engine = create_async_engine(POSTGRES_URL)
-    try:
-        async with engine.begin() as connection:
-            for table in ("slack_bots", "slack_installations", "slack_oauth_states"):
-                await connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
-    finally:
-        await engine.dispose()
-    return POSTGRES_URL
-
-
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def test_a_workspace_installs_chorus_and_its_own_token_is_used(
-    tmp_path: Path, fake: FakeSlack, backend: str
+    tmp_path: Path, fake: FakeSlack, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    store_env = {"CHORUS_STORE__URL": await _fresh_postgres()} if backend == "postgres" else {}
+    store_env = {"CHORUS_STORE__URL": request.getfixturevalue("postgres_url")} if backend == "postgres" else {}
     slack = await start_slack(tmp_path, fake, secrets=OAUTH_SECRETS, CHORUS_SLACK__OAUTH="true", **store_env)
     base = f"http://127.0.0.1:{slack.adapter.port}"
     try:

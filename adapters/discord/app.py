@@ -11,28 +11,41 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
+from discord.gateway import DiscordWebSocket, ReconnectWebSocket
 
-from adapters.discord.commands import ChorusComponent, ask_modal, register, remix_modal
+from adapters.discord.commands import ChorusComponent, ask_modal, register, remix_modal, required_options
 from adapters.discord.responder import (
+    DEFERRED,
+    FINAL_RETRY_S,
+    NOT_DEFERRED,
+    REFUSED,
     AckSession,
     ChannelResponder,
     DiscordPublisher,
     DiscordResponder,
+    DiscordStream,
     RateHints,
+    answer_raw,
     defer_raw,
+    replace_deferred_raw,
 )
 from adapters.discord.translate import (
+    REMIX_MENU,
+    REMIX_MODAL_ID,
     AskFirst,
+    decode_custom_id,
     defers_at_once,
     encode_custom_id,
     to_action,
@@ -44,8 +57,10 @@ from adapters.discord.translate import (
 from bots.commands import COMMANDS
 from bots.events import Event
 from bots.feedback import GENERATING_ACTIONS
-from bots.reply import Responder
+from bots.reply import Reply, Responder
 from bots.router import CommandSpec
+from bots.shutdown import RESTART_NOTE, Draining
+from bots.validation import refusal
 
 if TYPE_CHECKING:
     from bots.app import Chorus
@@ -56,6 +71,24 @@ _log = logging.getLogger(__name__)
 _KEPT = 1024  # bounded caches: raw interaction payloads, threads Chorus opened
 # Deferred interactions are processed once every early defer in flight is out, but never held longer than this.
 ACKS_FIRST_MAX_HOLD_S = 0.25
+
+
+# Private answers to interactions Chorus cannot serve as sent; each says what to do.
+UNREADABLE = "Chorus couldn't read this request. Please try again; if it keeps happening, reload Discord (Ctrl+R)."
+OUTDATED_COMMAND = (
+    "Your Discord app has an older version of /{name} (it did not send: {missing}). "
+    "Reload Discord (Ctrl+R, or restart the app) and try again."
+)
+UNKNOWN_COMMAND = (
+    "Chorus has no /{name} command any more. Reload Discord (Ctrl+R) to refresh the command list; "
+    "/help lists what Chorus can do."
+)
+OLD_BUTTON = "This button is from an older version of Chorus and no longer works. Start again with /create."
+COMMAND_FAILED = "That command could not run. Reload Discord (Ctrl+R) and try again."
+RESTARTING = "Chorus is restarting. Try again in a minute."
+# On SIGTERM/SIGINT, how long generations in flight get to land their text so far before their messages are finished
+# with what they show (process managers allow about 10 s before they kill).
+SHUTDOWN_GRACE_S = 8.0
 
 
 class TokenMissing(Exception):
@@ -100,13 +133,93 @@ def intents_for(settings: Settings) -> discord.Intents:
     return intents
 
 
+# A gateway failure outside discord.py's own handling is turned into a RESUME, up to this many times a minute; past
+# that the client stops and the supervisor starts a new one (a new session).
+RESUMES_PER_MINUTE = 3
+# What discord.py's connect loop handles by itself (reconnecting, resuming or stopping).
+_GATEWAY_HANDLED = (
+    ReconnectWebSocket,
+    discord.ConnectionClosed,
+    discord.GatewayNotFound,
+    discord.HTTPException,
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+    OSError,
+)
+
+
+class _Failures:
+    """Recent gateway failures, across the connections of one client."""
+
+    def __init__(self) -> None:
+        self.at: deque[float] = deque(maxlen=RESUMES_PER_MINUTE + 1)
+
+    def too_many(self) -> bool:
+        """Record one failure; True when there were more than RESUMES_PER_MINUTE in the last minute."""
+        now = time.monotonic()
+        self.at.append(now)
+        return len(self.at) > RESUMES_PER_MINUTE and now - self.at[0] < 60.0
+
+
+def _resuming(ws: DiscordWebSocket, failures: _Failures) -> Callable[[], Coroutine[Any, Any, None]]:
+    """Wrap one gateway connection's poll so that an unexpected failure (an undecodable frame, a bug in a handler)
+    closes this connection and RESUMEs the session: Discord replays what was missed, nothing is lost."""
+    poll = ws.poll_event
+
+    async def poll_event() -> None:
+        try:
+            await poll()
+        except _GATEWAY_HANDLED:
+            raise
+        except Exception:
+            if failures.too_many():
+                raise
+            _log.exception("the gateway connection failed; resuming the session")
+            with contextlib.suppress(Exception):
+                await ws.close(code=4000)  # not 1000: that would end the session
+            raise ReconnectWebSocket(ws.shard_id, resume=True) from None
+
+    return poll_event
+
+
+def _close_with_1000(client: discord.Client) -> None:
+    """Make the client's coming close a clean one (1000: the session ends, Discord shows the bot offline at once).
+
+    discord.py closes with 1000, but its poll loop, woken by that close, closes the socket first with 4000 (a
+    resumable drop), and that code is the one sent. A clean stop is not a drop, so this connection's socket closes
+    with 1000 whatever it is asked."""
+    ws = client.ws
+    if ws is None or not ws.open:
+        return
+    socket = ws.socket
+    close = socket.close
+
+    async def close_cleanly(*, code: int = 1000, message: bytes = b"") -> bool:
+        return await close(code=1000, message=message)
+
+    socket.close = close_cleanly  # type: ignore[method-assign]
+
+
 class _ChorusClientMixin:
     """Hooks shared by the plain and the auto-sharded client."""
 
     def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
+        self._gateway: DiscordWebSocket | None = None
+        self._gateway_failures = _Failures()
         super().__init__(**kwargs)
         self.adapter = adapter
-        self.tree = app_commands.CommandTree(self)  # type: ignore[arg-type]
+        self.tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(self)  # type: ignore[arg-type,type-var]
+
+    @property
+    def ws(self) -> DiscordWebSocket | None:
+        return self._gateway
+
+    @ws.setter
+    def ws(self, ws: DiscordWebSocket | None) -> None:
+        """discord.py sets this once per gateway connection; each one gets the resuming poll."""
+        if ws is not None:
+            ws.poll_event = _resuming(ws, self._gateway_failures)  # type: ignore[method-assign]
+        self._gateway = ws
 
     async def setup_hook(self) -> None:
         await self.adapter.setup(self)  # type: ignore[arg-type]
@@ -122,11 +235,11 @@ class _ChorusClientMixin:
         await self.adapter.on_component(interaction)
 
 
-class ChorusClient(_ChorusClientMixin, discord.Client):
+class ChorusClient(_ChorusClientMixin, discord.Client):  # type: ignore[misc]  # `ws` is a property here
     pass
 
 
-class ShardedChorusClient(_ChorusClientMixin, discord.AutoShardedClient):
+class ShardedChorusClient(_ChorusClientMixin, discord.AutoShardedClient):  # type: ignore[misc]
     pass
 
 
@@ -139,13 +252,16 @@ class DiscordAdapter:
         self.client_options = dict(client_options or {})
         settings = chorus.settings
         self.section = settings.discord
-        self.tones = tuple(settings.tones)
+        self.tones: Sequence[str] = tuple(settings.tones)
         self.edit_interval_s = settings.limits.stream_edit_interval_s
         self.token_ttl_s = self.section.interaction_token_ttl_s
+        self.final_retry_s = FINAL_RETRY_S
+        self.streams: set[DiscordStream] = set()
+        self.draining = Draining.install(chorus)
         self.rate_hints = RateHints()
         self.threads: OrderedDict[str, str] = OrderedDict()  # thread id -> parent channel id
         self.raw_interactions: OrderedDict[int, tuple[float, dict[str, Any]]] = OrderedDict()
-        self.early_defers: OrderedDict[int, asyncio.Task[bool]] = OrderedDict()
+        self.early_defers: OrderedDict[int, asyncio.Task[str]] = OrderedDict()
         self.ack_session = AckSession()
         self._acks_in_flight = 0
         self._after_acks: deque[Callable[[], None]] = deque()
@@ -203,12 +319,31 @@ class DiscordAdapter:
             self.client = self._make_client()
         return 0
 
+    async def shutdown(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        """SIGTERM/SIGINT: take no new work, let each generation in flight end with its text so far and the restart
+        note (stored, so Regenerate works after the restart), finish any message still showing progress the same
+        way, then close the gateway cleanly (1000, so Discord does not wait for a resume)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.final_retry_s = min(self.final_retry_s, grace_s / 2)
+        await self.draining.drain()
+        pending = [task for task in self.tasks if not task.done() and task is not asyncio.current_task()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=grace_s)
+            if late:
+                _log.warning("stopping: %d handler(s) did not finish in %.0f s", len(late), grace_s)
+        for stream in list(self.streams):
+            await stream.interrupt(RESTART_NOTE)
+        await self.stop()
+
     async def stop(self) -> None:
         """Stop handling, then disconnect: in-flight handlers are cancelled before the HTTP session closes."""
         self._stopping = True
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        _close_with_1000(self.client)
         await self.client.close()
         await self.ack_session.close()
 
@@ -226,6 +361,7 @@ class DiscordAdapter:
             self.on_command,
             self.on_remix if "remix" in self.chorus.router.commands else None,
         )
+        tree.error(self.on_tree_error)
         client.add_dynamic_items(ChorusComponent)
         await self._sync(tree)
 
@@ -252,11 +388,13 @@ class DiscordAdapter:
             try:
                 if name == "INTERACTION_CREATE":
                     early = self._stash_interaction(data)
-                    if early is not None:
+                    if early == REFUSED:
+                        return  # answered privately already; discord.py and the core never see it
+                    if isinstance(early, asyncio.Task):
                         # discord.py's models and the core run once the defers in flight are out, so a burst of
                         # interactions is acknowledged first and processed after, instead of every ack waiting
                         # behind the processing of the ones before it.
-                        early.add_done_callback(lambda _: self._when_acked(lambda: guarded_parse(data)))
+                        early.add_done_callback(lambda task: self._after_early_ack(task, lambda: guarded_parse(data)))
                         return
                 guarded_parse(data)
             except Exception:
@@ -269,6 +407,8 @@ class DiscordAdapter:
                     raw_hook(data)
             except Exception:
                 self._drop(name)
+                if name == "INTERACTION_CREATE":
+                    self._answer_unreadable(data)
 
         return guarded
 
@@ -287,15 +427,24 @@ class DiscordAdapter:
         while len(self.threads) > _KEPT:
             self.threads.popitem(last=False)
 
-    def _stash_interaction(self, data: dict[str, Any]) -> asyncio.Task[bool] | None:
-        """Keep the raw payload for translate; defer at once when it will generate (returns that defer)."""
+    def _stash_interaction(self, data: dict[str, Any]) -> asyncio.Task[str] | str | None:
+        """Keep the raw payload for translate. One Chorus cannot serve as sent (unreadable, unknown, from a client
+        with an outdated command list) is answered privately at once and goes no further (REFUSED). One that will
+        generate passes the checks that cost nothing and only then is deferred (returns that task), so its errors
+        are private from the start."""
         interaction_id = int(data["id"])
         self.raw_interactions[interaction_id] = (time.monotonic(), data)
         while len(self.raw_interactions) > _KEPT:
             self.raw_interactions.popitem(last=False)
+        problem = self._unservable(data)
+        if problem is None and self._stopping:
+            problem = RESTARTING
+        if problem is not None:
+            token = str(data["token"])
+            self._spawn(answer_raw(self.client, interaction_id, token, problem, self.ack_session.get()))
+            return REFUSED
         if self.section.defer_on_receipt and defers_at_once(data, self.generating_commands, GENERATING_ACTIONS):
-            defer = defer_raw(self.client, interaction_id, str(data["token"]), self.ack_session.get())
-            task = asyncio.get_running_loop().create_task(defer)
+            task = asyncio.get_running_loop().create_task(self._check_then_defer(interaction_id, data))
             self._acks_in_flight += 1
             task.add_done_callback(self._ack_settled)  # before the caller's callback, so the count is current
             self.early_defers[interaction_id] = task
@@ -304,7 +453,79 @@ class DiscordAdapter:
             return task
         return None
 
-    def _ack_settled(self, _: asyncio.Task[bool]) -> None:
+    def _unservable(self, data: dict[str, Any]) -> str | None:
+        """Why Chorus cannot serve this interaction as sent (what to tell the user), or None."""
+        inner = data.get("data") or {}
+        try:
+            kind = data.get("type")
+            if kind == 2:
+                name = str(inner.get("name", ""))
+                if inner.get("type", 1) != 1:
+                    known = name == REMIX_MENU and "remix" in self.chorus.router.commands
+                    return None if known else UNKNOWN_COMMAND.format(name=name)
+                spec = self.chorus.router.commands.get(name)
+                if spec is None:
+                    return UNKNOWN_COMMAND.format(name=name)
+                given = {str(option.get("name")) for option in inner.get("options") or []}
+                missing = [option for option in required_options(spec) if option not in given]
+                if missing:
+                    return OUTDATED_COMMAND.format(name=name, missing=", ".join(missing))
+            elif kind in (3, 5):
+                custom_id = str(inner.get("custom_id", ""))
+                if custom_id != REMIX_MODAL_ID and decode_custom_id(custom_id) is None:
+                    return OLD_BUTTON
+        except (AttributeError, TypeError, ValueError):
+            return UNREADABLE
+        return None
+
+    async def _check_then_defer(self, interaction_id: int, data: dict[str, Any]) -> str:
+        """The checks that cost nothing (permissions, arguments, moderation, quota), then the public defer; a refused
+        interaction is answered privately instead. Returns DEFERRED, REFUSED or NOT_DEFERRED."""
+        token = str(data["token"])
+        try:
+            reason = await self._refusal(data)
+        except Exception:
+            _log.exception("checking interaction %s before deferring failed; deferring anyway", interaction_id)
+            reason = None
+        if reason is not None:
+            answered = await answer_raw(self.client, interaction_id, token, reason, self.ack_session.get())
+            return REFUSED if answered else NOT_DEFERRED
+        deferred = await defer_raw(self.client, interaction_id, token, self.ack_session.get())
+        return DEFERRED if deferred else NOT_DEFERRED
+
+    async def _refusal(self, data: dict[str, Any]) -> str | None:
+        inner = data.get("data") or {}
+        commands = self.chorus.router.commands
+        if data.get("type") == 2:
+            spec = commands.get(str(inner.get("name", "")))
+            if spec is None:
+                return None
+            return await refusal(self.chorus, to_command(data, free_text=not spec.options), spec)
+        remix = to_remix_command(data)
+        if remix is not None:
+            return await refusal(self.chorus, remix, commands.get("remix"))
+        action = to_action(data)
+        return await refusal(self.chorus, action) if action is not None and not isinstance(action, AskFirst) else None
+
+    def _after_early_ack(self, task: asyncio.Task[str], parse: Callable[[], None]) -> None:
+        if task.cancelled() or task.result() != REFUSED:
+            self._when_acked(parse)
+
+    def _answer_unreadable(self, data: dict[str, Any]) -> None:
+        """discord.py could not read an interaction: answer it privately, replacing the "thinking…" if it was
+        deferred on receipt, so it is never left loading."""
+        try:
+            interaction_id, token = int(data["id"]), str(data["token"])
+        except (KeyError, TypeError, ValueError):
+            return  # nothing to answer with
+        early = self.early_defers.pop(interaction_id, None)
+        if early is not None and early.done() and not early.cancelled() and early.result() == DEFERRED:
+            application_id = int(data.get("application_id") or self.client.application_id or 0)
+            self._spawn(replace_deferred_raw(self.client, application_id, token, UNREADABLE, self.ack_session.get()))
+        else:
+            self._spawn(answer_raw(self.client, interaction_id, token, UNREADABLE, self.ack_session.get()))
+
+    def _ack_settled(self, _: asyncio.Task[str]) -> None:
         self._acks_in_flight -= 1
         if self._acks_in_flight == 0:
             self._release_held()
@@ -374,6 +595,23 @@ class DiscordAdapter:
         event = to_command(payload, free_text=not spec.options)
         await self._handle(event, self._responder(interaction, received_at))
 
+    async def on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        """discord.py refused a command before Chorus saw it (an option schema it does not match, say): answer
+        privately, replacing any "thinking…", instead of leaving it to expire."""
+        _log.warning("discord.py refused interaction %s: %s", interaction.id, error)
+        if isinstance(error, app_commands.CommandSignatureMismatch):
+            text = OUTDATED_COMMAND.format(name=error.command.name, missing="its current options")
+        elif isinstance(error, app_commands.CommandNotFound):
+            text = UNKNOWN_COMMAND.format(name=error.name)
+        else:
+            text = COMMAND_FAILED
+        received_at, _ = self._payload(interaction)
+        responder = self._responder(interaction, received_at)
+        try:
+            await responder.send(Reply.error(text))
+        finally:
+            await responder.settle()
+
     async def on_remix(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """The message menu: a modal asks for the tone; its submission arrives as /remix (see on_component)."""
         received_at, payload = self._payload(interaction)
@@ -421,6 +659,8 @@ class DiscordAdapter:
         return str(self.client.user.id) if self.client.user else ""
 
     def _on_raw_message(self, data: dict[str, Any]) -> None:
+        if self._stopping:
+            return
         parent, ours = self._thread_of(str(data.get("channel_id", "")))
         event = to_message(data, bot_id=self._bot_id(), thread_parent=parent, chorus_thread=ours)
         if event is None:
@@ -447,7 +687,23 @@ async def run_discord(chorus: Chorus) -> int:
         return 2
     apply_endpoints(chorus.settings)
     adapter = DiscordAdapter(chorus)
+    loop = asyncio.get_running_loop()
+    shutting_down: list[asyncio.Task[None]] = []
+
+    def on_signal() -> None:
+        if not shutting_down:
+            shutting_down.append(loop.create_task(adapter.shutdown()))
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, on_signal)
     try:
         return await adapter.run(token)
     finally:
+        if shutting_down:
+            await shutting_down[0]
         await adapter.stop()
+        for signum in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)

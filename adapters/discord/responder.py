@@ -13,8 +13,8 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import aiohttp
 import discord
@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 DELIVERY_ERRORS = (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# What became of an interaction in the adapter's first look at it: deferred publicly, answered privately at once
+# (refused by the checks that cost nothing), or the defer failed.
+DEFERRED, REFUSED, NOT_DEFERRED = "deferred", "refused", "not deferred"
+# How long a final render keeps being retried (honouring Retry-After) before it is delivered another way.
+FINAL_RETRY_S = 10.0
+_T = TypeVar("_T")
 _HINTS_KEPT = 512
 # Connections early defers may hold open at once; more acks than that wait for one to come free (a local round
 # trip is well under a millisecond, a real one a few tens) instead of each opening its own.
@@ -41,10 +47,14 @@ class Host(Protocol):
     """What responders need from the adapter: the client, settings and shared bookkeeping."""
 
     client: discord.Client
-    tones: Sequence[str]
     edit_interval_s: float
     token_ttl_s: float
     rate_hints: RateHints
+    final_retry_s: float
+    streams: set[DiscordStream]  # streams in flight, finished early with a note on shutdown
+
+    @property
+    def tones(self) -> Sequence[str]: ...
 
     def remember_thread(self, thread_id: str, parent_id: str) -> None: ...
 
@@ -143,6 +153,86 @@ async def defer_raw(
     return True
 
 
+def _private(text: str) -> dict[str, Any]:
+    return {"content": text[:2000], "flags": 64, "allowed_mentions": {"parse": []}}
+
+
+async def answer_raw(
+    client: discord.Client, interaction_id: int, token: str, text: str, session: aiohttp.ClientSession | None = None
+) -> bool:
+    """Answer an interaction privately straight from its raw payload: for those refused before discord.py or the
+    core see them (unknown, outdated, invalid), so they never show a public "thinking…"."""
+    http = client.http
+    params = interaction_response_params(type=InteractionResponseType.channel_message.value, data=_private(text))
+    try:
+        await async_context.get().create_interaction_response(
+            interaction_id,
+            token,
+            session=session or http._HTTPClient__session,  # type: ignore[attr-defined]
+            proxy=http.proxy,
+            proxy_auth=http.proxy_auth,
+            params=params,
+        )
+    except DELIVERY_ERRORS as exc:
+        _log.warning("could not answer interaction %s: %s", interaction_id, exc)
+        return False
+    return True
+
+
+async def replace_deferred_raw(
+    client: discord.Client, application_id: int, token: str, text: str, session: aiohttp.ClientSession
+) -> None:
+    """Turn a deferred "thinking…" into a private answer without discord.py models: delete the loading response,
+    then follow up ephemerally (a follow-up sent while it still loads would become it, publicly)."""
+    http = client.http
+    adapter = async_context.get()
+    proxy, proxy_auth = http.proxy, http.proxy_auth
+    try:
+        await adapter.delete_original_interaction_response(
+            application_id, token, session=session, proxy=proxy, proxy_auth=proxy_auth
+        )
+        await adapter.execute_webhook(
+            application_id, token, session=session, proxy=proxy, proxy_auth=proxy_auth, payload=_private(text)
+        )
+    except DELIVERY_ERRORS as exc:
+        _log.warning("could not answer a refused interaction: %s", exc)
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds Discord asked us to wait before retrying, or None when retrying is pointless.
+
+    A 429 without `Via` comes from Cloudflare (a ban, not a bucket): never retried. Server errors and dropped
+    connections are retried after a second."""
+    if isinstance(exc, discord.HTTPException):
+        if exc.status == 429:
+            headers = exc.response.headers if exc.response is not None else {}
+            if not headers.get("Via"):
+                return None
+            try:
+                return max(0.0, float(headers.get("Retry-After", "1")))
+            except ValueError:
+                return 1.0
+        return 1.0 if exc.status >= 500 else None
+    if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, OSError)):
+        return 1.0
+    return None
+
+
+async def with_retries(attempt: Callable[[], Awaitable[_T]], deadline_s: float, what: str) -> _T:
+    """Run `attempt` until it succeeds, waiting out Retry-After between tries, for at most `deadline_s`; then the
+    last error is raised so the caller can deliver another way."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            return await attempt()
+        except DELIVERY_ERRORS as exc:
+            wait = retry_after(exc)
+            if wait is None or time.monotonic() + wait > deadline:
+                raise
+            _log.info("%s failed (%s); retrying in %.2f s", what, exc, wait)
+            await asyncio.sleep(wait)
+
+
 def _files(reply: Reply) -> list[discord.File]:
     return [discord.File(a.path, filename=a.filename, description=a.description or None) for a in reply.attachments]
 
@@ -169,6 +259,9 @@ def _send_kwargs(page: Page) -> dict[str, Any]:
     if not kwargs.get("embeds"):
         kwargs.pop("embeds", None)
     return kwargs
+
+
+PRIVATE_NOTE = "Chorus answered you privately."
 
 
 class ChannelResponder:
@@ -239,7 +332,7 @@ class DiscordResponder:
         interaction: discord.Interaction,
         *,
         received_at: float | None = None,
-        early_defer: asyncio.Task[bool] | None = None,
+        early_defer: asyncio.Task[str] | None = None,
     ) -> None:
         self.host = host
         self.interaction = interaction
@@ -273,7 +366,7 @@ class DiscordResponder:
     async def _settle_early_defer(self) -> None:
         """Adopt the defer the adapter sent on receipt, if any (discord.py did not see it go out)."""
         task, self._early_defer = self._early_defer, None
-        if task is not None and await task:
+        if task is not None and await task == DEFERRED:
             self.interaction.response._response_type = InteractionResponseType.deferred_channel_message
             self.original = "thinking"
 
@@ -330,9 +423,11 @@ class DiscordResponder:
             self.original, self.original_id = "message", message.id
             first_id = str(message.id)
         else:
-            if self.original == "thinking":
-                # An ephemeral answer to a public "thinking…": remove the placeholder, answer privately.
-                await self.drop_placeholder()
+            if self.original == "thinking" and not await self.drop_placeholder() and reply.ephemeral:
+                # The public "thinking…" could not be removed, and the next follow-up would become it (publicly):
+                # fill it with a neutral line, so the private answer stays private.
+                await self.follow_up({"content": PRIVATE_NOTE, "allowed_mentions": discord.AllowedMentions.none()})
+                self.original = "message"
             first_id = await self.follow_up(pages[0], ephemeral=reply.ephemeral, files=files)
         for page in rest:
             await self.follow_up(page, ephemeral=reply.ephemeral)
@@ -347,10 +442,15 @@ class DiscordResponder:
             if self.original == "thinking":
                 await self.drop_placeholder()
 
-    async def drop_placeholder(self) -> None:
-        with contextlib.suppress(*DELIVERY_ERRORS):
+    async def drop_placeholder(self) -> bool:
+        """Delete the original response (a stale "thinking…" or superseded progress); False if Discord refused."""
+        try:
             await self.interaction.delete_original_response()
+        except DELIVERY_ERRORS as exc:
+            _log.warning("could not delete the original response of interaction %s: %s", self.interaction.id, exc)
+            return False
         self.original = "deleted"
+        return True
 
     async def follow_up(self, page: Page, *, ephemeral: bool = False, files: Sequence[discord.File] = ()) -> str:
         kwargs = _send_kwargs(_settle(page))
@@ -388,7 +488,9 @@ class _Surface(Protocol):
 
     async def progress(self, page: Page) -> None: ...
 
-    async def deliver(self, reply: Reply) -> str: ...
+    async def deliver(self, reply: Reply, *, partial: bool = False) -> str:
+        """Land the final reply; `partial`: text cut short (on shutdown), shown publicly though it has no result."""
+        ...
 
 
 class _InteractionSurface:
@@ -407,11 +509,13 @@ class _InteractionSurface:
         if responder.original == "none":
             await responder.defer()
         if responder.original in ("thinking", "message"):
-            await responder.interaction.edit_original_response(**_edit_kwargs(page))
+            message = await responder.interaction.edit_original_response(**_edit_kwargs(page))
+            # The loading message is now a message: a follow-up would no longer replace it.
+            responder.original, responder.original_id = "message", message.id
 
-    async def deliver(self, reply: Reply) -> str:
+    async def deliver(self, reply: Reply, *, partial: bool = False) -> str:
         responder = self.responder
-        if reply.generation_id is None and not reply.actions:
+        if reply.generation_id is None and not reply.actions and not partial:
             # The stream ended without a result (queue full, model failure): say so to the asker only.
             return await responder.send(Reply(parts=reply.parts, title="", footer=reply.footer, ephemeral=True))
         if not responder.fresh():
@@ -420,15 +524,20 @@ class _InteractionSurface:
             return await self.late.deliver(reply)
         pages = render_reply(reply, responder.host.tones)
         files = _files(reply)
+        page = _settle(pages[0])
+
+        async def final_edit() -> discord.InteractionMessage:
+            for file in files:
+                file.reset(seek=True)
+            return await responder.interaction.edit_original_response(**_edit_kwargs(page), attachments=files)
+
         try:
-            message = await responder.interaction.edit_original_response(
-                **_edit_kwargs(_settle(pages[0])), attachments=files
-            )
+            message = await with_retries(final_edit, responder.host.final_retry_s, "the final edit")
             first_id = str(message.id)
-            responder.original = "message"
+            responder.original, responder.original_id = "message", message.id
         except DELIVERY_ERRORS as exc:
             _log.warning("final edit failed (%s); delivering as a follow-up", exc)
-            first_id = await self._fallback(pages[0], files)
+            first_id = await self._fallback(page, files)
         for page in pages[1:]:
             try:
                 await responder.follow_up(page)
@@ -437,13 +546,26 @@ class _InteractionSurface:
         return first_id
 
     async def _fallback(self, page: Page, files: list[discord.File]) -> str:
+        """Deliver the final page another way. While the original still shows "thinking…", Discord turns the
+        follow-up into an edit of it, so that message is the result and is kept; a superseded progress message is
+        removed instead, so the user sees one result, and the returned id is always the one on screen."""
         responder = self.responder
+        loading = responder.original == "thinking"
+        for file in files:
+            file.reset(seek=True)
         try:
             message_id = await responder.follow_up(page, files=files)
         except DELIVERY_ERRORS as exc:
             _log.warning("follow-up failed too (%s); posting to the channel", exc)
+            for file in files:
+                file.reset(seek=True)
             message_id = str((await responder.channel.post(page, files=files)).id)
-        await responder.drop_placeholder()  # no stale "thinking…" above the delivered result
+        else:
+            if loading or (responder.original_id is not None and message_id == str(responder.original_id)):
+                responder.original, responder.original_id = "message", int(message_id)
+                return message_id
+        if responder.original in ("thinking", "message"):
+            await responder.drop_placeholder()  # a stale "thinking…" or half-written text above the result
         return message_id
 
 
@@ -461,7 +583,7 @@ class _ChannelSurface:
         else:
             await self.channel.edit_page(self.message_id, page)
 
-    async def deliver(self, reply: Reply) -> str:
+    async def deliver(self, reply: Reply, *, partial: bool = False) -> str:
         if self.message_id is None or reply.attachments:
             return await self.channel.send(reply)
         pages = render_reply(reply, self.channel.host.tones)
@@ -484,6 +606,7 @@ class DiscordStream:
         self.note = ""
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        host.streams.add(self)
 
     def _kick(self) -> None:
         self._dirty.set()
@@ -514,16 +637,32 @@ class DiscordStream:
         self.note = text
         self._kick()
 
-    async def finish(self, reply: Reply) -> str:
+    async def _stop_progress(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
+
+    async def finish(self, reply: Reply) -> str:
+        await self._stop_progress()
+        self.host.streams.discard(self)
         try:
             return await self.surface.deliver(reply)
         except DELIVERY_ERRORS:
             _log.exception("could not deliver a finished result (%s)", self.title)
             return ""
+
+    async def interrupt(self, note: str) -> None:
+        """Shutdown, and the result will not come: make the text so far, with `note`, this message's final state
+        instead of a "writing…" that never ends."""
+        await self._stop_progress()
+        self.host.streams.discard(self)
+        parts = tuple(part for part in self.parts if part) or ("…",)
+        try:
+            await self.surface.deliver(Reply(parts=parts, title=self.title, footer=f"⚠ {note}"), partial=True)
+        except DELIVERY_ERRORS:
+            _log.exception("could not finish an interrupted message (%s)", self.title)
 
 
 class DiscordPublisher:

@@ -25,6 +25,7 @@ from aiohttp import web
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.app.async_server import AsyncSlackAppServer
 from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
+from slack_bolt.middleware.authorization.async_single_team_authorization import AsyncSingleTeamAuthorization
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
@@ -38,6 +39,7 @@ from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStor
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.ledger import EventLedger
+from adapters.slack.outbound import Outbound, SlackLimits
 from adapters.slack.render import ask_modal, home_view, remix_modal
 from adapters.slack.responder import SlackOptions, SlackPublisher, SlackResponder
 from adapters.slack.translate import (
@@ -71,6 +73,7 @@ BOT_SCOPES = (
     "files:write",
     "groups:history",
     "im:history",
+    "im:write",  # private files (/mydata) go to the user's direct messages
     "mpim:history",
     "reactions:read",
     "users:read",
@@ -84,6 +87,8 @@ WEB_API_TIMEOUT_S = 30  # seconds one Web API call may take, on the shared HTTP 
 # over), so a burst's acks are not answered behind its own processing; none waits longer than BURST_MAX_HOLD_S.
 BURST_QUIET_S = 0.005
 BURST_MAX_HOLD_S = 0.25
+STOP_DELIVERY_S = 20.0  # how long a stop waits to finish the messages it cut short
+STOP_GRACE_S = 2.0  # how long a stop lets handlers that are not writing a message finish
 
 
 def _slack_site(api_base_url: str) -> str:
@@ -119,7 +124,9 @@ class SeenEvents:
 class SlackAdapter:
     """Owns the Bolt app, its Socket Mode connection or HTTP server, and the tasks that handle events."""
 
-    def __init__(self, chorus: Chorus, *, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, chorus: Chorus, *, env: Mapping[str, str] | None = None, limits: SlackLimits | None = None
+    ) -> None:
         env = os.environ if env is None else env
         settings = chorus.settings.slack
         self.chorus = chorus
@@ -190,6 +197,9 @@ class SlackAdapter:
             process_before_response=True,
             request_verification_enabled=settings.mode == "http",
         )
+        # Every chat.* call Chorus makes is paced to Slack's limits here, shared by responders and the Publisher.
+        self.outbound = Outbound(limits)
+        self.stopping = False
         self.seen = SeenEvents()
         self.ledger = EventLedger(chorus.store.engine)
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -224,6 +234,7 @@ class SlackAdapter:
                     f"Slack refused the bot token in ${self.settings.bot_token_env}: {exc.response.get('error')}"
                 ) from None
             self.bot_user_id = identity.get("user_id", "")
+            self._trust_checked_token(identity)
         if self.settings.mode == "http":
             server = AsyncSlackAppServer(port=self.settings.port, path=self.settings.path, app=self.app)
             self._runner = web.AppRunner(server.web_app, access_log=None)
@@ -238,20 +249,51 @@ class SlackAdapter:
 
             self._socket = AsyncSocketModeHandler(self.app, self.app_token, web_client=self.client)
             await self._socket.connect_async()
-        await self.chorus.attach_publisher(SlackPublisher(self.client_for, self.options))
+        await self.chorus.attach_publisher(SlackPublisher(self.client_for, self.options, self.outbound))
+
+    def _trust_checked_token(self, identity: Any) -> None:
+        """Hand Bolt the auth.test answer Chorus got at start-up. Left alone, Bolt's single-workspace authorization
+        calls auth.test again for every request that arrives before its first answer, inside the 3-second window."""
+        for middleware in getattr(self.app, "_async_middleware_list", []):
+            if isinstance(middleware, AsyncSingleTeamAuthorization) and middleware.auth_test_result is None:
+                middleware.auth_test_result = identity
 
     async def stop(self) -> None:
-        """Stop taking events, then let running generations post their final reply."""
+        """Stop taking events; finish every message being written with its text so far and a note that Chorus
+        restarted (final replies already on their way still land); then close the connections."""
+        self.stopping = self.outbound.stopping = True
         if self._socket is not None:
             await self._socket.close_async()
         if self._runner is not None:
             await self._runner.cleanup()
         self._release_held(force=True)
-        if self.tasks:
-            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        await self._interrupt_streams()
+        # Quick handlers (help, ratings, private errors) get a moment to answer; the rest are stopped.
+        pending = set(self.tasks)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=STOP_GRACE_S)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._interrupt_streams()  # any stream opened during the grace
         self._clients.clear()
         if self.client.session is not None:
             await self.client.session.close()
+
+    async def _interrupt_streams(self) -> None:
+        streams = list(self.outbound.streams)
+        if not streams:
+            return
+        _log.info("finishing %d message(s) cut short by the stop", len(streams))
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(stream.interrupt() for stream in streams), return_exceptions=True), STOP_DELIVERY_S
+            )
+        except TimeoutError:
+            _log.warning("some messages cut short by the stop could not be finished in %s s", STOP_DELIVERY_S)
+            for stream in streams:
+                stream.abandon()
 
     async def client_for(self, team_id: str) -> AsyncWebClient:
         """The Web API client holding that workspace's bot token."""
@@ -385,7 +427,13 @@ class SlackAdapter:
         self, client: AsyncWebClient, event: Event, thread_ts: str | None = None, response_url: str | None = None
     ) -> SlackResponder:
         return SlackResponder(
-            client, event.conversation, event.user.id, self.options, thread_ts=thread_ts, response_url=response_url
+            client,
+            event.conversation,
+            event.user.id,
+            self.options,
+            outbound=self.outbound,
+            thread_ts=thread_ts,
+            response_url=response_url,
         )
 
     async def _on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -437,12 +485,9 @@ class SlackAdapter:
             self._handle_once(body, lambda: self.chorus.handle(activity, self._responder(client, activity)))
 
     async def _refine_from_message(self, message: Message, client: AsyncWebClient) -> None:
-        """In a thread, a message refines the newest Chorus result in that thread (else the one it sits under)."""
+        """A message to Chorus; in a thread it replies to the thread's root, and the core picks the newest result
+        there (feedback.message_target)."""
         message = await self._named(message, client)
-        if message.conversation.thread:
-            latest = await self.chorus.store.latest_generation(message.conversation)
-            if latest is not None and latest.message_ref:
-                message = dataclasses.replace(message, reply_to=latest.message_ref)
         await self.chorus.handle(message, self._responder(client, message, thread_ts=message.conversation.thread))
 
     async def _on_reaction(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
@@ -493,6 +538,15 @@ async def run_slack(chorus: Chorus) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
+    try:
+        return await _serve(chorus, stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)
+
+
+async def _serve(chorus: Chorus, stop: asyncio.Event) -> int:
     try:
         adapter = SlackAdapter(chorus)
         await adapter.start()

@@ -32,8 +32,7 @@ class EventLedger:
         self._inserts = 0
 
     async def create(self) -> None:
-        async with self.engine.begin() as connection:
-            await connection.run_sync(_metadata.create_all)
+        """Nothing to do: the table comes with the store's schema revisions (bots/migrations), made at its start."""
 
     async def first(self, event_id: str) -> bool:
         now = datetime.now(UTC)

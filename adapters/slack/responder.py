@@ -1,8 +1,9 @@
 """Delivers core replies to Slack through the Web API: a placeholder, throttled `chat.update` edits, final blocks.
 
-Everything that matters goes through the Web API client (with slack_sdk's 429 retry handler installed), never
-through Bolt's `respond()`, which drops a 429 without a word. The `response_url` is only the last way to reach a
-user when Chorus cannot post in the channel, and its status is checked.
+Everything goes through the Outbound, which paces calls to Slack's limits and retries final results after a 429,
+never through Bolt's `respond()`, which drops a 429 without a word. A final edit Slack keeps refusing is posted as
+a new message instead (and the placeholder removed), so a result is never lost and its stored id is the message
+the user sees. The `response_url` is only the last way to reach a user when Chorus cannot post in the channel.
 """
 
 from __future__ import annotations
@@ -16,9 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from adapters.slack.outbound import Outbound, Priority, RateLimited
 from adapters.slack.render import escape, parts_text, render_message, render_progress
 from adapters.slack.translate import message_ref, split_ref
 from bots.events import Conversation
@@ -28,8 +34,16 @@ _log = logging.getLogger(__name__)
 
 # postMessage errors that mean "Chorus is not in this channel"; the user then hears it through the response_url.
 _NOT_HERE = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action"})
+# chat.update errors after which the result can only be delivered as a new message.
+_NOT_EDITABLE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed", "msg_too_long"})
 # How long the placeholder waits for the first chunk, so that it can already say "3rd in line, about 9 s".
 PLACEHOLDER_GRACE_S = 0.25
+# What a message cut short by a restart says under its text so far.
+RESTART_NOTE = "⚠ Chorus restarted before this was finished; above is the text so far. Run the command again."
+# ... and what one says when its handler failed before finishing it.
+UNFINISHED_NOTE = "⚠ This stopped before it was finished; above is the text so far. Try again."
+# Slack seconds a placeholder removal may keep being refused before it is left as it is.
+CLEANUP_PATIENCE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -51,25 +65,34 @@ class SlackResponder:
         user_id: str,
         options: SlackOptions,
         *,
+        outbound: Outbound | None = None,
         thread_ts: str | None = None,
         response_url: str | None = None,
     ) -> None:
         self.client = client
         self.conversation = conversation
         self.channel = conversation.channel
+        self.team = conversation.workspace
         self.user_id = user_id
         self.options = options
+        self.outbound = outbound or Outbound()
         self.thread_ts = thread_ts
         self.response_url = response_url
 
     async def defer(self) -> None:
         """Nothing to do: the adapter acknowledged the request before the handler started."""
 
+    async def call(self, method: str, *, priority: Priority = Priority.FINAL, **kwargs: Any) -> Any:
+        """`method` through the Outbound: paced, and retried after 429s until Slack takes it (see Outbound.send)."""
+        client = self.outbound.quiet(self.client)
+        return await self.outbound.send(client, method, team=self.team, priority=priority, **kwargs)
+
     async def send(self, reply: Reply) -> str:
         if reply.ephemeral:
             return await self._ephemeral(reply)
         try:
-            response = await self.client.chat_postMessage(
+            response = await self.call(
+                "chat.postMessage",
                 channel=self.channel,
                 thread_ts=self.thread_ts,
                 unfurl_links=False,
@@ -87,7 +110,7 @@ class SlackResponder:
 
     async def edit(self, message_ref: str, reply: Reply) -> None:
         channel, ts = split_ref(message_ref)
-        await self.client.chat_update(channel=channel, ts=ts, **render_message(reply, self.options.tones))
+        await self.call("chat.update", channel=channel, ts=ts, **render_message(reply, self.options.tones))
 
     def stream(self, title: str) -> SlackStream:
         return SlackStream(self, title)
@@ -100,24 +123,38 @@ class SlackResponder:
             Conversation(self.conversation.platform, self.conversation.workspace, self.channel, ts),
             self.user_id,
             self.options,
+            outbound=self.outbound,
             thread_ts=ts,
             response_url=self.response_url,
         )
         return ts, thread
 
     async def _ephemeral(self, reply: Reply) -> str:
+        if reply.attachments:
+            await self._attach_privately(reply.attachments)
         message = render_message(reply, self.options.tones)
         try:
-            response = await self.client.chat_postEphemeral(
-                channel=self.channel, user=self.user_id, thread_ts=self.thread_ts, **message
+            response = await self.call(
+                "chat.postEphemeral", channel=self.channel, user=self.user_id, thread_ts=self.thread_ts, **message
             )
             return message_ref(self.channel, response.get("message_ts", ""))
-        except SlackApiError as exc:
+        except (SlackApiError, RateLimited) as exc:
             if not self.response_url:
                 raise
-            _log.info("chat.postEphemeral failed (%s); answering through the response_url", _error(exc))
+            _log.info("chat.postEphemeral failed (%s); answering through the response_url", exc)
         await self._via_response_url(message)
         return ""
+
+    async def _attach_privately(self, attachments: Sequence[Attachment]) -> None:
+        """Slack has no ephemeral files: a private reply's files go to the user's direct messages with Chorus."""
+        opened = await self.client.conversations_open(users=self.user_id)
+        for attachment in attachments:
+            await self.client.files_upload_v2(
+                channel=opened["channel"]["id"],
+                file=str(attachment.path),
+                filename=attachment.filename,
+                title=attachment.description or attachment.filename,
+            )
 
     async def _not_here(self) -> None:
         """Tell the user (privately, through the response_url) that Chorus must be invited first."""
@@ -129,9 +166,8 @@ class SlackResponder:
 
     async def _via_response_url(self, message: dict[str, Any]) -> None:
         assert self.response_url is not None
-        webhook = AsyncWebhookClient(
-            self.response_url, session=self.client.session, retry_handlers=self.client.retry_handlers
-        )
+        retries = [AsyncRateLimitErrorRetryHandler(max_retry_count=2), AsyncConnectionErrorRetryHandler()]
+        webhook = AsyncWebhookClient(self.response_url, session=self.client.session, retry_handlers=retries)
         response = await webhook.send(response_type="ephemeral", **message)
         if response.status_code != 200:
             _log.warning("response_url answered %s: %s", response.status_code, response.body)
@@ -151,17 +187,25 @@ async def upload_attachments(
         )
 
 
+def _log_failure(delivery: asyncio.Future[str]) -> None:
+    if not delivery.cancelled() and delivery.exception() is not None:
+        _log.warning("could not finish a message cut short: %s", delivery.exception())
+
+
 def _error(exc: SlackApiError) -> str:
     return str(exc.response.get("error", "")) if exc.response is not None else ""
 
 
 class SlackStream:
     """One streamed reply. A single background pusher posts the placeholder, then edits it at most once per
-    `edit_interval_s`, so a slow Slack (429s) never slows the generation down and edits never overtake each other.
+    `edit_interval_s` and only when the Outbound gives it a turn, so a slow or busy Slack never slows the generation
+    down, edits never overtake each other, and under pressure the edits in between are skipped (each shows the
+    latest text). The final reply goes first in line and is never lost (see `_deliver`).
     """
 
     def __init__(self, responder: SlackResponder, title: str) -> None:
         self.responder = responder
+        self.outbound = responder.outbound
         self.title = title
         self.parts: list[str] = []
         self.status_text = ""
@@ -176,9 +220,13 @@ class SlackStream:
         self._pusher: asyncio.Task[None] | None = None
         self._sending = False
         self._finished = False
+        self._delivery: asyncio.Future[str] | None = None
         self._unreachable = False  # Chorus may not post in this channel; the user was told once
         # The handler task writing this stream: if it is cancelled (shutdown), the pusher stops with it.
         self._owner = asyncio.current_task()
+        if self._owner is not None:
+            self._owner.add_done_callback(self._on_owner_done)
+        self.outbound.streams.add(self)
 
     async def begin_part(self, index: int, total: int) -> None:
         self.parts.append("")
@@ -202,25 +250,87 @@ class SlackStream:
         self._touch()
 
     async def finish(self, reply: Reply) -> str:
+        """Deliver the final reply; returns the id of the message that shows it ("" if Chorus may not post)."""
+        if self._delivery is None:
+            self._finished = True
+            # Shielded: a shutdown that cancels the handler now still lets the final reply land.
+            self._delivery = asyncio.ensure_future(self._deliver(reply))
+        return await asyncio.shield(self._delivery)
+
+    async def interrupt(self, note: str = RESTART_NOTE) -> None:
+        """Finish a stream whose handler will not (Chorus is stopping): its text so far, then `note`; no buttons."""
+        if self._delivery is None:
+            parts = tuple(part for part in self.parts if part)
+            self._finished = True
+            self._delivery = asyncio.ensure_future(self._deliver(Reply(parts=parts, title=self.title, footer=note)))
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._delivery)
+
+    def _on_owner_done(self, owner: asyncio.Task[Any]) -> None:
+        """The handler ended without finishing this message (it failed, or a stop cancelled it): finish it with the
+        text so far and a note, so that no "writing… ▍" is left behind."""
+        if self._delivery is not None:
+            return
         self._finished = True
-        await self._stop_pusher()
-        if self._unreachable:
-            return ""
-        if self.ts is None:
-            return await self.responder.send(reply)
-        message = render_message(reply, self.responder.options.tones)
-        client = self.responder.client
-        if self._native:
-            tail = [block for block in message["blocks"] if block["type"] in ("actions", "context")]
+        if not self.outbound.stopping and self.ts is None and not self._sending:
+            # Nothing was shown yet: the user hears of the failure privately, from the error boundary.
+            if self._pusher is not None:
+                self._pusher.cancel()
+            self.outbound.streams.discard(self)
+            return
+        note = RESTART_NOTE if self.outbound.stopping else UNFINISHED_NOTE
+        parts = tuple(part for part in self.parts if part)
+        self._delivery = asyncio.ensure_future(self._deliver(Reply(parts=parts, title=self.title, footer=note)))
+        self._delivery.add_done_callback(_log_failure)
+
+    def abandon(self) -> None:
+        """Give up delivering (the process is going away)."""
+        if self._delivery is not None:
+            self._delivery.cancel()
+        self.outbound.streams.discard(self)
+
+    async def _deliver(self, reply: Reply) -> str:
+        """The final reply, first in line. The placeholder is edited; when Slack refuses that edit past its patience
+        (429s) or for good, the reply is posted as a new message and the placeholder removed."""
+        try:
+            await self._stop_pusher()  # a progress edit in flight lands first; one waiting for its turn is skipped
+            if self._unreachable:
+                return ""
+            if self.ts is None:
+                return await self.responder.send(reply)
+            message = render_message(reply, self.responder.options.tones)
+            if self._native:
+                tail = [block for block in message["blocks"] if block["type"] in ("actions", "context")]
+                try:
+                    await self._append_rest(Priority.FINAL)
+                    await self.responder.call("chat.stopStream", channel=self.channel, ts=self.ts, blocks=tail or None)
+                except (SlackApiError, RateLimited) as exc:
+                    _log.warning("chat.stopStream failed (%s); finishing with chat.update", exc)
+            # The final edit shows exactly the stored version (the stream showed text before output cleaning).
             try:
-                await self._append_rest()
-                await client.chat_stopStream(channel=self.channel, ts=self.ts, blocks=tail or None)
+                await self.responder.call("chat.update", channel=self.channel, ts=self.ts, **message)
+            except RateLimited:
+                _log.warning("Slack kept refusing the final edit of %s; posting the result anew", self.ts)
             except SlackApiError as exc:
-                _log.warning("chat.stopStream failed (%s); finishing with chat.update", _error(exc))
-        # The final edit shows exactly the stored version (the stream showed text before output cleaning).
-        await client.chat_update(channel=self.channel, ts=self.ts, **message)
-        self.edits += 1
-        return message_ref(self.channel, self.ts)
+                if _error(exc) not in _NOT_EDITABLE:
+                    raise
+                _log.warning("the placeholder %s can't be edited (%s); posting the result anew", self.ts, _error(exc))
+            else:
+                self.edits += 1
+                return message_ref(self.channel, self.ts)
+            ref = await self.responder.send(reply)
+            await self._remove_placeholder()
+            return ref
+        finally:
+            self.outbound.streams.discard(self)
+
+    async def _remove_placeholder(self) -> None:
+        try:
+            await self.responder.call(
+                "chat.delete", priority=Priority.POST, patience_s=CLEANUP_PATIENCE_S, channel=self.channel, ts=self.ts
+            )
+        except (SlackApiError, RateLimited) as exc:
+            _log.warning("could not remove the placeholder %s (%s)", self.ts, exc)
 
     def _touch(self) -> None:
         self._dirty = True
@@ -232,7 +342,7 @@ class SlackStream:
         if pusher is None or pusher.done():
             return
         if not self._sending:
-            pusher.cancel()
+            pusher.cancel()  # waiting for its interval or its turn: the edit is skipped
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await pusher
 
@@ -248,62 +358,100 @@ class SlackStream:
                     await asyncio.sleep(wait)
             if self._finished or (self._owner is not None and self._owner.done()):
                 return
-            self._dirty = False
-            self._sending = True
             try:
                 await self._push()
-            except SlackApiError as exc:
-                _log.warning("a streaming update failed (%s); the final reply will still be posted", _error(exc))
+            except (SlackApiError, RateLimited) as exc:
+                _log.info("a streaming update failed (%s); the final reply will still be posted", exc)
             except Exception:
                 _log.exception("a streaming update failed; the final reply will still be posted")
             finally:
                 self._sending = False
                 self._last = time.monotonic()
 
+    async def _turn(self, method: str, priority: Priority) -> Any:
+        """Wait for a turn at `method`, then mark the stream as sending (no longer cancellable) and return the
+        client to call with; the text is rendered after this, so the edit shows the latest state."""
+        await self.outbound.turn(method, self.responder.team, self.channel, priority)
+        self._dirty = False
+        self._sending = True
+        return self.outbound.quiet(self.responder.client)
+
     async def _push(self) -> None:
-        client = self.responder.client
+        responder = self.responder
+        team = responder.team
         if self.ts is None:
-            if self.responder.options.native_streaming and self.responder.thread_ts and await self._start_native():
+            if responder.options.native_streaming and responder.thread_ts and await self._start_native():
                 return
+            client = await self._turn("chat.postMessage", Priority.POST)
             try:
-                response = await client.chat_postMessage(
+                response = await self.outbound.attempt(
+                    client,
+                    "chat.postMessage",
+                    team,
                     channel=self.channel,
-                    thread_ts=self.responder.thread_ts,
+                    thread_ts=responder.thread_ts,
+                    unfurl_links=False,
+                    unfurl_media=False,
                     **render_progress(self.title, self.parts, self.status_text),
                 )
             except SlackApiError as exc:
                 if _error(exc) not in _NOT_HERE:
                     raise
                 self._unreachable = True
-                await self.responder._not_here()
+                await responder._not_here()
                 return
             self.ts, self.channel = response["ts"], response["channel"]
             return
         if self._native:
-            await self._append_rest()
+            await self._append_rest(Priority.PROGRESS)
             return
-        await client.chat_update(
-            channel=self.channel, ts=self.ts, **render_progress(self.title, self.parts, self.status_text)
+        client = await self._turn("chat.update", Priority.PROGRESS)
+        await self.outbound.attempt(
+            client,
+            "chat.update",
+            team,
+            channel=self.channel,
+            ts=self.ts,
+            **render_progress(self.title, self.parts, self.status_text),
         )
         self.edits += 1
 
-    async def _append_rest(self) -> None:
+    async def _append_rest(self, priority: Priority) -> None:
         """Native streaming: send Slack the text it does not have yet."""
+        if self.ts is None:
+            return
+        if priority is Priority.PROGRESS:
+            client = await self._turn("chat.appendStream", priority)
+        else:
+            await self.outbound.turn("chat.appendStream", self.responder.team, self.channel, priority)
+            client = self.outbound.quiet(self.responder.client)
         text = escape(parts_text(self.parts))
         delta = text[len(self._appended) :] if text.startswith(self._appended) else ""
-        if delta and self.ts is not None:
-            await self.responder.client.chat_appendStream(channel=self.channel, ts=self.ts, markdown_text=delta)
+        if delta:
+            await self.outbound.attempt(
+                client,
+                "chat.appendStream",
+                self.responder.team,
+                channel=self.channel,
+                ts=self.ts,
+                markdown_text=delta,
+            )
             self._appended += delta
 
     async def _start_native(self) -> bool:
         """Open a Slack-native stream in the thread; False (chat.update from now on) if Slack refuses it."""
         responder = self.responder
+        client = await self._turn("chat.startStream", Priority.POST)
         text = escape(parts_text(self.parts))
+        title = f"*{escape(self.title)}*\n"
         try:
-            response = await responder.client.chat_startStream(
+            response = await self.outbound.attempt(
+                client,
+                "chat.startStream",
+                responder.team,
                 channel=self.channel,
                 thread_ts=responder.thread_ts or "",
-                markdown_text=f"*{escape(self.title)}*\n{text}" if text else f"*{escape(self.title)}*\n",
+                markdown_text=title + text,
                 recipient_team_id=responder.conversation.workspace or None,
                 recipient_user_id=responder.user_id or None,
             )
@@ -318,18 +466,24 @@ class SlackStream:
 class SlackPublisher:
     """Posts unprompted content (drops, brainstorm timers) with chat.postMessage; returns `"<channel>:<ts>"`."""
 
-    def __init__(self, client_for: Any, options: SlackOptions) -> None:
+    def __init__(self, client_for: Any, options: SlackOptions, outbound: Outbound | None = None) -> None:
         # client_for(team_id) -> AsyncWebClient: the bot token of that workspace (one token, or OAuth installs).
         self._client_for = client_for
         self.options = options
+        self.outbound = outbound or Outbound()
 
     async def publish(self, conversation: Conversation, reply: Reply) -> str:
         client: AsyncWebClient = await self._client_for(conversation.workspace)
         try:
-            response = await client.chat_postMessage(
+            response = await self.outbound.send(
+                self.outbound.quiet(client),
+                "chat.postMessage",
+                team=conversation.workspace,
+                priority=Priority.POST,
                 channel=conversation.channel,
                 thread_ts=conversation.thread,
                 unfurl_links=False,
+                unfurl_media=False,
                 **render_message(reply, self.options.tones),
             )
         except SlackApiError as exc:

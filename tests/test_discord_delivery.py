@@ -1,0 +1,239 @@
+"""Delivery on Discord under the rules that bite: follow-ups that replace a loading response, rate-limit buckets,
+sustained 429s, outdated or unknown interactions, gateway resume and shutdown. Real discord.py against
+fake_discord.py, Chorus on the FakeGenerator."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from fake_discord import FakeDiscord, RateLimits, interaction_payload
+from test_discord_adapter import Harness, create_one, custom_ids, latest_with_ref, start_harness, stop_harness
+
+from generation.fake import FakeGenerator
+from support import wait_until
+
+
+@pytest.fixture
+async def bot(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = await start_harness(tmp_path)
+    harness.adapter.final_retry_s = 0.5
+    yield harness
+    await stop_harness(harness)
+
+
+def result_on_screen(bot: Harness, token: str) -> dict | None:
+    """The message the user sees for an interaction, once it carries the finished result (its buttons)."""
+    message = bot.fake.visible(token)
+    return message if message is not None and message.get("components") else None
+
+
+async def test_a_429_storm_on_every_edit_leaves_the_result_on_screen_and_the_ref_on_it(bot: Harness) -> None:
+    # Every edit of the loading response is refused, so the follow-up is what Discord turns into the result.
+    bot.fake.fail("PATCH", r"/messages/@original", times=10_000, retry_after=0.01)
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "rainy day cinema"})
+    token = payload["token"]
+    await wait_until(lambda: result_on_screen(bot, token) is not None)
+    record = await latest_with_ref(bot)
+    message = bot.fake.messages.get(record.message_ref)
+    assert message is not None, "the stored ref points at a deleted message"
+    assert "rainy day cinema" in message["embeds"][0]["description"] and message["components"]
+    await asyncio.sleep(0)  # nothing may delete it afterwards
+    assert record.message_ref not in bot.fake.deleted
+
+
+async def test_a_final_edit_refused_more_often_than_discordpy_retries_still_lands_in_place(bot: Harness) -> None:
+    bot.adapter.final_retry_s = 10.0
+    bot.generator.delay_s = 0.05
+    # Only the final render (the one with buttons) is refused, 8 times: discord.py alone gives up after 5.
+    bot.fake.fail(
+        "PATCH", r"/messages/@original", times=8, retry_after=0.02, when=lambda body: bool(body.get("components"))
+    )
+    payload = await bot.fake.slash("create", {"kind": "story", "prompt": "a lighthouse keeper"})
+    token = payload["token"]
+    await wait_until(lambda: result_on_screen(bot, token) is not None)
+    assert not bot.fake.find("POST", rf"/webhooks/\d+/{token}$"), "retried until delivered: no second message"
+    record = await latest_with_ref(bot)
+    assert record.message_ref == bot.fake.originals[token]
+
+
+async def test_after_progress_a_storm_on_the_final_edit_leaves_exactly_one_result(bot: Harness) -> None:
+    bot.generator.delay_s = 0.05
+    payload = await bot.fake.slash("create", {"kind": "story", "prompt": "a lost kite"})
+    token = payload["token"]
+    await wait_until(lambda: bool(bot.originals(token)))
+    bot.fake.fail("PATCH", rf"/webhooks/\d+/{token}/messages/@original", times=10_000, retry_after=0.01)
+    record = await latest_with_ref(bot)
+    shown = bot.fake.messages[record.message_ref]
+    assert "a lost kite" in shown["embeds"][0]["description"] and shown["components"]
+    half_written = bot.fake.originals[token]
+    assert half_written != record.message_ref and half_written in bot.fake.deleted
+
+
+def token_of(bot: Harness, interaction_id: str) -> str:
+    callbacks = bot.fake.find("POST", rf"/interactions/{interaction_id}/[^/]+/callback")
+    return callbacks[0].path.split("/")[3] if callbacks else ""
+
+
+async def test_a_burst_in_one_channel_is_delivered_within_the_rate_limit_buckets(bot: Harness) -> None:
+    bot.fake.limits = RateLimits()
+    ids = await bot.fake.burst(8)
+    await wait_until(lambda: all(result_on_screen(bot, token_of(bot, i)) is not None for i in ids), 60)
+    assert bot.fake.violations == []
+
+
+async def private_answer(bot: Harness, payload: dict) -> str:
+    """What the user alone sees, asserting it was private from the start: the interaction's first (and only)
+    callback is an ephemeral message, with no public "thinking…" before it."""
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{payload['id']}/")))
+    callbacks = bot.fake.find("POST", rf"/interactions/{payload['id']}/")
+    assert [c.body["type"] for c in callbacks] == [4], "answered with a public defer first"
+    assert callbacks[0].body["data"]["flags"] & 64
+    return callbacks[0].body["data"]["content"]
+
+
+async def test_a_create_from_an_outdated_client_is_told_privately_to_reload_discord(bot: Harness) -> None:
+    payload = await bot.fake.slash("create", {"kind": "slogan"})  # an older /create without `prompt`
+    answer = await private_answer(bot, payload)
+    assert "Reload Discord" in answer and "prompt" in answer
+    assert not bot.generator.requests
+
+
+async def test_an_unknown_command_is_answered_privately(bot: Harness) -> None:
+    payload = await bot.fake.slash("imagine", {"prompt": "a cat"})  # removed since the client cached its list
+    answer = await private_answer(bot, payload)
+    assert "/imagine" in answer and "Reload Discord" in answer
+
+
+OLD_BUTTONS = [("Again", "chorus::regenerate:v2-7:"), ("Sparkle", "chorus::sparkle:1:")]
+
+
+async def test_a_button_with_an_unknown_chorus_custom_id_is_answered_privately(bot: Harness) -> None:
+    message_id, _ = await create_one(bot)
+    # A message from an older Chorus: one button in an id scheme Chorus no longer reads, one action it dropped.
+    old_buttons = [{"type": 2, "style": 2, "label": label, "custom_id": cid} for label, cid in OLD_BUTTONS]
+    bot.fake.messages[message_id]["components"] = [{"type": 1, "components": old_buttons}]
+    click = await bot.fake.click(message_id, OLD_BUTTONS[0][1])
+    assert "no longer works" in await private_answer(bot, click)
+    unknown = await bot.fake.click(message_id, OLD_BUTTONS[1][1])
+    assert "no longer supported" in await private_answer(bot, unknown)
+
+
+async def test_an_interaction_discordpy_cannot_parse_is_answered_privately_and_never_left_thinking(
+    bot: Harness,
+) -> None:
+    payload = interaction_payload(
+        2,
+        {
+            "id": "1",
+            "name": "create",
+            "type": 1,
+            "options": [{"name": "kind", "type": 3, "value": "slogan"}, {"name": "prompt", "type": 3, "value": "tea"}],
+        },
+        user=("940000000000000001", "alice"),
+    )
+    payload["entitlements"] = [{"id": "1"}]  # a shape discord.py's models do not expect
+    await bot.fake.dispatch("INTERACTION_CREATE", payload)
+    token = payload["token"]
+    await wait_until(lambda: bool(bot.fake.find("POST", rf"/interactions/{payload['id']}/")))
+    await wait_until(
+        lambda: (
+            any(r.body and r.body.get("flags", 0) & 64 for r in bot.fake.find("POST", rf"/webhooks/\d+/{token}$"))
+            or bot.fake.find("POST", rf"/interactions/{payload['id']}/")[0].body["type"] == 4
+        )
+    )
+    assert token not in bot.fake.loading, "a public thinking… was left"
+    shown = bot.fake.visible(token)
+    assert shown is None or shown["flags"] & 64
+
+
+@pytest.mark.parametrize(
+    ("env", "options", "expected"),
+    [
+        ({"CHORUS_LIMITS__MAX_PROMPT_CHARS": "40"}, {"kind": "slogan", "prompt": "x" * 60}, "limit is 40"),
+        ({"CHORUS_MODERATION__BLOCKLIST": '["badword"]'}, {"kind": "slogan", "prompt": "a badword"}, "blocked word"),
+        ({}, {"kind": "sonnet-ish", "prompt": "tea"}, "sonnet-ish"),
+    ],
+)
+async def test_a_refused_create_is_private_from_the_start(
+    tmp_path: Path, env: dict[str, str], options: dict[str, str], expected: str
+) -> None:
+    harness = await start_harness(tmp_path, **env)
+    try:
+        payload = await harness.fake.slash("create", options)
+        assert expected in await private_answer(harness, payload)
+        assert not harness.fake.find("DELETE", r"/messages/@original")
+    finally:
+        await stop_harness(harness)
+
+
+async def test_over_quota_is_private_from_the_start(tmp_path: Path) -> None:
+    harness = await start_harness(tmp_path, CHORUS_LIMITS__QUOTA_PER_MINUTE="1")
+    try:
+        await create_one(harness)
+        over = await harness.fake.slash("create", {"kind": "slogan", "prompt": "again"})
+        assert "Try again in" in await private_answer(harness, over)
+    finally:
+        await stop_harness(harness)
+
+
+async def test_an_undecodable_gateway_frame_resumes_the_session_and_loses_no_event(bot: Harness) -> None:
+    session, client = bot.fake.session_id, bot.adapter.client
+    await bot.fake.send_raw('{"op": 0, "t": "MESSAGE_CREATE", "s": 9')  # cut off mid-frame
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "in the window"})  # behind it
+    final = await bot.finished(payload["token"])
+    assert "in the window" in final["embeds"][0]["description"]
+    resumes = [op for op in bot.fake.gateway_ops if op["op"] == 6]
+    assert resumes and resumes[0]["d"]["session_id"] == session
+    assert len([op for op in bot.fake.gateway_ops if op["op"] == 2]) == 1, "a new session was started"
+    assert bot.adapter.client is client and bot.adapter.restarts == 0
+
+
+async def test_shutdown_mid_stream_finishes_the_message_with_its_text_and_a_note_and_closes_cleanly(
+    tmp_path: Path,
+) -> None:
+    from bots.shutdown import RESTART_NOTE
+
+    harness = await start_harness(tmp_path, FakeGenerator(delay_s=0.1))
+    try:
+        payload = await harness.fake.slash("create", {"kind": "story", "prompt": "a tide that forgot to turn"})
+        token = payload["token"]
+        await wait_until(lambda: any("✍️" in str(r.body) for r in harness.originals(token)))  # text is streaming
+        await harness.adapter.shutdown(grace_s=5.0)
+        shown = harness.fake.visible(token)
+        assert shown is not None and RESTART_NOTE in str(shown["embeds"]) and "✍️" not in str(shown["embeds"])
+        assert shown["embeds"][0]["description"], "the text so far is kept"
+        assert any(":regenerate:" in cid for cid in custom_ids(shown)), "Regenerate works after the restart"
+        record = await latest_with_ref(harness)
+        assert record.status == "partial" and record.message_ref == shown["id"]
+        await wait_until(lambda: bool(harness.fake.close_codes))
+        assert harness.fake.close_codes == [1000]
+    finally:
+        await stop_harness(harness)
+
+
+async def test_sigterm_stops_chorus_run_cleanly(tmp_path: Path) -> None:
+    import signal
+    import sys
+
+    from test_discord_adapter import _cli_env
+
+    fake = FakeDiscord()
+    await fake.start()
+    env = _cli_env(tmp_path, CHORUS_DISCORD_TOKEN="cli-token", **fake.env())
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bots.cli", "run", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        await fake.wait_connected(60)
+        await wait_until(lambda: bool(fake.find("PUT", r"/applications/\d+/commands$")), 60)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+        await wait_until(lambda: bool(fake.close_codes))
+        assert fake.close_codes == [1000], "the gateway was dropped instead of closed"
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await fake.stop()
