@@ -58,6 +58,7 @@ PEAK_BANDWIDTH_GBS: tuple[tuple[str, float], ...] = (
 )
 TARGET_BANDWIDTH_FRACTION = 0.70
 TARGET_SATURATION_VS_CB = 3.0
+CB_PAGE_SIZE = 256
 
 
 def llama_config(tiny: bool) -> Any:
@@ -316,17 +317,27 @@ def static_saturation(
 
 def transformers_cb(torch: Any, model: Any, device: str, batch: int, prompt: int, steps: int) -> dict[str, Any]:
     """transformers' continuous batching on the same model: all B requests handed to one generate_batch call."""
-    from transformers import GenerationConfig
+    import transformers
 
     if not hasattr(model, "generate_batch"):
         return {"error": "this transformers has no generate_batch"}
     inputs = torch.randint(0, model.config.vocab_size, (batch, prompt)).tolist()
-    config = GenerationConfig(max_new_tokens=steps, do_sample=False, eos_token_id=None, pad_token_id=0)
-    try:
-        model.generate_batch(inputs=inputs[: min(batch, 4)], generation_config=config, progress_bar=False)
-        seconds, outputs = timed(
-            torch, device, lambda: model.generate_batch(inputs=inputs, generation_config=config, progress_bar=False)
+    config = transformers.GenerationConfig(max_new_tokens=steps, do_sample=False, eos_token_id=-1, pad_token_id=0)
+    options: dict[str, Any] = {}
+    if hasattr(transformers, "ContinuousBatchingConfig"):
+        # Its paged cache sized to the workload: by default it takes a share of free memory, which on a CPU
+        # means gigabytes and minutes of allocation, and is no faster.
+        blocks = batch * -(-(prompt + steps) // CB_PAGE_SIZE) + 2
+        options["continuous_batching_config"] = transformers.ContinuousBatchingConfig(
+            page_size=CB_PAGE_SIZE, num_blocks=blocks
         )
+
+    def generate(requests: list[list[int]]) -> Any:
+        return model.generate_batch(inputs=requests, generation_config=config, progress_bar=False, **options)
+
+    try:
+        generate(inputs[: min(batch, 4)])
+        seconds, outputs = timed(torch, device, lambda: generate(inputs))
     except Exception as exc:  # a peer that fails is reported, not fatal
         return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
     tokens = sum(len(output.generated_tokens) for output in outputs.values())
