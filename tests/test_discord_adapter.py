@@ -727,7 +727,8 @@ async def test_chorus_run_connects_to_discord_and_answers_a_command(tmp_path: Pa
 
 
 async def test_a_long_result_is_split_into_follow_ups_with_the_buttons_on_the_last(bot: Harness) -> None:
-    bot.generator.script = lambda request: " ".join(["lighthouse"] * 700)  # cut at 180 words a variant
+    # Distinct words (a repeated one is refused as degenerate), cut at 180 words a variant.
+    bot.generator.script = lambda request: " ".join(f"lighthouse{i}." if i % 9 == 8 else f"lamp{i}" for i in range(700))
     bot.generator.delay_s = 0.0
     payload = await bot.fake.slash("create", {"kind": "post", "prompt": "a long one", "n": 3})  # ~6000 chars
     token = payload["token"]
