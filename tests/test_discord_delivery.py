@@ -237,3 +237,18 @@ async def test_sigterm_stops_chorus_run_cleanly(tmp_path: Path) -> None:
         if process.returncode is None:
             process.kill()
         await fake.stop()
+
+
+async def test_a_private_error_after_a_public_defer_stays_private_when_the_placeholder_cannot_be_deleted(
+    bot: Harness,
+) -> None:
+    bot.generator.busy = True  # found out only after the defer, when the generation starts
+    bot.fake.fail("DELETE", r"/messages/@original", times=1000, via=False)
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "busy day"})
+    token = payload["token"]
+    await wait_until(lambda: any("busy" in str(r.body) for r in bot.fake.find("POST", rf"/webhooks/\d+/{token}$")))
+    private = next(r for r in bot.fake.find("POST", rf"/webhooks/\d+/{token}$") if "busy" in str(r.body))
+    assert private.body["flags"] & 64
+    shown = bot.fake.visible(token)
+    assert shown is not None and "busy" not in str(shown), "the private error became the public message"
+    assert token not in bot.fake.loading
