@@ -252,3 +252,60 @@ async def test_a_private_error_after_a_public_defer_stays_private_when_the_place
     shown = bot.fake.visible(token)
     assert shown is not None and "busy" not in str(shown), "the private error became the public message"
     assert token not in bot.fake.loading
+
+
+async def wait_until_stored(harness: Harness, generation_id: int) -> None:
+    for _ in range(1000):
+        record = await harness.chorus.store.get_generation(generation_id)
+        if record is not None and record.message_ref:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no message ref stored")
+
+
+async def test_a_result_stored_but_not_delivered_before_a_restart_is_posted_after_it(tmp_path: Path) -> None:
+    from fake_discord import CHANNEL_ID, GUILD_ID
+
+    from bots.events import Conversation, User
+    from bots.redelivery import NOTE
+    from bots.store import Store
+    from support import settings_for
+
+    # The previous run stored a result and died before Discord had it (no message ref); a drop waits to be posted.
+    store = Store(settings_for(tmp_path).store_url)
+    await store.start()
+    here = Conversation("discord", GUILD_ID, CHANNEL_ID)
+    lost = await store.add_generation(
+        here,
+        User("940000000000000001", "alice"),
+        kind="slogan",
+        tone="witty",
+        prompt="tea",
+        params={},
+        variants=("Steep dreams, bold cups.",),
+    )
+    drop = await store.add_generation(
+        here,
+        User("chorus-drops", "Chorus drops"),
+        kind="slogan",
+        tone="",
+        prompt="doors",
+        params={},
+        variants=("A door that opens inward.",),
+    )
+    await store.close()
+    harness = await start_harness(tmp_path)
+    try:
+        posts = harness.fake.find
+        await wait_until(lambda: bool(posts("POST", rf"/channels/{CHANNEL_ID}/messages$")))
+        await wait_until_stored(harness, lost.id)
+        record = await harness.chorus.store.get_generation(lost.id)
+        assert record is not None and record.message_ref
+        shown = harness.fake.messages[record.message_ref]
+        assert "Steep dreams, bold cups." in str(shown["embeds"]) and NOTE in str(shown["embeds"])
+        assert any(f":regenerate:{lost.id}:" in cid for cid in custom_ids(shown))
+        posted = harness.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")
+        assert len(posted) == 1, "posted once, and the drop is left to the drops scheduler"
+        assert (await harness.chorus.store.get_generation(drop.id)).message_ref is None
+    finally:
+        await stop_harness(harness)

@@ -57,6 +57,7 @@ from adapters.discord.translate import (
 from bots.commands import COMMANDS
 from bots.events import Event
 from bots.feedback import GENERATING_ACTIONS
+from bots.redelivery import deliver_undelivered
 from bots.reply import Reply, Responder
 from bots.router import CommandSpec
 from bots.shutdown import RESTART_NOTE, Draining
@@ -419,7 +420,10 @@ class DiscordAdapter:
     async def on_ready(self) -> None:
         if not self._publisher_attached:
             self._publisher_attached = True
-            await self.chorus.attach_publisher(DiscordPublisher(self))
+            publisher = DiscordPublisher(self)
+            await self.chorus.attach_publisher(publisher)
+            # Results stored but not delivered when Chorus last stopped go out now.
+            self._spawn(deliver_undelivered(self.chorus.store, publisher, "discord"))
 
     # ---------------------------------------------------------------- bookkeeping
     def remember_thread(self, thread_id: str, parent_id: str) -> None:
