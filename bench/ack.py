@@ -94,9 +94,8 @@ async def _acks(session: aiohttp.ClientSession, base: str, ids: list[str], timeo
 
 async def discord_run(n: int, mode: str, warmup_n: int = WARMUP_COMMANDS) -> dict[str, Any]:
     from adapters.discord.app import DiscordAdapter, apply_endpoints
-    from bots.app import Chorus
-    from bots.cli import build_generator
     from bots.store import Store
+    from chorus.compose import build_chorus, build_generator
     from config import load_settings
     from generation.fake import FakeGenerator
 
@@ -127,7 +126,7 @@ async def discord_run(n: int, mode: str, warmup_n: int = WARMUP_COMMANDS) -> dic
         await warmup()
     store = Store(settings.store_url)
     await store.start()
-    chorus = Chorus(settings, store, generator)
+    chorus = build_chorus(settings, store, generator, drops=False)
     # As `chorus run` does before the platform starts: the model and libraries leave the collector's sight.
     gc.collect()
     gc.freeze()

@@ -113,7 +113,7 @@ def _generator(kind: str, settings: Any) -> Any:
         from generation.fake import FakeGenerator
 
         return FakeGenerator(lambda request: " ".join(f"word{i}" for i in range(60)), delay_s=0.05)
-    from bots.cli import build_generator
+    from chorus.compose import build_generator
 
     return build_generator(settings)
 
@@ -198,8 +198,8 @@ async def _measure(mode: str, n: int, engine: str, spread_s: float) -> dict[str,
     from fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET
 
     from adapters.slack.app import SlackAdapter, settle_heap
-    from bots.app import Chorus
     from bots.store import Store
+    from chorus.compose import build_chorus
     from config import load_settings
 
     slack = await asyncio.create_subprocess_exec(
@@ -229,7 +229,7 @@ async def _measure(mode: str, n: int, engine: str, spread_s: float) -> dict[str,
         server = None
         if engine == "serve":
             server = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bots.cli", "serve", "--port", "0", stdout=asyncio.subprocess.PIPE, cwd=REPO_ROOT
+                sys.executable, "-m", "chorus", "serve", "--port", "0", stdout=asyncio.subprocess.PIPE, cwd=REPO_ROOT
             )
             assert server.stdout is not None
             ready = (await asyncio.wait_for(server.stdout.readline(), 300)).decode()
@@ -241,7 +241,7 @@ async def _measure(mode: str, n: int, engine: str, spread_s: float) -> dict[str,
         warmup = getattr(generator, "warmup", None)
         if warmup is not None:
             await warmup()
-        chorus = Chorus(settings, store, generator)
+        chorus = build_chorus(settings, store, generator, drops=False)
         secrets = {
             "CHORUS_SLACK_BOT_TOKEN": BOT_TOKEN,
             "CHORUS_SLACK_APP_TOKEN": APP_TOKEN,

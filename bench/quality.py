@@ -383,8 +383,8 @@ def machine() -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from bots.app import Chorus
-    from bots.cli import build_generator
     from bots.store import Store
+    from chorus.compose import build_generator
     from config import load_settings
     from generation.embeddings import MiniLMEmbedder
 
@@ -410,7 +410,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     per_kind = 2 if args.quick else 4
     n = 2 if args.quick else 3
     kinds = [k for k in BRIEFS if k in settings.kinds and (not args.kinds or k in args.kinds)]
-    refine_kinds = set(kinds[::3] if args.quick else kinds)
+    # Refinement chains are sequential (seven steps each), so they run on a spread of kinds to keep a run short.
+    refine_kinds = set(kinds[::6] if args.quick else kinds[::3])
     jobs = []
     for kind in kinds:
         for index, (brief, tone) in enumerate(BRIEFS[kind][:per_kind]):
@@ -496,7 +497,7 @@ def main() -> None:
     parser.add_argument("--url", default="", help="an OpenAI-compatible generation.url instead of the embedded model")
     parser.add_argument("--config", default=None, help="a Chorus TOML config")
     parser.add_argument("--kinds", nargs="*", default=[], help="only these kinds")
-    parser.add_argument("--concurrency", type=int, default=4, help="briefs running at once")
+    parser.add_argument("--concurrency", type=int, default=8, help="briefs running at once")
     parser.add_argument("--label", default="run")
     parser.add_argument("--out", default="", help="JSON path (default bench/results/quality-<label>.json)")
     args = parser.parse_args()

@@ -1,17 +1,23 @@
-"""The Chorus application: settings, store and generator wired to the router. Platform-neutral."""
+"""The Chorus application: settings, store and generator wired to the router, plus the plug-ins installed on it.
+
+Platform-neutral, and feature-neutral: the core answers /history, /forget and /help itself; every other feature
+(create/refine, brainstorm, drops) is a `Plugin` that the composition root (chorus/compose.py) installs.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
 
-from bots import feedback
-from bots.brainstorm.feature import Brainstorms
-from bots.commands import COMMANDS
+from bots.commands import COMMANDS, CORE_COMMANDS
 from bots.commands.forget import FORGET_ACTIONS, handle_confirm
 from bots.drops import DropsControl
+from bots.errors import UserError
 from bots.events import Action, Activity, Event, Message, Reaction
+from bots.plugin import Plugin
 from bots.reply import Publisher, Responder
+from bots.retention import Retention
 from bots.router import Context, Quota, Router, error_boundary, input_moderation, permission_check, quota_check
 from bots.store import Store
 from bots.studio import Studio
@@ -19,39 +25,37 @@ from config import Settings
 from generation.moderation import Blocklist
 from generation.types import Embedder, Generator
 
+if TYPE_CHECKING:
+    from bots.brainstorm.feature import Brainstorms
+
 _log = logging.getLogger(__name__)
 
 PublisherHook = Callable[[Publisher], Awaitable[None]]
 CloseHook = Callable[[], Awaitable[None]]
-# A feature's first look at a message, action or reaction: True means "mine, handled", and the default is skipped.
+# A feature's look at a message, action or reaction: True means "mine, handled", and the event goes no further.
 EventHook = Callable[[Context], Awaitable[bool]]
-
-
-async def _on_action(ctx: Context) -> None:
-    assert isinstance(ctx.event, Action)
-    if ctx.event.action_id in FORGET_ACTIONS:
-        await handle_confirm(ctx)
-    else:
-        await feedback.handle_action(ctx)
-
-
-async def _ignore(ctx: Context) -> None:
-    """Channel activity means nothing to the core; features (drops) count it through a hook."""
-
-
-_DEFAULT_HANDLERS: dict[type, Callable[[Context], Awaitable[None]]] = {
-    Message: feedback.handle_message,
-    Action: _on_action,
-    Reaction: feedback.handle_reaction,
-    Activity: _ignore,
+EventType = type[Message] | type[Action] | type[Reaction] | type[Activity]
+_HOOK_NAMES: dict[type, str] = {
+    Message: "on_message",
+    Action: "on_action",
+    Reaction: "on_reaction",
+    Activity: "on_activity",
 }
+# Where commands appear in /help and on the platforms: the order of the catalogue, whoever declares them.
+_CATALOGUE_ORDER = {spec.name: index for index, spec in enumerate(COMMANDS)}
 
 
 class Chorus:
     """One Chorus instance. Adapters call `handle(event, responder)`; everything else is behind it."""
 
     def __init__(
-        self, settings: Settings, store: Store, generator: Generator, *, embedder: Embedder | None = None
+        self,
+        settings: Settings,
+        store: Store,
+        generator: Generator,
+        *,
+        embedder: Embedder | None = None,
+        plugins: Iterable[Plugin] = (),
     ) -> None:
         self.settings = settings
         self.store = store
@@ -61,35 +65,73 @@ class Chorus:
         self.blocklist = Blocklist(settings.moderation.blocklist)
         self.quota = Quota(settings.limits.quota_per_minute)
         self.router = Router(
-            COMMANDS,
+            CORE_COMMANDS,
             middleware=[error_boundary, permission_check, input_moderation(self.blocklist), quota_check(self.quota)],
         )
-        self._event_hooks: dict[type, list[EventHook]] = {kind: [] for kind in _DEFAULT_HANDLERS}
+        self._event_hooks: dict[type, list[EventHook]] = {kind: [] for kind in _HOOK_NAMES}
+        self._leftover_hooks: dict[type, list[EventHook]] = {kind: [] for kind in _HOOK_NAMES}
         router = self.router
         router.message_handler = router.action_handler = self._on_event
         router.reaction_handler = router.activity_handler = self._on_event
+        # Runs a Draft through the generator with streaming, queue notes and the result's buttons (create, refine
+        # and drops all generate through it).
         self.studio = Studio(self)
         self.publisher: Publisher | None = None
-        # Scheduled drops (#7), attached by the composition root; None where no scheduler runs.
-        self.drops: DropsControl | None = None
         self._publisher_hooks: list[PublisherHook] = []
         self._close_hooks: list[CloseHook] = []
-        self.brainstorms = Brainstorms(self)
+        self.plugins: dict[str, Plugin] = {}
+        # Set by their plug-ins when installed; commands reach the features through these.
+        self.brainstorms: Brainstorms | None = None
+        self.drops: DropsControl | None = None
+        for plugin in plugins:
+            self.install(plugin)
+
+    def install(self, plugin: Plugin) -> None:
+        """Add a feature: its commands to the router, its middleware, its event hooks, its start and stop."""
+        if plugin.name in self.plugins:
+            raise ValueError(f"a plug-in named {plugin.name!r} is already installed")
+        plugin.install(self)
+        self.plugins[plugin.name] = plugin
+        commands = self.router.commands
+        for spec in plugin.commands:
+            if spec.name in commands:
+                raise ValueError(f"/{spec.name} is declared twice (plug-in {plugin.name!r})")
+            commands[spec.name] = spec
+        self.router.commands = dict(
+            sorted(commands.items(), key=lambda item: _CATALOGUE_ORDER.get(item[0], len(_CATALOGUE_ORDER)))
+        )
+        self.router.middleware[:0] = plugin.middleware
+        hooks = self._leftover_hooks if plugin.catch_all else self._event_hooks
+        for event_type, hook_name in _HOOK_NAMES.items():
+            if plugin.claims(hook_name):
+                hooks[event_type].append(getattr(plugin, hook_name))
+
+        async def start(publisher: Publisher) -> None:
+            await plugin.start(self, publisher)
+
+        self.on_publisher(start)
+        self.on_close(plugin.stop)
+        _log.debug("installed plug-in %s", plugin.name)
+        self.retention = Retention(self)
+        self.retention.attach()
 
     async def handle(self, event: Event, responder: Responder) -> None:
         await self.router.dispatch(event, responder, self)
 
-    def intercept(
-        self, event_type: type[Message] | type[Action] | type[Reaction] | type[Activity], hook: EventHook
-    ) -> None:
-        """Let a feature (a brainstorm thread, a drop's reactions) claim events before refinement and feedback."""
+    def intercept(self, event_type: EventType, hook: EventHook) -> None:
+        """Let `hook` see events of `event_type` before the catch-all plug-ins (tests and small extensions)."""
         self._event_hooks[event_type].append(hook)
 
     async def _on_event(self, ctx: Context) -> None:
-        for hook in self._event_hooks[type(ctx.event)]:
+        event = ctx.event
+        if isinstance(event, Action) and event.action_id in FORGET_ACTIONS:
+            await handle_confirm(ctx)
+            return
+        for hook in (*self._event_hooks[type(event)], *self._leftover_hooks[type(event)]):
             if await hook(ctx):
                 return
-        await _DEFAULT_HANDLERS[type(ctx.event)](ctx)
+        if isinstance(event, Action):
+            raise UserError("That button is no longer supported. Start again with /create.")
 
     def on_publisher(self, hook: PublisherHook) -> None:
         """Run `hook(publisher)` once the adapter can post unprompted; background services (drops) start there."""

@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 
 from bots.errors import UserError
 from bots.events import Conversation, User
-from bots.parsing import did_you_mean
+from bots.parsing import did_you_mean, split_options
 
 DROPS_USAGE = (
     '/drops enable [--kinds a,b] [--cadence daily|weekdays|weekly|"<cron>"] [--time auto|HH:MM] [--tz <zone>] '
@@ -104,24 +104,7 @@ def parse_drops(text: str) -> DropsRequest:
         if rest:
             raise UserError(f"/drops {sub} takes no options. {DROPS_USAGE}")
         return DropsRequest(sub)
-    found: dict[str, str] = {}
-    i = 0
-    while i < len(rest):
-        word = rest[i]
-        if not word.startswith("--"):
-            raise UserError(f"Unexpected {word!r}. {DROPS_USAGE}")
-        name, _, value = word[2:].partition("=")
-        name = name.lower()
-        if name not in ENABLE_OPTIONS:
-            options = ", ".join(f"--{o}" for o in ENABLE_OPTIONS)
-            raise UserError(f"Unknown option --{name}.{did_you_mean(name, ENABLE_OPTIONS)} Options: {options}.")
-        if not value:
-            if i + 1 >= len(rest) or rest[i + 1].startswith("--"):
-                raise UserError(f"--{name} needs a value. {DROPS_USAGE}")
-            i += 1
-            value = rest[i]
-        found[name] = value
-        i += 1
+    _, found = split_options(rest, ENABLE_OPTIONS, strict=True, usage=DROPS_USAGE)
     kinds = None
     if "kinds" in found:
         kinds = tuple(k.strip().lower() for k in found["kinds"].split(",") if k.strip())

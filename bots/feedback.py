@@ -7,6 +7,7 @@ far (the first ask, every earlier answer and follow-up), trimmed to `generation.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from bots.errors import UserError
 from bots.events import Action, Message, Reaction
@@ -124,6 +125,18 @@ async def target_generation(ctx: Context, generation_id: int | None, reply_to: s
     return record
 
 
+async def message_target(ctx: Context, message: Message) -> GenerationRecord:
+    """The result a message refines: the one it replies to. A reply in a thread to the message the thread hangs under
+    (all a Slack thread reply can say) means the thread itself: its newest result, once it has one."""
+    record = await target_generation(ctx, None, message.reply_to)
+    thread = message.conversation.thread
+    if thread and record.conversation.thread != thread:
+        newest = await ctx.app.store.latest_generation(message.conversation)
+        if newest is not None:
+            return newest
+    return record
+
+
 def step_length(length: str, settings: Settings, step: int) -> str:
     """The length one step longer (+1) or shorter (-1) than `length`, within short…long."""
     names = settings.lengths.names
@@ -157,7 +170,7 @@ async def refine(
             raise UserError("This result has only one variant; say what to change without a number.")
         if not 0 <= only < n:
             raise UserError(f"There are only {n} variants; pick one from 1 to {n}.")
-    common = {
+    common: dict[str, Any] = {
         "kind": record.kind,
         "prompt": record.prompt,
         "spec": spec,
@@ -233,7 +246,7 @@ async def handle_message(ctx: Context) -> None:
         # "ok", "thanks!", "++", a lone emoji: not a request for a new version, and no quota is used.
         await ctx.responder.send(Reply.text(hint, ephemeral=True))
         return
-    record = await target_generation(ctx, None, message.reply_to)
+    record = await message_target(ctx, message)
     await ctx.app.store.add_engagement(message.conversation, "reply", user=message.user, generation_id=record.id)
     ref = parse_variant_ref(text)
     if ref is None:

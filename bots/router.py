@@ -117,10 +117,17 @@ async def permission_check(ctx: Context, call_next: Handler) -> None:
 class Quota:
     """A per-user sliding one-minute window. Bounded: idle users are dropped as windows empty."""
 
+    WINDOW_S = 60.0
+
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute
         self._clock = clock
         self._starts: defaultdict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self._swept_at = clock()
+
+    def __len__(self) -> int:
+        """How many users the quota remembers right now."""
+        return len(self._starts)
 
     def take(self, platform: str, user_id: str) -> float:
         """Record one use; return 0 if allowed, else the seconds until the next use is allowed."""
@@ -135,6 +142,7 @@ class Quota:
             return 0.0
         now = self._clock()
         key = (platform, user_id)
+        self._drop_idle(now)
         window = self._starts[key]
         while window and now - window[0] >= 60.0:
             window.popleft()
@@ -144,6 +152,18 @@ class Quota:
         if len(window) >= self.per_minute:
             return 60.0 - (now - window[0])
         return 0.0
+
+    def forget(self, platform: str, user_id: str) -> None:
+        self._starts.pop((platform, user_id), None)
+
+    def _drop_idle(self, now: float) -> None:
+        """Once a window's length, forget everyone whose last use is older than the window (O(users) a minute)."""
+        if now - self._swept_at < self.WINDOW_S:
+            return
+        self._swept_at = now
+        idle = [key for key, window in self._starts.items() if not window or now - window[-1] >= self.WINDOW_S]
+        for key in idle:
+            del self._starts[key]
 
 
 def take_quota(quota: Quota, event: Event) -> None:

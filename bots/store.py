@@ -28,14 +28,16 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    column,
     delete,
     event,
     func,
     select,
+    table,
     update,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, InvalidRequestError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -78,6 +80,60 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def clean_text(value: str, limit: int | None = None) -> str:
+    """Text as every backend takes it: no NUL characters (Postgres refuses them), no lone surrogates (not UTF-8),
+    and at most `limit` characters (Postgres refuses longer ones where SQLite would keep them)."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    if limit is not None and len(value) > limit:
+        value = value[: limit - 1] + "…"
+    return value
+
+
+class CleanString(TypeDecorator[str]):
+    """VARCHAR(n) that cleans what it is given (see clean_text) instead of failing the whole write."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else clean_text(value, self.impl.length)  # type: ignore[attr-defined,misc]
+
+
+class CleanText(TypeDecorator[str]):
+    """TEXT without the characters Postgres refuses (see clean_text)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else clean_text(value)
+
+
+def _clean_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [_clean_json(item) for item in value]
+    if isinstance(value, dict):
+        return {clean_text(str(key)): _clean_json(item) for key, item in value.items()}
+    return value
+
+
+class CleanJSON(TypeDecorator[Any]):
+    """JSON whose strings are cleaned (see clean_text): generated variants may carry a NUL from the model."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return _clean_json(value)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -99,24 +155,24 @@ class Generation(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    platform: Mapped[str] = mapped_column(String(32))
-    workspace: Mapped[str] = mapped_column(String(255))
-    channel: Mapped[str] = mapped_column(String(255))
-    thread: Mapped[str | None] = mapped_column(String(255))
-    user_id: Mapped[str] = mapped_column(String(255))
-    user_name: Mapped[str] = mapped_column(String(255))
-    kind: Mapped[str] = mapped_column(String(64))
-    tone: Mapped[str] = mapped_column(String(64))
-    prompt: Mapped[str] = mapped_column(Text)
-    instruction: Mapped[str] = mapped_column(Text, default="")
-    variants: Mapped[list[str]] = mapped_column(JSON)
+    platform: Mapped[str] = mapped_column(CleanString(32))
+    workspace: Mapped[str] = mapped_column(CleanString(255))
+    channel: Mapped[str] = mapped_column(CleanString(255))
+    thread: Mapped[str | None] = mapped_column(CleanString(255))
+    user_id: Mapped[str] = mapped_column(CleanString(255))
+    user_name: Mapped[str] = mapped_column(CleanString(255))
+    kind: Mapped[str] = mapped_column(CleanString(64))
+    tone: Mapped[str] = mapped_column(CleanString(64))
+    prompt: Mapped[str] = mapped_column(CleanText)
+    instruction: Mapped[str] = mapped_column(CleanText, default="")
+    variants: Mapped[list[str]] = mapped_column(CleanJSON)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     version: Mapped[int] = mapped_column(Integer)
     parent_id: Mapped[int | None] = mapped_column(Id, ForeignKey("generations.id", ondelete="SET NULL"))
     # No foreign key: the lineage keeps its number after its first version is forgotten.
     root_id: Mapped[int] = mapped_column(Id)
-    status: Mapped[str] = mapped_column(String(16))
-    message_ref: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(CleanString(16))
+    message_ref: Mapped[str | None] = mapped_column(CleanString(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
 
@@ -126,10 +182,10 @@ class Feedback(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     generation_id: Mapped[int] = mapped_column(Id, ForeignKey("generations.id", ondelete="CASCADE"), index=True)
-    platform: Mapped[str] = mapped_column(String(32))
-    user_id: Mapped[str] = mapped_column(String(255))
-    kind: Mapped[str] = mapped_column(String(32))
-    value: Mapped[str] = mapped_column(String(255))
+    platform: Mapped[str] = mapped_column(CleanString(32))
+    user_id: Mapped[str] = mapped_column(CleanString(255))
+    kind: Mapped[str] = mapped_column(CleanString(32))
+    value: Mapped[str] = mapped_column(CleanString(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
 
@@ -142,15 +198,42 @@ class EngagementEvent(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    platform: Mapped[str] = mapped_column(String(32))
-    workspace: Mapped[str] = mapped_column(String(255))
-    channel: Mapped[str] = mapped_column(String(255))
-    thread: Mapped[str | None] = mapped_column(String(255))
-    user_id: Mapped[str | None] = mapped_column(String(255))
+    platform: Mapped[str] = mapped_column(CleanString(32))
+    workspace: Mapped[str] = mapped_column(CleanString(255))
+    channel: Mapped[str] = mapped_column(CleanString(255))
+    thread: Mapped[str | None] = mapped_column(CleanString(255))
+    user_id: Mapped[str | None] = mapped_column(CleanString(255))
     generation_id: Mapped[int | None] = mapped_column(Id, ForeignKey("generations.id", ondelete="SET NULL"), index=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    value: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(CleanString(32))
+    value: Mapped[str] = mapped_column(CleanText, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+
+
+class ForgetRequest(Base):
+    """A /forget waiting for its answer: only this token confirms it, and only until it expires."""
+
+    __tablename__ = "forget_requests"
+    __table_args__ = (
+        UniqueConstraint("platform", "user_id", name="uq_forget_requests_user"),
+        UniqueConstraint("token", name="uq_forget_requests_token"),
+        _NO_ID_REUSE,
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    platform: Mapped[str] = mapped_column(CleanString(32))
+    user_id: Mapped[str] = mapped_column(CleanString(255))
+    token: Mapped[str] = mapped_column(CleanString(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# The drops feature's channel settings, seen only as far as /forget needs (who enabled drops); its models live in
+# scheduler/, which the store does not import.
+_DROP_CHANNELS = table(
+    "drop_channels", column("platform", String), column("channel", String), column("enabled_by", String)
+)
+# What a version built on a forgotten person's result keeps in place of their prompt.
+FORGOTTEN_PROMPT = ""
 
 
 @dataclass(frozen=True)
@@ -194,6 +277,15 @@ def _record(row: Generation) -> GenerationRecord:
     )
 
 
+def _as_json(row: Base) -> dict[str, Any]:
+    """A row's columns as JSON-ready values (datetimes in ISO 8601)."""
+    values: dict[str, Any] = {}
+    for field in row.__table__.columns:
+        value = getattr(row, field.key)
+        values[field.key] = value.isoformat() if isinstance(value, datetime) else value
+    return values
+
+
 def _sqlite_file(url: URL) -> Path | None:
     """The database file of a SQLite URL, or None for in-memory databases and other backends."""
     if url.get_backend_name() != "sqlite":
@@ -202,6 +294,16 @@ def _sqlite_file(url: URL) -> Path | None:
     if database in ("", ":memory:") or database.startswith("file:") or url.query.get("mode") == "memory":
         return None
     return Path(database)
+
+
+def _connect_timeout(url: URL, seconds: float) -> dict[str, Any]:
+    """The driver's own connect timeout, so a host that accepts but never answers fails fast."""
+    driver = url.get_driver_name()
+    if driver == "asyncpg":
+        return {"timeout": seconds}
+    if driver in ("psycopg", "psycopg_async", "aiomysql", "asyncmy"):
+        return {"connect_timeout": max(1, round(seconds))}
+    return {}
 
 
 def _ensure_directory(directory: Path) -> None:
@@ -220,6 +322,8 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> No
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
+    # Deleted rows are overwritten with zeros, so what /forget deletes is not left readable in the file.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
@@ -239,6 +343,8 @@ async def _count_user_rows(
 # removes a user's ideas and votes (Store.forget_user).
 
 BRAINSTORM_OPEN, BRAINSTORM_CLOSED = "open", "closed"
+# A session whose starter was forgotten keeps this in place of their topic.
+FORGOTTEN_TOPIC = "(a forgotten topic)"
 
 
 class BrainstormSession(Base):
@@ -250,24 +356,26 @@ class BrainstormSession(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    platform: Mapped[str] = mapped_column(String(32))
-    workspace: Mapped[str] = mapped_column(String(255))
-    channel: Mapped[str] = mapped_column(String(255))
-    thread: Mapped[str | None] = mapped_column(String(255))
-    thread_name: Mapped[str] = mapped_column(String(255), default="")
-    topic: Mapped[str] = mapped_column(Text)
-    starter_id: Mapped[str] = mapped_column(String(255))
-    starter_name: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16), default=BRAINSTORM_OPEN)
+    platform: Mapped[str] = mapped_column(CleanString(32))
+    workspace: Mapped[str] = mapped_column(CleanString(255))
+    channel: Mapped[str] = mapped_column(CleanString(255))
+    thread: Mapped[str | None] = mapped_column(CleanString(255))
+    thread_name: Mapped[str] = mapped_column(CleanString(255), default="")
+    topic: Mapped[str] = mapped_column(CleanText)
+    starter_id: Mapped[str] = mapped_column(CleanString(255))
+    starter_name: Mapped[str] = mapped_column(CleanString(255))
+    status: Mapped[str] = mapped_column(CleanString(16), default=BRAINSTORM_OPEN)
     round: Mapped[int] = mapped_column(Integer, default=1)
     rounds: Mapped[int] = mapped_column(Integer)
     minutes: Mapped[float] = mapped_column(Float)
     deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    kickoff_ref: Mapped[str | None] = mapped_column(String(255))
+    kickoff_ref: Mapped[str | None] = mapped_column(CleanString(255))
     # [{"label": str, "idea_ids": [int, ...]}] from the latest round end; ideas are looked up live, so forgotten
     # ones simply drop out.
-    themes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-    next_steps: Mapped[list[str]] = mapped_column(JSON, default=list)
+    themes: Mapped[list[dict[str, Any]]] = mapped_column(CleanJSON, default=list)
+    next_steps: Mapped[list[str]] = mapped_column(CleanJSON, default=list)
+    # The idea each next step was written for, in the same order (None: a session from before this was kept).
+    next_step_idea_ids: Mapped[list[int] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -286,13 +394,13 @@ class BrainstormIdea(Base):
     session_id: Mapped[int] = mapped_column(Id, ForeignKey("brainstorm_sessions.id", ondelete="CASCADE"), index=True)
     number: Mapped[int] = mapped_column(Integer)
     round: Mapped[int] = mapped_column(Integer)
-    platform: Mapped[str] = mapped_column(String(32))
-    user_id: Mapped[str] = mapped_column(String(255))
-    user_name: Mapped[str] = mapped_column(String(255))
-    text: Mapped[str] = mapped_column(Text)
+    platform: Mapped[str] = mapped_column(CleanString(32))
+    user_id: Mapped[str] = mapped_column(CleanString(255))
+    user_name: Mapped[str] = mapped_column(CleanString(255))
+    text: Mapped[str] = mapped_column(CleanText)
     # "person" for what people posted, "seed" and "yes-and" for Chorus' own ideas.
-    source: Mapped[str] = mapped_column(String(16))
-    message_ref: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(CleanString(16))
+    message_ref: Mapped[str | None] = mapped_column(CleanString(255))
     # A near-duplicate points at the idea it was merged into; its author is credited there.
     merged_into: Mapped[int | None] = mapped_column(Id, ForeignKey("brainstorm_ideas.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
@@ -309,8 +417,8 @@ class BrainstormVote(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     idea_id: Mapped[int] = mapped_column(Id, ForeignKey("brainstorm_ideas.id", ondelete="CASCADE"), index=True)
     session_id: Mapped[int] = mapped_column(Id, ForeignKey("brainstorm_sessions.id", ondelete="CASCADE"), index=True)
-    platform: Mapped[str] = mapped_column(String(32))
-    user_id: Mapped[str] = mapped_column(String(255))
+    platform: Mapped[str] = mapped_column(CleanString(32))
+    user_id: Mapped[str] = mapped_column(CleanString(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
 
@@ -332,6 +440,7 @@ class BrainstormRecord:
     created_at: datetime
     closed_at: datetime | None
     expires_at: datetime | None
+    next_step_idea_ids: tuple[int, ...] = ()
 
     @property
     def is_open(self) -> bool:
@@ -367,6 +476,7 @@ def _brainstorm_record(row: BrainstormSession) -> BrainstormRecord:
         kickoff_ref=row.kickoff_ref,
         themes=tuple(MappingProxyType(dict(theme)) for theme in row.themes or ()),
         next_steps=tuple(row.next_steps or ()),
+        next_step_idea_ids=tuple(row.next_step_idea_ids or ()),
         created_at=row.created_at,
         closed_at=row.closed_at,
         expires_at=row.expires_at,
@@ -390,7 +500,7 @@ def _idea_record(row: BrainstormIdea) -> IdeaRecord:
 
 _BRAINSTORM_FIELDS = frozenset(
     {"thread", "thread_name", "status", "round", "deadline", "kickoff_ref", "themes", "next_steps", "closed_at"}
-    | {"expires_at"}
+    | {"expires_at", "next_step_idea_ids"}
 )
 
 
@@ -632,6 +742,16 @@ class BrainstormStore:
                 found.setdefault(idea_id, set()).add(user_id)
             return {idea_id: frozenset(users) for idea_id, users in found.items()}
 
+    async def brainstorms_with_ideas_by(self, platform: str, user_id: str) -> list[int]:
+        """The ids of the sessions this person posted ideas in."""
+        async with self._session() as session:
+            rows = await session.scalars(
+                select(BrainstormIdea.session_id)
+                .where(BrainstormIdea.platform == platform, BrainstormIdea.user_id == user_id)
+                .distinct()
+            )
+            return sorted(rows)
+
     async def purge_expired_brainstorms(self, now: datetime | None = None) -> int:
         """Delete sessions (with their ideas and votes) whose retention period is over."""
         async with self._session() as session, session.begin():
@@ -652,7 +772,7 @@ class BrainstormStore:
 
     async def _forget_brainstorm_user(self, session: AsyncSession, platform: str, user_id: str) -> dict[str, int]:
         """Delete the user's votes and ideas (ideas merged into theirs stand alone again, credited to no one else),
-        and drop their name from sessions they started."""
+        and drop their id, name and topic from sessions they started."""
         counts = {}
         for name, model in (("brainstorm votes", BrainstormVote), ("brainstorm ideas", BrainstormIdea)):
             result = await session.execute(delete(model).where(model.platform == platform, model.user_id == user_id))
@@ -660,7 +780,7 @@ class BrainstormStore:
         await session.execute(
             update(BrainstormSession)
             .where(BrainstormSession.platform == platform, BrainstormSession.starter_id == user_id)
-            .values(starter_name="someone")
+            .values(starter_id="", starter_name="someone", topic=FORGOTTEN_TOPIC, thread_name="Brainstorm")
         )
         return {name: counts[name] for name in ("brainstorm ideas", "brainstorm votes") if counts[name]}
 
@@ -671,8 +791,9 @@ class BrainstormStore:
 class Store(BrainstormStore):
     """Chorus' persistent memory. Call start() once before use and close() at shutdown."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, connect_timeout_s: float = 5.0) -> None:
         self.url = url
+        self.connect_timeout_s = connect_timeout_s
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
 
@@ -689,16 +810,25 @@ class Store(BrainstormStore):
             database_file = database_file.expanduser().absolute()
             _ensure_directory(database_file.parent)
         try:
-            engine = create_async_engine(url)
+            engine = create_async_engine(url, connect_args=_connect_timeout(url, self.connect_timeout_s))
         except (ArgumentError, ImportError) as exc:
             raise StoreError(f"Cannot use the store URL {shown}: {exc}") from None
+        except InvalidRequestError:
+            raise StoreError(
+                f"Cannot use the store URL {shown}: its driver is not async; use sqlite+aiosqlite:// or "
+                "postgresql+asyncpg://"
+            ) from None
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _enable_sqlite_pragmas)
         try:
             await migrations.upgrade(engine, database_file)
         except (SQLAlchemyError, OSError) as exc:
             await engine.dispose()
-            reason = getattr(exc, "orig", None) or exc
+            cause = getattr(exc, "orig", None) or exc
+            if isinstance(cause, TimeoutError) or isinstance(exc.__cause__, TimeoutError):
+                reason = f"no answer within {self.connect_timeout_s:g} s (store.connect_timeout_s)"
+            else:
+                reason = str(cause) or type(cause).__name__
             raise StoreError(f"Cannot open the store at {shown}: {reason}") from exc
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
@@ -885,10 +1015,69 @@ class Store(BrainstormStore):
             counts.update(await self._brainstorm_user_counts(session, platform, user_id))
             return counts
 
-    async def forget_user(self, platform: str, user_id: str) -> dict[str, int]:
-        """Delete everything this user created. Other users' refinements of it stay, with parent_id cleared;
-        their feedback on it goes with it."""
+    async def user_data(self, platform: str, user_id: str, names: Sequence[str] = ()) -> dict[str, Any]:
+        """Everything stored about one user, as JSON-ready data: the "right of access" next to /forget."""
+        async with self._session() as session:
+            known = set(names) | await self._names_of(session, platform, user_id)
+
+            async def rows(model: Any, *where: Any) -> list[dict[str, Any]]:
+                found = await session.scalars(select(model).where(*where).order_by(model.id))
+                return [_as_json(row) for row in found]
+
+            mine = (Generation.platform == platform, Generation.user_id == user_id)
+            data: dict[str, Any] = {
+                "platform": platform,
+                "user_id": user_id,
+                "names": sorted(known),
+                "generations": await rows(Generation, *mine),
+                "feedback": await rows(Feedback, Feedback.platform == platform, Feedback.user_id == user_id),
+                "engagement": await rows(
+                    EngagementEvent, EngagementEvent.platform == platform, EngagementEvent.user_id == user_id
+                ),
+                "brainstorms_started": await rows(
+                    BrainstormSession,
+                    BrainstormSession.platform == platform,
+                    BrainstormSession.starter_id == user_id,
+                ),
+                "brainstorm_ideas": await rows(
+                    BrainstormIdea, BrainstormIdea.platform == platform, BrainstormIdea.user_id == user_id
+                ),
+                "brainstorm_votes": await rows(
+                    BrainstormVote, BrainstormVote.platform == platform, BrainstormVote.user_id == user_id
+                ),
+                "pending_forget": await rows(
+                    ForgetRequest, ForgetRequest.platform == platform, ForgetRequest.user_id == user_id
+                ),
+                "drop_channels_enabled": [],
+            }
+            if known:
+                enabled = await session.execute(
+                    select(_DROP_CHANNELS.c.channel, _DROP_CHANNELS.c.enabled_by).where(
+                        _DROP_CHANNELS.c.platform == platform, _DROP_CHANNELS.c.enabled_by.in_(sorted(known))
+                    )
+                )
+                data["drop_channels_enabled"] = [{"channel": c, "enabled_by": by} for c, by in enabled]
+            for request in data["pending_forget"]:
+                request.pop("token", None)  # a secret: it confirms the deletion
+            return data
+
+    async def forget_user(self, platform: str, user_id: str, names: Sequence[str] = ()) -> dict[str, int]:
+        """Delete everything this user created and every trace of who they are, in one transaction.
+
+        Other users' versions built on theirs keep their own text but lose the forgotten prompt (and their parent);
+        feedback on the user's results goes with them; sessions they started lose their name and topic; channels
+        they enabled drops in forget who did it (`names`: display names to look for besides the stored ones).
+        """
         async with self._session() as session, session.begin():
+            known = set(names) | await self._names_of(session, platform, user_id)
+            roots = select(Generation.root_id).where(
+                Generation.platform == platform, Generation.user_id == user_id, Generation.id == Generation.root_id
+            )
+            await session.execute(
+                update(Generation)
+                .where(Generation.root_id.in_(roots), Generation.user_id != user_id)
+                .values(prompt=FORGOTTEN_PROMPT)
+            )
             counts = {}
             # Feedback first: its count must not include rows cascaded from the generations below.
             for name, model in (("feedback", Feedback), ("engagement", EngagementEvent), ("generations", Generation)):
@@ -896,9 +1085,87 @@ class Store(BrainstormStore):
                     delete(model).where(model.platform == platform, model.user_id == user_id)
                 )
                 counts[name] = result.rowcount  # type: ignore[attr-defined]
+            await session.execute(
+                delete(ForgetRequest).where(ForgetRequest.platform == platform, ForgetRequest.user_id == user_id)
+            )
             brainstorm = await self._forget_brainstorm_user(session, platform, user_id)
-        _log.info("forgot %s user %s: %s %s", platform, user_id, counts, brainstorm)
+            if known:
+                await session.execute(
+                    update(_DROP_CHANNELS)
+                    .where(_DROP_CHANNELS.c.platform == platform, _DROP_CHANNELS.c.enabled_by.in_(sorted(known)))
+                    .values(enabled_by="")
+                )
+        if self.engine.dialect.name == "sqlite":
+            # The write-ahead log still holds the pages as they were before the delete: fold it in and empty it.
+            async with self.engine.connect() as connection:
+                await connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        _log.info("forgot a %s user: %s %s", platform, counts, brainstorm)
         return {name: counts[name] for name in ("generations", "feedback", "engagement")} | brainstorm
+
+    async def _names_of(self, session: AsyncSession, platform: str, user_id: str) -> set[str]:
+        """Every display name this user is stored under."""
+        statements = (
+            select(Generation.user_name).where(Generation.platform == platform, Generation.user_id == user_id),
+            select(BrainstormIdea.user_name).where(
+                BrainstormIdea.platform == platform, BrainstormIdea.user_id == user_id
+            ),
+            select(BrainstormSession.starter_name).where(
+                BrainstormSession.platform == platform, BrainstormSession.starter_id == user_id
+            ),
+        )
+        names: set[str] = set()
+        for statement in statements:
+            names.update(name for name in (await session.scalars(statement.distinct())) if name)
+        return names
+
+    async def ask_to_forget(self, platform: str, user_id: str, token: str, expires_at: datetime) -> None:
+        """Remember the one /forget confirmation this user may answer, replacing any earlier one."""
+        async with self._session() as session, session.begin():
+            await session.execute(
+                delete(ForgetRequest).where(ForgetRequest.platform == platform, ForgetRequest.user_id == user_id)
+            )
+            session.add(
+                ForgetRequest(platform=platform, user_id=user_id, token=token, created_at=_now(), expires_at=expires_at)
+            )
+
+    async def answer_forget(self, platform: str, token: str, now: datetime | None = None) -> str | None:
+        """Use up a /forget confirmation: the id of the user it belongs to, or None if it was answered, replaced
+        or has expired. Only one answer ever gets the id, however many arrive at once."""
+        async with self._session() as session, session.begin():
+            row = await session.scalar(
+                select(ForgetRequest).where(ForgetRequest.platform == platform, ForgetRequest.token == token)
+            )
+            if row is None:
+                return None
+            result = await session.execute(delete(ForgetRequest).where(ForgetRequest.id == row.id))
+            if not result.rowcount or row.expires_at <= (now or _now()):  # type: ignore[attr-defined]
+                return None
+            return row.user_id
+
+    async def forget_request_owner(self, platform: str, token: str) -> str | None:
+        """Whose pending /forget confirmation this is, without using it up."""
+        async with self._session() as session:
+            return await session.scalar(
+                select(ForgetRequest.user_id).where(ForgetRequest.platform == platform, ForgetRequest.token == token)
+            )
+
+    async def purge_expired_forget_requests(self, now: datetime | None = None) -> int:
+        """Delete /forget questions nobody answered in time."""
+        async with self._session() as session, session.begin():
+            result = await session.execute(delete(ForgetRequest).where(ForgetRequest.expires_at <= (now or _now())))
+        return result.rowcount or 0  # type: ignore[attr-defined]
+
+    async def purge_results_before(self, cutoff: datetime) -> int:
+        """Delete results (with the feedback on them) made before `cutoff` (`store.retention_days`)."""
+        async with self._session() as session, session.begin():
+            result = await session.execute(delete(Generation).where(Generation.created_at < cutoff))
+        return result.rowcount or 0  # type: ignore[attr-defined]
+
+    async def purge_engagement_before(self, cutoff: datetime) -> int:
+        """Delete engagement signals recorded before `cutoff` (`store.engagement_days`)."""
+        async with self._session() as session, session.begin():
+            result = await session.execute(delete(EngagementEvent).where(EngagementEvent.created_at < cutoff))
+        return result.rowcount or 0  # type: ignore[attr-defined]
 
     async def count_generations(self) -> int:
         async with self._session() as session:

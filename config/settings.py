@@ -6,15 +6,24 @@ and what is allowed, because that is what someone editing a config file needs to
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 from pydantic_settings.sources.utils import parse_env_vars
 
 ENV_PREFIX = "CHORUS_"
@@ -55,12 +64,28 @@ class ModelSection(_Section):
 class GenerationSection(_Section):
     url: str = ""
     api_key_env: str = ""
+    # The model name sent to generation.url (Ollama and LM Studio serve several); empty = the first one listed.
+    model: str = ""
     temperature: float = Field(0.8, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     time_budget_s: float = Field(60.0, gt=0.0)
     max_context_turns: int = Field(6, ge=0, le=50)
     # Candidates generated per variant (decoded together); the best by the quality checks is shown.
     best_of: int = Field(1, ge=1, le=8)
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, value: str) -> str:
+        if not value:
+            return value
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018  (raises ValueError for a port that is not a number from 0 to 65535)
+        except ValueError as exc:
+            raise ValueError(f"not a URL ({exc}); e.g. http://gpu-box:8000/v1") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host, e.g. http://gpu-box:8000/v1")
+        return value
 
 
 class EngineSection(_Section):
@@ -91,8 +116,34 @@ class LimitsSection(_Section):
     stream_edit_interval_s: float = Field(1.0, ge=0.0)
 
 
+# SQLAlchemy drivers that run under asyncio; the store is async, so a plain `sqlite://` or `postgresql://` is refused.
+ASYNC_DRIVERS = frozenset({"aiosqlite", "asyncpg", "psycopg", "psycopg_async", "aiomysql", "asyncmy", "aioodbc"})
+
+
 class StoreSection(_Section):
     url: str = ""
+    # A database host that accepts connections but never answers is reported after this long.
+    connect_timeout_s: float = Field(5.0, gt=0.0, le=300.0)
+    # Results (and the feedback on them) older than this are deleted; 0 keeps them until the person /forgets.
+    retention_days: int = Field(0, ge=0)
+    # Engagement signals (replies, reactions, clicks) feed the drops planner for a day or so; 0 keeps them.
+    engagement_days: int = Field(90, ge=0)
+    # A /mydata file stays on the server this long, for the terminal (which shows its path) to open.
+    exports_hours: float = Field(24.0, gt=0.0)
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_async(cls, value: str) -> str:
+        if not value:
+            return value
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        dialect, _, driver = scheme.partition("+")
+        example = "e.g. sqlite+aiosqlite:////path/chorus.db or postgresql+asyncpg://user@host/chorus"
+        if not dialect:
+            raise ValueError(f"not a database URL; {example}")
+        if driver not in ASYNC_DRIVERS:
+            raise ValueError(f"{scheme}:// needs an async driver ({', '.join(sorted(ASYNC_DRIVERS))}); {example}")
+        return value
 
 
 class ModerationSection(_Section):
@@ -313,6 +364,8 @@ class Settings(BaseSettings):
     refine: RefineSection = RefineSection()
     lengths: LengthsSection = LengthsSection()
     sources: tuple[str, ...] = Field(default=(), exclude=True)
+    # Dotted key -> where its value came from ("environment variable CHORUS_STORE__URL", a file path).
+    origins: dict[str, str] = Field(default_factory=dict, exclude=True)
 
     @classmethod
     def settings_customise_sources(
@@ -329,6 +382,15 @@ class Settings(BaseSettings):
     @property
     def home_dir(self) -> Path:
         return Path(self.chorus.home).expanduser()
+
+    def origin(self, dotted: str) -> str:
+        """Where a setting's value came from, for error messages: a variable, a file, or the defaults."""
+        parts = dotted.split(".")
+        for depth in range(len(parts), 0, -1):
+            found = self.origins.get(".".join(parts[:depth]))
+            if found:
+                return found
+        return f"the defaults ({default_config_path()})"
 
     @property
     def store_url(self) -> str:
@@ -347,6 +409,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it: {exc.strerror}") from None
 
@@ -396,7 +462,8 @@ def _describe(error: Mapping[str, Any], user: Mapping[str, Any], user_path: Path
         return f"{where}: unknown key {dotted!r}{hint}"
     value = error.get("input")
     table = f"[{'.'.join(str(p) for p in section)}] " if section else ""
-    return f"{where}: {table}{key} = {value!r} is not allowed: {error['msg']}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {table}{key} = {value!r} is not allowed: {message}"
 
 
 def _allowed_keys(section: tuple[Any, ...]) -> list[str]:
@@ -426,11 +493,84 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
     if not data["chorus"].get("home"):
         data["chorus"]["home"] = env.get("CHORUS_HOME") or str(Path.home() / ".cache" / "chorus")
     scoped_env = {key: value for key, value in env.items() if key.upper().startswith(ENV_PREFIX)}
+    _check_env_sections(scoped_env)
+    origins = {key: str(user_path) for key in _dotted_keys(user)}
+    origins |= {_env_dotted(key): f"environment variable {key}" for key in scoped_env if ENV_DELIMITER in key}
+    origins |= {key[len(ENV_PREFIX) :].lower(): f"environment variable {key}" for key in scoped_env}
     token = _ENVIRONMENT.set(scoped_env)
     try:
-        return Settings(**data, sources=tuple(sources))
+        return Settings(**data, sources=tuple(sources), origins=origins)
     except ValidationError as exc:
         lines = [_describe(error, user, user_path, scoped_env) for error in exc.errors()]
         raise ConfigError("\n".join(lines)) from None
+    except SettingsError as exc:
+        raise ConfigError(_describe_unparsable(exc, scoped_env)) from None
     finally:
         _ENVIRONMENT.reset(token)
+
+
+def _env_dotted(key: str) -> str:
+    return ".".join(key[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER))
+
+
+def _dotted_keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        keys.append(dotted)
+        if isinstance(value, Mapping):
+            keys += _dotted_keys(value, dotted + ".")
+    return keys
+
+
+def _check_env_sections(env: Mapping[str, str]) -> None:
+    """A CHORUS_SECTION__KEY variable whose section does not exist is a typo, never silently ignored."""
+    sections = sorted(name for name in Settings.model_fields if name not in ("sources", "origins"))
+    for key in env:
+        if ENV_DELIMITER not in key:
+            continue  # CHORUS_TONES, or a secret some `*_env` setting names (CHORUS_DISCORD_TOKEN)
+        section = key[len(ENV_PREFIX) :].split(ENV_DELIMITER, 1)[0].lower()
+        if section in sections:
+            continue
+        close = difflib.get_close_matches(section, sections, n=1)
+        hint = f"; did you mean {ENV_PREFIX}{close[0].upper()}{ENV_DELIMITER}…?" if close else ""
+        raise ConfigError(
+            f"environment variable {key}: there is no setting section {section!r}{hint} "
+            f"(sections: {', '.join(sections)})"
+        )
+
+
+def _json_shape(path: list[str]) -> str:
+    """ "list" or "table" for a setting the environment gives as JSON, "" for a plain value."""
+    model: Any = Settings
+    annotation: Any = None
+    for part in path:
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return "table" if getattr(annotation, "__origin__", None) is dict else ""
+        annotation = model = fields[part].annotation
+    origin = getattr(annotation, "__origin__", None)
+    if origin is list:
+        return "list"
+    if origin is dict or (isinstance(model, type) and issubclass(model, BaseModel)):
+        return "table"
+    return ""
+
+
+def _describe_unparsable(exc: SettingsError, env: Mapping[str, str]) -> str:
+    """pydantic-settings could not parse a list or table from the environment: name the variable and the fix."""
+    for key, value in env.items():
+        if key.upper() == ENV_PREFIX + "CONFIG" or key.upper() == ENV_PREFIX + "HOME":
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            path = key[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER)
+            shape = _json_shape(path)
+            if f'"{path[0]}"' in str(exc) and shape:
+                example = f'["{value}"]' if shape == "list" else '{"name": ...}'
+                return (
+                    f"environment variable {key}: {value!r} is not JSON; a {shape} set in the environment is "
+                    f"JSON, e.g. {key}='{example}'"
+                )
+    return f"the environment: {exc}"

@@ -642,6 +642,10 @@ class _SlotModel:
         self.capacity = 0
         self.keys: list[Any] = []
         self.values: list[Any] = []
+        for layer in self.layers:
+            _fuse_projections(torch, layer)
+        self.q_size = self.heads * self.head_dim
+        self.kv_size = self.kv_heads * self.head_dim
         self.packed = pack and _pack_linears(torch, model)
         # Packed bfloat16 keeps the residual stream in float32 (sums over 30 layers drift in bfloat16).
         self.float32_residual = self.packed
@@ -708,7 +712,12 @@ class _SlotModel:
         cos, sin = cos[0][:, None, :], sin[0][:, None, :]
 
         decoders = len(decoding)
-        if decoders:
+        # One decoding row (the common single-user case) attends over exactly its own cached prefix: no mask and no
+        # scatter of the query over slots.
+        single = decoders == 1
+        if single:
+            single_slot, _, single_position = decoding[0]
+        elif decoders:
             # Decoding rows attend over slots [0, rows); rows of slots not decoding see position 0 and are dropped.
             rows = decoding[-1][0] + 1
             contiguous = rows == decoders
@@ -725,22 +734,37 @@ class _SlotModel:
             slices.append((offset, size, slot, end, mask))
             offset += size
 
+        q_size, kv_size = self.q_size, self.kv_size
         for index, layer in enumerate(self.layers):
             attention = layer.self_attn
             normed = layer.input_layernorm(hidden)
-            query = attention.q_proj(normed).view(count, heads, head_dim)
-            key = attention.k_proj(normed).view(count, kv_heads, head_dim)
-            value = attention.v_proj(normed).view(count, kv_heads, head_dim)
+            mixed_qkv = attention.qkv_proj(normed)
+            query = mixed_qkv[:, :q_size].view(count, heads, head_dim)
+            key = mixed_qkv[:, q_size : q_size + kv_size].view(count, kv_heads, head_dim)
+            value = mixed_qkv[:, q_size + kv_size :].view(count, kv_heads, head_dim)
             if self.qk_norm:
                 query, key = attention.q_norm(query), attention.k_norm(key)
             query = _rotate(torch, query, cos, sin)
             key = _rotate(torch, key, cos, sin)
             keys, values = self.keys[index], self.values[index]
-            keys[slot_index, :, position_index] = key.to(keys.dtype)
-            values[slot_index, :, position_index] = value.to(values.dtype)
+            if count == 1:
+                keys[single_slot, :, single_position] = key[0]
+                values[single_slot, :, single_position] = value[0]
+            else:
+                keys[slot_index, :, position_index] = key.to(keys.dtype)
+                values[slot_index, :, position_index] = value.to(values.dtype)
             query = query.to(keys.dtype)
             outputs = []
-            if decoders:
+            if single:
+                out = self.sdpa(
+                    query[:1, :, None, :],
+                    keys[single_slot : single_slot + 1, :, : single_position + 1],
+                    values[single_slot : single_slot + 1, :, : single_position + 1],
+                    scale=self.scale,
+                    enable_gqa=True,
+                )
+                outputs.append(out.reshape(1, heads * head_dim))
+            elif decoders:
                 decode_query = query[:decoders]
                 if not contiguous:
                     spread = query.new_zeros(rows, heads, head_dim)
@@ -769,11 +793,57 @@ class _SlotModel:
                 outputs.append(out[0].transpose(0, 1).reshape(size, heads * head_dim))
             mixed = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
             hidden = hidden + attention.o_proj(mixed)
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            mlp = layer.mlp
+            gate, up = mlp.gate_up_proj(layer.post_attention_layernorm(hidden)).chunk(2, dim=-1)
+            hidden = hidden + mlp.down_proj(mlp.act_fn(gate) * up)
 
         wanted = list(range(decoders))
         wanted += [start + size - 1 for (start, size, *_), (*_, wants) in zip(slices, prefills, strict=True) if wants]
         return self.model.lm_head(self.model.model.norm(hidden[wanted])).float()
+
+
+class _FusedSlice:
+    """Stands in for one of several projections fused into one Linear (q/k/v, gate/up), so the Hugging Face
+    forward still works: it computes the fused output and keeps its own columns. The engine calls the fused one.
+    A plain callable held by the module, not a submodule, so weight packing sees each fused Linear once."""
+
+    def __init__(self, owner: Any, name: str, start: int, end: int) -> None:
+        self.owner, self.name, self.start, self.end = owner, name, start, end
+
+    def __call__(self, x: Any) -> Any:
+        return getattr(self.owner, self.name)(x)[..., self.start : self.end]
+
+
+def _fuse_projections(torch: Any, layer: Any) -> None:
+    """Replace q/k/v and gate/up by one Linear each (`qkv_proj`, `gate_up_proj`): one matrix product instead of
+    three or two, which at one token per step is mostly call overhead saved. Done once per layer."""
+    for module, names, fused_name in (
+        (layer.self_attn, ("q_proj", "k_proj", "v_proj"), "qkv_proj"),
+        (layer.mlp, ("gate_proj", "up_proj"), "gate_up_proj"),
+    ):
+        if hasattr(module, fused_name):
+            continue
+        parts = [getattr(module, name) for name in names]
+        weights = [part.weight.detach() for part in parts]
+        has_bias = any(part.bias is not None for part in parts)
+        fused = torch.nn.Linear(
+            weights[0].shape[1], sum(w.shape[0] for w in weights), bias=has_bias, device=weights[0].device
+        ).to(weights[0].dtype)
+        with torch.no_grad():
+            fused.weight.copy_(torch.cat(weights))
+            if has_bias:
+                biases = [
+                    torch.zeros_like(weight[:, 0]) if part.bias is None else part.bias.detach()
+                    for part, weight in zip(parts, weights, strict=True)
+                ]
+                fused.bias.copy_(torch.cat(biases))
+        fused.requires_grad_(False)
+        start = 0
+        for name, weight in zip(names, weights, strict=True):
+            delattr(module, name)  # frees the separate weight; the slice below answers for it
+            object.__setattr__(module, name, _FusedSlice(module, fused_name, start, start + weight.shape[0]))
+            start += weight.shape[0]
+        setattr(module, fused_name, fused)
 
 
 def _rotate(torch: Any, x: Any, cos: Any, sin: Any) -> Any:

@@ -109,7 +109,7 @@ class IncrementalDetokenizer:
 class _Job:
     request: GenerationRequest | None  # None: a warmup that only loads the model
     loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[Chunk | ModelUnavailable | None]
+    events: asyncio.Queue[Chunk | GenerationError | None]
     abort: threading.Event = field(default_factory=threading.Event)
     started: bool = False
     cancelled: bool = False
@@ -279,7 +279,7 @@ class LocalGenerator:
 
     # -- the worker thread -----------------------------------------------------------------------------------------
 
-    def _post(self, job: _Job, item: Chunk | ModelUnavailable | None) -> None:
+    def _post(self, job: _Job, item: Chunk | GenerationError | None) -> None:
         try:
             job.loop.call_soon_threadsafe(job.events.put_nowait, item)
         except RuntimeError:  # the consumer's event loop is closed; nobody is listening any more

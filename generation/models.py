@@ -103,27 +103,51 @@ def prepare_model(settings: Settings, *, progress: Progress | None = None) -> Mo
 
 def model_status(settings: Settings) -> str:
     """One line for `chorus doctor` about the configured model, without hashing or loading anything."""
-    source = settings.model.source
+    return model_check(settings)[1]
+
+
+def model_check(settings: Settings) -> tuple[bool, str]:
+    """(usable, one line) about the configured model: not converted yet is fine, missing or damaged is not."""
     try:
-        if source == "embedded":
-            if locate_embedded_gguf() is None:
-                raise ModelUnavailable(f"The embedded model is not installed. {INSTALL_EMBEDDED}")
-            target = _embedded_dir(settings)
-            if _is_converted(target, EMBEDDED_SHA256):
-                return f"embedded {EMBEDDED_NAME}: converted at {target}"
-            return f"embedded {EMBEDDED_NAME}: not converted yet (first start converts it, ~30 s)"
-        if source == "gguf":
-            gguf = _gguf_path(settings)
-            converted = _find_converted(settings, gguf)
-            if converted is not None:
-                return f"gguf {gguf.stem}: converted at {converted}"
-            return f"gguf {gguf.stem}: not converted yet (first start converts it, a minute or so)"
-        if source == "hf":
-            spec = _hf_spec(settings)
-            return f"hf {spec.name} at {spec.path}"
-        return f"{source} (no model files)"
+        return True, _model_line(settings)
     except ModelUnavailable as exc:
-        return str(exc)
+        return False, str(exc)
+
+
+def _model_line(settings: Settings) -> str:
+    """The doctor line for the configured model; raises ModelUnavailable for one that cannot run."""
+    source = settings.model.source
+    if source == "embedded":
+        if locate_embedded_gguf() is None:
+            raise ModelUnavailable(f"The embedded model is not installed. {INSTALL_EMBEDDED}")
+        target = _embedded_dir(settings)
+        if _is_converted(target, EMBEDDED_SHA256):
+            return f"embedded {EMBEDDED_NAME}: converted at {target}"
+        _raise_if_damaged(target)
+        return f"embedded {EMBEDDED_NAME}: not converted yet (first start converts it, ~30 s)"
+    if source == "gguf":
+        gguf = _gguf_path(settings)
+        converted = _find_converted(settings, gguf)
+        if converted is not None:
+            return f"gguf {gguf.stem}: converted at {converted}"
+        for candidate in (settings.home_dir / "models").glob(f"{glob.escape(gguf.stem)}-*"):
+            _raise_if_damaged(candidate)
+        return f"gguf {gguf.stem}: not converted yet (first start converts it, a minute or so)"
+    if source == "hf":
+        spec = _hf_spec(settings)
+        return f"hf {spec.name} at {spec.path}"
+    return f"{source} (no model files)"
+
+
+def _raise_if_damaged(target: Path) -> None:
+    """A finished conversion (its marker is there) whose files are no longer whole is an error to report."""
+    if not _read_marker(target):
+        return
+    damage = converted_damage(target)
+    if damage:
+        raise ModelUnavailable(
+            f"The converted model at {target} is damaged: {damage}. Run `chorus prepare-model` to convert it again."
+        )
 
 
 def _prepare_embedded(settings: Settings, say: Progress) -> ModelSpec:
@@ -134,6 +158,8 @@ def _prepare_embedded(settings: Settings, say: Progress) -> ModelSpec:
     spec = ModelSpec(path=target, name=EMBEDDED_NAME)
     if _is_converted(target, EMBEDDED_SHA256):
         return spec
+    if _read_marker(target) and (damage := converted_damage(target)):
+        say(f"The converted model at {target} is damaged ({damage}); converting it again.")
     _models_dir(settings)
     with _conversion_lock(target):
         if _is_converted(target, EMBEDDED_SHA256):
@@ -236,7 +262,49 @@ def _find_converted(settings: Settings, gguf: Path) -> Path | None:
 
 
 def _is_converted(target: Path, digest: str) -> bool:
-    return _read_marker(target).get("sha256") == digest and (target / "config.json").is_file()
+    return _read_marker(target).get("sha256") == digest and converted_damage(target) is None
+
+
+def converted_damage(target: Path) -> str | None:
+    """What is wrong with a converted model directory (a missing file, truncated weights), or None if it is whole.
+
+    A safetensors file says in its header how long its data is, so a cut-short copy shows without hashing."""
+    if not (target / "config.json").is_file():
+        return "config.json is missing"
+    weights = sorted(target.glob("*.safetensors"))
+    if not weights:
+        return "it has no .safetensors weights"
+    for path in weights:
+        problem = _safetensors_damage(path)
+        if problem:
+            return f"{path.name} {problem}"
+    return None
+
+
+def _safetensors_damage(path: Path) -> str | None:
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                return f"is cut short ({size} bytes)"
+            header_len = int.from_bytes(prefix, "little")
+            if header_len > size - 8:
+                return f"is cut short ({size} bytes, its header alone needs {header_len + 8})"
+            header = json.loads(handle.read(header_len))
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    except ValueError:
+        return "has a damaged header"
+    ends = [
+        entry["data_offsets"][1]
+        for name, entry in header.items()
+        if name != "__metadata__" and isinstance(entry, dict) and len(entry.get("data_offsets", ())) == 2
+    ]
+    expected = 8 + header_len + max(ends, default=0)
+    if size != expected:
+        return f"is {size:,} bytes, {expected:,} expected (cut short or overwritten)"
+    return None
 
 
 def _marker_for(gguf: Path, digest: str) -> dict[str, object]:

@@ -43,7 +43,7 @@ def few_shot(spec: KindSpec, tone: str) -> tuple[Turn, ...]:
     matching = [e for e in spec.examples if e.tone == tone]
     general = [e for e in spec.examples if not e.tone]
     chosen = (matching + general)[: spec.few_shot]
-    return tuple(Turn(render_template(spec, e.prompt, e.tone or tone), (e.answer.strip(),)) for e in chosen)
+    return tuple(Turn(render_template(spec, e.prompt, e.tone or "neutral"), (e.answer.strip(),)) for e in chosen)
 
 
 def build_messages(
@@ -103,6 +103,7 @@ _LABEL = re.compile(
     r"rewritten text|new version)\s*\d*\s*[:\-–—]\s+",
     re.IGNORECASE,
 )
+_INTERJECTION = re.compile(r"^\s*(?:sure|certainly|of course|absolutely|okay)\s*[!,.]\s+(?=\S)", re.IGNORECASE)
 _COUNT_NOTE = re.compile(r"\s*\((?:\d+|under \d+) (?:words|characters)\)\s*$", re.IGNORECASE)
 
 
@@ -114,6 +115,8 @@ def tidy_variant(text: str, kind: str) -> str:
         lines.pop(0)
     while len(lines) > 1 and (not lines[-1].strip() or _OUTRO.match(lines[-1])):
         lines.pop()
+    if lines:
+        lines[0] = _INTERJECTION.sub("", lines[0])
     if lines and kind != "lyrics":
         lines[0] = _LABEL.sub("", lines[0], count=1)
     if kind in ONE_LINE_KINDS:
@@ -132,6 +135,6 @@ def _is_intro(line: str, kind: str) -> bool:
         return False
     if lowered.endswith(":"):
         return len(lowered.split()) <= 14
-    return bool(re.match(r"^\W*(?:sure|certainly|of course|okay|ok|absolutely|great)\b", lowered)) or (
+    return bool(re.match(r"^\W*(?:sure|certainly|of course|okay|ok|absolutely|great)\W*$", lowered)) or (
         lowered.startswith(("here's", "here’s", "here is", "here are")) and len(lowered.split()) <= 14
     )

@@ -74,6 +74,7 @@ class RemoteGenerator:
         self.connect_retries = connect_retries
         self.backoff_s = backoff_s
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._has_key = bool(api_key)
         # No connection cap: the server's bounded queue decides who waits, and answers "busy" at once when full.
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
@@ -90,12 +91,19 @@ class RemoteGenerator:
         if self._closed:
             raise GenerationError("The generator is closed.")
         rid = request.request_id
-        body = await self._body(request)
+        # The time budget covers the whole request, the model-name lookup of a first request included.
+        deadline = asyncio.get_running_loop().time() + request.time_budget_s + TIME_BUDGET_GRACE_S
+        try:
+            async with asyncio.timeout_at(deadline):
+                body = await self._body(request)
+        except TimeoutError:
+            raise GenerationError(
+                f"The generation server at {self.base_url} did not answer within {request.time_budget_s:g} s "
+                "(generation.time_budget_s)."
+            ) from None
         call = _Call(events=asyncio.Queue())
         self._calls[rid] = call
         call.reader = asyncio.create_task(self._read(rid, body, call), name=f"remote-{rid}")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + request.time_budget_s + TIME_BUDGET_GRACE_S
         tokens = 0
         try:
             while True:
@@ -139,16 +147,27 @@ class RemoteGenerator:
             await call.reader
 
     async def health(self) -> Health:
-        """GET {base}/../health (chorus serve, vLLM, TGI), else {base}/models; never raises."""
+        """GET {base}/../health (chorus serve, vLLM, TGI), then {base}/models, which needs the API key where the
+        server asks for one, so a missing or wrong key shows here rather than at the first request; never raises."""
         if self._closed:
             return Health(ok=False, detail="closed", model=self.model or "")
         root = httpx.URL(self.base_url + "/").join("../health")
         try:
             response = await self._client.get(root, timeout=HEALTH_TIMEOUT_S)
-            if response.status_code in (404, 405):
-                response = await self._client.get(f"{self.base_url}/models", timeout=HEALTH_TIMEOUT_S)
+            listed = await self._client.get(f"{self.base_url}/models", timeout=HEALTH_TIMEOUT_S)
         except httpx.HTTPError as exc:
             return Health(ok=False, detail=self._unreachable(exc), model=self.model or "")
+        if listed.status_code in (401, 403):
+            sent = "the API key was refused" if self._has_key else "no API key was sent"
+            detail = _error_message(listed) or f"HTTP {listed.status_code}"
+            return Health(
+                ok=False,
+                detail=f"{self.base_url}/models: {sent} (HTTP {listed.status_code}: {detail}); set "
+                "generation.api_key_env to the variable that holds the server's key",
+                model=self.model or "",
+            )
+        if response.status_code in (404, 405):
+            response = listed
         info = _json_object(response)
         model = info.get("model") if isinstance(info.get("model"), str) else None
         if model is None and isinstance(info.get("data"), list) and info["data"]:
@@ -157,7 +176,7 @@ class RemoteGenerator:
         if response.status_code != 200:
             detail = _error_message(response) or f"HTTP {response.status_code}"
             return Health(ok=False, detail=f"{self.base_url}: {detail}", model=model)
-        detail = info.get("detail") if isinstance(info.get("detail"), str) else "ok"
+        detail = str(info["detail"]) if isinstance(info.get("detail"), str) else "ok"
         return Health(ok=True, detail=f"{self.base_url}: {detail}", model=model or "remote")
 
     async def close(self) -> None:
@@ -262,7 +281,8 @@ class RemoteGenerator:
                 message = error.get("message") if isinstance(error, dict) else str(error)
                 done = _Done(finish="error", error=str(message or "the server reported an error"))
                 break
-            extension = event.get("chorus") if isinstance(event.get("chorus"), dict) else {}
+            chorus = event.get("chorus")
+            extension: dict[str, Any] = chorus if isinstance(chorus, dict) else {}
             choices = event.get("choices") or []
             if not choices:
                 position = extension.get("queue_position")
@@ -276,7 +296,8 @@ class RemoteGenerator:
                     done = _Done(finish=done.finish, tokens=usage["completion_tokens"], error=done.error)
                 continue
             choice = choices[0] if isinstance(choices[0], dict) else {}
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            raw_delta = choice.get("delta")
+            delta: dict[str, Any] = raw_delta if isinstance(raw_delta, dict) else {}
             text = delta.get("content")
             if isinstance(text, str) and text:
                 call.events.put_nowait(Chunk(request_id=rid, text=text))

@@ -205,7 +205,8 @@ _META = [
         r"\bas an ai\b",
         r"\b(?:i hope (?:this|you|that)|let me know|feel free to|hope this helps|i can help)\b",
         r"\bunder \d+ (?:words|characters)\b",
-        r"\b(?:answer with|word count|character count|in \d+ words|\(\d+ (?:words|characters)\))",
+        r"\b(?:answer with|word count|character count|in \d+ words)\b",
+        r"\(\d+ (?:words|characters)\)",
         r"\b(?:the (?:new|rewritten|revised|shorter|longer) version|shorter version|longer version)\b",
         r"^\W*(?:answer|output|response|note|explanation|rewritten text|result)\s*:",
         r"\[(?:insert|your|name|company|product|link)[^\]]*\]",
@@ -246,7 +247,7 @@ def list_items(text: str) -> list[str]:
 
 
 def _distinct_names(text: str) -> list[str]:
-    names = []
+    names: list[str] = []
     for item in list_items(text):
         name = re.split(r"\s[-–—:]\s|:\s", item, maxsplit=1)[0].strip(" *\"'“”.")
         if name and len(name.split()) <= 4 and name.lower() not in {n.lower() for n in names}:

@@ -21,11 +21,12 @@ import math
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
@@ -369,7 +370,8 @@ class _ChatService:
                 self.metrics.rejections.labels(reason=error.reason).inc()
             return error.response()
         finally:
-            await stream.aclose()
+            if isinstance(stream, AsyncGenerator):
+                await stream.aclose()
             if progress.finish is None and not refused:
                 # The client left (the handler was cancelled or a write failed): free the generator's slot.
                 progress.finish = "abort"
@@ -583,7 +585,7 @@ def _refuse_constant(name: str) -> object:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _openai_errors(api_key: str | None, metrics: ServeMetrics) -> Callable[[web.Request, Handler], Awaitable[Any]]:
+def _openai_errors(api_key: str | None, metrics: ServeMetrics) -> Middleware:
     """Bearer-token check for /v1/*, and OpenAI error bodies for aiohttp's own 404/405/413 there."""
 
     @web.middleware

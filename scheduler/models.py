@@ -6,9 +6,9 @@ A run's `run_key` is unique, so two processes (or a restart) can never post the 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bots.store import Base, Id, UTCDateTime
@@ -112,4 +112,4 @@ class DropActivity(Base):
     count: Mapped[int] = mapped_column(Integer, default=0)
 
 
-DROP_TABLES = [DropChannel.__table__, DropRun.__table__, DropActivity.__table__]
+DROP_TABLES: list[Table] = [cast(Table, model.__table__) for model in (DropChannel, DropRun, DropActivity)]

@@ -1,12 +1,17 @@
 """What to post, when and how often: a pure planner that learns one channel's taste from engagement.
 
 No I/O and no clock of its own: `choose(now)` and `observe(plan, engagement)` are all a simulator or a test needs.
-A drop's appeal is a logistic score over kind + tone + topic (one-hot, so every drop teaches all three). Each drop
-gives two observations of it: the liked-event count with the hour's activity as exposure, and liked against 👎, which
-divides the day's audience out. The Gaussian posterior is updated by an extended Kalman step and discounted, so
-drifting tastes are followed. Choices are Thompson samples tilted towards what is still uncertain (an upper
-confidence bound), for a small budget of drops. The hour is the channel's peak activity hour; now and then a
-neighbouring hour is tried, and learned per-hour multipliers can move the time.
+
+- **Model.** log(liked events) = level + kind + tone + topic (+ the hour's effect) + the day's noise, with the
+  hour's activity as exposure. A Kalman filter keeps a Gaussian over these weights; a small random walk per drop
+  lets drifting tastes be followed while a stable channel keeps nearly all its evidence. Once a channel has given
+  any 👎, liked-against-disliked (which divides the day's audience out) is a second observation of the same weights.
+- **Robust.** A drop far off the prediction (10,000 👍 once) is clipped to a few predictive sds before it updates
+  the weights or the noise estimate.
+- **Content.** Factorized Thompson sampling, after a covering design: every kind, tone and topic is tried once
+  before any is tried twice (each factor independently, so all of them are covered within the first drops).
+- **Hour.** The week's busiest hour, unless one weekday's counts say otherwise beyond doubt. Without activity data
+  the hour's effect is learned from engagement (Thompson sampling over a smooth prior across hours).
 """
 
 from __future__ import annotations
@@ -28,15 +33,18 @@ _log = logging.getLogger(__name__)
 DEFAULT_REACTION_WEIGHT = 1.0
 REPLY_WEIGHT = DEFAULT_REPLY_WEIGHT
 CLICK_WEIGHT = DEFAULT_CLICK_WEIGHT
-# Levels of the two observation models (not part of a drop's appeal): liked-event counts, and liked vs disliked.
+# Levels of the two observations (not part of a drop's appeal): how many people engage at all, and how readily
+# they 👎.
 _COUNT_BIAS = "level:count"
 _RATIO_BIAS = "level:ratio"
-# to_state's format; 1 (no "version" key) is still loaded.
-STATE_VERSION = 2
+# to_state's format; 1 and 2 (an information-form posterior without hour effects) are still loaded.
+STATE_VERSION = 3
 # The log-count noise variance starts at 0.25, worth this many drops, so a few lucky repeats do not make it sure.
 _NOISE_PRIOR_N = 10.0
-# How many drops' worth of evidence the activity counts are worth for an hour's engagement multiplier.
-_HOUR_PRIOR_N = 8.0
+# Slow forgetting of the noise estimate, so a channel that becomes more regular is believed again.
+_NOISE_DISCOUNT = 0.98
+# Innovations beyond this many predictive sds are clipped: one absurd count cannot wreck the model.
+_CLIP = 2.5
 
 
 @dataclass(frozen=True)
@@ -80,8 +88,10 @@ def engagement_counts(
     return liked, disliked
 
 
-def _sigmoid(value: float) -> float:
-    return 1.0 / (1.0 + math.exp(-min(max(value, -30.0), 30.0)))
+def _gaussian(rng: np.random.Generator, covariance: np.ndarray) -> np.ndarray:
+    """A zero-mean draw with this covariance; tolerant of the rounding that leaves it a hair from positive."""
+    values, vectors = np.linalg.eigh((covariance + covariance.T) / 2)
+    return vectors @ (np.sqrt(np.clip(values, 0.0, None)) * rng.standard_normal(len(values)))
 
 
 @dataclass(frozen=True)
@@ -144,57 +154,66 @@ class Planner:
         topics: Sequence[str],
         *,
         seed: int = 0,
-        decay: float = 0.98,
-        prior_sd: float = 0.5,
-        exploration: float = 0.3,
-        optimism: float = 1.0,
+        prior_sd: float = 0.6,
+        drift: float = 0.02,
+        level_drift: float = 0.05,
+        exploration: float = 0.15,
+        ratio_scale: float = 2.5,
         fixed_hour: int | None = None,
         default_hour: int = 9,
         quiet: tuple[int, int] | None = None,
-        hour_span: int = 1,
-        hour_explore: float = 0.1,
         min_activity: int = 20,
+        weekday_z: float = 4.0,
+        hour_prior_sd: float = 0.5,
+        hour_scale: float = 2.5,
         low_reward: float = 1.0,
         low_streak: int = 3,
         max_backoff: int = 3,
     ) -> None:
-        if not kinds or not tones or not topics:
-            raise ValueError("a planner needs at least one kind, one tone and one topic")
+        if not tones or not topics:
+            raise ValueError("a planner needs at least one tone and one topic")
         self.seed = seed
-        self.decay = decay
+        # Prior sd of each kind, tone and topic's effect on log engagement.
         self.prior_sd = prior_sd
-        # Scales the posterior spread that Thompson sampling draws from (1.0 = textbook; less explores less).
+        # Random-walk sd per drop of each effect and of the level: how fast tastes and audiences may drift.
+        self.drift = drift
+        self.level_drift = level_drift
+        # Scales the posterior spread that Thompson sampling draws from (1.0 = textbook): with tens of drops, not
+        # thousands, mostly exploiting after the covering design earns more.
         self.exploration = exploration
-        self.optimism = optimism
+        # A change of 1 in log(liked) is about this much change in log(liked / disliked): d logit(p) / d log(p) is
+        # 1 / (1 - p), about 2.5 for an appeal near one half.
+        self.ratio_scale = ratio_scale
         self.fixed_hour = fixed_hour
         self.default_hour = default_hour
         self.quiet = quiet
-        self.hour_span = hour_span
-        self.hour_explore = hour_explore
         self.min_activity = min_activity
+        # How many Poisson sds one weekday's peak must beat the week's peak hour by, that weekday, to be used.
+        self.weekday_z = weekday_z
+        self.hour_prior_sd = hour_prior_sd
+        self.hour_scale = hour_scale
         self.low_reward = low_reward
         self.low_streak = low_streak
         self.max_backoff = max_backoff
         self.features: list[str] = []
-        # Prior means of the observation levels, centred on the first drop so a loose level does not leak into the
-        # appeal of whatever was tried first (which would make the planner stick to it).
-        self.level_means: dict[str, float] = {}
-        self._precision = np.zeros((0, 0))
-        self._target = np.zeros(0)
+        self._mean = np.zeros(0)
+        self._cov = np.zeros((0, 0))
+        self.tried: dict[str, int] = {}
         self.kinds: list[str] = []
         self.tones: list[str] = []
         self.topics: list[str] = []
+        self._ensure_feature("bias")
+        self._ensure_feature(_COUNT_BIAS)
+        self._ensure_feature(_RATIO_BIAS)
+        self._ensure_hours()
         self.set_options(kinds, tones, topics)
         # Counts by weekday (0 = Monday) × hour in the channel's zone.
         self.activity = np.zeros((7, 24))
-        # Per-hour multiplier on expected engagement, learned from drops posted at that hour (discounted).
-        self._hour_n = np.zeros(24)
-        self._hour_sum = np.zeros(24)
-        self._noise = 0.25
-        self._residual_ss = 0.0
-        self._residual_n = 0.0
-        self._abs_sum = 0.0
-        self._weight = 0.0
+        self.level_set = False
+        self._noise_ss = 0.0
+        self._noise_n = 0.0
+        self.disliked_seen = 0
+        self.engaged = 0
         self.observed = 0
         self.chosen = 0
         self.backoff = 0
@@ -205,140 +224,164 @@ class Planner:
 
     def set_options(self, kinds: Sequence[str], tones: Sequence[str], topics: Sequence[str]) -> None:
         """Change what may be chosen; what was learned about names that stay is kept."""
-        self.kinds, self.tones, self.topics = list(dict.fromkeys(kinds)), list(dict.fromkeys(tones)), []
+        self.kinds, self.tones = list(dict.fromkeys(kinds)), list(dict.fromkeys(tones))
         self.topics = list(dict.fromkeys(topics))
-        # "bias" is the channel's average appeal, so the other weights say better or worse than usual; the two levels
-        # carry the audience size and how readily people 👎.
-        names = (
-            ["bias", _COUNT_BIAS, _RATIO_BIAS] + [f"kind:{k}" for k in self.kinds] + [f"tone:{t}" for t in self.tones]
-        )
-        for name in names:
-            self._ensure_feature(name)
-        for topic in self.topics:
-            self._ensure_feature(f"topic:{topic}")
+        for group, names in (("kind", self.kinds), ("tone", self.tones), ("topic", self.topics)):
+            for name in names:
+                self._ensure_feature(f"{group}:{name}")
 
-    def _prior_sd(self, name: str) -> float:
-        # The count and ratio levels (audience size, how often people 👎) are left loose; the appeal's own bias is
-        # near 0; each kind, tone and topic starts near "average".
+    def _prior_variance(self, name: str) -> float:
         if name in (_COUNT_BIAS, _RATIO_BIAS):
-            return 3.0
-        return 1.0 if name == "bias" else self.prior_sd
+            return 9.0  # the audience's size and mood: anything goes until the first drops say
+        if name == "bias":
+            return 1.0
+        return self.prior_sd**2
 
     def _ensure_feature(self, name: str) -> None:
         if name in self.features:
             return
         n = len(self.features)
-        precision = np.zeros((n + 1, n + 1))
-        precision[:n, :n] = self._precision
-        precision[n, n] = 1.0 / self._prior_sd(name) ** 2
-        self._precision = precision
-        self._target = np.append(self._target, 0.0)
+        cov = np.zeros((n + 1, n + 1))
+        cov[:n, :n] = self._cov
+        cov[n, n] = self._prior_variance(name)
+        self._cov = cov
+        self._mean = np.append(self._mean, 0.0)
         self.features.append(name)
+
+    def _ensure_hours(self) -> None:
+        """Hour effects, correlated across neighbouring hours (a smooth prior on the circle)."""
+        if "hour:0" in self.features:
+            return
+        start = len(self.features)
+        for hour in range(24):
+            self._ensure_feature(f"hour:{hour}")
+        hours = np.arange(24)
+        distance = np.abs(hours[:, None] - hours[None, :])
+        distance = np.minimum(distance, 24 - distance)
+        block = self.hour_prior_sd**2 * np.exp(-(distance**2) / (2 * self.hour_scale**2)) + 1e-6 * np.eye(24)
+        self._cov[start:, start:] = block
+        # Without data, lean gently towards the configured default hour.
+        self._mean[start:] = 0.2 * np.exp(
+            -(np.minimum(np.abs(hours - self.default_hour), 24 - np.abs(hours - self.default_hour)) ** 2) / 18.0
+        )
 
     def record_activity(self, weekday: int, hour: int, count: int = 1) -> None:
         """A channel message at this local weekday and hour (counts only, never text)."""
         self.activity[weekday % 7, hour % 24] += count
+
+    # -- time of day ---------------------------------------------------------------------------------------------
+
+    @property
+    def knows_activity(self) -> bool:
+        return bool(self.activity.sum() >= self.min_activity)
+
+    def activity_profile(self, weekday: int | None = None) -> np.ndarray:
+        """Relative activity per hour (peak = 1), smoothed over neighbouring hours; all ones without data."""
+        if not self.knows_activity:
+            return np.ones(24)
+        hours = self.activity[weekday % 7] if weekday is not None else self.activity.sum(axis=0)
+        smooth = 0.5 * hours + 0.25 * np.roll(hours, 1) + 0.25 * np.roll(hours, -1)
+        return smooth / smooth.max() if smooth.max() > 0 else np.ones(24)
+
+    def _allowed_hours(self) -> list[int]:
+        quiet = quiet_hours(self.quiet)
+        return [h for h in range(24) if h not in quiet] or list(range(24))
+
+    def peak_hour(self, weekday: int | None = None) -> int | None:
+        """The busiest allowed hour of the week (or of `weekday` when its own counts say so beyond doubt), or None
+        before enough activity was counted."""
+        if not self.knows_activity:
+            return None
+        allowed = self._allowed_hours()
+        week = self.activity_profile()
+        peak = max(allowed, key=lambda h: week[h])
+        if weekday is None:
+            return peak
+        day = self.activity[weekday % 7]
+        smooth = 0.5 * day + 0.25 * np.roll(day, 1) + 0.25 * np.roll(day, -1)
+        day_peak = max(allowed, key=lambda h: smooth[h])
+        lead = smooth[day_peak] - smooth[peak]
+        if day_peak != peak and lead > self.weekday_z * math.sqrt(smooth[day_peak] + smooth[peak] + 1.0):
+            return day_peak
+        return peak
+
+    def _hour_slice(self) -> slice:
+        start = self.features.index("hour:0")
+        return slice(start, start + 24)
+
+    def choose_hour(self, day: datetime) -> tuple[int, str]:
+        """The local hour to post at on `day` (channel-local), and why: "fixed", "peak", or "learning" (no
+        activity data: Thompson sampling over what engagement said about each hour)."""
+        if self.fixed_hour is not None:
+            return self.fixed_hour, "fixed"
+        peak = self.peak_hour(day.weekday())
+        if peak is not None:
+            return peak, "peak"
+        hours = self._hour_slice()
+        rng = self._rng(1)
+        cov = self._cov[hours, hours]
+        sample = self._mean[hours] + self.exploration * _gaussian(rng, cov)
+        allowed = self._allowed_hours()
+        return max(allowed, key=lambda h: sample[h]), "learning"
 
     # -- choosing ------------------------------------------------------------------------------------------------
 
     def _rng(self, salt: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.chosen, salt])
 
-    def _vector(self, kind: str, tone: str, topic: str) -> np.ndarray:
-        x = np.zeros(len(self.features))
-        for name in ("bias", f"kind:{kind}", f"tone:{tone}", f"topic:{topic}"):
-            if name in self.features:
-                x[self.features.index(name)] = 1.0
-        return x
-
-    def _unit(self, name: str) -> np.ndarray:
-        x = np.zeros(len(self.features))
-        x[self.features.index(name)] = 1.0
-        return x
-
-    def _prior_mean(self) -> np.ndarray:
-        return np.array([self.level_means.get(f, 0.0) for f in self.features])
-
-    def _posterior(self) -> tuple[np.ndarray, np.ndarray]:
-        covariance = np.linalg.inv(self._precision)
-        prior = np.array([1.0 / self._prior_sd(f) ** 2 for f in self.features])
-        return covariance @ (self._target + prior * self._prior_mean()), covariance
-
-    def activity_profile(self, weekday: int | None = None) -> np.ndarray:
-        """Relative activity per hour (peak = 1), smoothed over neighbouring hours; all ones without data."""
-        hours = self.activity.sum(axis=0)
-        if weekday is not None:
-            hours = hours / 7.0 + self.activity[weekday % 7]  # that weekday, leaning on the week's shape
-        if self.activity.sum() < self.min_activity:
-            return np.ones(24)
-        smooth = 0.5 * hours + 0.25 * np.roll(hours, 1) + 0.25 * np.roll(hours, -1)
-        return smooth / smooth.max() if smooth.max() > 0 else np.ones(24)
-
-    def peak_hour(self, weekday: int | None = None) -> int | None:
-        """The busiest allowed hour, or None before enough activity was counted."""
-        if self.activity.sum() < self.min_activity:
-            return None
-        profile = self.activity_profile(weekday)
-        allowed = [h for h in range(24) if h not in quiet_hours(self.quiet)]
-        return max(allowed, key=lambda h: profile[h]) if allowed else None
-
-    def _choose_hour(self, weekday: int) -> tuple[int, str]:
-        if self.fixed_hour is not None:
-            return self.fixed_hour, "fixed"
-        peak = self.peak_hour(weekday)
-        if peak is None:
-            return self.default_hour, "default"
-        quiet = quiet_hours(self.quiet)
-        profile = self.activity_profile(weekday)
-        candidates = [
-            (peak + d) % 24 for d in range(-self.hour_span, self.hour_span + 1) if (peak + d) % 24 not in quiet
-        ]
-        rng = self._rng(1)
-        n = self._hour_n[candidates]
-        # Multiplier posterior per hour: prior mean 1 (trust the activity counts, worth _HOUR_PRIOR_N noisy drops),
-        # so one lucky day does not drag the posting time away from the peak.
-        # The multiplier is exp of the mean log-residual of drops at that hour, shrunk towards 0.
-        mean = self._hour_sum[candidates] / (_HOUR_PRIOR_N + n)
-        sd = 0.15 * np.sqrt(_HOUR_PRIOR_N / (_HOUR_PRIOR_N + n))
-        best = int(np.argmax(profile[candidates] * np.exp(mean)))
-        # Most drops go to the best hour known; now and then (hour_explore) a nearby hour, Thompson-sampled, is
-        # tried, which costs far less than sampling every time when the neighbours are nearly as busy.
-        if len(candidates) > 1 and rng.random() < self.hour_explore:
-            sampled = profile[candidates] * np.exp(mean + sd * rng.standard_normal(len(candidates)))
-            sampled[best] = -math.inf
-            return candidates[int(np.argmax(sampled))], "explore"
-        return candidates[best], "peak"
-
-    def choose_hour(self, day: datetime) -> tuple[int, str]:
-        """The local hour to post at on `day` (channel-local), and why: for scheduling the next auto drop."""
-        return self._choose_hour(day.weekday())
-
     def choose(self, now: datetime, *, hour: int | None = None) -> DropPlan:
         """The drop for the slot at `now` (channel-local time): content, hour, and whether to post at all. `hour` is
         the hour the slot was scheduled at (chosen earlier with `choose_hour`); without it the hour is chosen now."""
         if hour is None:
-            hour, reason = self._choose_hour(now.weekday())
+            hour, reason = self.choose_hour(now)
         else:
             reason = "fixed" if self.fixed_hour is not None else "scheduled"
-        mean, covariance = self._posterior()
         rng = self._rng(0)
-        spread = self.exploration
-        sample = mean + spread * rng.multivariate_normal(np.zeros(len(mean)), covariance, method="cholesky")
-        combos = [(k, t, p) for k in self.kinds for t in self.tones for p in self.topics]
-        design = np.array([self._vector(*combo) for combo in combos])
-        # Thompson sample plus an optimism bonus for what is still uncertain (an upper confidence bound).
-        scores = design @ sample
-        if self.optimism:
-            scores = scores + self.optimism * np.sqrt(np.einsum("ij,jk,ik->i", design, covariance, design))
-        best = combos[int(np.argmax(scores))]
+        picks = []
+        for group, names in (("kind", self.kinds), ("tone", self.tones), ("topic", self.topics)):
+            if not names:
+                raise ValueError(f"a planner needs at least one {group} to choose from")
+            index = [self.features.index(f"{group}:{name}") for name in names]
+            mean, cov = self._mean[index], self._cov[np.ix_(index, index)]
+            sample = mean + self.exploration * _gaussian(rng, cov)
+            # A covering design: while some of this factor's options were never tried, one of those is chosen.
+            untried = [i for i, name in enumerate(names) if not self.tried.get(f"{group}:{name}")]
+            options = untried or list(range(len(names)))
+            picks.append(names[max(options, key=lambda i: sample[i])])
         self.chosen += 1
         self._slots_since_post += 1
         post = self._slots_since_post > self.backoff
         if post:
             self._slots_since_post = 0
-        return DropPlan(*best, hour=hour, post=post, hour_reason=reason)
+        return DropPlan(picks[0], picks[1], picks[2], hour=hour, post=post, hour_reason=reason)
 
     # -- learning ------------------------------------------------------------------------------------------------
+
+    def _row(self, names: Sequence[str], scale: float = 1.0) -> np.ndarray:
+        h = np.zeros(len(self.features))
+        for name in names:
+            if name in self.features:
+                h[self.features.index(name)] = scale
+        return h
+
+    @property
+    def noise(self) -> float:
+        """The day-to-day noise variance of log engagement, estimated robustly (prior 0.25, worth 10 drops)."""
+        return (_NOISE_PRIOR_N * 0.25 + self._noise_ss) / (_NOISE_PRIOR_N + self._noise_n)
+
+    def _update(self, h: np.ndarray, y: float, variance: float, *, robust: bool = True) -> float:
+        """One Kalman update with a scalar observation y = h·θ + noise; the innovation is clipped to `_CLIP`
+        predictive sds, so an outlier moves the weights no more than a surprising but plausible drop."""
+        predictive = float(h @ self._cov @ h) + variance
+        innovation = y - float(h @ self._mean)
+        if robust:
+            limit = _CLIP * math.sqrt(predictive)
+            innovation = min(max(innovation, -limit), limit)
+        gain = self._cov @ h / predictive
+        self._mean = self._mean + gain * innovation
+        self._cov = self._cov - np.outer(gain, gain) * predictive
+        self._cov = (self._cov + self._cov.T) / 2
+        return innovation * innovation * variance / predictive
 
     def observe(
         self,
@@ -351,55 +394,57 @@ class Planner:
         """Learn from what a posted drop got; returns the reward it was worth (`reward` overrides the weighted sum)."""
         if isinstance(engagement, int | float):
             value = float(engagement)
-            liked, disliked = max(value, 0.0), None
+            liked, disliked = max(value, 0.0), 0
         else:
             value = engagement_reward(engagement, reaction_weights) if reward is None else float(reward)
             liked, disliked = engagement_counts(engagement, reaction_weights)
         self.observed += 1
-        profile = self.activity_profile()
-        reach = max(float(profile[plan.hour % 24]), 0.05)
-        x = self._vector(plan.kind, plan.tone, plan.topic)
-        count_bias = self._unit(_COUNT_BIAS)
-        if not self.level_means:
-            # What the first drop got is what an average one (eta = 0) gets: sigmoid(0) = 1/2 with 👎 counts.
-            self.level_means[_COUNT_BIAS] = math.log(liked + 0.5) - math.log(reach)
-            if disliked is not None:
-                self.level_means[_COUNT_BIAS] -= math.log(0.5)
-                self.level_means[_RATIO_BIAS] = math.log((liked + 0.5) / (disliked + 0.5))
-        mean, _ = self._posterior()
-        # The drop's appeal is a logistic score eta = x . w (what the audience thinks of kind, tone and topic).
-        eta = float(mean @ x)
-        if disliked is None:
-            # A bare reward has no 👎 to set the scale against: plain log-linear, log(reward) = level + eta.
-            log_appeal, slope = eta, 1.0
+        self.engaged += liked > 0
+        self.disliked_seen += disliked
+        content = [f"kind:{plan.kind}", f"tone:{plan.tone}", f"topic:{plan.topic}"]
+        for name in content:
+            self._ensure_feature(name)
+            self.tried[name] = self.tried.get(name, 0) + 1
+        # Time passes: every effect may have drifted a little since the last drop.
+        drift = np.array([self._drift_variance(name) for name in self.features])
+        self._cov = self._cov + np.diag(drift)
+        hour = plan.hour % 24
+        appeal = ["bias", *content]
+        if self.knows_activity:
+            exposure = math.log(max(float(self.activity_profile()[hour]), 0.05))
+            extra = []
         else:
-            log_appeal, slope = math.log(_sigmoid(eta)), max(1.0 - _sigmoid(eta), 0.05)
-        # 1) Liked events are a count with the hour's activity as exposure: log(liked) = level + log(reach) +
-        #    log sigmoid(eta) + the day's noise, linearised around the current estimate (an extended Kalman step).
-        z_count = math.log(liked + 0.5) - math.log(reach)
-        residual = z_count - float(mean @ count_bias) - log_appeal
-        self._residual_ss = self.decay * self._residual_ss + residual**2
-        self._residual_n = self.decay * self._residual_n + 1.0
-        self._noise = max(0.01, (_NOISE_PRIOR_N * 0.25 + self._residual_ss) / (_NOISE_PRIOR_N + self._residual_n))
-        rows = [(count_bias + slope * x, z_count - log_appeal + slope * eta, self._noise)]
-        # 2) Liked against disliked divides the day's audience out: log(liked / disliked) = offset + eta.
-        if disliked is not None:
-            z_ratio = math.log((liked + 0.5) / (disliked + 0.5))
-            rows.append((self._unit(_RATIO_BIAS) + x, z_ratio, 1.0 / (liked + 0.5) + 1.0 / (disliked + 0.5)))
-        # Discount the past (drifting tastes) but never below the prior.
-        prior = np.diag([1.0 / self._prior_sd(f) ** 2 for f in self.features])
-        self._precision = prior + self.decay * (self._precision - prior)
-        self._target = self.decay * self._target
-        for h, y, variance in rows:
-            self._precision = self._precision + np.outer(h, h) / variance
-            self._target = self._target + h * y / variance
-        if plan.hour_reason in ("peak", "explore", "scheduled"):
-            self._hour_n *= self.decay
-            self._hour_sum *= self.decay
-            self._hour_n[plan.hour % 24] += 1
-            self._hour_sum[plan.hour % 24] += min(max(residual, -2.0), 2.0)
+            exposure, extra = 0.0, [f"hour:{hour}"]
+        x = self._row(appeal)
+        y = math.log(liked + 0.5) - exposure
+        h = x + self._row([_COUNT_BIAS, *extra])
+        if not self.level_set:
+            # The first drop says how big the audience is: centre the level on it, so the level's looseness does
+            # not leak into the effect of whatever was tried first.
+            rest = float(self._row(extra) @ self._mean)
+            self._mean[self.features.index(_COUNT_BIAS)] = y - float(x @ self._mean) - rest
+            self.level_set = True
+        # Poisson noise of the count (about 1/count on the log scale) on top of the day's noise.
+        variance = self.noise + 1.0 / (liked + 0.5)
+        squared = self._update(h, y, variance)
+        self._noise_ss = _NOISE_DISCOUNT * self._noise_ss + max(squared - 1.0 / (liked + 0.5), 0.0)
+        self._noise_n = _NOISE_DISCOUNT * self._noise_n + 1.0
+        if self.disliked_seen and self.ratio_scale > 0:
+            # Liked against disliked divides the day's audience out: log(liked / disliked) = offset + eta.
+            ratio = math.log((liked + 0.5) / (disliked + 0.5))
+            h = x * self.ratio_scale + self._row([_RATIO_BIAS])
+            if self.disliked_seen == disliked:  # the first drop with a 👎 centres the offset
+                self._mean[self.features.index(_RATIO_BIAS)] = ratio - self.ratio_scale * float(x @ self._mean)
+            self._update(h, ratio, 1.0 / (liked + 0.5) + 1.0 / (disliked + 0.5))
         self._update_backoff(value)
         return value
+
+    def _drift_variance(self, name: str) -> float:
+        if name == _COUNT_BIAS:
+            return self.level_drift**2
+        if name == _RATIO_BIAS or name.startswith("hour:"):
+            return 0.0
+        return self.drift**2
 
     def _update_backoff(self, reward: float) -> None:
         if reward < self.low_reward:
@@ -413,16 +458,33 @@ class Planner:
 
     # -- reporting -----------------------------------------------------------------------------------------------
 
+    def effect(self, group: str, name: str) -> tuple[float, float]:
+        """What is believed about one kind, tone or topic: its effect on log engagement, mean and sd."""
+        index = self.features.index(f"{group}:{name}")
+        return float(self._mean[index]), math.sqrt(max(float(self._cov[index, index]), 0.0))
+
     def learned(self, top: int = 3) -> dict[str, list[tuple[str, float]]]:
-        """The best-rated kinds, tones and topics so far (posterior means), for /drops status; only ones tried."""
-        mean, _ = self._posterior()
-        prior = np.array([1.0 / self._prior_sd(f) ** 2 for f in self.features])
-        tried = np.diag(self._precision) - prior > 0.25
+        """The kinds, tones and topics that credibly do better than the rest (more than half an sd above the group's
+        average, and tried), best first with their lead, for /drops status; an empty group has no clear favourite."""
         out: dict[str, list[tuple[str, float]]] = {}
         for group, names in (("kind", self.kinds), ("tone", self.tones), ("topic", self.topics)):
-            indices = [(name, self.features.index(f"{group}:{name}")) for name in names]
-            scored = [(name, float(mean[i])) for name, i in indices if tried[i]]
-            out[group] = sorted(scored, key=lambda item: -item[1])[:top]
+            index = {name: self.features.index(f"{group}:{name}") for name in names}
+            if len(index) < 2:
+                out[group] = []
+                continue
+            # Effects are only known relative to each other (the level absorbs any shared shift): judge each one
+            # against the group's average, with the sd of that difference.
+            positions = list(index.values())
+            ahead = []
+            for name, i in index.items():
+                contrast = np.zeros(len(self.features))
+                contrast[positions] = -1.0 / len(positions)
+                contrast[i] += 1.0
+                lead = float(contrast @ self._mean)
+                sd = math.sqrt(max(float(contrast @ self._cov @ contrast), 1e-12))
+                if self.tried.get(f"{group}:{name}") and lead > 0.5 * sd:
+                    ahead.append((name, lead))
+            out[group] = sorted(ahead, key=lambda item: -item[1])[:top]
         return out
 
     def to_state(self) -> dict[str, Any]:
@@ -433,32 +495,32 @@ class Planner:
             "topics": self.topics,
             "config": {
                 "seed": self.seed,
-                "decay": self.decay,
                 "prior_sd": self.prior_sd,
+                "drift": self.drift,
+                "level_drift": self.level_drift,
                 "exploration": self.exploration,
-                "optimism": self.optimism,
+                "ratio_scale": self.ratio_scale,
                 "fixed_hour": self.fixed_hour,
                 "default_hour": self.default_hour,
                 "quiet": list(self.quiet) if self.quiet else None,
-                "hour_span": self.hour_span,
-                "hour_explore": self.hour_explore,
                 "min_activity": self.min_activity,
+                "weekday_z": self.weekday_z,
+                "hour_prior_sd": self.hour_prior_sd,
+                "hour_scale": self.hour_scale,
                 "low_reward": self.low_reward,
                 "low_streak": self.low_streak,
                 "max_backoff": self.max_backoff,
             },
             "features": self.features,
-            "precision": self._precision.tolist(),
-            "target": self._target.tolist(),
-            "level_means": self.level_means,
+            "mean": self._mean.tolist(),
+            "cov": self._cov.tolist(),
+            "tried": self.tried,
             "activity": self.activity.tolist(),
-            "hour_n": self._hour_n.tolist(),
-            "hour_sum": self._hour_sum.tolist(),
-            "noise": self._noise,
-            "residual_ss": self._residual_ss,
-            "residual_n": self._residual_n,
-            "abs_sum": self._abs_sum,
-            "weight": self._weight,
+            "level_set": self.level_set,
+            "noise_ss": self._noise_ss,
+            "noise_n": self._noise_n,
+            "disliked_seen": self.disliked_seen,
+            "engaged": self.engaged,
             "observed": self.observed,
             "chosen": self.chosen,
             "backoff": self.backoff,
@@ -468,28 +530,68 @@ class Planner:
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Planner:
-        config = dict(state["config"])
+        version = int(state.get("version", 1))
+        known = {
+            "seed",
+            "prior_sd",
+            "drift",
+            "level_drift",
+            "exploration",
+            "ratio_scale",
+            "fixed_hour",
+            "default_hour",
+            "quiet",
+            "min_activity",
+            "weekday_z",
+            "hour_prior_sd",
+            "hour_scale",
+            "low_reward",
+            "low_streak",
+            "max_backoff",
+        }
+        config = {key: value for key, value in dict(state["config"]).items() if key in known}
+        if version < STATE_VERSION:
+            config.pop("prior_sd", None)  # earlier planners measured effects on another scale
         config["quiet"] = tuple(config["quiet"]) if config.get("quiet") else None
         planner = cls(state["kinds"], state["tones"], state["topics"], **config)
-        planner.features = list(state["features"])
-        planner._precision = np.asarray(state["precision"], dtype=float).reshape(len(planner.features), -1)
-        planner._target = np.asarray(state["target"], dtype=float)
-        planner.level_means = {str(k): float(v) for k, v in state.get("level_means", {}).items()}
-        planner.set_options(state["kinds"], state["tones"], state["topics"])
         planner.activity = np.asarray(state["activity"], dtype=float)
-        if state.get("version", 1) >= STATE_VERSION:
-            planner._hour_n = np.asarray(state["hour_n"], dtype=float)
-            planner._hour_sum = np.asarray(state["hour_sum"], dtype=float)
-        else:  # version 1 summed ratios, not log-residuals: start the hour multipliers afresh
-            _log.info("planner state v%s migrated: hour multipliers reset", state.get("version", 1))
-        planner._noise = float(state["noise"])
-        planner._residual_ss = float(state["residual_ss"])
-        planner._residual_n = float(state["residual_n"])
-        planner._abs_sum = float(state["abs_sum"])
-        planner._weight = float(state["weight"])
-        planner.observed = int(state["observed"])
-        planner.chosen = int(state["chosen"])
-        planner.backoff = int(state["backoff"])
-        planner._low_run = int(state["low_run"])
-        planner._slots_since_post = int(state["slots_since_post"])
+        for key in ("observed", "chosen", "backoff"):
+            setattr(planner, key, int(state.get(key, 0)))
+        planner._low_run = int(state.get("low_run", 0))
+        planner._slots_since_post = int(state.get("slots_since_post", 0))
+        if version < STATE_VERSION:
+            planner._migrate(state)
+            return planner
+        planner.features = list(state["features"])
+        planner._mean = np.asarray(state["mean"], dtype=float)
+        planner._cov = np.asarray(state["cov"], dtype=float).reshape(len(planner.features), -1)
+        planner.tried = {str(k): int(v) for k, v in state.get("tried", {}).items()}
+        planner.level_set = bool(state.get("level_set", False))
+        planner._noise_ss = float(state.get("noise_ss", 0.0))
+        planner._noise_n = float(state.get("noise_n", 0.0))
+        planner.disliked_seen = int(state.get("disliked_seen", 0))
+        planner.engaged = int(state.get("engaged", 0))
+        planner.set_options(state["kinds"], state["tones"], state["topics"])
         return planner
+
+    def _migrate(self, state: Mapping[str, Any]) -> None:
+        """Keep what an earlier planner (information form, no hour effects) learned about kinds, tones and topics:
+        their posterior means and sds become this planner's; the level is learned again from the next drop."""
+        features = list(state["features"])
+        precision = np.asarray(state["precision"], dtype=float).reshape(len(features), -1)
+        target = np.asarray(state["target"], dtype=float)
+        try:
+            covariance = np.linalg.inv(precision)
+        except np.linalg.LinAlgError:
+            _log.warning("planner state v%s could not be read; learning afresh", state.get("version", 1))
+            return
+        mean = covariance @ target
+        for i, name in enumerate(features):
+            if name.split(":", 1)[0] in ("kind", "tone", "topic"):
+                self._ensure_feature(name)
+                j = self.features.index(name)
+                self._mean[j] = mean[i]
+                self._cov[j, j] = min(float(covariance[i, i]), self._prior_variance(name))
+                if covariance[i, i] < 0.8 * self._prior_variance(name):
+                    self.tried[name] = 1
+        _log.info("planner state v%s migrated to v%s", state.get("version", 1), STATE_VERSION)

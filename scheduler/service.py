@@ -185,15 +185,10 @@ class DropsService:
     # -- wiring --------------------------------------------------------------------------------------------------
 
     def attach(self) -> None:
-        """Hook into Chorus: commands reach us as `chorus.drops`; we start with the publisher, stop at close."""
-        chorus = self.chorus
-        chorus.drops = self
-        chorus.intercept(Activity, self._on_activity)
-        chorus.intercept(Message, self._on_message)
-        chorus.intercept(Action, self._on_action)
-        chorus.router.middleware.insert(0, self._count_command)
-        chorus.on_publisher(self.start)
-        chorus.on_close(self.stop)
+        """Install this service on its Chorus as the drops plug-in (tests inject a clock this way)."""
+        from scheduler.plugin import DropsPlugin
+
+        self.chorus.install(DropsPlugin(self))
 
     async def ensure_tables(self) -> None:
         """The drops tables come with the store's schema revisions (bots/migrations), made when the store starts."""
@@ -1072,8 +1067,9 @@ class DropsService:
         else:
             await self._save_channel(row.key, enabled=False, paused=False, updated_at=now)
             text = "Drops are off here. What they learned is kept if you enable them again."
-        row = await self._channel(row.key)
-        assert row is not None
+        fresh = await self._channel(row.key)
+        assert fresh is not None
+        row = fresh
         await self._sync_job(row)
         if change == "resume":
             next_at = await self.next_run(row)
@@ -1144,10 +1140,12 @@ class DropsService:
             lines.append(f"Next drop: {self._fmt(next_at, schedule) if next_at else 'not scheduled'}")
         if schedule.time == "auto" and not schedule.is_cron:
             peak = planner.peak_hour()
-            if peak is None:
-                lines.append(f"Timing: {self.settings.default_hour:02d}:00 until the channel's activity is known")
+            if peak is not None:
+                lines.append(f"Timing: busiest hour {peak:02d}:00 {schedule.tz} (from the channel's activity)")
+            elif planner.observed:
+                lines.append("Timing: no activity counted yet, so trying hours and learning from engagement")
             else:
-                lines.append(f"Timing: busiest hour {peak:02d}:00 {schedule.tz}; nearby hours are tried now and then")
+                lines.append(f"Timing: {self._auto_hour(row):02d}:00 until the channel's activity is known")
         learning = "on" if row.learn_topics else "off (opt in: /drops topics learn on)"
         lines.append(f"Topics: {', '.join(self._topics(row))} · learning from messages: {learning}")
         if planner.observed:
@@ -1155,7 +1153,12 @@ class DropsService:
             best = " · ".join(
                 f"{group}s {', '.join(name for name, _ in items)}" for group, items in learned.items() if items
             )
-            lines.append(f"Learned from {planner.observed} drop(s): does best with {best}")
+            if best:
+                lines.append(f"Learned from {planner.observed} drop(s): does best with {best}")
+            elif not planner.engaged:
+                lines.append(f"Learned from {planner.observed} drop(s): none got any engagement yet, so no favourite")
+            else:
+                lines.append(f"Learned from {planner.observed} drop(s): no clear favourite yet")
         else:
             lines.append("Learned: nothing yet (engagement counts for 24 h after each drop)")
         if planner.backoff:

@@ -33,7 +33,7 @@ class StatsData:
         groups: dict[str, list[float]] = defaultdict(list)
         for drop in self.drops:
             if drop[3] is not None:
-                groups[drop[index]].append(drop[3])
+                groups[str(drop[index])].append(drop[3])
         return {name: float(np.mean(values)) for name, values in sorted(groups.items())}
 
     def summary(self) -> str:
@@ -66,7 +66,7 @@ def render_stats(data: StatsData, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.dates import DateFormatter
+    from matplotlib.dates import DateFormatter, date2num
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = plt.figure(figsize=(11, 7.5), dpi=100)
@@ -101,11 +101,13 @@ def render_stats(data: StatsData, path: Path) -> Path:
     counting = [d[0] for d in data.drops if d[3] is None and d[4] == "posted"]
     failed = [d[0] for d in data.drops if d[4] == "failed"]
     if scored:
-        timeline.plot([t for t, _ in scored], [r for _, r in scored], "o-", color="#55a868", label="engagement")
+        timeline.plot(
+            date2num([t for t, _ in scored]), [r for _, r in scored], "o-", color="#55a868", label="engagement"
+        )
     if counting:
-        timeline.plot(counting, [0] * len(counting), "o", mfc="none", color="#8172b3", label="still counting")
+        timeline.plot(date2num(counting), [0] * len(counting), "o", mfc="none", color="#8172b3", label="still counting")
     if failed:
-        timeline.plot(failed, [0] * len(failed), "x", color="#c44e52", label="failed")
+        timeline.plot(date2num(failed), [0] * len(failed), "x", color="#c44e52", label="failed")
     if scored or counting or failed:
         timeline.legend(fontsize=8, loc="upper left")
     else:
@@ -113,7 +115,7 @@ def render_stats(data: StatsData, path: Path) -> Path:
     timeline.set_title("drops, last 30 days")
     timeline.set_ylabel("engagement")
     if data.start is not None and data.end is not None:
-        timeline.set_xlim(data.start, data.end)
+        timeline.set_xlim(float(date2num(data.start)), float(date2num(data.end)))
     timeline.xaxis.set_major_formatter(DateFormatter("%m-%d"))
     timeline.tick_params(axis="x", labelrotation=30, labelsize=8)
     fig.savefig(path, format="png")

@@ -344,6 +344,11 @@ class FakeSlack:
             return {"ok": False, "error": "not_allowed_token_type"}
         return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket?ticket={uuid.uuid4().hex}"}
 
+    def _conversations_open(self, body: dict[str, Any], token: str) -> dict[str, Any]:
+        """The direct-message channel with one user (im:write): D + the user id."""
+        users = body.get("users", "")
+        return {"ok": True, "channel": {"id": "D" + users.removeprefix("U")}}
+
     def _files_getUploadURLExternal(self, body: dict[str, Any], token: str) -> dict[str, Any]:
         file_id = "F" + uuid.uuid4().hex[:10].upper()
         return {"ok": True, "upload_url": f"{self.url}/upload/{file_id}", "file_id": file_id}

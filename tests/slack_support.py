@@ -137,5 +137,19 @@ def has_actions(body: dict[str, Any]) -> bool:
 
 
 def final_updates(fake: FakeSlack) -> list[dict[str, Any]]:
-    """Bodies of chat.update calls that carry the result's buttons: the finished replies."""
-    return [call.body for call in fake.answered("chat.update") if has_actions(call.body)]
+    """Bodies of the calls that delivered a finished reply (it carries the result's buttons), in order: mostly the
+    chat.update of its placeholder, or a chat.postMessage when the result was ready before its placeholder was
+    posted (then `ts` and `channel` are filled in from Slack's answer)."""
+    finished: list[dict[str, Any]] = []
+    for call in fake.calls:
+        if call.method == "chat.update" and call.response.get("ok") and has_actions(call.body):
+            finished.append(call.body)
+        elif call.method == "chat.postMessage" and call.response.get("ok") and has_actions(call.body):
+            finished.append({**call.body, "ts": call.response["ts"], "channel": call.response["channel"]})
+    return finished
+
+
+def results(fake: FakeSlack) -> list[dict[str, Any]]:
+    """The messages in Slack that show a finished result (they carry its buttons), however they got there: an edited
+    placeholder, or a new message when the result was ready before its placeholder's turn came."""
+    return [message for message in fake.messages.values() if has_actions(message)]

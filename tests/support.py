@@ -19,6 +19,7 @@ from adapters.terminal.translate import Quit, SwitchUser, terminal_user, to_even
 from bots.app import Chorus
 from bots.reply import Reply, ReplyAction
 from bots.store import Store
+from chorus.compose import build_chorus
 from config import Settings, load_settings
 from generation.fake import FakeGenerator
 from generation.types import Chunk
@@ -129,10 +130,12 @@ def settings_for(home: Path, **env: str) -> Settings:
     return load_settings(env={"CHORUS_HOME": str(home), "CHORUS_MODEL__SOURCE": "fake", **env})
 
 
-async def make_bot(settings: Settings, generator: FakeGenerator | None = None) -> TestBot:
+async def make_bot(settings: Settings, generator: FakeGenerator | None = None, *, drops: bool = False) -> TestBot:
+    """Chorus with every feature installed as `chorus run` does; drops only on request (their tests attach their
+    own service, with a clock they control)."""
     store = Store(settings.store_url)
     await store.start()
-    return TestBot(Chorus(settings, store, generator or FakeGenerator()))
+    return TestBot(build_chorus(settings, store, generator or FakeGenerator(), drops=drops))
 
 
 def texts(replies: Sequence[Reply]) -> list[str]:

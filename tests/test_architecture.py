@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("config", "bots", "adapters", "generation", "scheduler")
+PACKAGES = ("config", "bots", "adapters", "generation", "scheduler", "chorus")
+# The composition root: it alone imports everything, and adapters, scheduler and the engines only lazily.
+ROOT_PACKAGE = "chorus"
 PLATFORM_LIBS = {"discord", "slack_bolt", "slack_sdk"}
 MODEL_LIBS = {"torch", "transformers", "accelerate", "gguf", "safetensors"}
 # generation modules that bots, adapters and scheduler may import: pure Python, no model libraries.
@@ -64,22 +66,34 @@ def _violations(path: Path) -> list[str]:
             problems.append("only scheduler imports apscheduler")
         if root in MODEL_LIBS and (owner != "generation" or module in LIGHT_GENERATION or top):
             problems.append(f"{root} may only be imported lazily, inside generation's engine modules")
+        if root == ROOT_PACKAGE and owner != ROOT_PACKAGE and not (module == "bots.cli" and not top):
+            problems.append(f"only the composition root imports {ROOT_PACKAGE} ({name})")
+        if owner == ROOT_PACKAGE:
+            if top and (root in {"adapters", "scheduler"} or _is_engine(name)):
+                problems.append(f"the composition root imports {name} lazily, only when configured")
+            continue
         if owner == "generation" and root in {"bots", "adapters", "scheduler"}:
             problems.append(f"generation must not import {name}")
-        if owner in {"bots", "adapters", "scheduler"} and root == "generation" and name.count(".") >= 1:
+        if owner in {"bots", "adapters", "scheduler"} and _is_engine(name):
             target = ".".join(name.split(".")[:2])
-            lazy_in_root = module == "bots.cli" and not top
-            if target not in LIGHT_GENERATION and not lazy_in_root and _is_module(target):
-                problems.append(f"{owner} may import only {sorted(LIGHT_GENERATION)} from generation, not {target}")
-        if root == "adapters" and owner == "bots" and not (module == "bots.cli" and not top):
-            problems.append(f"bots must not import adapters ({name}); only bots.cli, lazily")
-        if root == "adapters" and owner == "scheduler":
+            problems.append(f"{owner} may import only {sorted(LIGHT_GENERATION)} from generation, not {target}")
+        if owner == "bots" and root in {"adapters", "scheduler"}:
+            problems.append(f"bots never import {root} ({name}); the composition root installs them")
+        if owner == "scheduler" and root == "adapters":
             problems.append("scheduler posts through the Publisher protocol, never adapters")
         if owner == "adapters" and root == "adapters":
             mine, theirs = module.split(".")[1:2], name.split(".")[1:2]
             if mine and theirs and mine != theirs:
                 problems.append(f"adapters never import each other ({module} imports {name})")
     return [f"{path.relative_to(ROOT)}: {problem}" for problem in problems]
+
+
+def _is_engine(name: str) -> bool:
+    """A generation module beyond the light ones (the engines, model loading, serve)."""
+    if not name.startswith("generation."):
+        return False
+    target = ".".join(name.split(".")[:2])
+    return target not in LIGHT_GENERATION and _is_module(target)
 
 
 def _is_module(dotted: str) -> bool:
@@ -98,17 +112,22 @@ def test_the_checker_catches_a_forbidden_import(tmp_path: Path, monkeypatch: pyt
     (fake_root / "generation").mkdir()
     (fake_root / "generation" / "local.py").write_text("")
     bad = fake_root / "bots" / "bad.py"
-    bad.write_text("import torch\nimport adapters.terminal\nfrom generation.local import LocalGenerator\n")
+    bad.write_text(
+        "import torch\nimport adapters.terminal\nimport scheduler.service\nimport chorus.compose\n"
+        "from generation.local import LocalGenerator\n"
+    )
     monkeypatch.setattr(sys.modules[__name__], "ROOT", fake_root)
     problems = _violations(bad)
     assert any("torch" in p for p in problems)
-    assert any("must not import adapters" in p for p in problems)
+    assert any("never import adapters" in p for p in problems)
     assert any("generation.local" in p for p in problems)
+    assert any("never import scheduler" in p for p in problems)
+    assert any("only the composition root imports chorus" in p for p in problems)
 
 
 def test_core_imports_load_no_model_or_platform_library() -> None:
     code = (
-        "import sys, bots.app, bots.cli, adapters.terminal.app, generation.types, generation.fake;"
+        "import sys, bots.app, chorus.cli, chorus.compose, adapters.terminal.app, generation.types, generation.fake;"
         "heavy = ('torch', 'transformers', 'discord', 'slack_bolt', 'apscheduler');"
         "heavy = sorted(m for m in heavy if m in sys.modules);"
         "print(','.join(heavy))"

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from adapters.terminal.translate import CONVERSATION
-from bots.app import Chorus
 from bots.events import Action, Activity, Command, Conversation, Message, Reaction, User
 from bots.router import CommandSpec, Context
 from bots.store import Store
+from chorus.compose import build_chorus
 from generation.fake import FakeGenerator
 from generation.types import Chunk, GenerationRequest
 from support import FakeResponder, TestBot, make_bot, reply_text, settings_for
@@ -45,11 +45,12 @@ async def test_shortcut_refines_into_v2_with_the_conversation_as_context(testbot
     assert second.title == "slogan · v2 of 2 · shorter"
     assert len(second.parts) == 2
     # "shorter" reworks each variant on its own: variant 2's request carries variant 2's previous text.
-    request = testbot.generator.requests[-1]
+    refined = testbot.generator.requests[2:]
+    assert {r.messages[-2].content for r in refined} == set(first.parts)
+    request = refined[-1]
     roles = [m.role for m in request.messages]
-    assert roles == ["system", "user", "assistant", "user"]
-    assert request.messages[2].content == first.parts[1]
-    assert "shorter" in request.messages[3].content.lower()
+    assert roles[0] == "system" and roles[-3:] == ["user", "assistant", "user"]
+    assert "shorter" in request.messages[-1].content.lower()
     record = await testbot.store.get_generation(second.generation_id)
     assert record is not None and record.parent_id == first.generation_id and record.version == 2
     assert testbot.responder.deferred == 2, "a refinement is acknowledged at once, like a command"
@@ -176,7 +177,7 @@ async def test_quota_per_user_with_a_wait_time(tmp_path: Path) -> None:
     bot = await make_bot(settings_for(tmp_path, CHORUS_LIMITS__QUOTA_PER_MINUTE="2"))
     try:
         await bot.one("/create slogan one")
-        await bot.one("s")
+        await bot.one("r")
         refused = await bot.one("/create slogan three")
         assert refused.ephemeral
         assert reply_text(refused).startswith("You've reached 2 generations a minute. Try again in ")
@@ -312,7 +313,7 @@ async def test_history_and_refinement_survive_a_restart(tmp_path: Path) -> None:
 
     store = Store(settings.store_url)
     await store.start()
-    restarted = TestBot(Chorus(settings, store, FakeGenerator()))
+    restarted = TestBot(build_chorus(settings, store, FakeGenerator(), drops=False))
     try:
         history = reply_text(await restarted.one("/history"))
         assert "2 versions" in history and "v2  shorter" in history
@@ -420,7 +421,7 @@ async def test_length_scales_the_token_budget_and_asks_for_it_and_refinements_ke
     await testbot.one("make it funnier")
     refined = testbot.generator.requests[-1]
     assert refined.max_new_tokens == budget // 2, "a refinement keeps the length it was created at"
-    assert refined.messages[1].content.endswith("Keep it brief.") and refined.messages[-1].content.startswith("make")
+    assert refined.messages[-3].content.endswith("Keep it brief.") and refined.messages[-1].content.startswith("make")
     history = reply_text(await testbot.one("/history"))
     assert "v1  /create story --length short" in history and "v2  make it funnier" in history
 

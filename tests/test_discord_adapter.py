@@ -22,6 +22,7 @@ from adapters.discord.responder import ACK_CONNECTIONS
 from bots.app import Chorus
 from bots.events import Activity, Conversation
 from bots.store import EngagementEvent, Feedback, Store
+from chorus.compose import build_chorus
 from generation.fake import FakeGenerator
 from support import settings_for, wait_until
 
@@ -77,7 +78,7 @@ async def start_harness(
     store = Store(settings.store_url)
     await store.start()
     generator = generator or FakeGenerator(delay_s=0.02)
-    chorus = Chorus(settings, store, generator)
+    chorus = build_chorus(settings, store, generator, drops=False)
     apply_endpoints(settings)
     adapter = DiscordAdapter(chorus, client_options={"guild_ready_timeout": 0.05})
     fake._connected.clear()
@@ -597,7 +598,7 @@ async def test_a_token_discord_refuses_stops_with_a_clear_message(
     settings = settings_for(tmp_path, **fake.env())
     store = Store(settings.store_url)
     await store.start()
-    chorus = Chorus(settings, store, FakeGenerator())
+    chorus = build_chorus(settings, store, FakeGenerator(), drops=False)
     apply_endpoints(settings)
     try:
         code = await asyncio.wait_for(DiscordAdapter(chorus).run("wrong-token"), 30)
@@ -693,7 +694,7 @@ def test_chorus_run_on_discord_without_a_token_says_where_to_put_it(tmp_path: Pa
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "bots.cli", "run"], env=_cli_env(tmp_path), capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "chorus", "run"], env=_cli_env(tmp_path), capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2 and "CHORUS_DISCORD_TOKEN" in result.stderr, result.stderr
 
@@ -710,7 +711,7 @@ async def test_chorus_run_connects_to_discord_and_answers_a_command(tmp_path: Pa
         **fake.env(),
     )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bots.cli", "run", env=env, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "chorus", "run", env=env, stderr=asyncio.subprocess.PIPE
     )
     try:
         await fake.wait_connected(60)
@@ -727,8 +728,9 @@ async def test_chorus_run_connects_to_discord_and_answers_a_command(tmp_path: Pa
 
 
 async def test_a_long_result_is_split_into_follow_ups_with_the_buttons_on_the_last(bot: Harness) -> None:
-    # Distinct words (a repeated one is refused as degenerate), cut at 180 words a variant.
-    bot.generator.script = lambda request: " ".join(f"lighthouse{i}." if i % 9 == 8 else f"lamp{i}" for i in range(700))
+    words = ("lighthouse", "harbour", "tide", "lantern", "gull", "keeper", "storm", "beacon", "shore", "night")
+    # Varied words (a run of one word is degenerate text the studio never shows); cut at 180 words a variant.
+    bot.generator.script = lambda request: " ".join(f"{words[i % 10]}{i}" for i in range(700))
     bot.generator.delay_s = 0.0
     payload = await bot.fake.slash("create", {"kind": "post", "prompt": "a long one", "n": 3})  # ~6000 chars
     token = payload["token"]
@@ -795,7 +797,7 @@ async def test_asking_for_an_ungranted_message_content_intent_stops_with_a_clear
     )
     store = Store(settings.store_url)
     await store.start()
-    chorus = Chorus(settings, store, FakeGenerator())
+    chorus = build_chorus(settings, store, FakeGenerator(), drops=False)
     apply_endpoints(settings)
     try:
         code = await asyncio.wait_for(DiscordAdapter(chorus).run("fake-token"), 30)
@@ -822,3 +824,11 @@ async def test_two_commands_on_the_real_engine_queue_stream_and_finish(tmp_path:
         assert any("Queued: 1st in line" in body for body in waiting), waiting
     finally:
         await stop_harness(bot)
+
+
+async def test_mydata_arrives_as_an_ephemeral_json_attachment(bot: Harness) -> None:
+    await create_one(bot)
+    payload = await bot.fake.slash("mydata", {})
+    answer = await ephemeral_answer(bot, payload)
+    assert answer["attachments"][0]["filename"] == "chorus-mydata.json"
+    assert "for you alone" in answer["content"]

@@ -361,7 +361,8 @@ def test_the_job_store_uses_the_stores_database_through_a_sync_driver(tmp_path: 
 
 
 async def test_without_a_scheduler_drops_say_so(tmp_path: Path) -> None:
-    bot = await make_bot(settings_for(tmp_path))
+    # An in-memory store cannot hold the job store, so the drops plug-in installs without its scheduler.
+    bot = await make_bot(settings_for(tmp_path, CHORUS_STORE__URL="sqlite+aiosqlite://"), drops=True)
     try:
         [reply] = await bot.say("/drops status")
         assert reply.ephemeral and "not running" in reply_text(reply)
@@ -464,7 +465,7 @@ def test_chorus_run_wires_drops_into_the_terminal(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
     env |= {"CHORUS_HOME": str(tmp_path), "CHORUS_MODEL__SOURCE": "fake"}
     result = subprocess.run(
-        [sys.executable, "-m", "bots.cli", "run"], input=script, capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "chorus", "run"], input=script, capture_output=True, text=True, env=env, timeout=120
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout

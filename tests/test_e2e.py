@@ -20,7 +20,7 @@ TERMINAL = Conversation("terminal", "local", "terminal")
 def chorus(args: list[str], stdin: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")} | env
     return subprocess.run(
-        [sys.executable, "-m", "bots.cli", *args],
+        [sys.executable, "-m", "chorus", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -89,11 +89,11 @@ def test_config_with_a_wrong_type_exits_2_naming_file_and_key(tmp_path: Path) ->
     assert f"{config}: [limits] max_variants = 'lots' is not allowed" in result.stderr
 
 
-def test_unwritable_data_dir_exits_1_with_what_to_do(tmp_path: Path) -> None:
+def test_unwritable_data_dir_exits_2_with_what_to_do(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     result = chorus(["run"], "", {"CHORUS_HOME": str(blocker / "home"), "CHORUS_MODEL__SOURCE": "fake"})
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert str(blocker / "home") in result.stderr and "CHORUS_HOME" in result.stderr
 
 
@@ -103,7 +103,7 @@ def test_model_missing_offline_says_exactly_what_to_run(tmp_path: Path) -> None:
         "",
         {"CHORUS_HOME": str(tmp_path), "CHORUS_MODEL__SOURCE": "hf", "CHORUS_MODEL__PATH": str(tmp_path / "nope")},
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "model.path" in result.stderr and str(tmp_path / "nope") in result.stderr
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from config import Settings, load_settings
 from generation import models
-from generation.models import MARKER_NAME, ModelSpec, model_status, prepare_model
+from generation.models import MARKER_NAME, ModelSpec, model_check, model_status, prepare_model
 from generation.types import ModelUnavailable
 
 FAKE_GGUF = b"GGUF" + b"\x00" * 60
@@ -26,8 +27,16 @@ def write_gguf(path: Path, payload: bytes = FAKE_GGUF) -> Path:
     return path
 
 
+def write_weights(out_dir: Path, floats: int = 4) -> Path:
+    """A small but well-formed model.safetensors (header, then the data it announces)."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [floats], "data_offsets": [0, 4 * floats]}}).encode()
+    path = out_dir / "model.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(4 * floats))
+    return path
+
+
 class RecordingConverter:
-    """Stands in for the transformers conversion: writes a config.json and counts calls."""
+    """Stands in for the transformers conversion: writes a config.json and weights, and counts calls."""
 
     def __init__(self, fail: bool = False) -> None:
         self.calls: list[tuple[Path, Path]] = []
@@ -36,6 +45,7 @@ class RecordingConverter:
     def __call__(self, gguf: Path, out_dir: Path) -> None:
         self.calls.append((gguf, out_dir))
         (out_dir / "config.json").write_text("{}")
+        write_weights(out_dir)
         if self.fail:
             raise RuntimeError("killed halfway")
 
@@ -133,7 +143,7 @@ def test_interrupted_conversion_is_redone(tmp_path: Path, monkeypatch: pytest.Mo
     assert len(working.calls) == 1
     assert spec.path == target
     assert (target / MARKER_NAME).is_file()
-    assert not (target / "model.safetensors").exists()
+    assert (target / "model.safetensors").read_bytes() != b"half"  # the half-written file was replaced
     assert not stray.exists()
 
 
@@ -228,3 +238,22 @@ def test_fake_source_has_no_model(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailable):
         prepare_model(settings)
     assert "fake" in model_status(settings)
+
+
+def test_a_truncated_converted_model_is_reported_and_converted_again(
+    tmp_path: Path, fake_embedded: Path, converter: RecordingConverter
+) -> None:
+    settings = settings_for(tmp_path / "home")
+    spec = prepare_model(settings)
+    weights = spec.path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-5])  # a disk that filled up, a copy cut short
+
+    usable, line = model_check(settings)
+
+    assert not usable
+    assert f"The converted model at {spec.path} is damaged: model.safetensors is" in line
+    assert "chorus prepare-model" in line
+    said: list[str] = []
+    assert prepare_model(settings, progress=said.append) == spec
+    assert any("damaged" in note for note in said) and len(converter.calls) == 2
+    assert model_check(settings) == (True, f"embedded SmolLM2-135M-Instruct: converted at {spec.path}")

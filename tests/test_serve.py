@@ -459,7 +459,7 @@ def test_chorus_serve_answers_and_chorus_run_generates_through_it(tmp_path: Path
     port = free_port()
     server_env = base_env | {"CHORUS_HOME": str(tmp_path / "server"), "CHORUS_MODEL__SOURCE": "fake"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "bots.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "chorus", "serve", "--port", str(port)],
         env=server_env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -482,7 +482,7 @@ def test_chorus_serve_answers_and_chorus_run_generates_through_it(tmp_path: Path
 
         client_env = base_env | {"CHORUS_HOME": str(tmp_path / "client"), "CHORUS_GENERATION__URL": f"{url}/v1"}
         result = subprocess.run(
-            [sys.executable, "-m", "bots.cli", "run"],
+            [sys.executable, "-m", "chorus", "run"],
             input="/create slogan x\n",
             env=client_env,
             cwd=ROOT,
@@ -494,7 +494,7 @@ def test_chorus_serve_answers_and_chorus_run_generates_through_it(tmp_path: Path
         assert "── slogan · v1 of 1 ──" in result.stdout
         assert "slogan for x" in result.stdout, result.stdout
         doctor = subprocess.run(
-            [sys.executable, "-m", "bots.cli", "doctor"], env=client_env, cwd=ROOT, capture_output=True, text=True
+            [sys.executable, "-m", "chorus", "doctor"], env=client_env, cwd=ROOT, capture_output=True, text=True
         )
         assert f"  model:     remote {url}/v1: ok, serving fake" in doctor.stdout, doctor.stdout
         served = httpx.get(f"{url}/metrics", timeout=5).text

@@ -269,3 +269,18 @@ async def test_a_bot_token_slack_refuses_is_reported_with_its_variable(tmp_path:
         await adapter.stop()
         await bot.chorus.close()
     assert adapter.port is None  # nothing listens for Slack with a token it refused
+
+
+async def test_mydata_goes_to_the_users_direct_messages_with_a_private_note(slack: SlackChorus) -> None:
+    await first_result(slack)
+    await slack.slash(slash_body("/mydata", ""))
+    await wait_until(lambda: len(slack.fake.answered("chat.postEphemeral")) == 1)
+    await slack.idle()
+    note = slack.fake.answered("chat.postEphemeral")[0].body
+    assert note["user"] == "U0ALICE" and "for you alone" in note["text"]
+    opened = slack.fake.answered("conversations.open")
+    assert [call.body["users"] for call in opened] == ["U0ALICE"]
+    completed = slack.fake.answered("files.completeUploadExternal")[0].body
+    assert completed["channel_id"] == opened[0].response["channel"]["id"]
+    uploaded = json.loads(next(iter(slack.fake.uploads.values())))
+    assert uploaded["user_id"] == "U0ALICE" and len(uploaded["generations"]) == 1

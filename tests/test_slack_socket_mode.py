@@ -15,6 +15,7 @@ from slack_support import (
     block_texts,
     fake_slack_fixture,  # noqa: F401  (provides `fake`)
     final_updates,
+    results,
     start_slack,
 )
 
@@ -95,7 +96,7 @@ async def test_chorus_run_serves_slack_until_sigterm(tmp_path: Path, fake: FakeS
         "CHORUS_SLACK_APP_TOKEN": APP_TOKEN,
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bots.cli", "run", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "chorus", "run", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     try:
         await fake.wait_connected(60)
@@ -123,6 +124,6 @@ async def test_a_burst_of_commands_is_acked_before_any_of_it_is_processed(tmp_pa
         sent = await fake.push_many("slash_commands", [slash_body("/create", "slogan a cafe", user=u) for u in users])
         await wait_until(lambda: len(started) == len(sent) and all(e in fake.acks for e in sent))
         assert min(started) > max(fake.ack_times[e] for e in sent)
-        await wait_until(lambda: len(final_updates(fake)) == len(sent))
+        await wait_until(lambda: len(results(fake)) == len(sent))
     finally:
         await slack.close()

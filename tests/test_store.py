@@ -188,7 +188,8 @@ async def test_forget_user_deletes_only_that_users_data(store: Store) -> None:
     assert await store.get_generation(alice_v1.id) is None
     assert await store.get_generation(alice_v2.id) is None
     survivor = await store.get_generation(bobs_refinement.id)
-    assert survivor == dataclasses.replace(bobs_refinement, parent_id=None)
+    # Bob keeps his text, but not Alice's prompt his version was built on.
+    assert survivor == dataclasses.replace(bobs_refinement, parent_id=None, prompt="")
     assert survivor.root_id == alice_v1.id
     assert await store.versions(alice_v1.id) == [survivor]
     assert await store.lineage(survivor) == [survivor]
@@ -235,6 +236,32 @@ async def test_data_survives_a_restart(store_url: str) -> None:
         assert (await _generate(second, parent=v2)).version == 3
     finally:
         await second.close()
+
+
+async def test_what_postgres_refuses_is_cleaned_and_stored_not_lost(store: Store) -> None:
+    long_name = User("u-long", "N" * 300)
+    nul = "tea\x00 at dawn"
+
+    record = await _generate(store, user=long_name, prompt=nul)
+    refined = await store.add_generation(
+        HERE, ALICE, kind="poem", tone="warm", prompt=nul, variants=["one\x00", "two"], params={}, parent=record
+    )
+    session = await store.create_brainstorm(HERE, long_name, topic=nul, rounds=1, minutes=1.0, deadline=None)
+    idea = await store.add_idea(session.id, long_name, "discord", nul, round=1)
+    await store.add_engagement(HERE, "reply", nul, user=long_name)
+
+    stored = await store.get_generation(record.id)
+    assert stored is not None
+    assert (stored.prompt, len(stored.user.name), stored.user.name[-1]) == ("tea at dawn", 255, "…")
+    assert (await store.get_generation(refined.id)).variants == ("one", "two")
+    assert (await store.get_brainstorm(session.id)).starter.name == stored.user.name
+    assert [i.text for i in await store.ideas(session.id)] == ["tea at dawn"] and idea.id
+    assert await store.user_data_counts("discord", "u-long") == {
+        "generations": 1,
+        "feedback": 0,
+        "engagement": 1,
+        "brainstorm ideas": 1,
+    }
 
 
 def _under_a_file(tmp_path: Path) -> Path:

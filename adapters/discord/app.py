@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -253,7 +253,7 @@ class DiscordAdapter:
         self.client_options = dict(client_options or {})
         settings = chorus.settings
         self.section = settings.discord
-        self.tones = tuple(settings.tones)
+        self.tones: Sequence[str] = tuple(settings.tones)
         self.edit_interval_s = settings.limits.stream_edit_interval_s
         self.token_ttl_s = self.section.interaction_token_ttl_s
         self.final_retry_s = FINAL_RETRY_S

@@ -80,7 +80,7 @@ def slash_command(spec: CommandSpec, settings: Settings, on_command: CommandCall
     callback.__discord_app_commands_param_choices__ = {  # type: ignore[attr-defined]
         name: _choices(values) for name, values in small.items()
     }
-    command: app_commands.Command[Any, ..., None] = app_commands.Command(
+    command: app_commands.Command[Any, ..., Any] = app_commands.Command(
         name=spec.name, description=spec.summary[:100], callback=callback
     )
     for name, values in listed.items():

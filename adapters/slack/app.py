@@ -73,6 +73,7 @@ BOT_SCOPES = (
     "files:write",
     "groups:history",
     "im:history",
+    "im:write",  # private files (/mydata) go to the user's direct messages
     "mpim:history",
     "reactions:read",
     "users:read",
@@ -87,6 +88,7 @@ WEB_API_TIMEOUT_S = 30  # seconds one Web API call may take, on the shared HTTP 
 BURST_QUIET_S = 0.005
 BURST_MAX_HOLD_S = 0.25
 STOP_DELIVERY_S = 20.0  # how long a stop waits to finish the messages it cut short
+STOP_GRACE_S = 2.0  # how long a stop lets handlers that are not writing a message finish
 
 
 def _slack_site(api_base_url: str) -> str:
@@ -259,31 +261,39 @@ class SlackAdapter:
     async def stop(self) -> None:
         """Stop taking events; finish every message being written with its text so far and a note that Chorus
         restarted (final replies already on their way still land); then close the connections."""
-        self.stopping = True
+        self.stopping = self.outbound.stopping = True
         if self._socket is not None:
             await self._socket.close_async()
         if self._runner is not None:
             await self._runner.cleanup()
         self._release_held(force=True)
-        await asyncio.sleep(0)  # let held work that was just started open its stream
-        handlers = list(self.tasks)
-        for task in handlers:
+        await self._interrupt_streams()
+        # Quick handlers (help, ratings, private errors) get a moment to answer; the rest are stopped.
+        pending = set(self.tasks)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=STOP_GRACE_S)
+        for task in pending:
             task.cancel()
-        if handlers:
-            await asyncio.gather(*handlers, return_exceptions=True)
-        streams = list(self.outbound.streams)
-        if streams:
-            _log.info("finishing %d message(s) cut short by the stop", len(streams))
-            try:
-                await asyncio.wait_for(
-                    asyncio.gather(*(stream.interrupt() for stream in streams), return_exceptions=True),
-                    STOP_DELIVERY_S,
-                )
-            except TimeoutError:
-                _log.warning("some messages cut short by the stop could not be finished in %s s", STOP_DELIVERY_S)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._interrupt_streams()  # any stream opened during the grace
         self._clients.clear()
         if self.client.session is not None:
             await self.client.session.close()
+
+    async def _interrupt_streams(self) -> None:
+        streams = list(self.outbound.streams)
+        if not streams:
+            return
+        _log.info("finishing %d message(s) cut short by the stop", len(streams))
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(stream.interrupt() for stream in streams), return_exceptions=True), STOP_DELIVERY_S
+            )
+        except TimeoutError:
+            _log.warning("some messages cut short by the stop could not be finished in %s s", STOP_DELIVERY_S)
+            for stream in streams:
+                stream.abandon()
 
     async def client_for(self, team_id: str) -> AsyncWebClient:
         """The Web API client holding that workspace's bot token."""
@@ -475,12 +485,9 @@ class SlackAdapter:
             self._handle_once(body, lambda: self.chorus.handle(activity, self._responder(client, activity)))
 
     async def _refine_from_message(self, message: Message, client: AsyncWebClient) -> None:
-        """In a thread, a message refines the newest Chorus result in that thread (else the one it sits under)."""
+        """A message to Chorus; in a thread it replies to the thread's root, and the core picks the newest result
+        there (feedback.message_target)."""
         message = await self._named(message, client)
-        if message.conversation.thread:
-            latest = await self.chorus.store.latest_generation(message.conversation)
-            if latest is not None and latest.message_ref:
-                message = dataclasses.replace(message, reply_to=latest.message_ref)
         await self.chorus.handle(message, self._responder(client, message, thread_ts=message.conversation.thread))
 
     async def _on_reaction(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
@@ -531,6 +538,15 @@ async def run_slack(chorus: Chorus) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
+    try:
+        return await _serve(chorus, stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)
+
+
+async def _serve(chorus: Chorus, stop: asyncio.Event) -> int:
     try:
         adapter = SlackAdapter(chorus)
         await adapter.start()

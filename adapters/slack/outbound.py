@@ -18,12 +18,15 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+if TYPE_CHECKING:
+    from adapters.slack.responder import SlackStream
 
 _log = logging.getLogger(__name__)
 
@@ -156,7 +159,8 @@ class Outbound:
         self._order = itertools.count()
         self._quiet: OrderedDict[tuple[str | None, str], AsyncWebClient] = OrderedDict()
         # Streams not yet finished, so that a shutdown can finish them (SlackStream.interrupt).
-        self.streams: set[Any] = set()
+        self.streams: set[SlackStream] = set()
+        self.stopping = False  # set by the adapter's stop: streams cut short then say that Chorus restarted
 
     def quiet(self, client: AsyncWebClient) -> AsyncWebClient:
         """`client` without slack_sdk's own 429 retries (which sleep outside the pacing and give up after five):

@@ -23,6 +23,7 @@ from generation.moderation import neutralize_mentions
 SECTION_LIMIT = 3000  # characters of text in one section block
 BLOCK_LIMIT = 50  # blocks in one message
 FALLBACK_LIMIT = 3000  # the notification text shown where blocks are not
+TITLE_LIMIT = 300  # characters of escaped title shown above a result (a refinement's instruction may be 1000)
 ACTIONS_PER_BLOCK = 25
 OPTIONS_LIMIT = 100
 TRUNCATED = "_… the rest did not fit in one Slack message._"
@@ -38,6 +39,19 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _entity_safe_cut(text: str, cut: int) -> int:
+    """`cut`, moved back to before an `&amp;`-style entity it would split."""
+    amp = text.rfind("&", max(0, cut - 5), cut)
+    return amp if amp != -1 and ";" not in text[amp:cut] else cut
+
+
+def cap(escaped: str, limit: int) -> str:
+    """Escaped mrkdwn shortened to at most `limit` characters with "…", never inside an entity."""
+    if len(escaped) <= limit:
+        return escaped
+    return escaped[: _entity_safe_cut(escaped, limit - 1)] + "…"
+
+
 def split_text(text: str, limit: int = SECTION_LIMIT) -> list[str]:
     """Split escaped text into pieces of at most `limit`, at a line break or space when there is one near the end,
     never inside an `&amp;`-style entity."""
@@ -47,10 +61,7 @@ def split_text(text: str, limit: int = SECTION_LIMIT) -> list[str]:
         if cut <= 0:
             cut = text.rfind(" ", limit // 2, limit)
         if cut <= 0:
-            cut = limit
-            amp = text.rfind("&", max(0, cut - 5), cut)
-            if amp != -1 and ";" not in text[amp:cut]:
-                cut = amp
+            cut = _entity_safe_cut(text, limit)
         pieces.append(text[:cut])
         text = text[cut:].lstrip("\n ") if text[cut : cut + 1] in ("\n", " ") else text[cut:]
     if text or not pieces:
@@ -78,8 +89,12 @@ def parts_text(parts: Sequence[str]) -> str:
     return "\n\n".join(f"{i}. {text}" for i, text in enumerate(parts, 1))
 
 
-def _body_blocks(text: str, room: int) -> list[Block]:
-    blocks = [_section(piece) for piece in split_text(escape(text))]
+def _title_block(title: str) -> Block:
+    return _context(f"*{cap(escape(title), TITLE_LIMIT)}*")
+
+
+def _body_blocks(text: str, room: int, limit: int = SECTION_LIMIT) -> list[Block]:
+    blocks = [_section(piece) for piece in split_text(escape(text), limit)]
     if len(blocks) > room:
         blocks = [*blocks[: max(room - 1, 0)], _context(TRUNCATED)]
     return blocks
@@ -115,8 +130,8 @@ def action_elements(actions: Sequence[ReplyAction], tones: Sequence[str]) -> lis
 
 def render_blocks(reply: Reply, tones: Sequence[str] = ()) -> list[Block]:
     """The whole reply: title, text split at the section limit, footer, then the action row(s); ≤ 50 blocks."""
-    head: list[Block] = [_context(f"*{escape(reply.title)}*")] if reply.title else []
-    tail: list[Block] = [_context(escape(reply.footer))] if reply.footer else []
+    head: list[Block] = [_title_block(reply.title)] if reply.title else []
+    tail: list[Block] = [_context(cap(escape(reply.footer), SECTION_LIMIT))] if reply.footer else []
     elements = action_elements(reply.actions, tones)
     for start in range(0, len(elements), ACTIONS_PER_BLOCK):
         tail.append({"type": "actions", "elements": elements[start : start + ACTIONS_PER_BLOCK]})
@@ -127,8 +142,7 @@ def render_blocks(reply: Reply, tones: Sequence[str] = ()) -> list[Block]:
 def fallback_text(reply: Reply) -> str:
     """The message's `text`: what notifications and screen readers show."""
     text = " — ".join(piece for piece in (reply.title, parts_text(reply.parts)) if piece) or "Chorus"
-    text = escape(text)
-    return text if len(text) <= FALLBACK_LIMIT else text[: FALLBACK_LIMIT - 1] + "…"
+    return cap(escape(text), FALLBACK_LIMIT)
 
 
 def render_message(reply: Reply, tones: Sequence[str] = ()) -> dict[str, Any]:
@@ -138,16 +152,19 @@ def render_message(reply: Reply, tones: Sequence[str] = ()) -> dict[str, Any]:
 
 def render_progress(title: str, parts: Sequence[str], status: str = "") -> dict[str, Any]:
     """A message being streamed: title, the text so far with a cursor, and a queue note while waiting."""
-    head = [_context(f"*{escape(title)}*")] if title else []
+    head = [_title_block(title)] if title else []
     text = parts_text(parts) if any(parts) else ""
     if text:
-        body = _body_blocks(text, BLOCK_LIMIT - len(head) - 1)
-        body[-1]["text"]["text"] = body[-1]["text"]["text"].rstrip() + CURSOR
+        # The cursor is added after the split, so every piece leaves room for it.
+        body = _body_blocks(text, BLOCK_LIMIT - len(head) - 1, SECTION_LIMIT - len(CURSOR))
+        last = body[-1]
+        if last["type"] == "section":
+            last["text"]["text"] = last["text"]["text"].rstrip() + CURSOR
     else:
         body = []
     note = [_context(f"_⏳ {escape(status)}_" if status else WORKING)] if status or not text else []
     blocks = [*head, *body, *note][:BLOCK_LIMIT]
-    fallback = escape(title or "Chorus") + " — " + (escape(status) if status else "writing…")
+    fallback = cap(escape(title or "Chorus"), TITLE_LIMIT) + " — " + (escape(status) if status else "writing…")
     return {"text": fallback, "blocks": blocks}
 
 

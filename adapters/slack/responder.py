@@ -40,9 +40,10 @@ _NOT_EDITABLE = frozenset({"message_not_found", "cant_update_message", "edit_win
 PLACEHOLDER_GRACE_S = 0.25
 # What a message cut short by a restart says under its text so far.
 RESTART_NOTE = "⚠ Chorus restarted before this was finished; above is the text so far. Run the command again."
+# ... and what one says when its handler failed before finishing it.
+UNFINISHED_NOTE = "⚠ This stopped before it was finished; above is the text so far. Try again."
 # Slack seconds a placeholder removal may keep being refused before it is left as it is.
 CLEANUP_PATIENCE_S = 60.0
-UNFURL_OFF = {"unfurl_links": False, "unfurl_media": False}
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ class SlackResponder:
                 "chat.postMessage",
                 channel=self.channel,
                 thread_ts=self.thread_ts,
-                **UNFURL_OFF,
+                unfurl_links=False,
+                unfurl_media=False,
                 **render_message(reply, self.options.tones),
             )
         except SlackApiError as exc:
@@ -128,6 +130,8 @@ class SlackResponder:
         return ts, thread
 
     async def _ephemeral(self, reply: Reply) -> str:
+        if reply.attachments:
+            await self._attach_privately(reply.attachments)
         message = render_message(reply, self.options.tones)
         try:
             response = await self.call(
@@ -140,6 +144,17 @@ class SlackResponder:
             _log.info("chat.postEphemeral failed (%s); answering through the response_url", exc)
         await self._via_response_url(message)
         return ""
+
+    async def _attach_privately(self, attachments: Sequence[Attachment]) -> None:
+        """Slack has no ephemeral files: a private reply's files go to the user's direct messages with Chorus."""
+        opened = await self.client.conversations_open(users=self.user_id)
+        for attachment in attachments:
+            await self.client.files_upload_v2(
+                channel=opened["channel"]["id"],
+                file=str(attachment.path),
+                filename=attachment.filename,
+                title=attachment.description or attachment.filename,
+            )
 
     async def _not_here(self) -> None:
         """Tell the user (privately, through the response_url) that Chorus must be invited first."""
@@ -170,6 +185,11 @@ async def upload_attachments(
             filename=attachment.filename,
             title=attachment.description or attachment.filename,
         )
+
+
+def _log_failure(delivery: asyncio.Future[str]) -> None:
+    if not delivery.cancelled() and delivery.exception() is not None:
+        _log.warning("could not finish a message cut short: %s", delivery.exception())
 
 
 def _error(exc: SlackApiError) -> str:
@@ -204,6 +224,8 @@ class SlackStream:
         self._unreachable = False  # Chorus may not post in this channel; the user was told once
         # The handler task writing this stream: if it is cancelled (shutdown), the pusher stops with it.
         self._owner = asyncio.current_task()
+        if self._owner is not None:
+            self._owner.add_done_callback(self._on_owner_done)
         self.outbound.streams.add(self)
 
     async def begin_part(self, index: int, total: int) -> None:
@@ -231,7 +253,6 @@ class SlackStream:
         """Deliver the final reply; returns the id of the message that shows it ("" if Chorus may not post)."""
         if self._delivery is None:
             self._finished = True
-            await self._stop_pusher()
             # Shielded: a shutdown that cancels the handler now still lets the final reply land.
             self._delivery = asyncio.ensure_future(self._deliver(reply))
         return await asyncio.shield(self._delivery)
@@ -241,15 +262,38 @@ class SlackStream:
         if self._delivery is None:
             parts = tuple(part for part in self.parts if part)
             self._finished = True
-            await self._stop_pusher()
             self._delivery = asyncio.ensure_future(self._deliver(Reply(parts=parts, title=self.title, footer=note)))
         with contextlib.suppress(Exception):
             await asyncio.shield(self._delivery)
+
+    def _on_owner_done(self, owner: asyncio.Task[Any]) -> None:
+        """The handler ended without finishing this message (it failed, or a stop cancelled it): finish it with the
+        text so far and a note, so that no "writing… ▍" is left behind."""
+        if self._delivery is not None:
+            return
+        self._finished = True
+        if not self.outbound.stopping and self.ts is None and not self._sending:
+            # Nothing was shown yet: the user hears of the failure privately, from the error boundary.
+            if self._pusher is not None:
+                self._pusher.cancel()
+            self.outbound.streams.discard(self)
+            return
+        note = RESTART_NOTE if self.outbound.stopping else UNFINISHED_NOTE
+        parts = tuple(part for part in self.parts if part)
+        self._delivery = asyncio.ensure_future(self._deliver(Reply(parts=parts, title=self.title, footer=note)))
+        self._delivery.add_done_callback(_log_failure)
+
+    def abandon(self) -> None:
+        """Give up delivering (the process is going away)."""
+        if self._delivery is not None:
+            self._delivery.cancel()
+        self.outbound.streams.discard(self)
 
     async def _deliver(self, reply: Reply) -> str:
         """The final reply, first in line. The placeholder is edited; when Slack refuses that edit past its patience
         (429s) or for good, the reply is posted as a new message and the placeholder removed."""
         try:
+            await self._stop_pusher()  # a progress edit in flight lands first; one waiting for its turn is skipped
             if self._unreachable:
                 return ""
             if self.ts is None:
@@ -346,7 +390,8 @@ class SlackStream:
                     team,
                     channel=self.channel,
                     thread_ts=responder.thread_ts,
-                    **UNFURL_OFF,
+                    unfurl_links=False,
+                    unfurl_media=False,
                     **render_progress(self.title, self.parts, self.status_text),
                 )
             except SlackApiError as exc:
@@ -437,7 +482,8 @@ class SlackPublisher:
                 priority=Priority.POST,
                 channel=conversation.channel,
                 thread_ts=conversation.thread,
-                **UNFURL_OFF,
+                unfurl_links=False,
+                unfurl_media=False,
                 **render_message(reply, self.options.tones),
             )
         except SlackApiError as exc:

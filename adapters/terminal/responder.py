@@ -131,6 +131,7 @@ class TerminalStream:
         self._responder = responder
         self._title = title
         self._started = False
+        self._streamed: list[str] = []
         self._open = False
 
     def _start(self) -> None:
@@ -147,9 +148,12 @@ class TerminalStream:
             self._responder._write("\n")
         if total > 1:
             self._responder._write(f"{index}. ")
+        self._streamed.append("")
 
     async def write(self, delta: str) -> None:
         self._start()
+        if self._streamed:
+            self._streamed[-1] += delta
         self._responder._write(delta)
 
     async def status(self, text: str) -> None:
@@ -165,6 +169,11 @@ class TerminalStream:
             tail: list[str] = []
             if reply.generation_id is None:
                 tail.extend(reply.parts)
+            elif [part.strip() for part in self._streamed] != [part.strip() for part in reply.parts]:
+                # The final text differs from what streamed (trimmed, tidied, one variant dropped): show what was kept.
+                numbered = len(reply.parts) > 1
+                tail.append("── final ──")
+                tail.extend(f"{i}. {part}" if numbered else part for i, part in enumerate(reply.parts, 1))
             if reply.footer:
                 tail.append(reply.footer)
             if reply.actions:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import math
+from typing import TYPE_CHECKING
 
 from bots.errors import UserError
 from bots.events import Command
-from bots.parsing import split_options
+from bots.parsing import parse_bounded, split_options
 from bots.router import CommandSpec, Context
 from generation.moderation import neutralize_mentions
+
+if TYPE_CHECKING:
+    from bots.brainstorm.feature import Brainstorms
 
 USAGE = "/brainstorm <topic> [--minutes N] [--rounds R] · /brainstorm summary"
 MAX_MINUTES = 1440.0
@@ -16,27 +19,11 @@ MAX_ROUNDS = 10
 
 
 def parse_minutes(value: str | None, default: float) -> float:
-    if value is None:
-        return default
-    try:
-        minutes = float(value)
-    except ValueError:
-        minutes = math.nan
-    if not 0 < minutes <= MAX_MINUTES:
-        raise UserError(f"--minutes must be a number of minutes above 0, at most {MAX_MINUTES:.0f} (got {value!r}).")
-    return minutes
+    return parse_bounded(value, "minutes", low=0, high=MAX_MINUTES, default=default, whole=False, unit="minutes")
 
 
 def parse_rounds(value: str | None, default: int) -> int:
-    if value is None:
-        return default
-    try:
-        rounds = int(value)
-    except ValueError:
-        rounds = 0
-    if not 1 <= rounds <= MAX_ROUNDS:
-        raise UserError(f"--rounds must be a whole number from 1 to {MAX_ROUNDS} (got {value!r}).")
-    return rounds
+    return int(parse_bounded(value, "rounds", low=1, high=MAX_ROUNDS, default=default))
 
 
 async def brainstorm(ctx: Context) -> None:
@@ -57,7 +44,7 @@ async def brainstorm(ctx: Context) -> None:
     minutes = parse_minutes(found.get("minutes"), settings.brainstorm.minutes)
     rounds = parse_rounds(found.get("rounds"), settings.brainstorm.rounds)
     # The topic is repeated in titles, thread names and summaries: make it inert once, here.
-    await ctx.app.brainstorms.start(ctx, neutralize_mentions(topic), minutes, rounds)
+    await _sessions(ctx).start(ctx, neutralize_mentions(topic), minutes, rounds)
 
 
 async def summary(ctx: Context) -> None:
@@ -76,7 +63,14 @@ async def summary(ctx: Context) -> None:
             f"The brainstorm on “{session.topic}” is still running (round {session.round} of {session.rounds}). "
             "✅ Wrap up ends it and writes the summary."
         )
-    await ctx.responder.send(await ctx.app.brainstorms.summary_reply(session))
+    await ctx.responder.send(await _sessions(ctx).summary_reply(session))
+
+
+def _sessions(ctx: Context) -> Brainstorms:
+    sessions = ctx.app.brainstorms
+    if sessions is None:  # the command is routed only where the brainstorm plug-in is installed
+        raise RuntimeError("brainstorm plug-in not installed")
+    return sessions
 
 
 BRAINSTORM = CommandSpec(

@@ -45,7 +45,13 @@ THROWAWAYS = frozenset(_THROWAWAY_LIST.split("|"))
 _VOTE_WORDS = frozenset({"+1", "👍", "this", "this one", "agree", "agreed", "same", "me too"})
 _SKIN_TONES = re.compile("[\U0001f3fb-\U0001f3ff\ufe0f]")
 _THUMBS_ALIASES = frozenset({"👍", "+1", "thumbsup", "thumbs_up", "thumbs-up", "like"})
+# Platforms whose threads are a mode of their one channel rather than a place of their own.
+_MODE_THREAD_PLATFORMS = frozenset({"terminal"})
 _THEMES_FAILED = "Sorting the ideas failed this time; they are all kept and the next round end tries again."
+_NO_CLEAR_THEMES = (
+    "These ideas do not fall into clear groups yet, so they are listed together rather than split into made-up "
+    "themes. More ideas, or ideas that differ in what they aim at, make themes."
+)
 
 
 def _now() -> datetime:
@@ -69,6 +75,12 @@ def is_throwaway(text: str) -> bool:
     return letters < 3
 
 
+def _shown(idea: IdeaRecord) -> bool:
+    """Chorus' own ideas exist for people once posted; one stored just before a crash was never seen, so it cannot
+    be voted on until the resumed round end posts it."""
+    return idea.source == "person" or idea.message_ref is not None
+
+
 def parse_number(value: str) -> int | None:
     match = re.fullmatch(r"\s*#?\s*(\d{1,6})\s*", value)
     return int(match.group(1)) if match else None
@@ -83,11 +95,7 @@ class Brainstorms:
         self._timers: dict[int, asyncio.Task[None]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._hinted: set[tuple[int, str]] = set()  # (session, user) told once that their message was unreadable
-        app.intercept(Message, self._on_message)
-        app.intercept(Reaction, self._on_reaction)
-        app.intercept(Action, self._on_action)
-        app.on_publisher(self._on_publisher)
-        app.on_close(self.close)
+        self._rejoined: set[int] = set()  # sessions whose mode thread this process has re-entered (or opened)
 
     @property
     def config(self) -> BrainstormSection:
@@ -103,6 +111,7 @@ class Brainstorms:
         """Post the kickoff, open its thread, post the seed ideas there, and arm the round timer."""
         store = self.app.store
         conversation = ctx.event.conversation
+        await self.purge_expired()
         running = await store.open_brainstorm_in_channel(conversation)
         if running is not None:
             where = f" in its thread “{running.thread_name}”" if running.thread_name else ""
@@ -141,6 +150,7 @@ class Brainstorms:
             )
             raise
         session = await store.update_brainstorm(session.id, thread=thread, thread_name=name, kickoff_ref=kickoff_ref)
+        self._rejoined.add(session.id)
         for text in await seeds_task:
             idea = await store.add_idea(session.id, CHORUS, channel.platform, text, round=1, source="seed")
             ref = await responder.send(render.chorus_idea(session.id, idea, "Seed idea"))
@@ -159,7 +169,7 @@ class Brainstorms:
     async def _on_message(self, ctx: Context) -> bool:
         message = ctx.event
         assert isinstance(message, Message)
-        session = await self._session_for(ctx)
+        session = await self._session_for(ctx) or await self._rejoin_thread(ctx)
         if session is None:
             return False
         if not session.is_open:
@@ -181,6 +191,20 @@ class Brainstorms:
             return True
         await self._add_idea(ctx, session, text, message.message_ref)
         return True
+
+    async def _rejoin_thread(self, ctx: Context) -> BrainstormRecord | None:
+        """Where a thread is only a mode of the one channel (the terminal), a restart forgets the mode: the first
+        message typed in the channel while its brainstorm runs re-enters the thread, instead of becoming a
+        refinement of some earlier result. Once per session and process, so /leave still leaves."""
+        conversation = ctx.event.conversation
+        if conversation.platform not in _MODE_THREAD_PLATFORMS or conversation.thread is not None:
+            return None
+        session = await self.app.store.open_brainstorm_in_channel(conversation)
+        if session is None or session.kickoff_ref is None or session.id in self._rejoined:
+            return None
+        self._rejoined.add(session.id)
+        await ctx.responder.open_thread(session.kickoff_ref, session.thread_name)
+        return session
 
     async def _unreadable(self, ctx: Context, session: BrainstormRecord) -> None:
         """A message that arrived without its text (Discord without the Message Content intent, a file alone): say
@@ -280,7 +304,7 @@ class Brainstorms:
             if number is None:
                 raise UserError("Say which idea by its number, e.g. 3 (numbers are shown as #3).")
             idea = await self.app.store.find_idea(session.id, number=number)
-            if idea is None:
+            if idea is None or not _shown(idea):
                 raise UserError(f"There is no idea #{number} in this brainstorm.")
             await self._vote(ctx, session, idea)
         elif action.action_id == NEXT_ACTION:
@@ -339,14 +363,21 @@ class Brainstorms:
 
     async def end_round(self, session_id: int, expected_round: int, *, fallback: Responder | None = None) -> bool:
         """End round `expected_round` (timer or button): post Themes, then yes-and ideas and the next round, or the
-        wrap-up after the last round. False when that round had already ended (a timer and a button racing)."""
+        wrap-up after the last round. False when that round had already ended (a timer and a button racing).
+
+        Each step leaves a mark in the store before the next begins (the deadline cleared, the themes stamped with
+        their round, the yes-and ideas stored), so a restart part-way through resumes where it stopped: nothing is
+        posted or generated twice."""
         async with self._lock(session_id):
             session = await self.app.store.get_brainstorm(session_id)
             if session is None or not session.is_open or session.round != expected_round:
                 return False
             self._disarm(session_id)
+            if session.deadline is not None:
+                # No deadline on an open session means "this round is ending": a restart resumes it at once.
+                session = await self.app.store.update_brainstorm(session.id, deadline=None)
             post = self._poster(session, fallback)
-            views = await self._sort(session, post)
+            views = await self._themes_once(session, post)
             if session.round >= session.rounds:
                 await self._wrap_up(await self._reload(session), post, sorted_already=True)
                 return True
@@ -356,6 +387,24 @@ class Brainstorms:
             await post(render.round_open(session))
             self._arm(session)
             return True
+
+    async def _themes_once(self, session: BrainstormRecord, post: Post) -> dict[int, render.IdeaView]:
+        """Sort and post this round's Themes, unless a run before a restart already did: then post the stored
+        themes if they never went out, and sort nothing again."""
+        store = self.app.store
+        stamped = [theme for theme in session.themes if theme.get("round") == session.round]
+        if not stamped:
+            return await self._sort(session, post)
+        views = render.idea_views(await store.ideas(session.id), await store.voters(session.id))
+        if not all(theme.get("posted") for theme in stamped):
+            await post(render.themes_reply(session, session.themes, views, str(stamped[0].get("note", ""))))
+            await self._mark_posted(session)
+        return views
+
+    async def _mark_posted(self, session: BrainstormRecord) -> None:
+        fresh = await self._reload(session)
+        themes = [{**theme, "posted": True} for theme in fresh.themes]
+        await self.app.store.update_brainstorm(session.id, themes=themes)
 
     async def _reload(self, session: BrainstormRecord) -> BrainstormRecord:
         fresh = await self.app.store.get_brainstorm(session.id)
@@ -372,6 +421,9 @@ class Brainstorms:
         this_round = sum(1 for idea in ideas if idea.source == "person" and idea.round == session.round)
         if not candidates:
             if post is not None:
+                # An empty theme marks the round as sorted, so a restart does not say it twice.
+                marker = {"label": "", "idea_ids": [], "round": session.round, "posted": False}
+                await store.update_brainstorm(session.id, themes=[marker])
                 await post(
                     Reply(
                         parts=(
@@ -382,6 +434,7 @@ class Brainstorms:
                         actions=render.controls(session.id),
                     )
                 )
+                await self._mark_posted(session)
             return views
         try:
             organized = await organize(
@@ -393,7 +446,6 @@ class Brainstorms:
                 merge_threshold=self.config.merge_threshold,
                 max_themes=self.config.max_themes,
                 embed_chars=self.config.embed_chars,
-                seed=session.id * 1000 + session.round,
                 key=session.conversation.key,
             )
         except Exception:
@@ -402,46 +454,62 @@ class Brainstorms:
                 await post(Reply(parts=(_THEMES_FAILED,), actions=render.controls(session.id)))
             return views
         await store.merge_ideas(organized.merged)
-        themes = [{"label": theme.label, "idea_ids": list(theme.idea_ids)} for theme in organized.themes]
+        note = ""
+        if this_round == 0:
+            note = "No new ideas this round; these are the ideas so far."
+        elif len(candidates) == 1:
+            note = "Just one idea so far, so it is its own theme; more ideas make better themes."
+        elif not organized.separated:
+            note = _NO_CLEAR_THEMES
+        if organized.merged:
+            note += (" " if note else "") + (
+                f"{len(organized.merged)} near-duplicate idea{'s were' if len(organized.merged) != 1 else ' was'} "
+                "merged; every author is credited."
+            )
+        stamp = {"round": session.round, "posted": False, "note": note}
+        themes = [{"label": theme.label, "idea_ids": list(theme.idea_ids), **stamp} for theme in organized.themes]
         session = await store.update_brainstorm(session.id, themes=themes)
         views = render.idea_views(await store.ideas(session.id), voters)
         if post is not None:
-            note = ""
-            if this_round == 0:
-                note = "No new ideas this round; these are the ideas so far."
-            elif len(candidates) == 1:
-                note = "Just one idea so far, so it is its own theme; more ideas make better themes."
-            if organized.merged:
-                note += (" " if note else "") + (
-                    f"{len(organized.merged)} near-duplicate idea{'s were' if len(organized.merged) != 1 else ' was'} "
-                    "merged; every author is credited."
-                )
             await post(render.themes_reply(session, session.themes, views, note))
+            await self._mark_posted(session)
         return views
 
     async def _yes_and(self, session: BrainstormRecord, views: dict[int, render.IdeaView], post: Post) -> None:
-        voted = [view for view in render.ranked(views) if view.votes]
-        basis = (
-            voted[:3]
-            or [views[ids[0]] for theme in session.themes if (ids := theme["idea_ids"]) and ids[0] in views][:3]
-        )
-        if not basis:
-            return
-        texts = await yes_and_ideas(
-            self.app.generator,
-            session.topic,
-            [view.idea.text for view in basis],
-            self.config.yes_and_ideas,
-            blocklist=self.app.blocklist,
-            seed=session.id * 1000 + session.round + 500,
-            key=session.conversation.key,
-        )
-        for text in texts:
-            idea = await self.app.store.add_idea(
-                session.id, CHORUS, session.conversation.platform, text, round=session.round + 1, source="yes-and"
+        """Ideas that build on the favourites: all stored first, then each posted, so a restart in between posts
+        the stored ones and generates nothing again."""
+        store = self.app.store
+        pending = [
+            idea
+            for idea in await store.ideas(session.id)
+            if idea.source == "yes-and" and idea.round == session.round + 1
+        ]
+        if not pending:
+            voted = [view for view in render.ranked(views) if view.votes]
+            basis = (
+                voted[:3]
+                or [views[ids[0]] for theme in session.themes if (ids := theme["idea_ids"]) and ids[0] in views][:3]
             )
-            ref = await post(render.chorus_idea(session.id, idea, "Yes, and…"))
-            await self.app.store.set_idea_message_ref(idea.id, ref)
+            if not basis:
+                return
+            texts = await yes_and_ideas(
+                self.app.generator,
+                session.topic,
+                [view.idea.text for view in basis],
+                self.config.yes_and_ideas,
+                blocklist=self.app.blocklist,
+                seed=session.id * 1000 + session.round + 500,
+                key=session.conversation.key,
+            )
+            platform = session.conversation.platform
+            pending = [
+                await store.add_idea(session.id, CHORUS, platform, text, round=session.round + 1, source="yes-and")
+                for text in texts
+            ]
+        for idea in pending:
+            if idea.message_ref is None:
+                ref = await post(render.chorus_idea(session.id, idea, "Yes, and…"))
+                await store.set_idea_message_ref(idea.id, ref)
 
     # -- wrap-up -----------------------------------------------------------------------------------------------------
 
@@ -454,7 +522,8 @@ class Brainstorms:
         else:
             views = await self._sort(session, None)
             session = await self._reload(session)
-        top = [view.idea.text for view in render.ranked(views)[:3]]
+        top_views = render.ranked(views)[:3]
+        top = [view.idea.text for view in top_views]
         steps = (
             await next_steps(
                 self.app.generator,
@@ -472,12 +541,13 @@ class Brainstorms:
             session.id,
             status=BRAINSTORM_CLOSED,
             next_steps=steps,
+            next_step_idea_ids=[view.idea.id for view in top_views[: len(steps)]],
             deadline=None,
             closed_at=now,
             expires_at=now + timedelta(days=self.config.retention_days),
         )
         await post(await self.summary_reply(session))
-        await store.purge_expired_brainstorms(now)
+        await self.purge_expired()
         _log.info("brainstorm %d wrapped up", session.id)
 
     async def summary_reply(self, session: BrainstormRecord) -> Reply:
@@ -504,24 +574,39 @@ class Brainstorms:
 
     async def refresh_summaries(self) -> None:
         """Rewrite summary files from the store (after a /forget), and delete those of purged sessions."""
-        if not self.summaries_dir.is_dir():
-            return
-        for path in self.summaries_dir.glob("brainstorm-*-summary.md"):
-            match = re.fullmatch(r"brainstorm-(\d+)-summary\.md", path.name)
-            session = await self.app.store.get_brainstorm(int(match.group(1))) if match else None
+        for path, session in await self._summary_files():
             if session is None:
                 path.unlink(missing_ok=True)
             else:
                 await self.summary_reply(session)
 
+    async def purge_expired(self) -> None:
+        """Delete sessions past `brainstorm.retention_days`, and their summary files with them."""
+        await self.app.store.purge_expired_brainstorms(self.clock())
+        for path, session in await self._summary_files():
+            if session is None:
+                path.unlink(missing_ok=True)
+                _log.info("deleted %s: its brainstorm is past its retention period", path.name)
+
+    async def _summary_files(self) -> list[tuple[Path, BrainstormRecord | None]]:
+        """Each summary file with its session (None once the session is gone)."""
+        if not self.summaries_dir.is_dir():
+            return []
+        found = []
+        for path in sorted(self.summaries_dir.glob("brainstorm-*-summary.md")):
+            match = re.fullmatch(r"brainstorm-(\d+)-summary\.md", path.name)
+            found.append((path, await self.app.store.get_brainstorm(int(match.group(1))) if match else None))
+        return found
+
     # -- timers ------------------------------------------------------------------------------------------------------
 
     def _arm(self, session: BrainstormRecord) -> None:
-        """(Re)start the round timer from the stored deadline; a deadline already past fires at once."""
+        """(Re)start the round timer from the stored deadline; a deadline already past fires at once, and so does a
+        round end that a restart interrupted (an open session without a deadline)."""
         self._disarm(session.id)
-        if session.deadline is None or not session.is_open:
+        if not session.is_open:
             return
-        delay = max(0.0, (session.deadline - self.clock()).total_seconds())
+        delay = 0.0 if session.deadline is None else max(0.0, (session.deadline - self.clock()).total_seconds())
         self._timers[session.id] = asyncio.create_task(
             self._timer(session.id, session.round, delay), name=f"brainstorm-{session.id}-round-{session.round}"
         )
@@ -543,7 +628,7 @@ class Brainstorms:
 
     async def _on_publisher(self, publisher: Publisher) -> None:
         """Resume: re-arm every running session's timer from its stored deadline, and drop expired sessions."""
-        await self.app.store.purge_expired_brainstorms(self.clock())
+        await self.purge_expired()
         for session in await self.app.store.open_brainstorms():
             self._arm(session)
         if self._timers:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from generation.moderation import Blocklist, clean_output
 from generation.prompts import clean_variant
+from generation.text import is_degenerate, trim_to_complete
 from generation.types import ChatMessage, GenerationError, GenerationRequest, Generator, Priority
 
 _log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ IDEA_SYSTEM = (
 STEP_SYSTEM = "You help a team act on its brainstorm. You answer with one concrete next step in one sentence."
 LABEL_IDEAS = 6
 LABEL_IDEA_CHARS = 90
+MAX_LABEL_WORDS = 4
 _PREFIX = re.compile(r"^\s*(?:title|theme|name|idea|answer|next step)\s*[:\-–]\s*", re.IGNORECASE)
 _FILLER = (
     "a an the and or but for with from into onto our your their this that these those some more most very just "
@@ -41,6 +43,13 @@ _FILLER = (
     "does not no yes all any one two three of to in on at by as so if up out off too"
 )
 _STOPWORDS = frozenset(_FILLER.split())
+# Answers about the task instead of an idea: "combine these two ideas", "in a single sentence", "Here is an idea".
+_META = re.compile(
+    r"\b(?:(?:these|both|the|those) (?:two |2 )?ideas?\b|idea (?:1|2|one|two)\b|(?:a |one )?single sentence|"
+    r"in one sentence|here(?:'s| is| are)\b|sure[,!]|as an ai\b|i (?:can|would|will|suggest)\b|new idea\b|"
+    r"combin\w* (?:them|it|this)\b)",
+    re.IGNORECASE,
+)
 
 
 async def complete(
@@ -68,17 +77,25 @@ async def complete(
         conversation_key=conversation_key,
     )
     parts: list[str] = []
+    finish = None
     try:
         async for chunk in generator.stream(request):
             parts.append(chunk.text)
+            finish = chunk.finish_reason or finish
             if chunk.finish_reason == "error":
                 _log.warning("brainstorm generation failed: %s", chunk.error)
                 return ""
     except GenerationError as exc:
         _log.warning("brainstorm generation failed: %s", exc)
         return ""
-    text = "".join(parts).strip().split("\n")[0]
-    return clean_variant(clean_output(_PREFIX.sub("", text), blocklist))
+    first, newline, _ = "".join(parts).strip().partition("\n")
+    # A budget that ran out on the first line cut it: keep its complete sentences, or nothing.
+    trimmed = trim_to_complete(first, stopped_early=finish in ("length", "time") and not newline)
+    if trimmed.cut and trimmed.text == first.rstrip():
+        _log.debug("brainstorm answer cut mid-sentence and dropped: %r", first)
+        return ""
+    text = clean_variant(clean_output(_PREFIX.sub("", trimmed.text), blocklist))
+    return "" if is_degenerate(text) else text
 
 
 def short(text: str, limit: int) -> str:
@@ -88,13 +105,13 @@ def short(text: str, limit: int) -> str:
 
 
 def sentences(text: str, limit: int = 220) -> str:
-    """Whole sentences up to `limit` characters (a small model rambles past what was asked); cut with an ellipsis
-    only when the first sentence alone is longer."""
+    """Whole sentences up to `limit` characters (a small model rambles past what was asked); '' when the first
+    sentence alone is longer, since half a sentence is no idea."""
     flat = " ".join(text.split())
     if len(flat) <= limit:
         return flat
     ends = [m.end() for m in re.finditer(r"[.!?](?=\s)", flat[: limit + 1])]
-    return flat[: ends[-1]] if ends else short(flat, limit)
+    return flat[: ends[-1]] if ends else ""
 
 
 def tidy_label(text: str) -> str:
@@ -103,7 +120,7 @@ def tidy_label(text: str) -> str:
     for word in re.sub(r"[*_#`\"“”]", "", text).strip(" .,:;!-–").split():
         if word.lower().strip(",;:") not in {w.lower().strip(",;:") for w in words}:
             words.append(word)
-    words = words[:4]
+    words = words[:MAX_LABEL_WORDS]
     while words and words[-1].lower().strip(",;:") in _STOPWORDS:
         words.pop()
     if not words:
@@ -112,31 +129,82 @@ def tidy_label(text: str) -> str:
     return label[:1].upper() + label[1:]
 
 
+def stem(word: str) -> str:
+    """A crude stem so 'libraries', 'library' and 'librarian' count as one word when matching names to ideas."""
+    word = word.lower()
+    for suffix in ("ians", "ian", "ies", "ing", "ers", "es", "ed", "er", "s", "y"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def content_words(text: str) -> list[str]:
+    """The words of a text that carry meaning (three letters or more, not filler), lower-cased, in order."""
+    return [w for w in re.findall(r"[^\W\d_]{3,}", text.lower()) if w not in _STOPWORDS]
+
+
 def _words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[^\W\d_]{3,}", text.lower()) if w not in _STOPWORDS}
+    return set(content_words(text))
 
 
-def theme_keywords(texts: Sequence[str], others: Sequence[str] = (), count: int = 3) -> list[str]:
-    """The words that set this theme apart: frequent in its ideas, rare in the other themes' (class TF-IDF)."""
-    inside: Counter[str] = Counter()
-    for text in texts:
-        inside.update(_words(text))
-    outside: Counter[str] = Counter()
-    for text in others:
-        outside.update(_words(text))
-    total = len(texts) + len(others)
-
-    def score(word: str) -> float:
-        return inside[word] / max(1, len(texts)) * math.log(1.0 + total / (inside[word] + outside[word]))
-
-    ranked = sorted(inside, key=lambda w: (inside[w] < 2, -score(w), w))
-    return ranked[:count]
+def topic_stems(topic: str) -> frozenset[str]:
+    """The stems of the topic's own words: every idea shares them, so they neither group nor name a theme."""
+    return frozenset(stem(word) for word in content_words(topic))
 
 
-def keyword_label(texts: Sequence[str], others: Sequence[str] = ()) -> str:
-    """A fallback theme name from the theme's most distinctive words."""
-    top = theme_keywords(texts, others, count=2)
-    return " & ".join(top).capitalize() if top else "Other ideas"
+def class_keywords(groups: Sequence[Sequence[str]], *, topic: str = "", count: int = 4) -> list[list[str]]:
+    """The words that set each group apart, as BERTopic's class-based TF-IDF does: a word's frequency in the group
+    times log(1 + average words per group / its frequency over all groups). Topic words never count."""
+    excluded = topic_stems(topic)
+    counts: list[Counter[str]] = []
+    surface: dict[str, Counter[str]] = {}
+    for texts in groups:
+        counter: Counter[str] = Counter()
+        for text in texts:
+            for word in set(content_words(text)):
+                root = stem(word)
+                if root in excluded:
+                    continue
+                counter[root] += 1
+                surface.setdefault(root, Counter())[word] += 1
+        counts.append(counter)
+    totals: Counter[str] = Counter()
+    for counter in counts:
+        totals.update(counter)
+    average = sum(totals.values()) / max(1, len(groups))
+    keywords = []
+    for counter in counts:
+        score = {
+            root: (n / max(1, sum(counter.values()))) * math.log(1.0 + average / totals[root])
+            for root, n in counter.items()
+        }
+        # A word one idea uses once describes that idea, not the theme: words shared by two or more come first.
+        ranked = sorted(score, key=lambda root: (counter[root] < 2, -score[root], root))
+        keywords.append([surface[root].most_common(1)[0][0] for root in ranked[:count]])
+    return keywords
+
+
+def theme_keywords(texts: Sequence[str], others: Sequence[str] = (), count: int = 3, topic: str = "") -> list[str]:
+    """The words that set this theme apart from the other ideas (class TF-IDF over the two classes)."""
+    return class_keywords([texts, others], topic=topic, count=count)[0]
+
+
+def join_naturally(words: Sequence[str]) -> str:
+    """'coffee', 'snacks', 'tea' -> 'Coffee, snacks and tea'."""
+    words = [w for w in words if w]
+    if not words:
+        return ""
+    text = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+    return text[:1].upper() + text[1:]
+
+
+def keyword_label(texts: Sequence[str], others: Sequence[str] = (), topic: str = "") -> str:
+    """A fallback theme name from the theme's most distinctive words, joined as a person would write them."""
+    return keyword_name(theme_keywords(texts, others, count=2, topic=topic))
+
+
+def keyword_name(keywords: Sequence[str]) -> str:
+    return join_naturally(list(keywords)[:2]) or "Other ideas"
 
 
 def label_messages(texts: Sequence[str], keywords: Sequence[str]) -> tuple[ChatMessage, ...]:
@@ -150,58 +218,83 @@ def label_messages(texts: Sequence[str], keywords: Sequence[str]) -> tuple[ChatM
 
 
 def _grounded(label: str, texts: Sequence[str]) -> bool:
-    """Does the label share a word stem (first 4 letters) with the ideas? Guards against invented names."""
-    stems = {w[:4] for text in texts for w in _words(text)}
-    return any(w[:4] in stems for w in _words(label)) and label not in {a for _, _, a in LABEL_EXAMPLES}
+    """Does the label share a word stem with the ideas? Guards against invented names."""
+    stems = {stem(w) for text in texts for w in _words(text)}
+    return any(stem(w) in stems for w in _words(label)) and label not in {a for _, _, a in LABEL_EXAMPLES}
 
 
-async def label_candidates(
+def name_problem(answer: str, texts: Sequence[str], topic: str = "") -> str:
+    """Why a model's theme name cannot be used ('' when it can): a fragment (cut, or ending on a filler word), no
+    word shared with its ideas (invented), or a topic word (every theme is about the topic)."""
+    bare = re.sub(r"[*_#`\"“”]", "", answer).strip(" .,:;!-–")
+    words = bare.split()
+    if not words:
+        return "empty"
+    if len(words) > MAX_LABEL_WORDS:
+        return "too long: it would be cut into a fragment"
+    if words[-1].lower().strip(",;:&") in _STOPWORDS or words[-1] in {"&", "-", "–"}:
+        return "a fragment"
+    if not _grounded(bare, texts):
+        return "shares no word with its ideas"
+    excluded = topic_stems(topic)
+    if any(stem(word) in excluded for word in content_words(bare)):
+        return "contains a topic word"
+    return ""
+
+
+async def theme_names(
     generator: Generator,
-    texts: Sequence[str],
+    groups: Sequence[Sequence[str]],
     *,
-    others: Sequence[str] = (),
+    topic: str = "",
     blocklist: Blocklist,
-    count: int = 3,
-    seed: int = 0,
     key: str = "",
 ) -> list[str]:
-    """Distinct 1–4 word names for one theme: the model's usable answers (one careful, the rest freer), or a name
-    from the theme's distinctive words when none is usable."""
-    keywords = theme_keywords(texts, others)
-    messages = label_messages(texts, keywords)
+    """One name per group, asked for all at once (a batching engine runs them together), greedy so identical ideas
+    get identical names. A name the model gets wrong (see `name_problem`) becomes the group's keywords."""
+    keywords = class_keywords(groups, topic=topic)
     answers = await asyncio.gather(
         *(
             complete(
                 generator,
-                messages,
+                label_messages(texts, words),
                 blocklist=blocklist,
                 max_new_tokens=12,
-                temperature=0.2 if n == 0 else 0.8,
-                seed=seed * 7 + n,
+                temperature=0.0,
+                seed=0,
                 conversation_key=key,
             )
-            for n in range(count)
+            for texts, words in zip(groups, keywords, strict=True)
         )
     )
     names: list[str] = []
-    for answer in answers:
-        label = tidy_label(answer)
-        if label and _grounded(label, texts) and label.lower() not in {name.lower() for name in names}:
-            names.append(label)
-    return names or [keyword_label(texts, others)]
+    for texts, words, answer in zip(groups, keywords, answers, strict=True):
+        problem = name_problem(answer, texts, topic)
+        if problem:
+            _log.debug("theme name %r rejected (%s); keywords %s used instead", answer, problem, words)
+            names.append(keyword_name(words))
+        else:
+            names.append(tidy_label(answer))
+    return names
 
 
 def _norm(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
+def is_meta(text: str) -> bool:
+    """Talk about the task rather than an idea: 'You can combine these two ideas into a single sentence.'"""
+    return bool(_META.search(text))
+
+
 def distinct_ideas(candidates: Sequence[str], avoid: Sequence[str]) -> list[str]:
-    """Drop repeats, echoes of the topic or of the ideas built on, and answers too short to be an idea."""
+    """Drop repeats, echoes of the topic or of the ideas built on, talk about the task, and answers too short to
+    be an idea."""
     seen = {_norm(text) for text in avoid}
     kept: list[str] = []
     for text in candidates:
         norm = _norm(text)
-        if len(norm) >= 8 and norm not in seen:
+        if len(norm) >= 8 and norm not in seen and not is_meta(text):
             seen.add(norm)
             kept.append(text)
     return kept
@@ -218,7 +311,7 @@ async def seed_ideas(
     ]
     answers = await asyncio.gather(
         *(
-            complete(generator, ask, blocklist=blocklist, max_new_tokens=48, seed=seed + i, conversation_key=key)
+            complete(generator, ask, blocklist=blocklist, max_new_tokens=64, seed=seed + i, conversation_key=key)
             for i, ask in enumerate(asks)
         )
     )
@@ -243,14 +336,15 @@ async def yes_and_ideas(
         first = top[i % len(top)]
         second = top[(i + 1) % len(top)] if len(top) > 1 and i % 2 else ""
         basis = (
-            f"Combine these two ideas: 1) {short(first, 200)} 2) {short(second, 200)}"
+            f"People liked:\n- {short(first, 200)}\n- {short(second, 200)}\nSuggest one new, concrete idea that "
+            "mixes both."
             if second
-            else (f"Build on this idea and take it further: {short(first, 300)}")
+            else f"People liked: {short(first, 300)}\nSuggest one new, concrete idea that takes it further."
         )
         asks.append((ChatMessage("system", IDEA_SYSTEM), ChatMessage("user", f"Topic: {topic}\n{basis}")))
     answers = await asyncio.gather(
         *(
-            complete(generator, ask, blocklist=blocklist, max_new_tokens=48, seed=seed + i, conversation_key=key)
+            complete(generator, ask, blocklist=blocklist, max_new_tokens=64, seed=seed + i, conversation_key=key)
             for i, ask in enumerate(asks)
         )
     )
@@ -270,7 +364,7 @@ async def next_steps(
     ]
     answers = await asyncio.gather(
         *(
-            complete(generator, ask, blocklist=blocklist, max_new_tokens=40, seed=seed + i, conversation_key=key)
+            complete(generator, ask, blocklist=blocklist, max_new_tokens=56, seed=seed + i, conversation_key=key)
             for i, ask in enumerate(asks)
         )
     )

@@ -1,4 +1,4 @@
-"""From a round's ideas to named themes: embed, merge near-duplicates, cluster, and have the model name each group."""
+"""From a round's ideas to named themes: embed, merge near-duplicates, find themes, and name each from its ideas."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bots.brainstorm.clustering import as_matrix, cluster, merge_duplicates
-from bots.brainstorm.prompts import keyword_label, label_candidates
+from bots.brainstorm.clustering import MIN_TO_CLUSTER, Clustering, as_matrix, cluster, merge_duplicates
+from bots.brainstorm.prompts import content_words, keyword_label, theme_names
 from generation.moderation import Blocklist
 from generation.types import Embedder, Generator
 
 _log = logging.getLogger(__name__)
+
+# The one group of ideas that do not fall into themes.
+UNSORTED_NAME = "All ideas (no clear groups yet)"
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class Organized:
     # Near-duplicate id -> the canonical idea it was merged into.
     merged: dict[int, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # False when there were enough ideas to sort but they fall into no clear groups (one theme, said so).
+    separated: bool = True
 
 
 def for_embedding(text: str, limit: int) -> str:
@@ -47,9 +52,7 @@ async def organize(
     merge_threshold: float,
     max_themes: int,
     embed_chars: int,
-    seed: int = 0,
     key: str = "",
-    label_candidates_count: int = 2,
 ) -> Organized:
     """Themes over (id, text) ideas. Without an embedder only exact repeats merge and everything is one theme."""
     if not ideas:
@@ -57,8 +60,12 @@ async def organize(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     texts = [text for _, text in ideas]
+    topic_vectors: list[list[float]] = []
     if embedder is not None:
-        vectors = await embedder.embed([for_embedding(text, embed_chars) for text in texts])
+        # One call: the ideas, then the topic sentence and its words (the directions to take out of the ideas).
+        topic_parts = [topic, *dict.fromkeys(content_words(topic))] if topic.strip() else []
+        embedded = await embedder.embed([for_embedding(text, embed_chars) for text in texts] + topic_parts)
+        vectors, topic_vectors = embedded[: len(texts)], embedded[len(texts) :]
         timings["embed_s"] = time.perf_counter() - started
         groups = merge_duplicates(vectors, merge_threshold)
     else:
@@ -72,43 +79,35 @@ async def organize(
     leaders = [group[0] for group in groups]
     mark = time.perf_counter()
     if vectors:
-        labels = await asyncio.to_thread(cluster, [vectors[i] for i in leaders], max_themes=max_themes)
+        found = await asyncio.to_thread(
+            cluster, [vectors[i] for i in leaders], max_themes=max_themes, topic_vectors=topic_vectors
+        )
     else:
-        labels = [0] * len(leaders)
+        found = Clustering(labels=[0] * len(leaders), separated=False)
     timings["cluster_s"] = time.perf_counter() - mark
     members: dict[int, list[int]] = {}
-    for leader, label in zip(leaders, labels, strict=True):
+    for leader, label in zip(leaders, found.labels, strict=True):
         members.setdefault(label, []).append(leader)
     ordered = [members[label] for label in sorted(members)]
     # The model sees a theme's most typical ideas first (nearest its centre), not merely the earliest.
     typical = [_by_typicality(group, vectors) for group in ordered] if vectors else ordered
     mark = time.perf_counter()
-    candidates = await asyncio.gather(
-        *(
-            label_candidates(
-                generator,
-                [texts[i] for i in group],
-                others=[texts[i] for m, other in enumerate(ordered) if m != n for i in other],
-                blocklist=blocklist,
-                count=label_candidates_count if vectors else 1,
-                seed=seed + n,
-                key=key,
-            )
-            for n, group in enumerate(typical)
+    # Few ideas (or no embedder) make one plain group that is still named; many that do not separate are not.
+    sortable = bool(vectors) and len(leaders) >= MIN_TO_CLUSTER
+    if found.separated or not sortable:
+        names = await theme_names(
+            generator, [[texts[i] for i in group] for group in typical], topic=topic, blocklist=blocklist, key=key
         )
-    )
-    if vectors:
-        names = await _closest_names(embedder, candidates, [[vectors[i] for i in group] for group in ordered])
     else:
-        names = [options[0] for options in candidates]
-    names = _unique(names, [[texts[i] for i in group] for group in ordered], texts)
+        names = [UNSORTED_NAME]
+    names = _unique(names, [[texts[i] for i in group] for group in ordered], texts, topic)
     timings["label_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - started
     themes = tuple(
         Theme(label=name, idea_ids=tuple(ideas[i][0] for i in group))
         for name, group in zip(names, ordered, strict=True)
     )
-    return Organized(themes=themes, merged=merged, timings=timings)
+    return Organized(themes=themes, merged=merged, timings=timings, separated=found.separated or not sortable)
 
 
 def _by_typicality(group: list[int], vectors: Sequence[Sequence[float]]) -> list[int]:
@@ -117,34 +116,16 @@ def _by_typicality(group: list[int], vectors: Sequence[Sequence[float]]) -> list
     return [group[int(k)] for k in (-scores).argsort(kind="stable")]
 
 
-def _unique(names: list[str], groups: list[list[str]], texts: Sequence[str]) -> list[str]:
+def _unique(names: list[str], groups: list[list[str]], texts: Sequence[str], topic: str) -> list[str]:
     """Two themes never share a name: a repeated one becomes the theme's distinctive-word name."""
     seen: set[str] = set()
-    unique = []
+    unique: list[str] = []
     for name, group in zip(names, groups, strict=True):
         if name.lower() in seen:
             others = [text for text in texts if text not in group]
-            name = keyword_label(group, others)
+            name = keyword_label(group, others, topic=topic)
             if name.lower() in seen:
                 name = f"{name} ({len(unique) + 1})"
         seen.add(name.lower())
         unique.append(name)
     return unique
-
-
-async def _closest_names(
-    embedder: Embedder | None, candidates: Sequence[list[str]], members: Sequence[Sequence[Sequence[float]]]
-) -> list[str]:
-    """For each theme, the candidate name whose embedding is nearest the theme's centre (its ideas' mean)."""
-    if embedder is None or all(len(options) == 1 for options in candidates):
-        return [options[0] for options in candidates]
-    flat = [name for options in candidates for name in options]
-    vectors = as_matrix(await embedder.embed(flat))
-    chosen: list[str] = []
-    offset = 0
-    for options, group in zip(candidates, members, strict=True):
-        centre = as_matrix(group).mean(axis=0)
-        scores = vectors[offset : offset + len(options)] @ centre
-        chosen.append(options[int(scores.argmax())])
-        offset += len(options)
-    return chosen

@@ -1,0 +1,222 @@
+"""The `chorus` command line: run, doctor, serve, prepare-model. What it builds comes from chorus/compose.py."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from bots.store import Store, StoreError
+from chorus.compose import build_chorus, build_embedder, build_generator, progress, run_platform
+from config import ConfigError, Settings, load_settings
+from generation.types import ModelUnavailable
+
+_log = logging.getLogger("chorus")
+
+# Platforms whose adapter ships in this version; the others are refused before the model loads.
+_PLATFORMS_AVAILABLE = frozenset({"terminal", "discord", "slack"})
+
+
+async def _run(settings: Settings) -> int:
+    if settings.chorus.platform not in _PLATFORMS_AVAILABLE:
+        print(
+            f"chorus: platform {settings.chorus.platform!r} is not available in this version yet; "
+            'use chorus.platform = "terminal".',
+            file=sys.stderr,
+        )
+        return 2
+    store = Store(settings.store_url, connect_timeout_s=settings.store.connect_timeout_s)
+    await store.start()
+    try:
+        generator = build_generator(settings)
+    except ModelUnavailable:
+        await store.close()
+        raise
+    warmup = getattr(generator, "warmup", None)
+    if warmup is not None:
+        progress("Loading the model…")
+        await warmup()
+    chorus = build_chorus(settings, store, generator, embedder=build_embedder())
+    # The model, torch and the libraries live as long as the process: keep full collections from rescanning them
+    # (one such pause stalled Slack acks by 280 ms in bench/ack_slack.py).
+    gc.collect()
+    gc.freeze()
+    try:
+        return await run_platform(chorus)
+    finally:
+        await chorus.close()
+
+
+async def _doctor(settings: Settings) -> int:
+    """Every check on its own line; exit status 2 when any of them failed."""
+    from generation.models import model_check
+
+    print("Chorus doctor")
+    print(f"  config:    {' + '.join(settings.sources)} + CHORUS_* environment")
+    print(f"  home:      {settings.home_dir}")
+    print(f"  platform:  {settings.chorus.platform}")
+    print(f"  kinds:     {', '.join(settings.kinds)}")
+    ok = True
+    store = Store(settings.store_url, connect_timeout_s=settings.store.connect_timeout_s)
+    try:
+        await store.start()
+        print(f"  store:     ok ({_redact(settings.store_url)}, {await store.count_generations()} generations)")
+    except StoreError as exc:
+        ok = False
+        print(f"  store:     FAILED — {exc}")
+    finally:
+        await store.close()
+    if settings.generation.url:
+        remote = build_generator(settings)
+        try:
+            health = await remote.health()
+        finally:
+            await remote.close()
+        ok = ok and health.ok
+        state = f"ok, serving {health.model}" if health.ok else f"NOT READY — {health.detail}"
+        print(f"  model:     remote {settings.generation.url}: {state}")
+    elif settings.model.source == "fake":
+        print("  model:     fake (scripted text, for tests and demos)")
+    else:
+        usable, line = model_check(settings)
+        ok = ok and usable
+        print(f"  model:     {line}" if usable else f"  model:     FAILED — {line}")
+    print("  terminal:  ready")
+    discord_env = settings.discord.token_env
+    has_token = bool(os.environ.get(discord_env)) or bool(settings.discord.token_file)
+    state = "token set" if has_token else f"no token ({discord_env} unset)"
+    print(f"  {'discord:':<10} {state}; adapter ready")
+    slack_env = settings.slack.bot_token_env
+    state = "token set" if os.environ.get(slack_env) else f"no token ({slack_env} unset)"
+    state += f", {settings.slack.mode} mode" + (", OAuth installs" if settings.slack.oauth else "")
+    print(f"  {'slack:':<10} {state}; adapter ready")
+    return 0 if ok else 2
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://…@{rest.split('@', 1)[1]}"
+    return url
+
+
+async def _serve(settings: Settings, host: str, port: int, api_key_env: str | None) -> int:
+    from generation.serve import serve
+
+    api_key = os.environ.get(api_key_env) if api_key_env else None
+    if api_key_env and not api_key:
+        print(f"chorus: --api-key-env names {api_key_env}, but that environment variable is empty.", file=sys.stderr)
+        return 2
+    generator = build_generator(settings)
+    try:
+        warmup = getattr(generator, "warmup", None)
+        if warmup is not None:
+            progress("Loading the model…")
+            await warmup()
+        model_name = (await generator.health()).model or "chorus"
+
+        def ready(url: str) -> None:
+            auth = f"; clients send the key from ${api_key_env}" if api_key else ""
+            print(f"Serving {model_name} at {url} (OpenAI-compatible{auth}). Ctrl-C stops.", flush=True)
+
+        # 4096: the most a content kind may ask for, so any valid configuration works against this server.
+        await serve(
+            generator,
+            host,
+            port,
+            model_name=model_name,
+            api_key=api_key,
+            max_tokens_limit=4096,
+            time_budget_s=settings.generation.time_budget_s,
+            on_ready=ready,
+        )
+    except OSError as exc:
+        print(f"chorus: cannot serve on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    finally:
+        await generator.close()
+    return 0
+
+
+def _prepare(settings: Settings) -> int:
+    from generation.models import prepare_model
+
+    spec = prepare_model(settings, progress=progress)
+    print(f"Model: {spec.name} ({spec.path})")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="chorus", description="An AI creative co-pilot for chat communities.")
+    root.add_argument("--config", help="a TOML file layered over the defaults (or set CHORUS_CONFIG)")
+    root.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    sub = root.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start Chorus on the configured platform (the terminal by default)")
+    sub.add_parser("doctor", help="print config, model and platform readiness")
+    sub.add_parser("prepare-model", help="verify and convert the configured model once, then exit")
+    serve = sub.add_parser("serve", help="serve the configured model over an OpenAI-compatible HTTP API")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
+    serve.add_argument("--api-key-env", metavar="NAME", help="require `Authorization: Bearer $NAME` on /v1/*")
+    pull = sub.add_parser("pull", help="download a model from the Hugging Face Hub once and print the model.path")
+    pull.add_argument("hub_id", help="owner/name, e.g. HuggingFaceTB/SmolLM2-360M-Instruct")
+    pull.add_argument("--revision", help="a branch, tag or commit (default: main)")
+    pull.add_argument("--gguf-file", default="", help="download this one GGUF file of the repository instead")
+    return root
+
+
+def _pull(settings: Settings, hub_id: str, revision: str | None, gguf_file: str) -> int:
+    """Explicit download (the only one Chorus ever does), then the config lines that use the model."""
+    from generation.hub import pull_model
+
+    spec = pull_model(hub_id, settings, revision=revision, gguf_file=gguf_file, progress=progress)
+    print(
+        f'Use it by setting, in your config file:\n\n[model]\nsource = "hf"\npath = "{spec.path}"\n\n'
+        f"or in the environment: CHORUS_MODEL__SOURCE=hf CHORUS_MODEL__PATH={spec.path}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. A bad setting or an unusable dependency is one line on stderr and exit status 2."""
+    args = parser().parse_args(argv)
+    if args.command == "serve" and not 0 <= args.port <= 65535:
+        print(f"chorus: --port {args.port} is not a port number (0-65535; 0 picks a free one)", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    settings: Settings | None = None
+    try:
+        settings = load_settings(args.config)
+        if args.command == "run":
+            return asyncio.run(_run(settings))
+        if args.command == "doctor":
+            return asyncio.run(_doctor(settings))
+        if args.command == "serve":
+            return asyncio.run(_serve(settings, args.host, args.port, args.api_key_env))
+        if args.command == "pull":
+            return _pull(settings, args.hub_id, args.revision, args.gguf_file)
+        return _prepare(settings)
+    except ConfigError as exc:
+        print(f"chorus: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        origin = f" (store.url from {settings.origin('store.url')})" if settings and settings.store.url else ""
+        print(f"chorus: {exc}{origin}", file=sys.stderr)
+        return 2
+    except ModelUnavailable as exc:
+        print(f"chorus: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

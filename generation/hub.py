@@ -1,0 +1,131 @@
+"""`chorus pull <hub id>`: download a bigger model from the Hugging Face Hub, on request only, and prepare it once.
+
+The download goes through huggingface_hub (so HF_ENDPOINT, HF_TOKEN and proxies work as usual) into a staging
+cache under the Chorus home; the model is then verified by loading it, and saved once as a plain Hugging Face
+directory beside the converted embedded model, with a marker naming the exact commit. Nothing here runs unless a
+person types `chorus pull`: a running Chorus never downloads anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from config import Settings
+from generation.models import (
+    ModelSpec,
+    Progress,
+    _conversion_lock,
+    _is_converted,
+    _models_dir,
+    _write_marker,
+    convert_gguf,
+    import_transformers,
+)
+from generation.types import ModelUnavailable
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+# What a causal language model needs; everything else in a repository (training logs, ONNX, images) stays behind.
+WANTED = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja"]
+
+
+def pull_model(
+    hub_id: str, settings: Settings, *, revision: str | None = None, gguf_file: str = "", progress: Progress = print
+) -> ModelSpec:
+    """Download hub_id (at revision), verify it loads, and save it once under <home>/models; return where."""
+    if not _HUB_ID.match(hub_id):
+        raise ModelUnavailable(
+            f"{hub_id!r} is not a Hub model id; use the form owner/name, e.g. HuggingFaceTB/SmolLM2-360M-Instruct."
+        )
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    except ImportError:
+        raise ModelUnavailable("chorus pull needs huggingface_hub: .venv/bin/pip install huggingface_hub") from None
+    models = _models_dir(settings)
+    staging = settings.home_dir / "hub"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    progress(f"Downloading {hub_id}{'@' + revision if revision else ''} from {endpoint} ...")
+    try:
+        snapshot = Path(
+            snapshot_download(
+                hub_id,
+                revision=revision,
+                cache_dir=staging,
+                allow_patterns=[gguf_file] if gguf_file else WANTED,
+            )
+        )
+    except RevisionNotFoundError:
+        raise ModelUnavailable(f"{hub_id} has no revision {revision!r}.") from None
+    except RepositoryNotFoundError:
+        raise ModelUnavailable(
+            f"{hub_id} was not found on {endpoint} (a typo, or a private/gated model: set HF_TOKEN)."
+        ) from None
+    except HfHubHTTPError as exc:
+        raise ModelUnavailable(f"The Hub refused the download of {hub_id}: {_first_line(exc)}") from None
+    except Exception as exc:  # network, disk, offline mode: one clear line instead of a traceback
+        raise ModelUnavailable(f"Could not download {hub_id} from {endpoint}: {_first_line(exc)}") from None
+    commit = snapshot.name
+    name = hub_id.split("/", 1)[1]
+    target = models / f"{name}-{commit[:12]}"
+    if _is_converted(target, commit):
+        progress(f"Already prepared: {target}")
+        return ModelSpec(path=target, name=name)
+    _verify_files(hub_id, snapshot, gguf_file)
+    with _conversion_lock(target):
+        if not _is_converted(target, commit):
+            progress(f"Verifying and preparing {name} once ...")
+            _prepare_into(snapshot, target, gguf_file)
+            _write_marker(target, {"sha256": commit, "source": f"hub:{hub_id}@{commit}", "size": 0, "mtime_ns": 0})
+    shutil.rmtree(staging / f"models--{hub_id.replace('/', '--')}", ignore_errors=True)
+    progress(f"Model ready at {target}")
+    return ModelSpec(path=target, name=name)
+
+
+def _verify_files(hub_id: str, snapshot: Path, gguf_file: str) -> None:
+    if gguf_file:
+        path = snapshot / gguf_file
+        if not path.is_file() or path.open("rb").read(4) != b"GGUF":
+            raise ModelUnavailable(f"{hub_id} has no GGUF file {gguf_file!r}.")
+        return
+    if not (snapshot / "config.json").is_file():
+        raise ModelUnavailable(f"{hub_id} has no config.json: it is not a transformers model (try --gguf-file).")
+    if not any(snapshot.glob("*.safetensors")):
+        raise ModelUnavailable(
+            f"{hub_id} has no .safetensors weights; pick a repository that has them, or a GGUF with --gguf-file."
+        )
+
+
+def _prepare_into(snapshot: Path, target: Path, gguf_file: str) -> None:
+    """Load the download (which verifies it: a truncated or mismatched file fails here) and save it as a plain
+    directory, then swap it into place so a half-written copy is never used."""
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        if gguf_file:
+            convert_gguf(snapshot / gguf_file, work)
+        else:
+            transformers = import_transformers()
+            try:
+                tokenizer = transformers.AutoTokenizer.from_pretrained(snapshot, local_files_only=True)
+                model = transformers.AutoModelForCausalLM.from_pretrained(snapshot, local_files_only=True)
+            except Exception as exc:
+                raise ModelUnavailable(f"The downloaded model does not load: {_first_line(exc)}") from None
+            if getattr(tokenizer, "chat_template", None) is None:
+                raise ModelUnavailable(
+                    "The downloaded model has no chat template; Chorus needs an instruct/chat model."
+                )
+            model.save_pretrained(work)
+            tokenizer.save_pretrained(work)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(work, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

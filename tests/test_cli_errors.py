@@ -1,0 +1,154 @@
+"""Every bad setting or unreachable dependency: one line naming what is wrong and where it came from, exit status 2,
+without waiting on a timeout longer than the one configured."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from bots.cli import main
+from generation.fake import FakeGenerator
+from generation.remote import RemoteGenerator
+from generation.serve import build_app
+from generation.types import ChatMessage, GenerationError, GenerationRequest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """No CHORUS_* from the outside; a fresh home; the scripted model."""
+    for key in list(os.environ):
+        if key.startswith("CHORUS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("CHORUS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CHORUS_MODEL__SOURCE", "fake")
+    return monkeypatch
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts connections (the kernel completes the handshake) and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+def _fails_in_one_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_a_config_file_that_is_not_utf8(clean_env: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
+    config = tmp_path / "chorus.toml"
+    config.write_bytes(b'[terminal]\nuser = "caf\xe9"\n')  # Latin-1, as an old editor saves it
+    line = _fails_in_one_line(capsys, ["--config", str(config), "doctor"])
+    assert str(config) in line and "not UTF-8" in line
+
+
+def test_a_list_in_the_environment_that_is_not_json(clean_env: pytest.MonkeyPatch, capsys) -> None:
+    clean_env.setenv("CHORUS_TONES", "playful")
+    line = _fails_in_one_line(capsys, ["doctor"])
+    assert "environment variable CHORUS_TONES" in line and """CHORUS_TONES='["playful"]'""" in line
+
+
+def test_a_store_url_without_an_async_driver(clean_env: pytest.MonkeyPatch, capsys) -> None:
+    clean_env.setenv("CHORUS_STORE__URL", "sqlite:///chorus.db")
+    line = _fails_in_one_line(capsys, ["run"])
+    assert "environment variable CHORUS_STORE__URL" in line and "sqlite+aiosqlite" in line
+
+
+def test_a_port_out_of_range(clean_env: pytest.MonkeyPatch, capsys) -> None:
+    line = _fails_in_one_line(capsys, ["serve", "--port", "99999"])
+    assert "--port 99999" in line
+
+
+def test_a_generation_url_that_is_not_a_url(clean_env: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
+    config = tmp_path / "chorus.toml"
+    config.write_text("[generation]\nurl = '::::'\n")
+    line = _fails_in_one_line(capsys, ["--config", str(config), "doctor"])
+    assert f"{config}: [generation] url = '::::' is not allowed" in line
+
+
+def test_a_misspelt_section_in_the_environment(clean_env: pytest.MonkeyPatch, capsys) -> None:
+    clean_env.setenv("CHORUS_STROE__URL", "postgresql+asyncpg://chorus@db/chorus")
+    line = _fails_in_one_line(capsys, ["run"])
+    assert "environment variable CHORUS_STROE__URL" in line and "CHORUS_STORE__" in line
+
+
+def test_a_store_host_that_never_answers(clean_env: pytest.MonkeyPatch, silent_port: int, capsys) -> None:
+    clean_env.setenv("CHORUS_STORE__URL", f"postgresql+asyncpg://chorus:pw@127.0.0.1:{silent_port}/chorus")
+    clean_env.setenv("CHORUS_STORE__CONNECT_TIMEOUT_S", "0.5")
+    line = _fails_in_one_line(capsys, ["run"])
+    assert "no answer within 0.5 s" in line and "environment variable CHORUS_STORE__URL" in line
+    assert "pw" not in line
+
+
+def test_doctor_reports_a_store_that_never_answers(clean_env: pytest.MonkeyPatch, silent_port: int, capsys) -> None:
+    clean_env.setenv("CHORUS_STORE__URL", f"postgresql+asyncpg://chorus@127.0.0.1:{silent_port}/chorus")
+    clean_env.setenv("CHORUS_STORE__CONNECT_TIMEOUT_S", "0.5")
+    assert main(["doctor"]) == 2
+    assert "store:     FAILED — Cannot open the store" in capsys.readouterr().out
+
+
+def test_the_module_entry_point_exits_2_from_the_repository_root(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
+    env |= {"CHORUS_HOME": str(tmp_path), "CHORUS_TONES": "playful"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bots.cli", "doctor"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "CHORUS_TONES" in result.stderr
+
+
+async def test_a_generation_server_that_never_answers_costs_one_time_budget(silent_port: int) -> None:
+    """The model-name lookup of a first request used to wait 120 s before the budget even started."""
+    generator = RemoteGenerator(f"http://127.0.0.1:{silent_port}/v1", timeout_s=120.0)
+    request = GenerationRequest(messages=(ChatMessage("user", "hi"),), time_budget_s=0.5)
+    try:
+        with pytest.raises(GenerationError, match=r"did not answer within 0.5 s"):
+            # The outer bound only keeps a regression from hanging the suite.
+            await asyncio.wait_for(anext(generator.stream(request)), timeout=60)
+    finally:
+        await generator.close()
+
+
+@pytest.fixture
+async def keyed_server() -> AsyncIterator[str]:
+    server = TestServer(build_app(FakeGenerator(), model_name="fake", api_key="k3y"), host="127.0.0.1")
+    await server.start_server()
+    yield str(server.make_url("/v1"))
+    await server.close()
+
+
+@pytest.mark.parametrize(("key", "said"), [(None, "no API key was sent"), ("wrong", "the API key was refused")])
+async def test_health_checks_the_api_key(keyed_server: str, key: str | None, said: str) -> None:
+    generator = RemoteGenerator(keyed_server, api_key=key)
+    try:
+        health = await generator.health()
+    finally:
+        await generator.close()
+    assert not health.ok
+    assert said in health.detail and "generation.api_key_env" in health.detail
+
+
+async def test_health_with_the_right_key_is_ok(keyed_server: str) -> None:
+    generator = RemoteGenerator(keyed_server, api_key="k3y")
+    try:
+        health = await generator.health()
+    finally:
+        await generator.close()
+    assert health.ok and health.model == "fake"

@@ -1,0 +1,248 @@
+"""Every result arrives on Slack: under Slack's rate limits, sustained 429s, Block Kit limits and a stop mid-stream.
+
+The fake Slack models the documented rules (tests/fake_slack.py: RateModel, block_problems) on a clock 20× faster
+than Slack's; Chorus paces itself on the same clock (slack_support.SCALE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from fake_slack import (
+    TEAM,
+    FakeSlack,
+    RateModel,
+    block_problems,
+    event_callback,
+    message_event,
+    reaction_event,
+    slash_body,
+)
+from slack_support import (
+    SCALE,
+    SECRETS,
+    block_texts,
+    fake_slack_fixture,  # noqa: F401  (provides `fake`)
+    final_updates,
+    has_actions,
+    results,
+    slack_env,
+    start_slack,
+)
+
+import adapters.slack.app as slack_app
+from adapters.slack.render import SECTION_LIMIT, render_message, render_progress
+from adapters.slack.responder import RESTART_NOTE
+from bots.events import Conversation
+from bots.reply import Reply
+from generation.fake import FakeGenerator
+from support import make_bot, settings_for, wait_until
+
+GENERAL = Conversation("slack", TEAM, "C0GENERAL")
+WORDS = " ".join(f"word{i}" for i in range(12))
+
+
+async def test_a_final_edit_refused_past_the_sdks_retries_is_posted_anew_and_linked(
+    tmp_path: Path, fake: FakeSlack
+) -> None:
+    slack = await start_slack(tmp_path, fake, generator=FakeGenerator(lambda r: WORDS, delay_s=0.01))
+    try:
+        fake.fail("chat.update", times=10_000, retry_after=1)  # every edit refused, far past slack_sdk's 5 retries
+        await slack.slash(slash_body("/create", "slogan a night bakery"))
+        await wait_until(lambda: len(results(fake)) == 1)
+        await slack.idle()
+        (shown,) = results(fake)
+        assert "word11" in block_texts(shown["blocks"])
+        placeholder = fake.answered("chat.postMessage")[0].response["ts"]
+        assert ("C0GENERAL", placeholder) not in fake.messages  # no "Busy ▍" left behind
+        assert fake.calls_to("chat.postEphemeral") == []  # nobody was told "Something went wrong"
+        record = await slack.bot.store.latest_generation(GENERAL)
+        assert record is not None and record.message_ref == f"C0GENERAL:{shown['ts']}"
+        # A reaction on the message the user sees is linked to the result.
+        await slack.event(event_callback(reaction_event("fire", "C0GENERAL", shown["ts"])))
+        await slack.idle()
+        assert (await slack.bot.store.user_data_counts("slack", "U0BOB"))["feedback"] == 1
+    finally:
+        await slack.close()
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_thirty_creates_at_once_in_one_channel_all_arrive_within_slacks_limits(tmp_path: Path, mode: str) -> None:
+    fake = FakeSlack(RateModel(scale=SCALE))
+    await fake.start()
+    slack = await start_slack(tmp_path, fake, mode=mode, generator=FakeGenerator(lambda r: WORDS, delay_s=0.02))
+    try:
+        commands = [slash_body("/create", f"slogan stall {i}", user=f"U0USER{i:02d}") for i in range(30)]
+        if mode == "http":
+            await asyncio.gather(*(slack.slash(command) for command in commands))
+        else:
+            await fake.wait_connected()
+            await fake.push_many("slash_commands", commands)
+        await wait_until(lambda: len(results(fake)) == 30, timeout_s=60)
+        await slack.idle()
+        assert fake.violations == []
+        assert fake.refused == []
+        assert all("word11" in block_texts(message["blocks"]) for message in results(fake))
+        # Each message shown is the stored result it shows, so reactions and replies on it are linked.
+        linked = [await slack.bot.store.find_by_message_ref("slack", f"C0GENERAL:{m['ts']}") for m in results(fake)]
+        assert len({record.id for record in linked if record is not None}) == 30
+    finally:
+        await slack.close()
+        await fake.close()
+
+
+async def test_the_streaming_cursor_never_pushes_a_section_over_slacks_limit(tmp_path: Path, fake: FakeSlack) -> None:
+    # Two words that together fill one section exactly, then a third after a pause: the edit in between shows
+    # 3000 characters plus the cursor.
+    words = ["a" * 1400, " " + "b" * 1599, " and more"]
+    slack = await start_slack(tmp_path, fake, generator=FakeGenerator(lambda r: "".join(words), delay_s=0.6))
+    try:
+        await slack.slash(slash_body("/create", "story a long one"))
+        await wait_until(lambda: len(results(fake)) == 1)
+        await slack.idle()
+    finally:
+        await slack.close()
+    assert fake.refused == []
+    streamed = [call for call in fake.answered("chat.update") if not has_actions(call.body)]
+    assert any(block_texts(call.body["blocks"]).count("b") == 1599 for call in streamed)
+
+
+@pytest.mark.parametrize("text", ["x" * 3000, "y " * 1500, "z" * 2999 + " q", "w" * 9000])
+def test_progress_sections_fit_with_the_cursor(text: str) -> None:
+    blocks = render_progress("story · v1 of 1", [text])["blocks"]
+    assert block_problems(blocks, 50) == []
+    assert all(len(b["text"]["text"]) <= SECTION_LIMIT for b in blocks if b["type"] == "section")
+    assert block_texts(blocks).rstrip().endswith("▍")
+
+
+async def test_a_long_refinement_of_markup_characters_still_posts(tmp_path: Path, fake: FakeSlack) -> None:
+    slack = await start_slack(tmp_path, fake, generator=FakeGenerator(lambda r: WORDS))
+    try:
+        await slack.slash(slash_body("/create", "slogan a bakery"))
+        await wait_until(lambda: len(results(fake)) == 1)
+        await slack.idle()
+        v1 = results(fake)[0]
+        instruction = "<>&" * 333  # 999 characters, within the 1000 a refinement may have; 3663 once escaped
+        escaped = instruction.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")  # as Slack sends it
+        await slack.event(event_callback(message_event(escaped, thread_ts=v1["ts"])))
+        await wait_until(lambda: len(results(fake)) == 2)
+        await slack.idle()
+    finally:
+        await slack.close()
+    assert fake.refused == []
+    v2 = next(message for message in results(fake) if "v2 of 2" in block_texts(message["blocks"]))
+    assert "&lt;&gt;&amp;" in block_texts(v2["blocks"])
+
+
+def test_a_title_is_capped_after_escaping_and_never_inside_an_entity() -> None:
+    message = render_message(Reply(parts=("ok",), title="slogan · v2 of 2 · " + "&<>" * 333))
+    assert block_problems(message["blocks"], 50) == []
+    title = message["blocks"][0]["elements"][0]["text"]
+    assert title.endswith("…*") and title.count("&") == title.count(";")
+    assert len(message["text"]) <= 3000 and message["text"].count("&") == message["text"].count(";")
+
+
+async def test_bolt_does_not_check_the_token_again_for_a_burst_of_commands(tmp_path: Path, fake: FakeSlack) -> None:
+    slack = await start_slack(tmp_path, fake, generator=FakeGenerator(lambda r: WORDS))
+    try:
+        answers = await asyncio.gather(
+            *(slack.slash(slash_body("/create", f"slogan {i}", user=f"U0USER{i:02d}")) for i in range(30))
+        )
+        assert [status for status, _, _ in answers] == [200] * 30
+        await wait_until(lambda: len(results(fake)) == 30, timeout_s=60)
+        await slack.idle()
+    finally:
+        await slack.close()
+    assert len(fake.calls_to("auth.test")) == 1  # Chorus' own check at start-up
+
+
+async def test_no_post_unfurls_links(tmp_path: Path, fake: FakeSlack) -> None:
+    slack = await start_slack(tmp_path, fake, generator=FakeGenerator(lambda r: "see https://example.com now"))
+    try:
+        await slack.slash(slash_body("/create", "slogan a link"))
+        await wait_until(lambda: len(final_updates(fake)) == 1)
+        await slack.idle()
+    finally:
+        await slack.close()
+    posts = fake.calls_to("chat.postMessage")
+    assert posts and all(p.body.get("unfurl_links") is False and p.body.get("unfurl_media") is False for p in posts)
+
+
+def _cut_short(fake: FakeSlack) -> dict[str, Any]:
+    (placeholder,) = fake.answered("chat.postMessage")
+    return fake.messages[(placeholder.response["channel"], placeholder.response["ts"])]
+
+
+async def test_sigterm_mid_stream_finishes_the_message_and_closes_the_socket(
+    tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(slack_app, "settle_heap", lambda: None)  # no gc.freeze() in the test process
+    settings = settings_for(tmp_path, **slack_env(fake, "socket"))
+    slow = " ".join(f"w{i}" for i in range(200))
+    bot = await make_bot(settings, FakeGenerator(lambda r: slow, delay_s=0.05))
+    running = asyncio.create_task(slack_app.run_slack(bot.chorus))
+    try:
+        await fake.wait_connected()
+        await fake.push("slash_commands", slash_body("/create", "story a long night"))
+        await wait_until(lambda: any("w3" in block_texts(c.body["blocks"]) for c in fake.answered("chat.update")))
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(running, 30) == 0
+    finally:
+        if not running.done():
+            running.cancel()
+        await bot.chorus.close()
+    message = _cut_short(fake)
+    text = block_texts(message["blocks"])
+    assert "w3" in text and "w199" not in text and "▍" not in text
+    assert "Chorus restarted" in text and not has_actions(message)
+    assert fake.socket_closes == [1000]  # a clean close, not a dropped connection
+    assert fake.calls_to("chat.postEphemeral") == []
+
+
+async def test_stopping_in_http_mode_finishes_the_message_and_refuses_new_requests(
+    tmp_path: Path, fake: FakeSlack
+) -> None:
+    slow = " ".join(f"w{i}" for i in range(200))
+    slack = await start_slack(tmp_path, fake, generator=FakeGenerator(lambda r: slow, delay_s=0.05))
+    port = slack.adapter.port
+    try:
+        await slack.slash(slash_body("/create", "story a long night"))
+        await wait_until(lambda: any("w3" in block_texts(c.body["blocks"]) for c in fake.answered("chat.update")))
+        await slack.adapter.stop()
+        text = block_texts(_cut_short(fake)["blocks"])
+        assert "w3" in text and "w199" not in text and "▍" not in text and RESTART_NOTE in text
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with aiohttp.ClientSession() as http:
+                await http.post(f"http://127.0.0.1:{port}/slack/events", data=b"")
+    finally:
+        if slack.http is not None:
+            await slack.http.close()
+        await slack.bot.chorus.close()
+
+
+async def test_a_handler_that_fails_mid_stream_leaves_no_half_written_message(
+    tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slack = await start_slack(tmp_path, fake, generator=FakeGenerator(lambda r: WORDS, delay_s=0.05))
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(slack.bot.store, "add_generation", broken)
+    try:
+        await slack.slash(slash_body("/create", "slogan a night bakery"))
+        await wait_until(lambda: len(fake.answered("chat.postEphemeral")) == 1)  # the private error
+        await slack.idle()
+        await wait_until(lambda: not slack.adapter.outbound.streams)
+    finally:
+        await slack.close()
+    text = block_texts(_cut_short(fake)["blocks"])
+    assert "word11" in text and "▍" not in text and "stopped before it was finished" in text
