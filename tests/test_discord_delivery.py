@@ -309,3 +309,20 @@ async def test_a_result_stored_but_not_delivered_before_a_restart_is_posted_afte
         assert (await harness.chorus.store.get_generation(drop.id)).message_ref is None
     finally:
         await stop_harness(harness)
+
+
+async def test_a_private_answer_that_cannot_be_sent_is_never_posted_publicly(bot: Harness) -> None:
+    from test_discord_adapter import replace_handler
+
+    from bots.reply import Reply
+
+    sent: list[str] = []
+
+    async def private(ctx) -> None:
+        sent.append(await ctx.responder.send(Reply.error("Your data export code is 4417.")))
+
+    bot.chorus.router.commands["help"] = replace_handler(bot.chorus.router.commands["help"], "help", private)
+    bot.fake.fail("POST", r"/interactions/\d+/[^/]+/callback", times=1000, status=403)
+    await bot.fake.slash("help", {})
+    await wait_until(lambda: bool(sent))
+    assert not any("4417" in str(r.body) for r in bot.fake.find("POST", r"/channels/\d+/messages$"))
