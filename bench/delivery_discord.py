@@ -72,8 +72,8 @@ async def run_mode(n: int, mode: str) -> dict[str, Any]:
     from sqlalchemy import select
 
     from adapters.discord.app import DiscordAdapter, apply_endpoints
-    from bots.app import Chorus
     from bots.store import Generation, Store
+    from chorus.compose import build_chorus
     from config import load_settings
     from generation.fake import FakeGenerator
 
@@ -91,7 +91,7 @@ async def run_mode(n: int, mode: str) -> dict[str, Any]:
         )
         store = Store(settings.store_url)
         await store.start()
-        chorus = Chorus(settings, store, FakeGenerator(delay_s=WORD_DELAY_S))
+        chorus = build_chorus(settings, store, FakeGenerator(delay_s=WORD_DELAY_S), drops=False)
         apply_endpoints(settings)
         adapter = DiscordAdapter(chorus, client_options={"guild_ready_timeout": 0.05})
         runner = asyncio.create_task(adapter.run("bench-token"))

@@ -224,7 +224,7 @@ async def test_sigterm_stops_chorus_run_cleanly(tmp_path: Path) -> None:
     await fake.start()
     env = _cli_env(tmp_path, CHORUS_DISCORD_TOKEN="cli-token", **fake.env())
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bots.cli", "run", env=env, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "chorus", "run", env=env, stderr=asyncio.subprocess.PIPE
     )
     try:
         await fake.wait_connected(60)
