@@ -441,7 +441,7 @@ class DiscordAdapter:
         while len(self.raw_interactions) > _KEPT:
             self.raw_interactions.popitem(last=False)
         problem = self._unservable(data)
-        if problem is None and self._stopping:
+        if problem is None and self._stopping and data.get("type") in (2, 3, 5):  # not autocomplete
             problem = RESTARTING
         if problem is not None:
             token = str(data["token"])
