@@ -343,6 +343,8 @@ class DiscordAdapter:
         self._stopping = True
         for task in list(self.tasks):
             task.cancel()
+        for stream in list(self.streams):
+            stream.abandon()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         _close_with_1000(self.client)
         await self.client.close()

@@ -651,6 +651,12 @@ class DiscordStream:
                 await self._task
             self._task = None
 
+    def abandon(self) -> None:
+        """The adapter is closing: stop showing progress (its HTTP session is about to close)."""
+        if self._task is not None:
+            self._task.cancel()
+        self.host.streams.discard(self)
+
     async def finish(self, reply: Reply) -> str:
         await self._stop_progress()
         self.host.streams.discard(self)
