@@ -23,6 +23,7 @@ from generation.types import GenerationError, GeneratorBusy
 
 if TYPE_CHECKING:
     from bots.app import Chorus
+    from bots.options import Option
 
 _log = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ class CommandSpec:
     handler: Handler
     generates: bool = False
     moderator_only: bool = False
-    # Structured options for platforms that have them (Discord); name -> description.
-    options: tuple[tuple[str, str], ...] = ()
+    # Structured options for platforms that have them (Discord): typed Options, or (name, description) pairs.
+    options: tuple[Option | tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -127,13 +128,6 @@ class Quota:
     def __len__(self) -> int:
         """How many users the quota remembers right now."""
         return len(self._starts)
-
-    def wait_s(self, platform: str, user_id: str) -> float:
-        """Seconds until this user may generate again (0 if now), without charging anything."""
-        if self.per_minute <= 0:
-            return 0.0
-        window = [start for start in self._starts.get((platform, user_id), ()) if self._clock() - start < 60.0]
-        return 60.0 - (self._clock() - window[0]) if len(window) >= self.per_minute else 0.0
 
     def take(self, platform: str, user_id: str) -> float:
         """Record one use; return 0 if allowed, else the seconds until the next use is allowed."""

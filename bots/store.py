@@ -101,7 +101,7 @@ class CleanString(TypeDecorator[str]):
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
-        return None if value is None else clean_text(value, self.impl.length)  # type: ignore[attr-defined]
+        return None if value is None else clean_text(value, self.impl.length)  # type: ignore[attr-defined,misc]
 
 
 class CleanText(TypeDecorator[str]):

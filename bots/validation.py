@@ -47,7 +47,7 @@ async def refusal(app: Chorus, event: Event, spec: CommandSpec | None = None) ->
     except UserError as exc:
         return str(exc)
     if not isinstance(event, Message):  # a message is charged only once it turns out to be a refinement
-        wait = app.quota.wait_s(event.conversation.platform, event.user.id)
+        wait = app.quota.wait(event.conversation.platform, event.user.id)
         if wait > 0:
             return f"You've reached {app.quota.per_minute} generations a minute. Try again in {max(1, round(wait))} s."
     return None

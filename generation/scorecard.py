@@ -247,7 +247,7 @@ def list_items(text: str) -> list[str]:
 
 
 def _distinct_names(text: str) -> list[str]:
-    names = []
+    names: list[str] = []
     for item in list_items(text):
         name = re.split(r"\s[-–—:]\s|:\s", item, maxsplit=1)[0].strip(" *\"'“”.")
         if name and len(name.split()) <= 4 and name.lower() not in {n.lower() for n in names}:

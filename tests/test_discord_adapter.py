@@ -330,23 +330,26 @@ async def test_a_malformed_gateway_event_does_not_kill_the_bot(bot: Harness) -> 
     assert not bot.task.done()
 
 
-async def test_a_crash_out_of_client_start_restarts_the_client(bot: Harness) -> None:
+async def test_a_gateway_failure_that_resuming_cannot_cure_restarts_the_client(
+    bot: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from discord.gateway import DiscordWebSocket
+
     old = bot.adapter.client
-    # Something outside the guarded parsers (here: the socket loop itself) raising must not end the bot.
-    old.ws.received_message = _raiser(KeyError("boom"))  # type: ignore[method-assign]
+    received = DiscordWebSocket.received_message
+
+    async def choke_on_typing(self: DiscordWebSocket, msg: object) -> None:
+        if "TYPING_START" in str(msg):
+            raise KeyError("boom")  # a bug in the socket loop itself, on every replay of this event
+        await received(self, msg)
+
+    monkeypatch.setattr(DiscordWebSocket, "received_message", choke_on_typing)
     await bot.fake.dispatch("TYPING_START", {})
     await wait_until(lambda: bot.adapter.restarts >= 1 and bot.adapter.client is not old)
     await wait_until(lambda: bot.adapter.client.is_ready())
     payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "back again"})
     final = await bot.finished(payload["token"])
     assert "back again" in final["embeds"][0]["description"]
-
-
-def _raiser(exc: Exception):
-    async def raise_(*_: object) -> None:
-        raise exc
-
-    return raise_
 
 
 async def test_gateway_close_is_followed_by_resume(bot: Harness) -> None:

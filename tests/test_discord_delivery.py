@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from fake_discord import RateLimits, interaction_payload
-from test_discord_adapter import Harness, create_one, latest_with_ref, start_harness, stop_harness
+from fake_discord import FakeDiscord, RateLimits, interaction_payload
+from test_discord_adapter import Harness, create_one, custom_ids, latest_with_ref, start_harness, stop_harness
 
+from generation.fake import FakeGenerator
 from support import wait_until
 
 
@@ -176,3 +177,63 @@ async def test_over_quota_is_private_from_the_start(tmp_path: Path) -> None:
         assert "Try again in" in await private_answer(harness, over)
     finally:
         await stop_harness(harness)
+
+
+async def test_an_undecodable_gateway_frame_resumes_the_session_and_loses_no_event(bot: Harness) -> None:
+    session, client = bot.fake.session_id, bot.adapter.client
+    await bot.fake.send_raw('{"op": 0, "t": "MESSAGE_CREATE", "s": 9')  # cut off mid-frame
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "in the window"})  # behind it
+    final = await bot.finished(payload["token"])
+    assert "in the window" in final["embeds"][0]["description"]
+    resumes = [op for op in bot.fake.gateway_ops if op["op"] == 6]
+    assert resumes and resumes[0]["d"]["session_id"] == session
+    assert len([op for op in bot.fake.gateway_ops if op["op"] == 2]) == 1, "a new session was started"
+    assert bot.adapter.client is client and bot.adapter.restarts == 0
+
+
+async def test_shutdown_mid_stream_finishes_the_message_with_its_text_and_a_note_and_closes_cleanly(
+    tmp_path: Path,
+) -> None:
+    from bots.shutdown import RESTART_NOTE
+
+    harness = await start_harness(tmp_path, FakeGenerator(delay_s=0.1))
+    try:
+        payload = await harness.fake.slash("create", {"kind": "story", "prompt": "a tide that forgot to turn"})
+        token = payload["token"]
+        await wait_until(lambda: any("✍️" in str(r.body) for r in harness.originals(token)))  # text is streaming
+        await harness.adapter.shutdown(grace_s=5.0)
+        shown = harness.fake.visible(token)
+        assert shown is not None and RESTART_NOTE in str(shown["embeds"]) and "✍️" not in str(shown["embeds"])
+        assert shown["embeds"][0]["description"], "the text so far is kept"
+        assert any(":regenerate:" in cid for cid in custom_ids(shown)), "Regenerate works after the restart"
+        record = await latest_with_ref(harness)
+        assert record.status == "partial" and record.message_ref == shown["id"]
+        await wait_until(lambda: bool(harness.fake.close_codes))
+        assert harness.fake.close_codes == [1000]
+    finally:
+        await stop_harness(harness)
+
+
+async def test_sigterm_stops_chorus_run_cleanly(tmp_path: Path) -> None:
+    import signal
+    import sys
+
+    from test_discord_adapter import _cli_env
+
+    fake = FakeDiscord()
+    await fake.start()
+    env = _cli_env(tmp_path, CHORUS_DISCORD_TOKEN="cli-token", **fake.env())
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bots.cli", "run", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        await fake.wait_connected(60)
+        await wait_until(lambda: bool(fake.find("PUT", r"/applications/\d+/commands$")), 60)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+        await wait_until(lambda: bool(fake.close_codes))
+        assert fake.close_codes == [1000], "the gateway was dropped instead of closed"
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await fake.stop()

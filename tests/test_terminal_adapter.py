@@ -106,3 +106,181 @@ def test_an_action_that_asks_for_text_takes_the_rest_of_the_line() -> None:
     assert to_event("idea a tea bar in a library", ALICE, keys) == Action(
         CONVERSATION, ALICE, "brainstorm_idea", value="a tea bar in a library"
     )
+
+
+HOSTILE = "Sip\x1b]52;c;cm0gLXJmIH4=\x07 and \x1b]0;owned\x1b\\read\x1b[2J\x9b31m\x08\r\x00."
+
+
+def _unsafe(text: str) -> list[str]:
+    return [ch for ch in text if not (ch.isprintable() or ch in "\n\t\u200d")]
+
+
+async def test_only_safe_text_reaches_the_terminal(tmp_path) -> None:
+    from adapters.terminal.app import run_terminal
+    from bots.app import Chorus
+    from bots.store import Store
+    from generation.fake import FakeGenerator
+    from support import settings_for
+
+    settings = settings_for(tmp_path)
+    store = Store(settings.store_url)
+    await store.start()
+    chorus = Chorus(settings, store, FakeGenerator(lambda request: HOSTILE))
+    script = (
+        "/create slogan a cafe \x1b]0;title\x07 --n 2\n"  # the prompt becomes the version title
+        "make it \x1b[31mred\x1b[0m\n"  # a refinement: its instruction is in the next title
+        "/as \x1b]52;c;eA==\x07bob\n"
+        "/nosuch\x1b[2J\x08\n"
+        "/history\n"
+    )
+    out = io.StringIO()
+    try:
+        assert await run_terminal(chorus, stdin=io.StringIO(script), stdout=out) == 0
+    finally:
+        await chorus.close()
+    text = out.getvalue()
+    assert "Sip" in text and "read" in text and "/nosuch" in text and "bob" in text
+    assert _unsafe(text) == []
+
+
+async def test_a_drop_never_lands_inside_a_streaming_line_and_plus_rates_what_was_shown_last() -> None:
+    from adapters.terminal.app import TerminalSession
+
+    out = io.StringIO()
+    handled: list[object] = []
+
+    class Recorder:
+        settings = None
+
+        async def handle(self, event, responder) -> None:
+            handled.append(event)
+
+    session = TerminalSession(Recorder(), "alice", out)  # type: ignore[arg-type]
+    stream = session.responder.stream("slogan · v1")
+    await stream.begin_part(1, 1)
+    await stream.write("Books and")
+    drop = Reply(
+        parts=("A door that opens inward.",),
+        title="Prompt of the day",
+        actions=(
+            ReplyAction("rate_up", "👍", "+", value="+1", generation_id=99),
+            ReplyAction("rate_down", "👎", "-", value="-1", generation_id=99),
+        ),
+        generation_id=99,
+    )
+    await session.publisher.publish(CONVERSATION, drop)
+    await stream.write(" brews.")
+    await stream.finish(Reply(parts=("Books and brews.",), actions=result_actions(7), generation_id=7))
+    lines = out.getvalue().splitlines()
+    assert "Books and brews." in lines, lines  # the streamed line is whole
+    assert any(line.startswith("[terminal] ── Prompt of the day ──") for line in lines)
+    await session.handle_line("+")
+    assert handled[-1] == Action(CONVERSATION, ALICE, "rate_up", value="+1", generation_id=99)
+
+
+async def test_sigterm_mid_stream_ends_the_result_with_its_text_so_far_and_a_note(tmp_path) -> None:
+    import asyncio
+    import os
+    import signal
+
+    from adapters.terminal.app import run_terminal
+    from bots.app import Chorus
+    from bots.shutdown import RESTART_NOTE
+    from bots.store import Store
+    from generation.fake import FakeGenerator
+    from support import settings_for, wait_until
+
+    settings = settings_for(tmp_path)
+    store = Store(settings.store_url)
+    await store.start()
+    chorus = Chorus(settings, store, FakeGenerator(delay_s=0.05))
+    out = io.StringIO()
+
+    def no_handler(*_: object) -> None:
+        raise RuntimeError("SIGTERM reached Python's default handling: the terminal did not take it")
+
+    previous = signal.signal(signal.SIGTERM, no_handler)
+    try:
+        run = asyncio.create_task(
+            run_terminal(chorus, stdin=io.StringIO("/create story a tide that forgot to turn\n/help\n"), stdout=out)
+        )
+        await wait_until(lambda: "a tide" in out.getvalue().split("──")[-1])  # the story is streaming
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(run, 20) == 0
+        text = out.getvalue()
+        assert RESTART_NOTE in text and "/help" not in text.split(RESTART_NOTE)[1], "no new work after the stop"
+        record = await store.latest_generation(CONVERSATION)
+        assert record is not None and record.status == "partial" and record.variants[0] in text
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        await chorus.close()
+
+
+async def _read_until(master: int, needle: str, seen: list[str], timeout_s: float = 60.0) -> None:
+    """Read the pty until `needle` appears in the output not yet consumed (polling, with a deadline).
+    `seen`: [everything shown, what is not consumed yet]."""
+    import asyncio
+    import os
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while needle not in seen[-1]:
+        assert time.monotonic() < deadline, f"{needle!r} not shown; got {seen[-1]!r}"
+        if select.select([master], [], [], 0)[0]:
+            try:
+                data = os.read(master, 4096).decode(errors="replace")
+            except OSError:
+                break
+            seen[0] += data
+            seen[-1] += data
+        else:
+            await asyncio.sleep(0.02)
+    seen[-1] = seen[-1].split(needle, 1)[1]
+
+
+async def test_ctrl_c_at_the_prompt_clears_the_line_and_ctrl_d_exits(tmp_path) -> None:
+    import asyncio
+    import fcntl
+    import os
+    import pty
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+
+    def controlling_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
+    env |= {"CHORUS_HOME": str(tmp_path), "CHORUS_MODEL__SOURCE": "fake", "CHORUS_TERMINAL__USER": "alice"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bots.cli",
+        "run",
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        preexec_fn=controlling_terminal,
+    )
+    os.close(slave)
+    seen = ["", ""]
+    try:
+        await _read_until(master, "alice> ", seen)
+        os.write(master, b"/as mallory")
+        os.write(master, b"\x03")  # Ctrl-C: the terminal sends SIGINT and drops the line
+        await _read_until(master, "alice> ", seen)
+        os.write(master, b"/as bob\n")
+        await _read_until(master, "Now typing as bob.", seen)
+        assert "Now typing as mallory" not in seen[0] and "Traceback" not in seen[0]
+        await _read_until(master, "bob> ", seen)
+        os.write(master, b"\x04")  # Ctrl-D on an empty line
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        os.close(master)

@@ -11,16 +11,19 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
+from discord.gateway import DiscordWebSocket, ReconnectWebSocket
 
 from adapters.discord.commands import ChorusComponent, ask_modal, register, remix_modal, required_options
 from adapters.discord.responder import (
@@ -32,6 +35,7 @@ from adapters.discord.responder import (
     ChannelResponder,
     DiscordPublisher,
     DiscordResponder,
+    DiscordStream,
     RateHints,
     answer_raw,
     defer_raw,
@@ -55,6 +59,7 @@ from bots.events import Event
 from bots.feedback import GENERATING_ACTIONS
 from bots.reply import Reply, Responder
 from bots.router import CommandSpec
+from bots.shutdown import RESTART_NOTE, Draining
 from bots.validation import refusal
 
 if TYPE_CHECKING:
@@ -80,6 +85,10 @@ UNKNOWN_COMMAND = (
 )
 OLD_BUTTON = "This button is from an older version of Chorus and no longer works. Start again with /create."
 COMMAND_FAILED = "That command could not run. Reload Discord (Ctrl+R) and try again."
+RESTARTING = "Chorus is restarting. Try again in a minute."
+# On SIGTERM/SIGINT, how long generations in flight get to land their text so far before their messages are finished
+# with what they show (process managers allow about 10 s before they kill).
+SHUTDOWN_GRACE_S = 8.0
 
 
 class TokenMissing(Exception):
@@ -124,13 +133,93 @@ def intents_for(settings: Settings) -> discord.Intents:
     return intents
 
 
+# A gateway failure outside discord.py's own handling is turned into a RESUME, up to this many times a minute; past
+# that the client stops and the supervisor starts a new one (a new session).
+RESUMES_PER_MINUTE = 3
+# What discord.py's connect loop handles by itself (reconnecting, resuming or stopping).
+_GATEWAY_HANDLED = (
+    ReconnectWebSocket,
+    discord.ConnectionClosed,
+    discord.GatewayNotFound,
+    discord.HTTPException,
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+    OSError,
+)
+
+
+class _Failures:
+    """Recent gateway failures, across the connections of one client."""
+
+    def __init__(self) -> None:
+        self.at: deque[float] = deque(maxlen=RESUMES_PER_MINUTE + 1)
+
+    def too_many(self) -> bool:
+        """Record one failure; True when there were more than RESUMES_PER_MINUTE in the last minute."""
+        now = time.monotonic()
+        self.at.append(now)
+        return len(self.at) > RESUMES_PER_MINUTE and now - self.at[0] < 60.0
+
+
+def _resuming(ws: DiscordWebSocket, failures: _Failures) -> Callable[[], Coroutine[Any, Any, None]]:
+    """Wrap one gateway connection's poll so that an unexpected failure (an undecodable frame, a bug in a handler)
+    closes this connection and RESUMEs the session: Discord replays what was missed, nothing is lost."""
+    poll = ws.poll_event
+
+    async def poll_event() -> None:
+        try:
+            await poll()
+        except _GATEWAY_HANDLED:
+            raise
+        except Exception:
+            if failures.too_many():
+                raise
+            _log.exception("the gateway connection failed; resuming the session")
+            with contextlib.suppress(Exception):
+                await ws.close(code=4000)  # not 1000: that would end the session
+            raise ReconnectWebSocket(ws.shard_id, resume=True) from None
+
+    return poll_event
+
+
+def _close_with_1000(client: discord.Client) -> None:
+    """Make the client's coming close a clean one (1000: the session ends, Discord shows the bot offline at once).
+
+    discord.py closes with 1000, but its poll loop, woken by that close, closes the socket first with 4000 (a
+    resumable drop), and that code is the one sent. A clean stop is not a drop, so this connection's socket closes
+    with 1000 whatever it is asked."""
+    ws = client.ws
+    if ws is None or not ws.open:
+        return
+    socket = ws.socket
+    close = socket.close
+
+    async def close_cleanly(*, code: int = 1000, message: bytes = b"") -> bool:
+        return await close(code=1000, message=message)
+
+    socket.close = close_cleanly  # type: ignore[method-assign]
+
+
 class _ChorusClientMixin:
     """Hooks shared by the plain and the auto-sharded client."""
 
     def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
+        self._gateway: DiscordWebSocket | None = None
+        self._gateway_failures = _Failures()
         super().__init__(**kwargs)
         self.adapter = adapter
         self.tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(self)  # type: ignore[arg-type,type-var]
+
+    @property
+    def ws(self) -> DiscordWebSocket | None:
+        return self._gateway
+
+    @ws.setter
+    def ws(self, ws: DiscordWebSocket | None) -> None:
+        """discord.py sets this once per gateway connection; each one gets the resuming poll."""
+        if ws is not None:
+            ws.poll_event = _resuming(ws, self._gateway_failures)  # type: ignore[method-assign]
+        self._gateway = ws
 
     async def setup_hook(self) -> None:
         await self.adapter.setup(self)  # type: ignore[arg-type]
@@ -146,11 +235,11 @@ class _ChorusClientMixin:
         await self.adapter.on_component(interaction)
 
 
-class ChorusClient(_ChorusClientMixin, discord.Client):
+class ChorusClient(_ChorusClientMixin, discord.Client):  # type: ignore[misc]  # `ws` is a property here
     pass
 
 
-class ShardedChorusClient(_ChorusClientMixin, discord.AutoShardedClient):
+class ShardedChorusClient(_ChorusClientMixin, discord.AutoShardedClient):  # type: ignore[misc]
     pass
 
 
@@ -167,6 +256,8 @@ class DiscordAdapter:
         self.edit_interval_s = settings.limits.stream_edit_interval_s
         self.token_ttl_s = self.section.interaction_token_ttl_s
         self.final_retry_s = FINAL_RETRY_S
+        self.streams: set[DiscordStream] = set()
+        self.draining = Draining.install(chorus)
         self.rate_hints = RateHints()
         self.threads: OrderedDict[str, str] = OrderedDict()  # thread id -> parent channel id
         self.raw_interactions: OrderedDict[int, tuple[float, dict[str, Any]]] = OrderedDict()
@@ -228,12 +319,31 @@ class DiscordAdapter:
             self.client = self._make_client()
         return 0
 
+    async def shutdown(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        """SIGTERM/SIGINT: take no new work, let each generation in flight end with its text so far and the restart
+        note (stored, so Regenerate works after the restart), finish any message still showing progress the same
+        way, then close the gateway cleanly (1000, so Discord does not wait for a resume)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.final_retry_s = min(self.final_retry_s, grace_s / 2)
+        await self.draining.drain()
+        pending = [task for task in self.tasks if not task.done() and task is not asyncio.current_task()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=grace_s)
+            if late:
+                _log.warning("stopping: %d handler(s) did not finish in %.0f s", len(late), grace_s)
+        for stream in list(self.streams):
+            await stream.interrupt(RESTART_NOTE)
+        await self.stop()
+
     async def stop(self) -> None:
         """Stop handling, then disconnect: in-flight handlers are cancelled before the HTTP session closes."""
         self._stopping = True
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        _close_with_1000(self.client)
         await self.client.close()
         await self.ack_session.close()
 
@@ -327,6 +437,8 @@ class DiscordAdapter:
         while len(self.raw_interactions) > _KEPT:
             self.raw_interactions.popitem(last=False)
         problem = self._unservable(data)
+        if problem is None and self._stopping:
+            problem = RESTARTING
         if problem is not None:
             token = str(data["token"])
             self._spawn(answer_raw(self.client, interaction_id, token, problem, self.ack_session.get()))
@@ -547,6 +659,8 @@ class DiscordAdapter:
         return str(self.client.user.id) if self.client.user else ""
 
     def _on_raw_message(self, data: dict[str, Any]) -> None:
+        if self._stopping:
+            return
         parent, ours = self._thread_of(str(data.get("channel_id", "")))
         event = to_message(data, bot_id=self._bot_id(), thread_parent=parent, chorus_thread=ours)
         if event is None:
@@ -573,7 +687,23 @@ async def run_discord(chorus: Chorus) -> int:
         return 2
     apply_endpoints(chorus.settings)
     adapter = DiscordAdapter(chorus)
+    loop = asyncio.get_running_loop()
+    shutting_down: list[asyncio.Task[None]] = []
+
+    def on_signal() -> None:
+        if not shutting_down:
+            shutting_down.append(loop.create_task(adapter.shutdown()))
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, on_signal)
     try:
         return await adapter.run(token)
     finally:
+        if shutting_down:
+            await shutting_down[0]
         await adapter.stop()
+        for signum in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)

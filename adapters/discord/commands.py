@@ -12,32 +12,38 @@ import discord
 from discord import app_commands
 
 from adapters.discord.translate import CUSTOM_ID, REMIX_MENU, REMIX_MODAL_ID
+from bots.options import Option, typed_options
 from bots.router import CommandSpec
 from config import Settings
 
 _log = logging.getLogger(__name__)
 
 CHOICES_LIMIT = 25
-# Options a command cannot do without; Discord lists required options first.
-_REQUIRED = frozenset({"kind", "prompt", "text"})
-FREE_TEXT = ("text", "what to do (same words as in the terminal)")
+FREE_TEXT = Option("text", "what to do (same words as in the terminal)")
 
 CommandCallback = Callable[[discord.Interaction, CommandSpec], Awaitable[None]]
 ComponentCallback = Callable[[discord.Interaction], Awaitable[None]]
 
 
+def options_of(spec: CommandSpec) -> tuple[Option, ...]:
+    """The command's typed options; a command without any takes one free-text option, as in the terminal."""
+    return typed_options(spec.options) if spec.options else (FREE_TEXT,)
+
+
 def required_options(spec: CommandSpec) -> list[str]:
     """The options Discord must send with this command; one missing means the client has an outdated schema."""
-    return [name for name, _ in spec.options if name in _REQUIRED]
+    return [option.name for option in typed_options(spec.options) if option.required]
 
 
-def _annotation(name: str, required: bool, settings: Settings) -> Any:
-    base: Any = str
-    if name == "n":
-        base = app_commands.Range[int, 1, settings.limits.max_variants]
-    elif name in ("prompt", "text"):
-        base = app_commands.Range[str, 1, settings.limits.max_prompt_chars]
-    return base if required else Optional[base]  # noqa: UP045 (discord.py reads typing.Optional)
+def _annotation(option: Option, settings: Settings) -> Any:
+    """The parameter type discord.py turns into the option's Discord type (and its bounds)."""
+    limits = settings.limits
+    base: Any
+    if option.type == "integer":
+        base = app_commands.Range[int, 1, limits.max_variants] if option.bound == "variants" else int
+    else:
+        base = app_commands.Range[str, 1, limits.max_prompt_chars] if option.bound == "prompt_chars" else str
+    return base if option.required else Optional[base]  # noqa: UP045 (discord.py reads typing.Optional)
 
 
 def _choices(values: Sequence[str]) -> list[app_commands.Choice[str]]:
@@ -45,21 +51,19 @@ def _choices(values: Sequence[str]) -> list[app_commands.Choice[str]]:
 
 
 def slash_command(spec: CommandSpec, settings: Settings, on_command: CommandCallback) -> app_commands.Command:
-    """One app command for a CommandSpec: its options typed, `kind`/`tone`/`length` with choices (autocomplete past
-    25)."""
-    options = spec.options or (FREE_TEXT,)
-    free_text = not spec.options
+    """One app command for a CommandSpec, its options typed as the spec declares; choices from the settings lists
+    the spec names (autocomplete past 25). Required options come first, as Discord requires."""
+    options = sorted(options_of(spec), key=lambda option: not option.required)
     parameters = [
         inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction)
     ]
-    for name, _ in sorted(options, key=lambda option: option[0] not in _REQUIRED or free_text):
-        required = name in _REQUIRED and not free_text
+    for option in options:
         parameters.append(
             inspect.Parameter(
-                name,
+                option.name,
                 inspect.Parameter.KEYWORD_ONLY,
-                default=inspect.Parameter.empty if required else None,
-                annotation=_annotation(name, required, settings),
+                default=inspect.Parameter.empty if option.required else None,
+                annotation=_annotation(option, settings),
             )
         )
 
@@ -68,18 +72,19 @@ def slash_command(spec: CommandSpec, settings: Settings, on_command: CommandCall
 
     callback.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     callback.__discord_app_commands_param_description__ = {  # type: ignore[attr-defined]
-        name: description[:100] for name, description in options
+        option.name: option.description[:100] for option in options
     }
-    lists = {"kind": list(settings.kinds), "tone": list(settings.tones), "length": list(settings.lengths.names)}
-    small = {name: values for name, values in lists.items() if name in dict(options) and len(values) <= CHOICES_LIMIT}
+    lists = {"kinds": list(settings.kinds), "tones": list(settings.tones), "lengths": list(settings.lengths.names)}
+    listed = {option.name: lists[option.choices] for option in options if option.choices}
+    small = {name: values for name, values in listed.items() if len(values) <= CHOICES_LIMIT}
     callback.__discord_app_commands_param_choices__ = {  # type: ignore[attr-defined]
         name: _choices(values) for name, values in small.items()
     }
     command: app_commands.Command[Any, ..., Any] = app_commands.Command(
         name=spec.name, description=spec.summary[:100], callback=callback
     )
-    for name, values in lists.items():
-        if name in dict(options) and name not in small:
+    for name, values in listed.items():
+        if name not in small:
             command.autocomplete(name)(_autocomplete(values))
     return command
 

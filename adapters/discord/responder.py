@@ -35,7 +35,7 @@ DELIVERY_ERRORS = (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutEr
 # (refused by the checks that cost nothing), or the defer failed.
 DEFERRED, REFUSED, NOT_DEFERRED = "deferred", "refused", "not deferred"
 # How long a final render keeps being retried (honouring Retry-After) before it is delivered another way.
-FINAL_RETRY_S = 30.0
+FINAL_RETRY_S = 10.0
 _T = TypeVar("_T")
 _HINTS_KEPT = 512
 # Connections early defers may hold open at once; more acks than that wait for one to come free (a local round
@@ -47,11 +47,14 @@ class Host(Protocol):
     """What responders need from the adapter: the client, settings and shared bookkeeping."""
 
     client: discord.Client
-    tones: Sequence[str]
     edit_interval_s: float
     token_ttl_s: float
     rate_hints: RateHints
     final_retry_s: float
+    streams: set[DiscordStream]  # streams in flight, finished early with a note on shutdown
+
+    @property
+    def tones(self) -> Sequence[str]: ...
 
     def remember_thread(self, thread_id: str, parent_id: str) -> None: ...
 
@@ -183,10 +186,14 @@ async def replace_deferred_raw(
     then follow up ephemerally (a follow-up sent while it still loads would become it, publicly)."""
     http = client.http
     adapter = async_context.get()
-    proxy = {"proxy": http.proxy, "proxy_auth": http.proxy_auth}
+    proxy, proxy_auth = http.proxy, http.proxy_auth
     try:
-        await adapter.delete_original_interaction_response(application_id, token, session=session, **proxy)
-        await adapter.execute_webhook(application_id, token, session=session, payload=_private(text), **proxy)
+        await adapter.delete_original_interaction_response(
+            application_id, token, session=session, proxy=proxy, proxy_auth=proxy_auth
+        )
+        await adapter.execute_webhook(
+            application_id, token, session=session, proxy=proxy, proxy_auth=proxy_auth, payload=_private(text)
+        )
     except DELIVERY_ERRORS as exc:
         _log.warning("could not answer a refused interaction: %s", exc)
 
@@ -481,7 +488,9 @@ class _Surface(Protocol):
 
     async def progress(self, page: Page) -> None: ...
 
-    async def deliver(self, reply: Reply) -> str: ...
+    async def deliver(self, reply: Reply, *, partial: bool = False) -> str:
+        """Land the final reply; `partial`: text cut short (on shutdown), shown publicly though it has no result."""
+        ...
 
 
 class _InteractionSurface:
@@ -504,9 +513,9 @@ class _InteractionSurface:
             # The loading message is now a message: a follow-up would no longer replace it.
             responder.original, responder.original_id = "message", message.id
 
-    async def deliver(self, reply: Reply) -> str:
+    async def deliver(self, reply: Reply, *, partial: bool = False) -> str:
         responder = self.responder
-        if reply.generation_id is None and not reply.actions:
+        if reply.generation_id is None and not reply.actions and not partial:
             # The stream ended without a result (queue full, model failure): say so to the asker only.
             return await responder.send(Reply(parts=reply.parts, title="", footer=reply.footer, ephemeral=True))
         if not responder.fresh():
@@ -574,7 +583,7 @@ class _ChannelSurface:
         else:
             await self.channel.edit_page(self.message_id, page)
 
-    async def deliver(self, reply: Reply) -> str:
+    async def deliver(self, reply: Reply, *, partial: bool = False) -> str:
         if self.message_id is None or reply.attachments:
             return await self.channel.send(reply)
         pages = render_reply(reply, self.channel.host.tones)
@@ -597,6 +606,7 @@ class DiscordStream:
         self.note = ""
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        host.streams.add(self)
 
     def _kick(self) -> None:
         self._dirty.set()
@@ -627,16 +637,32 @@ class DiscordStream:
         self.note = text
         self._kick()
 
-    async def finish(self, reply: Reply) -> str:
+    async def _stop_progress(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
+
+    async def finish(self, reply: Reply) -> str:
+        await self._stop_progress()
+        self.host.streams.discard(self)
         try:
             return await self.surface.deliver(reply)
         except DELIVERY_ERRORS:
             _log.exception("could not deliver a finished result (%s)", self.title)
             return ""
+
+    async def interrupt(self, note: str) -> None:
+        """Shutdown, and the result will not come: make the text so far, with `note`, this message's final state
+        instead of a "writing…" that never ends."""
+        await self._stop_progress()
+        self.host.streams.discard(self)
+        parts = tuple(part for part in self.parts if part) or ("…",)
+        try:
+            await self.surface.deliver(Reply(parts=parts, title=self.title, footer=f"⚠ {note}"), partial=True)
+        except DELIVERY_ERRORS:
+            _log.exception("could not finish an interrupted message (%s)", self.title)
 
 
 class DiscordPublisher:

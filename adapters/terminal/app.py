@@ -1,7 +1,10 @@
 """The terminal channel's read-eval loop.
 
-Interactive (a TTY): a prompt with line editing; Ctrl-C stops the current generation, Ctrl-D quits. Piped: lines
-are echoed and handled strictly in order, and the loop returns at EOF after the last reply is flushed.
+Interactive (a TTY), like a shell: Ctrl-C stops the current generation, or at the prompt discards the line and shows
+a new prompt; Ctrl-D on an empty line and /quit exit. The terminal keeps its own line editing (canonical mode), so
+reading never blocks the loop and a Ctrl-C line is dropped by the terminal itself. Piped: lines are echoed and
+handled strictly in order, and the loop returns at EOF after the last reply is flushed. On SIGTERM (and SIGINT when
+piped) generations in flight end with their text so far and a restart note, and the loop returns 0.
 """
 
 from __future__ import annotations
@@ -9,33 +12,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import TextIO
 
-from adapters.terminal.responder import TerminalPublisher, TerminalResponder
+from adapters.terminal.responder import TerminalOutput, TerminalPublisher, TerminalResponder
 from adapters.terminal.translate import CONVERSATION, LeaveThread, Quit, SwitchUser, terminal_user, to_event
 from bots.app import Chorus
 from bots.reply import ReplyAction
+from bots.shutdown import Draining
 
 BANNER = (
     "Chorus — terminal channel. Try: /create slogan a bookstore that is also a cafe --tone playful --n 3\n"
-    "/help lists commands and kinds · /as <name> switches who is typing · Ctrl-C stops a generation · Ctrl-D quits"
+    "/help lists commands and kinds · /as <name> switches who is typing · Ctrl-C stops a generation or clears the "
+    "line · Ctrl-D or /quit quits"
 )
+# How long generations in flight get, on SIGTERM, to end with their text so far before Chorus exits anyway.
+SHUTDOWN_GRACE_S = 8.0
 
 
 class TerminalSession:
     """Holds who is typing and which shortcut keys the last reply offered."""
 
-    def __init__(self, chorus: Chorus, user_name: str, out: TextIO) -> None:
+    def __init__(self, chorus: Chorus, user_name: str, out: TextIO | TerminalOutput) -> None:
         self.chorus = chorus
         self.user = terminal_user(user_name)
         self.keys: dict[str, ReplyAction] = {}
-        self.out = out
+        self.output = out if isinstance(out, TerminalOutput) else TerminalOutput(out)
         # Where typed lines go: the channel, or a thread that a reply opened (a brainstorm session).
         self.conversation = CONVERSATION
-        self.responder = TerminalResponder(out, on_actions=self._remember_keys, on_thread=self._enter_thread)
+        self.responder = TerminalResponder(self.output, on_actions=self._remember_keys, on_thread=self._enter_thread)
+        self.publisher = TerminalPublisher(self.output, on_actions=self._remember_keys)
 
     def _enter_thread(self, thread: str) -> None:
         self.conversation = dataclasses.replace(CONVERSATION, thread=thread)
@@ -44,8 +54,11 @@ class TerminalSession:
         self.keys = {action.key.split()[0]: action for action in actions if action.key}
 
     def say(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        self.output.write(text + "\n")
+
+    @property
+    def prompt(self) -> str:
+        return f"{self.user.name}> "
 
     async def handle_line(self, line: str) -> bool:
         """Handle one line; False means quit."""
@@ -72,48 +85,154 @@ class TerminalSession:
         return True
 
 
+class _Lines:
+    """Typed lines as they arrive, None at end of input. Interactive: read from the TTY when it is readable, never
+    blocking the loop. Piped: read by a daemon thread, so a stop never waits for the next line."""
+
+    def __init__(self, stdin: TextIO, interactive: bool) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._partial = b""
+        self._loop = asyncio.get_running_loop()
+        self._fd: int | None = None
+        if interactive:
+            self._fd = stdin.fileno()
+            self._loop.add_reader(self._fd, self._readable)
+        else:
+            threading.Thread(target=self._read_piped, args=(stdin,), daemon=True, name="chorus-stdin").start()
+
+    def _readable(self) -> None:
+        assert self._fd is not None
+        try:
+            data = os.read(self._fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # Ctrl-D on an empty line (or the terminal went away)
+            self.close()
+            self.queue.put_nowait(None)
+            return
+        self._partial += data
+        while b"\n" in self._partial:
+            line, _, self._partial = self._partial.partition(b"\n")
+            self.queue.put_nowait(line.decode(errors="replace"))
+
+    def _read_piped(self, stdin: TextIO) -> None:
+        for line in iter(stdin.readline, ""):
+            self._loop.call_soon_threadsafe(self.queue.put_nowait, line.rstrip("\n"))
+        self._loop.call_soon_threadsafe(self.queue.put_nowait, None)
+
+    def discard(self) -> None:
+        """Ctrl-C at the prompt: forget what was typed so far (the terminal has dropped its copy)."""
+        self._partial = b""
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._fd)
+            self._fd = None
+
+
 async def run_terminal(chorus: Chorus, *, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     session = TerminalSession(chorus, chorus.settings.terminal.user, stdout)
-    await chorus.attach_publisher(TerminalPublisher(stdout))
-    interactive = stdin.isatty() and stdout.isatty()
+    await chorus.attach_publisher(session.publisher)
+    draining = Draining.install(chorus)
+    interactive = _isatty(stdin) and _isatty(stdout)
     loop = asyncio.get_running_loop()
-    if interactive:
-        with contextlib.suppress(ImportError):
-            import readline  # noqa: F401  (line editing and history for input())
-        session.say(BANNER)
-    while True:
-        if interactive:
-            try:
-                line = await loop.run_in_executor(None, input, f"{session.user.name}> ")
-            except EOFError:
-                session.say("")
-                return 0
-            if not await _interruptible(session, line):
-                return 0
+    lines = _Lines(stdin, interactive)
+    running: list[asyncio.Task[bool]] = []  # the line being handled, if any
+    stopping = asyncio.Event()
+    drains: list[asyncio.Task[None]] = []
+
+    def interrupt() -> None:
+        if running and not running[0].done():
+            running[0].cancel()  # stop the generation, back to the prompt
+        elif interactive:
+            lines.discard()
+            session.output.line_taken()
+            session.output.write("\n")
+            session.output.prompt(session.prompt)
         else:
-            line = await loop.run_in_executor(None, stdin.readline)
-            if not line:
-                return 0
-            line = line.rstrip("\n")
-            if line.strip():
-                session.say(f"{session.user.name}> {line}")
-            if not await session.handle_line(line):
-                return 0
+            stop()
 
+    def stop() -> None:
+        if not stopping.is_set():
+            stopping.set()
+            drains.append(loop.create_task(draining.drain()))
 
-async def _interruptible(session: TerminalSession, line: str) -> bool:
-    """Run one line; Ctrl-C cancels it (and its generation) instead of killing Chorus."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(session.handle_line(line))
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, task.cancel)
+    handlers = {signal.SIGINT: interrupt, signal.SIGTERM: stop}
+    for signum, handler in handlers.items():
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, handler)
+    if interactive:
+        session.say(BANNER)
     try:
-        return await task
-    except asyncio.CancelledError:
-        session.say("\n(stopped)")
-        return True
+        while not stopping.is_set():
+            if interactive:
+                session.output.prompt(session.prompt)
+            line = await _next_line(lines, stopping)
+            if line is None:
+                if interactive and not stopping.is_set():
+                    session.say("")
+                return 0
+            if interactive:
+                session.output.line_taken()
+            elif line.strip():
+                session.say(f"{session.prompt}{line}")
+            task = asyncio.ensure_future(session.handle_line(line))
+            running[:] = [task]
+            try:
+                if not await _until_done(task, stopping):
+                    return 0
+            except asyncio.CancelledError:
+                if task.cancelled() and not stopping.is_set():
+                    session.output.streams_abandoned()
+                    session.say("(stopped)")
+                    continue
+                raise
+            finally:
+                running.clear()
+        return 0
     finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
+        lines.close()
+        for signum in handlers:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signum)
+
+
+async def _next_line(lines: _Lines, stopping: asyncio.Event) -> str | None:
+    """The next line, or None at end of input or once a stop was asked for."""
+    getting = asyncio.ensure_future(lines.queue.get())
+    stopped = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({getting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not getting.done():
+        getting.cancel()
+        return None
+    return getting.result()
+
+
+async def _until_done(task: asyncio.Task[bool], stopping: asyncio.Event) -> bool:
+    """The line's result; on a stop, its generation gets SHUTDOWN_GRACE_S to end with its text so far."""
+    stopped = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not task.done():
+        done, _ = await asyncio.wait({task}, timeout=SHUTDOWN_GRACE_S)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return False
+    return task.result() and not stopping.is_set()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

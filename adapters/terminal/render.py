@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from bots.reply import Reply, ReplyAction
 
 RATE_KEYS = ("+", "-")
+
+# Terminal control sequences, removed whole so no fragment is left: CSI (ESC [ … final byte, or the C1 form),
+# OSC / DCS / SOS / PM / APC strings (up to BEL or ST; unterminated ones to the end of the text), other ESC pairs.
+_SEQUENCES = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[ -/]*[0-~]?"
+)
+_KEPT_FORMAT = frozenset("\u200d\u200c")  # zero-width (non-)joiners: parts of emoji and of some scripts
+
+
+def safe_text(text: str) -> str:
+    """Only what prints: printable characters, newline and tab. Escape sequences (colours, cursor moves, window
+    titles, clipboard writes), C0/C1 controls, backspace and carriage return are removed, so text from a model, a
+    user name or a title cannot drive the terminal."""
+    text = _SEQUENCES.sub("", text)
+    return "".join(ch for ch in text if ch.isprintable() or ch in "\n\t" or ch in _KEPT_FORMAT)
 
 
 def render_actions(actions: Sequence[ReplyAction]) -> str:

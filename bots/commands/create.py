@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bots.events import Command
+from bots.options import Option
 from bots.parsing import CREATE_USAGE, REMIX_USAGE, parse_create, parse_remix
 from bots.router import CommandSpec, Context
 from bots.studio import Draft, at_length
@@ -38,11 +39,11 @@ CREATE = CommandSpec(
     handler=create,
     generates=True,
     options=(
-        ("kind", "what to write"),
-        ("prompt", "what it is about"),
-        ("tone", "the tone"),
-        ("length", "how long: short, medium (default) or long"),
-        ("n", "how many variants"),
+        Option("kind", "what to write", required=True, choices="kinds"),
+        Option("prompt", "what it is about", required=True, bound="prompt_chars"),
+        Option("tone", "the tone", choices="tones"),
+        Option("length", "how long: short, medium (default) or long", choices="lengths"),
+        Option("n", "how many variants", type="integer", bound="variants"),
     ),
 )
 
@@ -52,5 +53,9 @@ REMIX = CommandSpec(
     usage=REMIX_USAGE,
     handler=remix,
     generates=True,
-    options=(("text", "the text to rewrite"), ("tone", "the new tone"), ("n", "how many variants")),
+    options=(
+        Option("text", "the text to rewrite", required=True, bound="prompt_chars"),
+        Option("tone", "the new tone", choices="tones"),
+        Option("n", "how many variants", type="integer", bound="variants"),
+    ),
 )
