@@ -106,7 +106,7 @@ async def test_chorus_run_serves_slack_until_sigterm(tmp_path: Path, fake: FakeS
     finally:
         process.send_signal(signal.SIGTERM)
         stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, stderr.decode()
+    assert process.returncode == 0, (process.returncode, stderr.decode())
     assert "Chorus is on Slack, connected through Socket Mode" in stdout.decode()
 
 
