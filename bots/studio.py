@@ -386,7 +386,9 @@ STOPPED_EARLY = frozenset({"length", "time"})
 
 
 def shorten_to(text: str, max_words: int) -> str:
-    """Keep the complete sentences (or lines) of text that fit in max_words; text with one sentence stays whole."""
+    """Keep the complete sentences (or lines) of text that fit in max_words; a single sentence keeps its leading
+    clauses that fit ("Fresh bread, warm coffee, five minutes from home." → "Fresh bread, warm coffee."). Text
+    that cannot be cut at a sentence or clause stays whole."""
     if len(text.split()) <= max_words:
         return text
     pieces = re.findall(r"[^\n.!?…]+[.!?…]+[\"'”’)]*|[^\n]+", text)
@@ -396,7 +398,19 @@ def shorten_to(text: str, max_words: int) -> str:
         if len(candidate.split()) > max_words:
             break
         kept = candidate
-    return kept or text
+    if kept:
+        return kept
+    first = pieces[0].strip() if pieces else text.strip()
+    end = first[-1] if first and first[-1] in ".!?…" else "."
+    clauses = re.split(r"(?<=[,;:—–])\s+", first.rstrip(".!?… "))
+    short = ""
+    for clause in clauses:
+        candidate = f"{short} {clause}".strip()
+        if len(candidate.split()) > max_words:
+            break
+        short = candidate
+    short = short.rstrip(",;:—– ")
+    return short + end if short and len(short.split()) >= 2 else text
 
 
 def at_length(spec: KindSpec, first_ask: str, length: str, settings: Settings) -> tuple[KindSpec, str]:

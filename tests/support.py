@@ -131,7 +131,10 @@ class TestBot:
 
 
 def settings_for(home: Path, **env: str) -> Settings:
-    return load_settings(env={"CHORUS_HOME": str(home), "CHORUS_MODEL__SOURCE": "fake", **env})
+    # One candidate per variant unless a test asks for more, so request counts and live streaming stay simple.
+    return load_settings(
+        env={"CHORUS_HOME": str(home), "CHORUS_MODEL__SOURCE": "fake", "CHORUS_GENERATION__BEST_OF": "1", **env}
+    )
 
 
 async def make_bot(settings: Settings, generator: FakeGenerator | None = None, *, drops: bool = False) -> TestBot:

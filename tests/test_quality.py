@@ -274,3 +274,14 @@ async def test_the_terminal_shows_the_trimmed_text_when_it_differs_from_what_str
         await bot.chorus.close()
     text = out.getvalue()
     assert "── final ──\nOpen at six. Fresh bread daily.\n" in text and "Cut at the length limit" in text
+
+
+def test_a_one_sentence_shorter_that_came_out_long_keeps_its_leading_clauses() -> None:
+    from bots.studio import shorten_to
+
+    slogan = "Delicious, perfect for a walk, smooth and warm, five minutes from home."
+    assert shorten_to(slogan, 9) == "Delicious, perfect for a walk, smooth and warm."
+    assert shorten_to("Two sentences here. And one more here.", 3) == "Two sentences here."
+    assert (
+        shorten_to("unbreakable words that have no clause at all", 3) == "unbreakable words that have no clause at all"
+    )
