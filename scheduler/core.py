@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 DROPS_USER = User("chorus-drops", "Chorus drops")
-RATE_UP, RATE_DOWN = "rate_up", "rate_down"
 
 
 KIND_LABELS = {"prompt": "Writing prompt", "idea": "Idea of the day", "story": "Micro-story", "question": "Question"}

@@ -15,11 +15,12 @@ from typing import Any
 from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from bots.actions import RATE_DOWN, RATE_UP
 from bots.events import Action, Activity, Command, Conversation, Message
 from bots.reply import Reply
 from bots.router import Context, Handler
 from bots.store import EngagementEvent
-from scheduler.core import DROPS_USER, RATE_DOWN, RATE_UP, DropsCore, conversation_of
+from scheduler.core import DROPS_USER, DropsCore, conversation_of
 from scheduler.models import POSTED, DropActivity, DropRun
 from scheduler.planner import DropPlan, Engagement, engagement_reward
 

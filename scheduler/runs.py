@@ -17,6 +17,7 @@ from typing import Any
 from apscheduler.events import JobExecutionEvent
 from sqlalchemy import select, update
 
+from bots.actions import RATE_DOWN, RATE_UP
 from bots.errors import UserError
 from bots.events import Command, Conversation, User
 from bots.reply import PublishForbidden, Reply, ReplyAction
@@ -24,7 +25,7 @@ from bots.router import Context
 from bots.studio import Draft
 from generation.prompts import render_template
 from generation.types import GenerationError, Priority
-from scheduler.core import DROPS_USER, KIND_LABELS, RATE_DOWN, RATE_UP, DropsCore, conversation_of, schedule_of
+from scheduler.core import DROPS_USER, KIND_LABELS, DropsCore, conversation_of, schedule_of
 from scheduler.models import (
     FAILED,
     FINAL,

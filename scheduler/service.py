@@ -21,10 +21,11 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import delete, select
 
+from bots.actions import RATE_DOWN, RATE_UP
 from bots.events import Conversation
 from bots.reply import Publisher
 from scheduler import jobs
-from scheduler.core import DROPS_USER, KIND_LABELS, RATE_DOWN, RATE_UP, DropsCore
+from scheduler.core import DROPS_USER, KIND_LABELS, DropsCore
 from scheduler.engagement import EngagementSettlement
 from scheduler.leader import Leadership
 from scheduler.models import RETRYING, DropChannel, DropRun
