@@ -338,7 +338,7 @@ async def _count_user_rows(
     return counts
 
 
-# -- Brainstorm sessions (#6) -------------------------------------------------------------------------------------
+# -- Brainstorm sessions -----------------------------------------------------------------------------------------
 # A session, its ideas and their votes. Ideas live for the session plus `brainstorm.retention_days`, and /forget
 # removes a user's ideas and votes (Store.forget_user).
 
@@ -785,7 +785,7 @@ class BrainstormStore:
         return {name: counts[name] for name in ("brainstorm ideas", "brainstorm votes") if counts[name]}
 
 
-# -- end of brainstorm sessions (#6) -------------------------------------------------------------------------------
+# -- end of brainstorm sessions -----------------------------------------------------------------------------------
 
 
 class Store(BrainstormStore):
