@@ -830,3 +830,16 @@ async def test_mydata_arrives_as_an_ephemeral_json_attachment(bot: Harness) -> N
     answer = await ephemeral_answer(bot, payload)
     assert answer["attachments"][0]["filename"] == "chorus-mydata.json"
     assert "for you alone" in answer["content"]
+
+
+async def test_a_private_file_is_never_posted_to_the_channel_when_the_interaction_is_stale(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot = await start_harness(tmp_path, CHORUS_DISCORD__INTERACTION_TOKEN_TTL_S="0.000001")
+    try:
+        await bot.fake.slash("mydata", {})
+        await wait_until(lambda: "could not be delivered privately" in caplog.text)
+        posted = bot.fake.find("POST", r"/channels/\d+/messages$")
+        assert [r for r in posted if "chorus-mydata" in str(r.body)] == []
+    finally:
+        await stop_harness(bot)

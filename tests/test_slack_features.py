@@ -284,3 +284,13 @@ async def test_mydata_goes_to_the_users_direct_messages_with_a_private_note(slac
     assert completed["channel_id"] == opened[0].response["channel"]["id"]
     uploaded = json.loads(next(iter(slack.fake.uploads.values())))
     assert uploaded["user_id"] == "U0ALICE" and len(uploaded["generations"]) == 1
+
+
+async def test_mydata_says_so_when_slack_refuses_the_direct_message(slack: SlackChorus) -> None:
+    slack.fake.fail("conversations.open", error="missing_scope")
+    await slack.slash(slash_body("/mydata", ""))
+    await wait_until(lambda: len(slack.fake.answered("chat.postEphemeral")) == 1)
+    await slack.idle()
+    note = slack.fake.answered("chat.postEphemeral")[0].body["text"]
+    assert "missing_scope" in note and "im:write" in note
+    assert slack.fake.calls_to("files.completeUploadExternal") == []

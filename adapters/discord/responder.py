@@ -396,7 +396,7 @@ class DiscordResponder:
             self._stop_guard()
             await self._settle_early_defer()
             if not self.fresh():
-                return await self.channel.send(reply)
+                return await self._to_channel(reply)
             pages = render_reply(reply, self.host.tones)
             files = _files(reply)
             try:
@@ -411,6 +411,13 @@ class DiscordResponder:
                 if self.original == "thinking":
                     await self.drop_placeholder()  # no stale "thinking…" above the answer
                 return message_id
+
+    async def _to_channel(self, reply: Reply) -> str:
+        """The channel fallback, except for a private file (/mydata), which must never be posted for all to see."""
+        if reply.ephemeral and reply.attachments:
+            _log.warning("a private reply with files could not be delivered privately; it was not posted publicly")
+            return ""
+        return await self.channel.send(reply)
 
     async def _send_pages(self, reply: Reply, pages: list[Page], files: list[discord.File]) -> str:
         response = self.interaction.response

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -131,7 +131,15 @@ class SlackResponder:
 
     async def _ephemeral(self, reply: Reply) -> str:
         if reply.attachments:
-            await self._attach_privately(reply.attachments)
+            try:
+                await self._attach_privately(reply.attachments)
+            except SlackApiError as exc:
+                _log.warning("could not send a private file to %s: %s", self.user_id, _error(exc))
+                note = (
+                    f"The file could not be sent to your direct messages (Slack said {_error(exc) or 'no'}); "
+                    "an admin may need to reinstall Chorus so it has the im:write permission."
+                )
+                reply = replace(reply, parts=(note,), attachments=(), footer="")
         message = render_message(reply, self.options.tones)
         try:
             response = await self.call(
