@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from adapters.slack.responder import RESTART_NOTE
 from bots.events import Conversation
 from bots.reply import Reply
 from generation.fake import FakeGenerator
+from generation.types import Chunk, GenerationRequest
 from support import make_bot, settings_for, wait_until
 
 GENERAL = Conversation("slack", TEAM, "C0GENERAL")
@@ -97,11 +99,35 @@ async def test_thirty_creates_at_once_in_one_channel_all_arrive_within_slacks_li
         await fake.close()
 
 
+class Chunked(FakeGenerator):
+    """Streams fixed pieces of text, `pause_s` before each: a test decides exactly what each progress edit shows."""
+
+    def __init__(self, pieces: list[str], pause_s: float) -> None:
+        super().__init__(lambda request: "".join(pieces))
+        self.pieces = pieces
+        self.pause_s = pause_s
+
+    async def _chunks(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        for count, piece in enumerate(self.pieces, start=1):
+            await asyncio.sleep(self.pause_s)
+            yield Chunk(request_id=request.request_id, text=piece, tokens=count)
+        yield Chunk(request_id=request.request_id, finish_reason="stop", tokens=len(self.pieces))
+
+
+def exactly(length: int) -> str:
+    """Varied words ending in a space, `length` characters in all."""
+    text, i = "", 0
+    while len(text) + len(f"word{i} ") <= length:
+        text, i = text + f"word{i} ", i + 1
+    return text + "abcdefghij"[: max(0, length - len(text) - 1)] + (" " if len(text) < length else "")
+
+
 async def test_the_streaming_cursor_never_pushes_a_section_over_slacks_limit(tmp_path: Path, fake: FakeSlack) -> None:
-    # Two words that together fill one section exactly, then a third after a pause: the edit in between shows
-    # 3000 characters plus the cursor.
-    words = ["a" * 1400, " " + "b" * 1599, " and more"]
-    slack = await start_slack(tmp_path, fake, generator=FakeGenerator(lambda r: "".join(words), delay_s=0.6))
+    # A first piece that fills one section exactly, then more after a pause: the edit in between shows 3000
+    # characters plus the cursor.
+    first = exactly(SECTION_LIMIT)
+    assert len(first) == SECTION_LIMIT
+    slack = await start_slack(tmp_path, fake, generator=Chunked([first, "and then the end."], pause_s=0.6))
     try:
         await slack.slash(slash_body("/create", "story a long one"))
         await wait_until(lambda: len(results(fake)) == 1)
@@ -110,7 +136,8 @@ async def test_the_streaming_cursor_never_pushes_a_section_over_slacks_limit(tmp
         await slack.close()
     assert fake.refused == []
     streamed = [call for call in fake.answered("chat.update") if not has_actions(call.body)]
-    assert any(block_texts(call.body["blocks"]).count("b") == 1599 for call in streamed)
+    assert any(first.split()[-1] in block_texts(call.body["blocks"]) for call in streamed)
+    assert "the end." in block_texts(results(fake)[0]["blocks"])
 
 
 @pytest.mark.parametrize("text", ["x" * 3000, "y " * 1500, "z" * 2999 + " q", "w" * 9000])
@@ -128,7 +155,7 @@ async def test_a_long_refinement_of_markup_characters_still_posts(tmp_path: Path
         await wait_until(lambda: len(results(fake)) == 1)
         await slack.idle()
         v1 = results(fake)[0]
-        instruction = "<>&" * 333  # 999 characters, within the 1000 a refinement may have; 3663 once escaped
+        instruction = "wrap it in " + "<>&" * 329  # 998 characters, within the 1000 allowed; 4288 once escaped
         escaped = instruction.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")  # as Slack sends it
         await slack.event(event_callback(message_event(escaped, thread_ts=v1["ts"])))
         await wait_until(lambda: len(results(fake)) == 2)
