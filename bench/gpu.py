@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import sys
@@ -388,6 +389,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "parameters": sum(p.numel() for p in model.parameters()),
         "build_s": build_s,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": {"cpus": os.cpu_count(), "load_average_1min_before": os.getloadavg()[0]},
     }
     table = peak_bandwidth_gbs(name) if device.startswith("cuda") else None
     measured = copy_bandwidth_gbs(torch, device, 64 if args.tiny else 2048)
@@ -429,7 +431,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"### GPU decode benchmark: {report['device_name']} ({report['device']})",
         "",
         f"{report['config']}, {report['parameters'] / 1e9:.2f} B parameters; torch {report['versions']['torch']}, "
-        f"transformers {report['versions']['transformers']}; {report['date']}; whole run {report['total_s']:.0f} s. "
+        f"transformers {report['versions']['transformers']}; {report['date']}; whole run {report['total_s']:.0f} s; "
+        f"host: {report['host']['cpus']} CPUs, load average {report['host']['load_average_1min_before']:.1f} before. "
         f"Peak bandwidth {bandwidth['bound_uses_gbs']:.0f} GB/s ({peak_source}; measured copy "
         f"{bandwidth['measured_copy_gbs']:.0f} GB/s).",
         "",
@@ -441,7 +444,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| {1 / single['bound_seconds_per_token']:.1f} tok/s | |",
         f"| batch-1 as a fraction of the bound | {single['fraction_of_bound']:.0%} "
         f"| ≥ {TARGET_BANDWIDTH_FRACTION:.0%} |",
-        f"| saturation, {saturation['batch']} requests, static graph step | {saturation['tokens_per_s']:.0f} tok/s | |",
+        f"| saturation, {saturation['batch']} requests, the same static-cache step "
+        f"| {saturation['tokens_per_s']:.0f} tok/s | |",
         "| transformers continuous batching (generate_batch), same requests | "
         + (f"{cb['tokens_per_s']:.0f} tok/s" if "tokens_per_s" in cb else f"failed: {cb.get('error')}")
         + " | |",

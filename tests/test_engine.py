@@ -619,3 +619,22 @@ async def test_aborting_a_paused_drop_ends_it_without_waiting_for_a_slot(embedde
         assert engine.running == 0 and engine.queue_depth == 0
     finally:
         await engine.close()
+
+
+@pytest.mark.slow
+async def test_a_queued_request_whose_budget_runs_out_ends_with_time_while_waiting(narrow: BatchingEngine) -> None:
+    """The time budget covers queueing: a request waiting behind a long one ends with "time" without a slot."""
+    await narrow.warmup()
+    recorder = Recorder(narrow)
+    try:
+        recorder.start("long", ask(STORY, max_new_tokens=2000))
+        await wait_until(lambda: recorder.tokens("long") >= 1, timeout_s=60)
+        recorder.start("waiting", ask(SLOGAN, max_new_tokens=8, time_budget_s=0.5))
+        await wait_until(lambda: recorder.finish("waiting") is not None, timeout_s=60)
+        assert recorder.finish("waiting") == "time"
+        assert recorder.tokens("waiting") == 0 and recorder.text("waiting") == ""
+        assert recorder.finish("long") is None, "the running request kept its slot"
+    finally:
+        for request in recorder.requests.values():
+            await narrow.abort(request.request_id)
+        await recorder.wait()
