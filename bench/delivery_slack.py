@@ -73,8 +73,8 @@ async def _measure(n: int, mode: str, scale: float, edit_interval_s: float) -> d
 
     from adapters.slack.app import SlackAdapter
     from adapters.slack.outbound import SlackLimits
-    from bots.app import Chorus
     from bots.store import Store
+    from chorus.compose import build_chorus
     from config import load_settings
     from generation.fake import FakeGenerator
 
@@ -94,7 +94,7 @@ async def _measure(n: int, mode: str, scale: float, edit_interval_s: float) -> d
         )
         store = Store(settings.store_url)
         await store.start()
-        chorus = Chorus(settings, store, FakeGenerator(_script, delay_s=WORD_DELAY_S))
+        chorus = build_chorus(settings, store, FakeGenerator(_script, delay_s=WORD_DELAY_S), drops=False)
         secrets = {
             "CHORUS_SLACK_BOT_TOKEN": BOT_TOKEN,
             "CHORUS_SLACK_APP_TOKEN": APP_TOKEN,
