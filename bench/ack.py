@@ -11,7 +11,7 @@ command parsing and the studio run as in production; every command defers before
 - `engine-1thread`: the same with torch limited to one thread, which leaves the other core to the event loop;
 - `fake-slow`: FakeGenerator streaming one word every 200 ms, for a figure without the model's CPU load.
 
-Slack (#5): when bench/ack_slack.py exists its `run(n)` rows are added to the same table.
+Slack: when bench/ack_slack.py exists its `run(n)` rows are added to the same table.
 
 Run:  .venv/bin/python bench/ack.py [--n 200] [--modes engine,engine-1thread,fake-slow] [--out-dir bench/results]
 """

@@ -11,7 +11,7 @@ work is not charged to Chorus. Ack latency: HTTP, from sending the request to re
 from sending the envelope to reading its ack. Target p99 ≤ 50 ms.
 
 Run:  .venv/bin/python bench/ack_slack.py [--n 200] [--engine real|fake] [--out-dir bench/results]
-bench/ack.py (#4) calls `run()` to put the Slack rows next to Discord's.
+bench/ack.py calls `run()` to put the Slack rows next to Discord's.
 """
 
 from __future__ import annotations

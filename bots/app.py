@@ -83,6 +83,9 @@ class Chorus:
         # Set by their plug-ins when installed; commands reach the features through these.
         self.brainstorms: Brainstorms | None = None
         self.drops: DropsControl | None = None
+        # Deletes stored data past its retention period (docs/data.md): core, whatever features are installed.
+        self.retention = Retention(self)
+        self.retention.attach()
         for plugin in plugins:
             self.install(plugin)
 
@@ -112,8 +115,6 @@ class Chorus:
         self.on_publisher(start)
         self.on_close(plugin.stop)
         _log.debug("installed plug-in %s", plugin.name)
-        self.retention = Retention(self)
-        self.retention.attach()
 
     async def handle(self, event: Event, responder: Responder) -> None:
         await self.router.dispatch(event, responder, self)

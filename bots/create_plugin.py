@@ -7,13 +7,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 from bots import feedback
+from bots.actions import RATE_DOWN, RATE_UP, REFINEMENTS
 from bots.commands.create import CREATE, REMIX
 from bots.events import Action
 from bots.plugin import Plugin
 from bots.router import CommandSpec, Context
 
 # The buttons feedback.handle_action answers: rating and every refinement.
-_ACTIONS = frozenset({feedback.RATE_UP, feedback.RATE_DOWN, *feedback.GENERATING_ACTIONS})
+_ACTIONS = frozenset({RATE_UP, RATE_DOWN, *REFINEMENTS})
 
 
 class CreatePlugin(Plugin):

@@ -1,7 +1,8 @@
 """What the /drops and /stats commands need from the scheduler, as a protocol (bots never import scheduler).
 
-The composition root attaches an implementation as `Chorus.drops`; the options are parsed here, from the command
-text, so every platform parses them alike, and validated by the implementation (zones, cron, quiet hours).
+The drops plug-in (scheduler/plugin.py) sets its service as `Chorus.drops` when installed. The options are parsed
+here, from the command text, so every platform parses them alike, and validated by the implementation (zones, cron,
+quiet hours).
 """
 
 from __future__ import annotations

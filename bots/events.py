@@ -86,7 +86,7 @@ class Action:
 class Activity:
     """A channel message that was not addressed to Chorus. Only counted (hour × weekday), never stored as text.
 
-    `text` is empty unless the platform delivers content and the channel opted in to topic learning (#7).
+    `text` is empty unless the platform delivers content and the channel opted in (/drops topics learn on).
     """
 
     conversation: Conversation

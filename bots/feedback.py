@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from bots.actions import LONGER, MORE, RATE_DOWN, RATE_UP, REFINEMENTS, REGENERATE, SHORTER, TONE
 from bots.errors import UserError
 from bots.events import Action, Message, Reaction
 from bots.parsing import VariantRef, chatter_hint, parse_tone, parse_variant_ref
@@ -23,9 +24,7 @@ from generation.text import is_degenerate
 
 _log = logging.getLogger(__name__)
 
-REGENERATE, MORE, SHORTER, LONGER, TONE = "regenerate", "more", "shorter", "longer", "tone"
-RATE_UP, RATE_DOWN = "rate_up", "rate_down"
-GENERATING_ACTIONS = frozenset({REGENERATE, MORE, SHORTER, LONGER, TONE})
+GENERATING_ACTIONS = REFINEMENTS
 NOTHING_YET = "Nothing to refine yet. Start with /create <kind> <what it is about> (see /help)."
 
 

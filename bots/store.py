@@ -101,7 +101,7 @@ class CleanString(TypeDecorator[str]):
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
-        return None if value is None else clean_text(value, self.impl.length)  # type: ignore[attr-defined,misc]
+        return None if value is None else clean_text(value, getattr(self.impl, "length", None))
 
 
 class CleanText(TypeDecorator[str]):
@@ -338,7 +338,7 @@ async def _count_user_rows(
     return counts
 
 
-# -- Brainstorm sessions (#6) -------------------------------------------------------------------------------------
+# -- Brainstorm sessions -----------------------------------------------------------------------------------------
 # A session, its ideas and their votes. Ideas live for the session plus `brainstorm.retention_days`, and /forget
 # removes a user's ideas and votes (Store.forget_user).
 
@@ -785,7 +785,7 @@ class BrainstormStore:
         return {name: counts[name] for name in ("brainstorm ideas", "brainstorm votes") if counts[name]}
 
 
-# -- end of brainstorm sessions (#6) -------------------------------------------------------------------------------
+# -- end of brainstorm sessions -----------------------------------------------------------------------------------
 
 
 class Store(BrainstormStore):

@@ -96,6 +96,7 @@ class _Outcome:
     tokens: int = 0
     candidates: int = 0
     dropped: int = 0
+    degenerate: int = 0
     retried: int = 0
     failure: str = ""
 
@@ -123,7 +124,7 @@ class Studio:
         if not any(outcome.variants):
             if outcome.failure:
                 text = outcome.failure
-            elif outcome.dropped:
+            elif outcome.degenerate:
                 text = "The model only produced unusable text (it repeated itself). Try again, or rephrase."
             else:
                 text = "The model returned nothing. Try again."
@@ -228,12 +229,12 @@ class Studio:
                         )
                     )
                 outcome.candidates += len(candidates)
-                best = await self._pick(draft, index, candidates, list(chosen.values()))
+                best = await self._pick(draft, index, candidates, list(chosen.values()), outcome)
                 if best is not None and not self._meets_goal(draft, index, best.text):
                     outcome.retried += 1
                     retry = await self._retry(ctx, draft, index, k, stream, outcome)
                     outcome.candidates += len(retry)
-                    best = await self._pick(draft, index, [best, *retry], list(chosen.values()))
+                    best = await self._pick(draft, index, [best, *retry], list(chosen.values()), outcome)
                 if best is None:
                     outcome.dropped += 1
                 else:
@@ -287,10 +288,19 @@ class Studio:
             return text
         return shorten_to(text, draft.shorter_than[index] - 1)
 
-    async def _pick(self, draft: Draft, index: int, candidates: list[Candidate], others: list[str]) -> Candidate | None:
+    async def _pick(
+        self,
+        draft: Draft,
+        index: int,
+        candidates: list[Candidate],
+        others: list[str],
+        outcome: _Outcome | None = None,
+    ) -> Candidate | None:
         """The best usable candidate by the scorecard's checks (and relevance, when an embedder is set up);
         None when every candidate is empty or degenerate. Among equals the earliest wins."""
         usable = [c for c in candidates if c.text and not is_degenerate(c.text) and not repeats_lines(c.text)]
+        if outcome is not None:
+            outcome.degenerate += sum(1 for c in candidates if c.text and c not in usable)
         if len(usable) <= 1:
             return usable[0] if usable else None
         relevance: list[float | None] = [None] * len(usable)

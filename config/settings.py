@@ -155,7 +155,7 @@ class TerminalSection(_Section):
 
 
 class DiscordSection(_Section):
-    """The Discord adapter (#4). The token never sits in a config file: it comes from `token_env` or `token_file`."""
+    """The Discord adapter. The token never sits in a config file: it comes from `token_env` or `token_file`."""
 
     token_env: str = "CHORUS_DISCORD_TOKEN"
     token_file: str = ""
@@ -175,7 +175,7 @@ class DiscordSection(_Section):
 
 
 class SlackSection(_Section):
-    """The Slack adapter (#5). Keys ending in `_env` name the environment variable that holds the secret."""
+    """The Slack adapter. Keys ending in `_env` name the environment variable that holds the secret."""
 
     mode: Literal["socket", "http"] = "socket"
     bot_token_env: str = "CHORUS_SLACK_BOT_TOKEN"
@@ -201,7 +201,7 @@ class SlackSection(_Section):
 
 
 class BrainstormSection(_Section):
-    """Collaborative brainstorming sessions (#6)."""
+    """Collaborative brainstorming sessions (/brainstorm)."""
 
     minutes: float = Field(10.0, gt=0.0, le=1440.0)
     rounds: int = Field(2, ge=1, le=10)
@@ -214,6 +214,10 @@ class BrainstormSection(_Section):
     max_themes: int = Field(8, ge=2, le=20)
     merge_threshold: float = Field(0.9, gt=0.0, le=1.0)
     embed_chars: int = Field(1000, ge=16)
+    # An OpenAI-compatible embeddings service (vLLM, TEI, Ollama, `chorus serve`); empty = the embedded MiniLM.
+    embedding_url: str = ""
+    embedding_model: str = ""
+    embedding_api_key_env: str = ""
 
 
 class ExampleSpec(_Section):
@@ -283,11 +287,9 @@ class DropsSection(_Section):
     reaction_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_REACTION_WEIGHTS))
     reply_weight: float = DEFAULT_REPLY_WEIGHT
     click_weight: float = DEFAULT_CLICK_WEIGHT
-    # Retention: finished drop runs, engagement events and feedback rows older than this many days are deleted
-    # (0 keeps them for ever); /stats images are deleted this many hours after they were drawn.
+    # Retention: finished drop runs older than this many days are deleted (0 keeps them); /stats images are deleted
+    # this many hours after they were drawn. Engagement and feedback follow [store] (engagement_days, retention_days).
     keep_runs_days: int = Field(180, ge=0)
-    keep_engagement_days: int = Field(90, ge=0)
-    keep_feedback_days: int = Field(365, ge=0)
     keep_stats_images_h: float = Field(24.0, ge=0)
 
 

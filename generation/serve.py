@@ -30,9 +30,11 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
+from generation.serve_embeddings import register_embeddings
 from generation.types import (
     ChatMessage,
     Chunk,
+    Embedder,
     FinishReason,
     GenerationError,
     GenerationRequest,
@@ -626,6 +628,7 @@ def build_app(
     api_key: str | None = None,
     max_tokens_limit: int = 2048,
     time_budget_s: float = 60.0,
+    embedder: Embedder | None = None,
 ) -> web.Application:
     """The OpenAI-compatible app over `generator`. The caller owns the generator and closes it.
 
@@ -646,6 +649,7 @@ def build_app(
     app.router.add_get("/v1/models/{model:.+}", service.model)
     app.router.add_get("/health", service.health)
     app.router.add_get("/metrics", service.metrics_text)
+    register_embeddings(app, embedder)  # /v1/embeddings: `embedder`, else MiniLM when installed
     return app
 
 

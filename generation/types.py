@@ -16,7 +16,7 @@ FinishReason = Literal["stop", "length", "time", "abort", "error"]
 
 
 class Priority(IntEnum):
-    """Lower runs first (#3 uses this; the simple LocalGenerator is FIFO)."""
+    """Lower runs first in the batching engine (commands, brainstorms, drops); the simple LocalGenerator is FIFO."""
 
     INTERACTIVE = 0
     BRAINSTORM = 1
@@ -46,7 +46,7 @@ class GenerationRequest:
     time_budget_s: float = 60.0
     request_id: str = field(default_factory=_new_request_id)
     priority: Priority = Priority.INTERACTIVE
-    # Who asked, for fairness across conversations (#3); opaque to the engine.
+    # Who asked, so the engine can take turns across conversations; opaque to it otherwise.
     conversation_key: str = ""
     # True: max_new_tokens is only a ceiling, lowered to what fits in the context after the prompt (an OpenAI
     # request without max_tokens). False: a request that does not fit is refused with RequestTooLarge.
@@ -99,7 +99,7 @@ class RequestTooLarge(GenerationError):
 
 @runtime_checkable
 class Generator(Protocol):
-    """The three verbs of the generation core (after vLLM's EngineClient)."""
+    """The generation core as every caller sees it (after vLLM's EngineClient): stream, abort, health, close."""
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """Yield chunks as text is produced; the last one has finish_reason set."""
@@ -116,7 +116,7 @@ class Generator(Protocol):
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Sentence embeddings for clustering ideas (#6) and keeping drops from repeating themselves (#7)."""
+    """Sentence embeddings for clustering brainstorm ideas and keeping drops from repeating themselves."""
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One unit-length vector per text, in order."""

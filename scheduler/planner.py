@@ -43,6 +43,13 @@ STATE_VERSION = 3
 _NOISE_PRIOR_N = 10.0
 # Slow forgetting of the noise estimate, so a channel that becomes more regular is believed again.
 _NOISE_DISCOUNT = 0.98
+# Drift detection: a running mean of standardized surprises (weight per drop); by chance alone its square averages
+# w / (2 - w); the drift variance is boosted by how far beyond that it is, at most this many times.
+_SURPRISE_WEIGHT = 0.2
+_SURPRISE_CHANCE = _SURPRISE_WEIGHT / (2 - _SURPRISE_WEIGHT)
+_MAX_DRIFT_BOOST = 25.0
+# The parts of a planner's configuration that belong to its channel (the rest are this version's defaults).
+_CHANNEL_CONFIG = frozenset({"seed", "fixed_hour", "default_hour", "quiet", "min_activity"})
 # Innovations beyond this many predictive sds are clipped: one absurd count cannot wreck the model.
 _CLIP = 2.5
 
@@ -154,7 +161,7 @@ class Planner:
         topics: Sequence[str],
         *,
         seed: int = 0,
-        prior_sd: float = 0.6,
+        prior_sd: float = 0.3,
         drift: float = 0.02,
         level_drift: float = 0.05,
         exploration: float = 0.15,
@@ -165,6 +172,7 @@ class Planner:
         min_activity: int = 20,
         weekday_z: float = 4.0,
         hour_prior_sd: float = 0.5,
+        hour_exploration: float = 0.5,
         hour_scale: float = 2.5,
         low_reward: float = 1.0,
         low_streak: int = 3,
@@ -191,6 +199,8 @@ class Planner:
         # How many Poisson sds one weekday's peak must beat the week's peak hour by, that weekday, to be used.
         self.weekday_z = weekday_z
         self.hour_prior_sd = hour_prior_sd
+        # Learning the hour from engagement alone needs real exploration: plain Thompson sampling over hours.
+        self.hour_exploration = hour_exploration
         self.hour_scale = hour_scale
         self.low_reward = low_reward
         self.low_streak = low_streak
@@ -213,6 +223,8 @@ class Planner:
         self._noise_ss = 0.0
         self._noise_n = 0.0
         self.disliked_seen = 0
+        self._surprise = 0.0
+        self._last_z = 0.0
         self.engaged = 0
         self.observed = 0
         self.chosen = 0
@@ -320,7 +332,7 @@ class Planner:
         hours = self._hour_slice()
         rng = self._rng(1)
         cov = self._cov[hours, hours]
-        sample = self._mean[hours] + self.exploration * _gaussian(rng, cov)
+        sample = self._mean[hours] + self.hour_exploration * _gaussian(rng, cov)
         allowed = self._allowed_hours()
         return max(allowed, key=lambda h: sample[h]), "learning"
 
@@ -381,6 +393,7 @@ class Planner:
         self._mean = self._mean + gain * innovation
         self._cov = self._cov - np.outer(gain, gain) * predictive
         self._cov = (self._cov + self._cov.T) / 2
+        self._last_z = innovation / math.sqrt(predictive)
         return innovation * innovation * variance / predictive
 
     def observe(
@@ -405,7 +418,8 @@ class Planner:
         for name in content:
             self._ensure_feature(name)
             self.tried[name] = self.tried.get(name, 0) + 1
-        # Time passes: every effect may have drifted a little since the last drop.
+        # Time passes: every effect may have drifted a little since the last drop; more when the recent drops kept
+        # surprising the model the same way (a change of taste), not at all more in a channel that stays the same.
         drift = np.array([self._drift_variance(name) for name in self.features])
         self._cov = self._cov + np.diag(drift)
         hour = plan.hour % 24
@@ -425,9 +439,11 @@ class Planner:
             self._mean[self.features.index(_COUNT_BIAS)] = y - float(x @ self._mean) - rest
             self.level_set = True
         # Poisson noise of the count (about 1/count on the log scale) on top of the day's noise.
-        variance = self.noise + 1.0 / (liked + 0.5)
+        poisson = 1.0 / (liked + 0.5)
+        variance = self.noise + poisson
         squared = self._update(h, y, variance)
-        self._noise_ss = _NOISE_DISCOUNT * self._noise_ss + max(squared - 1.0 / (liked + 0.5), 0.0)
+        self._surprise = (1 - _SURPRISE_WEIGHT) * self._surprise + _SURPRISE_WEIGHT * self._last_z
+        self._noise_ss = _NOISE_DISCOUNT * self._noise_ss + max(squared - poisson, 0.0)
         self._noise_n = _NOISE_DISCOUNT * self._noise_n + 1.0
         if self.disliked_seen and self.ratio_scale > 0:
             # Liked against disliked divides the day's audience out: log(liked / disliked) = offset + eta.
@@ -439,12 +455,18 @@ class Planner:
         self._update_backoff(value)
         return value
 
+    @property
+    def drift_boost(self) -> float:
+        """How many times the usual drift variance the effects get now: the squared running mean of the recent
+        standardized surprises against what chance alone gives it (1 while the model keeps being right)."""
+        return min(max(self._surprise**2 / _SURPRISE_CHANCE, 1.0), _MAX_DRIFT_BOOST)
+
     def _drift_variance(self, name: str) -> float:
         if name == _COUNT_BIAS:
             return self.level_drift**2
         if name == _RATIO_BIAS or name.startswith("hour:"):
             return 0.0
-        return self.drift**2
+        return self.drift**2 * self.drift_boost
 
     def _update_backoff(self, reward: float) -> None:
         if reward < self.low_reward:
@@ -459,9 +481,17 @@ class Planner:
     # -- reporting -----------------------------------------------------------------------------------------------
 
     def effect(self, group: str, name: str) -> tuple[float, float]:
-        """What is believed about one kind, tone or topic: its effect on log engagement, mean and sd."""
-        index = self.features.index(f"{group}:{name}")
-        return float(self._mean[index]), math.sqrt(max(float(self._cov[index, index]), 0.0))
+        """What is believed about one kind, tone or topic: how much it lifts log engagement over its group's average,
+        mean and sd (effects are only known relative to each other; the level absorbs any shared shift)."""
+        contrast = self._contrast(group, name)
+        return float(contrast @ self._mean), math.sqrt(max(float(contrast @ self._cov @ contrast), 0.0))
+
+    def _contrast(self, group: str, name: str) -> np.ndarray:
+        names = {"kind": self.kinds, "tone": self.tones, "topic": self.topics}[group]
+        contrast = np.zeros(len(self.features))
+        contrast[[self.features.index(f"{group}:{other}") for other in names]] = -1.0 / len(names)
+        contrast[self.features.index(f"{group}:{name}")] += 1.0
+        return contrast
 
     def learned(self, top: int = 3) -> dict[str, list[tuple[str, float]]]:
         """The kinds, tones and topics that credibly do better than the rest (more than half an sd above the group's
@@ -472,16 +502,9 @@ class Planner:
             if len(index) < 2:
                 out[group] = []
                 continue
-            # Effects are only known relative to each other (the level absorbs any shared shift): judge each one
-            # against the group's average, with the sd of that difference.
-            positions = list(index.values())
             ahead = []
-            for name, i in index.items():
-                contrast = np.zeros(len(self.features))
-                contrast[positions] = -1.0 / len(positions)
-                contrast[i] += 1.0
-                lead = float(contrast @ self._mean)
-                sd = math.sqrt(max(float(contrast @ self._cov @ contrast), 1e-12))
+            for name in names:
+                lead, sd = self.effect(group, name)
                 if self.tried.get(f"{group}:{name}") and lead > 0.5 * sd:
                     ahead.append((name, lead))
             out[group] = sorted(ahead, key=lambda item: -item[1])[:top]
@@ -506,6 +529,7 @@ class Planner:
                 "min_activity": self.min_activity,
                 "weekday_z": self.weekday_z,
                 "hour_prior_sd": self.hour_prior_sd,
+                "hour_exploration": self.hour_exploration,
                 "hour_scale": self.hour_scale,
                 "low_reward": self.low_reward,
                 "low_streak": self.low_streak,
@@ -520,6 +544,7 @@ class Planner:
             "noise_ss": self._noise_ss,
             "noise_n": self._noise_n,
             "disliked_seen": self.disliked_seen,
+            "surprise": self._surprise,
             "engaged": self.engaged,
             "observed": self.observed,
             "chosen": self.chosen,
@@ -531,27 +556,9 @@ class Planner:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Planner:
         version = int(state.get("version", 1))
-        known = {
-            "seed",
-            "prior_sd",
-            "drift",
-            "level_drift",
-            "exploration",
-            "ratio_scale",
-            "fixed_hour",
-            "default_hour",
-            "quiet",
-            "min_activity",
-            "weekday_z",
-            "hour_prior_sd",
-            "hour_scale",
-            "low_reward",
-            "low_streak",
-            "max_backoff",
-        }
-        config = {key: value for key, value in dict(state["config"]).items() if key in known}
-        if version < STATE_VERSION:
-            config.pop("prior_sd", None)  # earlier planners measured effects on another scale
+        # Only what belongs to the channel is kept; how the planner learns (priors, drift, exploration) comes from
+        # this version's defaults, so an improvement reaches channels that were enabled before it.
+        config = {key: value for key, value in dict(state["config"]).items() if key in _CHANNEL_CONFIG}
         config["quiet"] = tuple(config["quiet"]) if config.get("quiet") else None
         planner = cls(state["kinds"], state["tones"], state["topics"], **config)
         planner.activity = np.asarray(state["activity"], dtype=float)
@@ -570,6 +577,7 @@ class Planner:
         planner._noise_ss = float(state.get("noise_ss", 0.0))
         planner._noise_n = float(state.get("noise_n", 0.0))
         planner.disliked_seen = int(state.get("disliked_seen", 0))
+        planner._surprise = float(state.get("surprise", 0.0))
         planner.engaged = int(state.get("engaged", 0))
         planner.set_options(state["kinds"], state["tones"], state["topics"])
         return planner
@@ -586,12 +594,19 @@ class Planner:
             _log.warning("planner state v%s could not be read; learning afresh", state.get("version", 1))
             return
         mean = covariance @ target
+        groups = ("kind", "tone", "topic")
+        # An option never tried kept its prior variance, the largest in its group; the others were tried.
+        widest = {
+            group: max((covariance[i, i] for i, f in enumerate(features) if f.startswith(f"{group}:")), default=0.0)
+            for group in groups
+        }
         for i, name in enumerate(features):
-            if name.split(":", 1)[0] in ("kind", "tone", "topic"):
+            group = name.split(":", 1)[0]
+            if group in groups:
                 self._ensure_feature(name)
                 j = self.features.index(name)
                 self._mean[j] = mean[i]
                 self._cov[j, j] = min(float(covariance[i, i]), self._prior_variance(name))
-                if covariance[i, i] < 0.8 * self._prior_variance(name):
+                if covariance[i, i] < 0.8 * widest[group]:
                     self.tried[name] = 1
         _log.info("planner state v%s migrated to v%s", state.get("version", 1), STATE_VERSION)

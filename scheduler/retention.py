@@ -1,8 +1,9 @@
-"""Retention: what the drops feature stores does not grow for ever.
+"""Retention for what only the drops feature stores: finished drop runs and /stats images.
 
-Finished drop runs, engagement events and feedback rows older than the configured number of days are deleted, and
-so are /stats images older than the configured hours. What a channel learned lives in its planner state, so deleting
-old runs forgets no taste. A run still waiting for its engagement window is never deleted.
+Runs older than `drops.keep_runs_days` and /stats images older than `drops.keep_stats_images_h` are deleted. What a
+channel learned lives in its planner state, so deleting old runs forgets no taste; a run still waiting for its
+engagement window is never deleted. Engagement events and feedback belong to the store and follow its retention
+(`store.engagement_days`, `store.retention_days`; bots/retention.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 from sqlalchemy import and_, delete, or_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bots.store import EngagementEvent, Feedback
 from config.settings import DropsSection
 from scheduler.models import FINAL, POSTED, DropRun
 
@@ -30,31 +30,20 @@ class Pruned:
     """How many rows and files one pass deleted."""
 
     runs: int = 0
-    engagement_events: int = 0
-    feedback: int = 0
     stats_images: int = 0
 
 
 async def prune_rows(engine: AsyncEngine, settings: DropsSection, now: datetime) -> Pruned:
-    """Delete drop runs, engagement events and feedback older than their retention (0 days keeps them)."""
-    counts = {"runs": 0, "engagement_events": 0, "feedback": 0}
+    """Delete finished drop runs older than `keep_runs_days` (0 keeps them)."""
+    if not settings.keep_runs_days:
+        return Pruned()
+    cutoff = now - timedelta(days=settings.keep_runs_days)
+    finished = or_(DropRun.settled.is_(True), DropRun.status != POSTED)
     async with engine.begin() as connection:
-        if settings.keep_runs_days:
-            cutoff = now - timedelta(days=settings.keep_runs_days)
-            finished = or_(DropRun.settled.is_(True), DropRun.status != POSTED)
-            done = await connection.execute(
-                delete(DropRun).where(and_(DropRun.created_at < cutoff, DropRun.status.in_(FINAL), finished))
-            )
-            counts["runs"] = done.rowcount or 0
-        if settings.keep_engagement_days:
-            cutoff = now - timedelta(days=settings.keep_engagement_days)
-            done = await connection.execute(delete(EngagementEvent).where(EngagementEvent.created_at < cutoff))
-            counts["engagement_events"] = done.rowcount or 0
-        if settings.keep_feedback_days:
-            cutoff = now - timedelta(days=settings.keep_feedback_days)
-            done = await connection.execute(delete(Feedback).where(Feedback.created_at < cutoff))
-            counts["feedback"] = done.rowcount or 0
-    return Pruned(**counts)
+        done = await connection.execute(
+            delete(DropRun).where(and_(DropRun.created_at < cutoff, DropRun.status.in_(FINAL), finished))
+        )
+    return Pruned(runs=done.rowcount or 0)
 
 
 def prune_stats_images(directory: Path, keep_hours: float, *, keep: Path | None = None) -> int:

@@ -97,9 +97,10 @@ def render_stats(data: StatsData, path: Path) -> Path:
     bars.set_title("mean engagement by kind and tone")
 
     timeline = fig.add_subplot(grid[1, 1])
-    scored = [(d[0], d[3]) for d in data.drops if d[3] is not None]
-    counting = [d[0] for d in data.drops if d[3] is None and d[4] == "posted"]
-    failed = [d[0] for d in data.drops if d[4] == "failed"]
+    # Matplotlib's date axis takes day numbers (what it converts datetimes to anyway).
+    scored = [(float(date2num(d[0])), d[3]) for d in data.drops if d[3] is not None]
+    counting = [float(date2num(d[0])) for d in data.drops if d[3] is None and d[4] == "posted"]
+    failed = [float(date2num(d[0])) for d in data.drops if d[4] == "failed"]
     if scored:
         timeline.plot(
             date2num([t for t, _ in scored]), [r for _, r in scored], "o-", color="#55a868", label="engagement"

@@ -170,6 +170,7 @@ class FakeDiscord:
         # Intent bits this bot was not granted in the Developer Portal: IDENTIFY with them is closed with 4014.
         self.privileged_refused = 0
         self.loading: set[str] = set()  # tokens whose deferred response still shows "thinking…"
+        self.followups: dict[str, list[str]] = {}  # token -> ids of the new messages its follow-ups created
         self.deleted: set[str] = set()  # message ids deleted through the API
         self.limits: RateLimits | None = None  # None: no bucket limits (faults still apply)
         self.buckets: dict[tuple[str, str], Bucket] = {}
@@ -438,6 +439,7 @@ class FakeDiscord:
                 message = self._edit(self.originals[token], {k: v for k, v in body.items() if k != "flags"})
                 return _json(message, headers=self.rate_limit_headers)
             message = self._new_message(CHANNEL_ID, body)
+            self.followups.setdefault(token, []).append(message["id"])
             return _json(message, headers=self.rate_limit_headers)
         if m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)/threads", path):
             thread_id = snowflake()

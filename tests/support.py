@@ -7,11 +7,13 @@ SQLite store and returns the replies it produced (after errbot's testbot).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,6 +25,8 @@ from chorus.compose import build_chorus
 from config import Settings, load_settings
 from generation.fake import FakeGenerator
 from generation.types import Chunk
+
+T = TypeVar("T")
 
 POSTGRES_URL = os.environ.get("CHORUS_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
@@ -148,12 +152,40 @@ async def collect(chunks: AsyncIterator[Chunk]) -> tuple[str, list[Chunk]]:
     return "".join(chunk.text for chunk in received), received
 
 
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    """Poll until condition() holds; fail at the deadline (never a fixed sleep)."""
+async def wait_for(
+    predicate: Callable[[], T | Awaitable[T]], *, timeout_s: float = 20.0, describe: Callable[[], object] | None = None
+) -> T:
+    """Poll `predicate` (plain or async) until it returns something truthy, and return that. The deadline only
+    bounds the wait: past it the test fails, saying `describe()` (what was seen) if given. Never a fixed sleep."""
     deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            seen = f": {describe()}" if describe is not None else ""
+            raise AssertionError(f"condition not met within {timeout_s} s{seen}")
         await asyncio.sleep(0.005)
+
+
+def wait_for_sync(
+    predicate: Callable[[], T], *, timeout_s: float = 20.0, describe: Callable[[], object] | None = None
+) -> T:
+    """`wait_for` for plain (non-async) tests: a subprocess coming up, a file appearing."""
+    deadline = time.monotonic() + timeout_s
+    while not (result := predicate()):
+        if time.monotonic() >= deadline:
+            seen = f": {describe()}" if describe is not None else ""
+            raise AssertionError(f"condition not met within {timeout_s} s{seen}")
+        time.sleep(0.02)
+    return result
+
+
+async def wait_until(condition: Callable[[], object], timeout_s: float = 20.0) -> None:
+    """`wait_for` under the name most tests already call it by."""
+    await wait_for(condition, timeout_s=timeout_s)
 
 
 def metric(text: str, name: str, **labels: str) -> float:

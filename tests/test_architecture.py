@@ -122,6 +122,12 @@ def test_the_checker_catches_a_forbidden_import(tmp_path: Path, monkeypatch: pyt
     assert any("never import adapters" in p for p in problems)
     assert any("generation.local" in p for p in problems)
     assert any("never import scheduler" in p for p in problems)
+    (fake_root / "chorus").mkdir()
+    eager_root = fake_root / "chorus" / "compose.py"
+    eager_root.write_text("import adapters.discord.app\n\ndef run():\n    import scheduler.plugin\n")
+    assert [p for p in _violations(eager_root) if "lazily" in p] == [
+        "chorus/compose.py: the composition root imports adapters.discord.app lazily, only when configured"
+    ]
     assert any("only the composition root imports chorus" in p for p in problems)
 
 

@@ -1,4 +1,4 @@
-"""Brainstorm sessions (#6): the terminal end to end, rounds, themes, votes, bad input, restart and /forget.
+"""Brainstorm sessions: the terminal end to end, rounds, themes, votes, bad input, restart and /forget.
 
 Fast tests use WordEmbedder (bag of word stems, deterministic) and a scripted FakeGenerator; one slow test loads
 the real all-MiniLM-L6-v2.
@@ -583,7 +583,7 @@ async def _reopen(settings: Settings, generator: FakeGenerator) -> tuple[Chorus,
     """A fresh process on the same SQLite file: new store, new Chorus, a publisher attached (which resumes)."""
     store = Store(settings.store_url)
     await store.start()
-    chorus = Chorus(settings, store, generator, embedder=WordEmbedder())
+    chorus = build_chorus(settings, store, generator, embedder=WordEmbedder(), drops=False)
     publisher = Publisher()
     await chorus.attach_publisher(publisher)
     return chorus, publisher
@@ -593,7 +593,7 @@ async def test_a_restart_while_posting_yes_and_ideas_resumes_without_repeating_a
     store = Store(settings.store_url)
     await store.start()
     first_generator = FakeGenerator(script)
-    chorus = Chorus(settings, store, first_generator, embedder=WordEmbedder())
+    chorus = build_chorus(settings, store, first_generator, embedder=WordEmbedder(), drops=False)
     dying = HangingPublisher(hang_on="Yes, and…")
     await chorus.attach_publisher(dying)
     bot = ThreadBot(chorus)
@@ -650,7 +650,7 @@ async def test_a_restart_after_themes_were_posted_does_not_post_them_again(setti
     store = Store(settings.store_url)
     await store.start()
     dying = HangingGenerator()
-    chorus = Chorus(settings, store, dying, embedder=WordEmbedder())
+    chorus = build_chorus(settings, store, dying, embedder=WordEmbedder(), drops=False)
     first = Publisher()
     await chorus.attach_publisher(first)
     bot = ThreadBot(chorus)
@@ -703,7 +703,7 @@ async def test_a_terminal_brainstorm_keeps_its_thread_after_a_restart(settings: 
     async def run(lines: str) -> str:
         store = Store(settings.store_url)
         await store.start()
-        chorus = Chorus(settings, store, FakeGenerator(script), embedder=WordEmbedder())
+        chorus = build_chorus(settings, store, FakeGenerator(script), embedder=WordEmbedder(), drops=False)
         out = io.StringIO()
         try:
             assert await run_terminal(chorus, stdin=io.StringIO(lines), stdout=out) == 0
@@ -964,9 +964,102 @@ async def test_theme_names_come_from_the_ideas_never_from_the_topic() -> None:
     # A topic word ("library") never names a theme, in the model's name or in the keywords.
     assert name_problem("Library social media", groups[2], topic) == "contains a topic word"
     assert "librar" not in names[2].lower()
+    # Copied from the prompt's worked example ("Office makeover"), though one word is the ideas' own.
+    assert name_problem("Greenhouse and office", ["add lots of plants, like a greenhouse"], topic).startswith("copies")
     # Too long to use whole, and cutting it would leave a fragment.
     assert name_problem("Class making with free nights", groups[3], topic).startswith("too long")
     assert "night" in names[3].lower()
     # Asked greedily, all at once; the same ideas get the same names.
     assert {request.temperature for request in generator.requests} == {0.0}
     assert await theme_names(generator, groups, topic=topic, blocklist=Blocklist(())) == names
+
+
+# -- a shared embedding service -----------------------------------------------------------------------------------
+
+
+async def test_themes_can_use_a_remote_embeddings_service_served_by_chorus_serve(settings: Settings) -> None:
+    """`brainstorm.embedding_url` pointed at `chorus serve`'s /v1/embeddings: the ideas are embedded there (the real
+    httpx client against the real aiohttp route on 127.0.0.1), with its API key, and sorted as with a local model."""
+    from aiohttp.test_utils import TestServer
+
+    from generation.embeddings import RemoteEmbedder, build_embedder
+    from generation.serve import build_app
+
+    served = WordEmbedder()
+    app = build_app(FakeGenerator(script), model_name="fake", api_key="sekret", embedder=served)
+    async with TestServer(app, host="127.0.0.1") as server:
+        base = str(server.make_url("/v1"))
+        remote = build_embedder(
+            settings_for(
+                settings.home_dir,
+                CHORUS_BRAINSTORM__EMBEDDING_URL=base,
+                CHORUS_BRAINSTORM__EMBEDDING_API_KEY_ENV="TEST_EMBEDDING_KEY",
+            )
+        )
+        assert isinstance(remote, RemoteEmbedder) and remote.url == base + "/embeddings"
+        try:
+            refused = RemoteEmbedder(base, api_key="wrong")
+            with pytest.raises(Exception, match="HTTP 401"):
+                await refused.embed(["a pasta class"])
+            await refused.close()
+            texts = ["a pasta cooking class", "kayaking on the lake"]
+            vectors = await RemoteEmbedder(base, api_key="sekret").embed(texts)
+            expected = await WordEmbedder().embed(texts)
+            assert all(got == pytest.approx(want) for got, want in zip(vectors, expected, strict=True))
+            # A whole round through the service.
+            store = Store(settings.store_url)
+            await store.start()
+            chorus = build_chorus(
+                settings, store, FakeGenerator(script), embedder=RemoteEmbedder(base, api_key="sekret"), drops=False
+            )
+            await chorus.attach_publisher(Publisher())
+            bot = ThreadBot(chorus)
+            try:
+                await bot.say("/brainstorm the offsite --rounds 1")
+                for user, idea in (("bob", "kayaking on the lake"), ("carol", "a pasta cooking class")):
+                    await bot.say(idea, as_user=user)
+                await bot.say("w")
+                assert any("kayaking on the lake" in text for call in served.calls for text in call)
+                assert "Brainstorm summary: the offsite" in _posts(bot).titles()
+            finally:
+                await chorus.close()
+        finally:
+            await remote.close()
+
+
+async def test_the_embeddings_route_refuses_bad_requests_with_openai_errors() -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from generation.serve import build_app
+
+    app = build_app(FakeGenerator(script), model_name="fake", embedder=WordEmbedder())
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        for body, message in (
+            ({"input": []}, "'input' must be a string or a non-empty list of strings."),
+            ({"input": [1, 2]}, "'input' must be a string or a non-empty list of strings."),
+            ({"input": "x", "encoding_format": "base64"}, "Only encoding_format 'float' is supported."),
+        ):
+            response = await client.post("/v1/embeddings", json=body)
+            assert response.status == 400
+            assert (await response.json())["error"]["message"] == message
+        response = await client.post("/v1/embeddings", json={"input": "one idea"})
+        answer = await response.json()
+        assert response.status == 200 and answer["object"] == "list" and len(answer["data"]) == 1
+        assert answer["data"][0]["index"] == 0 and len(answer["data"][0]["embedding"]) == WordEmbedder.dims
+
+
+async def test_ideas_that_fall_into_no_groups_are_listed_together_and_the_post_says_so(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm the offsite --rounds 2")
+    unrelated = (
+        "juggling lessons", "origami swans", "volcano documentary", "sourdough starter", "chess puzzles",
+        "tandem bicycle", "pottery wheel", "stargazing telescope", "salsa rhythm", "lighthouse visit",
+        "falconry display", "calligraphy brushes", "trampoline park", "mushroom foraging",
+    )  # fmt: skip
+    for number, idea in enumerate(unrelated):
+        await bot.say(idea, as_user=f"user{number}")
+    await bot.say("n")
+    themes = next(reply for _, reply in _posts(bot).posts if reply.title == "Themes — round 1 of 2")
+    text = reply_text(themes)
+    assert f"\n1. All ideas (no clear groups yet) — {len(unrelated)} ideas, 0 votes\n" in text
+    assert "These ideas do not fall into clear groups yet" in text
+    assert "2. " not in text

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bots.cli import main
+from chorus.cli import main
 from generation.fake import FakeGenerator
 from generation.remote import RemoteGenerator
 from generation.serve import build_app
@@ -108,7 +108,7 @@ def test_the_module_entry_point_exits_2_from_the_repository_root(tmp_path: Path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
     env |= {"CHORUS_HOME": str(tmp_path), "CHORUS_TONES": "playful"}
     result = subprocess.run(
-        [sys.executable, "-m", "bots.cli", "doctor"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "chorus", "doctor"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "CHORUS_TONES" in result.stderr

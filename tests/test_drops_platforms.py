@@ -4,9 +4,7 @@ channel Chorus may no longer post to, and the scheduled job firing once."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,7 +29,7 @@ from scheduler import jobs
 from scheduler.models import DropRun
 from scheduler.planner import Engagement
 from scheduler.service import DropsService, _unavailable
-from support import wait_until
+from support import wait_for, wait_until
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PINGS = "Write about tea, @everyone @here <@123> <!channel> <!here> <@U0BOSS>"
@@ -312,13 +310,13 @@ async def test_drops_now_posts_through_the_publisher_and_engagement_counts(side:
 
 async def engagement_until(side: Side, run: DropRun, done: Callable[[Engagement], bool]) -> Engagement:
     """The drop's engagement once `done` holds (events arrive through the adapter's background tasks)."""
-    deadline = time.monotonic() + 15
-    seen = await side.service.engagement_for(run)
-    while not done(seen):
-        assert time.monotonic() < deadline, f"engagement not recorded: {seen}"
-        await asyncio.sleep(0.01)
-        seen = await side.service.engagement_for(run)
-    return seen
+    seen: list[Engagement] = []
+
+    async def recorded() -> Engagement | None:
+        seen[:] = [await side.service.engagement_for(run)]
+        return seen[0] if done(seen[0]) else None
+
+    return await wait_for(recorded, timeout_s=15, describe=lambda: f"engagement not recorded: {seen}")
 
 
 async def test_a_slack_thumbs_down_counts_against_a_drop_and_taking_it_back_undoes_it(tmp_path: Path) -> None:

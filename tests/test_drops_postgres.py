@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ from drops_support import Clock, RecordingPublisher
 import scheduler.models  # noqa: F401  (registers the drops tables on Base)
 from adapters.terminal.translate import CONVERSATION
 from scheduler.service import DropsService
-from support import make_bot, settings_for
+from support import make_bot, settings_for, wait_for
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,14 +64,6 @@ async def _spawn(home: Path, url: str) -> Worker:
     return Worker(process)
 
 
-async def _until(condition, timeout_s: float = 30.0) -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout_s, "condition not met before the deadline"
-        await asyncio.sleep(0.02)
-    return time.monotonic() - started
-
-
 @pytest.fixture
 async def workers(postgres_url: str) -> AsyncIterator[list[Worker]]:
     spawned: list[Worker] = []
@@ -86,14 +77,13 @@ async def test_one_leader_runs_the_scheduler_and_another_takes_over_when_it_dies
 ) -> None:
     first = await _spawn(tmp_path / "a", postgres_url)
     workers.append(first)
-    await _until(lambda: first.leader and first.scheduler)
+    await wait_for(lambda: first.leader and first.scheduler, timeout_s=30)
     second = await _spawn(tmp_path / "b", postgres_url)
     workers.append(second)
-    await _until(lambda: second.attempts >= 5)  # it kept trying, and kept losing
+    await wait_for(lambda: second.attempts >= 5, timeout_s=30)  # it kept trying, and kept losing
     assert first.leader and not second.leader and not second.scheduler
     first.process.send_signal(signal.SIGKILL)  # no clean shutdown: the lock goes with the connection
-    took = await _until(lambda: second.leader and second.scheduler, timeout_s=60)
-    assert took < 60
+    await wait_for(lambda: second.leader and second.scheduler, timeout_s=60)
     await first.process.wait()
 
 

@@ -189,3 +189,15 @@ async def test_only_publish_forbidden_pauses_a_channel_platform_words_in_other_e
         assert len(drops.jobs()) == 1
     finally:
         await drops.bot.chorus.close()
+
+
+async def test_a_damaged_planner_row_starts_afresh_instead_of_failing_every_drop(tmp_path: Path) -> None:
+    drops = await start_drops(drops_settings(tmp_path), Clock(datetime(2026, 12, 1, 9, tzinfo=UTC)))
+    try:
+        await drops.say("/drops enable --time 09:00")
+        async with drops.bot.store.session() as session, session.begin():
+            await session.execute(update(DropChannel).values(planner={"version": 3, "kinds": ["prompt"]}))
+        assert "Schedule: daily at 09:00" in await drops.say("/drops status")
+        assert (await drops.say("/drops now")).startswith("Posted")
+    finally:
+        await drops.bot.chorus.close()

@@ -60,7 +60,7 @@ async def _her_brainstorm(bot: TestBot) -> int:
     await store.update_brainstorm(
         session.id,
         status=BRAINSTORM_CLOSED,
-        themes=[{"label": HER_THEME, "idea_ids": [mine.id]}, {"label": "Picnics", "idea_ids": [bobs.id]}],
+        themes=[{"label": HER_THEME, "idea_ids": [mine.id, bobs.id]}],
         next_steps=[HER_STEP, "Pick a picnic date"],
         next_step_idea_ids=[mine.id, bobs.id],
         closed_at=now,
@@ -70,7 +70,16 @@ async def _her_brainstorm(bot: TestBot) -> int:
     return session.id
 
 
-async def test_after_forget_no_table_and_no_file_holds_anything_of_that_person(bot: TestBot) -> None:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def any_bot(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TestBot]:
+    env = {"CHORUS_STORE__URL": request.getfixturevalue("postgres_url")} if request.param == "postgres" else {}
+    bot = await make_bot(settings_for(tmp_path / "home", **env))
+    yield bot
+    await bot.chorus.close()
+
+
+async def test_after_forget_no_table_and_no_file_holds_anything_of_that_person(any_bot: TestBot) -> None:
+    bot = any_bot
     await bot.one(f"/create slogan {HER_PROMPT}", as_user=FORGOTTEN)
     built_on_hers = await bot.say("s", as_user="bob")  # Bob's shorter version of her result
     bob_text = built_on_hers[-1].parts
@@ -108,7 +117,11 @@ async def test_after_forget_no_table_and_no_file_holds_anything_of_that_person(b
     assert bob_text[0] in after
     summary = await bot.store.get_brainstorm(session_id)
     assert summary is not None
-    assert (summary.next_steps, [theme["label"] for theme in summary.themes]) == (("Pick a picnic date",), ["Picnics"])
+    assert summary.next_steps == ("Pick a picnic date",)
+    # The theme keeps Bob's idea, named from his words now.
+    remaining = await bot.store.ideas(session_id)
+    assert [idea.text for idea in remaining] == ["a picnic by the river"]
+    assert [list(theme["idea_ids"]) for theme in summary.themes] == [[remaining[0].id]]
     assert "a picnic by the river" in after and "Pick a picnic date" in after
 
 

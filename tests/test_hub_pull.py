@@ -123,7 +123,7 @@ def _pull(args: list[str], home: Path, endpoint: str) -> subprocess.CompletedPro
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHORUS_", "HF_"))}
     env |= {"CHORUS_HOME": str(home), "HF_ENDPOINT": endpoint, "HF_HOME": str(home / "hf"), "HF_HUB_DISABLE_XET": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "bots.cli", "pull", *args], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "chorus", "pull", *args], capture_output=True, text=True, env=env, timeout=300
     )
 
 
@@ -151,7 +151,7 @@ def test_pull_downloads_verifies_converts_once_and_prints_the_model_path(tmp_pat
 @pytest.mark.slow
 def test_pull_of_an_unknown_model_says_so_without_a_traceback(tmp_path: Path, hub: FakeHub) -> None:
     result = _pull(["chorus-test/no-such-model"], tmp_path / "home", hub.url)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "chorus-test/no-such-model was not found" in result.stderr and "Traceback" not in result.stderr
     bad = _pull(["not a hub id"], tmp_path / "home", hub.url)
-    assert bad.returncode == 1 and "owner/name" in bad.stderr
+    assert bad.returncode == 2 and "owner/name" in bad.stderr

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bots.events import Conversation, User
-from bots.migrations import FOREIGN_TABLES, current_revision, head_revision, schema_metadata
+from bots.migrations import FOREIGN_TABLES, current_revision, head_revision, heads, schema_metadata
 from bots.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,6 +119,11 @@ async def test_the_models_match_the_migrations(database_url: str) -> None:
     assert revision == head_revision()
 
 
+def test_the_revisions_have_one_head() -> None:
+    """Two revisions written in parallel both chain after the same one; `python -m bots.migrations merge` joins them."""
+    assert len(heads()) == 1, f"several heads {heads()}: run `python -m bots.migrations merge` and commit the result"
+
+
 async def _start_in_a_process(url: str) -> tuple[int, str]:
     code = "import asyncio, sys; from bots.store import Store; s = Store(sys.argv[1]); asyncio.run(s.start())"
     process = await asyncio.create_subprocess_exec(
@@ -162,3 +167,20 @@ async def _assert_at_head(url: str) -> None:
     finally:
         await store.close()
     assert (differences, revision) == ([], head_revision())
+
+
+def test_an_operator_upgrades_and_reads_the_revision_by_hand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bots.migrations.__main__ import main
+
+    for key in [key for key in os.environ if key.startswith("CHORUS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("CHORUS_HOME", str(tmp_path))
+    newest = head_revision()
+
+    assert main(["upgrade"]) == 0
+    assert main(["current"]) == 0
+
+    assert capsys.readouterr().out.splitlines() == [f"store at revision {newest} (newest: {newest})"] * 2
+    assert (tmp_path / "chorus.db").is_file()

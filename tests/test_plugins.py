@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,8 @@ async def test_an_installed_plugin_gets_its_command_its_events_and_start_and_sto
         assert "Nothing to refine yet" in reply_text(await bot.one("make it shorter"))
         assert "echo" in reply_text(await bot.one("/help"))
         await bot.chorus.attach_publisher(_Publisher())
+        # Core services start once, however many features are installed.
+        assert [t.get_name() for t in asyncio.all_tasks()].count("chorus-retention") == 1
     finally:
         await bot.chorus.close()
     assert plugin.calls.count("saw Command") == 2 and plugin.calls.count("saw Message") == 2

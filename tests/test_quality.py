@@ -256,3 +256,21 @@ def test_generation_model_names_the_model_asked_of_a_server(tmp_path: Path) -> N
     )
     generator = build_generator(settings)
     assert getattr(generator, "model", None) == "qwen2.5:7b-instruct"
+
+
+async def test_the_terminal_shows_the_trimmed_text_when_it_differs_from_what_streamed(tmp_path: Path) -> None:
+    import io
+
+    from adapters.terminal.app import run_terminal
+
+    script = "Open at six. Fresh bread daily. And also the"
+    bot = await make_bot(
+        settings_for(tmp_path, CHORUS_KINDS__TWEET__MAX_NEW_TOKENS="8"), FakeGenerator(lambda r: script)
+    )
+    out = io.StringIO()
+    try:
+        await run_terminal(bot.chorus, stdin=io.StringIO("/create tweet our bakery\n"), stdout=out)
+    finally:
+        await bot.chorus.close()
+    text = out.getvalue()
+    assert "── final ──\nOpen at six. Fresh bread daily.\n" in text and "Cut at the length limit" in text

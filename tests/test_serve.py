@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from generation.types import (
     ModelUnavailable,
     Priority,
 )
-from support import metric, wait_until
+from support import metric, wait_for_sync, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = [{"role": "user", "content": "Write a slogan for a coffee shop."}]
@@ -468,15 +467,15 @@ def test_chorus_serve_answers_and_chorus_run_generates_through_it(tmp_path: Path
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def answered() -> httpx.Response | None:
             assert server.poll() is None, server.communicate()
             try:
-                health = httpx.get(f"{url}/health", timeout=1)
-                break
+                return httpx.get(f"{url}/health", timeout=1)
             except httpx.TransportError:
-                assert time.monotonic() < deadline, "chorus serve did not answer /health in 30 s"
-                time.sleep(0.05)
+                return None
+
+        health = wait_for_sync(answered, timeout_s=30, describe=lambda: "chorus serve did not answer /health")
         assert health.status_code == 200
         assert health.json()["model"] == "fake"
 

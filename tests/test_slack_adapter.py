@@ -52,9 +52,9 @@ async def slack(tmp_path: Path, fake: FakeSlack) -> AsyncIterator[SlackChorus]:
 
 async def test_slash_command_acks_at_once_then_streams_into_a_placeholder(slack: SlackChorus) -> None:
     fake = slack.fake
-    status, body, elapsed = await slack.slash(slash_body("/create", "slogan a bookstore cafe --tone playful --n 2"))
-    assert status == 200 and body == ""
-    assert elapsed < 3.0
+    status, body, _ = await slack.slash(slash_body("/create", "slogan a bookstore cafe --tone playful --n 2"))
+    # Acked first: the answer came back before the (slow) generation finished.
+    assert status == 200 and body == "" and not final_updates(fake)
     await wait_until(lambda: len(final_updates(fake)) == 1)
     await slack.idle()
 
@@ -94,8 +94,9 @@ async def create_result(slack: SlackChorus, text: str = "slogan a bookstore cafe
 
 async def test_a_button_makes_version_2_in_the_results_thread(slack: SlackChorus) -> None:
     v1 = await create_result(slack)
-    status, _, elapsed = await slack.interact(block_actions(v1, find_element(v1, "chorus:regenerate")))
-    assert status == 200 and elapsed < 3.0
+    status, _, _ = await slack.interact(block_actions(v1, find_element(v1, "chorus:regenerate")))
+    # Acked first: version 2 was still being written when the answer came back.
+    assert status == 200 and not any("v2" in block_texts(b["blocks"]) for b in final_updates(slack.fake))
     await wait_until(lambda: any("v2" in block_texts(b["blocks"]) for b in final_updates(slack.fake)))
     await slack.idle()
     v2_post = [c for c in slack.fake.answered("chat.postMessage") if c.body.get("thread_ts") == v1["ts"]]

@@ -117,15 +117,15 @@ def _unsafe(text: str) -> list[str]:
 
 async def test_only_safe_text_reaches_the_terminal(tmp_path) -> None:
     from adapters.terminal.app import run_terminal
-    from bots.app import Chorus
     from bots.store import Store
+    from chorus.compose import build_chorus
     from generation.fake import FakeGenerator
     from support import settings_for
 
     settings = settings_for(tmp_path)
     store = Store(settings.store_url)
     await store.start()
-    chorus = Chorus(settings, store, FakeGenerator(lambda request: HOSTILE))
+    chorus = build_chorus(settings, store, FakeGenerator(lambda request: HOSTILE), drops=False)
     script = (
         "/create slogan a cafe \x1b]0;title\x07 --n 2\n"  # the prompt becomes the version title
         "make it \x1b[31mred\x1b[0m\n"  # a refinement: its instruction is in the next title
@@ -184,16 +184,16 @@ async def test_sigterm_mid_stream_ends_the_result_with_its_text_so_far_and_a_not
     import signal
 
     from adapters.terminal.app import run_terminal
-    from bots.app import Chorus
     from bots.shutdown import RESTART_NOTE
     from bots.store import Store
+    from chorus.compose import build_chorus
     from generation.fake import FakeGenerator
     from support import settings_for, wait_until
 
     settings = settings_for(tmp_path)
     store = Store(settings.store_url)
     await store.start()
-    chorus = Chorus(settings, store, FakeGenerator(delay_s=0.05))
+    chorus = build_chorus(settings, store, FakeGenerator(delay_s=0.05), drops=False)
     out = io.StringIO()
 
     def no_handler(*_: object) -> None:
@@ -258,7 +258,7 @@ async def test_ctrl_c_at_the_prompt_clears_the_line_and_ctrl_d_exits(tmp_path) -
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bots.cli",
+        "chorus",
         "run",
         stdin=slave,
         stdout=slave,

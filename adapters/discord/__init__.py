@@ -1,1 +1,1 @@
-"""The Discord adapter (#4): discord.py app commands, streaming edits, persistent components, reactions."""
+"""The Discord adapter: discord.py app commands, streaming edits, persistent components, reactions."""

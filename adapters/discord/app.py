@@ -57,6 +57,7 @@ from adapters.discord.translate import (
 from bots.commands import COMMANDS
 from bots.events import Event
 from bots.feedback import GENERATING_ACTIONS
+from bots.redelivery import deliver_undelivered
 from bots.reply import Reply, Responder
 from bots.router import CommandSpec
 from bots.shutdown import RESTART_NOTE, Draining
@@ -342,6 +343,8 @@ class DiscordAdapter:
         self._stopping = True
         for task in list(self.tasks):
             task.cancel()
+        for stream in list(self.streams):
+            stream.abandon()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         _close_with_1000(self.client)
         await self.client.close()
@@ -419,7 +422,10 @@ class DiscordAdapter:
     async def on_ready(self) -> None:
         if not self._publisher_attached:
             self._publisher_attached = True
-            await self.chorus.attach_publisher(DiscordPublisher(self))
+            publisher = DiscordPublisher(self)
+            await self.chorus.attach_publisher(publisher)
+            # Results stored but not delivered when Chorus last stopped go out now.
+            self._spawn(deliver_undelivered(self.chorus.store, publisher, "discord"))
 
     # ---------------------------------------------------------------- bookkeeping
     def remember_thread(self, thread_id: str, parent_id: str) -> None:
@@ -437,7 +443,7 @@ class DiscordAdapter:
         while len(self.raw_interactions) > _KEPT:
             self.raw_interactions.popitem(last=False)
         problem = self._unservable(data)
-        if problem is None and self._stopping:
+        if problem is None and self._stopping and data.get("type") in (2, 3, 5):  # not autocomplete
             problem = RESTARTING
         if problem is not None:
             token = str(data["token"])

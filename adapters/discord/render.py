@@ -14,6 +14,7 @@ from typing import Any
 import discord
 
 from adapters.discord.translate import encode_custom_id
+from bots import actions
 from bots.reply import Reply, ReplyAction
 
 CONTENT_LIMIT = 2000
@@ -27,8 +28,8 @@ THINKING = "Chorus is thinking…"
 
 _ZWSP = "\u200b"
 _MENTION = re.compile(r"@(everyone|here)|<@([!&]?)(\d+)>", re.I)
-_PRIMARY = frozenset({"regenerate"})
-_TONE = "tone"
+_PRIMARY = frozenset({actions.REGENERATE})
+_TONE = actions.TONE
 
 Page = dict[str, Any]
 

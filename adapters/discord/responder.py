@@ -402,8 +402,15 @@ class DiscordResponder:
             try:
                 return await self._send_pages(reply, pages, files)
             except DELIVERY_ERRORS as exc:
-                _log.warning("interaction reply failed (%s); posting to the channel instead", exc)
-                return await self.channel.send(reply)
+                if reply.ephemeral:  # never made public: a private answer that cannot be sent is dropped
+                    _log.warning("a private reply to interaction %s failed: %s", self.interaction.id, exc)
+                    message_id = ""
+                else:
+                    _log.warning("interaction reply failed (%s); posting to the channel instead", exc)
+                    message_id = await self.channel.send(reply)
+                if self.original == "thinking":
+                    await self.drop_placeholder()  # no stale "thinking…" above the answer
+                return message_id
 
     async def _send_pages(self, reply: Reply, pages: list[Page], files: list[discord.File]) -> str:
         response = self.interaction.response
@@ -643,6 +650,12 @@ class DiscordStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    def abandon(self) -> None:
+        """The adapter is closing: stop showing progress (its HTTP session is about to close)."""
+        if self._task is not None:
+            self._task.cancel()
+        self.host.streams.discard(self)
 
     async def finish(self, reply: Reply) -> str:
         await self._stop_progress()

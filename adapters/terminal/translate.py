@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from bots import actions
 from bots.events import Action, Command, Conversation, Event, Message, User
 from bots.reply import ReplyAction
 
@@ -12,13 +13,13 @@ CONVERSATION = Conversation(platform="terminal", workspace="local", channel="ter
 
 # Shortcut keys that always mean a refinement of the latest result, even before any result was shown.
 STANDARD_KEYS = {
-    "r": "regenerate",
-    "m": "more",
-    "s": "shorter",
-    "l": "longer",
-    "t": "tone",
-    "+": "rate_up",
-    "-": "rate_down",
+    "r": actions.REGENERATE,
+    "m": actions.MORE,
+    "s": actions.SHORTER,
+    "l": actions.LONGER,
+    "t": actions.TONE,
+    "+": actions.RATE_UP,
+    "-": actions.RATE_DOWN,
 }
 
 

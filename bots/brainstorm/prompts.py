@@ -32,8 +32,8 @@ IDEA_SYSTEM = (
     "and nothing else."
 )
 STEP_SYSTEM = "You help a team act on its brainstorm. You answer with one concrete next step in one sentence."
-LABEL_IDEAS = 6
-LABEL_IDEA_CHARS = 90
+LABEL_IDEAS = 4
+LABEL_IDEA_CHARS = 80
 MAX_LABEL_WORDS = 4
 _PREFIX = re.compile(r"^\s*(?:title|theme|name|idea|answer|next step)\s*[:\-–]\s*", re.IGNORECASE)
 _FILLER = (
@@ -43,10 +43,18 @@ _FILLER = (
     "does not no yes all any one two three of to in on at by as so if up out off too"
 )
 _STOPWORDS = frozenset(_FILLER.split())
+# Words too general to name a theme by (they still count when matching a name to its ideas).
+_GENERIC_WORDS = (
+    "add feel feels new next big bigger small little lots lot good better best great nice use using want need put "
+    "take give going come see try keep way thing things stuff something everyone everybody people person actually "
+    "proper right maybe whole own sure instead"
+)
+_GENERIC = frozenset(_GENERIC_WORDS.split())
 # Answers about the task instead of an idea: "combine these two ideas", "in a single sentence", "Here is an idea".
 _META = re.compile(
     r"\b(?:(?:these|both|the|those) (?:two |2 )?ideas?\b|idea (?:1|2|one|two)\b|(?:a |one )?single sentence|"
-    r"in one sentence|here(?:'s| is| are)\b|sure[,!]|as an ai\b|i (?:can|would|will|suggest)\b|new idea\b|"
+    r"in one sentence|here(?:'s| is| are)\b|sure[,!]|as an ai\b|i (?:can|would|will|suggest)\b|"
+    r"(?:new|concrete|one) idea\b|takes? it further|mix(?:es)? both|"
     r"combin\w* (?:them|it|this)\b)",
     re.IGNORECASE,
 )
@@ -63,8 +71,10 @@ async def complete(
     stop: Sequence[str] = ("\n",),
     conversation_key: str = "",
     time_budget_s: float = 30.0,
+    whole_sentences: bool = True,
 ) -> str:
-    """One cleaned completion at brainstorm priority; '' when the model fails or says nothing."""
+    """One cleaned completion at brainstorm priority; '' when the model fails or says nothing. With
+    `whole_sentences`, an answer a budget cut is trimmed to its complete sentences, or dropped."""
     request = GenerationRequest(
         messages=tuple(messages),
         max_new_tokens=max_new_tokens,
@@ -90,7 +100,8 @@ async def complete(
         return ""
     first, newline, _ = "".join(parts).strip().partition("\n")
     # A budget that ran out on the first line cut it: keep its complete sentences, or nothing.
-    trimmed = trim_to_complete(first, stopped_early=finish in ("length", "time") and not newline)
+    cut = whole_sentences and finish in ("length", "time") and not newline
+    trimmed = trim_to_complete(first, stopped_early=cut)
     if trimmed.cut and trimmed.text == first.rstrip():
         _log.debug("brainstorm answer cut mid-sentence and dropped: %r", first)
         return ""
@@ -163,7 +174,7 @@ def class_keywords(groups: Sequence[Sequence[str]], *, topic: str = "", count: i
         for text in texts:
             for word in set(content_words(text)):
                 root = stem(word)
-                if root in excluded:
+                if root in excluded or word in _GENERIC:
                     continue
                 counter[root] += 1
                 surface.setdefault(root, Counter())[word] += 1
@@ -223,6 +234,21 @@ def _grounded(label: str, texts: Sequence[str]) -> bool:
     return any(stem(w) in stems for w in _words(label)) and label not in {a for _, _, a in LABEL_EXAMPLES}
 
 
+def name_from_list(answer: str) -> str:
+    """A small model often answers with a list ('Food, cooking, meals, meals,'): its first two different items of
+    at most three words, joined naturally ('Food and cooking'). Any other answer is returned as it is."""
+    if "," not in answer:
+        return answer
+    items: list[str] = []
+    for part in answer.split(","):
+        item = re.sub(r"[*_#`\"“”]", "", part).strip(" .;:!-–")
+        if item and len(item.split()) <= 3 and item.lower() not in {i.lower() for i in items}:
+            items.append(item)
+        elif items:
+            break
+    return join_naturally([items[0], items[1].lower()] if len(items) > 1 else items[:1])
+
+
 def name_problem(answer: str, texts: Sequence[str], topic: str = "") -> str:
     """Why a model's theme name cannot be used ('' when it can): a fragment (cut, or ending on a filler word), no
     word shared with its ideas (invented), or a topic word (every theme is about the topic)."""
@@ -236,6 +262,11 @@ def name_problem(answer: str, texts: Sequence[str], topic: str = "") -> str:
         return "a fragment"
     if not _grounded(bare, texts):
         return "shares no word with its ideas"
+    # A word of the examples' answers ("office") was copied from the prompt unless the ideas use it too.
+    example_stems = {stem(w) for _, _, example in LABEL_EXAMPLES for w in content_words(example)}
+    idea_stems = {stem(w) for text in texts for w in _words(text)}
+    if any(stem(w) in example_stems and stem(w) not in idea_stems for w in content_words(bare)):
+        return "copies a word from the prompt's examples"
     excluded = topic_stems(topic)
     if any(stem(word) in excluded for word in content_words(bare)):
         return "contains a topic word"
@@ -263,12 +294,14 @@ async def theme_names(
                 temperature=0.0,
                 seed=0,
                 conversation_key=key,
+                whole_sentences=False,
             )
             for texts, words in zip(groups, keywords, strict=True)
         )
     )
     names: list[str] = []
     for texts, words, answer in zip(groups, keywords, answers, strict=True):
+        answer = name_from_list(answer)
         problem = name_problem(answer, texts, topic)
         if problem:
             _log.debug("theme name %r rejected (%s); keywords %s used instead", answer, problem, words)

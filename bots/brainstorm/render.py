@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from bots.actions import BRAINSTORM_ACTIONS, BRAINSTORM_IDEA, BRAINSTORM_NEXT, BRAINSTORM_VOTE, BRAINSTORM_WRAP
 from bots.brainstorm.prompts import short
 from bots.reply import Reply, ReplyAction
 from bots.store import BrainstormRecord, IdeaRecord
 from generation.moderation import neutralize_mentions
 
-IDEA, VOTE, NEXT, WRAP = "brainstorm_idea", "brainstorm_vote", "brainstorm_next", "brainstorm_wrap"
-ACTIONS = frozenset({IDEA, VOTE, NEXT, WRAP})
+IDEA, VOTE, NEXT, WRAP = BRAINSTORM_IDEA, BRAINSTORM_VOTE, BRAINSTORM_NEXT, BRAINSTORM_WRAP
+ACTIONS = BRAINSTORM_ACTIONS
 CHORUS_NAME = "Chorus"
 PREVIEW_CHARS = 200
 IDEAS_PER_THEME = 6

@@ -10,6 +10,7 @@ import logging
 import secrets
 from datetime import UTC, datetime, timedelta
 
+from bots.actions import FORGET_CANCEL, FORGET_CONFIRM
 from bots.brainstorm import render
 from bots.brainstorm.prompts import keyword_label
 from bots.commands.mydata import export_path
@@ -21,7 +22,7 @@ from bots.store import Store
 
 _log = logging.getLogger(__name__)
 
-CONFIRM, CANCEL = "forget_confirm", "forget_cancel"
+CONFIRM, CANCEL = FORGET_CONFIRM, FORGET_CANCEL
 FORGET_ACTIONS = frozenset({CONFIRM, CANCEL})
 CONFIRM_TTL = timedelta(minutes=10)
 STALE = "That confirmation belongs to an earlier /forget that was answered or has expired, so nothing was deleted."

@@ -21,7 +21,7 @@ async def show_help(ctx: Context) -> None:
     lines.append(f"Lengths: {lengths} — /create … --length short")
     lines.append(
         "After a result: regenerate, more like this, shorter, longer, change tone, rate it — "
-        'or just say what to change ("make the second one rhyme").'
+        'or just say what to change ("make it rhyme"). `2 s` or "make the second one rhyme" changes only variant 2.'
     )
     await ctx.responder.send(Reply(parts=("\n".join(lines),), title="Chorus help", ephemeral=True))
 

@@ -65,7 +65,13 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def head_revision() -> str | None:
+    """The newest revision; an error while two branches of revisions wait to be merged (see `heads`)."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def heads() -> tuple[str, ...]:
+    """Every newest revision: one, unless two changes were written in parallel and not yet merged."""
+    return tuple(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
 def current_revision(connection: Connection) -> str | None:
@@ -76,7 +82,8 @@ def _upgrade_on(connection: Connection) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
     before = current_revision(connection)
-    command.upgrade(config, "head")
+    # "heads": two revisions written in parallel (before their `merge`) both apply rather than stop the start.
+    command.upgrade(config, "heads")
     after = current_revision(connection)
     if before != after:
         _log.info("store schema upgraded from %s to %s", before or "nothing", after)

@@ -53,9 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("current", help="show the configured store's revision and the newest one")
     revision = commands.add_parser("revision", help="write a new revision from the difference the models make")
     revision.add_argument("-m", "--message", required=True, help="what the revision changes, e.g. 'add drops.tags'")
+    commands.add_parser("merge", help="join two branches of revisions written in parallel into one head")
     args = parser.parse_args(argv)
     if args.command == "revision":
         print(f"wrote {_write_revision(args.message)}: read it, then commit it")
+        return 0
+    if args.command == "merge":
+        script = command.merge(alembic_config(), "heads", message="merge parallel revisions")
+        print(f"wrote {getattr(script, 'path', script)}: commit it")
         return 0
     try:
         url = load_settings(args.config).store_url

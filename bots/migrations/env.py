@@ -27,7 +27,7 @@ def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[Fa
     if isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
     if isinstance(obj, CleanString):
-        return f"sa.String(length={obj.impl.length})"  # type: ignore[attr-defined,misc]
+        return f"sa.String(length={getattr(obj.impl, 'length', None)})"
     if isinstance(obj, CleanText):
         return "sa.Text()"
     if isinstance(obj, CleanJSON):

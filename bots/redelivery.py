@@ -1,0 +1,85 @@
+"""Results that were generated and stored but never reached their channel (the process died while delivering
+them) are posted when Chorus is back.
+
+A stored result without a message ref was never delivered: the studio saves the ref as soon as the platform has
+the message. An adapter calls `deliver_undelivered` once it can post again; each such result from the last
+`REDELIVERY_WINDOW` is posted to its conversation, with its buttons, and its ref saved, so it is posted once.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from bots.feedback import result_actions
+from bots.reply import Publisher, PublishForbidden, Reply
+from bots.store import Generation, GenerationRecord, Store
+
+if TYPE_CHECKING:
+    from bots.events import Conversation
+
+_log = logging.getLogger(__name__)
+
+# Older results are not posted out of the blue: nobody is waiting for them any more.
+REDELIVERY_WINDOW = timedelta(minutes=30)
+# Results written for a feature that posts them itself, when it chooses (scheduled drops): never redelivered here.
+FEATURE_USERS = frozenset({"chorus-drops"})
+NOTE = "Delivered after a restart."
+
+
+async def undelivered(store: Store, platform: str, *, window: timedelta = REDELIVERY_WINDOW) -> list[GenerationRecord]:
+    """Stored results on `platform` from the last `window` that have no message ref, oldest first."""
+    since = datetime.now(UTC) - window
+    async with store.session() as session:
+        ids = await session.scalars(
+            select(Generation.id)
+            .where(
+                Generation.platform == platform,
+                Generation.message_ref.is_(None),
+                Generation.status.in_(("ok", "partial")),
+                Generation.created_at >= since,
+                Generation.user_id.not_in(FEATURE_USERS),
+            )
+            .order_by(Generation.id)
+        )
+        wanted = list(ids)
+    records = [await store.get_generation(generation_id) for generation_id in wanted]
+    return [record for record in records if record is not None]
+
+
+def reply_for(record: GenerationRecord) -> Reply:
+    """The result as it would have been shown, with its buttons and a note saying why it arrives now."""
+    title = f"{record.kind} · v{record.version}"
+    if record.instruction:
+        title += f" · {record.instruction}"
+    return Reply(
+        parts=record.variants,
+        title=title,
+        footer=NOTE,
+        actions=result_actions(record.id),
+        generation_id=record.id,
+    )
+
+
+async def deliver_undelivered(store: Store, publisher: Publisher, platform: str) -> int:
+    """Post every undelivered recent result on `platform` to its conversation; returns how many were posted."""
+    posted = 0
+    for record in await undelivered(store, platform):
+        conversation: Conversation = record.conversation
+        try:
+            message_ref = await publisher.publish(conversation, reply_for(record))
+        except PublishForbidden as exc:
+            _log.warning("cannot redeliver generation %s: %s", record.id, exc)
+            await store.set_message_ref(record.id, "")  # not retried at every start
+            continue
+        except Exception:
+            _log.exception("redelivering generation %s failed; it is retried at the next start", record.id)
+            continue
+        await store.set_message_ref(record.id, message_ref)
+        posted += 1
+    if posted:
+        _log.info("delivered %d result(s) that were ready when Chorus stopped", posted)
+    return posted

@@ -1,0 +1,232 @@
+"""Schedule management: `/drops enable`, pause/resume/disable and topics, and keeping exactly one APScheduler job
+per enabled channel in step with the channel table (settings may change in any process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import zlib
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+
+from bots.drops import DropsOptions, StateChange
+from bots.errors import UserError
+from bots.events import Conversation, User
+from bots.parsing import did_you_mean
+from scheduler import jobs
+from scheduler.core import DropsCore, schedule_of, settings_version
+from scheduler.models import DropChannel
+from scheduler.planner import Planner
+from scheduler.schedule import CADENCES, Schedule, build_schedule
+
+_log = logging.getLogger(__name__)
+
+
+def sync_url(async_url: str) -> str:
+    """The store's async URL as the sync URL APScheduler's SQLAlchemyJobStore needs (same database)."""
+    url = make_url(async_url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            raise ValueError("drops need a file or server database; an in-memory SQLite store cannot be shared")
+        return url.set(drivername="sqlite").render_as_string(hide_password=False)
+    if backend == "postgresql":
+        return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url.set(drivername=backend).render_as_string(hide_password=False)
+
+
+class ScheduleManagement(DropsCore):
+    """The channel settings and their jobs."""
+
+    def _next_after_day(self, schedule: Schedule, auto_hour: int, after: datetime) -> datetime | None:
+        """The first fire time on a later local day than `after` (one auto drop per day at most)."""
+        local = after.astimezone(schedule.zone)
+        start_of_next_day = datetime(local.year, local.month, local.day, tzinfo=schedule.zone) + timedelta(days=1)
+        return schedule.trigger(auto_hour).get_next_fire_time(None, start_of_next_day)
+
+    async def _sync_job(self, row: DropChannel, *, after_slot: datetime | None = None) -> None:
+        """Create or replace the channel's job so exactly one exists, matching its settings."""
+        if self.scheduler is None:
+            return
+        job_id = self._job_id(row.key)
+        if not row.enabled or row.paused:
+            with contextlib.suppress(Exception):
+                self.scheduler.remove_job(job_id)
+            return
+        schedule = schedule_of(row)
+        auto_hour = self._auto_hour(row)
+        trigger = schedule.trigger(auto_hour)
+        next_run = None
+        if after_slot is not None and schedule.time == "auto" and not schedule.is_cron:
+            next_run = self._next_after_day(schedule, auto_hour, after_slot)
+        kwargs: dict[str, Any] = {
+            "id": job_id,
+            "name": f"drops for {row.key}",
+            "trigger": trigger,
+            "kwargs": {"service": self.name, "channel_key": row.key, "version": settings_version(row)},
+            "replace_existing": True,
+        }
+        if next_run is not None:
+            kwargs["next_run_time"] = next_run
+        self.scheduler.add_job(jobs.FIRE_DROP, **kwargs)
+
+    async def reconcile(self) -> None:
+        """Make the job store match the channel table (settings may change in any process)."""
+        if self.scheduler is None:
+            return
+        async with self.store.session() as session:
+            rows = list(await session.scalars(select(DropChannel)))
+        wanted = {self._job_id(row.key): row for row in rows if row.enabled and not row.paused}
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("drop:") and job.id not in wanted:
+                self.scheduler.remove_job(job.id)
+        for job_id, row in wanted.items():
+            try:
+                job = self.scheduler.get_job(job_id)
+                if job is None or job.kwargs.get("version") != settings_version(row):
+                    await self._sync_job(row)
+            except Exception:
+                _log.exception("drops for %s could not be scheduled; the other channels still are", row.key)
+
+    async def next_run(self, row: DropChannel) -> datetime | None:
+        if not row.enabled or row.paused:
+            return None
+        if self.scheduler is not None:
+            job = self.scheduler.get_job(self._job_id(row.key))
+            if job is not None and job.next_run_time is not None:
+                return job.next_run_time
+        return schedule_of(row).trigger(self._auto_hour(row)).get_next_fire_time(None, self.now())
+
+    async def enable(self, conversation: Conversation, user: User, options: DropsOptions) -> str:
+        await self.ensure_tables()
+        row = await self._channel(conversation.key)
+        known = self._all_kinds()
+        kept = [kind for kind in row.kinds if kind in known] if row else []
+        kinds = list(options.kinds) if options.kinds else (kept or list(self.settings.default_kinds))
+        for kind in kinds:
+            if kind not in known:
+                raise UserError(f"Unknown kind {kind!r}.{did_you_mean(kind, known)} Kinds: {', '.join(known)}.")
+        cadence = options.cadence or (row.cadence if row else "daily")
+        time = options.time or (row.time if row else "auto")
+        is_cron = cadence.lower() not in CADENCES
+        if options.cadence and options.time is None and is_cron:
+            time = "auto"  # a cron carries its own time
+        if options.time is not None and is_cron:
+            raise UserError('--time does not combine with a cron cadence: put the hour in the cron, e.g. "30 9 * * *".')
+        tz = options.tz or (row.tz if row else self.settings.default_tz)
+        quiet = options.quiet if options.quiet is not None else (row.quiet if row else "")
+        schedule = build_schedule(cadence, time, tz, quiet)
+        now = self.now()
+        values: dict[str, Any] = {
+            "enabled": True,
+            "paused": False,
+            "pause_reason": "",
+            "kinds": kinds,
+            "cadence": schedule.cadence,
+            "time": schedule.time,
+            "tz": schedule.tz,
+            "quiet": schedule.quiet_text,
+            "updated_at": now,
+            "enabled_by": user.name,
+        }
+        updated = row is not None and row.enabled
+        if row is None:
+            planner = Planner(
+                kinds,
+                self.chorus.settings.tones,
+                list(self.settings.topics),
+                seed=zlib.crc32(conversation.key.encode()),
+                default_hour=self.settings.default_hour,
+            )
+            try:
+                async with self.store.session() as session, session.begin():
+                    session.add(
+                        DropChannel(
+                            key=conversation.key,
+                            platform=conversation.platform,
+                            workspace=conversation.workspace,
+                            channel=conversation.channel,
+                            thread=conversation.thread,
+                            topics=list(self.settings.topics),
+                            mined={},
+                            planner=planner.to_state(),
+                            created_at=now,
+                            last_slot_at=now,
+                            **values,
+                        )
+                    )
+            except IntegrityError:  # enabled at the same moment elsewhere: update that row instead
+                await self._save_channel(conversation.key, **values)
+        else:
+            await self._save_channel(conversation.key, last_slot_at=max(row.last_slot_at or now, now), **values)
+        row = await self._channel(conversation.key)
+        assert row is not None
+        if schedule.time == "auto" and not schedule.is_cron and row.auto_hour is None:
+            # Activity counted before drops were enabled already says when the channel is busy.
+            peak = (await self._planner(row, schedule)).peak_hour()
+            if peak is not None:
+                await self._save_channel(row.key, auto_hour=peak)
+                row = await self._channel(row.key) or row
+        await self._sync_job(row)
+        next_at = await self.next_run(row)
+        verb = "Updated drops" if updated else "Drops are on"
+        when = f" Next: {self._fmt(next_at, schedule)}." if next_at else ""
+        return (
+            f"{verb} here: {schedule.describe()}. Kinds: {', '.join(kinds)}.{when} /drops status shows what they learn."
+        )
+
+    async def change_state(self, conversation: Conversation, change: StateChange) -> str:
+        row = await self._require(conversation)
+        now = self.now()
+        if change == "pause":
+            await self._save_channel(row.key, paused=True, pause_reason="paused by a moderator", updated_at=now)
+            text = "Drops are paused here. /drops resume starts them again."
+        elif change == "resume":
+            # Slots that passed while paused are not "missed": start counting from now.
+            await self._save_channel(row.key, paused=False, pause_reason="", updated_at=now, last_slot_at=now)
+            text = "Drops are back on."
+        else:
+            await self._save_channel(row.key, enabled=False, paused=False, updated_at=now)
+            text = "Drops are off here. What they learned is kept if you enable them again."
+        updated = await self._channel(row.key)
+        assert updated is not None
+        await self._sync_job(updated)
+        if change == "resume":
+            next_at = await self.next_run(updated)
+            if next_at:
+                text += f" Next: {self._fmt(next_at, schedule_of(updated))}."
+        return text
+
+    async def topics(self, conversation: Conversation, action: str, topics: tuple[str, ...]) -> str:
+        row = await self._require(conversation)
+        current = list(row.topics)
+        if action == "add":
+            current += [t for t in topics if t.lower() not in {c.lower() for c in current}]
+            await self._save_channel(row.key, topics=current, updated_at=self.now())
+        elif action == "remove":
+            missing = [t for t in topics if t.lower() not in {c.lower() for c in current}]
+            if missing:
+                raise UserError(f"Not a topic here: {', '.join(missing)}. Topics: {', '.join(current)}.")
+            left = [c for c in current if c.lower() not in {t.lower() for t in topics}]
+            if not left:
+                raise UserError("Drops need at least one topic; add another before removing the last.")
+            await self._save_channel(row.key, topics=left, updated_at=self.now())
+            current = left
+        elif action == "learn":
+            on = topics[0].lower() == "on"
+            await self._save_channel(row.key, learn_topics=on, mined={} if not on else row.mined)
+            if on:
+                return (
+                    "Topic learning is on: drops will also use themes from this channel's messages "
+                    "(word counts only, no messages are stored). /drops topics learn off stops it."
+                )
+            return "Topic learning is off; learned themes were forgotten."
+        row = await self._channel(row.key) or row
+        learned = self._topics(row)[len(row.topics) :]
+        extra = f" Learned from the channel: {', '.join(learned)}." if learned else ""
+        return f"Topics: {', '.join(current)}.{extra}"
