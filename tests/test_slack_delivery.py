@@ -39,9 +39,9 @@ from slack_support import (
 
 import adapters.slack.app as slack_app
 from adapters.slack.render import SECTION_LIMIT, render_message, render_progress
-from adapters.slack.responder import RESTART_NOTE
 from bots.events import Conversation
 from bots.reply import Reply
+from bots.shutdown import RESTART_NOTE
 from generation.fake import FakeGenerator
 from generation.types import Chunk, GenerationRequest
 from support import make_bot, settings_for, wait_until
@@ -100,16 +100,17 @@ async def test_thirty_creates_at_once_in_one_channel_all_arrive_within_slacks_li
 
 
 class Chunked(FakeGenerator):
-    """Streams fixed pieces of text, `pause_s` before each: a test decides exactly what each progress edit shows."""
+    """Streams fixed pieces of text, a pause before each (and deaf to abort): a test decides exactly what each
+    progress edit shows, or makes a generation that a stop cannot end."""
 
-    def __init__(self, pieces: list[str], pause_s: float) -> None:
+    def __init__(self, pieces: list[str], pauses: list[float]) -> None:
         super().__init__(lambda request: "".join(pieces))
         self.pieces = pieces
-        self.pause_s = pause_s
+        self.pauses = pauses
 
     async def _chunks(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        for count, piece in enumerate(self.pieces, start=1):
-            await asyncio.sleep(self.pause_s)
+        for count, (piece, pause) in enumerate(zip(self.pieces, self.pauses, strict=True), start=1):
+            await asyncio.sleep(pause)
             yield Chunk(request_id=request.request_id, text=piece, tokens=count)
         yield Chunk(request_id=request.request_id, finish_reason="stop", tokens=len(self.pieces))
 
@@ -127,7 +128,7 @@ async def test_the_streaming_cursor_never_pushes_a_section_over_slacks_limit(tmp
     # characters plus the cursor.
     first = exactly(SECTION_LIMIT)
     assert len(first) == SECTION_LIMIT
-    slack = await start_slack(tmp_path, fake, generator=Chunked([first, "and then the end."], pause_s=0.6))
+    slack = await start_slack(tmp_path, fake, generator=Chunked([first, "and then the end."], [0.6, 0.6]))
     try:
         await slack.slash(slash_body("/create", "story a long one"))
         await wait_until(lambda: len(results(fake)) == 1)
@@ -206,6 +207,18 @@ def _cut_short(fake: FakeSlack) -> dict[str, Any]:
     return fake.messages[(placeholder.response["channel"], placeholder.response["ts"])]
 
 
+async def _assert_finished_as_a_partial_version(fake: FakeSlack, store: Any) -> None:
+    """The message being written shows its text so far and the restart note, with the buttons of a stored partial
+    version (so Regenerate works after the restart); nothing is half-written and nobody got an error."""
+    message = _cut_short(fake)
+    text = block_texts(message["blocks"])
+    assert "w3" in text and "w199" not in text and "▍" not in text
+    assert RESTART_NOTE in text and has_actions(message)
+    record = await store.find_by_message_ref("slack", f"C0GENERAL:{message['ts']}")
+    assert record is not None and record.status == "partial" and "w3" in record.variants[0]
+    assert fake.calls_to("chat.postEphemeral") == []
+
+
 async def test_sigterm_mid_stream_finishes_the_message_and_closes_the_socket(
     tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -222,16 +235,12 @@ async def test_sigterm_mid_stream_finishes_the_message_and_closes_the_socket(
         await wait_until(lambda: any("w3" in block_texts(c.body["blocks"]) for c in fake.answered("chat.update")))
         os.kill(os.getpid(), signal.SIGTERM)
         assert await asyncio.wait_for(running, 30) == 0
+        await _assert_finished_as_a_partial_version(fake, bot.store)
     finally:
         if not running.done():
             running.cancel()
         await bot.chorus.close()
-    message = _cut_short(fake)
-    text = block_texts(message["blocks"])
-    assert "w3" in text and "w199" not in text and "▍" not in text
-    assert "Chorus restarted" in text and not has_actions(message)
     assert fake.socket_closes == [1000]  # a clean close, not a dropped connection
-    assert fake.calls_to("chat.postEphemeral") == []
 
 
 async def test_stopping_in_http_mode_finishes_the_message_and_refuses_new_requests(
@@ -244,8 +253,7 @@ async def test_stopping_in_http_mode_finishes_the_message_and_refuses_new_reques
         await slack.slash(slash_body("/create", "story a long night"))
         await wait_until(lambda: any("w3" in block_texts(c.body["blocks"]) for c in fake.answered("chat.update")))
         await slack.adapter.stop()
-        text = block_texts(_cut_short(fake)["blocks"])
-        assert "w3" in text and "w199" not in text and "▍" not in text and RESTART_NOTE in text
+        await _assert_finished_as_a_partial_version(fake, slack.bot.store)
         with pytest.raises(aiohttp.ClientConnectionError):
             async with aiohttp.ClientSession() as http:
                 await http.post(f"http://127.0.0.1:{port}/slack/events", data=b"")
@@ -273,3 +281,25 @@ async def test_a_handler_that_fails_mid_stream_leaves_no_half_written_message(
         await slack.close()
     text = block_texts(_cut_short(fake)["blocks"])
     assert "word11" in text and "▍" not in text and "stopped before it was finished" in text
+
+
+async def test_a_generation_that_outlives_the_stop_still_leaves_a_finished_message(
+    tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(slack_app, "STOP_GRACE_S", 0.5)
+    stuck = Chunked(["once upon a time ", "the end."], [0.05, 600])
+    slack = await start_slack(tmp_path, fake, generator=stuck)
+    try:
+        await slack.slash(slash_body("/create", "story a long night"))
+        await wait_until(
+            lambda: any("time" in block_texts(c.body["blocks"]) for c in fake.answered("chat.postMessage"))
+        )
+        await slack.adapter.stop()
+        message = _cut_short(fake)
+    finally:
+        if slack.http is not None:
+            await slack.http.close()
+        await slack.bot.chorus.close()
+    text = block_texts(message["blocks"])
+    assert "once upon a time" in text and "▍" not in text and "Chorus restarted" in text
+    assert not slack.adapter.outbound.streams

@@ -61,6 +61,7 @@ from adapters.slack.translate import (
 from bots.app import Chorus
 from bots.commands import COMMANDS
 from bots.events import Event, Message
+from bots.shutdown import Draining
 
 _log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ WEB_API_TIMEOUT_S = 30  # seconds one Web API call may take, on the shared HTTP 
 BURST_QUIET_S = 0.005
 BURST_MAX_HOLD_S = 0.25
 STOP_DELIVERY_S = 20.0  # how long a stop waits to finish the messages it cut short
-STOP_GRACE_S = 2.0  # how long a stop lets handlers that are not writing a message finish
+STOP_GRACE_S = 8.0  # how long a stop lets handlers finish (generations end at once; their replies still post)
 
 
 def _slack_site(api_base_url: str) -> str:
@@ -199,6 +200,8 @@ class SlackAdapter:
         )
         # Every chat.* call Chorus makes is paced to Slack's limits here, shared by responders and the Publisher.
         self.outbound = Outbound(limits)
+        # On stop, generations in flight end at once with their text, stored as partial versions (bots/shutdown).
+        self.draining = Draining.install(chorus)
         self.stopping = False
         self.seen = SeenEvents()
         self.ledger = EventLedger(chorus.store.engine)
@@ -235,6 +238,9 @@ class SlackAdapter:
                 ) from None
             self.bot_user_id = identity.get("user_id", "")
             self._trust_checked_token(identity)
+        # Background services (drops, brainstorm timers) start before any event can arrive, so their start-up never
+        # races a command's handling for the database.
+        await self.chorus.attach_publisher(SlackPublisher(self.client_for, self.options, self.outbound))
         if self.settings.mode == "http":
             server = AsyncSlackAppServer(port=self.settings.port, path=self.settings.path, app=self.app)
             self._runner = web.AppRunner(server.web_app, access_log=None)
@@ -249,7 +255,6 @@ class SlackAdapter:
 
             self._socket = AsyncSocketModeHandler(self.app, self.app_token, web_client=self.client)
             await self._socket.connect_async()
-        await self.chorus.attach_publisher(SlackPublisher(self.client_for, self.options, self.outbound))
 
     def _trust_checked_token(self, identity: Any) -> None:
         """Hand Bolt the auth.test answer Chorus got at start-up. Left alone, Bolt's single-workspace authorization
@@ -259,24 +264,25 @@ class SlackAdapter:
                 middleware.auth_test_result = identity
 
     async def stop(self) -> None:
-        """Stop taking events; finish every message being written with its text so far and a note that Chorus
-        restarted (final replies already on their way still land); then close the connections."""
+        """SIGTERM/SIGINT: take no new work; every generation in flight ends at once with its text so far, stored as
+        a partial version and shown with the restart note (its Regenerate works after the restart); a message still
+        being written after the grace is finished with its text so far and a note; then the connections close."""
         self.stopping = self.outbound.stopping = True
         if self._socket is not None:
-            await self._socket.close_async()
+            await self._socket.close_async()  # a normal close (1000): Slack sends new events to other connections
         if self._runner is not None:
             await self._runner.cleanup()
-        self._release_held(force=True)
-        await self._interrupt_streams()
-        # Quick handlers (help, ratings, private errors) get a moment to answer; the rest are stopped.
+        self._release_held(force=True)  # acknowledged already: their generations are refused with the restart note
+        await self.draining.drain()
         pending = set(self.tasks)
         if pending:
             _, pending = await asyncio.wait(pending, timeout=STOP_GRACE_S)
         for task in pending:
             task.cancel()
         if pending:
+            _log.warning("stopping: %d handler(s) did not finish in %.0f s", len(pending), STOP_GRACE_S)
             await asyncio.gather(*pending, return_exceptions=True)
-        await self._interrupt_streams()  # any stream opened during the grace
+        await self._interrupt_streams()
         self._clients.clear()
         if self.client.session is not None:
             await self.client.session.close()

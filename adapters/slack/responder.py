@@ -39,7 +39,7 @@ _NOT_EDITABLE = frozenset({"message_not_found", "cant_update_message", "edit_win
 # How long the placeholder waits for the first chunk, so that it can already say "3rd in line, about 9 s".
 PLACEHOLDER_GRACE_S = 0.25
 # What a message cut short by a restart says under its text so far.
-RESTART_NOTE = "⚠ Chorus restarted before this was finished; above is the text so far. Run the command again."
+CUT_SHORT_NOTE = "⚠ Chorus restarted before this was finished; above is the text so far. Run the command again."
 # ... and what one says when its handler failed before finishing it.
 UNFINISHED_NOTE = "⚠ This stopped before it was finished; above is the text so far. Try again."
 # Slack seconds a placeholder removal may keep being refused before it is left as it is.
@@ -265,7 +265,7 @@ class SlackStream:
             self._delivery = asyncio.ensure_future(self._deliver(reply))
         return await asyncio.shield(self._delivery)
 
-    async def interrupt(self, note: str = RESTART_NOTE) -> None:
+    async def interrupt(self, note: str = CUT_SHORT_NOTE) -> None:
         """Finish a stream whose handler will not (Chorus is stopping): its text so far, then `note`; no buttons."""
         if self._delivery is None:
             parts = tuple(part for part in self.parts if part)
@@ -286,7 +286,7 @@ class SlackStream:
                 self._pusher.cancel()
             self.outbound.streams.discard(self)
             return
-        note = RESTART_NOTE if self.outbound.stopping else UNFINISHED_NOTE
+        note = CUT_SHORT_NOTE if self.outbound.stopping else UNFINISHED_NOTE
         parts = tuple(part for part in self.parts if part)
         self._delivery = asyncio.ensure_future(self._deliver(Reply(parts=parts, title=self.title, footer=note)))
         self._delivery.add_done_callback(_log_failure)
