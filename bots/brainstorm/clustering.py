@@ -222,7 +222,10 @@ def cluster(
             return Clustering(labels=[0] * n, separated=False)
         best = ((0.0, 0.0), RESOLUTIONS[0], labels)
     (stability, _), resolution, labels = best
-    silhouette, null = _silhouette(matrix, labels), _null_silhouette(matrix, neighbours)
+    silhouette = _silhouette(matrix, labels)
+    # A handful of shuffled ideas can fall into groups by chance: below MIN_TO_CENTRE the null says nothing, and a
+    # stable split with a positive silhouette stands.
+    null = _null_silhouette(matrix, neighbours) if n >= MIN_TO_CENTRE else 0.0
     _log.debug("resolution %.2f: stability %.3f, silhouette %.3f (null %.3f)", resolution, stability, silhouette, null)
     if silhouette <= 0 or silhouette < MIN_SILHOUETTE_OVER_NULL * null:
         return Clustering(labels=[0] * n, separated=False, stability=stability, silhouette=silhouette, null=null)
