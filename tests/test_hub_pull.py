@@ -120,6 +120,7 @@ def hub(tmp_path: Path, embedded_spec: ModelSpec) -> Iterator[FakeHub]:
 
 
 def _pull(args: list[str], home: Path, endpoint: str) -> subprocess.CompletedProcess[str]:
+    # The suite turns the hub off in its own process (import_transformers); the pull runs as a user would.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHORUS_", "HF_", "TRANSFORMERS_"))}
     env |= {"CHORUS_HOME": str(home), "HF_ENDPOINT": endpoint, "HF_HOME": str(home / "hf"), "HF_HUB_DISABLE_XET": "1"}
     return subprocess.run(
