@@ -479,7 +479,12 @@ def test_chorus_serve_answers_and_chorus_run_generates_through_it(tmp_path: Path
         assert health.status_code == 200
         assert health.json()["model"] == "fake"
 
-        client_env = base_env | {"CHORUS_HOME": str(tmp_path / "client"), "CHORUS_GENERATION__URL": f"{url}/v1"}
+        # One candidate per variant, so the one slogan below is exactly one request to the server.
+        client_env = base_env | {
+            "CHORUS_HOME": str(tmp_path / "client"),
+            "CHORUS_GENERATION__URL": f"{url}/v1",
+            "CHORUS_GENERATION__BEST_OF": "1",
+        }
         result = subprocess.run(
             [sys.executable, "-m", "chorus", "run"],
             input="/create slogan x\n",
