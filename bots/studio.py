@@ -212,14 +212,15 @@ class Studio:
         ]
         chosen: dict[int, str] = {}
         try:
-            for position, index in enumerate(indices):
+            if k > 1:
+                # Before the first part, so a terminal prints it on a line of its own, not inside "1. ".
+                await stream.status(f"Writing {k} drafts of each variant and keeping the best…")
+            for index in indices:
                 total = draft.n if draft.only is None else len(draft.keep)
                 await stream.begin_part(index + 1, total)
                 if k == 1:
                     candidates = [await self._read(draft, feeds[index][0], stream, outcome, live=True)]
                 else:
-                    if position == 0:
-                        await stream.status(f"Writing {k} drafts of each variant and keeping the best…")
                     candidates = list(
                         await asyncio.gather(
                             *(

@@ -284,3 +284,28 @@ async def test_ctrl_c_at_the_prompt_clears_the_line_and_ctrl_d_exits(tmp_path) -
             process.kill()
             await process.wait()
         os.close(master)
+
+
+async def test_best_of_note_sits_on_its_own_line_and_each_variant_starts_its_numbered_line(tmp_path) -> None:
+    from adapters.terminal.app import run_terminal
+    from bots.store import Store
+    from chorus.compose import build_chorus
+    from generation.fake import FakeGenerator
+    from support import settings_for
+
+    settings = settings_for(tmp_path, CHORUS_GENERATION__BEST_OF="2")
+    store = Store(settings.store_url)
+    await store.start()
+    chorus = build_chorus(settings, store, FakeGenerator(lambda request: "Fresh pages, fresh coffee."), drops=False)
+    out = io.StringIO()
+    try:
+        assert await run_terminal(chorus, stdin=io.StringIO("/create slogan a bookstore cafe --n 2\n"), stdout=out) == 0
+    finally:
+        await chorus.close()
+    lines = out.getvalue().splitlines()
+    note = next(i for i, line in enumerate(lines) if "drafts of each variant" in line)
+    assert lines[note].startswith("("), lines
+    assert [line for line in lines if line.startswith(("1. ", "2. "))] == [
+        "1. Fresh pages, fresh coffee.",
+        "2. Fresh pages, fresh coffee.",
+    ], lines
