@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import datetime as dt
 import json
 import logging
 import os
-import platform
 import random
 import re
 import sys
@@ -34,6 +31,9 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(1, str(Path(__file__).resolve().parent))
+
+from local_generator import machine_info  # noqa: E402
 
 DATA = REPO_ROOT / "bench" / "data" / "brainstorm_ideas.json"
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -46,23 +46,6 @@ ARI_TARGETS = {"offsite": 0.85, "library": 0.5, "launch": 0.6}
 DISTURBED_CORES = 0.25
 RETRY_PAUSE_S = 10.0
 _log = logging.getLogger(__name__)
-
-
-def machine() -> dict[str, Any]:
-    cpu = ""
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    return {
-        "cpu_model": cpu,
-        "os_cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "loadavg_start": list(os.getloadavg()),
-    }
 
 
 def names_theme(label: str, keywords: list[str]) -> bool:
@@ -141,7 +124,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "embed_chars": section.embed_chars,
     }
     report: dict[str, Any] = {
-        "machine": machine(),
+        "machine": machine_info(),
         "settings": {k: getattr(section, k) for k in ("merge_threshold", "max_themes", "embed_chars")},
         "embedder_load_s": embed_load_s,
         "model_load_s": model_load_s,

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import datetime as dt
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -31,6 +28,9 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(1, str(Path(__file__).resolve().parent))
+
+from local_generator import machine_info  # noqa: E402
 
 from adapters.terminal.translate import to_event  # noqa: E402
 from bots.events import Conversation, User  # noqa: E402
@@ -386,21 +386,8 @@ def summarize(briefs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = ""
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    return {
-        "cpu_model": cpu,
-        "os_cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-        "note": "2-core shared VM, loaded (8 engineers building and testing at once)",
-    }
+    """The machine (shared with the other benches), and how this run found it."""
+    return machine_info() | {"note": "2-core shared VM, loaded (8 engineers building and testing at once)"}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

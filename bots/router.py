@@ -144,13 +144,13 @@ class Quota:
         key = (platform, user_id)
         self._drop_idle(now)
         window = self._starts[key]
-        while window and now - window[0] >= 60.0:
+        while window and now - window[0] >= self.WINDOW_S:
             window.popleft()
         if not window:
             del self._starts[key]
             return 0.0
         if len(window) >= self.per_minute:
-            return 60.0 - (now - window[0])
+            return self.WINDOW_S - (now - window[0])
         return 0.0
 
     def forget(self, platform: str, user_id: str) -> None:
