@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import gc
 import importlib.util
-import json
 import logging
 import os
 import sys
@@ -40,7 +39,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 # bench/generation.py would shadow the `generation` package: look in the repository root first, bench/ last.
 sys.path[:] = [str(REPO_ROOT), *(p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR), str(BENCH_DIR)]
 
-from local_generator import machine_info, percentile  # noqa: E402
+from local_generator import machine_info, percentile, write_results  # noqa: E402
 
 _log = logging.getLogger(__name__)
 
@@ -230,13 +229,10 @@ def main() -> int:
     machine = machine_info()
     table = markdown(rows, machine)
     print(table)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     # Other work on the machine changes these figures a lot on 2 cores; record how busy it was.
     machine["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine, "rows": rows}
-    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"{args.name}.md").write_text(table)
+    write_results(Path(args.out_dir), args.name, table, result)
     return 0
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -44,7 +43,7 @@ sys.path[:] = [
     str(REPO_ROOT / "tests"),
 ]
 
-from local_generator import machine_info, percentile  # noqa: E402
+from local_generator import machine_info, percentile, write_results  # noqa: E402
 
 _log = logging.getLogger(__name__)
 
@@ -201,12 +200,9 @@ def main() -> int:
     machine = machine_info()
     table = markdown(rows, machine)
     print(table)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     machine["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine, "rows": rows}
-    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"{args.name}.md").write_text(table)
+    write_results(Path(args.out_dir), args.name, table, result)
     return 0
 
 

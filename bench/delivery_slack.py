@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import re
 import sys
@@ -36,7 +35,7 @@ sys.path[:] = [
     str(REPO_ROOT / "tests"),
 ]
 
-from local_generator import machine_info, percentile  # noqa: E402
+from local_generator import machine_info, percentile, write_results  # noqa: E402
 
 RESULT_NAME = "delivery-slack-cpu-2core"
 WORDS = 60
@@ -215,11 +214,7 @@ def main() -> int:
     rows = asyncio.run(everything())
     table = markdown(rows, machine, args.scale)
     print(table)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"{args.name}.json").write_text(
-        json.dumps({"machine": machine, "scale": args.scale, "rows": rows}, indent=2) + "\n"
-    )
-    (args.out_dir / f"{args.name}.md").write_text(table)
+    write_results(args.out_dir, args.name, table, {"machine": machine, "scale": args.scale, "rows": rows})
     return 0
 
 

@@ -172,6 +172,13 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def write_results(out_dir: Path, name: str, table: str, result: dict[str, Any]) -> None:
+    """Write a bench's JSON and the Markdown table it printed to out_dir/<name>.json and .md."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / f"{name}.md").write_text(table)
+
+
 # -- child processes: each start is measured in a fresh interpreter so imports count ---------------------------------
 
 
