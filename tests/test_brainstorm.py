@@ -876,16 +876,6 @@ def test_model_answers_are_tidied_into_labels_ideas_and_steps() -> None:
     assert keyword_label(["yoga on the beach", "morning yoga class"], ["kayaking", "pasta class"]) == "Yoga and beach"
 
 
-async def test_ideas_and_topics_never_ping_anyone(bot: ThreadBot) -> None:
-    await bot.say("/brainstorm a party for @everyone --rounds 1")
-    await bot.say("ping <@123> and @here about cake", as_user="bob")
-    await bot.say("w")
-    shown = [reply_text(reply) for reply in bot.responder.replies] + [reply_text(r) for _, r in _posts(bot).posts]
-    assert any("everyone" in text for text in shown)
-    for text in shown:
-        assert "@everyone" not in text and "@here" not in text and "<@123>" not in text
-
-
 async def test_a_thread_that_cannot_be_opened_leaves_the_channel_free(bot: ThreadBot) -> None:
     async def broken(message_ref: str, name: str) -> tuple[str, object]:
         raise RuntimeError("no permission to create threads")

@@ -27,7 +27,7 @@ WRITING = "✍️ writing…"
 THINKING = "Chorus is thinking…"
 
 _ZWSP = "\u200b"
-_MENTION = re.compile(r"@(everyone|here)|<@([!&]?)(\d+)>", re.I)
+_MENTION = re.compile(r"[@\uff20\ufe6b](everyone|here)|<@([!&]?)(\d+)>", re.I)
 _PRIMARY = frozenset({actions.REGENERATE})
 _TONE = actions.TONE
 
