@@ -11,7 +11,7 @@ from typing import Any
 
 from bots.actions import LONGER, MORE, RATE_DOWN, RATE_UP, REFINEMENTS, REGENERATE, SHORTER, TONE
 from bots.errors import UserError
-from bots.events import Action, Message, Reaction
+from bots.events import Action, Message, Reaction, plain_emoji
 from bots.parsing import VariantRef, chatter_hint, parse_tone, parse_variant_ref
 from bots.reply import Reply, ReplyAction
 from bots.router import Context
@@ -284,7 +284,8 @@ async def handle_reaction(ctx: Context) -> None:
     record = await ctx.app.store.find_by_message_ref(reaction.conversation.platform, reaction.message_ref)
     if record is None:
         return
-    value = reaction.emoji if reaction.added else f"-{reaction.emoji}"
+    emoji = plain_emoji(reaction.emoji)
+    value = emoji if reaction.added else f"-{emoji}"
     await ctx.app.store.add_feedback(record.id, reaction.user, reaction.conversation.platform, "reaction", value)
     await ctx.app.store.add_engagement(
         reaction.conversation, "reaction", value, user=reaction.user, generation_id=record.id
