@@ -81,6 +81,14 @@ async def _saturate(generator: Any, settings: Any) -> list[asyncio.Task[None]]:
     return [asyncio.create_task(drain(index)) for index in range(BACKGROUND_REQUESTS)]
 
 
+def _cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by this process, or by process `pid` (Linux /proc)."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _acks(session: aiohttp.ClientSession, base: str, ids: list[str], timeout_s: float) -> dict[str, float | None]:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -145,11 +153,13 @@ async def discord_run(n: int, mode: str, warmup_n: int = WARMUP_COMMANDS) -> dic
             background = await _saturate(generator, settings) if uses_engine else []
             await asyncio.sleep(2.0)  # let the background work reach the model
             started = time.monotonic()
+            bot_cpu, fake_cpu = _cpu_s(), _cpu_s(process.pid)
             async with session.post(f"{base}/_fake/burst", json={"n": n}) as response:
                 burst = await response.json()
             ids = burst["ids"]
             acks = await _acks(session, base, ids, 60)
             elapsed = time.monotonic() - started
+            bot_cpu, fake_cpu = _cpu_s() - bot_cpu, _cpu_s(process.pid) - fake_cpu
     finally:
         for task in background:
             task.cancel()
@@ -178,6 +188,10 @@ async def discord_run(n: int, mode: str, warmup_n: int = WARMUP_COMMANDS) -> dic
         # How long the fake itself took to write the n frames (the first ack cannot be stamped before that).
         "fake_send_ms": burst["sent_ms"],
         "first_ms": round(min(values), 1) if values else None,
+        # CPU per command from the burst until every ack was in, load-independent: Chorus' process (it includes
+        # any work started after the acks, and the model in engine modes) and the fake Discord's.
+        "bot_cpu_ms_per_command": round(bot_cpu * 1000 / n, 3),
+        "fake_cpu_ms_per_command": round(fake_cpu * 1000 / n, 3),
         "generator": type(generator).__name__,
     }
 
