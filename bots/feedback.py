@@ -182,21 +182,25 @@ async def refine(
         "instruction": f"#{only + 1} {label}" if only is not None else label,
     }
     words = tuple(len(text.split()) for text in record.variants)
+    # Every path reworks each variant on its own (variant i sees only its own earlier texts) and must not hand it
+    # back unchanged; "more" must not repeat any variant already shown.
+    shown = tuple(text for text in record.variants if text)
+    avoid = tuple(shown if instruction == MORE else (text,) if text else () for text in record.variants)
     if instruction == REGENERATE:
         last = turns.pop()
-        draft = Draft(tone=record.tone, turns=tuple(turns), ask=last.ask, **common)
-    elif instruction in (SHORTER, LONGER, MORE) or tone is not None or only is not None:
+        draft = Draft(tone=record.tone, turns=tuple(turns), ask=last.ask, per_variant=True, avoid=avoid, **common)
+    else:
         draft = Draft(
             tone=tone or record.tone,
             turns=tuple(turns),
             ask=ask_for(label, settings),
-            per_variant=instruction != MORE or only is not None,
+            per_variant=True,
             shorter_than=words if instruction == SHORTER else (),
             longer_than=words if instruction == LONGER else (),
+            avoid=avoid,
+            demo=instruction if instruction in (SHORTER, LONGER) else "",
             **common,
         )
-    else:
-        draft = Draft(tone=record.tone, turns=tuple(turns), ask=ask_for(instruction, settings), **common)
     await ctx.app.studio.run(ctx, draft)
 
 
