@@ -121,7 +121,7 @@ class ThreadBot(TestBot):
         session = await self.store.open_brainstorm_in_channel(CONVERSATION)
         assert session is not None
         before = len(self.responder.replies)
-        event = Action(self.conversation, user, action_id, value=value, generation_id=session.id)
+        event = Action(self.conversation, user, action_id, value=value, target_id=session.id)
         await self.chorus.handle(event, self.responder)
         return self.responder.replies[before:]
 

@@ -398,9 +398,7 @@ async def test_every_version_shows_where_it_stands_in_its_lineage(testbot: TestB
     assert third.title == "slogan · v3 of 3 · longer"
     assert testbot.responder.streams[-1].title == "slogan · v3 of 3 · longer", "the streaming title says it too"
     # Regenerating the first version (its old button) branches off v1 but is numbered after the newest, v4 of 4.
-    click = Action(
-        conversation=CONVERSATION, user=testbot.user, action_id="regenerate", generation_id=first.generation_id
-    )
+    click = Action(conversation=CONVERSATION, user=testbot.user, action_id="regenerate", target_id=first.generation_id)
     await testbot.chorus.handle(click, testbot.responder)
     branch = testbot.responder.replies[-1]
     assert branch.title == "slogan · v4 of 4 · regenerate"

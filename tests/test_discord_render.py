@@ -70,7 +70,7 @@ def test_buttons_selects_and_modals_become_actions() -> None:
     )
     clicked = to_action(button)
     assert isinstance(clicked, Action) and clicked.conversation == HERE and clicked.user.id == ALICE[0]
-    assert (clicked.action_id, clicked.generation_id, clicked.message_ref) == ("shorter", 7, "55")
+    assert (clicked.action_id, clicked.target_id, clicked.message_ref) == ("shorter", 7, "55")
     select = interaction_payload(3, {"custom_id": "chorus::tone:7:", "values": ["witty"]}, user=ALICE, message=message)
     assert to_action(select).value == "witty"  # type: ignore[union-attr]
     ask = interaction_payload(3, {"custom_id": "chorus?:idea:7:Your idea"}, user=ALICE, message=message)

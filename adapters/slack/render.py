@@ -112,7 +112,7 @@ def action_elements(actions: Sequence[ReplyAction], tones: Sequence[str]) -> lis
                     "action_id": action_id,
                     "placeholder": _plain(action.label or "Change tone"),
                     "options": [
-                        {"text": _plain(tone), "value": encode_value(action.generation_id, tone)}
+                        {"text": _plain(tone), "value": encode_value(action.target_id, tone)}
                         for tone in tones[:OPTIONS_LIMIT]
                     ],
                 }
@@ -122,7 +122,7 @@ def action_elements(actions: Sequence[ReplyAction], tones: Sequence[str]) -> lis
             "type": "button",
             "action_id": action_id + (":ask" if action.ask else ""),
             "text": _plain(action.label),
-            "value": encode_value(action.generation_id, action.value, action.ask),
+            "value": encode_value(action.target_id, action.value, action.ask),
         }
         elements.append(element)
     return elements

@@ -20,18 +20,18 @@ TOP_IDEAS = 5
 
 
 def controls(session_id: int) -> tuple[ReplyAction, ...]:
-    """The session's buttons. They carry the session id (as generation_id) so they work from any message and after a
+    """The session's buttons. They carry the session id (as target_id) so they work from any message and after a
     restart; 💡 and Vote ask for a line first (a modal; `i <idea>` / `v <number>` in the terminal)."""
     return (
-        ReplyAction(IDEA, "💡 Add idea", "i", ask="Your idea", generation_id=session_id),
-        ReplyAction(VOTE, "👍 Vote", "v", ask="Number of the idea you vote for (e.g. 3)", generation_id=session_id),
-        ReplyAction(NEXT, "⏭ Next round", "n", generation_id=session_id),
-        ReplyAction(WRAP, "✅ Wrap up", "w", generation_id=session_id),
+        ReplyAction(IDEA, "💡 Add idea", "i", ask="Your idea", target_id=session_id),
+        ReplyAction(VOTE, "👍 Vote", "v", ask="Number of the idea you vote for (e.g. 3)", target_id=session_id),
+        ReplyAction(NEXT, "⏭ Next round", "n", target_id=session_id),
+        ReplyAction(WRAP, "✅ Wrap up", "w", target_id=session_id),
     )
 
 
 def vote_button(session_id: int, number: int) -> ReplyAction:
-    return ReplyAction(VOTE, f"👍 Vote #{number}", f"v{number}", value=str(number), generation_id=session_id)
+    return ReplyAction(VOTE, f"👍 Vote #{number}", f"v{number}", value=str(number), target_id=session_id)
 
 
 @dataclass(frozen=True)
