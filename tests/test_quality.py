@@ -305,7 +305,7 @@ async def test_every_refinement_reworks_each_variant_on_its_own(tmp_path: Path, 
     try:
         first = await bot.one("/create slogan a tea shop --n 2")
         refined = await bot.one(line)
-        assert len(refined.parts) == 2 and not any("\n" in part or "2." in part for part in refined.parts)
+        assert len(refined.parts) == 2 and not any("\n" in part or " 2. " in part for part in refined.parts)
         for request in bot.generator.requests[2:]:
             assert not any(m.content.startswith("1. ") for m in request.messages), "no numbered list as context"
         if line != "r" and line != "m":
