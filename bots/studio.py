@@ -183,7 +183,7 @@ class Studio:
             parts=tuple(outcome.variants),
             title=_title(draft, record.version),
             footer=" ".join(notes),
-            actions=result_actions(record.id),
+            actions=result_actions(record.id, len(outcome.variants)),
             generation_id=record.id,
         )
         message_ref = await stream.finish(reply)
@@ -207,6 +207,8 @@ class Studio:
             time_budget_s=settings.generation.time_budget_s,
             priority=draft.priority,
             conversation_key=ctx.event.conversation.key,
+            # A long refinement chain can outgrow the context: its budget shrinks to fit rather than fail.
+            fit_max_new_tokens=draft.parent is not None,
         )
 
     async def _generate(self, ctx: Context, draft: Draft, stream: ReplyStream) -> _Outcome:
