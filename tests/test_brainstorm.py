@@ -795,6 +795,35 @@ async def test_minilm_embeds_offline_and_puts_like_ideas_together() -> None:
     assert await embedder.embed([]) == []
 
 
+@pytest.mark.slow
+async def test_minilm_reads_ideas_after_their_topic_so_purpose_counts_more_than_topic_words() -> None:
+    from generation.embeddings import MiniLMEmbedder
+
+    embedder = MiniLMEmbedder()
+    topic = "How can we get more people into our neighbourhood library?"
+    # Two ideas about opening hours (one says "library", one does not) and a café idea that also says "library".
+    texts = [
+        "keep the library open on sunday mornings",
+        "longer opening hours at weekends",
+        "a coffee corner in the library",
+    ]
+
+    def gap(vectors: list[list[float]]) -> float:
+        same = sum(x * y for x, y in zip(vectors[0], vectors[1], strict=True))
+        other = sum(x * y for x, y in zip(vectors[0], vectors[2], strict=True))
+        return same - other
+
+    alone = await embedder.embed(texts)
+    in_context = await embedder.embed_in_context(topic, texts)
+    assert all(abs(math.sqrt(sum(x * x for x in v)) - 1.0) < 1e-4 for v in in_context)
+    # Read after the topic, the two opening-hours ideas are clearly nearer each other than to the café idea; read
+    # alone, the shared word "library" nearly cancels that.
+    assert gap(in_context) > 0.15
+    assert gap(in_context) > 2 * gap(alone)
+    assert await embedder.embed_in_context("", texts) == alone
+    assert await embedder.embed_in_context(topic, []) == []
+
+
 # -- the store block on both backends -------------------------------------------------------------------------------
 
 
