@@ -71,13 +71,17 @@ class Reaction:
 
 @dataclass(frozen=True)
 class Action:
-    """A button, select or shortcut key. `generation_id` is None when the user means "the latest result"."""
+    """A button, select or shortcut key.
+
+    `target_id` is what the action is about, as the feature that owns `action_id` defines it: a result's generation
+    id for create/refine actions, a session id for brainstorm actions. None means "the latest one here".
+    """
 
     conversation: Conversation
     user: User
     action_id: str
     value: str = ""
-    generation_id: int | None = None
+    target_id: int | None = None
     message_ref: str | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
 

@@ -31,13 +31,13 @@ NOTHING_YET = "Nothing to refine yet. Start with /create <kind> <what it is abou
 def result_actions(generation_id: int) -> tuple[ReplyAction, ...]:
     """The actions under every finished result, in display order."""
     return (
-        ReplyAction(REGENERATE, "Regenerate", "r", generation_id=generation_id),
-        ReplyAction(MORE, "More like this", "m", generation_id=generation_id),
-        ReplyAction(SHORTER, "Shorter", "s", generation_id=generation_id),
-        ReplyAction(LONGER, "Longer", "l", generation_id=generation_id),
-        ReplyAction(TONE, "Change tone", "t <tone>", generation_id=generation_id),
-        ReplyAction(RATE_UP, "👍", "+", value="+1", generation_id=generation_id),
-        ReplyAction(RATE_DOWN, "👎", "-", value="-1", generation_id=generation_id),
+        ReplyAction(REGENERATE, "Regenerate", "r", target_id=generation_id),
+        ReplyAction(MORE, "More like this", "m", target_id=generation_id),
+        ReplyAction(SHORTER, "Shorter", "s", target_id=generation_id),
+        ReplyAction(LONGER, "Longer", "l", target_id=generation_id),
+        ReplyAction(TONE, "Change tone", "t <tone>", target_id=generation_id),
+        ReplyAction(RATE_UP, "👍", "+", value="+1", target_id=generation_id),
+        ReplyAction(RATE_DOWN, "👎", "-", value="-1", target_id=generation_id),
     )
 
 
@@ -204,7 +204,7 @@ async def handle_action(ctx: Context) -> None:
     action = ctx.event
     assert isinstance(action, Action)
     if action.action_id in (RATE_UP, RATE_DOWN):
-        record = await target_generation(ctx, action.generation_id, action.message_ref)
+        record = await target_generation(ctx, action.target_id, action.message_ref)
         value = "+1" if action.action_id == RATE_UP else "-1"
         await ctx.app.store.add_feedback(record.id, action.user, action.conversation.platform, "rating", value)
         thumb = "👍" if value == "+1" else "👎"
@@ -225,7 +225,7 @@ async def handle_action(ctx: Context) -> None:
         if not value:
             raise UserError(f"Say which tone, e.g. t playful. Tones: {', '.join(ctx.app.settings.tones)}.")
         tone = parse_tone(value, ctx.app.settings)
-    record = await target_generation(ctx, action.generation_id, action.message_ref)
+    record = await target_generation(ctx, action.target_id, action.message_ref)
     await ctx.app.store.add_feedback(record.id, action.user, action.conversation.platform, "action", action.action_id)
     await refine(ctx, record, action.action_id, tone=tone, only=only)
 

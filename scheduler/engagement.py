@@ -241,7 +241,7 @@ class EngagementSettlement(DropsCore):
         assert isinstance(action, Action)
         if action.action_id not in (RATE_UP, RATE_DOWN) or not self._tables_ready:
             return False
-        generation_id = action.generation_id
+        generation_id = action.target_id
         if generation_id is None and action.message_ref is None:
             # A shortcut key with no id means "the latest result here" (the terminal's + and -).
             latest = await self.store.latest_generation(action.conversation)

@@ -183,7 +183,7 @@ async def test_longer_raises_the_length_a_step(testbot: TestBot) -> None:
 async def test_a_variant_button_value_refines_only_that_variant(testbot: TestBot) -> None:
     first = await testbot.one("/create slogan a tea shop --n 3")
     await testbot.chorus.handle(
-        Action(CONVERSATION, testbot.user, "shorter", value="3", generation_id=first.generation_id), testbot.responder
+        Action(CONVERSATION, testbot.user, "shorter", value="3", target_id=first.generation_id), testbot.responder
     )
     reply = testbot.responder.replies[-1]
     assert reply.title.endswith("#3 shorter") and reply.parts[:2] == first.parts[:2]

@@ -22,9 +22,9 @@ def test_slash_line_is_a_command_with_its_text() -> None:
 
 def test_shortcut_keys_become_actions_on_the_last_result() -> None:
     keys = {a.key.split()[0]: a for a in result_actions(42)}
-    assert to_event("s", ALICE, keys) == Action(CONVERSATION, ALICE, "shorter", generation_id=42)
-    assert to_event("t formal", ALICE, keys) == Action(CONVERSATION, ALICE, "tone", value="formal", generation_id=42)
-    assert to_event("+", ALICE, keys) == Action(CONVERSATION, ALICE, "rate_up", value="+1", generation_id=42)
+    assert to_event("s", ALICE, keys) == Action(CONVERSATION, ALICE, "shorter", target_id=42)
+    assert to_event("t formal", ALICE, keys) == Action(CONVERSATION, ALICE, "tone", value="formal", target_id=42)
+    assert to_event("+", ALICE, keys) == Action(CONVERSATION, ALICE, "rate_up", value="+1", target_id=42)
 
 
 def test_shortcut_keys_without_a_shown_result_still_mean_the_latest() -> None:
@@ -163,8 +163,8 @@ async def test_a_drop_never_lands_inside_a_streaming_line_and_plus_rates_what_wa
         parts=("A door that opens inward.",),
         title="Prompt of the day",
         actions=(
-            ReplyAction("rate_up", "👍", "+", value="+1", generation_id=99),
-            ReplyAction("rate_down", "👎", "-", value="-1", generation_id=99),
+            ReplyAction("rate_up", "👍", "+", value="+1", target_id=99),
+            ReplyAction("rate_down", "👎", "-", value="-1", target_id=99),
         ),
         generation_id=99,
     )
@@ -175,7 +175,7 @@ async def test_a_drop_never_lands_inside_a_streaming_line_and_plus_rates_what_wa
     assert "Books and brews." in lines, lines  # the streamed line is whole
     assert any(line.startswith("[terminal] ── Prompt of the day ──") for line in lines)
     await session.handle_line("+")
-    assert handled[-1] == Action(CONVERSATION, ALICE, "rate_up", value="+1", generation_id=99)
+    assert handled[-1] == Action(CONVERSATION, ALICE, "rate_up", value="+1", target_id=99)
 
 
 async def test_sigterm_mid_stream_ends_the_result_with_its_text_so_far_and_a_note(tmp_path) -> None:

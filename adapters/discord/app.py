@@ -640,7 +640,7 @@ class DiscordAdapter:
             return
         responder = self._responder(interaction, received_at)
         if isinstance(action, AskFirst):
-            custom_id = encode_custom_id(action.action_id, action.generation_id, kind="m")
+            custom_id = encode_custom_id(action.action_id, action.target_id, kind="m")
             modal = ask_modal(action.label, custom_id, self.chorus.settings.limits.max_prompt_chars)
             modal.stop()  # the submission is routed by custom_id, so discord.py need not keep the modal
             try:

@@ -27,7 +27,7 @@ WRITING = "✍️ writing…"
 THINKING = "Chorus is thinking…"
 
 _ZWSP = "\u200b"
-_MENTION = re.compile(r"@(everyone|here)|<@([!&]?)(\d+)>", re.I)
+_MENTION = re.compile(r"[@\uff20\ufe6b](everyone|here)|<@([!&]?)(\d+)>", re.I)
 _PRIMARY = frozenset({actions.REGENERATE})
 _TONE = actions.TONE
 
@@ -123,14 +123,14 @@ def build_view(actions: Sequence[ReplyAction], tones: Sequence[str] = ()) -> dis
         if in_row == BUTTONS_PER_ROW or (action.action_id.startswith("rate_") and in_row and row == 0):
             row, in_row = row + 1, 0
         if action.ask:
-            custom_id = encode_custom_id(action.action_id, action.generation_id, action.ask, kind="?")
+            custom_id = encode_custom_id(action.action_id, action.target_id, action.ask, kind="?")
         else:
-            custom_id = encode_custom_id(action.action_id, action.generation_id, action.value)
+            custom_id = encode_custom_id(action.action_id, action.target_id, action.value)
         style = discord.ButtonStyle.primary if action.action_id in _PRIMARY else discord.ButtonStyle.secondary
         view.add_item(discord.ui.Button(label=action.label[:80], custom_id=custom_id, style=style, row=row))
         in_row += 1
     if tone_action is not None:
         options = [discord.SelectOption(label=tone, value=tone) for tone in tones[:SELECT_OPTIONS_LIMIT]]
-        custom_id = encode_custom_id(tone_action.action_id, tone_action.generation_id)
+        custom_id = encode_custom_id(tone_action.action_id, tone_action.target_id)
         view.add_item(discord.ui.Select(custom_id=custom_id, placeholder="Change tone…", options=options, row=row + 1))
     return view

@@ -154,7 +154,7 @@ def to_action(body: Payload, admins: Collection[str]) -> Action | None:
         user=_interaction_user(body, admins),
         action_id=action_id.removeprefix(ACTION_PREFIX).split(":", 1)[0],
         value=value.get("v", ""),
-        generation_id=value.get("g"),
+        target_id=value.get("g"),
         message_ref=message_ref(channel, ts) if channel and ts else None,
         extras={"payload": body},
     )
@@ -174,7 +174,7 @@ def ask_metadata(action: Action) -> str:
     return json.dumps(
         {
             "a": action.action_id,
-            "g": action.generation_id,
+            "g": action.target_id,
             "c": conversation.channel,
             "t": conversation.thread,
             "m": action.message_ref,
@@ -223,7 +223,7 @@ def to_submission(body: Payload, admins: Collection[str]) -> Action | Command | 
         user=user,
         action_id=str(meta["a"]),
         value=values.get("text", "").strip(),
-        generation_id=generation_id if isinstance(generation_id, int) else None,
+        target_id=generation_id if isinstance(generation_id, int) else None,
         message_ref=meta.get("m"),
         extras={"payload": body},
     )

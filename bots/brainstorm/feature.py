@@ -289,7 +289,7 @@ class Brainstorms:
         assert isinstance(action, Action)
         if action.action_id not in render.ACTIONS:
             return False
-        session = await self._session_for(ctx, action.generation_id)
+        session = await self._session_for(ctx, action.target_id)
         if session is None:
             raise UserError("That brainstorm no longer exists (it ended and its retention period is over).")
         if not session.is_open:
