@@ -629,6 +629,36 @@ async def test_a_restart_while_posting_yes_and_ideas_resumes_without_repeating_a
         await chorus.close()
 
 
+async def test_with_votes_in_the_yes_and_ideas_are_written_while_themes_are_named(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm the offsite --rounds 2")
+    for user, idea in (("bob", "kayaking on the lake"), ("carol", "a pasta cooking class"), ("dan", "yoga at dawn")):
+        await bot.say(idea, as_user=user)
+    await bot.say("v 7", as_user="carol")
+    generator = bot.chorus.generator
+    assert isinstance(generator, FakeGenerator)
+    asked = len(generator.requests)
+    await bot.say("n", as_user="bob")
+    kinds = [
+        "name"
+        if "category name" in r.messages[0].content
+        else "yes-and"
+        if "People liked" in r.messages[-1].content
+        else ""
+        for r in generator.requests[asked:]
+    ]
+    # One batch for the model: the yes-and ideas were asked for before the themes were named, not after.
+    assert "yes-and" in kinds and "name" in kinds
+    assert kinds.index("yes-and") < kinds.index("name")
+    # What people see keeps its order: Themes first, then the yes-and ideas built on the voted idea, then round 2.
+    posts = [reply_text(reply) for _, reply in _posts(bot).posts]
+    themes = next(i for i, text in enumerate(posts) if "Themes" in text)
+    yes_and = [i for i, text in enumerate(posts) if text.startswith("Yes, and… #")]
+    opened = next(i for i, text in enumerate(posts) if "Round 2 of 2 is open" in text)
+    assert yes_and and themes < min(yes_and) and max(yes_and) < opened
+    basis = [r.messages[-1].content for r in generator.requests[asked:] if "People liked" in r.messages[-1].content]
+    assert all("yoga at dawn" in text for text in basis)
+
+
 class HangingGenerator(FakeGenerator):
     """The scripted model, except that a request asking for yes-and ideas never returns: the process 'dies' there."""
 
@@ -791,6 +821,35 @@ async def test_minilm_embeds_offline_and_puts_like_ideas_together() -> None:
 
     assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) + 0.2
     assert await embedder.embed([]) == []
+
+
+@pytest.mark.slow
+async def test_minilm_reads_ideas_after_their_topic_so_purpose_counts_more_than_topic_words() -> None:
+    from generation.embeddings import MiniLMEmbedder
+
+    embedder = MiniLMEmbedder()
+    topic = "How can we get more people into our neighbourhood library?"
+    # Two ideas about opening hours (one says "library", one does not) and a café idea that also says "library".
+    texts = [
+        "keep the library open on sunday mornings",
+        "longer opening hours at weekends",
+        "a coffee corner in the library",
+    ]
+
+    def gap(vectors: list[list[float]]) -> float:
+        same = sum(x * y for x, y in zip(vectors[0], vectors[1], strict=True))
+        other = sum(x * y for x, y in zip(vectors[0], vectors[2], strict=True))
+        return same - other
+
+    alone = await embedder.embed(texts)
+    in_context = await embedder.embed_in_context(topic, texts)
+    assert all(abs(math.sqrt(sum(x * x for x in v)) - 1.0) < 1e-4 for v in in_context)
+    # Read after the topic, the two opening-hours ideas are clearly nearer each other than to the café idea; read
+    # alone, the shared word "library" nearly cancels that.
+    assert gap(in_context) > 0.15
+    assert gap(in_context) > 2 * gap(alone)
+    assert await embedder.embed_in_context("", texts) == alone
+    assert await embedder.embed_in_context(topic, []) == []
 
 
 # -- the store block on both backends -------------------------------------------------------------------------------

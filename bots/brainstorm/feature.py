@@ -367,11 +367,18 @@ class Brainstorms:
                 # No deadline on an open session means "this round is ending": a restart resumes it at once.
                 session = await self.app.store.update_brainstorm(session.id, deadline=None)
             post = self._poster(session, fallback)
-            views = await self._themes_once(session, post)
-            if session.round >= session.rounds:
-                await self._wrap_up(await self._reload(session), post, sorted_already=True)
-                return True
-            await self._yes_and(await self._reload(session), views, post)
+            # With votes in, the ideas to build on are known before sorting: the yes-and ideas are written while
+            # the themes are named (one batch for the model), and stored and posted only after Themes went out.
+            early = await self._early_yes_and(session) if session.round < session.rounds else None
+            try:
+                views = await self._themes_once(session, post)
+                if session.round >= session.rounds:
+                    await self._wrap_up(await self._reload(session), post, sorted_already=True)
+                    return True
+                await self._yes_and(await self._reload(session), views, post, early)
+            finally:
+                if early is not None and not early.done():
+                    early.cancel()
             deadline = self.clock() + timedelta(minutes=session.minutes)
             session = await self.app.store.update_brainstorm(session.id, round=session.round + 1, deadline=deadline)
             await post(render.round_open(session))
@@ -465,32 +472,55 @@ class Brainstorms:
             await self._mark_posted(session)
         return views
 
-    async def _yes_and(self, session: BrainstormRecord, views: dict[int, render.IdeaView], post: Post) -> None:
+    async def _pending_yes_and(self, session: BrainstormRecord) -> list[IdeaRecord]:
+        """Yes-and ideas already stored for the next round (a run before a restart wrote them)."""
+        ideas = await self.app.store.ideas(session.id)
+        return [idea for idea in ideas if idea.source == "yes-and" and idea.round == session.round + 1]
+
+    def _write_yes_and(self, session: BrainstormRecord, basis: list[render.IdeaView]) -> Awaitable[list[str]]:
+        return yes_and_ideas(
+            self.app.generator,
+            session.topic,
+            [view.idea.text for view in basis],
+            self.config.yes_and_ideas,
+            blocklist=self.app.blocklist,
+            seed=session.id * 1000 + session.round + 500,
+            key=session.conversation.key,
+        )
+
+    async def _early_yes_and(self, session: BrainstormRecord) -> asyncio.Task[list[str]] | None:
+        """Start writing the yes-and ideas now when people voted (the top-voted ideas are their basis) and none are
+        stored yet; None otherwise. Nothing is stored here: the texts are only kept once Themes went out."""
+        if await self._pending_yes_and(session):
+            return None
+        views = render.idea_views(await self.app.store.ideas(session.id), await self.app.store.voters(session.id))
+        voted = [view for view in render.ranked(views) if view.votes][:3]
+        if not voted:
+            return None
+        return asyncio.ensure_future(self._write_yes_and(session, voted))
+
+    async def _yes_and(
+        self,
+        session: BrainstormRecord,
+        views: dict[int, render.IdeaView],
+        post: Post,
+        early: asyncio.Task[list[str]] | None = None,
+    ) -> None:
         """Ideas that build on the favourites: all stored first, then each posted, so a restart in between posts
-        the stored ones and generates nothing again."""
+        the stored ones and generates nothing again. `early` holds ones already being written from the votes."""
         store = self.app.store
-        pending = [
-            idea
-            for idea in await store.ideas(session.id)
-            if idea.source == "yes-and" and idea.round == session.round + 1
-        ]
+        pending = await self._pending_yes_and(session)
         if not pending:
-            voted = [view for view in render.ranked(views) if view.votes]
-            basis = (
-                voted[:3]
-                or [views[ids[0]] for theme in session.themes if (ids := theme["idea_ids"]) and ids[0] in views][:3]
-            )
-            if not basis:
-                return
-            texts = await yes_and_ideas(
-                self.app.generator,
-                session.topic,
-                [view.idea.text for view in basis],
-                self.config.yes_and_ideas,
-                blocklist=self.app.blocklist,
-                seed=session.id * 1000 + session.round + 500,
-                key=session.conversation.key,
-            )
+            if early is not None:
+                texts = await early
+            else:
+                # The top-voted ideas, or with no votes the first idea of each of the first three themes.
+                voted = [view for view in render.ranked(views) if view.votes]
+                leads = [views[ids[0]] for theme in session.themes if (ids := theme["idea_ids"]) and ids[0] in views]
+                basis = voted[:3] or leads[:3]
+                if not basis:
+                    return
+                texts = await self._write_yes_and(session, basis)
             platform = session.conversation.platform
             pending = [
                 await store.add_idea(session.id, CHORUS, platform, text, round=session.round + 1, source="yes-and")
