@@ -368,3 +368,19 @@ def test_a_shorter_poem_keeps_its_lines() -> None:
 
     poem = "The street is hushed in white,\neach footstep soft and slow,\nthe world forgot its noise\nand woke in snow."
     assert shorten_to(poem, 14) == "The street is hushed in white,\neach footstep soft and slow,"
+
+
+@pytest.mark.parametrize(("value", "label"), [("2 regenerate", "#2 regenerate"), ("2 longer", "#2 longer")])
+async def test_the_one_variant_select_reworks_only_that_variant(testbot: TestBot, value: str, label: str) -> None:
+    first = await testbot.one("/create slogan a tea shop --n 3")
+    await testbot.chorus.handle(
+        Action(CONVERSATION, testbot.user, "variant", value=value, target_id=first.generation_id), testbot.responder
+    )
+    reply = testbot.responder.replies[-1]
+    assert reply.title.endswith(label) and len(reply.parts) == 3
+    assert reply.parts[0] == first.parts[0] and reply.parts[2] == first.parts[2]
+    await testbot.chorus.handle(
+        Action(CONVERSATION, testbot.user, "variant", value="2 explode", target_id=first.generation_id),
+        testbot.responder,
+    )
+    assert "no longer supported" in reply_text(testbot.responder.replies[-1])
