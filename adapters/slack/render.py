@@ -105,7 +105,8 @@ def _body_blocks(text: str, room: int, limit: int = SECTION_LIMIT) -> list[Block
 
 
 def action_elements(actions: Sequence[ReplyAction], tones: Sequence[str]) -> list[Block]:
-    """Buttons for each action; the tone action becomes a select of the configured tones."""
+    """Buttons for each action; the tone action becomes a select of the configured tones, an action with choices a
+    select of them."""
     elements: list[Block] = []
     for action in actions:
         action_id = f"{ACTION_PREFIX}{action.action_id}"
@@ -118,6 +119,20 @@ def action_elements(actions: Sequence[ReplyAction], tones: Sequence[str]) -> lis
                     "options": [
                         {"text": _plain(tone), "value": encode_value(action.target_id, tone)}
                         for tone in tones[:OPTIONS_LIMIT]
+                    ],
+                }
+            )
+            continue
+        if action.choices:
+            # A select of choices (rework one variant: "#2 · Shorter"): the picked value arrives as the value.
+            elements.append(
+                {
+                    "type": "static_select",
+                    "action_id": action_id,
+                    "placeholder": _plain(action.label),
+                    "options": [
+                        {"text": _plain(label), "value": encode_value(action.target_id, value)}
+                        for label, value in action.choices[:OPTIONS_LIMIT]
                     ],
                 }
             )

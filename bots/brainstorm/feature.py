@@ -22,7 +22,7 @@ from bots.brainstorm import render
 from bots.brainstorm.prompts import next_steps, seed_ideas, yes_and_ideas
 from bots.brainstorm.themes import organize
 from bots.errors import UserError
-from bots.events import Action, Conversation, Message, Reaction, User
+from bots.events import Action, Conversation, Message, Reaction, User, plain_emoji
 from bots.reply import Attachment, Publisher, Reply, Responder
 from bots.router import Context
 from bots.store import BRAINSTORM_CLOSED, BrainstormRecord, IdeaRecord
@@ -43,8 +43,6 @@ _THROWAWAY_LIST = (
 )
 THROWAWAYS = frozenset(_THROWAWAY_LIST.split("|"))
 _VOTE_WORDS = frozenset({"+1", "👍", "this", "this one", "agree", "agreed", "same", "me too"})
-_SKIN_TONES = re.compile("[\U0001f3fb-\U0001f3ff\ufe0f]")
-_THUMBS_ALIASES = frozenset({"👍", "+1", "thumbsup", "thumbs_up", "thumbs-up", "like"})
 # Platforms whose threads are a mode of their one channel rather than a place of their own.
 _MODE_THREAD_PLATFORMS = frozenset({"terminal"})
 _THEMES_FAILED = "Sorting the ideas failed this time; they are all kept and the next round end tries again."
@@ -56,14 +54,6 @@ _NO_CLEAR_THEMES = (
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def normalize_emoji(emoji: str) -> str:
-    """'👍🏽', ':+1:', 'thumbsup' all become one form, so every platform's spelling of the vote emoji counts."""
-    bare = _SKIN_TONES.sub("", emoji.strip()).strip(":").lower()
-    if "::skin-tone" in bare or bare.startswith("+1::") or bare.startswith("thumbsup::"):
-        bare = bare.split("::", 1)[0]
-    return "👍" if bare in _THUMBS_ALIASES else bare
 
 
 def is_throwaway(text: str) -> bool:
@@ -271,7 +261,7 @@ class Brainstorms:
         idea = await self.app.store.find_idea_by_ref(reaction.conversation.platform, reaction.message_ref)
         if idea is None:
             return False
-        if normalize_emoji(reaction.emoji) != normalize_emoji(self.config.vote_emoji):
+        if plain_emoji(reaction.emoji) != plain_emoji(self.config.vote_emoji):
             return True  # other reactions on ideas are people's business
         session = await self.app.store.get_brainstorm(idea.session_id)
         if session is None or not session.is_open:
