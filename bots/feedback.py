@@ -201,6 +201,16 @@ async def refine(
     # back unchanged; "more" must not repeat any variant already shown.
     shown = tuple(text for text in record.variants if text)
     avoid = tuple(shown if instruction == MORE else (text,) if text else () for text in record.variants)
+    # A retry of a rewrite that came back unchanged asks afresh: the first ask, in the new tone, with the user's
+    # sentence added (shorter/longer keep the conversation: they need the text they change).
+    fresh_tone = tone or record.tone
+    fresh_ask = at_length(base, render_template(base, lineage[0].prompt, fresh_tone), length, settings)[1]
+    if instruction not in (REGENERATE, MORE, SHORTER, LONGER) and tone is None:
+        said = instruction.strip().rstrip(".!? ")
+        fresh_ask = f"{fresh_ask} {said[:1].upper()}{said[1:]}."
+    if instruction in (SHORTER, LONGER) or lineage[0].kind == "remix":
+        fresh_ask = ""
+    common["fresh_ask"] = fresh_ask
     if instruction == REGENERATE:
         last = turns.pop()
         draft = Draft(tone=record.tone, turns=tuple(turns), ask=last.ask, per_variant=True, avoid=avoid, **common)

@@ -61,6 +61,12 @@ class Draft:
     avoid: tuple[tuple[str, ...], ...] = ()
     # "shorter"/"longer": a worked example of that refinement, made from the kind's own examples, goes first.
     demo: str = ""
+    # The retry of a variant that came back unchanged asks afresh, without the earlier answers a small model
+    # copies: the first ask with the new tone or the user's instruction in it ("" keeps the conversation).
+    fresh_ask: str = ""
+
+    def fresh_messages(self) -> tuple[ChatMessage, ...]:
+        return build_messages(self.spec, self.fresh_ask, examples=self.examples())
 
     def messages(self, index: int) -> tuple[ChatMessage, ...]:
         turns = self.turns
@@ -194,10 +200,12 @@ class Studio:
     def _best_of(self, draft: Draft) -> int:
         return max(1, getattr(self.app.settings.generation, "best_of", 1))
 
-    def _request(self, ctx: Context, draft: Draft, index: int, attempt: int = 0) -> GenerationRequest:
+    def _request(
+        self, ctx: Context, draft: Draft, index: int, attempt: int = 0, *, fresh: bool = False
+    ) -> GenerationRequest:
         settings = self.app.settings
         return GenerationRequest(
-            messages=draft.messages(index),
+            messages=draft.fresh_messages() if fresh else draft.messages(index),
             max_new_tokens=draft.spec.max_new_tokens,
             temperature=settings.generation.temperature,
             top_p=settings.generation.top_p,
@@ -280,10 +288,13 @@ class Studio:
     async def _retry(
         self, ctx: Context, draft: Draft, index: int, k: int, stream: ReplyStream, outcome: _Outcome
     ) -> list[Candidate]:
-        """One more round for a variant that missed its goal (a "shorter" that came out longer)."""
+        """One more round for a variant that missed its goal (a "shorter" that came out longer, a rewrite that came
+        back unchanged: that one asks afresh, see Draft.fresh_ask)."""
         feeds: list[asyncio.Queue[Chunk | GenerationError | None]] = [asyncio.Queue() for _ in range(k)]
         pumps = [
-            asyncio.create_task(self._pump(self._request(ctx, draft, index, k + attempt), feed))
+            asyncio.create_task(
+                self._pump(self._request(ctx, draft, index, k + attempt, fresh=bool(draft.fresh_ask)), feed)
+            )
             for attempt, feed in enumerate(feeds)
         ]
         try:

@@ -291,6 +291,11 @@ def _last_answer(request: GenerationRequest) -> str:
     return next((m.content for m in reversed(request.messages) if m.role == "assistant"), "")
 
 
+def _twist(text: str) -> str:
+    """A rework of `text` that keeps its last word (so each variant's rework is its own)."""
+    return f"A new spin with {text.split()[-1].rstrip('.')} and friends."
+
+
 @pytest.mark.parametrize("line", ["make it more surprising", "t witty", "r", "m"])
 async def test_every_refinement_reworks_each_variant_on_its_own(tmp_path: Path, line: str) -> None:
     """A refinement of a 2-variant result gives two single answers, each built on its own variant: never a
@@ -299,7 +304,7 @@ async def test_every_refinement_reworks_each_variant_on_its_own(tmp_path: Path, 
     def script(request: GenerationRequest) -> str:
         if len(request.messages) <= 2 + 2 * 2:  # system, the few-shot examples, the first ask
             return f"Slow tea, bright mornings number {request.seed}."
-        return f"{_last_answer(request).rstrip('.')} and a twist."
+        return _twist(_last_answer(request))
 
     bot = await make_bot(settings_for(tmp_path), FakeGenerator(script))
     try:
@@ -309,7 +314,7 @@ async def test_every_refinement_reworks_each_variant_on_its_own(tmp_path: Path, 
         for request in bot.generator.requests[2:]:
             assert not any(m.content.startswith("1. ") for m in request.messages), "no numbered list as context"
         if line != "r" and line != "m":
-            assert refined.parts == tuple(f"{text.rstrip('.')} and a twist." for text in first.parts)
+            assert refined.parts == tuple(_twist(text) for text in first.parts)
     finally:
         await bot.chorus.close()
 
@@ -337,6 +342,10 @@ async def test_a_refinement_that_hands_back_the_same_text_is_retried(tmp_path: P
         refined = await bot.one(line)
         record = await bot.store.get_generation(refined.generation_id)
         assert record is not None and record.params["retried"] >= 1
+        retry = bot.generator.requests[-1].messages
+        if line not in ("r", "m"):  # a retry asks afresh: no earlier answer of this result to copy from
+            assert not any(m.content in first.parts for m in retry) and "tea shop" in retry[-1].content
+            assert ("witty" if line == "t witty" else "rhyme" if "rhyme" in line else "surprising") in retry[-1].content
         changed = [i for i in range(2) if refined.parts[i] != first.parts[i]]
         assert changed == ([1] if line.startswith("2 ") else [0, 1])
     finally:
