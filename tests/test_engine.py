@@ -432,6 +432,22 @@ async def test_a_request_joins_a_running_batch_without_stopping_it(engine: Batch
     assert recorder.finish("long") == "length" and recorder.tokens("long") == 60
 
 
+def _repeated_trigrams(text: str) -> int:
+    words = text.lower().split()
+    trigrams = list(zip(words, words[1:], words[2:], strict=False))
+    return len(trigrams) - len(set(trigrams))
+
+
+@pytest.mark.slow
+async def test_repetition_penalty_breaks_a_greedy_loop(engine: BatchingEngine) -> None:
+    """Greedy decoding of a list loops on the small model; the penalty makes it say something new instead."""
+    prompt = "List fifty words that rhyme with cat."
+    plain, _ = await collect(engine.stream(ask(prompt, max_new_tokens=64)))
+    penalised, _ = await collect(engine.stream(ask(prompt, max_new_tokens=64, repetition_penalty=1.3)))
+    assert _repeated_trigrams(plain) >= 5, plain  # the degenerate case this is about
+    assert _repeated_trigrams(penalised) < _repeated_trigrams(plain) / 2, penalised
+
+
 @pytest.mark.slow
 async def test_same_seed_same_text(engine: BatchingEngine) -> None:
     def sampled() -> GenerationRequest:
