@@ -186,7 +186,8 @@ class BatchingEngine(LocalGenerator):
     dtype "auto" picks bfloat16 on CUDA and on a CPU with native bfloat16 (AMX or AVX512-BF16), else
     fallback_dtype. On a CPU, bfloat16 Linear weights are pre-packed for oneDNN once at load, which makes them fast.
     quantize "int8" instead stores the Linear weights (lm_head too) as int8 and runs them as dynamic int8 matrix
-    products (CPU only): about half the bytes per token and faster, at a small cost in agreement with bfloat16.
+    products (CPU only): half the weight bytes per token and faster products, but its greedy tokens agree with
+    bfloat16's less often (measured in docs/serve.md), so it is off unless asked for.
 
     It reuses LocalGenerator's model loading, asyncio bridge, warmup, abort and close, and replaces the worker loop.
     """
@@ -930,7 +931,7 @@ _INT8_LINEAR: Any = None
 def _int8_linear(torch: Any, weight: Any) -> Any:
     """A bias-free Linear module with int8 weights (one scale per output channel), run by the quantized engine's
     dynamic int8 matrix product: each call quantizes its input per tensor and multiplies in int8 (VNNI on x86).
-    Half the bytes of bfloat16 per token, which is what batch-1 decoding on a CPU waits for."""
+    Half the weight bytes of bfloat16 per token."""
     global _INT8_LINEAR
     if _INT8_LINEAR is None:
 
