@@ -6,8 +6,10 @@ driven only through its pure interface (`record_activity`, `choose`, `observe`).
 what each policy posted, summed over its first 30/60/90 drops, as a fraction of the oracle's.
 
 Settings: tastes mild / moderate (the headline) / strong; and, with moderate tastes, a stable channel (no drift),
-a drifting one (tastes move 0.1 logit a day instead of 0.03) and one with no activity data (the planner must learn
-the hour from engagement alone).
+a drifting one (tastes move 0.1 logit a day instead of 0.03), one with no activity data (the planner must learn
+the hour from engagement alone), and one whose channels share half their taste with the rest of their deployment.
+Besides the planner run channel by channel, "planner (deployment)" runs deployments of ten channels that pool what
+they learn (`SharedPrior`), and "Thompson reference" is plain factorized Thompson sampling.
 
     PYTHONPATH=. python bench/drops_sim.py [--channels 200] [--seed 7] [--settings moderate,drifting]
 """
@@ -15,9 +17,8 @@ the hour from engagement alone).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,23 @@ from pathlib import Path
 
 import numpy as np
 
-from scheduler.planner import CLICK_WEIGHT, DEFAULT_REACTION_WEIGHTS, REPLY_WEIGHT, Engagement, Planner
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = Path(__file__).resolve().parent
+# This checkout's `scheduler` first (not another checkout's on PYTHONPATH), bench/ last for local_generator.
+sys.path[:] = [str(REPO_ROOT), *(p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR), str(BENCH_DIR)]
+
+from local_generator import machine_info, write_results  # noqa: E402
+
+from scheduler.planner import (  # noqa: E402
+    CLICK_WEIGHT,
+    DEFAULT_REACTION_WEIGHTS,
+    REPLY_WEIGHT,
+    DropPlan,
+    Engagement,
+    Planner,
+    SharedPrior,
+    engagement_counts,
+)
 
 KINDS = ["prompt", "idea", "story", "question", "poem"]
 TONES = ["neutral", "playful", "formal", "witty", "bold", "warm", "dramatic", "minimal", "poetic", "professional"]
@@ -69,7 +86,11 @@ TASTES = {
 }
 
 
-def make_channel(rng: np.random.Generator, tastes: str = "moderate") -> Channel:
+def make_channel(
+    rng: np.random.Generator, tastes: str = "moderate", shared: float = 0.0, deployment: int = 0
+) -> Channel:
+    """One channel; with `shared` > 0 that share of its taste variance is common to its deployment (the channels
+    `deployment` names), the rest its own."""
     hours = np.arange(24)
     peak = int(rng.integers(7, 23))
     second = (peak + int(rng.integers(5, 10))) % 24
@@ -81,7 +102,7 @@ def make_channel(rng: np.random.Generator, tastes: str = "moderate") -> Channel:
     # A busy evening (or lunch) peak, a smaller second one, and a quiet but not silent night.
     activity = 0.1 + bump(peak, 2.5) + 0.5 * bump(second, 2.0)
     activity = activity / activity.max()
-    return Channel(
+    channel = Channel(
         offset=int(rng.choice([-8, -5, -3, 0, 1, 2, 3, 5, 8, 9])),
         activity=activity,
         messages_per_day=float(rng.uniform(60, 400)),
@@ -92,6 +113,13 @@ def make_channel(rng: np.random.Generator, tastes: str = "moderate") -> Channel:
         topic=rng.normal(0, TASTES[tastes]["topic"], len(TOPICS)),
         mix=rng.normal(0, TASTES[tastes]["mix"], (len(KINDS), len(TONES), len(TOPICS))),
     )
+    if shared > 0:
+        common = np.random.default_rng([deployment, 424242])
+        own, same = np.sqrt(1 - shared), np.sqrt(shared)
+        for name in ("kind", "tone", "topic"):
+            mine = getattr(channel, name)
+            setattr(channel, name, own * mine + same * common.normal(0, TASTES[tastes][name], mine.shape))
+    return channel
 
 
 _MEAN_POSITIVE = float(np.mean([DEFAULT_REACTION_WEIGHTS[e] for e in POSITIVE]))
@@ -127,6 +155,8 @@ class Setting:
     tastes: str = "moderate"
     drift: float = 0.03
     activity: bool = True
+    # The share of taste variance the channels of one deployment have in common (0: every channel its own).
+    shared: float = 0.0
 
 
 SETTINGS = {
@@ -136,63 +166,154 @@ SETTINGS = {
     "stable": Setting(drift=0.0),
     "drifting": Setting(drift=0.1),
     "no activity data": Setting(activity=False),
+    "shared tastes": Setting(shared=0.5),
 }
+# Channels per simulated deployment for the "planner (deployment)" policy, which pools what they learn.
+DEPLOYMENT = 10
+
+
+class ThompsonReference:
+    """A plain factorized Thompson-sampling reference: for each kind, tone and topic on its own, a Gaussian belief
+    about log(liked events) from the drops that used it (prior N(0, 1), noise variance 0.25); the hour is the
+    planner's. No covering design, no shared level, no 👎 model, no drift, no robustness."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng([seed, 77])
+        self.stats = {
+            group: np.zeros((len(names), 2)) for group, names in (("kind", KINDS), ("tone", TONES), ("topic", TOPICS))
+        }
+
+    def choose(self) -> tuple[str, str, str]:
+        picks = []
+        for group, names in (("kind", KINDS), ("tone", TONES), ("topic", TOPICS)):
+            n, total = self.stats[group][:, 0], self.stats[group][:, 1]
+            # The prior is centred on what drops got on average so far (log counts are far from 0).
+            seen = float(self.stats[group][:, 0].sum())
+            centre = float(self.stats[group][:, 1].sum()) / seen if seen else 0.0
+            precision = 1.0 + n / 0.25
+            sample = (centre + total / 0.25) / precision + self.rng.standard_normal(len(names)) / np.sqrt(precision)
+            picks.append(names[int(np.argmax(sample))])
+        return picks[0], picks[1], picks[2]
+
+    def observe(self, kind: str, tone: str, topic: str, y: float) -> None:
+        for group, names, name in (("kind", KINDS, kind), ("tone", TONES, tone), ("topic", TOPICS, topic)):
+            self.stats[group][names.index(name)] += (1.0, y)
 
 
 def simulate(
     channel_seed: int, policy: str, setting: Setting | str = "moderate", planner_kwargs: dict | None = None
 ) -> list[tuple[float, float]]:
     """(expected reward of the policy's drop, oracle's expected reward) per posted drop, in order."""
+    return simulate_group([channel_seed], policy, setting, planner_kwargs)[0]
+
+
+def simulate_group(
+    channel_seeds: list[int], policy: str, setting: Setting | str = "moderate", planner_kwargs: dict | None = None
+) -> list[list[tuple[float, float]]]:
+    """`simulate` for channels that run side by side, day by day; under "planner (deployment)" they are one
+    deployment and each day every channel adopts the prior pooled from all of them (`SharedPrior`)."""
     if isinstance(setting, str):
         setting = SETTINGS.get(setting, Setting(tastes=setting))
-    tastes = setting.tastes
-    rng = np.random.default_rng(channel_seed)
-    channel = make_channel(rng, tastes)
-    noise = np.random.default_rng(channel_seed + 1)
-    choices = np.random.default_rng(channel_seed + 2)
-    planner = Planner(KINDS, TONES, TOPICS, seed=channel_seed, **(planner_kwargs or {}))
+    worlds = []
+    for channel_seed in channel_seeds:
+        rng = np.random.default_rng(channel_seed)
+        channel = make_channel(rng, setting.tastes, setting.shared, channel_seed // DEPLOYMENT)
+        noise = np.random.default_rng(channel_seed + 1)
+        choices = np.random.default_rng(channel_seed + 2)
+        planner = Planner(KINDS, TONES, TOPICS, seed=channel_seed, **(planner_kwargs or {}))
+        worlds.append((rng, channel, noise, choices, planner, ThompsonReference(channel_seed), []))
     start = datetime(2026, 1, 5, tzinfo=UTC)
-    out: list[tuple[float, float]] = []
     for day in range(DAYS):
-        # Yesterday's channel messages, counted by local hour (what the Activity events feed the planner).
-        local_day = start + timedelta(days=day - 1)
-        counts = noise.poisson(channel.messages_per_day * channel.activity / channel.activity.sum())
-        for hour, count in enumerate(counts):
-            if count and setting.activity:
-                planner.record_activity(local_day.weekday(), hour, int(count))
-        if day == 0:
-            continue
-        appeal = channel.appeal()
-        best = float(max(expected_reward(channel, float(appeal.max()), h) for h in range(24)))
-        now = start + timedelta(days=day)
-        if policy in ("planner", "planner@09utc"):
-            plan = planner.choose(now)
-            hour = (9 + channel.offset) % 24 if policy == "planner@09utc" else plan.hour
-            if plan.post:
-                k, t, p = KINDS.index(plan.kind), TONES.index(plan.tone), TOPICS.index(plan.topic)
-                value = expected_reward(channel, float(appeal[k, t, p]), hour)
-                planner.observe(
-                    plan.__class__(**{**plan.as_dict(), "hour": hour}),
-                    sample_engagement(channel, float(appeal[k, t, p]), hour, noise),
-                )
-                out.append((value, best))
-        else:
-            k, t, p = (int(choices.integers(n)) for n in (len(KINDS), len(TONES), len(TOPICS)))
-            hour = (9 + channel.offset) % 24 if policy == "fixed 09:00 UTC" else int(choices.integers(24))
-            out.append((expected_reward(channel, float(appeal[k, t, p]), hour), best))
-        channel.drift(rng, setting.drift)
-    return out
+        if policy == "planner (deployment)" and day > 1:
+            prior = SharedPrior.from_planners([world[4] for world in worlds])
+            for world in worlds:
+                world[4].adopt_prior(prior)
+        for rng, channel, noise, choices, planner, reference, out in worlds:
+            _day(day, start, setting, policy, rng, channel, noise, choices, planner, reference, out)
+    return [world[-1] for world in worlds]
 
 
-POLICIES = ("oracle", "planner", "planner@09utc", "fixed 09:00 UTC", "uniform random")
+def _day(
+    day: int,
+    start: datetime,
+    setting: Setting,
+    policy: str,
+    rng: np.random.Generator,
+    channel: Channel,
+    noise: np.random.Generator,
+    choices: np.random.Generator,
+    planner: Planner,
+    reference: ThompsonReference,
+    out: list[tuple[float, float]],
+) -> None:
+    # Yesterday's channel messages, counted by local hour (what the Activity events feed the planner).
+    local_day = start + timedelta(days=day - 1)
+    counts = noise.poisson(channel.messages_per_day * channel.activity / channel.activity.sum())
+    for hour, count in enumerate(counts):
+        if count and setting.activity:
+            planner.record_activity(local_day.weekday(), hour, int(count))
+    if day == 0:
+        return
+    appeal = channel.appeal()
+    best = float(max(expected_reward(channel, float(appeal.max()), h) for h in range(24)))
+    now = start + timedelta(days=day)
+    if policy in ("planner", "planner@09utc", "planner (deployment)"):
+        plan = planner.choose(now)
+        hour = (9 + channel.offset) % 24 if policy == "planner@09utc" else plan.hour
+        if plan.post:
+            k, t, p = KINDS.index(plan.kind), TONES.index(plan.tone), TOPICS.index(plan.topic)
+            value = expected_reward(channel, float(appeal[k, t, p]), hour)
+            planner.observe(
+                plan.__class__(**{**plan.as_dict(), "hour": hour}),
+                sample_engagement(channel, float(appeal[k, t, p]), hour, noise),
+            )
+            out.append((value, best))
+    elif policy == "Thompson reference":
+        hour = planner.choose(now).hour
+        kind, tone, topic = reference.choose()
+        k, t, p = KINDS.index(kind), TONES.index(tone), TOPICS.index(topic)
+        engagement = sample_engagement(channel, float(appeal[k, t, p]), hour, noise)
+        planner.observe(DropPlan(kind, tone, topic, hour), engagement)
+        liked, _ = engagement_counts(engagement)
+        exposure = float(np.log(max(float(planner.activity_profile()[hour]), 0.05)))
+        reference.observe(kind, tone, topic, float(np.log(liked + 0.5)) - exposure)
+        out.append((expected_reward(channel, float(appeal[k, t, p]), hour), best))
+    else:
+        k, t, p = (int(choices.integers(n)) for n in (len(KINDS), len(TONES), len(TOPICS)))
+        hour = (9 + channel.offset) % 24 if policy == "fixed 09:00 UTC" else int(choices.integers(24))
+        out.append((expected_reward(channel, float(appeal[k, t, p]), hour), best))
+    channel.drift(rng, setting.drift)
 
 
-def run(channels: int, seed: int, setting: Setting | str = "moderate", planner_kwargs: dict | None = None) -> dict:
+POLICIES = (
+    "oracle",
+    "planner",
+    "planner (deployment)",
+    "Thompson reference",
+    "planner@09utc",
+    "fixed 09:00 UTC",
+    "uniform random",
+)
+
+
+def run(
+    channels: int,
+    seed: int,
+    setting: Setting | str = "moderate",
+    planner_kwargs: dict | None = None,
+    policies: tuple[str, ...] = POLICIES[1:],
+) -> dict:
     table: dict[str, dict[int, float]] = {}
-    for policy in POLICIES[1:]:
+    for policy in policies:
         sums = {n: [0.0, 0.0] for n in CHECKPOINTS}
-        for c in range(channels):
-            trace = simulate(seed * 100_000 + c, policy, setting, planner_kwargs)
+        size = DEPLOYMENT if policy == "planner (deployment)" else 1
+        seeds = [seed * 100_000 + c for c in range(channels)]
+        traces = [
+            trace
+            for first in range(0, channels, size)
+            for trace in simulate_group(seeds[first : first + size], policy, setting, planner_kwargs)
+        ]
+        for trace in traces:
             for n in CHECKPOINTS:
                 head = trace[:n]
                 sums[n][0] += sum(v for v, _ in head)
@@ -205,14 +326,15 @@ def run(channels: int, seed: int, setting: Setting | str = "moderate", planner_k
 def table_rows(table: dict) -> list[str]:
     lines = ["| policy | after 30 drops | after 60 | after 90 |", "| --- | ---: | ---: | ---: |"]
     for policy in POLICIES:
-        row = table[policy]
-        lines.append(f"| {policy} | " + " | ".join(f"{100 * row[n]:.1f}%" for n in CHECKPOINTS) + " |")
+        if policy in table:
+            row = table[policy]
+            lines.append(f"| {policy} | " + " | ".join(f"{100 * row[n]:.1f}%" for n in CHECKPOINTS) + " |")
     return lines
 
 
 def verdict(table: dict) -> str:
     at30, at60 = table["planner"][30], table["planner"][60]
-    ratio = at60 / table["fixed 09:00 UTC"][60]
+    ratio = at60 / table["fixed 09:00 UTC"][60] if "fixed 09:00 UTC" in table else float("nan")
     return (
         f"Targets: ≥ 75% of oracle after 30 drops — {'met' if at30 >= 0.75 else 'missed'} ({100 * at30:.1f}%); "
         f"≥ 80% after 60 — {'met' if at60 >= 0.80 else 'missed'} ({100 * at60:.1f}%); "
@@ -221,9 +343,12 @@ def verdict(table: dict) -> str:
 
 
 def markdown(tables: dict[str, dict], meta: dict) -> str:
+    machine = meta["machine"]
     lines = [
-        f"Drops simulator — {meta['channels']} channels per setting, seed {meta['seed']}, {meta['machine']}, "
-        f"{meta['date']}",
+        f"Drops simulator — {meta['channels']} channels per setting, seed {meta['seed']}, "
+        f"{machine['os_cpu_count']}-core {machine['cpu_model'] or 'CPU'} (shared), Python {machine['python']}, "
+        f"load {machine['loadavg_start'][0]:.1f} → {meta['loadavg_end'][0]:.1f}, {machine['date'][:10]}, "
+        f"commit {(machine['git_commit'] or '?')[:7]}",
         "",
     ]
     for name, table in tables.items():
@@ -232,6 +357,8 @@ def markdown(tables: dict[str, dict], meta: dict) -> str:
         "Cumulative expected engagement of each policy's first 30/60/90 drops as a share of the oracle's (the oracle",
         "knows each channel's current tastes and activity hours). Fixed and random pick content uniformly;",
         "planner@09utc is the planner's content choice posted at the fixed hour, to separate timing from content.",
+        f"planner (deployment) runs the channels in deployments of {DEPLOYMENT} that pool what they learn (a shared",
+        "prior); Thompson reference is plain factorized Thompson sampling of content at the planner's hour.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -241,38 +368,40 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of: {', '.join(SETTINGS)}")
+    parser.add_argument("--policies", default=",".join(POLICIES[1:]), help="comma-separated (the oracle is 100%%)")
     parser.add_argument("--out", default="drops_sim", help="file name (no extension) under bench/results/")
     args = parser.parse_args()
+    machine = machine_info()
     started = time.perf_counter()
     names = [name.strip() for name in args.settings.split(",") if name.strip()]
-    tables = {name: run(args.channels, args.seed, SETTINGS[name]) for name in names}
+    policies = tuple(name.strip() for name in args.policies.split(",") if name.strip())
+    tables = {name: run(args.channels, args.seed, SETTINGS[name], policies=policies) for name in names}
     meta = {
         "channels": args.channels,
         "seed": args.seed,
-        "machine": f"{os.cpu_count()}-core {platform.machine()} CPU (shared and loaded), "
-        f"Python {platform.python_version()}",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": machine,
         "elapsed_s": round(time.perf_counter() - started, 1),
+        "loadavg_end": list(os.getloadavg()),
     }
     text = markdown(tables, meta)
     print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.out}.md").write_text(text)
     headline = tables.get("moderate") or next(iter(tables.values()))
     payload = {
         "meta": meta,
         "checkpoints": list(CHECKPOINTS),
-        "fraction_of_oracle": {p: {str(n): round(float(v), 4) for n, v in headline[p].items()} for p in POLICIES},
-        "planner_vs_fixed_at_60": round(float(headline["planner"][60] / headline["fixed 09:00 UTC"][60]), 3),
+        "fraction_of_oracle": {p: {str(n): round(float(v), 4) for n, v in headline[p].items()} for p in headline},
+        "planner_vs_fixed_at_60": round(float(headline["planner"][60] / headline["fixed 09:00 UTC"][60]), 3)
+        if "fixed 09:00 UTC" in headline
+        else None,
         "by_setting": {
-            name: {p: {str(n): round(float(v), 4) for n, v in table[p].items()} for p in POLICIES}
+            name: {p: {str(n): round(float(v), 4) for n, v in table[p].items()} for p in table}
             for name, table in tables.items()
         },
         "settings": {name: SETTINGS[name].__dict__ for name in names},
         "tastes": TASTES,
         "targets": {"oracle_fraction_at_30": 0.75, "oracle_fraction_at_60": 0.80},
     }
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    write_results(RESULTS, args.out, text, payload)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ class ReplyAction:
     # When set, the platform first asks for a line of text with this label (a Discord or Slack modal, the rest of
     # the line in the terminal: `idea <text>`); the text arrives as the Action's value.
     ask: str = ""
+    # (label, value) pairs: the platform shows a select (placeholder `label`) and the picked value arrives as the
+    # Action's value. The terminal has no selects; it shows `key` as a hint of what to type instead.
+    choices: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from bots.reply import Publisher, Reply
 from config import KindSpec
 from scheduler.leader import Leadership
 from scheduler.models import GENERATING, DropChannel, DropRun
-from scheduler.planner import Planner
+from scheduler.planner import Planner, SharedPrior
 from scheduler.schedule import Schedule, build_schedule
 
 if TYPE_CHECKING:
@@ -135,7 +135,21 @@ class DropsCore:
         planner.fixed_hour = schedule.fixed_hour
         planner.quiet = schedule.quiet
         planner.activity = await self.activity_matrix(conversation_of(row), schedule.tz)
+        planner.adopt_prior(await self._shared_prior(row.key))
         return planner
+
+    async def _shared_prior(self, key: str) -> SharedPrior:
+        """What the deployment's other channels learned about each kind, tone and topic (empty with fewer than two
+        of them): a channel starts from there instead of from nothing."""
+        async with self.store.session() as session:
+            states = list(await session.scalars(select(DropChannel.planner).where(DropChannel.key != key)))
+        planners = []
+        for state in states:
+            try:
+                planners.append(Planner.from_state(state))
+            except (KeyError, TypeError, ValueError, IndexError):
+                continue  # a damaged row teaches nothing; the channel itself starts afresh when it next plans
+        return SharedPrior.from_planners(planners)
 
     def _stored_planner(self, row: DropChannel) -> Planner:
         """The channel's saved planner; one that cannot be read (a damaged row) starts afresh instead of failing

@@ -12,6 +12,9 @@ No I/O and no clock of its own: `choose(now)` and `observe(plan, engagement)` ar
   before any is tried twice (each factor independently, so all of them are covered within the first drops).
 - **Hour.** The week's busiest hour, unless one weekday's counts say otherwise beyond doubt. Without activity data
   the hour's effect is learned from engagement (Thompson sampling over a smooth prior across hours).
+- **Shared prior.** `SharedPrior.from_planners` pools what the other channels of one deployment learned (empirical
+  Bayes: the mean effect of each kind, tone and topic, and how far channels differ); `adopt_prior` starts a
+  channel's options that it never tried from there. Without other channels nothing changes.
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ _MAX_DRIFT_BOOST = 25.0
 _CHANNEL_CONFIG = frozenset({"seed", "fixed_hour", "default_hour", "quiet", "min_activity"})
 # Innovations beyond this many predictive sds are clipped: one absurd count cannot wreck the model.
 _CLIP = 2.5
+_GROUPS = ("kind", "tone", "topic")
+# A shared prior: channels are believed to differ by at least this sd (log scale) and at most this many times the
+# default prior sd, however alike or unlike the deployment's channels look so far.
+_SHARED_MIN_SD = 0.2
+_SHARED_MAX_RATIO = 2.0
 
 
 @dataclass(frozen=True)
@@ -151,6 +159,58 @@ def quiet_hours(spec: tuple[int, int] | None) -> frozenset[int]:
     return frozenset([*range(start, 24), *range(0, end)])
 
 
+@dataclass(frozen=True)
+class SharedPrior:
+    """What the other channels of one deployment learned, as a starting belief for a channel: per kind, tone and
+    topic ("kind:story"), the mean effect across those channels and the sd a channel's own effect starts with (how
+    far the deployment's channels differ from each other, plus the uncertainty of that mean)."""
+
+    means: Mapping[str, float] = field(default_factory=dict)
+    sds: Mapping[str, float] = field(default_factory=dict)
+    channels: int = 0
+
+    @classmethod
+    def from_planners(cls, planners: Sequence[Planner], *, min_channels: int = 2) -> SharedPrior:
+        """Empirical Bayes over channels: each channel's belief about an option it tried is a look at that
+        channel's effect; the effects scatter around a deployment mean, with one spread per group (kinds, tones,
+        topics), both estimated by moments. Fewer than `min_channels` channels that posted give an empty prior
+        (nothing changes), and the spread stays between `_SHARED_MIN_SD` and `_SHARED_MAX_RATIO` × the default."""
+        looks: dict[str, list[tuple[float, float]]] = {}
+        default_var = max((p.prior_sd**2 for p in planners), default=0.09)
+        for planner in planners:
+            for group in _GROUPS:
+                for name in planner.options(group):
+                    seen = planner.evidence(group, name)
+                    if seen is not None:
+                        looks.setdefault(f"{group}:{name}", []).append(seen)
+        channels = sum(1 for p in planners if p.observed)
+        if channels < min_channels:
+            return cls()
+        means: dict[str, float] = {}
+        sds: dict[str, float] = {}
+        low, high = _SHARED_MIN_SD**2, (_SHARED_MAX_RATIO**2) * default_var
+        for group in _GROUPS:
+            features = {f: v for f, v in looks.items() if f.startswith(f"{group}:") and len(v) >= min_channels}
+            if not features:
+                continue
+            # By the law of total variance, how far channels' true effects scatter around the deployment's mean is
+            # the scatter of their beliefs plus the average uncertainty left in each belief.
+            centres = {}
+            scatter, count = 0.0, 0
+            for feature, values in features.items():
+                e = np.array([mean for mean, _ in values])
+                var = np.array([v for _, v in values])
+                w = 1.0 / var
+                centres[feature] = (float(w @ e / w.sum()), float(1.0 / w.sum()))
+                scatter += float(((e - centres[feature][0]) ** 2).sum() * len(e) / (len(e) - 1) + var.sum())
+                count += len(e)
+            spread = min(max(scatter / count, low), high)
+            for feature, (centre, uncertainty) in centres.items():
+                means[feature] = centre
+                sds[feature] = math.sqrt(spread + uncertainty)
+        return cls(means, sds, channels)
+
+
 class Planner:
     """One channel's planner. Serialise with `to_state()` / `Planner.from_state()`; it holds no references out."""
 
@@ -206,6 +266,8 @@ class Planner:
         self.low_streak = low_streak
         self.max_backoff = max_backoff
         self.features: list[str] = []
+        # The belief each kind, tone and topic started from (mean, variance): the default, or a shared prior.
+        self._priors: dict[str, tuple[float, float]] = {}
         self._mean = np.zeros(0)
         self._cov = np.zeros((0, 0))
         self.tried: dict[str, int] = {}
@@ -259,6 +321,73 @@ class Planner:
         self._cov = cov
         self._mean = np.append(self._mean, 0.0)
         self.features.append(name)
+        if name.split(":", 1)[0] in _GROUPS:
+            self._priors[name] = (0.0, self._prior_variance(name))
+
+    def options(self, group: str) -> list[str]:
+        """The kinds, tones or topics that may be chosen now."""
+        return {"kind": self.kinds, "tone": self.tones, "topic": self.topics}[group]
+
+    def adopt_prior(self, prior: SharedPrior) -> int:
+        """Take the deployment's shared prior (see `SharedPrior`) as this channel's starting belief: an option never
+        tried starts from it; for one already tried, the prior it started from is swapped for the shared one and its
+        own evidence kept (exact for a Gaussian model). Returns how many options changed."""
+        tried: list[tuple[int, float, float, float, float]] = []
+        changed = 0
+        for group in _GROUPS:
+            for name in self.options(group):
+                feature = f"{group}:{name}"
+                if feature not in prior.means:
+                    continue
+                i = self.features.index(feature)
+                mean, variance = float(prior.means[feature]), max(float(prior.sds[feature]) ** 2, 1e-6)
+                old_mean, old_variance = self._priors.get(feature, (0.0, self._prior_variance(feature)))
+                if (mean, variance) == (old_mean, old_variance):
+                    continue
+                changed += 1
+                if not self.tried.get(feature):
+                    self._priors[feature] = (mean, variance)
+                    self._mean[i] = mean
+                    self._cov[i, :] = 0.0
+                    self._cov[:, i] = 0.0
+                    self._cov[i, i] = variance
+                else:
+                    tried.append((i, old_mean, old_variance, mean, variance))
+        if tried and self._swap_prior(tried):
+            for i, _, _, mean, variance in tried:
+                self._priors[self.features[i]] = (mean, variance)
+        elif tried:
+            changed -= len(tried)
+        return changed
+
+    def _swap_prior(self, swaps: Sequence[tuple[int, float, float, float, float]]) -> bool:
+        """Replace the diagonal Gaussian prior of some effects in the posterior: precision += Δ on those effects,
+        precision·mean += r (a rank-k update in covariance form, so nothing is inverted but a k × k matrix)."""
+        index = [i for i, *_ in swaps]
+        delta = np.array([1 / new_v - 1 / old_v for _, _, old_v, _, new_v in swaps])
+        shift = np.array([new_m / new_v - old_m / old_v for _, old_m, old_v, new_m, new_v in swaps])
+        ce = self._cov[:, index]
+        a = self._cov[np.ix_(index, index)]
+        k = len(index)
+        try:
+            middle = np.linalg.solve(np.eye(k) + delta[:, None] * a, np.diag(delta))
+        except np.linalg.LinAlgError:
+            return False
+        cov = self._cov - ce @ middle @ ce.T
+        cov = (cov + cov.T) / 2
+        if np.linalg.eigvalsh(cov[np.ix_(index, index)]).min() <= 0 or np.diag(cov).min() <= 0:
+            return False  # its own evidence cannot be told from its old prior (drift): keep the old one
+        self._mean = self._mean + cov[:, index] @ (shift - delta * self._mean[index])
+        self._cov = cov
+        return True
+
+    def evidence(self, group: str, name: str) -> tuple[float, float] | None:
+        """What this channel believes about one option's lift over its group's average (mean, variance), once it
+        has tried it; None before."""
+        if not self.tried.get(f"{group}:{name}") or len(self.options(group)) < 2:
+            return None
+        mean, sd = self.effect(group, name)
+        return mean, sd * sd
 
     def _ensure_hours(self) -> None:
         """Hour effects, correlated across neighbouring hours (a smooth prior on the circle)."""
@@ -539,6 +668,7 @@ class Planner:
             "mean": self._mean.tolist(),
             "cov": self._cov.tolist(),
             "tried": self.tried,
+            "priors": {name: list(start) for name, start in self._priors.items()},
             "activity": self.activity.tolist(),
             "level_set": self.level_set,
             "noise_ss": self._noise_ss,
@@ -573,6 +703,8 @@ class Planner:
         planner._mean = np.asarray(state["mean"], dtype=float)
         planner._cov = np.asarray(state["cov"], dtype=float).reshape(len(planner.features), -1)
         planner.tried = {str(k): int(v) for k, v in state.get("tried", {}).items()}
+        for name, (mean, variance) in dict(state.get("priors", {})).items():
+            planner._priors[str(name)] = (float(mean), float(variance))
         planner.level_set = bool(state.get("level_set", False))
         planner._noise_ss = float(state.get("noise_ss", 0.0))
         planner._noise_n = float(state.get("noise_n", 0.0))

@@ -214,7 +214,7 @@ async def test_messages_a_feature_claims_cost_no_quota_but_refinements_do(tmp_pa
         await bot.chorus.close()
 
 
-async def test_blocklisted_input_is_refused_and_output_redacted_and_mentions_neutralized(tmp_path: Path) -> None:
+async def test_blocklisted_input_is_refused_and_output_redacted(tmp_path: Path) -> None:
     generator = FakeGenerator(script=lambda request: "Ping @everyone and <!channel>, darn good deals")
     bot = await make_bot(settings_for(tmp_path, CHORUS_MODERATION__BLOCKLIST='["darn"]'), generator)
     try:
@@ -222,9 +222,10 @@ async def test_blocklisted_input_is_refused_and_output_redacted_and_mentions_neu
         assert "blocked word ('darn')" in reply_text(refused) and generator.requests == []
         reply = await bot.one("/create slogan a shop")
         text = reply.parts[0]
-        assert "@everyone" not in text and "<!channel>" not in text and "darn" not in text
+        # Mentions are the adapters' to defuse (tests/test_*_render.py); the core keeps the words as written.
+        assert "darn" not in text and "Ping @everyone and <!channel>" in text
         streamed = "".join(bot.responder.streams[-1].deltas)
-        assert "@everyone" not in streamed and "<!channel>" not in streamed and "darn" not in streamed
+        assert "darn" not in streamed
     finally:
         await bot.chorus.close()
 

@@ -13,7 +13,7 @@ from fake_discord import FakeDiscord, RateLimits, interaction_payload
 from test_discord_adapter import Harness, create_one, custom_ids, latest_with_ref, start_harness, stop_harness
 
 from generation.fake import FakeGenerator
-from support import wait_until
+from support import wait_for, wait_until
 
 
 @pytest.fixture
@@ -255,12 +255,11 @@ async def test_a_private_error_after_a_public_defer_stays_private_when_the_place
 
 
 async def wait_until_stored(harness: Harness, generation_id: int) -> None:
-    for _ in range(1000):
+    async def stored() -> bool:
         record = await harness.chorus.store.get_generation(generation_id)
-        if record is not None and record.message_ref:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no message ref stored")
+        return record is not None and bool(record.message_ref)
+
+    await wait_for(stored, describe=lambda: "no message ref stored")
 
 
 async def test_a_result_stored_but_not_delivered_before_a_restart_is_posted_after_it(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from scheduler.planner import (
     DropPlan,
     Engagement,
     Planner,
+    SharedPrior,
     engagement_counts,
     engagement_reward,
     quiet_hours,
@@ -272,3 +273,77 @@ def test_an_earlier_state_still_loads_and_keeps_what_it_learned() -> None:
     loaded.observe(plan, Engagement(reactions={"👍": 5}))
     again = loaded.to_state()
     assert again["version"] == STATE_VERSION and len(again["cov"]) == len(again["features"])
+
+
+def _deployment(kind: str, topic: str, channels: int = 4, drops: int = 40) -> list[Planner]:
+    """Channels of one deployment that all like the same kind and topic (tones make no difference)."""
+    planners = []
+    for seed in range(channels):
+        planner = Planner(KINDS, TONES, TOPICS, seed=100 + seed)
+        rng = np.random.default_rng(100 + seed)
+        for _ in range(drops):
+            plan = planner.choose(MONDAY)
+            planner.observe(plan, _additive(plan, rng, kind=kind, topic=topic))
+        planners.append(planner)
+    return planners
+
+
+def test_a_new_channel_starts_from_what_the_deployments_other_channels_learned() -> None:
+    prior = SharedPrior.from_planners(_deployment("story", "nature"))
+    assert prior.channels == 4
+    first_story = {True: [], False: []}
+    for seed in range(6):
+        for shared in (True, False):
+            planner = Planner(KINDS, TONES, TOPICS, seed=seed)
+            if shared:
+                assert planner.adopt_prior(prior) > 0
+            rng = np.random.default_rng(seed)
+            kinds = []
+            for _ in range(8):
+                plan = planner.choose(MONDAY)
+                kinds.append(plan.kind)
+                planner.observe(plan, _additive(plan, rng, kind="story", topic="nature"))
+            first_story[shared].append(kinds.index("story"))
+    assert first_story[True] == [0] * 6, "the deployment's favourite is tried first"
+    assert sum(first_story[False]) > 0
+    assert "story" not in dict(Planner(KINDS, TONES, TOPICS).learned()["kind"]), "a prior alone is not learned"
+
+
+def test_a_channel_unlike_its_deployment_still_learns_its_own_taste() -> None:
+    prior = SharedPrior.from_planners(_deployment("story", "nature"))
+    planner = Planner(KINDS, TONES, TOPICS, seed=9)
+    planner.adopt_prior(prior)
+    rng = np.random.default_rng(9)
+    for _ in range(40):
+        plan = planner.choose(MONDAY)
+        planner.observe(plan, _additive(plan, rng, kind="idea", topic="cities"))
+        planner.adopt_prior(prior)  # the service adopts the deployment's prior before every choice
+    assert planner.learned()["kind"][0][0] == "idea"
+    assert sum(planner.choose(MONDAY).kind == "idea" for _ in range(10)) >= 8
+
+
+def test_the_shared_prior_learns_how_far_the_channels_differ() -> None:
+    agree = SharedPrior.from_planners(_deployment("story", "nature", channels=6))
+    split = SharedPrior.from_planners(_deployment("story", "nature", channels=3) + _deployment("idea", "nature", 3))
+    assert agree.means["kind:story"] > max(agree.means[f"kind:{k}"] for k in KINDS if k != "story")
+    agree_sd = np.mean([agree.sds[f"kind:{k}"] for k in KINDS])
+    split_sd = np.mean([split.sds[f"kind:{k}"] for k in KINDS])
+    assert split_sd > agree_sd, "channels that disagree about kinds make a new channel less sure of any kind"
+
+
+def test_a_channel_alone_or_with_one_other_gets_no_shared_prior() -> None:
+    for others in (0, 1):
+        prior = SharedPrior.from_planners(_deployment("story", "nature", channels=others))
+        assert not prior.means
+        alone, plain = Planner(KINDS, TONES, TOPICS, seed=3), Planner(KINDS, TONES, TOPICS, seed=3)
+        assert alone.adopt_prior(prior) == 0
+        assert [alone.choose(MONDAY) for _ in range(5)] == [plain.choose(MONDAY) for _ in range(5)]
+
+
+def test_the_shared_prior_survives_a_json_round_trip() -> None:
+    prior = SharedPrior.from_planners(_deployment("story", "nature"))
+    planner = Planner(KINDS, TONES, TOPICS, seed=2)
+    planner.adopt_prior(prior)
+    copy = Planner.from_state(json.loads(json.dumps(planner.to_state())))
+    assert copy.adopt_prior(prior) == 0, "it knows which prior it already started from"
+    assert copy.choose(MONDAY) == planner.choose(MONDAY)

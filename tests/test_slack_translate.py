@@ -21,6 +21,7 @@ from adapters.slack.translate import (
     to_message,
     to_reaction,
     to_submission,
+    unicode_emoji,
 )
 from bots.events import Action, Activity, Command, Conversation, Message
 
@@ -154,7 +155,7 @@ def test_chorus_own_messages_mean_nothing() -> None:
 
 def test_reactions_on_messages_point_at_the_message() -> None:
     reaction = to_reaction(payload("reaction_added"), "T0001", ADMINS)
-    assert reaction is not None and reaction.added and reaction.emoji == "thumbsup"
+    assert reaction is not None and reaction.added and reaction.emoji == "👍"
     assert reaction.message_ref == "C2147483705:1700000100.000200"
     removed = to_reaction({**payload("reaction_added"), "type": "reaction_removed"}, "T0001", ADMINS)
     assert removed is not None and not removed.added
@@ -166,3 +167,12 @@ def test_message_refs_name_the_channel_because_ts_is_unique_only_per_channel() -
     assert split_ref(message_ref("C1", "1700000000.000100")) == ("C1", "1700000000.000100")
     with pytest.raises(ValueError):
         split_ref("1700000000.000100")
+
+
+def test_slack_emoji_names_become_the_unicode_emoji_people_see() -> None:
+    names = ("+1", ":thumbsup:", "+1::skin-tone-3", "thumbsup::skin-tone-6")
+    assert {unicode_emoji(name) for name in names} == {"👍"}
+    assert [unicode_emoji(name) for name in ("-1", "thumbsdown", "heart", "fire", "tada", "eyes")] == [
+        "👎", "👎", "❤", "🔥", "🎉", "👀"
+    ]  # fmt: skip
+    assert unicode_emoji("partyparrot") == "partyparrot"  # a workspace's own emoji keeps its name

@@ -24,7 +24,7 @@ from discord.http import Route
 from discord.webhook.async_ import async_context, interaction_response_params
 
 from adapters.discord.callbacks import CallbackConnections, CallbackError
-from adapters.discord.render import Page, render_progress, render_reply
+from adapters.discord.render import Page, render_progress, render_reply, sanitize
 from bots.events import Conversation
 from bots.reply import PublishForbidden, Reply
 
@@ -334,7 +334,7 @@ async def open_thread(
     """Start a public thread on a message Chorus posted; messages in it then reach the core without a mention."""
     channel = host.client.get_partial_messageable(channel_id, guild_id=guild_id)
     thread = await channel.get_partial_message(int(message_ref)).create_thread(
-        name=name[:100] or "Chorus", auto_archive_duration=1440
+        name=sanitize(name)[:100] or "Chorus", auto_archive_duration=1440
     )
     host.remember_thread(str(thread.id), str(channel_id))
     return str(thread.id), ChannelResponder(host, thread.id, guild_id=guild_id)

@@ -9,7 +9,6 @@ from bots.actions import BRAINSTORM_ACTIONS, BRAINSTORM_IDEA, BRAINSTORM_NEXT, B
 from bots.brainstorm.prompts import short
 from bots.reply import Reply, ReplyAction
 from bots.store import BrainstormRecord, IdeaRecord
-from generation.moderation import neutralize_mentions
 
 IDEA, VOTE, NEXT, WRAP = BRAINSTORM_IDEA, BRAINSTORM_VOTE, BRAINSTORM_NEXT, BRAINSTORM_WRAP
 ACTIONS = BRAINSTORM_ACTIONS
@@ -106,15 +105,13 @@ def kickoff(session: BrainstormRecord, seeds: int) -> Reply:
     )
     if seeds:
         text += "\nTo get you going, a few ideas from Chorus follow."
-    return Reply(
-        parts=(neutralize_mentions(text),), title=f"💡 Brainstorm: {session.topic}", actions=controls(session.id)
-    )
+    return Reply(parts=(text,), title=f"💡 Brainstorm: {session.topic}", actions=controls(session.id))
 
 
 def chorus_idea(session_id: int, idea: IdeaRecord, heading: str) -> Reply:
     """A seed or yes-and idea, posted as its own message so people can react to it."""
     return Reply(
-        parts=(neutralize_mentions(f"{heading} #{idea.number}: {idea.text}"),),
+        parts=(f"{heading} #{idea.number}: {idea.text}",),
         actions=(vote_button(session_id, idea.number), *controls(session_id)),
     )
 
@@ -136,7 +133,7 @@ def themes_reply(
     if note:
         lines.append(note)
     return Reply(
-        parts=(neutralize_mentions("\n".join(lines)),),
+        parts=("\n".join(lines),),
         title=f"Themes — round {session.round} of {session.rounds}",
         actions=controls(session.id),
     )
@@ -191,7 +188,7 @@ def summary_markdown(
     lines.append(", ".join(f"{name} ({_ideas(n)})" for name, n in people) if people else "No one posted ideas.")
     lines += ["", "## Next steps"]
     lines += [f"{n}. {step}" for n, step in enumerate(session.next_steps, 1)] or ["Pick the idea to try first."]
-    return neutralize_mentions("\n".join(lines))
+    return "\n".join(lines)
 
 
 def _minutes(minutes: float) -> str:
