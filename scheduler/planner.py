@@ -225,6 +225,7 @@ class Planner:
         drift: float = 0.02,
         level_drift: float = 0.05,
         exploration: float = 0.15,
+        variance_bonus: float = 0.5,
         ratio_scale: float = 2.5,
         fixed_hour: int | None = None,
         default_hour: int = 9,
@@ -249,6 +250,9 @@ class Planner:
         # Scales the posterior spread that Thompson sampling draws from (1.0 = textbook): with tens of drops, not
         # thousands, mostly exploiting after the covering design earns more.
         self.exploration = exploration
+        # What is maximized is expected engagement, not expected log engagement: a log-normal's mean is
+        # exp(mu + sigma^2 / 2), so each option is worth its posterior mean plus half its variance (0 = the median).
+        self.variance_bonus = variance_bonus
         # A change of 1 in log(liked) is about this much change in log(liked / disliked): d logit(p) / d log(p) is
         # 1 / (1 - p), about 2.5 for an appeal near one half.
         self.ratio_scale = ratio_scale
@@ -461,7 +465,7 @@ class Planner:
         hours = self._hour_slice()
         rng = self._rng(1)
         cov = self._cov[hours, hours]
-        sample = self._mean[hours] + self.hour_exploration * _gaussian(rng, cov)
+        sample = self._mean[hours] + self.variance_bonus * np.diag(cov) + self.hour_exploration * _gaussian(rng, cov)
         allowed = self._allowed_hours()
         return max(allowed, key=lambda h: sample[h]), "learning"
 
@@ -484,7 +488,7 @@ class Planner:
                 raise ValueError(f"a planner needs at least one {group} to choose from")
             index = [self.features.index(f"{group}:{name}") for name in names]
             mean, cov = self._mean[index], self._cov[np.ix_(index, index)]
-            sample = mean + self.exploration * _gaussian(rng, cov)
+            sample = mean + self.variance_bonus * np.diag(cov) + self.exploration * _gaussian(rng, cov)
             # A covering design: while some of this factor's options were never tried, one of those is chosen.
             untried = [i for i, name in enumerate(names) if not self.tried.get(f"{group}:{name}")]
             options = untried or list(range(len(names)))
@@ -651,6 +655,7 @@ class Planner:
                 "drift": self.drift,
                 "level_drift": self.level_drift,
                 "exploration": self.exploration,
+                "variance_bonus": self.variance_bonus,
                 "ratio_scale": self.ratio_scale,
                 "fixed_hour": self.fixed_hour,
                 "default_hour": self.default_hour,
