@@ -37,7 +37,7 @@ sys.path[:] = [
     str(REPO_ROOT / "tests"),
 ]
 
-from local_generator import machine_info, percentile  # noqa: E402
+from local_generator import machine_info, percentile, write_results  # noqa: E402
 
 _log = logging.getLogger(__name__)
 
@@ -344,13 +344,9 @@ def main() -> int:
     rows = asyncio.run(_both(args.n, args.engine))
     table = markdown(rows, machine, args.engine)
     print(table)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     name = RESULT_NAME if args.engine == "real" else f"{RESULT_NAME}-{args.engine}-engine"
-    (args.out_dir / f"{name}.json").write_text(
-        json.dumps({"machine": machine, "engine": args.engine, "target_p99_ms": TARGET_P99_MS, "rows": rows}, indent=2)
-        + "\n"
-    )
-    (args.out_dir / f"{name}.md").write_text(table)
+    result = {"machine": machine, "engine": args.engine, "target_p99_ms": TARGET_P99_MS, "rows": rows}
+    write_results(args.out_dir, name, table, result)
     return 0
 
 

@@ -131,7 +131,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "sets": [],
     }
     try:
-        for labelled in data["sets"]:
+        for labelled in data["sets"] if not args.speed_only else []:
             ideas = [(i, text) for i, (_, text) in enumerate(labelled["ideas"])]
             truth = [theme for theme, _ in labelled["ideas"]]
             started = time.perf_counter()
@@ -219,7 +219,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         report["flood"] = {
             "ideas": FLOOD,
             "runs": runs,
-            "median_total_s": sorted(r["total_s"] for r in runs)[len(runs) // 2],
+            "median_total_s": sorted(r["total_s"] for r in runs)[len(runs) // 2] if runs else None,
         }
     finally:
         await generator.close()
@@ -242,14 +242,25 @@ async def round_end(
     for number, labelled in enumerate(sets):
         rng = random.Random(number)
         ideas = [(i, text) for i, (_, text) in enumerate(rng.sample(labelled["ideas"], ROUND_IDEAS))]
-        load = OtherLoad()
+        load, loadavg = OtherLoad(), os.getloadavg()[0]
         started, cpu_started = time.perf_counter(), time.process_time()
+        # As in a session where people voted: the yes-and ideas build on the three top-voted ideas (here the first
+        # three) and are written while the themes are named.
+        top = [text for _, text in ideas[:3]]
+        writing = asyncio.ensure_future(
+            yes_and_ideas(
+                common["generator"],
+                labelled["topic"],
+                top,
+                section.yes_and_ideas,
+                blocklist=common["blocklist"],
+                seed=0,
+            )
+        )
         organized = await organize(ideas, topic=labelled["topic"], **common)
         themes_s = time.perf_counter() - started
-        top = [ideas[theme.idea_ids[0]][1] for theme in organized.themes[:3]]
-        await yes_and_ideas(
-            common["generator"], labelled["topic"], top, section.yes_and_ideas, blocklist=common["blocklist"], seed=0
-        )
+        themes_cpu_s = time.process_time() - cpu_started
+        await writing
         total = time.perf_counter() - started
         # CPU seconds this process used (all its threads): on a quiet machine the wait is about this divided by the
         # torch threads, whatever else the machine was doing during the run.
@@ -260,10 +271,13 @@ async def round_end(
                 "ideas": ROUND_IDEAS,
                 "themes": len(organized.themes),
                 "themes_s": themes_s,
+                "themes_cpu_s": themes_cpu_s,
+                "yes_and_s": total - themes_s,
                 **{k: v for k, v in organized.timings.items() if k != "total_s"},
                 "total_s": total,
                 "cpu_s": cpu_s,
                 "other_busy_cores": load.cores(),
+                "loadavg": loadavg,
             }
         )
         print(f"60-idea round end ({labelled['name']}): {total:.2f} s", file=sys.stderr, flush=True)
@@ -307,19 +321,21 @@ def render(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"| {ROUND_IDEAS}-idea round end (models loaded) | Themes | Embed (s) | Cluster (s) | Names (s) "
-        "| Themes total (s) | + yes-and ideas = total (s, target ≤ 10) | CPU used (s) | CPU ÷ threads (s) "
-        "| Other cores busy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Themes posted (s) | Yes-and ideas too = total (s, target ≤ 10) | CPU used (s) | CPU ÷ threads (s) "
+        "| Other cores busy | Load average |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     threads = report["machine"]["torch_threads"]
     for r in round_end["runs"]:
         lines.append(
             f"| {r['set']} | {r['themes']} | {r.get('embed_s', 0.0):.2f} | {r['cluster_s']:.2f} | {r['label_s']:.2f} "
             f"| {r['themes_s']:.2f} | {r['total_s']:.2f} | {r['cpu_s']:.2f} | {r['cpu_s'] / threads:.2f} "
-            f"| {r['other_busy_cores'] or 0.0:.2f} |"
+            f"| {r['other_busy_cores'] or 0.0:.2f} | {r.get('loadavg', 0.0):.2f} |"
         )
     lines.append(f"\nMedian {ROUND_IDEAS}-idea round end: {round_end['median_total_s']:.2f} s.")
     flood = report["flood"]
+    if not flood["runs"]:
+        return "\n".join(lines)
     lines += [
         "",
         f"| {flood['ideas']} ideas (models loaded) | Embed (s) | Cluster (s) | Labels (s) | Themes "
@@ -346,6 +362,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "brainstorm-cpu-2core.json")
     parser.add_argument("--md", type=Path, default=RESULTS / "brainstorm-cpu-2core.md")
     parser.add_argument("--flood-runs", type=int, default=SPEED_RUNS, help="500-idea runs (the median is reported)")
+    parser.add_argument("--speed-only", action="store_true", help="only the 60-idea round ends (no labelled sets)")
     parser.add_argument("--retries", type=int, default=0, help="repeat a disturbed 500-idea run up to this often")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

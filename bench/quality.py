@@ -4,7 +4,8 @@ Each brief is typed as a user would (`/create slogan ... --tone playful --n 3`) 
 studio and store, with a recording responder; the variants in the final reply are scored with
 generation.scorecard (complete, not degenerate, no meta-text, the kind's format, on topic by all-MiniLM-L6-v2
 similarity to the brief, distinct from the others). Refinement chains (s, l, r, m, t <tone>, a free sentence, a
-chosen variant) are scored the same way, plus "shorter is shorter" and "longer is longer". A latency section times
+chosen variant by `2 s` and by "the second one") are scored the same way, plus their effect: shorter is shorter,
+longer is longer, r/m/t/free change the text, a chosen variant leaves the others. A latency section times
 3-variant /create runs of a short kind one after another.
 
 Run:  .venv/bin/python bench/quality.py [--quick] [--best-of K] [--url http://host:port/v1] [--label NAME]
@@ -35,7 +36,7 @@ from local_generator import machine_info  # noqa: E402
 from adapters.terminal.translate import to_event  # noqa: E402
 from bots.events import Conversation, User  # noqa: E402
 from bots.reply import Reply, ReplyAction  # noqa: E402
-from generation.scorecard import CHECKS, cosine, score_variant  # noqa: E402
+from generation.scorecard import CHECKS, cosine, near_duplicate, score_variant  # noqa: E402
 
 RESULTS = REPO_ROOT / "bench" / "results"
 _log = logging.getLogger("bench.quality")
@@ -116,7 +117,7 @@ BRIEFS: dict[str, list[tuple[str, str]]] = {
     ],
 }
 
-# Refinement paths, each typed as the terminal would after the previous result. "chosen" refines variant 2 only.
+# Refinement paths, each typed as the terminal would after the previous result. The "chosen" ones refine variant 2 only.
 REFINEMENTS: list[tuple[str, str]] = [
     ("shorter", "s"),
     ("longer", "l"),
@@ -125,7 +126,12 @@ REFINEMENTS: list[tuple[str, str]] = [
     ("tone", "t witty"),
     ("free", "make it more surprising"),
     ("chosen", "2 s"),
+    ("chosen-free", "make the second one more playful"),
 ]
+
+# The kinds whose first brief runs a refinement chain in --quick mode: a one-line kind, short prose, a multi-line
+# kind and a list, so every path is scored on each shape of answer.
+QUICK_CHAIN_KINDS = ("slogan", "tweet", "poem", "names")
 
 
 @dataclass
@@ -279,12 +285,19 @@ def _refinement_extra(path: str, before: list[str], after: list[str]) -> dict[st
     if path == "longer":
         pairs = list(zip(before, after, strict=False))
         return {"effect": bool(pairs) and all(_words(new) > _words(old) for old, new in pairs)}
-    if path == "chosen":
+    if path in ("chosen", "chosen-free"):
         if len(after) != len(before) or len(before) < 2:
             return {"effect": False}
         others_kept = all(after[i] == before[i] for i in range(len(before)) if i != 1)
-        return {"effect": others_kept and _words(after[1]) < _words(before[1])}
-    return {}
+        if path == "chosen":
+            return {"effect": others_kept and _words(after[1]) < _words(before[1])}
+        return {"effect": others_kept and not near_duplicate(after[1], before[1])}
+    if path == "more":
+        # New ones: none is a near-copy of any variant already shown.
+        return {"effect": not any(near_duplicate(new, old) for new in after for old in before)}
+    # Regenerate, a tone or a free instruction must change what it reworks, not hand the same text back.
+    pairs = list(zip(before, after, strict=False))
+    return {"effect": bool(pairs) and not any(near_duplicate(new, old) for old, new in pairs)}
 
 
 async def run_brief(
@@ -362,6 +375,13 @@ def summarize(briefs: list[dict[str, Any]]) -> dict[str, Any]:
     by_path: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for item in refined:
         by_path[item["path"]].append(item)
+    path_checks = {
+        path: {
+            check: round(sum(1 for i in items if i["checks"].get(check, True)) / len(items), 3)
+            for check in [*CHECKS, "effect"]
+        }
+        for path, items in by_path.items()
+    }
     finishes: dict[str, int] = defaultdict(int)
     for item in creates + refined:
         finishes[item.get("finish") or "?"] += 1
@@ -380,6 +400,7 @@ def summarize(briefs: list[dict[str, Any]]) -> dict[str, Any]:
         "per_kind": {kind: {"variants": len(v), "pass_rate": _rate(v)} for kind, v in sorted(by_kind.items())},
         "per_path": {path: {"variants": len(v), "pass_rate": _rate(v)} for path, v in by_path.items()},
         "per_check": per_check,
+        "per_path_check": path_checks,
         "finish_reasons": dict(finishes),
         "create_elapsed_s_median": round(statistics.median(b["elapsed_s"] for b in briefs), 2) if briefs else None,
     }
@@ -424,12 +445,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     per_kind = 2 if args.quick else 4
     n = 2 if args.quick else 3
     kinds = [k for k in BRIEFS if k in settings.kinds and (not args.kinds or k in args.kinds)]
-    # Refinement chains are sequential (seven steps each), so they run on a spread of kinds to keep a run short.
-    refine_kinds = set(kinds[:1] if args.quick else kinds[::3])
+    # Refinement chains are sequential (seven steps each), so they run on a spread of kinds to keep a run short:
+    # one-line, short prose, multi-line and list kinds.
+    refine_kinds = set(args.refine_kinds or (QUICK_CHAIN_KINDS if args.quick else kinds[::3]))
     jobs = []
     for kind in kinds:
         for index, (brief, tone) in enumerate(BRIEFS[kind][:per_kind]):
-            jobs.append((kind, brief, tone, index == 0 and kind in refine_kinds))
+            chain = index == 0 and kind in refine_kinds
+            if chain or not args.chains_only:
+                jobs.append((kind, brief, tone, chain))
     gate = asyncio.Semaphore(args.concurrency)
     # One unscored /create first: the engine's first batches (new shapes, cold caches) are far slower than the rest.
     await Session(chorus, "warmup").say("/create slogan a warm-up --n 2")
@@ -446,7 +470,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         briefs = await asyncio.gather(*(one(i, job) for i, job in enumerate(jobs)))
         scored_s = time.monotonic() - started
         ks = sorted({getattr(settings.generation, "best_of", 1), *args.latency_k})
-        timing = await latency(chorus, 2 if args.quick else 3, ks)
+        timing = await latency(chorus, 2 if args.quick else 3, ks) if ks and not args.chains_only else {}
         health = await generator.health()
     finally:
         await chorus.close()
@@ -502,13 +526,18 @@ def render(report: dict[str, Any]) -> str:
         lines += ["", "| Refinement path | Variants | Pass every check (incl. effect) |", "|---|---:|---:|"]
         for path, row in s["per_path"].items():
             lines.append(f"| {path} | {row['variants']} | {_pct(row['pass_rate'])} |")
+        checks = [*CHECKS, "effect"]
+        lines += ["", "| Refinement path | " + " | ".join(checks) + " |", "|---|" + "---:|" * len(checks)]
+        for path, row in s.get("per_path_check", {}).items():
+            lines.append(f"| {path} | " + " | ".join(_pct(row.get(c)) for c in checks) + " |")
     if s.get("finish_reasons"):
         reasons = ", ".join(f"{name} {count}" for name, count in sorted(s["finish_reasons"].items()))
         lines += ["", f"How variants ended (stop = the model finished; length/time = a budget stopped it): {reasons}."]
     t = report["latency"]
-    lines += ["", "| Latency: 3-variant `/create slogan` alone | Median (s) | Runs (s) |", "|---|---:|---|"]
-    for k, row in t["by_best_of"].items():
-        lines.append(f"| best_of {k} | {row['median_s']} | {row['elapsed_s']} |")
+    if t:
+        lines += ["", "| Latency: 3-variant `/create slogan` alone | Median (s) | Runs (s) |", "|---|---:|---|"]
+        for k, row in t["by_best_of"].items():
+            lines.append(f"| best_of {k} | {row['median_s']} | {row['elapsed_s']} |")
     lines += ["", f"Median /create in the scoring run (briefs concurrent): {s['create_elapsed_s_median']} s."]
     return "\n".join(lines) + "\n"
 
@@ -525,6 +554,10 @@ def main() -> None:
     parser.add_argument("--no-examples", action="store_true", help="send no few-shot examples (to measure them)")
     parser.add_argument(
         "--latency-k", type=int, nargs="*", default=[1, 2, 4], help="best_of values timed in the latency section"
+    )
+    parser.add_argument("--refine-kinds", nargs="*", default=[], help="kinds whose first brief runs a refinement chain")
+    parser.add_argument(
+        "--chains-only", action="store_true", help="only the briefs with a refinement chain, no latency section"
     )
     parser.add_argument("--label", default="run")
     parser.add_argument("--out", default="", help="JSON path (default bench/results/quality-<label>.json)")

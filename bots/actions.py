@@ -4,7 +4,9 @@ action_ids, terminal keys) and hand them back in `Action.action_id`; the feature
 # Create and refine: the buttons under a result. The refinements generate; the ratings only record feedback.
 REGENERATE, MORE, SHORTER, LONGER, TONE = "regenerate", "more", "shorter", "longer", "tone"
 RATE_UP, RATE_DOWN = "rate_up", "rate_down"
-REFINEMENTS = frozenset({REGENERATE, MORE, SHORTER, LONGER, TONE})
+# One variant of a several-variant result: a select whose values are "<variant number> <refinement>" ("2 shorter").
+VARIANT = "variant"
+REFINEMENTS = frozenset({REGENERATE, MORE, SHORTER, LONGER, TONE, VARIANT})
 
 # /forget asks before deleting.
 FORGET_CONFIRM, FORGET_CANCEL = "forget_confirm", "forget_cancel"

@@ -5,6 +5,7 @@ The raw payload rides along in `extras` for the rare handler that needs it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,8 +60,21 @@ class Message:
     extras: Mapping[str, Any] = field(default_factory=dict)
 
 
+# Skin-tone modifiers and the emoji variation selector: 👍🏽 and ❤️ are 👍 and ❤ to Chorus.
+_EMOJI_DECORATION = re.compile("[\U0001f3fb-\U0001f3ff\ufe0f]")
+
+
+def plain_emoji(emoji: str) -> str:
+    """The one spelling of an emoji inside Chorus: Unicode without skin tones or variation selectors."""
+    return _EMOJI_DECORATION.sub("", emoji.strip())
+
+
 @dataclass(frozen=True)
 class Reaction:
+    """A reaction added to or removed from a message. `emoji` is the Unicode emoji (the adapter turns its platform's
+    names, such as Slack's `+1::skin-tone-3`, into Unicode) or a custom emoji's own name; the core compares emoji
+    in `plain_emoji` form, so skin tones and variation selectors never matter."""
+
     conversation: Conversation
     user: User
     message_ref: str
@@ -71,13 +85,17 @@ class Reaction:
 
 @dataclass(frozen=True)
 class Action:
-    """A button, select or shortcut key. `generation_id` is None when the user means "the latest result"."""
+    """A button, select or shortcut key.
+
+    `target_id` is what the action is about, as the feature that owns `action_id` defines it: a result's generation
+    id for create/refine actions, a session id for brainstorm actions. None means "the latest one here".
+    """
 
     conversation: Conversation
     user: User
     action_id: str
     value: str = ""
-    generation_id: int | None = None
+    target_id: int | None = None
     message_ref: str | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bots.actions import LONGER, MORE, RATE_DOWN, RATE_UP, REFINEMENTS, REGENERATE, SHORTER, TONE
+from bots.actions import LONGER, MORE, RATE_DOWN, RATE_UP, REFINEMENTS, REGENERATE, SHORTER, TONE, VARIANT
 from bots.errors import UserError
-from bots.events import Action, Message, Reaction
+from bots.events import Action, Message, Reaction, plain_emoji
 from bots.parsing import VariantRef, chatter_hint, parse_tone, parse_variant_ref
 from bots.reply import Reply, ReplyAction
 from bots.router import Context
@@ -28,17 +28,32 @@ GENERATING_ACTIONS = REFINEMENTS
 NOTHING_YET = "Nothing to refine yet. Start with /create <kind> <what it is about> (see /help)."
 
 
-def result_actions(generation_id: int) -> tuple[ReplyAction, ...]:
-    """The actions under every finished result, in display order."""
-    return (
-        ReplyAction(REGENERATE, "Regenerate", "r", generation_id=generation_id),
-        ReplyAction(MORE, "More like this", "m", generation_id=generation_id),
-        ReplyAction(SHORTER, "Shorter", "s", generation_id=generation_id),
-        ReplyAction(LONGER, "Longer", "l", generation_id=generation_id),
-        ReplyAction(TONE, "Change tone", "t <tone>", generation_id=generation_id),
-        ReplyAction(RATE_UP, "👍", "+", value="+1", generation_id=generation_id),
-        ReplyAction(RATE_DOWN, "👎", "-", value="-1", generation_id=generation_id),
-    )
+# What one variant of a result can be asked for, from its select: (instruction, label).
+VARIANT_CHOICES = ((SHORTER, "Shorter"), (LONGER, "Longer"), (REGENERATE, "Regenerate"))
+
+
+def result_actions(generation_id: int, variants: int = 1) -> tuple[ReplyAction, ...]:
+    """The actions under every finished result, in display order; with several variants, a select that reworks one
+    of them ("#2 · Shorter"; in the terminal, `2 s`)."""
+    actions = [
+        ReplyAction(REGENERATE, "Regenerate", "r", target_id=generation_id),
+        ReplyAction(MORE, "More like this", "m", target_id=generation_id),
+        ReplyAction(SHORTER, "Shorter", "s", target_id=generation_id),
+        ReplyAction(LONGER, "Longer", "l", target_id=generation_id),
+        ReplyAction(TONE, "Change tone", "t <tone>", target_id=generation_id),
+    ]
+    if variants > 1:
+        choices = tuple(
+            (f"#{number} · {label}", f"{number} {instruction}")
+            for number in range(1, variants + 1)
+            for instruction, label in VARIANT_CHOICES
+        )
+        actions.append(ReplyAction(VARIANT, "Rework one variant…", "", target_id=generation_id, choices=choices))
+    actions += [
+        ReplyAction(RATE_UP, "👍", "+", value="+1", target_id=generation_id),
+        ReplyAction(RATE_DOWN, "👎", "-", value="-1", target_id=generation_id),
+    ]
+    return tuple(actions)
 
 
 def spec_for(kind: str, settings: Settings) -> KindSpec:
@@ -182,21 +197,25 @@ async def refine(
         "instruction": f"#{only + 1} {label}" if only is not None else label,
     }
     words = tuple(len(text.split()) for text in record.variants)
+    # Every path reworks each variant on its own (variant i sees only its own earlier texts) and must not hand it
+    # back unchanged; "more" must not repeat any variant already shown.
+    shown = tuple(text for text in record.variants if text)
+    avoid = tuple(shown if instruction == MORE else (text,) if text else () for text in record.variants)
     if instruction == REGENERATE:
         last = turns.pop()
-        draft = Draft(tone=record.tone, turns=tuple(turns), ask=last.ask, **common)
-    elif instruction in (SHORTER, LONGER, MORE) or tone is not None or only is not None:
+        draft = Draft(tone=record.tone, turns=tuple(turns), ask=last.ask, per_variant=True, avoid=avoid, **common)
+    else:
         draft = Draft(
             tone=tone or record.tone,
             turns=tuple(turns),
             ask=ask_for(label, settings),
-            per_variant=instruction != MORE or only is not None,
+            per_variant=True,
             shorter_than=words if instruction == SHORTER else (),
             longer_than=words if instruction == LONGER else (),
+            avoid=avoid,
+            demo=instruction if instruction in (SHORTER, LONGER) else "",
             **common,
         )
-    else:
-        draft = Draft(tone=record.tone, turns=tuple(turns), ask=ask_for(instruction, settings), **common)
     await ctx.app.studio.run(ctx, draft)
 
 
@@ -204,7 +223,7 @@ async def handle_action(ctx: Context) -> None:
     action = ctx.event
     assert isinstance(action, Action)
     if action.action_id in (RATE_UP, RATE_DOWN):
-        record = await target_generation(ctx, action.generation_id, action.message_ref)
+        record = await target_generation(ctx, action.target_id, action.message_ref)
         value = "+1" if action.action_id == RATE_UP else "-1"
         await ctx.app.store.add_feedback(record.id, action.user, action.conversation.platform, "rating", value)
         thumb = "👍" if value == "+1" else "👎"
@@ -221,13 +240,19 @@ async def handle_action(ctx: Context) -> None:
     head, _, rest = value.partition(" ")
     if head.isdigit():
         only, value = int(head) - 1, rest.strip()
-    if action.action_id == TONE:
+    instruction = action.action_id
+    if instruction == VARIANT:
+        # The one-variant select: "2 shorter" (a variant number, then the refinement).
+        instruction, _, value = value.partition(" ")
+        if only is None or instruction not in GENERATING_ACTIONS - {VARIANT}:
+            raise UserError("That choice is no longer supported. Start again with /create.")
+    if instruction == TONE:
         if not value:
             raise UserError(f"Say which tone, e.g. t playful. Tones: {', '.join(ctx.app.settings.tones)}.")
         tone = parse_tone(value, ctx.app.settings)
-    record = await target_generation(ctx, action.generation_id, action.message_ref)
+    record = await target_generation(ctx, action.target_id, action.message_ref)
     await ctx.app.store.add_feedback(record.id, action.user, action.conversation.platform, "action", action.action_id)
-    await refine(ctx, record, action.action_id, tone=tone, only=only)
+    await refine(ctx, record, instruction, tone=tone, only=only)
 
 
 async def handle_message(ctx: Context) -> None:
@@ -284,7 +309,8 @@ async def handle_reaction(ctx: Context) -> None:
     record = await ctx.app.store.find_by_message_ref(reaction.conversation.platform, reaction.message_ref)
     if record is None:
         return
-    value = reaction.emoji if reaction.added else f"-{reaction.emoji}"
+    emoji = plain_emoji(reaction.emoji)
+    value = emoji if reaction.added else f"-{emoji}"
     await ctx.app.store.add_feedback(record.id, reaction.user, reaction.conversation.platform, "reaction", value)
     await ctx.app.store.add_engagement(
         reaction.conversation, "reaction", value, user=reaction.user, generation_id=record.id

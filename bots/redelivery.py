@@ -4,15 +4,18 @@ them) are posted when Chorus is back.
 A stored result without a message ref was never delivered: the studio saves the ref as soon as the platform has
 the message. An adapter calls `deliver_undelivered` once it can post again; each such result from the last
 `REDELIVERY_WINDOW` is posted to its conversation, with its buttons, and its ref saved, so it is posted once.
+Each result is claimed in the store before it is posted, so several workers starting at once on one store (Slack
+HTTP mode behind a load balancer) post it once between them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bots.feedback import result_actions
 from bots.reply import Publisher, PublishForbidden, Reply
@@ -64,20 +67,50 @@ def reply_for(record: GenerationRecord) -> Reply:
     )
 
 
+# The ref of a result being redelivered, and of one that cannot be: never matched by a platform message id.
+CLAIMED = ""
+
+
+async def claim(store: Store, generation_id: int) -> bool:
+    """Mark a result as being redelivered, unless it was delivered or claimed meanwhile; True if this caller won."""
+    async with store.session() as session, session.begin():
+        result = await session.execute(
+            update(Generation)
+            .where(Generation.id == generation_id, Generation.message_ref.is_(None))
+            .values(message_ref=CLAIMED)
+        )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def release(store: Store, generation_id: int) -> None:
+    """Give a claimed result back, so the next start tries again."""
+    async with store.session() as session, session.begin():
+        await session.execute(
+            update(Generation)
+            .where(Generation.id == generation_id, Generation.message_ref == CLAIMED)
+            .values(message_ref=None)
+        )
+
+
 async def deliver_undelivered(store: Store, publisher: Publisher, platform: str) -> int:
     """Post every undelivered recent result on `platform` to its conversation; returns how many were posted."""
     posted = 0
     for record in await undelivered(store, platform):
         conversation: Conversation = record.conversation
+        if not await claim(store, record.id):
+            continue  # delivered, or taken by another worker, since it was listed
         try:
             message_ref = await publisher.publish(conversation, reply_for(record))
         except PublishForbidden as exc:
             _log.warning("cannot redeliver generation %s: %s", record.id, exc)
-            await store.set_message_ref(record.id, "")  # not retried at every start
-            continue
+            continue  # stays claimed: not retried at every start
         except Exception:
             _log.exception("redelivering generation %s failed; it is retried at the next start", record.id)
+            await release(store, record.id)
             continue
+        except asyncio.CancelledError:  # a stop cut it short: the next start posts it
+            await release(store, record.id)
+            raise
         await store.set_message_ref(record.id, message_ref)
         posted += 1
     if posted:

@@ -11,16 +11,20 @@ from bots.events import Conversation
 
 @dataclass(frozen=True)
 class ReplyAction:
-    """A button. `key` is the terminal shortcut; `value` is passed back in the Action (a tone, say)."""
+    """A button. `key` is the terminal shortcut; `value` and `target_id` are passed back in the Action (a tone, say,
+    and the result or session the button belongs to)."""
 
     action_id: str
     label: str
     key: str = ""
     value: str = ""
-    generation_id: int | None = None
+    target_id: int | None = None
     # When set, the platform first asks for a line of text with this label (a Discord or Slack modal, the rest of
     # the line in the terminal: `idea <text>`); the text arrives as the Action's value.
     ask: str = ""
+    # (label, value) pairs: the platform shows a select (placeholder `label`) and the picked value arrives as the
+    # Action's value. The terminal has no selects; it shows `key` as a hint of what to type instead.
+    choices: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

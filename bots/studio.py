@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -18,9 +17,9 @@ from bots.reply import Reply, ReplyStream
 from bots.store import GenerationRecord
 from config import KindSpec, Settings
 from generation.moderation import StreamSanitizer, clean_output
-from generation.prompts import Turn, build_messages, clean_variant, few_shot, tidy_variant
-from generation.scorecard import cosine, repeats_lines, score_variant
-from generation.text import is_degenerate, trim_to_complete
+from generation.prompts import Turn, build_messages, clean_variant, few_shot, refinement_demo, tidy_variant
+from generation.scorecard import cosine, near_duplicate, repeats_lines, score_variant
+from generation.text import is_degenerate, shorten_to, trim_to_complete
 from generation.types import ChatMessage, Chunk, GenerationError, GenerationRequest, GeneratorBusy, Priority
 
 if TYPE_CHECKING:
@@ -42,7 +41,8 @@ class Draft:
     instruction: str = ""
     turns: tuple[Turn, ...] = ()
     ask: str = ""
-    # Refinements such as "shorter" rework each variant on its own: variant i sees only its own last text.
+    # Refinements rework each variant on its own: variant i sees only its own earlier texts, never a numbered
+    # list of all of them (which a small model continues, "2. …", instead of answering).
     per_variant: bool = False
     parent: GenerationRecord | None = None
     seed: int = field(default_factory=lambda: random.randrange(1 << 30))
@@ -56,25 +56,39 @@ class Draft:
     # "Shorter"/"longer": each new variant i must have fewer/more words than these (retried once if not).
     shorter_than: tuple[int, ...] = ()
     longer_than: tuple[int, ...] = ()
+    # Per variant, texts a new candidate must not hand back (near-)unchanged: the variant it reworks, or for
+    # "more" every variant already shown. A copy counts as a missed goal (retried once, ranked last).
+    avoid: tuple[tuple[str, ...], ...] = ()
+    # "shorter"/"longer": a worked example of that refinement, made from the kind's own examples, goes first.
+    demo: str = ""
 
     def messages(self, index: int) -> tuple[ChatMessage, ...]:
         turns = self.turns
-        if self.per_variant and turns:
-            last = turns[-1]
-            usable = [text for text in last.answer if text]
-            own = last.answer[index] if index < len(last.answer) else ""
-            own = own or (usable[0] if usable else "")
-            turns = (*turns[:-1], Turn(last.ask, (own,)))
+        if self.per_variant:
+            turns = tuple(Turn(turn.ask, (_own(turn.answer, index),)) for turn in turns)
         return build_messages(self.spec, self.first_ask, turns, self.ask, examples=self.examples())
 
     def examples(self) -> tuple[Turn, ...]:
-        """The kind's few-shot examples for this tone (those written for it first, then tone-free ones)."""
-        return few_shot(self.spec, self.tone)
+        """The kind's few-shot examples for this tone (those written for it first, then tone-free ones), and for
+        "shorter"/"longer" a worked refinement with this draft's own ask."""
+        shots = few_shot(self.spec, self.tone)
+        if self.demo:
+            shots += refinement_demo(self.spec, self.tone, self.demo, self.ask)
+        return shots
+
+    def avoided(self, index: int) -> tuple[str, ...]:
+        return self.avoid[index] if index < len(self.avoid) else ()
 
     @property
     def indices(self) -> tuple[int, ...]:
         """Which variants are generated: all of them, or the one being refined."""
         return (self.only,) if self.only is not None else tuple(range(self.n))
+
+
+def _own(answer: tuple[str, ...], index: int) -> str:
+    """Variant `index` of an earlier answer, or its first usable variant when that one was blank or missing."""
+    own = answer[index] if index < len(answer) else ""
+    return own or next((text for text in answer if text), "")
 
 
 @dataclass
@@ -169,7 +183,7 @@ class Studio:
             parts=tuple(outcome.variants),
             title=_title(draft, record.version),
             footer=" ".join(notes),
-            actions=result_actions(record.id),
+            actions=result_actions(record.id, len(outcome.variants)),
             generation_id=record.id,
         )
         message_ref = await stream.finish(reply)
@@ -193,6 +207,8 @@ class Studio:
             time_budget_s=settings.generation.time_budget_s,
             priority=draft.priority,
             conversation_key=ctx.event.conversation.key,
+            # A long refinement chain can outgrow the context: its budget shrinks to fit rather than fail.
+            fit_max_new_tokens=draft.parent is not None,
         )
 
     async def _generate(self, ctx: Context, draft: Draft, stream: ReplyStream) -> _Outcome:
@@ -278,10 +294,13 @@ class Studio:
             await asyncio.gather(*pumps, return_exceptions=True)
 
     def _meets_goal(self, draft: Draft, index: int, text: str) -> bool:
+        """Does a refinement do what it says: shorter is shorter, longer is longer, and it is not a copy."""
         words = len(text.split())
         shorter = draft.shorter_than[index] if index < len(draft.shorter_than) else 0
         longer = draft.longer_than[index] if index < len(draft.longer_than) else 0
-        return not (shorter and words >= shorter) and not (longer and words <= longer)
+        if (shorter and words >= shorter) or (longer and words <= longer):
+            return False
+        return not any(near_duplicate(text, old) for old in draft.avoided(index))
 
     def _enforce_goal(self, draft: Draft, index: int, text: str) -> str:
         """A "shorter" that is still not shorter after its retry keeps only its complete sentences that fit."""
@@ -384,34 +403,6 @@ class Studio:
 
 CUT_NOTE = "✂ Cut at the length limit — `l` for longer."
 STOPPED_EARLY = frozenset({"length", "time"})
-
-
-def shorten_to(text: str, max_words: int) -> str:
-    """Keep the complete sentences (or lines) of text that fit in max_words; a single sentence keeps its leading
-    clauses that fit ("Fresh bread, warm coffee, five minutes from home." → "Fresh bread, warm coffee."). Text
-    that cannot be cut at a sentence or clause stays whole."""
-    if len(text.split()) <= max_words:
-        return text
-    pieces = re.findall(r"[^\n.!?…]+[.!?…]+[\"'”’)]*|[^\n]+", text)
-    kept = ""
-    for piece in pieces:
-        candidate = (kept + " " + piece.strip()).strip() if kept else piece.strip()
-        if len(candidate.split()) > max_words:
-            break
-        kept = candidate
-    if kept:
-        return kept
-    first = pieces[0].strip() if pieces else text.strip()
-    end = first[-1] if first and first[-1] in ".!?…" else "."
-    clauses = re.split(r"(?<=[,;:—–])\s+", first.rstrip(".!?… "))
-    short = ""
-    for clause in clauses:
-        candidate = f"{short} {clause}".strip()
-        if len(candidate.split()) > max_words:
-            break
-        short = candidate
-    short = short.rstrip(",;:—– ")
-    return short + end if short and len(short.split()) >= 2 else text
 
 
 def at_length(spec: KindSpec, first_ask: str, length: str, settings: Settings) -> tuple[KindSpec, str]:

@@ -3,6 +3,10 @@ OpenAI-compatible `/v1/embeddings` service (`brainstorm.embedding_url`).
 
 Loaded through transformers from the package's own files (never the hub): mean pooling over tokens, then L2
 normalization, as sentence-transformers does for this model. Work runs in a thread so the event loop stays free.
+
+MiniLM also embeds a text *in context* (`embed_in_context`): the model reads the context and the text together, and
+only the text's own tokens are pooled. A brainstorm idea read after its topic ("How can we get more people into our
+library? a café corner") is placed by what it adds to the topic, not by the topic words it happens to repeat.
 """
 
 from __future__ import annotations
@@ -83,6 +87,17 @@ class MiniLMEmbedder:
             return []
         return await asyncio.to_thread(self._embed_sync, items)
 
+    async def embed_in_context(self, context: str, texts: Sequence[str]) -> list[list[float]]:
+        """One unit-length vector per text, each read after `context` (a sentence the texts answer) and pooled
+        over the text's own tokens only, in order. With an empty context this is `embed`."""
+        if isinstance(texts, str):
+            raise TypeError("embed_in_context() takes a sequence of texts, not one string")
+        items = list(texts)
+        if not items:
+            return []
+        prefix = " ".join(context.split())
+        return await asyncio.to_thread(self._embed_sync, items, f"{prefix} " if prefix else "")
+
     def _ensure_loaded(self) -> None:
         with self._lock:
             if self._model is not None:
@@ -105,7 +120,8 @@ class MiniLMEmbedder:
             self._torch, self._tokenizer, self._model = torch, tokenizer, model
             _log.info("embedding model loaded from %s", directory)
 
-    def _embed_sync(self, texts: list[str]) -> list[list[float]]:
+    def _embed_sync(self, texts: list[str], prefix: str = "") -> list[list[float]]:
+        """Mean-pooled vectors; with a `prefix`, each text is read after it and only the text's tokens count."""
         self._ensure_loaded()
         torch = self._torch
         # Similar lengths together keep padding (wasted work) small; the answer goes back in input order.
@@ -115,14 +131,25 @@ class MiniLMEmbedder:
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
                 encoded = self._tokenizer(
-                    [texts[i] or " " for i in batch],
+                    [prefix + (texts[i] or " ") for i in batch],
                     padding=True,
                     truncation=True,
                     max_length=self.max_tokens,
                     return_tensors="pt",
-                ).to(self.device)
+                    return_offsets_mapping=bool(prefix),
+                )
+                offsets = encoded.pop("offset_mapping", None)
+                encoded = encoded.to(self.device)
                 hidden = self._model(**encoded).last_hidden_state
-                mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                keep = encoded["attention_mask"]
+                if offsets is not None:
+                    # The text's own word pieces: they start after the prefix (special tokens have empty spans). A
+                    # text cut away entirely by truncation falls back to the whole input.
+                    own = ((offsets[:, :, 0] >= len(prefix)) & (offsets[:, :, 1] > offsets[:, :, 0])).to(self.device)
+                    own = own & keep.bool()
+                    empty = own.sum(dim=1) == 0
+                    keep = torch.where(empty[:, None], keep.bool(), own).to(keep.dtype)
+                mask = keep.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
                 normalized = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 for index, row in zip(batch, normalized.cpu().tolist(), strict=True):

@@ -40,6 +40,12 @@ def pull_model(
         raise ModelUnavailable(
             f"{hub_id!r} is not a Hub model id; use the form owner/name, e.g. HuggingFaceTB/SmolLM2-360M-Instruct."
         )
+    offline = offline_setting()
+    if offline:
+        raise ModelUnavailable(
+            f"chorus pull downloads from the Hub, but {offline} is set (offline mode); unset it for this command, "
+            f"e.g. `env -u {offline.split('=')[0]} chorus pull {hub_id}`."
+        )
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
@@ -83,6 +89,15 @@ def pull_model(
     shutil.rmtree(staging / f"models--{hub_id.replace('/', '--')}", ignore_errors=True)
     progress(f"Model ready at {target}")
     return ModelSpec(path=target, name=name)
+
+
+def offline_setting() -> str:
+    """`NAME=value` of the environment variable that puts huggingface_hub or transformers offline, or ""."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        value = os.environ.get(name, "").strip()
+        if value.upper() in ("1", "ON", "YES", "TRUE"):
+            return f"{name}={value}"
+    return ""
 
 
 def _verify_files(hub_id: str, snapshot: Path, gguf_file: str) -> None:

@@ -1,28 +1,13 @@
-"""Input and output moderation: mention neutralizing and a configurable blocklist. Pure Python, no model.
+"""Input and output moderation: a configurable blocklist. Pure Python, no model.
 
-Every reply passes through `neutralize_mentions`, so generated text can never ping @everyone, @here, a role or a user
-on Discord, or <!channel>/<!here>/<@U…> on Slack, whatever the adapter's own safeguards.
+Mentions are not this module's business: each adapter defuses its own platform's mention syntax when it renders
+(adapters/discord/render.py `sanitize`, adapters/slack/render.py `escape`), so the stored text stays as written.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-
-ZWSP = "\u200b"
-
-# Discord: @everyone, @here, <@123>, <@!123>, <@&123>. Slack: <!channel>, <!here>, <!everyone>, <@U123>,
-# <!subteam^S123>. A zero-width space after the trigger character keeps the text readable and inert.
-_AT_WORD = re.compile(r"@(?=(everyone|here|channel)\b)", re.IGNORECASE)
-_ANGLE = re.compile(r"<(?=[@!#]|/?(everyone|here|channel)\b)")
-_FULLWIDTH_AT = re.compile("[\uff20\ufe6b]")
-
-
-def neutralize_mentions(text: str) -> str:
-    """Return text in which no mention syntax survives, on any platform."""
-    text = _FULLWIDTH_AT.sub("@", text)
-    text = _AT_WORD.sub("@" + ZWSP, text)
-    return _ANGLE.sub("<" + ZWSP, text)
 
 
 class Blocklist:
@@ -50,14 +35,15 @@ class Blocklist:
 
 
 def clean_output(text: str, blocklist: Blocklist) -> str:
-    return neutralize_mentions(blocklist.redact(text))
+    """Generated text with blocked phrases redacted."""
+    return blocklist.redact(text)
 
 
 class StreamSanitizer:
-    """Cleans streamed text without splitting a mention or a blocked word across two deltas.
+    """Cleans streamed text without splitting a blocked word across two deltas.
 
     It holds back the trailing unfinished word (text after the last whitespace) until the word is complete, so
-    `feed("@every")` then `feed("one ")` emits a neutralized `@everyone`.
+    `feed("da")` then `feed("rn ")` emits a redacted `darn`.
     """
 
     HOLD_LIMIT = 64

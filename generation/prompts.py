@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from config import KindSpec
+from generation.text import shorten_to
 from generation.types import ChatMessage
 
 
@@ -44,6 +45,27 @@ def few_shot(spec: KindSpec, tone: str) -> tuple[Turn, ...]:
     general = [e for e in spec.examples if not e.tone]
     chosen = (matching + general)[: spec.few_shot]
     return tuple(Turn(render_template(spec, e.prompt, e.tone or "neutral"), (e.answer.strip(),)) for e in chosen)
+
+
+def refinement_demo(spec: KindSpec, tone: str, direction: str, ask: str) -> tuple[Turn, ...]:
+    """A worked "shorter" (or "longer") refinement made from one of the kind's examples: the example answer, `ask`,
+    then the same answer cut to its leading sentences or lines (for "longer", the other way round). A small model
+    told "make it shorter" often rewrites at the same length; shown one, it follows. Empty when no example of the
+    kind can be cut."""
+    matching = [e for e in spec.examples if e.tone == tone]
+    general = [e for e in spec.examples if not e.tone]
+    # Prefer an example the few-shot turns do not already show.
+    shown = (matching + general)[: max(spec.few_shot, 0)]
+    ordered = [e for e in matching + general + list(spec.examples) if e not in shown] + shown
+    for example in ordered:
+        full = example.answer.strip()
+        short = shorten_to(full, max(2, (len(full.split()) * 2) // 3))
+        if short == full or len(short.split()) < 2:
+            continue
+        first_ask = render_template(spec, example.prompt, example.tone or "neutral")
+        before, after = (full, short) if direction == "shorter" else (short, full)
+        return (Turn(first_ask, (before,)), Turn(ask, (after,)))
+    return ()
 
 
 def build_messages(

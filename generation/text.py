@@ -69,3 +69,42 @@ def is_degenerate(text: str, *, max_repeat_share: float = 0.5) -> bool:
         if most * 3 / len(words) > max_repeat_share:
             return True
     return False
+
+
+def shorten_to(text: str, max_words: int) -> str:
+    """Keep the complete sentences of text that fit in max_words (whole lines, for a poem or a list); a single
+    sentence keeps its leading clauses that fit ("Fresh bread, warm coffee, five minutes from home." → "Fresh
+    bread, warm coffee."). Text that cannot be cut at a line, sentence or clause stays whole."""
+    if len(text.split()) <= max_words:
+        return text
+    lines = text.strip().split("\n")
+    if sum(1 for line in lines if line.strip()) > 1:
+        kept_lines: list[str] = []
+        for line in lines:
+            if len(" ".join([*kept_lines, line]).split()) > max_words:
+                break
+            kept_lines.append(line)
+        shortened = "\n".join(kept_lines).strip()
+        if shortened:
+            return shortened
+        # Even the first line is too long (a paragraph): its leading sentences, below.
+    pieces = re.findall(r"[^\n.!?…]+[.!?…]+[\"'”’)]*|[^\n]+", text)
+    kept = ""
+    for piece in pieces:
+        candidate = (kept + " " + piece.strip()).strip() if kept else piece.strip()
+        if len(candidate.split()) > max_words:
+            break
+        kept = candidate
+    if kept:
+        return kept
+    first = pieces[0].strip() if pieces else text.strip()
+    end = first[-1] if first and first[-1] in ".!?…" else "."
+    clauses = re.split(r"(?<=[,;:—–])\s+", first.rstrip(".!?… "))
+    short = ""
+    for clause in clauses:
+        candidate = f"{short} {clause}".strip()
+        if len(candidate.split()) > max_words:
+            break
+        short = candidate
+    short = short.rstrip(",;:—– ")
+    return short + end if short and len(short.split()) >= 2 else text

@@ -16,7 +16,7 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bots.actions import RATE_DOWN, RATE_UP
-from bots.events import Action, Activity, Command, Conversation, Message
+from bots.events import Action, Activity, Command, Conversation, Message, plain_emoji
 from bots.reply import Reply
 from bots.router import Context, Handler
 from bots.store import EngagementEvent
@@ -35,16 +35,6 @@ _STOPWORD_TEXT = (
 )
 _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 _WEEK0 = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday: hour_of_week 0
-_REACTION_ALIASES = {
-    "+1": "👍",
-    "thumbsup": "👍",
-    "-1": "👎",
-    "thumbsdown": "👎",
-    "heart": "❤️",
-    "fire": "🔥",
-    "joy": "😂",
-    "tada": "🎉",
-}
 
 
 class EngagementSettlement(DropsCore):
@@ -66,10 +56,9 @@ class EngagementSettlement(DropsCore):
         replies = up = down = 0
         for event in events:
             if event.kind == "reaction":
-                # A removal is stored as "-<emoji>"; Slack's thumbs-down is itself named "-1".
-                removed = event.value.startswith("-") and event.value != "-1"
-                name = event.value[1:] if removed else event.value
-                reactions[_REACTION_ALIASES.get(name, name)] += -1 if removed else 1
+                # A removal is stored as "-<emoji>"; adapters hand over Unicode emoji (bots.events.plain_emoji).
+                removed = event.value.startswith("-")
+                reactions[event.value[1:] if removed else event.value] += -1 if removed else 1
             elif event.kind == "reply":
                 replies += 1
             elif event.kind == "click":
@@ -79,10 +68,15 @@ class EngagementSettlement(DropsCore):
             reactions={k: v for k, v in reactions.items() if v > 0}, replies=replies, clicks_up=up, clicks_down=down
         )
 
+    @property
+    def reaction_weights(self) -> dict[str, float]:
+        """The configured weights keyed as reactions arrive (❤️ in a setting counts ❤ reactions)."""
+        return {plain_emoji(emoji): weight for emoji, weight in self.settings.reaction_weights.items()}
+
     def reward(self, engagement: Engagement) -> float:
         return engagement_reward(
             engagement,
-            self.settings.reaction_weights,
+            self.reaction_weights,
             reply_weight=self.settings.reply_weight,
             click_weight=self.settings.click_weight,
         )
@@ -121,7 +115,7 @@ class EngagementSettlement(DropsCore):
         planner.observe(
             DropPlan.from_dict(run.plan),
             engagement,
-            reaction_weights=self.settings.reaction_weights,
+            reaction_weights=self.reaction_weights,
             reward=reward,
         )
         await self._save_channel(row.key, planner=planner.to_state())
@@ -241,7 +235,7 @@ class EngagementSettlement(DropsCore):
         assert isinstance(action, Action)
         if action.action_id not in (RATE_UP, RATE_DOWN) or not self._tables_ready:
             return False
-        generation_id = action.generation_id
+        generation_id = action.target_id
         if generation_id is None and action.message_ref is None:
             # A shortcut key with no id means "the latest result here" (the terminal's + and -).
             latest = await self.store.latest_generation(action.conversation)

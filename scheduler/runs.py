@@ -338,8 +338,8 @@ class RunLifecycle(DropsCore):
 
     def _reply(self, run: DropRun) -> Reply:
         actions = (
-            ReplyAction(RATE_UP, "👍", "+", value="+1", generation_id=run.generation_id),
-            ReplyAction(RATE_DOWN, "👎", "-", value="-1", generation_id=run.generation_id),
+            ReplyAction(RATE_UP, "👍", "+", value="+1", target_id=run.generation_id),
+            ReplyAction(RATE_DOWN, "👎", "-", value="-1", target_id=run.generation_id),
         )
         footer = "React, reply or rate it: drops learn what this channel enjoys."
         return Reply(

@@ -3,6 +3,7 @@ on the scripted FakeGenerator and the deterministic WordEmbedder of test_brainst
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -129,6 +130,20 @@ async def _votes(bot: Harness, number: int) -> int:
 
 def _button(message: dict, action: str) -> str:
     return next(cid for cid in custom_ids(message) if f":{action}:" in cid)
+
+
+async def test_discord_brainstorm_topics_and_ideas_never_ping_anyone(discord_bot: Harness) -> None:
+    bot = discord_bot
+    await bot.fake.slash("brainstorm", {"text": "a party for @everyone --rounds 1"}, user=ALICE)
+    await wait_until(lambda: len(bot.fake.threads) == 1)
+    thread = next(iter(bot.fake.threads))
+    await wait_until(lambda: len(_thread_posts(bot.fake, thread)) == SEEDS)
+    await bot.fake.user_message("ping <@123> and @here about cake", user=BOB, channel_id=thread)
+    await wait_until(lambda: any("Idea #5 noted" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
+    sent = json.dumps([record.body for record in bot.fake.requests], ensure_ascii=False, default=str)
+    assert "party for @\u200beveryone" in sent  # the topic is shown, defused
+    for ping in ("@everyone", "@here", "<@123>"):
+        assert ping not in sent
 
 
 async def test_discord_brainstorm_from_kickoff_to_summary(discord_bot: Harness) -> None:

@@ -214,7 +214,7 @@ async def test_messages_a_feature_claims_cost_no_quota_but_refinements_do(tmp_pa
         await bot.chorus.close()
 
 
-async def test_blocklisted_input_is_refused_and_output_redacted_and_mentions_neutralized(tmp_path: Path) -> None:
+async def test_blocklisted_input_is_refused_and_output_redacted(tmp_path: Path) -> None:
     generator = FakeGenerator(script=lambda request: "Ping @everyone and <!channel>, darn good deals")
     bot = await make_bot(settings_for(tmp_path, CHORUS_MODERATION__BLOCKLIST='["darn"]'), generator)
     try:
@@ -222,9 +222,10 @@ async def test_blocklisted_input_is_refused_and_output_redacted_and_mentions_neu
         assert "blocked word ('darn')" in reply_text(refused) and generator.requests == []
         reply = await bot.one("/create slogan a shop")
         text = reply.parts[0]
-        assert "@everyone" not in text and "<!channel>" not in text and "darn" not in text
+        # Mentions are the adapters' to defuse (tests/test_*_render.py); the core keeps the words as written.
+        assert "darn" not in text and "Ping @everyone and <!channel>" in text
         streamed = "".join(bot.responder.streams[-1].deltas)
-        assert "@everyone" not in streamed and "<!channel>" not in streamed and "darn" not in streamed
+        assert "darn" not in streamed
     finally:
         await bot.chorus.close()
 
@@ -398,9 +399,7 @@ async def test_every_version_shows_where_it_stands_in_its_lineage(testbot: TestB
     assert third.title == "slogan · v3 of 3 · longer"
     assert testbot.responder.streams[-1].title == "slogan · v3 of 3 · longer", "the streaming title says it too"
     # Regenerating the first version (its old button) branches off v1 but is numbered after the newest, v4 of 4.
-    click = Action(
-        conversation=CONVERSATION, user=testbot.user, action_id="regenerate", generation_id=first.generation_id
-    )
+    click = Action(conversation=CONVERSATION, user=testbot.user, action_id="regenerate", target_id=first.generation_id)
     await testbot.chorus.handle(click, testbot.responder)
     branch = testbot.responder.replies[-1]
     assert branch.title == "slogan · v4 of 4 · regenerate"

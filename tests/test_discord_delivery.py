@@ -13,7 +13,7 @@ from fake_discord import FakeDiscord, RateLimits, interaction_payload
 from test_discord_adapter import Harness, create_one, custom_ids, latest_with_ref, start_harness, stop_harness
 
 from generation.fake import FakeGenerator
-from support import wait_until
+from support import wait_for, wait_until
 
 
 @pytest.fixture
@@ -255,12 +255,11 @@ async def test_a_private_error_after_a_public_defer_stays_private_when_the_place
 
 
 async def wait_until_stored(harness: Harness, generation_id: int) -> None:
-    for _ in range(1000):
+    async def stored() -> bool:
         record = await harness.chorus.store.get_generation(generation_id)
-        if record is not None and record.message_ref:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no message ref stored")
+        return record is not None and bool(record.message_ref)
+
+    await wait_for(stored, describe=lambda: "no message ref stored")
 
 
 async def test_a_result_stored_but_not_delivered_before_a_restart_is_posted_after_it(tmp_path: Path) -> None:
@@ -326,3 +325,48 @@ async def test_a_private_answer_that_cannot_be_sent_is_never_posted_publicly(bot
     await bot.fake.slash("help", {})
     await wait_until(lambda: bool(sent))
     assert not any("4417" in str(r.body) for r in bot.fake.find("POST", r"/channels/\d+/messages$"))
+
+
+async def test_acks_survive_a_kept_alive_connection_the_server_closed_and_chunked_answers() -> None:
+    """The direct ack client: a kept-alive connection Discord closed while idle is replaced, and the ack is sent
+    once more on a fresh one (nothing had been read); chunked and close-framed answers are read whole."""
+    from adapters.discord.callbacks import CallbackConnections
+
+    received: list[bytes] = []
+    answers = iter(
+        [
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+            b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{"a\r\n4\r\n":1}\r\n0\r\n\r\n',
+            b'HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\r\n{"code": 40060}',
+        ]
+    )
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(
+            next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")).split(b":")[1]
+        )
+        received.append(head.split(b"\r\n", 1)[0] + b" " + await reader.readexactly(length))
+        writer.write(next(answers))
+        await writer.drain()
+        writer.close()  # every connection is closed after one answer, though the first said nothing of it
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    acks = CallbackConnections(f"http://127.0.0.1:{port}/api/v10", "DiscordBot (test, 1)", limit=2)
+    try:
+        first = await acks.post(1, "tok1", {"type": 5})
+        second = await acks.post(2, "tok2", {"type": 5})  # the pooled connection is dead: a fresh one is used
+        third = await acks.post(3, "tok3", {"type": 4, "data": {"content": "hi"}})
+    finally:
+        await acks.close()
+        server.close()
+        await server.wait_closed()
+    assert (first.status, first.body) == (200, b"{}")
+    assert (second.status, second.body) == (200, b'{"a":1}')
+    assert (third.status, third.body) == (400, b'{"code": 40060}')
+    assert received == [
+        b'POST /api/v10/interactions/1/tok1/callback?with_response=1 HTTP/1.1 {"type":5}',
+        b'POST /api/v10/interactions/2/tok2/callback?with_response=1 HTTP/1.1 {"type":5}',
+        b'POST /api/v10/interactions/3/tok3/callback?with_response=1 HTTP/1.1 {"type":4,"data":{"content":"hi"}}',
+    ], "each ack sent exactly once"

@@ -70,7 +70,7 @@ def test_buttons_selects_and_modals_become_actions() -> None:
     )
     clicked = to_action(button)
     assert isinstance(clicked, Action) and clicked.conversation == HERE and clicked.user.id == ALICE[0]
-    assert (clicked.action_id, clicked.generation_id, clicked.message_ref) == ("shorter", 7, "55")
+    assert (clicked.action_id, clicked.target_id, clicked.message_ref) == ("shorter", 7, "55")
     select = interaction_payload(3, {"custom_id": "chorus::tone:7:", "values": ["witty"]}, user=ALICE, message=message)
     assert to_action(select).value == "witty"  # type: ignore[union-attr]
     ask = interaction_payload(3, {"custom_id": "chorus?:idea:7:Your idea"}, user=ALICE, message=message)
@@ -125,9 +125,16 @@ def test_raw_reactions_become_reactions_but_not_chorus_own() -> None:
 
 
 def test_mentions_are_defused() -> None:
-    text = sanitize("hi @everyone and @here, <@1>, <@!2> and <@&3>")
-    assert "@everyone" not in text and "@here" not in text
+    text = sanitize("hi @everyone and @Here, <@1>, <@!2> and <@&3>, ＠everyone")
+    assert "@everyone" not in text and "@Here" not in text and "＠everyone" not in text
     assert "<@1>" not in text and "<@!2>" not in text and "<@&3>" not in text
+    # Still readable: only zero-width spaces were added.
+    assert text.replace("\u200b", "").replace("＠", "@") == "hi @everyone and @Here, <@1>, <@!2> and <@&3>, @everyone"
+
+
+def test_ordinary_at_signs_and_angles_are_untouched() -> None:
+    text = "Email me@example.com, 3 < 4 > 2, see you @ noon, <#123> is the channel"
+    assert sanitize(text) == text
 
 
 def test_long_text_splits_at_discords_limits() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +18,7 @@ from sqlalchemy import update
 from adapters.terminal.translate import CONVERSATION
 from generation.types import Priority
 from scheduler.models import DropChannel, DropRun
-from support import wait_until
+from support import wait_for, wait_until
 
 
 @pytest.fixture
@@ -128,11 +127,14 @@ async def _backdate(drops: Drops, hours: float) -> None:
 
 async def _eventually(drops: Drops, condition: Callable[[list[DropRun]], bool], timeout_s: float = 20) -> list[DropRun]:
     """Poll the stored runs until `condition` holds (the scheduler works in the background)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition(runs := await drops.runs()):
-        assert time.monotonic() < deadline, [(r.status, r.note) for r in runs]
-        await asyncio.sleep(0.02)
-    return runs
+    seen: list[DropRun] = []
+
+    async def met() -> bool:
+        seen[:] = await drops.runs()
+        return condition(seen)
+
+    await wait_for(met, timeout_s=timeout_s, describe=lambda: [(r.status, r.note) for r in seen])
+    return seen
 
 
 async def test_misfires_within_the_grace_window_run_once_coalesced(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ async def test_engagement_within_the_window_becomes_the_drops_reward(drops: Drop
     await chorus.handle(Reaction(CONVERSATION, BOB, "msg-1", "👍", added=False), responder)
     await chorus.handle(Message(CONVERSATION, BOB, "here is my story…", reply_to="msg-1"), responder)
     [_, reply] = drops.publisher.posts[0]
-    await chorus.handle(Action(CONVERSATION, BOB, "rate_up", "+1", generation_id=reply.generation_id), responder)
+    await chorus.handle(Action(CONVERSATION, BOB, "rate_up", "+1", target_id=reply.generation_id), responder)
     await chorus.handle(Action(CONVERSATION, ALICE, "rate_down"), responder)  # the terminal's "-": the latest result
     assert len(drops.bot.generator.requests) == requests, "a reply to a drop is engagement, not a refinement"
     assert "Thanks, noted" in reply_text(responder.replies[-1]) and responder.replies[-1].ephemeral

@@ -156,3 +156,19 @@ def test_pull_of_an_unknown_model_says_so_without_a_traceback(tmp_path: Path, hu
     assert "chorus-test/no-such-model was not found" in result.stderr and "Traceback" not in result.stderr
     bad = _pull(["not a hub id"], tmp_path / "home", hub.url)
     assert bad.returncode == 2 and "owner/name" in bad.stderr
+
+
+@pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
+def test_pull_in_offline_mode_says_which_setting_stops_it(tmp_path: Path, variable: str) -> None:
+    with FakeHub({}) as fake:
+        home = tmp_path / "home"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CHORUS_", "HF_", "TRANSFORMERS_"))}
+        env |= {"CHORUS_HOME": str(home), "HF_ENDPOINT": fake.url, "HF_HOME": str(home / "hf"), variable: "1"}
+        result = subprocess.run(
+            [sys.executable, "-m", "chorus", "pull", REPO], capture_output=True, text=True, env=env, timeout=120
+        )
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("chorus:")]
+    assert len(lines) == 1 and f"{variable}=1" in lines[0] and "unset" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and "local_files_only" not in result.stderr
+    assert fake.requests == []

@@ -184,3 +184,42 @@ def test_an_operator_upgrades_and_reads_the_revision_by_hand(
 
     assert capsys.readouterr().out.splitlines() == [f"store at revision {newest} (newest: {newest})"] * 2
     assert (tmp_path / "chorus.db").is_file()
+
+
+async def test_slack_reaction_names_stored_earlier_count_as_the_emoji_they_name(database_url: str) -> None:
+    """Before the Slack adapter sent Unicode, engagement and feedback held Slack's names; after the upgrade the
+    planner reads them as the emoji (a 👎 is -2, not an unknown reaction worth +1)."""
+    from alembic import command
+
+    from bots.migrations import alembic_config
+
+    def to_previous(connection: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "ed3526c70ca9")
+
+    engine = create_async_engine(database_url)
+    async with engine.begin() as connection:
+        await connection.run_sync(to_previous)
+        for platform, value in [("slack", "-1"), ("slack", "--1"), ("slack", "heart"), ("slack", "-+1"),
+                                ("slack", "partyparrot"), ("discord", "-1")]:  # fmt: skip
+            await connection.execute(
+                text(
+                    "INSERT INTO engagement_events (platform, workspace, channel, user_id, kind, value, created_at)"
+                    " VALUES (:platform, 'T1', 'C1', 'U1', 'reaction', :value, :now)"
+                ),
+                {"platform": platform, "value": value, "now": datetime.now(UTC)},
+            )
+    await engine.dispose()
+
+    store = Store(database_url)
+    await store.start()
+    try:
+        async with store.engine.connect() as connection:
+            rows = await connection.execute(text("SELECT platform, value FROM engagement_events ORDER BY id"))
+            assert [tuple(row) for row in rows] == [
+                ("slack", "👎"), ("slack", "-👎"), ("slack", "❤"), ("slack", "-👍"),
+                ("slack", "partyparrot"), ("discord", "-1"),
+            ]  # fmt: skip
+    finally:
+        await store.close()

@@ -93,8 +93,8 @@ async def test_chatter_gets_a_hint_not_a_new_version_and_costs_no_quota(tmp_path
         hint = await bot.one(line)
         assert hint.ephemeral and not hint.generation_id and len(bot.generator.requests) == 1
         assert any(word in reply_text(hint) for word in ("type", "Type", "`"))
-        await bot.one("r")  # the second generation of the minute is still allowed: the chatter was free
-        assert len(bot.generator.requests) == 2
+        again = await bot.one("r")  # the second generation of the minute is still allowed: the chatter was free
+        assert again.generation_id is not None and again.title.endswith("regenerate"), reply_text(again)
     finally:
         await bot.chorus.close()
 
@@ -183,7 +183,7 @@ async def test_longer_raises_the_length_a_step(testbot: TestBot) -> None:
 async def test_a_variant_button_value_refines_only_that_variant(testbot: TestBot) -> None:
     first = await testbot.one("/create slogan a tea shop --n 3")
     await testbot.chorus.handle(
-        Action(CONVERSATION, testbot.user, "shorter", value="3", generation_id=first.generation_id), testbot.responder
+        Action(CONVERSATION, testbot.user, "shorter", value="3", target_id=first.generation_id), testbot.responder
     )
     reply = testbot.responder.replies[-1]
     assert reply.title.endswith("#3 shorter") and reply.parts[:2] == first.parts[:2]
@@ -285,3 +285,86 @@ def test_a_one_sentence_shorter_that_came_out_long_keeps_its_leading_clauses() -
     assert (
         shorten_to("unbreakable words that have no clause at all", 3) == "unbreakable words that have no clause at all"
     )
+
+
+def _last_answer(request: GenerationRequest) -> str:
+    return next((m.content for m in reversed(request.messages) if m.role == "assistant"), "")
+
+
+@pytest.mark.parametrize("line", ["make it more surprising", "t witty", "r", "m"])
+async def test_every_refinement_reworks_each_variant_on_its_own(tmp_path: Path, line: str) -> None:
+    """A refinement of a 2-variant result gives two single answers, each built on its own variant: never a
+    numbered list that the model continues ("1. … 2. …")."""
+
+    def script(request: GenerationRequest) -> str:
+        if len(request.messages) <= 2 + 2 * 2:  # system, the few-shot examples, the first ask
+            return f"Slow tea, bright mornings number {request.seed}."
+        return f"{_last_answer(request).rstrip('.')} and a twist."
+
+    bot = await make_bot(settings_for(tmp_path), FakeGenerator(script))
+    try:
+        first = await bot.one("/create slogan a tea shop --n 2")
+        refined = await bot.one(line)
+        assert len(refined.parts) == 2 and not any("\n" in part or " 2. " in part for part in refined.parts)
+        for request in bot.generator.requests[2:]:
+            assert not any(m.content.startswith("1. ") for m in request.messages), "no numbered list as context"
+        if line != "r" and line != "m":
+            assert refined.parts == tuple(f"{text.rstrip('.')} and a twist." for text in first.parts)
+    finally:
+        await bot.chorus.close()
+
+
+FRESH = ("Brand new leaves, every single day.", "Your kettle's favourite neighbour.", "Pour, sip, repeat, smile.")
+
+
+@pytest.mark.parametrize("line", ["make it more surprising", "t witty", "r", "m", "2 make it rhyme"])
+async def test_a_refinement_that_hands_back_the_same_text_is_retried(tmp_path: Path, line: str) -> None:
+    """A small model often answers "rewrite it" with the text unchanged; the user sees a changed version."""
+    calls: list[str] = []
+
+    def script(request: GenerationRequest) -> str:
+        calls.append(request.messages[-1].content)
+        if len(calls) <= 2:
+            return ("Slow tea, bright mornings.", "Steeped in calm, served warm.")[len(calls) - 1]
+        if len(calls) <= 2 + (1 if line.startswith("2 ") else 2):  # each first try copies what it was given
+            context = " ".join(m.content for m in request.messages)
+            return "Steeped in calm, served warm." if "Steeped in calm" in context else "Slow tea, bright mornings."
+        return FRESH[len(calls) % len(FRESH)]
+
+    bot = await make_bot(settings_for(tmp_path), FakeGenerator(script))
+    try:
+        first = await bot.one("/create slogan a tea shop --n 2")
+        refined = await bot.one(line)
+        record = await bot.store.get_generation(refined.generation_id)
+        assert record is not None and record.params["retried"] >= 1
+        changed = [i for i in range(2) if refined.parts[i] != first.parts[i]]
+        assert changed == ([1] if line.startswith("2 ") else [0, 1])
+    finally:
+        await bot.chorus.close()
+
+
+async def test_shorter_and_longer_show_the_model_a_worked_example_of_the_kind(tmp_path: Path) -> None:
+    bot = await make_bot(settings_for(tmp_path), FakeGenerator(lambda r: "Warm tea, kind people, open late tonight."))
+    try:
+        await bot.one("/create slogan a tea shop")
+        await bot.one("s")
+        messages = bot.generator.requests[-1].messages
+        shorter_ask = messages[-1].content
+        demo = [i for i, m in enumerate(messages[:-1]) if m.role == "user" and m.content == shorter_ask]
+        assert len(demo) == 1, "a worked example with the same ask comes before the real one"
+        before, after = messages[demo[0] - 1].content, messages[demo[0] + 1].content
+        assert len(after.split()) < len(before.split()) and after.split()[0] == before.split()[0]
+        await bot.one("l")
+        messages = bot.generator.requests[-1].messages
+        longer_ask = messages[-1].content
+        index = next(i for i, m in enumerate(messages[:-1]) if m.content == longer_ask)
+        assert len(messages[index + 1].content.split()) > len(messages[index - 1].content.split())
+    finally:
+        await bot.chorus.close()
+
+
+def test_a_shorter_poem_keeps_its_lines() -> None:
+    from generation.text import shorten_to
+
+    poem = "The street is hushed in white,\neach footstep soft and slow,\nthe world forgot its noise\nand woke in snow."
+    assert shorten_to(poem, 14) == "The street is hushed in white,\neach footstep soft and slow,"

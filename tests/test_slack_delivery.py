@@ -19,8 +19,10 @@ from fake_slack import (
     TEAM,
     FakeSlack,
     RateModel,
+    block_actions,
     block_problems,
     event_callback,
+    find_element,
     message_event,
     reaction_event,
     slash_body,
@@ -44,7 +46,7 @@ from bots.reply import Reply
 from bots.shutdown import RESTART_NOTE
 from generation.fake import FakeGenerator
 from generation.types import Chunk, GenerationRequest
-from support import make_bot, settings_for, wait_until
+from support import make_bot, settings_for, wait_for, wait_until
 
 GENERAL = Conversation("slack", TEAM, "C0GENERAL")
 WORDS = " ".join(f"word{i}" for i in range(12))
@@ -303,3 +305,86 @@ async def test_a_generation_that_outlives_the_stop_still_leaves_a_finished_messa
     text = block_texts(message["blocks"])
     assert "once upon a time" in text and "▍" not in text and "Chorus restarted" in text
     assert not slack.adapter.outbound.streams
+
+
+async def _stored_but_undelivered(home: Path) -> tuple[int, int]:
+    """What a process killed mid-delivery leaves behind: a stored result with no message ref (Slack never had it),
+    and a scheduled drop not posted yet (that one is the drops scheduler's). Returns their ids."""
+    from bots.events import User
+    from bots.store import Store
+
+    store = Store(settings_for(home).store_url)
+    await store.start()
+    try:
+        lost = await store.add_generation(
+            GENERAL,
+            User("U0BOB", "bob"),
+            kind="slogan",
+            tone="witty",
+            prompt="tea",
+            params={},
+            variants=("Steep dreams, bold cups.",),
+        )
+        drop = await store.add_generation(
+            GENERAL,
+            User("chorus-drops", "Chorus drops"),
+            kind="slogan",
+            tone="",
+            prompt="doors",
+            params={},
+            variants=("A door that opens inward.",),
+        )
+    finally:
+        await store.close()
+    return lost.id, drop.id
+
+
+async def _delivered(slack: Any, generation_id: int) -> Any:
+    record = await slack.bot.store.get_generation(generation_id)
+    return record if record is not None and record.message_ref else None
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_result_stored_but_not_delivered_before_a_restart_is_posted_after_it(
+    tmp_path: Path, fake: FakeSlack, mode: str
+) -> None:
+    from bots.redelivery import NOTE
+
+    lost, drop = await _stored_but_undelivered(tmp_path)
+    slack = await start_slack(tmp_path, fake, mode=mode)
+    try:
+        record = await wait_for(lambda: _delivered(slack, lost), describe=lambda: fake.calls_to("chat.postMessage"))
+        (shown,) = results(fake)
+        assert record.message_ref == f"C0GENERAL:{shown['ts']}"
+        text = block_texts(shown["blocks"])
+        assert "Steep dreams, bold cups." in text and NOTE in text
+        assert len(fake.answered("chat.postMessage")) == 1, "posted once; the drop is left to the drops scheduler"
+        assert (await slack.bot.store.get_generation(drop)).message_ref is None
+        # Its buttons work as if it had arrived the first time: Regenerate makes version 2 of that result.
+        click = block_actions(shown, find_element(shown, "chorus:regenerate"))
+        if mode == "http":
+            await slack.interact(click)
+        else:
+            await fake.push("interactive", click)
+        v2 = await wait_for(lambda: [b for b in final_updates(fake) if "v2" in block_texts(b["blocks"])])
+        await slack.idle()
+        again = await slack.bot.store.find_by_message_ref("slack", f"{v2[0]['channel']}:{v2[0]['ts']}")
+        assert again is not None and again.version == 2 and again.prompt == "tea"
+    finally:
+        await slack.close()
+
+
+async def test_two_workers_starting_on_one_store_post_an_undelivered_result_once(
+    tmp_path: Path, fake: FakeSlack
+) -> None:
+    lost, _ = await _stored_but_undelivered(tmp_path)
+    fake.fail("chat.postMessage", times=2)  # slow to post: both workers have listed it before either posted it
+    first, second = await asyncio.gather(start_slack(tmp_path, fake), start_slack(tmp_path, fake))
+    try:
+        await wait_for(lambda: _delivered(first, lost))
+        await first.idle()
+        await second.idle()
+    finally:
+        await first.close()
+        await second.close()
+    assert len(fake.answered("chat.postMessage")) == 1

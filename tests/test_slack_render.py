@@ -28,10 +28,12 @@ PINGS = "<!channel> <!here> <!everyone> <@U0BOSS> <!subteam^S0ALL|@team> <#C0GEN
 
 
 def test_escaping_makes_every_mention_and_link_inert() -> None:
-    escaped = escape(PINGS + " & @channel")
+    escaped = escape(PINGS + " & @channel @Here ＠everyone")
     assert "<" not in escaped and ">" not in escaped
     assert "&lt;!channel&gt;" in escaped.replace("\u200b", "") and "&amp;" in escaped
-    assert "@channel" not in escaped  # a zero-width space follows the @
+    for word in ("@channel", "@Here", "＠everyone", "@everyone"):
+        assert word not in escaped  # a zero-width space follows the @
+    assert escape("me@example.com, see you @ noon") == "me@example.com, see you @ noon"
 
 
 def test_no_rendered_field_carries_a_mention() -> None:

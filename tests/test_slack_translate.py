@@ -21,6 +21,7 @@ from adapters.slack.translate import (
     to_message,
     to_reaction,
     to_submission,
+    unicode_emoji,
 )
 from bots.events import Action, Activity, Command, Conversation, Message
 
@@ -50,7 +51,7 @@ def test_a_command_prefix_is_not_part_of_the_name() -> None:
 def test_a_button_click_is_an_action_on_its_generation_in_the_results_thread() -> None:
     action = to_action(payload("block_actions_button"), ADMINS)
     assert isinstance(action, Action)
-    assert (action.action_id, action.generation_id, action.value) == ("regenerate", 12, "")
+    assert (action.action_id, action.target_id, action.value) == ("regenerate", 12, "")
     assert action.message_ref == "C2147483705:1700000100.000200"
     assert action.conversation == Conversation("slack", "T0001", "C2147483705", "1700000100.000200")
 
@@ -58,7 +59,7 @@ def test_a_button_click_is_an_action_on_its_generation_in_the_results_thread() -
 def test_a_select_inside_a_thread_carries_the_choice_and_stays_in_that_thread() -> None:
     action = to_action(payload("block_actions_select_in_thread"), ADMINS)
     assert action is not None and action.action_id == "tone" and action.value == "formal"
-    assert action.generation_id == 13 and action.user.is_moderator
+    assert action.target_id == 13 and action.user.is_moderator
     assert action.conversation.thread == "1700000100.000200"
 
 
@@ -68,7 +69,7 @@ def test_foreign_or_damaged_buttons() -> None:
     assert to_action(body, ADMINS) is None
     body["actions"][0].update(action_id="chorus:more", value="not json")
     action = to_action(body, ADMINS)
-    assert action is not None and action.generation_id is None  # the core then uses the latest result
+    assert action is not None and action.target_id is None  # the core then uses the latest result
 
 
 def test_button_values_round_trip_and_asking_buttons_are_recognised() -> None:
@@ -82,7 +83,7 @@ def test_button_values_round_trip_and_asking_buttons_are_recognised() -> None:
 def test_a_modal_answer_is_the_asking_actions_value() -> None:
     action = to_submission(payload("view_submission_ask"), ADMINS)
     assert isinstance(action, Action)
-    assert (action.action_id, action.value, action.generation_id) == ("idea", "a cat cafe with books", None)
+    assert (action.action_id, action.value, action.target_id) == ("idea", "a cat cafe with books", None)
     assert action.conversation == Conversation("slack", "T0001", "C2147483705", "1700000100.000200")
     assert action.message_ref == "C2147483705:1700000300.000400"
     other = payload("view_submission_ask")
@@ -154,7 +155,7 @@ def test_chorus_own_messages_mean_nothing() -> None:
 
 def test_reactions_on_messages_point_at_the_message() -> None:
     reaction = to_reaction(payload("reaction_added"), "T0001", ADMINS)
-    assert reaction is not None and reaction.added and reaction.emoji == "thumbsup"
+    assert reaction is not None and reaction.added and reaction.emoji == "👍"
     assert reaction.message_ref == "C2147483705:1700000100.000200"
     removed = to_reaction({**payload("reaction_added"), "type": "reaction_removed"}, "T0001", ADMINS)
     assert removed is not None and not removed.added
@@ -166,3 +167,12 @@ def test_message_refs_name_the_channel_because_ts_is_unique_only_per_channel() -
     assert split_ref(message_ref("C1", "1700000000.000100")) == ("C1", "1700000000.000100")
     with pytest.raises(ValueError):
         split_ref("1700000000.000100")
+
+
+def test_slack_emoji_names_become_the_unicode_emoji_people_see() -> None:
+    names = ("+1", ":thumbsup:", "+1::skin-tone-3", "thumbsup::skin-tone-6")
+    assert {unicode_emoji(name) for name in names} == {"👍"}
+    assert [unicode_emoji(name) for name in ("-1", "thumbsdown", "heart", "fire", "tada", "eyes")] == [
+        "👎", "👎", "❤", "🔥", "🎉", "👀"
+    ]  # fmt: skip
+    assert unicode_emoji("partyparrot") == "partyparrot"  # a workspace's own emoji keeps its name

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
+from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 from adapters.terminal.render import render_actions, render_reply
 from adapters.terminal.responder import TerminalPublisher, TerminalResponder
@@ -22,9 +26,9 @@ def test_slash_line_is_a_command_with_its_text() -> None:
 
 def test_shortcut_keys_become_actions_on_the_last_result() -> None:
     keys = {a.key.split()[0]: a for a in result_actions(42)}
-    assert to_event("s", ALICE, keys) == Action(CONVERSATION, ALICE, "shorter", generation_id=42)
-    assert to_event("t formal", ALICE, keys) == Action(CONVERSATION, ALICE, "tone", value="formal", generation_id=42)
-    assert to_event("+", ALICE, keys) == Action(CONVERSATION, ALICE, "rate_up", value="+1", generation_id=42)
+    assert to_event("s", ALICE, keys) == Action(CONVERSATION, ALICE, "shorter", target_id=42)
+    assert to_event("t formal", ALICE, keys) == Action(CONVERSATION, ALICE, "tone", value="formal", target_id=42)
+    assert to_event("+", ALICE, keys) == Action(CONVERSATION, ALICE, "rate_up", value="+1", target_id=42)
 
 
 def test_shortcut_keys_without_a_shown_result_still_mean_the_latest() -> None:
@@ -163,8 +167,8 @@ async def test_a_drop_never_lands_inside_a_streaming_line_and_plus_rates_what_wa
         parts=("A door that opens inward.",),
         title="Prompt of the day",
         actions=(
-            ReplyAction("rate_up", "👍", "+", value="+1", generation_id=99),
-            ReplyAction("rate_down", "👎", "-", value="-1", generation_id=99),
+            ReplyAction("rate_up", "👍", "+", value="+1", target_id=99),
+            ReplyAction("rate_down", "👎", "-", value="-1", target_id=99),
         ),
         generation_id=99,
     )
@@ -175,7 +179,7 @@ async def test_a_drop_never_lands_inside_a_streaming_line_and_plus_rates_what_wa
     assert "Books and brews." in lines, lines  # the streamed line is whole
     assert any(line.startswith("[terminal] ── Prompt of the day ──") for line in lines)
     await session.handle_line("+")
-    assert handled[-1] == Action(CONVERSATION, ALICE, "rate_up", value="+1", generation_id=99)
+    assert handled[-1] == Action(CONVERSATION, ALICE, "rate_up", value="+1", target_id=99)
 
 
 async def test_sigterm_mid_stream_ends_the_result_with_its_text_so_far_and_a_note(tmp_path) -> None:
@@ -239,8 +243,9 @@ async def _read_until(master: int, needle: str, seen: list[str], timeout_s: floa
     seen[-1] = seen[-1].split(needle, 1)[1]
 
 
-async def test_ctrl_c_at_the_prompt_clears_the_line_and_ctrl_d_exits(tmp_path) -> None:
-    import asyncio
+@contextlib.asynccontextmanager
+async def _chorus_on_a_pty(home: Path) -> AsyncIterator[tuple[int, asyncio.subprocess.Process]]:
+    """`chorus run` on a pseudo-terminal (its controlling terminal, as in a shell): yields (master fd, process)."""
     import fcntl
     import os
     import pty
@@ -254,7 +259,7 @@ async def test_ctrl_c_at_the_prompt_clears_the_line_and_ctrl_d_exits(tmp_path) -
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
-    env |= {"CHORUS_HOME": str(tmp_path), "CHORUS_MODEL__SOURCE": "fake", "CHORUS_TERMINAL__USER": "alice"}
+    env |= {"CHORUS_HOME": str(home), "CHORUS_MODEL__SOURCE": "fake", "CHORUS_TERMINAL__USER": "alice"}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -267,11 +272,23 @@ async def test_ctrl_c_at_the_prompt_clears_the_line_and_ctrl_d_exits(tmp_path) -
         preexec_fn=controlling_terminal,
     )
     os.close(slave)
-    seen = ["", ""]
     try:
+        yield master, process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        os.close(master)
+
+
+async def test_ctrl_c_at_the_prompt_clears_the_line_and_ctrl_d_exits(tmp_path: Path) -> None:
+    import os
+
+    async with _chorus_on_a_pty(tmp_path) as (master, process):
+        seen = ["", ""]
         await _read_until(master, "alice> ", seen)
         os.write(master, b"/as mallory")
-        os.write(master, b"\x03")  # Ctrl-C: the terminal sends SIGINT and drops the line
+        os.write(master, b"\x03")  # Ctrl-C: the terminal sends SIGINT; the line is dropped
         await _read_until(master, "alice> ", seen)
         os.write(master, b"/as bob\n")
         await _read_until(master, "Now typing as bob.", seen)
@@ -279,11 +296,30 @@ async def test_ctrl_c_at_the_prompt_clears_the_line_and_ctrl_d_exits(tmp_path) -
         await _read_until(master, "bob> ", seen)
         os.write(master, b"\x04")  # Ctrl-D on an empty line
         assert await asyncio.wait_for(process.wait(), 30) == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        os.close(master)
+
+
+async def test_the_up_arrow_brings_back_earlier_lines_and_ctrl_c_still_clears(tmp_path: Path) -> None:
+    import os
+
+    up, down = b"\x1b[A", b"\x1b[B"
+    async with _chorus_on_a_pty(tmp_path) as (master, process):
+        seen = ["", ""]
+        await _read_until(master, "alice> ", seen)
+        os.write(master, b"/as bob\n")
+        await _read_until(master, "bob> ", seen)
+        os.write(master, b"/as carol\n")
+        await _read_until(master, "carol> ", seen)
+        os.write(master, up + up + b"\n")  # two lines back: /as bob
+        await _read_until(master, "Now typing as bob.", seen)
+        await _read_until(master, "bob> ", seen)
+        os.write(master, b"/as dave" + up + down + b"\x7f\x7f\x7f\x7fmallory" + b"\x03")  # edited, then cancelled
+        await _read_until(master, "bob> ", seen)
+        os.write(master, up + b"\x01" + b"\x1b[C" * 4 + b"\x0berin\n")  # the last line, edited: Home, 4 right, Ctrl-K
+        await _read_until(master, "Now typing as erin.", seen)
+        assert "mallory" not in seen[0].split("Now typing as")[-1] and "Traceback" not in seen[0]
+        await _read_until(master, "erin> ", seen)
+        os.write(master, b"/quit\n")
+        assert await asyncio.wait_for(process.wait(), 30) == 0
 
 
 async def test_best_of_note_sits_on_its_own_line_and_each_variant_starts_its_numbered_line(tmp_path) -> None:
@@ -309,3 +345,38 @@ async def test_best_of_note_sits_on_its_own_line_and_each_variant_starts_its_num
         "1. Fresh pages, fresh coffee.",
         "2. Fresh pages, fresh coffee.",
     ], lines
+
+
+def test_the_line_editor_keeps_history_and_edits_like_readline() -> None:
+    from adapters.terminal.lineedit import END_OF_INPUT, LineEditor
+
+    editor = LineEditor()
+    assert editor.feed("/create slogan tea\r\n/help\n") == ["/create slogan tea", "/help"]
+    assert editor.feed("draft\x1b[A") == [] and editor.text == "/help"
+    assert editor.feed("\x1b") == [] and editor.feed("[A") == [] and editor.text == "/create slogan tea"  # split read
+    assert editor.feed("\x1b[A\x1b[B\x1b[B") == [] and editor.text == "draft", "down past the newest: the draft"
+    assert editor.feed("\x1b[D\x1b[D\x7fX\x1b[3~\n") == ["drXt"]  # left, backspace, insert, Delete
+    assert editor.feed("a\x1b]0;title\x07b\tc\n") == ["a0;titleb c"], "no control character enters a line"
+    assert editor.feed("one two\x17\x17three\n") == ["three"]  # Ctrl-W: a word back
+    editor.feed("half a line")
+    editor.clear()  # Ctrl-C
+    assert editor.text == "" and editor.history[:3] == ["/create slogan tea", "/help", "drXt"]
+    assert editor.feed("xy\x01\x04") == [] and editor.text == "y", "Ctrl-D deletes while there is text"
+    assert editor.feed("\x05\x15\x04ignored\n") == [END_OF_INPUT]
+
+
+def test_a_drop_while_someone_is_typing_goes_above_the_prompt_and_the_typed_line_is_shown_again() -> None:
+    from adapters.terminal.responder import TerminalOutput
+
+    screen = io.StringIO()
+    output = TerminalOutput(screen)
+    output.prompt("alice> ")
+    for typed in ("/cre", "/create slo"):
+        output.edit(typed, len(typed))
+    output.post("── #general · drop ──\nTea, but braver.")
+    shown = screen.getvalue()
+    assert shown.endswith("alice> /create slo")
+    before, _ = shown.split("Tea, but braver.\n")
+    assert before.endswith("\n── #general · drop ──\n") and "alice> /create slo" in before
+    output.line_taken()
+    assert screen.getvalue().endswith("\n") and output.at_line_start

@@ -447,7 +447,7 @@ class DiscordAdapter:
             problem = RESTARTING
         if problem is not None:
             token = str(data["token"])
-            self._spawn(answer_raw(self.client, interaction_id, token, problem, self.ack_session.get()))
+            self._spawn(answer_raw(self.client, interaction_id, token, problem, self.ack_session))
             return REFUSED
         if self.section.defer_on_receipt and defers_at_once(data, self.generating_commands, GENERATING_ACTIONS):
             task = asyncio.get_running_loop().create_task(self._check_then_defer(interaction_id, data))
@@ -494,9 +494,9 @@ class DiscordAdapter:
             _log.exception("checking interaction %s before deferring failed; deferring anyway", interaction_id)
             reason = None
         if reason is not None:
-            answered = await answer_raw(self.client, interaction_id, token, reason, self.ack_session.get())
+            answered = await answer_raw(self.client, interaction_id, token, reason, self.ack_session)
             return REFUSED if answered else NOT_DEFERRED
-        deferred = await defer_raw(self.client, interaction_id, token, self.ack_session.get())
+        deferred = await defer_raw(self.client, interaction_id, token, self.ack_session)
         return DEFERRED if deferred else NOT_DEFERRED
 
     async def _refusal(self, data: dict[str, Any]) -> str | None:
@@ -529,7 +529,7 @@ class DiscordAdapter:
             application_id = int(data.get("application_id") or self.client.application_id or 0)
             self._spawn(replace_deferred_raw(self.client, application_id, token, UNREADABLE, self.ack_session.get()))
         else:
-            self._spawn(answer_raw(self.client, interaction_id, token, UNREADABLE, self.ack_session.get()))
+            self._spawn(answer_raw(self.client, interaction_id, token, UNREADABLE, self.ack_session))
 
     def _ack_settled(self, _: asyncio.Task[str]) -> None:
         self._acks_in_flight -= 1
@@ -640,7 +640,7 @@ class DiscordAdapter:
             return
         responder = self._responder(interaction, received_at)
         if isinstance(action, AskFirst):
-            custom_id = encode_custom_id(action.action_id, action.generation_id, kind="m")
+            custom_id = encode_custom_id(action.action_id, action.target_id, kind="m")
             modal = ask_modal(action.label, custom_id, self.chorus.settings.limits.max_prompt_chars)
             modal.stop()  # the submission is routed by custom_id, so discord.py need not keep the modal
             try:

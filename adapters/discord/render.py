@@ -1,6 +1,7 @@
 """Core Reply -> discord.py send/edit kwargs. Pure: no network, no client; tested on the dicts Discord would get.
 
-Results are an embed (title, numbered variants, footer) with buttons and a tone select; plain replies are content.
+Results are an embed (title, numbered variants, footer) with buttons, a tone select and, for several variants, a
+select that reworks one of them; plain replies are content.
 Long text is split at Discord's limits (2000 content, 4096 embed description) into several messages. Every page
 carries `allowed_mentions=none`, and mention syntax in generated text is defused as well.
 """
@@ -23,11 +24,12 @@ TITLE_LIMIT = 256
 FOOTER_LIMIT = 1024
 SELECT_OPTIONS_LIMIT = 25
 BUTTONS_PER_ROW = 5
+MAX_ROWS = 5
 WRITING = "✍️ writing…"
 THINKING = "Chorus is thinking…"
 
 _ZWSP = "\u200b"
-_MENTION = re.compile(r"@(everyone|here)|<@([!&]?)(\d+)>", re.I)
+_MENTION = re.compile(r"[@\uff20\ufe6b](everyone|here)|<@([!&]?)(\d+)>", re.I)
 _PRIMARY = frozenset({actions.REGENERATE})
 _TONE = actions.TONE
 
@@ -116,21 +118,35 @@ def build_view(actions: Sequence[ReplyAction], tones: Sequence[str] = ()) -> dis
     view = discord.ui.View(timeout=None)
     row, in_row = 0, 0
     tone_action: ReplyAction | None = None
+    selects: list[ReplyAction] = []
     for action in actions:
         if action.action_id == _TONE and tones:
             tone_action = action
             continue
+        if action.choices:
+            selects.append(action)
+            continue
         if in_row == BUTTONS_PER_ROW or (action.action_id.startswith("rate_") and in_row and row == 0):
             row, in_row = row + 1, 0
         if action.ask:
-            custom_id = encode_custom_id(action.action_id, action.generation_id, action.ask, kind="?")
+            custom_id = encode_custom_id(action.action_id, action.target_id, action.ask, kind="?")
         else:
-            custom_id = encode_custom_id(action.action_id, action.generation_id, action.value)
+            custom_id = encode_custom_id(action.action_id, action.target_id, action.value)
         style = discord.ButtonStyle.primary if action.action_id in _PRIMARY else discord.ButtonStyle.secondary
         view.add_item(discord.ui.Button(label=action.label[:80], custom_id=custom_id, style=style, row=row))
         in_row += 1
     if tone_action is not None:
+        row += 1
         options = [discord.SelectOption(label=tone, value=tone) for tone in tones[:SELECT_OPTIONS_LIMIT]]
-        custom_id = encode_custom_id(tone_action.action_id, tone_action.generation_id)
-        view.add_item(discord.ui.Select(custom_id=custom_id, placeholder="Change tone…", options=options, row=row + 1))
+        custom_id = encode_custom_id(tone_action.action_id, tone_action.target_id)
+        view.add_item(discord.ui.Select(custom_id=custom_id, placeholder="Change tone…", options=options, row=row))
+    for action in selects[: MAX_ROWS - 1 - row]:
+        # A select of choices (rework one variant: "#2 · Shorter"): the picked value arrives as the Action's value.
+        row += 1
+        options = [
+            discord.SelectOption(label=label[:100], value=value[:100])
+            for label, value in action.choices[:SELECT_OPTIONS_LIMIT]
+        ]
+        custom_id = encode_custom_id(action.action_id, action.target_id)
+        view.add_item(discord.ui.Select(custom_id=custom_id, placeholder=action.label[:150], options=options, row=row))
     return view

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -19,9 +20,11 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import aiohttp
 import discord
 from discord.enums import InteractionResponseType
+from discord.http import Route
 from discord.webhook.async_ import async_context, interaction_response_params
 
-from adapters.discord.render import Page, render_progress, render_reply
+from adapters.discord.callbacks import CallbackConnections, CallbackError
+from adapters.discord.render import Page, render_progress, render_reply, sanitize
 from bots.events import Conversation
 from bots.reply import PublishForbidden, Reply
 
@@ -41,6 +44,14 @@ _HINTS_KEPT = 512
 # Connections early defers may hold open at once; more acks than that wait for one to come free (a local round
 # trip is well under a millisecond, a real one a few tens) instead of each opening its own.
 ACK_CONNECTIONS = 32
+CALLBACK_ATTEMPTS = 5  # tries of one ack refused with a 429 (a bucket) or a 5xx
+
+
+def _retry_after(body: bytes) -> float:
+    try:
+        return float(json.loads(body)["retry_after"])
+    except (ValueError, KeyError, TypeError):
+        return 1.0
 
 
 class Host(Protocol):
@@ -106,77 +117,84 @@ class RateHints:
 
 
 class AckSession:
-    """The HTTP session early defers travel on: at most `connections` kept-alive connections of its own.
+    """What acks (interaction callbacks) travel on: at most `connections` kept-alive connections of their own.
 
     A burst of interactions then reuses a few warm connections instead of opening a TCP (and TLS) connection per
-    interaction, and acks never queue behind the uploads and streaming edits on discord.py's session."""
+    interaction, and acks never queue behind the uploads and streaming edits on discord.py's session. Callbacks are
+    written directly on those connections (adapters.discord.callbacks); through a proxy they go through aiohttp."""
 
     def __init__(self, connections: int = ACK_CONNECTIONS) -> None:
         self.connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self._direct: CallbackConnections | None = None
 
     def get(self) -> aiohttp.ClientSession:
-        """The session, opened on first use (it needs the running loop)."""
+        """The aiohttp session, opened on first use (it needs the running loop)."""
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.connections), cookie_jar=aiohttp.DummyCookieJar()
             )
         return self._session
 
+    async def respond(self, client: discord.Client, interaction_id: int, token: str, payload: dict[str, Any]) -> bool:
+        """Send an interaction callback; False (logged) if Discord did not take it."""
+        http = client.http
+        if http.proxy is None:
+            if self._direct is None:
+                self._direct = CallbackConnections(Route.BASE, http.user_agent, self.connections)
+            for attempt in range(CALLBACK_ATTEMPTS):  # as discord.py's webhook adapter retries
+                try:
+                    response = await self._direct.post(interaction_id, token, payload)
+                except CallbackError as exc:
+                    _log.warning("interaction callback %s failed: %s", interaction_id, exc)
+                    return False
+                if 200 <= response.status < 300:
+                    return True
+                if response.status == 429 and response.headers.get("via"):  # a bucket, not Cloudflare
+                    await asyncio.sleep(_retry_after(response.body))
+                elif response.status >= 500:
+                    await asyncio.sleep(1 + attempt * 2)
+                else:
+                    break
+            _log.warning(
+                "Discord refused interaction callback %s: %s %s", interaction_id, response.status, response.body[:200]
+            )
+            return False
+        params = interaction_response_params(type=payload["type"], data=payload.get("data"))
+        try:
+            await async_context.get().create_interaction_response(
+                interaction_id, token, session=self.get(), proxy=http.proxy, proxy_auth=http.proxy_auth, params=params
+            )
+        except DELIVERY_ERRORS as exc:
+            _log.warning("interaction callback %s failed: %s", interaction_id, exc)
+            return False
+        return True
+
     async def close(self) -> None:
+        if self._direct is not None:
+            await self._direct.close()
+            self._direct = None
         if self._session is not None:
             await self._session.close()
             self._session = None
 
 
-async def defer_raw(
-    client: discord.Client, interaction_id: int, token: str, session: aiohttp.ClientSession | None = None
-) -> bool:
+async def defer_raw(client: discord.Client, interaction_id: int, token: str, acks: AckSession) -> bool:
     """Send a deferred ("thinking…") callback straight from the raw payload, before discord.py builds models or the
-    core runs, so the 3 s deadline is met even with hundreds of interactions arriving at once.
-
-    `session`: the kept-alive session acks travel on (see `AckSession`); by default the client's own."""
-    http = client.http
-    params = interaction_response_params(type=InteractionResponseType.deferred_channel_message.value)
-    try:
-        await async_context.get().create_interaction_response(
-            interaction_id,
-            token,
-            session=session or http._HTTPClient__session,  # type: ignore[attr-defined]  # the client's own session
-            proxy=http.proxy,
-            proxy_auth=http.proxy_auth,
-            params=params,
-        )
-    except DELIVERY_ERRORS as exc:
-        _log.warning("early defer of interaction %s failed: %s", interaction_id, exc)
-        return False
-    return True
+    core runs, so the 3 s deadline is met even with hundreds of interactions arriving at once."""
+    deferred = {"type": InteractionResponseType.deferred_channel_message.value}
+    return await acks.respond(client, interaction_id, token, deferred)
 
 
 def _private(text: str) -> dict[str, Any]:
     return {"content": text[:2000], "flags": 64, "allowed_mentions": {"parse": []}}
 
 
-async def answer_raw(
-    client: discord.Client, interaction_id: int, token: str, text: str, session: aiohttp.ClientSession | None = None
-) -> bool:
+async def answer_raw(client: discord.Client, interaction_id: int, token: str, text: str, acks: AckSession) -> bool:
     """Answer an interaction privately straight from its raw payload: for those refused before discord.py or the
     core see them (unknown, outdated, invalid), so they never show a public "thinking…"."""
-    http = client.http
-    params = interaction_response_params(type=InteractionResponseType.channel_message.value, data=_private(text))
-    try:
-        await async_context.get().create_interaction_response(
-            interaction_id,
-            token,
-            session=session or http._HTTPClient__session,  # type: ignore[attr-defined]
-            proxy=http.proxy,
-            proxy_auth=http.proxy_auth,
-            params=params,
-        )
-    except DELIVERY_ERRORS as exc:
-        _log.warning("could not answer interaction %s: %s", interaction_id, exc)
-        return False
-    return True
+    payload = {"type": InteractionResponseType.channel_message.value, "data": _private(text)}
+    return await acks.respond(client, interaction_id, token, payload)
 
 
 async def replace_deferred_raw(
@@ -316,7 +334,7 @@ async def open_thread(
     """Start a public thread on a message Chorus posted; messages in it then reach the core without a mention."""
     channel = host.client.get_partial_messageable(channel_id, guild_id=guild_id)
     thread = await channel.get_partial_message(int(message_ref)).create_thread(
-        name=name[:100] or "Chorus", auto_archive_duration=1440
+        name=sanitize(name)[:100] or "Chorus", auto_archive_duration=1440
     )
     host.remember_thread(str(thread.id), str(channel_id))
     return str(thread.id), ChannelResponder(host, thread.id, guild_id=guild_id)

@@ -33,7 +33,7 @@ class AskFirst:
     """A click on a button whose action needs a line of text: the adapter opens a modal with this label."""
 
     action_id: str
-    generation_id: int | None
+    target_id: int | None
     label: str
 
 
@@ -140,7 +140,7 @@ def to_action(payload: Mapping[str, Any]) -> Action | AskFirst | None:
         to_user(payload),
         action_id,
         value=value,
-        generation_id=generation_id,
+        target_id=generation_id,
         message_ref=str(message["id"]) if message.get("id") else None,
         extras={"payload": payload},
     )

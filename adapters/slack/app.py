@@ -61,6 +61,7 @@ from adapters.slack.translate import (
 from bots.app import Chorus
 from bots.commands import COMMANDS
 from bots.events import Event, Message
+from bots.redelivery import deliver_undelivered
 from bots.shutdown import Draining
 
 _log = logging.getLogger(__name__)
@@ -240,7 +241,8 @@ class SlackAdapter:
             self._trust_checked_token(identity)
         # Background services (drops, brainstorm timers) start before any event can arrive, so their start-up never
         # races a command's handling for the database.
-        await self.chorus.attach_publisher(SlackPublisher(self.client_for, self.options, self.outbound))
+        publisher = SlackPublisher(self.client_for, self.options, self.outbound)
+        await self.chorus.attach_publisher(publisher)
         if self.settings.mode == "http":
             server = AsyncSlackAppServer(port=self.settings.port, path=self.settings.path, app=self.app)
             self._runner = web.AppRunner(server.web_app, access_log=None)
@@ -255,6 +257,9 @@ class SlackAdapter:
 
             self._socket = AsyncSocketModeHandler(self.app, self.app_token, web_client=self.client)
             await self._socket.connect_async()
+        # Results stored but not delivered when Chorus last stopped (killed mid-delivery) go out now, paced like any
+        # other post.
+        self.spawn(deliver_undelivered(self.chorus.store, publisher, PLATFORM))
 
     def _trust_checked_token(self, identity: Any) -> None:
         """Hand Bolt the auth.test answer Chorus got at start-up. Left alone, Bolt's single-workspace authorization

@@ -2,11 +2,13 @@
 
 Every piece of text Chorus sends passes through `escape`, so no user or model text can become a Slack mention
 (`<!channel>`, `<!here>`, `<!everyone>`, `<@U…>`, `<!subteam^…>`) or a link: Slack only parses those inside
-`<…>`, and `<` never survives.
+`<…>`, and `<` never survives. The bare words `@channel`, `@here` and `@everyone` (which Slack turns into
+mentions where `link_names` applies) get a zero-width space after the `@`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +20,6 @@ from adapters.slack.translate import (
 )
 from bots.feedback import TONE
 from bots.reply import Reply, ReplyAction
-from generation.moderation import neutralize_mentions
 
 SECTION_LIMIT = 3000  # characters of text in one section block
 BLOCK_LIMIT = 50  # blocks in one message
@@ -32,10 +33,13 @@ CURSOR = " ▍"
 
 Block = dict[str, Any]
 
+_ZWSP = "\u200b"
+_AT_WORD = re.compile(r"[@\uff20\ufe6b](?=(everyone|here|channel)\b)", re.IGNORECASE)
+
 
 def escape(text: str) -> str:
     """Text -> mrkdwn that shows exactly that text and can never ping anyone."""
-    text = neutralize_mentions(text)
+    text = _AT_WORD.sub("@" + _ZWSP, text)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -101,7 +105,8 @@ def _body_blocks(text: str, room: int, limit: int = SECTION_LIMIT) -> list[Block
 
 
 def action_elements(actions: Sequence[ReplyAction], tones: Sequence[str]) -> list[Block]:
-    """Buttons for each action; the tone action becomes a select of the configured tones."""
+    """Buttons for each action; the tone action becomes a select of the configured tones, an action with choices a
+    select of them."""
     elements: list[Block] = []
     for action in actions:
         action_id = f"{ACTION_PREFIX}{action.action_id}"
@@ -112,8 +117,22 @@ def action_elements(actions: Sequence[ReplyAction], tones: Sequence[str]) -> lis
                     "action_id": action_id,
                     "placeholder": _plain(action.label or "Change tone"),
                     "options": [
-                        {"text": _plain(tone), "value": encode_value(action.generation_id, tone)}
+                        {"text": _plain(tone), "value": encode_value(action.target_id, tone)}
                         for tone in tones[:OPTIONS_LIMIT]
+                    ],
+                }
+            )
+            continue
+        if action.choices:
+            # A select of choices (rework one variant: "#2 · Shorter"): the picked value arrives as the value.
+            elements.append(
+                {
+                    "type": "static_select",
+                    "action_id": action_id,
+                    "placeholder": _plain(action.label),
+                    "options": [
+                        {"text": _plain(label), "value": encode_value(action.target_id, value)}
+                        for label, value in action.choices[:OPTIONS_LIMIT]
                     ],
                 }
             )
@@ -122,7 +141,7 @@ def action_elements(actions: Sequence[ReplyAction], tones: Sequence[str]) -> lis
             "type": "button",
             "action_id": action_id + (":ask" if action.ask else ""),
             "text": _plain(action.label),
-            "value": encode_value(action.generation_id, action.value, action.ask),
+            "value": encode_value(action.target_id, action.value, action.ask),
         }
         elements.append(element)
     return elements

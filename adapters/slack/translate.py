@@ -12,7 +12,9 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from bots.events import Action, Activity, Command, Conversation, Message, Reaction, User
+import emoji
+
+from bots.events import Action, Activity, Command, Conversation, Message, Reaction, User, plain_emoji
 
 PLATFORM = "slack"
 ACTION_PREFIX = "chorus:"
@@ -154,7 +156,7 @@ def to_action(body: Payload, admins: Collection[str]) -> Action | None:
         user=_interaction_user(body, admins),
         action_id=action_id.removeprefix(ACTION_PREFIX).split(":", 1)[0],
         value=value.get("v", ""),
-        generation_id=value.get("g"),
+        target_id=value.get("g"),
         message_ref=message_ref(channel, ts) if channel and ts else None,
         extras={"payload": body},
     )
@@ -174,7 +176,7 @@ def ask_metadata(action: Action) -> str:
     return json.dumps(
         {
             "a": action.action_id,
-            "g": action.generation_id,
+            "g": action.target_id,
             "c": conversation.channel,
             "t": conversation.thread,
             "m": action.message_ref,
@@ -223,7 +225,7 @@ def to_submission(body: Payload, admins: Collection[str]) -> Action | Command | 
         user=user,
         action_id=str(meta["a"]),
         value=values.get("text", "").strip(),
-        generation_id=generation_id if isinstance(generation_id, int) else None,
+        target_id=generation_id if isinstance(generation_id, int) else None,
         message_ref=meta.get("m"),
         extras={"payload": body},
     )
@@ -276,6 +278,14 @@ def to_message(
     )
 
 
+def unicode_emoji(name: str) -> str:
+    """Slack's emoji name (`+1`, `thumbsup::skin-tone-3`, `heart`) as the Unicode emoji Chorus counts; a workspace's
+    custom emoji keeps its name."""
+    bare = name.strip(":").split("::", 1)[0]
+    unicode = emoji.emojize(f":{bare}:", language="alias")
+    return plain_emoji(unicode if unicode != f":{bare}:" else bare)
+
+
 def to_reaction(event: Payload, team_id: str, admins: Collection[str]) -> Reaction | None:
     """`reaction_added` / `reaction_removed` on a message; reactions on files are not Chorus' business."""
     item = event.get("item") or {}
@@ -285,7 +295,7 @@ def to_reaction(event: Payload, team_id: str, admins: Collection[str]) -> Reacti
         conversation=Conversation(PLATFORM, team_id, item["channel"]),
         user=slack_user(event.get("user", ""), "", admins),
         message_ref=message_ref(item["channel"], item["ts"]),
-        emoji=event.get("reaction", ""),
+        emoji=unicode_emoji(event.get("reaction", "")),
         added=event.get("type") == "reaction_added",
         extras={"payload": event},
     )

@@ -1,24 +1,27 @@
 """The terminal channel's read-eval loop.
 
 Interactive (a TTY), like a shell: Ctrl-C stops the current generation, or at the prompt discards the line and shows
-a new prompt; Ctrl-D on an empty line and /quit exit. The terminal keeps its own line editing (canonical mode), so
-reading never blocks the loop and a Ctrl-C line is dropped by the terminal itself. Piped: lines are echoed and
-handled strictly in order, and the loop returns at EOF after the last reply is flushed. On SIGTERM (and SIGINT when
-piped) generations in flight end with their text so far and a restart note, and the loop returns 0.
+a new prompt; Ctrl-D on an empty line and /quit exit; the up and down arrows walk the lines typed before
+(lineedit.LineEditor, fed from the TTY whenever it is readable, so reading never blocks the loop). Piped: lines are
+echoed and handled strictly in order, and the loop returns at EOF after the last reply is flushed. On SIGTERM (and
+SIGINT when piped) generations in flight end with their text so far and a restart note, and the loop returns 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import dataclasses
 import os
 import signal
 import sys
+import termios
 import threading
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
+from adapters.terminal.lineedit import LineEditor
 from adapters.terminal.responder import TerminalOutput, TerminalPublisher, TerminalResponder
 from adapters.terminal.translate import CONVERSATION, LeaveThread, Quit, SwitchUser, terminal_user, to_event
 from bots.app import Chorus
@@ -85,20 +88,41 @@ class TerminalSession:
         return True
 
 
-class _Lines:
-    """Typed lines as they arrive, None at end of input. Interactive: read from the TTY when it is readable, never
-    blocking the loop. Piped: read by a daemon thread, so a stop never waits for the next line."""
+class _TypedAhead(str):
+    """A line finished while no prompt was on screen (typed during a reply): it is printed when its prompt is."""
 
-    def __init__(self, stdin: TextIO, interactive: bool) -> None:
+
+class _Lines:
+    """Typed lines as they arrive, None at end of input. Interactive: the terminal's own line editing is off and a
+    LineEditor (history on the up arrow) reads the TTY when it is readable, never blocking the loop; the terminal
+    still turns Ctrl-C into SIGINT. Piped: read by a daemon thread, so a stop never waits for the next line."""
+
+    def __init__(self, stdin: TextIO, interactive: bool, output: TerminalOutput) -> None:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self._partial = b""
+        self.editor = LineEditor()
+        self.output = output
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._loop = asyncio.get_running_loop()
         self._fd: int | None = None
+        self._saved_mode: list[Any] | None = None
         if interactive:
             self._fd = stdin.fileno()
+            self._keys_mode()
             self._loop.add_reader(self._fd, self._readable)
         else:
             threading.Thread(target=self._read_piped, args=(stdin,), daemon=True, name="chorus-stdin").start()
+
+    def _keys_mode(self) -> None:
+        """Keys arrive one by one, unechoed (the editor draws the line); Ctrl-C still raises SIGINT."""
+        assert self._fd is not None
+        try:
+            self._saved_mode = termios.tcgetattr(self._fd)
+        except termios.error:
+            return
+        mode = termios.tcgetattr(self._fd)
+        mode[3] &= ~(termios.ICANON | termios.ECHO | termios.IEXTEN)
+        mode[6][termios.VMIN], mode[6][termios.VTIME] = 1, 0
+        termios.tcsetattr(self._fd, termios.TCSANOW, mode)
 
     def _readable(self) -> None:
         assert self._fd is not None
@@ -108,14 +132,24 @@ class _Lines:
             return
         except OSError:
             data = b""
-        if not data:  # Ctrl-D on an empty line (or the terminal went away)
-            self.close()
-            self.queue.put_nowait(None)
+        if not data:  # the terminal went away
+            self._end()
             return
-        self._partial += data
-        while b"\n" in self._partial:
-            line, _, self._partial = self._partial.partition(b"\n")
-            self.queue.put_nowait(line.decode(errors="replace"))
+        for line in self.editor.feed(self._decoder.decode(data)):
+            if line is None:  # Ctrl-D on an empty line
+                self._end()
+                return
+            if self.output.prompt_text:
+                self.output.edit(line, len(line))
+                self.output.line_taken()
+                self.queue.put_nowait(line)
+            else:
+                self.queue.put_nowait(_TypedAhead(line))
+        self.output.edit(self.editor.text, self.editor.cursor)
+
+    def _end(self) -> None:
+        self.close()
+        self.queue.put_nowait(None)
 
     def _read_piped(self, stdin: TextIO) -> None:
         for line in iter(stdin.readline, ""):
@@ -123,13 +157,16 @@ class _Lines:
         self._loop.call_soon_threadsafe(self.queue.put_nowait, None)
 
     def discard(self) -> None:
-        """Ctrl-C at the prompt: forget what was typed so far (the terminal has dropped its copy)."""
-        self._partial = b""
+        """Ctrl-C at the prompt: forget what was typed so far."""
+        self.editor.clear()
 
     def close(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(ValueError, OSError):
                 self._loop.remove_reader(self._fd)
+            if self._saved_mode is not None:
+                with contextlib.suppress(termios.error):
+                    termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved_mode)
             self._fd = None
 
 
@@ -141,7 +178,7 @@ async def run_terminal(chorus: Chorus, *, stdin: TextIO | None = None, stdout: T
     draining = Draining.install(chorus)
     interactive = _isatty(stdin) and _isatty(stdout)
     loop = asyncio.get_running_loop()
-    lines = _Lines(stdin, interactive)
+    lines = _Lines(stdin, interactive, session.output)
     running: list[asyncio.Task[bool]] = []  # the line being handled, if any
     stopping = asyncio.Event()
     drains: list[asyncio.Task[None]] = []
@@ -152,7 +189,6 @@ async def run_terminal(chorus: Chorus, *, stdin: TextIO | None = None, stdout: T
         elif interactive:
             lines.discard()
             session.output.line_taken()
-            session.output.write("\n")
             session.output.prompt(session.prompt)
         else:
             stop()
@@ -177,9 +213,9 @@ async def run_terminal(chorus: Chorus, *, stdin: TextIO | None = None, stdout: T
                 if interactive and not stopping.is_set():
                     session.say("")
                 return 0
-            if interactive:
-                session.output.line_taken()
-            elif line.strip():
+            if isinstance(line, _TypedAhead):
+                session.output.line_taken(typed_ahead=line)
+            elif not interactive and line.strip():
                 session.say(f"{session.prompt}{line}")
             task = asyncio.ensure_future(session.handle_line(line))
             running[:] = [task]

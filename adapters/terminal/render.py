@@ -32,6 +32,10 @@ def render_actions(actions: Sequence[ReplyAction]) -> str:
     items: list[str] = []
     rate = [a for a in actions if a.key in RATE_KEYS]
     for action in actions:
+        if action.choices and not action.key:
+            # No selects here: one variant is reworked by typing its number first (`2 s`).
+            items.append("[2 s] one variant")
+            continue
         if action.key in RATE_KEYS or not action.key:
             continue
         items.append(f"[{action.key}] {action.label.lower()}")

@@ -7,6 +7,7 @@ a line that is still streaming: they wait until the stream ends.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
@@ -20,12 +21,14 @@ ThreadListener = Callable[[str], None]
 
 class TerminalOutput:
     """The terminal's one output: filters control characters, knows whether the cursor is at the start of a line
-    or after the prompt, and holds posts back while a reply streams."""
+    or after the prompt, shows the line being typed there, and holds posts back while a reply streams."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.at_line_start = True
         self.prompt_text = ""  # the prompt on screen while waiting for a line ("" when none)
+        self.typed = ""  # the line being typed after the prompt (from the line editor; printable text only)
+        self.typed_cursor = 0  # where the cursor is in `typed`
         self._streams = 0
         self._held: list[tuple[str, Callable[[], None] | None]] = []
 
@@ -38,14 +41,86 @@ class TerminalOutput:
         self.at_line_start = text.endswith("\n")
 
     def prompt(self, text: str) -> None:
-        """Show the prompt for the next line."""
+        """Show the prompt for the next line, and whatever was typed ahead of it."""
         self.write(text)
         self.prompt_text = text
+        typed, cursor = self.typed, self.typed_cursor
+        self.typed = ""
+        self.typed_cursor = 0
+        if typed:
+            self._draw(typed, 0, cursor)
 
-    def line_taken(self) -> None:
-        """The user ended the line (the terminal echoed its newline)."""
-        self.prompt_text = ""
+    def line_taken(self, typed_ahead: str | None = None) -> None:
+        """The user ended the line shown after the prompt: the cursor goes below it. `typed_ahead`: a line ended
+        before its prompt was shown, printed now after the prompt (what is typed after it stays pending)."""
+        if typed_ahead is not None and self.prompt_text:
+            rest = self.typed, self.typed_cursor
+            self._draw(safe_text(typed_ahead), self.typed_cursor)
+            self.write("\n")
+            self.prompt_text = ""
+            self.typed, self.typed_cursor = rest[0], len(rest[0])
+            return
+        if self.prompt_text:
+            if self.typed:
+                self._control(self._move(self.typed_cursor, len(self.typed)))
+            self.write("\n")
+        self.prompt_text = self.typed = ""
+        self.typed_cursor = 0
         self.at_line_start = True
+
+    def edit(self, typed: str, cursor: int) -> None:
+        """The line being typed is now `typed`, with the cursor at `cursor`: redraw what changed after the prompt.
+        Before a prompt is shown (typing ahead while a reply streams) nothing is drawn; the prompt shows it."""
+        typed = safe_text(typed).replace("\n", " ").replace("\t", " ")
+        if not self.prompt_text:
+            self.typed, self.typed_cursor = typed, min(cursor, len(typed))
+            return
+        before, shown = self.typed, self.typed_cursor
+        if typed.startswith(before) and shown == len(before) and cursor == len(typed):
+            self._type(typed[len(before) :])  # typing at the end: just print it
+        else:
+            self._draw(typed, shown, cursor)
+
+    # -- drawing the typed line (a prompt is on screen; its text may wrap over several rows) ------------------
+
+    def _width(self) -> int:
+        try:
+            return max(2, os.get_terminal_size(self.out.fileno()).columns)
+        except (AttributeError, ValueError, OSError):
+            return 80
+
+    def _move(self, src: int, dst: int) -> str:
+        """The cursor movement from offset `src` to offset `dst` of the typed line."""
+        if src == dst:
+            return ""
+        width, start = self._width(), len(self.prompt_text)
+        src_row, _ = divmod(start + src, width)
+        dst_row, dst_col = divmod(start + dst, width)
+        vertical = f"\x1b[{src_row - dst_row}A" if src_row > dst_row else "\n" * (dst_row - src_row)
+        return vertical + "\r" + (f"\x1b[{dst_col}C" if dst_col else "")
+
+    def _type(self, text: str) -> None:
+        self.out.write(text)
+        self.typed += text
+        self.typed_cursor = len(self.typed)
+        if (len(self.prompt_text) + len(self.typed)) % self._width() == 0:
+            self.out.write("\r\n")  # leave the last column: the cursor is on the next row, as _move counts
+        self.out.flush()
+
+    def _draw(self, typed: str, shown: int, cursor: int | None = None) -> None:
+        """Rewrite the prompt and `typed` from the prompt's first row (the cursor is at `shown` now)."""
+        cursor = len(typed) if cursor is None else cursor
+        self._control(self._move(shown, -len(self.prompt_text)) + "\x1b[J")
+        self.out.write(self.prompt_text)
+        self.typed, self.typed_cursor = "", 0
+        self._type(typed)
+        self._control(self._move(len(typed), cursor))
+        self.typed_cursor = cursor
+
+    def _control(self, sequence: str) -> None:
+        """Cursor movement and erasing made here, never from text: the one way escape sequences reach the terminal."""
+        self.out.write(sequence)
+        self.out.flush()
 
     def post(self, text: str, on_shown: Callable[[], None] | None = None) -> None:
         """Print an unprompted post on lines of its own: after the current stream, and above a fresh prompt.
@@ -54,6 +129,8 @@ class TerminalOutput:
             self._held.append((text, on_shown))
             return
         prompt = self.prompt_text
+        if prompt and self.typed:
+            self._control(self._move(self.typed_cursor, len(self.typed)))  # below the line being typed
         if not self.at_line_start:
             self.write("\n")
         self.write(text if text.endswith("\n") else text + "\n")

@@ -66,17 +66,15 @@ def to_event(
     head = head.lower()
     if head == "t" and rest.strip():
         known = keys.get("t")
-        return Action(
-            conversation, user, "tone", value=rest.strip(), generation_id=known.generation_id if known else None
-        )
+        return Action(conversation, user, "tone", value=rest.strip(), target_id=known.target_id if known else None)
     asking = keys.get(head)
     if asking is not None and asking.ask and rest.strip():
         # An action that asks for text (`idea <text>`): the rest of the line is the answer.
-        return Action(conversation, user, asking.action_id, value=rest.strip(), generation_id=asking.generation_id)
+        return Action(conversation, user, asking.action_id, value=rest.strip(), target_id=asking.target_id)
     if not rest:
         if head in keys:
             known = keys[head]
-            return Action(conversation, user, known.action_id, value=known.value, generation_id=known.generation_id)
+            return Action(conversation, user, known.action_id, value=known.value, target_id=known.target_id)
         if head in STANDARD_KEYS:
             return Action(conversation, user, STANDARD_KEYS[head])
     return Message(conversation=conversation, user=user, text=text)

@@ -8,7 +8,6 @@ from bots.errors import UserError
 from bots.events import Command
 from bots.parsing import parse_bounded, split_options
 from bots.router import CommandSpec, Context
-from generation.moderation import neutralize_mentions
 
 if TYPE_CHECKING:
     from bots.brainstorm.feature import Brainstorms
@@ -43,8 +42,7 @@ async def brainstorm(ctx: Context) -> None:
         raise UserError(f"That topic is {len(topic)} characters; the limit is {limit}. Shorten it and try again.")
     minutes = parse_minutes(found.get("minutes"), settings.brainstorm.minutes)
     rounds = parse_rounds(found.get("rounds"), settings.brainstorm.rounds)
-    # The topic is repeated in titles, thread names and summaries: make it inert once, here.
-    await _sessions(ctx).start(ctx, neutralize_mentions(topic), minutes, rounds)
+    await _sessions(ctx).start(ctx, topic, minutes, rounds)
 
 
 async def summary(ctx: Context) -> None:

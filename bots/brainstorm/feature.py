@@ -22,7 +22,7 @@ from bots.brainstorm import render
 from bots.brainstorm.prompts import next_steps, seed_ideas, yes_and_ideas
 from bots.brainstorm.themes import organize
 from bots.errors import UserError
-from bots.events import Action, Conversation, Message, Reaction, User
+from bots.events import Action, Conversation, Message, Reaction, User, plain_emoji
 from bots.reply import Attachment, Publisher, Reply, Responder
 from bots.router import Context
 from bots.store import BRAINSTORM_CLOSED, BrainstormRecord, IdeaRecord
@@ -43,8 +43,6 @@ _THROWAWAY_LIST = (
 )
 THROWAWAYS = frozenset(_THROWAWAY_LIST.split("|"))
 _VOTE_WORDS = frozenset({"+1", "👍", "this", "this one", "agree", "agreed", "same", "me too"})
-_SKIN_TONES = re.compile("[\U0001f3fb-\U0001f3ff\ufe0f]")
-_THUMBS_ALIASES = frozenset({"👍", "+1", "thumbsup", "thumbs_up", "thumbs-up", "like"})
 # Platforms whose threads are a mode of their one channel rather than a place of their own.
 _MODE_THREAD_PLATFORMS = frozenset({"terminal"})
 _THEMES_FAILED = "Sorting the ideas failed this time; they are all kept and the next round end tries again."
@@ -56,14 +54,6 @@ _NO_CLEAR_THEMES = (
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def normalize_emoji(emoji: str) -> str:
-    """'👍🏽', ':+1:', 'thumbsup' all become one form, so every platform's spelling of the vote emoji counts."""
-    bare = _SKIN_TONES.sub("", emoji.strip()).strip(":").lower()
-    if "::skin-tone" in bare or bare.startswith("+1::") or bare.startswith("thumbsup::"):
-        bare = bare.split("::", 1)[0]
-    return "👍" if bare in _THUMBS_ALIASES else bare
 
 
 def is_throwaway(text: str) -> bool:
@@ -271,7 +261,7 @@ class Brainstorms:
         idea = await self.app.store.find_idea_by_ref(reaction.conversation.platform, reaction.message_ref)
         if idea is None:
             return False
-        if normalize_emoji(reaction.emoji) != normalize_emoji(self.config.vote_emoji):
+        if plain_emoji(reaction.emoji) != plain_emoji(self.config.vote_emoji):
             return True  # other reactions on ideas are people's business
         session = await self.app.store.get_brainstorm(idea.session_id)
         if session is None or not session.is_open:
@@ -289,7 +279,7 @@ class Brainstorms:
         assert isinstance(action, Action)
         if action.action_id not in render.ACTIONS:
             return False
-        session = await self._session_for(ctx, action.generation_id)
+        session = await self._session_for(ctx, action.target_id)
         if session is None:
             raise UserError("That brainstorm no longer exists (it ended and its retention period is over).")
         if not session.is_open:
@@ -377,11 +367,18 @@ class Brainstorms:
                 # No deadline on an open session means "this round is ending": a restart resumes it at once.
                 session = await self.app.store.update_brainstorm(session.id, deadline=None)
             post = self._poster(session, fallback)
-            views = await self._themes_once(session, post)
-            if session.round >= session.rounds:
-                await self._wrap_up(await self._reload(session), post, sorted_already=True)
-                return True
-            await self._yes_and(await self._reload(session), views, post)
+            # With votes in, the ideas to build on are known before sorting: the yes-and ideas are written while
+            # the themes are named (one batch for the model), and stored and posted only after Themes went out.
+            early = await self._early_yes_and(session) if session.round < session.rounds else None
+            try:
+                views = await self._themes_once(session, post)
+                if session.round >= session.rounds:
+                    await self._wrap_up(await self._reload(session), post, sorted_already=True)
+                    return True
+                await self._yes_and(await self._reload(session), views, post, early)
+            finally:
+                if early is not None and not early.done():
+                    early.cancel()
             deadline = self.clock() + timedelta(minutes=session.minutes)
             session = await self.app.store.update_brainstorm(session.id, round=session.round + 1, deadline=deadline)
             await post(render.round_open(session))
@@ -475,32 +472,55 @@ class Brainstorms:
             await self._mark_posted(session)
         return views
 
-    async def _yes_and(self, session: BrainstormRecord, views: dict[int, render.IdeaView], post: Post) -> None:
+    async def _pending_yes_and(self, session: BrainstormRecord) -> list[IdeaRecord]:
+        """Yes-and ideas already stored for the next round (a run before a restart wrote them)."""
+        ideas = await self.app.store.ideas(session.id)
+        return [idea for idea in ideas if idea.source == "yes-and" and idea.round == session.round + 1]
+
+    def _write_yes_and(self, session: BrainstormRecord, basis: list[render.IdeaView]) -> Awaitable[list[str]]:
+        return yes_and_ideas(
+            self.app.generator,
+            session.topic,
+            [view.idea.text for view in basis],
+            self.config.yes_and_ideas,
+            blocklist=self.app.blocklist,
+            seed=session.id * 1000 + session.round + 500,
+            key=session.conversation.key,
+        )
+
+    async def _early_yes_and(self, session: BrainstormRecord) -> asyncio.Task[list[str]] | None:
+        """Start writing the yes-and ideas now when people voted (the top-voted ideas are their basis) and none are
+        stored yet; None otherwise. Nothing is stored here: the texts are only kept once Themes went out."""
+        if await self._pending_yes_and(session):
+            return None
+        views = render.idea_views(await self.app.store.ideas(session.id), await self.app.store.voters(session.id))
+        voted = [view for view in render.ranked(views) if view.votes][:3]
+        if not voted:
+            return None
+        return asyncio.ensure_future(self._write_yes_and(session, voted))
+
+    async def _yes_and(
+        self,
+        session: BrainstormRecord,
+        views: dict[int, render.IdeaView],
+        post: Post,
+        early: asyncio.Task[list[str]] | None = None,
+    ) -> None:
         """Ideas that build on the favourites: all stored first, then each posted, so a restart in between posts
-        the stored ones and generates nothing again."""
+        the stored ones and generates nothing again. `early` holds ones already being written from the votes."""
         store = self.app.store
-        pending = [
-            idea
-            for idea in await store.ideas(session.id)
-            if idea.source == "yes-and" and idea.round == session.round + 1
-        ]
+        pending = await self._pending_yes_and(session)
         if not pending:
-            voted = [view for view in render.ranked(views) if view.votes]
-            basis = (
-                voted[:3]
-                or [views[ids[0]] for theme in session.themes if (ids := theme["idea_ids"]) and ids[0] in views][:3]
-            )
-            if not basis:
-                return
-            texts = await yes_and_ideas(
-                self.app.generator,
-                session.topic,
-                [view.idea.text for view in basis],
-                self.config.yes_and_ideas,
-                blocklist=self.app.blocklist,
-                seed=session.id * 1000 + session.round + 500,
-                key=session.conversation.key,
-            )
+            if early is not None:
+                texts = await early
+            else:
+                # The top-voted ideas, or with no votes the first idea of each of the first three themes.
+                voted = [view for view in render.ranked(views) if view.votes]
+                leads = [views[ids[0]] for theme in session.themes if (ids := theme["idea_ids"]) and ids[0] in views]
+                basis = voted[:3] or leads[:3]
+                if not basis:
+                    return
+                texts = await self._write_yes_and(session, basis)
             platform = session.conversation.platform
             pending = [
                 await store.add_idea(session.id, CHORUS, platform, text, round=session.round + 1, source="yes-and")

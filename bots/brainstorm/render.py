@@ -9,7 +9,6 @@ from bots.actions import BRAINSTORM_ACTIONS, BRAINSTORM_IDEA, BRAINSTORM_NEXT, B
 from bots.brainstorm.prompts import short
 from bots.reply import Reply, ReplyAction
 from bots.store import BrainstormRecord, IdeaRecord
-from generation.moderation import neutralize_mentions
 
 IDEA, VOTE, NEXT, WRAP = BRAINSTORM_IDEA, BRAINSTORM_VOTE, BRAINSTORM_NEXT, BRAINSTORM_WRAP
 ACTIONS = BRAINSTORM_ACTIONS
@@ -20,18 +19,18 @@ TOP_IDEAS = 5
 
 
 def controls(session_id: int) -> tuple[ReplyAction, ...]:
-    """The session's buttons. They carry the session id (as generation_id) so they work from any message and after a
+    """The session's buttons. They carry the session id (as target_id) so they work from any message and after a
     restart; 💡 and Vote ask for a line first (a modal; `i <idea>` / `v <number>` in the terminal)."""
     return (
-        ReplyAction(IDEA, "💡 Add idea", "i", ask="Your idea", generation_id=session_id),
-        ReplyAction(VOTE, "👍 Vote", "v", ask="Number of the idea you vote for (e.g. 3)", generation_id=session_id),
-        ReplyAction(NEXT, "⏭ Next round", "n", generation_id=session_id),
-        ReplyAction(WRAP, "✅ Wrap up", "w", generation_id=session_id),
+        ReplyAction(IDEA, "💡 Add idea", "i", ask="Your idea", target_id=session_id),
+        ReplyAction(VOTE, "👍 Vote", "v", ask="Number of the idea you vote for (e.g. 3)", target_id=session_id),
+        ReplyAction(NEXT, "⏭ Next round", "n", target_id=session_id),
+        ReplyAction(WRAP, "✅ Wrap up", "w", target_id=session_id),
     )
 
 
 def vote_button(session_id: int, number: int) -> ReplyAction:
-    return ReplyAction(VOTE, f"👍 Vote #{number}", f"v{number}", value=str(number), generation_id=session_id)
+    return ReplyAction(VOTE, f"👍 Vote #{number}", f"v{number}", value=str(number), target_id=session_id)
 
 
 @dataclass(frozen=True)
@@ -106,15 +105,13 @@ def kickoff(session: BrainstormRecord, seeds: int) -> Reply:
     )
     if seeds:
         text += "\nTo get you going, a few ideas from Chorus follow."
-    return Reply(
-        parts=(neutralize_mentions(text),), title=f"💡 Brainstorm: {session.topic}", actions=controls(session.id)
-    )
+    return Reply(parts=(text,), title=f"💡 Brainstorm: {session.topic}", actions=controls(session.id))
 
 
 def chorus_idea(session_id: int, idea: IdeaRecord, heading: str) -> Reply:
     """A seed or yes-and idea, posted as its own message so people can react to it."""
     return Reply(
-        parts=(neutralize_mentions(f"{heading} #{idea.number}: {idea.text}"),),
+        parts=(f"{heading} #{idea.number}: {idea.text}",),
         actions=(vote_button(session_id, idea.number), *controls(session_id)),
     )
 
@@ -136,7 +133,7 @@ def themes_reply(
     if note:
         lines.append(note)
     return Reply(
-        parts=(neutralize_mentions("\n".join(lines)),),
+        parts=("\n".join(lines),),
         title=f"Themes — round {session.round} of {session.rounds}",
         actions=controls(session.id),
     )
@@ -191,7 +188,7 @@ def summary_markdown(
     lines.append(", ".join(f"{name} ({_ideas(n)})" for name, n in people) if people else "No one posted ideas.")
     lines += ["", "## Next steps"]
     lines += [f"{n}. {step}" for n, step in enumerate(session.next_steps, 1)] or ["Pick the idea to try first."]
-    return neutralize_mentions("\n".join(lines))
+    return "\n".join(lines)
 
 
 def _minutes(minutes: float) -> str:
