@@ -28,7 +28,9 @@ async def test_create_streams_numbered_variants_and_offers_actions(testbot: Test
     reply = await testbot.one("/create slogan a bookstore that is also a cafe --tone playful --n 3")
     assert reply.title == "slogan · v1 of 1"
     assert len(reply.parts) == 3 and all(reply.parts)
-    assert [a.key for a in reply.actions] == ["r", "m", "s", "l", "t <tone>", "+", "-"]
+    assert [a.key for a in reply.actions] == ["r", "m", "s", "l", "t <tone>", "", "+", "-"]
+    rework = reply.actions[5]  # several variants: a select that reworks one of them
+    assert {value.split()[0] for _, value in rework.choices} == {"1", "2", "3"}
     stream = testbot.responder.streams[-1]
     assert len(stream.deltas) > 3, "text should arrive in several chunks"
     assert [part.strip() for part in stream.parts] == list(reply.parts)
