@@ -169,11 +169,14 @@ class SharedPrior:
     channels: int = 0
 
     @classmethod
-    def from_planners(cls, planners: Sequence[Planner], *, min_channels: int = 2) -> SharedPrior:
+    def from_planners(cls, planners: Sequence[Planner], *, min_channels: int = 2, min_drops: int = 20) -> SharedPrior:
         """Empirical Bayes over channels: each channel's belief about an option it tried is a look at that
         channel's effect; the effects scatter around a deployment mean, with one spread per group (kinds, tones,
-        topics), both estimated by moments. Fewer than `min_channels` channels that posted give an empty prior
-        (nothing changes), and the spread stays between the default prior sd and `_SHARED_MAX_RATIO` times it."""
+        topics), both estimated by moments, from channels with at least `min_drops` drops. Fewer than
+        `min_channels` such channels give an empty prior (nothing changes); the spread stays between the default
+        prior sd and `_SHARED_MAX_RATIO` times it."""
+        # Only channels past their first weeks teach: channels still learning would echo each other's early noise.
+        planners = [planner for planner in planners if planner.observed >= min_drops]
         looks: dict[str, list[tuple[float, float]]] = {}
         default_var = max((p.prior_sd**2 for p in planners), default=0.09)
         for planner in planners:
