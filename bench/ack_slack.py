@@ -44,6 +44,7 @@ _log = logging.getLogger(__name__)
 TARGET_P99_MS = 50.0
 BACKGROUND = 24  # drop-priority requests kept running: more than the 12 non-reserved slots, so some always queue
 RESULT_NAME = "ack-slack-cpu-2core"
+CHILD_EXIT_S = 10.0
 # real: the BatchingEngine inside Chorus' process; serve: the same engine behind `chorus serve` in its own process
 # (generation.url), as HTTP-mode deployments run it; fake: a slow-streaming FakeGenerator.
 ENGINES = ("real", "serve", "fake")
@@ -276,7 +277,11 @@ async def _measure(mode: str, n: int, engine: str, spread_s: float) -> dict[str,
                 await server.wait()
             slack.stdin.write(b"STOP\n")
             await slack.stdin.drain()
-            await slack.wait()
+            try:  # it has reported; one that does not exit in time (its fake's close can hang) is killed
+                await asyncio.wait_for(slack.wait(), CHILD_EXIT_S)
+            except TimeoutError:
+                slack.kill()
+                await slack.wait()
     return {
         "platform": "slack",
         "mode": mode if not spread_s else f"{mode}, spread over {spread_s:g} s",

@@ -170,6 +170,8 @@ SETTINGS = {
 }
 # Channels per simulated deployment for the "planner (deployment)" policy, which pools what they learn.
 DEPLOYMENT = 10
+# In a deployment, channel j starts posting on day 1 + JOIN_DAYS * j (channels join over a month).
+JOIN_DAYS = 3
 
 
 class ThompsonReference:
@@ -211,7 +213,8 @@ def simulate_group(
     channel_seeds: list[int], policy: str, setting: Setting | str = "moderate", planner_kwargs: dict | None = None
 ) -> list[list[tuple[float, float]]]:
     """`simulate` for channels that run side by side, day by day; under "planner (deployment)" they are one
-    deployment and each day every channel adopts the prior pooled from all of them (`SharedPrior`)."""
+    deployment: channel j joins on day 1 + JOIN_DAYS * j, and each day every channel adopts the prior pooled from
+    all of them (`SharedPrior`, which only channels with enough drops feed), as the service does before a choice."""
     if isinstance(setting, str):
         setting = SETTINGS.get(setting, Setting(tastes=setting))
     worlds = []
@@ -228,8 +231,22 @@ def simulate_group(
             prior = SharedPrior.from_planners([world[4] for world in worlds])
             for world in worlds:
                 world[4].adopt_prior(prior)
-        for rng, channel, noise, choices, planner, reference, out in worlds:
-            _day(day, start, setting, policy, rng, channel, noise, choices, planner, reference, out)
+        for j, (rng, channel, noise, choices, planner, reference, out) in enumerate(worlds):
+            # A deployment's channels join one every JOIN_DAYS days; until then a channel only counts activity.
+            joined = policy != "planner (deployment)" or day > JOIN_DAYS * j
+            _day(
+                day,
+                start,
+                setting,
+                policy if joined else "waiting",
+                rng,
+                channel,
+                noise,
+                choices,
+                planner,
+                reference,
+                out,
+            )
     return [world[-1] for world in worlds]
 
 
@@ -253,6 +270,9 @@ def _day(
         if count and setting.activity:
             planner.record_activity(local_day.weekday(), hour, int(count))
     if day == 0:
+        return
+    if policy == "waiting":
+        channel.drift(rng, setting.drift)
         return
     appeal = channel.appeal()
     best = float(max(expected_reward(channel, float(appeal.max()), h) for h in range(24)))
@@ -333,6 +353,8 @@ def table_rows(table: dict) -> list[str]:
 
 
 def verdict(table: dict) -> str:
+    if "planner" not in table:
+        return ""
     at30, at60 = table["planner"][30], table["planner"][60]
     ratio = at60 / table["fixed 09:00 UTC"][60] if "fixed 09:00 UTC" in table else float("nan")
     return (
@@ -357,8 +379,8 @@ def markdown(tables: dict[str, dict], meta: dict) -> str:
         "Cumulative expected engagement of each policy's first 30/60/90 drops as a share of the oracle's (the oracle",
         "knows each channel's current tastes and activity hours). Fixed and random pick content uniformly;",
         "planner@09utc is the planner's content choice posted at the fixed hour, to separate timing from content.",
-        f"planner (deployment) runs the channels in deployments of {DEPLOYMENT} that pool what they learn (a shared",
-        "prior); Thompson reference is plain factorized Thompson sampling of content at the planner's hour.",
+        f"planner (deployment) runs the channels in deployments of {DEPLOYMENT}, joining one every {JOIN_DAYS} days,",
+        "that share a prior; Thompson reference: plain factorized Thompson sampling at the planner's hour.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -391,7 +413,7 @@ def main() -> None:
         "checkpoints": list(CHECKPOINTS),
         "fraction_of_oracle": {p: {str(n): round(float(v), 4) for n, v in headline[p].items()} for p in headline},
         "planner_vs_fixed_at_60": round(float(headline["planner"][60] / headline["fixed 09:00 UTC"][60]), 3)
-        if "fixed 09:00 UTC" in headline
+        if "fixed 09:00 UTC" in headline and "planner" in headline
         else None,
         "by_setting": {
             name: {p: {str(n): round(float(v), 4) for n, v in table[p].items()} for p in table}

@@ -33,9 +33,13 @@ FEATURE_USERS = frozenset({"chorus-drops"})
 NOTE = "Delivered after a restart."
 
 
-async def undelivered(store: Store, platform: str, *, window: timedelta = REDELIVERY_WINDOW) -> list[GenerationRecord]:
-    """Stored results on `platform` from the last `window` that have no message ref, oldest first."""
-    since = datetime.now(UTC) - window
+async def undelivered(
+    store: Store, platform: str, *, window: timedelta = REDELIVERY_WINDOW, until: datetime | None = None
+) -> list[GenerationRecord]:
+    """Stored results on `platform` from the last `window` (created before `until`) that have no message ref,
+    oldest first."""
+    until = until or datetime.now(UTC)
+    since = until - window
     async with store.session() as session:
         ids = await session.scalars(
             select(Generation.id)
@@ -44,6 +48,7 @@ async def undelivered(store: Store, platform: str, *, window: timedelta = REDELI
                 Generation.message_ref.is_(None),
                 Generation.status.in_(("ok", "partial")),
                 Generation.created_at >= since,
+                Generation.created_at < until,
                 Generation.user_id.not_in(FEATURE_USERS),
             )
             .order_by(Generation.id)
@@ -92,10 +97,11 @@ async def release(store: Store, generation_id: int) -> None:
         )
 
 
-async def deliver_undelivered(store: Store, publisher: Publisher, platform: str) -> int:
-    """Post every undelivered recent result on `platform` to its conversation; returns how many were posted."""
+async def deliver_undelivered(store: Store, publisher: Publisher, platform: str, *, started: datetime) -> int:
+    """Post every undelivered recent result on `platform` to its conversation; returns how many were posted.
+    `started`: when this process began taking work. Results created since are its own, still being delivered."""
     posted = 0
-    for record in await undelivered(store, platform):
+    for record in await undelivered(store, platform, until=started):
         conversation: Conversation = record.conversation
         if not await claim(store, record.id):
             continue  # delivered, or taken by another worker, since it was listed

@@ -83,6 +83,7 @@ def build_generator(settings: Settings) -> Generator:
         max_seq_len=engine.max_seq_len,
         prefill_chunk=engine.prefill_chunk,
         interactive_reserve=engine.interactive_reserve,
+        quantize=engine.quantize,
     )
 
 

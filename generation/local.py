@@ -416,7 +416,8 @@ class LocalGenerator:
             while True:
                 if reason := interrupted():
                     return final(reason)
-                token = self._sample(logits, request, generator)
+                history = detokenizer.ids if request.repetition_penalty != 1.0 else ()
+                token = self._sample(logits, request, generator, history)
                 if token in self._eos_ids:
                     return final("stop")
                 job.tokens += 1
@@ -448,17 +449,26 @@ class LocalGenerator:
         out = self._model(input_ids=input_ids, past_key_values=past, use_cache=True, logits_to_keep=1)
         return out.logits[0, -1].float(), out.past_key_values
 
-    def _sample(self, logits: Any, request: GenerationRequest, generator: Any) -> int:
-        return sample_rows(self._torch, logits[None], [request], [generator])[0]
+    def _sample(self, logits: Any, request: GenerationRequest, generator: Any, history: Sequence[int] = ()) -> int:
+        return sample_rows(self._torch, logits[None], [request], [generator], [history])[0]
 
 
-def sample_rows(torch: Any, logits: Any, requests: Sequence[GenerationRequest], generators: Sequence[Any]) -> list[int]:
-    """One token per row: greedy at temperature 0, else top-p sampling with each request's own generator.
+def sample_rows(
+    torch: Any,
+    logits: Any,
+    requests: Sequence[GenerationRequest],
+    generators: Sequence[Any],
+    histories: Sequence[Sequence[int]] | None = None,
+) -> list[int]:
+    """One token per row: greedy at temperature 0, else top-p sampling with each request's own generator; a row whose
+    request sets repetition_penalty first has the logits of the tokens in its history (what it generated) penalised.
 
     Keeps the smallest most-likely prefix whose mass reaches top_p, searched among the top candidates instead of a
     full sort of the vocabulary (slow on CPU); rows whose nucleus is wider fall back to the sort. Both generators
     use it.
     """
+    if histories is not None:
+        logits = _penalise_repeats(torch, logits, requests, histories)
     chosen = logits.argmax(dim=-1).tolist()
     rows = [index for index, request in enumerate(requests) if request.temperature > 0]
     if not rows:
@@ -481,6 +491,23 @@ def sample_rows(torch: Any, logits: Any, requests: Sequence[GenerationRequest], 
         index = int(torch.searchsorted(cdf, cdf[-1] * draws[position], right=True).clamp(max=candidates - 1))
         chosen[row] = int(order[position, index])
     return chosen
+
+
+def _penalise_repeats(
+    torch: Any, logits: Any, requests: Sequence[GenerationRequest], histories: Sequence[Sequence[int]]
+) -> Any:
+    """The logits with each penalised row's already-generated tokens made less likely (a copy; rows without a
+    penalty or a history are untouched)."""
+    rows = [i for i, request in enumerate(requests) if request.repetition_penalty != 1.0 and histories[i]]
+    if not rows:
+        return logits
+    logits = logits.clone()
+    for row in rows:
+        penalty = requests[row].repetition_penalty
+        seen = torch.tensor(sorted(set(histories[row])), dtype=torch.long, device=logits.device)
+        scores = logits[row, seen]
+        logits[row, seen] = torch.where(scores > 0, scores / penalty, scores * penalty)
+    return logits
 
 
 def _draw_whole(torch: Any, probs: Any, top_p: float, draw: float) -> int:
@@ -509,6 +536,9 @@ def validate_request(request: GenerationRequest) -> None:
         raise GenerationError(f"top_p must be in (0, 1] (got {request.top_p}).")
     if request.seed is not None and not -(2**63) <= request.seed < 2**64:
         raise GenerationError(f"seed must fit in 64 bits (got {request.seed}).")
+    if not (request.repetition_penalty > 0 and math.isfinite(request.repetition_penalty)):
+        penalty = request.repetition_penalty
+        raise GenerationError(f"repetition_penalty must be a positive, finite number (got {penalty}).")
     if not (request.time_budget_s > 0 and math.isfinite(request.time_budget_s)):
         raise GenerationError(f"time_budget_s must be a positive, finite number (got {request.time_budget_s}).")
 

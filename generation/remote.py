@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import json
 import logging
+import math
 import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, get_args
 
 import httpx
@@ -43,6 +46,7 @@ class _Done:
     finish: FinishReason | None
     tokens: int | None = None
     error: str | None = None
+    prompt_tokens: int | None = None
 
 
 @dataclass
@@ -122,7 +126,13 @@ class RemoteGenerator:
                             return
                         raise GenerationError(f"The generation server at {self.base_url} ended the stream early.")
                     tokens = max(tokens, event.tokens or 0)
-                    yield Chunk(request_id=rid, finish_reason=event.finish, error=event.error, tokens=tokens)
+                    yield Chunk(
+                        request_id=rid,
+                        finish_reason=event.finish,
+                        error=event.error,
+                        tokens=tokens,
+                        prompt_tokens=event.prompt_tokens,
+                    )
                     return
                 if event.text:
                     tokens += 1
@@ -196,6 +206,8 @@ class RemoteGenerator:
             "temperature": request.temperature,
             "top_p": request.top_p,
             "stream": True,
+            # The final event then carries usage: the prompt's token count, which only the server knows.
+            "stream_options": {"include_usage": True},
             "chorus": {"priority": request.priority.name.lower(), "time_budget_s": request.time_budget_s},
         }
         if request.conversation_key:
@@ -204,6 +216,8 @@ class RemoteGenerator:
             body["stop"] = list(request.stop)
         if request.seed is not None:
             body["seed"] = request.seed
+        if request.repetition_penalty != 1.0:  # vLLM's, SGLang's and TGI's name; sent only when set
+            body["repetition_penalty"] = request.repetition_penalty
         return body
 
     async def _model_name(self) -> str:
@@ -292,8 +306,8 @@ class RemoteGenerator:
                         Chunk(request_id=rid, queue_position=position, eta_s=eta if _is_number(eta) else None)
                     )
                 usage = event.get("usage")
-                if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int) and done.finish:
-                    done = _Done(finish=done.finish, tokens=usage["completion_tokens"], error=done.error)
+                if isinstance(usage, dict) and done.finish:
+                    done = _with_usage(done, usage)
                 continue
             choice = choices[0] if isinstance(choices[0], dict) else {}
             raw_delta = choice.get("delta")
@@ -312,7 +326,7 @@ class RemoteGenerator:
         message = _error_message(response) or content.decode(errors="replace").strip()[:300] or f"HTTP {status}"
         where = f"The generation server at {self.base_url}"
         if status == 429:
-            raise GeneratorBusy(message)
+            raise GeneratorBusy(message, retry_after_s=_retry_after_s(response.headers.get("Retry-After")))
         if status == 401 or status == 403:
             raise GenerationError(f"{where} refused the API key (HTTP {status}): {message}")
         if status == 503:
@@ -342,6 +356,40 @@ def _finish(reason: object, extension: Mapping[str, Any]) -> _Done:
         return _Done(finish=exact, tokens=tokens, error=error)  # type: ignore[arg-type]
     mapped: FinishReason = "length" if reason == "length" else "abort" if reason == "abort" else "stop"
     return _Done(finish=mapped, tokens=tokens, error=error)
+
+
+def _with_usage(done: _Done, usage: Mapping[str, Any]) -> _Done:
+    """The end of a stream with the counts of its usage event (OpenAI's `stream_options.include_usage`)."""
+    completion, prompt = usage.get("completion_tokens"), usage.get("prompt_tokens")
+    return _Done(
+        finish=done.finish,
+        tokens=completion if _is_count(completion) else done.tokens,
+        error=done.error,
+        prompt_tokens=prompt if _is_count(prompt) else done.prompt_tokens,
+    )
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP date (RFC 9110); None when absent or
+    unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:

@@ -144,6 +144,14 @@ def parse_chat_request(
     top_p = _number(body, "top_p", default=1.0)
     if not 0.0 < top_p <= 1.0:
         raise ApiError(400, f"top_p must be greater than 0 and at most 1, not {top_p}.", param="top_p")
+    # vLLM's, SGLang's and TGI's extension: above 1 discourages tokens the reply already used; 1 = off.
+    repetition_penalty = _number(body, "repetition_penalty", default=1.0)
+    if not 0.0 < repetition_penalty <= 10.0:
+        raise ApiError(
+            400,
+            f"repetition_penalty must be greater than 0 and at most 10, not {repetition_penalty}.",
+            param="repetition_penalty",
+        )
     n = _integer(body, "n", default=1)
     if n != 1:
         raise ApiError(400, f"n must be 1 (one choice per request), not {n}.", param="n", code="unsupported_value")
@@ -180,6 +188,7 @@ def parse_chat_request(
         priority=PRIORITIES[priority_name],
         conversation_key=conversation,
         fit_max_new_tokens=fit_to_context,
+        repetition_penalty=repetition_penalty,
     )
     return ChatParams(request=request, stream=bool(stream), include_usage=bool(stream) and include_usage)
 

@@ -51,6 +51,10 @@ class GenerationRequest:
     # True: max_new_tokens is only a ceiling, lowered to what fits in the context after the prompt (an OpenAI
     # request without max_tokens). False: a request that does not fit is refused with RequestTooLarge.
     fit_max_new_tokens: bool = False
+    # Above 1.0, tokens this request has already generated become less likely (CTRL's multiplicative penalty: a
+    # positive logit is divided by it, a negative one multiplied), which breaks degenerate loops; 1.0 = no effect.
+    # The prompt is not penalised, so a reply may still use the words it was asked about.
+    repetition_penalty: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -56,9 +56,10 @@ class EngagementSettlement(DropsCore):
         replies = up = down = 0
         for event in events:
             if event.kind == "reaction":
-                # A removal is stored as "-<emoji>"; adapters hand over Unicode emoji (bots.events.plain_emoji).
+                # A removal is stored as "-<emoji>"; adapters hand over Unicode emoji, compared in plain_emoji form
+                # (so a ❤️ stored with its variation selector, as earlier versions did, still weighs as ❤).
                 removed = event.value.startswith("-")
-                reactions[event.value[1:] if removed else event.value] += -1 if removed else 1
+                reactions[plain_emoji(event.value[1:] if removed else event.value)] += -1 if removed else 1
             elif event.kind == "reply":
                 replies += 1
             elif event.kind == "click":

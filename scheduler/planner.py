@@ -13,8 +13,8 @@ No I/O and no clock of its own: `choose(now)` and `observe(plan, engagement)` ar
 - **Hour.** The week's busiest hour, unless one weekday's counts say otherwise beyond doubt. Without activity data
   the hour's effect is learned from engagement (Thompson sampling over a smooth prior across hours).
 - **Shared prior.** `SharedPrior.from_planners` pools what the other channels of one deployment learned (empirical
-  Bayes: the mean effect of each kind, tone and topic, and how far channels differ); `adopt_prior` starts a
-  channel's options that it never tried from there. Without other channels nothing changes.
+  Bayes: the mean effect of each kind, tone and topic, and how far channels differ, never surer than the default);
+  `adopt_prior` starts a channel's options that it never tried from there. Without other channels nothing changes.
 """
 
 from __future__ import annotations
@@ -56,9 +56,8 @@ _CHANNEL_CONFIG = frozenset({"seed", "fixed_hour", "default_hour", "quiet", "min
 # Innovations beyond this many predictive sds are clipped: one absurd count cannot wreck the model.
 _CLIP = 2.5
 _GROUPS = ("kind", "tone", "topic")
-# A shared prior: channels are believed to differ by at least this sd (log scale) and at most this many times the
-# default prior sd, however alike or unlike the deployment's channels look so far.
-_SHARED_MIN_SD = 0.2
+# A shared prior is never surer than the default prior (channels that look alike may only have learned alike) and at
+# most this many times looser, however alike or unlike the deployment's channels look so far.
 _SHARED_MAX_RATIO = 2.0
 
 
@@ -170,11 +169,14 @@ class SharedPrior:
     channels: int = 0
 
     @classmethod
-    def from_planners(cls, planners: Sequence[Planner], *, min_channels: int = 2) -> SharedPrior:
+    def from_planners(cls, planners: Sequence[Planner], *, min_channels: int = 2, min_drops: int = 20) -> SharedPrior:
         """Empirical Bayes over channels: each channel's belief about an option it tried is a look at that
         channel's effect; the effects scatter around a deployment mean, with one spread per group (kinds, tones,
-        topics), both estimated by moments. Fewer than `min_channels` channels that posted give an empty prior
-        (nothing changes), and the spread stays between `_SHARED_MIN_SD` and `_SHARED_MAX_RATIO` × the default."""
+        topics), both estimated by moments, from channels with at least `min_drops` drops. Fewer than
+        `min_channels` such channels give an empty prior (nothing changes); the spread stays between the default
+        prior sd and `_SHARED_MAX_RATIO` times it."""
+        # Only channels past their first weeks teach: channels still learning would echo each other's early noise.
+        planners = [planner for planner in planners if planner.observed >= min_drops]
         looks: dict[str, list[tuple[float, float]]] = {}
         default_var = max((p.prior_sd**2 for p in planners), default=0.09)
         for planner in planners:
@@ -188,7 +190,7 @@ class SharedPrior:
             return cls()
         means: dict[str, float] = {}
         sds: dict[str, float] = {}
-        low, high = _SHARED_MIN_SD**2, (_SHARED_MAX_RATIO**2) * default_var
+        low, high = default_var, (_SHARED_MAX_RATIO**2) * default_var
         for group in _GROUPS:
             features = {f: v for f, v in looks.items() if f.startswith(f"{group}:") and len(v) >= min_channels}
             if not features:
@@ -329,57 +331,25 @@ class Planner:
         return {"kind": self.kinds, "tone": self.tones, "topic": self.topics}[group]
 
     def adopt_prior(self, prior: SharedPrior) -> int:
-        """Take the deployment's shared prior (see `SharedPrior`) as this channel's starting belief: an option never
-        tried starts from it; for one already tried, the prior it started from is swapped for the shared one and its
-        own evidence kept (exact for a Gaussian model). Returns how many options changed."""
-        tried: list[tuple[int, float, float, float, float]] = []
+        """Start every option this channel never tried from what the deployment's other channels learned about it
+        (see `SharedPrior`); what the channel learned itself is untouched. Returns how many options changed."""
         changed = 0
         for group in _GROUPS:
             for name in self.options(group):
                 feature = f"{group}:{name}"
-                if feature not in prior.means:
+                if feature not in prior.means or self.tried.get(feature):
+                    continue
+                start = (float(prior.means[feature]), max(float(prior.sds[feature]) ** 2, self.prior_sd**2))
+                if start == self._priors.get(feature):
                     continue
                 i = self.features.index(feature)
-                mean, variance = float(prior.means[feature]), max(float(prior.sds[feature]) ** 2, 1e-6)
-                old_mean, old_variance = self._priors.get(feature, (0.0, self._prior_variance(feature)))
-                if (mean, variance) == (old_mean, old_variance):
-                    continue
+                self._mean[i], variance = start
+                self._cov[i, :] = 0.0
+                self._cov[:, i] = 0.0
+                self._cov[i, i] = variance
+                self._priors[feature] = start
                 changed += 1
-                if not self.tried.get(feature):
-                    self._priors[feature] = (mean, variance)
-                    self._mean[i] = mean
-                    self._cov[i, :] = 0.0
-                    self._cov[:, i] = 0.0
-                    self._cov[i, i] = variance
-                else:
-                    tried.append((i, old_mean, old_variance, mean, variance))
-        if tried and self._swap_prior(tried):
-            for i, _, _, mean, variance in tried:
-                self._priors[self.features[i]] = (mean, variance)
-        elif tried:
-            changed -= len(tried)
         return changed
-
-    def _swap_prior(self, swaps: Sequence[tuple[int, float, float, float, float]]) -> bool:
-        """Replace the diagonal Gaussian prior of some effects in the posterior: precision += Δ on those effects,
-        precision·mean += r (a rank-k update in covariance form, so nothing is inverted but a k × k matrix)."""
-        index = [i for i, *_ in swaps]
-        delta = np.array([1 / new_v - 1 / old_v for _, _, old_v, _, new_v in swaps])
-        shift = np.array([new_m / new_v - old_m / old_v for _, old_m, old_v, new_m, new_v in swaps])
-        ce = self._cov[:, index]
-        a = self._cov[np.ix_(index, index)]
-        k = len(index)
-        try:
-            middle = np.linalg.solve(np.eye(k) + delta[:, None] * a, np.diag(delta))
-        except np.linalg.LinAlgError:
-            return False
-        cov = self._cov - ce @ middle @ ce.T
-        cov = (cov + cov.T) / 2
-        if np.linalg.eigvalsh(cov[np.ix_(index, index)]).min() <= 0 or np.diag(cov).min() <= 0:
-            return False  # its own evidence cannot be told from its old prior (drift): keep the old one
-        self._mean = self._mean + cov[:, index] @ (shift - delta * self._mean[index])
-        self._cov = cov
-        return True
 
     def evidence(self, group: str, name: str) -> tuple[float, float] | None:
         """What this channel believes about one option's lift over its group's average (mean, variance), once it

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from config import ConfigError, load_settings
+from generation.models import ModelSpec
 
 KINDS = ["slogan", "tagline", "tweet", "post", "headline", "story", "poem", "lyrics", "ad", "names", "outline"]
 
@@ -100,3 +101,13 @@ def test_missing_and_malformed_files_are_named(tmp_path: Path) -> None:
     broken.write_text("[limits\n")
     with pytest.raises(ConfigError, match=f"{broken}: not valid TOML"):
         load_settings(broken, env={})
+
+
+def test_engine_quantize_reaches_the_engine_and_a_wrong_value_names_the_choices(embedded_spec: ModelSpec) -> None:
+    with pytest.raises(ConfigError, match=r"CHORUS_ENGINE__QUANTIZE.*int4.*none.*int8"):
+        load_settings(env={"CHORUS_ENGINE__QUANTIZE": "int4"})
+    from chorus.compose import build_generator
+
+    env = {"CHORUS_ENGINE__QUANTIZE": "int8", "CHORUS_MODEL__PATH": str(embedded_spec.path)}
+    engine = build_generator(load_settings(env=env))
+    assert getattr(engine, "_quantize", None) == "int8"

@@ -340,6 +340,11 @@ def test_a_channel_alone_or_with_one_other_gets_no_shared_prior() -> None:
         assert [alone.choose(MONDAY) for _ in range(5)] == [plain.choose(MONDAY) for _ in range(5)]
 
 
+def test_channels_still_learning_do_not_feed_the_shared_prior() -> None:
+    assert not SharedPrior.from_planners(_deployment("story", "nature", drops=10)).means, "early noise is not shared"
+    assert SharedPrior.from_planners(_deployment("story", "nature", drops=20)).means
+
+
 def test_the_shared_prior_survives_a_json_round_trip() -> None:
     prior = SharedPrior.from_planners(_deployment("story", "nature"))
     planner = Planner(KINDS, TONES, TOPICS, seed=2)

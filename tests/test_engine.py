@@ -163,6 +163,20 @@ def test_sampler_is_greedy_at_temperature_zero_and_reproducible_with_a_seed() ->
     assert draw(1e-6) == [int(logits[0].argmax())] * 4  # the most likely token always stays in the nucleus
 
 
+def test_repetition_penalty_demotes_only_the_tokens_already_generated() -> None:
+    import torch
+
+    logits = torch.tensor([[0.0, 4.0, 3.0, -1.0, -1.5], [0.0, 4.0, 3.0, -1.0, -1.5]])
+    plain, penalised = ask("x"), ask("x", repetition_penalty=2.0)
+    # Row 0 generated token 1 before: 4.0 / 2 falls below token 2's 3.0. Row 1 has no penalty and keeps token 1.
+    assert sample_rows(torch, logits, [penalised, plain], [None, None], [[1, 1], [1]]) == [2, 1]
+    # A negative logit is multiplied, so a seen token never gains: token 3 (-1.0) drops below token 4 (-1.5).
+    only_negative = torch.tensor([[-9.0, -9.0, -9.0, -1.0, -1.5]])
+    assert sample_rows(torch, only_negative, [penalised], [None], [[3]]) == [4]
+    assert sample_rows(torch, logits[:1], [penalised], [None], [[]]) == [1]  # nothing generated yet: no effect
+    assert logits[0, 1] == 4.0  # the caller's logits are left as they were
+
+
 def _tiny_model(model_type: str) -> Any:
     import torch
     import transformers
@@ -234,6 +248,26 @@ def test_packed_bfloat16_slot_forward_matches_hugging_face_in_bfloat16(model_typ
     got = runner.forward([(1, tokens[6], 6)], [])
     torch.testing.assert_close(got[0], expected[6], atol=2e-2, rtol=2e-2)
     assert got[0].argmax() == expected[6].argmax()
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen3"])
+def test_int8_slot_forward_tracks_hugging_face(model_type: str) -> None:
+    """int8 weights (per output channel) with float32 activations stay close to the full-precision logits."""
+    import torch
+
+    model = _tiny_model(model_type)
+    tokens = [5, 17, 3, 99, 42, 7, 1, 2]
+    with torch.inference_mode():
+        expected = model(torch.tensor([tokens])).logits[0].float()
+    runner = _SlotModel(model, max_batch=3, max_len=64, quantize="int8")
+    if not runner.quantized:
+        pytest.skip("this torch has no quantized CPU engine")
+    assert runner.float32_residual
+    got = runner.forward([], [(1, 0, tokens[:6], True)])
+    step = runner.forward([(1, tokens[6], 6)], [])
+    for row, position in ((got[0], 5), (step[0], 6)):
+        error = (row - expected[position]).norm() / expected[position].norm()
+        assert error < 0.05, f"relative error {error:.3f} at position {position}"
 
 
 def test_kv_cache_follows_the_slots_and_lengths_in_use_and_stays_correct_across_resizes() -> None:
@@ -396,6 +430,22 @@ async def test_a_request_joins_a_running_batch_without_stopping_it(engine: Batch
     assert recorder.tokens("long") > at_first_token  # and the running request kept decoding beside it
     await recorder.wait()
     assert recorder.finish("long") == "length" and recorder.tokens("long") == 60
+
+
+def _repeated_trigrams(text: str) -> int:
+    words = text.lower().split()
+    trigrams = list(zip(words, words[1:], words[2:], strict=False))
+    return len(trigrams) - len(set(trigrams))
+
+
+@pytest.mark.slow
+async def test_repetition_penalty_breaks_a_greedy_loop(engine: BatchingEngine) -> None:
+    """Greedy decoding of a list loops on the small model; the penalty makes it say something new instead."""
+    prompt = "List fifty words that rhyme with cat."
+    plain, _ = await collect(engine.stream(ask(prompt, max_new_tokens=64)))
+    penalised, _ = await collect(engine.stream(ask(prompt, max_new_tokens=64, repetition_penalty=1.3)))
+    assert _repeated_trigrams(plain) >= 5, plain  # the degenerate case this is about
+    assert _repeated_trigrams(penalised) < _repeated_trigrams(plain) / 2, penalised
 
 
 @pytest.mark.slow

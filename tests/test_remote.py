@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from generation.fake import FakeGenerator, default_script
+from generation.fake import FakeGenerator, default_script, prompt_words
 from generation.remote import RemoteGenerator
 from generation.serve import build_app
 from generation.types import (
@@ -94,6 +94,7 @@ async def test_text_and_request_fields_round_trip(remote: RemoteGenerator, serve
         priority=Priority.BRAINSTORM,
         conversation_key="slack:T1:C2",
         time_budget_s=30.0,
+        repetition_penalty=1.3,
     )
     text, chunks = await collect(remote.stream(request))
     [seen] = served.fake.requests
@@ -105,6 +106,9 @@ async def test_text_and_request_fields_round_trip(remote: RemoteGenerator, serve
     assert seen.messages == request.messages
     assert (seen.max_new_tokens, seen.temperature, seen.top_p, seen.stop, seen.seed) == (50, 0.4, 0.9, request.stop, 3)
     assert (seen.priority, seen.conversation_key, seen.time_budget_s) == (Priority.BRAINSTORM, "slack:T1:C2", 30.0)
+    assert seen.repetition_penalty == 1.3
+    # The prompt's size comes back from the server's usage event: only the server knows its tokenizer.
+    assert chunks[-1].prompt_tokens == prompt_words(seen) > 0
 
 
 async def test_finish_reasons_come_back_as_chorus_reasons(remote: RemoteGenerator, served: Served) -> None:
@@ -137,8 +141,35 @@ async def test_many_concurrent_streams_each_get_their_own_text(remote: RemoteGen
 
 async def test_busy_server_raises_generator_busy_with_its_message(remote: RemoteGenerator, served: Served) -> None:
     served.fake.busy = True
-    with pytest.raises(GeneratorBusy, match=r"Chorus is busy \(fake\)"):
+    served.fake.busy_retry_after_s = 7
+    with pytest.raises(GeneratorBusy, match=r"Chorus is busy \(fake\)") as refused:
         await anext(remote.stream(ask()))
+    assert refused.value.retry_after_s == 7  # the server's Retry-After, for the caller to wait that long
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("12", 12.0), ("0", 0.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), ("soon", None), (None, None)],
+)
+async def test_retry_after_of_a_plain_server_is_read_in_both_forms(header: str | None, expected: float | None) -> None:
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+    async def completions(request: web.Request) -> web.Response:
+        headers = {} if header is None else {"Retry-After": header}
+        return web.json_response({"error": {"message": "rate limited"}}, status=429, headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", completions)
+    async with TestServer(app, host="127.0.0.1") as server:
+        generator = RemoteGenerator(str(server.make_url("/v1")))
+        try:
+            with pytest.raises(GeneratorBusy, match="rate limited") as refused:
+                await anext(generator.stream(ask()))
+        finally:
+            await generator.close()
+    assert refused.value.retry_after_s == expected
 
 
 async def test_failure_mid_stream_keeps_the_text_and_the_error(remote: RemoteGenerator, served: Served) -> None:

@@ -181,6 +181,7 @@ async def test_extension_and_sampling_fields_reach_the_generator(client: TestCli
         "stop": "END",
         "seed": 42,
         "n": 1,
+        "repetition_penalty": 1.2,
         "chorus": {"priority": "scheduled", "conversation": "discord:guild:1", "time_budget_s": 9999},
     }
     assert (await client.post("/v1/chat/completions", json=body)).status == 200
@@ -191,7 +192,7 @@ async def test_extension_and_sampling_fields_reach_the_generator(client: TestCli
         ChatMessage("assistant", "ok"),
     )
     assert (request.max_new_tokens, request.temperature, request.top_p) == (7, 0.3, 0.5)
-    assert (request.stop, request.seed) == (("END",), 42)
+    assert (request.stop, request.seed, request.repetition_penalty) == (("END",), 42, 1.2)
     assert (request.priority, request.conversation_key) == (Priority.SCHEDULED, "discord:guild:1")
     assert request.time_budget_s == 60.0  # capped at the server's budget
 
@@ -201,6 +202,7 @@ def test_defaults_follow_openai_and_the_server_limits() -> None:
     request = params.request
     assert (request.max_new_tokens, request.temperature, request.top_p) == (300, 1.0, 1.0)
     assert (request.stop, request.seed, request.time_budget_s) == ((), None, 5.0)
+    assert request.repetition_penalty == 1.0  # no penalty unless asked
     assert (request.priority, params.stream, params.include_usage) == (Priority.INTERACTIVE, False, False)
 
 
@@ -227,6 +229,8 @@ def test_defaults_follow_openai_and_the_server_limits() -> None:
         ({"messages": HELLO, "temperature": "hot"}, "temperature"),
         ({"messages": HELLO, "top_p": 0}, "top_p"),
         ({"messages": HELLO, "top_p": 1.01}, "top_p"),
+        ({"messages": HELLO, "repetition_penalty": 0}, "repetition_penalty"),
+        ({"messages": HELLO, "repetition_penalty": "strong"}, "repetition_penalty"),
         ({"messages": HELLO, "n": 2}, "n"),
         ({"messages": HELLO, "stop": [1]}, "stop"),
         ({"messages": HELLO, "seed": 1.5}, "seed"),

@@ -388,3 +388,22 @@ async def test_two_workers_starting_on_one_store_post_an_undelivered_result_once
         await first.close()
         await second.close()
     assert len(fake.answered("chat.postMessage")) == 1
+
+
+async def test_a_result_this_process_is_still_delivering_is_not_posted_again(tmp_path: Path, fake: FakeSlack) -> None:
+    from bots.events import User
+    from bots.redelivery import deliver_undelivered
+
+    slack = await start_slack(tmp_path, fake)
+    try:
+        await slack.idle()  # the redelivery at start found nothing
+        ours = await slack.bot.store.add_generation(  # stored, its placeholder not edited yet
+            GENERAL, User("U0BOB", "bob"), kind="slogan", tone="", prompt="tea", params={}, variants=("Tea.",)
+        )
+        publisher = slack.bot.chorus.publisher
+        assert publisher is not None
+        assert await deliver_undelivered(slack.bot.store, publisher, "slack", started=slack.adapter.started) == 0
+        assert fake.calls_to("chat.postMessage") == []
+        assert (await slack.bot.store.get_generation(ours.id)).message_ref is None
+    finally:
+        await slack.close()

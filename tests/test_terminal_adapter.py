@@ -380,3 +380,19 @@ def test_a_drop_while_someone_is_typing_goes_above_the_prompt_and_the_typed_line
     assert before.endswith("\n── #general · drop ──\n") and "alice> /create slo" in before
     output.line_taken()
     assert screen.getvalue().endswith("\n") and output.at_line_start
+
+
+def test_a_line_longer_than_the_terminal_is_redrawn_from_its_first_row() -> None:
+    from adapters.terminal.responder import TerminalOutput
+
+    screen = io.StringIO()  # not a terminal: 80 columns
+    output = TerminalOutput(screen)
+    output.prompt("alice> ")
+    output.edit("x" * 73, 73)  # prompt and text fill the row exactly: the cursor moves to the next one
+    assert screen.getvalue() == "alice> " + "x" * 73 + "\r\n"
+    mark = len(screen.getvalue())
+    output.edit("x" * 72, 72)  # Backspace: up one row, rewrite from the prompt, clear the rest
+    assert screen.getvalue()[mark:] == "\x1b[1A\r\x1b[Jalice> " + "x" * 72
+    mark = len(screen.getvalue())
+    output.edit("x" * 72, 0)  # Home: to the column after the prompt
+    assert screen.getvalue()[mark:].endswith("\r\x1b[7C")

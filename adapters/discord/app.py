@@ -16,6 +16,7 @@ import sys
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -250,6 +251,8 @@ class DiscordAdapter:
     def __init__(self, chorus: Chorus, *, client_options: Mapping[str, Any] | None = None) -> None:
         """`client_options` go to the discord.py client as they are (tests shorten `guild_ready_timeout`)."""
         self.chorus = chorus
+        # Results stored before this moment are a previous process' (redelivered on connect); later ones are ours.
+        self.started = datetime.now(UTC)
         self.client_options = dict(client_options or {})
         settings = chorus.settings
         self.section = settings.discord
@@ -425,7 +428,7 @@ class DiscordAdapter:
             publisher = DiscordPublisher(self)
             await self.chorus.attach_publisher(publisher)
             # Results stored but not delivered when Chorus last stopped go out now.
-            self._spawn(deliver_undelivered(self.chorus.store, publisher, "discord"))
+            self._spawn(deliver_undelivered(self.chorus.store, publisher, "discord", started=self.started))
 
     # ---------------------------------------------------------------- bookkeeping
     def remember_thread(self, thread_id: str, parent_id: str) -> None:

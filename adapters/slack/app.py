@@ -18,6 +18,7 @@ import signal
 import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -217,6 +218,7 @@ class SlackAdapter:
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.bot_user_id = ""
+        self.started = datetime.now(UTC)
         self._register()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -243,6 +245,7 @@ class SlackAdapter:
         # races a command's handling for the database.
         publisher = SlackPublisher(self.client_for, self.options, self.outbound)
         await self.chorus.attach_publisher(publisher)
+        self.started = datetime.now(UTC)  # results stored from here on are this process' own to deliver
         if self.settings.mode == "http":
             server = AsyncSlackAppServer(port=self.settings.port, path=self.settings.path, app=self.app)
             self._runner = web.AppRunner(server.web_app, access_log=None)
@@ -259,7 +262,7 @@ class SlackAdapter:
             await self._socket.connect_async()
         # Results stored but not delivered when Chorus last stopped (killed mid-delivery) go out now, paced like any
         # other post.
-        self.spawn(deliver_undelivered(self.chorus.store, publisher, PLATFORM))
+        self.spawn(deliver_undelivered(self.chorus.store, publisher, PLATFORM, started=self.started))
 
     def _trust_checked_token(self, identity: Any) -> None:
         """Hand Bolt the auth.test answer Chorus got at start-up. Left alone, Bolt's single-workspace authorization
