@@ -406,6 +406,22 @@ def summarize(briefs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+class PenalizedGenerator:
+    """Sets repetition_penalty on every request (the studio has no setting for it yet), to measure it."""
+
+    def __init__(self, inner: Any, penalty: float) -> None:
+        self.inner = inner
+        self.penalty = penalty
+
+    def stream(self, request: Any) -> Any:
+        import dataclasses
+
+        return self.inner.stream(dataclasses.replace(request, repetition_penalty=self.penalty))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def machine() -> dict[str, Any]:
     """The machine (shared with the other benches), and how this run found it."""
     return machine_info() | {"note": "2-core shared VM, loaded (8 engineers building and testing at once)"}
@@ -435,6 +451,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     store = Store(settings.store_url)
     await store.start()
     generator = build_generator(settings)
+    if args.repetition_penalty != 1.0:
+        generator = PenalizedGenerator(generator, args.repetition_penalty)
     warmup = getattr(generator, "warmup", None)
     if warmup is not None:
         await warmup()
@@ -481,6 +499,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": health.model,
         "generation_url": settings.generation.url,
         "best_of": getattr(settings.generation, "best_of", 1),
+        "repetition_penalty": args.repetition_penalty,
         "few_shot": not args.no_examples,
         "variants_per_create": n,
         "concurrency": args.concurrency,
@@ -504,7 +523,8 @@ def render(report: dict[str, Any]) -> str:
         f"### Quality scorecard — {report['label']} ({report['mode']})",
         "",
         f"Model {report['model'] or '?'}{' at ' + report['generation_url'] if report['generation_url'] else ''}; "
-        f"best_of {report['best_of']}; few-shot examples {'on' if report.get('few_shot', True) else 'off'}; "
+        f"best_of {report['best_of']}; repetition_penalty {report.get('repetition_penalty', 1.0)}; "
+        f"few-shot examples {'on' if report.get('few_shot', True) else 'off'}; "
         f"{report['variants_per_create']} variants per /create; "
         f"{report['concurrency']} briefs at a time; time budget {report.get('time_budget_s', 60)} s per variant; "
         f"{m['cpu_model']}, {m['os_cpu_count']} CPUs — {m['note']}; "
@@ -559,6 +579,7 @@ def main() -> None:
     parser.add_argument(
         "--chains-only", action="store_true", help="only the briefs with a refinement chain, no latency section"
     )
+    parser.add_argument("--repetition-penalty", type=float, default=1.0, help="set on every generation request")
     parser.add_argument("--label", default="run")
     parser.add_argument("--out", default="", help="JSON path (default bench/results/quality-<label>.json)")
     args = parser.parse_args()
