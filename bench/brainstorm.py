@@ -104,7 +104,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     generator = BatchingEngine(
         spec,
         device="cpu",
-        dtype="float32",
+        dtype=engine.dtype,  # as configured (auto: bfloat16 where the CPU runs it natively), like `chorus run`
+        fallback_dtype=settings.model.dtype,
         max_batch=engine.max_batch,
         max_queue=256,
         max_seq_len=engine.max_seq_len,
@@ -227,6 +228,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     import transformers
 
     report["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
+    report["engine_dtype"] = generator.dtype
     report["machine"]["torch_threads"] = torch.get_num_threads()
     report["machine"]["loadavg_end"] = list(os.getloadavg())
     return report
@@ -291,7 +293,8 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"{m['cpu_model'] or 'CPU'}, {m['os_cpu_count']} CPUs (torch threads {m['torch_threads']}); Python "
         f"{m['python']}, torch {report['versions']['torch']}, transformers {report['versions']['transformers']}; "
-        f"{m['date']}. Embeddings all-MiniLM-L6-v2, labels SmolLM2-135M (batching engine), float32 on cpu.",
+        f"{m['date']}. Embeddings all-MiniLM-L6-v2, labels SmolLM2-135M (batching engine, "
+        f"{report.get('engine_dtype', 'float32')}) on cpu.",
         "",
         "| Set | Ideas | True / found themes | Clear groups | ARI (target) | Names with a true-theme keyword "
         "| Names nearest the true theme's name | Sort + name (s) |",
