@@ -22,7 +22,7 @@ import queue
 import time
 import warnings
 from collections import OrderedDict, deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -914,6 +914,11 @@ def _pack_linears(torch: Any, model: Any) -> bool:
     except (RuntimeError, AttributeError):  # an older torch, or one built without these oneDNN ops
         _log.info("oneDNN weight packing is unavailable; bfloat16 Linear layers run unpacked")
         return False
+    return _replace_linears(torch, model, _packed_linear)
+
+
+def _replace_linears(torch: Any, model: Any, make: Callable[[Any, Any], Any]) -> bool:
+    """Swap every bias-free Linear layer (lm_head too) for `make(torch, weight)`; False when there was none."""
     targets = [
         (parent, name, child)
         for parent in model.modules()
@@ -921,7 +926,7 @@ def _pack_linears(torch: Any, model: Any) -> bool:
         if isinstance(child, torch.nn.Linear) and child.bias is None
     ]
     for parent, name, child in targets:
-        setattr(parent, name, _packed_linear(torch, child.weight))
+        setattr(parent, name, make(torch, child.weight))
     return bool(targets)
 
 
@@ -975,12 +980,4 @@ def _quantize_linears(torch: Any, model: Any) -> bool:
     except (RuntimeError, AttributeError):  # a torch built without the quantized CPU engine
         _log.info("int8 Linear layers are unavailable; the weights stay as they are")
         return False
-    targets = [
-        (parent, name, child)
-        for parent in model.modules()
-        for name, child in parent.named_children()
-        if isinstance(child, torch.nn.Linear) and child.bias is None
-    ]
-    for parent, name, child in targets:
-        setattr(parent, name, _int8_linear(torch, child.weight))
-    return bool(targets)
+    return _replace_linears(torch, model, _int8_linear)

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.terminal.translate import Quit, SwitchUser, terminal_user, to_event
 from bots.app import Chorus
+from bots.events import Conversation, User
 from bots.reply import Reply, ReplyAction
 from bots.store import Store
 from chorus.compose import build_chorus
@@ -198,3 +199,22 @@ def metric(text: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return sample.value
     return 0.0
+
+
+async def store_undelivered(home: Path, conversation: Conversation, author: User) -> tuple[int, int]:
+    """What a process killed mid-delivery leaves in the store under `home`: a result by `author` with no message ref
+    (the platform never had it) and a scheduled drop not posted yet (the drops scheduler's). Returns their ids."""
+    store = Store(settings_for(home).store_url)
+    await store.start()
+    try:
+        lost = await store.add_generation(
+            conversation, author, kind="slogan", tone="witty", prompt="tea", params={},
+            variants=("Steep dreams, bold cups.",),
+        )  # fmt: skip
+        drop = await store.add_generation(
+            conversation, User("chorus-drops", "Chorus drops"), kind="slogan", tone="", prompt="doors", params={},
+            variants=("A door that opens inward.",),
+        )  # fmt: skip
+    finally:
+        await store.close()
+    return lost.id, drop.id

@@ -267,45 +267,25 @@ async def test_a_result_stored_but_not_delivered_before_a_restart_is_posted_afte
 
     from bots.events import Conversation, User
     from bots.redelivery import NOTE
-    from bots.store import Store
-    from support import settings_for
+    from support import store_undelivered
 
     # The previous run stored a result and died before Discord had it (no message ref); a drop waits to be posted.
-    store = Store(settings_for(tmp_path).store_url)
-    await store.start()
-    here = Conversation("discord", GUILD_ID, CHANNEL_ID)
-    lost = await store.add_generation(
-        here,
-        User("940000000000000001", "alice"),
-        kind="slogan",
-        tone="witty",
-        prompt="tea",
-        params={},
-        variants=("Steep dreams, bold cups.",),
+    lost, drop = await store_undelivered(
+        tmp_path, Conversation("discord", GUILD_ID, CHANNEL_ID), User("940000000000000001", "alice")
     )
-    drop = await store.add_generation(
-        here,
-        User("chorus-drops", "Chorus drops"),
-        kind="slogan",
-        tone="",
-        prompt="doors",
-        params={},
-        variants=("A door that opens inward.",),
-    )
-    await store.close()
     harness = await start_harness(tmp_path)
     try:
         posts = harness.fake.find
         await wait_until(lambda: bool(posts("POST", rf"/channels/{CHANNEL_ID}/messages$")))
-        await wait_until_stored(harness, lost.id)
-        record = await harness.chorus.store.get_generation(lost.id)
+        await wait_until_stored(harness, lost)
+        record = await harness.chorus.store.get_generation(lost)
         assert record is not None and record.message_ref
         shown = harness.fake.messages[record.message_ref]
         assert "Steep dreams, bold cups." in str(shown["embeds"]) and NOTE in str(shown["embeds"])
-        assert any(f":regenerate:{lost.id}:" in cid for cid in custom_ids(shown))
+        assert any(f":regenerate:{lost}:" in cid for cid in custom_ids(shown))
         posted = harness.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")
         assert len(posted) == 1, "posted once, and the drop is left to the drops scheduler"
-        assert (await harness.chorus.store.get_generation(drop.id)).message_ref is None
+        assert (await harness.chorus.store.get_generation(drop)).message_ref is None
     finally:
         await stop_harness(harness)
 

@@ -46,7 +46,7 @@ from bots.reply import Reply
 from bots.shutdown import RESTART_NOTE
 from generation.fake import FakeGenerator
 from generation.types import Chunk, GenerationRequest
-from support import make_bot, settings_for, wait_for, wait_until
+from support import make_bot, settings_for, store_undelivered, wait_for, wait_until
 
 GENERAL = Conversation("slack", TEAM, "C0GENERAL")
 WORDS = " ".join(f"word{i}" for i in range(12))
@@ -308,35 +308,9 @@ async def test_a_generation_that_outlives_the_stop_still_leaves_a_finished_messa
 
 
 async def _stored_but_undelivered(home: Path) -> tuple[int, int]:
-    """What a process killed mid-delivery leaves behind: a stored result with no message ref (Slack never had it),
-    and a scheduled drop not posted yet (that one is the drops scheduler's). Returns their ids."""
     from bots.events import User
-    from bots.store import Store
 
-    store = Store(settings_for(home).store_url)
-    await store.start()
-    try:
-        lost = await store.add_generation(
-            GENERAL,
-            User("U0BOB", "bob"),
-            kind="slogan",
-            tone="witty",
-            prompt="tea",
-            params={},
-            variants=("Steep dreams, bold cups.",),
-        )
-        drop = await store.add_generation(
-            GENERAL,
-            User("chorus-drops", "Chorus drops"),
-            kind="slogan",
-            tone="",
-            prompt="doors",
-            params={},
-            variants=("A door that opens inward.",),
-        )
-    finally:
-        await store.close()
-    return lost.id, drop.id
+    return await store_undelivered(home, GENERAL, User("U0BOB", "bob"))
 
 
 async def _delivered(slack: Any, generation_id: int) -> Any:
