@@ -203,6 +203,14 @@ class SlackSection(_Section):
         return self
 
 
+def _unicode_emoji(value: str) -> str:
+    """Emoji settings hold the emoji itself: reactions reach the core as Unicode, so a name like ':+1:' or 'heart'
+    (Slack's spelling) would never match and is refused with what to write instead."""
+    if value.strip().isascii():
+        raise ValueError(f"write the emoji itself (e.g. 👍), not a name like {value.strip()!r}")
+    return value
+
+
 class BrainstormSection(_Section):
     """Collaborative brainstorming sessions (/brainstorm)."""
 
@@ -221,6 +229,11 @@ class BrainstormSection(_Section):
     embedding_url: str = ""
     embedding_model: str = ""
     embedding_api_key_env: str = ""
+
+    @field_validator("vote_emoji")
+    @classmethod
+    def _vote_emoji_is_unicode(cls, value: str) -> str:
+        return _unicode_emoji(value)
 
 
 class ExampleSpec(_Section):
@@ -294,6 +307,13 @@ class DropsSection(_Section):
     # this many hours after they were drawn. Engagement and feedback follow [store] (engagement_days, retention_days).
     keep_runs_days: int = Field(180, ge=0)
     keep_stats_images_h: float = Field(24.0, ge=0)
+
+    @field_validator("reaction_weights")
+    @classmethod
+    def _weights_are_keyed_by_emoji(cls, value: dict[str, float]) -> dict[str, float]:
+        for emoji in value:
+            _unicode_emoji(emoji)
+        return value
 
 
 class RefineSection(_Section):

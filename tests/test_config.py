@@ -111,3 +111,14 @@ def test_engine_quantize_reaches_the_engine_and_a_wrong_value_names_the_choices(
     env = {"CHORUS_ENGINE__QUANTIZE": "int8", "CHORUS_MODEL__PATH": str(embedded_spec.path)}
     engine = build_generator(load_settings(env=env))
     assert getattr(engine, "_quantize", None) == "int8"
+
+
+@pytest.mark.parametrize("name", [":+1:", "thumbsup", "+1"])
+def test_emoji_settings_take_the_emoji_and_a_name_says_what_to_write(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match=r"CHORUS_BRAINSTORM__VOTE_EMOJI.*write the emoji itself \(e.g. 👍\)"):
+        load_settings(env={"CHORUS_BRAINSTORM__VOTE_EMOJI": name})
+    user = tmp_path / "weights.toml"
+    user.write_text(f'[drops.reaction_weights]\n"{name}" = 2.0\n')
+    with pytest.raises(ConfigError, match=r"write the emoji itself"):
+        load_settings(user, env={})
+    assert load_settings(env={"CHORUS_BRAINSTORM__VOTE_EMOJI": "🎉"}).brainstorm.vote_emoji == "🎉"
