@@ -345,7 +345,7 @@ class BatchingEngine(LocalGenerator):
         """Token ids of a few short chats (the kind of text Chorus writes), for int8's activation ranges."""
         batches = []
         for messages in _CALIBRATION_CHATS:
-            request = GenerationRequest(messages=tuple(ChatMessage(role, text) for role, text in messages))
+            request = GenerationRequest(messages=messages)
             batches.append([int(token) for token in self._encode(request)[0].tolist()])
         return batches
 
@@ -972,13 +972,19 @@ _INT8_LINEAR: Any = None
 _SMOOTH_ALPHA = 0.5
 # A few short chats in the register Chorus writes in, run once at load to measure each layer's input ranges.
 _CALIBRATION_CHATS = (
-    (("user", "Write three slogans for a neighbourhood coffee shop that roasts its own beans."),),
+    (ChatMessage("user", "Write three slogans for a neighbourhood coffee shop that roasts its own beans."),),
     (
-        ("user", "Give me a tweet announcing our spring festival: music, food trucks and games for kids!"),
-        ("assistant", "Spring is here! Join us Saturday for live music, food trucks and games for the whole family."),
-        ("user", "Make it more playful and add one emoji."),
+        ChatMessage("user", "Give me a tweet announcing our spring festival: music, food trucks and games for kids!"),
+        ChatMessage(
+            "assistant", "Spring is here! Join us Saturday for live music, food trucks and games for the whole family."
+        ),
+        ChatMessage("user", "Make it more playful and add one emoji."),
     ),
-    (("user", "Brainstorm five names for a community garden, then a two-line poem about the first harvest."),),
+    (
+        ChatMessage(
+            "user", "Brainstorm five names for a community garden, then a two-line poem about the first harvest."
+        ),
+    ),
 )
 
 
