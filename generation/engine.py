@@ -206,6 +206,7 @@ class BatchingEngine(LocalGenerator):
         interactive_reserve: int | None = None,
         fallback_dtype: str = "float32",
         quantize: str = "none",
+        threads: int = 0,
     ) -> None:
         if max_batch < 1 or max_queue < 0 or max_seq_len < 2 or prefill_chunk < 1:
             raise ValueError("max_batch, max_seq_len and prefill_chunk must be positive and max_queue not negative")
@@ -220,7 +221,7 @@ class BatchingEngine(LocalGenerator):
         self._reserve = max_batch // 4 if interactive_reserve is None else interactive_reserve
         if not 0 <= self._reserve < max_batch:
             raise ValueError("interactive_reserve must leave at least one slot for other requests")
-        super().__init__(spec, device=device, dtype=dtype, max_queue=max_queue)
+        super().__init__(spec, device=device, dtype=dtype, max_queue=max_queue, threads=threads)
         self._max_batch = max_batch
         self._slots_total = max_batch
         self._max_seq_len = max_seq_len
@@ -255,9 +256,8 @@ class BatchingEngine(LocalGenerator):
         """LocalGenerator's health, with the running batch in the detail once the model is loaded."""
         health = await super().health()
         if health.ok and self._runner is not None:
-            detail = (
-                f"loaded on {self._device} ({self._dtype_name}); {self.running} running, {self.queue_depth} waiting"
-            )
+            where = f"{self._device} ({self._dtype_name}){self._threads_note()}"
+            detail = f"loaded on {where}; {self.running} running, {self.queue_depth} waiting"
             return Health(ok=True, detail=detail, model=health.model)
         return health
 
