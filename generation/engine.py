@@ -797,13 +797,18 @@ class _SlotModel:
             attention = layer.self_attn
             normed = self._norm(layer.input_layernorm, hidden)
             mixed_qkv = attention.qkv_proj(normed)
-            query = mixed_qkv[:, :q_size].view(count, heads, head_dim)
-            key = mixed_qkv[:, q_size : q_size + kv_size].view(count, kv_heads, head_dim)
             value = mixed_qkv[:, q_size + kv_size :].view(count, kv_heads, head_dim)
             if self.qk_norm:
+                query = mixed_qkv[:, :q_size].view(count, heads, head_dim)
+                key = mixed_qkv[:, q_size : q_size + kv_size].view(count, kv_heads, head_dim)
                 query, key = attention.q_norm(query), attention.k_norm(key)
-            query = _rotate(torch, query, cos, sin)
-            key = _rotate(torch, key, cos, sin)
+                query = _rotate(torch, query, cos, sin)
+                key = _rotate(torch, key, cos, sin)
+            else:  # queries and keys sit side by side: one rotation for both (half the small ops per layer)
+                rotated = _rotate(
+                    torch, mixed_qkv[:, : q_size + kv_size].view(count, heads + kv_heads, head_dim), cos, sin
+                )
+                query, key = rotated[:, :heads], rotated[:, heads:]
             keys, values = self.keys[index], self.values[index]
             if count == 1:
                 keys[single_slot, :, single_position] = key[0]
@@ -1022,11 +1027,16 @@ def _int8_linear(torch: Any, weight: Any, input_range: Any = None, reduce_range:
                 self.packed = torch.ops.quantized.linear_prepack(quantized, None)
 
             def forward(self, x: Any) -> Any:
-                flat = x.reshape(-1, self.in_features).float()
+                # The engine's float32 [tokens, features] inputs skip every reshape and conversion (each a dispatch).
+                flat = x if x.dim() == 2 else x.reshape(-1, self.in_features)
+                if flat.dtype != torch.float32:
+                    flat = flat.float()
                 if self.inverse_smooth is not None:
                     flat = flat * self.inverse_smooth
                 out = torch.ops.quantized.linear_dynamic(flat, self.packed, self.reduce_range)
-                return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+                if x.dim() != 2:
+                    out = out.reshape(*x.shape[:-1], self.out_features)
+                return out if x.dtype == torch.float32 else out.to(x.dtype)
 
         _INT8_LINEAR = Int8Linear
     return _INT8_LINEAR(weight, input_range, reduce_range)
