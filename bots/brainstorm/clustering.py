@@ -185,7 +185,8 @@ def cluster(
     matrix = topic_free(vectors, topic_vectors)
     neighbours = min(MAX_NEIGHBOURS, max(3, n // 4), n - 1)
     graph = _neighbour_graph(matrix, neighbours)
-    best: tuple[float, float, float, np.ndarray] | None = None  # (stability x silhouette, stability, resolution, labels)
+    # (stability x silhouette, stability, resolution, labels)
+    best: tuple[float, float, float, np.ndarray] | None = None
     fallback: np.ndarray | None = None
     for resolution in RESOLUTIONS:
         runs = [_louvain(graph, resolution, seed) for seed in range(RUNS_PER_RESOLUTION)]
