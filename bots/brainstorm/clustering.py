@@ -7,7 +7,9 @@ Themes are found in three steps, each chosen on bench/brainstorm.py's three labe
    embedder can, which helps the same way.)
 2. A k-nearest-neighbour graph of the ideas, split into communities by Louvain. How finely to split (the resolution)
    is not a guess: several seeded runs at each resolution are compared, and the resolution whose splits agree most
-   with each other (the most stable one) wins. So the number of themes follows the ideas, not `max_themes`.
+   with each other (stability) and whose themes stand furthest apart (silhouette) wins: the product of the two. So
+   the number of themes follows the ideas, not `max_themes`; stability alone favours a coarse split of two or three
+   themes (few themes are easy to reproduce), which the silhouette corrects.
 3. An honesty check: the same vectors with each coordinate shuffled across ideas (structure destroyed, spread
    kept) are split the same way. A split whose silhouette is not clearly above that null's is reported as "no
    clear themes" instead of being dressed up as themes.
@@ -123,17 +125,6 @@ def _louvain(graph: Any, resolution: float, seed: int) -> np.ndarray:
     return labels
 
 
-def _modularity(weights: np.ndarray, labels: np.ndarray) -> float:
-    """Newman's modularity of a split over a symmetric weight matrix: how much more weight falls inside themes
-    than chance would put there."""
-    total = weights.sum()
-    if total <= 0:
-        return 0.0
-    strength = weights.sum(axis=1)
-    same = labels[:, None] == labels[None, :]
-    return float(((weights - np.outer(strength, strength) / total) * same).sum() / total)
-
-
 def _silhouette(matrix: np.ndarray, labels: np.ndarray) -> float:
     from sklearn.metrics import silhouette_score
 
@@ -194,10 +185,8 @@ def cluster(
     matrix = topic_free(vectors, topic_vectors)
     neighbours = min(MAX_NEIGHBOURS, max(3, n // 4), n - 1)
     graph = _neighbour_graph(matrix, neighbours)
-    # All positive similarities, to compare splits that are equally stable.
-    dense = np.clip(matrix @ matrix.T, 0.0, None)
-    np.fill_diagonal(dense, 0.0)
-    best: tuple[tuple[float, float], float, np.ndarray] | None = None  # ((stability, modularity), resolution, labels)
+    # (stability x silhouette, stability, resolution, labels)
+    best: tuple[float, float, float, np.ndarray] | None = None
     fallback: np.ndarray | None = None
     for resolution in RESOLUTIONS:
         runs = [_louvain(graph, resolution, seed) for seed in range(RUNS_PER_RESOLUTION)]
@@ -212,18 +201,19 @@ def cluster(
         _log.debug("resolution %.2f: %d themes, stability %.3f", resolution, count, stability)
         if fallback is None:
             fallback = typical
-        # Equally stable splits (to two decimals) are told apart by how well they split all the similarities.
-        score = (round(stability, 2), _modularity(dense, typical))
-        if 2 <= count <= max_themes and (best is None or score > best[0]):
-            best = (score, resolution, typical)
+        if not 2 <= count <= max_themes:
+            continue
+        score = stability * _silhouette(matrix, typical)
+        if best is None or score > best[0]:
+            best = (score, stability, resolution, typical)
     if best is None:
         # Every stable split had too many themes (or one): fold the coarsest one down to `max_themes`.
         assert fallback is not None
         labels = _merge_smallest(matrix, fallback, max_themes)
         if len(np.unique(labels)) < 2:
             return Clustering(labels=[0] * n, separated=False)
-        best = ((0.0, 0.0), RESOLUTIONS[0], labels)
-    (stability, _), resolution, labels = best
+        best = (0.0, 0.0, RESOLUTIONS[0], labels)
+    _, stability, resolution, labels = best
     silhouette = _silhouette(matrix, labels)
     # A handful of shuffled ideas can fall into groups by chance: below MIN_TO_CENTRE the null says nothing, and a
     # stable split with a positive silhouette stands.

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bots.brainstorm.clustering import MIN_TO_CLUSTER, Clustering, as_matrix, cluster, merge_duplicates
-from bots.brainstorm.prompts import content_words, keyword_label, theme_names
+from bots.brainstorm.prompts import content_words, keyword_label, stem, theme_names, topic_stems
 from generation.moderation import Blocklist
 from generation.types import Embedder, Generator
 
@@ -44,6 +45,18 @@ def for_embedding(text: str, limit: int) -> str:
     return flat[:limit]
 
 
+def without_topic_words(text: str, topic: str) -> str:
+    """The idea with the topic's own words taken out ("library cards for kids" under a library topic reads "cards
+    for kids"), so what it proposes, not the subject every idea shares, places it. An idea that is nothing but topic
+    words is kept whole."""
+    excluded = topic_stems(topic)
+    if not excluded:
+        return text
+    kept = re.sub(r"([^\W\d_]{3,})(?:['’]s\b)?", lambda word: "" if stem(word[1]) in excluded else word[0], text)
+    kept = " ".join(kept.split())
+    return kept if re.search(r"[^\W\d_]", kept) else text
+
+
 async def organize(
     ideas: Sequence[tuple[int, str]],
     *,
@@ -70,11 +83,15 @@ async def organize(
         cut = [for_embedding(text, embed_chars) for text in texts]
         embedded = await embedder.embed(cut + topic_parts)
         vectors, topic_vectors = embedded[: len(texts)], embedded[len(texts) :]
-        # Ideas read after their topic (where the embedder can) are placed by what they add to it: on the labelled
-        # sets this groups them by purpose far more often than the ideas read alone. Near-duplicates are still
-        # judged on the ideas alone, where a shared topic does not make two ideas look alike.
+        # Ideas read after their topic (where the embedder can), with the topic's words taken out of the ideas
+        # themselves, are placed by what they add to it: on the labelled sets this groups them by purpose far more
+        # often than the ideas read alone. Near-duplicates are still judged on the ideas alone, where a shared topic
+        # does not make two ideas look alike.
         in_context = getattr(embedder, "embed_in_context", None)
-        placed = await in_context(for_embedding(topic, TOPIC_CHARS), cut) if in_context and topic.strip() else vectors
+        if in_context and topic.strip():
+            placed = await in_context(for_embedding(topic, TOPIC_CHARS), [without_topic_words(c, topic) for c in cut])
+        else:
+            placed = vectors
         timings["embed_s"] = time.perf_counter() - started
         groups = merge_duplicates(vectors, merge_threshold)
     else:
