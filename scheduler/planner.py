@@ -463,7 +463,10 @@ class Planner:
                 raise ValueError(f"a planner needs at least one {group} to choose from")
             index = [self.features.index(f"{group}:{name}") for name in names]
             mean, cov = self._mean[index], self._cov[np.ix_(index, index)]
-            bonus = self.optimism * np.sqrt(np.clip(np.diag(cov), 0.0, None))
+            # The bonus is the sd of each option's lead over its group's average (as `effect` reports it): what the
+            # drops can tell apart, not the audience's size, which every option shares.
+            centre = np.eye(len(index)) - 1.0 / len(index)
+            bonus = self.optimism * np.sqrt(np.clip(np.diag(centre @ cov @ centre.T), 0.0, None))
             sample = mean + bonus + self.exploration * _gaussian(rng, cov)
             # A covering design: while some of this factor's options were never tried, one of those is chosen.
             untried = [i for i, name in enumerate(names) if not self.tried.get(f"{group}:{name}")]
