@@ -5,7 +5,8 @@ greedy), batch-1 decode tokens/s (one long request, greedy), the aggregate token
 RSS. Run it in two checkouts back to back (before/after a change) on the same machine and compare; the load
 average before and after is in the output, because on a shared machine it decides most of the figure.
 
-Run:  .venv/bin/python bench/batch1.py [--quantize none|int8] [--decode-tokens 64] [--batch-tokens 32] [--out x.json]
+Run:  .venv/bin/python bench/batch1.py [--quantize none|int8] [--threads N] [--decode-tokens 64] [--batch-tokens 32]
+      [--out x.json]
 bench/generation.py is the full benchmark with its peers (naive generate, generate_batch, llama.cpp).
 """
 
@@ -31,15 +32,15 @@ LONG_PROMPT = "Write a very long story about a dragon."
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
     from config import load_settings
     from generation.engine import BatchingEngine
     from generation.models import prepare_model
     from generation.types import ChatMessage, GenerationRequest
 
     spec = prepare_model(load_settings(env={}))
-    engine = BatchingEngine(spec, dtype="auto", max_batch=32, max_queue=64, quantize=args.quantize)
+    engine = BatchingEngine(
+        spec, dtype="auto", max_batch=32, max_queue=64, quantize=args.quantize, threads=args.threads
+    )
 
     def ask(text: str, tokens: int, seed: int) -> GenerationRequest:
         message = (ChatMessage("user", text),)
@@ -72,7 +73,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "checkout": str(REPO_ROOT),
         "quantize": args.quantize,
-        "torch_threads": torch.get_num_threads(),
+        "threads": engine._cpu_threads,
         "short_prompt_tokens": prompt_tokens,
         "ttft_p50_ms": statistics.median(ttfts) * 1000,
         "decode_c1_tok_s": decode,
@@ -86,6 +87,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quantize", choices=("none", "int8"), default="none", help="the engine's Linear weights")
+    parser.add_argument("--threads", type=int, default=0, help="the engine's CPU threads (0: one per core)")
     parser.add_argument("--ttft-requests", type=int, default=5)
     parser.add_argument("--decode-tokens", type=int, default=64)
     parser.add_argument("--batch-tokens", type=int, default=32)

@@ -69,7 +69,11 @@ def build_generator(settings: Settings) -> Generator:
         from generation.local import LocalGenerator
 
         return LocalGenerator(
-            spec, device=settings.model.device, dtype=settings.model.dtype, max_queue=engine.max_queue
+            spec,
+            device=settings.model.device,
+            dtype=settings.model.dtype,
+            max_queue=engine.max_queue,
+            threads=engine.threads,
         )
     from generation.engine import BatchingEngine
 
@@ -84,6 +88,7 @@ def build_generator(settings: Settings) -> Generator:
         prefill_chunk=engine.prefill_chunk,
         interactive_reserve=engine.interactive_reserve,
         quantize=engine.quantize,
+        threads=engine.threads,
     )
 
 

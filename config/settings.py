@@ -99,9 +99,12 @@ class EngineSection(_Section):
     max_seq_len: int = Field(2048, ge=16)
     prefill_chunk: int = Field(256, ge=1)
     interactive_reserve: int = Field(4, ge=0)
-    # int8: Linear weights stored as int8 (half the bytes per token of bfloat16); greedy top-1 agrees with bfloat16 on
-    # 78% of tokens with the embedded model, so it is off unless chosen (docs/models.md).
+    # int8: Linear weights stored as int8 (a quarter of float32's bytes per token); teacher-forced greedy top-1 agrees
+    # with float32 on 89% of tokens with the embedded model, so it is off unless chosen (docs/benchmarks.md).
     quantize: Literal["none", "int8"] = "none"
+    # CPU threads for the model's matrix products; 0 = one per core. On a host whose cores other work keeps busy,
+    # fewer threads than cores decode faster (threads that wait on each other spin while the others are descheduled).
+    threads: int = Field(0, ge=0, le=256)
 
     @model_validator(mode="after")
     def _reserve_leaves_room(self) -> EngineSection:

@@ -22,7 +22,7 @@ import queue
 import time
 import warnings
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -37,6 +37,7 @@ from generation.local import (
 )
 from generation.models import ModelSpec
 from generation.types import (
+    ChatMessage,
     Chunk,
     FinishReason,
     GenerationError,
@@ -205,6 +206,7 @@ class BatchingEngine(LocalGenerator):
         interactive_reserve: int | None = None,
         fallback_dtype: str = "float32",
         quantize: str = "none",
+        threads: int = 0,
     ) -> None:
         if max_batch < 1 or max_queue < 0 or max_seq_len < 2 or prefill_chunk < 1:
             raise ValueError("max_batch, max_seq_len and prefill_chunk must be positive and max_queue not negative")
@@ -219,7 +221,7 @@ class BatchingEngine(LocalGenerator):
         self._reserve = max_batch // 4 if interactive_reserve is None else interactive_reserve
         if not 0 <= self._reserve < max_batch:
             raise ValueError("interactive_reserve must leave at least one slot for other requests")
-        super().__init__(spec, device=device, dtype=dtype, max_queue=max_queue)
+        super().__init__(spec, device=device, dtype=dtype, max_queue=max_queue, threads=threads)
         self._max_batch = max_batch
         self._slots_total = max_batch
         self._max_seq_len = max_seq_len
@@ -254,9 +256,8 @@ class BatchingEngine(LocalGenerator):
         """LocalGenerator's health, with the running batch in the detail once the model is loaded."""
         health = await super().health()
         if health.ok and self._runner is not None:
-            detail = (
-                f"loaded on {self._device} ({self._dtype_name}); {self.running} running, {self.queue_depth} waiting"
-            )
+            where = f"{self._device} ({self._dtype_name}){self._threads_note()}"
+            detail = f"loaded on {where}; {self.running} running, {self.queue_depth} waiting"
             return Health(ok=True, detail=detail, model=health.model)
         return health
 
@@ -327,6 +328,7 @@ class BatchingEngine(LocalGenerator):
                     self.max_len or self._max_seq_len,
                     pack=True,
                     quantize=self._quantize,
+                    calibration=self._calibration_ids() if self._quantize == "int8" else (),
                 )
                 gc.collect()  # hand the unpacked weights and load-time copies back to the OS
                 _libc_call("malloc_trim", 0)
@@ -338,6 +340,14 @@ class BatchingEngine(LocalGenerator):
             self._load_error = ModelUnavailable(f"Could not load the model from {self.spec.path} ({_short(exc)}).")
             return self._load_error
         return None
+
+    def _calibration_ids(self) -> list[list[int]]:
+        """Token ids of a few short chats (the kind of text Chorus writes), for int8's activation ranges."""
+        batches = []
+        for messages in _CALIBRATION_CHATS:
+            request = GenerationRequest(messages=messages)
+            batches.append([int(token) for token in self._encode(request)[0].tolist()])
+        return batches
 
     def _forget(self, job: _Job) -> None:
         with self._lock:
@@ -631,7 +641,16 @@ class _SlotModel:
     replaced by oneDNN pre-packed ones (the model keeps working as a Hugging Face model).
     """
 
-    def __init__(self, model: Any, max_batch: int, max_len: int, *, pack: bool = False, quantize: str = "none") -> None:
+    def __init__(
+        self,
+        model: Any,
+        max_batch: int,
+        max_len: int,
+        *,
+        pack: bool = False,
+        quantize: str = "none",
+        calibration: Sequence[Sequence[int]] = (),
+    ) -> None:
         import torch
 
         config = model.config
@@ -666,10 +685,28 @@ class _SlotModel:
             _fuse_projections(torch, layer)
         self.q_size = self.heads * self.head_dim
         self.kv_size = self.kv_heads * self.head_dim
-        self.quantized = quantize == "int8" and _quantize_linears(torch, model)
+        self.quantized = quantize == "int8" and _quantize_linears(torch, model, calibration)
         self.packed = not self.quantized and pack and _pack_linears(torch, model)
         # Packed bfloat16 and int8 keep the residual stream in float32 (sums over 30 layers drift in bfloat16).
         self.float32_residual = self.packed or self.quantized
+        # A float32 residual stream is normalized by torch's fused RMSNorm (one call instead of HF's eight small ops
+        # per norm, 61 norms per token), with each norm's weight kept in float32.
+        self.fused_norms: dict[int, tuple[Any, float]] = {}
+        if self.float32_residual or self.dtype == torch.float32:
+            for norm in [model.model.norm] + [
+                n for layer in self.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)
+            ]:
+                eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
+                weight = getattr(norm, "weight", None)
+                if eps is not None and weight is not None and weight.dim() == 1:
+                    self.fused_norms[id(norm)] = (weight.detach().float(), float(eps))
+
+    def _norm(self, norm: Any, hidden: Any) -> Any:
+        fused = self.fused_norms.get(id(norm)) if hidden.dtype == self.torch.float32 else None
+        if fused is None:
+            return norm(hidden)
+        weight, eps = fused
+        return self.torch.nn.functional.rms_norm(hidden, weight.shape, weight, eps)
 
     @property
     def cache_bytes(self) -> int:
@@ -758,15 +795,20 @@ class _SlotModel:
         q_size, kv_size = self.q_size, self.kv_size
         for index, layer in enumerate(self.layers):
             attention = layer.self_attn
-            normed = layer.input_layernorm(hidden)
+            normed = self._norm(layer.input_layernorm, hidden)
             mixed_qkv = attention.qkv_proj(normed)
-            query = mixed_qkv[:, :q_size].view(count, heads, head_dim)
-            key = mixed_qkv[:, q_size : q_size + kv_size].view(count, kv_heads, head_dim)
             value = mixed_qkv[:, q_size + kv_size :].view(count, kv_heads, head_dim)
             if self.qk_norm:
+                query = mixed_qkv[:, :q_size].view(count, heads, head_dim)
+                key = mixed_qkv[:, q_size : q_size + kv_size].view(count, kv_heads, head_dim)
                 query, key = attention.q_norm(query), attention.k_norm(key)
-            query = _rotate(torch, query, cos, sin)
-            key = _rotate(torch, key, cos, sin)
+                query = _rotate(torch, query, cos, sin)
+                key = _rotate(torch, key, cos, sin)
+            else:  # queries and keys sit side by side: one rotation for both (half the small ops per layer)
+                rotated = _rotate(
+                    torch, mixed_qkv[:, : q_size + kv_size].view(count, heads + kv_heads, head_dim), cos, sin
+                )
+                query, key = rotated[:, :heads], rotated[:, heads:]
             keys, values = self.keys[index], self.values[index]
             if count == 1:
                 keys[single_slot, :, single_position] = key[0]
@@ -815,12 +857,12 @@ class _SlotModel:
             mixed = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
             hidden = hidden + attention.o_proj(mixed)
             mlp = layer.mlp
-            gate, up = mlp.gate_up_proj(layer.post_attention_layernorm(hidden)).chunk(2, dim=-1)
+            gate, up = mlp.gate_up_proj(self._norm(layer.post_attention_layernorm, hidden)).chunk(2, dim=-1)
             hidden = hidden + mlp.down_proj(mlp.act_fn(gate) * up)
 
         wanted = list(range(decoders))
         wanted += [start + size - 1 for (start, size, *_), (*_, wants) in zip(slices, prefills, strict=True) if wants]
-        return self.model.lm_head(self.model.model.norm(hidden[wanted])).float()
+        return self.model.lm_head(self._norm(self.model.model.norm, hidden[wanted])).float()
 
 
 class _FusedSlice:
@@ -914,11 +956,11 @@ def _pack_linears(torch: Any, model: Any) -> bool:
     except (RuntimeError, AttributeError):  # an older torch, or one built without these oneDNN ops
         _log.info("oneDNN weight packing is unavailable; bfloat16 Linear layers run unpacked")
         return False
-    return _replace_linears(torch, model, _packed_linear)
+    return _replace_linears(torch, model, lambda torch, linear: _packed_linear(torch, linear.weight))
 
 
 def _replace_linears(torch: Any, model: Any, make: Callable[[Any, Any], Any]) -> bool:
-    """Swap every bias-free Linear layer (lm_head too) for `make(torch, weight)`; False when there was none."""
+    """Swap every bias-free Linear layer (lm_head too) for `make(torch, linear)`; False when there was none."""
     targets = [
         (parent, name, child)
         for parent in model.modules()
@@ -926,25 +968,56 @@ def _replace_linears(torch: Any, model: Any, make: Callable[[Any, Any], Any]) ->
         if isinstance(child, torch.nn.Linear) and child.bias is None
     ]
     for parent, name, child in targets:
-        setattr(parent, name, make(torch, child.weight))
+        setattr(parent, name, make(torch, child))
     return bool(targets)
 
 
 _INT8_LINEAR: Any = None
+# SmoothQuant's migration strength: how much of an input channel's range moves from the activations to the weights.
+_SMOOTH_ALPHA = 0.5
+# A few short chats in the register Chorus writes in, run once at load to measure each layer's input ranges.
+_CALIBRATION_CHATS = (
+    (ChatMessage("user", "Write three slogans for a neighbourhood coffee shop that roasts its own beans."),),
+    (
+        ChatMessage("user", "Give me a tweet announcing our spring festival: music, food trucks and games for kids!"),
+        ChatMessage(
+            "assistant", "Spring is here! Join us Saturday for live music, food trucks and games for the whole family."
+        ),
+        ChatMessage("user", "Make it more playful and add one emoji."),
+    ),
+    (
+        ChatMessage(
+            "user", "Brainstorm five names for a community garden, then a two-line poem about the first harvest."
+        ),
+    ),
+)
 
 
-def _int8_linear(torch: Any, weight: Any) -> Any:
+def _int8_linear(torch: Any, weight: Any, input_range: Any = None, reduce_range: bool = False) -> Any:
     """A bias-free Linear module with int8 weights (one scale per output channel), run by the quantized engine's
-    dynamic int8 matrix product: each call quantizes its input per tensor and multiplies in int8 (VNNI on x86).
-    Half the weight bytes of bfloat16 per token."""
+    dynamic int8 matrix product: each call quantizes its input per tensor and multiplies in int8. Half the weight
+    bytes of bfloat16 per token.
+
+    input_range (each input channel's largest |x| on calibration text) turns on SmoothQuant: a few input channels
+    of an LLM carry values far above the rest, which per-tensor activation quantization cannot represent, so each
+    channel is divided by s = range^a / max|w|^(1-a) on the way in and its weights multiplied by s. reduce_range
+    quantizes activations to 7 bits: needed on x86 without VNNI, whose u8 x s8 pair sums saturate int16."""
     global _INT8_LINEAR
     if _INT8_LINEAR is None:
 
         class Int8Linear(torch.nn.Module):
-            def __init__(self, weight: Any) -> None:
+            def __init__(self, weight: Any, input_range: Any, reduce_range: bool) -> None:
                 super().__init__()
                 self.out_features, self.in_features = weight.shape
+                self.reduce_range = reduce_range
                 weight = weight.detach().float()
+                self.inverse_smooth = None
+                if input_range is not None:
+                    weight_range = weight.abs().amax(dim=0).clamp(min=1e-5)
+                    smooth = input_range.float().clamp(min=1e-5) ** _SMOOTH_ALPHA / weight_range ** (1 - _SMOOTH_ALPHA)
+                    smooth = smooth.clamp(min=1e-5)
+                    weight = weight * smooth
+                    self.inverse_smooth = 1 / smooth
                 scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
                 zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
                 with warnings.catch_warnings():  # deprecated in torch; _quantize_linears falls back once it is gone
@@ -954,17 +1027,45 @@ def _int8_linear(torch: Any, weight: Any) -> Any:
                 self.packed = torch.ops.quantized.linear_prepack(quantized, None)
 
             def forward(self, x: Any) -> Any:
-                flat = x.reshape(-1, self.in_features).float()
-                out = torch.ops.quantized.linear_dynamic(flat, self.packed, False)
-                return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+                # The engine's float32 [tokens, features] inputs skip every reshape and conversion (each a dispatch).
+                flat = x if x.dim() == 2 else x.reshape(-1, self.in_features)
+                if flat.dtype != torch.float32:
+                    flat = flat.float()
+                if self.inverse_smooth is not None:
+                    flat = flat * self.inverse_smooth
+                out = torch.ops.quantized.linear_dynamic(flat, self.packed, self.reduce_range)
+                if x.dim() != 2:
+                    out = out.reshape(*x.shape[:-1], self.out_features)
+                return out if x.dtype == torch.float32 else out.to(x.dtype)
 
         _INT8_LINEAR = Int8Linear
-    return _INT8_LINEAR(weight)
+    return _INT8_LINEAR(weight, input_range, reduce_range)
 
 
-def _quantize_linears(torch: Any, model: Any) -> bool:
+def _input_ranges(torch: Any, model: Any, calibration: Sequence[Sequence[int]]) -> dict[Any, Any]:
+    """Each bias-free Linear layer's largest |input| per channel over the calibration token sequences."""
+    ranges: dict[Any, Any] = {}
+
+    def record(module: Any, inputs: tuple[Any, ...], _output: Any) -> None:
+        seen = inputs[0].detach().abs().reshape(-1, inputs[0].shape[-1]).amax(dim=0).float()
+        ranges[module] = seen if module not in ranges else torch.maximum(ranges[module], seen)
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.bias is None]
+    hooks = [module.register_forward_hook(record) for module in linears]
+    try:
+        with torch.inference_mode():
+            for ids in calibration:
+                model(input_ids=torch.tensor([list(ids)], device=next(model.parameters()).device), use_cache=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return ranges
+
+
+def _quantize_linears(torch: Any, model: Any, calibration: Sequence[Sequence[int]] = ()) -> bool:
     """On a CPU whose torch has the x86 quantized engine, swap the model's bias-free Linear layers (lm_head too) for
-    int8 ones, freeing each original weight (a tied lm_head gets its own int8 copy); False when it cannot."""
+    int8 ones, freeing each original weight (a tied lm_head gets its own int8 copy); False when it cannot. With
+    calibration token sequences, each layer is smoothed by its measured input ranges."""
     if next(model.parameters()).device.type != "cpu":
         return False
     try:
@@ -974,10 +1075,15 @@ def _quantize_linears(torch: Any, model: Any) -> bool:
             torch.backends.quantized.engine = "fbgemm"
         else:
             return False
-        probe = _int8_linear(torch, torch.ones(8, 8))
+        vnni = getattr(torch.cpu, "_is_vnni_supported", None)
+        reduce_range = not (callable(vnni) and vnni())
+        probe = _int8_linear(torch, torch.ones(8, 8), reduce_range=reduce_range)
         if not torch.allclose(probe(torch.ones(2, 8)), torch.full((2, 8), 8.0), rtol=0.05):
             return False
     except (RuntimeError, AttributeError):  # a torch built without the quantized CPU engine
         _log.info("int8 Linear layers are unavailable; the weights stay as they are")
         return False
-    return _replace_linears(torch, model, _int8_linear)
+    ranges = _input_ranges(torch, model, calibration) if calibration else {}
+    return _replace_linears(
+        torch, model, lambda torch, linear: _int8_linear(torch, linear.weight, ranges.get(linear), reduce_range)
+    )

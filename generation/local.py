@@ -122,8 +122,14 @@ class _Job:
 class LocalGenerator:
     """Generator over a local Hugging Face model directory, one request at a time in a worker thread."""
 
-    def __init__(self, spec: ModelSpec, *, device: str = "cpu", dtype: str = "float32", max_queue: int = 64) -> None:
+    def __init__(
+        self, spec: ModelSpec, *, device: str = "cpu", dtype: str = "float32", max_queue: int = 64, threads: int = 0
+    ) -> None:
+        if threads < 0:
+            raise ValueError("threads must be 0 (all cores) or more")
         self.spec = spec
+        self._threads = threads
+        self._cpu_threads = 0
         self._device_setting = device
         self._dtype_name = dtype
         self._max_queue = max_queue
@@ -200,7 +206,7 @@ class LocalGenerator:
             if not (self.spec.path / "config.json").is_file():
                 return Health(ok=False, detail=f"no model at {self.spec.path}", model=name)
             return Health(ok=True, detail=f"not loaded yet (loads on the first request); {waiting} waiting", model=name)
-        return Health(ok=True, detail=f"loaded on {self._device}; {waiting} waiting", model=name)
+        return Health(ok=True, detail=f"loaded on {self._device}{self._threads_note()}; {waiting} waiting", model=name)
 
     async def close(self) -> None:
         """Abort everything, stop the worker thread and drop the model."""
@@ -332,10 +338,16 @@ class LocalGenerator:
             self._load_error = exc
             raise
 
+    def _threads_note(self) -> str:
+        return f", {self._cpu_threads} thread{'s' if self._cpu_threads != 1 else ''}" if self._device == "cpu" else ""
+
     def _load(self) -> None:
         transformers = import_transformers()
         import torch
 
+        if self._threads:  # set on this worker thread, which runs the model; 0 leaves torch's default (one per core)
+            torch.set_num_threads(self._threads)
+        self._cpu_threads = torch.get_num_threads()
         device = self._device_setting
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -113,6 +113,24 @@ def test_engine_quantize_reaches_the_engine_and_a_wrong_value_names_the_choices(
     assert getattr(engine, "_quantize", None) == "int8"
 
 
+async def test_engine_threads_sets_the_cpu_threads_the_model_runs_on(embedded_spec: ModelSpec) -> None:
+    import torch
+
+    with pytest.raises(ConfigError, match=r"CHORUS_ENGINE__THREADS.*greater than or equal to 0"):
+        load_settings(env={"CHORUS_ENGINE__THREADS": "-1"})
+    from chorus.compose import build_generator
+
+    before = torch.get_num_threads()
+    env = {"CHORUS_ENGINE__THREADS": "1", "CHORUS_MODEL__PATH": str(embedded_spec.path)}
+    engine = build_generator(load_settings(env=env))
+    try:
+        await engine.warmup()
+        assert "(float32), 1 thread;" in (await engine.health()).detail
+    finally:
+        await engine.close()
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("name", [":+1:", "thumbsup", "+1"])
 def test_emoji_settings_take_the_emoji_and_a_name_says_what_to_write(tmp_path: Path, name: str) -> None:
     with pytest.raises(ConfigError, match=r"CHORUS_BRAINSTORM__VOTE_EMOJI.*write the emoji itself \(e.g. 👍\)"):
