@@ -4,12 +4,16 @@ No I/O and no clock of its own: `choose(now)` and `observe(plan, engagement)` ar
 
 - **Model.** log(liked events) = level + kind + tone + topic (+ the hour's effect) + the day's noise, with the
   hour's activity as exposure. A Kalman filter keeps a Gaussian over these weights; a small random walk per drop
-  lets drifting tastes be followed while a stable channel keeps nearly all its evidence. Once a channel has given
+  (boosted when the drops keep surprising the model the same way) lets drifting tastes be followed while a stable
+  channel keeps nearly all its evidence. Once a channel has given
   any 👎, liked-against-disliked (which divides the day's audience out) is a second observation of the same weights.
 - **Robust.** A drop far off the prediction (10,000 👍 once) is clipped to a few predictive sds before it updates
   the weights or the noise estimate.
-- **Content.** Factorized Thompson sampling, after a covering design: every kind, tone and topic is tried once
-  before any is tried twice (each factor independently, so all of them are covered within the first drops).
+- **Content.** After a covering design (every kind, tone and topic is tried once before any is tried twice, each
+  factor independently, so all of them are covered within the first drops), each option is valued optimistically,
+  at its posterior mean plus one posterior sd (Bayes-UCB), plus a narrow Thompson draw. An option that was unlucky
+  on its one early try keeps an sd that its rivals lose as they are posted, so it is tried again rather than left
+  behind for good; the bonus shrinks with evidence, so a channel that has said what it likes is not made to wander.
 - **Hour.** The week's busiest hour, unless one weekday's counts say otherwise beyond doubt. Without activity data
   the hour's effect is learned from engagement (Thompson sampling over a smooth prior across hours).
 - **Shared prior.** `SharedPrior.from_planners` pools what the other channels of one deployment learned (empirical
@@ -224,9 +228,10 @@ class Planner:
         *,
         seed: int = 0,
         prior_sd: float = 0.3,
-        drift: float = 0.02,
+        drift: float = 0.01,
         level_drift: float = 0.05,
         exploration: float = 0.15,
+        optimism: float = 1.0,
         ratio_scale: float = 2.5,
         fixed_hour: int | None = None,
         default_hour: int = 9,
@@ -245,12 +250,16 @@ class Planner:
         self.seed = seed
         # Prior sd of each kind, tone and topic's effect on log engagement.
         self.prior_sd = prior_sd
-        # Random-walk sd per drop of each effect and of the level: how fast tastes and audiences may drift.
+        # Random-walk sd per drop of each effect and of the level: how fast tastes and audiences may drift. Small for
+        # effects, so a stable channel keeps its evidence; the surprise boost (up to 25x the variance) follows a change.
         self.drift = drift
         self.level_drift = level_drift
         # Scales the posterior spread that Thompson sampling draws from (1.0 = textbook): with tens of drops, not
         # thousands, mostly exploiting after the covering design earns more.
         self.exploration = exploration
+        # Each option is valued at its posterior mean plus this many posterior sds: options still uncertain get
+        # another look (the bonus shrinks as they are tried), so one unlucky early drop does not rule one out.
+        self.optimism = optimism
         # A change of 1 in log(liked) is about this much change in log(liked / disliked): d logit(p) / d log(p) is
         # 1 / (1 - p), about 2.5 for an appeal near one half.
         self.ratio_scale = ratio_scale
@@ -454,7 +463,11 @@ class Planner:
                 raise ValueError(f"a planner needs at least one {group} to choose from")
             index = [self.features.index(f"{group}:{name}") for name in names]
             mean, cov = self._mean[index], self._cov[np.ix_(index, index)]
-            sample = mean + self.exploration * _gaussian(rng, cov)
+            # The bonus is the sd of each option's lead over its group's average (as `effect` reports it): what the
+            # drops can tell apart, not the audience's size, which every option shares.
+            centre = np.eye(len(index)) - 1.0 / len(index)
+            bonus = self.optimism * np.sqrt(np.clip(np.diag(centre @ cov @ centre.T), 0.0, None))
+            sample = mean + bonus + self.exploration * _gaussian(rng, cov)
             # A covering design: while some of this factor's options were never tried, one of those is chosen.
             untried = [i for i, name in enumerate(names) if not self.tried.get(f"{group}:{name}")]
             options = untried or list(range(len(names)))
@@ -621,6 +634,7 @@ class Planner:
                 "drift": self.drift,
                 "level_drift": self.level_drift,
                 "exploration": self.exploration,
+                "optimism": self.optimism,
                 "ratio_scale": self.ratio_scale,
                 "fixed_hour": self.fixed_hour,
                 "default_hour": self.default_hour,

@@ -67,22 +67,60 @@ def test_every_kind_tone_and_topic_is_tried_early_by_design() -> None:
         assert {p.topic for p in plans[:3]} == set(TOPICS)
 
 
+def test_an_option_unlucky_on_its_one_early_try_gets_another_look() -> None:
+    rates = {"prompt": 20, "idea": 18, "poem": 16, "story": 32}
+    found = 0
+    for seed in range(6):
+        planner = Planner(list(rates), ["warm"], ["food"], seed=seed)
+        tried_story = False
+        last = []
+        for _ in range(40):
+            plan = planner.choose(MONDAY)
+            # The best kind has one bad day, the first time it is posted; every other drop gets what it is worth.
+            count = 14 if plan.kind == "story" and not tried_story else rates[plan.kind]
+            tried_story = tried_story or plan.kind == "story"
+            planner.observe(plan, Engagement(reactions={"👍": count}))
+            last = [*last[-9:], plan.kind]
+        found += last.count("story") >= 8
+    assert found >= 4, "one unlucky drop ruled the best kind out for good"
+
+
+def test_it_finds_the_best_of_several_tones_in_most_small_channels() -> None:
+    tones = ["neutral", "playful", "formal", "witty", "bold", "warm"]
+    found = 0
+    for seed in range(10):
+        rng = np.random.default_rng(100 + seed)
+        effect = dict(zip(tones, rng.normal(0, 0.25, len(tones)), strict=True))
+        best = max(tones, key=lambda tone: effect[tone])
+        planner = Planner(["prompt", "story"], tones, ["food", "cities"], seed=seed)
+        late = []
+        for drop in range(50):
+            plan = planner.choose(MONDAY)
+            rate = 20.0 * math.exp(effect[plan.tone]) * rng.lognormal(0, 0.35)
+            planner.observe(plan, Engagement(reactions={"👍": int(rng.poisson(rate))}))
+            if drop >= 35:
+                late.append(plan.tone)
+        found += late.count(best) > len(late) / 2
+    assert found >= 7, f"the best tone was posted most of the time in only {found} of 10 channels"
+
+
 def test_forgetting_follows_a_change_of_taste_and_a_stable_channel_keeps_its_evidence() -> None:
-    planner = Planner(KINDS, TONES, TOPICS, seed=2)
-    rng = np.random.default_rng(2)
-    for _ in range(40):
-        plan = planner.choose(MONDAY)
-        planner.observe(plan, _additive(plan, rng, kind="story", topic="nature"))
-    for _ in range(60):
-        plan = planner.choose(MONDAY)
-        planner.observe(plan, _additive(plan, rng, kind="story", topic="nature"))
-    assert planner.learned()["kind"][0][0] == "story", "a stable channel keeps what it learned"
-    assert sum(planner.choose(MONDAY).kind == "story" for _ in range(10)) >= 8
-    for _ in range(60):
-        plan = planner.choose(MONDAY)
-        planner.observe(plan, _additive(plan, rng, kind="idea", topic="cities"))
-    last = [planner.choose(MONDAY) for _ in range(10)]
-    assert sum(p.kind != "story" for p in last) >= 7, "it stopped posting what the channel no longer likes"
+    moved_on = 0
+    for seed in range(2, 8):
+        planner = Planner(KINDS, TONES, TOPICS, seed=seed)
+        rng = np.random.default_rng(seed)
+        for _ in range(100):
+            plan = planner.choose(MONDAY)
+            planner.observe(plan, _additive(plan, rng, kind="story", topic="nature"))
+        assert planner.learned()["kind"][0][0] == "story", "a stable channel keeps what it learned"
+        assert sum(planner.choose(MONDAY).kind == "story" for _ in range(10)) >= 8
+        for _ in range(60):
+            plan = planner.choose(MONDAY)
+            planner.observe(plan, _additive(plan, rng, kind="idea", topic="cities"))
+        last = [planner.choose(MONDAY) for _ in range(10)]
+        moved_on += sum(p.kind != "story" for p in last) >= 7
+    # Only the kind it keeps posting tells it the taste changed; most channels must still find the new favourite.
+    assert moved_on >= 4, "it kept posting what the channel no longer likes"
 
 
 def test_one_absurd_count_does_not_wreck_the_noise_estimate_or_the_choice() -> None:
