@@ -13,6 +13,7 @@ from sqlalchemy import update
 
 from adapters.terminal.translate import CONVERSATION
 from bots.drops import DropsOptions
+from bots.store import EngagementEvent
 from bots.events import Activity, Conversation
 from scheduler.models import DropChannel
 from scheduler.planner import Planner
@@ -164,6 +165,9 @@ async def test_engagement_due_before_a_slot_is_learned_before_that_slot_chooses(
         await drops.bot.store.add_engagement(
             CONVERSATION, "reaction", "🔥", user=BOB, generation_id=posted.generation_id
         )
+        async with drops.bot.store.session() as session:  # the reaction comes on the test's clock, not today's date
+            await session.execute(update(EngagementEvent).values(created_at=clock() + timedelta(hours=1)))
+            await session.commit()
         clock.advance(days=1)  # the next slot fires exactly as the first drop's 24 h window closes; no tick ran
         await drops.service.run_slot(CONVERSATION.key)
         first, second = await drops.runs()
