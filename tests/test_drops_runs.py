@@ -13,8 +13,8 @@ from sqlalchemy import update
 
 from adapters.terminal.translate import CONVERSATION
 from bots.drops import DropsOptions
-from bots.store import EngagementEvent
 from bots.events import Activity, Conversation
+from bots.store import EngagementEvent
 from scheduler.models import DropChannel
 from scheduler.planner import Planner
 
