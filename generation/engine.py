@@ -256,7 +256,8 @@ class BatchingEngine(LocalGenerator):
         """LocalGenerator's health, with the running batch in the detail once the model is loaded."""
         health = await super().health()
         if health.ok and self._runner is not None:
-            where = f"{self._device} ({self._dtype_name}){self._threads_note()}"
+            weights = ", int8 weights" if self._runner.quantized else ""
+            where = f"{self._device} ({self._dtype_name}{weights}){self._threads_note()}"
             detail = f"loaded on {where}; {self.running} running, {self.queue_depth} waiting"
             return Health(ok=True, detail=detail, model=health.model)
         return health
