@@ -41,22 +41,10 @@ TOKENS = 32
 
 def greedy(engine: Any, prompt: str, forced: list[int] | None = None) -> list[int]:
     """Top-1 token at each of TOKENS positions after the prompt; with `forced`, those tokens are fed back."""
-    import torch
-
     from generation.types import ChatMessage, GenerationRequest
 
-    runner = engine._runner
-    ids = [int(t) for t in engine._encode(GenerationRequest(messages=(ChatMessage("user", prompt),)))[0].tolist()]
-    picked: list[int] = []
-    with torch.inference_mode():
-        runner.release()
-        logits = runner.forward([], [(0, 0, ids, True)])[-1]
-        for index in range(TOKENS):
-            picked.append(int(logits.argmax()))
-            feed = picked[-1] if forced is None else forced[index]
-            logits = runner.forward([(0, feed, len(ids) + index)], [])[0]
-    runner.release()
-    return picked
+    ids = engine._encode(GenerationRequest(messages=(ChatMessage("user", prompt),)))[0].tolist()
+    return engine._runner.top1(ids, TOKENS, forced)
 
 
 def step_cpu_ms(engine: Any) -> float:

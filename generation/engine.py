@@ -702,6 +702,21 @@ class _SlotModel:
                 if eps is not None and weight is not None and weight.dim() == 1:
                     self.fused_norms[id(norm)] = (weight.detach().float(), float(eps))
 
+    def top1(self, prompt: Sequence[int], count: int, forced: Sequence[int] | None = None) -> list[int]:
+        """The most likely next token at each of `count` positions after `prompt`, in slot 0 of an otherwise idle
+        runner; with `forced`, those tokens are fed back instead of its own picks (teacher forcing), so two
+        settings' picks compare position by position. For measuring a setting (benches, tests), not for serving."""
+        picked: list[int] = []
+        with self.torch.inference_mode():
+            self.release()
+            logits = self.forward([], [(0, 0, list(prompt), True)])[-1]
+            for index in range(count):
+                picked.append(int(logits.argmax()))
+                feed = picked[-1] if forced is None else forced[index]
+                logits = self.forward([(0, feed, len(prompt) + index)], [])[0]
+        self.release()
+        return picked
+
     def _norm(self, norm: Any, hidden: Any) -> Any:
         fused = self.fused_norms.get(id(norm)) if hidden.dtype == self.torch.float32 else None
         if fused is None:

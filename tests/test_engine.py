@@ -270,6 +270,22 @@ def test_int8_slot_forward_tracks_hugging_face(model_type: str) -> None:
         assert error < 0.05, f"relative error {error:.3f} at position {position}"
 
 
+def test_top1_teacher_forced_picks_are_the_models_next_token_at_each_position() -> None:
+    """What bench/quantize.py and the int8 test compare: fed a given continuation, each pick is the argmax of the
+    model's own logits at that position; fed nothing, it continues greedily from its own picks."""
+    import torch
+
+    model = _tiny_model("llama")
+    prompt, forced = [5, 17, 3, 99], [42, 7, 1, 2, 8]
+    with torch.inference_mode():
+        expected = model(torch.tensor([prompt + forced])).logits[0, len(prompt) - 1 :].argmax(-1).tolist()
+    runner = _SlotModel(model, max_batch=2, max_len=64)
+    assert runner.top1(prompt, len(forced), forced) == expected[: len(forced)]
+    own = runner.top1(prompt, 4)
+    assert runner.top1(prompt, 4, own) == own
+    assert runner.cache_bytes == 0
+
+
 def test_kv_cache_follows_the_slots_and_lengths_in_use_and_stays_correct_across_resizes() -> None:
     """Memory is what the running sequences need (rounded to blocks), never max_batch * max_len up front; growing
     and shrinking keep every cached token."""
@@ -371,23 +387,9 @@ async def test_greedy_output_equals_local_generator_alone_and_in_a_batch(
 
 
 def _greedy_tokens(engine: BatchingEngine, prompt: str, count: int, forced: list[int] | None = None) -> list[int]:
-    """The engine's top-1 token at each of `count` positions after the prompt; with `forced`, those tokens are fed
-    back instead of its own (teacher forcing), so positions compare one to one."""
-    import torch
-
+    """The engine's top-1 token at each of `count` positions after the prompt (teacher-forced with `forced`)."""
     assert engine._ready() is None and engine._runner is not None
-    runner = engine._runner
-    ids = [int(token) for token in engine._encode(ask(prompt))[0].tolist()]
-    picked: list[int] = []
-    with torch.inference_mode():
-        runner.release()
-        logits = runner.forward([], [(0, 0, ids, True)])[-1]
-        for index in range(count):
-            picked.append(int(logits.argmax()))
-            feed = picked[-1] if forced is None else forced[index]
-            logits = runner.forward([(0, feed, len(ids) + index)], [])[0]
-    runner.release()
-    return picked
+    return engine._runner.top1(engine._encode(ask(prompt))[0].tolist(), count, forced)
 
 
 @pytest.mark.slow
