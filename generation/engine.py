@@ -975,14 +975,19 @@ def _pack_linears(torch: Any, model: Any) -> bool:
     return _replace_linears(torch, model, lambda torch, linear: _packed_linear(torch, linear.weight))
 
 
-def _replace_linears(torch: Any, model: Any, make: Callable[[Any, Any], Any]) -> bool:
-    """Swap every bias-free Linear layer (lm_head too) for `make(torch, linear)`; False when there was none."""
-    targets = [
+def _bias_free_linears(torch: Any, model: Any) -> list[tuple[Any, str, Any]]:
+    """(parent, attribute name, layer) for every bias-free Linear layer of the model, lm_head too."""
+    return [
         (parent, name, child)
         for parent in model.modules()
         for name, child in parent.named_children()
         if isinstance(child, torch.nn.Linear) and child.bias is None
     ]
+
+
+def _replace_linears(torch: Any, model: Any, make: Callable[[Any, Any], Any]) -> bool:
+    """Swap every bias-free Linear layer (lm_head too) for `make(torch, linear)`; False when there was none."""
+    targets = _bias_free_linears(torch, model)
     for parent, name, child in targets:
         setattr(parent, name, make(torch, child))
     return bool(targets)
@@ -1066,8 +1071,7 @@ def _input_ranges(torch: Any, model: Any, calibration: Sequence[Sequence[int]]) 
         seen = inputs[0].detach().abs().reshape(-1, inputs[0].shape[-1]).amax(dim=0).float()
         ranges[module] = seen if module not in ranges else torch.maximum(ranges[module], seen)
 
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.bias is None]
-    hooks = [module.register_forward_hook(record) for module in linears]
+    hooks = [linear.register_forward_hook(record) for _, _, linear in _bias_free_linears(torch, model)]
     try:
         with torch.inference_mode():
             for ids in calibration:
