@@ -701,6 +701,11 @@ class _SlotModel:
                 weight = getattr(norm, "weight", None)
                 if eps is not None and weight is not None and weight.dim() == 1:
                     self.fused_norms[id(norm)] = (weight.detach().float(), float(eps))
+        # What one layer runs, looked up once here instead of on every step: the norms fused into the projections
+        # they feed, Linear layers called by their op directly, and the rotary angles as a table by position.
+        self.plan = [_LayerPlan.build(self, layer) for layer in self.layers]
+        self.head = self._normed(model.model.norm, model.lm_head)
+        self.rope = _rope_table(torch, model, max_len, self.dtype if not self.float32_residual else torch.float32)
 
     def top1(self, prompt: Sequence[int], count: int, forced: Sequence[int] | None = None) -> list[int]:
         """The most likely next token at each of `count` positions after `prompt`, in slot 0 of an otherwise idle
@@ -716,6 +721,46 @@ class _SlotModel:
                 logits = self.forward([(0, feed, len(prompt) + index)], [])[0]
         self.release()
         return picked
+
+    def _direct(self, linear: Any, float32_input: bool = True) -> tuple[Callable[[Any], Any], Any]:
+        """A Linear layer as (call, inverse smoothing): int8 and float32 layers called by their op, skipping the
+        module's own checks; the caller multiplies the input by the inverse smoothing (None: nothing to do). An
+        int8 layer whose input is not float32 (attention output with a bfloat16 cache) keeps its module."""
+        torch = self.torch
+        if _INT8_LINEAR is not None and isinstance(linear, _INT8_LINEAR) and float32_input:
+            op, packed, reduce_range = torch.ops.quantized.linear_dynamic, linear.packed, linear.reduce_range
+            return (lambda x: op(x, packed, reduce_range)), linear.inverse_smooth
+        if type(linear) is torch.nn.Linear and linear.weight.dtype == torch.float32:
+            weight, bias = linear.weight, linear.bias
+            return (lambda x: torch.nn.functional.linear(x, weight, bias)), None
+        return linear, None
+
+    def _normed(self, norm: Any, linear: Any) -> Callable[[Any], Any]:
+        """linear(norm(x)) as one callable. On a float32 residual the RMSNorm runs as torch's fused LayerNorm over
+        [x, -x] (whose mean is 0, so its variance is x's mean square: RMSNorm exactly, in one kernel instead of
+        eight small ones), with the norm's weight and the layer's int8 smoothing folded into the LayerNorm's."""
+        torch = self.torch
+        call, inverse_smooth = self._direct(linear)
+        fused = self.fused_norms.get(id(norm))
+        if fused is None:
+
+            def plain(x: Any) -> Any:
+                x = self._norm(norm, x)
+                return call(x if inverse_smooth is None else x * inverse_smooth)
+
+            return plain
+        weight, eps = fused
+        if inverse_smooth is not None:
+            weight = weight * inverse_smooth
+        width = weight.shape[0]
+        doubled = torch.cat((weight, torch.zeros_like(weight)))
+        layer_norm, cat, shape = torch.nn.functional.layer_norm, torch.cat, (2 * width,)
+
+        def fused_call(x: Any) -> Any:
+            normed = layer_norm(cat((x, -x), dim=-1), shape, doubled, None, eps)[:, :width]
+            return call(normed if x.shape[0] == 1 else normed.contiguous())
+
+        return fused_call
 
     def _norm(self, norm: Any, hidden: Any) -> Any:
         fused = self.fused_norms.get(id(norm)) if hidden.dtype == self.torch.float32 else None
@@ -782,8 +827,14 @@ class _SlotModel:
         hidden = self.model.model.embed_tokens(torch.tensor(tokens, device=device))
         if self.float32_residual:
             hidden = hidden.float()
-        cos, sin = self.model.model.rotary_emb(hidden, position_index[None])
-        cos, sin = cos[0][:, None, :], sin[0][:, None, :]
+        if self.rope is None:
+            cos, sin = self.model.model.rotary_emb(hidden, position_index[None])
+            cos, sin = cos[0][:, None, :], sin[0][:, None, :]
+            sin = _negate_first_half(torch, sin)
+        elif count == 1:
+            cos, sin = self.rope[0][positions[0] : positions[0] + 1], self.rope[1][positions[0] : positions[0] + 1]
+        else:
+            cos, sin = self.rope[0][position_index], self.rope[1][position_index]
 
         decoders = len(decoding)
         # One decoding row (the common single-user case) attends over exactly its own cached prefix: no mask and no
@@ -809,15 +860,13 @@ class _SlotModel:
             offset += size
 
         q_size, kv_size = self.q_size, self.kv_size
-        for index, layer in enumerate(self.layers):
-            attention = layer.self_attn
-            normed = self._norm(layer.input_layernorm, hidden)
-            mixed_qkv = attention.qkv_proj(normed)
+        for index, step in enumerate(self.plan):
+            mixed_qkv = step.attend_in(hidden)
             value = mixed_qkv[:, q_size + kv_size :].view(count, kv_heads, head_dim)
-            if self.qk_norm:
+            if step.q_norm is not None:
                 query = mixed_qkv[:, :q_size].view(count, heads, head_dim)
                 key = mixed_qkv[:, q_size : q_size + kv_size].view(count, kv_heads, head_dim)
-                query, key = attention.q_norm(query), attention.k_norm(key)
+                query, key = step.q_norm(query), step.k_norm(key)
                 query = _rotate(torch, query, cos, sin)
                 key = _rotate(torch, key, cos, sin)
             else:  # queries and keys sit side by side: one rotation for both (half the small ops per layer)
@@ -871,14 +920,13 @@ class _SlotModel:
                 )
                 outputs.append(out[0].transpose(0, 1).reshape(size, heads * head_dim))
             mixed = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-            hidden = hidden + attention.o_proj(mixed)
-            mlp = layer.mlp
-            gate, up = mlp.gate_up_proj(self._norm(layer.post_attention_layernorm, hidden)).chunk(2, dim=-1)
-            hidden = hidden + mlp.down_proj(mlp.act_fn(gate) * up)
+            hidden = hidden + step.attend_out(mixed)
+            gate, up = step.mlp_in(hidden).chunk(2, dim=-1)
+            hidden = hidden + step.mlp_out(step.act(gate) * up)
 
         wanted = list(range(decoders))
         wanted += [start + size - 1 for (start, size, *_), (*_, wants) in zip(slices, prefills, strict=True) if wants]
-        return self.model.lm_head(self._norm(self.model.model.norm, hidden[wanted])).float()
+        return self.head(hidden if len(wanted) == count else hidden[wanted]).float()
 
 
 class _FusedSlice:
@@ -925,9 +973,61 @@ def _fuse_projections(torch: Any, layer: Any) -> None:
         setattr(module, fused_name, fused)
 
 
-def _rotate(torch: Any, x: Any, cos: Any, sin: Any) -> Any:
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+def _rotate(torch: Any, x: Any, cos: Any, signed_sin: Any) -> Any:
+    """Rotary embedding, x·cos + rotate_half(x)·sin, with rotate_half(x) = [-x2, x1] written as x rolled by half
+    times a sin whose first half is negated: three kernels instead of six."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin)
+
+
+def _rope_table(torch: Any, model: Any, length: int, dtype: Any) -> tuple[Any, Any] | None:
+    """cos and signed sin ([length, 1, head_dim]) for every position, from the model's own rotary module, so a
+    step indexes them instead of recomputing; None for a rotary embedding that depends on the sequence's length
+    (dynamic scaling), which is computed per step."""
+    rotary = model.model.rotary_emb
+    if "dynamic" in str(getattr(rotary, "rope_type", "default")):
+        return None
+    probe = torch.zeros(1, dtype=dtype, device=next(model.parameters()).device)
+    with torch.inference_mode():
+        cos, sin = rotary(probe, torch.arange(length, device=probe.device)[None])
+    return cos[0][:, None, :].contiguous(), _negate_first_half(torch, sin[0][:, None, :]).contiguous()
+
+
+def _negate_first_half(torch: Any, sin: Any) -> Any:
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+
+
+@dataclass(frozen=True)
+class _LayerPlan:
+    """One decoder layer's callables, as _SlotModel's step runs them."""
+
+    attend_in: Callable[[Any], Any]  # input norm + fused q/k/v projection
+    attend_out: Callable[[Any], Any]  # o_proj
+    mlp_in: Callable[[Any], Any]  # post-attention norm + fused gate/up projection
+    mlp_out: Callable[[Any], Any]  # down_proj
+    act: Callable[[Any], Any]
+    q_norm: Callable[[Any], Any] | None
+    k_norm: Callable[[Any], Any] | None
+
+    @staticmethod
+    def build(runner: _SlotModel, layer: Any) -> _LayerPlan:
+        attention, mlp = layer.self_attn, layer.mlp
+        return _LayerPlan(
+            attend_in=runner._normed(layer.input_layernorm, attention.qkv_proj),
+            attend_out=_smoothed(*runner._direct(attention.o_proj, runner.dtype == runner.torch.float32)),
+            mlp_in=runner._normed(layer.post_attention_layernorm, mlp.gate_up_proj),
+            mlp_out=_smoothed(*runner._direct(mlp.down_proj)),
+            act=mlp.act_fn,
+            q_norm=attention.q_norm if runner.qk_norm else None,
+            k_norm=attention.k_norm if runner.qk_norm else None,
+        )
+
+
+def _smoothed(call: Callable[[Any], Any], inverse_smooth: Any) -> Callable[[Any], Any]:
+    """call, with its input multiplied by the int8 layer's inverse smoothing first when it has one."""
+    if inverse_smooth is None:
+        return call
+    return lambda x: call(x * inverse_smooth)
 
 
 _PACKED_LINEAR: Any = None
