@@ -229,6 +229,7 @@ class BatchingEngine(LocalGenerator):
         self._waiting: AdmissionQueue[_EngineJob] = AdmissionQueue()
         self._slots: list[_Sequence | None] = [None] * max_batch
         self._runner: _SlotModel | None = None
+        self._step_threads = 0  # torch's thread count as _set_step_threads last set it (0: not yet)
 
     @property
     def max_batch(self) -> int:
@@ -528,6 +529,7 @@ class BatchingEngine(LocalGenerator):
         # A resumed request already holds its next token: its prefill needs no logits.
         ends = [end and seq.resume_token is None for (seq, _, _), end in zip(prefills, done, strict=True)]
         sampling = decoding + [seq for (seq, _, _), end in zip(prefills, ends, strict=True) if end]
+        self._set_step_threads(len(decoding) + sum(len(piece) for _, _, piece in prefills))
         logits = self._forward(
             [(seq.slot, seq.next_token, seq.length) for seq in decoding],  # type: ignore[misc]
             [(seq.slot, start, piece, end) for (seq, start, piece), end in zip(prefills, ends, strict=True)],
@@ -545,6 +547,18 @@ class BatchingEngine(LocalGenerator):
         )
         for seq, token in zip(sampling, tokens, strict=True):
             self._accept(seq, token)
+
+    def _set_step_threads(self, tokens: int) -> None:
+        """One CPU thread for a one-token step, all of them otherwise. One user's decode step is dozens of small
+        products that a second thread does not speed up (measured in bench/batch1.py), and on a host whose cores are
+        busy the threads of a parallel step spin while their partner is descheduled: batch-1 decode fell from 47
+        to 1.3 tokens/s with another process on the second core."""
+        if self._device != "cpu" or self._cpu_threads <= 1:
+            return
+        threads = 1 if tokens == 1 else self._cpu_threads
+        if threads != self._step_threads:
+            self._torch.set_num_threads(threads)
+            self._step_threads = threads
 
     def _forward(self, decoding: list[tuple[int, int, int]], prefills: list[tuple[int, int, list[int], bool]]) -> Any:
         """The model call of one step (a seam for tests that inject a failure)."""

@@ -517,6 +517,33 @@ async def test_a_request_that_can_never_fit_fails_at_once(embedded_spec: ModelSp
 
 
 @pytest.mark.slow
+async def test_one_users_decode_runs_on_one_thread_and_batches_on_all(embedded_spec: ModelSpec) -> None:
+    """A lone request's decode steps do not wait on a second thread (on a busy host that thread's partner spins
+    while descheduled, and batch-1 decode collapsed); prompts and batched steps still use every thread."""
+    import torch
+
+    two = BatchingEngine(embedded_spec, max_batch=2, prefill_chunk=256, threads=2)
+    steps: list[tuple[int, int]] = []
+    original = two._forward
+
+    def record(decoding: list[Any], prefills: list[Any]) -> Any:
+        steps.append((len(decoding) + sum(len(piece) for _, _, piece, _ in prefills), torch.get_num_threads()))
+        return original(decoding, prefills)
+
+    two._forward = record  # type: ignore[method-assign]
+    try:
+        text, _ = await collect(two.stream(ask(SLOGAN, max_new_tokens=6)))
+        assert text
+        await asyncio.gather(*(collect(two.stream(ask(STORY, max_new_tokens=12))) for _ in range(2)))
+        assert {threads for tokens, threads in steps if tokens == 1} == {1}
+        assert {threads for tokens, threads in steps if tokens > 1} == {2}
+        assert sum(1 for tokens, _ in steps if tokens == 2) >= 3  # the pair decoded side by side, on both threads
+        assert "2 threads" in (await two.health()).detail  # what was configured, not the step's own setting
+    finally:
+        await two.close()
+
+
+@pytest.mark.slow
 async def test_a_failed_step_errors_the_batch_and_the_engine_keeps_serving(
     engine: BatchingEngine, greedy_reference: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
