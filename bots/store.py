@@ -992,8 +992,10 @@ class Store(BrainstormStore):
         *,
         user: User | None = None,
         generation_id: int | None = None,
+        at: datetime | None = None,
     ) -> None:
-        """Record a signal from a channel (reply, reaction, click); the scheduler turns these into rewards."""
+        """Record a signal from a channel (reply, reaction, click); the scheduler turns these into rewards. `at`:
+        when it happened (default now), for a caller that runs on its own clock."""
         await self._add(
             EngagementEvent(
                 platform=conversation.platform,
@@ -1004,6 +1006,7 @@ class Store(BrainstormStore):
                 generation_id=generation_id,
                 kind=kind,
                 value=value,
+                created_at=at or _now(),
             )
         )
 

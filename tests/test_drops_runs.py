@@ -14,7 +14,6 @@ from sqlalchemy import update
 from adapters.terminal.translate import CONVERSATION
 from bots.drops import DropsOptions
 from bots.events import Activity, Conversation
-from bots.store import EngagementEvent
 from scheduler.models import DropChannel
 from scheduler.planner import Planner
 
@@ -47,7 +46,9 @@ async def test_bad_runs_are_repaired_or_failed_and_the_tick_still_serves_every_c
     # OTHER, a healthy channel: a posted drop with engagement, and a send that failed once and waits for a retry.
     assert (await service.post_now(OTHER, ALICE)).startswith("Posted")
     [(_, posted)] = first.publisher.posts
-    await first.bot.store.add_engagement(OTHER, "reaction", "❤️", user=BOB, generation_id=posted.generation_id)
+    await first.bot.store.add_engagement(
+        OTHER, "reaction", "❤️", user=BOB, generation_id=posted.generation_id, at=clock() + timedelta(minutes=5)
+    )
     first.publisher.failures = [ConnectionError("gateway timeout")]
     assert "retrying" in await service.post_now(OTHER, ALICE)
     # The process is killed between claiming a run and planning it (a "generating" run with no plan).
@@ -162,12 +163,14 @@ async def test_engagement_due_before_a_slot_is_learned_before_that_slot_chooses(
         await drops.say("/drops enable --time 09:00")
         await drops.service.run_slot(CONVERSATION.key)
         [(_, posted)] = drops.publisher.posts
-        await drops.bot.store.add_engagement(
-            CONVERSATION, "reaction", "🔥", user=BOB, generation_id=posted.generation_id
+        await drops.bot.store.add_engagement(  # on the test's clock, not today's date
+            CONVERSATION,
+            "reaction",
+            "🔥",
+            user=BOB,
+            generation_id=posted.generation_id,
+            at=clock() + timedelta(hours=1),
         )
-        async with drops.bot.store.session() as session:  # the reaction comes on the test's clock, not today's date
-            await session.execute(update(EngagementEvent).values(created_at=clock() + timedelta(hours=1)))
-            await session.commit()
         clock.advance(days=1)  # the next slot fires exactly as the first drop's 24 h window closes; no tick ran
         await drops.service.run_slot(CONVERSATION.key)
         first, second = await drops.runs()
