@@ -15,7 +15,8 @@ No I/O and no clock of its own: `choose(now)` and `observe(plan, engagement)` ar
   on its one early try keeps an sd that its rivals lose as they are posted, so it is tried again rather than left
   behind for good; the bonus shrinks with evidence, so a channel that has said what it likes is not made to wander.
 - **Hour.** The week's busiest hour, unless one weekday's counts say otherwise beyond doubt. Without activity data
-  the hour's effect is learned from engagement (Thompson sampling over a smooth prior across hours).
+  the hour's effect is learned from engagement (Thompson sampling over a smooth prior across hours, wide enough
+  for a quiet night a tenth of the evening's engagement).
 - **Shared prior.** `SharedPrior.from_planners` pools what the other channels of one deployment learned (empirical
   Bayes: the mean effect of each kind, tone and topic, and how far channels differ, never surer than the default);
   `adopt_prior` starts a channel's options that it never tried from there. Without other channels nothing changes.
@@ -238,9 +239,9 @@ class Planner:
         quiet: tuple[int, int] | None = None,
         min_activity: int = 20,
         weekday_z: float = 4.0,
-        hour_prior_sd: float = 0.5,
+        hour_prior_sd: float = 1.0,
         hour_exploration: float = 0.5,
-        hour_scale: float = 2.5,
+        hour_scale: float = 3.5,
         low_reward: float = 1.0,
         low_streak: int = 3,
         max_backoff: int = 3,
@@ -269,6 +270,9 @@ class Planner:
         self.min_activity = min_activity
         # How many Poisson sds one weekday's peak must beat the week's peak hour by, that weekday, to be used.
         self.weekday_z = weekday_z
+        # Without activity data, the prior over the hour's effect on log engagement: sd 1 (a channel's night is
+        # often a tenth of its evening) and correlated over about 3.5 hours either side, so a few drops near the
+        # peak tell about its neighbours too. (0.5 and 2.5 h learned the hour more slowly.)
         self.hour_prior_sd = hour_prior_sd
         # Learning the hour from engagement alone needs real exploration: plain Thompson sampling over hours.
         self.hour_exploration = hour_exploration
