@@ -896,7 +896,7 @@ class _SlotModel:
                 )
                 query, key = rotated[:, :heads], rotated[:, heads:]
             keys, values = self.keys[index], self.values[index]
-            if count == 1:
+            if single and count == 1:
                 keys[single_slot, :, single_position] = key[0]
                 values[single_slot, :, single_position] = value[0]
             else:

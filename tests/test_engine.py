@@ -224,6 +224,21 @@ def test_slot_forward_matches_hugging_face(model_type: str) -> None:
     torch.testing.assert_close(got[0], expected_second[10], atol=1e-4, rtol=1e-4)
 
 
+def test_a_one_token_prompt_slice_with_nothing_decoding_is_prefilled() -> None:
+    """A prompt one token longer than a multiple of prefill_chunk ends with a one-token slice; alone in its step it
+    used to crash the step (and fail the request) because a one-token step was taken for a decode."""
+    import torch
+
+    model = _tiny_model("llama")
+    runner = _SlotModel(model, max_batch=2, max_len=64)
+    prompt = [5, 17, 3, 99, 42]
+    with torch.inference_mode():
+        expected = model(torch.tensor([prompt])).logits[0].float()
+    runner.forward([], [(1, 0, prompt[:4], False)])
+    got = runner.forward([], [(1, 4, prompt[4:], True)])
+    torch.testing.assert_close(got[0], expected[4], atol=1e-4, rtol=1e-4)
+
+
 def _native_bfloat16() -> bool:
     import torch
 
