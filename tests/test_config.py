@@ -125,7 +125,7 @@ async def test_engine_threads_sets_the_cpu_threads_the_model_runs_on(embedded_sp
     engine = build_generator(load_settings(env=env))
     try:
         await engine.warmup()
-        assert "(float32), 1 thread;" in (await engine.health()).detail
+        assert f"({engine.dtype}), 1 thread;" in (await engine.health()).detail  # dtype: what this CPU runs
     finally:
         await engine.close()
         torch.set_num_threads(before)
