@@ -870,7 +870,10 @@ class _SlotModel:
             lengths = torch.ones(rows, dtype=torch.long, device=device)
             lengths[slot_index[:decoders]] = position_index[:decoders] + 1
             span = int(max(p for _, _, p in decoding)) + 1
-            decode_mask = (torch.arange(span, device=device)[None, :] < lengths[:, None])[:, None, None, :]
+            # Added to the scores: 0 where a row may attend, -inf past its length ([rows, 1, 1, span], float32).
+            decode_bias = torch.zeros(rows, 1, 1, span, device=device).masked_fill_(
+                torch.arange(span, device=device)[None, None, None, :] >= lengths[:, None, None, None], float("-inf")
+            )
         slices = []
         offset = decoders
         for slot, start, piece, _ in prefills:
@@ -919,14 +922,13 @@ class _SlotModel:
                     spread = query.new_zeros(rows, heads, head_dim)
                     spread[slot_index[:decoders]] = decode_query
                     decode_query = spread
-                out = self.sdpa(
-                    decode_query[:, :, None, :],
-                    keys[:rows, :, :span],
-                    values[:rows, :, :span],
-                    attn_mask=decode_mask,
-                    scale=self.scale,
-                    enable_gqa=True,
-                )[:, :, 0, :]
+                # Written out rather than SDPA: one query per row, grouped by the key/value head it shares, so each
+                # product is [group x head_dim] @ [head_dim x span]. SDPA with a mask took the unfused path here,
+                # 1.2x (float32) to 5.5x (bfloat16) slower at 32 rows.
+                grouped = decode_query.view(rows, kv_heads, heads // kv_heads, head_dim)
+                scores = torch.matmul(grouped, keys[:rows, :, :span].transpose(2, 3))
+                weights = torch.softmax(scores.float().mul_(self.scale).add_(decode_bias), dim=-1)
+                out = torch.matmul(weights.to(values.dtype), values[:rows, :, :span]).view(rows, heads, head_dim)
                 if not contiguous:
                     out = out[slot_index[:decoders]]
                 outputs.append(out.reshape(decoders, heads * head_dim))
