@@ -315,7 +315,13 @@ class BatchingEngine(LocalGenerator):
         if self._dtype_name == "auto":
             import torch
 
-            self._dtype_name = "bfloat16" if native_bfloat16(torch, self._device_setting) else self._fallback_dtype
+            on_cpu = self._device_setting == "cpu" or (self._device_setting == "auto" and not torch.cuda.is_available())
+            if self._quantize == "int8" and on_cpu:
+                # int8 layers take and give float32; a float32 cache also batches faster than bfloat16 on a CPU
+                # (32 at once: 297-359 against 257-274 tokens/s on the AVX-512 VM).
+                self._dtype_name = "float32"
+            else:
+                self._dtype_name = "bfloat16" if native_bfloat16(torch, self._device_setting) else self._fallback_dtype
         _libc_call("mallopt", _M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
         super()._load()
 
