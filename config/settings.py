@@ -100,7 +100,8 @@ class EngineSection(_Section):
     prefill_chunk: int = Field(256, ge=1)
     interactive_reserve: int = Field(4, ge=0)
     # int8: Linear weights stored as int8 (a quarter of float32's bytes per token); teacher-forced greedy top-1 agrees
-    # with float32 on 89% of tokens with the embedded model, so it is off unless chosen (docs/benchmarks.md).
+    # with float32 on 95% of tokens with the embedded model on a VNNI CPU, and refinements drift, so it is off unless
+    # chosen (docs/benchmarks.md).
     quantize: Literal["none", "int8"] = "none"
     # CPU threads for the model's matrix products; 0 = one per core. On a host whose cores other work keeps busy,
     # fewer threads than cores decode faster (threads that wait on each other spin while the others are descheduled).
