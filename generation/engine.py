@@ -555,10 +555,10 @@ class BatchingEngine(LocalGenerator):
             self._accept(seq, token)
 
     def _set_step_threads(self, tokens: int) -> None:
-        """One CPU thread for a one-token step, all of them otherwise. One user's decode step is dozens of small
-        products that a second thread does not speed up (measured in bench/batch1.py), and on a host whose cores are
-        busy the threads of a parallel step spin while their partner is descheduled: batch-1 decode fell from 47
-        to 1.3 tokens/s with another process on the second core."""
+        """One CPU thread for a one-token step, all of them otherwise. One user's decode step is hundreds of small
+        ops that a second thread speeds up little (6% idle, int8), and on a host whose cores are busy the threads of
+        a parallel step spin while their partner is descheduled: batch-1 int8 decode was 1.3 tokens/s on two
+        threads and 15.1 on one at load 7.5 (docs/benchmarks.md)."""
         if self._device != "cpu" or self._cpu_threads <= 1:
             return
         threads = 1 if tokens == 1 else self._cpu_threads
@@ -750,12 +750,7 @@ class _SlotModel:
         if _INT8_LINEAR is not None and isinstance(linear, _INT8_LINEAR) and float32_input:
             op, packed, reduce_range = torch.ops.quantized.linear_dynamic, linear.packed, linear.reduce_range
             if linear.outlier_index is not None:  # needs the unsmoothed input for its float32 channels
-                inverse, index, outlier_weight = linear.inverse_smooth, linear.outlier_index, linear.outlier_weight.t()
-
-                def with_outliers(x: Any) -> Any:
-                    return torch.addmm(op(x * inverse, packed, reduce_range), x.index_select(1, index), outlier_weight)
-
-                return with_outliers, None
+                return linear.product, None
             return (lambda x: op(x, packed, reduce_range)), linear.inverse_smooth
         if type(linear) is torch.nn.Linear and linear.weight.dtype == torch.float32:
             weight, bias = linear.weight, linear.bias
@@ -893,10 +888,10 @@ class _SlotModel:
         for index, step in enumerate(self.plan):
             mixed_qkv = step.attend_in(hidden)
             value = mixed_qkv[:, q_size + kv_size :].view(count, kv_heads, head_dim)
-            if step.q_norm is not None:
+            if step.qk_norms is not None:
                 query = mixed_qkv[:, :q_size].view(count, heads, head_dim)
                 key = mixed_qkv[:, q_size : q_size + kv_size].view(count, kv_heads, head_dim)
-                query, key = step.q_norm(query), step.k_norm(key)
+                query, key = step.qk_norms[0](query), step.qk_norms[1](key)
                 query = _rotate(torch, query, cos, sin)
                 key = _rotate(torch, key, cos, sin)
             else:  # queries and keys sit side by side: one rotation for both (half the small ops per layer)
@@ -1035,8 +1030,7 @@ class _LayerPlan:
     mlp_in: Callable[[Any], Any]  # post-attention norm + fused gate/up projection
     mlp_out: Callable[[Any], Any]  # down_proj
     act: Callable[[Any], Any]
-    q_norm: Callable[[Any], Any] | None
-    k_norm: Callable[[Any], Any] | None
+    qk_norms: tuple[Callable[[Any], Any], Callable[[Any], Any]] | None  # Qwen3's per-head q and k norms
 
     @staticmethod
     def build(runner: _SlotModel, layer: Any) -> _LayerPlan:
@@ -1047,8 +1041,7 @@ class _LayerPlan:
             mlp_in=runner._normed(layer.post_attention_layernorm, mlp.gate_up_proj),
             mlp_out=_smoothed(*runner._direct(mlp.down_proj)),
             act=mlp.act_fn,
-            q_norm=attention.q_norm if runner.qk_norm else None,
-            k_norm=attention.k_norm if runner.qk_norm else None,
+            qk_norms=(attention.q_norm, attention.k_norm) if runner.qk_norm else None,
         )
 
 
@@ -1126,7 +1119,8 @@ _INT8_LINEAR: Any = None
 # SmoothQuant's migration strength: how much of an input channel's range moves from the activations to the weights.
 _SMOOTH_ALPHA = 0.5
 # down_proj input channels kept in float32 under int8: on the embedded model, teacher-forced top-1 agreement with
-# float32 went from 92.5% to 95.6% with 4 (1: 93.8%, 16: 95.3%, all of down_proj in float32: 96.9% at 1.5x the step).
+# float32 went from 92.5% to 95.0% with 4 (a first probe: 1 93.8%, 16 95.3%; all of down_proj in float32 96.9% at
+# 1.5x the step).
 _DOWN_PROJ_OUTLIERS = 4
 # A few short chats in the register Chorus writes in, run once at load to measure each layer's input ranges.
 _CALIBRATION_CHATS = (
@@ -1171,7 +1165,8 @@ def _int8_linear(
                 self.reduce_range = reduce_range
                 weight = weight.detach().float().clone()
                 self.inverse_smooth = None
-                self.outlier_index = self.outlier_weight = None
+                self.outlier_index: Any = None
+                self.outlier_weight: Any = None
                 if input_range is not None:
                     input_range = input_range.float().clone()
                     if outliers:
@@ -1194,16 +1189,18 @@ def _int8_linear(
                 # A plain attribute, not a parameter: an opaque packed weight that .to() and state_dict() skip.
                 self.packed = torch.ops.quantized.linear_prepack(quantized, None)
 
-            def forward(self, x: Any) -> Any:
-                # The engine's float32 [tokens, features] inputs skip every reshape and conversion (each a dispatch).
-                flat = x if x.dim() == 2 else x.reshape(-1, self.in_features)
-                if flat.dtype != torch.float32:
-                    flat = flat.float()
+            def product(self, flat: Any) -> Any:
+                """The layer on a float32 [tokens, features] input (what the engine calls directly)."""
                 out = torch.ops.quantized.linear_dynamic(
                     flat if self.inverse_smooth is None else flat * self.inverse_smooth, self.packed, self.reduce_range
                 )
                 if self.outlier_index is not None:
                     out = torch.addmm(out, flat.index_select(1, self.outlier_index), self.outlier_weight.t())
+                return out
+
+            def forward(self, x: Any) -> Any:
+                flat = x if x.dim() == 2 else x.reshape(-1, self.in_features)
+                out = self.product(flat if flat.dtype == torch.float32 else flat.float())
                 if x.dim() != 2:
                     out = out.reshape(*x.shape[:-1], self.out_features)
                 return out if x.dtype == torch.float32 else out.to(x.dtype)
