@@ -558,7 +558,7 @@ class BatchingEngine(LocalGenerator):
         """One CPU thread for a one-token step, all of them otherwise. One user's decode step is hundreds of small
         ops that a second thread speeds up little (6% idle, int8), and on a host whose cores are busy the threads of
         a parallel step spin while their partner is descheduled: batch-1 int8 decode was 1.3 tokens/s on two
-        threads and 15.1 on one at load 7.5 (docs/benchmarks.md)."""
+        threads at load 1.2-3.0 and 15.1 on one at load 7.5 (docs/benchmarks.md)."""
         if self._device != "cpu" or self._cpu_threads <= 1:
             return
         threads = 1 if tokens == 1 else self._cpu_threads
