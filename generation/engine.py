@@ -32,6 +32,7 @@ from generation.local import (
     _deadline,
     _Job,
     _short,
+    resolve_device,
     sample_rows,
     validate_request,
 )
@@ -229,7 +230,6 @@ class BatchingEngine(LocalGenerator):
         self._waiting: AdmissionQueue[_EngineJob] = AdmissionQueue()
         self._slots: list[_Sequence | None] = [None] * max_batch
         self._runner: _SlotModel | None = None
-        self._step_threads = 0  # torch's thread count as _set_step_threads last set it (0: not yet)
 
     @property
     def max_batch(self) -> int:
@@ -315,8 +315,7 @@ class BatchingEngine(LocalGenerator):
         if self._dtype_name == "auto":
             import torch
 
-            on_cpu = self._device_setting == "cpu" or (self._device_setting == "auto" and not torch.cuda.is_available())
-            if self._quantize == "int8" and on_cpu:
+            if self._quantize == "int8" and resolve_device(torch, self._device_setting) == "cpu":
                 # int8 layers take and give float32; a float32 cache also batches faster than bfloat16 on a CPU
                 # (32 at once: 297-359 against 257-274 tokens/s on the AVX-512 VM).
                 self._dtype_name = "float32"
@@ -562,9 +561,8 @@ class BatchingEngine(LocalGenerator):
         if self._device != "cpu" or self._cpu_threads <= 1:
             return
         threads = 1 if tokens == 1 else self._cpu_threads
-        if threads != self._step_threads:
+        if threads != self._torch.get_num_threads():
             self._torch.set_num_threads(threads)
-            self._step_threads = threads
 
     def _forward(self, decoding: list[tuple[int, int, int]], prefills: list[tuple[int, int, list[int], bool]]) -> Any:
         """The model call of one step (a seam for tests that inject a failure)."""

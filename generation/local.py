@@ -348,10 +348,8 @@ class LocalGenerator:
         if self._threads:  # set on this worker thread, which runs the model; 0 leaves torch's default (one per core)
             torch.set_num_threads(self._threads)
         self._cpu_threads = torch.get_num_threads()
-        device = self._device_setting
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device == "cuda" and not torch.cuda.is_available():
+        device = resolve_device(torch, self._device_setting)
+        if device == "cuda" and not torch.cuda.is_available():
             raise ModelUnavailable("model.device = 'cuda' but torch sees no CUDA device; set model.device = 'cpu'.")
         dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
         if self._dtype_name not in dtypes:
@@ -463,6 +461,13 @@ class LocalGenerator:
 
     def _sample(self, logits: Any, request: GenerationRequest, generator: Any, history: Sequence[int] = ()) -> int:
         return sample_rows(self._torch, logits[None], [request], [generator], [history])[0]
+
+
+def resolve_device(torch: Any, setting: str) -> str:
+    """model.device as the model will run: "auto" is CUDA when torch sees a device, else the CPU."""
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
 
 
 def sample_rows(
