@@ -309,6 +309,31 @@ def test_int8_keeps_a_few_outlier_input_channels_in_float32() -> None:
     assert error(1) < 0.02 < 0.1 < error(0)
 
 
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_both_int8_kernels_keep_a_layer_close_to_float32_with_one_scale_per_row(reduce_range: bool) -> None:
+    """With VNNI an int8 layer runs fbgemm's packed product (weights quantized per tensor after each row is scaled
+    to its own range); without it, linear_dynamic on 7-bit inputs. Either way rows of very different sizes keep
+    their precision: a per-tensor grid would round the small rows to nothing."""
+    import torch
+
+    from generation.engine import _fbgemm_product
+
+    if "x86" not in torch.backends.quantized.supported_engines:
+        pytest.skip("this torch has no x86 quantized CPU engine")
+    torch.backends.quantized.engine = "x86"
+    generator = torch.Generator().manual_seed(1)
+    weight = torch.randn(96, 64, generator=generator) / 8
+    weight[:48] /= 200  # half the rows 200x smaller than the others
+    layer = _int8_linear(torch, weight, reduce_range=reduce_range)
+    assert (layer.fbgemm is not None) == (not reduce_range and _fbgemm_product(torch) is not None)
+    for rows in (1, 5):
+        x = torch.randn(rows, 64, generator=generator)
+        got, want = layer(x), x @ weight.t()
+        for half in (slice(0, 48), slice(48, 96)):
+            error = float((got[:, half] - want[:, half]).norm() / want[:, half].norm())
+            assert error < 0.03, f"{rows} rows, {half}: relative error {error:.3f}"
+
+
 def test_top1_teacher_forced_picks_are_the_models_next_token_at_each_position() -> None:
     """What bench/quantize.py and the int8 test compare: fed a given continuation, each pick is the argmax of the
     model's own logits at that position; fed nothing, it continues greedily from its own picks."""
