@@ -230,6 +230,8 @@ class BatchingEngine(LocalGenerator):
         self._waiting: AdmissionQueue[_EngineJob] = AdmissionQueue()
         self._slots: list[_Sequence | None] = [None] * max_batch
         self._runner: _SlotModel | None = None
+        self._step_threads: _StepThreads | None = None
+        self._timed_threads = 0  # the thread count of a one-token step being timed; 0: not timed
 
     @property
     def max_batch(self) -> int:
@@ -535,10 +537,13 @@ class BatchingEngine(LocalGenerator):
         ends = [end and seq.resume_token is None for (seq, _, _), end in zip(prefills, done, strict=True)]
         sampling = decoding + [seq for (seq, _, _), end in zip(prefills, ends, strict=True) if end]
         self._set_step_threads(len(decoding) + sum(len(piece) for _, _, piece in prefills))
+        started = time.perf_counter()
         logits = self._forward(
             [(seq.slot, seq.next_token, seq.length) for seq in decoding],  # type: ignore[misc]
             [(seq.slot, start, piece, end) for (seq, start, piece), end in zip(prefills, ends, strict=True)],
         )
+        if self._timed_threads and self._step_threads is not None:
+            self._step_threads.record(self._timed_threads, time.perf_counter() - started)
         for (seq, start, piece), complete in zip(prefills, done, strict=True):
             seq.prefilled = start + len(piece)
             if complete and seq.resume_token is not None:
@@ -554,15 +559,21 @@ class BatchingEngine(LocalGenerator):
             self._accept(seq, token)
 
     def _set_step_threads(self, tokens: int) -> None:
-        """One CPU thread for a one-token step, all of them otherwise. One user's decode step is hundreds of small
-        ops that a second thread speeds up little (6% idle, int8), and on a host whose cores are busy the threads of
-        a parallel step spin while their partner is descheduled: batch-1 int8 decode was 1.3 tokens/s on two
-        threads at load 1.2-3.0 and 15.1 on one at load 7.5 (docs/benchmarks.md)."""
+        """All CPU threads for a step of several tokens; for a one-token step, the thread count whose recent
+        one-token steps ran faster (_StepThreads). Idle, two threads speed up int8 batch-1 decode (11.95 against
+        16.11 ms a step on the AVX-512 VM); on a host whose cores are busy the threads of a parallel step spin
+        while their partner is descheduled, and batch-1 int8 decode fell to 1.3 tokens/s on two threads at load
+        1.2-3.0, against 15.1 on one at load 7.5 (docs/benchmarks.md)."""
         if self._device != "cpu" or self._cpu_threads <= 1:
+            self._timed_threads = 0
             return
-        threads = 1 if tokens == 1 else self._cpu_threads
+        if self._step_threads is None or self._step_threads.counts[-1] != self._cpu_threads:
+            self._step_threads = _StepThreads((1, self._cpu_threads))
+        threads = self._step_threads.next() if tokens == 1 else self._cpu_threads
+        self._timed_threads = threads if tokens == 1 else 0
         if threads != self._torch.get_num_threads():
             self._torch.set_num_threads(threads)
+            self._timed_threads = 0  # the first step after a switch wakes or parks threads: not a fair sample
 
     def _forward(self, decoding: list[tuple[int, int, int]], prefills: list[tuple[int, int, list[int], bool]]) -> Any:
         """The model call of one step (a seam for tests that inject a failure)."""
@@ -619,6 +630,57 @@ class BatchingEngine(LocalGenerator):
         for seq in paused:
             self._finish(seq, "abort")
         self._runner = None
+
+
+class _StepThreads:
+    """Which thread count a one-token CPU step runs on: the one whose recent steps took less wall time. Each count
+    is tried `probe_steps` times first. After that the others get `probe_steps` steps again every `probe_every`
+    steps, so a count that lost while the host was busy is taken back once it is idle, and the other way round.
+    A probe that confirms the choice doubles the wait before the next one (up to 8x), since each probe of the
+    slower count costs time; a changed choice resets it. A probe's steps replace what its count had measured
+    before; otherwise times are moving averages. The caller skips the step right after a switch."""
+
+    def __init__(self, counts: Sequence[int], probe_every: int = 32, probe_steps: int = 2, weight: float = 0.3) -> None:
+        self.counts = tuple(counts)
+        self.probe_steps, self.weight = probe_steps, weight
+        self.base_wait = self.wait = probe_every
+        self.seconds: dict[int, float] = {}
+        self.samples = dict.fromkeys(self.counts, 0)
+        self.since_probe = 0
+        self.probing: list[int] = []  # the counts still to run in this probe, one per step
+        self.fresh: set[int] = set()  # probed counts whose next time replaces the old one
+        self.chosen = self.counts[0]
+
+    def best(self) -> int:
+        return min(self.seconds, key=lambda count: self.seconds[count]) if self.seconds else self.counts[0]
+
+    def next(self) -> int:
+        for count in self.counts:
+            if self.samples[count] < self.probe_steps:
+                return count
+        if not self.probing:
+            best = self.best()
+            if best != self.chosen:
+                self.chosen, self.wait = best, self.base_wait
+            if self.since_probe >= self.wait:
+                others = [count for count in self.counts if count != best]
+                self.probing = [count for count in others for _ in range(self.probe_steps + 1)]
+                self.fresh = set(others)
+                self.since_probe = 0
+                self.wait = min(2 * self.wait, 8 * self.base_wait)  # reset above if the probe changes the choice
+        if self.probing:
+            return self.probing.pop()
+        self.since_probe += 1
+        return self.chosen
+
+    def record(self, count: int, seconds: float) -> None:
+        previous = self.seconds.get(count)
+        if previous is None or count in self.fresh:
+            self.seconds[count] = seconds
+            self.fresh.discard(count)
+        else:
+            self.seconds[count] = previous + self.weight * (seconds - previous)
+        self.samples[count] += 1
 
 
 @functools.cache

@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from generation.engine import AdmissionQueue, BatchingEngine, _int8_linear, _SlotModel, native_bfloat16
+from generation.engine import (
+    AdmissionQueue,
+    BatchingEngine,
+    _int8_linear,
+    _SlotModel,
+    _StepThreads,
+    native_bfloat16,
+)
 from generation.local import LocalGenerator, sample_rows
 from generation.models import ModelSpec
 from generation.types import (
@@ -580,10 +587,30 @@ async def test_a_request_that_can_never_fit_fails_at_once(embedded_spec: ModelSp
         await small.close()
 
 
+def test_step_threads_follow_whichever_count_is_faster_now() -> None:
+    """A lone user's decode step runs on the thread count that has been faster lately: two threads on an idle
+    host, one when the other core is busy (its partner thread spins while descheduled), and back again."""
+    chooser = _StepThreads((1, 2), probe_every=10, probe_steps=2)
+    step_ms = {1: 16.0, 2: 12.0}  # idle: two threads win
+    picked = []
+    for step in range(300):
+        if step == 100:
+            step_ms = {1: 17.0, 2: 90.0}  # another process takes the second core
+        elif step == 200:
+            step_ms = {1: 16.0, 2: 12.0}  # and leaves
+        count = chooser.next()
+        picked.append(count)
+        chooser.record(count, step_ms[count] / 1000)
+    assert set(picked[:4]) == {1, 2}  # each count measured first
+    assert picked[50:100].count(2) >= 45  # idle: two threads, with short and rarer probes of one
+    assert picked[105:200].count(1) >= 88  # busy: one thread within a few steps
+    assert picked[290:300].count(2) == 10  # idle again: found by a probe
+
+
 @pytest.mark.slow
-async def test_one_users_decode_runs_on_one_thread_and_batches_on_all(embedded_spec: ModelSpec) -> None:
-    """A lone request's decode steps do not wait on a second thread (on a busy host that thread's partner spins
-    while descheduled, and batch-1 decode collapsed); prompts and batched steps still use every thread."""
+async def test_one_token_steps_use_the_chosen_thread_count_and_batches_use_all(embedded_spec: ModelSpec) -> None:
+    """Prompts and batched steps use every thread; a lone request's decode steps use the count its timings
+    favour, and every one of those steps is timed for the next choice."""
     import torch
 
     two = BatchingEngine(embedded_spec, max_batch=2, prefill_chunk=256, threads=2)
@@ -596,12 +623,22 @@ async def test_one_users_decode_runs_on_one_thread_and_batches_on_all(embedded_s
 
     two._forward = record  # type: ignore[method-assign]
     try:
-        text, _ = await collect(two.stream(ask(SLOGAN, max_new_tokens=6)))
-        assert text
+        for fast in (1, 2):
+            chooser = _StepThreads((1, 2))
+            for count in (1, 2):  # as if both had been measured: `fast` far quicker
+                for _ in range(chooser.probe_steps):
+                    chooser.record(count, 0.001 if count == fast else 10.0)
+            two._step_threads, timed = chooser, sum(chooser.samples.values())
+            steps.clear()
+            text, _ = await collect(two.stream(ask(SLOGAN, max_new_tokens=6)))
+            assert text
+            assert {threads for tokens, threads in steps if tokens == 1} == {fast}
+            assert {threads for tokens, threads in steps if tokens > 1} == {2}
+            one_token_steps = sum(1 for tokens, _ in steps if tokens == 1)
+            # every one-token step is timed but the first after the switch from the prompt's thread count
+            assert sum(chooser.samples.values()) - timed == one_token_steps - (fast != 2)
         await asyncio.gather(*(collect(two.stream(ask(STORY, max_new_tokens=12))) for _ in range(2)))
-        assert {threads for tokens, threads in steps if tokens == 1} == {1}
-        assert {threads for tokens, threads in steps if tokens > 1} == {2}
-        assert sum(1 for tokens, _ in steps if tokens == 2) >= 3  # the pair decoded side by side, on both threads
+        assert sum(1 for tokens, threads in steps if tokens == 2 and threads == 2) >= 3  # the pair, side by side
         assert "2 threads" in (await two.health()).detail  # what was configured, not the step's own setting
     finally:
         await two.close()
