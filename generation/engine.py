@@ -1306,11 +1306,12 @@ def _fbgemm_packed(torch: Any, weight: Any) -> tuple[Any, ...]:
     _fbgemm_product for a float32 [out, in] weight, then the per-row scales its output is multiplied by. fbgemm
     quantizes a weight per tensor; each row is divided by its largest |w| first, so the int8 grid is per row, as
     with linear_dynamic's per-channel weights. The op reads the weight argument only for its shape: a zero-stride
-    stand-in keeps one copy of the int8 weight (the packed one) in memory."""
+    stand-in keeps one copy of the int8 weight (the packed one) in memory. The weight is divided in place (an
+    lm_head's float32 copy is 113 MB), so it is the caller's own copy."""
     rows = weight.abs().amax(dim=1).clamp(min=1e-12)
     with warnings.catch_warnings():  # deprecated in torch, kept by it; _fbgemm_product checks it is there
         warnings.simplefilter("ignore")
-        quantized, column_offsets, scale, zero_point = torch.fbgemm_linear_quantize_weight(weight / rows[:, None])
+        quantized, column_offsets, scale, zero_point = torch.fbgemm_linear_quantize_weight(weight.div_(rows[:, None]))
         packed = torch.fbgemm_pack_quantized_matrix(quantized)
     del quantized
     stand_in = torch.zeros((), dtype=torch.int8).expand(*weight.shape)
