@@ -230,8 +230,9 @@ class BatchingEngine(LocalGenerator):
         self._waiting: AdmissionQueue[_EngineJob] = AdmissionQueue()
         self._slots: list[_Sequence | None] = [None] * max_batch
         self._runner: _SlotModel | None = None
-        self._step_threads: _StepThreads | None = None
-        self._timed_threads = 0  # the thread count of a one-token step being timed; 0: not timed
+        # One thread-count chooser per kind of step (_thread_bucket), made when the CPU thread count is known.
+        self._step_threads: dict[int, _StepThreads] = {}
+        self._timed: tuple[_StepThreads, int, int] | None = None  # (chooser, threads, tokens) of the running step
 
     @property
     def max_batch(self) -> int:
@@ -542,8 +543,9 @@ class BatchingEngine(LocalGenerator):
             [(seq.slot, seq.next_token, seq.length) for seq in decoding],  # type: ignore[misc]
             [(seq.slot, start, piece, end) for (seq, start, piece), end in zip(prefills, ends, strict=True)],
         )
-        if self._timed_threads and self._step_threads is not None:
-            self._step_threads.record(self._timed_threads, time.perf_counter() - started)
+        if self._timed is not None:
+            chooser, threads, step_tokens = self._timed
+            chooser.record(threads, (time.perf_counter() - started) / step_tokens)
         for (seq, start, piece), complete in zip(prefills, done, strict=True):
             seq.prefilled = start + len(piece)
             if complete and seq.resume_token is not None:
@@ -559,21 +561,25 @@ class BatchingEngine(LocalGenerator):
             self._accept(seq, token)
 
     def _set_step_threads(self, tokens: int) -> None:
-        """All CPU threads for a step of several tokens; for a one-token step, the thread count whose recent
-        one-token steps ran faster (_StepThreads). Idle, two threads speed up int8 batch-1 decode (11.95 against
-        16.11 ms a step on the AVX-512 VM); on a host whose cores are busy the threads of a parallel step spin
-        while their partner is descheduled, and batch-1 int8 decode fell to 1.3 tokens/s on two threads at load
-        1.2-3.0, against 15.1 on one at load 7.5 (docs/benchmarks.md)."""
+        """Run the step on the CPU thread count that has lately been faster for steps of its kind (one token, a
+        few, a prompt slice; _StepThreads), measured per token. Idle, two threads beat one (int8 batch-1 decode
+        11.95 against 16.11 ms a step on the AVX-512 VM); on a host whose cores are busy the threads of a
+        parallel step spin while their partner is descheduled: batch-1 int8 decode fell to 1.3 tokens/s on two
+        threads at load 1.2-3.0, against 15.1 on one at load 7.5, and at load 10-15 decode went from 0.2-0.3 to
+        1.3-2.2 tokens/s on one thread (docs/benchmarks.md)."""
+        self._timed = None
         if self._device != "cpu" or self._cpu_threads <= 1:
-            self._timed_threads = 0
             return
-        if self._step_threads is None or self._step_threads.counts[-1] != self._cpu_threads:
-            self._step_threads = _StepThreads((1, self._cpu_threads))
-        threads = self._step_threads.next() if tokens == 1 else self._cpu_threads
-        self._timed_threads = threads if tokens == 1 else 0
+        bucket = _thread_bucket(tokens)
+        chooser = self._step_threads.get(bucket)
+        if chooser is None or self._cpu_threads not in chooser.counts:
+            # A lone user's decode tries one thread first, prompts and batches all of them (the old fixed policy).
+            counts = (1, self._cpu_threads) if bucket == 1 else (self._cpu_threads, 1)
+            chooser = self._step_threads[bucket] = _StepThreads(counts)
+        threads = chooser.next()
+        self._timed = (chooser, threads, tokens)
         if threads != self._torch.get_num_threads():
             self._torch.set_num_threads(threads)
-            self._timed_threads = 0  # the first step after a switch wakes or parks threads: not a fair sample
 
     def _forward(self, decoding: list[tuple[int, int, int]], prefills: list[tuple[int, int, list[int], bool]]) -> Any:
         """The model call of one step (a seam for tests that inject a failure)."""
@@ -632,13 +638,19 @@ class BatchingEngine(LocalGenerator):
         self._runner = None
 
 
+def _thread_bucket(tokens: int) -> int:
+    """The kind of step whose thread count is chosen together: 1 (one user decoding), 2 (a few rows), 3 (many
+    rows or a prompt slice). Within a kind, time per token compares fairly."""
+    return 1 if tokens == 1 else 2 if tokens <= 16 else 3
+
+
 class _StepThreads:
     """Which thread count a one-token CPU step runs on: the one whose recent steps took less wall time. Each count
     is tried `probe_steps` times first. After that the others get `probe_steps` steps again every `probe_every`
     steps, so a count that lost while the host was busy is taken back once it is idle, and the other way round.
     A probe that confirms the choice doubles the wait before the next one (up to 8x), since each probe of the
     slower count costs time; a changed choice resets it. A probe's steps replace what its count had measured
-    before; otherwise times are moving averages. The caller skips the step right after a switch."""
+    before; otherwise times are moving averages."""
 
     def __init__(self, counts: Sequence[int], probe_every: int = 32, probe_steps: int = 2, weight: float = 0.3) -> None:
         self.counts = tuple(counts)

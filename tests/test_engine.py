@@ -608,10 +608,12 @@ def test_step_threads_follow_whichever_count_is_faster_now() -> None:
 
 
 @pytest.mark.slow
-async def test_one_token_steps_use_the_chosen_thread_count_and_batches_use_all(embedded_spec: ModelSpec) -> None:
-    """Prompts and batched steps use every thread; a lone request's decode steps use the count its timings
-    favour, and every one of those steps is timed for the next choice."""
+async def test_every_kind_of_step_runs_on_the_thread_count_its_timings_favour(embedded_spec: ModelSpec) -> None:
+    """One user's decode, a few rows and a prompt slice each run on the thread count that has been faster for that
+    kind of step, and every step is timed for the next choice; health still shows the configured count."""
     import torch
+
+    from generation.engine import _thread_bucket
 
     two = BatchingEngine(embedded_spec, max_batch=2, prefill_chunk=256, threads=2)
     steps: list[tuple[int, int]] = []
@@ -623,22 +625,28 @@ async def test_one_token_steps_use_the_chosen_thread_count_and_batches_use_all(e
 
     two._forward = record  # type: ignore[method-assign]
     try:
-        for fast in (1, 2):
-            chooser = _StepThreads((1, 2))
-            for count in (1, 2):  # as if both had been measured: `fast` far quicker
-                for _ in range(chooser.probe_steps):
-                    chooser.record(count, 0.001 if count == fast else 10.0)
-            two._step_threads, timed = chooser, sum(chooser.samples.values())
+        for fast in (1, 2, {1: 2, 2: 1, 3: 1}):
+            choosers = {}
+            for bucket in (1, 2, 3):
+                wanted = fast if isinstance(fast, int) else fast[bucket]
+                choosers[bucket] = chooser = _StepThreads((1, 2))
+                for count in (1, 2):  # as if both had been measured: `wanted` far quicker
+                    for _ in range(chooser.probe_steps):
+                        chooser.record(count, 0.001 if count == wanted else 10.0)
+            two._step_threads = choosers
+            timed = sum(sum(chooser.samples.values()) for chooser in choosers.values())
             steps.clear()
+            await asyncio.gather(
+                collect(two.stream(ask(SLOGAN, max_new_tokens=6))),
+                collect(two.stream(ask(STORY, max_new_tokens=12))),
+            )
             text, _ = await collect(two.stream(ask(SLOGAN, max_new_tokens=6)))
             assert text
-            assert {threads for tokens, threads in steps if tokens == 1} == {fast}
-            assert {threads for tokens, threads in steps if tokens > 1} == {2}
-            one_token_steps = sum(1 for tokens, _ in steps if tokens == 1)
-            # every one-token step is timed but the first after the switch from the prompt's thread count
-            assert sum(chooser.samples.values()) - timed == one_token_steps - (fast != 2)
-        await asyncio.gather(*(collect(two.stream(ask(STORY, max_new_tokens=12))) for _ in range(2)))
-        assert sum(1 for tokens, threads in steps if tokens == 2 and threads == 2) >= 3  # the pair, side by side
+            for bucket in (1, 2, 3):
+                wanted = fast if isinstance(fast, int) else fast[bucket]
+                used = {threads for tokens, threads in steps if _thread_bucket(tokens) == bucket}
+                assert used == {wanted}, f"steps of kind {bucket} ran on {used}, not {wanted}"
+            assert sum(sum(chooser.samples.values()) for chooser in choosers.values()) - timed == len(steps)
         assert "2 threads" in (await two.health()).detail  # what was configured, not the step's own setting
     finally:
         await two.close()
