@@ -121,6 +121,24 @@ def test_a_thread_reply_under_chorus_is_a_message_replying_to_the_thread_root() 
     assert message.conversation.thread == "1700000100.000200"
 
 
+def test_slack_markup_in_a_message_reaches_the_core_as_the_text_people_saw() -> None:
+    # Slack wraps every link, mention and channel in a message's text in <…>; a brainstorm idea or refinement with
+    # a link would otherwise be stored, shown in Themes and sent to the model as `<https://…|…>`.
+    text = (
+        "try <https://example.com/a?b=1&amp;c=2|example.com> or <mailto:hi@example.com|hi@example.com>, "
+        "<https://bare.example>, ask <@U0BOB> or <@U0CAROL|carol> in <#C0GEN|general> or <#C0RAND>, "
+        "<!here> <!channel|channel> <!subteam^S0ENG|@eng> <!date^1392734382^{date}|Feb 18th> &lt;b&gt;"
+    )
+    message = to_message({**payload("message_thread_reply"), "text": text}, "T0001", BOT, ADMINS)
+    assert isinstance(message, Message)
+    assert message.text == (
+        "try example.com or hi@example.com, https://bare.example, ask @U0BOB or @carol in #general or #C0RAND, "
+        "@here @channel @eng Feb 18th <b>"
+    )
+    shortcut = {"message": {"text": "visit <https://example.com|example.com> &amp; more"}, "channel": {"id": "C1"}}
+    assert json.loads(remix_metadata(shortcut, 100))["x"] == "visit example.com & more"
+
+
 def test_a_thread_under_someone_else_is_only_activity() -> None:
     event = {**payload("message_thread_reply"), "parent_user_id": "U0BOB"}
     assert isinstance(to_message(event, "T0001", BOT, ADMINS), Activity)

@@ -8,6 +8,7 @@ result posted before a restart still reaches the right generation.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypedDict
@@ -76,8 +77,31 @@ def split_ref(ref: str) -> tuple[str, str]:
     return channel, ts
 
 
+# Slack's markup in the text it sends (docs.slack.dev "Formatting text"): links, mentions, channels, user groups and
+# dates are `<target|label>` or `<target>`; a `<` or `>` the person typed arrives as `&lt;`/`&gt;`.
+_MARKUP = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
+_SPECIAL_MENTIONS = frozenset({"here", "channel", "everyone"})
+
+
+def _as_shown(match: re.Match[str]) -> str:
+    """What Slack shows for one `<…>`: a link's label (or its address), `@name`, `#channel`, a date's fallback."""
+    target, label = match.group(1), match.group(2)
+    if target.startswith("@"):
+        return f"@{label}" if label else target
+    if target.startswith("#"):
+        return f"#{label}" if label else target
+    if target.startswith("!"):
+        word = target[1:].split("^", 1)[0]
+        if word in _SPECIAL_MENTIONS:
+            return f"@{word}"
+        return label or ""
+    return label or target.removeprefix("mailto:")
+
+
 def unescape(text: str) -> str:
-    """Slack sends &, < and > escaped in message and command text; the core wants what the user typed."""
+    """Slack's message and command text as the person saw it: links, mentions and channels as their text, and the
+    `&`, `<` and `>` Slack escapes as themselves; the core (the model, idea lists, history) wants what was typed."""
+    text = _MARKUP.sub(_as_shown, text)
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
