@@ -108,6 +108,19 @@ def test_messages_addressed_to_chorus_are_messages_and_the_rest_activity() -> No
     assert to_message(_message("", type=7), bot_id=BOT_ID) is None  # a member joined
 
 
+def test_mentions_and_custom_emoji_in_a_message_reach_the_core_as_people_saw_them() -> None:
+    # Discord sends `<@id>` and `<:name:id>`; an idea "ask @bob" showed as `<@940…>` in Themes and the summary.
+    bob = user_payload("940000000000000002", "bob")
+    content = f"<@{BOT_ID}> ask <@940000000000000002> and <@!940000000000000002> <:party:99> <a:wave:98> <@&5> <#6>"
+    message = to_message(_message(content, mentions=[BOT_USER, bob]), bot_id=BOT_ID)
+    assert isinstance(message, Message)
+    assert message.text == "ask @bob and @bob :party: :wave: <@&5> <#6>"
+    target = message_payload("77", CHANNEL_ID, user_payload(*ALICE), "<@940000000000000002> opens at dawn <:sun:1>")
+    target["mentions"] = [{**bob, "member": {"nick": "Bobby"}}]
+    data = {"name": "Remix with Chorus", "type": 3, "target_id": "77", "resolved": {"messages": {"77": target}}}
+    assert to_command(interaction_payload(2, data, user=ALICE), free_text=False).text == "@Bobby opens at dawn :sun:"
+
+
 def test_raw_reactions_become_reactions_but_not_chorus_own() -> None:
     payload = {
         "user_id": ALICE[0],
