@@ -112,6 +112,31 @@ def test_the_remix_shortcut_becomes_a_remix_command_with_structured_options() ->
     assert len(remix_metadata({**shortcut, "message": {"text": "x" * 9000}}, 5000)) <= 3000
 
 
+@pytest.mark.parametrize(
+    ("text", "max_chars"),
+    [("Привет, мир! " * 80, 1000), ("今日は開店です。" * 125, 1000), ('"quoted" \\ lines\n' * 300, 5000)],
+)
+def test_the_remix_shortcut_keeps_where_it_came_from_for_a_long_message_in_any_script(
+    text: str, max_chars: int
+) -> None:
+    # Slack keeps 3000 characters of private_metadata; JSON's \uXXXX escapes made 600 Cyrillic characters 3600, and
+    # the cut JSON lost the channel and the text, so the remix went nowhere.
+    shortcut = payload("message_action")
+    metadata = remix_metadata({**shortcut, "message": {**shortcut["message"], "text": text}}, max_chars)
+    assert len(metadata.encode()) <= 3000
+    submitted = payload("view_submission_ask")
+    submitted["view"].update(
+        callback_id="chorus_remix_modal",
+        private_metadata=metadata,
+        state={"values": {"tone": {"tone": {"type": "static_select", "selected_option": {"value": "witty"}}}}},
+    )
+    command = to_submission(submitted, ADMINS)
+    assert isinstance(command, Command)
+    assert command.conversation == Conversation("slack", "T0001", "C2147483705", "1700000550.000100")
+    kept = command.options["text"]
+    assert len(kept) >= 1000 // 2 and text.startswith(kept)
+
+
 def test_a_thread_reply_under_chorus_is_a_message_replying_to_the_thread_root() -> None:
     message = to_message(payload("message_thread_reply"), "T0001", BOT, ADMINS)
     assert isinstance(message, Message)

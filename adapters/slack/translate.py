@@ -255,13 +255,22 @@ def to_submission(body: Payload, admins: Collection[str]) -> Action | Command | 
     )
 
 
+METADATA_LIMIT = 3000  # characters of a view's private_metadata
+
+
 def remix_metadata(body: Payload, max_chars: int) -> str:
-    """What the remix modal needs to remember of the message it was started on (Slack allows 3000 characters)."""
+    """What the remix modal needs to remember of the message it was started on. Slack keeps 3000 characters, so the
+    text is shortened until the JSON fits; cutting the JSON itself lost where the remix goes."""
     message = body.get("message") or {}
     text = unescape(message.get("text", ""))[:max_chars]
     channel = (body.get("channel") or {}).get("id", "")
     thread = message.get("thread_ts")
-    return json.dumps({"c": channel, "t": thread, "x": text}, separators=(",", ":"))[:3000]
+    while True:
+        encoded = json.dumps({"c": channel, "t": thread, "x": text}, separators=(",", ":"), ensure_ascii=False)
+        over = len(encoded.encode()) - METADATA_LIMIT  # bytes: within the limit however Slack counts
+        if over <= 0 or not text:
+            return encoded
+        text = text[: max(0, len(text) - over)]
 
 
 def to_message(
