@@ -986,9 +986,11 @@ async def test_store_numbers_ideas_counts_votes_once_and_forgets(any_store: Stor
         "engagement": 0,
         "brainstorm ideas": 1,
         "brainstorm votes": 1,
+        "brainstorms started": 1,
     }
     forgotten = await any_store.forget_user("discord", alice.id)
     assert forgotten["brainstorm ideas"] == 1 and forgotten["brainstorm votes"] == 1
+    assert forgotten["brainstorms started"] == 1
     left = {idea.id: idea for idea in await any_store.ideas(session.id)}
     assert mine.id not in left and left[ideas[1].id].merged_into is None
     assert (await any_store.get_brainstorm(session.id)).starter.name == "someone"

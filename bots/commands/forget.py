@@ -35,7 +35,7 @@ async def forget(ctx: Context) -> None:
 async def _ask(ctx: Context, preface: str = "") -> None:
     user = ctx.event.user
     platform = ctx.event.conversation.platform
-    counts = await ctx.app.store.user_data_counts(platform, user.id)
+    counts = await ctx.app.store.user_data_counts(platform, user.id, names=(user.name,))
     if sum(counts.values()) == 0:
         await ctx.responder.send(Reply.text(f"{preface} Chorus has nothing stored about you.".strip(), ephemeral=True))
         return
