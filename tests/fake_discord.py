@@ -442,6 +442,8 @@ class FakeDiscord:
             self.followups.setdefault(token, []).append(message["id"])
             return _json(message, headers=self.rate_limit_headers)
         if m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)/threads", path):
+            if m.group(1) in self.threads:  # Discord has no threads inside threads
+                return _json({"message": "Cannot execute action on this channel type", "code": 50024}, status=400)
             thread_id = snowflake()
             thread = {
                 "id": thread_id,
@@ -712,6 +714,8 @@ class FakeDiscord:
         payload = interaction_payload(
             kind, data, user=user, moderator=moderator, message=message, channel_id=channel_id
         )
+        if channel_id in self.threads:  # an interaction in a thread carries the thread channel (type 11)
+            payload["channel"] = self.threads[channel_id]
         self.dispatched_at[payload["id"]] = time.monotonic()
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
