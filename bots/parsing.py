@@ -210,10 +210,12 @@ _ORDINALS = {
     "first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "4th": 3, "fifth": 4, "5th": 4,
     "one": 0, "two": 1, "three": 2, "four": 3, "five": 4,
 }  # fmt: skip
-_LEADING_REF = re.compile(r"^\s*#?([1-9])\s*[.):\-–—]?\s+(\S.*)$")
+# Variant numbers run to limits.max_variants (at most 10); a leading 0 is read as one too, so that it is refused
+# ("pick one from 1 to 3") instead of becoming an instruction.
+_LEADING_REF = re.compile(r"^\s*#?(10|\d)\s*[.):\-–—]?\s+(\S.*)$")
 _NAMED_REF = re.compile(
     r"\b(?:the\s+)?(first|1st|second|2nd|third|3rd|fourth|4th|fifth|5th)(?:\s+(?:one|variant|version|option|idea))?\b"
-    r"|\b(?:variant|version|option|number|no\.?)\s*#?\s*([1-9]|one|two|three|four|five)\b|#([1-9])\b",
+    r"|\b(?:variant|version|option|number|no\.?)\s*#?\s*(10|[1-9]|one|two|three|four|five)\b|#(10|[1-9])\b",
     re.IGNORECASE,
 )
 
