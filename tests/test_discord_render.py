@@ -180,6 +180,20 @@ def test_a_result_renders_numbered_variants_buttons_and_tone_select() -> None:
     assert asking["view"].to_components()[0]["components"][0]["custom_id"] == "chorus?:idea::Your idea"
 
 
+def test_ten_variants_can_each_be_reworked_within_discord_select_limits() -> None:
+    # limits.max_variants goes to 10: 30 choices, and a Discord select holds 25, so variants 9 and 10 were cut off.
+    reply = Reply(parts=tuple("abcdefghij"), title="slogan · v1", actions=result_actions(5, 10), generation_id=5)
+    rows = render_reply(reply, ["neutral", "witty"])[0]["view"].to_components()
+    selects = [c for row in rows for c in row["components"] if c["type"] == 3]
+    reworks = [s for s in selects if s["custom_id"].startswith("chorus::variant:5:")]
+    labels = [o["label"] for s in reworks for o in s["options"]]
+    assert len(labels) == 30 and "#10 · Regenerate" in labels and "#9 · Shorter" in labels
+    assert all(len(s["options"]) <= 25 for s in selects) and len(rows) <= 5
+    ids = [c["custom_id"] for row in rows for c in row["components"]]
+    assert len(set(ids)) == len(ids) and all(len(i) <= 100 for i in ids)
+    assert all(decode_custom_id(s["custom_id"])[1:3] == ("variant", 5) for s in reworks)
+
+
 def test_progress_shows_the_queue_then_the_text() -> None:
     queued = render_progress("slogan · v1", [""], "Queued: 2nd in line, about 4 s")["embeds"][0].to_dict()
     assert queued["footer"]["text"] == "Queued: 2nd in line, about 4 s" and "description" not in queued
