@@ -55,6 +55,15 @@ def test_the_message_menu_remixes_the_target_text() -> None:
     assert (event.name, event.text) == ("remix", "our cafe opens at dawn")
 
 
+def test_the_message_menu_remixes_the_text_of_an_embed_when_there_is_no_content() -> None:
+    # A Chorus result (or another bot's announcement) is an embed with no content: the form opened empty.
+    embeds = render_reply(Reply(parts=("Sip @everyone, read.", "Books & brews."), title="slogan · v1", generation_id=4))
+    target = message_payload("78", CHANNEL_ID, BOT_USER, "", embeds=[embeds[0]["embeds"][0].to_dict()])
+    data = {"name": "Remix with Chorus", "type": 3, "target_id": "78", "resolved": {"messages": {"78": target}}}
+    event = to_command(interaction_payload(2, data, user=ALICE), free_text=False)
+    assert event.text == "Sip @everyone, read.\n\nBooks & brews."
+
+
 def test_custom_ids_round_trip_and_fit_discord_limit() -> None:
     assert decode_custom_id(encode_custom_id("rate_up", 42, "+1")) == (":", "rate_up", 42, "+1")
     assert decode_custom_id(encode_custom_id("regenerate", None)) == (":", "regenerate", None, "")

@@ -109,7 +109,8 @@ def to_command(payload: Mapping[str, Any], *, free_text: bool) -> Command:
     conversation, user = to_conversation(payload), to_user(payload)
     if data.get("type") == 3:  # message context menu: remix the target message's text
         target = (data.get("resolved") or {}).get("messages", {}).get(str(data.get("target_id")), {})
-        return Command(conversation, user, "remix", text=readable_content(target), extras={"payload": payload})
+        text = readable_content(target) or embed_text(target)
+        return Command(conversation, user, "remix", text=text, extras={"payload": payload})
     options = {str(o["name"]): _option_value(o) for o in data.get("options") or [] if "name" in o}
     text = ""
     if free_text:
@@ -187,6 +188,18 @@ def _strip_mention(text: str, bot_id: str) -> str:
 
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
 _CUSTOM_EMOJI = re.compile(r"<a?:(\w+):\d+>")
+
+
+# How render numbers the variants of a result in an embed ("**2.** text"), and the zero-width space that defuses
+# mentions in it: neither is part of the text.
+_VARIANT_NUMBER = re.compile(r"^\*\*\d+\.\*\* ", re.M)
+
+
+def embed_text(message: Mapping[str, Any]) -> str:
+    """The text of a message's embeds (a Chorus result, another bot's post), for a message that has no content."""
+    descriptions = [str(embed.get("description") or "") for embed in message.get("embeds") or []]
+    text = "\n\n".join(description for description in descriptions if description)
+    return _VARIANT_NUMBER.sub("", text).replace("\u200b", "")
 
 
 def readable_content(payload: Mapping[str, Any], *, bot_id: str = "") -> str:
