@@ -55,3 +55,19 @@ def test_create_declares_its_required_options_and_choices(tmp_path: Path) -> Non
     assert options["kind"]["required"] and options["prompt"]["required"] and options["n"]["type"] == 4
     assert [choice["value"] for choice in options["length"]["choices"]] == ["short", "medium", "long"]
     assert required_options(CREATE) == ["kind", "prompt"]
+
+
+def test_brainstorm_is_offered_only_in_servers_because_it_opens_a_thread(tmp_path: Path) -> None:
+    # Discord has no threads in DMs: /brainstorm in a DM with Chorus posted a kickoff and then "Something went wrong".
+    from bots.brainstorm.command import BRAINSTORM
+
+    tree = app_commands.CommandTree(discord.Client(intents=discord.Intents.none()))
+
+    async def on_command(interaction: discord.Interaction, spec: CommandSpec) -> None:
+        """Never called here."""
+
+    settings = settings_for(tmp_path)
+    brainstorm = slash_command(BRAINSTORM, settings, on_command).to_dict(tree)
+    create = slash_command(CREATE, settings, on_command).to_dict(tree)
+    assert brainstorm["contexts"] == [0] and brainstorm["dm_permission"] is False
+    assert create["contexts"] is None and create["dm_permission"] is not False

@@ -86,6 +86,10 @@ def slash_command(spec: CommandSpec, settings: Settings, on_command: CommandCall
     for name, values in listed.items():
         if name not in small:
             command.autocomplete(name)(_autocomplete(values))
+    if spec.opens_thread:
+        # Threads exist only in server channels: a DM would take the command and then fail to open its thread.
+        command.guild_only = True
+        command.allowed_contexts = app_commands.AppCommandContext(guild=True, dm_channel=False, private_channel=False)
     return command
 
 
