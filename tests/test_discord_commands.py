@@ -71,3 +71,15 @@ def test_brainstorm_is_offered_only_in_servers_because_it_opens_a_thread(tmp_pat
     create = slash_command(CREATE, settings, on_command).to_dict(tree)
     assert brainstorm["contexts"] == [0] and brainstorm["dm_permission"] is False
     assert create["contexts"] is None and create["dm_permission"] is not False
+
+
+def test_a_prompt_limit_above_discords_string_option_limit_still_registers(tmp_path: Path) -> None:
+    # Discord refuses a string option with max_length over 6000, and with it the whole command sync.
+    settings = settings_for(tmp_path, CHORUS_LIMITS__MAX_PROMPT_CHARS="10000")
+    tree = app_commands.CommandTree(discord.Client(intents=discord.Intents.none()))
+
+    async def on_command(interaction: discord.Interaction, spec: CommandSpec) -> None:
+        """Never called here."""
+
+    options = {o["name"]: o for o in slash_command(CREATE, settings, on_command).to_dict(tree)["options"]}
+    assert options["prompt"]["max_length"] == 6000
