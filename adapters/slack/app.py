@@ -138,6 +138,8 @@ class SlackAdapter:
             edit_interval_s=chorus.settings.limits.stream_edit_interval_s,
             native_streaming=settings.native_streaming,
             tones=tuple(chorus.settings.tones),
+            command_prefix=settings.command_prefix,
+            commands=tuple(spec.name for spec in COMMANDS),
         )
         self.admins = frozenset(settings.admins)
 

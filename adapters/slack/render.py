@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from adapters.slack.translate import (
@@ -162,6 +163,22 @@ def fallback_text(reply: Reply) -> str:
     """The message's `text`: what notifications and screen readers show."""
     text = " — ".join(piece for piece in (reply.title, parts_text(reply.parts)) if piece) or "Chorus"
     return cap(escape(text), FALLBACK_LIMIT)
+
+
+def with_command_prefix(reply: Reply, prefix: str, commands: Sequence[str]) -> Reply:
+    """The reply with every `/create`-style mention of a Chorus command as the workspace registered it
+    (`/chorus-create` with `command_prefix = "chorus-"`): the bare name may run another app's command."""
+    if not prefix or not commands:
+        return reply
+    names = "|".join(re.escape(name) for name in sorted(commands, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w/-])/({names})\b")
+
+    def rename(text: str) -> str:
+        return pattern.sub(lambda match: f"/{prefix}{match[1]}", text)
+
+    return replace(
+        reply, parts=tuple(rename(part) for part in reply.parts), title=rename(reply.title), footer=rename(reply.footer)
+    )
 
 
 def render_message(reply: Reply, tones: Sequence[str] = ()) -> dict[str, Any]:
