@@ -188,10 +188,8 @@ def _strip_mention(text: str, bot_id: str) -> str:
 
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
 _CUSTOM_EMOJI = re.compile(r"<a?:(\w+):\d+>")
-
-
-# How render numbers the variants of a result in an embed ("**2.** text"), and the zero-width space that defuses
-# mentions in it: neither is part of the text.
+# How render numbers the variants of a result in an embed ("**2.** text"); like the zero-width space that defuses
+# mentions there, it is not part of the text.
 _VARIANT_NUMBER = re.compile(r"^\*\*\d+\.\*\* ", re.M)
 
 
