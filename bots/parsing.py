@@ -158,7 +158,7 @@ def check_prompt(prompt: str, settings: Settings, usage: str) -> str:
 
 
 CREATE_USAGE = "/create <kind> <what it is about> [--tone <tone>] [--length short|medium|long] [--n 1-5]"
-REMIX_USAGE = "/remix <text to rewrite> [--tone <tone>] [--n 1-5]"
+REMIX_USAGE = "/remix <text to rewrite> --tone <tone> [--n 1-5]"
 
 
 def parse_create(text: str, options: Mapping[str, str], settings: Settings) -> CreateArgs:
@@ -187,15 +187,11 @@ def parse_create(text: str, options: Mapping[str, str], settings: Settings) -> C
 def parse_remix(text: str, options: Mapping[str, str], settings: Settings) -> RemixArgs:
     free, found = split_options(text, ("tone", "n"))
     found.update({k: v for k, v in options.items() if k in ("tone", "n")})
-    body = options.get("text") or free
+    text = check_prompt(options.get("text") or free, settings, REMIX_USAGE)
     tone = found.get("tone")
     if not tone:
         raise UserError(f"Say which tone to rewrite it in: {REMIX_USAGE}. Tones: {', '.join(settings.tones)}.")
-    return RemixArgs(
-        text=check_prompt(body, settings, REMIX_USAGE),
-        tone=parse_tone(tone, settings),
-        n=parse_n(found.get("n"), settings),
-    )
+    return RemixArgs(text=text, tone=parse_tone(tone, settings), n=parse_n(found.get("n"), settings))
 
 
 @dataclass(frozen=True)

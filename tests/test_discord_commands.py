@@ -83,3 +83,12 @@ def test_a_prompt_limit_above_discords_string_option_limit_still_registers(tmp_p
 
     options = {o["name"]: o for o in slash_command(CREATE, settings, on_command).to_dict(tree)["options"]}
     assert options["prompt"]["max_length"] == 6000
+
+
+def test_remix_asks_discord_for_the_tone_it_requires(tmp_path: Path) -> None:
+    # The tone option was optional in Discord's form, and leaving it out was answered "Say which tone…".
+    from bots.commands.create import REMIX
+
+    options = _schema(REMIX, tmp_path)
+    assert options["text"]["required"] and options["tone"]["required"]
+    assert [choice["value"] for choice in options["tone"]["choices"]][:2] == ["neutral", "playful"]
