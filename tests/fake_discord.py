@@ -162,6 +162,7 @@ class FakeDiscord:
         self.seq = 0
         self.rate_limit_headers: dict[str, str] = {}  # extra headers on webhook responses (X-RateLimit-*)
         self.threads: dict[str, dict[str, Any]] = {}
+        self.upload_limit = 10 * 1024 * 1024  # bytes per attached file, as attachment_size_limit says
         self._connected = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -314,6 +315,9 @@ class FakeDiscord:
                 peer=f"{peer[0]}:{peer[1]}" if peer else "",
             )
         )
+        if any(len(content) > self.upload_limit for content in files.values()):
+            # Discord refuses a file over the guild's upload limit (interactions carry it as attachment_size_limit).
+            return _json({"message": "Request entity too large", "code": 40005}, status=413)
         for fault in self.faults:
             if (
                 fault.hits < fault.times
