@@ -91,6 +91,18 @@ def _first_word(text: str) -> tuple[str, str]:
     return (parts[0], parts[1]) if len(parts) == 2 else ((parts[0], "") if parts else ("", ""))
 
 
+def _comma_lists(words: list[str]) -> list[str]:
+    """`prompt, idea` written with spaces after the commas, as one value (`prompt,idea`)."""
+    joined: list[str] = []
+    for word in words:
+        near_option = word.startswith("-") or (joined and joined[-1].startswith("-"))
+        if joined and (joined[-1].endswith(",") or word.startswith(",")) and not near_option:
+            joined[-1] += word
+        else:
+            joined.append(word)
+    return joined
+
+
 def _topic(text: str) -> str:
     """One listed topic as meant: without quotes around it ("cities at night", “tea”), apostrophes kept."""
     text = text.strip()
@@ -126,7 +138,7 @@ def parse_drops(text: str) -> DropsRequest:
         if rest:
             raise UserError(f"/drops {sub} takes no options. {DROPS_USAGE}")
         return DropsRequest(sub)
-    _, found = split_options(rest, ENABLE_OPTIONS, strict=True, usage=DROPS_USAGE)
+    _, found = split_options(_comma_lists(rest), ENABLE_OPTIONS, strict=True, usage=DROPS_USAGE)
     kinds = None
     if "kinds" in found:
         kinds = tuple(k.strip().lower() for k in found["kinds"].split(",") if k.strip())

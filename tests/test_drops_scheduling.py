@@ -120,6 +120,12 @@ async def test_apostrophes_and_smart_quotes_mean_what_people_typed(drops: Drops)
     assert 'cron "0 8 * * 1-5"' in await drops.say("/drops enable --cadence ‘0 8 * * 1-5’")
 
 
+async def test_kinds_may_be_listed_with_spaces_after_the_commas(drops: Drops) -> None:
+    # "--kinds prompt, idea" was answered "Unexpected 'idea'".
+    enabled = await drops.say("/drops enable --kinds prompt, idea ,question --time 09:00")
+    assert "Kinds: prompt, idea, question." in enabled
+
+
 async def test_topics_and_opt_in_theme_learning(drops: Drops) -> None:
     await drops.say("/drops enable")
     assert (await drops.say("/drops topics add tea")).endswith(", tea.")
