@@ -112,7 +112,7 @@ def test_messages_addressed_to_chorus_are_messages_and_the_rest_activity() -> No
     assert isinstance(in_thread, Message) and in_thread.conversation.thread == CHANNEL_ID
     assert in_thread.conversation.channel == "123"
     chatter = to_message(_message("lunch?"), bot_id=BOT_ID)
-    assert isinstance(chatter, Activity) and chatter.text == ""
+    assert isinstance(chatter, Activity) and chatter.text == "lunch?"  # kept only as word counts, if opted in
     assert to_message(_message("beep", author={**BOT_USER, "id": "5"}), bot_id=BOT_ID) is None
     assert to_message(_message("", type=7), bot_id=BOT_ID) is None  # a member joined
 

@@ -180,9 +180,9 @@ def test_a_direct_message_is_addressed_to_chorus() -> None:
     assert isinstance(message, Message) and message.conversation.channel == "D0DM"
 
 
-def test_other_channel_messages_are_counted_as_activity_without_text() -> None:
+def test_other_channel_messages_are_activity_whose_text_only_topic_learning_may_count() -> None:
     activity = to_message(payload("message_channel"), "T0001", BOT, ADMINS)
-    assert isinstance(activity, Activity) and activity.text == ""
+    assert isinstance(activity, Activity) and activity.text == "lunch anyone?"
     assert activity.at == datetime.fromtimestamp(1700000600.0007, UTC)
     assert activity.user.id == "U0BOB"
 

@@ -246,7 +246,7 @@ def to_message(
             extras=extras,
         )
     at = _parse_time(payload.get("timestamp"))
-    return Activity(conversation, user, at, extras=extras)
+    return Activity(conversation, user, at, text=text, extras=extras)
 
 
 def _parse_time(value: Any) -> datetime:

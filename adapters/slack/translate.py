@@ -298,7 +298,7 @@ def to_message(
     user = slack_user(user_id, "", admins)
     if not addressed:
         at = datetime.fromtimestamp(float(ts or 0), UTC)
-        return Activity(conversation, user, at=at, extras={"payload": event})
+        return Activity(conversation, user, at=at, text=" ".join(unescape(text).split()), extras={"payload": event})
     if mention:
         text = text.replace(mention, " ")
     return Message(
