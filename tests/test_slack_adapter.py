@@ -294,8 +294,13 @@ async def test_with_a_command_prefix_every_hint_names_the_prefixed_commands(tmp_
         help_text, error = (json.dumps(call.body, ensure_ascii=False) for call in fake.answered("chat.postEphemeral"))
         assert "/chorus-create &lt;kind&gt;" in help_text and "/chorus-brainstorm" in help_text
         assert "Say what to create: /chorus-create &lt;kind&gt;" in error
-        for text in (help_text, error):
-            assert not re.search(r"(?<![\w-])/(create|remix|brainstorm|drops|help)\b", text), text
+        opened = {"type": "app_home_opened", "user": "U0ALICE", "channel": "D0HOME", "tab": "home", "event_ts": "1.2"}
+        await slack.event(event_callback(opened))
+        await wait_until(lambda: len(fake.answered("views.publish")) == 1)
+        home = json.dumps(fake.answered("views.publish")[0].body, ensure_ascii=False)
+        assert "/chorus-drops status" in home and "/chorus-brainstorm summary" in home
+        for text in (help_text, error, home):
+            assert not re.search(r"(?<![\w-])/(create|remix|brainstorm|drops|help|forget|mydata|history)\b", text)
     finally:
         await slack.close()
 

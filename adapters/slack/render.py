@@ -165,16 +165,22 @@ def fallback_text(reply: Reply) -> str:
     return cap(escape(text), FALLBACK_LIMIT)
 
 
+def prefixed_commands(text: str, prefix: str, commands: Sequence[str]) -> str:
+    """Every `/create`-style mention of a Chorus command as the workspace registered it (`/chorus-create` with
+    `command_prefix = "chorus-"`): the bare name may run another app's command."""
+    if not prefix or not commands:
+        return text
+    names = "|".join(re.escape(name) for name in sorted(commands, key=len, reverse=True))
+    return re.sub(rf"(?<![\w/-])/({names})\b", lambda match: f"/{prefix}{match[1]}", text)
+
+
 def with_command_prefix(reply: Reply, prefix: str, commands: Sequence[str]) -> Reply:
-    """The reply with every `/create`-style mention of a Chorus command as the workspace registered it
-    (`/chorus-create` with `command_prefix = "chorus-"`): the bare name may run another app's command."""
+    """The reply with its command names as registered (see `prefixed_commands`)."""
     if not prefix or not commands:
         return reply
-    names = "|".join(re.escape(name) for name in sorted(commands, key=len, reverse=True))
-    pattern = re.compile(rf"(?<![\w/-])/({names})\b")
 
     def rename(text: str) -> str:
-        return pattern.sub(lambda match: f"/{prefix}{match[1]}", text)
+        return prefixed_commands(text, prefix, commands)
 
     return replace(
         reply, parts=tuple(rename(part) for part in reply.parts), title=rename(reply.title), footer=rename(reply.footer)
@@ -266,8 +272,10 @@ def home_view(
     commands: Sequence[tuple[str, str]],
     usage: Mapping[str, int],
     settings: Mapping[str, str] | None,
+    forget: str = "/forget",
 ) -> dict[str, Any]:
-    """The App Home tab: what Chorus does, the user's own usage, and (for admins) the workspace settings."""
+    """The App Home tab: what Chorus does, the user's own usage, and (for admins) the workspace settings. `forget` is
+    the /forget command as the workspace registered it."""
     blocks: list[Block] = [
         {"type": "header", "text": _plain("Chorus — your creative co-pilot", 150)},
         _section(
@@ -279,7 +287,7 @@ def home_view(
         _section(
             "*Your usage*\n"
             + ("\n".join(f"• {escape(what)}: {n}" for what, n in usage.items()) or "Nothing yet.")
-            + "\n_/forget deletes everything Chorus stored about you._"
+            + f"\n_{forget} deletes everything Chorus stored about you._"
         ),
     ]
     if settings is not None:
