@@ -530,6 +530,15 @@ async def test_every_vote_key_the_terminal_showed_works_not_only_the_last_ones(s
     assert sorted(voters) == [1, 2, 3]
 
 
+async def test_in_the_terminal_a_thumbs_up_or_ok_in_the_thread_gets_a_hint_not_silence(bot: ThreadBot) -> None:
+    # The kickoff says "vote with 👍 on any idea"; the terminal has no reactions, and a typed 👍 was ignored silently.
+    await bot.say("/brainstorm the offsite")
+    for line in ("👍", "ok"):
+        [hint] = await bot.say(line)
+        assert hint.ephemeral and "v <number>" in reply_text(hint), line
+    assert [idea.text for idea in await bot.store.ideas(1) if idea.source == "person"] == []
+
+
 async def test_self_votes_are_refused_by_default(bot: ThreadBot) -> None:
     await bot.say("/brainstorm the offsite")
     await bot.say("kayaking on the lake", as_user="bob")
