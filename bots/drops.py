@@ -73,39 +73,72 @@ class DropsControl(Protocol):
     async def stats(self, conversation: Conversation) -> StatsImage: ...
 
 
+# Phones and word processors type “curly” quotes for straight ones; the options' quoting means the straight ones.
+_STRAIGHT_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‟": '"', "‘": "'", "’": "'", "‚": "'", "‛": "'"})
+_QUOTES = "\"'“”„‟‘’‚‛"
+
+
 def _words(text: str) -> list[str]:
     try:
-        return shlex.split(text)
+        return shlex.split(text.translate(_STRAIGHT_QUOTES))
     except ValueError as exc:  # an unclosed quote
         raise UserError(f'Could not read that: {exc}. Quote a cron like --cadence "0 9 * * 1-5".') from None
 
 
+def _first_word(text: str) -> tuple[str, str]:
+    """(the first word, the rest) of text, split at any run of spaces."""
+    parts = text.strip().split(maxsplit=1)
+    return (parts[0], parts[1]) if len(parts) == 2 else ((parts[0], "") if parts else ("", ""))
+
+
+def _comma_lists(words: list[str]) -> list[str]:
+    """`prompt, idea` written with spaces after the commas, as one value (`prompt,idea`)."""
+    joined: list[str] = []
+    for word in words:
+        near_option = word.startswith("-") or (joined and joined[-1].startswith("-"))
+        if joined and (joined[-1].endswith(",") or word.startswith(",")) and not near_option:
+            joined[-1] += word
+        else:
+            joined.append(word)
+    return joined
+
+
+def _topic(text: str) -> str:
+    """One listed topic as meant: without quotes around it ("cities at night", “tea”), apostrophes kept."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
+        text = text[1:-1].strip()
+    return text
+
+
 def parse_drops(text: str) -> DropsRequest:
-    """Parse `/drops <subcommand> ...` text; `--cadence "0 9 * * 1-5"` keeps its quoted spaces."""
-    words = _words(text)
-    if not words:
+    """Parse `/drops <subcommand> ...` text; `--cadence "0 9 * * 1-5"` keeps its quoted spaces. Topics are taken as
+    written, so "children's books" keeps its apostrophe."""
+    first, tail = _first_word(text)
+    if not first:
         return DropsRequest("status")
-    sub = words[0].lower()
+    sub = first.lower()
     if sub not in SUBCOMMANDS:
-        raise UserError(f"Unknown /drops sub-command {words[0]!r}.{did_you_mean(sub, SUBCOMMANDS)} {DROPS_USAGE}")
-    rest = words[1:]
+        raise UserError(f"Unknown /drops sub-command {first!r}.{did_you_mean(sub, SUBCOMMANDS)} {DROPS_USAGE}")
     if sub == "topics":
-        action = rest[0].lower() if rest else "list"
+        named, listed = _first_word(tail)
+        action = named.lower() or "list"
         if action not in TOPIC_ACTIONS:
             hint = did_you_mean(action, TOPIC_ACTIONS)
-            raise UserError(f"Unknown topics action {rest[0]!r}.{hint} Use /drops topics add|remove|list|learn.")
+            raise UserError(f"Unknown topics action {named!r}.{hint} Use /drops topics add|remove|list|learn.")
         # Topics are comma-separated so they can have spaces: /drops topics add cities at night, tea
-        topics = tuple(t.strip() for t in " ".join(rest[1:]).split(",") if t.strip())
+        topics = tuple(topic for topic in map(_topic, listed.split(",")) if topic)
         if action in ("add", "remove") and not topics:
             raise UserError(f"Say which topics, e.g. /drops topics {action} cities at night, tea")
         if action == "learn" and (len(topics) != 1 or topics[0].lower() not in ("on", "off")):
             raise UserError("Use /drops topics learn on (or off) to let drops learn themes from this channel.")
         return DropsRequest("topics", topic_action=action, topics=topics)
+    rest = _words(tail)
     if sub != "enable":
         if rest:
             raise UserError(f"/drops {sub} takes no options. {DROPS_USAGE}")
         return DropsRequest(sub)
-    _, found = split_options(rest, ENABLE_OPTIONS, strict=True, usage=DROPS_USAGE)
+    _, found = split_options(_comma_lists(rest), ENABLE_OPTIONS, strict=True, usage=DROPS_USAGE)
     kinds = None
     if "kinds" in found:
         kinds = tuple(k.strip().lower() for k in found["kinds"].split(",") if k.strip())

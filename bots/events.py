@@ -104,7 +104,8 @@ class Action:
 class Activity:
     """A channel message that was not addressed to Chorus. Only counted (hour × weekday), never stored as text.
 
-    `text` is empty unless the platform delivers content and the channel opted in (/drops topics learn on).
+    `text` is the message's text where the platform delivers it (Slack; Discord with the Message Content intent).
+    Only a channel that opted in (/drops topics learn on) keeps anything of it: word counts, never the text.
     """
 
     conversation: Conversation

@@ -158,7 +158,7 @@ def check_prompt(prompt: str, settings: Settings, usage: str) -> str:
 
 
 CREATE_USAGE = "/create <kind> <what it is about> [--tone <tone>] [--length short|medium|long] [--n 1-5]"
-REMIX_USAGE = "/remix <text to rewrite> [--tone <tone>] [--n 1-5]"
+REMIX_USAGE = "/remix <text to rewrite> --tone <tone> [--n 1-5]"
 
 
 def parse_create(text: str, options: Mapping[str, str], settings: Settings) -> CreateArgs:
@@ -187,15 +187,11 @@ def parse_create(text: str, options: Mapping[str, str], settings: Settings) -> C
 def parse_remix(text: str, options: Mapping[str, str], settings: Settings) -> RemixArgs:
     free, found = split_options(text, ("tone", "n"))
     found.update({k: v for k, v in options.items() if k in ("tone", "n")})
-    body = options.get("text") or free
+    text = check_prompt(options.get("text") or free, settings, REMIX_USAGE)
     tone = found.get("tone")
     if not tone:
         raise UserError(f"Say which tone to rewrite it in: {REMIX_USAGE}. Tones: {', '.join(settings.tones)}.")
-    return RemixArgs(
-        text=check_prompt(body, settings, REMIX_USAGE),
-        tone=parse_tone(tone, settings),
-        n=parse_n(found.get("n"), settings),
-    )
+    return RemixArgs(text=text, tone=parse_tone(tone, settings), n=parse_n(found.get("n"), settings))
 
 
 @dataclass(frozen=True)
@@ -210,10 +206,12 @@ _ORDINALS = {
     "first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "4th": 3, "fifth": 4, "5th": 4,
     "one": 0, "two": 1, "three": 2, "four": 3, "five": 4,
 }  # fmt: skip
-_LEADING_REF = re.compile(r"^\s*#?([1-9])\s*[.):\-–—]?\s+(\S.*)$")
+# Variant numbers run to limits.max_variants (at most 10); a leading 0 is read as one too, so that it is refused
+# ("pick one from 1 to 3") instead of becoming an instruction.
+_LEADING_REF = re.compile(r"^\s*#?(10|\d)\s*[.):\-–—]?\s+(\S.*)$")
 _NAMED_REF = re.compile(
     r"\b(?:the\s+)?(first|1st|second|2nd|third|3rd|fourth|4th|fifth|5th)(?:\s+(?:one|variant|version|option|idea))?\b"
-    r"|\b(?:variant|version|option|number|no\.?)\s*#?\s*([1-9]|one|two|three|four|five)\b|#([1-9])\b",
+    r"|\b(?:variant|version|option|number|no\.?)\s*#?\s*(10|[1-9]|one|two|three|four|five)\b|#(10|[1-9])\b",
     re.IGNORECASE,
 )
 

@@ -41,6 +41,8 @@ class CommandSpec:
     handler: Handler
     generates: bool = False
     moderator_only: bool = False
+    # The reply opens a thread (a brainstorm session): platforms offer it only where threads can be opened.
+    opens_thread: bool = False
     # Structured options for platforms that have them (Discord): typed Options, or (name, description) pairs.
     options: tuple[Option | tuple[str, str], ...] = ()
 

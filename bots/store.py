@@ -229,6 +229,7 @@ class ForgetRequest(Base):
 
 # The drops feature's channel settings, seen only as far as /forget needs (who enabled drops); its models live in
 # scheduler/, which the store does not import.
+DROPS_ENABLED = "drop channels enabled"  # channels whose drops a person set up, by display name
 _DROP_CHANNELS = table(
     "drop_channels", column("platform", String), column("channel", String), column("enabled_by", String)
 )
@@ -343,6 +344,7 @@ async def _count_user_rows(
 # removes a user's ideas and votes (Store.forget_user).
 
 BRAINSTORM_OPEN, BRAINSTORM_CLOSED = "open", "closed"
+STARTED = "brainstorms started"  # what /forget and /mydata call the sessions a person started
 # A session whose starter was forgotten keeps this in place of their topic.
 FORGOTTEN_TOPIC = "(a forgotten topic)"
 
@@ -768,6 +770,10 @@ class BrainstormStore:
     async def _brainstorm_user_counts(self, session: AsyncSession, platform: str, user_id: str) -> dict[str, int]:
         models = (("brainstorm ideas", BrainstormIdea), ("brainstorm votes", BrainstormVote))
         counts = await _count_user_rows(session, models, platform, user_id)
+        started = select(func.count()).where(
+            BrainstormSession.platform == platform, BrainstormSession.starter_id == user_id
+        )
+        counts[STARTED] = await session.scalar(started) or 0
         return {name: n for name, n in counts.items() if n}
 
     async def _forget_brainstorm_user(self, session: AsyncSession, platform: str, user_id: str) -> dict[str, int]:
@@ -777,12 +783,13 @@ class BrainstormStore:
         for name, model in (("brainstorm votes", BrainstormVote), ("brainstorm ideas", BrainstormIdea)):
             result = await session.execute(delete(model).where(model.platform == platform, model.user_id == user_id))
             counts[name] = result.rowcount  # type: ignore[attr-defined]
-        await session.execute(
+        started = await session.execute(
             update(BrainstormSession)
             .where(BrainstormSession.platform == platform, BrainstormSession.starter_id == user_id)
             .values(starter_id="", starter_name="someone", topic=FORGOTTEN_TOPIC, thread_name="Brainstorm")
         )
-        return {name: counts[name] for name in ("brainstorm ideas", "brainstorm votes") if counts[name]}
+        counts[STARTED] = started.rowcount  # type: ignore[attr-defined]
+        return {name: counts[name] for name in ("brainstorm ideas", "brainstorm votes", STARTED) if counts[name]}
 
 
 # -- end of brainstorm sessions -----------------------------------------------------------------------------------
@@ -1010,12 +1017,19 @@ class Store(BrainstormStore):
             )
         )
 
-    async def user_data_counts(self, platform: str, user_id: str) -> dict[str, int]:
-        """How many rows Chorus keeps about one user, for a "what do you store about me" answer."""
+    async def user_data_counts(self, platform: str, user_id: str, names: Sequence[str] = ()) -> dict[str, int]:
+        """How many rows Chorus keeps about one user, for a "what do you store about me" answer: everything
+        `forget_user` deletes or anonymises (`names`: display names to look for besides the stored ones)."""
         async with self._session() as session:
             models = (("generations", Generation), ("feedback", Feedback), ("engagement", EngagementEvent))
             counts = await _count_user_rows(session, models, platform, user_id)
             counts.update(await self._brainstorm_user_counts(session, platform, user_id))
+            known = set(names) | await self._names_of(session, platform, user_id)
+            if known:
+                enabled = select(func.count()).where(
+                    _DROP_CHANNELS.c.platform == platform, _DROP_CHANNELS.c.enabled_by.in_(sorted(known))
+                )
+                counts.update({DROPS_ENABLED: n} if (n := await session.scalar(enabled) or 0) else {})
             return counts
 
     async def user_data(self, platform: str, user_id: str, names: Sequence[str] = ()) -> dict[str, Any]:
@@ -1091,19 +1105,21 @@ class Store(BrainstormStore):
             await session.execute(
                 delete(ForgetRequest).where(ForgetRequest.platform == platform, ForgetRequest.user_id == user_id)
             )
-            brainstorm = await self._forget_brainstorm_user(session, platform, user_id)
+            others = await self._forget_brainstorm_user(session, platform, user_id)
             if known:
-                await session.execute(
+                enabled = await session.execute(
                     update(_DROP_CHANNELS)
                     .where(_DROP_CHANNELS.c.platform == platform, _DROP_CHANNELS.c.enabled_by.in_(sorted(known)))
                     .values(enabled_by="")
                 )
+                if enabled.rowcount:  # type: ignore[attr-defined]
+                    others[DROPS_ENABLED] = enabled.rowcount  # type: ignore[attr-defined]
         if self.engine.dialect.name == "sqlite":
             # The write-ahead log still holds the pages as they were before the delete: fold it in and empty it.
             async with self.engine.connect() as connection:
                 await connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        _log.info("forgot a %s user: %s %s", platform, counts, brainstorm)
-        return {name: counts[name] for name in ("generations", "feedback", "engagement")} | brainstorm
+        _log.info("forgot a %s user: %s %s", platform, counts, others)
+        return {name: counts[name] for name in ("generations", "feedback", "engagement")} | others
 
     async def _names_of(self, session: AsyncSession, platform: str, user_id: str) -> set[str]:
         """Every display name this user is stored under."""

@@ -154,15 +154,24 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="chorus", description="An AI creative co-pilot for chat communities.")
     root.add_argument("--config", help="a TOML file layered over the defaults (or set CHORUS_CONFIG)")
     root.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    # The same two options after the command (`chorus run --config chorus.toml`); SUPPRESS keeps the root's value
+    # when they are not given there.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="a TOML file layered over the defaults")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log to stderr")
     sub = root.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="start Chorus on the configured platform (the terminal by default)")
-    sub.add_parser("doctor", help="print config, model and platform readiness")
-    sub.add_parser("prepare-model", help="verify and convert the configured model once, then exit")
-    serve = sub.add_parser("serve", help="serve the configured model over an OpenAI-compatible HTTP API")
+    sub.add_parser("run", parents=[common], help="start Chorus on the configured platform (the terminal by default)")
+    sub.add_parser("doctor", parents=[common], help="print config, model and platform readiness")
+    sub.add_parser("prepare-model", parents=[common], help="verify and convert the configured model once, then exit")
+    serve = sub.add_parser(
+        "serve", parents=[common], help="serve the configured model over an OpenAI-compatible HTTP API"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
     serve.add_argument("--api-key-env", metavar="NAME", help="require `Authorization: Bearer $NAME` on /v1/*")
-    pull = sub.add_parser("pull", help="download a model from the Hugging Face Hub once and print the model.path")
+    pull = sub.add_parser(
+        "pull", parents=[common], help="download a model from the Hugging Face Hub once and print the model.path"
+    )
     pull.add_argument("hub_id", help="owner/name, e.g. HuggingFaceTB/SmolLM2-360M-Instruct")
     pull.add_argument("--revision", help="a branch, tag or commit (default: main)")
     pull.add_argument("--gguf-file", default="", help="download this one GGUF file of the repository instead")

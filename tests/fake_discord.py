@@ -162,6 +162,7 @@ class FakeDiscord:
         self.seq = 0
         self.rate_limit_headers: dict[str, str] = {}  # extra headers on webhook responses (X-RateLimit-*)
         self.threads: dict[str, dict[str, Any]] = {}
+        self.upload_limit = 10 * 1024 * 1024  # bytes per attached file, as attachment_size_limit says
         self._connected = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -314,6 +315,9 @@ class FakeDiscord:
                 peer=f"{peer[0]}:{peer[1]}" if peer else "",
             )
         )
+        if any(len(content) > self.upload_limit for content in files.values()):
+            # Discord refuses a file over the guild's upload limit (interactions carry it as attachment_size_limit).
+            return _json({"message": "Request entity too large", "code": 40005}, status=413)
         for fault in self.faults:
             if (
                 fault.hits < fault.times
@@ -442,6 +446,8 @@ class FakeDiscord:
             self.followups.setdefault(token, []).append(message["id"])
             return _json(message, headers=self.rate_limit_headers)
         if m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)/threads", path):
+            if m.group(1) in self.threads:  # Discord has no threads inside threads
+                return _json({"message": "Cannot execute action on this channel type", "code": 50024}, status=400)
             thread_id = snowflake()
             thread = {
                 "id": thread_id,
@@ -712,6 +718,8 @@ class FakeDiscord:
         payload = interaction_payload(
             kind, data, user=user, moderator=moderator, message=message, channel_id=channel_id
         )
+        if channel_id in self.threads:  # an interaction in a thread carries the thread channel (type 11)
+            payload["channel"] = self.threads[channel_id]
         self.dispatched_at[payload["id"]] = time.monotonic()
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload

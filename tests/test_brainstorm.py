@@ -510,6 +510,35 @@ def settings_limit(bot: ThreadBot) -> int:
     return bot.chorus.settings.brainstorm.embed_chars
 
 
+async def test_every_vote_key_the_terminal_showed_works_not_only_the_last_ones(settings: Settings) -> None:
+    # Each seed idea prints its own `[v1]`, `[v2]`… key; typing the key of an earlier one was silently taken as chat.
+    store = Store(settings.store_url)
+    await store.start()
+    chorus = build_chorus(settings, store, FakeGenerator(script), embedder=WordEmbedder(), drops=False)
+    out = io.StringIO()
+    try:
+        lines = "/brainstorm the team offsite\nv1\nV2\nv1\nv 3\n"
+        assert await run_terminal(chorus, stdin=io.StringIO(lines), stdout=out) == 0
+        voters = await store.voters(1)
+    finally:
+        await chorus.close()
+    transcript = out.getvalue()
+    assert "[v1] 👍 vote #1" in transcript and settings.brainstorm.seed_ideas >= 3
+    assert transcript.split("you> v1\n", 1)[1].startswith("👍 Vote counted for #1.")
+    assert transcript.split("you> V2\n", 1)[1].startswith("👍 Vote counted for #2.")
+    assert "You already voted for #1" in transcript and "👍 Vote counted for #3." in transcript
+    assert sorted(voters) == [1, 2, 3]
+
+
+async def test_in_the_terminal_a_thumbs_up_or_ok_in_the_thread_gets_a_hint_not_silence(bot: ThreadBot) -> None:
+    # The kickoff says "vote with 👍 on any idea"; the terminal has no reactions, and a typed 👍 was ignored silently.
+    await bot.say("/brainstorm the offsite")
+    for line in ("👍", "ok"):
+        [hint] = await bot.say(line)
+        assert hint.ephemeral and "v <number>" in reply_text(hint), line
+    assert [idea.text for idea in await bot.store.ideas(1) if idea.source == "person"] == []
+
+
 async def test_self_votes_are_refused_by_default(bot: ThreadBot) -> None:
     await bot.say("/brainstorm the offsite")
     await bot.say("kayaking on the lake", as_user="bob")
@@ -966,9 +995,11 @@ async def test_store_numbers_ideas_counts_votes_once_and_forgets(any_store: Stor
         "engagement": 0,
         "brainstorm ideas": 1,
         "brainstorm votes": 1,
+        "brainstorms started": 1,
     }
     forgotten = await any_store.forget_user("discord", alice.id)
     assert forgotten["brainstorm ideas"] == 1 and forgotten["brainstorm votes"] == 1
+    assert forgotten["brainstorms started"] == 1
     left = {idea.id: idea for idea in await any_store.ideas(session.id)}
     assert mine.id not in left and left[ideas[1].id].merged_into is None
     assert (await any_store.get_brainstorm(session.id)).starter.name == "someone"

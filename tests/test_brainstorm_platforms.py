@@ -132,6 +132,39 @@ def _button(message: dict, action: str) -> str:
     return next(cid for cid in custom_ids(message) if f":{action}:" in cid)
 
 
+async def test_discord_brainstorm_started_inside_a_thread_is_refused_privately(discord_bot: Harness) -> None:
+    # Discord has no threads inside threads: the kickoff was posted, opening its thread failed, and the user got
+    # "Something went wrong" under a kickoff whose buttons led nowhere.
+    bot = discord_bot
+    thread = "930000000000000077"
+    bot.fake.threads[thread] = {
+        "id": thread,
+        "type": 11,
+        "guild_id": GUILD_ID,
+        "parent_id": CHANNEL_ID,
+        "owner_id": ALICE[0],
+        "name": "offsite planning",
+        "thread_metadata": {
+            "archived": False,
+            "auto_archive_duration": 1440,
+            "archive_timestamp": "2026-01-01T00:00:00+00:00",
+            "locked": False,
+        },
+        "message_count": 0,
+        "member_count": 1,
+        "rate_limit_per_user": 0,
+        "flags": 0,
+    }
+    payload = await bot.fake.slash("brainstorm", {"text": "the team offsite"}, user=ALICE, channel_id=thread)
+
+    answer = await ephemeral_answer(bot, payload)
+
+    assert "/brainstorm in the channel" in answer["content"] and "went wrong" not in answer["content"]
+    assert len(bot.fake.threads) == 1 and not bot.fake.find("POST", r"/threads$")
+    assert await bot.chorus.store.open_brainstorms() == []
+    assert not [m for m in bot.fake.messages.values() if "Brainstorm" in _text(m)]
+
+
 async def test_discord_brainstorm_topics_and_ideas_never_ping_anyone(discord_bot: Harness) -> None:
     bot = discord_bot
     await bot.fake.slash("brainstorm", {"text": "a party for @everyone --rounds 1"}, user=ALICE)

@@ -59,6 +59,17 @@ def test_a_config_file_that_is_not_utf8(clean_env: pytest.MonkeyPatch, tmp_path:
     assert str(config) in line and "not UTF-8" in line
 
 
+@pytest.mark.parametrize("command", ["run", "doctor", "serve", "prepare-model"])
+def test_the_config_file_may_follow_the_command(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, capsys, command: str
+) -> None:
+    # docs/slack.md says `chorus run --config chorus.toml`, which argparse refused as "unrecognized arguments".
+    config = tmp_path / "chorus.toml"
+    config.write_bytes(b'[terminal]\nuser = "caf\xe9"\n')
+    line = _fails_in_one_line(capsys, [command, "--config", str(config)])
+    assert str(config) in line and "not UTF-8" in line
+
+
 def test_a_list_in_the_environment_that_is_not_json(clean_env: pytest.MonkeyPatch, capsys) -> None:
     clean_env.setenv("CHORUS_TONES", "playful")
     line = _fails_in_one_line(capsys, ["doctor"])

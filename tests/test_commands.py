@@ -454,3 +454,20 @@ async def test_help_lists_the_lengths_and_the_create_usage_has_the_option(testbo
     text = reply_text(await testbot.one("/help"))
     assert "[--length short|medium|long]" in text
     assert "Lengths: short, medium (default), long" in text
+
+
+async def test_variant_0_or_10_is_a_variant_number_not_an_instruction(tmp_path: Path) -> None:
+    # "0 s" and "10 s" made a whole new version with the instruction "0 s"; with limits.max_variants = 10 the tenth
+    # variant could not be reworked on its own at all.
+    bot = await make_bot(settings_for(tmp_path, CHORUS_LIMITS__MAX_VARIANTS="10"))
+    try:
+        await bot.one("/create slogan a tea shop --n 3")
+        before = len(bot.generator.requests)
+        for line in ("0 s", "10 s", "#10 make it rhyme"):
+            assert "There are only 3 variants; pick one from 1 to 3." in reply_text(await bot.one(line)), line
+        assert len(bot.generator.requests) == before
+        first = await bot.one("/create slogan a tea shop --n 10")
+        tenth = await bot.one("10 s")
+        assert tenth.title.endswith("#10 shorter") and tenth.parts[:9] == first.parts[:9]
+    finally:
+        await bot.chorus.close()

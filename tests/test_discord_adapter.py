@@ -832,6 +832,26 @@ async def test_mydata_arrives_as_an_ephemeral_json_attachment(bot: Harness) -> N
     assert "for you alone" in answer["content"]
 
 
+async def test_a_private_file_over_the_upload_limit_is_explained_not_left_unanswered(bot: Harness) -> None:
+    # Discord refuses a file over the server's upload limit (413); /mydata then answered nothing at all, and Discord
+    # showed "The application did not respond".
+    await create_one(bot)
+    bot.fake.upload_limit = 100
+    payload = await bot.fake.slash("mydata", {})
+    callbacks, follow_ups = rf"/interactions/{payload['id']}/", rf"/webhooks/\d+/{payload['token']}"
+
+    def answers() -> list[dict]:
+        sent = bot.fake.find("POST", callbacks) + bot.fake.find("POST", follow_ups)
+        return [body for r in sent if not (body := r.body.get("data", r.body)).get("attachments")]
+
+    await wait_until(lambda: bool(answers()))
+    [answer] = answers()
+    assert answer["flags"] & 64, "still private"
+    assert "could not be attached" in answer["content"] and "too large" in answer["content"]
+    posted = bot.fake.find("POST", r"/channels/\d+/messages$")
+    assert [r for r in posted if "chorus-mydata" in str(r.body)] == []
+
+
 async def test_a_private_file_is_never_posted_to_the_channel_when_the_interaction_is_stale(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -55,6 +55,15 @@ def test_the_message_menu_remixes_the_target_text() -> None:
     assert (event.name, event.text) == ("remix", "our cafe opens at dawn")
 
 
+def test_the_message_menu_remixes_the_text_of_an_embed_when_there_is_no_content() -> None:
+    # A Chorus result (or another bot's announcement) is an embed with no content: the form opened empty.
+    embeds = render_reply(Reply(parts=("Sip @everyone, read.", "Books & brews."), title="slogan · v1", generation_id=4))
+    target = message_payload("78", CHANNEL_ID, BOT_USER, "", embeds=[embeds[0]["embeds"][0].to_dict()])
+    data = {"name": "Remix with Chorus", "type": 3, "target_id": "78", "resolved": {"messages": {"78": target}}}
+    event = to_command(interaction_payload(2, data, user=ALICE), free_text=False)
+    assert event.text == "Sip @everyone, read.\n\nBooks & brews."
+
+
 def test_custom_ids_round_trip_and_fit_discord_limit() -> None:
     assert decode_custom_id(encode_custom_id("rate_up", 42, "+1")) == (":", "rate_up", 42, "+1")
     assert decode_custom_id(encode_custom_id("regenerate", None)) == (":", "regenerate", None, "")
@@ -103,9 +112,22 @@ def test_messages_addressed_to_chorus_are_messages_and_the_rest_activity() -> No
     assert isinstance(in_thread, Message) and in_thread.conversation.thread == CHANNEL_ID
     assert in_thread.conversation.channel == "123"
     chatter = to_message(_message("lunch?"), bot_id=BOT_ID)
-    assert isinstance(chatter, Activity) and chatter.text == ""
+    assert isinstance(chatter, Activity) and chatter.text == "lunch?"  # kept only as word counts, if opted in
     assert to_message(_message("beep", author={**BOT_USER, "id": "5"}), bot_id=BOT_ID) is None
     assert to_message(_message("", type=7), bot_id=BOT_ID) is None  # a member joined
+
+
+def test_mentions_and_custom_emoji_in_a_message_reach_the_core_as_people_saw_them() -> None:
+    # Discord sends `<@id>` and `<:name:id>`; an idea "ask @bob" showed as `<@940…>` in Themes and the summary.
+    bob = user_payload("940000000000000002", "bob")
+    content = f"<@{BOT_ID}> ask <@940000000000000002> and <@!940000000000000002> <:party:99> <a:wave:98> <@&5> <#6>"
+    message = to_message(_message(content, mentions=[BOT_USER, bob]), bot_id=BOT_ID)
+    assert isinstance(message, Message)
+    assert message.text == "ask @bob and @bob :party: :wave: <@&5> <#6>"
+    target = message_payload("77", CHANNEL_ID, user_payload(*ALICE), "<@940000000000000002> opens at dawn <:sun:1>")
+    target["mentions"] = [{**bob, "member": {"nick": "Bobby"}}]
+    data = {"name": "Remix with Chorus", "type": 3, "target_id": "77", "resolved": {"messages": {"77": target}}}
+    assert to_command(interaction_payload(2, data, user=ALICE), free_text=False).text == "@Bobby opens at dawn :sun:"
 
 
 def test_raw_reactions_become_reactions_but_not_chorus_own() -> None:
@@ -165,6 +187,20 @@ def test_a_result_renders_numbered_variants_buttons_and_tone_select() -> None:
     assert select["custom_id"] == "chorus::tone:5:" and [o["value"] for o in select["options"]] == ["neutral", "witty"]
     asking = render_reply(Reply(parts=("?",), actions=(ReplyAction("idea", "Add idea", ask="Your idea"),)))[0]
     assert asking["view"].to_components()[0]["components"][0]["custom_id"] == "chorus?:idea::Your idea"
+
+
+def test_ten_variants_can_each_be_reworked_within_discord_select_limits() -> None:
+    # limits.max_variants goes to 10: 30 choices, and a Discord select holds 25, so variants 9 and 10 were cut off.
+    reply = Reply(parts=tuple("abcdefghij"), title="slogan · v1", actions=result_actions(5, 10), generation_id=5)
+    rows = render_reply(reply, ["neutral", "witty"])[0]["view"].to_components()
+    selects = [c for row in rows for c in row["components"] if c["type"] == 3]
+    reworks = [s for s in selects if s["custom_id"].startswith("chorus::variant:5:")]
+    labels = [o["label"] for s in reworks for o in s["options"]]
+    assert len(labels) == 30 and "#10 · Regenerate" in labels and "#9 · Shorter" in labels
+    assert all(len(s["options"]) <= 25 for s in selects) and len(rows) <= 5
+    ids = [c["custom_id"] for row in rows for c in row["components"]]
+    assert len(set(ids)) == len(ids) and all(len(i) <= 100 for i in ids)
+    assert all(decode_custom_id(s["custom_id"])[1:3] == ("variant", 5) for s in reworks)
 
 
 def test_progress_shows_the_queue_then_the_text() -> None:

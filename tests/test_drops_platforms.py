@@ -398,3 +398,23 @@ async def test_publishers_raise_publish_forbidden_that_the_service_recognises(si
         await publisher.publish(side.conversation, Reply.text("hello"))
     assert _unavailable(raised.value)
     assert ("Missing Access" if side.name == "discord" else "not_in_channel") in str(raised.value)
+
+
+async def test_a_channel_that_opted_in_learns_topics_from_its_messages(side: Side) -> None:
+    # The adapters gave every channel message to the core without its text, so `/drops topics learn on` learned
+    # nothing on Discord or Slack, though the docs promise it there.
+    await side.command("drops", ENABLE, moderator=True)
+    assert "Topic learning is on" in (await side.command("drops", "topics learn on", moderator=True))[0]
+    fake = side.extra["fake"]
+    for _ in range(3):
+        if side.name == "discord":
+            await fake.user_message("gardening tips please", user=("940000000000000003", "bob"))
+        else:
+            slack = side.extra["slack"]
+            await slack.event(
+                event_callback(message_event("gardening tips please", user="U0BOB", channel=SLACK_CHANNEL))
+            )
+    await wait_until(lambda: sum(side.service._mined.get(side.conversation.key, {}).values()) >= 3)
+    await side.service.flush_activity()
+    listed, _ = await side.command("drops", "topics list", moderator=True)
+    assert "Learned from the channel: gardening" in listed

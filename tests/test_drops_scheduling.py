@@ -108,6 +108,24 @@ def test_a_0900_drop_stays_at_0900_local_across_dst_changes() -> None:
     assert [t.astimezone(night.zone).day for t in autumn] == [24, 25, 26]
 
 
+async def test_apostrophes_and_smart_quotes_mean_what_people_typed(drops: Drops) -> None:
+    # Topics went through shell quoting: "children's books, mother's day" became "childrens books" and "mothers day",
+    # one apostrophe was "No closing quotation", and a phone's “curly” cron quotes gave "Unexpected '9'".
+    await drops.say("/drops enable")
+    topics = await drops.say('/drops topics add children\'s books, mother’s day, "rainy days", “tea”')
+    assert topics.endswith("children's books, mother’s day, rainy days, tea.")
+    assert "children's books" in await drops.say("/drops topics add children's books")
+    assert "children's books" not in await drops.say("/drops topics remove children's books")
+    assert 'cron "0 9 * * 1-5"' in await drops.say("/drops enable --cadence “0 9 * * 1-5”")
+    assert 'cron "0 8 * * 1-5"' in await drops.say("/drops enable --cadence ‘0 8 * * 1-5’")
+
+
+async def test_kinds_may_be_listed_with_spaces_after_the_commas(drops: Drops) -> None:
+    # "--kinds prompt, idea" was answered "Unexpected 'idea'".
+    enabled = await drops.say("/drops enable --kinds prompt, idea ,question --time 09:00")
+    assert "Kinds: prompt, idea, question." in enabled
+
+
 async def test_topics_and_opt_in_theme_learning(drops: Drops) -> None:
     await drops.say("/drops enable")
     assert (await drops.say("/drops topics add tea")).endswith(", tea.")

@@ -179,3 +179,37 @@ async def test_an_expired_confirmation_asks_again(bot: TestBot) -> None:
 
     assert "Delete it?" in reply_text(again)
     assert (await bot.store.user_data_counts("terminal", "alice"))["generations"] == 1
+
+
+async def test_someone_who_only_started_a_brainstorm_and_enabled_drops_can_still_be_forgotten(bot: TestBot) -> None:
+    # /mydata listed the session she started, yet /forget answered "nothing stored" and kept her name and topic.
+    her = User(FORGOTTEN, FORGOTTEN)
+    session = await bot.store.create_brainstorm(CONVERSATION, her, topic=HER_TOPIC, rounds=1, minutes=5, deadline=None)
+    await bot.store.update_brainstorm(session.id, thread="t-1", thread_name=f"Brainstorm: {HER_TOPIC}")
+    async with bot.store.session() as db, db.begin():
+        db.add(
+            DropChannel(
+                key="terminal:local:terminal",
+                platform="terminal",
+                workspace="local",
+                channel="terminal",
+                kinds=["prompt"],
+                cadence="daily",
+                time="18:00",
+                tz="UTC",
+                topics=["life"],
+                planner={},
+                enabled_by=FORGOTTEN,
+            )
+        )
+    assert FORGOTTEN in await _everything_stored(bot) and HER_TOPIC in await _everything_stored(bot)
+
+    question = await bot.one("/forget", as_user=FORGOTTEN)
+    assert "Delete it?" in reply_text(question)
+    assert "1 brainstorms started, 1 drop channels enabled" in reply_text(question)
+    done = await bot.one("y", as_user=FORGOTTEN)
+
+    assert reply_text(done).startswith("Done. Deleted") and "1 brainstorms started" in reply_text(done)
+    after = await _everything_stored(bot)
+    assert FORGOTTEN not in after and HER_TOPIC not in after
+    assert "nothing stored" in reply_text(await bot.one("/forget", as_user=FORGOTTEN))

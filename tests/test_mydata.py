@@ -53,3 +53,12 @@ async def test_mydata_for_someone_chorus_knows_nothing_about(testbot: TestBot) -
     reply = await testbot.one("/mydata", as_user="newcomer")
     data = _read(reply.attachments[0].path)
     assert data["generations"] == [] and "nothing besides your name" in reply_text(reply)
+
+
+async def test_forget_deletes_an_export_even_when_nothing_else_is_stored(testbot: TestBot) -> None:
+    # The export holds the person's id and name; /forget answered "nothing stored" and left it for a day.
+    path = Path((await testbot.one("/mydata", as_user="newcomer")).attachments[0].path)
+    question = await testbot.one("/forget", as_user="newcomer")
+    assert "Delete it?" in reply_text(question) and "1 export file" in reply_text(question)
+    done = await testbot.one("y", as_user="newcomer")
+    assert reply_text(done).startswith("Done. Deleted") and not _exists(path)

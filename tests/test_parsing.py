@@ -67,3 +67,6 @@ def test_remix_needs_a_tone_and_text(settings: Settings) -> None:
         parse_remix("we are open late", {}, settings)
     with pytest.raises(UserError, match="Tell me what to write about: /remix"):
         parse_remix("--tone formal", {}, settings)
+    # With nothing at all, the text is what is missing first; the usage shows the tone as required, as it is.
+    with pytest.raises(UserError, match=r"Tell me what to write about: /remix <text to rewrite> --tone <tone> \["):
+        parse_remix("", {}, settings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -280,6 +282,27 @@ async def test_slack_can_verify_the_request_url(slack: SlackChorus) -> None:
         {"token": "t", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY", "type": "url_verification"}
     )
     assert status == 200 and "3eZbrw1aBm2rZgRNFdxV2595E9CY" in body
+
+
+async def test_with_a_command_prefix_every_hint_names_the_prefixed_commands(tmp_path: Path, fake: FakeSlack) -> None:
+    # With `/create` taken by another app, Chorus' own hints still said "/create …", which runs that other app.
+    slack = await start_slack(tmp_path, fake, CHORUS_SLACK__COMMAND_PREFIX="chorus-")
+    try:
+        await slack.slash(slash_body("/chorus-help", ""))
+        await slack.slash(slash_body("/chorus-create", ""))
+        await wait_until(lambda: len(fake.answered("chat.postEphemeral")) == 2)
+        help_text, error = (json.dumps(call.body, ensure_ascii=False) for call in fake.answered("chat.postEphemeral"))
+        assert "/chorus-create &lt;kind&gt;" in help_text and "/chorus-brainstorm" in help_text
+        assert "Say what to create: /chorus-create &lt;kind&gt;" in error
+        opened = {"type": "app_home_opened", "user": "U0ALICE", "channel": "D0HOME", "tab": "home", "event_ts": "1.2"}
+        await slack.event(event_callback(opened))
+        await wait_until(lambda: len(fake.answered("views.publish")) == 1)
+        home = json.dumps(fake.answered("views.publish")[0].body, ensure_ascii=False)
+        assert "/chorus-drops status" in home and "/chorus-brainstorm summary" in home
+        for text in (help_text, error, home):
+            assert not re.search(r"(?<![\w-])/(create|remix|brainstorm|drops|help|forget|mydata|history)\b", text)
+    finally:
+        await slack.close()
 
 
 async def test_a_command_prefix_renames_the_slash_commands(tmp_path: Path, fake: FakeSlack) -> None:

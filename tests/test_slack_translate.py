@@ -112,6 +112,31 @@ def test_the_remix_shortcut_becomes_a_remix_command_with_structured_options() ->
     assert len(remix_metadata({**shortcut, "message": {"text": "x" * 9000}}, 5000)) <= 3000
 
 
+@pytest.mark.parametrize(
+    ("text", "max_chars"),
+    [("Привет, мир! " * 80, 1000), ("今日は開店です。" * 125, 1000), ('"quoted" \\ lines\n' * 300, 5000)],
+)
+def test_the_remix_shortcut_keeps_where_it_came_from_for_a_long_message_in_any_script(
+    text: str, max_chars: int
+) -> None:
+    # Slack keeps 3000 characters of private_metadata; JSON's \uXXXX escapes made 600 Cyrillic characters 3600, and
+    # the cut JSON lost the channel and the text, so the remix went nowhere.
+    shortcut = payload("message_action")
+    metadata = remix_metadata({**shortcut, "message": {**shortcut["message"], "text": text}}, max_chars)
+    assert len(metadata.encode()) <= 3000
+    submitted = payload("view_submission_ask")
+    submitted["view"].update(
+        callback_id="chorus_remix_modal",
+        private_metadata=metadata,
+        state={"values": {"tone": {"tone": {"type": "static_select", "selected_option": {"value": "witty"}}}}},
+    )
+    command = to_submission(submitted, ADMINS)
+    assert isinstance(command, Command)
+    assert command.conversation == Conversation("slack", "T0001", "C2147483705", "1700000550.000100")
+    kept = command.options["text"]
+    assert len(kept) >= 1000 // 2 and text.startswith(kept)
+
+
 def test_a_thread_reply_under_chorus_is_a_message_replying_to_the_thread_root() -> None:
     message = to_message(payload("message_thread_reply"), "T0001", BOT, ADMINS)
     assert isinstance(message, Message)
@@ -119,6 +144,24 @@ def test_a_thread_reply_under_chorus_is_a_message_replying_to_the_thread_root() 
     assert message.reply_to == "C2147483705:1700000100.000200"
     assert message.message_ref == "C2147483705:1700000200.000300"
     assert message.conversation.thread == "1700000100.000200"
+
+
+def test_slack_markup_in_a_message_reaches_the_core_as_the_text_people_saw() -> None:
+    # Slack wraps every link, mention and channel in a message's text in <…>; a brainstorm idea or refinement with
+    # a link would otherwise be stored, shown in Themes and sent to the model as `<https://…|…>`.
+    text = (
+        "try <https://example.com/a?b=1&amp;c=2|example.com> or <mailto:hi@example.com|hi@example.com>, "
+        "<https://bare.example>, ask <@U0BOB> or <@U0CAROL|carol> in <#C0GEN|general> or <#C0RAND>, "
+        "<!here> <!channel|channel> <!subteam^S0ENG|@eng> <!date^1392734382^{date}|Feb 18th> &lt;b&gt;"
+    )
+    message = to_message({**payload("message_thread_reply"), "text": text}, "T0001", BOT, ADMINS)
+    assert isinstance(message, Message)
+    assert message.text == (
+        "try example.com or hi@example.com, https://bare.example, ask @U0BOB or @carol in #general or #C0RAND, "
+        "@here @channel @eng Feb 18th <b>"
+    )
+    shortcut = {"message": {"text": "visit <https://example.com|example.com> &amp; more"}, "channel": {"id": "C1"}}
+    assert json.loads(remix_metadata(shortcut, 100))["x"] == "visit example.com & more"
 
 
 def test_a_thread_under_someone_else_is_only_activity() -> None:
@@ -137,9 +180,9 @@ def test_a_direct_message_is_addressed_to_chorus() -> None:
     assert isinstance(message, Message) and message.conversation.channel == "D0DM"
 
 
-def test_other_channel_messages_are_counted_as_activity_without_text() -> None:
+def test_other_channel_messages_are_activity_whose_text_only_topic_learning_may_count() -> None:
     activity = to_message(payload("message_channel"), "T0001", BOT, ADMINS)
-    assert isinstance(activity, Activity) and activity.text == ""
+    assert isinstance(activity, Activity) and activity.text == "lunch anyone?"
     assert activity.at == datetime.fromtimestamp(1700000600.0007, UTC)
     assert activity.user.id == "U0BOB"
 

@@ -261,6 +261,7 @@ async def test_what_postgres_refuses_is_cleaned_and_stored_not_lost(store: Store
         "feedback": 0,
         "engagement": 1,
         "brainstorm ideas": 1,
+        "brainstorms started": 1,
     }
 
 

@@ -19,6 +19,7 @@ from config import Settings
 _log = logging.getLogger(__name__)
 
 CHOICES_LIMIT = 25
+STRING_OPTION_LIMIT = 6000  # the longest max_length Discord accepts on a string option
 FREE_TEXT = Option("text", "what to do (same words as in the terminal)")
 
 CommandCallback = Callable[[discord.Interaction, CommandSpec], Awaitable[None]]
@@ -42,7 +43,8 @@ def _annotation(option: Option, settings: Settings) -> Any:
     if option.type == "integer":
         base = app_commands.Range[int, 1, limits.max_variants] if option.bound == "variants" else int
     else:
-        base = app_commands.Range[str, 1, limits.max_prompt_chars] if option.bound == "prompt_chars" else str
+        longest = min(limits.max_prompt_chars, STRING_OPTION_LIMIT)
+        base = app_commands.Range[str, 1, longest] if option.bound == "prompt_chars" else str
     return base if option.required else Optional[base]  # noqa: UP045 (discord.py reads typing.Optional)
 
 
@@ -86,6 +88,10 @@ def slash_command(spec: CommandSpec, settings: Settings, on_command: CommandCall
     for name, values in listed.items():
         if name not in small:
             command.autocomplete(name)(_autocomplete(values))
+    if spec.opens_thread:
+        # Threads exist only in server channels: a DM would take the command and then fail to open its thread.
+        command.guild_only = True
+        command.allowed_contexts = app_commands.AppCommandContext(guild=True, dm_channel=False, private_channel=False)
     return command
 
 

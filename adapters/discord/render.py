@@ -140,13 +140,20 @@ def build_view(actions: Sequence[ReplyAction], tones: Sequence[str] = ()) -> dis
         options = [discord.SelectOption(label=tone, value=tone) for tone in tones[:SELECT_OPTIONS_LIMIT]]
         custom_id = encode_custom_id(tone_action.action_id, tone_action.target_id)
         view.add_item(discord.ui.Select(custom_id=custom_id, placeholder="Change tone…", options=options, row=row))
-    for action in selects[: MAX_ROWS - 1 - row]:
+    for action in selects:
         # A select of choices (rework one variant: "#2 · Shorter"): the picked value arrives as the Action's value.
-        row += 1
-        options = [
-            discord.SelectOption(label=label[:100], value=value[:100])
-            for label, value in action.choices[:SELECT_OPTIONS_LIMIT]
+        # Past 25 choices (ten variants) the rest go into a second select on the next row; custom_ids must differ.
+        pages = [
+            action.choices[i : i + SELECT_OPTIONS_LIMIT] for i in range(0, len(action.choices), SELECT_OPTIONS_LIMIT)
         ]
-        custom_id = encode_custom_id(action.action_id, action.target_id)
-        view.add_item(discord.ui.Select(custom_id=custom_id, placeholder=action.label[:150], options=options, row=row))
+        for page, choices in enumerate(pages):
+            if row + 1 >= MAX_ROWS:
+                return view
+            row += 1
+            options = [discord.SelectOption(label=label[:100], value=value[:100]) for label, value in choices]
+            custom_id = encode_custom_id(action.action_id, action.target_id, str(page) if page else "")
+            placeholder = f"{action.label} ({choices[0][0]} – {choices[-1][0]})" if len(pages) > 1 else action.label
+            view.add_item(
+                discord.ui.Select(custom_id=custom_id, placeholder=placeholder[:150], options=options, row=row)
+            )
     return view

@@ -15,6 +15,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import aiohttp
@@ -422,13 +423,26 @@ class DiscordResponder:
             except DELIVERY_ERRORS as exc:
                 if reply.ephemeral:  # never made public: a private answer that cannot be sent is dropped
                     _log.warning("a private reply to interaction %s failed: %s", self.interaction.id, exc)
-                    message_id = ""
+                    message_id = await self._without_files(reply, exc) if reply.attachments else ""
                 else:
                     _log.warning("interaction reply failed (%s); posting to the channel instead", exc)
                     message_id = await self.channel.send(reply)
                 if self.original == "thinking":
                     await self.drop_placeholder()  # no stale "thinking…" above the answer
                 return message_id
+
+    async def _without_files(self, reply: Reply, exc: BaseException) -> str:
+        """A private reply whose file Discord refused (over the server's upload limit, say): its text and why the
+        file is missing, still privately, instead of no answer at all."""
+        too_large = isinstance(exc, discord.HTTPException) and exc.status == 413
+        why = "it is too large for this server's upload limit" if too_large else "Discord refused the upload"
+        note = f"⚠ The file could not be attached: {why}."
+        text_only = replace(reply, attachments=(), footer=f"{reply.footer}\n{note}" if reply.footer else note)
+        try:
+            return await self._send_pages(text_only, render_reply(text_only, self.host.tones), [])
+        except DELIVERY_ERRORS as again:
+            _log.warning("the private note for interaction %s failed too: %s", self.interaction.id, again)
+            return ""
 
     async def _to_channel(self, reply: Reply) -> str:
         """The channel fallback, except for a private file (/mydata), which must never be posted for all to see."""

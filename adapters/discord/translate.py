@@ -109,7 +109,8 @@ def to_command(payload: Mapping[str, Any], *, free_text: bool) -> Command:
     conversation, user = to_conversation(payload), to_user(payload)
     if data.get("type") == 3:  # message context menu: remix the target message's text
         target = (data.get("resolved") or {}).get("messages", {}).get(str(data.get("target_id")), {})
-        return Command(conversation, user, "remix", text=str(target.get("content", "")), extras={"payload": payload})
+        text = readable_content(target) or embed_text(target)
+        return Command(conversation, user, "remix", text=text, extras={"payload": payload})
     options = {str(o["name"]): _option_value(o) for o in data.get("options") or [] if "name" in o}
     text = ""
     if free_text:
@@ -185,6 +186,37 @@ def _strip_mention(text: str, bot_id: str) -> str:
     return re.sub(rf"<@!?{re.escape(bot_id)}>", "", text).strip()
 
 
+_USER_MENTION = re.compile(r"<@!?(\d+)>")
+_CUSTOM_EMOJI = re.compile(r"<a?:(\w+):\d+>")
+# How render numbers the variants of a result in an embed ("**2.** text"); like the zero-width space that defuses
+# mentions there, it is not part of the text.
+_VARIANT_NUMBER = re.compile(r"^\*\*\d+\.\*\* ", re.M)
+
+
+def embed_text(message: Mapping[str, Any]) -> str:
+    """The text of a message's embeds (a Chorus result, another bot's post), for a message that has no content."""
+    descriptions = [str(embed.get("description") or "") for embed in message.get("embeds") or []]
+    text = "\n\n".join(description for description in descriptions if description)
+    return _VARIANT_NUMBER.sub("", text).replace("\u200b", "")
+
+
+def readable_content(payload: Mapping[str, Any], *, bot_id: str = "") -> str:
+    """A message's content as Discord shows it: `<@id>` of a mentioned user as `@name` (nickname first) and a custom
+    emoji as `:name:`, so ideas, refinements and remixes carry names, not ids. Chorus' own mention and role and
+    channel mentions stay as they are."""
+    names: dict[str, str] = {}
+    for mentioned in payload.get("mentions") or []:
+        if str(mentioned.get("id")) == bot_id:
+            continue
+        member = mentioned.get("member") or {}
+        name = member.get("nick") or mentioned.get("global_name") or mentioned.get("username")
+        if mentioned.get("id") and name:
+            names[str(mentioned["id"])] = str(name)
+    content = str(payload.get("content") or "")
+    content = _USER_MENTION.sub(lambda m: f"@{names[m[1]]}" if m[1] in names else m[0], content)
+    return _CUSTOM_EMOJI.sub(r":\1:", content)
+
+
 def to_message(
     payload: Mapping[str, Any], *, bot_id: str, thread_parent: str | None = None, chorus_thread: bool = False
 ) -> Message | Activity | None:
@@ -202,7 +234,7 @@ def to_message(
     reply_to = (payload.get("message_reference") or {}).get("message_id")
     mentioned = any(str(m.get("id")) == bot_id for m in payload.get("mentions") or [])
     direct = not payload.get("guild_id")
-    text = _strip_mention(str(payload.get("content", "")), bot_id)
+    text = _strip_mention(readable_content(payload, bot_id=bot_id), bot_id)
     extras = {"payload": payload}
     if replied_to_chorus or mentioned or direct or chorus_thread:
         return Message(
@@ -214,7 +246,7 @@ def to_message(
             extras=extras,
         )
     at = _parse_time(payload.get("timestamp"))
-    return Activity(conversation, user, at, extras=extras)
+    return Activity(conversation, user, at, text=text, extras=extras)
 
 
 def _parse_time(value: Any) -> datetime:

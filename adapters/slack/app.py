@@ -41,7 +41,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.ledger import EventLedger
 from adapters.slack.outbound import Outbound, SlackLimits
-from adapters.slack.render import ask_modal, home_view, remix_modal
+from adapters.slack.render import ask_modal, home_view, prefixed_commands, remix_modal
 from adapters.slack.responder import SlackOptions, SlackPublisher, SlackResponder
 from adapters.slack.translate import (
     ACTION_PREFIX,
@@ -138,6 +138,8 @@ class SlackAdapter:
             edit_interval_s=chorus.settings.limits.stream_edit_interval_s,
             native_streaming=settings.native_streaming,
             tones=tuple(chorus.settings.tones),
+            command_prefix=settings.command_prefix,
+            commands=tuple(spec.name for spec in COMMANDS),
         )
         self.admins = frozenset(settings.admins)
 
@@ -518,7 +520,8 @@ class SlackAdapter:
 
     async def _publish_home(self, user_id: str, client: AsyncWebClient) -> None:
         usage = await self.chorus.store.user_data_counts(PLATFORM, user_id)
-        commands = [(spec.usage.replace("/", "/" + self.settings.command_prefix, 1), spec.summary) for spec in COMMANDS]
+        prefix, names = self.settings.command_prefix, self.options.commands
+        commands = [(prefixed_commands(spec.usage, prefix, names), spec.summary) for spec in COMMANDS]
         settings = None
         if user_id in self.admins:
             chorus_settings = self.chorus.settings
@@ -531,7 +534,8 @@ class SlackAdapter:
                 "native streaming": "on" if self.settings.native_streaming else "off",
                 "model": chorus_settings.generation.url or chorus_settings.model.source,
             }
-        await client.views_publish(user_id=user_id, view=home_view(commands, usage, settings))
+        forget = prefixed_commands("/forget", prefix, names)
+        await client.views_publish(user_id=user_id, view=home_view(commands, usage, settings, forget))
 
 
 def settle_heap() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from adapters.slack.translate import (
@@ -164,6 +165,28 @@ def fallback_text(reply: Reply) -> str:
     return cap(escape(text), FALLBACK_LIMIT)
 
 
+def prefixed_commands(text: str, prefix: str, commands: Sequence[str]) -> str:
+    """Every `/create`-style mention of a Chorus command as the workspace registered it (`/chorus-create` with
+    `command_prefix = "chorus-"`): the bare name may run another app's command."""
+    if not prefix or not commands:
+        return text
+    names = "|".join(re.escape(name) for name in sorted(commands, key=len, reverse=True))
+    return re.sub(rf"(?<![\w/-])/({names})\b", lambda match: f"/{prefix}{match[1]}", text)
+
+
+def with_command_prefix(reply: Reply, prefix: str, commands: Sequence[str]) -> Reply:
+    """The reply with its command names as registered (see `prefixed_commands`)."""
+    if not prefix or not commands:
+        return reply
+
+    def rename(text: str) -> str:
+        return prefixed_commands(text, prefix, commands)
+
+    return replace(
+        reply, parts=tuple(rename(part) for part in reply.parts), title=rename(reply.title), footer=rename(reply.footer)
+    )
+
+
 def render_message(reply: Reply, tones: Sequence[str] = ()) -> dict[str, Any]:
     """kwargs for chat.postMessage / chat.update / chat.postEphemeral."""
     return {"text": fallback_text(reply), "blocks": render_blocks(reply, tones)}
@@ -249,8 +272,10 @@ def home_view(
     commands: Sequence[tuple[str, str]],
     usage: Mapping[str, int],
     settings: Mapping[str, str] | None,
+    forget: str = "/forget",
 ) -> dict[str, Any]:
-    """The App Home tab: what Chorus does, the user's own usage, and (for admins) the workspace settings."""
+    """The App Home tab: what Chorus does, the user's own usage, and (for admins) the workspace settings. `forget` is
+    the /forget command as the workspace registered it."""
     blocks: list[Block] = [
         {"type": "header", "text": _plain("Chorus — your creative co-pilot", 150)},
         _section(
@@ -262,7 +287,7 @@ def home_view(
         _section(
             "*Your usage*\n"
             + ("\n".join(f"• {escape(what)}: {n}" for what, n in usage.items()) or "Nothing yet.")
-            + "\n_/forget deletes everything Chorus stored about you._"
+            + f"\n_{forget} deletes everything Chorus stored about you._"
         ),
     ]
     if settings is not None:

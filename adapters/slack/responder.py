@@ -25,7 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.slack.outbound import Outbound, Priority, RateLimited
-from adapters.slack.render import escape, parts_text, render_message, render_progress
+from adapters.slack.render import escape, parts_text, render_message, render_progress, with_command_prefix
 from adapters.slack.translate import message_ref, split_ref
 from bots.events import Conversation
 from bots.reply import Attachment, PublishForbidden, Reply
@@ -53,6 +53,12 @@ class SlackOptions:
     edit_interval_s: float = 1.0
     native_streaming: bool = False
     tones: tuple[str, ...] = ()
+    command_prefix: str = ""  # `[slack] command_prefix`: hints name `/chorus-create`, as registered
+    commands: tuple[str, ...] = ()  # the core's command names, to find in the text
+
+    def render(self, reply: Reply) -> dict[str, Any]:
+        """chat.postMessage / chat.update / chat.postEphemeral kwargs for a reply."""
+        return render_message(with_command_prefix(reply, self.command_prefix, self.commands), self.tones)
 
 
 class SlackResponder:
@@ -97,7 +103,7 @@ class SlackResponder:
                 thread_ts=self.thread_ts,
                 unfurl_links=False,
                 unfurl_media=False,
-                **render_message(reply, self.options.tones),
+                **self.options.render(reply),
             )
         except SlackApiError as exc:
             if _error(exc) in _NOT_HERE:
@@ -110,7 +116,7 @@ class SlackResponder:
 
     async def edit(self, message_ref: str, reply: Reply) -> None:
         channel, ts = split_ref(message_ref)
-        await self.call("chat.update", channel=channel, ts=ts, **render_message(reply, self.options.tones))
+        await self.call("chat.update", channel=channel, ts=ts, **self.options.render(reply))
 
     def stream(self, title: str) -> SlackStream:
         return SlackStream(self, title)
@@ -140,7 +146,7 @@ class SlackResponder:
                     "an admin may need to reinstall Chorus so it has the im:write permission."
                 )
                 reply = replace(reply, parts=(note,), attachments=(), footer="")
-        message = render_message(reply, self.options.tones)
+        message = self.options.render(reply)
         try:
             response = await self.call(
                 "chat.postEphemeral", channel=self.channel, user=self.user_id, thread_ts=self.thread_ts, **message
@@ -306,7 +312,7 @@ class SlackStream:
                 return ""
             if self.ts is None:
                 return await self.responder.send(reply)
-            message = render_message(reply, self.responder.options.tones)
+            message = self.responder.options.render(reply)
             if self._native:
                 tail = [block for block in message["blocks"] if block["type"] in ("actions", "context")]
                 try:
@@ -492,7 +498,7 @@ class SlackPublisher:
                 thread_ts=conversation.thread,
                 unfurl_links=False,
                 unfurl_media=False,
-                **render_message(reply, self.options.tones),
+                **self.options.render(reply),
             )
         except SlackApiError as exc:
             if _error(exc) in _NOT_HERE:

@@ -8,6 +8,7 @@ result posted before a restart still reaches the right generation.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypedDict
@@ -76,8 +77,31 @@ def split_ref(ref: str) -> tuple[str, str]:
     return channel, ts
 
 
+# Slack's markup in the text it sends (docs.slack.dev "Formatting text"): links, mentions, channels, user groups and
+# dates are `<target|label>` or `<target>`; a `<` or `>` the person typed arrives as `&lt;`/`&gt;`.
+_MARKUP = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
+_SPECIAL_MENTIONS = frozenset({"here", "channel", "everyone"})
+
+
+def _as_shown(match: re.Match[str]) -> str:
+    """What Slack shows for one `<…>`: a link's label (or its address), `@name`, `#channel`, a date's fallback."""
+    target, label = match.group(1), match.group(2)
+    if target.startswith("@"):
+        return f"@{label}" if label else target
+    if target.startswith("#"):
+        return f"#{label}" if label else target
+    if target.startswith("!"):
+        word = target[1:].split("^", 1)[0]
+        if word in _SPECIAL_MENTIONS:
+            return f"@{word}"
+        return label or ""
+    return label or target.removeprefix("mailto:")
+
+
 def unescape(text: str) -> str:
-    """Slack sends &, < and > escaped in message and command text; the core wants what the user typed."""
+    """Slack's message and command text as the person saw it: links, mentions and channels as their text, and the
+    `&`, `<` and `>` Slack escapes as themselves; the core (the model, idea lists, history) wants what was typed."""
+    text = _MARKUP.sub(_as_shown, text)
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
@@ -231,13 +255,22 @@ def to_submission(body: Payload, admins: Collection[str]) -> Action | Command | 
     )
 
 
+METADATA_LIMIT = 3000  # characters of a view's private_metadata
+
+
 def remix_metadata(body: Payload, max_chars: int) -> str:
-    """What the remix modal needs to remember of the message it was started on (Slack allows 3000 characters)."""
+    """What the remix modal needs to remember of the message it was started on. Slack keeps 3000 characters, so the
+    text is shortened until the JSON fits; cutting the JSON itself lost where the remix goes."""
     message = body.get("message") or {}
     text = unescape(message.get("text", ""))[:max_chars]
     channel = (body.get("channel") or {}).get("id", "")
     thread = message.get("thread_ts")
-    return json.dumps({"c": channel, "t": thread, "x": text}, separators=(",", ":"))[:3000]
+    while True:
+        encoded = json.dumps({"c": channel, "t": thread, "x": text}, separators=(",", ":"), ensure_ascii=False)
+        over = len(encoded.encode()) - METADATA_LIMIT  # bytes: within the limit however Slack counts
+        if over <= 0 or not text:
+            return encoded
+        text = text[: max(0, len(text) - over)]
 
 
 def to_message(
@@ -265,7 +298,7 @@ def to_message(
     user = slack_user(user_id, "", admins)
     if not addressed:
         at = datetime.fromtimestamp(float(ts or 0), UTC)
-        return Activity(conversation, user, at=at, extras={"payload": event})
+        return Activity(conversation, user, at=at, text=" ".join(unescape(text).split()), extras={"payload": event})
     if mention:
         text = text.replace(mention, " ")
     return Message(

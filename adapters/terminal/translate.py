@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -21,6 +22,9 @@ STANDARD_KEYS = {
     "+": actions.RATE_UP,
     "-": actions.RATE_DOWN,
 }
+
+# An asking shortcut key with its number written on (`v3`), read so only when the latest reply offers that key.
+_NUMBERED_KEY = re.compile(r"([a-z])(\d+)")
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,10 @@ def to_event(
     if asking is not None and asking.ask and rest.strip():
         # An action that asks for text (`idea <text>`): the rest of the line is the answer.
         return Action(conversation, user, asking.action_id, value=rest.strip(), target_id=asking.target_id)
+    numbered = _NUMBERED_KEY.fullmatch(head)
+    if not rest and head not in keys and numbered and (asking := keys.get(numbered[1])) and asking.ask:
+        # `v1`: the key an earlier message showed (`[v1] vote #1`) is its asking key with the number written on.
+        return Action(conversation, user, asking.action_id, value=numbered[2], target_id=asking.target_id)
     if not rest:
         if head in keys:
             known = keys[head]

@@ -77,4 +77,5 @@ BRAINSTORM = CommandSpec(
     usage=USAGE,
     handler=brainstorm,
     generates=True,
+    opens_thread=True,
 )

@@ -45,6 +45,9 @@ THROWAWAYS = frozenset(_THROWAWAY_LIST.split("|"))
 _VOTE_WORDS = frozenset({"+1", "👍", "this", "this one", "agree", "agreed", "same", "me too"})
 # Platforms whose threads are a mode of their one channel rather than a place of their own.
 _MODE_THREAD_PLATFORMS = frozenset({"terminal"})
+# A session opens a thread on its kickoff, and a thread cannot hold another (Discord refuses it outright).
+IN_A_THREAD = "A brainstorm opens a thread of its own, and threads can't hold threads: run /brainstorm in the channel."
+_THROWAWAY_HINT = "Not taken as an idea. To vote, type v <number> (e.g. v 3); to add an idea, write it out."
 _THEMES_FAILED = "Sorting the ideas failed this time; they are all kept and the next round end tries again."
 _NO_CLEAR_THEMES = (
     "These ideas do not fall into clear groups yet, so they are listed together rather than split into made-up "
@@ -101,6 +104,8 @@ class Brainstorms:
         """Post the kickoff, open its thread, post the seed ideas there, and arm the round timer."""
         store = self.app.store
         conversation = ctx.event.conversation
+        if conversation.thread is not None and conversation.platform not in _MODE_THREAD_PLATFORMS:
+            raise UserError(IN_A_THREAD)
         await self.purge_expired()
         running = await store.open_brainstorm_in_channel(conversation)
         if running is not None:
@@ -178,6 +183,9 @@ class Brainstorms:
                 idea = await self.app.store.find_idea(session.id, message_ref=message.reply_to)
                 if idea is not None:
                     await self._vote(ctx, session, idea, quiet=True)
+            elif message.conversation.platform in _MODE_THREAD_PLATFORMS:
+                # Chat among people stays unanswered; in the terminal, one person typed it and has no reactions.
+                await ctx.responder.send(Reply.text(_THROWAWAY_HINT, ephemeral=True))
             return True
         await self._add_idea(ctx, session, text, message.message_ref)
         return True

@@ -55,7 +55,7 @@ REMIX = CommandSpec(
     generates=True,
     options=(
         Option("text", "the text to rewrite", required=True, bound="prompt_chars"),
-        Option("tone", "the new tone", choices="tones"),
+        Option("tone", "the new tone", required=True, choices="tones"),
         Option("n", "how many variants", type="integer", bound="variants"),
     ),
 )

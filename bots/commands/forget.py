@@ -25,6 +25,7 @@ _log = logging.getLogger(__name__)
 CONFIRM, CANCEL = FORGET_CONFIRM, FORGET_CANCEL
 FORGET_ACTIONS = frozenset({CONFIRM, CANCEL})
 CONFIRM_TTL = timedelta(minutes=10)
+EXPORT = "export file"
 STALE = "That confirmation belongs to an earlier /forget that was answered or has expired, so nothing was deleted."
 
 
@@ -35,7 +36,9 @@ async def forget(ctx: Context) -> None:
 async def _ask(ctx: Context, preface: str = "") -> None:
     user = ctx.event.user
     platform = ctx.event.conversation.platform
-    counts = await ctx.app.store.user_data_counts(platform, user.id)
+    counts = await ctx.app.store.user_data_counts(platform, user.id, names=(user.name,))
+    if export_path(ctx.app.settings.home_dir, platform, user.id).exists():
+        counts[EXPORT] = 1  # a /mydata copy: it names the person even when nothing else is stored
     if sum(counts.values()) == 0:
         await ctx.responder.send(Reply.text(f"{preface} Chorus has nothing stored about you.".strip(), ephemeral=True))
         return
@@ -82,7 +85,10 @@ async def handle_confirm(ctx: Context) -> None:
     brainstorms = await forget_brainstorm_derivatives(store, platform, action.user.id)
     deleted = await store.forget_user(platform, action.user.id, names=(action.user.name,))
     ctx.app.quota.forget(platform, action.user.id)
-    export_path(ctx.app.settings.home_dir, platform, action.user.id).unlink(missing_ok=True)
+    export = export_path(ctx.app.settings.home_dir, platform, action.user.id)
+    if export.exists():
+        export.unlink(missing_ok=True)
+        deleted[EXPORT] = 1
     refresh = brainstorms or any(deleted.get(what) for what in ("brainstorm ideas", "brainstorm votes"))
     if refresh and ctx.app.brainstorms is not None:
         await ctx.app.brainstorms.refresh_summaries()

@@ -17,7 +17,15 @@ from bots.reply import Attachment, Reply
 from bots.router import CommandSpec, Context
 
 EXPORTS_DIR = "exports"
-_COUNTED = ("generations", "feedback", "engagement", "brainstorms_started", "brainstorm_ideas", "brainstorm_votes")
+_COUNTED = (
+    "generations",
+    "feedback",
+    "engagement",
+    "brainstorms_started",
+    "brainstorm_ideas",
+    "brainstorm_votes",
+    "drop_channels_enabled",
+)
 
 
 def export_path(home: Path, platform: str, user_id: str) -> Path:
