@@ -65,6 +65,10 @@ class DropsCore:
         self.leadership: Leadership | None = None
         self._activity: Counter[tuple[str, str, str, int]] = Counter()
         self._mined: dict[str, Counter[str]] = {}
+        # Channels that opted in to topic learning (read at each activity flush, kept by /drops topics learn):
+        # only their messages' words are counted, even in memory.
+        self._learning: set[str] = set()
+        self._flush_lock = asyncio.Lock()
         self._tick_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._tables_ready = False

@@ -21,7 +21,7 @@ from bots.reply import Reply
 from bots.router import Context, Handler
 from bots.store import EngagementEvent
 from scheduler.core import DROPS_USER, DropsCore, conversation_of
-from scheduler.models import POSTED, DropActivity, DropRun
+from scheduler.models import POSTED, DropActivity, DropChannel, DropRun
 from scheduler.planner import DropPlan, Engagement, engagement_reward
 
 _log = logging.getLogger(__name__)
@@ -125,15 +125,20 @@ class EngagementSettlement(DropsCore):
         at = at if at.tzinfo else at.replace(tzinfo=UTC)
         hour_of_week = int((at.astimezone(UTC) - _WEEK0).total_seconds() // 3600) % 168
         self._activity[(conversation.platform, conversation.workspace, conversation.channel, hour_of_week)] += 1
-        if text:
-            key = Conversation(conversation.platform, conversation.workspace, conversation.channel).key
+        key = Conversation(conversation.platform, conversation.workspace, conversation.channel).key
+        if text and key in self._learning:
             words = [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS]
             self._mined.setdefault(key, Counter()).update(words)
 
     async def flush_activity(self) -> None:
-        """Write the buffered counts (one row per channel and hour of the week)."""
+        """Write the buffered counts (one row per channel and hour of the week). One flush at a time: a caller that
+        finds one under way waits for it, so what was counted before the call is stored when it returns."""
         if not self._tables_ready:
             return
+        async with self._flush_lock:
+            await self._flush_activity()
+
+    async def _flush_activity(self) -> None:
         pending, self._activity = self._activity, Counter()
         mined, self._mined = self._mined, {}
         for (platform, workspace, channel, how), n in pending.items():
@@ -165,6 +170,9 @@ class EngagementSettlement(DropsCore):
             merged = Counter({w: v * 0.98 for w, v in (row.mined or {}).items()})
             merged.update(words)
             await self._save_channel(key, mined=dict(merged.most_common(50)))
+        async with self.store.session() as session:
+            learning = await session.execute(select(DropChannel.key).where(DropChannel.learn_topics.is_(True)))
+            self._learning = set(learning.scalars())
 
     async def activity_matrix(self, conversation: Conversation, tz: str) -> Any:
         """Counts as weekday × hour in the channel's zone (at its current UTC offset)."""

@@ -220,6 +220,7 @@ class ScheduleManagement(DropsCore):
         elif action == "learn":
             on = topics[0].lower() == "on"
             await self._save_channel(row.key, learn_topics=on, mined={} if not on else row.mined)
+            (self._learning.add if on else self._learning.discard)(row.key)
             if on:
                 return (
                     "Topic learning is on: drops will also use themes from this channel's messages "

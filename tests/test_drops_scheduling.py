@@ -135,6 +135,7 @@ async def test_topics_and_opt_in_theme_learning(drops: Drops) -> None:
     chorus, responder = drops.bot.chorus, drops.bot.responder
     for _ in range(3):
         await chorus.handle(Activity(CONVERSATION, BOB, datetime.now(UTC), text="gardening tips please"), responder)
+    assert not drops.service._mined, "a channel that did not opt in has no word counted, even in memory"
     await drops.service.flush_activity()
     assert "gardening" not in await drops.say("/drops topics list"), "content is ignored until opted in"
     assert "Topic learning is on" in await drops.say("/drops topics learn on")
