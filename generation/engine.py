@@ -562,11 +562,10 @@ class BatchingEngine(LocalGenerator):
 
     def _set_step_threads(self, tokens: int) -> None:
         """Run the step on the CPU thread count that has lately been faster for steps of its kind (one token, a
-        few, a prompt slice; _StepThreads), measured per token. Idle, two threads beat one (int8 batch-1 decode
-        11.95 against 16.11 ms a step on the AVX-512 VM); on a host whose cores are busy the threads of a
-        parallel step spin while their partner is descheduled: batch-1 int8 decode fell to 1.3 tokens/s on two
-        threads at load 1.2-3.0, against 15.1 on one at load 7.5, and at load 10-15 decode went from 0.2-0.3 to
-        1.3-2.2 tokens/s on one thread (docs/benchmarks.md)."""
+        few, a prompt slice; _StepThreads), measured per token. Idle, two threads are a little faster; on a host
+        whose cores are busy the threads of a parallel step spin while their partner is descheduled: batch-1 int8
+        decode fell to 1.3 tokens/s on two threads at load 1.2-3.0, against 15.1 on one at load 7.5, and a busy
+        VM's int8 TTFT went from 591-703 ms with prompts on two threads to 73-76 ms chosen (docs/benchmarks.md)."""
         self._timed = None
         if self._device != "cpu" or self._cpu_threads <= 1:
             return
@@ -645,7 +644,7 @@ def _thread_bucket(tokens: int) -> int:
 
 
 class _StepThreads:
-    """Which thread count a one-token CPU step runs on: the one whose recent steps took less wall time. Each count
+    """Which thread count one kind of CPU step runs on: the one whose recent steps took less time. Each count
     is tried `probe_steps` times first. After that the others get `probe_steps` steps again every `probe_every`
     steps, so a count that lost while the host was busy is taken back once it is idle, and the other way round.
     A probe that confirms the choice doubles the wait before the next one (up to 8x), since each probe of the
@@ -822,7 +821,7 @@ class _SlotModel:
         if _INT8_LINEAR is not None and isinstance(linear, _INT8_LINEAR) and float32_input:
             if linear.outlier_index is not None:  # needs the unsmoothed input for its float32 channels
                 return linear.product, None
-            return linear.int8_call(), linear.inverse_smooth
+            return linear.int8_product, linear.inverse_smooth
         if type(linear) is torch.nn.Linear and linear.weight.dtype == torch.float32:
             weight, bias = linear.weight, linear.bias
             return (lambda x: torch.nn.functional.linear(x, weight, bias)), None
@@ -980,8 +979,9 @@ class _SlotModel:
             query = query.to(keys.dtype)
             outputs = []
             if single:
-                # The query heads that share a key/value head go in as that head's queries (none masked), not
-                # through enable_gqa: the same result, and in bfloat16 2.2x faster at 64 cached tokens, 6.4x at 512.
+                # The query heads that share a key/value head go in as that head's queries (none masked), in
+                # float32, not through enable_gqa: the same result, without the slow path enable_gqa took in
+                # bfloat16, whose cost grew with the cached tokens.
                 out = self.sdpa(
                     query[:1].view(1, kv_heads, heads // kv_heads, head_dim).float(),
                     keys[single_slot : single_slot + 1, :, : single_position + 1].float(),
@@ -1258,16 +1258,17 @@ def _int8_linear(
                 self.fbgemm: tuple[Any, ...] | None = None
                 if not reduce_range and _fbgemm_product(torch) is not None:
                     self.fbgemm = _fbgemm_packed(torch, weight)
-                    return
-                scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
-                zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
-                with warnings.catch_warnings():  # deprecated in torch; _quantize_linears falls back once it is gone
-                    warnings.simplefilter("ignore", UserWarning)
-                    quantized = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
-                self.packed = torch.ops.quantized.linear_prepack(quantized, None)
+                else:
+                    scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
+                    zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
+                    with warnings.catch_warnings():  # deprecated in torch; _quantize_linears falls back when gone
+                        warnings.simplefilter("ignore", UserWarning)
+                        quantized = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
+                    self.packed = torch.ops.quantized.linear_prepack(quantized, None)
+                # The int8 product alone, on an already smoothed float32 [tokens, features] input.
+                self.int8_product = self._int8_product()
 
-            def int8_call(self) -> Callable[[Any], Any]:
-                """The int8 product alone, on an already smoothed float32 [tokens, features] input."""
+            def _int8_product(self) -> Callable[[Any], Any]:
                 if self.fbgemm is not None:
                     op, (*arguments, row_scales) = _fbgemm_product(torch), self.fbgemm
                     return lambda x: op(x, *arguments).mul_(row_scales)
@@ -1276,7 +1277,7 @@ def _int8_linear(
 
             def product(self, flat: Any) -> Any:
                 """The layer on a float32 [tokens, features] input (what the engine calls directly)."""
-                out = self.int8_call()(flat if self.inverse_smooth is None else flat * self.inverse_smooth)
+                out = self.int8_product(flat if self.inverse_smooth is None else flat * self.inverse_smooth)
                 if self.outlier_index is not None:
                     out = torch.addmm(out, flat.index_select(1, self.outlier_index), self.outlier_weight.t())
                 return out
@@ -1295,9 +1296,9 @@ def _int8_linear(
 @functools.cache
 def _fbgemm_product(torch: Any) -> Any:
     """torch's fbgemm int8 x float32 matrix product on a packed matrix held in a plain tensor, or None where this
-    torch lacks it. At one token it runs 1.2x faster per step than the quantized engine's linear_dynamic (the
-    embedded model, int8 batch-1 step 17.6 -> 14.3 ms CPU, bench in docs/benchmarks.md): same fbgemm kernels,
-    less work per call. It quantizes activations to full 8 bits, so it needs VNNI (no reduce_range)."""
+    torch lacks it. The same fbgemm kernels as the quantized engine's linear_dynamic with less work per call: most
+    of the int8 batch-1 step's 15.38 -> 12.73 ms this round (bench/engine_ab.py, docs/benchmarks.md). It quantizes
+    activations to full 8 bits, so it needs VNNI (no reduce_range)."""
     op = getattr(torch, "fbgemm_linear_int8_weight_fp32_activation", None)
     if op is None or not all(
         hasattr(torch, name) for name in ("fbgemm_linear_quantize_weight", "fbgemm_pack_quantized_matrix")
