@@ -278,6 +278,8 @@ async def handle_message(ctx: Context) -> None:
     hint = chatter_hint(text)
     if hint:
         # "ok", "thanks!", "++", a lone emoji: not a request for a new version, and no quota is used.
+        if text.rstrip("?!. ").isdecimal():  # a lone variant number: suggest only what the result can do
+            hint = _lone_number_hint(int(text.rstrip("?!. ")), await message_target(ctx, message)) or hint
         await ctx.responder.send(Reply.text(hint, ephemeral=True))
         return
     record = await message_target(ctx, message)
@@ -288,6 +290,17 @@ async def handle_message(ctx: Context) -> None:
         return
     instruction, tone = _variant_instruction(ref, ctx.app.settings)
     await refine(ctx, record, instruction, tone=tone, only=ref.index)
+
+
+def _lone_number_hint(number: int, record: GenerationRecord) -> str:
+    """For a lone number typed after a result: "" when it names one of its variants (the generic hint then asks
+    which change), else what the result does have, so nobody is told to type `5 s` to a result of two variants."""
+    n = max(1, len(record.variants))
+    if n < 2:
+        return "This result has only one variant; say what to change, e.g. `s` for shorter or `make it rhyme`."
+    if not 1 <= number <= n:
+        return f"There are only {n} variants; pick one from 1 to {n}, e.g. `{n} s` to make the last one shorter."
+    return ""
 
 
 _KEY_INSTRUCTIONS = {

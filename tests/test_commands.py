@@ -456,6 +456,23 @@ async def test_help_lists_the_lengths_and_the_create_usage_has_the_option(testbo
     assert "Lengths: short, medium (default), long" in text
 
 
+async def test_a_lone_number_gets_a_hint_that_fits_the_result(tmp_path: Path) -> None:
+    # A lone "5" after a result of two variants was told to type `5 s`, which was then refused.
+    bot = await make_bot(settings_for(tmp_path))
+    try:
+        await bot.one("/create slogan a tea shop --n 2")
+        before = len(bot.generator.requests)
+        assert "`2 s`" in reply_text(await bot.one("2"))
+        for line in ("5", "0", "7?"):
+            text = reply_text(await bot.one(line))
+            assert "There are only 2 variants; pick one from 1 to 2" in text and f"`{line[0]} s`" not in text, line
+        await bot.one("/create slogan a tea shop --n 1")
+        assert "only one variant" in reply_text(await bot.one("3"))
+        assert len(bot.generator.requests) == before + 1  # hints use no generation
+    finally:
+        await bot.chorus.close()
+
+
 async def test_variant_0_or_10_is_a_variant_number_not_an_instruction(tmp_path: Path) -> None:
     # "0 s" and "10 s" made a whole new version with the instruction "0 s"; with limits.max_variants = 10 the tenth
     # variant could not be reworked on its own at all.
