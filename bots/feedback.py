@@ -278,8 +278,9 @@ async def handle_message(ctx: Context) -> None:
     hint = chatter_hint(text)
     if hint:
         # "ok", "thanks!", "++", a lone emoji: not a request for a new version, and no quota is used.
-        if text.rstrip("?!. ").isdecimal():  # a lone variant number: suggest only what the result can do
-            hint = _lone_number_hint(int(text.rstrip("?!. ")), await message_target(ctx, message)) or hint
+        number = text.rstrip("?!. ")
+        if number.isdecimal():  # a lone variant number: suggest only what the result can do
+            hint = _lone_number_hint(int(number), await message_target(ctx, message)) or hint
         await ctx.responder.send(Reply.text(hint, ephemeral=True))
         return
     record = await message_target(ctx, message)

@@ -65,7 +65,7 @@ class DropsCore:
         self.leadership: Leadership | None = None
         self._activity: Counter[tuple[str, str, str, int]] = Counter()
         self._mined: dict[str, Counter[str]] = {}
-        # Channels that opted in to topic learning (read at each activity flush, kept by /drops topics learn):
+        # Channels that opted in to topic learning (_load_learning; kept by /drops topics learn):
         # only their messages' words are counted, even in memory.
         self._learning: set[str] = set()
         self._flush_lock = asyncio.Lock()
@@ -87,6 +87,14 @@ class DropsCore:
     async def ensure_tables(self) -> None:
         """The drops tables come with the store's schema revisions (bots/migrations), made when the store starts."""
         self._tables_ready = True
+        await self._load_learning()
+
+    async def _load_learning(self) -> None:
+        """Which channels opted in to topic learning: at start (every process counts words, not only the leader)
+        and at each activity flush (another process may have changed it)."""
+        async with self.store.session() as session:
+            learning = await session.execute(select(DropChannel.key).where(DropChannel.learn_topics.is_(True)))
+            self._learning = set(learning.scalars())
 
     async def _channel(self, key: str) -> DropChannel | None:
         async with self.store.session() as session:

@@ -21,7 +21,7 @@ from bots.reply import Reply
 from bots.router import Context, Handler
 from bots.store import EngagementEvent
 from scheduler.core import DROPS_USER, DropsCore, conversation_of
-from scheduler.models import POSTED, DropActivity, DropChannel, DropRun
+from scheduler.models import POSTED, DropActivity, DropRun
 from scheduler.planner import DropPlan, Engagement, engagement_reward
 
 _log = logging.getLogger(__name__)
@@ -170,9 +170,7 @@ class EngagementSettlement(DropsCore):
             merged = Counter({w: v * 0.98 for w, v in (row.mined or {}).items()})
             merged.update(words)
             await self._save_channel(key, mined=dict(merged.most_common(50)))
-        async with self.store.session() as session:
-            learning = await session.execute(select(DropChannel.key).where(DropChannel.learn_topics.is_(True)))
-            self._learning = set(learning.scalars())
+        await self._load_learning()
 
     async def activity_matrix(self, conversation: Conversation, tz: str) -> Any:
         """Counts as weekday × hour in the channel's zone (at its current UTC offset)."""

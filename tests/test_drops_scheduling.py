@@ -146,6 +146,23 @@ async def test_topics_and_opt_in_theme_learning(drops: Drops) -> None:
     assert "learning from messages: on" in await drops.say("/drops status")
 
 
+async def test_a_restarted_process_counts_an_opted_in_channels_words_before_its_first_flush(tmp_path: Path) -> None:
+    settings, clock = drops_settings(tmp_path), Clock(datetime.now(UTC).replace(microsecond=0))
+    first = await start_drops(settings, clock)
+    try:
+        await first.say("/drops enable")
+        assert "Topic learning is on" in await first.say("/drops topics learn on")
+    finally:
+        await first.bot.chorus.close()
+    again = await start_drops(settings, clock)
+    try:
+        activity = Activity(CONVERSATION, BOB, datetime.now(UTC), text="gardening tips please")
+        await again.bot.chorus.handle(activity, again.bot.responder)
+        assert again.service._mined[CONVERSATION.key]["gardening"] == 1
+    finally:
+        await again.bot.chorus.close()
+
+
 async def test_auto_time_moves_the_next_drop_to_the_busiest_hour(drops: Drops) -> None:
     await drops.say("/drops enable --tz UTC")
     busy = datetime(2026, 11, 30, 20, 10, tzinfo=UTC)
