@@ -510,19 +510,28 @@ def settings_limit(bot: ThreadBot) -> int:
     return bot.chorus.settings.brainstorm.embed_chars
 
 
-async def test_every_vote_key_the_terminal_showed_works_not_only_the_last_ones(settings: Settings) -> None:
-    # Each seed idea prints its own `[v1]`, `[v2]`… key; typing the key of an earlier one was silently taken as chat.
+async def _terminal_transcript(settings: Settings, lines: str) -> str:
+    """One terminal process on the settings' store: the lines typed, then EOF; what it printed."""
     store = Store(settings.store_url)
     await store.start()
     chorus = build_chorus(settings, store, FakeGenerator(script), embedder=WordEmbedder(), drops=False)
     out = io.StringIO()
     try:
-        lines = "/brainstorm the team offsite\nv1\nV2\nv1\nv 3\n"
         assert await run_terminal(chorus, stdin=io.StringIO(lines), stdout=out) == 0
-        voters = await store.voters(1)
     finally:
         await chorus.close()
-    transcript = out.getvalue()
+    return out.getvalue()
+
+
+async def test_every_vote_key_the_terminal_showed_works_not_only_the_last_ones(settings: Settings) -> None:
+    # Each seed idea prints its own `[v1]`, `[v2]`… key; typing the key of an earlier one was silently taken as chat.
+    transcript = await _terminal_transcript(settings, "/brainstorm the team offsite\nv1\nV2\nv1\nv 3\n")
+    store = Store(settings.store_url)
+    await store.start()
+    try:
+        voters = await store.voters(1)
+    finally:
+        await store.close()
     assert "[v1] 👍 vote #1" in transcript and settings.brainstorm.seed_ideas >= 3
     assert transcript.split("you> v1\n", 1)[1].startswith("👍 Vote counted for #1.")
     assert transcript.split("you> V2\n", 1)[1].startswith("👍 Vote counted for #2.")
@@ -830,19 +839,8 @@ async def test_summary_files_are_deleted_with_their_session_after_the_retention_
 
 
 async def test_a_terminal_brainstorm_keeps_its_thread_after_a_restart(settings: Settings) -> None:
-    async def run(lines: str) -> str:
-        store = Store(settings.store_url)
-        await store.start()
-        chorus = build_chorus(settings, store, FakeGenerator(script), embedder=WordEmbedder(), drops=False)
-        out = io.StringIO()
-        try:
-            assert await run_terminal(chorus, stdin=io.StringIO(lines), stdout=out) == 0
-        finally:
-            await chorus.close()
-        return out.getvalue()
-
-    await run("/brainstorm the offsite --rounds 2 --minutes 30\na pasta cooking class\n")
-    transcript = await run("kayaking on the lake\n/leave\nmake it shorter\n")
+    await _terminal_transcript(settings, "/brainstorm the offsite --rounds 2 --minutes 30\na pasta cooking class\n")
+    transcript = await _terminal_transcript(settings, "kayaking on the lake\n/leave\nmake it shorter\n")
     assert "── thread: Brainstorm: the offsite" in transcript
     assert "Idea #6 noted for round 1" in transcript
     store = Store(settings.store_url)

@@ -78,16 +78,8 @@ async def any_bot(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     await bot.chorus.close()
 
 
-async def test_after_forget_no_table_and_no_file_holds_anything_of_that_person(any_bot: TestBot) -> None:
-    bot = any_bot
-    await bot.one(f"/create slogan {HER_PROMPT}", as_user=FORGOTTEN)
-    built_on_hers = await bot.say("s", as_user="bob")  # Bob's shorter version of her result
-    bob_text = built_on_hers[-1].parts
-    await bot.say("+", as_user="bob")
-    await bot.one("/create slogan a riverside bakery", as_user="bob")
-    await bot.say("+", as_user=FORGOTTEN)
-    await bot.say("make it quieter", as_user=FORGOTTEN)  # her refinement of Bob's result
-    session_id = await _her_brainstorm(bot)
+async def _her_drop_channel(bot: TestBot) -> None:
+    """Drops enabled in the terminal channel by the person who will be forgotten."""
     async with bot.store.session() as session, session.begin():
         session.add(
             DropChannel(
@@ -104,6 +96,19 @@ async def test_after_forget_no_table_and_no_file_holds_anything_of_that_person(a
                 enabled_by=FORGOTTEN,
             )
         )
+
+
+async def test_after_forget_no_table_and_no_file_holds_anything_of_that_person(any_bot: TestBot) -> None:
+    bot = any_bot
+    await bot.one(f"/create slogan {HER_PROMPT}", as_user=FORGOTTEN)
+    built_on_hers = await bot.say("s", as_user="bob")  # Bob's shorter version of her result
+    bob_text = built_on_hers[-1].parts
+    await bot.say("+", as_user="bob")
+    await bot.one("/create slogan a riverside bakery", as_user="bob")
+    await bot.say("+", as_user=FORGOTTEN)
+    await bot.say("make it quieter", as_user=FORGOTTEN)  # her refinement of Bob's result
+    session_id = await _her_brainstorm(bot)
+    await _her_drop_channel(bot)
     before = await _everything_stored(bot)
     assert all(marker in before for marker in MARKERS)  # the dump sees what it looks for
 
@@ -186,22 +191,7 @@ async def test_someone_who_only_started_a_brainstorm_and_enabled_drops_can_still
     her = User(FORGOTTEN, FORGOTTEN)
     session = await bot.store.create_brainstorm(CONVERSATION, her, topic=HER_TOPIC, rounds=1, minutes=5, deadline=None)
     await bot.store.update_brainstorm(session.id, thread="t-1", thread_name=f"Brainstorm: {HER_TOPIC}")
-    async with bot.store.session() as db, db.begin():
-        db.add(
-            DropChannel(
-                key="terminal:local:terminal",
-                platform="terminal",
-                workspace="local",
-                channel="terminal",
-                kinds=["prompt"],
-                cadence="daily",
-                time="18:00",
-                tz="UTC",
-                topics=["life"],
-                planner={},
-                enabled_by=FORGOTTEN,
-            )
-        )
+    await _her_drop_channel(bot)
     assert FORGOTTEN in await _everything_stored(bot) and HER_TOPIC in await _everything_stored(bot)
 
     question = await bot.one("/forget", as_user=FORGOTTEN)
