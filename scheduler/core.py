@@ -52,7 +52,9 @@ def settings_version(row: DropChannel) -> str:
 
 
 class DropsCore:
-    """The drops service's shared state and helpers. `clock` is injectable so tests can freeze or jump time."""
+    """The drops service's shared state and helpers. `clock` is injectable so tests can freeze or jump time: then
+    APScheduler, which only knows the wall clock, keeps the jobs (and their next run times) but never fires them; the
+    clock's owner fires slots with `run_slot`."""
 
     def __init__(self, chorus: Chorus, *, name: str = "chorus", clock: Callable[[], datetime] | None = None) -> None:
         self.chorus = chorus
@@ -60,6 +62,7 @@ class DropsCore:
         self.store = chorus.store
         self.name = name
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.fires_on_wall_clock = clock is None
         self.publisher: Publisher | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.leadership: Leadership | None = None

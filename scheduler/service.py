@@ -81,7 +81,9 @@ class DropsService(ScheduleManagement, RunLifecycle, EngagementSettlement, Statu
         )
         scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
         await self.resolve_interrupted()
-        scheduler.start()
+        # With an injected clock the wall clock means nothing: a job due by the fake clock's calendar may be long
+        # past (or far off) by the real one, and APScheduler would fire or report it missed on its own.
+        scheduler.start(paused=not self.fires_on_wall_clock)
         self.scheduler = scheduler
         await self.reconcile()
         self._tick_task = asyncio.create_task(self._tick_loop(), name="drops-tick")

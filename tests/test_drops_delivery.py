@@ -12,13 +12,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 from drops_support import Clock, Drops, Forbidden, RecordingPublisher, drops_settings, start_drops
 from sqlalchemy import update
 
 from adapters.terminal.translate import CONVERSATION
 from generation.types import Priority
 from scheduler.models import DropChannel, DropRun
-from support import wait_for, wait_until
+from scheduler.service import DropsService
+from support import make_bot, wait_for, wait_until
 
 
 @pytest.fixture
@@ -137,9 +139,16 @@ async def _eventually(drops: Drops, condition: Callable[[list[DropRun]], bool], 
     return seen
 
 
+def _fire_on_wall_clock(drops: Drops) -> None:
+    """A service started with an injected clock keeps APScheduler paused; these tests switch to the real clock."""
+    assert drops.service.scheduler is not None
+    drops.service.scheduler.resume()
+
+
 async def test_misfires_within_the_grace_window_run_once_coalesced(tmp_path: Path) -> None:
     drops = await start_drops(drops_settings(tmp_path), Clock(datetime.now(UTC)))
     drops.service.clock = lambda: datetime.now(UTC)  # APScheduler runs on the real clock here
+    _fire_on_wall_clock(drops)
     try:
         await drops.say('/drops enable --cadence "*/20 * * * *"')
         await _backdate(drops, hours=0.9)
@@ -155,6 +164,7 @@ async def test_misfires_within_the_grace_window_run_once_coalesced(tmp_path: Pat
 async def test_misfires_older_than_the_grace_window_are_skipped_and_reported(tmp_path: Path) -> None:
     drops = await start_drops(drops_settings(tmp_path, CHORUS_DROPS__MISFIRE_GRACE_S="60"), Clock(datetime.now(UTC)))
     drops.service.clock = lambda: datetime.now(UTC)
+    _fire_on_wall_clock(drops)
     try:
         await drops.say("/drops enable --time 00:00")
         await _backdate(drops, hours=30)
@@ -233,5 +243,24 @@ async def test_drops_back_off_in_a_channel_that_never_engages(tmp_path: Path) ->
             clock.advance(days=1)
         assert [run.status for run in await drops.runs()] == ["posted", "posted", "posted", "skipped", "posted"]
         assert "Frequency: backing off, posting every 2 slots" in await drops.say("/drops status")
+    finally:
+        await drops.bot.chorus.close()
+
+
+async def test_the_scheduler_fires_on_its_own_only_when_the_service_keeps_wall_clock_time(tmp_path: Path) -> None:
+    """In production (no injected clock) APScheduler fires the jobs; with a test's clock it must not, or a job due
+    by that clock's calendar fires (or is reported missed) by the real one."""
+    bot = await make_bot(drops_settings(tmp_path))
+    service = DropsService(bot.chorus)
+    service.attach()
+    try:
+        await bot.chorus.attach_publisher(RecordingPublisher())
+        scheduler = await wait_for(lambda: service.scheduler)
+        assert scheduler.state == STATE_RUNNING
+    finally:
+        await bot.chorus.close()
+    drops = await start_drops(drops_settings(tmp_path / "frozen"), Clock(datetime(2026, 11, 30, 12, tzinfo=UTC)))
+    try:
+        assert drops.service.scheduler is not None and drops.service.scheduler.state == STATE_PAUSED
     finally:
         await drops.bot.chorus.close()

@@ -378,6 +378,7 @@ async def test_the_scheduled_job_firing_posts_exactly_once(side: Side) -> None:
     assert scheduler is not None
     [job] = scheduler.get_jobs()
     scheduler.modify_job(job.id, next_run_time=datetime.now(UTC))  # the real APScheduler fires the stored job
+    scheduler.resume()  # (paused while the service runs on the test's clock)
     await wait_until(lambda: len(side.posts(channel_of(side))) == 1, 15)
     await wait_until(lambda: scheduler.get_job(job.id).next_run_time > datetime.now(UTC), 10)  # type: ignore[union-attr]
     # The same slot fired again (a second process, a coalesced misfire) posts nothing more.
