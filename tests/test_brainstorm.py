@@ -592,6 +592,19 @@ async def test_one_vote_per_person_per_idea_from_buttons_and_reactions(bot: Thre
     assert reply_text(missing) == "There is no idea #99 in this brainstorm."
 
 
+async def test_an_idea_over_the_length_limit_is_refused_with_the_limit_and_never_reaches_the_model(
+    bot: ThreadBot,
+) -> None:
+    await bot.say("/brainstorm the offsite")
+    pasted = "kayaking on the lake " * 30  # a page pasted into the thread, not an idea
+    refused = await bot.one(pasted.strip(), as_user="bob")
+    assert "an idea can be at most 500" in reply_text(refused) and "was not added" in reply_text(refused)
+    session = (await bot.store.open_brainstorms())[0]
+    assert all(idea.source == "seed" for idea in await bot.store.ideas(session.id))
+    kept = await bot.one("kayaking on the lake", as_user="bob")
+    assert "noted" in reply_text(kept)
+
+
 async def test_only_the_starter_or_a_moderator_may_wrap_up(bot: ThreadBot) -> None:
     await bot.say("/brainstorm the offsite")
     await bot.say("kayaking on the lake", as_user="bob")

@@ -45,6 +45,9 @@ THROWAWAYS = frozenset(_THROWAWAY_LIST.split("|"))
 _VOTE_WORDS = frozenset({"+1", "👍", "this", "this one", "agree", "agreed", "same", "me too"})
 # Platforms whose threads are a mode of their one channel rather than a place of their own.
 _MODE_THREAD_PLATFORMS = frozenset({"terminal"})
+# The longest idea taken, in characters: an idea is a line or two, and every idea goes into the theme and yes-and
+# prompts, so one pasted page would crowd out the rest.
+MAX_IDEA_CHARS = 500
 # A session opens a thread on its kickoff, and a thread cannot hold another (Discord refuses it outright).
 IN_A_THREAD = "A brainstorm opens a thread of its own, and threads can't hold threads: run /brainstorm in the channel."
 _THROWAWAY_HINT = "Not taken as an idea. To vote, type v <number> (e.g. v 3); to add an idea, write it out."
@@ -221,6 +224,11 @@ class Brainstorms:
 
     async def _add_idea(self, ctx: Context, session: BrainstormRecord, text: str, message_ref: str | None) -> None:
         store = self.app.store
+        if len(text) > MAX_IDEA_CHARS:
+            raise UserError(
+                f"That idea is {len(text)} characters; an idea can be at most {MAX_IDEA_CHARS}. Your idea was not "
+                "added: shorten it and post it again."
+            )
         found = self.app.blocklist.find(text)
         if found:
             raise UserError(f"Your idea contains a blocked word ({found!r}). Rephrase it and post it again.")
