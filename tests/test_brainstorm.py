@@ -596,9 +596,9 @@ async def test_an_idea_over_the_length_limit_is_refused_with_the_limit_and_never
     bot: ThreadBot,
 ) -> None:
     await bot.say("/brainstorm the offsite")
-    pasted = "kayaking on the lake " * 30  # a page pasted into the thread, not an idea
+    pasted = "kayaking on the lake " * 200  # pages pasted into a Slack thread, not an idea
     refused = await bot.one(pasted.strip(), as_user="bob")
-    assert "an idea can be at most 500" in reply_text(refused) and "was not added" in reply_text(refused)
+    assert "an idea can be at most 4000" in reply_text(refused) and "was not added" in reply_text(refused)
     session = (await bot.store.open_brainstorms())[0]
     assert all(idea.source == "seed" for idea in await bot.store.ideas(session.id))
     kept = await bot.one("kayaking on the lake", as_user="bob")

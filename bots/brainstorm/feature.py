@@ -45,9 +45,10 @@ THROWAWAYS = frozenset(_THROWAWAY_LIST.split("|"))
 _VOTE_WORDS = frozenset({"+1", "👍", "this", "this one", "agree", "agreed", "same", "me too"})
 # Platforms whose threads are a mode of their one channel rather than a place of their own.
 _MODE_THREAD_PLATFORMS = frozenset({"terminal"})
-# The longest idea taken, in characters: an idea is a line or two, and every idea goes into the theme and yes-and
-# prompts, so one pasted page would crowd out the rest.
-MAX_IDEA_CHARS = 500
+# The longest idea taken, in characters: the longest message Discord allows (with Nitro). Longer ideas are kept
+# whole up to this, and only shortened for embedding and in prompts; a page pasted from Slack or the terminal is
+# refused with the limit instead of being stored and filling the summary.
+MAX_IDEA_CHARS = 4000
 # A session opens a thread on its kickoff, and a thread cannot hold another (Discord refuses it outright).
 IN_A_THREAD = "A brainstorm opens a thread of its own, and threads can't hold threads: run /brainstorm in the channel."
 _THROWAWAY_HINT = "Not taken as an idea. To vote, type v <number> (e.g. v 3); to add an idea, write it out."
