@@ -27,6 +27,9 @@ OPEN_SUBCOMMANDS = frozenset({"status"})
 TOPIC_ACTIONS = ("add", "remove", "list", "learn")
 ENABLE_OPTIONS = ("kinds", "cadence", "time", "tz", "quiet")
 StateChange = Literal["pause", "resume", "disable"]
+# Drop topics go into the prompt of every drop: each is a few words, and a channel keeps a short list.
+MAX_TOPIC_CHARS = 100
+MAX_TOPICS = 25
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,12 @@ def parse_drops(text: str) -> DropsRequest:
         topics = tuple(topic for topic in map(_topic, listed.split(",")) if topic)
         if action in ("add", "remove") and not topics:
             raise UserError(f"Say which topics, e.g. /drops topics {action} cities at night, tea")
+        long = [topic for topic in topics if len(topic) > MAX_TOPIC_CHARS]
+        if action == "add" and long:
+            raise UserError(
+                f"A topic can be at most {MAX_TOPIC_CHARS} characters; “{long[0][:40]}…” has {len(long[0])}. "
+                "Separate topics with commas, e.g. /drops topics add cities at night, tea"
+            )
         if action == "learn" and (len(topics) != 1 or topics[0].lower() not in ("on", "off")):
             raise UserError("Use /drops topics learn on (or off) to let drops learn themes from this channel.")
         return DropsRequest("topics", topic_action=action, topics=topics)

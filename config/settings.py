@@ -27,6 +27,9 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 ENV_PREFIX = "CHORUS_"
+# The longest tone name: the remix form's tone field (a Discord text input) and its default take no more, and a
+# tone is shown on buttons, select options and result footers on every platform.
+MAX_TONE_CHARS = 40
 ENV_DELIMITER = "__"
 
 # The environment load_settings() was given; tests pass their own instead of mutating os.environ.
@@ -395,6 +398,19 @@ class Settings(BaseSettings):
     sources: tuple[str, ...] = Field(default=(), exclude=True)
     # Dotted key -> where its value came from ("environment variable CHORUS_STORE__URL", a file path).
     origins: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    @field_validator("tones")
+    @classmethod
+    def _tones_fit_every_platform(cls, tones: list[str]) -> list[str]:
+        for tone in tones:
+            if not tone.strip():
+                raise ValueError("a tone cannot be empty")
+            if len(tone) > MAX_TONE_CHARS:
+                raise ValueError(
+                    f"the tone {tone!r} is {len(tone)} characters; a tone can be at most {MAX_TONE_CHARS} "
+                    "(Discord's remix form takes no more)"
+                )
+        return tones
 
     @classmethod
     def settings_customise_sources(

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from bots.drops import DropsOptions, StateChange
+from bots.drops import MAX_TOPICS, DropsOptions, StateChange
 from bots.errors import UserError
 from bots.events import Conversation, User
 from bots.parsing import did_you_mean
@@ -206,7 +206,15 @@ class ScheduleManagement(DropsCore):
         row = await self._require(conversation)
         current = list(row.topics)
         if action == "add":
-            current += [t for t in topics if t.lower() not in {c.lower() for c in current}]
+            known = {c.lower() for c in current}
+            new = list(dict.fromkeys(t for t in topics if t.lower() not in known))
+            if len(current) + len(new) > MAX_TOPICS:
+                raise UserError(
+                    f"A channel can have at most {MAX_TOPICS} drop topics; this one has {len(current)}, and "
+                    f"{len(new)} more would make {len(current) + len(new)}. Remove some first with /drops topics "
+                    "remove <topics>."
+                )
+            current += new
             await self._save_channel(row.key, topics=current, updated_at=self.now())
         elif action == "remove":
             missing = [t for t in topics if t.lower() not in {c.lower() for c in current}]

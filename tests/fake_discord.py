@@ -10,7 +10,8 @@ Documented rules it models, because they are the ones that bite:
   ignored; the deferred response's is kept) instead of creating a new one (Create Followup Message);
 - rate-limit buckets (`limits`): per interaction token and per channel, announced in X-RateLimit-* headers; a request
   into an exhausted bucket is answered 429 and counted in `violations`;
-- gateway RESUME: dispatches of a session are kept, and a RESUME with the session id replays those after its `seq`.
+- gateway RESUME: dispatches of a session are kept, and a RESUME with the session id replays those after its `seq`;
+- message content over 2000 characters is refused with 400 Invalid Form Body (code 50035), as Discord does.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ APP_ID = "900000000000000001"
 BOT_ID = APP_ID
 GUILD_ID = "910000000000000001"
 CHANNEL_ID = "920000000000000001"
+CONTENT_LIMIT = 2000  # characters of message content Discord accepts
 MOD_PERMISSIONS = str((1 << 4) | (1 << 10) | (1 << 11))  # Manage Channels, View Channel, Send Messages
 USER_PERMISSIONS = str((1 << 10) | (1 << 11))
 
@@ -327,6 +329,8 @@ class FakeDiscord:
             ):
                 fault.hits += 1
                 return self._fault_response(fault)
+        if _content_too_long(body):
+            return _json({"message": "Invalid Form Body", "code": 50035}, status=400)
         limit_headers: dict[str, str] = {}
         key = self._bucket_key(request.method, path)
         if key is not None and self.limits is not None:
@@ -834,6 +838,14 @@ def interaction_payload(
     if message is not None:
         payload["message"] = message
     return payload
+
+
+def _content_too_long(body: Any) -> bool:
+    """A message (or an interaction callback's message) whose content is over Discord's 2000 characters."""
+    if not isinstance(body, dict):
+        return False
+    message = body.get("data") if isinstance(body.get("data"), dict) else body
+    return len(str(message.get("content") or "")) > CONTENT_LIMIT
 
 
 def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

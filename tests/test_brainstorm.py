@@ -24,7 +24,7 @@ from adapters.terminal.translate import CONVERSATION, terminal_user, to_event
 from bots.app import Chorus
 from bots.brainstorm.clustering import cluster, merge_duplicates
 from bots.brainstorm.feature import is_throwaway
-from bots.events import Action, Conversation, Reaction, User
+from bots.events import Action, Command, Conversation, Reaction, User
 from bots.reply import Reply
 from bots.store import Store
 from chorus.compose import build_chorus
@@ -592,6 +592,19 @@ async def test_one_vote_per_person_per_idea_from_buttons_and_reactions(bot: Thre
     assert reply_text(missing) == "There is no idea #99 in this brainstorm."
 
 
+async def test_an_idea_over_the_length_limit_is_refused_with_the_limit_and_never_reaches_the_model(
+    bot: ThreadBot,
+) -> None:
+    await bot.say("/brainstorm the offsite")
+    pasted = "kayaking on the lake " * 200  # pages pasted into a Slack thread, not an idea
+    refused = await bot.one(pasted.strip(), as_user="bob")
+    assert "an idea can be at most 4000" in reply_text(refused) and "was not added" in reply_text(refused)
+    session = (await bot.store.open_brainstorms())[0]
+    assert all(idea.source == "seed" for idea in await bot.store.ideas(session.id))
+    kept = await bot.one("kayaking on the lake", as_user="bob")
+    assert "noted" in reply_text(kept)
+
+
 async def test_only_the_starter_or_a_moderator_may_wrap_up(bot: ThreadBot) -> None:
     await bot.say("/brainstorm the offsite")
     await bot.say("kayaking on the lake", as_user="bob")
@@ -618,6 +631,48 @@ async def test_summary_before_any_wrap_up_says_why(bot: ThreadBot) -> None:
     await bot.say("/brainstorm the offsite")
     reply = await bot.one("/brainstorm summary")
     assert "is still running (round 1 of 2)" in reply_text(reply)
+
+
+@pytest.mark.parametrize("line", ["/brainstorm summary please", "/brainstorm summary now!", "/brainstorm Summary."])
+async def test_a_summary_with_polite_words_is_the_summary_not_a_new_brainstorm(bot: ThreadBot, line: str) -> None:
+    reply = await bot.one(line)
+    assert reply_text(reply) == "No brainstorm has wrapped up in this channel yet. Start one with /brainstorm <topic>."
+    assert await bot.store.open_brainstorms() == []
+
+
+@pytest.mark.parametrize("line", ["/brainstorm end now", "/brainstorm stop please", "/brainstorm end it"])
+async def test_end_or_stop_with_polite_words_wraps_up_the_running_brainstorm(bot: ThreadBot, line: str) -> None:
+    await bot.say("/brainstorm the offsite")
+    await bot.say("kayaking on the lake", as_user="bob")
+    bot.conversation = CONVERSATION  # back in the channel, as the starter
+    replies = await bot.say(line, as_user="alice")
+    assert await bot.store.open_brainstorms() == []
+    assert [r.title for _, r in _posts(bot).posts if r.title.startswith("Brainstorm summary")] == [
+        "Brainstorm summary: the offsite"
+    ]
+    assert "has wrapped up; the summary is in its thread" in _all_text(replies)
+
+
+async def test_end_by_someone_who_may_not_wrap_up_is_refused_and_the_brainstorm_goes_on(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm the picnic")
+    bot.conversation = CONVERSATION
+    bob = User("bob", "bob", is_moderator=False)
+    before = len(bot.responder.replies)
+    await bot.chorus.handle(Command(CONVERSATION, bob, "brainstorm", "stop please"), bot.responder)
+    refused = bot.responder.replies[before:]
+    assert len(refused) == 1 and refused[0].ephemeral
+    assert reply_text(refused[0]).startswith("Only alice (who started this brainstorm) or a moderator")
+    assert [s.topic for s in await bot.store.open_brainstorms()] == ["the picnic"]
+
+
+async def test_end_with_nothing_running_says_so_and_topics_that_start_with_those_words_still_start_one(
+    bot: ThreadBot,
+) -> None:
+    reply = await bot.one("/brainstorm end please")
+    assert reply_text(reply).startswith("No brainstorm is running in this channel.")
+    assert await bot.store.open_brainstorms() == []
+    await bot.say("/brainstorm summary writing workshops for teens")
+    assert [s.topic for s in await bot.store.open_brainstorms()] == ["summary writing workshops for teens"]
 
 
 # -- timers, restart, retention, forget -----------------------------------------------------------------------------

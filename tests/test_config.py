@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,19 @@ def test_wrong_type_names_the_file_the_key_the_value_and_what_is_allowed(tmp_pat
     message = str(caught.value)
     assert f"{user}: [limits] max_variants = 'five'" in message and "valid integer" in message
     assert f"{user}: [model] device = 'tpu'" in message and "'cpu', 'cuda' or 'auto'" in message
+
+
+def test_a_tone_too_long_for_discords_remix_form_is_named_at_load(tmp_path: Path) -> None:
+    long = "cheerful but still businesslike and a little bit cheeky"  # 55 characters
+    user = tmp_path / "chorus.toml"
+    user.write_text(f'tones = ["neutral", "{long}"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(user, env={})
+    message = str(caught.value)
+    assert str(user) in message and repr(long) in message and "at most 40" in message
+    with pytest.raises(ConfigError, match="a tone cannot be empty"):
+        load_settings(env={"CHORUS_TONES": '["neutral", " "]'})
+    assert load_settings(env={"CHORUS_TONES": json.dumps(["x" * 40])}).tones == ["x" * 40]
 
 
 def test_bad_environment_value_names_the_variable() -> None:

@@ -5,6 +5,7 @@ fake_discord.py, Chorus on the FakeGenerator."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -165,6 +166,26 @@ async def test_a_refused_create_is_private_from_the_start(
         payload = await harness.fake.slash("create", options)
         assert expected in await private_answer(harness, payload)
         assert not harness.fake.find("DELETE", r"/messages/@original")
+    finally:
+        await stop_harness(harness)
+
+
+async def test_a_private_refusal_over_2000_characters_arrives_whole_in_several_private_messages(
+    tmp_path: Path,
+) -> None:
+    # An operator with many tones: /create's tone is then free text (autocomplete), and the refusal lists them all.
+    tones = [f"tone-number-{i:03d}" for i in range(200)]
+    harness = await start_harness(tmp_path, CHORUS_TONES=json.dumps(tones))
+    try:
+        payload = await harness.fake.slash("create", {"kind": "slogan", "prompt": "tea", "tone": "sparkly"})
+        first = await private_answer(harness, payload)
+        token = payload["token"]
+        await wait_until(lambda: bool(harness.fake.followups.get(token)))
+        rest = [harness.fake.messages[i] for i in harness.fake.followups[token]]
+        assert all(message["flags"] & 64 for message in rest), "the rest of a private answer went public"
+        shown = "\n".join([first, *(message["content"] for message in rest)])
+        assert "Unknown tone 'sparkly'" in first and all(tone in shown for tone in tones), "text was cut"
+        assert all(len(text) <= 2000 for text in [first, *(m["content"] for m in rest)])
     finally:
         await stop_harness(harness)
 

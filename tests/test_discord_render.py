@@ -203,6 +203,21 @@ def test_ten_variants_can_each_be_reworked_within_discord_select_limits() -> Non
     assert all(decode_custom_id(s["custom_id"])[1:3] == ("variant", 5) for s in reworks)
 
 
+def test_more_than_25_tones_are_all_offered_in_selects_within_discord_limits() -> None:
+    # A select holds 25 options: tones 26 and on were silently missing from the result's tone menu.
+    tones = [f"tone {i:02d}" for i in range(40)]
+    reply = Reply(parts=("a", "b"), title="slogan · v1", actions=result_actions(5, 2), generation_id=5)
+    rows = render_reply(reply, tones)[0]["view"].to_components()
+    selects = [c for row in rows for c in row["components"] if c["type"] == 3]
+    tone_selects = [s for s in selects if decode_custom_id(s["custom_id"])[1] == "tone"]
+    assert [o["value"] for s in tone_selects for o in s["options"]] == tones
+    assert tone_selects[1]["placeholder"] == "Change tone… (tone 25 – tone 39)"
+    assert any(decode_custom_id(s["custom_id"])[1] == "variant" for s in selects), "rework select still fits"
+    assert all(len(s["options"]) <= 25 for s in selects) and len(rows) <= 5
+    ids = [c["custom_id"] for row in rows for c in row["components"]]
+    assert len(set(ids)) == len(ids) and all(len(i) <= 100 for i in ids)
+
+
 def test_progress_shows_the_queue_then_the_text() -> None:
     queued = render_progress("slogan · v1", [""], "Queued: 2nd in line, about 4 s")["embeds"][0].to_dict()
     assert queued["footer"]["text"] == "Queued: 2nd in line, about 4 s" and "description" not in queued

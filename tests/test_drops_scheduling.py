@@ -120,6 +120,21 @@ async def test_apostrophes_and_smart_quotes_mean_what_people_typed(drops: Drops)
     assert 'cron "0 8 * * 1-5"' in await drops.say("/drops enable --cadence ‘0 8 * * 1-5’")
 
 
+async def test_topics_are_limited_in_length_and_number_and_the_refusal_says_the_limits(drops: Drops) -> None:
+    await drops.say("/drops enable")
+    pasted = "a whole paragraph pasted by mistake " * 4
+    refused = await drops.say(f"/drops topics add tea, {pasted}")
+    assert "at most 100 characters" in refused
+    assert "tea" not in await drops.say("/drops topics list"), "nothing is added when one topic is refused"
+    listed = await drops.say("/drops topics list")
+    have = len(listed.removeprefix("Topics: ").split(". ")[0].split(", "))
+    many = ", ".join(f"topic {i}" for i in range(25 - have))
+    assert (await drops.say(f"/drops topics add {many}")).count(", ") == 24
+    refused = await drops.say("/drops topics add one too many")
+    assert "at most 25 drop topics" in refused and "/drops topics remove" in refused
+    assert "one too many" not in await drops.say("/drops topics list")
+
+
 async def test_kinds_may_be_listed_with_spaces_after_the_commas(drops: Drops) -> None:
     # "--kinds prompt, idea" was answered "Unexpected 'idea'".
     enabled = await drops.say("/drops enable --kinds prompt, idea ,question --time 09:00")

@@ -221,6 +221,17 @@ async def test_length_in_the_command_text_sizes_the_result_and_a_typo_gets_a_did
     assert len(slack.bot.generator.requests) == 1
 
 
+async def test_a_mention_in_a_command_reaches_the_model_as_a_name_not_a_user_id(slack: SlackChorus) -> None:
+    await create_result(slack, "slogan a farewell party for <@U0BOB>")
+    prompt = slack.bot.generator.requests[-1].messages[-1].content
+    assert "@bob" in prompt and "U0BOB" not in prompt
+    # Someone Slack will not name (left the workspace, or no users:read): readable text, and no error.
+    slack.fake.fail("users.info", error="user_not_found")
+    await create_result(slack, "slogan a welcome for <@U0GONE>")
+    prompt = slack.bot.generator.requests[-1].messages[-1].content
+    assert "@someone" in prompt and "U0GONE" not in prompt
+
+
 async def test_outside_its_channels_chorus_says_so_through_the_response_url(slack: SlackChorus) -> None:
     slack.fake.fail("chat.postMessage", times=5, error="not_in_channel")
     await slack.slash(slash_body("/create", "slogan a cafe", response_url=slack.fake.response_url("cmd1")))

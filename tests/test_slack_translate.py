@@ -13,6 +13,7 @@ from adapters.slack.translate import (
     asked_question,
     decode_value,
     encode_value,
+    mentioned_users,
     message_ref,
     remix_metadata,
     split_ref,
@@ -21,6 +22,7 @@ from adapters.slack.translate import (
     to_message,
     to_reaction,
     to_submission,
+    unescape,
     unicode_emoji,
 )
 from bots.events import Action, Activity, Command, Conversation, Message
@@ -157,11 +159,20 @@ def test_slack_markup_in_a_message_reaches_the_core_as_the_text_people_saw() -> 
     message = to_message({**payload("message_thread_reply"), "text": text}, "T0001", BOT, ADMINS)
     assert isinstance(message, Message)
     assert message.text == (
-        "try example.com or hi@example.com, https://bare.example, ask @U0BOB or @carol in #general or #C0RAND, "
+        "try example.com or hi@example.com, https://bare.example, ask @someone or @carol in #general or #C0RAND, "
         "@here @channel @eng Feb 18th <b>"
     )
     shortcut = {"message": {"text": "visit <https://example.com|example.com> &amp; more"}, "channel": {"id": "C1"}}
     assert json.loads(remix_metadata(shortcut, 100))["x"] == "visit example.com & more"
+
+
+def test_a_mention_without_a_label_reads_as_the_display_name_or_someone_never_the_id() -> None:
+    # Slack sends most mentions as a bare <@U…>: the core (the model, ideas, history) should read a name.
+    event = {**payload("message_thread_reply"), "text": "a toast for <@U0BOB> and <@U0DAVE> by <@U0CAROL|carol>"}
+    message = to_message(event, "T0001", BOT, ADMINS, {"U0BOB": "bob"})
+    assert isinstance(message, Message) and message.text == "a toast for @bob and @someone by @carol"
+    assert mentioned_users(event["text"]) == ["U0BOB", "U0DAVE"]  # labelled ones need no look-up
+    assert unescape("hi <@U0BOB> <@U0BOB>") == "hi @someone @someone"
 
 
 def test_a_thread_under_someone_else_is_only_activity() -> None:

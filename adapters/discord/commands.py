@@ -15,6 +15,7 @@ from adapters.discord.translate import CUSTOM_ID, REMIX_MENU, REMIX_MODAL_ID
 from bots.options import Option, typed_options
 from bots.router import CommandSpec
 from config import Settings
+from config.settings import MAX_TONE_CHARS
 
 _log = logging.getLogger(__name__)
 
@@ -177,8 +178,8 @@ def remix_modal(text: str, tones: Sequence[str], max_length: int) -> discord.ui.
             label="Tone",
             custom_id="tone",
             placeholder=", ".join(tones)[:100],
-            default=tones[1] if len(tones) > 1 else tones[0],
-            max_length=40,
+            default=(tones[1] if len(tones) > 1 else tones[0])[:MAX_TONE_CHARS],
+            max_length=MAX_TONE_CHARS,
         )
     )
     return modal

@@ -23,6 +23,8 @@ DESCRIPTION_LIMIT = 4096
 TITLE_LIMIT = 256
 FOOTER_LIMIT = 1024
 SELECT_OPTIONS_LIMIT = 25
+OPTION_LIMIT = 100  # characters of a select option's label or value
+PLACEHOLDER_LIMIT = 150  # characters of a select's placeholder
 BUTTONS_PER_ROW = 5
 MAX_ROWS = 5
 WRITING = "✍️ writing…"
@@ -136,24 +138,30 @@ def build_view(actions: Sequence[ReplyAction], tones: Sequence[str] = ()) -> dis
         view.add_item(discord.ui.Button(label=action.label[:80], custom_id=custom_id, style=style, row=row))
         in_row += 1
     if tone_action is not None:
-        row += 1
-        options = [discord.SelectOption(label=tone, value=tone) for tone in tones[:SELECT_OPTIONS_LIMIT]]
-        custom_id = encode_custom_id(tone_action.action_id, tone_action.target_id)
-        view.add_item(discord.ui.Select(custom_id=custom_id, placeholder="Change tone…", options=options, row=row))
+        # Past 25 tones the rest go into further selects, as the rework choices below do.
+        row = _add_selects(view, row, tone_action, [(tone, tone) for tone in tones], "Change tone…")
     for action in selects:
         # A select of choices (rework one variant: "#2 · Shorter"): the picked value arrives as the Action's value.
-        # Past 25 choices (ten variants) the rest go into a second select on the next row; custom_ids must differ.
-        pages = [
-            action.choices[i : i + SELECT_OPTIONS_LIMIT] for i in range(0, len(action.choices), SELECT_OPTIONS_LIMIT)
-        ]
-        for page, choices in enumerate(pages):
-            if row + 1 >= MAX_ROWS:
-                return view
-            row += 1
-            options = [discord.SelectOption(label=label[:100], value=value[:100]) for label, value in choices]
-            custom_id = encode_custom_id(action.action_id, action.target_id, str(page) if page else "")
-            placeholder = f"{action.label} ({choices[0][0]} – {choices[-1][0]})" if len(pages) > 1 else action.label
-            view.add_item(
-                discord.ui.Select(custom_id=custom_id, placeholder=placeholder[:150], options=options, row=row)
-            )
+        row = _add_selects(view, row, action, action.choices, action.label)
     return view
+
+
+def _add_selects(
+    view: discord.ui.View, row: int, action: ReplyAction, choices: Sequence[tuple[str, str]], placeholder: str
+) -> int:
+    """Selects for `choices` ((label, value) pairs), one per row after `row`, 25 options each, as many as the
+    message's five rows leave room for; the custom_ids differ by page. Returns the last row used."""
+    pages = [choices[i : i + SELECT_OPTIONS_LIMIT] for i in range(0, len(choices), SELECT_OPTIONS_LIMIT)]
+    for page, chunk in enumerate(pages):
+        if row + 1 >= MAX_ROWS:
+            break
+        row += 1
+        options = [
+            discord.SelectOption(label=label[:OPTION_LIMIT], value=value[:OPTION_LIMIT]) for label, value in chunk
+        ]
+        custom_id = encode_custom_id(action.action_id, action.target_id, str(page) if page else "")
+        shown = f"{placeholder} ({chunk[0][0]} – {chunk[-1][0]})" if len(pages) > 1 else placeholder
+        view.add_item(
+            discord.ui.Select(custom_id=custom_id, placeholder=shown[:PLACEHOLDER_LIMIT], options=options, row=row)
+        )
+    return row

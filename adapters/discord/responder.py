@@ -25,7 +25,7 @@ from discord.http import Route
 from discord.webhook.async_ import async_context, interaction_response_params
 
 from adapters.discord.callbacks import CallbackConnections, CallbackError
-from adapters.discord.render import Page, render_progress, render_reply, sanitize
+from adapters.discord.render import CONTENT_LIMIT, Page, render_progress, render_reply, sanitize, split_text
 from bots.events import Conversation
 from bots.reply import PublishForbidden, Reply
 
@@ -188,14 +188,43 @@ async def defer_raw(client: discord.Client, interaction_id: int, token: str, ack
 
 
 def _private(text: str) -> dict[str, Any]:
-    return {"content": text[:2000], "flags": 64, "allowed_mentions": {"parse": []}}
+    return {"content": text, "flags": 64, "allowed_mentions": {"parse": []}}
+
+
+def _private_pages(text: str) -> list[dict[str, Any]]:
+    """A private answer as one or more ephemeral messages, split at Discord's content limit like public replies."""
+    return [_private(chunk) for chunk in split_text(text, CONTENT_LIMIT)]
+
+
+async def _private_follow_ups(
+    client: discord.Client,
+    application_id: int,
+    token: str,
+    pages: Sequence[dict[str, Any]],
+    session: aiohttp.ClientSession,
+) -> None:
+    """Send the rest of a long private answer as ephemeral follow-ups, in order."""
+    http = client.http
+    adapter = async_context.get()
+    for page in pages:
+        await adapter.execute_webhook(
+            application_id, token, session=session, proxy=http.proxy, proxy_auth=http.proxy_auth, payload=page
+        )
 
 
 async def answer_raw(client: discord.Client, interaction_id: int, token: str, text: str, acks: AckSession) -> bool:
     """Answer an interaction privately straight from its raw payload: for those refused before discord.py or the
-    core see them (unknown, outdated, invalid), so they never show a public "thinking…"."""
-    payload = {"type": InteractionResponseType.channel_message.value, "data": _private(text)}
-    return await acks.respond(client, interaction_id, token, payload)
+    core see them (unknown, outdated, invalid), so they never show a public "thinking…". Text past Discord's limit
+    follows in further private messages."""
+    first, *rest = _private_pages(text)
+    payload = {"type": InteractionResponseType.channel_message.value, "data": first}
+    answered = await acks.respond(client, interaction_id, token, payload)
+    if answered and rest:
+        try:
+            await _private_follow_ups(client, client.application_id or 0, token, rest, acks.get())
+        except DELIVERY_ERRORS as exc:
+            _log.warning("the rest of a long private answer to interaction %s failed: %s", interaction_id, exc)
+    return answered
 
 
 async def replace_deferred_raw(
@@ -204,15 +233,11 @@ async def replace_deferred_raw(
     """Turn a deferred "thinking…" into a private answer without discord.py models: delete the loading response,
     then follow up ephemerally (a follow-up sent while it still loads would become it, publicly)."""
     http = client.http
-    adapter = async_context.get()
-    proxy, proxy_auth = http.proxy, http.proxy_auth
     try:
-        await adapter.delete_original_interaction_response(
-            application_id, token, session=session, proxy=proxy, proxy_auth=proxy_auth
+        await async_context.get().delete_original_interaction_response(
+            application_id, token, session=session, proxy=http.proxy, proxy_auth=http.proxy_auth
         )
-        await adapter.execute_webhook(
-            application_id, token, session=session, proxy=proxy, proxy_auth=proxy_auth, payload=_private(text)
-        )
+        await _private_follow_ups(client, application_id, token, _private_pages(text), session)
     except DELIVERY_ERRORS as exc:
         _log.warning("could not answer a refused interaction: %s", exc)
 

@@ -51,6 +51,7 @@ from adapters.slack.translate import (
     REMIX_SHORTCUT,
     ask_metadata,
     asked_question,
+    mentioned_users,
     remix_metadata,
     to_action,
     to_command,
@@ -82,6 +83,7 @@ BOT_SCOPES = (
     "users:read",
 )
 NAMES_CACHED = 4096  # user id -> display name, so ideas posted as messages are credited by name, not by id
+MENTIONS_LOOKED_UP = 10  # users.info calls one message may cost for mentions without a name
 SEEN_EVENTS = 10_000  # event ids remembered for retry de-duplication (Slack retries within minutes)
 LISTEN_BACKLOG = 1024  # pending connections the HTTP-mode listener queues (the kernel caps it at somaxconn)
 CLIENTS_CACHED = 256  # per-workspace Web API clients kept for the Publisher in OAuth mode
@@ -381,24 +383,45 @@ class SlackAdapter:
             while len(self.names) > NAMES_CACHED:
                 self.names.popitem(last=False)
 
+    async def _display_name(self, user_id: str, client: AsyncWebClient) -> str:
+        """A person's display name: the one seen in a command or click, else users.info (kept); "" if unknown. A
+        failed look-up is remembered, so it is not repeated at every message."""
+        name = self.names.get(user_id)
+        if name is None:
+            try:
+                found = (await client.users_info(user=user_id)).get("user") or {}
+            except (TimeoutError, SlackApiError, aiohttp.ClientError) as exc:
+                _log.info("users.info for %s failed (%s); no name for them", user_id, exc)
+                self.names[user_id] = user_id  # not asked again until a command or click brings the name
+                return ""
+            profile = found.get("profile") or {}
+            name = profile.get("display_name") or profile.get("real_name") or found.get("name") or ""
+            self._remember_name(user_id, name)
+        return "" if name == user_id else name
+
     async def _named(self, message: Message, client: AsyncWebClient) -> Message:
-        """Message events carry only the user id: use the name seen in a command or click, else ask users.info
-        (kept), else keep the id. Names credit ideas; a `<@id>` would ping the person instead."""
+        """Message events carry only the user id: use the person's display name, else keep the id. Names credit
+        ideas; a `<@id>` would ping the person instead."""
         user = message.user
         if user.name != user.id:
             return message
-        name = self.names.get(user.id)
-        if name is None:
-            try:
-                found = (await client.users_info(user=user.id)).get("user") or {}
-            except (TimeoutError, SlackApiError, aiohttp.ClientError) as exc:
-                _log.info("users.info for %s failed (%s); crediting the user id", user.id, exc)
-                self.names[user.id] = user.id  # not asked again until a command or click brings the name
-                return message
-            profile = found.get("profile") or {}
-            name = profile.get("display_name") or profile.get("real_name") or found.get("name") or ""
-            self._remember_name(user.id, name)
+        name = await self._display_name(user.id, client)
         return dataclasses.replace(message, user=dataclasses.replace(user, name=name or user.id))
+
+    async def _mention_names(self, text: str, client: AsyncWebClient | None = None) -> dict[str, str]:
+        """Display names of the people `text` mentions without a label, so the core reads `@bob`, not `@U0BOB`.
+        Without a client only names already known are used (a modal's trigger expires in 3 s); at most
+        MENTIONS_LOOKED_UP are asked for per text. Unknown ones are left out: they read `@someone`."""
+        names: dict[str, str] = {}
+        for index, user_id in enumerate(mentioned_users(text)):
+            if client is None or index >= MENTIONS_LOOKED_UP:
+                name = self.names.get(user_id, "")
+                name = "" if name == user_id else name
+            else:
+                name = await self._display_name(user_id, client)
+            if name:
+                names[user_id] = name
+        return names
 
     def _handle_once(self, body: Mapping[str, Any], work: Callable[[], Awaitable[Any]]) -> None:
         """Run an Events API event's work unless another worker already took this event id (checked after the
@@ -454,7 +477,8 @@ class SlackAdapter:
 
     async def _on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        command = to_command(body, self.admins, self.settings.command_prefix)
+        names = await self._mention_names(body.get("text", ""), client)
+        command = to_command(body, self.admins, self.settings.command_prefix, names)
         self._handle(command, self._responder(client, command, response_url=body.get("response_url")))
 
     async def _on_action(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -481,8 +505,10 @@ class SlackAdapter:
     async def _on_remix_shortcut(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         limits = self.chorus.settings.limits
-        metadata = remix_metadata(body, limits.max_prompt_chars)
-        preview = unescape((body.get("message") or {}).get("text", ""))
+        original = (body.get("message") or {}).get("text", "")
+        names = await self._mention_names(original)  # known names only: the trigger expires in 3 s
+        metadata = remix_metadata(body, limits.max_prompt_chars, names)
+        preview = unescape(original, names)
         view = remix_modal(preview, self.options.tones, limits.max_variants, metadata)
         self.spawn(client.views_open(trigger_id=body.get("trigger_id", ""), view=view))
 
@@ -494,16 +520,23 @@ class SlackAdapter:
         if found is None:
             return
         if isinstance(found, Message):
-            message = found
-            self._handle_once(body, lambda: self._refine_from_message(message, client))
+            team_id = str(body.get("team_id", ""))
+            self._handle_once(body, lambda: self._refine_from_message(event, team_id, bot_user_id, client))
         else:
             activity = found
             self._handle_once(body, lambda: self.chorus.handle(activity, self._responder(client, activity)))
 
-    async def _refine_from_message(self, message: Message, client: AsyncWebClient) -> None:
-        """A message to Chorus; in a thread it replies to the thread's root, and the core picks the newest result
-        there (feedback.message_target)."""
-        message = await self._named(message, client)
+    async def _refine_from_message(
+        self, event: dict[str, Any], team_id: str, bot_user_id: str, client: AsyncWebClient
+    ) -> None:
+        """A message to Chorus, with the people it mentions by name; in a thread it replies to the thread's root,
+        and the core picks the newest result there (feedback.message_target)."""
+        text = str(event.get("text", ""))
+        names = await self._mention_names(text.replace(f"<@{bot_user_id}>", " ") if bot_user_id else text, client)
+        found = to_message(event, team_id, bot_user_id, self.admins, names)
+        if not isinstance(found, Message):
+            return
+        message = await self._named(found, client)
         await self.chorus.handle(message, self._responder(client, message, thread_ts=message.conversation.thread))
 
     async def _on_reaction(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:

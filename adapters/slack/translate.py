@@ -83,11 +83,15 @@ _MARKUP = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
 _SPECIAL_MENTIONS = frozenset({"here", "channel", "everyone"})
 
 
-def _as_shown(match: re.Match[str]) -> str:
-    """What Slack shows for one `<…>`: a link's label (or its address), `@name`, `#channel`, a date's fallback."""
+SOMEONE = "someone"  # who an unlabeled `<@U…>` mention names when the person's display name is not known
+
+
+def _as_shown(match: re.Match[str], names: Mapping[str, str]) -> str:
+    """What Slack shows for one `<…>`: a link's label (or its address), `@name`, `#channel`, a date's fallback. A
+    person mentioned without a label is `@` their display name from `names`, else `@someone`: never a raw id."""
     target, label = match.group(1), match.group(2)
     if target.startswith("@"):
-        return f"@{label}" if label else target
+        return f"@{label or names.get(target[1:]) or SOMEONE}"
     if target.startswith("#"):
         return f"#{label}" if label else target
     if target.startswith("!"):
@@ -98,10 +102,22 @@ def _as_shown(match: re.Match[str]) -> str:
     return label or target.removeprefix("mailto:")
 
 
-def unescape(text: str) -> str:
+def mentioned_users(text: str) -> list[str]:
+    """The ids of people mentioned without a label (`<@U0BOB>`), in order, once each: the names to look up."""
+    found: dict[str, None] = {}
+    for match in _MARKUP.finditer(text):
+        target, label = match.group(1), match.group(2)
+        if target.startswith("@") and not label and len(target) > 1:
+            found[target[1:]] = None
+    return list(found)
+
+
+def unescape(text: str, names: Mapping[str, str] | None = None) -> str:
     """Slack's message and command text as the person saw it: links, mentions and channels as their text, and the
-    `&`, `<` and `>` Slack escapes as themselves; the core (the model, idea lists, history) wants what was typed."""
-    text = _MARKUP.sub(_as_shown, text)
+    `&`, `<` and `>` Slack escapes as themselves; the core (the model, idea lists, history) wants what was typed.
+    `names`: display names by user id, for mentions Slack sent without one."""
+    known = names or {}
+    text = _MARKUP.sub(lambda match: _as_shown(match, known), text)
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
@@ -115,14 +131,16 @@ def command_name(command: str, prefix: str = "") -> str:
     return name.removeprefix(prefix.lower()) if prefix else name
 
 
-def to_command(body: SlashCommandBody | Payload, admins: Collection[str], prefix: str = "") -> Command:
+def to_command(
+    body: SlashCommandBody | Payload, admins: Collection[str], prefix: str = "", names: Mapping[str, str] | None = None
+) -> Command:
     conversation = Conversation(PLATFORM, body.get("team_id", ""), body.get("channel_id", ""))
     user = slack_user(body.get("user_id", ""), body.get("user_name", ""), admins)
     return Command(
         conversation=conversation,
         user=user,
         name=command_name(body.get("command", ""), prefix),
-        text=unescape(body.get("text", "")).strip(),
+        text=unescape(body.get("text", ""), names).strip(),
         extras={"payload": body},
     )
 
@@ -258,11 +276,11 @@ def to_submission(body: Payload, admins: Collection[str]) -> Action | Command | 
 METADATA_LIMIT = 3000  # characters of a view's private_metadata
 
 
-def remix_metadata(body: Payload, max_chars: int) -> str:
+def remix_metadata(body: Payload, max_chars: int, names: Mapping[str, str] | None = None) -> str:
     """What the remix modal needs to remember of the message it was started on. Slack keeps 3000 characters, so the
     text is shortened until the JSON fits; cutting the JSON itself lost where the remix goes."""
     message = body.get("message") or {}
-    text = unescape(message.get("text", ""))[:max_chars]
+    text = unescape(message.get("text", ""), names)[:max_chars]
     channel = (body.get("channel") or {}).get("id", "")
     thread = message.get("thread_ts")
     while True:
@@ -274,7 +292,11 @@ def remix_metadata(body: Payload, max_chars: int) -> str:
 
 
 def to_message(
-    event: MessageEvent | Payload, team_id: str, bot_user_id: str, admins: Collection[str]
+    event: MessageEvent | Payload,
+    team_id: str,
+    bot_user_id: str,
+    admins: Collection[str],
+    names: Mapping[str, str] | None = None,
 ) -> Message | Activity | None:
     """A person's message: addressed to Chorus (DM, mention, a thread under a Chorus post) or channel activity.
 
@@ -298,13 +320,15 @@ def to_message(
     user = slack_user(user_id, "", admins)
     if not addressed:
         at = datetime.fromtimestamp(float(ts or 0), UTC)
-        return Activity(conversation, user, at=at, text=" ".join(unescape(text).split()), extras={"payload": event})
+        return Activity(
+            conversation, user, at=at, text=" ".join(unescape(text, names).split()), extras={"payload": event}
+        )
     if mention:
         text = text.replace(mention, " ")
     return Message(
         conversation=conversation,
         user=user,
-        text=" ".join(unescape(text).split()),
+        text=" ".join(unescape(text, names).split()),
         reply_to=message_ref(channel, thread_ts) if in_thread and thread_ts else None,
         message_ref=message_ref(channel, ts),
         extras={"payload": event},

@@ -1,7 +1,9 @@
-"""/brainstorm <topic> [--minutes N] [--rounds R] and /brainstorm summary, parsed alike on every platform."""
+"""/brainstorm <topic> [--minutes N] [--rounds R], /brainstorm summary and /brainstorm end, parsed alike on every
+platform."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from bots.errors import UserError
@@ -12,9 +14,27 @@ from bots.router import CommandSpec, Context
 if TYPE_CHECKING:
     from bots.brainstorm.feature import Brainstorms
 
-USAGE = "/brainstorm <topic> [--minutes N] [--rounds R] · /brainstorm summary"
+USAGE = "/brainstorm <topic> [--minutes N] [--rounds R] · /brainstorm summary · /brainstorm end"
 MAX_MINUTES = 1440.0
 MAX_ROUNDS = 10
+SUMMARY, END = "summary", "end"
+# A first word that names a subcommand, and the words people add to one without meaning a topic: "summary please",
+# "end it now", "stop the brainstorm". Anything else after it ("summary writing workshops") makes it a topic.
+_SUBCOMMANDS = {"summary": SUMMARY, "end": END, "stop": END, "finish": END, "wrap": END}
+_FILLER = frozenset({
+    "please", "pls", "plz", "now", "thanks", "thank", "you", "thx", "ty", "it", "this", "that", "the", "a", "our",
+    "of", "last", "latest", "brainstorm", "brainstorming", "session", "one", "up", "again", "here", "already",
+})  # fmt: skip
+_WORD = re.compile(r"[\w']+")
+
+
+def subcommand(topic: str) -> str | None:
+    """SUMMARY or END when the text is a subcommand word with at most filler and punctuation around it; else None
+    (a topic)."""
+    words = _WORD.findall(topic.lower())
+    if not words or words[0] not in _SUBCOMMANDS or _WORD.sub("", topic).strip(" .,!?;:-–—…"):
+        return None
+    return _SUBCOMMANDS[words[0]] if all(word in _FILLER for word in words[1:]) else None
 
 
 def parse_minutes(value: str | None, default: float) -> float:
@@ -32,8 +52,12 @@ async def brainstorm(ctx: Context) -> None:
     text = command.options.get("text", command.text) if command.options else command.text
     free, found = split_options(text, ("minutes", "rounds"))
     topic = free.strip()
-    if topic.lower() == "summary":
+    action = subcommand(topic)
+    if action == SUMMARY:
         await summary(ctx)
+        return
+    if action == END:
+        await _sessions(ctx).end_requested(ctx)
         return
     if not topic:
         raise UserError(f"Say what to brainstorm about: {USAGE}")

@@ -45,6 +45,10 @@ THROWAWAYS = frozenset(_THROWAWAY_LIST.split("|"))
 _VOTE_WORDS = frozenset({"+1", "👍", "this", "this one", "agree", "agreed", "same", "me too"})
 # Platforms whose threads are a mode of their one channel rather than a place of their own.
 _MODE_THREAD_PLATFORMS = frozenset({"terminal"})
+# The longest idea taken, in characters: the longest message Discord allows (with Nitro). Longer ideas are kept
+# whole up to this, and only shortened for embedding and in prompts; a page pasted from Slack or the terminal is
+# refused with the limit instead of being stored and filling the summary.
+MAX_IDEA_CHARS = 4000
 # A session opens a thread on its kickoff, and a thread cannot hold another (Discord refuses it outright).
 IN_A_THREAD = "A brainstorm opens a thread of its own, and threads can't hold threads: run /brainstorm in the channel."
 _THROWAWAY_HINT = "Not taken as an idea. To vote, type v <number> (e.g. v 3); to add an idea, write it out."
@@ -221,6 +225,11 @@ class Brainstorms:
 
     async def _add_idea(self, ctx: Context, session: BrainstormRecord, text: str, message_ref: str | None) -> None:
         store = self.app.store
+        if len(text) > MAX_IDEA_CHARS:
+            raise UserError(
+                f"That idea is {len(text)} characters; an idea can be at most {MAX_IDEA_CHARS}. Your idea was not "
+                "added: shorten it and post it again."
+            )
         found = self.app.blocklist.find(text)
         if found:
             raise UserError(f"Your idea contains a blocked word ({found!r}). Rephrase it and post it again.")
@@ -326,7 +335,8 @@ class Brainstorms:
         if not done:
             await ctx.responder.send(Reply.text("That round has already ended.", ephemeral=True))
 
-    async def _wrap_pressed(self, ctx: Context, session: BrainstormRecord) -> None:
+    async def _wrap_pressed(self, ctx: Context, session: BrainstormRecord) -> bool:
+        """✅ Wrap up (or /brainstorm end): True once this call wrapped the session up."""
         if not self.may_wrap(session, ctx.event.user):
             raise UserError(
                 f"Only {session.starter.name} (who started this brainstorm) or a moderator can wrap it up. "
@@ -337,8 +347,29 @@ class Brainstorms:
             current = await self.app.store.get_brainstorm(session.id)
             if current is None or not current.is_open:
                 await ctx.responder.send(Reply.text("This brainstorm has already wrapped up.", ephemeral=True))
-                return
+                return False
             await self._wrap_up(current, self._poster(current, ctx.responder))
+            return True
+
+    async def end_requested(self, ctx: Context) -> None:
+        """/brainstorm end: wrap up the brainstorm running here (this thread's, else the channel's), as ✅ Wrap up
+        does; the asker is told where the summary went when it went into the session's thread."""
+        store = self.app.store
+        conversation = ctx.event.conversation
+        session = await store.brainstorm_for_thread(conversation)
+        if session is None or not session.is_open:
+            session = await store.open_brainstorm_in_channel(conversation)
+        if session is None:
+            raise UserError(
+                "No brainstorm is running in this channel. /brainstorm summary shows the last one's result; "
+                "/brainstorm <topic> starts a new one."
+            )
+        thread = session.conversation.thread
+        if await self._wrap_pressed(ctx, session) and thread is not None and conversation.thread != thread:
+            name = f" “{session.thread_name}”" if session.thread_name else ""
+            topic = render.short(session.topic, 80)
+            note = f"The brainstorm on “{topic}” has wrapped up; the summary is in its thread{name}."
+            await ctx.responder.send(Reply.text(note, ephemeral=True))
 
     # -- rounds ------------------------------------------------------------------------------------------------------
 
