@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -798,9 +798,13 @@ class BrainstormStore:
 class Store(BrainstormStore):
     """Chorus' persistent memory. Call start() once before use and close() at shutdown."""
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout_s: float = 5.0, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self.url = url
         self.connect_timeout_s = connect_timeout_s
+        # When engagement happens, by default: drops read it by their own clock, so a test freezes both alike.
+        self.clock = clock or _now
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
 
@@ -1013,7 +1017,7 @@ class Store(BrainstormStore):
                 generation_id=generation_id,
                 kind=kind,
                 value=value,
-                created_at=at or _now(),
+                created_at=at or self.clock(),
             )
         )
 

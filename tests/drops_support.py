@@ -92,7 +92,7 @@ def drops_settings(home: Path, **env: str) -> Settings:
 
 async def start_drops(settings: Settings, clock: Clock, publisher: RecordingPublisher | None = None) -> Drops:
     """A running Chorus with the drops service attached and `publisher` (a RecordingPublisher) as its platform."""
-    bot = await make_bot(settings)
+    bot = await make_bot(settings, clock=clock)
     service = DropsService(bot.chorus, clock=clock)
     service.attach()
     publisher = publisher or RecordingPublisher()

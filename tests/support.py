@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -138,10 +139,16 @@ def settings_for(home: Path, **env: str) -> Settings:
     )
 
 
-async def make_bot(settings: Settings, generator: FakeGenerator | None = None, *, drops: bool = False) -> TestBot:
+async def make_bot(
+    settings: Settings,
+    generator: FakeGenerator | None = None,
+    *,
+    drops: bool = False,
+    clock: Callable[[], datetime] | None = None,
+) -> TestBot:
     """Chorus with every feature installed as `chorus run` does; drops only on request (their tests attach their
-    own service, with a clock they control)."""
-    store = Store(settings.store_url)
+    own service, with a clock they control, which then also stamps engagement)."""
+    store = Store(settings.store_url, clock=clock)
     await store.start()
     return TestBot(build_chorus(settings, store, generator or FakeGenerator(), drops=drops))
 
