@@ -43,15 +43,22 @@ _PREFILL_PIECE = 256
 class IncrementalDetokenizer:
     """Turns a growing token list into text deltas.
 
-    Decodes all ids each step and hands out the new suffix, holding back partial UTF-8 characters (a trailing
-    U+FFFD) and any tail that could be the start of a stop string; a completed stop string and what follows it
-    are never handed out.
+    Each step decodes only a short window of recent ids (vLLM's prefix/read offsets): the window's text with and
+    without the new token, whose difference is the new text. Decoding all ids each step cost time that grew with
+    the answer (8% of a long answer's decode thread in `chorus serve`). Starting both decodes at the same id makes
+    a tokenizer's special handling of a first piece (a dropped leading space) cancel out. Partial UTF-8 characters
+    (a trailing U+FFFD) are held back, and so is any tail that could be the start of a stop string; a completed
+    stop string and what follows it are never handed out.
     """
 
     def __init__(self, decode: Callable[[Sequence[int]], str], stop: Sequence[str] = ()) -> None:
         self._decode = decode
         self._stop = tuple(s for s in stop if s)
         self._ids: list[int] = []
+        # ids[:_read] are decoded into _settled; ids[_prefix:_read] is the window's context for the next decode.
+        self._prefix = 0
+        self._read = 0
+        self._settled = ""
         self._text = ""
         self._emitted = 0
         self.stopped = False
@@ -71,7 +78,16 @@ class IncrementalDetokenizer:
         if self.stopped:
             return ""
         self._ids.append(token_id)
-        text = self._decode(self._ids).rstrip(_REPLACEMENT)
+        context = self._decode(self._ids[self._prefix : self._read]) if self._read > self._prefix else ""
+        window = self._decode(self._ids[self._prefix :])
+        new = window[len(context) :]
+        if new.endswith(_REPLACEMENT):
+            # A character still being spelled out byte by byte: shown once it is complete.
+            text = self._settled + new.rstrip(_REPLACEMENT)
+        else:
+            self._settled += new
+            self._prefix, self._read = self._read, len(self._ids)
+            text = self._settled
         hit = self._first_stop(text)
         if hit is not None:
             self.stopped = True

@@ -381,6 +381,35 @@ def test_detokenizer_never_splits_a_character() -> None:
     assert detokenizer.flush() == ""
 
 
+def test_detokenizer_work_per_token_does_not_grow_with_the_answer() -> None:
+    """A long answer streams as fast at its end as at its start: each token decodes a short window of ids, not
+    everything so far (which made a 1000-token answer decode half a million ids)."""
+    decoded: list[int] = []
+
+    def counting_decode(ids: list[int]) -> str:
+        decoded.append(len(ids))
+        return byte_decode(ids)
+
+    text = "Dragons 🐉 über alles, 日本語も。 " * 60
+    detokenizer = IncrementalDetokenizer(counting_decode, stop=("THE END",))
+    streamed = "".join(feed(detokenizer, text)) + detokenizer.flush()
+    assert streamed == text
+    assert sum(decoded) <= 12 * len(text.encode())
+
+
+def test_detokenizer_keeps_spaces_a_tokenizer_drops_at_the_start_of_a_decode() -> None:
+    """SentencePiece-style tokenizers drop the leading space of the first piece they decode; decoding a window must
+    not lose the spaces between words."""
+    pieces = ["▁Once", "▁upon", "▁a", "▁time", ",", "▁a", "▁dragon", "."]
+
+    def sentencepiece_decode(ids: list[int]) -> str:
+        return "".join(pieces[i] for i in ids).replace("▁", " ").removeprefix(" ")
+
+    detokenizer = IncrementalDetokenizer(sentencepiece_decode)
+    deltas = [detokenizer.add(index) for index in range(len(pieces))]
+    assert "".join(deltas) + detokenizer.flush() == "Once upon a time, a dragon."
+
+
 def test_detokenizer_cuts_at_a_stop_string_and_holds_back_possible_starts() -> None:
     detokenizer = IncrementalDetokenizer(byte_decode, stop=("\n\n", "END"))
     deltas = feed(detokenizer, "one EN")
