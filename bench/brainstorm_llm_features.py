@@ -118,8 +118,8 @@ def main() -> None:
     machine = machine_info()
     lines = [
         "### SmolLM2 hidden states beside MiniLM for theme finding (bench/brainstorm_llm_features.py)\n",
-        f"{machine['cpu_model']}, {machine['os_cpu_count']} cores; commit {(machine['git_commit'] or '?')[:7]}, {machine['date']}; "
-        f"{time.perf_counter() - started:.0f} s.\n",
+        f"{machine['cpu_model']}, {machine['os_cpu_count']} cores; commit {(machine['git_commit'] or '?')[:7]}; "
+        f"{machine['date']}; {time.perf_counter() - started:.0f} s.\n",
         "| Set | Vectors | Themes found (whole set) | ARI, whole set | ARI, mean of 12 random 60-idea rounds |",
         "|---|---|---:|---:|---:|",
         *(
