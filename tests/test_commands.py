@@ -146,17 +146,43 @@ async def test_help_lists_commands_kinds_and_tones(testbot: TestBot) -> None:
         assert needle in text
 
 
+async def test_help_typed_without_the_slash_points_to_help_and_makes_no_version(testbot: TestBot) -> None:
+    assert "/help" in reply_text(await testbot.one("help"))
+    await testbot.one("/create poem the sea")
+    requests = len(testbot.generator.requests)
+    for line in ("help", "Help me please", "commands?"):
+        reply = await testbot.one(line)
+        assert "Type /help for the commands" in reply_text(reply) and reply.generation_id is None
+    assert len(testbot.generator.requests) == requests, "asking for help is not an instruction to rewrite"
+
+
+async def test_help_for_one_command_shows_its_usage_example_and_values(testbot: TestBot) -> None:
+    reply = await testbot.one("/help create")
+    text = reply_text(reply)
+    assert reply.title == "Help: /create" and "Content kinds:" not in text, "only the command asked about"
+    assert "Example: /create slogan my bakery" in text and "Tones: neutral" in text and "Kinds: slogan" in text
+    assert "Example: /remix" in reply_text(await testbot.one("/help /remix"))
+    assert "No command /crate. Did you mean /create?" in reply_text(await testbot.one("/help crate"))
+    assert "/help create" in reply_text(await testbot.one("/help")), "the full list says how to ask about one"
+    # Discord hands the command over as a structured option.
+    await testbot.chorus.handle(
+        Command(CONVERSATION, testbot.user, "help", options={"command": "remix"}), testbot.responder
+    )
+    assert testbot.responder.replies[-1].title == "Help: /remix"
+
+
 async def test_forget_asks_then_deletes_only_the_users_data(testbot: TestBot) -> None:
     await testbot.one("/create slogan a tea shop", as_user="alice")
     await testbot.one("/create slogan a bakery", as_user="bob")
     ask = await testbot.one("/forget", as_user="alice")
     assert "cannot be undone" in reply_text(ask) and [a.key for a in ask.actions] == ["y", "n"]
+    assert "(1 generation)" in reply_text(ask), "one of a thing is singular"
     cancelled = await testbot.one("n")
     assert "Nothing was deleted" in reply_text(cancelled)
     assert (await testbot.store.user_data_counts("terminal", "alice"))["generations"] == 1
     await testbot.one("/forget")
     done = await testbot.one("y")
-    assert reply_text(done).startswith("Done. Deleted 1 generations")
+    assert reply_text(done).startswith("Done. Deleted 1 generation.")
     assert (await testbot.store.user_data_counts("terminal", "alice"))["generations"] == 0
     assert (await testbot.store.user_data_counts("terminal", "bob"))["generations"] == 1
 
