@@ -125,6 +125,14 @@ async def test_unknown_command_suggests_the_closest(testbot: TestBot) -> None:
     )
 
 
+async def test_the_start_of_a_command_or_a_bare_slash_points_to_it(testbot: TestBot) -> None:
+    assert "Unknown command /h. Did you mean /help or /history?" in reply_text(await testbot.one("/h"))
+    assert "Did you mean /history?" in reply_text(await testbot.one("/hist"))
+    assert "Did you mean /help?" in reply_text(await testbot.one("/?"))
+    assert "Did you mean /help?" in reply_text(await testbot.one("/"))
+    assert "Did you mean" not in reply_text(await testbot.one("/zzz")), "nothing starts like that"
+
+
 async def test_unknown_kind_lists_kinds_and_nothing_is_generated(testbot: TestBot) -> None:
     reply = await testbot.one("/create limerick a cat")
     assert reply.ephemeral and "Unknown kind 'limerick'" in reply_text(reply) and "slogan, tagline" in reply_text(reply)
