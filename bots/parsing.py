@@ -58,6 +58,15 @@ def _unknown_option(name: str, allowed: Sequence[str]) -> str:
     return f"Unknown option --{name}.{hint} Options: {flags}."
 
 
+_QUOTES = "\"'“”‘’«»`"
+
+
+def _unquote(value: str) -> str:
+    """`--tone 'witty'` and `--tone “witty”` as `witty`: people quote values, and phones curl the quotes."""
+    stripped = value.strip(_QUOTES)
+    return stripped or value
+
+
 def split_options(
     text: str | Sequence[str], allowed: Iterable[str], *, strict: bool = False, usage: str = ""
 ) -> tuple[str, dict[str, str]]:
@@ -87,7 +96,7 @@ def split_options(
                 raise UserError(f"--{name} needs a value, e.g. --{name} {_EXAMPLES.get(name, 'x')}.")
             i += 1
             value = words[i]
-        options[name] = value
+        options[name] = _unquote(value)
         i += 1
     return " ".join(rest), options
 

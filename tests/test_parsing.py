@@ -94,6 +94,11 @@ def test_variants_is_another_name_for_n(settings: Settings) -> None:
         parse_create("poem the sea --variants 9", {}, settings)
 
 
+def test_quoted_option_values_are_the_value_inside(settings: Settings) -> None:
+    args = parse_create('poem "the sea" --tone \'witty\' --length=“short” --n "2"', {}, settings)
+    assert (args.prompt, args.tone, args.length, args.n) == ('"the sea"', "witty", "short", 2)
+
+
 def test_over_long_prompt_names_the_limit_from_config() -> None:
     settings = load_settings(env={"CHORUS_LIMITS__MAX_PROMPT_CHARS": "20"})
     with pytest.raises(UserError, match="That prompt is 30 characters; the limit is 20"):
