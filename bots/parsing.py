@@ -364,6 +364,8 @@ def chatter_hint(text: str) -> str:
         return CHATTER_HINT
     if len(words) <= 4 and _HELP_WORDS & set(words) and all(word in _HELP_WORDS | _HELP_FILLER for word in words):
         return HELP_HINT
+    if " ".join(words) in _UNDO:
+        return UNDO_HINT
     if len(words) <= 4 and all(word in _ACKS for word in words):
         return CHATTER_HINT
     if len(words) >= 2 and all(word in _KEYS for word in words):
@@ -379,6 +381,16 @@ _HELP_FILLER = frozenset(["me", "pls", "please", "plz", "what", "are", "the", "s
 HELP_HINT = (
     "Type /help for the commands, kinds and tones, e.g. /create slogan my bakery --n 3. After a result, type "
     "r (regenerate), m (more like this), s (shorter), l (longer) or t <tone>, or say what to change."
+)
+
+# "undo", "go back": there is no undo, and asking the model to "undo" writes a new version about undoing.
+_UNDO = frozenset(
+    ["undo", "undo that", "undo it", "go back", "back", "revert", "revert it", "previous", "previous version",
+     "the previous one", "ctrl z", "restore", "take it back"]
+)  # fmt: skip
+UNDO_HINT = (
+    "Nothing is lost: every change is a new version, and /history lists them all. There is no undo; say what to "
+    "change instead, e.g. `s` for shorter or `make it rhyme`."
 )
 
 CHATTER_HINT = (

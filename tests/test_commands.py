@@ -164,6 +164,16 @@ async def test_help_typed_without_the_slash_points_to_help_and_makes_no_version(
     assert len(testbot.generator.requests) == requests, "asking for help is not an instruction to rewrite"
 
 
+async def test_undo_says_versions_are_kept_instead_of_asking_the_model_to_undo(testbot: TestBot) -> None:
+    await testbot.one("/create poem the sea")
+    await testbot.one("s")
+    requests = len(testbot.generator.requests)
+    for line in ("undo", "Go back!", "ctrl+z"):
+        reply = await testbot.one(line)
+        assert "/history lists them all" in reply_text(reply) and reply.generation_id is None
+    assert len(testbot.generator.requests) == requests, "nothing was generated"
+
+
 async def test_help_for_one_command_shows_its_usage_example_and_values(testbot: TestBot) -> None:
     reply = await testbot.one("/help create")
     text = reply_text(reply)
@@ -172,11 +182,6 @@ async def test_help_for_one_command_shows_its_usage_example_and_values(testbot: 
     assert "Example: /remix" in reply_text(await testbot.one("/help /remix"))
     assert "No command /crate. Did you mean /create?" in reply_text(await testbot.one("/help crate"))
     assert "/help create" in reply_text(await testbot.one("/help")), "the full list says how to ask about one"
-    # Discord hands the command over as a structured option.
-    await testbot.chorus.handle(
-        Command(CONVERSATION, testbot.user, "help", options={"command": "remix"}), testbot.responder
-    )
-    assert testbot.responder.replies[-1].title == "Help: /remix"
 
 
 async def test_forget_asks_then_deletes_only_the_users_data(testbot: TestBot) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from bots.errors import UserError
 from bots.events import Command
-from bots.options import Option
 from bots.parsing import did_you_mean
 from bots.reply import Reply
 from bots.router import CommandSpec, Context
@@ -26,9 +25,7 @@ def _lengths(settings: Settings) -> str:
 
 async def show_help(ctx: Context) -> None:
     event = ctx.event
-    # The terminal and Slack pass `/help create` as text; Discord as its `command` option.
-    topic = (event.text or event.options.get("command", "")) if isinstance(event, Command) else ""
-    topic = topic.strip().lstrip("/").lower()
+    topic = event.text.strip().lstrip("/").lower() if isinstance(event, Command) else ""
     if topic:
         await _show_command_help(ctx, topic)
         return
@@ -76,5 +73,4 @@ HELP = CommandSpec(
     summary="this list, or one command with an example",
     usage="/help [command]",
     handler=show_help,
-    options=(Option("command", "a command to explain, e.g. create"),),
 )
