@@ -28,16 +28,43 @@ def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
 _DASHES = re.compile(r"^(?:--|—|–|−−|‐‐|―)(?=\w)")
 
 
+# Other names people give an option: the replies and /help call them variants, so `--variants 3` means `--n 3`.
+OPTION_ALIASES = {"variants": "n", "variant": "n"}
+
+
 def _option_name(word: str, allowed: Sequence[str]) -> str | None:
-    """The option a word names (`--tone`, `—tone`, `–tone=x`, `-n`), or None when it is not an option."""
+    """The option a word names (`--tone`, `—tone`, `–tone=x`, `-n`, `--variants` for `--n`), or None when it is
+    not an option."""
     match = _DASHES.match(word)
     if match:
-        return word[match.end() :].partition("=")[0].lower()
+        name = word[match.end() :].partition("=")[0].lower()
+        alias = OPTION_ALIASES.get(name, "")
+        return alias if alias in allowed else name
     if word.startswith("-") and len(word) > 1 and not word[1].isdigit():
         name = word[1:].partition("=")[0].lower()
+        name = OPTION_ALIASES.get(name, name)
         if name in allowed:
             return name
     return None
+
+
+def _unknown_option(name: str, allowed: Sequence[str]) -> str:
+    """'Unknown option --varients. Did you mean --n? Options: …', matching aliases too (`--varients` is `--n`)."""
+    names = {option: option for option in allowed}
+    names.update({alias: option for alias, option in OPTION_ALIASES.items() if option in allowed})
+    close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
+    hint = f" Did you mean --{names[close[0]]}?" if close else ""
+    flags = ", ".join(f"--{a}" for a in allowed) or "none"
+    return f"Unknown option --{name}.{hint} Options: {flags}."
+
+
+_QUOTES = "\"'“”‘’«»`"
+
+
+def _unquote(value: str) -> str:
+    """`--tone 'witty'` and `--tone “witty”` as `witty`: people quote values, and phones curl the quotes."""
+    stripped = value.strip(_QUOTES)
+    return stripped or value
 
 
 def split_options(
@@ -61,8 +88,7 @@ def split_options(
             continue
         value = word.lstrip("-—–−‐―").partition("=")[2]
         if name not in allowed:
-            flags = ", ".join(f"--{a}" for a in allowed) or "none"
-            raise UserError(f"Unknown option --{name}.{did_you_mean(name, allowed)} Options: {flags}.")
+            raise UserError(_unknown_option(name, allowed))
         if not value:
             if i + 1 >= len(words) or _option_name(words[i + 1], allowed) is not None:
                 if usage:
@@ -70,7 +96,7 @@ def split_options(
                 raise UserError(f"--{name} needs a value, e.g. --{name} {_EXAMPLES.get(name, 'x')}.")
             i += 1
             value = words[i]
-        options[name] = value
+        options[name] = _unquote(value)
         i += 1
     return " ".join(rest), options
 
@@ -161,13 +187,39 @@ CREATE_USAGE = "/create <kind> <what it is about> [--tone <tone>] [--length shor
 REMIX_USAGE = "/remix <text to rewrite> --tone <tone> [--n 1-5]"
 
 
+_ARTICLES = ("a", "an", "the", "me a", "me an", "me some", "some")
+
+
+def _skip_article(free: str, settings: Settings) -> str:
+    """`a poem about the sea` and `me an ad for shoes` as `poem …` and `ad …`: the words people put before a kind."""
+    lowered = free.lower()
+    for article in sorted(_ARTICLES, key=len, reverse=True):
+        rest = free[len(article) :].lstrip()
+        if lowered.startswith(article + " ") and rest.partition(" ")[0].lower() in settings.kinds:
+            return rest
+    return free
+
+
+_TOPIC_WORD = re.compile(r"\b(about|for|of|on)\s+\{prompt\}")
+
+
+def _drop_repeated_preposition(prompt: str, template: str) -> str:
+    """`slogan for my bakery` asks for a slogan "for my bakery", not "for for my bakery": a leading word the kind's
+    template already puts before the prompt, or a leading "about", is dropped."""
+    before = _TOPIC_WORD.search(template)
+    first, _, rest = prompt.partition(" ")
+    if before is not None and rest.strip() and first.lower() in {before.group(1), "about"}:
+        return rest.strip()
+    return prompt
+
+
 def parse_create(text: str, options: Mapping[str, str], settings: Settings) -> CreateArgs:
     free, found = split_options(text, ("tone", "length", "n"))
     found.update({k: v for k, v in options.items() if k in ("tone", "length", "n", "kind", "prompt")})
     kind = found.pop("kind", "")
     prompt = found.pop("prompt", "")
     if not kind:
-        kind, _, rest = free.partition(" ")
+        kind, _, rest = _skip_article(free, settings).partition(" ")
         prompt = prompt or rest
     kind = kind.lower()
     kinds = list(settings.kinds)
@@ -175,6 +227,7 @@ def parse_create(text: str, options: Mapping[str, str], settings: Settings) -> C
         raise UserError(f"Say what to create: {CREATE_USAGE}. Kinds: {', '.join(kinds)}.")
     if kind not in settings.kinds:
         raise UserError(f"Unknown kind {kind!r}.{did_you_mean(kind, kinds)} Kinds: {', '.join(kinds)}.")
+    prompt = _drop_repeated_preposition(prompt.strip(), settings.kinds[kind].template)
     return CreateArgs(
         kind=kind,
         prompt=check_prompt(prompt, settings, f"/create {kind} <what it is about>"),
@@ -309,6 +362,10 @@ def chatter_hint(text: str) -> str:
         if "+" in stripped or "👍" in stripped:
             return "Glad you like it! Press 👍 to rate it, or type r, m, s, l or t <tone> to change it."
         return CHATTER_HINT
+    if len(words) <= 4 and _HELP_WORDS & set(words) and all(word in _HELP_WORDS | _HELP_FILLER for word in words):
+        return HELP_HINT
+    if " ".join(words) in _UNDO:
+        return UNDO_HINT
     if len(words) <= 4 and all(word in _ACKS for word in words):
         return CHATTER_HINT
     if len(words) >= 2 and all(word in _KEYS for word in words):
@@ -317,6 +374,24 @@ def chatter_hint(text: str) -> str:
         return f"Which change for variant {words[0]}? e.g. `{words[0]} s` for shorter or `{words[0]} make it rhyme`."
     return ""
 
+
+# "help", "commands", "help me please": a question about Chorus, never an instruction for a new version.
+_HELP_WORDS = frozenset(["help", "commands", "command", "usage", "menu"])
+_HELP_FILLER = frozenset(["me", "pls", "please", "plz", "what", "are", "the", "show", "list"])
+HELP_HINT = (
+    "Type /help for the commands, kinds and tones, e.g. /create slogan my bakery --n 3. After a result, type "
+    "r (regenerate), m (more like this), s (shorter), l (longer) or t <tone>, or say what to change."
+)
+
+# "undo", "go back": there is no undo, and asking the model to "undo" writes a new version about undoing.
+_UNDO = frozenset(
+    ["undo", "undo that", "undo it", "go back", "back", "revert", "revert it", "previous", "previous version",
+     "the previous one", "ctrl z", "restore", "take it back"]
+)  # fmt: skip
+UNDO_HINT = (
+    "Nothing is lost: every change is a new version, and /history lists them all. There is no undo; say what to "
+    "change instead, e.g. `s` for shorter or `make it rhyme`."
+)
 
 CHATTER_HINT = (
     "👋 To change the result, type r (regenerate), m (more like this), s (shorter), l (longer) or t <tone>, "

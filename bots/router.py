@@ -234,7 +234,7 @@ class Router:
         event = ctx.event
         if isinstance(event, Command):
             if ctx.spec is None:
-                hint = did_you_mean(event.name, self.commands, prefix="/")
+                hint = did_you_mean(event.name, self.commands, prefix="/") or self._prefix_hint(event.name)
                 raise UserError(f"Unknown command /{event.name}.{hint} Type /help for the list.")
             await ctx.spec.handler(ctx)
             return
@@ -246,6 +246,17 @@ class Router:
         }.get(type(event))
         if handler is not None:
             await handler(ctx)
+
+    def _prefix_hint(self, name: str) -> str:
+        """' Did you mean /help or /history?' for the start of a command name (`/h`, `/hist`), and /help for a bare
+        `/` or `/?`."""
+        name = name.lower()
+        if name in ("", "?") and "help" in self.commands:
+            return " Did you mean /help?"
+        starting = sorted(f"/{command}" for command in self.commands if command.startswith(name))
+        if not starting or len(starting) > 3:
+            return ""
+        return f" Did you mean {' or '.join(starting)}?"
 
 
 def _bind(middleware: Middleware, call_next: Handler) -> Handler:

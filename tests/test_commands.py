@@ -125,6 +125,14 @@ async def test_unknown_command_suggests_the_closest(testbot: TestBot) -> None:
     )
 
 
+async def test_the_start_of_a_command_or_a_bare_slash_points_to_it(testbot: TestBot) -> None:
+    assert "Unknown command /h. Did you mean /help or /history?" in reply_text(await testbot.one("/h"))
+    assert "Did you mean /history?" in reply_text(await testbot.one("/hist"))
+    assert "Did you mean /help?" in reply_text(await testbot.one("/?"))
+    assert "Did you mean /help?" in reply_text(await testbot.one("/"))
+    assert "Did you mean" not in reply_text(await testbot.one("/zzz")), "nothing starts like that"
+
+
 async def test_unknown_kind_lists_kinds_and_nothing_is_generated(testbot: TestBot) -> None:
     reply = await testbot.one("/create limerick a cat")
     assert reply.ephemeral and "Unknown kind 'limerick'" in reply_text(reply) and "slogan, tagline" in reply_text(reply)
@@ -146,17 +154,48 @@ async def test_help_lists_commands_kinds_and_tones(testbot: TestBot) -> None:
         assert needle in text
 
 
+async def test_help_typed_without_the_slash_points_to_help_and_makes_no_version(testbot: TestBot) -> None:
+    assert "/help" in reply_text(await testbot.one("help"))
+    await testbot.one("/create poem the sea")
+    requests = len(testbot.generator.requests)
+    for line in ("help", "Help me please", "commands?"):
+        reply = await testbot.one(line)
+        assert "Type /help for the commands" in reply_text(reply) and reply.generation_id is None
+    assert len(testbot.generator.requests) == requests, "asking for help is not an instruction to rewrite"
+
+
+async def test_undo_says_versions_are_kept_instead_of_asking_the_model_to_undo(testbot: TestBot) -> None:
+    await testbot.one("/create poem the sea")
+    await testbot.one("s")
+    requests = len(testbot.generator.requests)
+    for line in ("undo", "Go back!", "ctrl+z"):
+        reply = await testbot.one(line)
+        assert "/history lists them all" in reply_text(reply) and reply.generation_id is None
+    assert len(testbot.generator.requests) == requests, "nothing was generated"
+
+
+async def test_help_for_one_command_shows_its_usage_example_and_values(testbot: TestBot) -> None:
+    reply = await testbot.one("/help create")
+    text = reply_text(reply)
+    assert reply.title == "Help: /create" and "Content kinds:" not in text, "only the command asked about"
+    assert "Example: /create slogan my bakery" in text and "Tones: neutral" in text and "Kinds: slogan" in text
+    assert "Example: /remix" in reply_text(await testbot.one("/help /remix"))
+    assert "No command /crate. Did you mean /create?" in reply_text(await testbot.one("/help crate"))
+    assert "/help create" in reply_text(await testbot.one("/help")), "the full list says how to ask about one"
+
+
 async def test_forget_asks_then_deletes_only_the_users_data(testbot: TestBot) -> None:
     await testbot.one("/create slogan a tea shop", as_user="alice")
     await testbot.one("/create slogan a bakery", as_user="bob")
     ask = await testbot.one("/forget", as_user="alice")
     assert "cannot be undone" in reply_text(ask) and [a.key for a in ask.actions] == ["y", "n"]
+    assert "(1 generation)" in reply_text(ask), "one of a thing is singular"
     cancelled = await testbot.one("n")
     assert "Nothing was deleted" in reply_text(cancelled)
     assert (await testbot.store.user_data_counts("terminal", "alice"))["generations"] == 1
     await testbot.one("/forget")
     done = await testbot.one("y")
-    assert reply_text(done).startswith("Done. Deleted 1 generations")
+    assert reply_text(done).startswith("Done. Deleted 1 generation.")
     assert (await testbot.store.user_data_counts("terminal", "alice"))["generations"] == 0
     assert (await testbot.store.user_data_counts("terminal", "bob"))["generations"] == 1
 

@@ -158,7 +158,7 @@ async def test_a_stale_yes_after_no_asks_again_instead_of_deleting(bot: TestBot)
     assert "nothing was deleted" in reply_text(again) and "Delete it?" in reply_text(again)
     assert (await bot.store.user_data_counts("terminal", "alice"))["generations"] == 1
     done = await bot.one("y")  # the new question's yes
-    assert reply_text(done).startswith("Done. Deleted 1 generations")
+    assert reply_text(done).startswith("Done. Deleted 1 generation.")
 
 
 async def test_an_older_forget_question_is_replaced_by_the_newer_one(bot: TestBot) -> None:
@@ -196,10 +196,10 @@ async def test_someone_who_only_started_a_brainstorm_and_enabled_drops_can_still
 
     question = await bot.one("/forget", as_user=FORGOTTEN)
     assert "Delete it?" in reply_text(question)
-    assert "1 brainstorms started, 1 drop channels enabled" in reply_text(question)
+    assert "1 brainstorm started, 1 drop channel enabled" in reply_text(question)
     done = await bot.one("y", as_user=FORGOTTEN)
 
-    assert reply_text(done).startswith("Done. Deleted") and "1 brainstorms started" in reply_text(done)
+    assert reply_text(done).startswith("Done. Deleted") and "1 brainstorm started" in reply_text(done)
     after = await _everything_stored(bot)
     assert FORGOTTEN not in after and HER_TOPIC not in after
     assert "nothing stored" in reply_text(await bot.one("/forget", as_user=FORGOTTEN))

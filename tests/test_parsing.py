@@ -47,12 +47,56 @@ def test_structured_options_win(settings: Settings) -> None:
             r"Unknown length 'shrot'\. Did you mean 'short'\? Lengths: short, medium, long",
         ),
         ("slogan a cafe --length", r"--length needs a value, e\.g\. --length short"),
-        ("slogan a cafe --lenght short", r"Unknown option --lenght\. Did you mean 'length'\?"),
+        ("slogan a cafe --lenght short", r"Unknown option --lenght\. Did you mean --length\?"),
     ],
 )
 def test_bad_create_input(text: str, message: str, settings: Settings) -> None:
     with pytest.raises(UserError, match=message):
         parse_create(text, {}, settings)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "prompt"),
+    [
+        ("a poem about the sea", "poem", "the sea"),
+        ("an ad for running shoes", "ad", "running shoes"),
+        ("me a slogan for my bakery", "slogan", "my bakery"),
+        ("The tagline for a tea shop", "tagline", "a tea shop"),
+        ("ad a new bakery", "ad", "a new bakery"),
+    ],
+)
+def test_an_article_before_the_kind_is_skipped(text: str, kind: str, prompt: str, settings: Settings) -> None:
+    args = parse_create(text, {}, settings)
+    assert (args.kind, args.prompt) == (kind, prompt)
+
+
+@pytest.mark.parametrize(
+    ("text", "prompt"),
+    [
+        ("slogan for my bakery", "my bakery"),  # the template says "slogan for {prompt}"
+        ("poem about the sea", "the sea"),  # "poem about {prompt}"
+        ("slogan about coffee", "coffee"),  # "about" never needs keeping
+        ("description of my shop", "my shop"),
+        ("story for kids who love dragons", "for kids who love dragons"),  # "story about for kids" is theirs
+        ("poem about", "about"),  # a prompt of one word is left alone
+    ],
+)
+def test_a_preposition_the_template_already_has_is_not_doubled(text: str, prompt: str, settings: Settings) -> None:
+    assert parse_create(text, {}, settings).prompt == prompt
+
+
+def test_variants_is_another_name_for_n(settings: Settings) -> None:
+    assert parse_create("poem the sea --variants 3", {}, settings).n == 3
+    assert parse_create("poem the sea —variants=2", {}, settings).n == 2
+    with pytest.raises(UserError, match=r"Unknown option --varients\. Did you mean --n\? Options: --tone"):
+        parse_create("poem the sea --varients 3", {}, settings)
+    with pytest.raises(UserError, match=r"--n must be a whole number from 1 to 5 \(got '9'\)"):
+        parse_create("poem the sea --variants 9", {}, settings)
+
+
+def test_quoted_option_values_are_the_value_inside(settings: Settings) -> None:
+    args = parse_create('poem "the sea" --tone \'witty\' --length=“short” --n "2"', {}, settings)
+    assert (args.prompt, args.tone, args.length, args.n) == ('"the sea"', "witty", "short", 2)
 
 
 def test_over_long_prompt_names_the_limit_from_config() -> None:
