@@ -938,9 +938,9 @@ async def test_forget_removes_a_users_ideas_and_their_credit(bot: ThreadBot) -> 
     assert counts["brainstorm ideas"] == 1 and counts["brainstorm votes"] == 1
     bot.conversation = CONVERSATION
     confirm = await bot.one("/forget", as_user="bob")
-    assert "1 brainstorm ideas" in reply_text(confirm)
+    assert "1 brainstorm idea," in reply_text(confirm)
     done = await bot.one("y", as_user="bob")
-    assert "1 brainstorm ideas, 1 brainstorm votes" in reply_text(done)
+    assert "1 brainstorm idea, 1 brainstorm vote" in reply_text(done)
     assert "brainstorm ideas" not in await bot.store.user_data_counts("terminal", "bob")
     text = path.read_text()
     assert "bob" not in text
