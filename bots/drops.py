@@ -121,6 +121,8 @@ def parse_drops(text: str) -> DropsRequest:
     if not first:
         return DropsRequest("status")
     sub = first.lower()
+    if sub in ("help", "?", "usage") and not tail.strip():
+        raise UserError(f"How to use /drops: {DROPS_USAGE}")
     if sub not in SUBCOMMANDS:
         raise UserError(f"Unknown /drops sub-command {first!r}.{did_you_mean(sub, SUBCOMMANDS)} {DROPS_USAGE}")
     if sub == "topics":

@@ -20,7 +20,7 @@ from bots.errors import UserError
 from scheduler.planner import quiet_hours
 
 CADENCES = {"daily": "*", "weekdays": "mon-fri", "weekly": "mon"}
-_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
+_CLOCK = re.compile(r"^(\d{1,2})(?:[:.h](\d{2}))?h?\s*(?:([ap])\.?m?\.?)?$")
 # Cron counts weekdays from Sunday (0, and 7 again); APScheduler's day_of_week counts 0 as Monday, so a cron's
 # weekday field is translated to names, which mean the same to both.
 _CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -117,14 +117,19 @@ def parse_zone(value: str) -> ZoneInfo:
 
 
 def parse_clock(value: str, option: str = "--time") -> tuple[int, int]:
-    match = _CLOCK.match(value.strip())
-    if match:
-        hour, minute = int(match.group(1)), int(match.group(2))
+    """(hour, minute) from the ways people write a time: 18:30, 9:05, 18.30, 18h30, 18h, 9am, 9:30pm, 12am."""
+    match = _CLOCK.match(value.strip().lower())
+    # A bare number is a time only with am/pm ("9am"); "18" alone is more likely a typo than 18:00.
+    if match and (match.group(2) is not None or match.group(3) is not None or value.strip().lower().endswith("h")):
+        hour, minute = int(match.group(1)), int(match.group(2) or 0)
+        half = match.group(3)
+        if half is not None:  # 12am is midnight, 12pm noon; "13pm" (made 24 here) is refused below
+            hour = hour % 12 + (12 if half == "p" else 0) if 1 <= hour <= 12 else 24
         if hour < 24 and minute < 60:
             return hour, minute
     # Only --time takes "auto" (build_schedule handles it before this); --quiet's two ends are plain times.
     allowed = "auto or HH:MM" if option == "--time" else "HH:MM"
-    raise UserError(f"{option} must be {allowed} on a 24-hour clock, e.g. 09:30 (got {value!r}).")
+    raise UserError(f"{option} must be {allowed}, e.g. 09:30, 18:00 or 9pm (got {value!r}).")
 
 
 def parse_quiet(value: str) -> tuple[int, int] | None:

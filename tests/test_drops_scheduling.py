@@ -13,7 +13,7 @@ from drops_support import BOB, Clock, Drops, drops_settings, start_drops
 
 from adapters.terminal.translate import CONVERSATION
 from bots.events import Activity, Command
-from scheduler.schedule import build_schedule, fire_times
+from scheduler.schedule import build_schedule, fire_times, parse_clock, parse_quiet
 from scheduler.service import sync_url
 from support import reply_text
 
@@ -50,7 +50,9 @@ async def test_bad_input_gets_short_useful_errors(drops: Drops) -> None:
         "/drops enable --quiet 00:00-24:00": "cover the whole day",
         "/drops enable --time 25:00": "--time must be auto or HH:MM",
         "/drops enable --time 23:00 --quiet 22:00-08:00": "inside the quiet hours",
-        "/drops enable --quiet 25:00-08:00": "--quiet must be HH:MM on a 24-hour clock",
+        "/drops enable --quiet 25:00-08:00": "--quiet must be HH:MM",
+        "/drops enable --time 13pm": "--time must be auto or HH:MM",
+        "/drops enable --time 18": "e.g. 09:30, 18:00 or 9pm",
         "/drops enable --quiet late": "--quiet takes a range like 22:00-08:00",
         '/drops enable --cadence "0 9 * * *" --time 10:00': "--time does not combine with a cron cadence",
         "/drops enable --kinds ,": "--kinds needs at least one kind",
@@ -69,6 +71,20 @@ async def test_bad_input_gets_short_useful_errors(drops: Drops) -> None:
         [reply] = await drops.bot.say(line)
         assert reply.ephemeral and expected in reply_text(reply), (line, reply_text(reply))
     assert drops.jobs() == [], "nothing was scheduled by a rejected command"
+
+
+def test_times_are_read_the_ways_people_write_them() -> None:
+    written = {
+        "18:30": (18, 30), "9:05": (9, 5), "18.30": (18, 30), "18h30": (18, 30), "18h": (18, 0), "9am": (9, 0),
+        "9pm": (21, 0), "9:30pm": (21, 30), "9.30 p.m.": (21, 30), "12am": (0, 0), "12pm": (12, 0), "7 AM": (7, 0),
+    }  # fmt: skip
+    assert {text: parse_clock(text) for text in written} == written
+    assert parse_quiet("10pm-8am") == (22, 8)
+
+
+async def test_drops_help_shows_how_to_use_it(drops: Drops) -> None:
+    [reply] = await drops.bot.say("/drops help")
+    assert reply.ephemeral and "/drops enable" in reply_text(reply) and "Unknown" not in reply_text(reply)
 
 
 async def test_configuring_drops_needs_a_moderator(drops: Drops) -> None:
