@@ -366,6 +366,8 @@ def chatter_hint(text: str) -> str:
         return HELP_HINT
     if " ".join(words) in _UNDO:
         return UNDO_HINT
+    if len(words) <= 8 and _ABOUT_CHORUS.search(" ".join(words)):
+        return HELP_HINT
     if len(words) <= 4 and all(word in _ACKS for word in words):
         return CHATTER_HINT
     if len(words) >= 2 and all(word in _KEYS for word in words):
@@ -381,6 +383,13 @@ _HELP_FILLER = frozenset(["me", "pls", "please", "plz", "what", "are", "the", "s
 HELP_HINT = (
     "Type /help for the commands, kinds and tones, e.g. /create slogan my bakery --n 3. After a result, type "
     "r (regenerate), m (more like this), s (shorter), l (longer) or t <tone>, or say what to change."
+)
+
+# "how do I use this?", "what can you do": a question about Chorus itself, not a change to the result.
+_ABOUT_CHORUS = re.compile(
+    r"^(?:(?:hey|hi|so|ok|chorus)\s+)*(?:how\s+(?:do|can|should)\s+i\s+(?:use|work)|how\s+(?:does|do)\s+(?:this|"
+    r"it|you|chorus)\s+work|how\s+to\s+use|what\s+can\s+(?:you|i|chorus)\s+do|what\s+do\s+i\s+do|what\s+are\s+"
+    r"you|who\s+are\s+you)\b"
 )
 
 # "undo", "go back": there is no undo, and asking the model to "undo" writes a new version about undoing.

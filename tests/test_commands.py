@@ -164,6 +164,18 @@ async def test_help_typed_without_the_slash_points_to_help_and_makes_no_version(
     assert len(testbot.generator.requests) == requests, "asking for help is not an instruction to rewrite"
 
 
+async def test_a_question_about_chorus_itself_gets_help_not_a_rewrite(testbot: TestBot) -> None:
+    await testbot.one("/create poem the sea")
+    requests = len(testbot.generator.requests)
+    for line in ("how do I use this?", "Hi, what can you do", "how does this work", "who are you?"):
+        reply = await testbot.one(line)
+        assert "Type /help for the commands" in reply_text(reply) and reply.generation_id is None, line
+    assert len(testbot.generator.requests) == requests, "a question about Chorus is not an instruction to rewrite"
+    # Instructions that merely start like a question still refine the poem.
+    for line in ("how about making it rhyme", "what if the sea were angry"):
+        assert (await testbot.one(line)).generation_id is not None, line
+
+
 async def test_undo_says_versions_are_kept_instead_of_asking_the_model_to_undo(testbot: TestBot) -> None:
     await testbot.one("/create poem the sea")
     await testbot.one("s")
