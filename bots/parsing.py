@@ -398,8 +398,8 @@ _UNDO = frozenset(
      "the previous one", "ctrl z", "restore", "take it back"]
 )  # fmt: skip
 UNDO_HINT = (
-    "Nothing is lost: every change is a new version, and /history lists them all. There is no undo; say what to "
-    "change instead, e.g. `s` for shorter or `make it rhyme`."
+    "Nothing is lost: every change is a new version, /history lists them all and /history 1 shows the first in "
+    "full. There is no undo; say what to change instead, e.g. `s` for shorter or `make it rhyme`."
 )
 
 CHATTER_HINT = (

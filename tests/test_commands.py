@@ -58,6 +58,16 @@ async def test_shortcut_refines_into_v2_with_the_conversation_as_context(testbot
     assert testbot.responder.deferred == 2, "a refinement is acknowledged at once, like a command"
 
 
+async def test_history_with_a_number_shows_that_version_whole(testbot: TestBot) -> None:
+    first = await testbot.one("/create poem the sea --n 2")
+    await testbot.one("s")
+    old = await testbot.one("/history 1")
+    assert old.parts == tuple(f"{i}. {text}" for i, text in enumerate(first.parts, start=1))
+    assert "v1 of 2" in old.title
+    assert "this result has v1–v2" in reply_text(await testbot.one("/history 7"))
+    assert "/history 2 shows version 2" in reply_text(await testbot.one("/history latest"))
+
+
 async def test_plain_sentence_refines_with_all_variants_and_history_lists_versions(testbot: TestBot) -> None:
     await testbot.one("/create poem autumn rain --n 2")
     second = await testbot.one("l")

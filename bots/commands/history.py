@@ -1,7 +1,9 @@
-"""/history: the versions of the latest result in this conversation."""
+"""/history: the versions of the latest result in this conversation; /history N shows version N in full."""
 
 from __future__ import annotations
 
+from bots.errors import UserError
+from bots.events import Command
 from bots.reply import Reply
 from bots.router import CommandSpec, Context
 from bots.store import GenerationRecord
@@ -34,6 +36,10 @@ async def history(ctx: Context) -> None:
         return
     versions = await store.versions(latest.root_id)
     root = versions[0]
+    wanted = ctx.event.text.strip().lstrip("v#") if isinstance(ctx.event, Command) else ""
+    if wanted:
+        await _show_version(ctx, versions, wanted)
+        return
     lines = [
         f"v{r.version}  {_how(r)} · {r.user.name}{' · ' + r.status if r.status != 'ok' else ''} · {_preview(r)}"
         for r in versions
@@ -42,6 +48,24 @@ async def history(ctx: Context) -> None:
     await ctx.responder.send(Reply(parts=("\n".join(lines),), title=title))
 
 
+async def _show_version(ctx: Context, versions: list[GenerationRecord], wanted: str) -> None:
+    """One earlier version whole, every variant numbered: nothing a refinement replaced is out of reach."""
+    span = f"v1–v{len(versions)}" if len(versions) > 1 else "only v1"
+    if not wanted.isdigit():
+        raise UserError(f"/history lists the versions; /history 2 shows version 2 in full (this result has {span}).")
+    number = int(wanted)
+    record = next((r for r in versions if r.version == number), None)
+    if record is None:
+        raise UserError(f"No version {number}: this result has {span}. /history lists them.")
+    numbered = len(record.variants) > 1
+    parts = tuple(f"{i}. {text}" if numbered else text for i, text in enumerate(record.variants, start=1))
+    title = f"{record.kind} · v{record.version} of {len(versions)} · {_how(record)} · {record.user.name}"
+    await ctx.responder.send(Reply(parts=parts or ("(no text)",), title=title))
+
+
 HISTORY = CommandSpec(
-    name="history", summary="list the versions of the latest result", usage="/history", handler=history
+    name="history",
+    summary="list the versions of the latest result, or show one in full",
+    usage="/history [version]",
+    handler=history,
 )
