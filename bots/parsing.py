@@ -146,15 +146,35 @@ class RemixArgs:
     n: int
 
 
+# Words people reach for that are not tone names, and the default tones closest in mood (only configured ones are
+# suggested).
+_TONE_MOODS = {
+    "funny": ("witty", "playful"), "humorous": ("witty", "playful"), "fun": ("playful",), "silly": ("playful",),
+    "sarcastic": ("witty",), "clever": ("witty",), "casual": ("playful", "warm"), "friendly": ("warm",),
+    "cute": ("playful", "warm"), "romantic": ("poetic", "warm"), "serious": ("formal", "professional"),
+    "corporate": ("professional", "formal"), "business": ("professional",), "epic": ("dramatic", "bold"),
+    "intense": ("dramatic", "bold"), "hype": ("bold",), "excited": ("bold", "playful"), "sad": ("poetic", "dramatic"),
+    "simple": ("minimal",), "short": ("minimal",), "plain": ("neutral", "minimal"), "lyrical": ("poetic",),
+}  # fmt: skip
+
+
 def parse_tone(value: str | None, settings: Settings) -> str:
+    """The configured tone `value` names, whatever its case (a configured "Playful" is picked by typing playful)."""
     if value is None or value == "":
         return settings.tones[0]
-    tone = value.lower()
-    if tone not in settings.tones:
-        raise UserError(
-            f"Unknown tone {value!r}.{did_you_mean(tone, settings.tones)} Tones: {', '.join(settings.tones)}."
-        )
-    return tone
+    by_lower = {tone.lower(): tone for tone in settings.tones}
+    typed = value.strip().lower()
+    if typed in by_lower:
+        return by_lower[typed]
+    close = difflib.get_close_matches(typed, list(by_lower), n=1, cutoff=0.6)
+    moods = [by_lower[tone] for tone in _TONE_MOODS.get(typed, ()) if tone in by_lower]
+    if close:
+        hint = f" Did you mean {by_lower[close[0]]!r}?"
+    elif moods:
+        hint = f" Closest in mood: {' or '.join(moods)}."
+    else:
+        hint = ""
+    raise UserError(f"Unknown tone {value!r}.{hint} Tones: {', '.join(settings.tones)}.")
 
 
 def parse_length(value: str | None, settings: Settings) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bots.errors import UserError
-from bots.parsing import parse_create, parse_remix
+from bots.parsing import parse_create, parse_remix, parse_tone
 from config import Settings, load_settings
 
 
@@ -114,3 +114,12 @@ def test_remix_needs_a_tone_and_text(settings: Settings) -> None:
     # With nothing at all, the text is what is missing first; the usage shows the tone as required, as it is.
     with pytest.raises(UserError, match=r"Tell me what to write about: /remix <text to rewrite> --tone <tone> \["):
         parse_remix("", {}, settings)
+
+
+def test_a_tone_is_found_whatever_its_case_and_a_mood_word_points_to_the_closest_tones(settings: Settings) -> None:
+    operator = load_settings(env={"CHORUS_TONES": '["Playful", "Formal", "Corporate"]'})
+    assert parse_tone("playful", operator) == "Playful" and parse_tone("FORMAL", operator) == "Formal"
+    with pytest.raises(UserError, match=r"Unknown tone 'funny'\. Closest in mood: witty or playful\. Tones: neutral"):
+        parse_tone("funny", settings)
+    with pytest.raises(UserError, match=r"Unknown tone 'zany'\. Tones: neutral"):
+        parse_tone("zany", settings)
