@@ -176,7 +176,7 @@ def take_quota(quota: Quota, event: Event) -> None:
 def _refuse_if_waiting(quota: Quota, wait: float) -> None:
     if wait > 0:
         seconds = max(1, round(wait))
-        raise UserError(f"You've reached {quota.per_minute} generations a minute. Try again in {seconds} s.")
+        raise UserError(f"You've reached the limit of {quota.per_minute} requests a minute. Try again in {seconds} s.")
 
 
 def quota_check(quota: Quota) -> Middleware:

@@ -49,5 +49,6 @@ async def refusal(app: Chorus, event: Event, spec: CommandSpec | None = None) ->
     if not isinstance(event, Message):  # a message is charged only once it turns out to be a refinement
         wait = app.quota.wait(event.conversation.platform, event.user.id)
         if wait > 0:
-            return f"You've reached {app.quota.per_minute} generations a minute. Try again in {max(1, round(wait))} s."
+            limit = app.quota.per_minute
+            return f"You've reached the limit of {limit} requests a minute. Try again in {max(1, round(wait))} s."
     return None

@@ -211,13 +211,13 @@ async def test_forget_asks_then_deletes_only_the_users_data(testbot: TestBot) ->
     await testbot.one("/create slogan a bakery", as_user="bob")
     ask = await testbot.one("/forget", as_user="alice")
     assert "cannot be undone" in reply_text(ask) and [a.key for a in ask.actions] == ["y", "n"]
-    assert "(1 generation)" in reply_text(ask), "one of a thing is singular"
+    assert "(1 result)" in reply_text(ask), "one of a thing is singular"
     cancelled = await testbot.one("n")
     assert "Nothing was deleted" in reply_text(cancelled)
     assert (await testbot.store.user_data_counts("terminal", "alice"))["generations"] == 1
     await testbot.one("/forget")
     done = await testbot.one("y")
-    assert reply_text(done).startswith("Done. Deleted 1 generation.")
+    assert reply_text(done).startswith("Done. Deleted 1 result.")
     assert (await testbot.store.user_data_counts("terminal", "alice"))["generations"] == 0
     assert (await testbot.store.user_data_counts("terminal", "bob"))["generations"] == 1
 
@@ -247,7 +247,7 @@ async def test_quota_per_user_with_a_wait_time(tmp_path: Path) -> None:
         asked = len(bot.generator.requests)
         refused = await bot.one("/create slogan three")
         assert refused.ephemeral
-        assert reply_text(refused).startswith("You've reached 2 generations a minute. Try again in ")
+        assert reply_text(refused).startswith("You've reached the limit of 2 requests a minute. Try again in ")
         assert len(bot.generator.requests) == asked, "a refused /create generates nothing"
         other = await bot.one("/create slogan for bob", as_user="bob")
         assert other.title == "slogan · v1 of 1"
@@ -275,7 +275,7 @@ async def test_messages_a_feature_claims_cost_no_quota_but_refinements_do(tmp_pa
         assert len(claimed) == 5
         await bot.one("make it rhyme")
         refused = await bot.one("make it longer")
-        assert reply_text(refused).startswith("You've reached 2 generations a minute.")
+        assert reply_text(refused).startswith("You've reached the limit of 2 requests a minute.")
         assert len(bot.generator.requests) == 2
     finally:
         await bot.chorus.close()

@@ -158,7 +158,7 @@ async def test_a_stale_yes_after_no_asks_again_instead_of_deleting(bot: TestBot)
     assert "nothing was deleted" in reply_text(again) and "Delete it?" in reply_text(again)
     assert (await bot.store.user_data_counts("terminal", "alice"))["generations"] == 1
     done = await bot.one("y")  # the new question's yes
-    assert reply_text(done).startswith("Done. Deleted 1 generation.")
+    assert reply_text(done).startswith("Done. Deleted 1 result.")
 
 
 async def test_an_older_forget_question_is_replaced_by_the_newer_one(bot: TestBot) -> None:

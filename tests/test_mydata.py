@@ -37,7 +37,7 @@ async def test_mydata_is_a_private_json_file_of_everything_stored_about_the_user
     assert sorted(f["value"] for f in data["feedback"]) == ["+1", "-1"]
     assert "bakery" not in json.dumps(data) and "bob" not in json.dumps(data)
     assert _mode(path) == 0o600
-    assert "2 feedback" in reply_text(reply)
+    assert "2 ratings and reactions" in reply_text(reply)
 
 
 async def test_forget_deletes_the_users_export(testbot: TestBot) -> None:

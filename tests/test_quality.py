@@ -113,7 +113,7 @@ async def test_typos_cost_no_quota(tmp_path: Path) -> None:
         second = await bot.one("/create slogan a tea shop --tone playful")
         assert first.generation_id and second.generation_id
         refused = await bot.one("/create slogan a third")
-        assert reply_text(refused).startswith("You've reached 2 generations a minute.")
+        assert reply_text(refused).startswith("You've reached the limit of 2 requests a minute.")
     finally:
         await bot.chorus.close()
 

@@ -219,7 +219,7 @@ async def test_forget_asks_privately_and_the_confirm_button_deletes(slack: Slack
     await slack.interact(click)
     await wait_until(lambda: len(slack.fake.answered("chat.postEphemeral")) == 2)
     await slack.idle()
-    assert "Deleted 1 generation." in slack.fake.answered("chat.postEphemeral")[1].body["text"]
+    assert "Deleted 1 result." in slack.fake.answered("chat.postEphemeral")[1].body["text"]
     assert await slack.bot.store.count_generations() == 0
 
 

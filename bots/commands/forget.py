@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from bots.actions import FORGET_CANCEL, FORGET_CONFIRM
 from bots.brainstorm import render
 from bots.brainstorm.prompts import keyword_label
-from bots.commands.mydata import export_path
+from bots.commands.mydata import describe_counts, export_path
 from bots.errors import UserError
 from bots.events import Action
 from bots.reply import Reply, ReplyAction
@@ -44,7 +44,7 @@ async def _ask(ctx: Context, preface: str = "") -> None:
         return
     token = secrets.token_urlsafe(24)
     await ctx.app.store.ask_to_forget(platform, user.id, token, datetime.now(UTC) + CONFIRM_TTL)
-    summary = _summary(counts)
+    summary = describe_counts(counts)
     minutes = int(CONFIRM_TTL.total_seconds() // 60)
     question = (
         f"This deletes everything Chorus stored about you ({summary}). It cannot be undone. Delete it? "
@@ -60,21 +60,6 @@ async def _ask(ctx: Context, preface: str = "") -> None:
             ephemeral=True,
         )
     )
-
-
-def _summary(counts: dict[str, int]) -> str:
-    """'1 generation, 3 brainstorm votes': each count with its noun, singular for one."""
-    return ", ".join(f"{n} {_singular(what) if n == 1 else what}" for what, n in counts.items() if n)
-
-
-def _singular(what: str) -> str:
-    """'generations' -> 'generation', 'drop channels enabled' -> 'drop channel enabled'; 'feedback' stays."""
-    words = what.split()
-    for i in range(len(words) - 1, -1, -1):
-        if words[i].endswith("s") and not words[i].endswith("ss"):
-            words[i] = words[i][:-1]
-            break
-    return " ".join(words)
 
 
 async def handle_confirm(ctx: Context) -> None:
@@ -107,7 +92,7 @@ async def handle_confirm(ctx: Context) -> None:
     refresh = brainstorms or any(deleted.get(what) for what in ("brainstorm ideas", "brainstorm votes"))
     if refresh and ctx.app.brainstorms is not None:
         await ctx.app.brainstorms.refresh_summaries()
-    summary = _summary(deleted) or "nothing"
+    summary = describe_counts(deleted) or "nothing"
     await ctx.responder.send(Reply.text(f"Done. Deleted {summary}.", ephemeral=True))
 
 

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,36 @@ _COUNTED = (
     "brainstorm_votes",
     "drop_channels_enabled",
 )
+
+
+# What people call the store's records (its table names are "generations", "feedback", "engagement").
+_WORDS = {
+    "generations": ("result", "results"),
+    "feedback": ("rating or reaction", "ratings and reactions"),
+    "engagement": ("reply, reaction or click", "replies, reactions and clicks"),
+}
+
+
+def describe_counts(counts: Mapping[str, int]) -> str:
+    """'1 result, 3 brainstorm votes': each non-zero count with its noun in people's words, singular for one."""
+    phrases = []
+    for key, n in counts.items():
+        if not n:
+            continue
+        what = key.replace("_", " ")
+        one, many = _WORDS.get(what, (_singular(what), what))
+        phrases.append(f"{n} {one if n == 1 else many}")
+    return ", ".join(phrases)
+
+
+def _singular(what: str) -> str:
+    """'brainstorm votes' -> 'brainstorm vote', 'drop channels enabled' -> 'drop channel enabled'."""
+    words = what.split()
+    for i in range(len(words) - 1, -1, -1):
+        if words[i].endswith("s") and not words[i].endswith("ss"):
+            words[i] = words[i][:-1]
+            break
+    return " ".join(words)
 
 
 def export_path(home: Path, platform: str, user_id: str) -> Path:
@@ -51,8 +82,7 @@ async def mydata(ctx: Context) -> None:
     data = {"exported_at": datetime.now(UTC).isoformat(), **data}
     path = export_path(ctx.app.settings.home_dir, platform, user.id)
     await asyncio.to_thread(_write_private, path, data)
-    counts = [f"{len(data[key])} {key.replace('_', ' ')}" for key in _COUNTED if data[key]]
-    summary = ", ".join(counts) if counts else "nothing besides your name and id"
+    summary = describe_counts({key: len(data[key]) for key in _COUNTED}) or "nothing besides your name and id"
     await ctx.responder.send(
         Reply(
             parts=(f"Everything Chorus stores about you ({summary}) is in the attached JSON file, for you alone.",),
