@@ -96,7 +96,10 @@ def split_options(
                 raise UserError(f"--{name} needs a value, e.g. --{name} {_EXAMPLES.get(name, 'x')}.")
             i += 1
             value = words[i]
-        options[name] = _unquote(value)
+        value = _unquote(value)
+        if name in options and options[name].lower() != value.lower():
+            raise UserError(f"--{name} is given twice ({options[name]} and {value}): give it once.")
+        options[name] = value
         i += 1
     return " ".join(rest), options
 

@@ -103,16 +103,47 @@ def _zones() -> dict[str, str]:
     return {name.lower(): name for name in available_timezones()}
 
 
+# Abbreviations people type that are not zones of their own, and the zone most of them mean (with its summer time).
+_ABBREVIATIONS = {
+    "pst": "America/Los_Angeles", "pdt": "America/Los_Angeles", "pt": "America/Los_Angeles",
+    "edt": "America/New_York", "et": "America/New_York", "cst": "America/Chicago", "cdt": "America/Chicago",
+    "mdt": "America/Denver", "bst": "Europe/London", "cest": "Europe/Paris", "ist": "Asia/Kolkata",
+    "jst": "Asia/Tokyo", "aest": "Australia/Sydney", "aedt": "Australia/Sydney",
+}  # fmt: skip
+
+
+_REGIONS = frozenset(
+    {"Africa", "America", "Antarctica", "Asia", "Atlantic", "Australia", "Europe", "Indian", "Pacific"}
+)
+
+
+@cache
+def _cities() -> dict[str, str]:
+    """'berlin' -> 'Europe/Berlin', 'new york' -> 'America/New_York': the city part of each region/city zone."""
+    found: dict[str, str] = {}
+    for name in sorted(available_timezones()):
+        area, _, city = name.rpartition("/")
+        if area and area.split("/")[0] in _REGIONS:
+            found.setdefault(city.replace("_", " ").lower(), name)
+    return found
+
+
 def parse_zone(value: str) -> ZoneInfo:
-    """An IANA zone by name (any case); unknown names get the closest real ones suggested."""
-    name = _zones().get(value.strip().lower())
+    """An IANA zone by name (any case) or by its city alone ("Berlin", "new_york"); unknown names get the closest
+    real ones suggested."""
+    typed = value.strip().lower()
+    name = _zones().get(typed) or _cities().get(typed.replace("_", " "))
     if name is not None:
         try:
             return ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
             pass
-    close = difflib.get_close_matches(value.strip().lower(), list(_zones()), n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(_zones()[c] for c in close)}?" if close else ""
+    if typed in _ABBREVIATIONS:
+        close = [_ABBREVIATIONS[typed]]
+    else:
+        close = [_zones()[c] for c in difflib.get_close_matches(typed, list(_zones()), n=3, cutoff=0.7)]
+        close += [_cities()[c] for c in difflib.get_close_matches(typed.replace("_", " "), list(_cities()), n=2)]
+    hint = f" Did you mean {', '.join(dict.fromkeys(close))}?" if close else ""
     raise UserError(f"Unknown time zone {value!r}.{hint} Use an IANA name such as Europe/Berlin or America/New_York.")
 
 

@@ -43,7 +43,8 @@ async def test_enable_schedules_one_job_and_enabling_again_updates_it(drops: Dro
 async def test_bad_input_gets_short_useful_errors(drops: Drops) -> None:
     cases = {
         "/drops enable --tz Europe/Berlinn": "Did you mean Europe/Berlin",
-        "/drops enable --tz Mars/Olympus": "Unknown time zone 'Mars/Olympus'",
+        "/drops enable --tz Mars/Olympus": "Unknown time zone 'Mars/Olympus'. Use an IANA name",
+        "/drops enable --tz PST": "Did you mean America/Los_Angeles?",
         '/drops enable --cadence "61 9 * * *"': "Invalid cron '61 9 * * *'",
         "/drops enable --cadence hourly": "Unknown cadence 'hourly'",
         "/drops enable --quiet 08:00-08:00": "cover the whole day",
@@ -80,6 +81,11 @@ def test_times_are_read_the_ways_people_write_them() -> None:
     }  # fmt: skip
     assert {text: parse_clock(text) for text in written} == written
     assert parse_quiet("10pm-8am") == (22, 8)
+
+
+async def test_a_time_zone_can_be_named_by_its_city(drops: Drops) -> None:
+    await drops.say("/drops enable --time 9pm --tz berlin")
+    assert "daily at 21:00 Europe/Berlin" in await drops.say("/drops status")
 
 
 async def test_drops_help_shows_how_to_use_it(drops: Drops) -> None:

@@ -123,3 +123,9 @@ def test_a_tone_is_found_whatever_its_case_and_a_mood_word_points_to_the_closest
         parse_tone("funny", settings)
     with pytest.raises(UserError, match=r"Unknown tone 'zany'\. Tones: neutral"):
         parse_tone("zany", settings)
+
+
+def test_an_option_given_twice_with_different_values_is_refused_not_silently_overwritten(settings: Settings) -> None:
+    with pytest.raises(UserError, match=r"--n is given twice \(2 and 3\): give it once\."):
+        parse_create("poem the sea --n 2 --n 3", {}, settings)
+    assert parse_create("poem the sea --n 2 --n=2", {}, settings).n == 2
