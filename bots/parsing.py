@@ -161,14 +161,22 @@ _TONE_MOODS = {
 }  # fmt: skip
 
 
+_SEPARATORS = re.compile(r"[\s_-]+")
+
+
 def parse_tone(value: str | None, settings: Settings) -> str:
-    """The configured tone `value` names, whatever its case (a configured "Playful" is picked by typing playful)."""
+    """The configured tone `value` names, whatever its case (a configured "Playful" is picked by typing playful) and
+    however its words are joined."""
     if value is None or value == "":
         return settings.tones[0]
     by_lower = {tone.lower(): tone for tone in settings.tones}
     typed = value.strip().lower()
     if typed in by_lower:
         return by_lower[typed]
+    # A tone of several words ("very formal") arrives as one word: very-formal, very_formal or veryformal.
+    joined = {_SEPARATORS.sub("", tone): original for tone, original in by_lower.items()}
+    if _SEPARATORS.sub("", typed) in joined:
+        return joined[_SEPARATORS.sub("", typed)]
     close = difflib.get_close_matches(typed, list(by_lower), n=1, cutoff=0.6)
     moods = [by_lower[tone] for tone in _TONE_MOODS.get(typed, ()) if tone in by_lower]
     if close:

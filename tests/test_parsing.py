@@ -117,8 +117,11 @@ def test_remix_needs_a_tone_and_text(settings: Settings) -> None:
 
 
 def test_a_tone_is_found_whatever_its_case_and_a_mood_word_points_to_the_closest_tones(settings: Settings) -> None:
-    operator = load_settings(env={"CHORUS_TONES": '["Playful", "Formal", "Corporate"]'})
+    operator = load_settings(env={"CHORUS_TONES": '["Playful", "Formal", "Very Corporate"]'})
     assert parse_tone("playful", operator) == "Playful" and parse_tone("FORMAL", operator) == "Formal"
+    assert {parse_tone(typed, operator) for typed in ("very-corporate", "very_corporate", "VeryCorporate")} == {
+        "Very Corporate"
+    }
     with pytest.raises(UserError, match=r"Unknown tone 'funny'\. Closest in mood: witty or playful\. Tones: neutral"):
         parse_tone("funny", settings)
     with pytest.raises(UserError, match=r"Unknown tone 'zany'\. Tones: neutral"):
