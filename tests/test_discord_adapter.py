@@ -767,7 +767,7 @@ async def test_forget_asks_privately_and_the_confirm_button_deletes(bot: Harness
     assert confirm.endswith(":940000000000000001")  # only the asker may confirm
     click = await bot.fake.click(message_id, confirm)
     done = await ephemeral_answer(bot, click)
-    assert done["content"].startswith("Done. Deleted ") and "generation" in done["content"]
+    assert done["content"].startswith("Done. Deleted ") and "1 result" in done["content"]
     assert await bot.chorus.store.latest_generation(bot_conversation()) is None
 
 
