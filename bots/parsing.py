@@ -175,8 +175,9 @@ def parse_tone(value: str | None, settings: Settings) -> str:
         return by_lower[typed]
     # A tone of several words ("very formal") arrives as one word: very-formal, very_formal or veryformal.
     joined = {_SEPARATORS.sub("", tone): original for tone, original in by_lower.items()}
-    if _SEPARATORS.sub("", typed) in joined:
-        return joined[_SEPARATORS.sub("", typed)]
+    found = joined.get(_SEPARATORS.sub("", typed))
+    if found is not None:
+        return found
     close = difflib.get_close_matches(typed, list(by_lower), n=1, cutoff=0.6)
     moods = [by_lower[tone] for tone in _TONE_MOODS.get(typed, ()) if tone in by_lower]
     if close:

@@ -173,10 +173,14 @@ def take_quota(quota: Quota, event: Event) -> None:
     _refuse_if_waiting(quota, quota.take(event.conversation.platform, event.user.id))
 
 
+def quota_refusal(quota: Quota, wait: float) -> str:
+    """What a user at the per-minute limit is told, with the wait in whole seconds (at least 1)."""
+    return f"You've reached the limit of {quota.per_minute} requests a minute. Try again in {max(1, round(wait))} s."
+
+
 def _refuse_if_waiting(quota: Quota, wait: float) -> None:
     if wait > 0:
-        seconds = max(1, round(wait))
-        raise UserError(f"You've reached the limit of {quota.per_minute} requests a minute. Try again in {seconds} s.")
+        raise UserError(quota_refusal(quota, wait))
 
 
 def quota_check(quota: Quota) -> Middleware:

@@ -15,7 +15,7 @@ from bots.errors import UserError
 from bots.events import Command, Event, Message
 from bots.parsing import parse_create, parse_remix
 from bots.reply import Responder
-from bots.router import CommandSpec, Context, event_generates, input_moderation, permission_check
+from bots.router import CommandSpec, Context, event_generates, input_moderation, permission_check, quota_refusal
 
 if TYPE_CHECKING:
     from bots.app import Chorus
@@ -49,6 +49,5 @@ async def refusal(app: Chorus, event: Event, spec: CommandSpec | None = None) ->
     if not isinstance(event, Message):  # a message is charged only once it turns out to be a refinement
         wait = app.quota.wait(event.conversation.platform, event.user.id)
         if wait > 0:
-            limit = app.quota.per_minute
-            return f"You've reached the limit of {limit} requests a minute. Try again in {max(1, round(wait))} s."
+            return quota_refusal(app.quota, wait)
     return None

@@ -164,23 +164,25 @@ async def test_help_lists_commands_kinds_and_tones(testbot: TestBot) -> None:
         assert needle in text
 
 
+async def _hint_without_a_version(testbot: TestBot, lines: tuple[str, ...], hint: str) -> None:
+    """Each line after a result gets `hint` and makes no new version: the model is never asked."""
+    requests = len(testbot.generator.requests)
+    for line in lines:
+        reply = await testbot.one(line)
+        assert hint in reply_text(reply) and reply.generation_id is None, line
+    assert len(testbot.generator.requests) == requests, "a hint is not an instruction to rewrite"
+
+
 async def test_help_typed_without_the_slash_points_to_help_and_makes_no_version(testbot: TestBot) -> None:
     assert "/help" in reply_text(await testbot.one("help"))
     await testbot.one("/create poem the sea")
-    requests = len(testbot.generator.requests)
-    for line in ("help", "Help me please", "commands?"):
-        reply = await testbot.one(line)
-        assert "Type /help for the commands" in reply_text(reply) and reply.generation_id is None
-    assert len(testbot.generator.requests) == requests, "asking for help is not an instruction to rewrite"
+    await _hint_without_a_version(testbot, ("help", "Help me please", "commands?"), "Type /help for the commands")
 
 
 async def test_a_question_about_chorus_itself_gets_help_not_a_rewrite(testbot: TestBot) -> None:
     await testbot.one("/create poem the sea")
-    requests = len(testbot.generator.requests)
-    for line in ("how do I use this?", "Hi, what can you do", "how does this work", "who are you?"):
-        reply = await testbot.one(line)
-        assert "Type /help for the commands" in reply_text(reply) and reply.generation_id is None, line
-    assert len(testbot.generator.requests) == requests, "a question about Chorus is not an instruction to rewrite"
+    questions = ("how do I use this?", "Hi, what can you do", "how does this work", "who are you?")
+    await _hint_without_a_version(testbot, questions, "Type /help for the commands")
     # Instructions that merely start like a question still refine the poem.
     for line in ("how about making it rhyme", "what if the sea were angry"):
         assert (await testbot.one(line)).generation_id is not None, line
@@ -189,11 +191,7 @@ async def test_a_question_about_chorus_itself_gets_help_not_a_rewrite(testbot: T
 async def test_undo_says_versions_are_kept_instead_of_asking_the_model_to_undo(testbot: TestBot) -> None:
     await testbot.one("/create poem the sea")
     await testbot.one("s")
-    requests = len(testbot.generator.requests)
-    for line in ("undo", "Go back!", "ctrl+z"):
-        reply = await testbot.one(line)
-        assert "/history lists them all" in reply_text(reply) and reply.generation_id is None
-    assert len(testbot.generator.requests) == requests, "nothing was generated"
+    await _hint_without_a_version(testbot, ("undo", "Go back!", "ctrl+z"), "/history lists them all")
 
 
 async def test_help_for_one_command_shows_its_usage_example_and_values(testbot: TestBot) -> None:

@@ -61,10 +61,9 @@ async def _show_command_help(ctx: Context, topic: str) -> None:
         lines.append(f"Example: {EXAMPLES[spec.name]}")
     if spec.name == "create":
         lines.append(f"Kinds: {', '.join(settings.kinds)}")
+        lines.append(f"Lengths: {_lengths(settings)}")
     if spec.name in ("create", "remix"):
         lines.append(f"Tones: {', '.join(settings.tones)}")
-    if spec.name == "create":
-        lines.append(f"Lengths: {_lengths(settings)}")
     await ctx.responder.send(Reply(parts=("\n".join(lines),), title=f"Help: /{spec.name}", ephemeral=True))
 
 
