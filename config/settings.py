@@ -232,6 +232,8 @@ class BrainstormSection(_Section):
     max_themes: int = Field(8, ge=2, le=20)
     merge_threshold: float = Field(0.9, gt=0.0, le=1.0)
     embed_chars: int = Field(1000, ge=16)
+    # The in-process model also reads each idea as it arrives: a second view for themes (bots.brainstorm.reading).
+    model_reads_ideas: bool = True
     # An OpenAI-compatible embeddings service (vLLM, TEI, Ollama, `chorus serve`); empty = the embedded MiniLM.
     embedding_url: str = ""
     embedding_model: str = ""

@@ -149,6 +149,16 @@ class _EngineJob(_Job):
 
 
 @dataclass(eq=False)
+class _Reading(_Job):
+    """A request to read texts (BatchingEngine.read): no tokens are generated; `vectors` is filled in order."""
+
+    texts: list[str] = field(default_factory=list)
+    layers: int = 0
+    prompts: list[list[int]] = field(default_factory=list)
+    vectors: list[list[float]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
 class _Sequence:
     """A request holding a slot: its prompt, how much of it is in the cache, and its sampling state."""
 
@@ -233,6 +243,7 @@ class BatchingEngine(LocalGenerator):
         # One thread-count chooser per kind of step (_thread_bucket), made when the CPU thread count is known.
         self._step_threads: dict[int, _StepThreads] = {}
         self._timed: tuple[_StepThreads, int, int] | None = None  # (chooser, threads, tokens) of the running step
+        self._reads: deque[_Reading] = deque()  # read() calls not finished yet, oldest first
 
     @property
     def max_batch(self) -> int:
@@ -270,6 +281,31 @@ class BatchingEngine(LocalGenerator):
         await super().close()
         self._runner = None
 
+    async def read(self, texts: Sequence[str], *, skip_last: int = 2) -> list[list[float]]:
+        """How the model reads each text: the hidden state at the text's last token after all but the last
+        `skip_last` layers, one vector of the model's width per text (no tokens are generated). A text longer than
+        a slot keeps its end. Reads run between decode steps, a prompt slice at a time in slots no request holds,
+        so requests already running are not paused for them."""
+        if isinstance(texts, str):
+            raise TypeError("read() takes a sequence of texts, not one string")
+        if not texts:
+            return []
+        loop = asyncio.get_running_loop()
+        job = _Reading(request=None, loop=loop, events=asyncio.Queue(), texts=list(texts), layers=-skip_last)
+        with self._lock:
+            if self._closed:
+                raise GenerationError("The generator is closed.")
+            self._start_worker()
+        self._inbox.put(job)
+        try:
+            item = await job.events.get()
+        except asyncio.CancelledError:
+            job.abort.set()
+            raise
+        if isinstance(item, GenerationError):
+            raise type(item)(str(item))
+        return job.vectors
+
     # -- the asyncio side ------------------------------------------------------------------------------------------
 
     def _new_job(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> _EngineJob:
@@ -285,7 +321,7 @@ class BatchingEngine(LocalGenerator):
     def _work(self) -> None:
         while True:
             with self._lock:
-                idle = not any(self._slots) and not self._waiting
+                idle = not any(self._slots) and not self._waiting and not self._reads
             try:
                 items = [self._inbox.get()] if idle else []
                 while True:
@@ -296,20 +332,24 @@ class BatchingEngine(LocalGenerator):
                 if item is None:
                     self._shut_down()
                     return
-                if item.request is None:
+                if isinstance(item, _Reading):
+                    self._admit_reading(item)
+                elif item.request is None:
                     self._post(item, self._ready())
                 else:
                     self._enqueue(item)  # type: ignore[arg-type]
             self._end_expired()
             self._fill_slots()
             self._publish_positions()
+            if self._reads:
+                self._read_some()
             if any(self._slots):
                 try:
                     self._step()
                 except Exception as exc:  # a torch error or a bug: fail what is in flight, keep serving
                     _log.exception("a batching step failed; resetting the batch")
                     self._fail_running(_short(exc))
-            elif self._runner is not None and self._runner.capacity:
+            elif self._runner is not None and self._runner.capacity and not self._reads:
                 self._runner.release()
                 _libc_call("malloc_trim", 0)
                 _log.debug("idle: KV cache released")
@@ -514,6 +554,54 @@ class BatchingEngine(LocalGenerator):
             assert job.request is not None
             self._post(job, Chunk(request_id=job.request.request_id, queue_position=index, eta_s=eta))
 
+    def _admit_reading(self, reading: _Reading) -> None:
+        error = self._ready()
+        if error is not None:
+            self._post(reading, error)
+            return
+        assert self._runner is not None
+        limit = self.max_len or self._max_seq_len
+        layers = len(self._runner.plan) + reading.layers
+        if not 0 < layers <= len(self._runner.plan):
+            message = f"The model has {len(self._runner.plan)} layers; it cannot skip {-reading.layers}."
+            self._post(reading, GenerationError(message))
+            return
+        reading.layers = layers
+        reading.prompts = [self._tokenizer(text)["input_ids"][-limit:] or [0] for text in reading.texts]
+        self._reads.append(reading)
+
+    def _read_some(self) -> None:
+        """One forward of the oldest read() call's next prompts, each in a slot no request holds."""
+        reading = self._reads[0]
+        if reading.abort.is_set():
+            self._reads.popleft()
+            return
+        free = [slot for slot, occupant in enumerate(self._slots) if occupant is None]
+        if not free:
+            return  # every slot is busy: the read waits for one
+        assert self._runner is not None
+        done = len(reading.vectors)
+        batch: list[tuple[int, int, list[int], bool]] = []
+        room = self._prefill_chunk
+        for slot, prompt in zip(free, reading.prompts[done:], strict=False):
+            if batch and len(prompt) > room:
+                break
+            batch.append((slot, 0, prompt, True))
+            room -= len(prompt)
+        try:
+            self._set_step_threads(sum(len(piece) for _, _, piece, _ in batch))
+            states = self._runner.forward([], batch, layers=reading.layers)
+        except Exception as exc:
+            _log.exception("reading texts failed")
+            self._reads.popleft()
+            self._runner.release()
+            self._post(reading, GenerationError(f"Reading failed ({_short(exc)})."))
+            return
+        reading.vectors.extend(row.tolist() for row in states)
+        if len(reading.vectors) == len(reading.prompts):
+            self._reads.popleft()
+            self._post(reading, None)
+
     def _step(self) -> None:
         """One forward over every running sequence: one decode token each, plus a bounded slice of prompts."""
         now = time.monotonic()
@@ -630,6 +718,8 @@ class BatchingEngine(LocalGenerator):
     def _shut_down(self) -> None:
         for seq in self._running():
             self._finish(seq, "abort")
+        while self._reads:
+            self._post(self._reads.popleft(), GenerationError("The generator is closed."))
         with self._lock:
             paused = [job.paused for job in self._waiting.order() if job.paused is not None]
         for seq in paused:
@@ -894,10 +984,16 @@ class _SlotModel:
                 del previous
         self.rows, self.capacity = rows, capacity
 
-    def forward(self, decoding: list[tuple[int, int, int]], prefills: list[tuple[int, int, list[int], bool]]) -> Any:
+    def forward(
+        self,
+        decoding: list[tuple[int, int, int]],
+        prefills: list[tuple[int, int, list[int], bool]],
+        *,
+        layers: int | None = None,
+    ) -> Any:
         """decoding: (slot, token, position) per decoding sequence, in slot order; prefills: (slot, start, tokens,
         wants_logits) per prompt slice. Returns float32 logits for every decoding row, then for each slice that
-        wants them (its last token's)."""
+        wants them (its last token's); with `layers`, the hidden states after that many layers instead."""
         torch = self.torch
         slots = [slot for slot, _, _ in decoding]
         positions = [position for _, _, position in decoding]
@@ -908,9 +1004,17 @@ class _SlotModel:
             tokens += piece
         self._fit(max(slots) + 1, max(positions) + 1)
         with torch.inference_mode():
-            return self._run(decoding, prefills, slots, positions, tokens)
+            return self._run(decoding, prefills, slots, positions, tokens, layers)
 
-    def _run(self, decoding: list[Any], prefills: list[Any], slots: list[int], positions: list[int], tokens: list[int]):
+    def _run(
+        self,
+        decoding: list[Any],
+        prefills: list[Any],
+        slots: list[int],
+        positions: list[int],
+        tokens: list[int],
+        layers: int | None = None,
+    ):
         torch, device = self.torch, self.device
         heads, kv_heads, head_dim = self.heads, self.kv_heads, self.head_dim
         count = len(tokens)
@@ -955,7 +1059,7 @@ class _SlotModel:
             offset += size
 
         q_size, kv_size = self.q_size, self.kv_size
-        for index, step in enumerate(self.plan):
+        for index, step in enumerate(self.plan[:layers]):
             mixed_qkv = step.attend_in(hidden)
             value = mixed_qkv[:, q_size + kv_size :].view(count, kv_heads, head_dim)
             if step.qk_norms is not None:
@@ -1022,6 +1126,8 @@ class _SlotModel:
 
         wanted = list(range(decoders))
         wanted += [start + size - 1 for (start, size, *_), (*_, wants) in zip(slices, prefills, strict=True) if wants]
+        if layers is not None:
+            return hidden[wanted].float()
         return self.head(hidden if len(wanted) == count else hidden[wanted]).float()
 
 

@@ -125,3 +125,13 @@ class Embedder(Protocol):
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One unit-length vector per text, in order."""
         ...
+
+
+@runtime_checkable
+class TextReader(Protocol):
+    """A generator that can also say how its model reads texts (the in-process engine; a remote one cannot): brainstorm
+    themes use it beside sentence embeddings."""
+
+    async def read(self, texts: Sequence[str], *, skip_last: int = 2) -> list[list[float]]:
+        """The model's hidden state at each text's last token after all but the last `skip_last` layers."""
+        ...

@@ -246,6 +246,24 @@ def test_a_one_token_prompt_slice_with_nothing_decoding_is_prefilled() -> None:
     torch.testing.assert_close(got[0], expected[4], atol=1e-4, rtol=1e-4)
 
 
+def test_a_slice_can_stop_after_some_layers_and_give_its_hidden_state() -> None:
+    """What read() builds on: the last token's hidden state after `layers` layers, as Hugging Face computes it, for
+    prompts in two slots at once (each attends only to its own tokens)."""
+    import torch
+
+    model = _tiny_model("llama")
+    runner = _SlotModel(model, max_batch=2, max_len=64)
+    first, second = [5, 17, 3, 99, 42], [11, 12, 13]
+    with torch.inference_mode():
+        expected = [
+            model(torch.tensor([ids]), output_hidden_states=True).hidden_states[1][0, -1] for ids in (first, second)
+        ]
+    got = runner.forward([], [(0, 0, first, True), (1, 0, second, True)], layers=1)
+    assert got.shape == (2, 64)
+    torch.testing.assert_close(got[0], expected[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got[1], expected[1], atol=1e-4, rtol=1e-4)
+
+
 def _native_bfloat16() -> bool:
     import torch
 
@@ -546,6 +564,40 @@ async def test_a_request_joins_a_running_batch_without_stopping_it(engine: Batch
     assert recorder.tokens("long") > at_first_token  # and the running request kept decoding beside it
     await recorder.wait()
     assert recorder.finish("long") == "length" and recorder.tokens("long") == 60
+
+
+@pytest.mark.slow
+async def test_read_gives_the_models_hidden_state_and_running_requests_are_unchanged(
+    engine: BatchingEngine, embedded_spec: ModelSpec, greedy_reference: dict[str, str]
+) -> None:
+    """Brainstorm themes use read(): it must equal the model's own hidden state (two layers from the top), whether
+    texts are read together or alone, and a request decoding meanwhile must produce exactly its usual text."""
+    import torch
+    import transformers
+
+    texts = ["Suggestion: a café corner with good coffee", "Suggestion: stay open till 9pm", "ok"]
+    recorder = Recorder(engine)
+    recorder.start("story", ask(STORY, max_new_tokens=24))
+    await wait_until(lambda: recorder.tokens("story") >= 2)
+    together = await engine.read(texts)
+    alone = [(await engine.read([text]))[0] for text in texts]
+    await recorder.wait()
+    assert recorder.text("story") == greedy_reference[STORY]
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(embedded_spec.path)
+    model = transformers.AutoModelForCausalLM.from_pretrained(embedded_spec.path, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        expected = [
+            model(**tokenizer(text, return_tensors="pt"), output_hidden_states=True).hidden_states[-3][0, -1]
+            for text in texts
+        ]
+    for row, single, reference in zip(together, alone, expected, strict=True):
+        assert len(row) == model.config.hidden_size
+        torch.testing.assert_close(torch.tensor(row), reference, atol=2e-3, rtol=2e-3)
+        torch.testing.assert_close(torch.tensor(single), torch.tensor(row), atol=2e-3, rtol=2e-3)
+    with pytest.raises(GenerationError, match="layers"):
+        await engine.read(texts, skip_last=99)
+    assert await engine.read([]) == []
 
 
 def _repeated_trigrams(text: str) -> int:

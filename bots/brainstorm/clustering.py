@@ -86,7 +86,9 @@ def merge_duplicates(vectors: Sequence[Sequence[float]], threshold: float) -> li
     return groups
 
 
-def topic_free(vectors: Sequence[Sequence[float]], topic_vectors: Sequence[Sequence[float]] = ()) -> np.ndarray:
+def topic_free(
+    vectors: Sequence[Sequence[float]] | np.ndarray, topic_vectors: Sequence[Sequence[float]] = ()
+) -> np.ndarray:
     """Idea vectors with the topic's directions projected out and (with enough ideas) their shared mean removed."""
     matrix = as_matrix(vectors)
     if len(topic_vectors):
@@ -174,7 +176,10 @@ def _by_size(labels: Sequence[int]) -> list[int]:
 
 
 def cluster(
-    vectors: Sequence[Sequence[float]], *, max_themes: int = 8, topic_vectors: Sequence[Sequence[float]] = ()
+    vectors: Sequence[Sequence[float]] | np.ndarray,
+    *,
+    max_themes: int = 8,
+    topic_vectors: Sequence[Sequence[float]] = (),
 ) -> Clustering:
     """Themes over idea vectors; the count is chosen by stability, and `separated` says whether they are real."""
     from sklearn.metrics import adjusted_rand_score

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from bots.brainstorm import render
 from bots.brainstorm.prompts import next_steps, seed_ideas, yes_and_ideas
+from bots.brainstorm.reading import IdeaReader
 from bots.brainstorm.themes import organize
 from bots.errors import UserError
 from bots.events import Action, Conversation, Message, Reaction, User, plain_emoji
@@ -93,6 +94,8 @@ class Brainstorms:
         self._locks: dict[int, asyncio.Lock] = {}
         self._hinted: set[tuple[int, str]] = set()  # (session, user) told once that their message was unreadable
         self._rejoined: set[int] = set()  # sessions whose mode thread this process has re-entered (or opened)
+        # The model's reading of each idea, taken as it arrives, for finding themes (None: sentence vectors alone).
+        self.reader = IdeaReader(app.generator) if app.settings.brainstorm.model_reads_ideas else None
 
     @property
     def config(self) -> BrainstormSection:
@@ -243,6 +246,8 @@ class Brainstorms:
         idea = await store.add_idea(
             session.id, user, ctx.event.conversation.platform, text, round=session.round, message_ref=message_ref
         )
+        if self.reader is not None:
+            self.reader.prefetch(session.topic, [text])
         await ctx.responder.send(
             Reply.text(
                 f"💡 Idea #{idea.number} noted for round {session.round}. Others vote with 👍 on it or 👍 Vote "
@@ -483,6 +488,7 @@ class Brainstorms:
                 max_themes=self.config.max_themes,
                 embed_chars=self.config.embed_chars,
                 key=session.conversation.key,
+                reader=self.reader,
             )
         except Exception:
             _log.exception("sorting brainstorm %d failed", session.id)
@@ -694,6 +700,8 @@ class Brainstorms:
             _log.info("brainstorm: %d running session timers re-armed", len(self._timers))
 
     async def close(self) -> None:
+        if self.reader is not None:
+            await self.reader.close()
         tasks = list(self._timers.values())
         self._timers.clear()
         for task in tasks:

@@ -9,8 +9,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bots.brainstorm.clustering import MIN_TO_CLUSTER, Clustering, as_matrix, cluster, merge_duplicates
+import numpy as np
+
+from bots.brainstorm.clustering import MIN_TO_CLUSTER, Clustering, as_matrix, cluster, merge_duplicates, topic_free
 from bots.brainstorm.prompts import content_words, keyword_label, stem, theme_names, topic_stems
+from bots.brainstorm.reading import IdeaReader
 from generation.moderation import Blocklist
 from generation.types import Embedder, Generator
 
@@ -68,8 +71,11 @@ async def organize(
     max_themes: int,
     embed_chars: int,
     key: str = "",
+    reader: IdeaReader | None = None,
 ) -> Organized:
-    """Themes over (id, text) ideas. Without an embedder only exact repeats merge and everything is one theme."""
+    """Themes over (id, text) ideas. Without an embedder only exact repeats merge and everything is one theme.
+    With a `reader` whose model can read (the embedded engine), the model's reading of each idea is a second view
+    beside MiniLM's (bots.brainstorm.reading)."""
     if not ideas:
         return Organized(themes=())
     timings: dict[str, float] = {}
@@ -104,7 +110,19 @@ async def organize(
     merged = {ideas[index][0]: ideas[group[0]][0] for group in groups for index in group[1:]}
     leaders = [group[0] for group in groups]
     mark = time.perf_counter()
-    if vectors:
+    states = None
+    if vectors and reader is not None and reader.available and len(leaders) >= MIN_TO_CLUSTER:
+        try:
+            states = await reader.vectors(topic, [texts[i] for i in leaders])
+        except Exception:
+            _log.warning("the model could not read the ideas; themes come from sentence vectors alone", exc_info=True)
+        timings["read_s"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+    if vectors and states is not None:
+        # Both views topic-free, side by side with equal weight (each row unit length before they are joined).
+        both = np.hstack([topic_free(states), topic_free([placed[i] for i in leaders], topic_vectors)])
+        found = await asyncio.to_thread(cluster, both, max_themes=max_themes)
+    elif vectors:
         found = await asyncio.to_thread(
             cluster, [placed[i] for i in leaders], max_themes=max_themes, topic_vectors=topic_vectors
         )

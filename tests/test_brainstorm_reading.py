@@ -1,0 +1,157 @@
+"""The model's reading of brainstorm ideas (bots/brainstorm/reading.py) as a second view for finding themes: used when
+the generator can read, read once per idea as it arrives, and never in the way when it cannot."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+from test_brainstorm import Publisher, ThreadBot, WordEmbedder, script
+
+from bots.brainstorm.reading import IdeaReader
+from bots.brainstorm.themes import organize
+from bots.store import Store
+from chorus.compose import build_chorus
+from generation.fake import FakeGenerator
+from generation.moderation import Blocklist
+from generation.types import GenerationError
+from support import settings_for, wait_until
+
+TOPIC = "How can we get more people into our library?"
+# Ideas whose words have nothing in common within a purpose (so sentence vectors of hashed words see no groups),
+# but whose purpose a reader of the ideas would recognise.
+PURPOSES = {
+    "food": ["espresso bar", "vending snacks", "soup kitchen", "croissant brunch", "lemonade stand", "tea ceremony"],
+    "hours": ["sunday opening", "midnight closing", "dawn access", "holiday schedule", "lunchtime shifts", "late keys"],
+    "space": ["beanbag corner", "plant wall", "brighter lamps", "quiet pods", "wide tables", "cosy fireplace"],
+}
+TRUTH = {idea: purpose for purpose, ideas in PURPOSES.items() for idea in ideas}
+
+
+class ReadingGenerator(FakeGenerator):
+    """A FakeGenerator that can also read: each idea's vector points at its purpose (the rows a real model's hidden
+    states would be grouped by), plus a little noise. Counts what it was asked to read."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        super().__init__(script)
+        self.fail = fail
+        self.read_calls: list[list[str]] = []
+        rng = np.random.default_rng(0)
+        self._purpose = {name: rng.normal(size=32) for name in PURPOSES}
+        self._rng = rng
+
+    async def read(self, texts: Sequence[str], *, skip_last: int = 2) -> list[list[float]]:
+        self.read_calls.append(list(texts))
+        await asyncio.sleep(0)  # a real read happens on the engine's thread: other tasks run meanwhile
+        if self.fail:
+            raise GenerationError("The model is not available.")
+        rows = []
+        for text in texts:
+            idea = re.search(r"Suggestion: (.*)\n", text)
+            assert idea is not None, text
+            purpose = TRUTH.get(idea[1])
+            base = self._purpose[purpose] if purpose else np.zeros(32)
+            rows.append((base + self._rng.normal(scale=0.2, size=32)).tolist())
+        return rows
+
+    @property
+    def ideas_read(self) -> list[str]:
+        return [re.search(r"Suggestion: (.*)\n", text)[1] for call in self.read_calls for text in call]  # type: ignore[index]
+
+
+async def _organize(generator: FakeGenerator, reader: IdeaReader | None) -> tuple[float, bool]:
+    ideas = [(number, idea) for number, idea in enumerate(TRUTH)]
+    organized = await organize(
+        ideas,
+        embedder=WordEmbedder(),
+        generator=generator,
+        topic=TOPIC,
+        blocklist=Blocklist(()),
+        merge_threshold=0.99,
+        max_themes=8,
+        embed_chars=1000,
+        reader=reader,
+    )
+    found = {idea_id: number for number, theme in enumerate(organized.themes) for idea_id in theme.idea_ids}
+    labels = [found[number] for number, _ in ideas]
+    return adjusted_rand_score(list(TRUTH.values()), labels), organized.separated
+
+
+async def test_themes_follow_the_models_reading_where_the_words_share_nothing() -> None:
+    generator = ReadingGenerator()
+    ari, separated = await _organize(generator, IdeaReader(generator))
+    assert separated and ari == pytest.approx(1.0)
+    # Without the reading, the same ideas fall into no clear groups.
+    alone_ari, _ = await _organize(generator, None)
+    assert alone_ari < 0.5
+
+
+async def test_when_the_model_cannot_read_the_themes_come_from_sentence_vectors_alone() -> None:
+    failing = ReadingGenerator(fail=True)
+    assert await _organize(failing, IdeaReader(failing)) == await _organize(failing, None)
+    plain = FakeGenerator(script)  # a remote generator cannot read either
+    reader = IdeaReader(plain)
+    assert not reader.available
+    assert await reader.vectors(TOPIC, ["espresso bar"]) is None
+
+
+async def test_each_idea_is_read_once_however_often_it_is_asked_for() -> None:
+    generator = ReadingGenerator()
+    reader = IdeaReader(generator)
+    reader.prefetch(TOPIC, ["espresso bar"])
+    reader.prefetch(TOPIC, ["plant wall"])
+    # The round ends while the two early reads are still running: they are awaited, not read again.
+    rows = await reader.vectors(TOPIC, ["espresso bar", "plant wall", "quiet pods", "espresso bar"])
+    assert rows is not None and rows.shape == (4, 32)
+    assert np.array_equal(rows[0], rows[3])
+    assert sorted(generator.ideas_read) == ["espresso bar", "plant wall", "quiet pods"]
+    again = await reader.vectors(TOPIC, ["quiet pods", "plant wall"])
+    assert again is not None and np.array_equal(again[1], rows[1])
+    assert len(generator.ideas_read) == 3
+    # The same words under another topic are another reading.
+    await reader.vectors("What should the team offsite be?", ["plant wall"])
+    assert len(generator.ideas_read) == 4
+    await reader.close()
+
+
+async def test_an_idea_posted_in_a_session_is_read_when_it_arrives(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    store = Store(settings.store_url)
+    await store.start()
+    generator = ReadingGenerator()
+    chorus = build_chorus(settings, store, generator, embedder=WordEmbedder(), drops=False)
+    await chorus.attach_publisher(Publisher())
+    bot = ThreadBot(chorus)
+    try:
+        await bot.say(f"/brainstorm {TOPIC} --rounds 2")
+        for number, idea in enumerate(list(TRUTH)[:6]):
+            await bot.say(idea, as_user=f"user{number}")
+        await wait_until(lambda: len(generator.ideas_read) == 6)
+        assert generator.ideas_read == list(TRUTH)[:6]
+        await bot.say("n")  # the round ends: its themes need no new reading
+        assert len(generator.ideas_read) == 6
+    finally:
+        await chorus.close()
+
+
+async def test_model_reads_ideas_off_reads_nothing(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, CHORUS_BRAINSTORM__MODEL_READS_IDEAS="false")
+    store = Store(settings.store_url)
+    await store.start()
+    generator = ReadingGenerator()
+    chorus = build_chorus(settings, store, generator, embedder=WordEmbedder(), drops=False)
+    await chorus.attach_publisher(Publisher())
+    bot = ThreadBot(chorus)
+    try:
+        await bot.say(f"/brainstorm {TOPIC} --rounds 2")
+        for number, idea in enumerate(list(TRUTH)[:6]):
+            await bot.say(idea, as_user=f"user{number}")
+        await bot.say("n")
+        assert generator.read_calls == []
+    finally:
+        await chorus.close()
