@@ -326,3 +326,22 @@ async def test_a_command_prefix_renames_the_slash_commands(tmp_path: Path, fake:
         assert status == 404  # not registered under its bare name
     finally:
         await slack.close()
+
+
+async def test_a_tone_in_another_alphabet_keeps_the_result_and_its_tone_select(tmp_path: Path, fake: FakeSlack) -> None:
+    # Slack refuses a select option whose value is over 150 characters (the fake checks it): with the tone written as
+    # \u escapes, one 30-letter Cyrillic tone made every result in the workspace invalid_blocks.
+    tone = "дружелюбный и неформальный тон"
+    slack = await start_slack(tmp_path, fake, CHORUS_TONES=json.dumps(["нейтральный", tone], ensure_ascii=False))
+    try:
+        v1 = await create_result(slack)
+        select = find_element(v1, "chorus:tone")
+        choice = next(option for option in select["options"] if option["text"]["text"] == tone)
+        await slack.interact(block_actions(v1, {**select, "selected_option": choice}))
+        await wait_until(lambda: len(final_updates(fake)) == 2)
+        await slack.idle()
+        latest = await slack.bot.store.latest_generation(Conversation("slack", TEAM, "C0GENERAL", v1["ts"]))
+    finally:
+        await slack.close()
+    assert fake.refused == []
+    assert latest is not None and latest.tone == tone and latest.version == 2
