@@ -146,6 +146,7 @@ class FakeSlack:
         self.sent_times: dict[str, float] = {}
         self.connections = 0
         self.uploads: dict[str, bytes] = {}  # file id -> the bytes sent to its upload URL
+        self.held: dict[str, asyncio.Event] = {}  # method -> calls of it wait for this (a slow Slack)
         self._sockets: list[web.WebSocketResponse] = []
         self._socket_ready = asyncio.Event()
         self._ts = itertools.count(1)
@@ -193,6 +194,10 @@ class FakeSlack:
         """The next `times` calls of `method` answer 429 (with Retry-After) or, with `error`, `ok: false`."""
         self.faults.setdefault(method, []).extend(Fault(status, retry_after, error) for _ in range(times))
 
+    def hold(self, method: str) -> asyncio.Event:
+        """Calls of `method` go unanswered until the returned event is set, as when Slack is slow."""
+        return self.held.setdefault(method, asyncio.Event())
+
     def calls_to(self, method: str) -> list[Call]:
         return [call for call in self.calls if call.method == method]
 
@@ -225,6 +230,8 @@ class FakeSlack:
         body = await self._body(request)
         call = Call(method, request.path, dict(request.headers), body)
         self.calls.append(call)
+        if method in self.held:
+            await self.held[method].wait()
         queued = self.faults.get(method)
         if queued:
             fault = queued.pop(0)

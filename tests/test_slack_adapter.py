@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -230,6 +231,21 @@ async def test_a_mention_in_a_command_reaches_the_model_as_a_name_not_a_user_id(
     await create_result(slack, "slogan a welcome for <@U0GONE>")
     prompt = slack.bot.generator.requests[-1].messages[-1].content
     assert "@someone" in prompt and "U0GONE" not in prompt
+
+
+async def test_a_command_is_acknowledged_before_the_people_it_mentions_are_looked_up(slack: SlackChorus) -> None:
+    # Slack shows "operation_timeout" unless a command is acknowledged within 3 seconds; users.info (slow, or waiting
+    # out a 429) must not stand between a command and its ack.
+    looked_up = slack.fake.hold("users.info")
+    try:
+        status, _, _ = await asyncio.wait_for(slack.slash(slash_body("/create", "slogan a party for <@U0BOB>")), 3.0)
+    finally:
+        looked_up.set()
+    assert status == 200
+    await wait_until(lambda: len(final_updates(slack.fake)) == 1)
+    await slack.idle()
+    prompt = slack.bot.generator.requests[-1].messages[-1].content
+    assert "@bob" in prompt and "U0BOB" not in prompt
 
 
 async def test_outside_its_channels_chorus_says_so_through_the_response_url(slack: SlackChorus) -> None:

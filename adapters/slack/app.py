@@ -477,9 +477,15 @@ class SlackAdapter:
 
     async def _on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
+        # Bolt answers Slack once this listener returns: the users.info calls for the people the text mentions
+        # (slow, or waiting out a 429) come after that, never inside the 3-second window.
+        self._after_burst(self._command(body, client))
+
+    async def _command(self, body: dict[str, Any], client: AsyncWebClient) -> None:
         names = await self._mention_names(body.get("text", ""), client)
         command = to_command(body, self.admins, self.settings.command_prefix, names)
-        self._handle(command, self._responder(client, command, response_url=body.get("response_url")))
+        self._remember_name(command.user.id, command.user.name)
+        await self.chorus.handle(command, self._responder(client, command, response_url=body.get("response_url")))
 
     async def _on_action(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
