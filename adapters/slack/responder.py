@@ -111,7 +111,10 @@ class SlackResponder:
                 return ""
             raise
         ref = message_ref(response["channel"], response["ts"])
-        await upload_attachments(self.client, self.channel, self.thread_ts or response["ts"], reply.attachments)
+        thread = self.thread_ts or response["ts"]
+        failed = await upload_attachments(self.client, self.channel, thread, reply.attachments)
+        if failed:
+            await self._ephemeral(Reply.error(" ".join(failed)))
         return ref
 
     async def edit(self, message_ref: str, reply: Reply) -> None:
@@ -189,16 +192,26 @@ class SlackResponder:
 
 async def upload_attachments(
     client: AsyncWebClient, channel: str, thread_ts: str, attachments: Sequence[Attachment]
-) -> None:
-    """Files (a /stats chart, a brainstorm summary) go into the reply's thread."""
+) -> list[str]:
+    """Files (a /stats chart, a brainstorm summary) go into the reply's thread. The message is posted already, so a
+    file Slack refuses does not fail it (a drop would be posted again): returns what went wrong, in words."""
+    failed: list[str] = []
     for attachment in attachments:
-        await client.files_upload_v2(
-            channel=channel,
-            thread_ts=thread_ts,
-            file=str(attachment.path),
-            filename=attachment.filename,
-            title=attachment.description or attachment.filename,
-        )
+        try:
+            await client.files_upload_v2(
+                channel=channel,
+                thread_ts=thread_ts,
+                file=str(attachment.path),
+                filename=attachment.filename,
+                title=attachment.description or attachment.filename,
+            )
+        except SlackApiError as exc:
+            _log.warning("could not attach %s in %s: %s", attachment.filename, channel, _error(exc))
+            note = f"{attachment.filename} could not be attached (Slack said {_error(exc) or 'no'})."
+            if _error(exc) == "missing_scope":
+                note += " An admin may need to reinstall Chorus so it has the files:write permission."
+            failed.append(note)
+    return failed
 
 
 def _log_failure(delivery: asyncio.Future[str]) -> None:
