@@ -259,6 +259,16 @@ async def test_outside_its_channels_chorus_says_so_through_the_response_url(slac
     assert hook.body["response_type"] == "ephemeral"
 
 
+async def test_where_an_invitation_would_not_help_chorus_does_not_ask_for_one(slack: SlackChorus) -> None:
+    # restricted_action: the channel lets only some people (admins) post; inviting Chorus changes nothing.
+    slack.fake.fail("chat.postMessage", times=5, error="restricted_action")
+    await slack.slash(slash_body("/create", "slogan a cafe", response_url=slack.fake.response_url("cmd1")))
+    await wait_until(lambda: len(slack.fake.calls_to("response_url")) == 1)
+    await slack.idle()
+    text = slack.fake.calls_to("response_url")[0].body["text"]
+    assert "settings don't let me post here" in text and "/invite" not in text
+
+
 async def test_nothing_chorus_sends_can_ping_anyone(tmp_path: Path, fake: FakeSlack) -> None:
     def pinging(request) -> str:
         return "hey <!channel> and <!here> <!everyone> <@U0BOSS> <!subteam^S0ALL> & friends"

@@ -34,6 +34,11 @@ _log = logging.getLogger(__name__)
 
 # postMessage errors that mean "Chorus is not in this channel"; the user then hears it through the response_url.
 _NOT_HERE = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action"})
+# ... and what the user is told for those an invitation does not fix.
+_CANNOT_POST = {
+    "is_archived": "This channel is archived, so I can't post in it.",
+    "restricted_action": "This channel's settings don't let me post here. Ask an admin, or try another channel.",
+}
 # chat.update errors after which the result can only be delivered as a new message.
 _NOT_EDITABLE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed", "msg_too_long"})
 # How long the placeholder waits for the first chunk, so that it can already say "3rd in line, about 9 s".
@@ -107,7 +112,7 @@ class SlackResponder:
             )
         except SlackApiError as exc:
             if _error(exc) in _NOT_HERE:
-                await self._not_here()
+                await self._not_here(_error(exc))
                 return ""
             raise
         ref = message_ref(response["channel"], response["ts"])
@@ -173,9 +178,12 @@ class SlackResponder:
                 title=attachment.description or attachment.filename,
             )
 
-    async def _not_here(self) -> None:
-        """Tell the user (privately, through the response_url) that Chorus must be invited first."""
-        text = "I can't post in this channel yet. Invite me with `/invite @Chorus` and try again."
+    async def _not_here(self, error: str) -> None:
+        """Tell the user (privately, through the response_url) why Chorus cannot post here: mostly that it must be
+        invited first, but an invitation does not help in an archived channel or one where posting is restricted."""
+        text = _CANNOT_POST.get(
+            error, "I can't post in this channel yet. Invite me with `/invite @Chorus` and try again."
+        )
         if self.response_url:
             await self._via_response_url({"text": text})
         else:
@@ -425,7 +433,7 @@ class SlackStream:
                 if _error(exc) not in _NOT_HERE:
                     raise
                 self._unreachable = True
-                await responder._not_here()
+                await responder._not_here(_error(exc))
                 return
             self.ts, self.channel = response["ts"], response["channel"]
             return
