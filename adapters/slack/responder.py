@@ -498,6 +498,10 @@ class SlackStream:
         return True
 
 
+class PublishRefused(Exception):
+    """Slack refused an unprompted post for a reason other than the channel (it may pass: the post is retried)."""
+
+
 class SlackPublisher:
     """Posts unprompted content (drops, brainstorm timers) with chat.postMessage; returns `"<channel>:<ts>"`."""
 
@@ -524,7 +528,8 @@ class SlackPublisher:
         except SlackApiError as exc:
             if _error(exc) in _NOT_HERE:
                 raise PublishForbidden(f"Slack refused channel {conversation.channel}: {_error(exc)}") from exc
-            raise
+            # The reason reaches admins (/drops now, drop alerts): Slack's error code, not the SDK's dump of the call.
+            raise PublishRefused(f"Slack refused the post ({_error(exc) or 'no reason given'})") from exc
         ref = message_ref(response["channel"], response["ts"])
         await upload_attachments(client, response["channel"], conversation.thread or response["ts"], reply.attachments)
         return ref
