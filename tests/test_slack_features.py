@@ -318,3 +318,22 @@ async def test_a_file_slack_refuses_leaves_the_message_posted_and_says_why(slack
     assert publisher is not None
     ref = await publisher.publish(GENERAL, Reply(parts=("Summary",), attachments=(Attachment("stats.png", chart),)))
     assert ref.partition(":")[2] in {call.response["ts"] for call in slack.fake.answered("chat.postMessage")}
+
+
+@pytest.mark.parametrize("opened_by", ["asking button", "remix shortcut"])
+async def test_a_form_slack_will_not_open_is_explained(slack: SlackChorus, opened_by: str) -> None:
+    # Slack takes a click's trigger_id for 3 seconds only (then expired_trigger_id): nothing happened at all.
+    slack.fake.fail("views.open", error="expired_trigger_id")
+    if opened_by == "asking button":
+        publisher = slack.bot.chorus.publisher
+        assert publisher is not None
+        ask = ReplyAction("idea", "Add an idea", value="s1", ask="Your idea?")
+        channel, _, ts = (await publisher.publish(GENERAL, Reply(parts=("Ideas",), actions=(ask,)))).partition(":")
+        posted = slack.fake.messages[(channel, ts)]
+        await slack.interact(block_actions(posted, find_element(posted, "chorus:idea:ask")))
+    else:
+        await slack.interact(message_shortcut("we open at nine"))
+    await wait_until(lambda: len(slack.fake.answered("chat.postEphemeral")) == 1)
+    note = slack.fake.answered("chat.postEphemeral")[0].body
+    assert note["user"] == "U0ALICE" and note["channel"] == "C0GENERAL"
+    assert "form could not open" in note["text"] and "expired_trigger_id" in note["text"]
