@@ -371,3 +371,16 @@ async def test_a_tone_in_another_alphabet_keeps_the_result_and_its_tone_select(t
         await slack.close()
     assert fake.refused == []
     assert latest is not None and latest.tone == tone and latest.version == 2
+
+
+async def test_a_brainstorm_outside_its_channels_only_asks_to_be_invited(slack: SlackChorus) -> None:
+    # The kickoff could not be posted, so there was no thread to open: "Something went wrong" followed the hint.
+    slack.fake.fail("chat.postMessage", times=5, error="not_in_channel")
+    slack.fake.fail("chat.postEphemeral", times=5, error="not_in_channel")
+    await slack.slash(slash_body("/brainstorm", "names for the cafe", response_url=slack.fake.response_url("b1")))
+    await wait_until(lambda: len(slack.fake.calls_to("response_url")) == 1)
+    await slack.idle()
+    assert [call.body["text"] for call in slack.fake.calls_to("response_url")] == [
+        "I can't post in this channel yet. Invite me with `/invite @Chorus` and try again."
+    ]
+    assert await slack.bot.store.open_brainstorm_in_channel(GENERAL) is None  # a later /brainstorm can start
