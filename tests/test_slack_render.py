@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fake_slack import block_problems
 
 from adapters.slack.render import (
     BLOCK_LIMIT,
@@ -20,6 +21,7 @@ from adapters.slack.render import (
     split_text,
 )
 from adapters.slack.translate import decode_value
+from bots.brainstorm.render import controls, vote_button
 from bots.feedback import result_actions
 from bots.reply import Reply, ReplyAction
 
@@ -76,6 +78,13 @@ def test_result_buttons_carry_their_generation_and_the_tone_is_a_select() -> Non
     select = next(e for e in elements if e["type"] == "static_select")
     assert select["action_id"] == "chorus:tone"
     assert [decode_value(o["value"])["v"] for o in select["options"]] == list(TONES)
+
+
+def test_action_ids_are_unique_in_every_message_as_slack_requires() -> None:
+    button = {"type": "button", "action_id": "chorus:more", "text": {"type": "plain_text", "text": "More"}}
+    assert block_problems([{"type": "actions", "elements": [button, button]}], BLOCK_LIMIT)  # the fake refuses it
+    for actions in (result_actions(7, variants=3), (vote_button(1, 3), *controls(1))):
+        assert block_problems(render_blocks(Reply(parts=("a",), actions=actions), TONES), BLOCK_LIMIT) == []
 
 
 def test_an_asking_action_is_a_button_that_opens_a_modal() -> None:
