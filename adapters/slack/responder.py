@@ -27,6 +27,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from adapters.slack.outbound import Outbound, Priority, RateLimited
 from adapters.slack.render import escape, parts_text, render_message, render_progress, with_command_prefix
 from adapters.slack.translate import message_ref, split_ref
+from bots.errors import UserError
 from bots.events import Conversation
 from bots.reply import Attachment, PublishForbidden, Reply
 
@@ -47,6 +48,11 @@ PLACEHOLDER_GRACE_S = 0.25
 CUT_SHORT_NOTE = "⚠ Chorus restarted before this was finished; above is the text so far. Run the command again."
 # ... and what one says when its handler failed before finishing it.
 UNFINISHED_NOTE = "⚠ This stopped before it was finished; above is the text so far. Try again."
+# What the user is told when Slack refused a message with 429s for longer than Chorus waits.
+RATE_LIMITED_NOTE = (
+    "Slack kept refusing new messages in this channel (too many at once), so this was not posted. "
+    "Try again in a minute."
+)
 # Slack seconds a placeholder removal may keep being refused before it is left as it is.
 CLEANUP_PATIENCE_S = 60.0
 
@@ -115,6 +121,8 @@ class SlackResponder:
                 await self._not_here(_error(exc))
                 return ""
             raise
+        except RateLimited as exc:
+            raise UserError(RATE_LIMITED_NOTE) from exc
         ref = message_ref(response["channel"], response["ts"])
         thread = self.thread_ts or response["ts"]
         failed = await upload_attachments(self.client, self.channel, thread, reply.attachments)
