@@ -269,6 +269,17 @@ async def test_where_an_invitation_would_not_help_chorus_does_not_ask_for_one(sl
     assert "settings don't let me post here" in text and "/invite" not in text
 
 
+async def test_a_command_in_a_direct_message_between_people_does_not_ask_for_an_invite(slack: SlackChorus) -> None:
+    # Slash commands work in any DM, but an app cannot be invited into a DM between two people.
+    slack.fake.fail("chat.postMessage", times=5, error="channel_not_found")
+    hook = slack.fake.response_url("dm1")
+    await slack.slash(slash_body("/create", "slogan a cafe", channel="D0ALICEBOB", response_url=hook))
+    await wait_until(lambda: len(slack.fake.calls_to("response_url")) == 1)
+    await slack.idle()
+    text = slack.fake.calls_to("response_url")[0].body["text"]
+    assert "direct message between other people" in text and "/invite" not in text
+
+
 async def test_nothing_chorus_sends_can_ping_anyone(tmp_path: Path, fake: FakeSlack) -> None:
     def pinging(request) -> str:
         return "hey <!channel> and <!here> <!everyone> <@U0BOSS> <!subteam^S0ALL> & friends"

@@ -40,6 +40,10 @@ _CANNOT_POST = {
     "is_archived": "This channel is archived, so I can't post in it.",
     "restricted_action": "This channel's settings don't let me post here. Ask an admin, or try another channel.",
 }
+# A direct message between people (its id starts with D) cannot take an app that was not part of it.
+_NOT_IN_DM = (
+    "I can't post in a direct message between other people. Use me in a channel I'm in, or message me directly."
+)
 # chat.update errors after which the result can only be delivered as a new message.
 _NOT_EDITABLE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed", "msg_too_long"})
 # How long the placeholder waits for the first chunk, so that it can already say "3rd in line, about 9 s".
@@ -188,10 +192,13 @@ class SlackResponder:
 
     async def _not_here(self, error: str) -> None:
         """Tell the user (privately, through the response_url) why Chorus cannot post here: mostly that it must be
-        invited first, but an invitation does not help in an archived channel or one where posting is restricted."""
+        invited first, but an invitation does not help in an archived channel, one where posting is restricted or a
+        direct message between people."""
         text = _CANNOT_POST.get(
             error, "I can't post in this channel yet. Invite me with `/invite @Chorus` and try again."
         )
+        if self.channel.startswith("D") and error not in _CANNOT_POST:
+            text = _NOT_IN_DM
         if self.response_url:
             await self._via_response_url({"text": text})
         else:
