@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fake_slack import block_problems
+from fake_slack import block_actions, block_problems
 
 from adapters.slack.render import (
     BLOCK_LIMIT,
@@ -20,7 +20,7 @@ from adapters.slack.render import (
     render_progress,
     split_text,
 )
-from adapters.slack.translate import decode_value
+from adapters.slack.translate import decode_value, to_action
 from bots.brainstorm.render import controls, vote_button
 from bots.feedback import result_actions
 from bots.reply import Reply, ReplyAction
@@ -85,6 +85,20 @@ def test_action_ids_are_unique_in_every_message_as_slack_requires() -> None:
     assert block_problems([{"type": "actions", "elements": [button, button]}], BLOCK_LIMIT)  # the fake refuses it
     for actions in (result_actions(7, variants=3), (vote_button(1, 3), *controls(1))):
         assert block_problems(render_blocks(Reply(parts=("a",), actions=actions), TONES), BLOCK_LIMIT) == []
+
+
+def test_more_than_100_tones_are_all_offered_in_selects_within_slacks_limits() -> None:
+    # A static_select holds 100 options: tones 101 and on were silently missing from the result's tone menu.
+    tones = tuple(f"tone {i:03d}" for i in range(130))
+    blocks = render_blocks(Reply(parts=("a", "b"), actions=result_actions(5, variants=2)), tones)
+    selects = [e for b in blocks if b["type"] == "actions" for e in b["elements"] if e["type"] == "static_select"]
+    tone_selects = [s for s in selects if s["action_id"].startswith("chorus:tone")]
+    assert [decode_value(o["value"])["v"] for s in tone_selects for o in s["options"]] == list(tones)
+    assert tone_selects[1]["placeholder"]["text"] == "Change tone (tone 100 – tone 129)"
+    assert block_problems(blocks, BLOCK_LIMIT) == []
+    picked = {**tone_selects[1], "selected_option": tone_selects[1]["options"][-1]}
+    action = to_action(block_actions({"ts": "1.2", "blocks": blocks}, picked), ())
+    assert action is not None and (action.action_id, action.value, action.target_id) == ("tone", "tone 129", 5)
 
 
 def test_an_asking_action_is_a_button_that_opens_a_modal() -> None:

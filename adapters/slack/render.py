@@ -112,17 +112,20 @@ def action_elements(actions: Sequence[ReplyAction], tones: Sequence[str]) -> lis
     for action in actions:
         action_id = f"{ACTION_PREFIX}{action.action_id}"
         if action.action_id == TONE and tones and not action.ask:
-            elements.append(
-                {
-                    "type": "static_select",
-                    "action_id": action_id,
-                    "placeholder": _plain(action.label or "Change tone"),
-                    "options": [
-                        {"text": _plain(tone), "value": encode_value(action.target_id, tone)}
-                        for tone in tones[:OPTIONS_LIMIT]
-                    ],
-                }
-            )
+            # A select holds 100 options: past that the tones continue in further selects (action ids stay unique).
+            for start in range(0, len(tones), OPTIONS_LIMIT):
+                chunk = tones[start : start + OPTIONS_LIMIT]
+                label = action.label or "Change tone"
+                elements.append(
+                    {
+                        "type": "static_select",
+                        "action_id": action_id + (f":{start // OPTIONS_LIMIT + 1}" if start else ""),
+                        "placeholder": _plain(f"{label} ({chunk[0]} – {chunk[-1]})" if start else label),
+                        "options": [
+                            {"text": _plain(tone), "value": encode_value(action.target_id, tone)} for tone in chunk
+                        ],
+                    }
+                )
             continue
         if action.choices:
             # A select of choices (rework one variant: "#2 · Shorter"): the picked value arrives as the value.
