@@ -45,6 +45,26 @@ def test_no_rendered_field_carries_a_mention() -> None:
         assert key not in dumped
 
 
+def test_slack_parses_no_bare_name_in_what_chorus_renders() -> None:
+    # A mrkdwn text object without `verbatim` lets Slack "automatically parse certain mentions" in its plain text
+    # (a bare `@design` handle); verbatim keeps the formatting and parses nothing.
+    reply = Reply(
+        parts=("ask @design and #general",), title="slogan · v1", footer="tone: witty", actions=result_actions(3)
+    )
+    rendered = [render_message(reply, TONES), render_progress("t", ["ask @design"], ""), home_view([], {}, {"a": "b"})]
+    texts = [obj for found in rendered for obj in _mrkdwn_objects(found)]
+    assert texts and all(obj.get("verbatim") is True for obj in texts)
+
+
+def _mrkdwn_objects(value: object) -> list[dict]:
+    if isinstance(value, dict):
+        found = [value] if value.get("type") == "mrkdwn" else []
+        return found + [obj for item in value.values() for obj in _mrkdwn_objects(item)]
+    if isinstance(value, list):
+        return [obj for item in value for obj in _mrkdwn_objects(item)]
+    return []
+
+
 def test_long_text_is_split_at_the_section_limit_at_a_space() -> None:
     words = " ".join(f"word{i}" for i in range(2000))
     pieces = split_text(escape(words))

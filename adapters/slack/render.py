@@ -74,12 +74,18 @@ def split_text(text: str, limit: int = SECTION_LIMIT) -> list[str]:
     return pieces
 
 
+def _mrkdwn(text: str) -> dict[str, Any]:
+    """A mrkdwn text object. `verbatim`: Slack keeps the formatting but does not preprocess the plain text, where it
+    would otherwise link-ify names and "automatically parse certain mentions" (Block Kit text object reference)."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
 def _section(text: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text or " "}}
+    return {"type": "section", "text": _mrkdwn(text or " ")}
 
 
 def _context(text: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+    return {"type": "context", "elements": [_mrkdwn(text)]}
 
 
 def _plain(text: str, limit: int = 75) -> dict[str, Any]:
