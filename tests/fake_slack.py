@@ -35,6 +35,7 @@ APP_TOKEN = "xapp-1-chorus-test"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 # Payloads carry a response_url; by default one on 127.0.0.1 where nothing listens, so no test reaches Slack.
 NOWHERE = "http://127.0.0.1:1/response/none"
+RESPONSE_URL_LIFETIME_S = 30 * 60
 
 
 @dataclass
@@ -146,6 +147,8 @@ class FakeSlack:
         self.sent_times: dict[str, float] = {}
         self.connections = 0
         self.uploads: dict[str, bytes] = {}  # file id -> the bytes sent to its upload URL
+        self.response_urls: dict[str, float] = {}  # response_url hook -> when it was first used
+        self.held: dict[str, asyncio.Event] = {}  # method -> calls of it wait for this (a slow Slack)
         self._sockets: list[web.WebSocketResponse] = []
         self._socket_ready = asyncio.Event()
         self._ts = itertools.count(1)
@@ -193,6 +196,10 @@ class FakeSlack:
         """The next `times` calls of `method` answer 429 (with Retry-After) or, with `error`, `ok: false`."""
         self.faults.setdefault(method, []).extend(Fault(status, retry_after, error) for _ in range(times))
 
+    def hold(self, method: str) -> asyncio.Event:
+        """Calls of `method` go unanswered until the returned event is set, as when Slack is slow."""
+        return self.held.setdefault(method, asyncio.Event())
+
     def calls_to(self, method: str) -> list[Call]:
         return [call for call in self.calls if call.method == method]
 
@@ -225,6 +232,8 @@ class FakeSlack:
         body = await self._body(request)
         call = Call(method, request.path, dict(request.headers), body)
         self.calls.append(call)
+        if method in self.held:
+            await self.held[method].wait()
         queued = self.faults.get(method)
         if queued:
             fault = queued.pop(0)
@@ -349,6 +358,11 @@ class FakeSlack:
         users = body.get("users", "")
         return {"ok": True, "channel": {"id": "D" + users.removeprefix("U")}}
 
+    def _files_upload(self, body: dict[str, Any], token: str) -> dict[str, Any]:
+        """Retired for every app in November 2025: uploads go through files.getUploadURLExternal and
+        files.completeUploadExternal (slack_sdk's files_upload_v2)."""
+        return {"ok": False, "error": "method_deprecated"}
+
     def _files_getUploadURLExternal(self, body: dict[str, Any], token: str) -> dict[str, Any]:
         file_id = "F" + uuid.uuid4().hex[:10].upper()
         return {"ok": True, "upload_url": f"{self.url}/upload/{file_id}", "file_id": file_id}
@@ -376,8 +390,19 @@ class FakeSlack:
         }
 
     async def _response_url(self, request: web.Request) -> web.Response:
+        """docs.slack.dev "Handling user interaction": a response_url takes at most 5 messages within 30 minutes of
+        the payload that carried it; after that Slack answers 404 (`used_url`, `expired_url`)."""
         body = await self._body(request)
-        self.calls.append(Call("response_url", request.path, dict(request.headers), body))
+        call = Call("response_url", request.path, dict(request.headers), body)
+        self.calls.append(call)
+        hook = request.match_info["hook"]
+        first = self.response_urls.setdefault(hook, call.at)
+        uses = sum(1 for c in self.calls if c.method == "response_url" and c.path == request.path)
+        refusal = "used_url" if uses > 5 else "expired_url" if call.at - first > RESPONSE_URL_LIFETIME_S else ""
+        if refusal:
+            body["_refused"] = True
+            self.refused.append(call)
+            return web.Response(status=404, text=refusal)
         return web.Response(text="ok")
 
     async def _upload(self, request: web.Request) -> web.Response:
@@ -499,9 +524,27 @@ def block_problems(blocks: list[dict[str, Any]], limit: int) -> list[str]:
         if isinstance(value, dict) and not text:
             problems.append(f"must be more than 0 characters [json-pointer:{where}/{field_name}]")
 
+    # block_id and action_id: at most 255 characters, and each unique within the message or view.
+    ids: dict[str, set[str]] = {"block_id": set(), "action_id": set()}
+
+    def check_id(name: str, value: Any, where: str) -> None:
+        if value is None:
+            return
+        if len(str(value)) > 255:
+            problems.append(f"must be less than 256 characters [json-pointer:{where}/{name}]")
+        if value in ids[name]:
+            problems.append(f"{name} {value!r} already exists [json-pointer:{where}/{name}]")
+        ids[name].add(value)
+
     for i, block in enumerate(blocks):
         where = f"/blocks/{i}"
         kind = block.get("type", "")
+        check_id("block_id", block.get("block_id"), where)
+        element = block.get("element")
+        if isinstance(element, dict):
+            check_id("action_id", element.get("action_id"), f"{where}/element")
+            if element.get("type") == "plain_text_input" and element.get("max_length", 0) > TEXT_LIMIT:
+                problems.append(f"must be at most {TEXT_LIMIT} [json-pointer:{where}/element/max_length]")
         if "text" in block:
             check(kind, "text", block["text"], where)
         if kind == "header" and block["text"].get("type") != "plain_text":
@@ -515,6 +558,7 @@ def block_problems(blocks: list[dict[str, Any]], limit: int) -> list[str]:
         for j, element in enumerate(block.get("elements", [])):
             inner = f"{where}/elements/{j}"
             element_kind = element.get("type", "")
+            check_id("action_id", element.get("action_id"), inner)
             for name in ("text", "value", "placeholder"):
                 if name in element:
                     check(element_kind, name, element[name], inner)

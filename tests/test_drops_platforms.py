@@ -349,6 +349,18 @@ async def test_stats_uploads_a_png_with_the_summary(side: Side) -> None:
     assert "Channel stats" in text and "drop" in text.lower()
 
 
+async def test_slack_refusing_a_drop_is_told_to_the_admin_in_a_few_words(tmp_path: Path) -> None:
+    side = await slack_side(tmp_path, Clock(datetime.now(UTC).replace(microsecond=0)))
+    try:
+        await side.command("drops", ENABLE, moderator=True)
+        side.extra["fake"].fail("chat.postMessage", error="invalid_blocks")
+        text, _ = await side.command("drops", "now", moderator=True)
+    finally:
+        await side.stop()
+    assert "Could not post the drop" in text and "Slack refused the post (invalid_blocks)" in text
+    assert "http" not in text and "responded with" not in text  # not slack_sdk's dump of the call
+
+
 async def test_a_channel_chorus_may_not_post_to_pauses_drops_and_tells_the_admins(side: Side) -> None:
     await side.command("drops", ENABLE, moderator=True)
     side.forbid_next_post()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -232,6 +233,21 @@ async def test_a_mention_in_a_command_reaches_the_model_as_a_name_not_a_user_id(
     assert "@someone" in prompt and "U0GONE" not in prompt
 
 
+async def test_a_command_is_acknowledged_before_the_people_it_mentions_are_looked_up(slack: SlackChorus) -> None:
+    # Slack shows "operation_timeout" unless a command is acknowledged within 3 seconds; users.info (slow, or waiting
+    # out a 429) must not stand between a command and its ack.
+    looked_up = slack.fake.hold("users.info")
+    try:
+        status, _, _ = await asyncio.wait_for(slack.slash(slash_body("/create", "slogan a party for <@U0BOB>")), 3.0)
+    finally:
+        looked_up.set()
+    assert status == 200
+    await wait_until(lambda: len(final_updates(slack.fake)) == 1)
+    await slack.idle()
+    prompt = slack.bot.generator.requests[-1].messages[-1].content
+    assert "@bob" in prompt and "U0BOB" not in prompt
+
+
 async def test_outside_its_channels_chorus_says_so_through_the_response_url(slack: SlackChorus) -> None:
     slack.fake.fail("chat.postMessage", times=5, error="not_in_channel")
     await slack.slash(slash_body("/create", "slogan a cafe", response_url=slack.fake.response_url("cmd1")))
@@ -241,6 +257,27 @@ async def test_outside_its_channels_chorus_says_so_through_the_response_url(slac
     hook = slack.fake.calls_to("response_url")[0]
     assert hook.path == "/response/cmd1" and "/invite @Chorus" in hook.body["text"]
     assert hook.body["response_type"] == "ephemeral"
+
+
+async def test_where_an_invitation_would_not_help_chorus_does_not_ask_for_one(slack: SlackChorus) -> None:
+    # restricted_action: the channel lets only some people (admins) post; inviting Chorus changes nothing.
+    slack.fake.fail("chat.postMessage", times=5, error="restricted_action")
+    await slack.slash(slash_body("/create", "slogan a cafe", response_url=slack.fake.response_url("cmd1")))
+    await wait_until(lambda: len(slack.fake.calls_to("response_url")) == 1)
+    await slack.idle()
+    text = slack.fake.calls_to("response_url")[0].body["text"]
+    assert "settings don't let me post here" in text and "/invite" not in text
+
+
+async def test_a_command_in_a_direct_message_between_people_does_not_ask_for_an_invite(slack: SlackChorus) -> None:
+    # Slash commands work in any DM, but an app cannot be invited into a DM between two people.
+    slack.fake.fail("chat.postMessage", times=5, error="channel_not_found")
+    hook = slack.fake.response_url("dm1")
+    await slack.slash(slash_body("/create", "slogan a cafe", channel="D0ALICEBOB", response_url=hook))
+    await wait_until(lambda: len(slack.fake.calls_to("response_url")) == 1)
+    await slack.idle()
+    text = slack.fake.calls_to("response_url")[0].body["text"]
+    assert "direct message between other people" in text and "/invite" not in text
 
 
 async def test_nothing_chorus_sends_can_ping_anyone(tmp_path: Path, fake: FakeSlack) -> None:
@@ -326,3 +363,35 @@ async def test_a_command_prefix_renames_the_slash_commands(tmp_path: Path, fake:
         assert status == 404  # not registered under its bare name
     finally:
         await slack.close()
+
+
+async def test_a_tone_in_another_alphabet_keeps_the_result_and_its_tone_select(tmp_path: Path, fake: FakeSlack) -> None:
+    # Slack refuses a select option whose value is over 150 characters (the fake checks it): with the tone written as
+    # \u escapes, one 30-letter Cyrillic tone made every result in the workspace invalid_blocks.
+    tone = "дружелюбный и неформальный тон"
+    slack = await start_slack(tmp_path, fake, CHORUS_TONES=json.dumps(["нейтральный", tone], ensure_ascii=False))
+    try:
+        v1 = await create_result(slack)
+        select = find_element(v1, "chorus:tone")
+        choice = next(option for option in select["options"] if option["text"]["text"] == tone)
+        await slack.interact(block_actions(v1, {**select, "selected_option": choice}))
+        await wait_until(lambda: len(final_updates(fake)) == 2)
+        await slack.idle()
+        latest = await slack.bot.store.latest_generation(Conversation("slack", TEAM, "C0GENERAL", v1["ts"]))
+    finally:
+        await slack.close()
+    assert fake.refused == []
+    assert latest is not None and latest.tone == tone and latest.version == 2
+
+
+async def test_a_brainstorm_outside_its_channels_only_asks_to_be_invited(slack: SlackChorus) -> None:
+    # The kickoff could not be posted, so there was no thread to open: "Something went wrong" followed the hint.
+    slack.fake.fail("chat.postMessage", times=5, error="not_in_channel")
+    slack.fake.fail("chat.postEphemeral", times=5, error="not_in_channel")
+    await slack.slash(slash_body("/brainstorm", "names for the cafe", response_url=slack.fake.response_url("b1")))
+    await wait_until(lambda: len(slack.fake.calls_to("response_url")) == 1)
+    await slack.idle()
+    assert [call.body["text"] for call in slack.fake.calls_to("response_url")] == [
+        "I can't post in this channel yet. Invite me with `/invite @Chorus` and try again."
+    ]
+    assert await slack.bot.store.open_brainstorm_in_channel(GENERAL) is None  # a later /brainstorm can start

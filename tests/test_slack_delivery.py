@@ -76,6 +76,21 @@ async def test_a_final_edit_refused_past_the_sdks_retries_is_posted_anew_and_lin
         await slack.close()
 
 
+async def test_a_result_slack_refuses_past_chorus_patience_is_explained_to_the_user(
+    tmp_path: Path, fake: FakeSlack
+) -> None:
+    slack = await start_slack(tmp_path, fake, generator=FakeGenerator(lambda r: WORDS, delay_s=0.01))
+    try:
+        fake.fail("chat.postMessage", times=10_000, retry_after=1)  # 429 after 429, far past final_patience_s
+        await slack.slash(slash_body("/create", "slogan a night bakery"))
+        await wait_until(lambda: len(fake.answered("chat.postEphemeral")) == 1)
+        await slack.idle()
+    finally:
+        await slack.close()
+    note = fake.answered("chat.postEphemeral")[0].body["text"]
+    assert "Slack kept refusing new messages in this channel" in note and "went wrong" not in note
+
+
 @pytest.mark.parametrize("mode", ["http", "socket"])
 async def test_thirty_creates_at_once_in_one_channel_all_arrive_within_slacks_limits(tmp_path: Path, mode: str) -> None:
     fake = FakeSlack(RateModel(scale=SCALE))

@@ -33,7 +33,7 @@ from slack_support import (
 
 from adapters.slack.app import SlackAdapter, SlackConfigError, run_slack
 from adapters.slack.translate import ASK_CALLBACK, REMIX_CALLBACK
-from bots.events import Action, Conversation
+from bots.events import Action, Conversation, Message
 from bots.reply import Attachment, Reply, ReplyAction
 from bots.router import Context
 from generation.fake import FakeGenerator
@@ -294,3 +294,46 @@ async def test_mydata_says_so_when_slack_refuses_the_direct_message(slack: Slack
     note = slack.fake.answered("chat.postEphemeral")[0].body["text"]
     assert "missing_scope" in note and "im:write" in note
     assert slack.fake.calls_to("files.completeUploadExternal") == []
+
+
+async def test_a_file_slack_refuses_leaves_the_message_posted_and_says_why(slack: SlackChorus, tmp_path: Path) -> None:
+    # An install from before Chorus asked for files:write: /stats posted its summary, then failed with "Something
+    # went wrong", and a drop or brainstorm summary with a file failed after posting, so it could be posted again.
+    chart = tmp_path / "stats.png"
+    chart.write_bytes(b"\x89PNG")
+
+    async def send_with_a_file(ctx: Context) -> bool:
+        await ctx.responder.send(Reply(parts=("Channel stats",), attachments=(Attachment("stats.png", chart),)))
+        return True
+
+    slack.bot.chorus.intercept(Message, send_with_a_file)
+    slack.fake.fail("files.getUploadURLExternal", times=2, error="missing_scope")
+    await slack.event(event_callback(message_event("stats please", channel="D0ALICE", channel_type="im")))
+    await wait_until(lambda: len(slack.fake.answered("chat.postEphemeral")) == 1)
+    await slack.idle()
+    assert len(slack.fake.answered("chat.postMessage")) == 1
+    note = slack.fake.answered("chat.postEphemeral")[0].body["text"]
+    assert "stats.png could not be attached" in note and "files:write" in note and "went wrong" not in note
+    publisher = slack.bot.chorus.publisher
+    assert publisher is not None
+    ref = await publisher.publish(GENERAL, Reply(parts=("Summary",), attachments=(Attachment("stats.png", chart),)))
+    assert ref.partition(":")[2] in {call.response["ts"] for call in slack.fake.answered("chat.postMessage")}
+
+
+@pytest.mark.parametrize("opened_by", ["asking button", "remix shortcut"])
+async def test_a_form_slack_will_not_open_is_explained(slack: SlackChorus, opened_by: str) -> None:
+    # Slack takes a click's trigger_id for 3 seconds only (then expired_trigger_id): nothing happened at all.
+    slack.fake.fail("views.open", error="expired_trigger_id")
+    if opened_by == "asking button":
+        publisher = slack.bot.chorus.publisher
+        assert publisher is not None
+        ask = ReplyAction("idea", "Add an idea", value="s1", ask="Your idea?")
+        channel, _, ts = (await publisher.publish(GENERAL, Reply(parts=("Ideas",), actions=(ask,)))).partition(":")
+        posted = slack.fake.messages[(channel, ts)]
+        await slack.interact(block_actions(posted, find_element(posted, "chorus:idea:ask")))
+    else:
+        await slack.interact(message_shortcut("we open at nine"))
+    await wait_until(lambda: len(slack.fake.answered("chat.postEphemeral")) == 1)
+    note = slack.fake.answered("chat.postEphemeral")[0].body
+    assert note["user"] == "U0ALICE" and note["channel"] == "C0GENERAL"
+    assert "form could not open" in note["text"] and "expired_trigger_id" in note["text"]

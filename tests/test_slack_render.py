@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fake_slack import block_actions, block_problems
 
 from adapters.slack.render import (
     BLOCK_LIMIT,
@@ -19,7 +20,8 @@ from adapters.slack.render import (
     render_progress,
     split_text,
 )
-from adapters.slack.translate import decode_value
+from adapters.slack.translate import decode_value, to_action
+from bots.brainstorm.render import controls, vote_button
 from bots.feedback import result_actions
 from bots.reply import Reply, ReplyAction
 
@@ -41,6 +43,26 @@ def test_no_rendered_field_carries_a_mention() -> None:
     dumped = json.dumps([render_message(reply, TONES), render_progress(PINGS, [PINGS], PINGS)], ensure_ascii=False)
     for key in ("<!channel>", "<!here>", "<!everyone>", "<@U", "<!subteam^", "<#C", "<https"):
         assert key not in dumped
+
+
+def test_slack_parses_no_bare_name_in_what_chorus_renders() -> None:
+    # A mrkdwn text object without `verbatim` lets Slack "automatically parse certain mentions" in its plain text
+    # (a bare `@design` handle); verbatim keeps the formatting and parses nothing.
+    reply = Reply(
+        parts=("ask @design and #general",), title="slogan · v1", footer="tone: witty", actions=result_actions(3)
+    )
+    rendered = [render_message(reply, TONES), render_progress("t", ["ask @design"], ""), home_view([], {}, {"a": "b"})]
+    texts = [obj for found in rendered for obj in _mrkdwn_objects(found)]
+    assert texts and all(obj.get("verbatim") is True for obj in texts)
+
+
+def _mrkdwn_objects(value: object) -> list[dict]:
+    if isinstance(value, dict):
+        found = [value] if value.get("type") == "mrkdwn" else []
+        return found + [obj for item in value.values() for obj in _mrkdwn_objects(item)]
+    if isinstance(value, list):
+        return [obj for item in value for obj in _mrkdwn_objects(item)]
+    return []
 
 
 def test_long_text_is_split_at_the_section_limit_at_a_space() -> None:
@@ -76,6 +98,27 @@ def test_result_buttons_carry_their_generation_and_the_tone_is_a_select() -> Non
     select = next(e for e in elements if e["type"] == "static_select")
     assert select["action_id"] == "chorus:tone"
     assert [decode_value(o["value"])["v"] for o in select["options"]] == list(TONES)
+
+
+def test_action_ids_are_unique_in_every_message_as_slack_requires() -> None:
+    button = {"type": "button", "action_id": "chorus:more", "text": {"type": "plain_text", "text": "More"}}
+    assert block_problems([{"type": "actions", "elements": [button, button]}], BLOCK_LIMIT)  # the fake refuses it
+    for actions in (result_actions(7, variants=3), (vote_button(1, 3), *controls(1))):
+        assert block_problems(render_blocks(Reply(parts=("a",), actions=actions), TONES), BLOCK_LIMIT) == []
+
+
+def test_more_than_100_tones_are_all_offered_in_selects_within_slacks_limits() -> None:
+    # A static_select holds 100 options: tones 101 and on were silently missing from the result's tone menu.
+    tones = tuple(f"tone {i:03d}" for i in range(130))
+    blocks = render_blocks(Reply(parts=("a", "b"), actions=result_actions(5, variants=2)), tones)
+    selects = [e for b in blocks if b["type"] == "actions" for e in b["elements"] if e["type"] == "static_select"]
+    tone_selects = [s for s in selects if s["action_id"].startswith("chorus:tone")]
+    assert [decode_value(o["value"])["v"] for s in tone_selects for o in s["options"]] == list(tones)
+    assert tone_selects[1]["placeholder"]["text"] == "Change tone (tone 100 – tone 129)"
+    assert block_problems(blocks, BLOCK_LIMIT) == []
+    picked = {**tone_selects[1], "selected_option": tone_selects[1]["options"][-1]}
+    action = to_action(block_actions({"ts": "1.2", "blocks": blocks}, picked), ())
+    assert action is not None and (action.action_id, action.value, action.target_id) == ("tone", "tone 129", 5)
 
 
 def test_an_asking_action_is_a_button_that_opens_a_modal() -> None:

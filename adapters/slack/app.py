@@ -62,8 +62,9 @@ from adapters.slack.translate import (
 )
 from bots.app import Chorus
 from bots.commands import COMMANDS
-from bots.events import Event, Message
+from bots.events import Conversation, Event, Message
 from bots.redelivery import deliver_undelivered
+from bots.reply import Reply
 from bots.shutdown import Draining
 
 _log = logging.getLogger(__name__)
@@ -477,23 +478,29 @@ class SlackAdapter:
 
     async def _on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
+        # Bolt answers Slack once this listener returns: the users.info calls for the people the text mentions
+        # (slow, or waiting out a 429) come after that, never inside the 3-second window.
+        self._after_burst(self._command(body, client))
+
+    async def _command(self, body: dict[str, Any], client: AsyncWebClient) -> None:
         names = await self._mention_names(body.get("text", ""), client)
         command = to_command(body, self.admins, self.settings.command_prefix, names)
-        self._handle(command, self._responder(client, command, response_url=body.get("response_url")))
+        self._remember_name(command.user.id, command.user.name)
+        await self.chorus.handle(command, self._responder(client, command, response_url=body.get("response_url")))
 
     async def _on_action(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         action = to_action(body, self.admins)
         if action is None:
             return
-        question = asked_question(body)
-        if question:
-            view = ask_modal(question, ask_metadata(action))
-            self.spawn(client.views_open(trigger_id=body.get("trigger_id", ""), view=view))
-            return
         responder = self._responder(
             client, action, thread_ts=action.conversation.thread, response_url=body.get("response_url")
         )
+        question = asked_question(body)
+        if question:
+            view = ask_modal(question, ask_metadata(action))
+            self.spawn(self._open_view(client, body.get("trigger_id", ""), view, responder))
+            return
         self._handle(action, responder)
 
     async def _on_submission(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -510,7 +517,26 @@ class SlackAdapter:
         metadata = remix_metadata(body, limits.max_prompt_chars, names)
         preview = unescape(original, names)
         view = remix_modal(preview, self.options.tones, limits.max_variants, metadata)
-        self.spawn(client.views_open(trigger_id=body.get("trigger_id", ""), view=view))
+        user = (body.get("user") or {}).get("id", "")
+        where = Conversation(
+            PLATFORM, (body.get("team") or {}).get("id", ""), (body.get("channel") or {}).get("id", "")
+        )
+        responder = SlackResponder(
+            client, where, user, self.options, outbound=self.outbound, response_url=body.get("response_url")
+        )
+        self.spawn(self._open_view(client, body.get("trigger_id", ""), view, responder))
+
+    async def _open_view(
+        self, client: AsyncWebClient, trigger_id: str, view: dict[str, Any], responder: SlackResponder
+    ) -> None:
+        """Open a modal. Slack takes a click's trigger_id for 3 seconds only; when it refuses, the person is told to
+        try again instead of seeing nothing happen."""
+        try:
+            await client.views_open(trigger_id=trigger_id, view=view)
+        except SlackApiError as exc:
+            error = exc.response.get("error", "") if exc.response is not None else ""
+            _log.warning("views.open failed: %s", error)
+            await responder.send(Reply.error(f"The form could not open (Slack said {error or 'no'}). Try again."))
 
     async def _on_message(
         self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient, context: Any

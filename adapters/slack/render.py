@@ -74,12 +74,18 @@ def split_text(text: str, limit: int = SECTION_LIMIT) -> list[str]:
     return pieces
 
 
+def _mrkdwn(text: str) -> dict[str, Any]:
+    """A mrkdwn text object. `verbatim`: Slack keeps the formatting but does not preprocess the plain text, where it
+    would otherwise link-ify names and "automatically parse certain mentions" (Block Kit text object reference)."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
 def _section(text: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text or " "}}
+    return {"type": "section", "text": _mrkdwn(text or " ")}
 
 
 def _context(text: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+    return {"type": "context", "elements": [_mrkdwn(text)]}
 
 
 def _plain(text: str, limit: int = 75) -> dict[str, Any]:
@@ -112,17 +118,20 @@ def action_elements(actions: Sequence[ReplyAction], tones: Sequence[str]) -> lis
     for action in actions:
         action_id = f"{ACTION_PREFIX}{action.action_id}"
         if action.action_id == TONE and tones and not action.ask:
-            elements.append(
-                {
-                    "type": "static_select",
-                    "action_id": action_id,
-                    "placeholder": _plain(action.label or "Change tone"),
-                    "options": [
-                        {"text": _plain(tone), "value": encode_value(action.target_id, tone)}
-                        for tone in tones[:OPTIONS_LIMIT]
-                    ],
-                }
-            )
+            # A select holds 100 options: past that the tones continue in further selects (action ids stay unique).
+            for start in range(0, len(tones), OPTIONS_LIMIT):
+                chunk = tones[start : start + OPTIONS_LIMIT]
+                label = action.label or "Change tone"
+                elements.append(
+                    {
+                        "type": "static_select",
+                        "action_id": action_id + (f":{start // OPTIONS_LIMIT + 1}" if start else ""),
+                        "placeholder": _plain(f"{label} ({chunk[0]} – {chunk[-1]})" if start else label),
+                        "options": [
+                            {"text": _plain(tone), "value": encode_value(action.target_id, tone)} for tone in chunk
+                        ],
+                    }
+                )
             continue
         if action.choices:
             # A select of choices (rework one variant: "#2 · Shorter"): the picked value arrives as the value.

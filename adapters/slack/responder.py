@@ -27,6 +27,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from adapters.slack.outbound import Outbound, Priority, RateLimited
 from adapters.slack.render import escape, parts_text, render_message, render_progress, with_command_prefix
 from adapters.slack.translate import message_ref, split_ref
+from bots.errors import UserError
 from bots.events import Conversation
 from bots.reply import Attachment, PublishForbidden, Reply
 
@@ -34,6 +35,15 @@ _log = logging.getLogger(__name__)
 
 # postMessage errors that mean "Chorus is not in this channel"; the user then hears it through the response_url.
 _NOT_HERE = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action"})
+# ... and what the user is told for those an invitation does not fix.
+_CANNOT_POST = {
+    "is_archived": "This channel is archived, so I can't post in it.",
+    "restricted_action": "This channel's settings don't let me post here. Ask an admin, or try another channel.",
+}
+# A direct message between people (its id starts with D) cannot take an app that was not part of it.
+_NOT_IN_DM = (
+    "I can't post in a direct message between other people. Use me in a channel I'm in, or message me directly."
+)
 # chat.update errors after which the result can only be delivered as a new message.
 _NOT_EDITABLE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed", "msg_too_long"})
 # How long the placeholder waits for the first chunk, so that it can already say "3rd in line, about 9 s".
@@ -42,6 +52,11 @@ PLACEHOLDER_GRACE_S = 0.25
 CUT_SHORT_NOTE = "⚠ Chorus restarted before this was finished; above is the text so far. Run the command again."
 # ... and what one says when its handler failed before finishing it.
 UNFINISHED_NOTE = "⚠ This stopped before it was finished; above is the text so far. Try again."
+# What the user is told when Slack refused a message with 429s for longer than Chorus waits.
+RATE_LIMITED_NOTE = (
+    "Slack kept refusing new messages in this channel (too many at once), so this was not posted. "
+    "Try again in a minute."
+)
 # Slack seconds a placeholder removal may keep being refused before it is left as it is.
 CLEANUP_PATIENCE_S = 60.0
 
@@ -107,11 +122,16 @@ class SlackResponder:
             )
         except SlackApiError as exc:
             if _error(exc) in _NOT_HERE:
-                await self._not_here()
+                await self._not_here(_error(exc))
                 return ""
             raise
+        except RateLimited as exc:
+            raise UserError(RATE_LIMITED_NOTE) from exc
         ref = message_ref(response["channel"], response["ts"])
-        await upload_attachments(self.client, self.channel, self.thread_ts or response["ts"], reply.attachments)
+        thread = self.thread_ts or response["ts"]
+        failed = await upload_attachments(self.client, self.channel, thread, reply.attachments)
+        if failed:
+            await self._ephemeral(Reply.error(" ".join(failed)))
         return ref
 
     async def edit(self, message_ref: str, reply: Reply) -> None:
@@ -170,9 +190,15 @@ class SlackResponder:
                 title=attachment.description or attachment.filename,
             )
 
-    async def _not_here(self) -> None:
-        """Tell the user (privately, through the response_url) that Chorus must be invited first."""
-        text = "I can't post in this channel yet. Invite me with `/invite @Chorus` and try again."
+    async def _not_here(self, error: str) -> None:
+        """Tell the user (privately, through the response_url) why Chorus cannot post here: mostly that it must be
+        invited first, but an invitation does not help in an archived channel, one where posting is restricted or a
+        direct message between people."""
+        text = _CANNOT_POST.get(
+            error, "I can't post in this channel yet. Invite me with `/invite @Chorus` and try again."
+        )
+        if self.channel.startswith("D") and error not in _CANNOT_POST:
+            text = _NOT_IN_DM
         if self.response_url:
             await self._via_response_url({"text": text})
         else:
@@ -189,16 +215,26 @@ class SlackResponder:
 
 async def upload_attachments(
     client: AsyncWebClient, channel: str, thread_ts: str, attachments: Sequence[Attachment]
-) -> None:
-    """Files (a /stats chart, a brainstorm summary) go into the reply's thread."""
+) -> list[str]:
+    """Files (a /stats chart, a brainstorm summary) go into the reply's thread. The message is posted already, so a
+    file Slack refuses does not fail it (a drop would be posted again): returns what went wrong, in words."""
+    failed: list[str] = []
     for attachment in attachments:
-        await client.files_upload_v2(
-            channel=channel,
-            thread_ts=thread_ts,
-            file=str(attachment.path),
-            filename=attachment.filename,
-            title=attachment.description or attachment.filename,
-        )
+        try:
+            await client.files_upload_v2(
+                channel=channel,
+                thread_ts=thread_ts,
+                file=str(attachment.path),
+                filename=attachment.filename,
+                title=attachment.description or attachment.filename,
+            )
+        except SlackApiError as exc:
+            _log.warning("could not attach %s in %s: %s", attachment.filename, channel, _error(exc))
+            note = f"{attachment.filename} could not be attached (Slack said {_error(exc) or 'no'})."
+            if _error(exc) == "missing_scope":
+                note += " An admin may need to reinstall Chorus so it has the files:write permission."
+            failed.append(note)
+    return failed
 
 
 def _log_failure(delivery: asyncio.Future[str]) -> None:
@@ -412,7 +448,7 @@ class SlackStream:
                 if _error(exc) not in _NOT_HERE:
                     raise
                 self._unreachable = True
-                await responder._not_here()
+                await responder._not_here(_error(exc))
                 return
             self.ts, self.channel = response["ts"], response["channel"]
             return
@@ -477,6 +513,10 @@ class SlackStream:
         return True
 
 
+class PublishRefused(Exception):
+    """Slack refused an unprompted post for a reason other than the channel (it may pass: the post is retried)."""
+
+
 class SlackPublisher:
     """Posts unprompted content (drops, brainstorm timers) with chat.postMessage; returns `"<channel>:<ts>"`."""
 
@@ -503,7 +543,8 @@ class SlackPublisher:
         except SlackApiError as exc:
             if _error(exc) in _NOT_HERE:
                 raise PublishForbidden(f"Slack refused channel {conversation.channel}: {_error(exc)}") from exc
-            raise
+            # The reason reaches admins (/drops now, drop alerts): Slack's error code, not the SDK's dump of the call.
+            raise PublishRefused(f"Slack refused the post ({_error(exc) or 'no reason given'})") from exc
         ref = message_ref(response["channel"], response["ts"])
         await upload_attachments(client, response["channel"], conversation.thread or response["ts"], reply.attachments)
         return ref

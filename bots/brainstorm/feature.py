@@ -107,8 +107,9 @@ class Brainstorms:
 
     # -- starting ------------------------------------------------------------------------------------------------
 
-    async def start(self, ctx: Context, topic: str, minutes: float, rounds: int) -> BrainstormRecord:
-        """Post the kickoff, open its thread, post the seed ideas there, and arm the round timer."""
+    async def start(self, ctx: Context, topic: str, minutes: float, rounds: int) -> BrainstormRecord | None:
+        """Post the kickoff, open its thread, post the seed ideas there, and arm the round timer; None when Chorus
+        may not post in the channel."""
         store = self.app.store
         conversation = ctx.event.conversation
         if conversation.thread is not None and conversation.platform not in _MODE_THREAD_PLATFORMS:
@@ -140,17 +141,25 @@ class Brainstorms:
             )
         )
         name = f"Brainstorm: {render.short(topic, 80)}"
-        try:
-            kickoff_ref = await ctx.responder.send(render.kickoff(session, self.config.seed_ideas))
-            thread, responder = await ctx.responder.open_thread(kickoff_ref, name)
-        except BaseException:
+
+        async def abandon() -> None:
             # Without its kickoff or thread the session cannot run; never leave it blocking the channel.
             seeds_task.cancel()
             now = self.clock()
             await store.update_brainstorm(
                 session.id, status=BRAINSTORM_CLOSED, deadline=None, closed_at=now, expires_at=now
             )
+
+        try:
+            kickoff_ref = await ctx.responder.send(render.kickoff(session, self.config.seed_ideas))
+            if kickoff_ref:
+                thread, responder = await ctx.responder.open_thread(kickoff_ref, name)
+        except BaseException:
+            await abandon()
             raise
+        if not kickoff_ref:  # Chorus may not post here, and the adapter has told the person why
+            await abandon()
+            return None
         session = await store.update_brainstorm(session.id, thread=thread, thread_name=name, kickoff_ref=kickoff_ref)
         self._rejoined.add(session.id)
         for text in await seeds_task:
