@@ -30,7 +30,7 @@ from bots.store import Store
 from chorus.compose import build_chorus
 from config import Settings
 from generation.fake import FakeGenerator
-from generation.types import Chunk, GenerationRequest, Priority
+from generation.types import Chunk, GenerationError, GenerationRequest, Priority
 from support import TestBot, reply_text, settings_for, wait_until
 
 _FILLER = {"the", "and", "for", "with", "our", "all", "a", "on", "in", "of", "to", "we", "where", "whole", "team"}
@@ -453,6 +453,27 @@ async def test_a_round_with_one_idea_makes_one_theme(bot: ThreadBot) -> None:
     assert "Just one idea so far" in text
     # Yes-and ideas still build on it.
     assert any(reply_text(reply).startswith("Yes, and… #") for _, reply in _posts(bot).posts)
+
+
+class DownEmbedder(WordEmbedder):
+    """brainstorm.embedding_url pointing at a service that is down."""
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        raise GenerationError("The embedding service at http://127.0.0.1:9/v1/embeddings could not be reached.")
+
+
+async def test_a_wrap_up_with_the_embedding_service_down_still_sorts_the_ideas_into_themes(settings: Settings) -> None:
+    bot = await _bot(settings, embedder=DownEmbedder())
+    try:
+        await bot.say("/brainstorm the offsite --rounds 1")
+        for user, idea in (("bob", "kayaking on the lake"), ("carol", "a pasta cooking class")):
+            await bot.say(idea, as_user=user)
+        await bot.say("w")
+        # Before: sorting failed, so the summary said "No themes (too few ideas)" under two ideas.
+        summary = next(reply for _, reply in _posts(bot).posts if reply.title.startswith("Brainstorm summary"))
+        assert "## Themes\n- **" in reply_text(summary) and "No themes" not in reply_text(summary)
+    finally:
+        await bot.chorus.close()
 
 
 async def test_a_flood_of_500_ideas_hits_the_round_cap_and_still_clusters(tmp_path: Path) -> None:
