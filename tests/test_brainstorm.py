@@ -715,6 +715,37 @@ async def test_the_round_timer_ends_the_round(tmp_path: Path) -> None:
         await bot.chorus.close()
 
 
+class FlakyPublisher(Publisher):
+    """A platform that fails once (a 503, a dropped connection) when the round's Themes are posted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    async def publish(self, conversation: Conversation, reply: Reply) -> str:
+        if reply.title.startswith("Themes") and not self.failed:
+            self.failed = True
+            raise ConnectionError("503 Service Unavailable")
+        return await super().publish(conversation, reply)
+
+
+async def test_a_round_end_that_fails_on_its_timer_is_tried_again(tmp_path: Path) -> None:
+    bot = await _bot(settings_for(tmp_path), publisher=False)
+    flaky = FlakyPublisher()
+    await bot.chorus.attach_publisher(flaky)
+    assert bot.chorus.brainstorms is not None
+    bot.chorus.brainstorms.retry_s = 0.01
+    try:
+        await bot.say("/brainstorm the offsite --minutes 0.01 --rounds 2")
+        await bot.say("kayaking on the lake", as_user="bob")
+        # Before: the failure was logged and the round never ended; the brainstorm sat silent until a restart.
+        await wait_until(lambda: flaky.failed and "Themes — round 1 of 2" in flaky.titles())
+        await wait_until(lambda: any("Round 2 of 2 is open" in reply_text(r) for _, r in flaky.posts))
+        assert flaky.titles().count("Themes — round 1 of 2") == 1
+    finally:
+        await bot.chorus.close()
+
+
 async def test_a_restart_mid_session_resumes_ideas_votes_round_and_timer(settings: Settings) -> None:
     first = await _bot(settings)
     await first.say("/brainstorm the offsite --minutes 30 --rounds 2")
