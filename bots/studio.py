@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from bots.reply import Reply, ReplyStream
 from bots.store import GenerationRecord
 from config import KindSpec, Settings
@@ -129,7 +131,6 @@ class Studio:
         """Stream draft.n variants into one message, store the version, and finish with the feedback actions."""
         from bots.feedback import result_actions
 
-        settings = self.app.settings
         # Charged here, when something is about to be generated: a typo or a refused option costs nothing.
         ctx.charge_quota()
         # Every generation acknowledges first: platforms give an interaction about 3 s before it expires.
@@ -152,7 +153,39 @@ class Studio:
             return None
         status = "ok" if not outcome.failure else "partial"
         event = ctx.event
-        record = await self.app.store.add_generation(
+        try:
+            record = await self._save(ctx, draft, outcome, status, elapsed)
+        except SQLAlchemyError:
+            # The text is shown rather than lost; without a stored version its buttons would lead nowhere.
+            _log.exception("could not store a generation for %s", event.conversation.key)
+            await stream.finish(Reply(parts=tuple(outcome.variants), title=_title(draft, version), footer=NOT_SAVED))
+            return None
+        notes = []
+        if outcome.failure:
+            notes.append(f"⚠ {outcome.failure} Above is what was produced before it stopped.")
+        if any(outcome.cut):
+            notes.append(CUT_NOTE)
+        reply = Reply(
+            parts=tuple(outcome.variants),
+            title=_title(draft, record.version),
+            footer=" ".join(notes),
+            actions=result_actions(record.id, len(outcome.variants)),
+            generation_id=record.id,
+        )
+        message_ref = await stream.finish(reply)
+        if message_ref:
+            try:
+                await self.app.store.set_message_ref(record.id, message_ref)
+            except SQLAlchemyError:  # the result is shown and its buttons work; only reactions on it go uncounted
+                _log.exception("could not store the message of generation %s", record.id)
+        return record
+
+    async def _save(
+        self, ctx: Context, draft: Draft, outcome: _Outcome, status: str, elapsed: float
+    ) -> GenerationRecord:
+        settings = self.app.settings
+        event = ctx.event
+        return await self.app.store.add_generation(
             event.conversation,
             event.user,
             kind=draft.kind,
@@ -180,22 +213,6 @@ class Studio:
                 "elapsed_s": round(elapsed, 3),
             },
         )
-        notes = []
-        if outcome.failure:
-            notes.append(f"⚠ {outcome.failure} Above is what was produced before it stopped.")
-        if any(outcome.cut):
-            notes.append(CUT_NOTE)
-        reply = Reply(
-            parts=tuple(outcome.variants),
-            title=_title(draft, record.version),
-            footer=" ".join(notes),
-            actions=result_actions(record.id, len(outcome.variants)),
-            generation_id=record.id,
-        )
-        message_ref = await stream.finish(reply)
-        if message_ref:
-            await self.app.store.set_message_ref(record.id, message_ref)
-        return record
 
     def _best_of(self, draft: Draft) -> int:
         return max(1, getattr(self.app.settings.generation, "best_of", 1))
@@ -356,6 +373,9 @@ class Studio:
                 feed.put_nowait(chunk)
         except GenerationError as exc:
             feed.put_nowait(exc)
+        except Exception:  # a generator that raised instead of ending its stream with an error chunk
+            _log.exception("generation %s failed", request.request_id)
+            feed.put_nowait(GenerationError(UNEXPECTED_FAILURE))
         finally:
             feed.put_nowait(None)
 
@@ -413,6 +433,8 @@ class Studio:
 
 
 CUT_NOTE = "✂ Cut at the length limit — `l` for longer."
+NOT_SAVED = "⚠ Not saved: the database did not answer, so this result has no buttons. Try again in a minute."
+UNEXPECTED_FAILURE = "the model stopped with an unexpected error."
 STOPPED_EARLY = frozenset({"length", "time"})
 
 

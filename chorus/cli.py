@@ -9,11 +9,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from bots.store import Store, StoreError
 from chorus.compose import build_chorus, build_embedder, build_generator, progress, run_platform
 from config import ConfigError, Settings, load_settings
-from generation.types import ModelUnavailable
+from generation.types import GenerationError, ModelUnavailable
 
 _log = logging.getLogger("chorus")
 
@@ -85,16 +86,45 @@ async def _doctor(settings: Settings) -> int:
         usable, line = model_check(settings)
         ok = ok and usable
         print(f"  model:     {line}" if usable else f"  model:     FAILED — {line}")
+    if settings.brainstorm.embedding_url:
+        ok = await _check_embedding(settings) and ok
     print("  terminal:  ready")
-    discord_env = settings.discord.token_env
-    has_token = bool(os.environ.get(discord_env)) or bool(settings.discord.token_file)
-    state = "token set" if has_token else f"no token ({discord_env} unset)"
-    print(f"  {'discord:':<10} {state}; adapter ready")
+    print(f"  {'discord:':<10} {_discord_token(settings)}; adapter ready")
     slack_env = settings.slack.bot_token_env
     state = "token set" if os.environ.get(slack_env) else f"no token ({slack_env} unset)"
     state += f", {settings.slack.mode} mode" + (", OAuth installs" if settings.slack.oauth else "")
     print(f"  {'slack:':<10} {state}; adapter ready")
     return 0 if ok else 2
+
+
+def _discord_token(settings: Settings) -> str:
+    """Where the Discord token would come from, as doctor shows it; a token file that is not there is said so."""
+    env = settings.discord.token_env
+    if os.environ.get(env):
+        return "token set"
+    if not settings.discord.token_file:
+        return f"no token ({env} unset)"
+    token_file = Path(settings.discord.token_file).expanduser()
+    if token_file.is_file():
+        return "token set"
+    return f"no token ({env} unset, discord.token_file {token_file} not found)"
+
+
+async def _check_embedding(settings: Settings) -> bool:
+    """Embed one sentence through `brainstorm.embedding_url`: brainstorm themes and drop repeat checks use it."""
+    from generation.embeddings import RemoteEmbedder
+
+    embedder = build_embedder(settings)
+    assert isinstance(embedder, RemoteEmbedder)
+    try:
+        await embedder.embed(["Chorus doctor"])
+    except GenerationError as exc:
+        print(f"  embedding: FAILED — {exc}")
+        return False
+    finally:
+        await embedder.close()
+    print(f"  embedding: ok ({embedder.url})")
+    return True
 
 
 def _redact(url: str) -> str:

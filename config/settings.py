@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -317,6 +318,17 @@ class DropsSection(_Section):
     keep_runs_days: int = Field(180, ge=0)
     keep_stats_images_h: float = Field(24.0, ge=0)
 
+    @field_validator("default_tz")
+    @classmethod
+    def _default_tz_is_a_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            close = difflib.get_close_matches(value, sorted(available_timezones()), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ValueError(f"not a time zone{hint}; use an IANA name such as Europe/Berlin or UTC") from None
+        return value
+
     @field_validator("reaction_weights")
     @classmethod
     def _weights_are_keyed_by_emoji(cls, value: dict[str, float]) -> dict[str, float]:
@@ -414,6 +426,17 @@ class Settings(BaseSettings):
                 )
         return tones
 
+    @model_validator(mode="after")
+    def _default_drop_kinds_exist(self) -> Settings:
+        known = [*self.drops.kinds, *self.kinds]
+        unknown = [kind for kind in self.drops.default_kinds if kind not in known]
+        if unknown:
+            raise ValueError(
+                f"{self.origin('drops.default_kinds')}: [drops] default_kinds names {unknown[0]!r}, which is not a "
+                f"kind; kinds: {', '.join(known)}"
+            )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -510,6 +533,12 @@ def _describe(error: Mapping[str, Any], user: Mapping[str, Any], user_path: Path
     value = error.get("input")
     table = f"[{'.'.join(str(p) for p in section)}] " if section else ""
     message = str(error["msg"]).removeprefix("Value error, ")
+    if not loc:  # a check across sections: its message says where and what
+        return message
+    if isinstance(value, Mapping):  # a check across one table's keys: the message names them
+        prefix = f"{ENV_PREFIX}{ENV_DELIMITER.join(str(part) for part in loc)}{ENV_DELIMITER}".upper()
+        where = next((f"environment variable {k}" for k in env if k.upper().startswith(prefix)), where)
+        return f"{where}: [{dotted}] {message}"
     return f"{where}: {table}{key} = {value!r} is not allowed: {message}"
 
 

@@ -323,7 +323,7 @@ class RemoteGenerator:
         status = response.status_code
         if status < 400:
             return
-        message = _error_message(response) or content.decode(errors="replace").strip()[:300] or f"HTTP {status}"
+        message = _error_message(response) or _plain_text(content) or response.reason_phrase or f"HTTP {status}"
         where = f"The generation server at {self.base_url}"
         if status == 429:
             raise GeneratorBusy(message, retry_after_s=_retry_after_s(response.headers.get("Retry-After")))
@@ -411,6 +411,12 @@ def _error_message(response: httpx.Response) -> str:
     if body.get("detail"):
         return str(body["detail"])
     return ""
+
+
+def _plain_text(content: bytes) -> str:
+    """A plain-text error body, on one line and cut short; "" for an HTML page (a proxy's 502 or 504 page)."""
+    text = " ".join(content.decode(errors="replace").split())
+    return "" if text.startswith("<") else text[:300]
 
 
 def _reason(exc: BaseException) -> str:

@@ -317,7 +317,10 @@ class RunLifecycle(DropsCore):
             text = record.variants[0]
             vector = None
             if self.chorus.embedder is not None:
-                vector = list((await self.chorus.embedder.embed([text]))[0])
+                try:
+                    vector = list((await self.chorus.embedder.embed([text]))[0])
+                except GenerationError as exc:  # only the repeat check needs it: post without, never stop drops
+                    _log.warning("drop for %s not checked for repeats: %s", row.key, exc)
             best = (text, record.id, vector)
             if vector is None or not too_similar(vector, recent, self.settings.similarity_threshold):
                 break

@@ -30,7 +30,7 @@ from bots.store import Store
 from chorus.compose import build_chorus
 from config import Settings
 from generation.fake import FakeGenerator
-from generation.types import Chunk, GenerationRequest, Priority
+from generation.types import Chunk, GenerationError, GenerationRequest, Priority
 from support import TestBot, reply_text, settings_for, wait_until
 
 _FILLER = {"the", "and", "for", "with", "our", "all", "a", "on", "in", "of", "to", "we", "where", "whole", "team"}
@@ -455,6 +455,27 @@ async def test_a_round_with_one_idea_makes_one_theme(bot: ThreadBot) -> None:
     assert any(reply_text(reply).startswith("Yes, and… #") for _, reply in _posts(bot).posts)
 
 
+class DownEmbedder(WordEmbedder):
+    """brainstorm.embedding_url pointing at a service that is down."""
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        raise GenerationError("The embedding service at http://127.0.0.1:9/v1/embeddings could not be reached.")
+
+
+async def test_a_wrap_up_with_the_embedding_service_down_still_sorts_the_ideas_into_themes(settings: Settings) -> None:
+    bot = await _bot(settings, embedder=DownEmbedder())
+    try:
+        await bot.say("/brainstorm the offsite --rounds 1")
+        for user, idea in (("bob", "kayaking on the lake"), ("carol", "a pasta cooking class")):
+            await bot.say(idea, as_user=user)
+        await bot.say("w")
+        # Before: sorting failed, so the summary said "No themes (too few ideas)" under two ideas.
+        summary = next(reply for _, reply in _posts(bot).posts if reply.title.startswith("Brainstorm summary"))
+        assert "## Themes\n- **" in reply_text(summary) and "No themes" not in reply_text(summary)
+    finally:
+        await bot.chorus.close()
+
+
 async def test_a_flood_of_500_ideas_hits_the_round_cap_and_still_clusters(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, CHORUS_BRAINSTORM__MAX_IDEAS_PER_ROUND="450")
     bot = await _bot(settings)
@@ -690,6 +711,37 @@ async def test_the_round_timer_ends_the_round(tmp_path: Path) -> None:
         # The last round's timer wraps up.
         await wait_until(lambda: any(t.startswith("Brainstorm summary") for t in _posts(bot).titles()))
         assert await bot.store.open_brainstorms() == []
+    finally:
+        await bot.chorus.close()
+
+
+class FlakyPublisher(Publisher):
+    """A platform that fails once (a 503, a dropped connection) when the round's Themes are posted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    async def publish(self, conversation: Conversation, reply: Reply) -> str:
+        if reply.title.startswith("Themes") and not self.failed:
+            self.failed = True
+            raise ConnectionError("503 Service Unavailable")
+        return await super().publish(conversation, reply)
+
+
+async def test_a_round_end_that_fails_on_its_timer_is_tried_again(tmp_path: Path) -> None:
+    bot = await _bot(settings_for(tmp_path), publisher=False)
+    flaky = FlakyPublisher()
+    await bot.chorus.attach_publisher(flaky)
+    assert bot.chorus.brainstorms is not None
+    bot.chorus.brainstorms.retry_s = 0.01
+    try:
+        await bot.say("/brainstorm the offsite --minutes 0.01 --rounds 2")
+        await bot.say("kayaking on the lake", as_user="bob")
+        # Before: the failure was logged and the round never ended; the brainstorm sat silent until a restart.
+        await wait_until(lambda: flaky.failed and "Themes — round 1 of 2" in flaky.titles())
+        await wait_until(lambda: any("Round 2 of 2 is open" in reply_text(r) for _, r in flaky.posts))
+        assert flaky.titles().count("Themes — round 1 of 2") == 1
     finally:
         await bot.chorus.close()
 

@@ -115,6 +115,35 @@ def test_doctor_reports_a_store_that_never_answers(clean_env: pytest.MonkeyPatch
     assert "store:     FAILED — Cannot open the store" in capsys.readouterr().out
 
 
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens: connecting is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_doctor_reports_an_embedding_service_that_is_down(
+    clean_env: pytest.MonkeyPatch, closed_port: int, capsys
+) -> None:
+    clean_env.setenv("CHORUS_BRAINSTORM__EMBEDDING_URL", f"http://127.0.0.1:{closed_port}/v1")
+    # Before: doctor did not look at brainstorm.embedding_url and said everything was fine.
+    assert main(["doctor"]) == 2
+    out = capsys.readouterr().out
+    assert f"embedding: FAILED — The embedding service at http://127.0.0.1:{closed_port}/v1/embeddings" in out
+
+
+def test_doctor_says_when_the_discord_token_file_is_missing(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, capsys
+) -> None:
+    missing = tmp_path / "secrets" / "discord-token"
+    clean_env.setenv("CHORUS_DISCORD__TOKEN_FILE", str(missing))
+    clean_env.delenv("CHORUS_DISCORD_TOKEN", raising=False)
+    main(["doctor"])
+    # Before: "discord: token set", and `chorus run` then failed on the missing file.
+    assert f"discord.token_file {missing} not found" in capsys.readouterr().out
+
+
 def test_the_module_entry_point_exits_2_from_the_repository_root(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
     env |= {"CHORUS_HOME": str(tmp_path), "CHORUS_TONES": "playful"}

@@ -108,6 +108,38 @@ def test_template_without_prompt_placeholder_is_refused(tmp_path: Path) -> None:
         load_settings(user, env={})
 
 
+def test_a_misspelt_default_drop_time_zone_is_named_at_load(tmp_path: Path) -> None:
+    # Before: accepted, and every `/drops enable` then told the moderator "Unknown time zone 'Europe/Berln'".
+    user = tmp_path / "chorus.toml"
+    user.write_text('[drops]\ndefault_tz = "Europe/Berln"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(user, env={})
+    assert str(caught.value) == (
+        f"{user}: [drops] default_tz = 'Europe/Berln' is not allowed: not a time zone (did you mean Europe/Berlin?); "
+        "use an IANA name such as Europe/Berlin or UTC"
+    )
+    assert load_settings(env={"CHORUS_DROPS__DEFAULT_TZ": "America/New_York"}).drops.default_tz == "America/New_York"
+
+
+def test_a_default_drop_kind_that_is_not_a_kind_is_named_at_load() -> None:
+    # Before: accepted, and every `/drops enable` without --kinds was refused with "Unknown kind 'sonnet'".
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"CHORUS_DROPS__DEFAULT_KINDS": '["poem", "sonnet"]'})
+    message = str(caught.value)
+    assert message.startswith("environment variable CHORUS_DROPS__DEFAULT_KINDS: [drops] default_kinds names 'sonnet'")
+    assert "which is not a kind; kinds: prompt, idea, question, slogan" in message and "\n" not in message
+
+
+def test_a_check_across_a_tables_keys_names_them_without_printing_the_table() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"CHORUS_ENGINE__MAX_BATCH": "2"})
+    # Before: "…default.toml: engine = {'kind': 'batching', 'dtype': 'auto', …} is not allowed: interactive_reserve…"
+    assert str(caught.value) == (
+        "environment variable CHORUS_ENGINE__MAX_BATCH: [engine] interactive_reserve (4) must be smaller than "
+        "max_batch (2)"
+    )
+
+
 def test_missing_and_malformed_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml", env={})

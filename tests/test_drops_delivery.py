@@ -17,7 +17,7 @@ from drops_support import Clock, Drops, Forbidden, RecordingPublisher, drops_set
 from sqlalchemy import update
 
 from adapters.terminal.translate import CONVERSATION
-from generation.types import Priority
+from generation.types import GenerationError, Priority
 from scheduler.models import DropChannel, DropRun
 from scheduler.service import DropsService
 from support import make_bot, wait_for, wait_until
@@ -230,6 +230,22 @@ async def test_a_drop_too_similar_to_a_recent_one_is_regenerated(drops: Drops) -
     before = len(drops.bot.generator.requests)
     await drops.say("/drops now")
     assert len(drops.bot.generator.requests) - before == 1
+
+
+class DownEmbedder:
+    """An embedding service that cannot be reached (brainstorm.embedding_url pointing at a stopped server)."""
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        raise GenerationError("The embedding service at http://127.0.0.1:9/v1/embeddings could not be reached.")
+
+
+async def test_a_drop_is_posted_when_the_embedding_service_is_down(drops: Drops) -> None:
+    drops.bot.chorus.embedder = DownEmbedder()
+    await drops.say("/drops enable")
+    # Before: the repeat check's failure failed the whole drop; it was retried and, after max_attempts, dropped.
+    assert (await drops.say("/drops now")).startswith("Posted a ")
+    [run] = await drops.runs()
+    assert run.status == "posted" and len(drops.publisher.posts) == 1
 
 
 async def test_drops_back_off_in_a_channel_that_never_engages(tmp_path: Path) -> None:

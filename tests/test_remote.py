@@ -172,6 +172,29 @@ async def test_retry_after_of_a_plain_server_is_read_in_both_forms(header: str |
     assert refused.value.retry_after_s == expected
 
 
+async def test_a_proxys_html_error_page_becomes_its_status_in_words() -> None:
+    """nginx in front of a restarting vLLM answers 502 with an HTML page; users saw 300 characters of that markup."""
+    page = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+    async def completions(request: web.Request) -> web.Response:
+        return web.Response(text=page + "</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>", status=502)
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", completions)
+    async with TestServer(app, host="127.0.0.1") as server:
+        generator = RemoteGenerator(str(server.make_url("/v1")))
+        try:
+            with pytest.raises(GenerationError) as failed:
+                await anext(generator.stream(ask()))
+        finally:
+            await generator.close()
+    assert str(failed.value).endswith("failed (HTTP 502): Bad Gateway")
+
+
 async def test_failure_mid_stream_keeps_the_text_and_the_error(remote: RemoteGenerator, served: Served) -> None:
     served.fake.fail_after = 2
     text, chunks = await collect(remote.stream(ask()))

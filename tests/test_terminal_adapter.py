@@ -147,6 +147,42 @@ async def test_only_safe_text_reaches_the_terminal(tmp_path) -> None:
     assert _unsafe(text) == []
 
 
+class ClosingPipe(io.StringIO):
+    """stdout piped into `head -2`: after a few writes the reader is gone and every write fails."""
+
+    def __init__(self, writes: int) -> None:
+        super().__init__()
+        self.left = writes
+
+    def write(self, text: str) -> int:
+        if self.left <= 0:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.left -= 1
+        return super().write(text)
+
+
+async def test_output_piped_into_a_reader_that_quits_stops_chorus_quietly(tmp_path, caplog) -> None:
+    from adapters.terminal.app import run_terminal
+    from bots.store import Store
+    from chorus.compose import build_chorus
+    from generation.fake import FakeGenerator
+    from support import settings_for
+
+    settings = settings_for(tmp_path)
+    store = Store(settings.store_url)
+    await store.start()
+    generator = FakeGenerator()
+    chorus = build_chorus(settings, store, generator, drops=False)
+    script = "".join(f"/create slogan cafe number {n}\n" for n in range(20))
+    try:
+        # Before: a traceback for every line ("Something went wrong" could not be written either), and all 20 ran.
+        assert await run_terminal(chorus, stdin=io.StringIO(script), stdout=ClosingPipe(writes=3)) == 0
+    finally:
+        await chorus.close()
+    assert len(generator.requests) < 20, "Chorus kept generating for nobody"
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+
+
 async def test_a_drop_never_lands_inside_a_streaming_line_and_plus_rates_what_was_shown_last() -> None:
     from adapters.terminal.app import TerminalSession
 

@@ -198,6 +198,7 @@ async def run_terminal(chorus: Chorus, *, stdin: TextIO | None = None, stdout: T
             stopping.set()
             drains.append(loop.create_task(draining.drain()))
 
+    session.output.on_closed = stop  # whoever read the output went away: stop as on SIGTERM
     handlers = {signal.SIGINT: interrupt, signal.SIGTERM: stop}
     for signum, handler in handlers.items():
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

@@ -6,6 +6,7 @@ a line that is still streaming: they wait until the stream ends.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Callable, Sequence
@@ -31,14 +32,30 @@ class TerminalOutput:
         self.typed_cursor = 0  # where the cursor is in `typed`
         self._streams = 0
         self._held: list[tuple[str, Callable[[], None] | None]] = []
+        # Set when the reader went away (`chorus run < script | head`); later output is dropped.
+        self.closed = False
+        self.on_closed: Callable[[], None] = lambda: None
 
     def write(self, text: str) -> None:
         text = safe_text(text)
-        if not text:
+        if not text or self.closed:
             return
-        self.out.write(text)
-        self.out.flush()
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+            return
         self.at_line_start = text.endswith("\n")
+
+    def _reader_gone(self) -> None:
+        """Stop writing, and point the descriptor at /dev/null so the interpreter's last flush does not fail too."""
+        self.closed = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.out.fileno())
+            os.close(devnull)
+        self.on_closed()
 
     def prompt(self, text: str) -> None:
         """Show the prompt for the next line, and whatever was typed ahead of it."""

@@ -24,7 +24,7 @@ from bots.brainstorm.reading import IdeaReader
 from bots.brainstorm.themes import organize
 from bots.errors import UserError
 from bots.events import Action, Conversation, Message, Reaction, User, plain_emoji
-from bots.reply import Attachment, Publisher, Reply, Responder
+from bots.reply import Attachment, Publisher, PublishForbidden, Reply, Responder
 from bots.router import Context
 from bots.store import BRAINSTORM_CLOSED, BrainstormRecord, IdeaRecord
 from config.settings import BrainstormSection
@@ -91,6 +91,9 @@ class Brainstorms:
         self.app = app
         self.clock: Callable[[], datetime] = _now
         self._timers: dict[int, asyncio.Task[None]] = {}
+        # A round end its timer could not finish (the platform or the database failing for a moment) is tried
+        # again this much later; each step leaves its mark in the store, so a retry resumes where it stopped.
+        self.retry_s = 60.0
         self._locks: dict[int, asyncio.Lock] = {}
         self._hinted: set[tuple[int, str]] = set()  # (session, user) told once that their message was unreadable
         self._rejoined: set[int] = set()  # sessions whose mode thread this process has re-entered (or opened)
@@ -697,8 +700,20 @@ class Brainstorms:
             return
         try:
             await self.end_round(session_id, round_number)
+        except PublishForbidden as exc:  # the thread is gone for good: retrying cannot help
+            _log.warning("brainstorm %d: round %d cannot be ended in its thread: %s", session_id, round_number, exc)
         except Exception:
-            _log.exception("brainstorm %d: ending round %d on its timer failed", session_id, round_number)
+            _log.exception(
+                "brainstorm %d: ending round %d on its timer failed; retrying in %g s",
+                session_id,
+                round_number,
+                self.retry_s,
+            )
+            if self._timers.get(session_id, asyncio.current_task()) is asyncio.current_task():
+                self._timers[session_id] = asyncio.create_task(
+                    self._timer(session_id, round_number, self.retry_s),
+                    name=f"brainstorm-{session_id}-round-{round_number}-retry",
+                )
 
     async def _on_publisher(self, publisher: Publisher) -> None:
         """Resume: re-arm every running session's timer from its stored deadline, and drop expired sessions."""

@@ -15,7 +15,7 @@ from bots.brainstorm.clustering import MIN_TO_CLUSTER, Clustering, as_matrix, cl
 from bots.brainstorm.prompts import content_words, keyword_label, stem, theme_names, topic_stems
 from bots.brainstorm.reading import IdeaReader
 from generation.moderation import Blocklist
-from generation.types import Embedder, Generator
+from generation.types import Embedder, GenerationError, Generator
 
 _log = logging.getLogger(__name__)
 
@@ -83,25 +83,19 @@ async def organize(
     texts = [text for _, text in ideas]
     topic_vectors: list[list[float]] = []
     placed: list[list[float]]
+    embedded = None
     if embedder is not None:
-        # One call: the ideas, then the topic sentence and its words (the directions to take out of the ideas).
-        topic_parts = [topic, *dict.fromkeys(content_words(topic))] if topic.strip() else []
-        cut = [for_embedding(text, embed_chars) for text in texts]
-        embedded = await embedder.embed(cut + topic_parts)
-        vectors, topic_vectors = embedded[: len(texts)], embedded[len(texts) :]
-        # Ideas read after their topic (where the embedder can), with the topic's words taken out of the ideas
-        # themselves, are placed by what they add to it: on the labelled sets this groups them by purpose far more
-        # often than the ideas read alone. Near-duplicates are still judged on the ideas alone, where a shared topic
-        # does not make two ideas look alike.
-        in_context = getattr(embedder, "embed_in_context", None)
-        if in_context and topic.strip():
-            placed = await in_context(for_embedding(topic, TOPIC_CHARS), [without_topic_words(c, topic) for c in cut])
-        else:
-            placed = vectors
+        try:
+            embedded = await _embed_ideas(embedder, texts, topic, embed_chars)
+        except GenerationError as exc:  # a down embedding service: this round is sorted as without one
+            _log.warning("brainstorm ideas are not clustered this time: %s", exc)
+    if embedded is not None:
+        vectors, placed, topic_vectors = embedded
         timings["embed_s"] = time.perf_counter() - started
         groups = merge_duplicates(vectors, merge_threshold)
     else:
-        _log.warning("no embedding model: brainstorm ideas are not clustered")
+        if embedder is None:
+            _log.warning("no embedding model: brainstorm ideas are not clustered")
         vectors = placed = []
         by_text: dict[str, list[int]] = {}
         for index, text in enumerate(texts):
@@ -152,6 +146,27 @@ async def organize(
         for name, group in zip(names, ordered, strict=True)
     )
     return Organized(themes=themes, merged=merged, timings=timings, separated=found.separated or not sortable)
+
+
+async def _embed_ideas(
+    embedder: Embedder, texts: list[str], topic: str, embed_chars: int
+) -> tuple[list[list[float]], list[list[float]], list[list[float]]]:
+    """The ideas' vectors (for merging repeats), where each is placed (for clustering) and the topic's vectors."""
+    # One call: the ideas, then the topic sentence and its words (the directions to take out of the ideas).
+    topic_parts = [topic, *dict.fromkeys(content_words(topic))] if topic.strip() else []
+    cut = [for_embedding(text, embed_chars) for text in texts]
+    embedded = await embedder.embed(cut + topic_parts)
+    vectors, topic_vectors = embedded[: len(texts)], embedded[len(texts) :]
+    # Ideas read after their topic (where the embedder can), with the topic's words taken out of the ideas
+    # themselves, are placed by what they add to it: on the labelled sets this groups them by purpose far more
+    # often than the ideas read alone. Near-duplicates are still judged on the ideas alone, where a shared topic
+    # does not make two ideas look alike.
+    in_context = getattr(embedder, "embed_in_context", None)
+    if in_context and topic.strip():
+        placed = await in_context(for_embedding(topic, TOPIC_CHARS), [without_topic_words(c, topic) for c in cut])
+    else:
+        placed = vectors
+    return vectors, placed, topic_vectors
 
 
 def _by_typicality(group: list[int], vectors: Sequence[Sequence[float]]) -> list[int]:
