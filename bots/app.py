@@ -15,6 +15,7 @@ from bots.commands.forget import FORGET_ACTIONS, handle_confirm
 from bots.drops import DropsControl
 from bots.errors import UserError
 from bots.events import Action, Activity, Event, Message, Reaction
+from bots.inflight import InFlight
 from bots.plugin import Plugin
 from bots.reply import Publisher, Responder
 from bots.retention import Retention
@@ -86,6 +87,8 @@ class Chorus:
         # Deletes stored data past its retention period (docs/data.md): core, whatever features are installed.
         self.retention = Retention(self)
         self.retention.attach()
+        # Generations whose message is posted but not final, so a restart after a kill finishes those messages.
+        self.in_flight = InFlight.attach(self)
         for plugin in plugins:
             self.install(plugin)
 

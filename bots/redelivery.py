@@ -5,7 +5,8 @@ A stored result without a message ref was never delivered: the studio saves the 
 the message. An adapter calls `deliver_undelivered` once it can post again; each such result from the last
 `REDELIVERY_WINDOW` is posted to its conversation, with its buttons, and its ref saved, so it is posted once.
 Each result is claimed in the store before it is posted, so several workers starting at once on one store (Slack
-HTTP mode behind a load balancer) post it once between them.
+HTTP mode behind a load balancer) post it once between them. A result whose half-written message is still recorded
+in flight is left to bots/inflight.py, which shows it in that message (or leaves it to its live owner).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy import select, update
 
 from bots.feedback import result_actions
 from bots.reply import Publisher, PublishForbidden, Reply
-from bots.store import Generation, GenerationRecord, Store
+from bots.store import Generation, GenerationRecord, InFlightGeneration, Store
 
 if TYPE_CHECKING:
     from bots.events import Conversation
@@ -50,6 +51,9 @@ async def undelivered(
                 Generation.created_at >= since,
                 Generation.created_at < until,
                 Generation.user_id.not_in(FEATURE_USERS),
+                Generation.id.not_in(
+                    select(InFlightGeneration.generation_id).where(InFlightGeneration.generation_id.is_not(None))
+                ),
             )
             .order_by(Generation.id)
         )

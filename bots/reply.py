@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bots.events import Conversation
 
@@ -74,6 +75,20 @@ class ReplyStream(Protocol):
         ...
 
 
+# Told the platform id of the message a stream is writing, once it exists (and again if it is replaced).
+PostedHook = Callable[[str], None]
+
+
+@runtime_checkable
+class Traceable(Protocol):
+    """A ReplyStream whose message outlives the process: a platform message a restarted Chorus can still edit.
+    The studio records it while the generation runs (bots/inflight.py), so a kill never leaves it half-written."""
+
+    def on_posted(self, hook: PostedHook) -> None:
+        """Call `hook(message_ref)` once the message is on the platform, and again if another one replaces it."""
+        ...
+
+
 class Responder(Protocol):
     """Delivers replies to one event's conversation."""
 
@@ -110,4 +125,11 @@ class Publisher(Protocol):
         """Post and return the platform message id (what Reaction.message_ref will carry).
 
         Raises PublishForbidden when Chorus may no longer post there; other errors are passing faults."""
+        ...
+
+    async def edit(self, conversation: Conversation, message_ref: str, reply: Reply) -> bool:
+        """Replace a message Chorus posted earlier (possibly before a restart, without its interaction).
+
+        Returns False when the message is gone (deleted) or cannot be edited any more; raises PublishForbidden when
+        Chorus may no longer see the conversation; other errors are passing faults."""
         ...

@@ -227,6 +227,31 @@ class ForgetRequest(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class InFlightGeneration(Base):
+    """A generation whose message is on the platform but not final yet (bots/inflight.py). What a restart needs to
+    finish that message without the original interaction: where it is, who asked for what, and which process owns it
+    (`owner` keeps `updated_at` fresh while it lives, so other processes leave its rows alone)."""
+
+    __tablename__ = "generations_in_flight"
+    __table_args__ = (Index("ix_in_flight_owner", "owner", "updated_at"), _NO_ID_REUSE)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    platform: Mapped[str] = mapped_column(CleanString(32))
+    workspace: Mapped[str] = mapped_column(CleanString(255))
+    channel: Mapped[str] = mapped_column(CleanString(255))
+    thread: Mapped[str | None] = mapped_column(CleanString(255))
+    message_ref: Mapped[str] = mapped_column(CleanString(255))
+    user_id: Mapped[str] = mapped_column(CleanString(255))
+    # What the user did, and what to tell them to do again: "/create", a button's label, a message.
+    command: Mapped[str] = mapped_column(CleanString(255))
+    title: Mapped[str] = mapped_column(CleanString(255), default="")
+    # Set once the result is stored: a restart then shows it in this message instead of a note.
+    generation_id: Mapped[int | None] = mapped_column(Id, ForeignKey("generations.id", ondelete="SET NULL"))
+    owner: Mapped[str] = mapped_column(CleanString(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+
+
 # The drops feature's channel settings, seen only as far as /forget needs (who enabled drops); its models live in
 # scheduler/, which the store does not import.
 DROPS_ENABLED = "drop channels enabled"  # channels whose drops a person set up, by display name

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from bots.reply import Reply, ReplyStream
+from bots.reply import Reply, ReplyStream, Traceable
 from bots.store import GenerationRecord
 from config import KindSpec, Settings
 from generation.moderation import StreamSanitizer, clean_output
@@ -25,6 +25,7 @@ from generation.text import is_degenerate, shorten_to, trim_to_complete
 from generation.types import ChatMessage, Chunk, GenerationError, GenerationRequest, GeneratorBusy, Priority
 
 if TYPE_CHECKING:
+    from bots.inflight import Watch
     from bots.router import Context
 
 _log = logging.getLogger(__name__)
@@ -129,8 +130,6 @@ class Studio:
 
     async def run(self, ctx: Context, draft: Draft) -> GenerationRecord | None:
         """Stream draft.n variants into one message, store the version, and finish with the feedback actions."""
-        from bots.feedback import result_actions
-
         # Charged here, when something is about to be generated: a typo or a refused option costs nothing.
         ctx.charge_quota()
         # Every generation acknowledges first: platforms give an interaction about 3 s before it expires.
@@ -138,7 +137,24 @@ class Studio:
         version = 1
         if draft.parent is not None:
             version = max(r.version for r in await self.app.store.versions(draft.parent.root_id)) + 1
-        stream = ctx.responder.stream(_title(draft, version))
+        title = _title(draft, version)
+        stream = ctx.responder.stream(title)
+        in_flight = getattr(self.app, "in_flight", None)
+        if in_flight is None or not isinstance(stream, Traceable):
+            return await self._run(ctx, draft, stream, version, None)
+        watch = in_flight.watch(ctx, title)
+        stream.on_posted(watch.posted)
+        try:
+            return await self._run(ctx, draft, stream, version, watch)
+        finally:
+            # Whatever the outcome, the message is final now (or the adapter finishes it); a kill skips this.
+            await watch.close()
+
+    async def _run(
+        self, ctx: Context, draft: Draft, stream: ReplyStream, version: int, watch: Watch | None
+    ) -> GenerationRecord | None:
+        from bots.feedback import result_actions
+
         started = time.monotonic()
         outcome = await self._generate(ctx, draft, stream)
         elapsed = time.monotonic() - started
@@ -160,6 +176,8 @@ class Studio:
             _log.exception("could not store a generation for %s", event.conversation.key)
             await stream.finish(Reply(parts=tuple(outcome.variants), title=_title(draft, version), footer=NOT_SAVED))
             return None
+        if watch is not None:
+            await watch.stored(record.id)
         notes = []
         if outcome.failure:
             notes.append(f"⚠ {outcome.failure} Above is what was produced before it stopped.")

@@ -268,6 +268,8 @@ class SlackAdapter:
         # Results stored but not delivered when Chorus last stopped (killed mid-delivery) go out now, paced like any
         # other post.
         self.spawn(deliver_undelivered(self.chorus.store, publisher, PLATFORM, started=self.started))
+        # Messages a killed Chorus left half-written are finished: into their result if it was stored, else a note.
+        self.chorus.in_flight.start(publisher, PLATFORM)
 
     def _trust_checked_token(self, identity: Any) -> None:
         """Hand Bolt the auth.test answer Chorus got at start-up. Left alone, Bolt's single-workspace authorization

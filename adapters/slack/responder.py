@@ -29,7 +29,7 @@ from adapters.slack.render import escape, parts_text, render_message, render_pro
 from adapters.slack.translate import message_ref, split_ref
 from bots.errors import UserError
 from bots.events import Conversation
-from bots.reply import Attachment, PublishForbidden, Reply
+from bots.reply import Attachment, PostedHook, PublishForbidden, Reply
 
 _log = logging.getLogger(__name__)
 
@@ -272,11 +272,21 @@ class SlackStream:
         self._finished = False
         self._delivery: asyncio.Future[str] | None = None
         self._unreachable = False  # Chorus may not post in this channel; the user was told once
+        self._on_posted: PostedHook | None = None
         # The handler task writing this stream: if it is cancelled (shutdown), the pusher stops with it.
         self._owner = asyncio.current_task()
         if self._owner is not None:
             self._owner.add_done_callback(self._on_owner_done)
         self.outbound.streams.add(self)
+
+    def on_posted(self, hook: PostedHook) -> None:
+        self._on_posted = hook
+        if self.ts is not None:
+            hook(message_ref(self.channel, self.ts))
+
+    def _posted(self) -> None:
+        if self._on_posted is not None and self.ts is not None:
+            self._on_posted(message_ref(self.channel, self.ts))
 
     async def begin_part(self, index: int, total: int) -> None:
         self.parts.append("")
@@ -451,6 +461,7 @@ class SlackStream:
                 await responder._not_here(_error(exc))
                 return
             self.ts, self.channel = response["ts"], response["channel"]
+            self._posted()
             return
         if self._native:
             await self._append_rest(Priority.PROGRESS)
@@ -510,6 +521,7 @@ class SlackStream:
             return False
         self.ts, self.channel = response["ts"], response.get("channel", self.channel)
         self._native, self._appended = True, text
+        self._posted()
         return True
 
 
@@ -548,3 +560,25 @@ class SlackPublisher:
         ref = message_ref(response["channel"], response["ts"])
         await upload_attachments(client, response["channel"], conversation.thread or response["ts"], reply.attachments)
         return ref
+
+    async def edit(self, conversation: Conversation, message_ref: str, reply: Reply) -> bool:
+        """chat.update of a message Chorus posted (a bot token may edit its own messages at any time)."""
+        client: AsyncWebClient = await self._client_for(conversation.workspace)
+        channel, ts = split_ref(message_ref)
+        try:
+            await self.outbound.send(
+                self.outbound.quiet(client),
+                "chat.update",
+                team=conversation.workspace,
+                priority=Priority.POST,
+                channel=channel,
+                ts=ts,
+                **self.options.render(reply),
+            )
+        except SlackApiError as exc:
+            if _error(exc) in _NOT_EDITABLE:
+                return False
+            if _error(exc) in _NOT_HERE:
+                raise PublishForbidden(f"Slack refused channel {channel}: {_error(exc)}") from exc
+            raise PublishRefused(f"Slack refused the edit ({_error(exc) or 'no reason given'})") from exc
+        return True

@@ -1,0 +1,213 @@
+"""A process killed mid-generation (SIGKILL, out of memory) leaves no stale "thinking…" or half-written message.
+
+The kill is simulated by abandoning a running Chorus: its generator blocks for good and its heartbeat stops, nothing
+of it is closed; then a second Chorus starts on the same database and finishes what the first left, through the
+real client libraries against the fake platforms. What the user sees there is asserted: the old message edited into
+the result or a short note, nothing posted twice, and a live process' message left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_slack import TEAM, FakeSlack, slash_body
+from slack_support import (
+    SlackChorus,
+    block_texts,
+    fake_slack_fixture,  # noqa: F401  (provides `fake`)
+    start_slack,
+)
+
+import bots.inflight as inflight
+from bots.events import Conversation
+from bots.redelivery import NOTE
+from generation.fake import FakeGenerator
+from generation.types import Chunk, GenerationRequest
+from support import wait_for
+
+GENERAL = Conversation("slack", TEAM, "C0GENERAL")
+
+
+class Stuck(FakeGenerator):
+    """Streams `first`, then never another word: a generation in flight when the process dies."""
+
+    def __init__(self, first: str = "Once upon a ") -> None:
+        super().__init__(lambda request: first)
+        self.first = first
+        self.started = asyncio.Event()
+
+    async def _chunks(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        yield Chunk(request_id=request.request_id, text=self.first, tokens=1)
+        self.started.set()
+        await asyncio.Event().wait()
+        yield Chunk(request_id=request.request_id, finish_reason="stop", tokens=1)  # pragma: no cover
+
+
+@pytest.fixture(autouse=True)
+def quick_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A heartbeat every 50 ms; a process is taken for dead after 0.5 s without one."""
+    monkeypatch.setattr(inflight, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(inflight, "STALE_S", 0.5)
+
+
+async def _kill(slack: SlackChorus) -> None:
+    """What SIGKILL leaves: the records in the database, no heartbeat, no clean stop. (The HTTP listener stays up,
+    but nothing reaches it any more.)"""
+    await slack.bot.chorus.in_flight.stop()
+
+
+async def _bury(slack: SlackChorus) -> None:
+    """Tear down a "killed" Chorus after the test has looked at the platform."""
+    for task in list(slack.adapter.tasks):
+        task.cancel()
+    await slack.close()
+
+
+def _slack_message(fake: FakeSlack, ts: str) -> dict[str, Any]:
+    return fake.messages[("C0GENERAL", ts)]
+
+
+async def _placeholder(fake: FakeSlack, text: str) -> str:
+    """The ts of the message showing `text` while it is being written."""
+    await wait_for(
+        lambda: [m for m in fake.messages.values() if text in block_texts(m.get("blocks") or [])],
+        describe=lambda: list(fake.messages.values()),
+    )
+    (call,) = fake.answered("chat.postMessage")
+    return str(call.response["ts"])
+
+
+async def test_slack_a_message_left_half_written_by_a_killed_chorus_says_so_after_the_restart(
+    tmp_path: Path, fake: FakeSlack
+) -> None:
+    dead = await start_slack(tmp_path, fake, generator=Stuck())
+    try:
+        await dead.slash(slash_body("/create", "story a night bakery"))
+        ts = await _placeholder(fake, "Once upon a")
+        await wait_for(lambda: _records(dead))  # recorded once posted
+        await _kill(dead)
+        posts = len(fake.answered("chat.postMessage"))
+        alive = await start_slack(tmp_path, fake)
+        try:
+            await wait_for(
+                lambda: "restarted" in block_texts(_slack_message(fake, ts)["blocks"]),
+                describe=lambda: _slack_message(fake, ts),
+            )
+            text = block_texts(_slack_message(fake, ts)["blocks"])
+            assert "Chorus restarted before this finished — run /create again." in text
+            assert "▍" not in text and "Once upon a" not in text
+            assert len(fake.answered("chat.postMessage")) == posts, "the old message is edited, nothing new is posted"
+            await wait_for(lambda: _no_records(alive))
+        finally:
+            await alive.close()
+    finally:
+        await _bury(dead)
+
+
+async def test_slack_a_result_stored_just_before_the_kill_replaces_its_half_written_message(
+    tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = asyncio.Event()
+    original = inflight.Watch.stored
+
+    async def stored_then_killed(self: inflight.Watch, generation_id: int) -> None:
+        await original(self, generation_id)
+        stored.set()
+        await asyncio.Event().wait()  # the process dies before the final edit
+
+    monkeypatch.setattr(inflight.Watch, "stored", stored_then_killed)
+    slow = FakeGenerator(lambda request: "Steep dreams, bold cups.", delay_s=0.3)
+    dead = await start_slack(tmp_path, fake, generator=slow)
+    try:
+        await dead.slash(slash_body("/create", "slogan tea"))
+        await asyncio.wait_for(stored.wait(), 20)
+        ts = await _placeholder(fake, "Steep")
+        await _kill(dead)
+        monkeypatch.setattr(inflight.Watch, "stored", original)
+        posts = len(fake.answered("chat.postMessage"))
+        alive = await start_slack(tmp_path, fake)
+        try:
+            record = await wait_for(lambda: _delivered(alive), describe=lambda: _slack_message(fake, ts))
+            shown = _slack_message(fake, ts)
+            text = block_texts(shown["blocks"])
+            assert "Steep dreams, bold cups." in text and NOTE in text and "▍" not in text
+            assert any(block["type"] == "actions" for block in shown["blocks"]), "with its buttons"
+            assert record.message_ref == f"C0GENERAL:{ts}"
+            await wait_for(lambda: _no_records(alive))
+            assert len(fake.answered("chat.postMessage")) == posts, "not posted again under the old message"
+        finally:
+            await alive.close()
+    finally:
+        await _bury(dead)
+
+
+async def test_slack_a_live_chorus_message_in_flight_is_left_alone_by_another_starting(
+    tmp_path: Path, fake: FakeSlack
+) -> None:
+    busy = await start_slack(tmp_path, fake, generator=Stuck())
+    try:
+        await busy.slash(slash_body("/create", "story a night bakery"))
+        ts = await _placeholder(fake, "Once upon a")
+        await wait_for(lambda: _records(busy))
+        other = await start_slack(tmp_path, fake)
+        try:
+            # Past the staleness period since the busy one posted, its heartbeat still keeps its record alive: the
+            # other's sweeps (at start, every heartbeat, and this one) never touch its message.
+            (record,) = await _records(busy)
+            await wait_for(lambda: _older_than(record.started_at, inflight.STALE_S * 2))
+            assert await other.bot.chorus.in_flight.sweep() == 0
+            assert fake.calls_to("chat.update") == []
+            assert "Once upon a" in block_texts(_slack_message(fake, ts)["blocks"])
+            assert await _records(busy)
+        finally:
+            await other.close()
+    finally:
+        await _bury(busy)
+
+
+async def test_slack_a_message_deleted_meanwhile_is_skipped_quietly(tmp_path: Path, fake: FakeSlack) -> None:
+    dead = await start_slack(tmp_path, fake, generator=Stuck())
+    try:
+        await dead.slash(slash_body("/create", "story a night bakery"))
+        ts = await _placeholder(fake, "Once upon a")
+        await wait_for(lambda: _records(dead))
+        await _kill(dead)
+        del fake.messages[("C0GENERAL", ts)]  # someone deleted it
+        posts = len(fake.answered("chat.postMessage"))
+        alive = await start_slack(tmp_path, fake)
+        try:
+            await wait_for(lambda: _no_records(alive))
+            assert [call.response.get("error") for call in fake.calls_to("chat.update")][-1:] == ["message_not_found"]
+            assert len(fake.answered("chat.postMessage")) == posts
+            assert fake.calls_to("chat.postEphemeral") == []
+        finally:
+            await alive.close()
+    finally:
+        await _bury(dead)
+
+
+def _older_than(when: datetime, seconds: float) -> bool:
+    return datetime.now(UTC) - when > timedelta(seconds=seconds)
+
+
+async def _records(slack: SlackChorus) -> list[Any]:
+    from sqlalchemy import select
+
+    from bots.store import InFlightGeneration
+
+    async with slack.bot.store.session() as session:
+        return list(await session.scalars(select(InFlightGeneration)))
+
+
+async def _no_records(slack: SlackChorus) -> bool:
+    return not await _records(slack)
+
+
+async def _delivered(slack: SlackChorus) -> Any:
+    record = await slack.bot.store.latest_generation(GENERAL)
+    return record if record is not None and record.message_ref else None
