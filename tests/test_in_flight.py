@@ -9,6 +9,9 @@ the result or a short note, nothing posted twice, and a live process' message le
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import queue
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -196,12 +199,7 @@ def _older_than(when: datetime, seconds: float) -> bool:
 
 
 async def _records(slack: SlackChorus) -> list[Any]:
-    from sqlalchemy import select
-
-    from bots.store import InFlightGeneration
-
-    async with slack.bot.store.session() as session:
-        return list(await session.scalars(select(InFlightGeneration)))
+    return await _stored_records(slack.bot.store)
 
 
 async def _no_records(slack: SlackChorus) -> bool:
@@ -211,3 +209,75 @@ async def _no_records(slack: SlackChorus) -> bool:
 async def _delivered(slack: SlackChorus) -> Any:
     record = await slack.bot.store.latest_generation(GENERAL)
     return record if record is not None and record.message_ref else None
+
+
+class _Keyboard:
+    """Piped input that stays open until closed: lines are typed by the test."""
+
+    def __init__(self) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+
+    def type(self, line: str) -> None:
+        self.lines.put(line + "\n")
+
+    def close(self) -> None:
+        self.lines.put("")
+
+    def readline(self) -> str:
+        return self.lines.get()
+
+    def isatty(self) -> bool:
+        return False
+
+
+async def test_terminal_a_reply_left_half_printed_by_a_killed_chorus_is_finished_with_a_note(tmp_path: Path) -> None:
+    from adapters.terminal.app import run_terminal
+    from bots.store import Store
+    from chorus.compose import build_chorus
+    from support import settings_for
+
+    async def chorus_on(generator: FakeGenerator) -> Any:
+        settings = settings_for(tmp_path)
+        store = Store(settings.store_url)
+        await store.start()
+        return build_chorus(settings, store, generator, drops=False)
+
+    dead_chorus = await chorus_on(Stuck())
+    dead_keys, dead_out = _Keyboard(), io.StringIO()
+    dead = asyncio.create_task(run_terminal(dead_chorus, stdin=dead_keys, stdout=dead_out))  # type: ignore[arg-type]
+    alive_chorus = alive = alive_keys = None
+    try:
+        dead_keys.type("/create story a tide that forgot to turn")
+        await wait_for(lambda: "Once upon a" in dead_out.getvalue())
+        await wait_for(lambda: _stored_records(dead_chorus.store))
+        await dead_chorus.in_flight.stop()  # killed: no heartbeat, nothing finished
+        alive_chorus = await chorus_on(FakeGenerator())
+        alive_keys, alive_out = _Keyboard(), io.StringIO()
+        alive = asyncio.create_task(run_terminal(alive_chorus, stdin=alive_keys, stdout=alive_out))  # type: ignore[arg-type]
+        await wait_for(lambda: "restarted" in alive_out.getvalue(), describe=alive_out.getvalue)
+        assert "story · v1 of 1" in alive_out.getvalue()
+        assert "Chorus restarted before this finished — run /create again." in alive_out.getvalue()
+        await wait_for(lambda: _no_stored_records(alive_chorus.store))
+    finally:
+        if alive is not None and alive_keys is not None and alive_chorus is not None:
+            alive_keys.close()
+            await asyncio.wait_for(alive, 20)
+            await alive_chorus.close()
+        dead.cancel()
+        dead_keys.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await dead
+        await dead_chorus.close()
+
+
+async def _stored_records(store: Any) -> list[Any]:
+    from sqlalchemy import select
+
+    from bots.store import InFlightGeneration
+
+    async with store.session() as session:
+        return list(await session.scalars(select(InFlightGeneration)))
+
+
+async def _no_stored_records(store: Any) -> bool:
+    return not await _stored_records(store)

@@ -175,6 +175,8 @@ async def run_terminal(chorus: Chorus, *, stdin: TextIO | None = None, stdout: T
     stdout = stdout or sys.stdout
     session = TerminalSession(chorus, chorus.settings.terminal.user, stdout)
     await chorus.attach_publisher(session.publisher)
+    # A reply a killed Chorus left half-printed is finished below, with its result or a note, once seen as dead.
+    chorus.in_flight.start(session.publisher, CONVERSATION.platform)
     draining = Draining.install(chorus)
     interactive = _isatty(stdin) and _isatty(stdout)
     loop = asyncio.get_running_loop()

@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from adapters.terminal.render import render_actions, render_reply, render_title, safe_text
 from bots.events import Conversation
-from bots.reply import Reply, ReplyAction
+from bots.reply import PostedHook, Reply, ReplyAction
 
 ActionsListener = Callable[[Sequence[ReplyAction]], None]
 ThreadListener = Callable[[str], None]
@@ -227,11 +228,23 @@ class TerminalStream:
         self._started = False
         self._streamed: list[str] = []
         self._open = False
+        self._on_posted: PostedHook | None = None
+        # What a restarted Chorus calls this reply when it finishes it (the terminal has no message ids of its own).
+        self.ref = ""
+
+    def on_posted(self, hook: PostedHook) -> None:
+        self._on_posted = hook
+        if self.ref:
+            hook(self.ref)
 
     def _start(self) -> None:
         if not self._open:
             self._open = True
             self._responder.output.stream_started()
+            if not self.ref:
+                self.ref = f"terminal-stream-{uuid.uuid4().hex[:12]}"
+                if self._on_posted is not None:
+                    self._on_posted(self.ref)
 
     async def begin_part(self, index: int, total: int) -> None:
         self._start()
@@ -294,3 +307,8 @@ class TerminalPublisher:
         actions = reply.actions
         self.output.post(f"[{where}] {render_reply(reply)}\n", (lambda: self._on_actions(actions)) if actions else None)
         return f"terminal-drop-{next(self._ids)}"
+
+    async def edit(self, conversation: Conversation, message_ref: str, reply: Reply) -> bool:
+        """A terminal cannot change what it printed: the new state is posted below, like any unprompted post."""
+        await self.publish(conversation, reply)
+        return True
