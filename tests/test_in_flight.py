@@ -279,5 +279,58 @@ async def _stored_records(store: Any) -> list[Any]:
         return list(await session.scalars(select(InFlightGeneration)))
 
 
+async def _two_records(store: Any) -> list[Any]:
+    records = await _stored_records(store)
+    return records if len(records) == 2 else []
+
+
 async def _no_stored_records(store: Any) -> bool:
     return not await _stored_records(store)
+
+
+class _Recorder:
+    """A Publisher that records edits, slowly enough for two sweeping processes to overlap."""
+
+    def __init__(self) -> None:
+        self.edits: list[tuple[str, str]] = []
+
+    async def publish(self, conversation: Conversation, reply: Any) -> str:
+        raise AssertionError("nothing is posted anew")
+
+    async def edit(self, conversation: Conversation, message_ref: str, reply: Any) -> bool:
+        await asyncio.sleep(0.05)  # a platform round trip, so that the two sweeps overlap
+        self.edits.append((message_ref, " ".join(reply.parts)))
+        return True
+
+
+@pytest.mark.postgres
+async def test_processes_sharing_postgres_finish_a_dead_ones_message_once_and_leave_a_live_ones_alone(
+    postgres_url: str,
+) -> None:
+    from bots.store import Store
+
+    stores = [Store(postgres_url) for _ in range(4)]
+    for store in stores:
+        await store.start()
+    dead, live, first, second = (inflight.InFlight(store) for store in stores)
+    try:
+        live.start(_Recorder(), "discord")  # its heartbeat runs (it sweeps Discord's records, none here)
+        left = inflight.Watch(dead, GENERAL, "U0BOB", "run /create", "story · v1 of 1")
+        left.posted("C0GENERAL:1.000001")
+        mine = inflight.Watch(live, GENERAL, "U0AMY", "run /create", "poem · v1 of 1")
+        mine.posted("C0GENERAL:2.000002")
+        records = await wait_for(lambda: _two_records(stores[0]))
+        await wait_for(lambda: all(_older_than(r.started_at, inflight.STALE_S * 2) for r in records))
+        publishers = [_Recorder(), _Recorder()]
+        first.publisher, first.platform = publishers[0], "slack"
+        second.publisher, second.platform = publishers[1], "slack"
+        finished = await asyncio.gather(first.sweep(), second.sweep())
+        edits = publishers[0].edits + publishers[1].edits
+        assert sorted(finished) == [0, 1]
+        assert edits == [("C0GENERAL:1.000001", "⚠ Chorus restarted before this finished — run /create again.")]
+        (remaining,) = await _stored_records(stores[0])
+        assert remaining.message_ref == "C0GENERAL:2.000002" and remaining.owner == live.instance
+    finally:
+        await live.stop()
+        for store in stores:
+            await store.close()
