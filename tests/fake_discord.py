@@ -481,6 +481,11 @@ class FakeDiscord:
                 return _json({"message": "Unknown Message", "code": 10008}, status=404)
             message.update({k: v for k, v in body.items() if k in ("content", "embeds", "components")})
             return _json(message)
+        if (m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", path)) and method == "DELETE":
+            if self.messages.pop(m.group(2), None) is None:
+                return _json({"message": "Unknown Message", "code": 10008}, status=404)
+            self.deleted.add(m.group(2))
+            return web.Response(status=204)
         return _json({"message": f"404: Not Found ({method} {path})", "code": 0}, status=404)
 
     def _edit(self, message_id: str, body: dict[str, Any]) -> dict[str, Any]:

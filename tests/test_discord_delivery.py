@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from fake_discord import FakeDiscord, RateLimits, interaction_payload
+from fake_discord import CHANNEL_ID, FakeDiscord, RateLimits, interaction_payload
 from test_discord_adapter import Harness, create_one, custom_ids, latest_with_ref, start_harness, stop_harness
 
+from adapters.discord.render import THINKING, WRITING
 from generation.fake import FakeGenerator
 from support import wait_for, wait_until
 
@@ -71,6 +72,27 @@ async def test_after_progress_a_storm_on_the_final_edit_leaves_exactly_one_resul
     assert "a lost kite" in shown["embeds"][0]["description"] and shown["components"]
     half_written = bot.fake.originals[token]
     assert half_written != record.message_ref and half_written in bot.fake.deleted
+
+
+async def test_a_reply_whose_final_edit_is_refused_past_every_retry_still_gets_one_result(bot: Harness) -> None:
+    message_id, _ = await create_one(bot)
+    bot.generator.delay_s = 0.05
+    # Every edit in the channel is refused (past discord.py's retries and Chorus' own): the progress message
+    # cannot become the result, so the result is posted anew and the progress message removed.
+    bot.fake.fail("PATCH", rf"/channels/{CHANNEL_ID}/messages/\d+", times=10_000, retry_after=0.01)
+    await bot.fake.user_message("make it rhyme", reply_to=message_id)
+    record = await latest_with_ref(bot, version=2)
+    shown = bot.fake.messages[record.message_ref]
+    assert shown["embeds"][0]["title"] == "slogan · v2 of 2 · make it rhyme" and shown["components"]
+    progress = bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")[0]
+    assert not progress.body.get("components")
+    await wait_until(lambda: not [m for m in bot.fake.messages.values() if is_progress(m)])
+
+
+def is_progress(message: dict) -> bool:
+    """A message still showing "thinking…" or "writing…" instead of a result."""
+    footers = [str((embed.get("footer") or {}).get("text", "")) for embed in message.get("embeds") or []]
+    return any(footer in (THINKING, WRITING) for footer in footers)
 
 
 def token_of(bot: Harness, interaction_id: str) -> str:

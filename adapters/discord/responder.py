@@ -656,12 +656,36 @@ class _ChannelSurface:
 
     async def deliver(self, reply: Reply, *, partial: bool = False) -> str:
         if self.message_id is None or reply.attachments:
-            return await self.channel.send(reply)
+            first_id = await self.channel.send(reply)
+            await self._drop_progress()
+            return first_id
+        progress_id = self.message_id
         pages = render_reply(reply, self.channel.host.tones)
-        await self.channel.edit_page(self.message_id, pages[0])
+        page = _settle(pages[0])
+        try:
+            await with_retries(
+                lambda: self.channel.edit_page(progress_id, page), self.channel.host.final_retry_s, "the final edit"
+            )
+            first_id = str(progress_id)
+        except DELIVERY_ERRORS as exc:
+            # Past every retry the result is posted anew, and the progress message removed, so it never stays at
+            # "writing…" and the stored ref is the message with the result.
+            _log.warning("final edit failed (%s); posting the result as a new message", exc)
+            first_id = str((await self.channel.post(page)).id)
+            await self._drop_progress()
         for page in pages[1:]:
             await self.channel.post(page, first=False)
-        return str(self.message_id)
+        return first_id
+
+    async def _drop_progress(self) -> None:
+        """Delete the progress message (a result went out as a new message instead); best effort."""
+        message_id, self.message_id = self.message_id, None
+        if message_id is None:
+            return
+        try:
+            await self.channel.channel.get_partial_message(message_id).delete()
+        except DELIVERY_ERRORS as exc:
+            _log.warning("could not delete progress message %s: %s", message_id, exc)
 
 
 class DiscordStream:
