@@ -11,7 +11,9 @@ Documented rules it models, because they are the ones that bite:
 - rate-limit buckets (`limits`): per interaction token and per channel, announced in X-RateLimit-* headers; a request
   into an exhausted bucket is answered 429 and counted in `violations`;
 - gateway RESUME: dispatches of a session are kept, and a RESUME with the session id replays those after its `seq`;
-- message content over 2000 characters is refused with 400 Invalid Form Body (code 50035), as Discord does.
+- message content over 2000 characters is refused with 400 Invalid Form Body (code 50035), as Discord does;
+- an interaction token is valid for 15 minutes (`token_ttl_s`): later, its webhook routes (edits of the original,
+  follow-ups) answer 401 Invalid Webhook Token (code 50027), and such uses are counted in `expired_uses`.
 """
 
 from __future__ import annotations
@@ -181,6 +183,9 @@ class FakeDiscord:
         self.close_codes: list[int | None] = []  # how each gateway connection was closed by the client
         self.sessions = itertools.count(1)
         self.replay: list[tuple[int, str]] = []  # (seq, frame) of the current session, for RESUME
+        self.token_ttl_s = 15 * 60.0  # how long an interaction token works (Discord: 15 minutes)
+        self.token_issued: dict[str, float] = {}  # interaction token -> monotonic time of its dispatch
+        self.expired_uses: list[Recorded] = []  # webhook requests made with an expired interaction token
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -264,6 +269,8 @@ class FakeDiscord:
                 (payload["id"], json.dumps({"op": 0, "t": "INTERACTION_CREATE", "s": self.seq, "d": payload}))
             )
         ws = self.sockets[-1]
+        for payload in payloads:
+            self.token_issued[payload["token"]] = time.monotonic()
         for interaction_id, frame in frames:
             self.dispatched_at[interaction_id] = time.monotonic()
             await ws.send_str(frame)
@@ -320,6 +327,10 @@ class FakeDiscord:
         if any(len(content) > self.upload_limit for content in files.values()):
             # Discord refuses a file over the guild's upload limit (interactions carry it as attachment_size_limit).
             return _json({"message": "Request entity too large", "code": 40005}, status=413)
+        if (m := re.match(r"/webhooks/\d+/([^/]+)", path)) and self._expired(m.group(1)):
+            # Discord: interaction tokens are valid for 15 minutes; then follow-ups and edits are refused.
+            self.expired_uses.append(self.requests[-1])
+            return _json({"message": "Invalid Webhook Token", "code": 50027}, status=401)
         for fault in self.faults:
             if (
                 fault.hits < fault.times
@@ -353,6 +364,10 @@ class FakeDiscord:
         response = await handler(request)
         response.headers.update(limit_headers)
         return response
+
+    def _expired(self, token: str) -> bool:
+        issued = self.token_issued.get(token)
+        return issued is not None and time.monotonic() - issued > self.token_ttl_s
 
     @staticmethod
     def _bucket_key(method: str, path: str) -> tuple[str, str] | None:
@@ -730,6 +745,7 @@ class FakeDiscord:
         if channel_id in self.threads:  # an interaction in a thread carries the thread channel (type 11)
             payload["channel"] = self.threads[channel_id]
         self.dispatched_at[payload["id"]] = time.monotonic()
+        self.token_issued[payload["token"]] = time.monotonic()
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
 

@@ -89,6 +89,24 @@ async def test_a_reply_whose_final_edit_is_refused_past_every_retry_still_gets_o
     await wait_until(lambda: not [m for m in bot.fake.messages.values() if is_progress(m)])
 
 
+async def test_a_result_that_outlasts_the_interaction_token_leaves_no_half_written_message(tmp_path: Path) -> None:
+    bot = await start_harness(tmp_path, FakeGenerator(delay_s=0.2), CHORUS_DISCORD__INTERACTION_TOKEN_TTL_S="0.6")
+    bot.fake.token_ttl_s = 1.2  # Discord's 15 minutes, a little after Chorus stops trusting the token
+    try:
+        payload = await bot.fake.slash("create", {"kind": "story", "prompt": "a long night shift at the owl bakery"})
+        token = payload["token"]
+        await wait_until(lambda: any(is_progress(r.body) for r in bot.originals(token)))  # progress on screen
+        record = await latest_with_ref(bot)
+        shown = bot.fake.messages[record.message_ref]
+        assert shown["channel_id"] == CHANNEL_ID and shown["components"]
+        original = bot.fake.visible(token)
+        assert original is not None and not is_progress(original), "the half-written original was left behind"
+        assert "post the result in this channel" in original["content"]
+        assert bot.fake.expired_uses == [], "an expired interaction token was used"
+    finally:
+        await stop_harness(bot)
+
+
 def is_progress(message: dict) -> bool:
     """A message still showing "thinking…" or "writing…" instead of a result."""
     footers = [str((embed.get("footer") or {}).get("text", "")) for embed in message.get("embeds") or []]

@@ -306,6 +306,7 @@ def _send_kwargs(page: Page) -> dict[str, Any]:
 
 
 PRIVATE_NOTE = "Chorus answered you privately."
+HANDED_OVER = "⏳ This is taking a while: Chorus will post the result in this channel."
 
 
 class ChannelResponder:
@@ -385,8 +386,11 @@ class DiscordResponder:
         # What the original response is: none yet, a "thinking…" placeholder, a message, or deleted.
         self.original = "none"
         self.original_id: int | None = None
+        self.progress_shown = False  # the original shows a stream's progress, not its result
+        self.handed_over = False  # the token is (nearly) expired: the channel takes over
         self._lock = asyncio.Lock()
         self._watchdog: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self.channel = ChannelResponder(host, interaction.channel_id or 0, guild_id=interaction.guild_id)
 
     # ---------------------------------------------------------------- acknowledgement
@@ -394,6 +398,8 @@ class DiscordResponder:
         """Defer automatically if nothing has answered within `deadline_s` (Discord expires the token at 3 s)."""
         loop = asyncio.get_running_loop()
         self._watchdog = loop.call_later(deadline_s, lambda: loop.create_task(self.defer()))
+        left = self.host.token_ttl_s - (time.monotonic() - self.received_at)
+        self._expiry = loop.call_later(max(0.0, left), lambda: loop.create_task(self.hand_over()))
 
     def _stop_guard(self) -> None:
         if self._watchdog is not None:
@@ -401,7 +407,24 @@ class DiscordResponder:
             self._watchdog = None
 
     def fresh(self) -> bool:
-        return time.monotonic() - self.received_at < self.host.token_ttl_s
+        return not self.handed_over and time.monotonic() - self.received_at < self.host.token_ttl_s
+
+    async def hand_over(self) -> None:
+        """The token is about to expire (Discord: 15 minutes) with the answer still to come: while the token still
+        works, turn a "thinking…" or half-written original into a note saying where the result will appear, so it
+        is never left loading or unfinished; from now on the channel gets everything."""
+        async with self._lock:
+            self.handed_over = True
+            if not (self.original == "thinking" or (self.original == "message" and self.progress_shown)):
+                return
+            try:
+                await self.interaction.edit_original_response(
+                    content=HANDED_OVER, embeds=[], view=None, allowed_mentions=discord.AllowedMentions.none()
+                )
+            except DELIVERY_ERRORS as exc:
+                _log.warning("could not mark interaction %s as continued in the channel: %s", self.interaction.id, exc)
+                return
+            self.original, self.progress_shown = "message", False
 
     @property
     def token(self) -> str:
@@ -492,6 +515,7 @@ class DiscordResponder:
                 **_edit_kwargs(_settle(pages[0])), attachments=files
             )
             self.original, self.original_id = "message", message.id
+            self.progress_shown = False
             first_id = str(message.id)
         else:
             if self.original == "thinking" and not await self.drop_placeholder() and reply.ephemeral:
@@ -509,8 +533,10 @@ class DiscordResponder:
         thread) is deleted, and the watchdog stops, so no stale placeholder is left behind."""
         async with self._lock:
             self._stop_guard()
+            if self._expiry is not None:
+                self._expiry.cancel()
             await self._settle_early_defer()
-            if self.original == "thinking":
+            if self.original == "thinking" and self.fresh():
                 await self.drop_placeholder()
 
     async def drop_placeholder(self) -> bool:
@@ -583,6 +609,7 @@ class _InteractionSurface:
             message = await responder.interaction.edit_original_response(**_edit_kwargs(page))
             # The loading message is now a message: a follow-up would no longer replace it.
             responder.original, responder.original_id = "message", message.id
+            responder.progress_shown = True
 
     async def deliver(self, reply: Reply, *, partial: bool = False) -> str:
         responder = self.responder
@@ -606,6 +633,7 @@ class _InteractionSurface:
             message = await with_retries(final_edit, responder.host.final_retry_s, "the final edit")
             first_id = str(message.id)
             responder.original, responder.original_id = "message", message.id
+            responder.progress_shown = False
         except DELIVERY_ERRORS as exc:
             _log.warning("final edit failed (%s); delivering as a follow-up", exc)
             first_id = await self._fallback(page, files)
@@ -634,6 +662,7 @@ class _InteractionSurface:
         else:
             if loading or (responder.original_id is not None and message_id == str(responder.original_id)):
                 responder.original, responder.original_id = "message", int(message_id)
+                responder.progress_shown = False
                 return message_id
         if responder.original in ("thinking", "message"):
             await responder.drop_placeholder()  # a stale "thinking…" or half-written text above the result
