@@ -26,6 +26,7 @@ from discord.webhook.async_ import async_context, interaction_response_params
 
 from adapters.discord.callbacks import CallbackConnections, CallbackError
 from adapters.discord.render import CONTENT_LIMIT, Page, render_progress, render_reply, sanitize, split_text
+from bots.errors import UserError
 from bots.events import Conversation
 from bots.reply import PublishForbidden, Reply
 
@@ -306,6 +307,10 @@ def _send_kwargs(page: Page) -> dict[str, Any]:
 
 
 PRIVATE_NOTE = "Chorus answered you privately."
+NO_THREADS = (
+    "Chorus can't open a thread in this channel. Ask a moderator to give Chorus the Create Public Threads and "
+    "Send Messages in Threads permissions here."
+)
 HANDED_OVER = "⏳ This is taking a while: Chorus will post the result in this channel."
 
 
@@ -360,9 +365,13 @@ async def open_thread(
 ) -> tuple[str, Responder]:
     """Start a public thread on a message Chorus posted; messages in it then reach the core without a mention."""
     channel = host.client.get_partial_messageable(channel_id, guild_id=guild_id)
-    thread = await channel.get_partial_message(int(message_ref)).create_thread(
-        name=sanitize(name)[:100] or "Chorus", auto_archive_duration=1440
-    )
+    try:
+        thread = await channel.get_partial_message(int(message_ref)).create_thread(
+            name=sanitize(name)[:100] or "Chorus", auto_archive_duration=1440
+        )
+    except discord.Forbidden as exc:  # Missing Access / Missing Permissions: a moderator can fix that
+        _log.warning("could not open a thread in channel %s: %s", channel_id, exc)
+        raise UserError(NO_THREADS) from exc
     host.remember_thread(str(thread.id), str(channel_id))
     return str(thread.id), ChannelResponder(host, thread.id, guild_id=guild_id)
 
