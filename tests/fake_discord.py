@@ -13,7 +13,9 @@ Documented rules it models, because they are the ones that bite:
 - gateway RESUME: dispatches of a session are kept, and a RESUME with the session id replays those after its `seq`;
 - message content over 2000 characters is refused with 400 Invalid Form Body (code 50035), as Discord does;
 - an interaction token is valid for 15 minutes (`token_ttl_s`): later, its webhook routes (edits of the original,
-  follow-ups) answer 401 Invalid Webhook Token (code 50027), and such uses are counted in `expired_uses`.
+  follow-ups) answer 401 Invalid Webhook Token (code 50027), and such uses are counted in `expired_uses`;
+- interaction responses need no channel permission, bot-token messages do: in a channel of `no_send` the bot lacks
+  Send Messages, its interactions say so in `app_permissions`, and its posts there get 403 Missing Permissions (50013).
 """
 
 from __future__ import annotations
@@ -186,6 +188,7 @@ class FakeDiscord:
         self.token_ttl_s = 15 * 60.0  # how long an interaction token works (Discord: 15 minutes)
         self.token_issued: dict[str, float] = {}  # interaction token -> monotonic time of its dispatch
         self.expired_uses: list[Recorded] = []  # webhook requests made with an expired interaction token
+        self.no_send: set[str] = set()  # channels where the bot may not send messages (View Channel only)
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -489,6 +492,8 @@ class FakeDiscord:
             self.threads[thread_id] = thread
             return _json(thread)
         if (m := re.fullmatch(r"/channels/(\d+)/messages", path)) and method == "POST":
+            if m.group(1) in self.no_send:
+                return _json({"message": "Missing Permissions", "code": 50013}, status=403)
             return _json(self._new_message(m.group(1), body))
         if (m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", path)) and method == "PATCH":
             message = self.messages.get(m.group(2))
@@ -744,6 +749,8 @@ class FakeDiscord:
         )
         if channel_id in self.threads:  # an interaction in a thread carries the thread channel (type 11)
             payload["channel"] = self.threads[channel_id]
+        if channel_id in self.no_send:
+            payload["app_permissions"] = str(1 << 10)  # View Channel, not Send Messages
         self.dispatched_at[payload["id"]] = time.monotonic()
         self.token_issued[payload["token"]] = time.monotonic()
         await self.dispatch("INTERACTION_CREATE", payload)

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 from fake_discord import CHANNEL_ID, FakeDiscord, RateLimits, interaction_payload
-from test_discord_adapter import Harness, create_one, custom_ids, latest_with_ref, start_harness, stop_harness
+from test_discord_adapter import (
+    Harness,
+    bot_conversation,
+    create_one,
+    custom_ids,
+    latest_with_ref,
+    start_harness,
+    stop_harness,
+)
 
 from adapters.discord.render import THINKING, WRITING
 from generation.fake import FakeGenerator
@@ -103,6 +111,27 @@ async def test_a_result_that_outlasts_the_interaction_token_leaves_no_half_writt
         assert original is not None and not is_progress(original), "the half-written original was left behind"
         assert "post the result in this channel" in original["content"]
         assert bot.fake.expired_uses == [], "an expired interaction token was used"
+    finally:
+        await stop_harness(bot)
+
+
+async def test_a_late_result_where_chorus_may_not_post_points_to_history(tmp_path: Path) -> None:
+    # Interaction responses work in a channel where the bot may not send messages; its own posts there do not.
+    bot = await start_harness(tmp_path, FakeGenerator(delay_s=0.2), CHORUS_DISCORD__INTERACTION_TOKEN_TTL_S="0.6")
+    bot.fake.token_ttl_s = 1.2
+    bot.fake.no_send.add(CHANNEL_ID)
+    try:
+        payload = await bot.fake.slash("create", {"kind": "story", "prompt": "a long night shift at the owl bakery"})
+        token = payload["token"]
+        await wait_until(lambda: "/history" in str((bot.fake.visible(token) or {}).get("content")))
+
+        async def stored():
+            record = await bot.chorus.store.latest_generation(bot_conversation())
+            return record if record is not None and record.variants else None
+
+        await wait_for(stored, timeout_s=10, describe=lambda: "the result was not stored")
+        assert not bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$"), "posted where it may not"
+        assert bot.fake.expired_uses == []
     finally:
         await stop_harness(bot)
 

@@ -312,6 +312,8 @@ NO_THREADS = (
     "Send Messages in Threads permissions here."
 )
 HANDED_OVER = "⏳ This is taking a while: Chorus will post the result in this channel."
+CANNOT_POST = "⏳ This is taking a while, and Chorus may not post in this channel: see the result with /history soon."
+_THREAD_TYPES = (discord.ChannelType.public_thread, discord.ChannelType.private_thread, discord.ChannelType.news_thread)
 
 
 class ChannelResponder:
@@ -426,14 +428,23 @@ class DiscordResponder:
             self.handed_over = True
             if not (self.original == "thinking" or (self.original == "message" and self.progress_shown)):
                 return
+            note = HANDED_OVER if self.can_post() else CANNOT_POST
             try:
                 await self.interaction.edit_original_response(
-                    content=HANDED_OVER, embeds=[], view=None, allowed_mentions=discord.AllowedMentions.none()
+                    content=note, embeds=[], view=None, allowed_mentions=discord.AllowedMentions.none()
                 )
             except DELIVERY_ERRORS as exc:
                 _log.warning("could not mark interaction %s as continued in the channel: %s", self.interaction.id, exc)
                 return
             self.original, self.progress_shown = "message", False
+
+    def can_post(self) -> bool:
+        """May the bot token post where this interaction came from? Interaction responses need no channel
+        permission; the bot's own messages need View Channel and Send Messages (in a thread: in Threads)."""
+        permissions = self.interaction.app_permissions
+        in_thread = getattr(self.interaction.channel, "type", None) in _THREAD_TYPES
+        allowed = permissions.send_messages_in_threads if in_thread else permissions.send_messages
+        return permissions.view_channel and allowed
 
     @property
     def token(self) -> str:
@@ -505,6 +516,11 @@ class DiscordResponder:
         """The channel fallback, except for a private file (/mydata), which must never be posted for all to see."""
         if reply.ephemeral and reply.attachments:
             _log.warning("a private reply with files could not be delivered privately; it was not posted publicly")
+            return ""
+        if not self.can_post():
+            _log.warning(
+                "interaction %s: too late to answer, and Chorus may not post in its channel", self.interaction.id
+            )
             return ""
         return await self.channel.send(reply)
 
@@ -610,7 +626,8 @@ class _InteractionSurface:
     async def progress(self, page: Page) -> None:
         responder = self.responder
         if not responder.fresh():
-            await self.late.progress(page)
+            if responder.can_post():  # else every edit would be a 403, and those count towards Discord's IP ban
+                await self.late.progress(page)
             return
         if responder.original == "none":
             await responder.defer()
@@ -628,6 +645,11 @@ class _InteractionSurface:
         if not responder.fresh():
             if responder.original == "thinking":
                 await responder.drop_placeholder()
+            if not responder.can_post():  # stored all the same: /history shows it, as the hand-over note says
+                _log.warning(
+                    "a late result for interaction %s cannot be posted in its channel", responder.interaction.id
+                )
+                return ""
             return await self.late.deliver(reply)
         pages = render_reply(reply, responder.host.tones)
         files = _files(reply)
