@@ -15,7 +15,8 @@ Documented rules it models, because they are the ones that bite:
 - an interaction token is valid for 15 minutes (`token_ttl_s`): later, its webhook routes (edits of the original,
   follow-ups) answer 401 Invalid Webhook Token (code 50027), and such uses are counted in `expired_uses`;
 - interaction responses need no channel permission, bot-token messages do: in a channel of `no_send` the bot lacks
-  Send Messages, its interactions say so in `app_permissions`, and its posts there get 403 Missing Permissions (50013).
+  Send Messages, its interactions say so in `app_permissions`, and its posts there get 403 Missing Permissions (50013);
+- a DM to a user of `dms_closed` gets 403 Cannot send messages to this user (50007).
 """
 
 from __future__ import annotations
@@ -189,6 +190,8 @@ class FakeDiscord:
         self.token_issued: dict[str, float] = {}  # interaction token -> monotonic time of its dispatch
         self.expired_uses: list[Recorded] = []  # webhook requests made with an expired interaction token
         self.no_send: set[str] = set()  # channels where the bot may not send messages (View Channel only)
+        self.dms: dict[str, str] = {}  # DM channel id -> the user it reaches
+        self.dms_closed: set[str] = set()  # users who accept no DMs from this bot
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -491,9 +494,16 @@ class FakeDiscord:
             }
             self.threads[thread_id] = thread
             return _json(thread)
+        if method == "POST" and path == "/users/@me/channels":
+            user_id = str(body.get("recipient_id"))
+            dm_id = next((dm for dm, user in self.dms.items() if user == user_id), None) or snowflake()
+            self.dms[dm_id] = user_id
+            return _json({"id": dm_id, "type": 1, "last_message_id": None, "recipients": [user_payload(user_id, "u")]})
         if (m := re.fullmatch(r"/channels/(\d+)/messages", path)) and method == "POST":
             if m.group(1) in self.no_send:
                 return _json({"message": "Missing Permissions", "code": 50013}, status=403)
+            if self.dms.get(m.group(1)) in self.dms_closed:
+                return _json({"message": "Cannot send messages to this user", "code": 50007}, status=403)
             return _json(self._new_message(m.group(1), body))
         if (m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", path)) and method == "PATCH":
             message = self.messages.get(m.group(2))

@@ -136,6 +136,40 @@ async def test_a_late_result_where_chorus_may_not_post_points_to_history(tmp_pat
         await stop_harness(bot)
 
 
+async def test_a_message_chorus_may_not_answer_in_its_channel_is_explained_to_its_author_by_dm(bot: Harness) -> None:
+    message_id, _ = await create_one(bot)
+    bot.fake.no_send.add(CHANNEL_ID)
+    said = await bot.fake.user_message("make it rhyme", reply_to=message_id)
+    await wait_until(lambda: bool(bot.fake.dms) and bool(dm_posts(bot)))
+    assert list(bot.fake.dms.values()) == [said["author"]["id"]]
+    note = dm_posts(bot)[0].body
+    assert "Send Messages" in note["content"] and f"<#{CHANNEL_ID}>" in note["content"]
+    assert note["allowed_mentions"] == {"parse": []}
+    await latest_with_ref(bot)  # the first result; wait for the refinement to end
+    await wait_until(lambda: not bot.adapter.tasks)
+    refused = bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")
+    assert len(refused) == 1, "after one 403, Chorus stops posting there (each 403 counts towards an IP ban)"
+
+
+async def test_closed_dms_leave_the_refusal_in_the_log_only(bot: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    message_id, _ = await create_one(bot)
+    bot.fake.no_send.add(CHANNEL_ID)
+    bot.fake.dms_closed.add("940000000000000001")
+    await bot.fake.user_message("make it rhyme", reply_to=message_id)
+    await wait_until(lambda: "Cannot send messages to this user" in caplog.text)
+    assert not [m for m in bot.fake.messages.values() if m["channel_id"] in bot.fake.dms]
+
+
+def dm_posts(bot: Harness) -> list:
+    return [
+        r
+        for r in bot.fake.requests
+        if r.method == "POST"
+        and r.path.removeprefix("/channels/").split("/")[0] in bot.fake.dms
+        and r.path.endswith("/messages")
+    ]
+
+
 def is_progress(message: dict) -> bool:
     """A message still showing "thinking…" or "writing…" instead of a result."""
     footers = [str((embed.get("footer") or {}).get("text", "")) for embed in message.get("embeds") or []]

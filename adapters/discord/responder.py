@@ -313,6 +313,10 @@ NO_THREADS = (
 )
 HANDED_OVER = "⏳ This is taking a while: Chorus will post the result in this channel."
 CANNOT_POST = "⏳ This is taking a while, and Chorus may not post in this channel: see the result with /history soon."
+CANNOT_REPLY = (
+    "Chorus couldn't answer you in <#{channel}>: it may not send messages there. Ask a moderator to give Chorus the "
+    "Send Messages permission in that channel (Send Messages in Threads for a thread)."
+)
 _THREAD_TYPES = (discord.ChannelType.public_thread, discord.ChannelType.private_thread, discord.ChannelType.news_thread)
 
 
@@ -320,11 +324,20 @@ class ChannelResponder:
     """Posts into a channel or thread with the bot token: replies to messages, thread replies, late deliveries."""
 
     def __init__(
-        self, host: Host, channel_id: int, *, reply_to: int | None = None, guild_id: int | None = None
+        self,
+        host: Host,
+        channel_id: int,
+        *,
+        reply_to: int | None = None,
+        guild_id: int | None = None,
+        asker: int | None = None,
     ) -> None:
+        """`asker`: who wrote the message being answered; told by DM if Chorus may not post here."""
         self.host = host
         self.channel = host.client.get_partial_messageable(channel_id, guild_id=guild_id)
         self.reply_to = reply_to
+        self.asker = asker
+        self.refused: discord.Forbidden | None = None  # Discord refused a post here: later ones are not sent
 
     async def defer(self) -> None:
         """Show "Chorus is typing…"; a message has no deadline to meet."""
@@ -340,7 +353,25 @@ class ChannelResponder:
                 message_id=self.reply_to, channel_id=self.channel.id, fail_if_not_exists=False
             )
             kwargs["mention_author"] = False
-        return await self.channel.send(**kwargs)
+        if self.refused is not None:
+            raise self.refused  # each 403 counts towards Discord's ban on invalid requests: one is enough
+        try:
+            return await self.channel.send(**kwargs)
+        except discord.Forbidden as exc:  # Missing Access / Missing Permissions
+            self.refused = exc
+            await self._tell_asker()
+            raise
+
+    async def _tell_asker(self) -> None:
+        """Chorus may not post in this channel: tell the person who asked, by DM, what a moderator can change."""
+        if self.asker is None:
+            return
+        asker, self.asker = self.asker, None  # once
+        try:
+            dm = await self.host.client.create_dm(discord.Object(asker))
+            await dm.send(CANNOT_REPLY.format(channel=self.channel.id), allowed_mentions=discord.AllowedMentions.none())
+        except DELIVERY_ERRORS as exc:  # 50007: the user accepts no DMs from this bot; nobody else to tell
+            _log.warning("Chorus may not post in channel %s and could not DM user %s: %s", self.channel.id, asker, exc)
 
     async def send(self, reply: Reply) -> str:
         pages = render_reply(reply, self.host.tones)
