@@ -115,6 +115,21 @@ async def test_a_result_that_outlasts_the_interaction_token_leaves_no_half_writt
         await stop_harness(bot)
 
 
+async def test_a_thinking_that_outlasts_the_interaction_token_says_where_the_result_will_be(tmp_path: Path) -> None:
+    generator = FakeGenerator(lambda request: "owls", delay_s=1.5)  # nothing to show before the token expires
+    bot = await start_harness(tmp_path, generator, CHORUS_DISCORD__INTERACTION_TOKEN_TTL_S="0.6")
+    bot.fake.token_ttl_s = 1.2
+    try:
+        payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "owls"})
+        record = await latest_with_ref(bot)
+        assert bot.fake.messages[record.message_ref]["components"]
+        original = bot.fake.visible(payload["token"])
+        assert original is not None and "post the result in this channel" in original["content"]
+        assert bot.fake.expired_uses == []
+    finally:
+        await stop_harness(bot)
+
+
 async def test_a_late_result_where_chorus_may_not_post_points_to_history(tmp_path: Path) -> None:
     # Interaction responses work in a channel where the bot may not send messages; its own posts there do not.
     bot = await start_harness(tmp_path, FakeGenerator(delay_s=0.2), CHORUS_DISCORD__INTERACTION_TOKEN_TTL_S="0.6")

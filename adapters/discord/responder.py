@@ -457,6 +457,7 @@ class DiscordResponder:
         is never left loading or unfinished; from now on the channel gets everything."""
         async with self._lock:
             self.handed_over = True
+            await self._settle_early_defer()
             if not (self.original == "thinking" or (self.original == "message" and self.progress_shown)):
                 return
             note = HANDED_OVER if self.can_post() else CANNOT_POST
