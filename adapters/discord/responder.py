@@ -457,6 +457,8 @@ class DiscordResponder:
         is never left loading or unfinished; from now on the channel gets everything."""
         async with self._lock:
             self.handed_over = True
+            if self.host.client.is_closed():  # stopped (or restarted) meanwhile: its HTTP session is gone
+                return
             await self._settle_early_defer()
             if not (self.original == "thinking" or (self.original == "message" and self.progress_shown)):
                 return
