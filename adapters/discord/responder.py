@@ -3,7 +3,8 @@ messages (replies, threads, late deliveries) and unprompted posts (the Publisher
 
 Rules every path follows: allowed_mentions none; a reply that cannot be edited in place arrives as a follow-up or a
 channel message instead, so nobody is left looking at a stale "thinking…"; an interaction token older than
-`discord.interaction_token_ttl_s` is never used, the channel gets the message.
+`discord.interaction_token_ttl_s` is never used, the channel gets the message (just before that, a "thinking…" or
+half-written original says so, or points to /history where the bot may not post).
 """
 
 from __future__ import annotations
