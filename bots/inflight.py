@@ -73,10 +73,12 @@ class Watch:
         self.row_id: int | None = None
         self.generation_id: int | None = None
         self._writes: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
+        self._closed = False
 
     def posted(self, message_ref: str) -> None:
         """The stream's message is on the platform (called from the adapter, which must not wait for the store)."""
+        if self._closed:
+            return  # the message is final already
         previous = self._writes
 
         async def write() -> None:
@@ -141,6 +143,7 @@ class Watch:
 
     async def close(self) -> None:
         """The message is final (delivered, failed with a message, or aborted): nothing is left to finish."""
+        self._closed = True
         await self._settled()
         if self.row_id is None:
             return

@@ -194,6 +194,7 @@ class FakeDiscord:
         self.no_send: set[str] = set()  # channels where the bot may not send messages (View Channel only)
         self.dms: dict[str, str] = {}  # DM channel id -> the user it reaches
         self.dms_closed: set[str] = set()  # users who accept no DMs from this bot
+        self.channel_edits: list[tuple[str, dict[str, Any]]] = []  # (message id, body) edited with the bot token
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -452,7 +453,7 @@ class FakeDiscord:
             message_id = self.originals.get(token) if which == "@original" else which
             if message_id is None or message_id not in self.messages:
                 return _json({"message": "Unknown Message", "code": 10008}, status=404)
-            if which == "@original":
+            if which == "@original" and method != "GET":  # reading it leaves it loading
                 self.loading.discard(token)
             if method == "DELETE":
                 self.messages.pop(message_id)
@@ -510,9 +511,15 @@ class FakeDiscord:
             return _json(self._new_message(m.group(1), body))
         if (m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", path)) and method == "PATCH":
             message = self.messages.get(m.group(2))
-            if message is None:
+            # Discord: ephemeral messages exist for their interaction's token only; channel endpoints do not see them.
+            if message is None or int(message.get("flags") or 0) & 64:
                 return _json({"message": "Unknown Message", "code": 10008}, status=404)
+            if (message.get("author") or {}).get("id") != BOT_USER["id"]:
+                return _json({"message": "Cannot edit a message authored by another user", "code": 50005}, status=403)
+            self.channel_edits.append((m.group(2), dict(body)))
             message.update({k: v for k, v in body.items() if k in ("content", "embeds", "components")})
+            # Assumed, not documented: a deferred response given content this way shows it instead of "thinking…".
+            message["flags"] = int(message.get("flags") or 0) & ~128
             return _json(message)
         if (m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", path)) and method == "DELETE":
             if self.messages.pop(m.group(2), None) is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import queue
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_discord import CHANNEL_ID, GUILD_ID
 from fake_slack import TEAM, FakeSlack, slash_body
 from slack_support import (
     SlackChorus,
@@ -334,3 +336,115 @@ async def test_processes_sharing_postgres_finish_a_dead_ones_message_once_and_le
         await live.stop()
         for store in stores:
             await store.close()
+
+
+# -- Discord ---------------------------------------------------------------------------------------------------------
+
+
+class Silent(FakeGenerator):
+    """Never says a word: killed while the message still says "thinking…"."""
+
+    async def _chunks(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        await asyncio.Event().wait()
+        yield Chunk(request_id=request.request_id, finish_reason="stop", tokens=1)  # pragma: no cover
+
+
+async def _discord_kill(harness: Any) -> None:
+    await harness.chorus.in_flight.stop()
+
+
+async def _discord_bury(harness: Any) -> None:
+    from test_discord_adapter import stop_harness
+
+    for task in list(harness.adapter.tasks):
+        task.cancel()
+    await stop_harness(harness, stop_fake=False)
+
+
+def _shown(message: dict[str, Any]) -> str:
+    return json.dumps({key: message.get(key) for key in ("content", "embeds")}, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("generator", [Stuck, Silent], ids=["half-written", "thinking"])
+async def test_discord_a_message_left_by_a_killed_chorus_says_so_after_the_restart(
+    tmp_path: Path, generator: type[FakeGenerator]
+) -> None:
+    from fake_discord import CHANNEL_ID, FakeDiscord
+    from test_discord_adapter import start_harness, stop_harness
+
+    fake = FakeDiscord()
+    await fake.start()
+    dead = await start_harness(tmp_path, generator(), fake=fake)
+    try:
+        payload = await fake.slash("create", {"kind": "story", "prompt": "a tide that forgot to turn"})
+        token = payload["token"]
+        await wait_for(lambda: _stored_records(dead.chorus.store))  # recorded once Discord has the message
+        original = fake.originals[token]
+        if generator is Stuck:
+            await wait_for(lambda: "Once upon a" in _shown(fake.messages[original]))
+        await _discord_kill(dead)
+        posts = len(fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$"))
+        alive = await start_harness(tmp_path, fake=fake)
+        try:
+            await wait_for(lambda: "restarted" in _shown(fake.messages[original]), describe=lambda: fake.messages)
+            shown = fake.messages[original]
+            assert "Chorus restarted before this finished — run /create again." in _shown(shown)
+            assert "Once upon a" not in _shown(shown) and "✍️" not in _shown(shown)
+            assert not int(shown.get("flags") or 0) & 128, "no longer thinking"
+            assert [message_id for message_id, _ in fake.channel_edits] == [original]
+            assert len(fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")) == posts, "nothing posted anew"
+            await wait_for(lambda: _no_stored_records(alive.chorus.store))
+        finally:
+            await stop_harness(alive, stop_fake=False)
+    finally:
+        await _discord_bury(dead)
+        await fake.stop()
+
+
+async def test_discord_a_result_stored_just_before_the_kill_replaces_its_half_written_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fake_discord import CHANNEL_ID, FakeDiscord
+    from test_discord_adapter import custom_ids, start_harness, stop_harness
+
+    stored = asyncio.Event()
+    original_stored = inflight.Watch.stored
+
+    async def stored_then_killed(self: inflight.Watch, generation_id: int) -> None:
+        await original_stored(self, generation_id)
+        stored.set()
+        await asyncio.Event().wait()  # the process dies before the final edit
+
+    monkeypatch.setattr(inflight.Watch, "stored", stored_then_killed)
+    fake = FakeDiscord()
+    await fake.start()
+    slow = FakeGenerator(lambda request: "Steep dreams, bold cups.", delay_s=0.3)
+    dead = await start_harness(tmp_path, slow, fake=fake)
+    try:
+        payload = await fake.slash("create", {"kind": "slogan", "prompt": "tea"})
+        await asyncio.wait_for(stored.wait(), 20)
+        original = fake.originals[payload["token"]]
+        await wait_for(lambda: "Steep" in _shown(fake.messages[original]))
+        await _discord_kill(dead)
+        monkeypatch.setattr(inflight.Watch, "stored", original_stored)
+        posts = len(fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$"))
+        alive = await start_harness(tmp_path, fake=fake)
+        try:
+            await wait_for(lambda: NOTE in _shown(fake.messages[original]), describe=lambda: fake.messages[original])
+            shown = fake.messages[original]
+            assert "Steep dreams, bold cups." in _shown(shown) and "✍️" not in _shown(shown)
+            record = await wait_for(lambda: _delivered_on(alive.chorus.store))
+            assert record.message_ref == original
+            assert any(f":regenerate:{record.id}:" in cid for cid in custom_ids(shown)), "with its buttons"
+            assert len(fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")) == posts, "not posted again"
+            await wait_for(lambda: _no_stored_records(alive.chorus.store))
+        finally:
+            await stop_harness(alive, stop_fake=False)
+    finally:
+        await _discord_bury(dead)
+        await fake.stop()
+
+
+async def _delivered_on(store: Any) -> Any:
+    record = await store.latest_generation(Conversation("discord", GUILD_ID, CHANNEL_ID))
+    return record if record is not None and record.message_ref else None

@@ -429,6 +429,8 @@ class DiscordAdapter:
             await self.chorus.attach_publisher(publisher)
             # Results stored but not delivered when Chorus last stopped go out now.
             self._spawn(deliver_undelivered(self.chorus.store, publisher, "discord", started=self.started))
+            # Messages a killed Chorus left "thinking…" or half-written are finished: into their result, or a note.
+            self.chorus.in_flight.start(publisher, "discord")
 
     # ---------------------------------------------------------------- bookkeeping
     def remember_thread(self, thread_id: str, parent_id: str) -> None:

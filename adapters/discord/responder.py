@@ -29,7 +29,7 @@ from adapters.discord.callbacks import CallbackConnections, CallbackError
 from adapters.discord.render import CONTENT_LIMIT, Page, render_progress, render_reply, sanitize, split_text
 from bots.errors import UserError
 from bots.events import Conversation
-from bots.reply import PublishForbidden, Reply
+from bots.reply import PostedHook, PublishForbidden, Reply
 
 if TYPE_CHECKING:
     from bots.reply import Responder
@@ -499,11 +499,13 @@ class DiscordResponder:
             if self.interaction.response.is_done():
                 return
             try:
-                await self.interaction.response.defer(thinking=True)
+                callback = await self.interaction.response.defer(thinking=True)
             except DELIVERY_ERRORS as exc:
                 _log.warning("could not defer interaction %s: %s", self.interaction.id, exc)
                 return
             self.original = "thinking"
+            if callback is not None and callback.message_id is not None and self.original_id is None:
+                self.original_id = callback.message_id
 
     async def open_modal(self, modal: discord.ui.Modal) -> None:
         async with self._lock:
@@ -649,6 +651,10 @@ class _Surface(Protocol):
         """Land the final reply; `partial`: text cut short (on shutdown), shown publicly though it has no result."""
         ...
 
+    def posted_ref(self) -> str | None:
+        """The id of the public message showing the stream now (None: none yet, or one the bot token cannot edit)."""
+        ...
+
 
 class _InteractionSurface:
     def __init__(self, responder: DiscordResponder) -> None:
@@ -657,6 +663,28 @@ class _InteractionSurface:
 
     def interval(self, base: float) -> float:
         return self.responder.host.rate_hints.interval(self.responder.token, base)
+
+    def posted_ref(self) -> str | None:
+        responder = self.responder
+        if not responder.fresh():
+            return self.late.posted_ref()  # None keeps the original (its hand-over note) as the message to finish
+        if responder.original in ("thinking", "message") and responder.original_id is not None:
+            return str(responder.original_id)
+        return None
+
+    async def learn_original(self) -> None:
+        """A "thinking…" acknowledged before discord.py saw it has no id yet: ask Discord for it (one request), so a
+        restart after a kill can still find the message. An ephemeral one is left out: only its token could edit it."""
+        responder = self.responder
+        if responder.original != "thinking" or responder.original_id is not None or not responder.fresh():
+            return
+        try:
+            message = await responder.interaction.original_response()
+        except DELIVERY_ERRORS as exc:
+            _log.info("could not look up the original response of interaction %s: %s", responder.interaction.id, exc)
+            return
+        if not message.flags.ephemeral and responder.original_id is None:
+            responder.original_id = message.id
 
     async def progress(self, page: Page) -> None:
         responder = self.responder
@@ -743,6 +771,9 @@ class _ChannelSurface:
     def interval(self, base: float) -> float:
         return base
 
+    def posted_ref(self) -> str | None:
+        return str(self.message_id) if self.message_id is not None else None
+
     async def progress(self, page: Page) -> None:
         if self.message_id is None:
             self.message_id = (await self.channel.post(page)).id
@@ -796,7 +827,30 @@ class DiscordStream:
         self.note = ""
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._on_posted: PostedHook | None = None
+        self._announced: str | None = None
+        self._learning: asyncio.Task[None] | None = None
         host.streams.add(self)
+
+    def on_posted(self, hook: PostedHook) -> None:
+        self._on_posted = hook
+        self._announce()
+        if self._announced is None and isinstance(self.surface, _InteractionSurface):
+            self._learning = asyncio.create_task(self._learn())
+
+    async def _learn(self) -> None:
+        """The first progress edit usually tells the message id within an edit interval; ask only if it did not."""
+        assert isinstance(self.surface, _InteractionSurface)
+        await asyncio.sleep(self.host.edit_interval_s)
+        if self._announced is None:
+            await self.surface.learn_original()
+            self._announce()
+
+    def _announce(self) -> None:
+        ref = self.surface.posted_ref()
+        if ref is not None and ref != self._announced and self._on_posted is not None:
+            self._announced = ref
+            self._on_posted(ref)
 
     def _kick(self) -> None:
         self._dirty.set()
@@ -811,6 +865,7 @@ class DiscordStream:
                 await self.surface.progress(render_progress(self.title, self.parts, self.note))
             except DELIVERY_ERRORS as exc:
                 _log.warning("a streaming edit failed: %s", exc)
+            self._announce()
             await asyncio.sleep(self.surface.interval(self.host.edit_interval_s))
 
     async def begin_part(self, index: int, total: int) -> None:
@@ -828,6 +883,8 @@ class DiscordStream:
         self._kick()
 
     async def _stop_progress(self) -> None:
+        if self._learning is not None:
+            self._learning.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -836,6 +893,8 @@ class DiscordStream:
 
     def abandon(self) -> None:
         """The adapter is closing: stop showing progress (its HTTP session is about to close)."""
+        if self._learning is not None:
+            self._learning.cancel()
         if self._task is not None:
             self._task.cancel()
         self.host.streams.discard(self)
@@ -874,3 +933,23 @@ class DiscordPublisher:
             return await ChannelResponder(self.host, channel_id, guild_id=guild_id).send(reply)
         except (discord.Forbidden, discord.NotFound) as exc:  # Missing Access / Unknown Channel: not a passing fault
             raise PublishForbidden(f"Discord refused channel {channel_id}: {exc}") from exc
+
+    async def edit(self, conversation: Conversation, message_ref: str, reply: Reply) -> bool:
+        """Edit a message Chorus posted, through the channel endpoint with the bot token: that works for interaction
+        responses too (the application is their author) once their token has expired, except ephemeral ones, which
+        only their token could reach. Pages past the first follow as new messages."""
+        channel_id = int(conversation.thread or conversation.channel)
+        guild_id = int(conversation.workspace) if conversation.workspace.isdigit() else None
+        channel = ChannelResponder(self.host, channel_id, guild_id=guild_id)
+        first, *rest = render_reply(reply, self.host.tones)
+        try:
+            await channel.edit_page(int(message_ref), first)
+        except discord.NotFound:  # Unknown Message (deleted, or ephemeral) or Unknown Channel
+            return False
+        except discord.Forbidden as exc:
+            if exc.code == 50005:  # Cannot edit a message authored by another user
+                return False
+            raise PublishForbidden(f"Discord refused channel {channel_id}: {exc}") from exc
+        for page in rest:
+            await channel.post(page, first=False)
+        return True
