@@ -6,7 +6,9 @@ owner, this process' instance id, and deletes the record once the message is fin
 records' `updated_at` fresh; a killed process' records go stale. Every process sweeps at start and at every
 heartbeat: it claims each stale record of its platform (one compare-and-set, so several processes sharing a Postgres
 database finish a message once, and a live process' records are never touched) and edits the old message into the
-result when that was stored before the kill, or else into a short note that says what to do again.
+result when that was stored before the kill, or else into a short note that says what to do again. A record whose
+owner ran on this host under a process id that no longer exists is taken at once, without waiting for it to go stale:
+the usual restart of a killed process finishes its messages as it starts.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -58,6 +62,26 @@ def retry_hint(ctx: Context) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def new_owner() -> str:
+    """`host/pid/random`: unique to this process' life, and telling which process on which host it was."""
+    return f"{socket.gethostname()[:200]}/{os.getpid()}/{uuid.uuid4().hex[:16]}"
+
+
+def dead_on_this_host(owner: str) -> bool:
+    """Was `owner` a process on this host that has exited? False when unsure (another host, a live pid)."""
+    host, _, rest = owner.partition("/")
+    pid, _, _ = rest.partition("/")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, under another user
+        return False
+    return False
 
 
 class Watch:
@@ -160,7 +184,7 @@ class InFlight:
 
     def __init__(self, store: Store, *, heartbeat_s: float | None = None, stale_s: float | None = None) -> None:
         self.store = store
-        self.instance = uuid.uuid4().hex
+        self.instance = new_owner()
         self.heartbeat_s = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
         self.stale_s = STALE_S if stale_s is None else stale_s
         self.publisher: Publisher | None = None
@@ -220,17 +244,16 @@ class InFlight:
             rows = list(
                 await session.scalars(
                     select(InFlightGeneration)
-                    .where(
-                        InFlightGeneration.platform == self.platform,
-                        InFlightGeneration.owner != self.instance,
-                        InFlightGeneration.updated_at < cutoff,
-                    )
+                    .where(InFlightGeneration.platform == self.platform, InFlightGeneration.owner != self.instance)
                     .order_by(InFlightGeneration.id)
                 )
             )
+        dead = {row.owner for row in rows if dead_on_this_host(row.owner)}
         finished = 0
         for row in rows:
-            if not await self._claim(row, cutoff):
+            if row.updated_at >= cutoff and row.owner not in dead:
+                continue  # its owner may be alive: its heartbeat keeps the record fresh
+            if not await self._claim(row, None if row.owner in dead else cutoff):
                 continue  # another process took it, or its owner is alive after all
             try:
                 done = await self._finish(row)
@@ -246,16 +269,14 @@ class InFlight:
             _log.info("finished %d message(s) a stopped Chorus left in flight", finished)
         return finished
 
-    async def _claim(self, row: InFlightGeneration, cutoff: datetime) -> bool:
+    async def _claim(self, row: InFlightGeneration, cutoff: datetime | None) -> bool:
+        """Take the record from its dead owner, unless another took it first or (with `cutoff`) it was stamped."""
+        conditions = [InFlightGeneration.id == row.id, InFlightGeneration.owner == row.owner]
+        if cutoff is not None:
+            conditions.append(InFlightGeneration.updated_at < cutoff)
         async with self.store.session() as session, session.begin():
             result = await session.execute(
-                update(InFlightGeneration)
-                .where(
-                    InFlightGeneration.id == row.id,
-                    InFlightGeneration.owner == row.owner,
-                    InFlightGeneration.updated_at < cutoff,
-                )
-                .values(owner=self.instance, updated_at=_now())
+                update(InFlightGeneration).where(*conditions).values(owner=self.instance, updated_at=_now())
             )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 

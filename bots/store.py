@@ -247,7 +247,7 @@ class InFlightGeneration(Base):
     title: Mapped[str] = mapped_column(CleanString(255), default="")
     # Set once the result is stored: a restart then shows it in this message instead of a note.
     generation_id: Mapped[int | None] = mapped_column(Id, ForeignKey("generations.id", ondelete="SET NULL"))
-    owner: Mapped[str] = mapped_column(CleanString(64))
+    owner: Mapped[str] = mapped_column(CleanString(255))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from fake_discord import CHANNEL_ID, GUILD_ID
 from fake_slack import TEAM, FakeSlack, slash_body
 from slack_support import (
@@ -448,3 +449,102 @@ async def test_discord_a_result_stored_just_before_the_kill_replaces_its_half_wr
 async def _delivered_on(store: Any) -> Any:
     record = await store.latest_generation(Conversation("discord", GUILD_ID, CHANNEL_ID))
     return record if record is not None and record.message_ref else None
+
+
+# -- a real SIGKILL --------------------------------------------------------------------------------------------------
+
+
+class _StuckModelServer:
+    """An OpenAI-compatible server on 127.0.0.1 that streams "Once upon a " and then nothing, ever."""
+
+    def __init__(self) -> None:
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+        self.hold = asyncio.Event()
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._complete)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "stuck"}]})
+
+    async def _complete(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        delta = {"choices": [{"index": 0, "delta": {"content": "Once upon a "}, "finish_reason": None}]}
+        await response.write(f"data: {json.dumps(delta)}\n\n".encode())
+        await self.hold.wait()
+        return response
+
+    async def close(self) -> None:
+        self.hold.set()
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+async def test_slack_chorus_run_killed_with_sigkill_has_its_message_finished_as_the_next_one_starts(
+    tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import sys
+
+    from slack_support import SECRETS, slack_env
+
+    from bots.store import Store
+    from support import settings_for
+
+    # Only the dead process id can tell: its records would not go stale within this test.
+    monkeypatch.setattr(inflight, "STALE_S", 3600.0)
+    model = _StuckModelServer()
+    await model.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
+    env |= slack_env(fake, "socket") | SECRETS
+    env |= {
+        "CHORUS_HOME": str(tmp_path),
+        "CHORUS_CHORUS__PLATFORM": "slack",
+        "CHORUS_GENERATION__URL": f"http://127.0.0.1:{model.port}/v1",
+        "CHORUS_GENERATION__BEST_OF": "1",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chorus", "run", env=env, stdout=asyncio.subprocess.DEVNULL
+    )
+    try:
+        await fake.wait_connected(120)
+        await fake.push("slash_commands", slash_body("/create", "story a night bakery"))
+        ts = await _placeholder(fake, "Once upon a")
+        store = Store(settings_for(tmp_path).store_url)
+        await store.start()
+        try:
+            await wait_for(lambda: _stored_records(store))  # recorded by the process about to be killed
+        finally:
+            await store.close()
+        process.kill()  # SIGKILL: no handler runs, nothing is finished
+        await process.wait()
+        posts = len(fake.answered("chat.postMessage"))
+        alive = await start_slack(tmp_path, fake)
+        try:
+            await wait_for(
+                lambda: "restarted" in block_texts(_slack_message(fake, ts)["blocks"]),
+                describe=lambda: _slack_message(fake, ts),
+            )
+            assert "run /create again" in block_texts(_slack_message(fake, ts)["blocks"])
+            assert len(fake.answered("chat.postMessage")) == posts
+            await wait_for(lambda: _no_records(alive))
+        finally:
+            await alive.close()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await model.close()

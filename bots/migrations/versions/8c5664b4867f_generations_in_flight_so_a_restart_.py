@@ -30,7 +30,7 @@ def upgrade() -> None:
         sa.Column("command", sa.String(length=255), nullable=False),
         sa.Column("title", sa.String(length=255), nullable=False),
         sa.Column("generation_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
-        sa.Column("owner", sa.String(length=64), nullable=False),
+        sa.Column("owner", sa.String(length=255), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["generation_id"], ["generations.id"], ondelete="SET NULL"),
