@@ -175,7 +175,9 @@ class Watch:
             async with self.in_flight.store.session() as session, session.begin():
                 await session.execute(delete(InFlightGeneration).where(InFlightGeneration.id == self.row_id))
         except SQLAlchemyError:
-            _log.exception("could not clear a generation in flight in %s", self.conversation.key)
+            # Left to the heartbeat: a record outliving its final message would have a later process overwrite it.
+            _log.exception("could not clear a generation in flight in %s; trying again", self.conversation.key)
+            self.in_flight.finished.add(self.row_id)
         self.row_id = None
 
 
@@ -190,6 +192,8 @@ class InFlight:
         self.publisher: Publisher | None = None
         self.platform = ""
         self._task: asyncio.Task[None] | None = None
+        # Records of final messages whose deletion failed; the heartbeat deletes them before it stamps the others.
+        self.finished: set[int] = set()
 
     @classmethod
     def attach(cls, chorus: Chorus) -> InFlight:
@@ -229,14 +233,19 @@ class InFlight:
             await asyncio.sleep(self.heartbeat_s)
 
     async def beat(self) -> None:
-        """Stamp this process' records as alive."""
+        """Stamp this process' records as alive (first deleting those of messages already final)."""
+        done = set(self.finished)
         async with self.store.session() as session, session.begin():
+            if done:
+                await session.execute(delete(InFlightGeneration).where(InFlightGeneration.id.in_(done)))
             await session.execute(
                 update(InFlightGeneration).where(InFlightGeneration.owner == self.instance).values(updated_at=_now())
             )
+        self.finished -= done
 
     async def sweep(self) -> int:
-        """Finish the messages of every stale record on this platform; returns how many were finished."""
+        """Finish the messages of this platform's records whose owner is dead (gone from this host, or silent for
+        `stale_s`); returns how many were finished."""
         if self.publisher is None:
             return 0
         cutoff = _now() - timedelta(seconds=self.stale_s)

@@ -548,3 +548,39 @@ async def test_slack_chorus_run_killed_with_sigkill_has_its_message_finished_as_
             process.kill()
             await process.wait()
         await model.close()
+
+
+async def test_slack_a_record_the_database_failed_to_clear_never_outlives_its_finished_message(
+    tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    real_delete = inflight.delete
+    failures = [OperationalError("DELETE", {}, Exception("database is locked"))]
+
+    def flaky_delete(*args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real_delete(*args)
+
+    monkeypatch.setattr(inflight, "delete", flaky_delete)
+    slack = await start_slack(
+        tmp_path, fake, generator=FakeGenerator(lambda r: "Steep dreams, bold cups.", delay_s=0.1)
+    )
+    try:
+        await slack.slash(slash_body("/create", "slogan tea"))
+        record = await wait_for(lambda: _delivered(slack))
+        assert not failures, "clearing its record failed once"
+        # The heartbeat clears it, so a later process never takes the finished result for a message cut short.
+        await wait_for(lambda: _no_records(slack))
+        await _kill(slack)
+        later = await start_slack(tmp_path, fake)
+        try:
+            await wait_for(lambda: _older_than(record.created_at, inflight.STALE_S * 2))
+            assert await later.bot.chorus.in_flight.sweep() == 0
+        finally:
+            await later.close()
+        shown = _slack_message(fake, record.message_ref.split(":")[1])
+        assert "Steep dreams, bold cups." in block_texts(shown["blocks"]) and "restarted" not in str(shown)
+    finally:
+        await _bury(slack)
