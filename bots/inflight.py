@@ -135,6 +135,7 @@ class Watch:
                     session.add(row)
                     await session.flush()
                     self.row_id = row.id
+                    self.in_flight.live.add(row.id)
                 else:
                     await session.execute(
                         update(InFlightGeneration)
@@ -171,6 +172,7 @@ class Watch:
         await self._settled()
         if self.row_id is None:
             return
+        self.in_flight.live.discard(self.row_id)
         try:
             async with self.in_flight.store.session() as session, session.begin():
                 await session.execute(delete(InFlightGeneration).where(InFlightGeneration.id == self.row_id))
@@ -192,7 +194,8 @@ class InFlight:
         self.publisher: Publisher | None = None
         self.platform = ""
         self._task: asyncio.Task[None] | None = None
-        # Records of final messages whose deletion failed; the heartbeat deletes them before it stamps the others.
+        # This process' records, and those of final messages whose deletion failed (the heartbeat deletes them).
+        self.live: set[int] = set()
         self.finished: set[int] = set()
 
     @classmethod
@@ -233,7 +236,10 @@ class InFlight:
             await asyncio.sleep(self.heartbeat_s)
 
     async def beat(self) -> None:
-        """Stamp this process' records as alive (first deleting those of messages already final)."""
+        """Stamp this process' records as alive (first deleting those of messages already final). Nothing is written
+        while none is in flight: on SQLite every write competes with the drops scheduler's for the one write lock."""
+        if not self.live and not self.finished:
+            return
         done = set(self.finished)
         async with self.store.session() as session, session.begin():
             if done:
