@@ -23,10 +23,10 @@ from bots.brainstorm.prompts import next_steps, seed_ideas, yes_and_ideas
 from bots.brainstorm.reading import IdeaReader
 from bots.brainstorm.themes import organize
 from bots.errors import UserError
-from bots.events import Action, Conversation, Message, Reaction, User, plain_emoji
+from bots.events import Action, Conversation, Message, MessageDeleted, MessageEdited, Reaction, User, plain_emoji
 from bots.reply import Attachment, Publisher, PublishForbidden, Reply, Responder
 from bots.router import Context
-from bots.store import BRAINSTORM_CLOSED, BrainstormRecord, IdeaRecord
+from bots.store import BRAINSTORM_CLOSED, IDEA_WITHDRAWN, BrainstormRecord, IdeaRecord
 from config.settings import BrainstormSection
 
 if TYPE_CHECKING:
@@ -76,6 +76,8 @@ def is_throwaway(text: str) -> bool:
 def _shown(idea: IdeaRecord) -> bool:
     """Chorus' own ideas exist for people once posted; one stored just before a crash was never seen, so it cannot
     be voted on until the resumed round end posts it."""
+    if idea.source == IDEA_WITHDRAWN:
+        return False
     return idea.source == "person" or idea.message_ref is not None
 
 
@@ -200,7 +202,7 @@ class Brainstorms:
             flat = " ".join(text.lower().split()).strip(" .!")
             if message.reply_to and flat in _VOTE_WORDS:
                 idea = await self.app.store.find_idea(session.id, message_ref=message.reply_to)
-                if idea is not None:
+                if idea is not None and idea.source != IDEA_WITHDRAWN:
                     await self._vote(ctx, session, idea, quiet=True)
             elif message.conversation.platform in _MODE_THREAD_PLATFORMS:
                 # Chat among people stays unanswered; in the terminal, one person typed it and has no reactions.
@@ -295,8 +297,8 @@ class Brainstorms:
         idea = await self.app.store.find_idea_by_ref(reaction.conversation.platform, reaction.message_ref)
         if idea is None:
             return False
-        if plain_emoji(reaction.emoji) != plain_emoji(self.config.vote_emoji):
-            return True  # other reactions on ideas are people's business
+        if plain_emoji(reaction.emoji) != plain_emoji(self.config.vote_emoji) or idea.source == IDEA_WITHDRAWN:
+            return True  # other reactions on ideas are people's business; a withdrawn idea takes no votes
         session = await self.app.store.get_brainstorm(idea.session_id)
         if session is None or not session.is_open:
             return True
@@ -305,6 +307,78 @@ class Brainstorms:
         else:
             await self.app.store.remove_vote(idea, reaction.conversation.platform, reaction.user.id)
         return True
+
+    # -- edits and deletions -------------------------------------------------------------------------------------
+
+    async def _on_message_edited(self, ctx: Context) -> bool:
+        """Someone corrected an idea's message: while the idea's round is open, the idea takes the new text; an edit
+        that leaves no idea (empty, "lol") withdraws it, and one that brings an idea back restores it under its old
+        number. Later edits change nothing. Quiet unless the new text cannot be taken."""
+        edit = ctx.event
+        assert isinstance(edit, MessageEdited)
+        store = self.app.store
+        idea = await store.find_idea_by_ref(edit.conversation.platform, edit.message_ref)
+        if idea is None:
+            return False
+        if idea.source not in ("person", IDEA_WITHDRAWN):
+            return True  # Chorus' own idea messages
+        async with self._lock(idea.session_id):
+            open_round = await self._changeable(idea)
+            if open_round is None:
+                return True
+            session, idea = open_round
+            text = edit.text.strip()
+            withdrawn = idea.source == IDEA_WITHDRAWN
+            if not text or is_throwaway(text):
+                if not withdrawn:
+                    await store.withdraw_idea(idea.id)
+                    _log.info("brainstorm %d: idea #%d withdrawn by an edit", session.id, idea.number)
+                return True
+            if text == idea.text and not withdrawn:
+                return True  # a link preview or a thread reply changed the message, not its text
+            kept = f"#{idea.number} stays withdrawn." if withdrawn else f"#{idea.number} keeps its earlier text."
+            refused = f"Your edit of idea #{idea.number} was not taken:"
+            if len(text) > MAX_IDEA_CHARS:
+                raise UserError(
+                    f"{refused} it is {len(text)} characters and an idea can be at most {MAX_IDEA_CHARS}. {kept}"
+                )
+            found = self.app.blocklist.find(text)
+            if found:
+                raise UserError(f"{refused} it contains a blocked word ({found!r}). {kept}")
+            cap = self.config.max_ideas_per_round
+            if withdrawn and await store.count_ideas(session.id, round=session.round) >= cap:
+                raise UserError(f"{refused} round {session.round} already has {cap} ideas. {kept}")
+            await store.edit_idea(idea.id, text, edit.user if withdrawn else None)
+        if self.reader is not None:
+            self.reader.prefetch(session.topic, [text])
+        return True
+
+    async def _on_message_deleted(self, ctx: Context) -> bool:
+        """An idea's message was deleted while its round is open: the idea is withdrawn (out of Themes, its votes
+        dropped; the other ideas keep their numbers). Later deletions change nothing: the round's Themes stand."""
+        deleted = ctx.event
+        assert isinstance(deleted, MessageDeleted)
+        idea = await self.app.store.find_idea_by_ref(deleted.conversation.platform, deleted.message_ref)
+        if idea is None:
+            return False
+        if idea.source != "person":
+            return True
+        async with self._lock(idea.session_id):
+            open_round = await self._changeable(idea)
+            if open_round is not None:
+                await self.app.store.withdraw_idea(idea.id)
+                _log.info("brainstorm %d: idea #%d withdrawn, its message deleted", idea.session_id, idea.number)
+        return True
+
+    async def _changeable(self, idea: IdeaRecord) -> tuple[BrainstormRecord, IdeaRecord] | None:
+        """The session and the idea as stored now, when the idea's round is still open (not ended nor ending: a
+        session whose deadline is cleared is sorting its ideas); None otherwise. Call under the session's lock."""
+        store = self.app.store
+        session = await store.get_brainstorm(idea.session_id)
+        if session is None or not session.is_open or session.deadline is None or session.round != idea.round:
+            return None
+        fresh = await store.find_idea(session.id, number=idea.number)
+        return (session, fresh) if fresh is not None and fresh.id == idea.id else None
 
     # -- buttons ---------------------------------------------------------------------------------------------------
 
@@ -328,6 +402,8 @@ class Brainstorms:
             if number is None:
                 raise UserError("Say which idea by its number, e.g. 3 (numbers are shown as #3).")
             idea = await self.app.store.find_idea(session.id, number=number)
+            if idea is not None and idea.source == IDEA_WITHDRAWN:
+                raise UserError(f"Idea #{number} was withdrawn: its message was deleted.")
             if idea is None or not _shown(idea):
                 raise UserError(f"There is no idea #{number} in this brainstorm.")
             await self._vote(ctx, session, idea)
