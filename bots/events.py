@@ -113,17 +113,17 @@ class MessageEdited:
 
 
 # Who deleted a message, or whose it was, when the platform does not say (Discord never does).
-SOMEONE = User(id="", name="someone")
+UNKNOWN_USER = User(id="", name="someone")
 
 
 @dataclass(frozen=True)
 class MessageDeleted:
     """A message was deleted, by its author or a moderator. `user` is its author where the platform says so (Slack),
-    else SOMEONE."""
+    else UNKNOWN_USER."""
 
     conversation: Conversation
     message_ref: str
-    user: User = SOMEONE
+    user: User = UNKNOWN_USER
     extras: Mapping[str, Any] = field(default_factory=dict)
 
 
