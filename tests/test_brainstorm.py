@@ -13,7 +13,7 @@ import math
 import re
 import zlib
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -1426,3 +1426,82 @@ async def test_an_edit_that_could_not_be_an_idea_is_refused_and_the_idea_keeps_i
         assert idea is not None and idea.text == "kayaking on the lake"
     finally:
         await bot.chorus.close()
+
+
+# -- a brainstorm left without its thread ---------------------------------------------------------------------------
+
+
+async def _left_without_a_thread(settings: Settings) -> None:
+    """What a process that died between storing a brainstorm and opening its thread leaves in the store: the session,
+    open, its kickoff perhaps posted, no thread."""
+    store = Store(settings.store_url)
+    await store.start()
+    try:
+        session = await store.create_brainstorm(
+            CONVERSATION, User("alice", "alice"), topic="the offsite", rounds=2, minutes=0.01,
+            deadline=datetime.now(UTC) - timedelta(seconds=1),
+        )  # fmt: skip
+        await store.update_brainstorm(session.id, kickoff_ref="kickoff-1")
+    finally:
+        await store.close()
+
+
+async def test_a_brainstorm_whose_process_died_before_its_thread_opened_is_ended_after_a_restart(
+    settings: Settings,
+) -> None:
+    await _left_without_a_thread(settings)
+    store = Store(settings.store_url)
+    await store.start()
+    chorus = build_chorus(settings, store, FakeGenerator(script), embedder=WordEmbedder(), drops=False)
+    assert chorus.brainstorms is not None
+    chorus.brainstorms.orphan_after = timedelta(0)  # the session is long past the moment a start takes
+    publisher = Publisher()
+    try:
+        await chorus.attach_publisher(publisher)
+        # Before: its timer failed with "nowhere to post" every minute, and the channel refused new brainstorms
+        # until someone typed /brainstorm end.
+        await wait_until(lambda: publisher.posts)
+        channel, note = publisher.posts[0]
+        assert channel == CONVERSATION
+        assert reply_text(note) == (
+            "The brainstorm on “the offsite” was cut off by a restart before its thread opened, so it has been ended. "
+            "Start it again with /brainstorm the offsite."
+        )
+        assert await store.open_brainstorms() == []
+        bot = ThreadBot(chorus)
+        await bot.say("/brainstorm the offsite")
+        started = await store.open_brainstorms()
+        assert len(started) == 1 and started[0].conversation.thread is not None
+    finally:
+        await chorus.close()
+
+
+async def test_a_brainstorm_left_without_a_thread_does_not_block_a_new_one(bot: ThreadBot) -> None:
+    await _left_without_a_thread(bot.chorus.settings)  # another process sharing the database died starting it
+    assert bot.chorus.brainstorms is not None
+    bot.chorus.brainstorms.orphan_after = timedelta(0)
+    replies = await bot.say("/brainstorm a name for the cafe")
+    assert "already running" not in _all_text(replies)
+    [running] = await bot.store.open_brainstorms()
+    assert running.topic == "a name for the cafe" and running.conversation.thread is not None
+
+
+async def test_a_brainstorm_being_started_is_not_taken_for_one_left_without_a_thread(bot: ThreadBot) -> None:
+    """A reconnect (the publisher attached again) while a kickoff is still being posted leaves that start alone."""
+    assert bot.chorus.brainstorms is not None
+    bot.chorus.brainstorms.orphan_after = timedelta(0)
+    release = asyncio.Event()
+    open_thread = bot.responder.open_thread
+
+    async def slow_thread(message_ref: str, name: str) -> tuple[str, object]:
+        await release.wait()
+        return await open_thread(message_ref, name)
+
+    bot.responder.open_thread = slow_thread  # type: ignore[method-assign]
+    starting = asyncio.create_task(bot.say("/brainstorm the offsite"))
+    await wait_until(lambda: bot.responder.replies)  # the kickoff is out; the thread is not open yet
+    await bot.chorus.attach_publisher(Publisher())
+    release.set()
+    await starting
+    [running] = await bot.store.open_brainstorms()
+    assert running.conversation.thread is not None and running.is_open

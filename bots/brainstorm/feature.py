@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import re
@@ -53,6 +54,7 @@ MAX_IDEA_CHARS = 4000
 # A session opens a thread on its kickoff, and a thread cannot hold another (Discord refuses it outright).
 IN_A_THREAD = "A brainstorm opens a thread of its own, and threads can't hold threads: run /brainstorm in the channel."
 _THROWAWAY_HINT = "Not taken as an idea. To vote, type v <number> (e.g. v 3); to add an idea, write it out."
+ORPHAN_AFTER = timedelta(minutes=2)
 _THEMES_FAILED = "Sorting the ideas failed this time; they are all kept and the next round end tries again."
 _NO_CLEAR_THEMES = (
     "These ideas do not fall into clear groups yet, so they are listed together rather than split into made-up "
@@ -99,6 +101,11 @@ class Brainstorms:
         self._locks: dict[int, asyncio.Lock] = {}
         self._hinted: set[tuple[int, str]] = set()  # (session, user) told once that their message was unreadable
         self._rejoined: set[int] = set()  # sessions whose mode thread this process has re-entered (or opened)
+        # Sessions this process is starting: stored, their kickoff and thread not out yet.
+        self._starting: set[int] = set()
+        # A session is stored a moment before its kickoff is posted and its thread opened; one still without a
+        # thread this long after it was created was left by a process that stopped in between, and is ended.
+        self.orphan_after = ORPHAN_AFTER
         # The model's reading of each idea, taken as it arrives, for finding themes (None: sentence vectors alone).
         self.reader = IdeaReader(app.generator) if app.settings.brainstorm.model_reads_ideas else None
 
@@ -121,6 +128,9 @@ class Brainstorms:
             raise UserError(IN_A_THREAD)
         await self.purge_expired()
         running = await store.open_brainstorm_in_channel(conversation)
+        if running is not None and self._orphaned(running):
+            await self._end_orphan(running.id, notify=False)
+            running = await store.open_brainstorm_in_channel(conversation)
         if running is not None:
             where = f" in its thread “{running.thread_name}”" if running.thread_name else ""
             raise UserError(
@@ -134,6 +144,16 @@ class Brainstorms:
         session = await store.create_brainstorm(
             channel, ctx.event.user, topic=topic, rounds=rounds, minutes=minutes, deadline=deadline
         )
+        self._starting.add(session.id)
+        try:
+            return await self._open(ctx, session, topic)
+        finally:
+            self._starting.discard(session.id)
+
+    async def _open(self, ctx: Context, session: BrainstormRecord, topic: str) -> BrainstormRecord | None:
+        """The rest of `start`, once the session is stored: kickoff, thread, seed ideas, timer."""
+        store = self.app.store
+        channel = session.conversation
         seed = random.randrange(1 << 30)
         seeds_task = asyncio.create_task(
             seed_ideas(
@@ -792,12 +812,67 @@ class Brainstorms:
                 )
 
     async def _on_publisher(self, publisher: Publisher) -> None:
-        """Resume: re-arm every running session's timer from its stored deadline, and drop expired sessions."""
+        """Resume: re-arm every running session's timer from its stored deadline, and drop expired sessions. A
+        session without a thread (its process stopped while starting it) is ended instead, once it is clearly not
+        one being started right now."""
         await self.purge_expired()
         for session in await self.app.store.open_brainstorms():
+            if session.conversation.thread is None:
+                if session.id not in self._starting:
+                    self._watch_orphan(session)
+                continue
             self._arm(session)
         if self._timers:
             _log.info("brainstorm: %d running session timers re-armed", len(self._timers))
+
+    def _orphaned(self, session: BrainstormRecord, *, waited: bool = False) -> bool:
+        """Open, without a thread, not being started here, and older than a start takes (or `waited` that long
+        already): left by a process that stopped while starting it."""
+        return (
+            session.is_open
+            and session.conversation.thread is None
+            and session.id not in self._starting
+            and (waited or self.clock() - session.created_at >= self.orphan_after)
+        )
+
+    def _watch_orphan(self, session: BrainstormRecord) -> None:
+        """End a thread-less session once it is `orphan_after` old, unless its thread opened by then."""
+        self._disarm(session.id)
+        delay = max(0.0, (session.created_at + self.orphan_after - self.clock()).total_seconds())
+
+        async def watch() -> None:
+            await asyncio.sleep(delay)
+            await self._end_orphan(session.id, waited=True)
+
+        self._timers[session.id] = asyncio.create_task(watch(), name=f"brainstorm-{session.id}-orphan")
+
+    async def _end_orphan(self, session_id: int, *, notify: bool = True, waited: bool = False) -> None:
+        """End a session whose process stopped between storing it and opening its thread: it has no ideas and
+        nowhere to post, and it would keep its channel from starting another. Says so in the channel when it can."""
+        store = self.app.store
+        async with self._lock(session_id):
+            session = await store.get_brainstorm(session_id)
+            if session is None or not self._orphaned(session, waited=waited):
+                return
+            self._disarm(session_id)
+            now = self.clock()
+            await store.update_brainstorm(
+                session_id, status=BRAINSTORM_CLOSED, deadline=None, closed_at=now, expires_at=now
+            )
+        _log.warning("brainstorm %d had no thread (Chorus stopped while starting it); ended", session_id)
+        publisher = self.app.publisher
+        if not notify or publisher is None:
+            return
+        topic = render.short(session.topic, 80)
+        note = (
+            f"The brainstorm on “{topic}” was cut off by a restart before its thread opened, so it has been "
+            f"ended. Start it again with /brainstorm {topic}."
+        )
+        channel = dataclasses.replace(session.conversation, thread=None)
+        try:
+            await publisher.publish(channel, Reply.text(note))
+        except Exception as exc:  # the channel is usable again; the note is a courtesy
+            _log.warning("brainstorm %d: could not say it was ended: %s", session_id, exc)
 
     async def close(self) -> None:
         if self.reader is not None:
