@@ -5,7 +5,7 @@ transformers, float32) inside a short prompt that asks for the suggestion's cate
 (after the last layer, or after layer L-2) is taken as the idea's vector. That vector, topic-free as in
 bots.brainstorm.clustering, is appended to MiniLM's (ideas read after their topic, as a session does) and clustered
 by `cluster()` with k chosen automatically. ARI against the true themes on the whole set and as the mean of 12
-random 60-idea rounds (seeded). Not wired into sessions: the engine has no hidden-state API yet.
+random 60-idea rounds (seeded). Sessions use the layer L-2 view (BatchingEngine.read, bots/brainstorm/reading.py).
 
 Run:  .venv/bin/python bench/brainstorm_llm_features.py [--out bench/results/brainstorm-llm-features.json]
 """

@@ -11,7 +11,13 @@ Documented rules it models, because they are the ones that bite:
 - rate-limit buckets (`limits`): per interaction token and per channel, announced in X-RateLimit-* headers; a request
   into an exhausted bucket is answered 429 and counted in `violations`;
 - gateway RESUME: dispatches of a session are kept, and a RESUME with the session id replays those after its `seq`;
-- message content over 2000 characters is refused with 400 Invalid Form Body (code 50035), as Discord does.
+- message content over 2000 characters is refused with 400 Invalid Form Body (code 50035), as Discord does, and so
+  is a body past the other documented limits (embeds, components, modals, thread names, commands: `form_problem`);
+- an interaction token is valid for 15 minutes (`token_ttl_s`): later, its webhook routes (edits of the original,
+  follow-ups) answer 401 Invalid Webhook Token (code 50027), and such uses are counted in `expired_uses`;
+- interaction responses need no channel permission, bot-token messages do: in a channel of `no_send` the bot lacks
+  Send Messages, its interactions say so in `app_permissions`, and its posts there get 403 Missing Permissions (50013);
+- a DM to a user of `dms_closed` gets 403 Cannot send messages to this user (50007).
 """
 
 from __future__ import annotations
@@ -181,6 +187,13 @@ class FakeDiscord:
         self.close_codes: list[int | None] = []  # how each gateway connection was closed by the client
         self.sessions = itertools.count(1)
         self.replay: list[tuple[int, str]] = []  # (seq, frame) of the current session, for RESUME
+        self.token_ttl_s = 15 * 60.0  # how long an interaction token works (Discord: 15 minutes)
+        self.token_issued: dict[str, float] = {}  # interaction token -> monotonic time of its dispatch
+        self.expired_uses: list[Recorded] = []  # webhook requests made with an expired interaction token
+        self.invalid_forms: list[tuple[str, str]] = []  # (path, what broke a documented limit): 400 50035
+        self.no_send: set[str] = set()  # channels where the bot may not send messages (View Channel only)
+        self.dms: dict[str, str] = {}  # DM channel id -> the user it reaches
+        self.dms_closed: set[str] = set()  # users who accept no DMs from this bot
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -264,6 +277,8 @@ class FakeDiscord:
                 (payload["id"], json.dumps({"op": 0, "t": "INTERACTION_CREATE", "s": self.seq, "d": payload}))
             )
         ws = self.sockets[-1]
+        for payload in payloads:
+            self.token_issued[payload["token"]] = time.monotonic()
         for interaction_id, frame in frames:
             self.dispatched_at[interaction_id] = time.monotonic()
             await ws.send_str(frame)
@@ -320,6 +335,10 @@ class FakeDiscord:
         if any(len(content) > self.upload_limit for content in files.values()):
             # Discord refuses a file over the guild's upload limit (interactions carry it as attachment_size_limit).
             return _json({"message": "Request entity too large", "code": 40005}, status=413)
+        if (m := re.match(r"/webhooks/\d+/([^/]+)", path)) and self._expired(m.group(1)):
+            # Discord: interaction tokens are valid for 15 minutes; then follow-ups and edits are refused.
+            self.expired_uses.append(self.requests[-1])
+            return _json({"message": "Invalid Webhook Token", "code": 50027}, status=401)
         for fault in self.faults:
             if (
                 fault.hits < fault.times
@@ -329,7 +348,8 @@ class FakeDiscord:
             ):
                 fault.hits += 1
                 return self._fault_response(fault)
-        if _content_too_long(body):
+        if _content_too_long(body) or (problem := form_problem(request.method, path, body)):
+            self.invalid_forms.append((path, problem if not _content_too_long(body) else "content over 2000"))
             return _json({"message": "Invalid Form Body", "code": 50035}, status=400)
         limit_headers: dict[str, str] = {}
         key = self._bucket_key(request.method, path)
@@ -353,6 +373,10 @@ class FakeDiscord:
         response = await handler(request)
         response.headers.update(limit_headers)
         return response
+
+    def _expired(self, token: str) -> bool:
+        issued = self.token_issued.get(token)
+        return issued is not None and time.monotonic() - issued > self.token_ttl_s
 
     @staticmethod
     def _bucket_key(method: str, path: str) -> tuple[str, str] | None:
@@ -473,7 +497,16 @@ class FakeDiscord:
             }
             self.threads[thread_id] = thread
             return _json(thread)
+        if method == "POST" and path == "/users/@me/channels":
+            user_id = str(body.get("recipient_id"))
+            dm_id = next((dm for dm, user in self.dms.items() if user == user_id), None) or snowflake()
+            self.dms[dm_id] = user_id
+            return _json({"id": dm_id, "type": 1, "last_message_id": None, "recipients": [user_payload(user_id, "u")]})
         if (m := re.fullmatch(r"/channels/(\d+)/messages", path)) and method == "POST":
+            if m.group(1) in self.no_send:
+                return _json({"message": "Missing Permissions", "code": 50013}, status=403)
+            if self.dms.get(m.group(1)) in self.dms_closed:
+                return _json({"message": "Cannot send messages to this user", "code": 50007}, status=403)
             return _json(self._new_message(m.group(1), body))
         if (m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", path)) and method == "PATCH":
             message = self.messages.get(m.group(2))
@@ -481,6 +514,11 @@ class FakeDiscord:
                 return _json({"message": "Unknown Message", "code": 10008}, status=404)
             message.update({k: v for k, v in body.items() if k in ("content", "embeds", "components")})
             return _json(message)
+        if (m := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", path)) and method == "DELETE":
+            if self.messages.pop(m.group(2), None) is None:
+                return _json({"message": "Unknown Message", "code": 10008}, status=404)
+            self.deleted.add(m.group(2))
+            return web.Response(status=204)
         return _json({"message": f"404: Not Found ({method} {path})", "code": 0}, status=404)
 
     def _edit(self, message_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -724,7 +762,10 @@ class FakeDiscord:
         )
         if channel_id in self.threads:  # an interaction in a thread carries the thread channel (type 11)
             payload["channel"] = self.threads[channel_id]
+        if channel_id in self.no_send:
+            payload["app_permissions"] = str(1 << 10)  # View Channel, not Send Messages
         self.dispatched_at[payload["id"]] = time.monotonic()
+        self.token_issued[payload["token"]] = time.monotonic()
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
 
@@ -838,6 +879,114 @@ def interaction_payload(
     if message is not None:
         payload["message"] = message
     return payload
+
+
+# Discord's documented limits (Message, Embed, Component, Modal, Thread and Application Command resources).
+_EMBED_LIMITS = {"title": 256, "description": 4096}
+_COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
+
+
+def form_problem(method: str, path: str, body: Any) -> str:
+    """What in a request body breaks one of Discord's documented limits ("" when nothing does)."""
+    if method not in ("POST", "PATCH", "PUT") or body is None:
+        return ""
+    if re.fullmatch(r"/applications/\d+(/guilds/\d+)?/commands", path):
+        return next(filter(None, (_command_problem(command) for command in body)), "")
+    if not isinstance(body, dict):
+        return ""
+    if path.endswith("/threads"):
+        return "" if 1 <= len(str(body.get("name", ""))) <= 100 else "thread name must be 1-100 characters"
+    if path.endswith("/callback"):
+        data = body.get("data") or {}
+        if body.get("type") == 9:
+            return _modal_problem(data)
+        if body.get("type") == 8:
+            choices = data.get("choices") or []
+            if len(choices) > 25 or any(len(c["name"]) > 100 or len(str(c["value"])) > 100 for c in choices):
+                return "autocomplete: at most 25 choices, name and value at most 100 characters"
+            return ""
+        return _message_problem(data)
+    return _message_problem(body)
+
+
+def _message_problem(message: dict[str, Any]) -> str:
+    embeds = message.get("embeds") or []
+    if len(embeds) > 10:
+        return "more than 10 embeds"
+    total = 0
+    for embed in embeds:
+        for key, limit in _EMBED_LIMITS.items():
+            if len(embed.get(key) or "") > limit:
+                return f"embed {key} over {limit}"
+        footer = str((embed.get("footer") or {}).get("text") or "")
+        author = str((embed.get("author") or {}).get("name") or "")
+        fields = embed.get("fields") or []
+        if len(footer) > 2048 or len(author) > 256 or len(fields) > 25:
+            return "embed footer over 2048, author name over 256 or more than 25 fields"
+        if any(len(f.get("name", "")) > 256 or len(f.get("value", "")) > 1024 for f in fields):
+            return "embed field name over 256 or value over 1024"
+        total += sum(len(embed.get(key) or "") for key in _EMBED_LIMITS) + len(footer) + len(author)
+        total += sum(len(f.get("name", "")) + len(f.get("value", "")) for f in fields)
+    if total > 6000:
+        return "embeds over 6000 characters in all"
+    rows = message.get("components") or []
+    if len(rows) > 5:
+        return "more than 5 action rows"
+    for row in rows:
+        items = row.get("components") or []
+        if not 1 <= len(items) <= 5:
+            return "an action row holds 1-5 components"
+        for item in items:
+            if len(item.get("custom_id", "")) > 100:
+                return "custom_id over 100"
+            if item.get("type") == 2 and len(item.get("label") or "") > 80:
+                return "button label over 80"
+            if item.get("type") == 3:
+                if len(items) > 1:
+                    return "a select must be alone in its row"
+                options = item.get("options") or []
+                if not 1 <= len(options) <= 25 or len(item.get("placeholder") or "") > 150:
+                    return "a select has 1-25 options and a placeholder of at most 150"
+                for option in options:
+                    if not all(1 <= len(option.get(k) or "x") <= 100 for k in ("label", "value", "description")):
+                        return "select option label, value or description over 100"
+    return ""
+
+
+def _modal_problem(modal: dict[str, Any]) -> str:
+    if not 1 <= len(modal.get("title", "")) <= 45:
+        return "modal title must be 1-45 characters"
+    rows = modal.get("components") or []
+    if not 1 <= len(rows) <= 5:
+        return "a modal has 1-5 rows"
+    for row in rows:
+        for item in row.get("components") or [row.get("component") or {}]:
+            if len(item.get("label") or "") > 45 or len(item.get("custom_id", "")) > 100:
+                return "text input label over 45 or custom_id over 100"
+            if len(item.get("value") or "") > 4000 or len(item.get("placeholder") or "") > 100:
+                return "text input value over 4000 or placeholder over 100"
+    return ""
+
+
+def _command_problem(command: dict[str, Any]) -> str:
+    name, description = str(command.get("name", "")), str(command.get("description", ""))
+    if command.get("type", 1) == 1 and (not _COMMAND_NAME.match(name) or name != name.lower()):
+        return f"command name {name!r}"
+    if len(name) > 32 or len(description) > 100:
+        return f"command {name}: name over 32 or description over 100"
+    options = command.get("options") or []
+    if len(options) > 25:
+        return f"command {name}: more than 25 options"
+    for option in options:
+        if not _COMMAND_NAME.match(str(option.get("name", ""))) or len(option.get("description", "")) > 100:
+            return f"command {name}: option {option.get('name')!r}"
+        choices = option.get("choices") or []
+        if len(choices) > 25 or any(len(c["name"]) > 100 or len(str(c["value"])) > 100 for c in choices):
+            return f"command {name}: option {option.get('name')}: at most 25 choices of at most 100 characters"
+        subcommands = option.get("options") or [] if option.get("type") in (1, 2) else []
+        if problem := next(filter(None, (_command_problem(sub) for sub in subcommands)), ""):
+            return problem
+    return ""
 
 
 def _content_too_long(body: Any) -> bool:

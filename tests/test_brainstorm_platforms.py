@@ -167,6 +167,23 @@ async def test_discord_brainstorm_started_inside_a_thread_is_refused_privately(d
     assert not [m for m in bot.fake.messages.values() if "Brainstorm" in _text(m)]
 
 
+async def test_discord_brainstorm_where_chorus_may_not_open_threads_says_which_permission(
+    discord_bot: Harness,
+) -> None:
+    # Discord answers 403 (Missing Access / Missing Permissions) when the bot lacks Create Public Threads there.
+    bot = discord_bot
+    bot.fake.fail("POST", r"/threads$", status=403)
+    payload = await bot.fake.slash("brainstorm", {"text": "the team offsite"}, user=ALICE)
+    follow_ups = rf"/webhooks/\d+/{payload['token']}$"
+
+    await wait_until(lambda: bool(bot.fake.find("POST", follow_ups)))
+    answer = bot.fake.find("POST", follow_ups)[0].body
+
+    assert answer["flags"] & 64, "the answer is private"
+    assert "Create Public Threads" in answer["content"] and "went wrong" not in answer["content"]
+    assert await bot.chorus.store.open_brainstorms() == []
+
+
 async def test_discord_brainstorm_topics_and_ideas_never_ping_anyone(discord_bot: Harness) -> None:
     bot = discord_bot
     await bot.fake.slash("brainstorm", {"text": "a party for @everyone --rounds 1"}, user=ALICE)

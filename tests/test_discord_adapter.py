@@ -95,6 +95,7 @@ async def stop_harness(harness: Harness, *, stop_fake: bool = True) -> None:
     await harness.chorus.close()
     if stop_fake:
         await harness.fake.stop()
+    assert harness.fake.invalid_forms == [], "Discord would have refused these (400 Invalid Form Body)"
 
 
 @pytest.fixture

@@ -10,9 +10,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from fake_discord import FakeDiscord, RateLimits, interaction_payload
-from test_discord_adapter import Harness, create_one, custom_ids, latest_with_ref, start_harness, stop_harness
+from fake_discord import CHANNEL_ID, FakeDiscord, RateLimits, interaction_payload
+from test_discord_adapter import (
+    Harness,
+    bot_conversation,
+    create_one,
+    custom_ids,
+    latest_with_ref,
+    start_harness,
+    stop_harness,
+)
 
+from adapters.discord.render import THINKING, WRITING
 from generation.fake import FakeGenerator
 from support import wait_for, wait_until
 
@@ -71,6 +80,115 @@ async def test_after_progress_a_storm_on_the_final_edit_leaves_exactly_one_resul
     assert "a lost kite" in shown["embeds"][0]["description"] and shown["components"]
     half_written = bot.fake.originals[token]
     assert half_written != record.message_ref and half_written in bot.fake.deleted
+
+
+async def test_a_reply_whose_final_edit_is_refused_past_every_retry_still_gets_one_result(bot: Harness) -> None:
+    message_id, _ = await create_one(bot)
+    bot.generator.delay_s = 0.05
+    # Every edit in the channel is refused (past discord.py's retries and Chorus' own): the progress message
+    # cannot become the result, so the result is posted anew and the progress message removed.
+    bot.fake.fail("PATCH", rf"/channels/{CHANNEL_ID}/messages/\d+", times=10_000, retry_after=0.01)
+    await bot.fake.user_message("make it rhyme", reply_to=message_id)
+    record = await latest_with_ref(bot, version=2)
+    shown = bot.fake.messages[record.message_ref]
+    assert shown["embeds"][0]["title"] == "slogan · v2 of 2 · make it rhyme" and shown["components"]
+    progress = bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")[0]
+    assert not progress.body.get("components")
+    await wait_until(lambda: not [m for m in bot.fake.messages.values() if is_progress(m)])
+
+
+async def test_a_result_that_outlasts_the_interaction_token_leaves_no_half_written_message(tmp_path: Path) -> None:
+    bot = await start_harness(tmp_path, FakeGenerator(delay_s=0.2), CHORUS_DISCORD__INTERACTION_TOKEN_TTL_S="0.6")
+    bot.fake.token_ttl_s = 1.2  # Discord's 15 minutes, a little after Chorus stops trusting the token
+    try:
+        payload = await bot.fake.slash("create", {"kind": "story", "prompt": "a long night shift at the owl bakery"})
+        token = payload["token"]
+        await wait_until(lambda: any(is_progress(r.body) for r in bot.originals(token)))  # progress on screen
+        record = await latest_with_ref(bot)
+        shown = bot.fake.messages[record.message_ref]
+        assert shown["channel_id"] == CHANNEL_ID and shown["components"]
+        original = bot.fake.visible(token)
+        assert original is not None and not is_progress(original), "the half-written original was left behind"
+        assert "post the result in this channel" in original["content"]
+        assert bot.fake.expired_uses == [], "an expired interaction token was used"
+    finally:
+        await stop_harness(bot)
+
+
+async def test_a_thinking_that_outlasts_the_interaction_token_says_where_the_result_will_be(tmp_path: Path) -> None:
+    generator = FakeGenerator(lambda request: "owls", delay_s=1.5)  # nothing to show before the token expires
+    bot = await start_harness(tmp_path, generator, CHORUS_DISCORD__INTERACTION_TOKEN_TTL_S="0.6")
+    bot.fake.token_ttl_s = 1.2
+    try:
+        payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "owls"})
+        record = await latest_with_ref(bot)
+        assert bot.fake.messages[record.message_ref]["components"]
+        original = bot.fake.visible(payload["token"])
+        assert original is not None and "post the result in this channel" in original["content"]
+        assert bot.fake.expired_uses == []
+    finally:
+        await stop_harness(bot)
+
+
+async def test_a_late_result_where_chorus_may_not_post_points_to_history(tmp_path: Path) -> None:
+    # Interaction responses work in a channel where the bot may not send messages; its own posts there do not.
+    bot = await start_harness(tmp_path, FakeGenerator(delay_s=0.2), CHORUS_DISCORD__INTERACTION_TOKEN_TTL_S="0.6")
+    bot.fake.token_ttl_s = 1.2
+    bot.fake.no_send.add(CHANNEL_ID)
+    try:
+        payload = await bot.fake.slash("create", {"kind": "story", "prompt": "a long night shift at the owl bakery"})
+        token = payload["token"]
+        await wait_until(lambda: "/history" in str((bot.fake.visible(token) or {}).get("content")))
+
+        async def stored():
+            record = await bot.chorus.store.latest_generation(bot_conversation())
+            return record if record is not None and record.variants else None
+
+        await wait_for(stored, timeout_s=10, describe=lambda: "the result was not stored")
+        assert not bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$"), "posted where it may not"
+        assert bot.fake.expired_uses == []
+    finally:
+        await stop_harness(bot)
+
+
+async def test_a_message_chorus_may_not_answer_in_its_channel_is_explained_to_its_author_by_dm(bot: Harness) -> None:
+    message_id, _ = await create_one(bot)
+    bot.fake.no_send.add(CHANNEL_ID)
+    said = await bot.fake.user_message("make it rhyme", reply_to=message_id)
+    await wait_until(lambda: bool(bot.fake.dms) and bool(dm_posts(bot)))
+    assert list(bot.fake.dms.values()) == [said["author"]["id"]]
+    note = dm_posts(bot)[0].body
+    assert "Send Messages" in note["content"] and f"<#{CHANNEL_ID}>" in note["content"]
+    assert note["allowed_mentions"] == {"parse": []}
+    await latest_with_ref(bot)  # the first result; wait for the refinement to end
+    await wait_until(lambda: not bot.adapter.tasks)
+    refused = bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")
+    assert len(refused) == 1, "after one 403, Chorus stops posting there (each 403 counts towards an IP ban)"
+
+
+async def test_closed_dms_leave_the_refusal_in_the_log_only(bot: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    message_id, _ = await create_one(bot)
+    bot.fake.no_send.add(CHANNEL_ID)
+    bot.fake.dms_closed.add("940000000000000001")
+    await bot.fake.user_message("make it rhyme", reply_to=message_id)
+    await wait_until(lambda: "Cannot send messages to this user" in caplog.text)
+    assert not [m for m in bot.fake.messages.values() if m["channel_id"] in bot.fake.dms]
+
+
+def dm_posts(bot: Harness) -> list:
+    return [
+        r
+        for r in bot.fake.requests
+        if r.method == "POST"
+        and r.path.removeprefix("/channels/").split("/")[0] in bot.fake.dms
+        and r.path.endswith("/messages")
+    ]
+
+
+def is_progress(message: dict) -> bool:
+    """A message still showing "thinking…" or "writing…" instead of a result."""
+    footers = [str((embed.get("footer") or {}).get("text", "")) for embed in message.get("embeds") or []]
+    return any(footer in (THINKING, WRITING) for footer in footers)
 
 
 def token_of(bot: Harness, interaction_id: str) -> str:

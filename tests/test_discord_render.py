@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from fake_discord import BOT_ID, BOT_USER, CHANNEL_ID, GUILD_ID, interaction_payload, message_payload, user_payload
+from fake_discord import (
+    BOT_ID,
+    BOT_USER,
+    CHANNEL_ID,
+    GUILD_ID,
+    form_problem,
+    interaction_payload,
+    message_payload,
+    user_payload,
+)
 
 from adapters.discord.render import (
     CONTENT_LIMIT,
@@ -235,3 +244,24 @@ def test_rate_limit_headers_slow_the_edit_pace() -> None:
     assert hints.interval("tok", 1.0) == 5.5
     hints.observe(path, {"X-RateLimit-Remaining": "4", "X-RateLimit-Reset-After": "2.0"})
     assert hints.interval("tok", 1.0) == 1.0 and hints.interval("other", 0.5) == 0.5
+
+
+def _as_sent(page: dict) -> dict:
+    """A page as discord.py sends it (the JSON the fake checks)."""
+    body = {"content": page.get("content"), "embeds": [embed.to_dict() for embed in page.get("embeds") or []]}
+    if page.get("view") is not None:
+        body["components"] = page["view"].to_components()
+    return body
+
+
+def test_replies_at_the_extremes_stay_within_discords_documented_limits() -> None:
+    tones = [f"{'t' * 38}{i:02d}" for i in range(80)]
+    long = "word " * 3000
+    for title, footer in (("", ""), ("T" * 1000, "F" * 5000), ("@everyone " * 40, "@here " * 900)):
+        for parts in ((long,), tuple(long[:1500] for _ in range(10)), ("<@123> " * 800,)):
+            rich = Reply(
+                parts=parts, title=title, footer=footer, actions=result_actions(5, len(parts)), generation_id=5
+            )
+            pages = [*render_reply(rich, tones), *render_reply(Reply(parts=parts, footer=footer))]
+            pages.append(render_progress(title, parts, "⏳ 3 ahead of you"))
+            assert [form_problem("POST", "/channels/1/messages", _as_sent(page)) for page in pages] == [""] * len(pages)

@@ -675,7 +675,10 @@ class DiscordAdapter:
         if event is None:
             return
         guild_id = int(data["guild_id"]) if data.get("guild_id") else None
-        responder = ChannelResponder(self, int(data["channel_id"]), reply_to=int(data["id"]), guild_id=guild_id)
+        author = int((data.get("author") or {}).get("id") or 0) or None
+        responder = ChannelResponder(
+            self, int(data["channel_id"]), reply_to=int(data["id"]), guild_id=guild_id, asker=author
+        )
         self._spawn(self._handle(event, responder))
 
     def _on_raw_reaction(self, data: dict[str, Any], added: bool) -> None:

@@ -3,7 +3,8 @@ messages (replies, threads, late deliveries) and unprompted posts (the Publisher
 
 Rules every path follows: allowed_mentions none; a reply that cannot be edited in place arrives as a follow-up or a
 channel message instead, so nobody is left looking at a stale "thinking…"; an interaction token older than
-`discord.interaction_token_ttl_s` is never used, the channel gets the message.
+`discord.interaction_token_ttl_s` is never used, the channel gets the message (just before that, a "thinking…" or
+half-written original says so, or points to /history where the bot may not post).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from discord.webhook.async_ import async_context, interaction_response_params
 
 from adapters.discord.callbacks import CallbackConnections, CallbackError
 from adapters.discord.render import CONTENT_LIMIT, Page, render_progress, render_reply, sanitize, split_text
+from bots.errors import UserError
 from bots.events import Conversation
 from bots.reply import PublishForbidden, Reply
 
@@ -306,17 +308,37 @@ def _send_kwargs(page: Page) -> dict[str, Any]:
 
 
 PRIVATE_NOTE = "Chorus answered you privately."
+NO_THREADS = (
+    "Chorus can't open a thread in this channel. Ask a moderator to give Chorus the Create Public Threads and "
+    "Send Messages in Threads permissions here."
+)
+HANDED_OVER = "⏳ This is taking a while: Chorus will post the result in this channel."
+CANNOT_POST = "⏳ This is taking a while, and Chorus may not post in this channel: see the result with /history soon."
+CANNOT_REPLY = (
+    "Chorus couldn't answer you in <#{channel}>: it may not send messages there. Ask a moderator to give Chorus the "
+    "Send Messages permission in that channel (Send Messages in Threads for a thread)."
+)
+_THREAD_TYPES = (discord.ChannelType.public_thread, discord.ChannelType.private_thread, discord.ChannelType.news_thread)
 
 
 class ChannelResponder:
     """Posts into a channel or thread with the bot token: replies to messages, thread replies, late deliveries."""
 
     def __init__(
-        self, host: Host, channel_id: int, *, reply_to: int | None = None, guild_id: int | None = None
+        self,
+        host: Host,
+        channel_id: int,
+        *,
+        reply_to: int | None = None,
+        guild_id: int | None = None,
+        asker: int | None = None,
     ) -> None:
+        """`asker`: who wrote the message being answered; told by DM if Chorus may not post here."""
         self.host = host
         self.channel = host.client.get_partial_messageable(channel_id, guild_id=guild_id)
         self.reply_to = reply_to
+        self.asker = asker
+        self.refused: discord.Forbidden | None = None  # Discord refused a post here: later ones are not sent
 
     async def defer(self) -> None:
         """Show "Chorus is typing…"; a message has no deadline to meet."""
@@ -332,7 +354,25 @@ class ChannelResponder:
                 message_id=self.reply_to, channel_id=self.channel.id, fail_if_not_exists=False
             )
             kwargs["mention_author"] = False
-        return await self.channel.send(**kwargs)
+        if self.refused is not None:
+            raise self.refused  # each 403 counts towards Discord's ban on invalid requests: one is enough
+        try:
+            return await self.channel.send(**kwargs)
+        except discord.Forbidden as exc:  # Missing Access / Missing Permissions
+            self.refused = exc
+            await self._tell_asker()
+            raise
+
+    async def _tell_asker(self) -> None:
+        """Chorus may not post in this channel: tell the person who asked, by DM, what a moderator can change."""
+        if self.asker is None:
+            return
+        asker, self.asker = self.asker, None  # once
+        try:
+            dm = await self.host.client.create_dm(discord.Object(asker))
+            await dm.send(CANNOT_REPLY.format(channel=self.channel.id), allowed_mentions=discord.AllowedMentions.none())
+        except DELIVERY_ERRORS as exc:  # 50007: the user accepts no DMs from this bot; nobody else to tell
+            _log.warning("Chorus may not post in channel %s and could not DM user %s: %s", self.channel.id, asker, exc)
 
     async def send(self, reply: Reply) -> str:
         pages = render_reply(reply, self.host.tones)
@@ -359,9 +399,13 @@ async def open_thread(
 ) -> tuple[str, Responder]:
     """Start a public thread on a message Chorus posted; messages in it then reach the core without a mention."""
     channel = host.client.get_partial_messageable(channel_id, guild_id=guild_id)
-    thread = await channel.get_partial_message(int(message_ref)).create_thread(
-        name=sanitize(name)[:100] or "Chorus", auto_archive_duration=1440
-    )
+    try:
+        thread = await channel.get_partial_message(int(message_ref)).create_thread(
+            name=sanitize(name)[:100] or "Chorus", auto_archive_duration=1440
+        )
+    except discord.Forbidden as exc:  # Missing Access / Missing Permissions: a moderator can fix that
+        _log.warning("could not open a thread in channel %s: %s", channel_id, exc)
+        raise UserError(NO_THREADS) from exc
     host.remember_thread(str(thread.id), str(channel_id))
     return str(thread.id), ChannelResponder(host, thread.id, guild_id=guild_id)
 
@@ -385,8 +429,11 @@ class DiscordResponder:
         # What the original response is: none yet, a "thinking…" placeholder, a message, or deleted.
         self.original = "none"
         self.original_id: int | None = None
+        self.progress_shown = False  # the original shows a stream's progress, not its result
+        self.handed_over = False  # the token is (nearly) expired: the channel takes over
         self._lock = asyncio.Lock()
         self._watchdog: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self.channel = ChannelResponder(host, interaction.channel_id or 0, guild_id=interaction.guild_id)
 
     # ---------------------------------------------------------------- acknowledgement
@@ -394,6 +441,8 @@ class DiscordResponder:
         """Defer automatically if nothing has answered within `deadline_s` (Discord expires the token at 3 s)."""
         loop = asyncio.get_running_loop()
         self._watchdog = loop.call_later(deadline_s, lambda: loop.create_task(self.defer()))
+        left = self.host.token_ttl_s - (time.monotonic() - self.received_at)
+        self._expiry = loop.call_later(max(0.0, left), lambda: loop.create_task(self.hand_over()))
 
     def _stop_guard(self) -> None:
         if self._watchdog is not None:
@@ -401,7 +450,36 @@ class DiscordResponder:
             self._watchdog = None
 
     def fresh(self) -> bool:
-        return time.monotonic() - self.received_at < self.host.token_ttl_s
+        return not self.handed_over and time.monotonic() - self.received_at < self.host.token_ttl_s
+
+    async def hand_over(self) -> None:
+        """The token is about to expire (Discord: 15 minutes) with the answer still to come: while the token still
+        works, turn a "thinking…" or half-written original into a note saying where the result will appear, so it
+        is never left loading or unfinished; from now on the channel gets everything."""
+        async with self._lock:
+            self.handed_over = True
+            if self.host.client.is_closed():  # stopped (or restarted) meanwhile: its HTTP session is gone
+                return
+            await self._settle_early_defer()
+            if not (self.original == "thinking" or (self.original == "message" and self.progress_shown)):
+                return
+            note = HANDED_OVER if self.can_post() else CANNOT_POST
+            try:
+                await self.interaction.edit_original_response(
+                    content=note, embeds=[], view=None, allowed_mentions=discord.AllowedMentions.none()
+                )
+            except DELIVERY_ERRORS as exc:
+                _log.warning("could not mark interaction %s as continued in the channel: %s", self.interaction.id, exc)
+                return
+            self.original, self.progress_shown = "message", False
+
+    def can_post(self) -> bool:
+        """May the bot token post where this interaction came from? Interaction responses need no channel
+        permission; the bot's own messages need View Channel and Send Messages (in a thread: in Threads)."""
+        permissions = self.interaction.app_permissions
+        in_thread = getattr(self.interaction.channel, "type", None) in _THREAD_TYPES
+        allowed = permissions.send_messages_in_threads if in_thread else permissions.send_messages
+        return permissions.view_channel and allowed
 
     @property
     def token(self) -> str:
@@ -474,6 +552,11 @@ class DiscordResponder:
         if reply.ephemeral and reply.attachments:
             _log.warning("a private reply with files could not be delivered privately; it was not posted publicly")
             return ""
+        if not self.can_post():
+            _log.warning(
+                "interaction %s: too late to answer, and Chorus may not post in its channel", self.interaction.id
+            )
+            return ""
         return await self.channel.send(reply)
 
     async def _send_pages(self, reply: Reply, pages: list[Page], files: list[discord.File]) -> str:
@@ -492,6 +575,7 @@ class DiscordResponder:
                 **_edit_kwargs(_settle(pages[0])), attachments=files
             )
             self.original, self.original_id = "message", message.id
+            self.progress_shown = False
             first_id = str(message.id)
         else:
             if self.original == "thinking" and not await self.drop_placeholder() and reply.ephemeral:
@@ -509,8 +593,10 @@ class DiscordResponder:
         thread) is deleted, and the watchdog stops, so no stale placeholder is left behind."""
         async with self._lock:
             self._stop_guard()
+            if self._expiry is not None:
+                self._expiry.cancel()
             await self._settle_early_defer()
-            if self.original == "thinking":
+            if self.original == "thinking" and self.fresh():
                 await self.drop_placeholder()
 
     async def drop_placeholder(self) -> bool:
@@ -575,7 +661,8 @@ class _InteractionSurface:
     async def progress(self, page: Page) -> None:
         responder = self.responder
         if not responder.fresh():
-            await self.late.progress(page)
+            if responder.can_post():  # else every edit would be a 403, and those count towards Discord's IP ban
+                await self.late.progress(page)
             return
         if responder.original == "none":
             await responder.defer()
@@ -583,6 +670,7 @@ class _InteractionSurface:
             message = await responder.interaction.edit_original_response(**_edit_kwargs(page))
             # The loading message is now a message: a follow-up would no longer replace it.
             responder.original, responder.original_id = "message", message.id
+            responder.progress_shown = True
 
     async def deliver(self, reply: Reply, *, partial: bool = False) -> str:
         responder = self.responder
@@ -592,6 +680,11 @@ class _InteractionSurface:
         if not responder.fresh():
             if responder.original == "thinking":
                 await responder.drop_placeholder()
+            if not responder.can_post():  # stored all the same: /history shows it, as the hand-over note says
+                _log.warning(
+                    "a late result for interaction %s cannot be posted in its channel", responder.interaction.id
+                )
+                return ""
             return await self.late.deliver(reply)
         pages = render_reply(reply, responder.host.tones)
         files = _files(reply)
@@ -606,6 +699,7 @@ class _InteractionSurface:
             message = await with_retries(final_edit, responder.host.final_retry_s, "the final edit")
             first_id = str(message.id)
             responder.original, responder.original_id = "message", message.id
+            responder.progress_shown = False
         except DELIVERY_ERRORS as exc:
             _log.warning("final edit failed (%s); delivering as a follow-up", exc)
             first_id = await self._fallback(page, files)
@@ -634,6 +728,7 @@ class _InteractionSurface:
         else:
             if loading or (responder.original_id is not None and message_id == str(responder.original_id)):
                 responder.original, responder.original_id = "message", int(message_id)
+                responder.progress_shown = False
                 return message_id
         if responder.original in ("thinking", "message"):
             await responder.drop_placeholder()  # a stale "thinking…" or half-written text above the result
@@ -656,12 +751,36 @@ class _ChannelSurface:
 
     async def deliver(self, reply: Reply, *, partial: bool = False) -> str:
         if self.message_id is None or reply.attachments:
-            return await self.channel.send(reply)
+            first_id = await self.channel.send(reply)
+            await self._drop_progress()
+            return first_id
+        progress_id = self.message_id
         pages = render_reply(reply, self.channel.host.tones)
-        await self.channel.edit_page(self.message_id, pages[0])
+        page = _settle(pages[0])
+        try:
+            await with_retries(
+                lambda: self.channel.edit_page(progress_id, page), self.channel.host.final_retry_s, "the final edit"
+            )
+            first_id = str(progress_id)
+        except DELIVERY_ERRORS as exc:
+            # Past every retry the result is posted anew, and the progress message removed, so it never stays at
+            # "writing…" and the stored ref is the message with the result.
+            _log.warning("final edit failed (%s); posting the result as a new message", exc)
+            first_id = str((await self.channel.post(page)).id)
+            await self._drop_progress()
         for page in pages[1:]:
             await self.channel.post(page, first=False)
-        return str(self.message_id)
+        return first_id
+
+    async def _drop_progress(self) -> None:
+        """Delete the progress message (a result went out as a new message instead); best effort."""
+        message_id, self.message_id = self.message_id, None
+        if message_id is None:
+            return
+        try:
+            await self.channel.channel.get_partial_message(message_id).delete()
+        except DELIVERY_ERRORS as exc:
+            _log.warning("could not delete progress message %s: %s", message_id, exc)
 
 
 class DiscordStream:
