@@ -521,3 +521,62 @@ async def test_slack_an_edited_idea_takes_its_new_text_and_a_deleted_one_is_with
     themes = next(block_texts(c.body["blocks"]) for c in posted if "Themes — round 1 of 2" in c.body["text"])
     assert "#5 kayaking on the lake with a guide — bob" in themes
     assert "pasta" not in themes and "#6" not in themes
+
+
+async def test_discord_an_edited_idea_takes_its_new_text_and_a_deleted_one_is_withdrawn(discord_bot: Harness) -> None:
+    bot = discord_bot
+    kickoff_id, thread = await _start_discord_session(bot)
+    bob = await bot.fake.user_message("kayking on the lak", user=BOB, channel_id=thread)
+    await wait_until(lambda: any("Idea #5 noted" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
+    carol = await bot.fake.user_message("a pasta cooking class", user=CAROL, channel_id=thread)
+    await wait_until(lambda: any("Idea #6 noted" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
+    await _react(bot, carol, "👍", ALICE)
+    await _wait_votes(bot, {6: 1})
+    said_before = len(_thread_posts(bot.fake, thread))
+
+    # Before: MESSAGE_UPDATE and MESSAGE_DELETE were never looked at, and the typo and the regretted idea (with its
+    # vote) went into Themes and the summary.
+    await bot.fake.edit_message(bob["id"], "kayaking on the lake with a guide")
+    await bot.fake.delete_message(carol["id"])
+    # Chorus edits its own posts all the time (streaming); Discord reports those too, and they mean nothing.
+    seed_id = next(_id for _id, m in bot.fake.messages.items() if m["channel_id"] == thread)
+    await bot.fake.edit_message(seed_id, "Seed idea #1: rewritten")
+    session = (await bot.chorus.store.open_brainstorms())[0]
+
+    async def settled() -> bool:
+        ideas = {idea.number: idea.text for idea in await bot.chorus.store.ideas(session.id)}
+        return ideas.get(5) == "kayaking on the lake with a guide" and 6 not in ideas
+
+    await wait_until(settled)
+    assert await _votes(bot, 6) == 0
+    seed = await bot.chorus.store.find_idea(session.id, number=1)
+    assert seed is not None and "rewritten" not in seed.text
+    assert len(_thread_posts(bot.fake, thread)) == said_before  # the thread stays quiet
+
+    kickoff = bot.fake.messages[kickoff_id]
+    await _click(bot, kickoff, _button(kickoff, "brainstorm_next"), BOB)
+    await wait_until(lambda: any("Round 2 of 2 is open" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
+    themes = next(_text(r.body) for r in _thread_posts(bot.fake, thread) if "Themes — round 1 of 2" in _text(r.body))
+    assert "#5 kayaking on the lake with a guide — bob" in themes
+    assert "pasta" not in themes and "#6" not in themes
+
+
+async def test_discord_without_the_message_content_intent_an_edit_with_withheld_content_keeps_the_idea(
+    tmp_path: Path,
+) -> None:
+    bot = await _discord(tmp_path)  # message_content_intent = false, the default
+    try:
+        _, thread = await _start_discord_session(bot)
+        said = await bot.fake.user_message(
+            f"<@{BOT_ID}> kayaking on the lake", user=BOB, channel_id=thread, mention=True
+        )
+        await wait_until(lambda: any("Idea #5 noted" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
+        # The edit drops the mention, so Discord withholds its content: "" is not the person clearing the idea.
+        await bot.fake.edit_message(said["id"], "")
+        await _react(bot, said, "👍", ALICE)  # dispatched after the edit: a withdrawn idea would take no vote
+        await _wait_votes(bot, {5: 1})
+        session = (await bot.chorus.store.open_brainstorms())[0]
+        idea = await bot.chorus.store.find_idea(session.id, number=5)
+        assert idea is not None and (idea.source, idea.text) == ("person", "kayaking on the lake")
+    finally:
+        await stop_harness(bot)
