@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import random
 import re
@@ -868,9 +867,8 @@ class Brainstorms:
             f"The brainstorm on “{topic}” was cut off by a restart before its thread opened, so it has been "
             f"ended. Start it again with /brainstorm {topic}."
         )
-        channel = dataclasses.replace(session.conversation, thread=None)
         try:
-            await publisher.publish(channel, Reply.text(note))
+            await publisher.publish(session.conversation, Reply.text(note))  # the channel: there is no thread
         except Exception as exc:  # the channel is usable again; the note is a courtesy
             _log.warning("brainstorm %d: could not say it was ended: %s", session_id, exc)
 
