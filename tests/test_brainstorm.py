@@ -1382,7 +1382,7 @@ async def test_a_deleted_idea_is_withdrawn_with_its_votes_and_the_other_ideas_ke
     assert await bot.store.voters(1) == {}
     assert [idea.number for idea in await bot.store.ideas(1) if idea.source == "person"] == [6]
     refused = await bot.one("v 5", as_user="dan")
-    assert reply_text(refused) == "Idea #5 was withdrawn: its message was deleted."
+    assert reply_text(refused) == "Idea #5 was withdrawn (its message was deleted or emptied), so it takes no votes."
     react = Reaction(bot.conversation, User("dan", "dan"), "m-bob", "👍")
     await bot.chorus.handle(react, bot.responder)
     assert await bot.store.voters(1) == {}

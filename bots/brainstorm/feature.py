@@ -422,7 +422,9 @@ class Brainstorms:
                 raise UserError("Say which idea by its number, e.g. 3 (numbers are shown as #3).")
             idea = await self.app.store.find_idea(session.id, number=number)
             if idea is not None and idea.source == IDEA_WITHDRAWN:
-                raise UserError(f"Idea #{number} was withdrawn: its message was deleted.")
+                raise UserError(
+                    f"Idea #{number} was withdrawn (its message was deleted or emptied), so it takes no votes."
+                )
             if idea is None or not _shown(idea):
                 raise UserError(f"There is no idea #{number} in this brainstorm.")
             await self._vote(ctx, session, idea)
