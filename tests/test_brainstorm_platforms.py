@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from fake_discord import BOT_ID, CHANNEL_ID, GUILD_ID, Recorded, user_payload
+from fake_slack import BOT_ID as SLACK_BOT_ID
+from fake_slack import BOT_USER as SLACK_BOT_USER
 from fake_slack import (
     FakeSlack,
     block_actions,
@@ -498,7 +500,7 @@ async def test_slack_an_edited_idea_takes_its_new_text_and_a_deleted_one_is_with
     await slack.event(event_callback(message_deleted_event(carol)))
     # Chorus' own posts are edited all the time (streaming); Slack reports those too, and they mean nothing.
     seed = fake.messages[(SLACK_CHANNEL, posts[1].response["ts"])]
-    own = {**seed, "user": "U0CHORUSBOT", "bot_id": "B0CHORUS", "channel": SLACK_CHANNEL, "thread_ts": thread}
+    own = {**seed, "user": SLACK_BOT_USER, "bot_id": SLACK_BOT_ID, "channel": SLACK_CHANNEL, "thread_ts": thread}
     await slack.event(event_callback(message_changed_event(own, "Seed idea #1: rewritten")))
 
     async def settled() -> bool:
