@@ -14,7 +14,7 @@ from bots.commands import COMMANDS, CORE_COMMANDS
 from bots.commands.forget import FORGET_ACTIONS, handle_confirm
 from bots.drops import DropsControl
 from bots.errors import UserError
-from bots.events import Action, Activity, Event, Message, Reaction
+from bots.events import Action, Activity, Event, Message, MessageDeleted, MessageEdited, Reaction
 from bots.inflight import InFlight
 from bots.plugin import Plugin
 from bots.reply import Publisher, Responder
@@ -35,12 +35,14 @@ PublisherHook = Callable[[Publisher], Awaitable[None]]
 CloseHook = Callable[[], Awaitable[None]]
 # A feature's look at a message, action or reaction: True means "mine, handled", and the event goes no further.
 EventHook = Callable[[Context], Awaitable[bool]]
-EventType = type[Message] | type[Action] | type[Reaction] | type[Activity]
+EventType = type[Message] | type[Action] | type[Reaction] | type[Activity] | type[MessageEdited] | type[MessageDeleted]
 _HOOK_NAMES: dict[type, str] = {
     Message: "on_message",
     Action: "on_action",
     Reaction: "on_reaction",
     Activity: "on_activity",
+    MessageEdited: "on_message_edited",
+    MessageDeleted: "on_message_deleted",
 }
 # Where commands appear in /help and on the platforms: the order of the catalogue, whoever declares them.
 _CATALOGUE_ORDER = {spec.name: index for index, spec in enumerate(COMMANDS)}
@@ -74,6 +76,7 @@ class Chorus:
         router = self.router
         router.message_handler = router.action_handler = self._on_event
         router.reaction_handler = router.activity_handler = self._on_event
+        router.edit_handler = router.delete_handler = self._on_event
         # Runs a Draft through the generator with streaming, queue notes and the result's buttons (create, refine
         # and drops all generate through it).
         self.studio = Studio(self)

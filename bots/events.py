@@ -101,6 +101,33 @@ class Action:
 
 
 @dataclass(frozen=True)
+class MessageEdited:
+    """A person changed the text of a message they had posted. `text` is the new text, read as the adapter reads a
+    new Message (Chorus' mention removed, platform markup as shown). Edits of Chorus' own messages never arrive."""
+
+    conversation: Conversation
+    user: User
+    message_ref: str
+    text: str
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+# Who deleted a message, or whose it was, when the platform does not say (Discord never does).
+UNKNOWN_USER = User(id="", name="someone")
+
+
+@dataclass(frozen=True)
+class MessageDeleted:
+    """A message was deleted, by its author or a moderator. `user` is its author where the platform says so (Slack),
+    else UNKNOWN_USER."""
+
+    conversation: Conversation
+    message_ref: str
+    user: User = UNKNOWN_USER
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Activity:
     """A channel message that was not addressed to Chorus. Only counted (hour × weekday), never stored as text.
 
@@ -115,4 +142,4 @@ class Activity:
     extras: Mapping[str, Any] = field(default_factory=dict)
 
 
-Event = Command | Message | Reaction | Action | Activity
+Event = Command | Message | Reaction | Action | Activity | MessageEdited | MessageDeleted

@@ -48,6 +48,14 @@ class Plugin:
         """An emoji added or removed on a message. True if this feature handled it."""
         return False
 
+    async def on_message_edited(self, ctx: Context) -> bool:
+        """A person changed the text of a message they posted earlier. True if this feature handled it."""
+        return False
+
+    async def on_message_deleted(self, ctx: Context) -> bool:
+        """A message was deleted. True if this feature handled it."""
+        return False
+
     async def on_activity(self, ctx: Context) -> bool:
         """Channel activity (any message, even ones not for Chorus), for features that count it."""
         return False

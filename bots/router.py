@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bots.errors import UserError
-from bots.events import Action, Activity, Command, Event, Message, Reaction
+from bots.events import Action, Activity, Command, Event, Message, MessageDeleted, MessageEdited, Reaction
 from bots.parsing import did_you_mean
 from bots.reply import Reply, Responder
 from generation.moderation import Blocklist
@@ -224,6 +224,8 @@ class Router:
         self.action_handler: Handler | None = None
         self.reaction_handler: Handler | None = None
         self.activity_handler: Handler | None = None
+        self.edit_handler: Handler | None = None
+        self.delete_handler: Handler | None = None
 
     async def dispatch(self, event: Event, responder: Responder, app: Any) -> None:
         ctx = Context(event=event, responder=responder, app=app)
@@ -247,6 +249,8 @@ class Router:
             Action: self.action_handler,
             Reaction: self.reaction_handler,
             Activity: self.activity_handler,
+            MessageEdited: self.edit_handler,
+            MessageDeleted: self.delete_handler,
         }.get(type(event))
         if handler is not None:
             await handler(ctx)

@@ -372,6 +372,7 @@ BRAINSTORM_OPEN, BRAINSTORM_CLOSED = "open", "closed"
 STARTED = "brainstorms started"  # what /forget and /mydata call the sessions a person started
 # A session whose starter was forgotten keeps this in place of their topic.
 FORGOTTEN_TOPIC = "(a forgotten topic)"
+IDEA_WITHDRAWN = "withdrawn"
 
 
 class BrainstormSession(Base):
@@ -425,7 +426,8 @@ class BrainstormIdea(Base):
     user_id: Mapped[str] = mapped_column(CleanString(255))
     user_name: Mapped[str] = mapped_column(CleanString(255))
     text: Mapped[str] = mapped_column(CleanText)
-    # "person" for what people posted, "seed" and "yes-and" for Chorus' own ideas.
+    # "person" for what people posted, "seed" and "yes-and" for Chorus' own ideas, IDEA_WITHDRAWN for a person's idea
+    # whose message was deleted: the row keeps only its number (so no later idea takes it) and its message id.
     source: Mapped[str] = mapped_column(CleanString(16))
     message_ref: Mapped[str | None] = mapped_column(CleanString(255))
     # A near-duplicate points at the idea it was merged into; its author is credited there.
@@ -679,11 +681,36 @@ class BrainstormStore:
                 update(BrainstormIdea).where(BrainstormIdea.id == idea_id).values(message_ref=message_ref)
             )
 
+    async def edit_idea(self, idea_id: int, text: str, user: User | None = None) -> None:
+        """Give an idea its author's corrected text; with `user`, a withdrawn idea comes back as theirs (its message
+        was edited back into an idea), with its old number and no votes."""
+        values: dict[str, Any] = {"text": text}
+        if user is not None:
+            values.update(source="person", user_id=user.id, user_name=user.name)
+        async with self._session() as session, session.begin():
+            await session.execute(update(BrainstormIdea).where(BrainstormIdea.id == idea_id).values(**values))
+
+    async def withdraw_idea(self, idea_id: int) -> None:
+        """Its author took the idea back (deleted its message): its votes go, its text and author are forgotten,
+        ideas merged into it stand alone again. The row stays, so its number is never given to another idea."""
+        async with self._session() as session, session.begin():
+            await session.execute(delete(BrainstormVote).where(BrainstormVote.idea_id == idea_id))
+            await session.execute(
+                update(BrainstormIdea).where(BrainstormIdea.merged_into == idea_id).values(merged_into=None)
+            )
+            await session.execute(
+                update(BrainstormIdea)
+                .where(BrainstormIdea.id == idea_id)
+                .values(source=IDEA_WITHDRAWN, text="", user_id="", user_name="", merged_into=None)
+            )
+
     async def ideas(self, brainstorm_id: int) -> list[IdeaRecord]:
-        """All ideas of a session, by number."""
+        """All ideas of a session, by number (withdrawn ones left out)."""
         async with self._session() as session:
             rows = await session.scalars(
-                select(BrainstormIdea).where(BrainstormIdea.session_id == brainstorm_id).order_by(BrainstormIdea.number)
+                select(BrainstormIdea)
+                .where(BrainstormIdea.session_id == brainstorm_id, BrainstormIdea.source != IDEA_WITHDRAWN)
+                .order_by(BrainstormIdea.number)
             )
             return [_idea_record(row) for row in rows]
 
@@ -703,7 +730,7 @@ class BrainstormStore:
     async def find_idea(
         self, brainstorm_id: int, *, number: int | None = None, message_ref: str | None = None
     ) -> IdeaRecord | None:
-        """An idea of this session by its number or by the platform message that shows it."""
+        """An idea of this session by its number or by the platform message that shows it (withdrawn ones too)."""
         statement = select(BrainstormIdea).where(BrainstormIdea.session_id == brainstorm_id)
         if number is not None:
             statement = statement.where(BrainstormIdea.number == number)

@@ -806,6 +806,27 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_CREATE", message)
         return message
 
+    async def edit_message(self, message_id: str, content: str) -> dict[str, Any]:
+        """Its author edits a message: the stored message takes the new content, and the gateway sends MESSAGE_UPDATE
+        with the whole message, `edited_timestamp` set, and the same extra fields as MESSAGE_CREATE (guild_id,
+        member), as Discord's Gateway Events reference describes Message Update. Also what Discord sends after Chorus
+        edits one of its own posts."""
+        message = self.messages[message_id]
+        message.update(content=content, edited_timestamp=_now_iso())
+        update = {**message, "guild_id": message.get("guild_id", GUILD_ID)}
+        if str(message["author"]["id"]) != BOT_ID:
+            update["member"] = {"roles": [], "joined_at": _now_iso(), "deaf": False, "mute": False, "flags": 0}
+        await self.dispatch("MESSAGE_UPDATE", update)
+        return update
+
+    async def delete_message(self, message_id: str) -> None:
+        """A message is deleted (by its author or a moderator): MESSAGE_DELETE carries only `id`, `channel_id` and
+        `guild_id` (Gateway Events: Message Delete), never who deleted it or whose it was."""
+        message = self.messages.pop(message_id)
+        await self.dispatch(
+            "MESSAGE_DELETE", {"id": message_id, "channel_id": message["channel_id"], "guild_id": GUILD_ID}
+        )
+
     async def react(self, message_id: str, emoji: str, *, user_id: str = "940000000000000001") -> None:
         await self.dispatch(
             "MESSAGE_REACTION_ADD",

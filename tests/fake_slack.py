@@ -698,6 +698,47 @@ def message_event(
     return event
 
 
+def message_changed_event(original: Mapping[str, Any], text: str) -> dict:
+    """Slack's `message` event with subtype `message_changed` for an edit of `original` (a `message_event`), as
+    docs.slack.dev/reference/events/message/message_changed shows it: hidden, stamped with the edit's own `ts`, the
+    message as it is now in `message` (its original `ts`, `thread_ts` for a thread reply, and `edited`) and the one
+    before in `previous_message`. Slack sends it for edits of thread replies too, under the same message.* events."""
+    edited_at = f"{time.time():.6f}"
+    keep = ("type", "user", "ts", "thread_ts", "parent_user_id", "bot_id", "team")
+    before = {key: original[key] for key in (*keep, "text") if key in original}
+    now = {key: original[key] for key in keep if key in original}
+    now.update(text=text, edited={"user": original.get("user", ""), "ts": edited_at})
+    return {
+        "type": "message",
+        "subtype": "message_changed",
+        "hidden": True,
+        "message": now,
+        "previous_message": before,
+        "channel": original["channel"],
+        "channel_type": original.get("channel_type", "channel"),
+        "ts": edited_at,
+        "event_ts": edited_at,
+    }
+
+
+def message_deleted_event(original: Mapping[str, Any]) -> dict:
+    """Slack's `message` event with subtype `message_deleted` (docs.slack.dev/reference/events/message/
+    message_deleted): hidden, the deleted message's `ts` as `deleted_ts`, the message itself in `previous_message`."""
+    deleted_at = f"{time.time():.6f}"
+    keep = ("type", "user", "text", "ts", "thread_ts", "parent_user_id", "bot_id", "team")
+    return {
+        "type": "message",
+        "subtype": "message_deleted",
+        "hidden": True,
+        "channel": original["channel"],
+        "channel_type": original.get("channel_type", "channel"),
+        "ts": deleted_at,
+        "deleted_ts": original["ts"],
+        "event_ts": deleted_at,
+        "previous_message": {key: original[key] for key in keep if key in original},
+    }
+
+
 def reaction_event(reaction: str, channel: str, ts: str, *, user: str = "U0BOB", added: bool = True) -> dict:
     return {
         "type": "reaction_added" if added else "reaction_removed",

@@ -13,7 +13,7 @@ import math
 import re
 import zlib
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from adapters.terminal.translate import CONVERSATION, terminal_user, to_event
 from bots.app import Chorus
 from bots.brainstorm.clustering import cluster, merge_duplicates
 from bots.brainstorm.feature import is_throwaway
-from bots.events import Action, Command, Conversation, Reaction, User
+from bots.events import Action, Command, Conversation, Message, MessageDeleted, MessageEdited, Reaction, User
 from bots.reply import Reply
 from bots.store import Store
 from chorus.compose import build_chorus
@@ -1319,3 +1319,189 @@ async def test_ideas_that_fall_into_no_groups_are_listed_together_and_the_post_s
     assert f"\n1. All ideas (no clear groups yet) — {len(unrelated)} ideas, 0 votes\n" in text
     assert "These ideas do not fall into clear groups yet" in text
     assert "2. " not in text
+
+
+# -- edited and deleted idea messages -------------------------------------------------------------------------------
+
+
+async def _idea(bot: ThreadBot, text: str, user: str, ref: str) -> list[Reply]:
+    """A thread message from `user` with its platform message id, as Discord and Slack deliver ideas."""
+    before = len(bot.responder.replies)
+    await bot.chorus.handle(Message(bot.conversation, User(user, user), text, message_ref=ref), bot.responder)
+    return bot.responder.replies[before:]
+
+
+async def _edit(bot: ThreadBot, ref: str, text: str, user: str) -> list[Reply]:
+    before = len(bot.responder.replies)
+    await bot.chorus.handle(MessageEdited(bot.conversation, User(user, user), ref, text), bot.responder)
+    return bot.responder.replies[before:]
+
+
+async def _delete(bot: ThreadBot, ref: str) -> list[Reply]:
+    before = len(bot.responder.replies)
+    await bot.chorus.handle(MessageDeleted(bot.conversation, ref), bot.responder)
+    return bot.responder.replies[before:]
+
+
+def _themes(bot: ThreadBot, round_title: str) -> str:
+    return reply_text(next(reply for _, reply in _posts(bot).posts if reply.title == round_title))
+
+
+async def test_an_idea_edited_while_its_round_is_open_shows_its_new_text_and_later_edits_change_nothing(
+    bot: ThreadBot,
+) -> None:
+    await bot.say("/brainstorm the offsite --rounds 2")
+    assert "Idea #5 noted" in _all_text(await _idea(bot, "kayking on the lak", "bob", "m-bob"))
+    await bot.say("v 5", as_user="carol")
+    # Before: the edit was never seen, and Themes and the summary kept the typo.
+    assert await _edit(bot, "m-bob", "kayaking on the lake with a guide", "bob") == []  # the thread stays quiet
+    await bot.say("n", as_user="bob")
+    assert "#5 kayaking on the lake with a guide — bob · 1 vote" in _themes(bot, "Themes — round 1 of 2")
+    # Round 1 is over: its themes stand, and an edit now changes nothing (and is no error either).
+    assert await _edit(bot, "m-bob", "a boat trip", "bob") == []
+    # Edits of messages that are not ideas, and of Chorus' own idea messages, are left alone.
+    seed = (await bot.store.ideas(1))[0]
+    assert seed.message_ref is not None
+    assert await _edit(bot, seed.message_ref, "something else", "chorus") == []
+    assert await _edit(bot, "m-chat", "just chatting", "dan") == []
+    await bot.say("w")
+    summary = reply_text(next(r for _, r in _posts(bot).posts if r.title.startswith("Brainstorm summary")))
+    assert "kayaking on the lake with a guide" in summary and "kayking" not in summary and "a boat trip" not in summary
+    assert (await bot.store.find_idea(1, number=1)) == seed
+
+
+async def test_a_deleted_idea_is_withdrawn_with_its_votes_and_the_other_ideas_keep_their_numbers(
+    bot: ThreadBot,
+) -> None:
+    await bot.say("/brainstorm the offsite --rounds 2")
+    await _idea(bot, "kayaking on the lake", "bob", "m-bob")
+    await _idea(bot, "a pasta cooking class", "carol", "m-carol")
+    await bot.say("v 5", as_user="dan")
+    # Before: the idea stayed, with its vote, in Themes and the summary although its author deleted it.
+    assert await _delete(bot, "m-bob") == []
+    assert await bot.store.voters(1) == {}
+    assert [idea.number for idea in await bot.store.ideas(1) if idea.source == "person"] == [6]
+    refused = await bot.one("v 5", as_user="dan")
+    assert reply_text(refused) == "Idea #5 was withdrawn (its message was deleted or emptied), so it takes no votes."
+    react = Reaction(bot.conversation, User("dan", "dan"), "m-bob", "👍")
+    await bot.chorus.handle(react, bot.responder)
+    assert await bot.store.voters(1) == {}
+    # The next idea is #7: #5 is never given to another idea, so "v 5" cannot land on the wrong one.
+    assert "Idea #7 noted" in _all_text(await _idea(bot, "yoga on the beach", "dan", "m-dan"))
+    await bot.say("n", as_user="bob")
+    themes = _themes(bot, "Themes — round 1 of 2")
+    assert "#6 a pasta cooking class" in themes and "#7 yoga on the beach" in themes
+    assert "kayaking" not in themes and "#5" not in themes
+    # After its round ended, deleting an idea's message leaves the idea in place.
+    assert await _delete(bot, "m-carol") == []
+    assert [idea.number for idea in await bot.store.ideas(1) if idea.source == "person"] == [6, 7]
+
+
+async def test_an_edit_that_leaves_no_idea_withdraws_it_and_an_edit_back_restores_it(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm the offsite")
+    await _idea(bot, "kayaking on the lake", "bob", "m-bob")
+    await bot.say("v 5", as_user="carol")
+    assert await _edit(bot, "m-bob", "  ", "bob") == []
+    assert not [idea for idea in await bot.store.ideas(1) if idea.number == 5] and await bot.store.voters(1) == {}
+    assert await _edit(bot, "m-bob", "lol", "bob") == []  # still no idea
+    assert not [idea for idea in await bot.store.ideas(1) if idea.number == 5]
+    assert await _edit(bot, "m-bob", "canoeing on the lake", "bob") == []
+    back = await bot.store.find_idea(1, number=5)
+    assert back is not None and (back.text, back.user.name, back.source) == ("canoeing on the lake", "bob", "person")
+    assert await bot.store.voters(1) == {}  # votes given to the withdrawn idea do not come back
+
+
+async def test_an_edit_that_could_not_be_an_idea_is_refused_and_the_idea_keeps_its_text(tmp_path: Path) -> None:
+    bot = await _bot(settings_for(tmp_path, CHORUS_MODERATION__BLOCKLIST='["darn"]'))
+    try:
+        await bot.say("/brainstorm the offsite")
+        await _idea(bot, "kayaking on the lake", "bob", "m-bob")
+        blocked = await _edit(bot, "m-bob", "kayaking on the darn lake", "bob")
+        assert [reply_text(r) for r in blocked] == [
+            "Your edit of idea #5 was not taken: it contains a blocked word ('darn'). #5 keeps its earlier text."
+        ]
+        long = await _edit(bot, "m-bob", "kayaking on the lake " * 200, "bob")
+        assert "can be at most 4000. #5 keeps its earlier text." in reply_text(long[0])
+        idea = await bot.store.find_idea(1, number=5)
+        assert idea is not None and idea.text == "kayaking on the lake"
+    finally:
+        await bot.chorus.close()
+
+
+# -- a brainstorm left without its thread ---------------------------------------------------------------------------
+
+
+async def _left_without_a_thread(settings: Settings) -> None:
+    """What a process that died between storing a brainstorm and opening its thread leaves in the store: the session,
+    open, its kickoff perhaps posted, no thread."""
+    store = Store(settings.store_url)
+    await store.start()
+    try:
+        session = await store.create_brainstorm(
+            CONVERSATION, User("alice", "alice"), topic="the offsite", rounds=2, minutes=0.01,
+            deadline=datetime.now(UTC) - timedelta(seconds=1),
+        )  # fmt: skip
+        await store.update_brainstorm(session.id, kickoff_ref="kickoff-1")
+    finally:
+        await store.close()
+
+
+async def test_a_brainstorm_whose_process_died_before_its_thread_opened_is_ended_after_a_restart(
+    settings: Settings,
+) -> None:
+    await _left_without_a_thread(settings)
+    store = Store(settings.store_url)
+    await store.start()
+    chorus = build_chorus(settings, store, FakeGenerator(script), embedder=WordEmbedder(), drops=False)
+    assert chorus.brainstorms is not None
+    chorus.brainstorms.orphan_after = timedelta(0)  # the session is long past the moment a start takes
+    publisher = Publisher()
+    try:
+        await chorus.attach_publisher(publisher)
+        # Before: its timer failed with "nowhere to post" every minute, and the channel refused new brainstorms
+        # until someone typed /brainstorm end.
+        await wait_until(lambda: publisher.posts)
+        channel, note = publisher.posts[0]
+        assert channel == CONVERSATION
+        assert reply_text(note) == (
+            "The brainstorm on “the offsite” was cut off by a restart before its thread opened, so it has been ended. "
+            "Start it again with /brainstorm the offsite."
+        )
+        assert await store.open_brainstorms() == []
+        bot = ThreadBot(chorus)
+        await bot.say("/brainstorm the offsite")
+        started = await store.open_brainstorms()
+        assert len(started) == 1 and started[0].conversation.thread is not None
+    finally:
+        await chorus.close()
+
+
+async def test_a_brainstorm_left_without_a_thread_does_not_block_a_new_one(bot: ThreadBot) -> None:
+    await _left_without_a_thread(bot.chorus.settings)  # another process sharing the database died starting it
+    assert bot.chorus.brainstorms is not None
+    bot.chorus.brainstorms.orphan_after = timedelta(0)
+    replies = await bot.say("/brainstorm a name for the cafe")
+    assert "already running" not in _all_text(replies)
+    [running] = await bot.store.open_brainstorms()
+    assert running.topic == "a name for the cafe" and running.conversation.thread is not None
+
+
+async def test_a_brainstorm_being_started_is_not_taken_for_one_left_without_a_thread(bot: ThreadBot) -> None:
+    """A reconnect (the publisher attached again) while a kickoff is still being posted leaves that start alone."""
+    assert bot.chorus.brainstorms is not None
+    bot.chorus.brainstorms.orphan_after = timedelta(0)
+    release = asyncio.Event()
+    open_thread = bot.responder.open_thread
+
+    async def slow_thread(message_ref: str, name: str) -> tuple[str, object]:
+        await release.wait()
+        return await open_thread(message_ref, name)
+
+    bot.responder.open_thread = slow_thread  # type: ignore[method-assign]
+    starting = asyncio.create_task(bot.say("/brainstorm the offsite"))
+    await wait_until(lambda: bot.responder.replies)  # the kickoff is out; the thread is not open yet
+    await bot.chorus.attach_publisher(Publisher())
+    release.set()
+    await starting
+    [running] = await bot.store.open_brainstorms()
+    assert running.conversation.thread is not None and running.is_open

@@ -11,11 +11,15 @@ from typing import Any
 
 import pytest
 from fake_discord import BOT_ID, CHANNEL_ID, GUILD_ID, Recorded, user_payload
+from fake_slack import BOT_ID as SLACK_BOT_ID
+from fake_slack import BOT_USER as SLACK_BOT_USER
 from fake_slack import (
     FakeSlack,
     block_actions,
     event_callback,
     find_element,
+    message_changed_event,
+    message_deleted_event,
     message_event,
     reaction_event,
     slash_body,
@@ -469,3 +473,112 @@ async def test_slack_ideas_are_credited_by_id_when_names_cannot_be_looked_up(sla
     await slack.event(event_callback(message_event("the early bird", user="U0BOB", thread_ts=thread)))
     await wait_until(lambda: any("Idea #6 noted" in text for text in _ephemerals(fake, "U0BOB")))
     assert len(fake.calls_to("users.info")) == 1  # a failed look-up is not repeated at every message
+
+
+async def test_slack_an_edited_idea_takes_its_new_text_and_a_deleted_one_is_withdrawn(slack: SlackChorus) -> None:
+    fake = slack.fake
+    await slack.slash(slash_body("/brainstorm", "the team offsite --minutes 30"))
+    await wait_until(lambda: len(fake.answered("chat.postMessage")) == 1 + SEEDS)
+    posts = fake.answered("chat.postMessage")
+    thread = posts[0].response["ts"]
+    bob = message_event("kayking on the lak", user="U0BOB", ts="1800000000.000201", thread_ts=thread)
+    carol = message_event("a pasta cooking class", user="U0CAROL", ts="1800000000.000202", thread_ts=thread)
+    for said, number in ((bob, 5), (carol, 6)):
+        await slack.event(event_callback(said))
+        await wait_until(
+            lambda n=number: any(f"Idea #{n} noted" in c.body["text"] for c in fake.answered("chat.postEphemeral"))
+        )
+    await slack.event(event_callback(reaction_event("+1", SLACK_CHANNEL, carol["ts"], user="U0ALICE")))
+    await slack.idle()
+    session = (await slack.bot.store.open_brainstorms())[0]
+    await wait_until(lambda: slack.bot.store.voters(session.id))
+    said_before = len(fake.answered("chat.postMessage")) + len(fake.answered("chat.postEphemeral"))
+
+    # Before: Slack's message_changed and message_deleted events were dropped, and the typo and the regretted
+    # idea (with its vote) went into Themes and the summary.
+    await slack.event(event_callback(message_changed_event(bob, "kayaking on the lake with a guide")))
+    await slack.event(event_callback(message_deleted_event(carol)))
+    # Chorus' own posts are edited all the time (streaming); Slack reports those too, and they mean nothing.
+    seed = fake.messages[(SLACK_CHANNEL, posts[1].response["ts"])]
+    own = {**seed, "user": SLACK_BOT_USER, "bot_id": SLACK_BOT_ID, "channel": SLACK_CHANNEL, "thread_ts": thread}
+    await slack.event(event_callback(message_changed_event(own, "Seed idea #1: rewritten")))
+
+    async def settled() -> bool:
+        ideas = {idea.number: idea.text for idea in await slack.bot.store.ideas(session.id)}
+        return ideas.get(5) == "kayaking on the lake with a guide" and 6 not in ideas
+
+    await wait_until(settled)
+    await slack.idle()
+    assert await slack.bot.store.voters(session.id) == {}
+    seed_idea = await slack.bot.store.find_idea(session.id, number=1)
+    assert seed_idea is not None and "rewritten" not in seed_idea.text
+    # The thread stays quiet: nothing posted, publicly or privately, for an edit or a deletion.
+    assert len(fake.answered("chat.postMessage")) + len(fake.answered("chat.postEphemeral")) == said_before
+
+    before = len(fake.answered("chat.postMessage"))
+    kickoff = _slack_message(fake, posts[0])
+    await slack.interact(block_actions(kickoff, find_element(kickoff, "chorus:brainstorm_next"), user="U0BOB"))
+    await wait_until(lambda: any("Round 2 of 2 is open" in c.body["text"] for c in fake.answered("chat.postMessage")))
+    posted = fake.answered("chat.postMessage")[before:]
+    themes = next(block_texts(c.body["blocks"]) for c in posted if "Themes — round 1 of 2" in c.body["text"])
+    assert "#5 kayaking on the lake with a guide — bob" in themes
+    assert "pasta" not in themes and "#6" not in themes
+
+
+async def test_discord_an_edited_idea_takes_its_new_text_and_a_deleted_one_is_withdrawn(discord_bot: Harness) -> None:
+    bot = discord_bot
+    kickoff_id, thread = await _start_discord_session(bot)
+    bob = await bot.fake.user_message("kayking on the lak", user=BOB, channel_id=thread)
+    await wait_until(lambda: any("Idea #5 noted" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
+    carol = await bot.fake.user_message("a pasta cooking class", user=CAROL, channel_id=thread)
+    await wait_until(lambda: any("Idea #6 noted" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
+    await _react(bot, carol, "👍", ALICE)
+    await _wait_votes(bot, {6: 1})
+    said_before = len(_thread_posts(bot.fake, thread))
+
+    # Before: MESSAGE_UPDATE and MESSAGE_DELETE were never looked at, and the typo and the regretted idea (with its
+    # vote) went into Themes and the summary.
+    await bot.fake.edit_message(bob["id"], "kayaking on the lake with a guide")
+    await bot.fake.delete_message(carol["id"])
+    # Chorus edits its own posts all the time (streaming); Discord reports those too, and they mean nothing.
+    seed_id = next(_id for _id, m in bot.fake.messages.items() if m["channel_id"] == thread)
+    await bot.fake.edit_message(seed_id, "Seed idea #1: rewritten")
+    session = (await bot.chorus.store.open_brainstorms())[0]
+
+    async def settled() -> bool:
+        ideas = {idea.number: idea.text for idea in await bot.chorus.store.ideas(session.id)}
+        return ideas.get(5) == "kayaking on the lake with a guide" and 6 not in ideas
+
+    await wait_until(settled)
+    assert await _votes(bot, 6) == 0
+    seed = await bot.chorus.store.find_idea(session.id, number=1)
+    assert seed is not None and "rewritten" not in seed.text
+    assert len(_thread_posts(bot.fake, thread)) == said_before  # the thread stays quiet
+
+    kickoff = bot.fake.messages[kickoff_id]
+    await _click(bot, kickoff, _button(kickoff, "brainstorm_next"), BOB)
+    await wait_until(lambda: any("Round 2 of 2 is open" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
+    themes = next(_text(r.body) for r in _thread_posts(bot.fake, thread) if "Themes — round 1 of 2" in _text(r.body))
+    assert "#5 kayaking on the lake with a guide — bob" in themes
+    assert "pasta" not in themes and "#6" not in themes
+
+
+async def test_discord_without_the_message_content_intent_an_edit_with_withheld_content_keeps_the_idea(
+    tmp_path: Path,
+) -> None:
+    bot = await _discord(tmp_path)  # message_content_intent = false, the default
+    try:
+        _, thread = await _start_discord_session(bot)
+        said = await bot.fake.user_message(
+            f"<@{BOT_ID}> kayaking on the lake", user=BOB, channel_id=thread, mention=True
+        )
+        await wait_until(lambda: any("Idea #5 noted" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
+        # The edit drops the mention, so Discord withholds its content: "" is not the person clearing the idea.
+        await bot.fake.edit_message(said["id"], "")
+        await _react(bot, said, "👍", ALICE)  # dispatched after the edit: a withdrawn idea would take no vote
+        await _wait_votes(bot, {5: 1})
+        session = (await bot.chorus.store.open_brainstorms())[0]
+        idea = await bot.chorus.store.find_idea(session.id, number=5)
+        assert idea is not None and (idea.source, idea.text) == ("person", "kayaking on the lake")
+    finally:
+        await stop_harness(bot)

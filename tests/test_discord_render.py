@@ -29,9 +29,11 @@ from adapters.discord.translate import (
     to_action,
     to_command,
     to_message,
+    to_message_deletes,
+    to_message_edit,
     to_reaction,
 )
-from bots.events import Action, Activity, Command, Conversation, Message, Reaction
+from bots.events import UNKNOWN_USER, Action, Activity, Command, Conversation, Message, MessageEdited, Reaction
 from bots.feedback import result_actions
 from bots.reply import Reply, ReplyAction
 
@@ -124,6 +126,26 @@ def test_messages_addressed_to_chorus_are_messages_and_the_rest_activity() -> No
     assert isinstance(chatter, Activity) and chatter.text == "lunch?"  # kept only as word counts, if opted in
     assert to_message(_message("beep", author={**BOT_USER, "id": "5"}), bot_id=BOT_ID) is None
     assert to_message(_message("", type=7), bot_id=BOT_ID) is None  # a member joined
+
+
+def test_an_edit_is_the_new_content_read_as_a_new_message_and_a_deletion_names_only_the_message() -> None:
+    edited = to_message_edit(
+        _message(f"<@{BOT_ID}> kayaking & a picnic", mentions=[BOT_USER]), bot_id=BOT_ID, thread_parent="123"
+    )
+    assert isinstance(edited, MessageEdited) and edited.text == "kayaking & a picnic" and edited.message_ref == "66"
+    assert edited.conversation.thread == CHANNEL_ID and edited.user.name == "alice"
+    # Chorus' own posts (it edits them while it streams), updates without content (an embed unfurled), and, without
+    # the Message Content intent, a guild message's content that Discord withheld say nothing of an idea's text.
+    assert to_message_edit(_message("Seed idea #1", author=BOT_USER), bot_id=BOT_ID) is None
+    partial = {key: value for key, value in _message("x").items() if key != "content"}
+    assert to_message_edit(partial, bot_id=BOT_ID) is None
+    assert to_message_edit(_message(""), bot_id=BOT_ID, content_intent=False) is None
+    cleared = to_message_edit(_message(""), bot_id=BOT_ID, content_intent=True)
+    assert isinstance(cleared, MessageEdited) and cleared.text == ""
+    [deleted] = to_message_deletes({"id": "66", "channel_id": CHANNEL_ID, "guild_id": GUILD_ID}, thread_parent="123")
+    assert deleted.message_ref == "66" and deleted.user == UNKNOWN_USER and deleted.conversation.thread == CHANNEL_ID
+    bulk = to_message_deletes({"ids": ["66", "67"], "channel_id": CHANNEL_ID, "guild_id": GUILD_ID})
+    assert [event.message_ref for event in bulk] == ["66", "67"]
 
 
 def test_mentions_and_custom_emoji_in_a_message_reach_the_core_as_people_saw_them() -> None:

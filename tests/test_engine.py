@@ -877,8 +877,19 @@ async def test_a_command_preempts_a_drop_which_then_continues_exactly(embedded_s
         command_first, command_last = names.index("command"), len(names) - 1 - names[::-1].index("command")
         assert "drop" in names[:command_first] and "drop" in names[command_last + 1 :]
         assert set(names[command_first : command_last + 1]) == {"command"}
-        # The drop was paused, recomputed its cache, and went on to produce the same greedy text as alone.
-        assert recorder.text("drop") == alone
+        # The drop was paused, recomputed its cache, and went on from where it stopped: nothing lost or repeated. In
+        # float32 that is the same greedy text as alone. In bfloat16 a cache recomputed by a prompt slice is not
+        # bit-identical to one built a token at a time where the CPU runs the two shapes on different kernels (AMX
+        # tiles for a slice, AVX-512 for one row on a Sapphire Rapids VM), so the greedy text may part from the
+        # uninterrupted one after the pause; everything it wrote before the pause is kept as it was.
+        before_pause = "".join(
+            chunk.text
+            for name, chunk in recorder.timeline[: [n for n, _ in recorder.timeline].index("command")]
+            if name == "drop"
+        )
+        assert before_pause and alone.startswith(before_pause)
+        if dtype == "float32":
+            assert recorder.text("drop") == alone
         assert recorder.finish("drop") == "length" and drop_chunks[-1].tokens == 24
         assert not any(c.queue_position for c in drop_chunks), "a paused request shows no queue position"
     finally:

@@ -173,3 +173,7 @@ def test_the_manifest_users_paste_matches_the_commands_and_listeners() -> None:
     assert {"message.channels", "message.im", "reaction_added", "app_home_opened"} <= set(
         pasted["settings"]["event_subscriptions"]["bot_events"]
     )
+    # Edits and deletions (message_changed, message_deleted) are `message` events with a subtype: Slack delivers them
+    # under the same message.* subscriptions and *:history scopes, in public and private channels alike.
+    assert {"message.channels", "message.groups"} <= set(pasted["settings"]["event_subscriptions"]["bot_events"])
+    assert {"channels:history", "groups:history"} <= set(pasted["oauth_config"]["scopes"]["bot"])

@@ -20,12 +20,13 @@ from adapters.slack.translate import (
     to_action,
     to_command,
     to_message,
+    to_message_change,
     to_reaction,
     to_submission,
     unescape,
     unicode_emoji,
 )
-from bots.events import Action, Activity, Command, Conversation, Message
+from bots.events import UNKNOWN_USER, Action, Activity, Command, Conversation, Message, MessageDeleted, MessageEdited
 
 PAYLOADS = Path(__file__).with_name("slack_payloads")
 BOT = "U0BOT"
@@ -201,6 +202,37 @@ def test_other_channel_messages_are_activity_whose_text_only_topic_learning_may_
 @pytest.mark.parametrize("name", ["message_changed", "bot_message"])
 def test_edits_and_bot_posts_mean_nothing(name: str) -> None:
     assert to_message(payload(name), "T0001", BOT, ADMINS) is None
+
+
+def test_an_edit_is_the_new_text_of_the_message_read_as_a_new_message_is() -> None:
+    edited = to_message_change(payload("message_changed_in_thread"), "T0001", BOT, ADMINS, {})
+    assert isinstance(edited, MessageEdited)
+    assert edited.message_ref == "C2147483705:1700000800.000900"  # the message's own ts, not the edit's
+    assert edited.text == "kayaking on the lake & a picnic"  # Chorus' mention out, Slack's escapes undone
+    assert edited.conversation == Conversation("slack", "T0001", "C2147483705", "1700000500.000600")
+    assert edited.user.id == "U0BOB"
+
+
+def test_a_deletion_names_the_deleted_message_and_its_author() -> None:
+    deleted = to_message_change(payload("message_deleted"), "T0001", BOT, ADMINS)
+    assert isinstance(deleted, MessageDeleted)
+    assert deleted.message_ref == "C2147483705:1700000800.000900" and deleted.user.id == "U0BOB"
+    assert deleted.conversation.thread == "1700000500.000600"
+    bare = {key: value for key, value in payload("message_deleted").items() if key != "previous_message"}
+    unknown = to_message_change(bare, "T0001", BOT, ADMINS)
+    assert isinstance(unknown, MessageDeleted) and unknown.user == UNKNOWN_USER
+
+
+def test_edits_of_chorus_own_or_bot_messages_and_changes_that_keep_the_text_mean_nothing() -> None:
+    event = payload("message_changed_in_thread")
+    own = {**event, "message": {**event["message"], "user": BOT}}
+    bot = {**event, "message": {**event["message"], "bot_id": "B0OTHER"}}
+    unfurl = {**event, "previous_message": {**event["previous_message"], "text": event["message"]["text"]}}
+    for change in (own, bot, unfurl):
+        assert to_message_change(change, "T0001", BOT, ADMINS) is None
+    chorus_deleted = {**payload("message_deleted"), "previous_message": {"user": BOT, "ts": "1.2"}}
+    assert to_message_change(chorus_deleted, "T0001", BOT, ADMINS) is None
+    assert to_message_change(payload("message_channel"), "T0001", BOT, ADMINS) is None  # not a change at all
 
 
 def test_chorus_own_messages_mean_nothing() -> None:

@@ -52,6 +52,8 @@ from adapters.discord.translate import (
     to_action,
     to_command,
     to_message,
+    to_message_deletes,
+    to_message_edit,
     to_reaction,
     to_remix_command,
 )
@@ -388,6 +390,9 @@ class DiscordAdapter:
             "MESSAGE_CREATE": self._on_raw_message,
             "MESSAGE_REACTION_ADD": lambda data: self._on_raw_reaction(data, True),
             "MESSAGE_REACTION_REMOVE": lambda data: self._on_raw_reaction(data, False),
+            "MESSAGE_UPDATE": self._on_raw_edit,
+            "MESSAGE_DELETE": self._on_raw_delete,
+            "MESSAGE_DELETE_BULK": self._on_raw_delete,
         }.get(name)
 
         def guarded(data: Any) -> None:
@@ -690,6 +695,29 @@ class DiscordAdapter:
             return
         guild_id = int(data["guild_id"]) if data.get("guild_id") else None
         self._spawn(self._handle(event, ChannelResponder(self, int(data["channel_id"]), guild_id=guild_id)))
+
+    def _on_raw_edit(self, data: dict[str, Any]) -> None:
+        if self._stopping:
+            return
+        parent, _ = self._thread_of(str(data.get("channel_id", "")))
+        content_intent = self.section.message_content_intent
+        event = to_message_edit(data, bot_id=self._bot_id(), thread_parent=parent, content_intent=content_intent)
+        if event is None:
+            return
+        guild_id = int(data["guild_id"]) if data.get("guild_id") else None
+        author = int(event.user.id) if event.user.id.isdigit() else None
+        responder = ChannelResponder(
+            self, int(data["channel_id"]), reply_to=int(data["id"]), guild_id=guild_id, asker=author
+        )
+        self._spawn(self._handle(event, responder))
+
+    def _on_raw_delete(self, data: dict[str, Any]) -> None:
+        if self._stopping:
+            return
+        parent, _ = self._thread_of(str(data.get("channel_id", "")))
+        guild_id = int(data["guild_id"]) if data.get("guild_id") else None
+        for event in to_message_deletes(data, thread_parent=parent):
+            self._spawn(self._handle(event, ChannelResponder(self, int(data["channel_id"]), guild_id=guild_id)))
 
 
 async def run_discord(chorus: Chorus) -> int:

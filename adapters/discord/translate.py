@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bots.events import Action, Activity, Command, Conversation, Message, Reaction, User
+from bots.events import Action, Activity, Command, Conversation, Message, MessageDeleted, MessageEdited, Reaction, User
 
 PLATFORM = "discord"
 MANAGE_CHANNELS = 1 << 4
@@ -283,3 +283,36 @@ def to_reaction(
         added=added,
         extras={"payload": payload},
     )
+
+
+def to_message_edit(
+    payload: Mapping[str, Any], *, bot_id: str, thread_parent: str | None = None, content_intent: bool = True
+) -> MessageEdited | None:
+    """MESSAGE_UPDATE -> MessageEdited: a person's message with its new content, read as MESSAGE_CREATE reads it.
+
+    None for Chorus' own and other bots' messages (Chorus edits its posts while it streams), and for updates that
+    say nothing of the text: one without `content` (an embed unfurled; Discord may send a partial message), or, without
+    the Message Content intent, a guild message's empty content, which Discord withholds rather than the person
+    cleared."""
+    author = payload.get("author") or {}
+    if author.get("bot") or str(author.get("id")) == bot_id or payload.get("webhook_id"):
+        return None
+    if "content" not in payload or payload.get("type", 0) not in _USER_MESSAGE_TYPES or not payload.get("id"):
+        return None
+    if not payload["content"] and not content_intent and payload.get("guild_id"):
+        return None
+    return MessageEdited(
+        _message_conversation(payload, thread_parent),
+        to_user(payload),
+        str(payload["id"]),
+        _strip_mention(readable_content(payload, bot_id=bot_id), bot_id),
+        extras={"payload": payload},
+    )
+
+
+def to_message_deletes(payload: Mapping[str, Any], *, thread_parent: str | None = None) -> list[MessageDeleted]:
+    """MESSAGE_DELETE (`id`) or MESSAGE_DELETE_BULK (`ids`, a moderator's purge) -> one MessageDeleted each. Discord
+    says neither whose message it was nor who deleted it."""
+    ids = payload.get("ids") if "ids" in payload else [payload.get("id")]
+    conversation = _message_conversation(payload, thread_parent)
+    return [MessageDeleted(conversation, str(id_), extras={"payload": payload}) for id_ in ids or () if id_]

@@ -19,7 +19,7 @@ import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -46,6 +46,7 @@ from adapters.slack.responder import SlackOptions, SlackPublisher, SlackResponde
 from adapters.slack.translate import (
     ACTION_PREFIX,
     ASK_CALLBACK,
+    CHANGE_SUBTYPES,
     PLATFORM,
     REMIX_CALLBACK,
     REMIX_SHORTCUT,
@@ -56,18 +57,20 @@ from adapters.slack.translate import (
     to_action,
     to_command,
     to_message,
+    to_message_change,
     to_reaction,
     to_submission,
     unescape,
 )
 from bots.app import Chorus
 from bots.commands import COMMANDS
-from bots.events import Conversation, Event, Message
+from bots.events import Conversation, Event, Message, MessageEdited
 from bots.redelivery import deliver_undelivered
 from bots.reply import Reply
 from bots.shutdown import Draining
 
 _log = logging.getLogger(__name__)
+Named = TypeVar("Named", Message, MessageEdited)
 
 # What the bot token may do; the same list is in manifest.yaml and is asked for by the OAuth install.
 BOT_SCOPES = (
@@ -402,7 +405,7 @@ class SlackAdapter:
             self._remember_name(user_id, name)
         return "" if name == user_id else name
 
-    async def _named(self, message: Message, client: AsyncWebClient) -> Message:
+    async def _named(self, message: Named, client: AsyncWebClient) -> Named:
         """Message events carry only the user id: use the person's display name, else keep the id. Names credit
         ideas; a `<@id>` would ping the person instead."""
         user = message.user
@@ -544,6 +547,11 @@ class SlackAdapter:
         self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient, context: Any
     ) -> None:
         bot_user_id = context.get("bot_user_id") or self.bot_user_id
+        if event.get("subtype") in CHANGE_SUBTYPES:
+            team = str(body.get("team_id", ""))
+            if to_message_change(event, team, bot_user_id, self.admins) is not None:
+                self._handle_once(body, lambda: self._message_changed(event, team, bot_user_id, client))
+            return
         found = to_message(event, body.get("team_id", ""), bot_user_id, self.admins)
         if found is None:
             return
@@ -566,6 +574,21 @@ class SlackAdapter:
             return
         message = await self._named(found, client)
         await self.chorus.handle(message, self._responder(client, message, thread_ts=message.conversation.thread))
+
+    async def _message_changed(
+        self, event: dict[str, Any], team_id: str, bot_user_id: str, client: AsyncWebClient
+    ) -> None:
+        """An edited or deleted message. An edit in a thread (where brainstorm ideas are) reads its mentions and its
+        author by name, as a new message does; edits elsewhere cost no look-ups."""
+        change = to_message_change(event, team_id, bot_user_id, self.admins)
+        if isinstance(change, MessageEdited) and change.conversation.thread is not None:
+            text = str((event.get("message") or {}).get("text", ""))
+            names = await self._mention_names(text.replace(f"<@{bot_user_id}>", " ") if bot_user_id else text, client)
+            edited = to_message_change(event, team_id, bot_user_id, self.admins, names)
+            if isinstance(edited, MessageEdited):
+                change = await self._named(edited, client)
+        if change is not None:
+            await self.chorus.handle(change, self._responder(client, change, thread_ts=change.conversation.thread))
 
     async def _on_reaction(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
         reaction = to_reaction(event, body.get("team_id", ""), self.admins)

@@ -15,7 +15,19 @@ from typing import Any, TypedDict
 
 import emoji
 
-from bots.events import Action, Activity, Command, Conversation, Message, Reaction, User, plain_emoji
+from bots.events import (
+    UNKNOWN_USER,
+    Action,
+    Activity,
+    Command,
+    Conversation,
+    Message,
+    MessageDeleted,
+    MessageEdited,
+    Reaction,
+    User,
+    plain_emoji,
+)
 
 PLATFORM = "slack"
 ACTION_PREFIX = "chorus:"
@@ -24,6 +36,8 @@ REMIX_SHORTCUT = "chorus_remix"
 REMIX_CALLBACK = "chorus_remix_modal"
 # Message subtypes that are still a person writing; edits, joins, bot posts and the like are not.
 _PERSON_SUBTYPES = frozenset({"thread_broadcast", "file_share", "me_message"})
+# A message changed or deleted after it was posted: `message` events with these subtypes (see to_message_change).
+CHANGE_SUBTYPES = frozenset({"message_changed", "message_deleted"})
 
 Payload = Mapping[str, Any]
 
@@ -325,16 +339,67 @@ def to_message(
         return Activity(
             conversation, user, at=at, text=" ".join(unescape(text, names).split()), extras={"payload": event}
         )
-    if mention:
-        text = text.replace(mention, " ")
     return Message(
         conversation=conversation,
         user=user,
-        text=" ".join(unescape(text, names).split()),
+        text=_text_as_read(text, bot_user_id, names),
         reply_to=message_ref(channel, thread_ts) if in_thread and thread_ts else None,
         message_ref=message_ref(channel, ts),
         extras={"payload": event},
     )
+
+
+def _text_as_read(text: str, bot_user_id: str, names: Mapping[str, str] | None) -> str:
+    """A message's text as the core gets it: Chorus' mention removed, markup as shown, whitespace collapsed."""
+    if bot_user_id:
+        text = text.replace(f"<@{bot_user_id}>", " ")
+    return " ".join(unescape(text, names).split())
+
+
+def to_message_change(
+    event: Payload,
+    team_id: str,
+    bot_user_id: str,
+    admins: Collection[str],
+    names: Mapping[str, str] | None = None,
+) -> MessageEdited | MessageDeleted | None:
+    """A `message` event with subtype `message_changed` (the message as it is now in `message`, the one before in
+    `previous_message`) or `message_deleted` (`deleted_ts`, and `previous_message`): a person's message edited or
+    deleted. None for Chorus' own and other bots' messages, and for changes that leave the text as it was (a link
+    preview added, a reply counted under a thread's first message)."""
+    subtype = event.get("subtype")
+    channel = str(event.get("channel", ""))
+    before = event.get("previous_message") or {}
+    if subtype == "message_changed":
+        message = event.get("message") or {}
+        user_id = str(message.get("user", ""))
+        ts = str(message.get("ts", ""))
+        text = str(message.get("text", ""))
+        if message.get("subtype") not in (None, *_PERSON_SUBTYPES) or message.get("bot_id") or not user_id or not ts:
+            return None
+        if user_id == bot_user_id or ("text" in before and before.get("text") == text):
+            return None
+        return MessageEdited(
+            _change_conversation(team_id, channel, ts, message.get("thread_ts")),
+            slack_user(user_id, "", admins),
+            message_ref(channel, ts),
+            _text_as_read(text, bot_user_id, names),
+            extras={"payload": event},
+        )
+    if subtype == "message_deleted":
+        ts = str(event.get("deleted_ts", ""))
+        user_id = str(before.get("user", ""))
+        if not ts or before.get("bot_id") or (user_id and user_id == bot_user_id):
+            return None
+        user = slack_user(user_id, "", admins) if user_id else UNKNOWN_USER
+        conversation = _change_conversation(team_id, channel, ts, before.get("thread_ts"))
+        return MessageDeleted(conversation, message_ref(channel, ts), user, extras={"payload": event})
+    return None
+
+
+def _change_conversation(team_id: str, channel: str, ts: str, thread_ts: Any) -> Conversation:
+    in_thread = bool(thread_ts) and thread_ts != ts
+    return Conversation(PLATFORM, team_id, channel, str(thread_ts) if in_thread else None)
 
 
 def unicode_emoji(name: str) -> str:

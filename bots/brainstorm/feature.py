@@ -23,10 +23,10 @@ from bots.brainstorm.prompts import next_steps, seed_ideas, yes_and_ideas
 from bots.brainstorm.reading import IdeaReader
 from bots.brainstorm.themes import organize
 from bots.errors import UserError
-from bots.events import Action, Conversation, Message, Reaction, User, plain_emoji
+from bots.events import Action, Conversation, Message, MessageDeleted, MessageEdited, Reaction, User, plain_emoji
 from bots.reply import Attachment, Publisher, PublishForbidden, Reply, Responder
 from bots.router import Context
-from bots.store import BRAINSTORM_CLOSED, BrainstormRecord, IdeaRecord
+from bots.store import BRAINSTORM_CLOSED, IDEA_WITHDRAWN, BrainstormRecord, IdeaRecord
 from config.settings import BrainstormSection
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ MAX_IDEA_CHARS = 4000
 # A session opens a thread on its kickoff, and a thread cannot hold another (Discord refuses it outright).
 IN_A_THREAD = "A brainstorm opens a thread of its own, and threads can't hold threads: run /brainstorm in the channel."
 _THROWAWAY_HINT = "Not taken as an idea. To vote, type v <number> (e.g. v 3); to add an idea, write it out."
+ORPHAN_AFTER = timedelta(minutes=2)
 _THEMES_FAILED = "Sorting the ideas failed this time; they are all kept and the next round end tries again."
 _NO_CLEAR_THEMES = (
     "These ideas do not fall into clear groups yet, so they are listed together rather than split into made-up "
@@ -76,6 +77,8 @@ def is_throwaway(text: str) -> bool:
 def _shown(idea: IdeaRecord) -> bool:
     """Chorus' own ideas exist for people once posted; one stored just before a crash was never seen, so it cannot
     be voted on until the resumed round end posts it."""
+    if idea.source == IDEA_WITHDRAWN:
+        return False
     return idea.source == "person" or idea.message_ref is not None
 
 
@@ -97,6 +100,11 @@ class Brainstorms:
         self._locks: dict[int, asyncio.Lock] = {}
         self._hinted: set[tuple[int, str]] = set()  # (session, user) told once that their message was unreadable
         self._rejoined: set[int] = set()  # sessions whose mode thread this process has re-entered (or opened)
+        # Sessions this process is starting: stored, their kickoff and thread not out yet.
+        self._starting: set[int] = set()
+        # A session is stored a moment before its kickoff is posted and its thread opened; one still without a
+        # thread this long after it was created was left by a process that stopped in between, and is ended.
+        self.orphan_after = ORPHAN_AFTER
         # The model's reading of each idea, taken as it arrives, for finding themes (None: sentence vectors alone).
         self.reader = IdeaReader(app.generator) if app.settings.brainstorm.model_reads_ideas else None
 
@@ -119,6 +127,9 @@ class Brainstorms:
             raise UserError(IN_A_THREAD)
         await self.purge_expired()
         running = await store.open_brainstorm_in_channel(conversation)
+        if running is not None and self._orphaned(running):
+            await self._end_orphan(running.id, notify=False)
+            running = await store.open_brainstorm_in_channel(conversation)
         if running is not None:
             where = f" in its thread “{running.thread_name}”" if running.thread_name else ""
             raise UserError(
@@ -132,6 +143,16 @@ class Brainstorms:
         session = await store.create_brainstorm(
             channel, ctx.event.user, topic=topic, rounds=rounds, minutes=minutes, deadline=deadline
         )
+        self._starting.add(session.id)
+        try:
+            return await self._open(ctx, session, topic)
+        finally:
+            self._starting.discard(session.id)
+
+    async def _open(self, ctx: Context, session: BrainstormRecord, topic: str) -> BrainstormRecord | None:
+        """The rest of `start`, once the session is stored: kickoff, thread, seed ideas, timer."""
+        store = self.app.store
+        channel = session.conversation
         seed = random.randrange(1 << 30)
         seeds_task = asyncio.create_task(
             seed_ideas(
@@ -200,7 +221,7 @@ class Brainstorms:
             flat = " ".join(text.lower().split()).strip(" .!")
             if message.reply_to and flat in _VOTE_WORDS:
                 idea = await self.app.store.find_idea(session.id, message_ref=message.reply_to)
-                if idea is not None:
+                if idea is not None and idea.source != IDEA_WITHDRAWN:
                     await self._vote(ctx, session, idea, quiet=True)
             elif message.conversation.platform in _MODE_THREAD_PLATFORMS:
                 # Chat among people stays unanswered; in the terminal, one person typed it and has no reactions.
@@ -295,8 +316,8 @@ class Brainstorms:
         idea = await self.app.store.find_idea_by_ref(reaction.conversation.platform, reaction.message_ref)
         if idea is None:
             return False
-        if plain_emoji(reaction.emoji) != plain_emoji(self.config.vote_emoji):
-            return True  # other reactions on ideas are people's business
+        if plain_emoji(reaction.emoji) != plain_emoji(self.config.vote_emoji) or idea.source == IDEA_WITHDRAWN:
+            return True  # other reactions on ideas are people's business; a withdrawn idea takes no votes
         session = await self.app.store.get_brainstorm(idea.session_id)
         if session is None or not session.is_open:
             return True
@@ -305,6 +326,78 @@ class Brainstorms:
         else:
             await self.app.store.remove_vote(idea, reaction.conversation.platform, reaction.user.id)
         return True
+
+    # -- edits and deletions -------------------------------------------------------------------------------------
+
+    async def _on_message_edited(self, ctx: Context) -> bool:
+        """Someone corrected an idea's message: while the idea's round is open, the idea takes the new text; an edit
+        that leaves no idea (empty, "lol") withdraws it, and one that brings an idea back restores it under its old
+        number. Later edits change nothing. Quiet unless the new text cannot be taken."""
+        edit = ctx.event
+        assert isinstance(edit, MessageEdited)
+        store = self.app.store
+        idea = await store.find_idea_by_ref(edit.conversation.platform, edit.message_ref)
+        if idea is None:
+            return False
+        if idea.source not in ("person", IDEA_WITHDRAWN):
+            return True  # Chorus' own idea messages
+        async with self._lock(idea.session_id):
+            open_round = await self._changeable(idea)
+            if open_round is None:
+                return True
+            session, idea = open_round
+            text = edit.text.strip()
+            withdrawn = idea.source == IDEA_WITHDRAWN
+            if not text or is_throwaway(text):
+                if not withdrawn:
+                    await store.withdraw_idea(idea.id)
+                    _log.info("brainstorm %d: idea #%d withdrawn by an edit", session.id, idea.number)
+                return True
+            if text == idea.text and not withdrawn:
+                return True  # a link preview or a thread reply changed the message, not its text
+            kept = f"#{idea.number} stays withdrawn." if withdrawn else f"#{idea.number} keeps its earlier text."
+            refused = f"Your edit of idea #{idea.number} was not taken:"
+            if len(text) > MAX_IDEA_CHARS:
+                raise UserError(
+                    f"{refused} it is {len(text)} characters and an idea can be at most {MAX_IDEA_CHARS}. {kept}"
+                )
+            found = self.app.blocklist.find(text)
+            if found:
+                raise UserError(f"{refused} it contains a blocked word ({found!r}). {kept}")
+            cap = self.config.max_ideas_per_round
+            if withdrawn and await store.count_ideas(session.id, round=session.round) >= cap:
+                raise UserError(f"{refused} round {session.round} already has {cap} ideas. {kept}")
+            await store.edit_idea(idea.id, text, edit.user if withdrawn else None)
+        if self.reader is not None:
+            self.reader.prefetch(session.topic, [text])
+        return True
+
+    async def _on_message_deleted(self, ctx: Context) -> bool:
+        """An idea's message was deleted while its round is open: the idea is withdrawn (out of Themes, its votes
+        dropped; the other ideas keep their numbers). Later deletions change nothing: the round's Themes stand."""
+        deleted = ctx.event
+        assert isinstance(deleted, MessageDeleted)
+        idea = await self.app.store.find_idea_by_ref(deleted.conversation.platform, deleted.message_ref)
+        if idea is None:
+            return False
+        if idea.source != "person":
+            return True
+        async with self._lock(idea.session_id):
+            open_round = await self._changeable(idea)
+            if open_round is not None:
+                await self.app.store.withdraw_idea(idea.id)
+                _log.info("brainstorm %d: idea #%d withdrawn, its message deleted", idea.session_id, idea.number)
+        return True
+
+    async def _changeable(self, idea: IdeaRecord) -> tuple[BrainstormRecord, IdeaRecord] | None:
+        """The session and the idea as stored now, when the idea's round is still open (not ended nor ending: a
+        session whose deadline is cleared is sorting its ideas); None otherwise. Call under the session's lock."""
+        store = self.app.store
+        session = await store.get_brainstorm(idea.session_id)
+        if session is None or not session.is_open or session.deadline is None or session.round != idea.round:
+            return None
+        fresh = await store.find_idea(session.id, number=idea.number)
+        return (session, fresh) if fresh is not None and fresh.id == idea.id else None
 
     # -- buttons ---------------------------------------------------------------------------------------------------
 
@@ -328,6 +421,10 @@ class Brainstorms:
             if number is None:
                 raise UserError("Say which idea by its number, e.g. 3 (numbers are shown as #3).")
             idea = await self.app.store.find_idea(session.id, number=number)
+            if idea is not None and idea.source == IDEA_WITHDRAWN:
+                raise UserError(
+                    f"Idea #{number} was withdrawn (its message was deleted or emptied), so it takes no votes."
+                )
             if idea is None or not _shown(idea):
                 raise UserError(f"There is no idea #{number} in this brainstorm.")
             await self._vote(ctx, session, idea)
@@ -716,12 +813,66 @@ class Brainstorms:
                 )
 
     async def _on_publisher(self, publisher: Publisher) -> None:
-        """Resume: re-arm every running session's timer from its stored deadline, and drop expired sessions."""
+        """Resume: re-arm every running session's timer from its stored deadline, and drop expired sessions. A
+        session without a thread (its process stopped while starting it) is ended instead, once it is clearly not
+        one being started right now."""
         await self.purge_expired()
         for session in await self.app.store.open_brainstorms():
+            if session.conversation.thread is None:
+                if session.id not in self._starting:
+                    self._watch_orphan(session)
+                continue
             self._arm(session)
         if self._timers:
             _log.info("brainstorm: %d running session timers re-armed", len(self._timers))
+
+    def _orphaned(self, session: BrainstormRecord, *, waited: bool = False) -> bool:
+        """Open, without a thread, not being started here, and older than a start takes (or `waited` that long
+        already): left by a process that stopped while starting it."""
+        return (
+            session.is_open
+            and session.conversation.thread is None
+            and session.id not in self._starting
+            and (waited or self.clock() - session.created_at >= self.orphan_after)
+        )
+
+    def _watch_orphan(self, session: BrainstormRecord) -> None:
+        """End a thread-less session once it is `orphan_after` old, unless its thread opened by then."""
+        self._disarm(session.id)
+        delay = max(0.0, (session.created_at + self.orphan_after - self.clock()).total_seconds())
+
+        async def watch() -> None:
+            await asyncio.sleep(delay)
+            await self._end_orphan(session.id, waited=True)
+
+        self._timers[session.id] = asyncio.create_task(watch(), name=f"brainstorm-{session.id}-orphan")
+
+    async def _end_orphan(self, session_id: int, *, notify: bool = True, waited: bool = False) -> None:
+        """End a session whose process stopped between storing it and opening its thread: it has no ideas and
+        nowhere to post, and it would keep its channel from starting another. Says so in the channel when it can."""
+        store = self.app.store
+        async with self._lock(session_id):
+            session = await store.get_brainstorm(session_id)
+            if session is None or not self._orphaned(session, waited=waited):
+                return
+            self._disarm(session_id)
+            now = self.clock()
+            await store.update_brainstorm(
+                session_id, status=BRAINSTORM_CLOSED, deadline=None, closed_at=now, expires_at=now
+            )
+        _log.warning("brainstorm %d had no thread (Chorus stopped while starting it); ended", session_id)
+        publisher = self.app.publisher
+        if not notify or publisher is None:
+            return
+        topic = render.short(session.topic, 80)
+        note = (
+            f"The brainstorm on “{topic}” was cut off by a restart before its thread opened, so it has been "
+            f"ended. Start it again with /brainstorm {topic}."
+        )
+        try:
+            await publisher.publish(session.conversation, Reply.text(note))  # the channel: there is no thread
+        except Exception as exc:  # the channel is usable again; the note is a courtesy
+            _log.warning("brainstorm %d: could not say it was ended: %s", session_id, exc)
 
     async def close(self) -> None:
         if self.reader is not None:

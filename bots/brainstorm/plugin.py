@@ -40,6 +40,12 @@ class BrainstormPlugin(Plugin):
     async def on_reaction(self, ctx: Context) -> bool:
         return await self._feature()._on_reaction(ctx)
 
+    async def on_message_edited(self, ctx: Context) -> bool:
+        return await self._feature()._on_message_edited(ctx)
+
+    async def on_message_deleted(self, ctx: Context) -> bool:
+        return await self._feature()._on_message_deleted(ctx)
+
     async def start(self, app: Chorus, publisher: Publisher) -> None:
         """Re-arm the round timers of sessions that were running when Chorus last stopped."""
         await self._feature()._on_publisher(publisher)
