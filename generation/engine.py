@@ -589,8 +589,13 @@ class BatchingEngine(LocalGenerator):
             batch.append((slot, 0, prompt, True))
             room -= len(prompt)
         try:
-            self._set_step_threads(sum(len(piece) for _, _, piece, _ in batch))
+            tokens = sum(len(piece) for _, _, piece, _ in batch)
+            self._set_step_threads(tokens)
+            started = time.perf_counter()
             states = self._runner.forward([], batch, layers=reading.layers)
+            if self._timed is not None:  # a read is a prompt slice: it teaches that kind of step's thread count
+                chooser, threads, _ = self._timed
+                chooser.record(threads, (time.perf_counter() - started) / tokens)
         except Exception as exc:
             _log.exception("reading texts failed")
             self._reads.popleft()
