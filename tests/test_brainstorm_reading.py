@@ -37,9 +37,11 @@ class ReadingGenerator(FakeGenerator):
     """A FakeGenerator that can also read: each idea's vector points at its purpose (the rows a real model's hidden
     states would be grouped by), plus a little noise. Counts what it was asked to read."""
 
-    def __init__(self, *, fail: bool = False) -> None:
+    def __init__(self, *, fail: bool = False, busy: bool = False) -> None:
         super().__init__(script)
         self.fail = fail
+        self.busy = busy  # every slot stays taken: a read never starts
+        self.cancelled = 0
         self.read_calls: list[list[str]] = []
         rng = np.random.default_rng(0)
         self._purpose = {name: rng.normal(size=32) for name in PURPOSES}
@@ -48,6 +50,12 @@ class ReadingGenerator(FakeGenerator):
     async def read(self, texts: Sequence[str], *, skip_last: int = 2) -> list[list[float]]:
         self.read_calls.append(list(texts))
         await asyncio.sleep(0)  # a real read happens on the engine's thread: other tasks run meanwhile
+        if self.busy:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
         if self.fail:
             raise GenerationError("The model is not available.")
         rows = []
@@ -98,6 +106,15 @@ async def test_when_the_model_cannot_read_the_themes_come_from_sentence_vectors_
     reader = IdeaReader(plain)
     assert not reader.available
     assert await reader.vectors(TOPIC, ["espresso bar"]) is None
+
+
+async def test_a_round_end_does_not_wait_long_for_an_engine_with_no_free_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bots.brainstorm.themes as themes
+
+    monkeypatch.setattr(themes, "READ_WAIT_S", 0.05)
+    busy = ReadingGenerator(busy=True)
+    assert await _organize(busy, IdeaReader(busy)) == await _organize(busy, None)
+    assert busy.cancelled == 1  # the read was given up, not left waiting
 
 
 async def test_each_idea_is_read_once_however_often_it_is_asked_for() -> None:

@@ -21,6 +21,9 @@ _log = logging.getLogger(__name__)
 
 # The one group of ideas that do not fall into themes.
 UNSORTED_NAME = "All ideas (no clear groups yet)"
+# How long a round end waits for the model to read ideas it has not read yet (2 s per 60 ideas on an idle 2-core
+# machine; reads wait for a slot no request holds) before it sorts them by sentence vectors alone.
+READ_WAIT_S = 20.0
 # The part of the topic ideas are read after (a topic is a sentence or two; the ideas need the model's room).
 TOPIC_CHARS = 300
 
@@ -107,7 +110,12 @@ async def organize(
     states = None
     if vectors and reader is not None and reader.available and len(leaders) >= MIN_TO_CLUSTER:
         try:
-            states = await reader.vectors(topic, [texts[i] for i in leaders])
+            states = await asyncio.wait_for(reader.vectors(topic, [texts[i] for i in leaders]), READ_WAIT_S)
+        except TimeoutError:
+            # Reads take slots no request holds; with every slot busy for long, Themes do not wait for one.
+            _log.warning(
+                "the model had no free slot to read the ideas in %.0f s; themes from sentence vectors", READ_WAIT_S
+            )
         except Exception:
             _log.warning("the model could not read the ideas; themes come from sentence vectors alone", exc_info=True)
         timings["read_s"] = time.perf_counter() - mark
