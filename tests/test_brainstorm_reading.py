@@ -18,6 +18,7 @@ from bots.brainstorm.themes import organize
 from bots.store import Store
 from chorus.compose import build_chorus
 from generation.fake import FakeGenerator
+from generation.models import ModelSpec
 from generation.moderation import Blocklist
 from generation.types import GenerationError
 from support import settings_for, wait_until
@@ -172,3 +173,26 @@ async def test_model_reads_ideas_off_reads_nothing(tmp_path: Path) -> None:
         assert generator.read_calls == []
     finally:
         await chorus.close()
+
+
+@pytest.mark.slow
+async def test_the_embedded_engine_reads_ideas_that_share_a_purpose_closer_than_ideas_that_do_not(
+    embedded_spec: ModelSpec,
+) -> None:
+    """The real engine behind IdeaReader: one row of the model's width per idea, and the reading places two food
+    ideas that share no word nearer each other than a food idea and an opening-hours idea."""
+    from generation.engine import BatchingEngine
+
+    engine = BatchingEngine(embedded_spec, max_batch=4, prefill_chunk=64)
+    reader = IdeaReader(engine)
+    try:
+        ideas = ["a small café with good coffee and cake", "vending machine for snacks", "stay open until 9pm"]
+        rows = await reader.vectors(TOPIC, ideas)
+        assert rows is not None and rows.shape == (3, 576)  # SmolLM2-135M's hidden size
+        centred = rows - rows.mean(axis=0)
+        unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+        assert unit[0] @ unit[1] > unit[0] @ unit[2]
+        assert np.array_equal(await reader.vectors(TOPIC, ideas[:1]), rows[:1])  # cached: read once
+    finally:
+        await reader.close()
+        await engine.close()
