@@ -146,12 +146,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             started = time.perf_counter()
             organized = await organize(ideas, topic=labelled["topic"], **common)
             organize_s = time.perf_counter() - started
-            predicted = [0] * len(ideas)
-            for number, theme in enumerate(organized.themes):
-                for idea_id in theme.idea_ids:
-                    predicted[idea_id] = number
-            for duplicate, canonical in organized.merged.items():
-                predicted[duplicate] = predicted[canonical]
+            predicted = theme_numbers(organized, len(ideas))
             # A stricter second reading: is the label nearer (in MiniLM space) to the true theme's name than to the
             # other five theme names?
             theme_keys = list(labelled["themes"])
@@ -246,6 +241,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def theme_numbers(organized: Any, count: int) -> list[int]:
+    """The theme number of each of `count` ideas (ids 0..count-1); a merged duplicate is in its canonical's theme."""
+    predicted = [0] * count
+    for number, theme in enumerate(organized.themes):
+        for idea_id in theme.idea_ids:
+            predicted[idea_id] = number
+    for duplicate, canonical in organized.merged.items():
+        predicted[duplicate] = predicted[canonical]
+    return predicted
+
+
 async def random_rounds(labelled: dict[str, Any], common: dict[str, Any], organize: Any, ari: Any) -> dict[str, float]:
     """Mean ARI over random 60-idea rounds of the set (seeds ROUND_SEEDS), as configured and with MiniLM alone.
     Names do not change the themes, so a stand-in generator names them here."""
@@ -260,12 +266,7 @@ async def random_rounds(labelled: dict[str, Any], common: dict[str, Any], organi
             ideas = [(i, text) for i, (_, text) in enumerate(picked)]
             options = {**common, "generator": FakeGenerator(), "reader": reader}
             organized = await organize(ideas, topic=labelled["topic"], **options)
-            predicted = [0] * len(ideas)
-            for number, theme in enumerate(organized.themes):
-                for idea_id in theme.idea_ids:
-                    predicted[idea_id] = number
-            for duplicate, canonical in organized.merged.items():
-                predicted[duplicate] = predicted[canonical]
+            predicted = theme_numbers(organized, len(ideas))
             scores.append(ari([theme for theme, _ in picked], predicted))
         means[view] = sum(scores) / len(scores)
         if reader is None and common["reader"] is None:

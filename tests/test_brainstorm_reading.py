@@ -137,42 +137,40 @@ async def test_each_idea_is_read_once_however_often_it_is_asked_for() -> None:
     await reader.close()
 
 
-async def test_an_idea_posted_in_a_session_is_read_when_it_arrives(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
+async def _session(tmp_path: Path, generator: ReadingGenerator, **env: str) -> ThreadBot:
+    """A brainstorm running in a bot whose generator can read, with six ideas posted by six people."""
+    settings = settings_for(tmp_path, **env)
     store = Store(settings.store_url)
     await store.start()
-    generator = ReadingGenerator()
     chorus = build_chorus(settings, store, generator, embedder=WordEmbedder(), drops=False)
     await chorus.attach_publisher(Publisher())
     bot = ThreadBot(chorus)
+    await bot.say(f"/brainstorm {TOPIC} --rounds 2")
+    for number, idea in enumerate(list(TRUTH)[:6]):
+        await bot.say(idea, as_user=f"user{number}")
+    return bot
+
+
+async def test_an_idea_posted_in_a_session_is_read_when_it_arrives(tmp_path: Path) -> None:
+    generator = ReadingGenerator()
+    bot = await _session(tmp_path, generator)
     try:
-        await bot.say(f"/brainstorm {TOPIC} --rounds 2")
-        for number, idea in enumerate(list(TRUTH)[:6]):
-            await bot.say(idea, as_user=f"user{number}")
         await wait_until(lambda: len(generator.ideas_read) == 6)
         assert generator.ideas_read == list(TRUTH)[:6]
         await bot.say("n")  # the round ends: its themes need no new reading
         assert len(generator.ideas_read) == 6
     finally:
-        await chorus.close()
+        await bot.chorus.close()
 
 
 async def test_model_reads_ideas_off_reads_nothing(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, CHORUS_BRAINSTORM__MODEL_READS_IDEAS="false")
-    store = Store(settings.store_url)
-    await store.start()
     generator = ReadingGenerator()
-    chorus = build_chorus(settings, store, generator, embedder=WordEmbedder(), drops=False)
-    await chorus.attach_publisher(Publisher())
-    bot = ThreadBot(chorus)
+    bot = await _session(tmp_path, generator, CHORUS_BRAINSTORM__MODEL_READS_IDEAS="false")
     try:
-        await bot.say(f"/brainstorm {TOPIC} --rounds 2")
-        for number, idea in enumerate(list(TRUTH)[:6]):
-            await bot.say(idea, as_user=f"user{number}")
         await bot.say("n")
         assert generator.read_calls == []
     finally:
-        await chorus.close()
+        await bot.chorus.close()
 
 
 @pytest.mark.slow
