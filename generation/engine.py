@@ -153,7 +153,8 @@ class _Reading(_Job):
     """A request to read texts (BatchingEngine.read): no tokens are generated; `vectors` is filled in order."""
 
     texts: list[str] = field(default_factory=list)
-    layers: int = 0
+    skip_last: int = 2
+    layers: int = 0  # the layers to run, from skip_last once the model is loaded
     prompts: list[list[int]] = field(default_factory=list)
     vectors: list[list[float]] = field(default_factory=list)
 
@@ -291,7 +292,7 @@ class BatchingEngine(LocalGenerator):
         if not texts:
             return []
         loop = asyncio.get_running_loop()
-        job = _Reading(request=None, loop=loop, events=asyncio.Queue(), texts=list(texts), layers=-skip_last)
+        job = _Reading(request=None, loop=loop, events=asyncio.Queue(), texts=list(texts), skip_last=skip_last)
         with self._lock:
             if self._closed:
                 raise GenerationError("The generator is closed.")
@@ -561,12 +562,11 @@ class BatchingEngine(LocalGenerator):
             return
         assert self._runner is not None
         limit = self.max_len or self._max_seq_len
-        layers = len(self._runner.plan) + reading.layers
-        if not 0 < layers <= len(self._runner.plan):
-            message = f"The model has {len(self._runner.plan)} layers; it cannot skip {-reading.layers}."
+        reading.layers = len(self._runner.plan) - reading.skip_last
+        if not 0 < reading.layers <= len(self._runner.plan):
+            message = f"The model has {len(self._runner.plan)} layers; it cannot skip {reading.skip_last}."
             self._post(reading, GenerationError(message))
             return
-        reading.layers = layers
         reading.prompts = [self._tokenizer(text)["input_ids"][-limit:] or [0] for text in reading.texts]
         self._reads.append(reading)
 
@@ -589,13 +589,11 @@ class BatchingEngine(LocalGenerator):
             batch.append((slot, 0, prompt, True))
             room -= len(prompt)
         try:
-            tokens = sum(len(piece) for _, _, piece, _ in batch)
-            self._set_step_threads(tokens)
+            # A read is a prompt slice: it runs on, and teaches, that kind of step's thread count.
+            self._set_step_threads(sum(len(piece) for _, _, piece, _ in batch))
             started = time.perf_counter()
             states = self._runner.forward([], batch, layers=reading.layers)
-            if self._timed is not None:  # a read is a prompt slice: it teaches that kind of step's thread count
-                chooser, threads, _ = self._timed
-                chooser.record(threads, (time.perf_counter() - started) / tokens)
+            self._record_step_time(started)
         except Exception as exc:
             _log.exception("reading texts failed")
             self._reads.popleft()
@@ -636,9 +634,7 @@ class BatchingEngine(LocalGenerator):
             [(seq.slot, seq.next_token, seq.length) for seq in decoding],  # type: ignore[misc]
             [(seq.slot, start, piece, end) for (seq, start, piece), end in zip(prefills, ends, strict=True)],
         )
-        if self._timed is not None:
-            chooser, threads, step_tokens = self._timed
-            chooser.record(threads, (time.perf_counter() - started) / step_tokens)
+        self._record_step_time(started)
         for (seq, start, piece), complete in zip(prefills, done, strict=True):
             seq.prefilled = start + len(piece)
             if complete and seq.resume_token is not None:
@@ -652,6 +648,12 @@ class BatchingEngine(LocalGenerator):
         )
         for seq, token in zip(sampling, tokens, strict=True):
             self._accept(seq, token)
+
+    def _record_step_time(self, started: float) -> None:
+        """Tell the running step's thread-count chooser how long the step took per token."""
+        if self._timed is not None:
+            chooser, threads, tokens = self._timed
+            chooser.record(threads, (time.perf_counter() - started) / tokens)
 
     def _set_step_threads(self, tokens: int) -> None:
         """Run the step on the CPU thread count that has lately been faster for steps of its kind (one token, a

@@ -115,18 +115,25 @@ async def test_slack_a_message_left_half_written_by_a_killed_chorus_says_so_afte
         await _bury(dead)
 
 
-async def test_slack_a_result_stored_just_before_the_kill_replaces_its_half_written_message(
-    tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _killed_once_stored(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, Any]:
+    """The process "dies" right after a result is stored, before its final edit: the event is set at that moment.
+    Also returns the real `Watch.stored`, for the process started after the kill."""
     stored = asyncio.Event()
     original = inflight.Watch.stored
 
     async def stored_then_killed(self: inflight.Watch, generation_id: int) -> None:
         await original(self, generation_id)
         stored.set()
-        await asyncio.Event().wait()  # the process dies before the final edit
+        await asyncio.Event().wait()
 
     monkeypatch.setattr(inflight.Watch, "stored", stored_then_killed)
+    return stored, original
+
+
+async def test_slack_a_result_stored_just_before_the_kill_replaces_its_half_written_message(
+    tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored, original_stored = _killed_once_stored(monkeypatch)
     slow = FakeGenerator(lambda request: "Steep dreams, bold cups.", delay_s=0.3)
     dead = await start_slack(tmp_path, fake, generator=slow)
     try:
@@ -134,7 +141,7 @@ async def test_slack_a_result_stored_just_before_the_kill_replaces_its_half_writ
         await asyncio.wait_for(stored.wait(), 20)
         ts = await _placeholder(fake, "Steep")
         await _kill(dead)
-        monkeypatch.setattr(inflight.Watch, "stored", original)
+        monkeypatch.setattr(inflight.Watch, "stored", original_stored)
         posts = len(fake.answered("chat.postMessage"))
         alive = await start_slack(tmp_path, fake)
         try:
@@ -408,15 +415,7 @@ async def test_discord_a_result_stored_just_before_the_kill_replaces_its_half_wr
     from fake_discord import CHANNEL_ID, FakeDiscord
     from test_discord_adapter import custom_ids, start_harness, stop_harness
 
-    stored = asyncio.Event()
-    original_stored = inflight.Watch.stored
-
-    async def stored_then_killed(self: inflight.Watch, generation_id: int) -> None:
-        await original_stored(self, generation_id)
-        stored.set()
-        await asyncio.Event().wait()  # the process dies before the final edit
-
-    monkeypatch.setattr(inflight.Watch, "stored", stored_then_killed)
+    stored, original_stored = _killed_once_stored(monkeypatch)
     fake = FakeDiscord()
     await fake.start()
     slow = FakeGenerator(lambda request: "Steep dreams, bold cups.", delay_s=0.3)
