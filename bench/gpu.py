@@ -470,28 +470,43 @@ def transformers_cb(torch: Any, model: Any, device: str, batch: int, prompt: int
     return {"batch": batch, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
 
 
+ENGINE_MODES = {"off": "eager step", "auto": "CUDA graphs", "eager": "fixed-shape step, eager"}
+
+
 def chorus_slot_model(torch: Any, model: Any, device: str, batch: int, prompt: int, steps: int) -> dict[str, Any]:
-    """The BatchingEngine's slot forward as it is (eager): batch 1 per-token time and B-row throughput."""
+    """The BatchingEngine's slot forward, with its decode steps run eagerly ("off") and replayed from CUDA graphs
+    ("auto"; on a CPU the graphs' fixed-shape step runs eagerly instead): batch-1 per-token time, B-row
+    throughput, and how far the two modes' logits differ on the same first decode step."""
     from generation.engine import _SlotModel
 
-    runner = _SlotModel(model, batch, prompt + steps + 1)
-    vocab = model.config.vocab_size
+    modes = ("off", "auto") if device.startswith("cuda") else ("off", "eager")
+    prompts = torch.randint(0, model.config.vocab_size, (batch, prompt)).tolist()
     results: dict[str, Any] = {}
-    for rows in (1, batch):
-        prompts = torch.randint(0, vocab, (rows, prompt)).tolist()
+    first_steps = []
+    for mode in modes:
+        runner = _SlotModel(model, batch, prompt + steps + 1, decode_graphs=mode)
+        runner.forward([], [(0, 0, prompts[0], True)])
+        first_steps.append(runner.forward([(0, 1, prompt)], [])[0].float().cpu())
+        runner.release()
+        rows_results: dict[str, Any] = {}
+        for rows in (1, batch):
 
-        def run(rows: int = rows, prompts: list[list[int]] = prompts) -> int:
-            logits = runner.forward([], [(row, 0, prompts[row], True) for row in range(rows)])
-            tokens = logits.argmax(-1).tolist()
-            for offset in range(steps):
-                logits = runner.forward([(row, tokens[row], prompt + offset) for row in range(rows)], [])
+            def run(rows: int = rows, runner: Any = runner) -> int:
+                logits = runner.forward([], [(row, 0, prompts[row], True) for row in range(rows)])
                 tokens = logits.argmax(-1).tolist()
-            return rows * steps
+                for offset in range(steps):
+                    logits = runner.forward([(row, tokens[row], prompt + offset) for row in range(rows)], [])
+                    tokens = logits.argmax(-1).tolist()
+                return rows * steps
 
-        run()
-        seconds, tokens = timed(torch, device, run)
-        results[f"batch_{rows}"] = {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
-    runner.release()
+            run()
+            seconds, tokens = timed(torch, device, run)
+            rows_results[f"batch_{rows}"] = {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
+        rows_results["graphs_captured"] = runner.graphs.captured if runner.graphs is not None else 0
+        runner.release()
+        results[mode] = rows_results
+    base, other = first_steps
+    results["first_step_relative_difference"] = float((other - base).norm() / base.norm())
     return results
 
 
@@ -523,6 +538,10 @@ def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], None] = lambd
     peak = table or measured
     report["bandwidth"] = {"table_gbs": table, "measured_copy_gbs": measured, "bound_uses_gbs": peak}
 
+    if args.engine_only:
+        report["chorus_slot_model"] = chorus_slot_model(torch, model, device, args.batch, args.prompt, args.steps)
+        report["total_s"] = time.perf_counter() - started
+        return report
     context = args.prompt + args.steps / 2  # the KV read grows over the run; its mean
     bytes_per_token = weight_bytes_per_token(model) + kv_bytes_per_position(model) * context
     bound_s = bytes_per_token / (peak * 1e9)
@@ -588,7 +607,46 @@ def form_rows(report: dict[str, Any]) -> list[str]:
     return rows
 
 
+def engine_rows(report: dict[str, Any]) -> list[str]:
+    """The Chorus engine's slot forward, one row per mode and batch."""
+    if report.get("chorus_slot_model_error"):
+        return [f"| Chorus BatchingEngine slot forward | failed: {report['chorus_slot_model_error']} | |"]
+    engine = report.get("chorus_slot_model") or {}
+    lines = []
+    for mode, label in ENGINE_MODES.items():
+        for key, row in engine.get(mode, {}).items():
+            if key.startswith("batch_"):
+                lines.append(
+                    f"| Chorus BatchingEngine slot forward ({label}), {key.replace('_', ' ')} "
+                    f"| {row['tokens_per_s']:.1f} tok/s | |"
+                )
+    if "first_step_relative_difference" in engine:
+        lines.append(
+            "| the two modes' logits on the same first decode step, ‖a − b‖ / ‖a‖ "
+            f"| {engine['first_step_relative_difference']:.1e} | |"
+        )
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
+    if "batch1" not in report:  # --engine-only
+        bandwidth = report["bandwidth"]
+        return (
+            "\n".join(
+                [
+                    f"### Chorus engine on {report['device_name']} ({report['device']})",
+                    "",
+                    f"{report['config']}; torch {report['versions']['torch']}, transformers "
+                    f"{report['versions']['transformers']}; {report['date']}; measured copy "
+                    f"{bandwidth['measured_copy_gbs']:.0f} GB/s.",
+                    "",
+                    "| Measure | Value | |",
+                    "|---|---:|---|",
+                    *engine_rows(report),
+                ]
+            )
+            + "\n"
+        )
     single, saturation, cb = report["batch1"], report["saturation"], report["transformers_cb"]
     bandwidth = report["bandwidth"]
     peak_source = "table" if bandwidth["table_gbs"] else "measured copy"
@@ -621,15 +679,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         + ("n/a" if ratio is None else f"{ratio:.2f}×")
         + f" | ≥ {TARGET_SATURATION_VS_CB:g}× |",
     ]
-    engine = report.get("chorus_slot_model")
-    if report.get("chorus_slot_model_error"):
-        lines.append(f"| Chorus BatchingEngine slot forward | failed: {report['chorus_slot_model_error']} | |")
-    if engine:
-        for key, row in engine.items():
-            lines.append(
-                f"| Chorus BatchingEngine slot forward today (eager), {key.replace('_', ' ')} "
-                f"| {row['tokens_per_s']:.1f} tok/s | |"
-            )
+    lines += engine_rows(report)
     lines += [
         "",
         f"Every request: a {single['prompt']}-token random prompt, {single['steps']} new tokens, greedy. The bound "
@@ -652,6 +702,7 @@ def main() -> None:
         help=f"decode-step forms to time at batch 1, comma-separated, from {', '.join(FORMS)} "
         "(default: all on CUDA; plain,fused on a CPU, where compiling takes minutes)",
     )
+    parser.add_argument("--engine-only", action="store_true", help="only the Chorus engine's rows")
     parser.add_argument("--skip-engine", action="store_true", help="leave out the BatchingEngine reference rows")
     parser.add_argument("--out-dir", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args()
@@ -667,7 +718,7 @@ def main() -> None:
 
     def stem_for(report: dict[str, Any]) -> Path:
         slug = re.sub(r"[^a-z0-9]+", "-", report["device_name"].lower()).strip("-") or report["device"]
-        return args.out_dir / f"gpu-{'tiny-' if args.tiny else ''}{slug}"
+        return args.out_dir / f"gpu-{'engine-' if args.engine_only else ''}{'tiny-' if args.tiny else ''}{slug}"
 
     def save(report: dict[str, Any]) -> None:
         stem_for(report).with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")

@@ -26,6 +26,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from generation.decode_graphs import DecodeGraphs, length_bias
 from generation.local import (
     IncrementalDetokenizer,
     LocalGenerator,
@@ -54,6 +55,9 @@ _log = logging.getLogger(__name__)
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 # The KV cache grows in blocks of this many positions and of this many slots (rows), exactly to what is in use.
+# How decode-only steps run: "auto" replays CUDA graphs on a GPU (eager elsewhere), "eager" runs the graphs'
+# fixed-shape step without capturing it, "off" always runs the engine's own step.
+DECODE_GRAPHS = ("auto", "eager", "off")
 _CACHE_BLOCK = 64
 _ROW_BLOCK = 4
 # The batch size oneDNN lays packed bfloat16 weights out for; they still take any number of rows.
@@ -839,8 +843,12 @@ class _SlotModel:
         pack: bool = False,
         quantize: str = "none",
         calibration: Sequence[Sequence[int]] = (),
+        decode_graphs: str = "auto",
     ) -> None:
         import torch
+
+        if decode_graphs not in DECODE_GRAPHS:
+            raise ValueError(f"decode_graphs must be one of {', '.join(DECODE_GRAPHS)} (got {decode_graphs!r})")
 
         config = model.config
         model_type = getattr(config, "model_type", "?")
@@ -894,6 +902,14 @@ class _SlotModel:
         self.plan = [_LayerPlan.build(self, layer) for layer in self.layers]
         self.head = self._normed(model.model.norm, model.lm_head)
         self.rope = _rope_table(torch, model, max_len, self.dtype if not self.float32_residual else torch.float32)
+        # Decode-only steps replayed from CUDA graphs on a GPU ("auto"); "eager" runs the same fixed-shape step
+        # without capturing (tests); a rotary embedding that depends on the length has no fixed-shape step.
+        capture = decode_graphs == "auto" and self.device.type == "cuda"
+        self.graphs = (
+            DecodeGraphs(self, capture=capture)
+            if self.rope is not None and (capture or decode_graphs == "eager")
+            else None
+        )
 
     def top1(self, prompt: Sequence[int], count: int, forced: Sequence[int] | None = None) -> list[int]:
         """The most likely next token at each of `count` positions after `prompt`, in slot 0 of an otherwise idle
@@ -965,6 +981,8 @@ class _SlotModel:
 
     def release(self) -> None:
         """Drop the cache (idle, or after a failed step); the next forward allocates it again."""
+        if self.graphs is not None:
+            self.graphs.clear()
         self.keys, self.values, self.rows, self.capacity = [], [], 0, 0
 
     def _fit(self, rows: int, length: int) -> None:
@@ -979,6 +997,8 @@ class _SlotModel:
             rows, capacity = max(rows, self.rows), max(capacity, self.capacity)
         keep_rows, keep = min(rows, self.rows), min(capacity, self.capacity)
         shape = (rows, self.kv_heads, capacity, self.head_dim)
+        if self.graphs is not None:
+            self.graphs.clear()  # they point into the tensors replaced below
         for cache in (self.keys, self.values):
             if not cache:
                 cache.extend(None for _ in self.layers)
@@ -1011,6 +1031,8 @@ class _SlotModel:
             tokens += piece
         self._fit(max(slots) + 1, max(positions) + 1)
         with torch.inference_mode():
+            if self.graphs is not None and decoding and not prefills and layers is None:
+                return self.graphs.run(decoding)
             return self._run(decoding, prefills, slots, positions, tokens, layers)
 
     def _run(
@@ -1053,9 +1075,7 @@ class _SlotModel:
             lengths[slot_index[:decoders]] = position_index[:decoders] + 1
             span = int(max(p for _, _, p in decoding)) + 1
             # Added to the scores: 0 where a row may attend, -inf past its length ([rows, 1, 1, span], float32).
-            decode_bias = torch.zeros(rows, 1, 1, span, device=device).masked_fill_(
-                torch.arange(span, device=device)[None, None, None, :] >= lengths[:, None, None, None], float("-inf")
-            )
+            decode_bias = length_bias(torch, lengths, span)
         slices = []
         offset = decoders
         for slot, start, piece, _ in prefills:
@@ -1065,21 +1085,8 @@ class _SlotModel:
             slices.append((offset, size, slot, end, mask))
             offset += size
 
-        q_size, kv_size = self.q_size, self.kv_size
         for index, step in enumerate(self.plan[:layers]):
-            mixed_qkv = step.attend_in(hidden)
-            value = mixed_qkv[:, q_size + kv_size :].view(count, kv_heads, head_dim)
-            if step.qk_norms is not None:
-                query = mixed_qkv[:, :q_size].view(count, heads, head_dim)
-                key = mixed_qkv[:, q_size : q_size + kv_size].view(count, kv_heads, head_dim)
-                query, key = step.qk_norms[0](query), step.qk_norms[1](key)
-                query = _rotate(torch, query, cos, sin)
-                key = _rotate(torch, key, cos, sin)
-            else:  # queries and keys sit side by side: one rotation for both (half the small ops per layer)
-                rotated = _rotate(
-                    torch, mixed_qkv[:, : q_size + kv_size].view(count, heads + kv_heads, head_dim), cos, sin
-                )
-                query, key = rotated[:, :heads], rotated[:, heads:]
+            query, key, value = self.project(step, hidden, cos, sin)
             keys, values = self.keys[index], self.values[index]
             if single and count == 1:
                 keys[single_slot, :, single_position] = key[0]
@@ -1101,21 +1108,11 @@ class _SlotModel:
                 )
                 outputs.append(out.reshape(1, heads * head_dim).to(keys.dtype))
             elif decoders:
-                decode_query = query[:decoders]
-                if not contiguous:
-                    spread = query.new_zeros(rows, heads, head_dim)
-                    spread[slot_index[:decoders]] = decode_query
-                    decode_query = spread
-                # Written out rather than SDPA: one query per row, grouped by the key/value head it shares, so each
-                # product is [group x head_dim] @ [head_dim x span]. SDPA with a mask took the unfused path here,
-                # 1.2x (float32) to 5.5x (bfloat16) slower at 32 rows.
-                grouped = decode_query.view(rows, kv_heads, heads // kv_heads, head_dim)
-                scores = torch.matmul(grouped, keys[:rows, :, :span].transpose(2, 3))
-                weights = torch.softmax(scores.float().mul_(self.scale).add_(decode_bias), dim=-1)
-                out = torch.matmul(weights.to(values.dtype), values[:rows, :, :span]).view(rows, heads, head_dim)
-                if not contiguous:
-                    out = out[slot_index[:decoders]]
-                outputs.append(out.reshape(decoders, heads * head_dim))
+                outputs.append(
+                    self.decode_attention(
+                        query[:decoders], keys, values, None if contiguous else slot_index[:decoders], decode_bias
+                    )
+                )
             for start, size, slot, end, mask in slices:
                 out = self.sdpa(
                     query[start : start + size].transpose(0, 1)[None],
@@ -1136,6 +1133,43 @@ class _SlotModel:
         if layers is not None:
             return hidden[wanted].float()
         return self.head(hidden if len(wanted) == count else hidden[wanted]).float()
+
+    def decode_attention(self, query: Any, keys: Any, values: Any, slot_index: Any, bias: Any) -> Any:
+        """Attention for decoding rows, one query token each ([decoders, heads, head_dim]), over the cache's first
+        `rows` slots and `span` positions (bias: [rows, 1, 1, span], 0 where a row may attend, -inf past its
+        length). slot_index: each decoder's slot, or None when the decoders are exactly slots 0..rows-1.
+        Written out rather than SDPA: one query per row, grouped by the key/value head it shares, so each product
+        is [group x head_dim] @ [head_dim x span]. SDPA with a mask took the unfused path here, 1.2x (float32) to
+        5.5x (bfloat16) slower at 32 rows."""
+        torch, heads, kv_heads, head_dim = self.torch, self.heads, self.kv_heads, self.head_dim
+        decoders = query.shape[0]
+        rows, span = bias.shape[0], bias.shape[-1]
+        if slot_index is not None:
+            spread = query.new_zeros(rows, heads, head_dim)
+            spread[slot_index] = query
+            query = spread
+        grouped = query.view(rows, kv_heads, heads // kv_heads, head_dim)
+        scores = torch.matmul(grouped, keys[:rows, :, :span].transpose(2, 3))
+        weights = torch.softmax(scores.float().mul_(self.scale).add_(bias), dim=-1)
+        out = torch.matmul(weights.to(values.dtype), values[:rows, :, :span]).view(rows, heads, head_dim)
+        if slot_index is not None:
+            out = out[slot_index]
+        return out.reshape(decoders, heads * head_dim)
+
+    def project(self, step: _LayerPlan, hidden: Any, cos: Any, sin: Any) -> tuple[Any, Any, Any]:
+        """One layer's queries ([tokens, heads, head_dim]) and keys, rotated, and values, from the residual stream."""
+        torch, heads, kv_heads, head_dim = self.torch, self.heads, self.kv_heads, self.head_dim
+        count, q_size, kv_size = hidden.shape[0], self.q_size, self.kv_size
+        mixed_qkv = step.attend_in(hidden)
+        value = mixed_qkv[:, q_size + kv_size :].view(count, kv_heads, head_dim)
+        if step.qk_norms is not None:
+            query = mixed_qkv[:, :q_size].view(count, heads, head_dim)
+            key = mixed_qkv[:, q_size : q_size + kv_size].view(count, kv_heads, head_dim)
+            query, key = step.qk_norms[0](query), step.qk_norms[1](key)
+            return _rotate(torch, query, cos, sin), _rotate(torch, key, cos, sin), value
+        # Queries and keys sit side by side: one rotation for both (half the small ops per layer).
+        rotated = _rotate(torch, mixed_qkv[:, : q_size + kv_size].view(count, heads + kv_heads, head_dim), cos, sin)
+        return rotated[:, :heads], rotated[:, heads:], value
 
 
 class _FusedSlice:
