@@ -110,7 +110,8 @@ class DecodeGraphs:
             self._step(shape)  # warm-up outside the graph; writes the same keys and values the replay will
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        # thread_local: CUDA work another thread of the process does meanwhile does not break this capture.
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             shape.logits = self._step(shape)
         shape.graph = graph
         self.captured += 1
