@@ -7,7 +7,7 @@ Errors use OpenAI's body, `{"error": {"message", "type", "param", "code"}}`, so 
 Chorus extensions ride in a `chorus` field that OpenAI clients ignore:
 - request: `"chorus": {"priority": "interactive"|"brainstorm"|"scheduled", "conversation": str, "time_budget_s": n}`;
 - stream: while queued, chunks with empty `choices` and `"chorus": {"queue_position", "eta_s"}`, only to a request
-  that carries `chorus` (stock clients read `choices[0]` of every chunk);
+  that carries `chorus` (stock clients read `choices[0]` of every chunk; they get SSE comments instead);
 - the final chunk and the non-stream body: `"chorus": {"finish_reason", "tokens"}` with Chorus' own finish reason,
   because OpenAI's `finish_reason` has no words for a time budget or an abort (see FINISH_REASONS).
 """
@@ -566,6 +566,8 @@ class _ChatService:
                     if params.queue_notes:
                         extension = {"queue_position": chunk.queue_position, "eta_s": chunk.eta_s}
                         await response.write(_json_line({**envelope, "choices": [], "chorus": extension}))
+                    else:  # an SSE comment: every client skips it, and it keeps proxies from timing out the wait
+                        await response.write(f": queue_position {chunk.queue_position}\n\n".encode())
                 elif chunk.text:
                     await response.write(_json_line(choice({"content": chunk.text})))
                 if chunk.finish_reason is not None:

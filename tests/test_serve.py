@@ -680,6 +680,9 @@ async def test_stock_stream_loop_never_meets_a_chunk_without_choices() -> None:
         stream = await client.chat.completions.create(model="fake", messages=HELLO, stream=True)  # type: ignore[arg-type]
         text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
         assert text == default_script(fake.requests[0])
+        raw = await client.chat.completions.with_raw_response.create(model="fake", messages=HELLO, stream=True)  # type: ignore[arg-type]
+        body = (await raw.http_response.aread()).decode()
+        assert ": queue_position 2\n\n: queue_position 1\n\n" in body, "the wait stays visible as SSE comments"
 
         stream = await client.chat.completions.create(
             model="fake",
