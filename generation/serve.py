@@ -1,12 +1,13 @@
 """`chorus serve`: an OpenAI-compatible HTTP service over any Generator (aiohttp).
 
 Routes: `POST /v1/chat/completions` (JSON or SSE stream), `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`,
-`GET /metrics`.
+`GET /metrics`; `POST /v1/completions` (legacy) answers a 404 that points at chat completions.
 Errors use OpenAI's body, `{"error": {"message", "type", "param", "code"}}`, so OpenAI clients show them as-is.
 
 Chorus extensions ride in a `chorus` field that OpenAI clients ignore:
 - request: `"chorus": {"priority": "interactive"|"brainstorm"|"scheduled", "conversation": str, "time_budget_s": n}`;
-- stream: while queued, chunks with empty `choices` and `"chorus": {"queue_position", "eta_s"}`;
+- stream: while queued, chunks with empty `choices` and `"chorus": {"queue_position", "eta_s"}`, only to a request
+  that carries `chorus` (stock clients read `choices[0]` of every chunk; they get SSE comments instead);
 - the final chunk and the non-stream body: `"chorus": {"finish_reason", "tokens"}` with Chorus' own finish reason,
   because OpenAI's `finish_reason` has no words for a time budget or an abort (see FINISH_REASONS).
 """
@@ -62,6 +63,7 @@ FINISH_REASONS: Mapping[FinishReason, str] = {
 ROLES: Mapping[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 PRIORITIES: Mapping[str, Priority] = {priority.name.lower(): priority for priority in Priority}
 MAX_STOP_STRINGS = 16
+PENALTIES = ("presence_penalty", "frequency_penalty")
 # Retry-After for a busy generator that does not say how long to wait.
 RETRY_AFTER_S = 1
 SEED_RANGE = range(-(2**63), 2**64)
@@ -106,6 +108,8 @@ class ChatParams:
     request: GenerationRequest
     stream: bool = False
     include_usage: bool = False
+    # Queue positions stream as chunks with empty `choices`, which only clients that send `chorus` expect.
+    queue_notes: bool = False
 
 
 def parse_chat_request(
@@ -152,6 +156,12 @@ def parse_chat_request(
             f"repetition_penalty must be greater than 0 and at most 10, not {repetition_penalty}.",
             param="repetition_penalty",
         )
+    for name in PENALTIES:
+        # Accepted (many clients send them by habit) but not applied: see docs/serve.md.
+        penalty = _number(body, name, default=0.0)
+        if not -2.0 <= penalty <= 2.0:
+            raise ApiError(400, f"{name} must be between -2 and 2, not {penalty}.", param=name)
+    _refuse_unsupported(body)
     n = _integer(body, "n", default=1)
     if n != 1:
         raise ApiError(400, f"n must be 1 (one choice per request), not {n}.", param="n", code="unsupported_value")
@@ -190,7 +200,45 @@ def parse_chat_request(
         fit_max_new_tokens=fit_to_context,
         repetition_penalty=repetition_penalty,
     )
-    return ChatParams(request=request, stream=bool(stream), include_usage=bool(stream) and include_usage)
+    return ChatParams(
+        request=request,
+        stream=bool(stream),
+        include_usage=bool(stream) and include_usage,
+        queue_notes=body.get("chorus") is not None,
+    )
+
+
+def _refuse_unsupported(body: Mapping[str, Any]) -> None:
+    """Refuse the OpenAI features this server lacks, since ignoring them would change what the client gets (tool
+    calls, log probabilities, JSON, audio); their neutral values pass, because frameworks send those by default."""
+
+    def refuse(param: str, message: str, code: str = "unsupported_parameter") -> None:
+        raise ApiError(400, message, param=param, code=code)
+
+    if body.get("tools"):
+        refuse("tools", "tools are not supported: this server does not do tool (function) calling.")
+    if (tool_choice := body.get("tool_choice")) not in (None, "none", "auto"):
+        refuse("tool_choice", f"tool_choice {tool_choice!r} is not supported: this server does not call tools.")
+    if body.get("functions"):
+        refuse("functions", "functions are not supported: this server does not do function calling.")
+    if body.get("function_call") not in (None, "none", "auto"):
+        refuse("function_call", "function_call is not supported: this server does not do function calling.")
+    if body.get("logprobs") not in (None, False):
+        refuse("logprobs", "logprobs are not supported by this server.")
+    if body.get("top_logprobs") not in (None, 0):
+        refuse("top_logprobs", "top_logprobs needs logprobs, which this server does not support.")
+    kind = _object(body, "response_format").get("type", "text")
+    if kind != "text":
+        message = f"response_format {kind!r} is not supported: this server answers in free text ('text') only."
+        refuse("response_format", message, "unsupported_value")
+    if _object(body, "logit_bias"):
+        refuse("logit_bias", "logit_bias is not supported by this server; send an empty object or none.")
+    modalities = body.get("modalities")
+    if modalities is not None and modalities != ["text"]:
+        message = f"modalities {modalities!r} is not supported: this server produces text only, not audio."
+        refuse("modalities", message, "unsupported_value")
+    if body.get("audio") is not None:
+        refuse("audio", "audio output is not supported: this server produces text only.")
 
 
 def _messages(value: object) -> tuple[ChatMessage, ...]:
@@ -210,14 +258,24 @@ def _messages(value: object) -> tuple[ChatMessage, ...]:
 
 
 def _content(value: object, where: str) -> str:
-    """A string, or OpenAI's list of text parts; anything else (images, null, numbers) is refused."""
+    """A string, or OpenAI's list of text parts; anything else (images, audio, null, numbers) is refused."""
     if isinstance(value, str):
         return value
-    if isinstance(value, list) and all(
-        isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str) for part in value
-    ):
-        return "".join(part["text"] for part in value)
-    raise ApiError(400, f"{where} must be a string (or a list of text parts).", param=where)
+    if not isinstance(value, list):
+        raise ApiError(400, f"{where} must be a string (or a list of text parts).", param=where)
+    texts = []
+    for index, part in enumerate(value):
+        kind = part.get("type") if isinstance(part, dict) else None
+        text = part.get("text") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(text, str):
+            texts.append(text)
+        elif isinstance(kind, str) and kind != "text":
+            message = f"{where}[{index}] is a part of type {kind!r}; this server reads text only (type 'text')."
+            raise ApiError(400, message, param=f"{where}[{index}]", code="unsupported_value")
+        else:
+            message = f'{where}[{index}] must be a text part, {{"type": "text", "text": "..."}}.'
+            raise ApiError(400, message, param=f"{where}[{index}]")
+    return "".join(texts)
 
 
 def _integer(body: Mapping[str, Any], name: str, *, default: int | None) -> Any:
@@ -362,6 +420,8 @@ class _ChatService:
             "model": self.model_name,
             "system_fingerprint": None,
         }
+        if params.include_usage:
+            envelope["usage"] = None  # as OpenAI: every chunk has the field, and only the last one fills it
         stream = self.generator.stream(params.request)
         status = CLIENT_CLOSED
         refused = False
@@ -503,8 +563,11 @@ class _ChatService:
             await response.write(_json_line(choice({"role": "assistant", "content": ""})))
             while True:
                 if _is_queue_note(chunk):
-                    extension = {"queue_position": chunk.queue_position, "eta_s": chunk.eta_s}
-                    await response.write(_json_line({**envelope, "choices": [], "chorus": extension}))
+                    if params.queue_notes:
+                        extension = {"queue_position": chunk.queue_position, "eta_s": chunk.eta_s}
+                        await response.write(_json_line({**envelope, "choices": [], "chorus": extension}))
+                    else:  # an SSE comment: every client skips it, and it keeps proxies from timing out the wait
+                        await response.write(f": queue_position {chunk.queue_position}\n\n".encode())
                 elif chunk.text:
                     await response.write(_json_line(choice({"content": chunk.text})))
                 if chunk.finish_reason is not None:
@@ -597,13 +660,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _openai_errors(api_key: str | None, metrics: ServeMetrics) -> Middleware:
-    """Bearer-token check for /v1/*, and OpenAI error bodies for aiohttp's own 404/405/413 there."""
+    """Bearer-token check for /v1/*, and OpenAI error bodies for aiohttp's own 404/405/413 and for crashes, so an
+    OpenAI client shows a readable message whatever went wrong."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/v1/"):
-            return await handler(request)
-        if api_key is not None:
+        if api_key is not None and request.path.startswith("/v1/"):
             given = request.headers.get("Authorization", "")
             scheme, _, token = given.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
@@ -623,11 +685,28 @@ def _openai_errors(api_key: str | None, metrics: ServeMetrics) -> Middleware:
                 raise
             code = "unknown_url" if exc.status == 404 else None
             headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-            return ApiError(
-                exc.status, f"{exc.reason}: {request.method} {request.path}", code=code, headers=headers
-            ).response()
+            message = f"{exc.reason}: {request.method} {request.path}"
+            routes = {resource.canonical for resource in request.app.router.resources()}
+            if exc.status == 404 and "/v1" + request.path in routes:
+                message += (
+                    f". The API is under /v1 ({request.method} /v1{request.path}): end the client's base_url with /v1."
+                )
+            return ApiError(exc.status, message, code=code, headers=headers).response()
+        except Exception as exc:
+            _log.exception("%s %s failed", request.method, request.path)
+            message = f"Internal error: {type(exc).__name__}"
+            return ApiError(500, message, type="server_error", code="internal_error").response()
 
     return middleware
+
+
+async def _legacy_completions(request: web.Request) -> web.Response:
+    """The legacy `/v1/completions` (a bare prompt, no chat template) is not served; say what is."""
+    message = (
+        "This server serves the chat API only: POST /v1/chat/completions with `messages`. "
+        "The legacy /v1/completions (a bare `prompt`) is not available."
+    )
+    return ApiError(404, message, code="unknown_url").response()
 
 
 def build_app(
@@ -654,6 +733,7 @@ def build_app(
     )
     app = web.Application(middlewares=[_openai_errors(api_key or None, metrics)])
     app.router.add_post("/v1/chat/completions", service.chat_completions)
+    app.router.add_post("/v1/completions", _legacy_completions)
     app.router.add_get("/v1/models", service.models)
     app.router.add_get("/v1/models/{model:.+}", service.model)
     app.router.add_get("/health", service.health)

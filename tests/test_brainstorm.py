@@ -1292,8 +1292,9 @@ async def test_the_embeddings_route_refuses_bad_requests_with_openai_errors() ->
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         for body, message in (
             ({"input": []}, "'input' must be a string or a non-empty list of strings."),
-            ({"input": [1, 2]}, "'input' must be a string or a non-empty list of strings."),
-            ({"input": "x", "encoding_format": "base64"}, "Only encoding_format 'float' is supported."),
+            ({"input": [1, 2]}, "'input' as token ids is not supported: send the texts as strings."),
+            ({"input": [None]}, "'input' must be a string or a non-empty list of strings."),
+            ({"input": "x", "encoding_format": "int8"}, "encoding_format must be 'float' or 'base64'."),
         ):
             response = await client.post("/v1/embeddings", json=body)
             assert response.status == 400

@@ -138,7 +138,8 @@ async def test_stream_without_usage_ends_with_the_finish_chunk(client: TestClien
 
 async def test_queue_positions_are_chunks_with_empty_choices(client: TestClient, fake: FakeGenerator) -> None:
     fake.queued = 2
-    response = await client.post("/v1/chat/completions", json={"messages": HELLO, "stream": True, "max_tokens": 1})
+    body = {"messages": HELLO, "stream": True, "max_tokens": 1, "chorus": {}}  # a client that knows the extension
+    response = await client.post("/v1/chat/completions", json=body)
     chunks = [json.loads(event) for event in sse_events(await response.text())[:-1]]
     notes = [chunk for chunk in chunks if "queue_position" in chunk.get("chorus", {})]
     assert [note["chorus"] for note in notes] == [
@@ -217,7 +218,8 @@ def test_defaults_follow_openai_and_the_server_limits() -> None:
         ({"messages": [{"content": "hi"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
         ({"messages": [{"role": "user", "content": None}]}, "messages[0].content"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content[0]"),
+        ({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}, "messages[0].content[0]"),
         ({"messages": HELLO, "max_tokens": 0}, "max_tokens"),
         ({"messages": HELLO, "max_tokens": -5}, "max_tokens"),
         ({"messages": HELLO, "max_tokens": 2049}, "max_tokens"),
@@ -666,3 +668,199 @@ async def test_openai_client_on_the_real_engine_defaults_max_tokens_to_what_fits
             await client.close()
     finally:
         await engine.close()
+
+
+# -- what stock OpenAI clients send and expect ---------------------------------------------------------------------
+
+
+async def test_stock_stream_loop_never_meets_a_chunk_without_choices() -> None:
+    """The SDK's own example reads `chunk.choices[0]` on every chunk: queue notes are for clients that send `chorus`."""
+    fake = FakeGenerator(queued=2)
+    async with openai_client(fake) as client:
+        stream = await client.chat.completions.create(model="fake", messages=HELLO, stream=True)  # type: ignore[arg-type]
+        text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
+        assert text == default_script(fake.requests[0])
+        raw = await client.chat.completions.with_raw_response.create(model="fake", messages=HELLO, stream=True)  # type: ignore[arg-type]
+        body = (await raw.http_response.aread()).decode()
+        assert ": queue_position 2\n\n: queue_position 1\n\n" in body, "the wait stays visible as SSE comments"
+
+        stream = await client.chat.completions.create(
+            model="fake",
+            messages=HELLO,  # type: ignore[arg-type]
+            stream=True,
+            extra_body={"chorus": {"priority": "interactive"}},
+        )
+        chunks = [chunk async for chunk in stream]
+        notes = [chunk for chunk in chunks if not chunk.choices]
+        assert [(chunk.model_extra or {})["chorus"]["queue_position"] for chunk in notes] == [2, 1]
+
+
+async def test_include_usage_marks_every_other_chunk_with_null_usage(client: TestClient) -> None:
+    """OpenAI: with include_usage, every chunk has a `usage` field, null until the last one; without, none has."""
+    body = {"messages": HELLO, "stream": True, "max_tokens": 3, "stream_options": {"include_usage": True}}
+    chunks = [
+        json.loads(event)
+        for event in sse_events(await (await client.post("/v1/chat/completions", json=body)).text())[:-1]
+    ]
+    *before, last = chunks
+    assert all("usage" in chunk and chunk["usage"] is None for chunk in before)
+    assert last["choices"] == [] and last["usage"]["completion_tokens"] == 3
+    plain = {**body, "stream_options": None}
+    chunks = [
+        json.loads(event)
+        for event in sse_events(await (await client.post("/v1/chat/completions", json=plain)).text())[:-1]
+    ]
+    assert all("usage" not in chunk for chunk in chunks)
+
+
+@pytest.mark.parametrize(
+    ("options", "param", "words"),
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools", "tool"),
+        ({"tool_choice": "required"}, "tool_choice", "tool"),
+        ({"functions": [{"name": "f", "parameters": {}}]}, "functions", "function"),
+        ({"function_call": {"name": "f"}}, "function_call", "function"),
+        ({"logprobs": True}, "logprobs", "logprobs"),
+        ({"top_logprobs": 3}, "top_logprobs", "logprobs"),
+        ({"response_format": {"type": "json_object"}}, "response_format", "json_object"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
+            "response_format",
+            "json_schema",
+        ),
+        ({"response_format": {"type": "yaml"}}, "response_format", "yaml"),
+        ({"logit_bias": {"50256": -100}}, "logit_bias", "logit_bias"),
+        ({"logit_bias": {"50256": -101}}, "logit_bias", "logit_bias"),
+        ({"presence_penalty": 2.5}, "presence_penalty", "between -2 and 2"),
+        ({"frequency_penalty": -3}, "frequency_penalty", "between -2 and 2"),
+        ({"frequency_penalty": "high"}, "frequency_penalty", "number"),
+        ({"modalities": ["text", "audio"]}, "modalities", "audio"),
+        ({"audio": {"voice": "alloy", "format": "wav"}}, "audio", "audio"),
+    ],
+)
+async def test_unsupported_features_are_a_400_naming_them(options: dict[str, Any], param: str, words: str) -> None:
+    """Tools, logprobs, JSON mode and the like would change what the client gets: refused, never silently ignored."""
+    fake = FakeGenerator()
+    async with openai_client(fake) as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.chat.completions.create(model="fake", messages=HELLO, extra_body=options)  # type: ignore[arg-type]
+    assert refused.value.param == param
+    assert words in refused.value.message
+    assert fake.requests == []
+
+
+async def test_fields_real_clients_send_are_accepted() -> None:
+    """What frameworks put in an ordinary request: neutral values of unsupported features, names, parts, extras."""
+    fake = FakeGenerator()
+    async with openai_client(fake) as client:
+        completion = await client.chat.completions.create(
+            model="fake",
+            messages=[
+                {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
+                {"role": "user", "name": "ana", "content": [{"type": "text", "text": "Write a slogan."}]},
+            ],
+            max_completion_tokens=5,
+            temperature=0,
+            top_p=1,
+            presence_penalty=0.5,
+            frequency_penalty=-0.5,
+            logit_bias={},
+            logprobs=False,
+            response_format={"type": "text"},
+            tool_choice="none",
+            stop=["<a>", "<b>", "<c>", "<d>"],
+            seed=7,
+            user="ana",
+            n=1,
+            store=False,
+            metadata={"team": "cafe"},
+            modalities=["text"],
+            extra_body={"a_field_from_the_future": {"x": 1}},
+        )
+    assert completion.choices[0].finish_reason == "length"
+    [request] = fake.requests
+    assert request.messages == (ChatMessage("system", "Be brief."), ChatMessage("user", "Write a slogan."))
+    assert (request.max_new_tokens, request.seed, request.stop) == (5, 7, ("<a>", "<b>", "<c>", "<d>"))
+
+
+async def test_an_image_part_is_a_400_that_says_so() -> None:
+    fake = FakeGenerator()
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    async with openai_client(fake) as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.chat.completions.create(
+                model="fake",
+                messages=[{"role": "user", "content": [{"type": "text", "text": "What is this?"}, image]}],
+            )
+    assert refused.value.param == "messages[0].content[1]"
+    assert "image_url" in refused.value.message and "text" in refused.value.message
+
+
+async def test_a_base_url_without_v1_gets_a_404_that_says_where_the_api_is() -> None:
+    async with TestServer(build_app(FakeGenerator(), model_name="fake"), host="127.0.0.1") as server:
+        client = openai.AsyncOpenAI(base_url=str(server.make_url("/")), api_key="unused", max_retries=0)
+        try:
+            with pytest.raises(openai.NotFoundError) as missing:
+                await client.chat.completions.create(model="fake", messages=HELLO)  # type: ignore[arg-type]
+        finally:
+            await client.close()
+    assert missing.value.code == "unknown_url"
+    assert "/v1/chat/completions" in missing.value.message
+
+
+async def test_legacy_completions_is_a_404_pointing_at_chat_completions() -> None:
+    async with openai_client(FakeGenerator()) as client:
+        with pytest.raises(openai.NotFoundError) as missing:
+            await client.completions.create(model="fake", prompt="Once upon a time")
+    assert missing.value.code == "unknown_url"
+    assert "/v1/chat/completions" in missing.value.message
+
+
+async def test_a_wrong_api_key_is_an_authentication_error_for_the_stock_client() -> None:
+    async with TestServer(build_app(FakeGenerator(), model_name="fake", api_key="s3cret"), host="127.0.0.1") as server:
+        for key, ok in (("wrong", False), ("s3cret", True)):
+            client = openai.AsyncOpenAI(base_url=str(server.make_url("/v1")), api_key=key, max_retries=0)
+            try:
+                if ok:
+                    assert (await client.models.list()).data[0].id == "fake"
+                    continue
+                with pytest.raises(openai.AuthenticationError) as refused:
+                    await client.chat.completions.create(model="fake", messages=HELLO)  # type: ignore[arg-type]
+                assert refused.value.code == "invalid_api_key" and "Bearer" in refused.value.message
+            finally:
+                await client.close()
+
+
+class VectorEmbedder:
+    """Three-number vectors from the text's length, so answers are checkable; fails on the text 'boom'."""
+
+    model_name = "vectors"
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        if "boom" in texts:
+            raise RuntimeError("embedder crashed")
+        return [[float(len(text)), 0.5, -1.25] for text in texts]
+
+
+async def test_stock_client_embeddings_decode_from_its_default_base64() -> None:
+    """openai-python asks for base64 unless told otherwise, and decodes it to floats itself."""
+    async with TestServer(
+        build_app(FakeGenerator(), model_name="fake", embedder=VectorEmbedder()), host="127.0.0.1"
+    ) as server:
+        client = openai.AsyncOpenAI(base_url=str(server.make_url("/v1")), api_key="unused", max_retries=0)
+        try:
+            default = await client.embeddings.create(model="vectors", input=["ab", "abcd"])
+            assert [item.embedding for item in default.data] == [[2.0, 0.5, -1.25], [4.0, 0.5, -1.25]]
+            floats = await client.embeddings.create(model="vectors", input="abc", encoding_format="float")
+            assert floats.data[0].embedding == [3.0, 0.5, -1.25]
+            with pytest.raises(openai.BadRequestError) as refused:
+                await client.embeddings.create(model="vectors", input="abc", dimensions=2)
+            assert refused.value.param == "dimensions" and "3" in refused.value.message
+            with pytest.raises(openai.BadRequestError) as refused:
+                await client.embeddings.create(model="vectors", input=[[15496, 995]])
+            assert "token" in refused.value.message
+            with pytest.raises(openai.InternalServerError) as failed:
+                await client.embeddings.create(model="vectors", input="boom")
+            assert failed.value.body is not None and failed.value.type == "server_error"
+        finally:
+            await client.close()
