@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import gc
+import importlib.metadata
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from bots.store import Store, StoreError
 from chorus.compose import build_chorus, build_embedder, build_generator, progress, run_platform
@@ -180,8 +184,35 @@ def _prepare(settings: Settings) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus the closest command for a misspelt one (`chorus rn` -> did you mean `chorus run`?)."""
+
+    def error(self, message: str) -> NoReturn:
+        typed = re.search(r"invalid choice: '([^']*)'", message)
+        commands = list(self.commands())
+        if typed and commands:
+            close = difflib.get_close_matches(typed[1], commands, n=1, cutoff=0.5)
+            hint = f"Did you mean `{self.prog} {close[0]}`? " if close else ""
+            message = f"unknown command '{typed[1]}'. {hint}Commands: {', '.join(commands)}."
+        elif message.startswith("unrecognized arguments"):
+            message += f" (`{self.prog} --help` lists the options)"
+        super().error(message)
+
+    def commands(self) -> dict[str, argparse.ArgumentParser]:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return dict(action.choices)
+        return {}
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="chorus", description="An AI creative co-pilot for chat communities.")
+    root = _Parser(
+        prog="chorus",
+        description="An AI creative co-pilot for chat communities. Start with `chorus run`: the terminal channel.",
+        epilog="`chorus <command> --help` shows a command's options. Data lives in $CHORUS_HOME (default "
+        "~/.cache/chorus); settings: docs/configuration.md.",
+    )
+    root.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     root.add_argument("--config", help="a TOML file layered over the defaults (or set CHORUS_CONFIG)")
     root.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     # The same two options after the command (`chorus run --config chorus.toml`); SUPPRESS keeps the root's value
@@ -189,23 +220,31 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help="a TOML file layered over the defaults")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log to stderr")
-    sub = root.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", parents=[common], help="start Chorus on the configured platform (the terminal by default)")
-    sub.add_parser("doctor", parents=[common], help="print config, model and platform readiness")
-    sub.add_parser("prepare-model", parents=[common], help="verify and convert the configured model once, then exit")
-    serve = sub.add_parser(
-        "serve", parents=[common], help="serve the configured model over an OpenAI-compatible HTTP API"
-    )
+    sub = root.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        # The summary both in `chorus --help`'s list and at the top of `chorus <name> --help`.
+        return sub.add_parser(name, parents=[common], help=summary, description=summary[0].upper() + summary[1:] + ".")
+
+    command("run", "start Chorus on the configured platform (the terminal by default; /help lists its commands)")
+    command("doctor", "print config, model and platform readiness")
+    command("prepare-model", "verify and convert the configured model once, then exit")
+    serve = command("serve", "serve the configured model over an OpenAI-compatible HTTP API")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
     serve.add_argument("--api-key-env", metavar="NAME", help="require `Authorization: Bearer $NAME` on /v1/*")
-    pull = sub.add_parser(
-        "pull", parents=[common], help="download a model from the Hugging Face Hub once and print the model.path"
-    )
+    pull = command("pull", "download a model from the Hugging Face Hub once and print the model.path")
     pull.add_argument("hub_id", help="owner/name, e.g. HuggingFaceTB/SmolLM2-360M-Instruct")
     pull.add_argument("--revision", help="a branch, tag or commit (default: main)")
     pull.add_argument("--gguf-file", default="", help="download this one GGUF file of the repository instead")
     return root
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("chorus")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def _pull(settings: Settings, hub_id: str, revision: str | None, gguf_file: str) -> int:
@@ -222,7 +261,14 @@ def _pull(settings: Settings, hub_id: str, revision: str | None, gguf_file: str)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command. A bad setting or an unusable dependency is one line on stderr and exit status 2."""
-    args = parser().parse_args(argv)
+    cli = parser()
+    args, unknown = cli.parse_known_args(argv)
+    if unknown:  # said by the command's own parser, so its usage and options are the ones shown
+        cli.commands().get(args.command, cli).error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command is None:
+        cli.print_help(sys.stderr)
+        print("\nchorus: say which command to run; `chorus run` opens the terminal channel.", file=sys.stderr)
+        return 2
     if args.command == "serve" and not 0 <= args.port <= 65535:
         print(f"chorus: --port {args.port} is not a port number (0-65535; 0 picks a free one)", file=sys.stderr)
         return 2

@@ -192,3 +192,34 @@ async def test_health_with_the_right_key_is_ok(keyed_server: str) -> None:
     finally:
         await generator.close()
     assert health.ok and health.model == "fake"
+
+
+def test_chorus_alone_lists_the_commands_and_says_where_to_start(capsys) -> None:
+    # argparse said only "the following arguments are required: command".
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "run " in err and "doctor" in err and "`chorus run` opens the terminal channel" in err
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("rn", "run"), ("serv", "serve"), ("docter", "doctor")])
+def test_a_misspelt_command_gets_the_closest_one(capsys, typed: str, meant: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([typed])
+    assert exit_.value.code == 2
+    assert f"unknown command '{typed}'. Did you mean `chorus {meant}`?" in capsys.readouterr().err
+
+
+def test_an_unknown_option_is_shown_with_its_commands_usage(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--bogus"])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: chorus run ") and "--bogus (`chorus run --help` lists the options)" in err
+
+
+def test_each_command_says_what_it_does_and_chorus_has_a_version(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "Start Chorus on the configured platform" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("chorus ")
