@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from adapters.terminal.render import render_actions, render_reply
 from adapters.terminal.responder import TerminalPublisher, TerminalResponder
@@ -218,10 +221,11 @@ async def test_a_drop_never_lands_inside_a_streaming_line_and_plus_rates_what_wa
     assert handled[-1] == Action(CONVERSATION, ALICE, "rate_up", value="+1", target_id=99)
 
 
-async def test_sigterm_mid_stream_ends_the_result_with_its_text_so_far_and_a_note(tmp_path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_sigterm_mid_stream_ends_the_result_with_its_text_so_far_and_a_note(tmp_path, signum) -> None:
+    # Piped, Ctrl-C (SIGINT) stops like SIGTERM: it used to stop only the generation and go on to the next line.
     import asyncio
     import os
-    import signal
 
     from adapters.terminal.app import run_terminal
     from bots.shutdown import RESTART_NOTE
@@ -237,23 +241,23 @@ async def test_sigterm_mid_stream_ends_the_result_with_its_text_so_far_and_a_not
     out = io.StringIO()
 
     def no_handler(*_: object) -> None:
-        raise RuntimeError("SIGTERM reached Python's default handling: the terminal did not take it")
+        raise RuntimeError("the signal reached Python's default handling: the terminal did not take it")
 
-    previous = signal.signal(signal.SIGTERM, no_handler)
+    previous = signal.signal(signum, no_handler)
     try:
         run = asyncio.create_task(
             run_terminal(chorus, stdin=io.StringIO("/create story a tide that forgot to turn\n/help\n"), stdout=out)
         )
         # The story is streaming (the echoed command line, before the title, says "a tide" too).
         await wait_until(lambda: "a tide" in out.getvalue().partition("v1 of 1 ──")[2])
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
         assert await asyncio.wait_for(run, 20) == 0
         text = out.getvalue()
         assert RESTART_NOTE in text and "/help" not in text.split(RESTART_NOTE)[1], "no new work after the stop"
         record = await store.latest_generation(CONVERSATION)
         assert record is not None and record.status == "partial" and record.variants[0] in text
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signum, previous)
         await chorus.close()
 
 

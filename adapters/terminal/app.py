@@ -186,14 +186,14 @@ async def run_terminal(chorus: Chorus, *, stdin: TextIO | None = None, stdout: T
     drains: list[asyncio.Task[None]] = []
 
     def interrupt() -> None:
-        if running and not running[0].done():
+        if not interactive:
+            stop()  # piped: Ctrl-C ends the run, as SIGTERM does, rather than going on to the next line
+        elif running and not running[0].done():
             running[0].cancel()  # stop the generation, back to the prompt
-        elif interactive:
+        else:
             lines.discard()
             session.output.line_taken()
             session.output.prompt(session.prompt)
-        else:
-            stop()
 
     def stop() -> None:
         if not stopping.is_set():
