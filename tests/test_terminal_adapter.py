@@ -437,3 +437,26 @@ def test_a_line_longer_than_the_terminal_is_redrawn_from_its_first_row() -> None
     mark = len(screen.getvalue())
     output.edit("x" * 72, 0)  # Home: to the column after the prompt
     assert screen.getvalue()[mark:].endswith("\r\x1b[7C")
+
+
+def test_a_terminal_that_reports_no_width_is_drawn_as_80_columns() -> None:
+    # A pty nobody sized reports 0 columns: read as 2, every redraw moved the cursor up over earlier output.
+    import os
+    import pty
+    import re
+
+    from adapters.terminal.responder import TerminalOutput
+
+    master, slave = pty.openpty()  # a new pty is 0 × 0
+    try:
+        with open(slave, "w", closefd=False) as screen:
+            output = TerminalOutput(screen)
+            output.prompt("alice> ")
+            output.edit("/create slogan tea", 18)
+            output.edit("/create slogan te", 17)  # Backspace
+        shown = os.read(master, 4096).decode()
+        assert not re.search(r"\x1b\[\d+A", shown), shown  # never up a row: the line fits on one
+        assert shown.endswith("\r\x1b[Jalice> /create slogan te"), shown
+    finally:
+        os.close(master)
+        os.close(slave)

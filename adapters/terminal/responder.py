@@ -102,10 +102,12 @@ class TerminalOutput:
     # -- drawing the typed line (a prompt is on screen; its text may wrap over several rows) ------------------
 
     def _width(self) -> int:
+        """The terminal's columns; 80 when it does not say (0 columns: a serial console, a pty nobody sized)."""
         try:
-            return max(2, os.get_terminal_size(self.out.fileno()).columns)
+            columns = os.get_terminal_size(self.out.fileno()).columns
         except (AttributeError, ValueError, OSError):
             return 80
+        return max(2, columns) if columns else 80
 
     def _move(self, src: int, dst: int) -> str:
         """The cursor movement from offset `src` to offset `dst` of the typed line."""
