@@ -460,3 +460,34 @@ def test_a_terminal_that_reports_no_width_is_drawn_as_80_columns() -> None:
     finally:
         os.close(master)
         os.close(slave)
+
+
+async def _scripted(tmp_path: Path, script: str, **env: str) -> tuple[str, int]:
+    """`script` piped into the terminal channel over the fake model: (what was shown, results stored)."""
+    from adapters.terminal.app import run_terminal
+    from bots.store import Store
+    from chorus.compose import build_chorus
+    from generation.fake import FakeGenerator
+    from support import settings_for
+
+    settings = settings_for(tmp_path, **env)
+    store = Store(settings.store_url)
+    await store.start()
+    chorus = build_chorus(settings, store, FakeGenerator(lambda request: "Tea, but braver."), drops=False)
+    out = io.StringIO()
+    try:
+        assert await run_terminal(chorus, stdin=io.StringIO(script), stdout=out) == 0
+        return out.getvalue(), await store.count_generations()
+    finally:
+        await chorus.close()
+
+
+async def test_the_forget_question_waits_for_y_or_n(tmp_path: Path) -> None:
+    # Anything but y or n used to go on as a refinement of the latest result ("maybe" made v2 of the slogan).
+    shown, results = await _scripted(tmp_path, "/create slogan tea\n/forget\nmaybe\ns\nno\nn\n")
+    assert results == 1, shown
+    assert shown.count("Answer y (yes, delete) or n (cancel) first.") == 2, shown
+    assert "Cancelled. Nothing was deleted." in shown
+    assert "👋" in shown.split("Cancelled.")[1], "after the answer, `n` is no longer an answer"
+    shown, results = await _scripted(tmp_path, "/forget\nyes\n")
+    assert "Done. Deleted 1 result" in shown and results == 0

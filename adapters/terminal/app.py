@@ -23,8 +23,17 @@ from typing import Any, TextIO
 
 from adapters.terminal.lineedit import LineEditor
 from adapters.terminal.responder import TerminalOutput, TerminalPublisher, TerminalResponder
-from adapters.terminal.translate import CONVERSATION, LeaveThread, Quit, SwitchUser, terminal_user, to_event
+from adapters.terminal.translate import (
+    CONVERSATION,
+    LeaveThread,
+    Notice,
+    Quit,
+    SwitchUser,
+    terminal_user,
+    to_event,
+)
 from bots.app import Chorus
+from bots.events import Action
 from bots.reply import ReplyAction
 from bots.shutdown import Draining
 
@@ -84,6 +93,13 @@ class TerminalSession:
                 self.user = terminal_user(event.name)
                 self.say(f"Now typing as {event.name}.")
             return True
+        if isinstance(event, Notice):
+            self.say(event.text)
+            return True
+        if isinstance(event, Action) and event.action_id in {
+            self.keys[k].action_id for k in ("y", "n") if k in self.keys
+        }:
+            self.keys = {}  # the question is answered: `y` and `n` mean nothing any more
         await self.chorus.handle(event, self.responder)
         return True
 

@@ -44,6 +44,17 @@ class LeaveThread:
     """`/leave`: back from a thread to the channel."""
 
 
+@dataclass(frozen=True)
+class Notice:
+    """A line the terminal answers itself, without the core: what to type to answer the question on screen."""
+
+    text: str
+
+
+# How a yes/no question (the latest reply offers `y` and `n`, as /forget does) may be answered.
+_ANSWERS = {"y": "y", "yes": "y", "n": "n", "no": "n"}
+
+
 def terminal_user(name: str) -> User:
     # Whoever sits at the terminal owns it, so they may also use moderator commands.
     return User(id=name, name=name, is_moderator=True)
@@ -51,8 +62,9 @@ def terminal_user(name: str) -> User:
 
 def to_event(
     line: str, user: User, keys: Mapping[str, ReplyAction], conversation: Conversation = CONVERSATION
-) -> Event | SwitchUser | Quit | LeaveThread | None:
-    """Translate one typed line. `keys` maps shortcut keys to the actions of the most recent reply."""
+) -> Event | SwitchUser | Quit | LeaveThread | Notice | None:
+    """Translate one typed line. `keys` maps shortcut keys to the actions of the most recent reply. While that reply
+    asks a yes/no question, a line that is not a command answers it or is told how to."""
     text = line.strip()
     if not text:
         return None
@@ -66,6 +78,13 @@ def to_event(
         if name == "leave":
             return LeaveThread()
         return Command(conversation=conversation, user=user, name=name, text=rest.strip())
+    if "y" in keys and "n" in keys:
+        answer = _ANSWERS.get(text.lower().rstrip(".!"))
+        if answer is None:
+            yes, no = keys["y"], keys["n"]
+            return Notice(f"Answer y ({yes.label.lower()}) or n ({no.label.lower()}) first.")
+        known = keys[answer]
+        return Action(conversation, user, known.action_id, value=known.value, target_id=known.target_id)
     head, _, rest = text.partition(" ")
     head = head.lower()
     if head == "t" and rest.strip():
