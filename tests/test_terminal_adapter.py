@@ -336,6 +336,7 @@ async def test_ctrl_c_at_the_prompt_clears_the_line_and_ctrl_d_exits(tmp_path: P
         assert "Now typing as mallory" not in seen[0] and "Traceback" not in seen[0]
         await _read_until(master, "bob> ", seen)
         os.write(master, b"\x04")  # Ctrl-D on an empty line
+        await _read_until(master, "Bye.", seen)  # it used to end with an empty line
         assert await asyncio.wait_for(process.wait(), 30) == 0
 
 
@@ -491,3 +492,41 @@ async def test_the_forget_question_waits_for_y_or_n(tmp_path: Path) -> None:
     assert "👋" in shown.split("Cancelled.")[1], "after the answer, `n` is no longer an answer"
     shown, results = await _scripted(tmp_path, "/forget\nyes\n")
     assert "Done. Deleted 1 result" in shown and results == 0
+
+
+async def test_ctrl_c_mid_generation_says_how_to_run_it_again_and_quit_says_goodbye(tmp_path: Path) -> None:
+    import os
+    import pty
+
+    from adapters.terminal.app import GOODBYE, STOPPED, run_terminal
+    from bots.store import Store
+    from chorus.compose import build_chorus
+    from generation.fake import FakeGenerator
+    from support import settings_for
+
+    settings = settings_for(tmp_path)
+    store = Store(settings.store_url)
+    await store.start()
+    chorus = build_chorus(settings, store, FakeGenerator(delay_s=0.05), drops=False)
+    master, slave = pty.openpty()  # this process's own terminal, so SIGINT below is the one Ctrl-C would send
+    screen_in, screen_out = os.fdopen(os.dup(slave)), os.fdopen(os.dup(slave), "w")
+    try:
+        run = asyncio.create_task(run_terminal(chorus, stdin=screen_in, stdout=screen_out))
+        seen = ["", ""]
+        await _read_until(master, "you> ", seen)
+        os.write(master, b"/create story a tide that forgot to turn\r")
+        await _read_until(master, "v1 of 1 ──", seen)
+        await _read_until(master, " ", seen)  # the story is streaming
+        os.kill(os.getpid(), signal.SIGINT)
+        await _read_until(master, STOPPED, seen)  # it said only "(stopped)"
+        await _read_until(master, "you> ", seen)
+        os.write(master, b"/quit\r")
+        await _read_until(master, GOODBYE, seen)
+        assert await asyncio.wait_for(run, 20) == 0
+        assert "Traceback" not in seen[0]
+    finally:
+        screen_in.close()
+        screen_out.close()
+        os.close(master)
+        os.close(slave)
+        await chorus.close()

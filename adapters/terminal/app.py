@@ -42,6 +42,8 @@ BANNER = (
     "/help lists commands and kinds · /as <name> switches who is typing · Ctrl-C stops a generation or clears the "
     "line · Ctrl-D or /quit quits"
 )
+STOPPED = "(stopped — ↑ then Enter runs that line again)"
+GOODBYE = "Bye."
 # How long generations in flight get, on SIGTERM, to end with their text so far before Chorus exits anyway.
 SHUTDOWN_GRACE_S = 8.0
 
@@ -230,7 +232,7 @@ async def run_terminal(chorus: Chorus, *, stdin: TextIO | None = None, stdout: T
             line = await _next_line(lines, stopping)
             if line is None:
                 if interactive and not stopping.is_set():
-                    session.say("")
+                    session.say("\n" + GOODBYE)  # below the prompt that Ctrl-D left
                 return 0
             if isinstance(line, _TypedAhead):
                 session.output.line_taken(typed_ahead=line)
@@ -240,11 +242,13 @@ async def run_terminal(chorus: Chorus, *, stdin: TextIO | None = None, stdout: T
             running[:] = [task]
             try:
                 if not await _until_done(task, stopping):
+                    if interactive and not stopping.is_set():
+                        session.say(GOODBYE)  # /quit
                     return 0
             except asyncio.CancelledError:
                 if task.cancelled() and not stopping.is_set():
                     session.output.streams_abandoned()
-                    session.say("(stopped)")
+                    session.say(STOPPED)
                     continue
                 raise
             finally:
