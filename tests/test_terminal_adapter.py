@@ -530,3 +530,16 @@ async def test_ctrl_c_mid_generation_says_how_to_run_it_again_and_quit_says_good
         os.close(master)
         os.close(slave)
         await chorus.close()
+
+
+def test_the_brainstorm_keys_show_what_to_type_after_them() -> None:
+    # `[i] 💡 add idea  [v] 👍 vote`: people typed `v` alone, or `vote 2` (taken as an idea).
+    from bots.brainstorm.render import controls
+
+    line = render_actions(controls(7))
+    assert line.startswith("[i <idea>] 💡 add idea  [v <number>] 👍 vote  [n] ⏭ next round"), line
+    keys = {action.key.split()[0]: action for action in controls(7)}
+    assert to_event("v 3", ALICE, keys) == Action(CONVERSATION, ALICE, "brainstorm_vote", value="3", target_id=7)
+    assert to_event("i a book swap", ALICE, keys) == Action(
+        CONVERSATION, ALICE, "brainstorm_idea", value="a book swap", target_id=7
+    )
