@@ -407,6 +407,18 @@ def test_the_line_editor_keeps_history_and_edits_like_readline() -> None:
     assert editor.feed("\x05\x15\x04ignored\n") == [END_OF_INPUT]
 
 
+def test_a_pasted_paragraph_is_one_line() -> None:
+    # Each pasted line break was an Enter: `/remix` got the first line, and the next became a refinement.
+    from adapters.terminal.lineedit import LineEditor
+
+    editor = LineEditor()
+    pasted = "\x1b[200~Our cafe opens at 7.\r\nCome early,\nstay late.\x1b[201~"
+    assert editor.feed("/remix " + pasted[:20]) == [] and editor.feed(pasted[20:] + " --tone witty\r") == [
+        "/remix Our cafe opens at 7. Come early, stay late. --tone witty"
+    ]
+    assert editor.feed("next\r") == ["next"], "after the paste, Enter ends the line again"
+
+
 def test_a_drop_while_someone_is_typing_goes_above_the_prompt_and_the_typed_line_is_shown_again() -> None:
     from adapters.terminal.responder import TerminalOutput
 
@@ -499,6 +511,7 @@ async def test_ctrl_c_mid_generation_says_how_to_run_it_again_and_quit_says_good
     import pty
 
     from adapters.terminal.app import GOODBYE, STOPPED, run_terminal
+    from adapters.terminal.lineedit import BRACKETED_PASTE_OFF, BRACKETED_PASTE_ON
     from bots.store import Store
     from chorus.compose import build_chorus
     from generation.fake import FakeGenerator
@@ -524,6 +537,8 @@ async def test_ctrl_c_mid_generation_says_how_to_run_it_again_and_quit_says_good
         await _read_until(master, GOODBYE, seen)
         assert await asyncio.wait_for(run, 20) == 0
         assert "Traceback" not in seen[0]
+        assert seen[0].startswith(BRACKETED_PASTE_ON), "pastes are marked while Chorus reads the terminal"
+        await _read_until(master, BRACKETED_PASTE_OFF, seen)  # and no longer once it has quit
     finally:
         screen_in.close()
         screen_out.close()

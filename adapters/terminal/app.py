@@ -21,7 +21,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from adapters.terminal.lineedit import LineEditor
+from adapters.terminal.lineedit import BRACKETED_PASTE_OFF, BRACKETED_PASTE_ON, LineEditor
 from adapters.terminal.responder import TerminalOutput, TerminalPublisher, TerminalResponder
 from adapters.terminal.translate import (
     CONVERSATION,
@@ -141,6 +141,7 @@ class _Lines:
         mode[3] &= ~(termios.ICANON | termios.ECHO | termios.IEXTEN)
         mode[6][termios.VMIN], mode[6][termios.VTIME] = 1, 0
         termios.tcsetattr(self._fd, termios.TCSANOW, mode)
+        self.output.control(BRACKETED_PASTE_ON)
 
     def _readable(self) -> None:
         assert self._fd is not None
@@ -183,6 +184,7 @@ class _Lines:
             with contextlib.suppress(ValueError, OSError):
                 self._loop.remove_reader(self._fd)
             if self._saved_mode is not None:
+                self.output.control(BRACKETED_PASTE_OFF)
                 with contextlib.suppress(termios.error):
                     termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved_mode)
             self._fd = None
