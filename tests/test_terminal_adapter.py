@@ -558,3 +558,14 @@ def test_the_brainstorm_keys_show_what_to_type_after_them() -> None:
     assert to_event("i a book swap", ALICE, keys) == Action(
         CONVERSATION, ALICE, "brainstorm_idea", value="a book swap", target_id=7
     )
+
+
+async def test_help_ends_with_the_terminals_own_commands_and_their_typos_are_caught(tmp_path: Path) -> None:
+    # Piped there is no banner, and /help never named /as, /leave or /quit; `/qiut` got "Did you mean /quit"-less
+    # suggestions from the core, which does not know them.
+    from adapters.terminal.translate import TERMINAL_HELP
+
+    shown, _ = await _scripted(tmp_path, "/help\n/qiut\n/leav\n/help create\n")
+    assert shown.count(TERMINAL_HELP) == 1 and "/as <name>" in TERMINAL_HELP
+    assert "Unknown command /qiut. Did you mean /quit?" in shown
+    assert "Unknown command /leav. Did you mean /leave?" in shown

@@ -25,6 +25,7 @@ from adapters.terminal.lineedit import BRACKETED_PASTE_OFF, BRACKETED_PASTE_ON, 
 from adapters.terminal.responder import TerminalOutput, TerminalPublisher, TerminalResponder
 from adapters.terminal.translate import (
     CONVERSATION,
+    TERMINAL_HELP,
     LeaveThread,
     Notice,
     Quit,
@@ -33,7 +34,7 @@ from adapters.terminal.translate import (
     to_event,
 )
 from bots.app import Chorus
-from bots.events import Action
+from bots.events import Action, Command
 from bots.reply import ReplyAction
 from bots.shutdown import Draining
 
@@ -103,6 +104,8 @@ class TerminalSession:
         }:
             self.keys = {}  # the question is answered: `y` and `n` mean nothing any more
         await self.chorus.handle(event, self.responder)
+        if isinstance(event, Command) and event.name == "help" and not event.text:
+            self.say(TERMINAL_HELP)
         return True
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +12,13 @@ from bots.events import Action, Command, Conversation, Event, Message, User
 from bots.reply import ReplyAction
 
 CONVERSATION = Conversation(platform="terminal", workspace="local", channel="terminal")
+
+# Commands the terminal handles itself; /help ends with them.
+TERMINAL_COMMANDS = ("as", "leave", "quit", "exit")
+TERMINAL_HELP = (
+    "In this terminal: /as <name> types as someone else · /leave goes back from a thread to the channel · "
+    "Ctrl-C stops a generation · /quit or Ctrl-D quits."
+)
 
 # Shortcut keys that always mean a refinement of the latest result, even before any result was shown.
 STANDARD_KEYS = {
@@ -77,6 +85,9 @@ def to_event(
             return Quit()
         if name == "leave":
             return LeaveThread()
+        close = difflib.get_close_matches(name, TERMINAL_COMMANDS, n=1, cutoff=0.75) if len(name) > 2 else []
+        if close:  # the core does not know the terminal's own commands, so it could not suggest them
+            return Notice(f"Unknown command /{name}. Did you mean /{close[0]}? Type /help for the list.")
         return Command(conversation=conversation, user=user, name=name, text=rest.strip())
     if "y" in keys and "n" in keys:
         answer = _ANSWERS.get(text.lower().rstrip(".!"))
