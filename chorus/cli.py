@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import difflib
 import gc
 import importlib.metadata
@@ -261,6 +262,19 @@ def _pull(settings: Settings, hub_id: str, revision: str | None, gguf_file: str)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command. A bad setting or an unusable dependency is one line on stderr and exit status 2."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`chorus doctor | head -3`): stop quietly, and keep the interpreter's last flush from
+        # failing on the closed pipe too.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
     cli = parser()
     args, unknown = cli.parse_known_args(argv)
     if unknown:  # said by the command's own parser, so its usage and options are the ones shown

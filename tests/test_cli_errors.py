@@ -223,3 +223,17 @@ def test_each_command_says_what_it_does_and_chorus_has_a_version(capsys) -> None
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.startswith("chorus ")
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    # `chorus doctor | head -3` printed a BrokenPipeError traceback.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
+    env |= {"CHORUS_HOME": str(tmp_path), "CHORUS_MODEL__SOURCE": "fake"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chorus", "doctor"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # before Chorus has printed anything: importing it takes far longer than this
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1
+    assert "Traceback" not in err and "Broken pipe" not in err, err
