@@ -475,7 +475,7 @@ def test_a_terminal_that_reports_no_width_is_drawn_as_80_columns() -> None:
         os.close(slave)
 
 
-async def _scripted(tmp_path: Path, script: str, **env: str) -> tuple[str, int]:
+async def _scripted(tmp_path: Path, script: str | bytes, **env: str) -> tuple[str, int]:
     """`script` piped into the terminal channel over the fake model: (what was shown, results stored)."""
     from adapters.terminal.app import run_terminal
     from bots.store import Store
@@ -489,7 +489,8 @@ async def _scripted(tmp_path: Path, script: str, **env: str) -> tuple[str, int]:
     chorus = build_chorus(settings, store, FakeGenerator(lambda request: "Tea, but braver."), drops=False)
     out = io.StringIO()
     try:
-        assert await run_terminal(chorus, stdin=io.StringIO(script), stdout=out) == 0
+        stdin = io.StringIO(script) if isinstance(script, str) else io.TextIOWrapper(io.BytesIO(script), "utf-8")
+        assert await asyncio.wait_for(run_terminal(chorus, stdin=stdin, stdout=out), 20) == 0
         return out.getvalue(), await store.count_generations()
     finally:
         await chorus.close()
@@ -569,3 +570,10 @@ async def test_help_ends_with_the_terminals_own_commands_and_their_typos_are_cau
     assert shown.count(TERMINAL_HELP) == 1 and "/as <name>" in TERMINAL_HELP
     assert "Unknown command /qiut. Did you mean /quit?" in shown
     assert "Unknown command /leav. Did you mean /leave?" in shown
+
+
+async def test_piped_bytes_that_are_not_utf8_are_replaced_not_fatal(tmp_path: Path) -> None:
+    # A script saved as Latin-1: the reading thread died on the strict decode and Chorus waited forever.
+    shown, results = await _scripted(tmp_path, b"/create slogan caf\xe9 cr\xe8me\r\n/history\n")
+    assert "you> /create slogan caf\ufffd cr\ufffdme\n" in shown and results == 1
+    assert "caf\ufffd cr\ufffdme" in shown.split("History")[1]

@@ -174,9 +174,15 @@ class _Lines:
         self.queue.put_nowait(None)
 
     def _read_piped(self, stdin: TextIO) -> None:
-        for line in iter(stdin.readline, ""):
-            self._loop.call_soon_threadsafe(self.queue.put_nowait, line.rstrip("\n"))
-        self._loop.call_soon_threadsafe(self.queue.put_nowait, None)
+        # Bytes that are not UTF-8 (a script saved as Latin-1) become U+FFFD: decoded strictly they ended the reading
+        # thread, and Chorus waited forever; through surrogateescape they crashed the model.
+        binary = getattr(stdin, "buffer", None)
+        try:
+            for raw in iter(binary.readline, b"") if binary is not None else iter(stdin.readline, ""):
+                line = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+                self._loop.call_soon_threadsafe(self.queue.put_nowait, line.rstrip("\r\n"))
+        finally:
+            self._loop.call_soon_threadsafe(self.queue.put_nowait, None)
 
     def discard(self) -> None:
         """Ctrl-C at the prompt: forget what was typed so far."""
