@@ -9,10 +9,11 @@ import difflib
 import gc
 import importlib.metadata
 import logging
+import logging.handlers
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -260,6 +261,49 @@ def _pull(settings: Settings, hub_id: str, revision: str | None, gguf_file: str)
     return 0
 
 
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _OneLine(logging.Formatter):
+    """An error as one line that says where its details are: a traceback would land in the middle of the chat."""
+
+    def __init__(self, log_file: Path) -> None:
+        super().__init__()
+        self.log_file = log_file
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"chorus: {record.getMessage()} (details in {self.log_file})"
+
+
+@contextlib.contextmanager
+def _logs_off_the_screen(log_file: Path, on_screen: list[logging.Handler]) -> Iterator[None]:
+    """In the terminal channel the screen is the chat: warnings and tracebacks go to `log_file`, and only an error
+    shows, as one line (`-v` keeps everything on stderr). An unwritable home leaves logging as it was."""
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        to_file: logging.Handler = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=1_000_000, backupCount=1, encoding="utf-8"
+        )
+    except OSError:
+        yield
+        return
+    to_file.setFormatter(logging.Formatter(_LOG_FORMAT))
+    saved = [(handler, handler.level, handler.formatter) for handler in on_screen]
+    for handler in on_screen:
+        handler.setLevel(logging.ERROR)
+        handler.setFormatter(_OneLine(log_file))
+    root = logging.getLogger()
+    root.addHandler(to_file)
+    try:
+        yield
+    finally:
+        root.removeHandler(to_file)
+        to_file.close()
+        for handler, level, formatter in saved:
+            handler.setLevel(level)
+            handler.setFormatter(formatter)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command. A bad setting or an unusable dependency is one line on stderr and exit status 2."""
     try:
@@ -286,16 +330,17 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "serve" and not 0 <= args.port <= 65535:
         print(f"chorus: --port {args.port} is not a port number (0-65535; 0 picks a free one)", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    before = set(logging.getLogger().handlers)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format=_LOG_FORMAT, stream=sys.stderr)
+    on_screen = [handler for handler in logging.getLogger().handlers if handler not in before]
     settings: Settings | None = None
     try:
         settings = load_settings(args.config)
         if args.command == "run":
-            return asyncio.run(_run(settings))
+            if settings.chorus.platform != "terminal" or args.verbose:
+                return asyncio.run(_run(settings))
+            with _logs_off_the_screen(settings.home_dir / "chorus.log", on_screen):
+                return asyncio.run(_run(settings))
         if args.command == "doctor":
             return asyncio.run(_doctor(settings))
         if args.command == "serve":

@@ -237,3 +237,44 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
     err = process.stderr.read().decode()
     assert process.wait(timeout=120) == 1
     assert "Traceback" not in err and "Broken pipe" not in err, err
+
+
+def test_the_terminal_channel_keeps_log_lines_off_the_screen(tmp_path: Path, closed_port: int) -> None:
+    # A timestamped "WARNING bots.studio: generation stopped …" line used to land in the middle of the reply.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
+    env |= {"CHORUS_HOME": str(tmp_path), "CHORUS_GENERATION__URL": f"http://127.0.0.1:{closed_port}/v1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "chorus", "run"],
+        cwd=ROOT,
+        env=env,
+        input="/create slogan tea\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and "Cannot reach the generation server" in result.stdout
+    assert "WARNING" not in result.stderr, result.stderr
+    assert "WARNING bots.studio" in (tmp_path / "chorus.log").read_text()
+
+
+def test_an_error_in_the_terminal_channel_is_one_line_that_says_where_the_details_are(tmp_path: Path) -> None:
+    import io
+    import logging
+
+    from chorus.cli import _logs_off_the_screen
+
+    screen = io.StringIO()
+    handler = logging.StreamHandler(screen)
+    logging.getLogger().addHandler(handler)
+    try:
+        with _logs_off_the_screen(tmp_path / "chorus.log", [handler]):
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                logging.getLogger("bots.studio").exception("generation 7 failed")
+            logging.getLogger("bots.studio").warning("only in the file")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert screen.getvalue() == f"chorus: generation 7 failed (details in {tmp_path / 'chorus.log'})\n"
+    logged = (tmp_path / "chorus.log").read_text()
+    assert "Traceback" in logged and "ValueError: boom" in logged and "only in the file" in logged
