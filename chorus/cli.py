@@ -207,7 +207,10 @@ class _Parser(argparse.ArgumentParser):
         return {}
 
 
-def parser() -> argparse.ArgumentParser:
+_VERBOSE = "log to stderr (else `run` in the terminal logs warnings to <home>/chorus.log)"
+
+
+def parser() -> _Parser:
     root = _Parser(
         prog="chorus",
         description="An AI creative co-pilot for chat communities. Start with `chorus run`: the terminal channel.",
@@ -216,12 +219,12 @@ def parser() -> argparse.ArgumentParser:
     )
     root.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     root.add_argument("--config", help="a TOML file layered over the defaults (or set CHORUS_CONFIG)")
-    root.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    root.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE)
     # The same two options after the command (`chorus run --config chorus.toml`); SUPPRESS keeps the root's value
     # when they are not given there.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help="a TOML file layered over the defaults")
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log to stderr")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE)
     sub = root.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
 
     def command(name: str, summary: str) -> argparse.ArgumentParser:

@@ -94,8 +94,8 @@ def to_event(
         if answer is None:
             yes, no = keys["y"], keys["n"]
             return Notice(f"Answer y ({yes.label.lower()}) or n ({no.label.lower()}) first.")
-        known = keys[answer]
-        return Action(conversation, user, known.action_id, value=known.value, target_id=known.target_id)
+        answered = keys[answer]
+        return Action(conversation, user, answered.action_id, value=answered.value, target_id=answered.target_id)
     head, _, rest = text.partition(" ")
     head = head.lower()
     if head == "t" and rest.strip():
