@@ -30,11 +30,12 @@ from adapters.terminal.translate import (
     Notice,
     Quit,
     SwitchUser,
+    answers_question,
     terminal_user,
     to_event,
 )
 from bots.app import Chorus
-from bots.events import Action, Command
+from bots.events import Command
 from bots.reply import ReplyAction
 from bots.shutdown import Draining
 
@@ -99,10 +100,8 @@ class TerminalSession:
         if isinstance(event, Notice):
             self.say(event.text)
             return True
-        if isinstance(event, Action) and event.action_id in {
-            self.keys[k].action_id for k in ("y", "n") if k in self.keys
-        }:
-            self.keys = {}  # the question is answered: `y` and `n` mean nothing any more
+        if answers_question(event, self.keys):
+            self.keys = {}
         await self.chorus.handle(event, self.responder)
         if isinstance(event, Command) and event.name == "help" and not event.text:
             self.say(TERMINAL_HELP)

@@ -116,3 +116,9 @@ def to_event(
         if head in STANDARD_KEYS:
             return Action(conversation, user, STANDARD_KEYS[head])
     return Message(conversation=conversation, user=user, text=text)
+
+
+def answers_question(event: object, keys: Mapping[str, ReplyAction]) -> bool:
+    """Whether `event` answers the yes/no question that `keys` belong to: after it, `y` and `n` mean nothing."""
+    asked = {keys[key].action_id for key in ("y", "n") if key in keys}
+    return isinstance(event, Action) and event.action_id in asked
