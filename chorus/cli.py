@@ -361,7 +361,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except ModelUnavailable as exc:
         print(f"chorus: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the terminal channel takes Ctrl-C over, e.g. while the model loads
+        print("\nchorus: stopped (Ctrl-C).", file=sys.stderr)
         return 130
 
 

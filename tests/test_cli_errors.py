@@ -278,3 +278,13 @@ def test_an_error_in_the_terminal_channel_is_one_line_that_says_where_the_detail
     assert screen.getvalue() == f"chorus: generation 7 failed (details in {tmp_path / 'chorus.log'})\n"
     logged = (tmp_path / "chorus.log").read_text()
     assert "Traceback" in logged and "ValueError: boom" in logged and "only in the file" in logged
+
+
+def test_ctrl_c_while_the_model_loads_says_it_stopped(clean_env: pytest.MonkeyPatch, capsys) -> None:
+    # It exited with status 130 and nothing but the terminal's "^C".
+    def interrupted(settings: object) -> object:
+        raise KeyboardInterrupt
+
+    clean_env.setattr("chorus.cli.build_generator", interrupted)
+    assert main(["run"]) == 130
+    assert capsys.readouterr().err.strip() == "chorus: stopped (Ctrl-C)."
