@@ -383,6 +383,13 @@ _ACKS = frozenset(
         "cheers",
         "wonderful",
         "brilliant",
+        "hi",
+        "hello",
+        "hey",
+        "hiya",
+        "there",
+        "bye",
+        "goodbye",
     ]
 )
 _KEYS = frozenset("rmslt+-")

@@ -577,3 +577,11 @@ async def test_piped_bytes_that_are_not_utf8_are_replaced_not_fatal(tmp_path: Pa
     shown, results = await _scripted(tmp_path, b"/create slogan caf\xe9 cr\xe8me\r\n/history\n")
     assert "you> /create slogan caf\ufffd cr\ufffdme\n" in shown and results == 1
     assert "caf\ufffd cr\ufffdme" in shown.split("History")[1]
+
+
+async def test_exit_typed_without_a_slash_says_how_to_quit(tmp_path: Path) -> None:
+    # `exit` and `quit` went on as refinements: a new version "· exit" of the latest result.
+    shown, results = await _scripted(tmp_path, "/create slogan tea\nexit\nquit\n/brainstorm tea names\nexit\n")
+    assert results == 1 and "· exit" not in shown
+    assert shown.count("\n/quit or Ctrl-D quits.") == 2
+    assert "/leave goes back to the channel; /quit or Ctrl-D quits." in shown

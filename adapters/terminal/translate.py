@@ -59,6 +59,9 @@ class Notice:
     text: str
 
 
+# Typed to leave, as in a shell or an editor: the terminal says how instead of sending them on as a refinement.
+_QUIT_WORDS = frozenset({"exit", "quit", "q", ":q", "exit()", "quit()", "logout"})
+
 # How a yes/no question (the latest reply offers `y` and `n`, as /forget does) may be answered.
 _ANSWERS = {"y": "y", "yes": "y", "n": "n", "no": "n"}
 
@@ -96,6 +99,9 @@ def to_event(
             return Notice(f"Answer y ({yes.label.lower()}) or n ({no.label.lower()}) first.")
         answered = keys[answer]
         return Action(conversation, user, answered.action_id, value=answered.value, target_id=answered.target_id)
+    if text.lower() in _QUIT_WORDS:  # as in a shell; as an instruction it made a new version "· exit"
+        leave = "/leave goes back to the channel; " if conversation.thread else ""
+        return Notice(f"{leave}/quit or Ctrl-D quits.")
     head, _, rest = text.partition(" ")
     head = head.lower()
     if head == "t" and rest.strip():
