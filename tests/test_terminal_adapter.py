@@ -566,8 +566,8 @@ async def test_help_ends_with_the_terminals_own_commands_and_their_typos_are_cau
     # suggestions from the core, which does not know them.
     from adapters.terminal.translate import TERMINAL_HELP
 
-    shown, _ = await _scripted(tmp_path, "/help\n/qiut\n/leav\n/help create\n")
-    assert shown.count(TERMINAL_HELP) == 1 and "/as <name>" in TERMINAL_HELP
+    shown, _ = await _scripted(tmp_path, "/help\n/qiut\n/leav\n/help create\n/help /as\n")
+    assert shown.count(TERMINAL_HELP) == 2 and "/as <name>" in TERMINAL_HELP and "No command /as" not in shown
     assert "Unknown command /qiut. Did you mean /quit?" in shown
     assert "Unknown command /leav. Did you mean /leave?" in shown
 

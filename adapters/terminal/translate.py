@@ -91,6 +91,8 @@ def to_event(
         close = difflib.get_close_matches(name, TERMINAL_COMMANDS, n=1, cutoff=0.75) if len(name) > 2 else []
         if close:  # the core does not know the terminal's own commands, so it could not suggest them
             return Notice(f"Unknown command /{name}. Did you mean /{close[0]}? Type /help for the list.")
+        if name == "help" and rest.strip().lstrip("/").lower() in TERMINAL_COMMANDS:
+            return Notice(TERMINAL_HELP)  # `/help as`: the core does not know the terminal's own commands
         return Command(conversation=conversation, user=user, name=name, text=rest.strip())
     if "y" in keys and "n" in keys:
         answer = _ANSWERS.get(text.lower().rstrip(".!"))
