@@ -205,13 +205,15 @@ def parse_n(value: str | None, settings: Settings) -> int:
     return int(parse_bounded(value, "n", low=1, high=settings.limits.max_variants, default=1))
 
 
-def check_prompt(prompt: str, settings: Settings, usage: str) -> str:
+def check_prompt(
+    prompt: str, settings: Settings, usage: str, *, missing: str = "Tell me what to write about", what: str = "prompt"
+) -> str:
     prompt = prompt.strip()
     if not prompt:
-        raise UserError(f"Tell me what to write about: {usage}")
+        raise UserError(f"{missing}: {usage}")
     limit = settings.limits.max_prompt_chars
     if len(prompt) > limit:
-        raise UserError(f"That prompt is {len(prompt)} characters; the limit is {limit}. Shorten it and try again.")
+        raise UserError(f"That {what} is {len(prompt)} characters; the limit is {limit}. Shorten it and try again.")
     return prompt
 
 
@@ -272,7 +274,9 @@ def parse_create(text: str, options: Mapping[str, str], settings: Settings) -> C
 def parse_remix(text: str, options: Mapping[str, str], settings: Settings) -> RemixArgs:
     free, found = split_options(text, ("tone", "n"))
     found.update({k: v for k, v in options.items() if k in ("tone", "n")})
-    text = check_prompt(options.get("text") or free, settings, REMIX_USAGE)
+    text = check_prompt(
+        options.get("text") or free, settings, REMIX_USAGE, missing="Give the text to rewrite", what="text"
+    )
     tone = found.get("tone")
     if not tone:
         raise UserError(f"Say which tone to rewrite it in: {REMIX_USAGE}. Tones: {', '.join(settings.tones)}.")
@@ -379,6 +383,13 @@ _ACKS = frozenset(
         "cheers",
         "wonderful",
         "brilliant",
+        "hi",
+        "hello",
+        "hey",
+        "hiya",
+        "there",
+        "bye",
+        "goodbye",
     ]
 )
 _KEYS = frozenset("rmslt+-")

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import difflib
 import gc
+import importlib.metadata
 import logging
+import logging.handlers
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from bots.store import Store, StoreError
 from chorus.compose import build_chorus, build_embedder, build_generator, progress, run_platform
@@ -180,32 +186,70 @@ def _prepare(settings: Settings) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="chorus", description="An AI creative co-pilot for chat communities.")
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus the closest command for a misspelt one (`chorus rn` -> did you mean `chorus run`?)."""
+
+    def error(self, message: str) -> NoReturn:
+        typed = re.search(r"invalid choice: '([^']*)'", message)
+        commands = list(self.commands())
+        if typed and commands:
+            close = difflib.get_close_matches(typed[1], commands, n=1, cutoff=0.5)
+            hint = f"Did you mean `{self.prog} {close[0]}`? " if close else ""
+            message = f"unknown command '{typed[1]}'. {hint}Commands: {', '.join(commands)}."
+        elif message.startswith("unrecognized arguments"):
+            message += f" (`{self.prog} --help` lists the options)"
+        super().error(message)
+
+    def commands(self) -> dict[str, argparse.ArgumentParser]:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return dict(action.choices)
+        return {}
+
+
+_VERBOSE = "log to stderr (else `run` in the terminal logs warnings to <home>/chorus.log)"
+
+
+def parser() -> _Parser:
+    root = _Parser(
+        prog="chorus",
+        description="An AI creative co-pilot for chat communities. Start with `chorus run`: the terminal channel.",
+        epilog="`chorus <command> --help` shows a command's options. Data lives in $CHORUS_HOME (default "
+        "~/.cache/chorus); settings: docs/configuration.md.",
+    )
+    root.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     root.add_argument("--config", help="a TOML file layered over the defaults (or set CHORUS_CONFIG)")
-    root.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    root.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE)
     # The same two options after the command (`chorus run --config chorus.toml`); SUPPRESS keeps the root's value
     # when they are not given there.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help="a TOML file layered over the defaults")
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log to stderr")
-    sub = root.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", parents=[common], help="start Chorus on the configured platform (the terminal by default)")
-    sub.add_parser("doctor", parents=[common], help="print config, model and platform readiness")
-    sub.add_parser("prepare-model", parents=[common], help="verify and convert the configured model once, then exit")
-    serve = sub.add_parser(
-        "serve", parents=[common], help="serve the configured model over an OpenAI-compatible HTTP API"
-    )
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE)
+    sub = root.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        # The summary both in `chorus --help`'s list and at the top of `chorus <name> --help`.
+        return sub.add_parser(name, parents=[common], help=summary, description=summary[0].upper() + summary[1:] + ".")
+
+    command("run", "start Chorus on the configured platform (the terminal by default; /help lists its commands)")
+    command("doctor", "print config, model and platform readiness")
+    command("prepare-model", "verify and convert the configured model once, then exit")
+    serve = command("serve", "serve the configured model over an OpenAI-compatible HTTP API")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
     serve.add_argument("--api-key-env", metavar="NAME", help="require `Authorization: Bearer $NAME` on /v1/*")
-    pull = sub.add_parser(
-        "pull", parents=[common], help="download a model from the Hugging Face Hub once and print the model.path"
-    )
+    pull = command("pull", "download a model from the Hugging Face Hub once and print the model.path")
     pull.add_argument("hub_id", help="owner/name, e.g. HuggingFaceTB/SmolLM2-360M-Instruct")
     pull.add_argument("--revision", help="a branch, tag or commit (default: main)")
     pull.add_argument("--gguf-file", default="", help="download this one GGUF file of the repository instead")
     return root
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("chorus")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def _pull(settings: Settings, hub_id: str, revision: str | None, gguf_file: str) -> int:
@@ -220,22 +264,86 @@ def _pull(settings: Settings, hub_id: str, revision: str | None, gguf_file: str)
     return 0
 
 
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _OneLine(logging.Formatter):
+    """An error as one line that says where its details are: a traceback would land in the middle of the chat."""
+
+    def __init__(self, log_file: Path) -> None:
+        super().__init__()
+        self.log_file = log_file
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"chorus: {record.getMessage()} (details in {self.log_file})"
+
+
+@contextlib.contextmanager
+def _logs_off_the_screen(log_file: Path, on_screen: list[logging.Handler]) -> Iterator[None]:
+    """In the terminal channel the screen is the chat: warnings and tracebacks go to `log_file`, and only an error
+    shows, as one line (`-v` keeps everything on stderr). An unwritable home leaves logging as it was."""
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        to_file: logging.Handler = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=1_000_000, backupCount=1, encoding="utf-8"
+        )
+    except OSError:
+        yield
+        return
+    to_file.setFormatter(logging.Formatter(_LOG_FORMAT))
+    saved = [(handler, handler.level, handler.formatter) for handler in on_screen]
+    for handler in on_screen:
+        handler.setLevel(logging.ERROR)
+        handler.setFormatter(_OneLine(log_file))
+    root = logging.getLogger()
+    root.addHandler(to_file)
+    try:
+        yield
+    finally:
+        root.removeHandler(to_file)
+        to_file.close()
+        for handler, level, formatter in saved:
+            handler.setLevel(level)
+            handler.setFormatter(formatter)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command. A bad setting or an unusable dependency is one line on stderr and exit status 2."""
-    args = parser().parse_args(argv)
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`chorus doctor | head -3`): stop quietly, and keep the interpreter's last flush from
+        # failing on the closed pipe too.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    cli = parser()
+    args, unknown = cli.parse_known_args(argv)
+    if unknown:  # said by the command's own parser, so its usage and options are the ones shown
+        cli.commands().get(args.command, cli).error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command is None:
+        cli.print_help(sys.stderr)
+        print("\nchorus: say which command to run; `chorus run` opens the terminal channel.", file=sys.stderr)
+        return 2
     if args.command == "serve" and not 0 <= args.port <= 65535:
         print(f"chorus: --port {args.port} is not a port number (0-65535; 0 picks a free one)", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    before = set(logging.getLogger().handlers)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format=_LOG_FORMAT, stream=sys.stderr)
+    on_screen = [handler for handler in logging.getLogger().handlers if handler not in before]
     settings: Settings | None = None
     try:
         settings = load_settings(args.config)
         if args.command == "run":
-            return asyncio.run(_run(settings))
+            if settings.chorus.platform != "terminal" or args.verbose:
+                return asyncio.run(_run(settings))
+            with _logs_off_the_screen(settings.home_dir / "chorus.log", on_screen):
+                return asyncio.run(_run(settings))
         if args.command == "doctor":
             return asyncio.run(_doctor(settings))
         if args.command == "serve":
@@ -253,7 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelUnavailable as exc:
         print(f"chorus: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the terminal channel takes Ctrl-C over, e.g. while the model loads
+        print("\nchorus: stopped (Ctrl-C).", file=sys.stderr)
         return 130
 
 

@@ -529,6 +529,8 @@ def _describe(error: Mapping[str, Any], user: Mapping[str, Any], user_path: Path
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(section)
         hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+        close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.7)
+        hint += f". Did you mean {close[0]!r}?" if close else ""
         return f"{where}: unknown key {dotted!r}{hint}"
     value = error.get("input")
     table = f"[{'.'.join(str(p) for p in section)}] " if section else ""
@@ -552,7 +554,7 @@ def _allowed_keys(section: tuple[Any, ...]) -> list[str]:
             model = KindSpec
         else:
             return []
-    return sorted(name for name in getattr(model, "model_fields", {}) if name != "sources")
+    return sorted(name for name in getattr(model, "model_fields", {}) if name not in ("sources", "origins"))
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -171,11 +171,11 @@ def parse_quiet(value: str) -> tuple[int, int] | None:
     start_text, sep, end_text = text.partition("-")
     if not sep:
         raise UserError(f"--quiet takes a range like 22:00-08:00 (got {value!r}); --quiet off removes it.")
-    start_h, _start_m = parse_clock(start_text, "--quiet")
-    if end_text.strip() == "24:00":
-        end_h, end_m = 0, 0
-    else:
-        end_h, end_m = parse_clock(end_text, "--quiet")
+    try:
+        start_h, _start_m = parse_clock(start_text, "--quiet")
+        end_h, end_m = (0, 0) if end_text.strip() == "24:00" else parse_clock(end_text, "--quiet")
+    except UserError:  # quoted whole: "(got '22')" for --quiet 22-8 did not say which part was wrong
+        raise UserError(f"--quiet must be HH:MM-HH:MM, e.g. 22:00-08:00 or 10pm-8am (got {value!r}).") from None
     end = (end_h + (1 if end_m else 0)) % 24
     if start_h == end or len(quiet_hours((start_h, end))) >= 24:
         raise UserError(

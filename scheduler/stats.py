@@ -39,7 +39,8 @@ class StatsData:
     def summary(self) -> str:
         activity = np.asarray(self.activity)
         total = int(activity.sum())
-        lines = [f"#{self.channel}: {total} messages counted (hour × weekday, {self.tz})."]
+        messages = "message" if total == 1 else "messages"
+        lines = [f"#{self.channel}: {total} {messages} counted (hour × weekday, {self.tz})."]
         if total:
             day, hour = np.unravel_index(int(activity.argmax()), activity.shape)
             busiest_hour = int(activity.sum(axis=0).argmax())

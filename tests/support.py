@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.terminal.translate import Quit, SwitchUser, terminal_user, to_event
+from adapters.terminal.translate import Notice, Quit, SwitchUser, answers_question, terminal_user, to_event
 from bots.app import Chorus
 from bots.events import Conversation, User
 from bots.reply import Reply, ReplyAction
@@ -118,6 +118,10 @@ class TestBot:
         assert not isinstance(event, SwitchUser | Quit), "use as_user= to switch users in tests"
         if event is None:
             return []
+        if isinstance(event, Notice):  # the terminal answers it itself
+            return [Reply.text(event.text, ephemeral=True)]
+        if answers_question(event, self.keys):
+            self.keys = {}
         before = len(self.responder.replies)
         await self.chorus.handle(event, self.responder)
         new = self.responder.replies[before:]

@@ -192,3 +192,99 @@ async def test_health_with_the_right_key_is_ok(keyed_server: str) -> None:
     finally:
         await generator.close()
     assert health.ok and health.model == "fake"
+
+
+def test_chorus_alone_lists_the_commands_and_says_where_to_start(capsys) -> None:
+    # argparse said only "the following arguments are required: command".
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "run " in err and "doctor" in err and "`chorus run` opens the terminal channel" in err
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("rn", "run"), ("serv", "serve"), ("docter", "doctor")])
+def test_a_misspelt_command_gets_the_closest_one(capsys, typed: str, meant: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([typed])
+    assert exit_.value.code == 2
+    assert f"unknown command '{typed}'. Did you mean `chorus {meant}`?" in capsys.readouterr().err
+
+
+def test_an_unknown_option_is_shown_with_its_commands_usage(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--bogus"])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: chorus run ") and "--bogus (`chorus run --help` lists the options)" in err
+
+
+def test_each_command_says_what_it_does_and_chorus_has_a_version(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "Start Chorus on the configured platform" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("chorus ")
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    # `chorus doctor | head -3` printed a BrokenPipeError traceback.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
+    env |= {"CHORUS_HOME": str(tmp_path), "CHORUS_MODEL__SOURCE": "fake"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chorus", "doctor"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # before Chorus has printed anything: importing it takes far longer than this
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1
+    assert "Traceback" not in err and "Broken pipe" not in err, err
+
+
+def test_the_terminal_channel_keeps_log_lines_off_the_screen(tmp_path: Path, closed_port: int) -> None:
+    # A timestamped "WARNING bots.studio: generation stopped …" line used to land in the middle of the reply.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
+    env |= {"CHORUS_HOME": str(tmp_path), "CHORUS_GENERATION__URL": f"http://127.0.0.1:{closed_port}/v1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "chorus", "run"],
+        cwd=ROOT,
+        env=env,
+        input="/create slogan tea\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and "Cannot reach the generation server" in result.stdout
+    assert "WARNING" not in result.stderr, result.stderr
+    assert "WARNING bots.studio" in (tmp_path / "chorus.log").read_text()
+
+
+def test_an_error_in_the_terminal_channel_is_one_line_that_says_where_the_details_are(tmp_path: Path) -> None:
+    import io
+    import logging
+
+    from chorus.cli import _logs_off_the_screen
+
+    screen = io.StringIO()
+    handler = logging.StreamHandler(screen)
+    logging.getLogger().addHandler(handler)
+    try:
+        with _logs_off_the_screen(tmp_path / "chorus.log", [handler]):
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                logging.getLogger("bots.studio").exception("generation 7 failed")
+            logging.getLogger("bots.studio").warning("only in the file")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert screen.getvalue() == f"chorus: generation 7 failed (details in {tmp_path / 'chorus.log'})\n"
+    logged = (tmp_path / "chorus.log").read_text()
+    assert "Traceback" in logged and "ValueError: boom" in logged and "only in the file" in logged
+
+
+def test_ctrl_c_while_the_model_loads_says_it_stopped(clean_env: pytest.MonkeyPatch, capsys) -> None:
+    # It exited with status 130 and nothing but the terminal's "^C".
+    def interrupted(settings: object) -> object:
+        raise KeyboardInterrupt
+
+    clean_env.setattr("chorus.cli.build_generator", interrupted)
+    assert main(["run"]) == 130
+    assert capsys.readouterr().err.strip() == "chorus: stopped (Ctrl-C)."

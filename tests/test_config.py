@@ -83,6 +83,16 @@ def test_unknown_key_lists_the_allowed_ones(tmp_path: Path) -> None:
         load_settings(user, env={})
 
 
+def test_a_misspelt_section_gets_the_closest_one_and_no_internal_names(tmp_path: Path) -> None:
+    # `[limts]` listed "origins" (bookkeeping, not a setting) among the allowed keys, and suggested nothing.
+    user = tmp_path / "typo.toml"
+    user.write_text("[limts]\nmax_variants = 3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(user, env={})
+    message = str(caught.value)
+    assert message.endswith("Did you mean 'limits'?") and "origins" not in message and "sources" not in message
+
+
 def test_lengths_are_configurable_and_typos_in_them_list_the_allowed_keys(tmp_path: Path) -> None:
     settings = load_settings(env={"CHORUS_LENGTHS__SHORT__SCALE": "0.25"})
     assert settings.lengths.tokens("short", 100) == 25 and settings.lengths.tokens("long", 3000) == 4096

@@ -52,6 +52,7 @@ async def test_bad_input_gets_short_useful_errors(drops: Drops) -> None:
         "/drops enable --time 25:00": "--time must be auto or HH:MM",
         "/drops enable --time 23:00 --quiet 22:00-08:00": "inside the quiet hours",
         "/drops enable --quiet 25:00-08:00": "--quiet must be HH:MM",
+        "/drops enable --quiet 22-8": "--quiet must be HH:MM-HH:MM, e.g. 22:00-08:00 or 10pm-8am (got '22-8')",
         "/drops enable --time 13pm": "--time must be auto or HH:MM",
         "/drops enable --time 18": "e.g. 09:30, 18:00 or 9pm",
         "/drops enable --quiet late": "--quiet takes a range like 22:00-08:00",

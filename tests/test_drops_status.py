@@ -96,6 +96,16 @@ async def drops(tmp_path: Path) -> AsyncIterator[Drops]:
     await running.bot.chorus.close()
 
 
+def test_stats_says_one_message_not_one_messages() -> None:
+    import numpy as np
+
+    from scheduler.stats import StatsData
+
+    activity = np.zeros((7, 24))
+    activity[0, 9] = 1
+    assert StatsData("terminal", "UTC", activity).summary().startswith("#terminal: 1 message counted (")
+
+
 async def test_stats_renders_a_png_with_a_text_summary(drops: Drops) -> None:
     await drops.say("/drops enable")
     await drops.say("/drops now")

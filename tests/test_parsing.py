@@ -109,11 +109,14 @@ def test_remix_needs_a_tone_and_text(settings: Settings) -> None:
     assert parse_remix("we are open late --tone formal", {}, settings).text == "we are open late"
     with pytest.raises(UserError, match="Say which tone"):
         parse_remix("we are open late", {}, settings)
-    with pytest.raises(UserError, match="Tell me what to write about: /remix"):
+    # Remix rewrites a text: it used to ask "Tell me what to write about", as /create does.
+    with pytest.raises(UserError, match="Give the text to rewrite: /remix"):
         parse_remix("--tone formal", {}, settings)
     # With nothing at all, the text is what is missing first; the usage shows the tone as required, as it is.
-    with pytest.raises(UserError, match=r"Tell me what to write about: /remix <text to rewrite> --tone <tone> \["):
+    with pytest.raises(UserError, match=r"Give the text to rewrite: /remix <text to rewrite> --tone <tone> \["):
         parse_remix("", {}, settings)
+    with pytest.raises(UserError, match="That text is 1001 characters; the limit is 1000"):
+        parse_remix("x" * 1001 + " --tone formal", {}, settings)
 
 
 def test_a_tone_is_found_whatever_its_case_and_a_mood_word_points_to_the_closest_tones(settings: Settings) -> None:

@@ -85,7 +85,8 @@ async def test_only_loops_give_a_clear_message_and_nothing_is_stored(tmp_path: P
         await bot.chorus.close()
 
 
-@pytest.mark.parametrize("line", ["y", "ok", "thanks!", "++", "r r", "👍", "love it", "2"])
+# Greetings too: "hello" made a new version "· hello" of the latest result.
+@pytest.mark.parametrize("line", ["y", "ok", "thanks!", "++", "r r", "👍", "love it", "2", "hello", "hi there"])
 async def test_chatter_gets_a_hint_not_a_new_version_and_costs_no_quota(tmp_path: Path, line: str) -> None:
     bot = await make_bot(settings_for(tmp_path, CHORUS_LIMITS__QUOTA_PER_MINUTE="2"))
     try:

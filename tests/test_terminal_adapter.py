@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from adapters.terminal.render import render_actions, render_reply
 from adapters.terminal.responder import TerminalPublisher, TerminalResponder
@@ -218,10 +221,11 @@ async def test_a_drop_never_lands_inside_a_streaming_line_and_plus_rates_what_wa
     assert handled[-1] == Action(CONVERSATION, ALICE, "rate_up", value="+1", target_id=99)
 
 
-async def test_sigterm_mid_stream_ends_the_result_with_its_text_so_far_and_a_note(tmp_path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_sigterm_mid_stream_ends_the_result_with_its_text_so_far_and_a_note(tmp_path, signum) -> None:
+    # Piped, Ctrl-C (SIGINT) stops like SIGTERM: it used to stop only the generation and go on to the next line.
     import asyncio
     import os
-    import signal
 
     from adapters.terminal.app import run_terminal
     from bots.shutdown import RESTART_NOTE
@@ -237,23 +241,23 @@ async def test_sigterm_mid_stream_ends_the_result_with_its_text_so_far_and_a_not
     out = io.StringIO()
 
     def no_handler(*_: object) -> None:
-        raise RuntimeError("SIGTERM reached Python's default handling: the terminal did not take it")
+        raise RuntimeError("the signal reached Python's default handling: the terminal did not take it")
 
-    previous = signal.signal(signal.SIGTERM, no_handler)
+    previous = signal.signal(signum, no_handler)
     try:
         run = asyncio.create_task(
             run_terminal(chorus, stdin=io.StringIO("/create story a tide that forgot to turn\n/help\n"), stdout=out)
         )
         # The story is streaming (the echoed command line, before the title, says "a tide" too).
         await wait_until(lambda: "a tide" in out.getvalue().partition("v1 of 1 ──")[2])
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
         assert await asyncio.wait_for(run, 20) == 0
         text = out.getvalue()
         assert RESTART_NOTE in text and "/help" not in text.split(RESTART_NOTE)[1], "no new work after the stop"
         record = await store.latest_generation(CONVERSATION)
         assert record is not None and record.status == "partial" and record.variants[0] in text
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signum, previous)
         await chorus.close()
 
 
@@ -332,6 +336,7 @@ async def test_ctrl_c_at_the_prompt_clears_the_line_and_ctrl_d_exits(tmp_path: P
         assert "Now typing as mallory" not in seen[0] and "Traceback" not in seen[0]
         await _read_until(master, "bob> ", seen)
         os.write(master, b"\x04")  # Ctrl-D on an empty line
+        await _read_until(master, "Bye.", seen)  # it used to end with an empty line
         assert await asyncio.wait_for(process.wait(), 30) == 0
 
 
@@ -402,6 +407,18 @@ def test_the_line_editor_keeps_history_and_edits_like_readline() -> None:
     assert editor.feed("\x05\x15\x04ignored\n") == [END_OF_INPUT]
 
 
+def test_a_pasted_paragraph_is_one_line() -> None:
+    # Each pasted line break was an Enter: `/remix` got the first line, and the next became a refinement.
+    from adapters.terminal.lineedit import LineEditor
+
+    editor = LineEditor()
+    pasted = "\x1b[200~Our cafe opens at 7.\r\nCome early,\nstay late.\x1b[201~"
+    assert editor.feed("/remix " + pasted[:20]) == [] and editor.feed(pasted[20:] + " --tone witty\r") == [
+        "/remix Our cafe opens at 7. Come early, stay late. --tone witty"
+    ]
+    assert editor.feed("next\r") == ["next"], "after the paste, Enter ends the line again"
+
+
 def test_a_drop_while_someone_is_typing_goes_above_the_prompt_and_the_typed_line_is_shown_again() -> None:
     from adapters.terminal.responder import TerminalOutput
 
@@ -433,3 +450,138 @@ def test_a_line_longer_than_the_terminal_is_redrawn_from_its_first_row() -> None
     mark = len(screen.getvalue())
     output.edit("x" * 72, 0)  # Home: to the column after the prompt
     assert screen.getvalue()[mark:].endswith("\r\x1b[7C")
+
+
+def test_a_terminal_that_reports_no_width_is_drawn_as_80_columns() -> None:
+    # A pty nobody sized reports 0 columns: read as 2, every redraw moved the cursor up over earlier output.
+    import os
+    import pty
+    import re
+
+    from adapters.terminal.responder import TerminalOutput
+
+    master, slave = pty.openpty()  # a new pty is 0 × 0
+    try:
+        with open(slave, "w", closefd=False) as screen:
+            output = TerminalOutput(screen)
+            output.prompt("alice> ")
+            output.edit("/create slogan tea", 18)
+            output.edit("/create slogan te", 17)  # Backspace
+        shown = os.read(master, 4096).decode()
+        assert not re.search(r"\x1b\[\d+A", shown), shown  # never up a row: the line fits on one
+        assert shown.endswith("\r\x1b[Jalice> /create slogan te"), shown
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+async def _scripted(tmp_path: Path, script: str | bytes, **env: str) -> tuple[str, int]:
+    """`script` piped into the terminal channel over the fake model: (what was shown, results stored)."""
+    from adapters.terminal.app import run_terminal
+    from bots.store import Store
+    from chorus.compose import build_chorus
+    from generation.fake import FakeGenerator
+    from support import settings_for
+
+    settings = settings_for(tmp_path, **env)
+    store = Store(settings.store_url)
+    await store.start()
+    chorus = build_chorus(settings, store, FakeGenerator(lambda request: "Tea, but braver."), drops=False)
+    out = io.StringIO()
+    try:
+        stdin = io.StringIO(script) if isinstance(script, str) else io.TextIOWrapper(io.BytesIO(script), "utf-8")
+        assert await asyncio.wait_for(run_terminal(chorus, stdin=stdin, stdout=out), 20) == 0
+        return out.getvalue(), await store.count_generations()
+    finally:
+        await chorus.close()
+
+
+async def test_the_forget_question_waits_for_y_or_n(tmp_path: Path) -> None:
+    # Anything but y or n used to go on as a refinement of the latest result ("maybe" made v2 of the slogan).
+    shown, results = await _scripted(tmp_path, "/create slogan tea\n/forget\nmaybe\ns\nno\nn\n")
+    assert results == 1, shown
+    assert shown.count("Answer y (yes, delete) or n (cancel) first.") == 2, shown
+    assert "Cancelled. Nothing was deleted." in shown
+    assert "👋" in shown.split("Cancelled.")[1], "after the answer, `n` is no longer an answer"
+    shown, results = await _scripted(tmp_path, "/forget\nyes\n")
+    assert "Done. Deleted 1 result" in shown and results == 0
+
+
+async def test_ctrl_c_mid_generation_says_how_to_run_it_again_and_quit_says_goodbye(tmp_path: Path) -> None:
+    import os
+    import pty
+
+    from adapters.terminal.app import GOODBYE, STOPPED, run_terminal
+    from adapters.terminal.lineedit import BRACKETED_PASTE_OFF, BRACKETED_PASTE_ON
+    from bots.store import Store
+    from chorus.compose import build_chorus
+    from generation.fake import FakeGenerator
+    from support import settings_for
+
+    settings = settings_for(tmp_path)
+    store = Store(settings.store_url)
+    await store.start()
+    chorus = build_chorus(settings, store, FakeGenerator(delay_s=0.05), drops=False)
+    master, slave = pty.openpty()  # this process's own terminal, so SIGINT below is the one Ctrl-C would send
+    screen_in, screen_out = os.fdopen(os.dup(slave)), os.fdopen(os.dup(slave), "w")
+    try:
+        run = asyncio.create_task(run_terminal(chorus, stdin=screen_in, stdout=screen_out))
+        seen = ["", ""]
+        await _read_until(master, "you> ", seen)
+        os.write(master, b"/create story a tide that forgot to turn\r")
+        await _read_until(master, "v1 of 1 ──", seen)
+        await _read_until(master, " ", seen)  # the story is streaming
+        os.kill(os.getpid(), signal.SIGINT)
+        await _read_until(master, STOPPED, seen)  # it said only "(stopped)"
+        await _read_until(master, "you> ", seen)
+        os.write(master, b"/quit\r")
+        await _read_until(master, GOODBYE, seen)
+        assert await asyncio.wait_for(run, 20) == 0
+        assert "Traceback" not in seen[0]
+        assert seen[0].startswith(BRACKETED_PASTE_ON), "pastes are marked while Chorus reads the terminal"
+        await _read_until(master, BRACKETED_PASTE_OFF, seen)  # and no longer once it has quit
+    finally:
+        screen_in.close()
+        screen_out.close()
+        os.close(master)
+        os.close(slave)
+        await chorus.close()
+
+
+def test_the_brainstorm_keys_show_what_to_type_after_them() -> None:
+    # `[i] 💡 add idea  [v] 👍 vote`: people typed `v` alone, or `vote 2` (taken as an idea).
+    from bots.brainstorm.render import controls
+
+    line = render_actions(controls(7))
+    assert line.startswith("[i <idea>] 💡 add idea  [v <number>] 👍 vote  [n] ⏭ next round"), line
+    keys = {action.key.split()[0]: action for action in controls(7)}
+    assert to_event("v 3", ALICE, keys) == Action(CONVERSATION, ALICE, "brainstorm_vote", value="3", target_id=7)
+    assert to_event("i a book swap", ALICE, keys) == Action(
+        CONVERSATION, ALICE, "brainstorm_idea", value="a book swap", target_id=7
+    )
+
+
+async def test_help_ends_with_the_terminals_own_commands_and_their_typos_are_caught(tmp_path: Path) -> None:
+    # Piped there is no banner, and /help never named /as, /leave or /quit; `/qiut` got "Did you mean /quit"-less
+    # suggestions from the core, which does not know them.
+    from adapters.terminal.translate import TERMINAL_HELP
+
+    shown, _ = await _scripted(tmp_path, "/help\n/qiut\n/leav\n/help create\n/help /as\n")
+    assert shown.count(TERMINAL_HELP) == 2 and "/as <name>" in TERMINAL_HELP and "No command /as" not in shown
+    assert "Unknown command /qiut. Did you mean /quit?" in shown
+    assert "Unknown command /leav. Did you mean /leave?" in shown
+
+
+async def test_piped_bytes_that_are_not_utf8_are_replaced_not_fatal(tmp_path: Path) -> None:
+    # A script saved as Latin-1: the reading thread died on the strict decode and Chorus waited forever.
+    shown, results = await _scripted(tmp_path, b"/create slogan caf\xe9 cr\xe8me\r\n/history\n")
+    assert "you> /create slogan caf\ufffd cr\ufffdme\n" in shown and results == 1
+    assert "caf\ufffd cr\ufffdme" in shown.split("History")[1]
+
+
+async def test_exit_typed_without_a_slash_says_how_to_quit(tmp_path: Path) -> None:
+    # `exit` and `quit` went on as refinements: a new version "· exit" of the latest result.
+    shown, results = await _scripted(tmp_path, "/create slogan tea\nexit\nquit\n/brainstorm tea names\nexit\n")
+    assert results == 1 and "· exit" not in shown
+    assert shown.count("\n/quit or Ctrl-D quits.") == 2
+    assert "/leave goes back to the channel; /quit or Ctrl-D quits." in shown

@@ -21,10 +21,21 @@ import threading
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from adapters.terminal.lineedit import LineEditor
+from adapters.terminal.lineedit import BRACKETED_PASTE_OFF, BRACKETED_PASTE_ON, LineEditor
 from adapters.terminal.responder import TerminalOutput, TerminalPublisher, TerminalResponder
-from adapters.terminal.translate import CONVERSATION, LeaveThread, Quit, SwitchUser, terminal_user, to_event
+from adapters.terminal.translate import (
+    CONVERSATION,
+    TERMINAL_HELP,
+    LeaveThread,
+    Notice,
+    Quit,
+    SwitchUser,
+    answers_question,
+    terminal_user,
+    to_event,
+)
 from bots.app import Chorus
+from bots.events import Command
 from bots.reply import ReplyAction
 from bots.shutdown import Draining
 
@@ -33,6 +44,8 @@ BANNER = (
     "/help lists commands and kinds · /as <name> switches who is typing · Ctrl-C stops a generation or clears the "
     "line · Ctrl-D or /quit quits"
 )
+STOPPED = "(stopped — ↑ then Enter runs that line again)"
+GOODBYE = "Bye."
 # How long generations in flight get, on SIGTERM, to end with their text so far before Chorus exits anyway.
 SHUTDOWN_GRACE_S = 8.0
 
@@ -84,7 +97,14 @@ class TerminalSession:
                 self.user = terminal_user(event.name)
                 self.say(f"Now typing as {event.name}.")
             return True
+        if isinstance(event, Notice):
+            self.say(event.text)
+            return True
+        if answers_question(event, self.keys):
+            self.keys = {}
         await self.chorus.handle(event, self.responder)
+        if isinstance(event, Command) and event.name == "help" and not event.text:
+            self.say(TERMINAL_HELP)
         return True
 
 
@@ -123,6 +143,7 @@ class _Lines:
         mode[3] &= ~(termios.ICANON | termios.ECHO | termios.IEXTEN)
         mode[6][termios.VMIN], mode[6][termios.VTIME] = 1, 0
         termios.tcsetattr(self._fd, termios.TCSANOW, mode)
+        self.output.control(BRACKETED_PASTE_ON)
 
     def _readable(self) -> None:
         assert self._fd is not None
@@ -152,9 +173,15 @@ class _Lines:
         self.queue.put_nowait(None)
 
     def _read_piped(self, stdin: TextIO) -> None:
-        for line in iter(stdin.readline, ""):
-            self._loop.call_soon_threadsafe(self.queue.put_nowait, line.rstrip("\n"))
-        self._loop.call_soon_threadsafe(self.queue.put_nowait, None)
+        # Bytes that are not UTF-8 (a script saved as Latin-1) become U+FFFD: decoded strictly they ended the reading
+        # thread, and Chorus waited forever; through surrogateescape they crashed the model.
+        binary = getattr(stdin, "buffer", None)
+        try:
+            for raw in iter(binary.readline, b"") if binary is not None else iter(stdin.readline, ""):
+                line = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+                self._loop.call_soon_threadsafe(self.queue.put_nowait, line.rstrip("\r\n"))
+        finally:
+            self._loop.call_soon_threadsafe(self.queue.put_nowait, None)
 
     def discard(self) -> None:
         """Ctrl-C at the prompt: forget what was typed so far."""
@@ -165,6 +192,7 @@ class _Lines:
             with contextlib.suppress(ValueError, OSError):
                 self._loop.remove_reader(self._fd)
             if self._saved_mode is not None:
+                self.output.control(BRACKETED_PASTE_OFF)
                 with contextlib.suppress(termios.error):
                     termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved_mode)
             self._fd = None
@@ -186,14 +214,14 @@ async def run_terminal(chorus: Chorus, *, stdin: TextIO | None = None, stdout: T
     drains: list[asyncio.Task[None]] = []
 
     def interrupt() -> None:
-        if running and not running[0].done():
+        if not interactive:
+            stop()  # piped: Ctrl-C ends the run, as SIGTERM does, rather than going on to the next line
+        elif running and not running[0].done():
             running[0].cancel()  # stop the generation, back to the prompt
-        elif interactive:
+        else:
             lines.discard()
             session.output.line_taken()
             session.output.prompt(session.prompt)
-        else:
-            stop()
 
     def stop() -> None:
         if not stopping.is_set():
@@ -214,7 +242,7 @@ async def run_terminal(chorus: Chorus, *, stdin: TextIO | None = None, stdout: T
             line = await _next_line(lines, stopping)
             if line is None:
                 if interactive and not stopping.is_set():
-                    session.say("")
+                    session.say("\n" + GOODBYE)  # below the prompt that Ctrl-D left
                 return 0
             if isinstance(line, _TypedAhead):
                 session.output.line_taken(typed_ahead=line)
@@ -224,11 +252,13 @@ async def run_terminal(chorus: Chorus, *, stdin: TextIO | None = None, stdout: T
             running[:] = [task]
             try:
                 if not await _until_done(task, stopping):
+                    if interactive and not stopping.is_set():
+                        session.say(GOODBYE)  # /quit
                     return 0
             except asyncio.CancelledError:
                 if task.cancelled() and not stopping.is_set():
                     session.output.streams_abandoned()
-                    session.say("(stopped)")
+                    session.say(STOPPED)
                     continue
                 raise
             finally:

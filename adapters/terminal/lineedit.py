@@ -3,7 +3,8 @@
 A plain state machine over the characters the terminal sends (no terminal I/O here), so the loop never blocks on
 input and Ctrl-C stays the loop's own (the terminal still turns it into SIGINT). It keeps the keys people expect
 from readline: arrows, Home/End, Delete, Backspace, Ctrl-A/E/B/F/K/U/W/P/N, and Ctrl-D (end of input on an empty
-line, otherwise delete). Only printable characters enter a line.
+line, otherwise delete). Only printable characters enter a line. Text pasted while the terminal marks pastes
+(bracketed paste) is one line: its line breaks become spaces, so a pasted paragraph is not several commands.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ _SEQUENCES = {
     "[4~": "end",
     "[8~": "end",
     "[3~": "delete",
+    "[200~": "paste_start",
+    "[201~": "paste_end",
 }
+# Sent to the terminal: mark pasted text with ESC[200~ … ESC[201~ (terminals that do not know it ignore these).
+BRACKETED_PASTE_ON, BRACKETED_PASTE_OFF = "\x1b[?2004h", "\x1b[?2004l"
 
 END_OF_INPUT = None
 
@@ -59,6 +64,7 @@ class LineEditor:
         self._draft = ""  # the line being typed before the up arrow was pressed
         self._escape: str | None = None  # an escape sequence not complete yet (split across reads)
         self._after_cr = False
+        self._pasting = False
 
     def feed(self, keys: str) -> list[str | None]:
         """Apply what the terminal sent; returns the lines it finished, and END_OF_INPUT for Ctrl-D on an empty
@@ -78,7 +84,10 @@ class LineEditor:
                 if key == "\n" and after_cr:
                     continue  # \r\n is one Enter
                 self._after_cr = key == "\r"
-                finished.append(self._enter())
+                if self._pasting:
+                    self._insert(" ")
+                else:
+                    finished.append(self._enter())
             elif key == "\x04":
                 if not self.text:
                     finished.append(END_OF_INPUT)
@@ -145,6 +154,8 @@ class LineEditor:
             start = len(text[:cursor].rstrip())
             start = text.rfind(" ", 0, start) + 1
             self.text, self.cursor = text[:start] + text[cursor:], start
+        elif action in ("paste_start", "paste_end"):
+            self._pasting = action == "paste_start"
         elif action == "up" and self.history and self._browsing != 0:
             if self._browsing is None:
                 self._draft, self._browsing = text, len(self.history)

@@ -80,7 +80,7 @@ class TerminalOutput:
             return
         if self.prompt_text:
             if self.typed:
-                self._control(self._move(self.typed_cursor, len(self.typed)))
+                self.control(self._move(self.typed_cursor, len(self.typed)))
             self.write("\n")
         self.prompt_text = self.typed = ""
         self.typed_cursor = 0
@@ -102,10 +102,12 @@ class TerminalOutput:
     # -- drawing the typed line (a prompt is on screen; its text may wrap over several rows) ------------------
 
     def _width(self) -> int:
+        """The terminal's columns; 80 when it does not say (0 columns: a serial console, a pty nobody sized)."""
         try:
-            return max(2, os.get_terminal_size(self.out.fileno()).columns)
+            columns = os.get_terminal_size(self.out.fileno()).columns
         except (AttributeError, ValueError, OSError):
             return 80
+        return max(2, columns) if columns else 80
 
     def _move(self, src: int, dst: int) -> str:
         """The cursor movement from offset `src` to offset `dst` of the typed line."""
@@ -128,17 +130,23 @@ class TerminalOutput:
     def _draw(self, typed: str, shown: int, cursor: int | None = None) -> None:
         """Rewrite the prompt and `typed` from the prompt's first row (the cursor is at `shown` now)."""
         cursor = len(typed) if cursor is None else cursor
-        self._control(self._move(shown, -len(self.prompt_text)) + "\x1b[J")
+        self.control(self._move(shown, -len(self.prompt_text)) + "\x1b[J")
         self.out.write(self.prompt_text)
         self.typed, self.typed_cursor = "", 0
         self._type(typed)
-        self._control(self._move(len(typed), cursor))
+        self.control(self._move(len(typed), cursor))
         self.typed_cursor = cursor
 
-    def _control(self, sequence: str) -> None:
-        """Cursor movement and erasing made here, never from text: the one way escape sequences reach the terminal."""
-        self.out.write(sequence)
-        self.out.flush()
+    def control(self, sequence: str) -> None:
+        """Cursor movement, erasing and terminal modes, made by Chorus and never taken from text: the one way escape
+        sequences reach the terminal."""
+        if self.closed:
+            return
+        try:
+            self.out.write(sequence)
+            self.out.flush()
+        except BrokenPipeError:
+            self._reader_gone()
 
     def post(self, text: str, on_shown: Callable[[], None] | None = None) -> None:
         """Print an unprompted post on lines of its own: after the current stream, and above a fresh prompt.
@@ -148,7 +156,7 @@ class TerminalOutput:
             return
         prompt = self.prompt_text
         if prompt and self.typed:
-            self._control(self._move(self.typed_cursor, len(self.typed)))  # below the line being typed
+            self.control(self._move(self.typed_cursor, len(self.typed)))  # below the line being typed
         if not self.at_line_start:
             self.write("\n")
         self.write(text if text.endswith("\n") else text + "\n")

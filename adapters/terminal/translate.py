@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +12,13 @@ from bots.events import Action, Command, Conversation, Event, Message, User
 from bots.reply import ReplyAction
 
 CONVERSATION = Conversation(platform="terminal", workspace="local", channel="terminal")
+
+# Commands the terminal handles itself; /help ends with them.
+TERMINAL_COMMANDS = ("as", "leave", "quit", "exit")
+TERMINAL_HELP = (
+    "In this terminal: /as <name> types as someone else · /leave goes back from a thread to the channel · "
+    "Ctrl-C stops a generation · /quit or Ctrl-D quits."
+)
 
 # Shortcut keys that always mean a refinement of the latest result, even before any result was shown.
 STANDARD_KEYS = {
@@ -44,6 +52,20 @@ class LeaveThread:
     """`/leave`: back from a thread to the channel."""
 
 
+@dataclass(frozen=True)
+class Notice:
+    """A line the terminal answers itself, without the core: what to type to answer the question on screen."""
+
+    text: str
+
+
+# Typed to leave, as in a shell or an editor: the terminal says how instead of sending them on as a refinement.
+_QUIT_WORDS = frozenset({"exit", "quit", "q", ":q", "exit()", "quit()", "logout"})
+
+# How a yes/no question (the latest reply offers `y` and `n`, as /forget does) may be answered.
+_ANSWERS = {"y": "y", "yes": "y", "n": "n", "no": "n"}
+
+
 def terminal_user(name: str) -> User:
     # Whoever sits at the terminal owns it, so they may also use moderator commands.
     return User(id=name, name=name, is_moderator=True)
@@ -51,8 +73,9 @@ def terminal_user(name: str) -> User:
 
 def to_event(
     line: str, user: User, keys: Mapping[str, ReplyAction], conversation: Conversation = CONVERSATION
-) -> Event | SwitchUser | Quit | LeaveThread | None:
-    """Translate one typed line. `keys` maps shortcut keys to the actions of the most recent reply."""
+) -> Event | SwitchUser | Quit | LeaveThread | Notice | None:
+    """Translate one typed line. `keys` maps shortcut keys to the actions of the most recent reply. While that reply
+    asks a yes/no question, a line that is not a command answers it or is told how to."""
     text = line.strip()
     if not text:
         return None
@@ -65,7 +88,22 @@ def to_event(
             return Quit()
         if name == "leave":
             return LeaveThread()
+        close = difflib.get_close_matches(name, TERMINAL_COMMANDS, n=1, cutoff=0.75) if len(name) > 2 else []
+        if close:  # the core does not know the terminal's own commands, so it could not suggest them
+            return Notice(f"Unknown command /{name}. Did you mean /{close[0]}? Type /help for the list.")
+        if name == "help" and rest.strip().lstrip("/").lower() in TERMINAL_COMMANDS:
+            return Notice(TERMINAL_HELP)  # `/help as`: the core does not know the terminal's own commands
         return Command(conversation=conversation, user=user, name=name, text=rest.strip())
+    if "y" in keys and "n" in keys:
+        answer = _ANSWERS.get(text.lower().rstrip(".!"))
+        if answer is None:
+            yes, no = keys["y"], keys["n"]
+            return Notice(f"Answer y ({yes.label.lower()}) or n ({no.label.lower()}) first.")
+        answered = keys[answer]
+        return Action(conversation, user, answered.action_id, value=answered.value, target_id=answered.target_id)
+    if text.lower() in _QUIT_WORDS:  # as in a shell; as an instruction it made a new version "· exit"
+        leave = "/leave goes back to the channel; " if conversation.thread else ""
+        return Notice(f"{leave}/quit or Ctrl-D quits.")
     head, _, rest = text.partition(" ")
     head = head.lower()
     if head == "t" and rest.strip():
@@ -86,3 +124,9 @@ def to_event(
         if head in STANDARD_KEYS:
             return Action(conversation, user, STANDARD_KEYS[head])
     return Message(conversation=conversation, user=user, text=text)
+
+
+def answers_question(event: object, keys: Mapping[str, ReplyAction]) -> bool:
+    """Whether `event` answers the yes/no question that `keys` belong to: after it, `y` and `n` mean nothing."""
+    asked = {keys[key].action_id for key in ("y", "n") if key in keys}
+    return isinstance(event, Action) and event.action_id in asked

@@ -20,10 +20,12 @@ TOP_IDEAS = 5
 
 def controls(session_id: int) -> tuple[ReplyAction, ...]:
     """The session's buttons. They carry the session id (as target_id) so they work from any message and after a
-    restart; 💡 and Vote ask for a line first (a modal; `i <idea>` / `v <number>` in the terminal)."""
+    restart; 💡 and Vote ask for a line first (a modal; in the terminal the rest of the line, as their keys show)."""
     return (
-        ReplyAction(IDEA, "💡 Add idea", "i", ask="Your idea", target_id=session_id),
-        ReplyAction(VOTE, "👍 Vote", "v", ask="Number of the idea you vote for (e.g. 3)", target_id=session_id),
+        ReplyAction(IDEA, "💡 Add idea", "i <idea>", ask="Your idea", target_id=session_id),
+        ReplyAction(
+            VOTE, "👍 Vote", "v <number>", ask="Number of the idea you vote for (e.g. 3)", target_id=session_id
+        ),
         ReplyAction(NEXT, "⏭ Next round", "n", target_id=session_id),
         ReplyAction(WRAP, "✅ Wrap up", "w", target_id=session_id),
     )
