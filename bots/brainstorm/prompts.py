@@ -49,7 +49,7 @@ LABEL_IDEA_CHARS = 80
 MAX_LABEL_WORDS = 4
 # How much nearer its theme (in cosine margin) a keyword name must be to beat the model's name: MiniLM favours names
 # that repeat the ideas' words, while the model's ("Wellness retreat") more often names the kind of idea.
-MODEL_NAME_ALLOWANCE = 0.1
+MODEL_NAME_ALLOWANCE = 0.15
 _PREFIX = re.compile(r"^\s*(?:title|theme|name|idea|answer|next step)\s*[:\-–]\s*", re.IGNORECASE)
 _FILLER = (
     "a an the and or but for with from into onto our your their this that these those some more most very just "
