@@ -61,13 +61,14 @@ SEEDS = ("a team picnic by the river", "a quiz night at the office", "a karaoke 
 
 
 def script(request: GenerationRequest) -> str:
-    """Labels that name what the ideas share, numbered seed and yes-and ideas, and a next step."""
+    """Labels in the ideas' own words (as near their ideas as keyword names, so they are kept), numbered seed and
+    yes-and ideas, and a next step."""
     system, last = request.messages[0].content, request.messages[-1].content
     if "category name" in system:
         lowered = last.lower()
         for words, label in (
-            (("pasta", "cook", "pizza"), "Cooking together"),
-            (("kayak", "hike", "hiking"), "Kayaking and hiking"),
+            (("pasta", "cook", "pizza"), "Pasta cooking"),
+            (("kayak", "hike", "hiking"), "Kayaking on the lake"),
             (("yoga", "spa"), "Yoga and spa"),
         ):
             if any(word in lowered for word in words):
@@ -210,12 +211,12 @@ async def test_terminal_two_round_session_with_three_users(settings: Settings) -
     # Round 1: the near-duplicate pasta idea is merged, crediting both authors; themes are named by the model.
     round1 = transcript.split("── Themes — round 1 of 2 ──", 1)[1].split("Yes, and…", 1)[0]
     assert re.search(
-        r"1\. Cooking together — 2 ideas, 1 vote\n +#5 a pasta cooking class for everyone — alice, bob "
+        r"1\. Pasta cooking — 2 ideas, 1 vote\n +#5 a pasta cooking class for everyone — alice, bob "
         r"\(\+1 similar\) · 1 vote\n +#9 cooking pasta and pizza together — carol · 0 votes",
         round1,
     )
     assert re.search(
-        r"2\. Kayaking and hiking — 2 ideas, 1 vote\n +#6 kayaking on the lake with a guide — bob · 1 vote"
+        r"2\. Kayaking on the lake — 2 ideas, 1 vote\n +#6 kayaking on the lake with a guide — bob · 1 vote"
         r"\n +#8 a hike and kayaking trip to the lake — carol · 0 votes",
         round1,
     )
@@ -449,7 +450,7 @@ async def test_a_round_with_one_idea_makes_one_theme(bot: ThreadBot) -> None:
     await bot.say("n", as_user="bob")
     themes = [reply for _, reply in _posts(bot).posts if reply.title == "Themes — round 1 of 2"]
     text = reply_text(themes[0])
-    assert "1. Cooking together — 1 idea, 0 votes" in text
+    assert "1. Pasta cooking — 1 idea, 0 votes" in text
     assert "Just one idea so far" in text
     # Yes-and ideas still build on it.
     assert any(reply_text(reply).startswith("Yes, and… #") for _, reply in _posts(bot).posts)
@@ -1220,14 +1221,109 @@ async def test_theme_names_come_from_the_ideas_never_from_the_topic() -> None:
     # A topic word ("library") never names a theme, in the model's name or in the keywords.
     assert name_problem("Library social media", groups[2], topic) == "contains a topic word"
     assert "librar" not in names[2].lower()
-    # Copied from the prompt's worked example ("Office makeover"), though one word is the ideas' own.
-    assert name_problem("Greenhouse and office", ["add lots of plants, like a greenhouse"], topic).startswith("copies")
+    # Copied from the prompt's worked example ("Fundraising events"), though one word is the ideas' own.
+    assert name_problem("Greenhouse and fundraising", ["add lots of plants, like a greenhouse"], topic).startswith(
+        "copies"
+    )
     # Too long to use whole, and cutting it would leave a fragment.
     assert name_problem("Class making with free nights", groups[3], topic).startswith("too long")
-    assert "night" in names[3].lower()
+    # ... and its front ("Class making") names no idea here, so the group's own words stand in ("night" is a time
+    # word, never a keyword alone).
+    assert "game" in names[3].lower() and "night" not in names[3].lower()
     # Asked greedily, all at once; the same ideas get the same names.
     assert {request.temperature for request in generator.requests} == {0.0}
     assert await theme_names(generator, groups, topic=topic, blocklist=Blocklist(())) == names
+
+
+def test_theme_keywords_prefer_keyphrases_and_never_stand_on_a_general_word() -> None:
+    from bots.brainstorm.prompts import class_keywords
+
+    groups = [
+        ["monthly author talks", "author talks with local writers", "a poetry slam for teens", "a free day of talks"],
+        ["a free trial for a month", "a free trial with no card", "a free month for every friend"],
+        ["free coffee every day", "coffee and cake on a rainy day", "snacks and coffee"],
+    ]
+    keywords = class_keywords(groups, count=3)
+    # A phrase that most uses of its words belong to stands for them, and its words do not come back alone.
+    assert keywords[0][0] == "author talks"
+    assert not {"author", "talks"} & set(keywords[0])
+    assert keywords[1][0] == "free trial"
+    # A time word or general adjective ("free", "day", "month", "monthly") is never a keyword by itself.
+    general = {"free", "day", "month", "monthly", "local"}
+    assert not general & {word for words in keywords for word in words}
+    assert keywords[2][0] == "coffee"
+
+
+def test_an_idea_counts_a_word_once_however_often_it_says_it() -> None:
+    from bots.brainstorm.prompts import class_keywords
+
+    groups = [
+        ["advisors see their clients budgets if the client agrees", "partner with banks", "partner with payroll firms"],
+        ["a forum for the beta users", "a discord for users", "beta testers at the launch party"],
+    ]
+    assert class_keywords(groups, count=2)[0][0] == "partner"
+
+
+def test_a_long_model_answer_keeps_the_name_at_its_front() -> None:
+    from bots.brainstorm.prompts import head_phrase, usable_name
+
+    ideas = ["chess club for all ages on saturday mornings", "board game nights", "a chess tournament"]
+    assert usable_name("Chess club for all ages on weekends", ideas) == "Chess club"
+    assert usable_name("Community garden and animal shelter", ideas) == ""  # invented, front and whole
+    assert head_phrase("Chess club") == ""  # nothing cut: the whole answer is judged as it is
+
+
+def test_keyword_names_need_a_word_two_ideas_share() -> None:
+    from bots.brainstorm.prompts import name_candidates, shared_keywords
+
+    ideas = ["a boat trip", "kayaking on the lake with a guide", "kayaking down the river"]
+    assert shared_keywords(["boat", "trip", "kayaking"], ideas) == {"kayaking"}
+    # One idea's words ("Boat and trip") speak for that idea, not the theme: no candidate on their own.
+    assert name_candidates("Water trips", ["boat", "trip", "kayaking"], {"kayaking"}) == [
+        "Water trips",
+        "Boat and kayaking",
+        "Trip and kayaking",
+    ]
+    assert name_candidates("Water trips", ["boat", "trip"], set()) == ["Water trips"]
+    assert name_candidates("", ["boat", "trip"], set()) == ["Boat and trip"]
+
+
+def test_the_theme_name_chosen_is_the_one_nearest_its_own_ideas_and_farthest_from_the_others() -> None:
+    from bots.brainstorm.prompts import MODEL_NAME_ALLOWANCE, nearest_names
+
+    centres = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    candidates = [["Near both", "Only mine"], ["Model name", "Keyword name"]]
+    vectors = [
+        [[0.7, 0.7, 0.1], [0.9, 0.1, 0.4]],  # "Near both" is close to its centre but as close to the other one
+        [[0.1, 0.85, 0.5], [0.1, 0.9, 0.4]],  # the keyword name is a little nearer, within the model's allowance
+    ]
+    assert nearest_names(candidates, vectors, centres, [False, True]) == ["Only mine", "Model name"]
+    assert nearest_names(candidates, vectors, centres, [False, False]) == ["Only mine", "Keyword name"]
+    assert MODEL_NAME_ALLOWANCE > 0
+
+
+async def test_theme_names_compete_with_keyword_names_and_stay_the_same_for_the_same_ideas() -> None:
+    from bots.brainstorm.prompts import theme_names
+    from generation.moderation import Blocklist
+
+    groups = [
+        ["yoga on the beach", "morning yoga class", "a yoga retreat"],
+        ["kayaking on the lake", "kayaking down the river", "a hike to the lake"],
+    ]
+    embedder = WordEmbedder()
+    centres = [
+        [sum(column) / len(group) for column in zip(*await embedder.embed(group), strict=True)] for group in groups
+    ]
+
+    def namer(request: GenerationRequest) -> str:
+        # An answer grounded in both groups' words ("lake" and "yoga") tells neither theme apart.
+        return "Lake yoga" if "kayaking" in request.messages[-1].content else "Yoga"
+
+    names = await theme_names(FakeGenerator(namer), groups, blocklist=Blocklist(()), embedder=embedder, centres=centres)
+    assert names[0] == "Yoga"  # the model's name, as near its ideas as any keyword name
+    assert "kayaking" in names[1].lower()  # a keyword name beats the model's ambiguous one
+    again = await theme_names(FakeGenerator(namer), groups, blocklist=Blocklist(()), embedder=embedder, centres=centres)
+    assert again == names
 
 
 # -- a shared embedding service -----------------------------------------------------------------------------------

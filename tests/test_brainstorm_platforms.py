@@ -252,7 +252,7 @@ async def test_discord_brainstorm_from_kickoff_to_summary(discord_bot: Harness) 
     await wait_until(lambda: any("Round 2 of 2 is open" in _text(r.body) for r in _thread_posts(bot.fake, thread)))
     posted = [r.body for r in _thread_posts(bot.fake, thread)[before:]]
     themes = next(body for body in posted if "Themes — round 1 of 2" in _text(body))
-    assert "Cooking together" in _text(themes) and "Kayaking and hiking" in _text(themes)
+    assert "Pasta cooking" in _text(themes) and "Kayaking on the lake" in _text(themes)
     assert "#5 kayaking on the lake with a guide — bob · 2 votes" in _text(themes)
     assert sum("Yes, and…" in _text(body) for body in posted) == 3
     await _no_stale_placeholder(bot, nxt)
@@ -400,7 +400,7 @@ async def test_slack_brainstorm_from_kickoff_to_summary(slack: SlackChorus) -> N
     posted = fake.answered("chat.postMessage")[before:]
     assert all(c.body.get("thread_ts") == thread for c in posted)
     themes = next(block_texts(c.body["blocks"]) for c in posted if "Themes — round 1 of 2" in c.body["text"])
-    assert "Cooking together" in themes and "Kayaking and hiking" in themes
+    assert "Pasta cooking" in themes and "Kayaking on the lake" in themes
     assert "#5 kayaking on the lake with a guide — bob · 2 votes" in themes  # named via users.info, never <@U0BOB>
     assert sum("Yes, and…" in c.body["text"] for c in posted) == 3
 

@@ -13,19 +13,31 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
+
+from bots.brainstorm.clustering import as_matrix
 from generation.moderation import Blocklist, clean_output
 from generation.prompts import clean_variant
 from generation.text import is_degenerate, trim_to_complete
-from generation.types import ChatMessage, GenerationError, GenerationRequest, Generator, Priority
+from generation.types import ChatMessage, Embedder, GenerationError, GenerationRequest, Generator, Priority
 
 _log = logging.getLogger(__name__)
 
 LABEL_SYSTEM = "You name groups of ideas with a short category name of two to four words."
-# Two worked examples: a small model copies their shape (a short noun phrase) far more reliably than it follows
-# rules; answers that merely repeat an example are rejected.
+# Two worked examples from everyday domains far from most brainstorms: a small model copies their shape (a short noun
+# phrase naming the kind of idea, not one idea's words) far more reliably than it follows rules; answers that merely
+# repeat an example are rejected.
 LABEL_EXAMPLES = (
-    ("- a bike repair workshop\n- guided cycling tours", "bike, cycling, tours", "Cycling trips"),
-    ("- paint the office walls\n- new desks and chairs", "office, desks, walls", "Office makeover"),
+    (
+        "- plant tomatoes along the fence\n- a compost bin behind the shed\n- raised beds for herbs and salad",
+        "tomatoes, compost, raised beds",
+        "Vegetable growing",
+    ),
+    (
+        "- a bake sale at the school gate\n- a sponsored walk for the parents\n- a raffle with donated prizes",
+        "bake sale, sponsored walk, raffle",
+        "Fundraising events",
+    ),
 )
 IDEA_SYSTEM = (
     "You take part in a brainstorm. You answer with exactly one new idea in one sentence, under 25 words, "
@@ -35,6 +47,9 @@ STEP_SYSTEM = "You help a team act on its brainstorm. You answer with one concre
 LABEL_IDEAS = 4
 LABEL_IDEA_CHARS = 80
 MAX_LABEL_WORDS = 4
+# How much nearer its theme (in cosine margin) a keyword name must be to beat the model's name: MiniLM favours names
+# that repeat the ideas' words, while the model's ("Wellness retreat") more often names the kind of idea.
+MODEL_NAME_ALLOWANCE = 0.15
 _PREFIX = re.compile(r"^\s*(?:title|theme|name|idea|answer|next step)\s*[:\-–]\s*", re.IGNORECASE)
 _FILLER = (
     "a an the and or but for with from into onto our your their this that these those some more most very just "
@@ -50,6 +65,23 @@ _GENERIC_WORDS = (
     "proper right maybe whole own sure instead"
 )
 _GENERIC = frozenset(_GENERIC_WORDS.split())
+# Words that never name a theme on their own (general English, not any one topic): time words, general adjectives
+# and adverbs, and light verbs. Inside a keyphrase they still count ("free trial", "opening hours", "local schools").
+_LONE_WORDS = (
+    "day days week weeks month months year years time times hour hours morning mornings evening evenings night "
+    "nights weekend weekends daily weekly monthly yearly today tomorrow "
+    "local old first last short long high low full real simple easy hard quick fast slow large huge extra different "
+    "same special main awful bad lovely "
+    "make making made get getting got giving start starting run running bring bringing show showing ask asking tell "
+    "call done doing goes said say says along around away back together"
+)
+_LONE = frozenset(_LONE_WORDS.split())
+# Nouns that end like an adverb.
+_LY_NOUNS_WORDS = "family assembly supply butterfly monopoly anomaly reply jelly belly bully holly lily rally"
+_LY_NOUNS = frozenset(_LY_NOUNS_WORDS.split())
+# Contractions written without their apostrophe ("whats on", "doesnt") are filler too.
+_NAMELESS_WORDS = "whats thats doesnt dont cant isnt wont didnt theyre youre ive weve hes shes theres"
+_NAMELESS = frozenset(_NAMELESS_WORDS.split())
 # Answers about the task instead of an idea: "combine these two ideas", "in a single sentence", "Here is an idea".
 _META = re.compile(
     r"\b(?:(?:these|both|the|those) (?:two |2 )?ideas?\b|idea (?:1|2|one|two)\b|(?:a |one )?single sentence|"
@@ -163,35 +195,89 @@ def topic_stems(topic: str) -> frozenset[str]:
     return frozenset(stem(word) for word in content_words(topic))
 
 
+def _is_lone_word(word: str) -> bool:
+    """A word too general to name a theme by itself: a time word, a general adjective or adverb, a light verb."""
+    return word in _LONE or (len(word) > 5 and word.endswith("ly") and word not in _LY_NOUNS)
+
+
+def idea_terms(text: str, excluded: frozenset[str] = frozenset()) -> dict[str, str]:
+    """An idea's terms, each once: the stem of every content word and of every two adjacent content words
+    ("free trial", "opening hours"), mapped to how the idea writes it. Topic words and filler are left out, and a
+    two-word term never spans punctuation."""
+    terms: dict[str, str] = {}
+    lowered = text.lower()
+    previous: re.Match[str] | None = None
+    for match in re.finditer(r"[^\W\d_]+", lowered):
+        word = match[0]
+        usable = len(word) >= 3 and word not in _STOPWORDS and word not in _NAMELESS and stem(word) not in excluded
+        if not usable:
+            previous = None
+            continue
+        root = stem(word)
+        if word not in _GENERIC:
+            terms.setdefault(root, word)
+        if previous is not None and not lowered[previous.end() : match.start()].strip():
+            first = previous[0]
+            if not (_is_lone_word(first) or first in _GENERIC) or not (_is_lone_word(word) or word in _GENERIC):
+                terms.setdefault(f"{stem(first)} {root}", f"{first} {word}")
+        previous = match
+    return terms
+
+
 def class_keywords(groups: Sequence[Sequence[str]], *, topic: str = "", count: int = 4) -> list[list[str]]:
-    """The words that set each group apart, as BERTopic's class-based TF-IDF does: a word's frequency in the group
-    times log(1 + average words per group / its frequency over all groups). Topic words never count."""
+    """The terms that set each group apart, as BERTopic's class-based TF-IDF does: a term's share of the group's
+    terms times log(1 + average terms per group / its count over all groups), each idea counting a term once. Topic
+    words never count. A two-word keyphrase that most uses of its words belong to ("author talks") stands in for
+    them; a time word, general adjective or light verb ("day", "local") is never a keyword on its own."""
     excluded = topic_stems(topic)
     counts: list[Counter[str]] = []
     surface: dict[str, Counter[str]] = {}
+    first_seen: list[dict[str, int]] = []
     for texts in groups:
         counter: Counter[str] = Counter()
-        for text in texts:
-            for word in set(content_words(text)):
-                root = stem(word)
-                if root in excluded or word in _GENERIC:
-                    continue
+        seen: dict[str, int] = {}
+        for position, text in enumerate(texts):
+            for root, written in idea_terms(text, excluded).items():
                 counter[root] += 1
-                surface.setdefault(root, Counter())[word] += 1
+                seen.setdefault(root, position)
+                surface.setdefault(root, Counter())[written] += 1
         counts.append(counter)
+        first_seen.append(seen)
     totals: Counter[str] = Counter()
     for counter in counts:
         totals.update(counter)
     average = sum(totals.values()) / max(1, len(groups))
     keywords = []
-    for counter in counts:
-        score = {
-            root: (n / max(1, sum(counter.values()))) * math.log(1.0 + average / totals[root])
+    for counter, seen in zip(counts, first_seen, strict=True):
+        size = max(1, sum(counter.values()))
+        score = {root: (n / size) * math.log(1.0 + average / totals[root]) for root, n in counter.items()}
+        # A phrase most of whose words' uses it accounts for names them better than either word alone.
+        phrases = {
+            root: root.split()
             for root, n in counter.items()
+            if " " in root and n >= 2 and all(2 * n > counter[part] for part in root.split())
         }
-        # A word one idea uses once describes that idea, not the theme: words shared by two or more come first.
-        ranked = sorted(score, key=lambda root: (counter[root] < 2, -score[root], root))
-        keywords.append([surface[root].most_common(1)[0][0] for root in ranked[:count]])
+        stands_for = {part: phrase for phrase, parts in phrases.items() for part in parts}
+        candidates = {
+            root: score[stands_for[root]] if root in stands_for else score[root]
+            for root in counter
+            if (" " not in root and not _is_lone_word(surface[root].most_common(1)[0][0])) or root in phrases
+        }
+        # A term one idea uses once describes that idea, not the theme: terms shared by two or more come first; among
+        # the rest, those of the theme's most typical ideas (the groups come most typical first).
+        ranked = sorted(candidates, key=lambda root: (counter[root] < 2, -candidates[root], seen[root], root))
+        chosen: list[str] = []
+        used: set[str] = set()
+        for root in ranked:
+            term = stands_for.get(root, root)
+            # No word twice: "author talks" and "talks" (or "monthly email" beside "email newsletter") say one thing.
+            if used.intersection(term.split()):
+                continue
+            chosen.append(term)
+            used.update(term.split())
+            if len(chosen) == count:
+                break
+        keywords.append([surface[root].most_common(1)[0][0] for root in chosen])
     return keywords
 
 
@@ -273,6 +359,82 @@ def name_problem(answer: str, texts: Sequence[str], topic: str = "") -> str:
     return ""
 
 
+def head_phrase(answer: str) -> str:
+    """The name at the front of an answer too long to use whole: its words up to the first filler word ("Chess club
+    for all ages on weekends" -> "Chess club"); '' when that leaves nothing usable."""
+    words = re.sub(r"[*_#`\"“”]", "", answer).strip(" .,:;!-–").split()
+    head: list[str] = []
+    for word in words:
+        if word.lower().strip(",;:") in _STOPWORDS or word in {"&", "-", "–"}:
+            break
+        head.append(word.strip(",;:"))
+        if word.endswith((",", ";", ":")):
+            break
+    return " ".join(head) if 0 < len(head) <= MAX_LABEL_WORDS and len(head) < len(words) else ""
+
+
+def usable_name(answer: str, texts: Sequence[str], topic: str = "") -> str:
+    """The model's theme name tidied, or the name at its front when it is too long; '' when neither passes
+    `name_problem`."""
+    for option in (answer, head_phrase(answer)):
+        problem = name_problem(option, texts, topic) if option else "empty"
+        if not problem:
+            return tidy_label(option)
+        if option:
+            _log.debug("theme name %r rejected (%s)", option, problem)
+    return ""
+
+
+def shared_keywords(keywords: Sequence[str], texts: Sequence[str], topic: str = "") -> set[str]:
+    """The keywords that two or more of the ideas use: only those speak for a theme rather than for one idea."""
+    excluded = topic_stems(topic)
+    uses: Counter[str] = Counter()
+    for text in texts:
+        uses.update(idea_terms(text, excluded).keys())
+    return {word for word in keywords if uses[" ".join(stem(part) for part in word.split())] >= 2}
+
+
+def name_candidates(model_name: str, keywords: Sequence[str], shared: set[str]) -> list[str]:
+    """Names a theme could take: the model's (when usable), then the theme's top keywords in pairs with at least one
+    `shared` keyword, and its keyphrases alone. All come from the ideas' own words; with nothing usable, the two top
+    keywords."""
+    candidates = [model_name] if model_name else []
+    top = list(keywords)[:3]
+    pairs = [[top[i], top[j]] for i in range(len(top)) for j in range(i + 1, len(top))]
+    # A lone word is too little to tell themes apart by; a keyphrase ("author talks") can stand alone.
+    for words in (*pairs, *([word] for word in top if " " in word)):
+        name = keyword_name(words)
+        if (
+            shared.intersection(words)
+            and len(name.split()) <= MAX_LABEL_WORDS
+            and name.lower() not in {c.lower() for c in candidates}
+        ):
+            candidates.append(name)
+    return candidates or [keyword_name(keywords)]
+
+
+def nearest_names(
+    candidates: Sequence[Sequence[str]],
+    vectors: Sequence[Sequence[Sequence[float]]],
+    centres: Sequence[Sequence[float]],
+    model_named: Sequence[bool],
+) -> list[str]:
+    """Each theme's candidate a reader would most likely match to it among all the themes: the one whose sentence
+    vector is nearest its own theme's centre by the widest margin over the nearest other theme's centre. The
+    model's name (first, where `model_named`) wins within `MODEL_NAME_ALLOWANCE` of the best keyword name."""
+    centre = as_matrix(centres)
+    chosen = []
+    for number, (names, rows, by_model) in enumerate(zip(candidates, vectors, model_named, strict=True)):
+        similar = as_matrix(rows) @ centre.T
+        others = np.delete(similar, number, axis=1)
+        margin = similar[:, number] - others.max(axis=1)
+        if by_model:
+            margin[0] += MODEL_NAME_ALLOWANCE
+        _log.debug("theme name candidates %s", [f"{n} {m:+.3f}" for n, m in zip(names, margin, strict=True)])
+        chosen.append(names[int(np.argmax(margin))])  # argmax keeps the first of equals: identical input, same name
+    return chosen
+
+
 async def theme_names(
     generator: Generator,
     groups: Sequence[Sequence[str]],
@@ -280,9 +442,13 @@ async def theme_names(
     topic: str = "",
     blocklist: Blocklist,
     key: str = "",
+    embedder: Embedder | None = None,
+    centres: Sequence[Sequence[float]] | None = None,
 ) -> list[str]:
     """One name per group, asked for all at once (a batching engine runs them together), greedy so identical ideas
-    get identical names. A name the model gets wrong (see `name_problem`) becomes the group's keywords."""
+    get identical names. A name the model gets wrong (see `name_problem`) gives way to the group's keywords. With an
+    `embedder` and each group's `centres` (the mean of its ideas' vectors), the model's name and the keyword names
+    compete: the one nearest its own theme and farthest from the others wins."""
     keywords = class_keywords(groups, topic=topic)
     answers = await asyncio.gather(
         *(
@@ -299,16 +465,27 @@ async def theme_names(
             for texts, words in zip(groups, keywords, strict=True)
         )
     )
-    names: list[str] = []
-    for texts, words, answer in zip(groups, keywords, answers, strict=True):
-        answer = name_from_list(answer)
-        problem = name_problem(answer, texts, topic)
-        if problem:
-            _log.debug("theme name %r rejected (%s); keywords %s used instead", answer, problem, words)
-            names.append(keyword_name(words))
+    model_names = [
+        usable_name(name_from_list(answer), texts, topic) for texts, answer in zip(groups, answers, strict=True)
+    ]
+    candidates = [
+        name_candidates(name, words, shared_keywords(words, texts, topic))
+        for name, words, texts in zip(model_names, keywords, groups, strict=True)
+    ]
+    # One theme has no other to be told apart from: the first candidate stands.
+    if embedder is not None and centres is not None and len(centres) == len(groups) > 1:
+        flat = [name for names in candidates for name in names]
+        try:
+            embedded = await embedder.embed(flat)
+        except GenerationError as exc:
+            _log.warning("theme names not compared with their ideas: %s", exc)
         else:
-            names.append(tidy_label(answer))
-    return names
+            rows, start = [], 0
+            for names in candidates:
+                rows.append(embedded[start : start + len(names)])
+                start += len(names)
+            return nearest_names(candidates, rows, centres, [bool(name) for name in model_names])
+    return [names[0] for names in candidates]
 
 
 def _norm(text: str) -> str:

@@ -142,7 +142,15 @@ async def organize(
     sortable = bool(vectors) and len(leaders) >= MIN_TO_CLUSTER
     if found.separated or not sortable:
         names = await theme_names(
-            generator, [[texts[i] for i in group] for group in typical], topic=topic, blocklist=blocklist, key=key
+            generator,
+            [[texts[i] for i in group] for group in typical],
+            topic=topic,
+            blocklist=blocklist,
+            key=key,
+            embedder=embedder if vectors else None,
+            centres=[as_matrix([vectors[i] for i in group]).mean(axis=0).tolist() for group in ordered]
+            if vectors
+            else None,
         )
     else:
         names = [UNSORTED_NAME]
