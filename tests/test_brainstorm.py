@@ -570,6 +570,29 @@ async def test_in_the_terminal_a_thumbs_up_or_ok_in_the_thread_gets_a_hint_not_s
     assert [idea.text for idea in await bot.store.ideas(1) if idea.source == "person"] == []
 
 
+async def test_a_vote_typed_in_the_thread_counts_and_is_not_an_idea(bot: ThreadBot) -> None:
+    # People type "vote 3" or "+1 for #2 and #4" in the thread; each used to be stored as an idea of its own.
+    await bot.say("/brainstorm the offsite")
+    await bot.say("kayaking on the lake", as_user="bob")
+    await bot.say("a pasta cooking class", as_user="bob")
+    kayak, pasta = [idea for idea in await bot.store.ideas(1) if idea.source == "person"]
+    ideas_before = len(await bot.store.ideas(1))
+    [counted] = await bot.say(f"Vote #{kayak.number}!", as_user="carol")
+    assert reply_text(counted) == f"👍 Vote counted for #{kayak.number}."
+    replies = await bot.say(f"+1 for {kayak.number} and #{pasta.number}", as_user="dave")
+    assert [reply_text(reply) for reply in replies] == [
+        f"👍 Vote counted for #{kayak.number}.",
+        f"👍 Vote counted for #{pasta.number}.",
+    ]
+    [missing] = await bot.say("v 99", as_user="dave")
+    assert "There is no idea #99 in this brainstorm." in reply_text(missing)
+    voters = await bot.store.voters(1)
+    assert voters[kayak.id] == {"carol", "dave"} and voters[pasta.id] == {"dave"}
+    assert len(await bot.store.ideas(1)) == ideas_before
+    await bot.say(f"vote {pasta.number} because the pasta class fits everyone", as_user="carol")  # an idea: it says more
+    assert len(await bot.store.ideas(1)) == ideas_before + 1
+
+
 async def test_self_votes_are_refused_by_default(bot: ThreadBot) -> None:
     await bot.say("/brainstorm the offsite")
     await bot.say("kayaking on the lake", as_user="bob")

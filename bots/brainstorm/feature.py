@@ -82,6 +82,23 @@ def _shown(idea: IdeaRecord) -> bool:
     return idea.source == "person" or idea.message_ref is not None
 
 
+# A vote typed in the thread as people type it: "v 3", "vote #3", "vote for 3 and 5", "+1 #3", "👍 3", "#3 +1".
+_VOTE_NUMBERS = r"#?\s*\d{1,6}(?:\s*(?:,|&|\band\b)?\s*#?\s*\d{1,6})*"
+_THUMB = "(?:\\+1|👍[\U0001f3fb-\U0001f3ff]?)"
+_TYPED_VOTE = re.compile(
+    rf"(?:i\s+)?(?:v|vote|votes|voting|{_THUMB})\s*(?:for|to|on)?\s*{_VOTE_NUMBERS}|{_VOTE_NUMBERS}\s*{_THUMB}"
+)
+
+
+def typed_votes(text: str) -> list[int]:
+    """The idea numbers a message votes for when the whole message is a vote ("vote #3", "+1 for 3 and 5"); an
+    empty list for anything else, so an idea that merely mentions a number stays an idea."""
+    flat = " ".join(text.lower().split()).strip(" .!")
+    if not _TYPED_VOTE.fullmatch(flat):
+        return []
+    return list(dict.fromkeys(int(number) for number in re.findall(r"\d{1,6}", flat.replace("+1", ""))))
+
+
 def parse_number(value: str) -> int | None:
     match = re.fullmatch(r"\s*#?\s*(\d{1,6})\s*", value)
     return int(match.group(1)) if match else None
@@ -216,6 +233,14 @@ class Brainstorms:
         if not text:
             await self._unreadable(ctx, session)
             return True
+        numbers = typed_votes(text)
+        if numbers:
+            for number in numbers:
+                try:
+                    await self._vote_number(ctx, session, number)
+                except UserError as exc:
+                    await ctx.responder.send(Reply.error(str(exc)))
+            return True
         if is_throwaway(text):
             # "+1" in reply to an idea is a vote; other throw-aways are just chat.
             flat = " ".join(text.lower().split()).strip(" .!")
@@ -288,6 +313,15 @@ class Brainstorms:
                 ephemeral=True,
             )
         )
+
+    async def _vote_number(self, ctx: Context, session: BrainstormRecord, number: int) -> None:
+        """A vote for the idea shown as #number (a Vote button's value, or a vote typed in the thread)."""
+        idea = await self.app.store.find_idea(session.id, number=number)
+        if idea is not None and idea.source == IDEA_WITHDRAWN:
+            raise UserError(f"Idea #{number} was withdrawn (its message was deleted or emptied), so it takes no votes.")
+        if idea is None or not _shown(idea):
+            raise UserError(f"There is no idea #{number} in this brainstorm.")
+        await self._vote(ctx, session, idea)
 
     async def _vote(self, ctx: Context, session: BrainstormRecord, idea: IdeaRecord, *, quiet: bool = False) -> None:
         user = ctx.event.user
@@ -420,14 +454,7 @@ class Brainstorms:
             number = parse_number(action.value)
             if number is None:
                 raise UserError("Say which idea by its number, e.g. 3 (numbers are shown as #3).")
-            idea = await self.app.store.find_idea(session.id, number=number)
-            if idea is not None and idea.source == IDEA_WITHDRAWN:
-                raise UserError(
-                    f"Idea #{number} was withdrawn (its message was deleted or emptied), so it takes no votes."
-                )
-            if idea is None or not _shown(idea):
-                raise UserError(f"There is no idea #{number} in this brainstorm.")
-            await self._vote(ctx, session, idea)
+            await self._vote_number(ctx, session, number)
         elif action.action_id == NEXT_ACTION:
             await self._next_pressed(ctx, session)
         else:
