@@ -14,11 +14,13 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from config import Settings
 from generation.types import ModelUnavailable
@@ -369,14 +371,32 @@ def _convert_into(gguf: Path, target: Path, digest: str) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def quiet_progress(transformers: Any) -> Iterator[None]:
+    """transformers' progress bars only on a terminal: piped or logged, each redraw is another line of output
+    (a conversion printed a dozen "Converting and de-quantizing GGUF tensors" bars into one line)."""
+    logging_utils = transformers.utils.logging
+    was_enabled = logging_utils.is_progress_bar_enabled()
+    if was_enabled and not sys.stderr.isatty():
+        logging_utils.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging_utils.enable_progress_bar()
+
+
 def convert_gguf(gguf: Path, out_dir: Path) -> None:
     """Dequantize a GGUF model with transformers and save it as a Hugging Face directory (~25 s for SmolLM2)."""
     transformers = import_transformers()
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, local_files_only=True
-        )
+        with quiet_progress(transformers):
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, local_files_only=True
+            )
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, local_files_only=True
+            )
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelUnavailable(

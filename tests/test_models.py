@@ -257,3 +257,25 @@ def test_a_truncated_converted_model_is_reported_and_converted_again(
     assert prepare_model(settings, progress=said.append) == spec
     assert any("damaged" in note for note in said) and len(converter.calls) == 2
     assert model_check(settings) == (True, f"embedded SmolLM2-135M-Instruct: converted at {spec.path}")
+
+
+def test_a_piped_conversion_shows_no_progress_bars(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each redraw of transformers' progress bar is another line when stderr is not a terminal (a pipe, a log)."""
+    import io
+
+    import transformers
+
+    seen = []
+    monkeypatch.setattr(models.sys, "stderr", io.StringIO())  # not a terminal
+    with models.quiet_progress(transformers):
+        seen.append(transformers.utils.logging.is_progress_bar_enabled())
+    assert seen == [False]
+    assert transformers.utils.logging.is_progress_bar_enabled()  # as it was, for whatever runs next
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(models.sys, "stderr", Terminal())
+    with models.quiet_progress(transformers):
+        assert transformers.utils.logging.is_progress_bar_enabled()
