@@ -66,6 +66,7 @@ class DecodeGraphs:
         self.shapes: OrderedDict[tuple[int, int, int], _Shape] = OrderedDict()
         self.pool = runner.torch.cuda.graph_pool_handle() if capture else None
         self.captured = 0  # graphs captured so far
+        self.steps = 0  # decode steps run through this class
 
     def clear(self) -> None:
         """Forget every graph: the cache they point into is about to be replaced or freed."""
@@ -74,6 +75,7 @@ class DecodeGraphs:
     def run(self, decoding: list[tuple[int, int, int]]) -> Any:
         """Float32 logits for each (slot, token, position) in `decoding`, as the runner's own step returns them."""
         runner, torch = self.runner, self.runner.torch
+        self.steps += 1
         count = len(decoding)
         size = decoders_bucket(count, runner.rows)
         key = (size, runner.rows, runner.capacity)

@@ -204,7 +204,8 @@ class BatchingEngine(LocalGenerator):
     fallback_dtype. On a CPU, bfloat16 Linear weights are pre-packed for oneDNN once at load, which makes them fast.
     quantize "int8" instead stores the Linear weights (lm_head too) as int8 and runs them as dynamic int8 matrix
     products (CPU only): half the weight bytes per token and faster products, but its greedy tokens agree with
-    bfloat16's less often (measured in docs/serve.md), so it is off unless asked for.
+    bfloat16's less often (measured in docs/serve.md), so it is off unless asked for. decode_graphs: see
+    DECODE_GRAPHS (on a GPU, decode-only steps replay CUDA graphs).
 
     It reuses LocalGenerator's model loading, asyncio bridge, warmup, abort and close, and replaces the worker loop.
     """
@@ -223,7 +224,11 @@ class BatchingEngine(LocalGenerator):
         fallback_dtype: str = "float32",
         quantize: str = "none",
         threads: int = 0,
+        decode_graphs: str = "auto",
     ) -> None:
+        if decode_graphs not in DECODE_GRAPHS:
+            raise ValueError(f"decode_graphs must be one of {', '.join(DECODE_GRAPHS)} (got {decode_graphs!r})")
+        self._decode_graphs = decode_graphs
         if max_batch < 1 or max_queue < 0 or max_seq_len < 2 or prefill_chunk < 1:
             raise ValueError("max_batch, max_seq_len and prefill_chunk must be positive and max_queue not negative")
         if quantize not in QUANTIZE:
@@ -384,6 +389,7 @@ class BatchingEngine(LocalGenerator):
                     pack=True,
                     quantize=self._quantize,
                     calibration=self._calibration_ids() if self._quantize == "int8" else (),
+                    decode_graphs=self._decode_graphs,
                 )
                 gc.collect()  # hand the unpacked weights and load-time copies back to the OS
                 _libc_call("malloc_trim", 0)

@@ -589,7 +589,8 @@ async def test_a_vote_typed_in_the_thread_counts_and_is_not_an_idea(bot: ThreadB
     voters = await bot.store.voters(1)
     assert voters[kayak.id] == {"carol", "dave"} and voters[pasta.id] == {"dave"}
     assert len(await bot.store.ideas(1)) == ideas_before
-    await bot.say(f"vote {pasta.number} because the pasta class fits everyone", as_user="carol")  # an idea: it says more
+    # A message that says more than the vote is an idea.
+    await bot.say(f"vote {pasta.number} because the pasta class fits everyone", as_user="carol")
     assert len(await bot.store.ideas(1)) == ideas_before + 1
 
 

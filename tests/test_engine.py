@@ -475,6 +475,30 @@ async def test_greedy_output_equals_local_generator_alone_and_in_a_batch(
     assert results[1][0] == greedy_reference[SLOGAN]
 
 
+@pytest.mark.slow
+async def test_the_cuda_graph_step_run_eagerly_serves_the_same_greedy_text(
+    embedded_spec: ModelSpec, greedy_reference: dict[str, str]
+) -> None:
+    """The fixed-shape decode step a GPU captures, run eagerly here, through the whole engine: one request, then
+    rows joining and leaving a batch (padded decoder counts, cache growth and shrinking): LocalGenerator's text."""
+    fixed = BatchingEngine(embedded_spec, max_batch=8, max_queue=8, prefill_chunk=16, decode_graphs="eager")
+    try:
+        alone, _ = await collect(fixed.stream(ask(STORY, max_new_tokens=24)))
+        assert alone == greedy_reference[STORY]
+        batch = [
+            ask(SLOGAN, max_new_tokens=24),
+            ask("Tell me a joke about " + "very " * 30 + "tall giraffes.", max_new_tokens=5),
+            ask(STORY, max_new_tokens=24),
+        ]
+        results = await asyncio.gather(*(collect(fixed.stream(request)) for request in batch))
+        assert results[0][0] == greedy_reference[SLOGAN] and results[2][0] == greedy_reference[STORY]
+        assert fixed._runner is not None and fixed._runner.graphs is not None
+        # Alone, 23 decode-only steps after the prompt's token; in the batch, those not shared with a prompt slice.
+        assert fixed._runner.graphs.steps > 23 + 10
+    finally:
+        await fixed.close()
+
+
 def _greedy_tokens(engine: BatchingEngine, prompt: str, count: int, forced: list[int] | None = None) -> list[int]:
     """The engine's top-1 token at each of `count` positions after the prompt (teacher-forced with `forced`)."""
     assert engine._ready() is None and engine._runner is not None
