@@ -45,6 +45,8 @@ class CommandSpec:
     opens_thread: bool = False
     # Structured options for platforms that have them (Discord): typed Options, or (name, description) pairs.
     options: tuple[Option | tuple[str, str], ...] = ()
+    # The command reads nothing after its name: words there ("/stats last week") are refused, not silently ignored.
+    bare: bool = False
 
 
 @dataclass
@@ -242,6 +244,11 @@ class Router:
             if ctx.spec is None:
                 hint = did_you_mean(event.name, self.commands, prefix="/") or self._prefix_hint(event.name)
                 raise UserError(f"Unknown command /{event.name}.{hint} Type /help for the list.")
+            if ctx.spec.bare and event.text.strip():
+                extra = " ".join(event.text.split())
+                extra = extra if len(extra) <= 40 else extra[:39] + "…"
+                name, usage = ctx.spec.name, ctx.spec.usage
+                raise UserError(f"/{name} takes nothing after it (got “{extra}”). Type {usage} alone.")
             await ctx.spec.handler(ctx)
             return
         handler = {

@@ -13,6 +13,7 @@ from drops_support import BOB, Clock, Drops, drops_settings, start_drops
 
 from adapters.terminal.translate import CONVERSATION
 from bots.events import Activity, Reaction, User
+from support import reply_text
 
 
 async def _post_and_settle(drops: Drops, n: int, react: bool) -> None:
@@ -113,9 +114,12 @@ async def test_stats_renders_a_png_with_a_text_summary(drops: Drops) -> None:
         await drops.bot.chorus.handle(
             Activity(CONVERSATION, BOB, datetime(2026, 11, 30, hour, tzinfo=UTC)), drops.bot.responder
         )
+    [refused] = await drops.bot.say("/stats last week")  # words it cannot use are refused, not ignored
+    assert refused.ephemeral and not refused.attachments
+    assert "/stats takes nothing after it (got “last week”). Type /stats alone." in reply_text(refused)
     [reply] = await drops.bot.say("/stats")
-    # 9 channel messages plus the three commands typed here.
-    assert "12 messages counted" in reply.parts[0] and "Busiest: Mon 03:00" in reply.parts[0]
+    # 9 channel messages plus the four commands typed here.
+    assert "13 messages counted" in reply.parts[0] and "Busiest: Mon 03:00" in reply.parts[0]
     assert "1 posted" in reply.parts[0]
     [attachment] = reply.attachments
     assert attachment.path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

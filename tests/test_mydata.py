@@ -62,3 +62,10 @@ async def test_forget_deletes_an_export_even_when_nothing_else_is_stored(testbot
     assert "Delete it?" in reply_text(question) and "1 export file" in reply_text(question)
     done = await testbot.one("y", as_user="newcomer")
     assert reply_text(done).startswith("Done. Deleted") and not _exists(path)
+
+
+async def test_words_after_a_command_that_takes_none_are_refused_not_ignored(testbot: TestBot) -> None:
+    # "/stats last week" and "/mydata please" used to run as if the words were not there, which reads as "done that".
+    reply = await testbot.one("/mydata   please\tnow", as_user="alice")
+    assert reply.ephemeral and not reply.attachments
+    assert "/mydata takes nothing after it (got “please now”). Type /mydata alone." in reply_text(reply)

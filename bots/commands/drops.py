@@ -62,5 +62,9 @@ DROPS = CommandSpec(
 )
 
 STATS = CommandSpec(
-    name="stats", summary="this channel's activity and drop engagement, as a chart", usage="/stats", handler=stats
+    name="stats",
+    summary="this channel's activity and drop engagement, as a chart",
+    usage="/stats",
+    handler=stats,
+    bare=True,
 )

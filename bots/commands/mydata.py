@@ -94,5 +94,9 @@ async def mydata(ctx: Context) -> None:
 
 
 MYDATA = CommandSpec(
-    name="mydata", summary="get a file of everything Chorus stores about you", usage="/mydata", handler=mydata
+    name="mydata",
+    summary="get a file of everything Chorus stores about you",
+    usage="/mydata",
+    handler=mydata,
+    bare=True,
 )
