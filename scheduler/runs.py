@@ -45,10 +45,31 @@ from scheduler.schedule import fire_times, slot_wall_time
 _log = logging.getLogger(__name__)
 
 
+# The longest wait between two tries of one drop, whatever `retry_base_s` and the attempt count make of it.
+MAX_RETRY_DELAY_S = 6 * 3600.0
+UNANSWERED_NOTE = "no answer from the platform, so it may have been posted; not re-sent to avoid a double post"
+
+
 def _unavailable(exc: BaseException) -> bool:
     """Does this publish failure mean "you may not post here" (not a passing outage)? The adapters map their
-    platform's refusals (403, not_in_channel, archived…) to PublishForbidden; everything else is retried."""
+    platform's refusals (403, not_in_channel, archived, app removed…) to PublishForbidden; everything else is
+    retried."""
     return isinstance(exc, PublishForbidden)
+
+
+def _unanswered(exc: BaseException) -> bool:
+    """Did the send time out waiting for the platform's answer? The post may have landed, so it is not re-sent."""
+    return isinstance(exc, TimeoutError)
+
+
+def retry_delay_s(attempts: int, base_s: float, exc: BaseException) -> float:
+    """Doubling backoff from `base_s`, at least the wait the platform asked for (a 429's Retry-After, which the
+    adapters put on the error as `retry_after_s`), at most MAX_RETRY_DELAY_S."""
+    backoff = base_s * 2.0 ** min(attempts - 1, 64)
+    asked = getattr(exc, "retry_after_s", None)
+    if isinstance(asked, int | float) and asked > 0:
+        backoff = max(backoff, float(asked))
+    return min(backoff, MAX_RETRY_DELAY_S)
 
 
 class _RunUnusable(Exception):
@@ -238,6 +259,11 @@ class RunLifecycle(DropsCore):
         row = await self._channel(run.channel_key)
         if row is None or run.status in FINAL:
             return run
+        if run.status == RETRYING and (not row.enabled or row.paused):
+            # A retry never outlives a pause or disable: the moderator (or a lost channel) stopped drops here.
+            state = "paused" if row.enabled else "disabled"
+            await self._set_run(run_id, status=SKIPPED, note=f"not posted: drops were {state} before its retry")
+            return await self._run(run_id) or run
         if self.publisher is None:
             raise UserError("Chorus is not connected to a platform yet, so it cannot post.")
         repaired = ""
@@ -261,12 +287,21 @@ class RunLifecycle(DropsCore):
         try:
             message_ref = await self.publisher.publish(conversation_of(row), self._reply(run))
         except Exception as exc:
+            if _unanswered(exc):
+                return await self._unconfirmed(run, row, exc)
             return await self._failed_attempt(run, row, exc)
         await self._set_run(run_id, status=POSTED, message_ref=message_ref, posted_at=self.now(), note=repaired)
         if run.generation_id is not None and message_ref:
             await self.store.set_message_ref(run.generation_id, message_ref)
         _log.info("posted drop %s as %s", run.run_key, message_ref)
         return await self._run(run_id) or run
+
+    async def _unconfirmed(self, run: DropRun, row: DropChannel, exc: BaseException) -> DropRun:
+        """The send timed out: the platform may have posted it, so (as after a crash mid-send) it is not re-sent."""
+        await self._set_run(run.id, status=UNCONFIRMED, note=UNANSWERED_NOTE)
+        _log.warning("drop %s got no answer (%r); marked unconfirmed", run.run_key, exc)
+        await self.alert(row, f"A drop for {row.channel} got no answer from the platform: it may have been posted.")
+        return await self._run(run.id) or run
 
     async def _failed_attempt(self, run: DropRun, row: DropChannel, exc: BaseException) -> DropRun:
         attempts = run.attempts if run.status == POSTING else run.attempts + 1
@@ -282,7 +317,7 @@ class RunLifecycle(DropsCore):
             await self._set_run(run.id, status=FAILED, attempts=attempts, note=note)
             await self.alert(row, f"A drop for {row.channel} failed {attempts} times and was dropped: {reason}")
         else:
-            delay = self.settings.retry_base_s * 2 ** (attempts - 1)
+            delay = retry_delay_s(attempts, self.settings.retry_base_s, exc)
             await self._set_run(
                 run.id,
                 status=RETRYING,

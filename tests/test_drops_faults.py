@@ -1,0 +1,158 @@
+"""Drops under real-world faults: a channel paused or disabled while a retry is pending, a channel Chorus lost
+with several runs pending, a Slack workspace that removed the app, a post whose answer never came, a platform
+that asks to wait (Retry-After), and retry settings at the edge of what the config allows."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from drops_support import Clock, Drops, Forbidden, drops_settings, start_drops
+from test_drops_platforms import SLACK_ADMIN, ENABLE, channel_of, slack_side
+
+from scheduler.service import _unavailable
+
+
+@pytest.fixture
+async def drops(tmp_path: Path) -> AsyncIterator[Drops]:
+    running = await start_drops(drops_settings(tmp_path), Clock(datetime.now(UTC).replace(microsecond=0)))
+    yield running
+    await running.bot.chorus.close()
+
+
+class Busy(Exception):
+    """A platform's "too many requests" that says how long to wait, as the adapters raise it."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"rate limited; retry in {retry_after_s:g} s")
+        self.retry_after_s = retry_after_s
+
+
+def sends(drops: Drops) -> int:
+    """Tries to post into the drops channel (every publish, less the alerts that reached the admin channel)."""
+    return drops.publisher.attempts - len(drops.publisher.to("mods"))
+
+
+@pytest.mark.parametrize("change", ["pause", "disable"])
+async def test_a_retry_due_after_drops_were_paused_or_disabled_is_not_posted(drops: Drops, change: str) -> None:
+    await drops.say("/drops enable")
+    drops.publisher.failures = [ConnectionError("502 Bad Gateway")]
+    assert "retrying in 30 s" in await drops.say("/drops now")
+    await drops.say(f"/drops {change}")
+    drops.clock.advance(seconds=31)
+    await drops.service.tick()
+    # Before: the tick sent the pending retry into a channel a moderator had just paused or switched off.
+    assert drops.publisher.posts == [] and drops.publisher.attempts == 1
+    [run] = await drops.runs()
+    assert run.status == "skipped" and f"drops were {change}d" in run.note
+    drops.clock.advance(hours=2)
+    await drops.service.tick()
+    assert drops.publisher.attempts == 1
+
+
+async def test_a_channel_lost_with_several_runs_pending_is_paused_and_told_once(drops: Drops) -> None:
+    await drops.say("/drops enable")
+    drops.publisher.failures = [ConnectionError("503"), ConnectionError("503")]
+    await drops.say("/drops now")
+    await drops.say("/drops now")
+    assert [run.status for run in await drops.runs()] == ["retrying", "retrying"]
+    drops.publisher.failures = [Forbidden("403 Forbidden: Missing Access")]
+    drops.clock.advance(seconds=31)
+    await drops.service.tick()
+    # Before: the second pending run was still sent into the channel just paused (refused again in real life,
+    # with a second alert).
+    assert sends(drops) == 3 and drops.publisher.to("terminal") == []
+    [alert] = drops.publisher.to("mods")
+    assert "paused" in alert.parts[0]
+    assert sorted(run.status for run in await drops.runs()) == ["failed", "skipped"]
+    status = await drops.say("/drops status")
+    assert "Paused: Chorus can no longer post here" in status
+    # Resumed once the permission is fixed: drops post again.
+    assert "Drops are back on" in await drops.say("/drops resume")
+    assert (await drops.say("/drops now")).startswith("Posted a ")
+    assert len(drops.jobs()) == 1
+
+
+async def test_a_post_that_got_no_answer_is_not_sent_again(drops: Drops) -> None:
+    await drops.say("/drops enable")
+    drops.publisher.failures = [TimeoutError()]
+    text = await drops.say("/drops now")
+    # Before: retried 30 s later, so a post that had reached the channel before the answer was lost appeared twice.
+    assert "may have been posted" in text
+    for _ in range(3):
+        drops.clock.advance(minutes=5)
+        await drops.service.tick()
+    assert sends(drops) == 1
+    [run] = await drops.runs()
+    assert run.status == "unconfirmed"
+    [alert] = drops.publisher.to("mods")
+    assert "may have been posted" in alert.parts[0]
+    assert "Unconfirmed: 1 drop(s)" in await drops.say("/drops status")
+
+
+async def test_a_retry_waits_as_long_as_the_platform_asked(drops: Drops) -> None:
+    await drops.say("/drops enable")
+    drops.publisher.failures = [Busy(300)]
+    # Before: "retrying in 30 s", and the retry 30 s later was refused again (Retry-After 300).
+    assert "retrying in 300 s" in await drops.say("/drops now")
+    drops.clock.advance(seconds=31)
+    await drops.service.tick()
+    assert drops.publisher.attempts == 1
+    drops.clock.advance(seconds=270)
+    await drops.service.tick()
+    [run] = await drops.runs()
+    assert run.status == "posted" and drops.publisher.attempts == 2
+
+
+async def test_a_huge_retry_base_still_schedules_the_retry(tmp_path: Path) -> None:
+    drops = await start_drops(drops_settings(tmp_path, CHORUS_DROPS__RETRY_BASE_S="1e12"), Clock(datetime.now(UTC)))
+    try:
+        await drops.say("/drops enable")
+        drops.publisher.failures = [ConnectionError("502 Bad Gateway")]
+        await drops.say("/drops now")
+        # Before: the backoff overflowed, the error escaped and the run stayed "posting" for good (never retried).
+        [run] = await drops.runs()
+        assert run.status == "retrying" and "retrying in 21600 s" in run.note
+    finally:
+        await drops.bot.chorus.close()
+
+
+@pytest.mark.parametrize("error", ["account_inactive", "token_revoked", "invalid_auth", "missing_scope"])
+async def test_a_slack_workspace_that_removed_the_app_pauses_its_drops(tmp_path: Path, error: str) -> None:
+    side = await slack_side(tmp_path, Clock(datetime.now(UTC).replace(microsecond=0)))
+    try:
+        await side.command("drops", ENABLE, moderator=True)
+        side.extra["fake"].fail("chat.postMessage", error=error)
+        text, _ = await side.command("drops", "now", moderator=True)
+        # Before: "retrying in 30 s", four tries per slot and a "failed 4 times" alert for every slot, for ever.
+        assert "can no longer post here" in text and error in text
+        assert side.service.scheduler.get_jobs() == []  # type: ignore[union-attr]
+        for _ in range(3):
+            side.clock.advance(hours=1)
+            await side.service.tick()
+        assert len(side.posts(channel_of(side))) == 1
+        assert len(side.posts(SLACK_ADMIN)) == 1
+    finally:
+        await side.stop()
+
+
+async def test_slack_rate_limits_past_patience_carry_the_wait_to_the_retry() -> None:
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+    from adapters.slack.outbound import RateLimited
+
+    response = AsyncSlackResponse(
+        client=None,  # type: ignore[arg-type]
+        http_verb="POST",
+        api_url="https://slack.com/api/chat.postMessage",
+        req_args={},
+        data={"ok": False, "error": "ratelimited"},
+        headers={"Retry-After": "42"},
+        status_code=429,
+    )
+    limited = RateLimited("chat.postMessage", SlackApiError("ratelimited", response))
+    assert limited.retry_after_s == 42
+    assert not _unavailable(limited)
