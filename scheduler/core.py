@@ -77,6 +77,11 @@ class DropsCore:
         self._tables_ready = False
         self._started = False
         self._pruned_at: datetime | None = None
+        # Runs that reached the channel but whose "posted" could not be stored yet (a locked database): run id ->
+        # (generation id, values to store). The tick stores them; a restart before that shows them unconfirmed.
+        self._unrecorded: dict[int, tuple[int | None, dict[str, Any]]] = {}
+        # Channels whose slot fired while the database could not be used: key -> when it fired. The tick retries.
+        self._slots_to_retry: dict[str, datetime] = {}
         self._lock = asyncio.Lock()
 
     def _spawn(self, coro: Any) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from apscheduler.events import JobExecutionEvent
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 
 from bots.actions import RATE_DOWN, RATE_UP
 from bots.errors import UserError
@@ -119,13 +120,13 @@ class RunLifecycle(DropsCore):
         if event.job_id.startswith("drop:"):
             self._spawn(self._record_missed(event.job_id.removeprefix("drop:"), event.scheduled_run_time))
 
-    async def _record_missed(self, key: str, latest: datetime) -> None:
+    async def _record_missed(self, key: str, latest: datetime, why: str = "while offline") -> None:
         try:
-            await self._record_missed_slots(key, latest)
+            await self._record_missed_slots(key, latest, why)
         except Exception:
             _log.exception("could not record the drops missed for %s", key)
 
-    async def _record_missed_slots(self, key: str, latest: datetime) -> None:
+    async def _record_missed_slots(self, key: str, latest: datetime, why: str = "while offline") -> None:
         row = await self._channel(key)
         if row is None:
             return
@@ -133,7 +134,7 @@ class RunLifecycle(DropsCore):
         slots = self._slots_since(row, latest)
         trigger = schedule_of(row).trigger(self._auto_hour(row))
         for slot in slots or [latest]:
-            note = f"missed while offline (over {grace} s late)"
+            note = f"missed {why} (over {grace} s late)"
             await self._claim(row, f"{key}@{slot_wall_time(slot, trigger)}", slot, MISSED, note)
         await self._save_channel(key, last_slot_at=latest)
         _log.warning("drops for %s: %d slot(s) missed while offline", key, len(slots) or 1)
@@ -146,7 +147,29 @@ class RunLifecycle(DropsCore):
         return fire_times(schedule.trigger(auto_hour), after, until)
 
     async def run_slot(self, key: str) -> None:
-        """A channel's job fired: record any slots missed before this one, then plan and post this one."""
+        """A channel's job fired: record any slots missed before this one, then plan and post this one. When the
+        database cannot be used (locked, connection lost), the slot is tried again at the next tick instead of lost."""
+        fired_at = self.now()
+        try:
+            await self._run_slot(key)
+        except OperationalError as exc:
+            _log.warning("the drop slot of %s could not be handled (%s); trying again at the next tick", key, exc)
+            self._slots_to_retry.setdefault(key, fired_at)
+        else:
+            self._slots_to_retry.pop(key, None)
+
+    async def retry_slots(self) -> None:
+        """Slots that fired while the database could not be used: handled now, or, once past the misfire grace,
+        recorded as missed (shown in /drops status) as a slot missed while Chorus was down would be."""
+        grace = timedelta(seconds=self.settings.misfire_grace_s)
+        for key, fired_at in list(self._slots_to_retry.items()):
+            if self.now() - fired_at > grace:
+                del self._slots_to_retry[key]
+                await self._record_missed(key, fired_at, "while the database was unavailable")
+            else:
+                await self.run_slot(key)
+
+    async def _run_slot(self, key: str) -> None:
         row = await self._channel(key)
         if row is None or not row.enabled or row.paused:
             return
@@ -290,11 +313,27 @@ class RunLifecycle(DropsCore):
             if _unanswered(exc):
                 return await self._unconfirmed(run, row, exc)
             return await self._failed_attempt(run, row, exc)
-        await self._set_run(run_id, status=POSTED, message_ref=message_ref, posted_at=self.now(), note=repaired)
-        if run.generation_id is not None and message_ref:
-            await self.store.set_message_ref(run.generation_id, message_ref)
+        posted = {"status": POSTED, "message_ref": message_ref, "posted_at": self.now(), "note": repaired}
+        try:
+            await self._record_posted(run_id, run.generation_id, posted)
+        except Exception as exc:
+            # It is in the channel: never re-sent. The tick stores it (its message id is what engagement needs).
+            _log.warning("drop %s was posted as %s but not yet recorded (%s)", run.run_key, message_ref, exc)
+            self._unrecorded[run_id] = (run.generation_id, posted)
+            return run
         _log.info("posted drop %s as %s", run.run_key, message_ref)
         return await self._run(run_id) or run
+
+    async def _record_posted(self, run_id: int, generation_id: int | None, posted: dict[str, Any]) -> None:
+        await self._set_run(run_id, **posted)
+        if generation_id is not None and posted["message_ref"]:
+            await self.store.set_message_ref(generation_id, posted["message_ref"])
+
+    async def record_unrecorded(self) -> None:
+        """Store the runs that were posted while the database could not take it (see deliver)."""
+        for run_id, (generation_id, posted) in list(self._unrecorded.items()):
+            await self._record_posted(run_id, generation_id, posted)
+            del self._unrecorded[run_id]
 
     async def _unconfirmed(self, run: DropRun, row: DropChannel, exc: BaseException) -> DropRun:
         """The send timed out: the platform may have posted it, so (as after a crash mid-send) it is not re-sent."""
@@ -418,6 +457,6 @@ class RunLifecycle(DropsCore):
         await self._save_channel(row.key, planner=planner.to_state())
         await self._set_run(run_id, plan=plan.as_dict())
         run = await self.deliver(run_id)
-        if run.status == POSTED:
+        if run.status == POSTED or run.id in self._unrecorded:
             return f"Posted a {plan.kind} ({plan.tone}, about {plan.topic})."
         return f"Could not post the drop: {(run.note or run.status).rstrip('.')}."

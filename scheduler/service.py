@@ -80,6 +80,7 @@ class DropsService(ScheduleManagement, RunLifecycle, EngagementSettlement, Statu
             timezone=UTC,
         )
         scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
+        await self._guarded("recording drops posted while the database was busy", self.record_unrecorded)
         await self.resolve_interrupted()
         # With an injected clock the wall clock means nothing: a job due by the fake clock's calendar may be long
         # past (or far off) by the real one, and APScheduler would fire or report it missed on its own.
@@ -125,6 +126,8 @@ class DropsService(ScheduleManagement, RunLifecycle, EngagementSettlement, Statu
         Each step and each run is isolated: one that fails is logged (a run is failed with a note) and the rest
         still happens."""
         await self._guarded("saving channel activity", self.flush_activity)
+        await self._guarded("recording drops posted while the database was busy", self.record_unrecorded)
+        await self._guarded("retrying slots that fired while the database was busy", self.retry_slots)
         now = self.now()
         due: list[int] = []
         try:

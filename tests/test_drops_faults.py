@@ -4,14 +4,18 @@ that asks to wait (Retry-After), and retry settings at the edge of what the conf
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from drops_support import Clock, Drops, Forbidden, drops_settings, start_drops
-from test_drops_platforms import SLACK_ADMIN, ENABLE, channel_of, slack_side
+from sqlalchemy.exc import OperationalError
+from test_drops_platforms import ENABLE, SLACK_ADMIN, channel_of, slack_side
 
+from adapters.terminal.translate import CONVERSATION
 from scheduler.service import _unavailable
 
 
@@ -156,3 +160,66 @@ async def test_slack_rate_limits_past_patience_carry_the_wait_to_the_retry() -> 
     limited = RateLimited("chat.postMessage", SlackApiError("ratelimited", response))
     assert limited.retry_after_s == 42
     assert not _unavailable(limited)
+
+
+def _locked(statement: str) -> OperationalError:
+    return OperationalError(statement, {}, Exception("database is locked"))
+
+
+async def test_a_drop_posted_while_the_database_is_locked_is_recorded_at_the_next_tick(drops: Drops) -> None:
+    await drops.say("/drops enable")
+    set_run = drops.service._set_run
+    locked: list[int] = []
+
+    async def locked_once(run_id: int, **values: Any) -> None:
+        if values.get("status") == "posted" and len(locked) < 2:
+            locked.append(run_id)
+            raise _locked("UPDATE drop_runs")
+        await set_run(run_id, **values)
+
+    drops.service._set_run = locked_once  # type: ignore[method-assign]
+    await drops.service.run_slot(CONVERSATION.key)
+    assert "Posted a " in await drops.say("/drops now"), "it did reach the channel"
+    assert len(drops.publisher.to("terminal")) == 2
+    await drops.service.tick()
+    # Before: both runs stayed "posting" for good (shown as unconfirmed after a restart), their message ids lost, so
+    # their engagement never counted.
+    runs = await drops.runs()
+    assert [(run.status, run.message_ref) for run in runs] == [("posted", "msg-1"), ("posted", "msg-2")]
+    await drops.service.run_slot(CONVERSATION.key)
+    assert len(drops.publisher.to("terminal")) == 2
+
+
+@pytest.mark.parametrize("late", [False, True])
+async def test_a_slot_that_fired_while_the_database_was_locked_is_handled_at_the_next_tick(
+    tmp_path: Path, late: bool
+) -> None:
+    clock = Clock(datetime(2026, 12, 1, 8, 0, tzinfo=UTC))
+    drops = await start_drops(drops_settings(tmp_path), clock)
+    try:
+        await drops.say("/drops enable --time 09:00")
+        claim = drops.service._claim
+        calls: list[str] = []
+
+        async def locked_once(*args: Any, **kwargs: Any) -> int | None:
+            calls.append(args[1])
+            if len(calls) == 1:
+                raise _locked("INSERT INTO drop_runs")
+            return await claim(*args, **kwargs)
+
+        drops.service._claim = locked_once  # type: ignore[method-assign]
+        clock.current = datetime(2026, 12, 1, 9, 0, 2, tzinfo=UTC)
+        with contextlib.suppress(OperationalError):  # before: it escaped to APScheduler, which only logs it
+            await drops.service.run_slot(CONVERSATION.key)
+        assert drops.publisher.posts == []
+        clock.advance(hours=2 if late else 0.01)
+        await drops.service.tick()
+        runs = await drops.runs()
+        # Before: nothing; the slot was lost without a trace (and counted as "missed while offline" a day later).
+        assert [run.scheduled_for for run in runs] == [datetime(2026, 12, 1, 9, tzinfo=UTC)]
+        assert runs[0].status == ("missed" if late else "posted")
+        assert len(drops.publisher.to("terminal")) == (0 if late else 1)
+        await drops.service.tick()
+        assert len(await drops.runs()) == 1
+    finally:
+        await drops.bot.chorus.close()
