@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -65,6 +66,7 @@ class DropsCore:
         self.fires_on_wall_clock = clock is None
         self.publisher: Publisher | None = None
         self.scheduler: AsyncIOScheduler | None = None
+        self.job_store: SQLAlchemyJobStore | None = None
         self.leadership: Leadership | None = None
         self._activity: Counter[tuple[str, str, str, int]] = Counter()
         self._mined: dict[str, Counter[str]] = {}

@@ -175,6 +175,11 @@ class RunLifecycle(DropsCore):
             return
         now = self.now()
         slots = self._slots_since(row, now + timedelta(seconds=1))
+        if not slots and await self._handled_recently(row, now):
+            # The job fired for a slot already handled (a leader taking over before APScheduler stored the job's
+            # next run time, a clock stepped back): a slot made up from the current minute would post a second drop.
+            _log.info("drops for %s fired again with no new slot due; nothing to post", key)
+            return
         slot = slots[-1] if slots else now.replace(second=0, microsecond=0)
         schedule = schedule_of(row)
         trigger = schedule.trigger(self._auto_hour(row))
@@ -190,6 +195,22 @@ class RunLifecycle(DropsCore):
             await self._plan_and_post(row, run_id, slot)
         except Exception as exc:
             await self._fail_run(run_id, exc)
+
+    async def _handled_recently(self, row: DropChannel, now: datetime) -> bool:
+        """Was a scheduled slot of this channel claimed within the misfire grace of `now` (either side)?"""
+        grace = timedelta(seconds=self.settings.misfire_grace_s)
+        async with self.store.session() as session:
+            found = await session.scalar(
+                select(DropRun.id)
+                .where(
+                    DropRun.channel_key == row.key,
+                    DropRun.run_key.like(f"{row.key}@%"),
+                    DropRun.scheduled_for >= now - grace,
+                    DropRun.scheduled_for <= now + grace,
+                )
+                .limit(1)
+            )
+        return found is not None
 
     async def _plan_and_post(self, row: DropChannel, run_id: int, slot: datetime) -> None:
         """Plan the claimed run at the hour it fires (the hour chosen for it), post it, and schedule the next one."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bots.drops import MAX_TOPICS, DropsOptions, StateChange
 from bots.errors import UserError
@@ -82,7 +82,17 @@ class ScheduleManagement(DropsCore):
         async with self.store.session() as session:
             rows = list(await session.scalars(select(DropChannel)))
         wanted = {self._job_id(row.key): row for row in rows if row.enabled and not row.paused}
-        for job in self.scheduler.get_jobs():
+        try:
+            scheduled = self.scheduler.get_jobs()
+        except OperationalError as exc:
+            if self.job_store is None:
+                raise
+            # The job store's table went missing (dropped, a restored backup without it): make it again; the loop
+            # below schedules every channel afresh from the channel table.
+            _log.warning("the drops job store could not be read (%s); recreating its table", exc)
+            self.job_store.jobs_t.create(self.job_store.engine, checkfirst=True)
+            scheduled = self.scheduler.get_jobs()
+        for job in scheduled:
             if job.id.startswith("drop:") and job.id not in wanted:
                 self.scheduler.remove_job(job.id)
         for job_id, row in wanted.items():
@@ -97,7 +107,10 @@ class ScheduleManagement(DropsCore):
         if not row.enabled or row.paused:
             return None
         if self.scheduler is not None:
-            job = self.scheduler.get_job(self._job_id(row.key))
+            try:
+                job = self.scheduler.get_job(self._job_id(row.key))
+            except OperationalError:  # the job store cannot be read right now; the tick repairs it
+                job = None
             if job is not None and job.next_run_time is not None:
                 return job.next_run_time
         return schedule_of(row).trigger(self._auto_hour(row)).get_next_fire_time(None, self.now())

@@ -70,8 +70,9 @@ class DropsService(ScheduleManagement, RunLifecycle, EngagementSettlement, Statu
         return self.leadership is not None and self.leadership.is_leader
 
     async def _become_leader(self) -> None:
+        self.job_store = SQLAlchemyJobStore(url=sync_url(self.store.url), tablename="apscheduler_jobs")
         scheduler = AsyncIOScheduler(
-            jobstores={"default": SQLAlchemyJobStore(url=sync_url(self.store.url), tablename="apscheduler_jobs")},
+            jobstores={"default": self.job_store},
             job_defaults={
                 "coalesce": True,
                 "misfire_grace_time": self.settings.misfire_grace_s,

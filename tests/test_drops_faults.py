@@ -5,6 +5,7 @@ that asks to wait (Retry-After), and retry settings at the edge of what the conf
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -221,5 +222,58 @@ async def test_a_slot_that_fired_while_the_database_was_locked_is_handled_at_the
         assert len(drops.publisher.to("terminal")) == (0 if late else 1)
         await drops.service.tick()
         assert len(await drops.runs()) == 1
+    finally:
+        await drops.bot.chorus.close()
+
+
+async def test_a_job_store_table_that_went_missing_is_recreated_and_its_jobs_rescheduled(drops: Drops) -> None:
+    await drops.say("/drops enable --time 09:00")
+    database = drops.bot.store.engine.url.database
+    assert database is not None
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        connection.execute("DROP TABLE apscheduler_jobs")
+        connection.commit()
+    # Before: every tick's reconcile failed on "no such table" and no drop fired again until a restart.
+    await drops.service.tick()
+    [job] = drops.jobs()
+    assert job.next_run_time is not None
+    assert "Next drop: " in await drops.say("/drops status")
+
+
+async def test_a_0230_drop_on_the_spring_forward_day_posts_once_at_0330(tmp_path: Path) -> None:
+    # Europe/Berlin skips 02:00-03:00 on 2026-03-29: 02:30 never happens that day.
+    clock = Clock(datetime(2026, 3, 28, 12, 0, tzinfo=UTC))
+    drops = await start_drops(drops_settings(tmp_path), clock)
+    try:
+        await drops.say("/drops enable --time 02:30 --tz Europe/Berlin")
+        [job] = drops.jobs()
+        next_fire = job.trigger.get_next_fire_time(None, clock.current)
+        assert next_fire.astimezone(UTC) == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)  # 03:30 CEST, the first moment after the gap
+        clock.current = datetime(2026, 3, 29, 1, 30, 5, tzinfo=UTC)
+        await drops.service.run_slot(CONVERSATION.key)
+        await drops.service.run_slot(CONVERSATION.key)  # the job fires again (another process, a misfire)
+        # Before: the run was stored as the 02:30 slot, the second firing made a "03:30" one, and both posted.
+        [run] = await drops.runs()
+        assert run.status == "posted" and len(drops.publisher.posts) == 1
+        assert run.run_key.endswith("@2026-03-29T03:30")
+        assert "Missed" not in await drops.say("/drops status")
+    finally:
+        await drops.bot.chorus.close()
+
+
+async def test_a_slot_that_fires_again_minutes_later_posts_once(tmp_path: Path) -> None:
+    clock = Clock(datetime(2026, 12, 1, 8, 0, tzinfo=UTC))
+    drops = await start_drops(drops_settings(tmp_path), clock)
+    try:
+        await drops.say("/drops enable --time 09:00")
+        clock.current = datetime(2026, 12, 1, 9, 0, 3, tzinfo=UTC)
+        await drops.service.run_slot(CONVERSATION.key)
+        # The same slot fires again later: a leader that took over from one that died before APScheduler stored
+        # the job's next run time, or a clock stepped back.
+        clock.current = datetime(2026, 12, 1, 9, 4, 0, tzinfo=UTC)
+        await drops.service.run_slot(CONVERSATION.key)
+        # Before: with no slot left since the last one, it posted a made-up "09:04" slot: a second drop.
+        assert len(drops.publisher.posts) == 1
+        assert [run.run_key[-5:] for run in await drops.runs()] == ["09:00"]
     finally:
         await drops.bot.chorus.close()
