@@ -9,6 +9,7 @@ import logging
 import zlib
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
@@ -21,7 +22,7 @@ from bots.parsing import did_you_mean
 from scheduler import jobs
 from scheduler.core import DropsCore, schedule_of, settings_version
 from scheduler.models import DropChannel
-from scheduler.planner import Planner
+from scheduler.planner import Planner, quiet_hours
 from scheduler.schedule import CADENCES, Schedule, build_schedule
 
 _log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ class ScheduleManagement(DropsCore):
     async def enable(self, conversation: Conversation, user: User, options: DropsOptions) -> str:
         await self.ensure_tables()
         row = await self._channel(conversation.key)
+        before = (row.tz, row.auto_hour) if row is not None else None
         known = self._all_kinds()
         kept = [kind for kind in row.kinds if kind in known] if row else []
         kinds = list(options.kinds) if options.kinds else (kept or list(self.settings.default_kinds))
@@ -179,11 +181,10 @@ class ScheduleManagement(DropsCore):
             await self._save_channel(conversation.key, last_slot_at=max(row.last_slot_at or now, now), **values)
         row = await self._channel(conversation.key)
         assert row is not None
-        if schedule.time == "auto" and not schedule.is_cron and row.auto_hour is None:
-            # Activity counted before drops were enabled already says when the channel is busy.
-            peak = (await self._planner(row, schedule)).peak_hour()
-            if peak is not None:
-                await self._save_channel(row.key, auto_hour=peak)
+        if schedule.time == "auto" and not schedule.is_cron:
+            hour = await self._auto_hour_after_enable(row, schedule, before, now)
+            if hour != row.auto_hour:
+                await self._save_channel(row.key, auto_hour=hour)
                 row = await self._channel(row.key) or row
         await self._sync_job(row)
         next_at = await self.next_run(row)
@@ -192,6 +193,29 @@ class ScheduleManagement(DropsCore):
         return (
             f"{verb} here: {schedule.describe()}. Kinds: {', '.join(kinds)}.{when} /drops status shows what they learn."
         )
+
+    async def _auto_hour_after_enable(
+        self, row: DropChannel, schedule: Schedule, before: tuple[str, int | None] | None, now: datetime
+    ) -> int | None:
+        """The local hour of the next auto drop once the settings changed. Activity counted before drops were
+        enabled already says when the channel is busy; a new zone keeps the drop at the same moment of the day
+        (not the same hour number); new quiet hours move it out of them."""
+        hour = row.auto_hour
+        planner = await self._planner(row, schedule)
+        old_tz, old_hour = before if before is not None else (schedule.tz, None)
+        if hour is None or old_tz != schedule.tz:
+            hour = planner.peak_hour()
+            if hour is None and old_hour is not None:
+                with contextlib.suppress(Exception):  # an old zone that no longer exists: keep the hour number
+                    moment = now.astimezone(ZoneInfo(old_tz)).replace(hour=old_hour, minute=0, second=0, microsecond=0)
+                    hour = moment.astimezone(schedule.zone).hour
+                hour = old_hour if hour is None else hour
+        if self._or_default(hour) in quiet_hours(schedule.quiet):
+            hour = planner.choose_hour(now.astimezone(schedule.zone))[0]
+        return hour
+
+    def _or_default(self, hour: int | None) -> int:
+        return hour if hour is not None else self.settings.default_hour
 
     async def change_state(self, conversation: Conversation, change: StateChange) -> str:
         row = await self._require(conversation)

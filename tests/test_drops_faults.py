@@ -7,16 +7,17 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from drops_support import Clock, Drops, Forbidden, drops_settings, start_drops
+from drops_support import BOB, Clock, Drops, Forbidden, drops_settings, start_drops
 from sqlalchemy.exc import OperationalError
 from test_drops_platforms import ENABLE, SLACK_ADMIN, channel_of, slack_side
 
 from adapters.terminal.translate import CONVERSATION
+from bots.events import Activity
 from scheduler.service import _unavailable
 
 
@@ -278,3 +279,37 @@ async def test_a_slot_that_fires_again_minutes_later_posts_once(tmp_path: Path) 
         assert [run.run_key[-5:] for run in await drops.runs()] == ["09:00"]
     finally:
         await drops.bot.chorus.close()
+
+
+def _next_fire_utc(drops: Drops) -> datetime:
+    [job] = drops.jobs()
+    next_fire = job.trigger.get_next_fire_time(None, drops.clock())
+    assert next_fire is not None
+    return next_fire.astimezone(UTC)
+
+
+async def test_a_new_time_zone_keeps_an_auto_drop_at_the_channels_busy_hour(tmp_path: Path) -> None:
+    clock = Clock(datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
+    drops = await start_drops(drops_settings(tmp_path), clock)
+    try:
+        for day in range(1, 8):
+            for _ in range(10):
+                at = datetime(2026, 12, 1, 20, 10, tzinfo=UTC) - timedelta(days=day)
+                await drops.bot.chorus.handle(Activity(CONVERSATION, BOB, at), drops.bot.responder)
+        await drops.service.flush_activity()
+        await drops.say("/drops enable --tz UTC")
+        assert _next_fire_utc(drops).hour in (19, 20, 21)
+        await drops.say("/drops enable --tz Asia/Tokyo")
+        # Before: the hour number was kept (20:00 in Tokyo, 11:00 UTC), far from when the channel is busy.
+        assert _next_fire_utc(drops).hour in (19, 20, 21)
+        assert "busiest hour" in await drops.say("/drops status")
+    finally:
+        await drops.bot.chorus.close()
+
+
+async def test_new_quiet_hours_move_an_auto_drop_out_of_them(drops: Drops) -> None:
+    await drops.say("/drops enable --tz UTC")
+    assert _next_fire_utc(drops).hour == 18  # drops.default_hour, before any activity is known
+    await drops.say("/drops enable --quiet 17:00-20:00")
+    # Before: the next drop still fired at 18:00, inside the quiet hours the docs say auto drops never use.
+    assert _next_fire_utc(drops).hour not in (17, 18, 19)
