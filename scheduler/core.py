@@ -82,6 +82,9 @@ class DropsCore:
         # Runs that reached the channel but whose "posted" could not be stored yet (a locked database): run id ->
         # (generation id, values to store). The tick stores them; a restart before that shows them unconfirmed.
         self._unrecorded: dict[int, tuple[int | None, dict[str, Any]]] = {}
+        # Why the last alert could not reach the admin channel, per platform ("" once one got through): shown in
+        # /drops status, so a misconfigured admin channel is not noticed only in the log.
+        self._alert_failures: dict[str, str] = {}
         # Channels whose slot fired while the database could not be used: key -> when it fired. The tick retries.
         self._slots_to_retry: dict[str, datetime] = {}
         self._lock = asyncio.Lock()
@@ -227,7 +230,12 @@ class DropsCore:
         try:
             await self.publisher.publish(Conversation(row.platform, row.workspace, admin), Reply.text(f"⚠ {text}"))
         except Exception as exc:
+            # ValueError: an id the platform cannot read (a Slack id given to Discord, say).
+            reason = "not a channel id here" if isinstance(exc, ValueError) else (str(exc) or type(exc).__name__)
+            self._alert_failures[row.platform] = f"could not reach drops.admin_channel {admin} ({reason})"
             _log.warning("drops alert could not reach the admin channel %s (%s): %s", admin, exc, text)
+        else:
+            self._alert_failures.pop(row.platform, None)
 
     @staticmethod
     def _fmt(at: datetime, schedule: Schedule) -> str:

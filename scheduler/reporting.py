@@ -44,6 +44,9 @@ class StatusReporting(DropsCore):
         else:
             next_at = await self.next_run(row)
             lines.append(f"Next drop: {self._fmt(next_at, schedule) if next_at else 'not scheduled'}")
+        alert_failure = self._alert_failures.get(row.platform)
+        if alert_failure:
+            lines.append(f"Admin alerts: {alert_failure}; they go to the log only")
         if schedule.time == "auto" and not schedule.is_cron:
             peak = planner.peak_hour()
             if peak is not None:

@@ -313,3 +313,23 @@ async def test_new_quiet_hours_move_an_auto_drop_out_of_them(drops: Drops) -> No
     await drops.say("/drops enable --quiet 17:00-20:00")
     # Before: the next drop still fired at 18:00, inside the quiet hours the docs say auto drops never use.
     assert _next_fire_utc(drops).hour not in (17, 18, 19)
+
+
+async def test_an_admin_channel_that_cannot_be_reached_is_named_in_status(drops: Drops) -> None:
+    await drops.say("/drops enable")
+    drops.publisher.down = {"mods"}  # an id that does not exist, or one of another platform
+    drops.publisher.failures = [ConnectionError("502")]
+    await drops.say("/drops now")
+    drops.publisher.failures = [Forbidden("403 Forbidden: Missing Access")]
+    drops.clock.advance(seconds=31)
+    await drops.service.tick()
+    status = await drops.say("/drops status")
+    # Before: the alert went to the log only, and nothing a moderator sees said so.
+    assert "Paused: Chorus can no longer post here" in status
+    assert "Admin alerts: could not reach drops.admin_channel mods (mods is unreachable)" in status
+    drops.publisher.down = set()
+    await drops.say("/drops resume")
+    drops.publisher.failures = [Forbidden("403 Forbidden: Missing Access")]
+    await drops.say("/drops now")
+    assert len(drops.publisher.to("mods")) == 1
+    assert "Admin alerts" not in await drops.say("/drops status")
