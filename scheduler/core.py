@@ -82,6 +82,10 @@ class DropsCore:
         # Runs that reached the channel but whose "posted" could not be stored yet (a locked database): run id ->
         # (generation id, values to store). The tick stores them; a restart before that shows them unconfirmed.
         self._unrecorded: dict[int, tuple[int | None, dict[str, Any]]] = {}
+        # Channels whose due retries are being sent (by the tick, possibly still after it returned), and how long a
+        # tick waits for them (None: `tick_s`) before it goes on with engagement and schedules.
+        self._retrying_channels: set[str] = set()
+        self.retry_wait_s: float | None = None
         # Why the last alert could not reach the admin channel, per platform ("" once one got through): shown in
         # /drops status, so a misconfigured admin channel is not noticed only in the log.
         self._alert_failures: dict[str, str] = {}

@@ -4,21 +4,26 @@ that asks to wait (Retry-After), and retry settings at the edge of what the conf
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from drops_support import BOB, Clock, Drops, Forbidden, drops_settings, start_drops
+from drops_support import ALICE, BOB, Clock, Drops, Forbidden, RecordingPublisher, drops_settings, start_drops
 from sqlalchemy.exc import OperationalError
 from test_drops_platforms import ENABLE, SLACK_ADMIN, channel_of, slack_side
 
 from adapters.terminal.translate import CONVERSATION
-from bots.events import Activity
+from bots.drops import DropsOptions
+from bots.events import Activity, Conversation
+from bots.reply import Reply
 from scheduler.service import _unavailable
+from support import wait_until
 
 
 @pytest.fixture
@@ -333,3 +338,46 @@ async def test_an_admin_channel_that_cannot_be_reached_is_named_in_status(drops:
     await drops.say("/drops now")
     assert len(drops.publisher.to("mods")) == 1
     assert "Admin alerts" not in await drops.say("/drops status")
+
+
+@dataclass
+class StuckPublisher(RecordingPublisher):
+    """A platform that never answers for one channel (a send stuck in the client's long timeout)."""
+
+    stuck: str = ""
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def publish(self, conversation: Conversation, reply: Reply) -> str:
+        if conversation.channel == self.stuck:
+            self.attempts += 1
+            await self.released.wait()
+            raise ConnectionError("connection reset")
+        return await super().publish(conversation, reply)
+
+
+async def test_a_send_stuck_in_one_channel_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    clock = Clock(datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
+    publisher = StuckPublisher()
+    drops = await start_drops(drops_settings(tmp_path), clock, publisher)
+    drops.service.retry_wait_s = 0.05
+    stuck, other = Conversation("terminal", "local", "stuck"), Conversation("terminal", "local", "other")
+    try:
+        for conversation in (stuck, other):
+            await drops.service.enable(conversation, ALICE, DropsOptions(time="09:00"))
+            publisher.failures = [ConnectionError("502")]
+            await drops.service.post_now(conversation, ALICE)
+        publisher.stuck = "stuck"
+        clock.advance(seconds=31)
+        # Before: the tick sent the retries one by one and waited on the stuck send (a client timeout can be
+        # minutes): the other channel's drop, engagement and schedule changes all waited with it.
+        await asyncio.wait_for(drops.service.tick(), timeout=10)
+        assert len(publisher.to("other")) == 1 and publisher.attempts >= 3
+        await asyncio.wait_for(drops.service.tick(), timeout=10)
+        assert publisher.attempts == 4, "the stuck send is not started a second time"
+        publisher.released.set()
+        await wait_until(lambda: not drops.service._retrying_channels, 10)
+        statuses = {run.channel_key: run.status for run in await drops.runs()}
+        assert statuses == {stuck.key: "retrying", other.key: "posted"}
+    finally:
+        publisher.released.set()
+        await drops.bot.chorus.close()
