@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 from drops_support import ALICE, BOB, Clock, Drops, Forbidden, RecordingPublisher, drops_settings, start_drops
+from fake_discord import CHANNEL_ID
 from sqlalchemy.exc import OperationalError
-from test_drops_platforms import ENABLE, SLACK_ADMIN, channel_of, slack_side
+from test_drops_platforms import ENABLE, SLACK_ADMIN, channel_of, discord_side, discord_text, slack_side
 
 from adapters.terminal.translate import CONVERSATION
 from bots.drops import DropsOptions
@@ -381,3 +382,38 @@ async def test_a_send_stuck_in_one_channel_does_not_hold_up_the_others(tmp_path:
     finally:
         publisher.released.set()
         await drops.bot.chorus.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(404, 10003), (403, 50013), (400, 50083), (400, 160005)],
+    ids=["channel deleted", "no Send Messages", "thread archived", "thread locked"],
+)
+async def test_a_discord_channel_or_thread_gone_for_good_pauses_its_drops(
+    tmp_path: Path, status: int, code: int
+) -> None:
+    side = await discord_side(tmp_path, Clock(datetime.now(UTC).replace(microsecond=0)))
+    try:
+        await side.command("drops", ENABLE, moderator=True)
+        side.extra["fake"].fail("POST", rf"^/channels/{CHANNEL_ID}/messages$", times=1, status=status, code=code)
+        text, _ = await side.command("drops", "now", moderator=True)
+        # Before (a thread archived or locked): "retrying in 30 s", then four tries and an alert every slot.
+        assert "can no longer post here" in text
+        assert side.service.scheduler.get_jobs() == []  # type: ignore[union-attr]
+        [alert] = side.posts(side.admin)
+        assert "paused" in discord_text(alert)
+    finally:
+        await side.stop()
+
+
+async def test_a_discord_server_error_is_retried_not_paused(tmp_path: Path) -> None:
+    side = await discord_side(tmp_path, Clock(datetime.now(UTC).replace(microsecond=0)))
+    try:
+        await side.command("drops", ENABLE, moderator=True)
+        # discord.py retries a 5xx itself a few times; past that the drop is retried later, never paused.
+        side.extra["fake"].fail("POST", rf"^/channels/{CHANNEL_ID}/messages$", times=10, status=503)
+        text, _ = await side.command("drops", "now", moderator=True)
+        assert "retrying in 30 s" in text
+        assert len(side.service.scheduler.get_jobs()) == 1  # type: ignore[union-attr]
+    finally:
+        await side.stop()
