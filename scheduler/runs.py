@@ -175,9 +175,11 @@ class RunLifecycle(DropsCore):
             return
         now = self.now()
         slots = self._slots_since(row, now + timedelta(seconds=1))
-        if not slots and await self._handled_recently(row, now):
+        done = row.last_slot_at is not None and row.last_slot_at > now  # today's auto drop was posted
+        if not slots and (done or await self._handled_recently(row, now)):
             # The job fired for a slot already handled (a leader taking over before APScheduler stored the job's
-            # next run time, a clock stepped back): a slot made up from the current minute would post a second drop.
+            # next run time, a clock stepped back, a job re-made for a later hour of a day whose auto drop was
+            # posted): a slot made up from the current minute would post a second drop.
             _log.info("drops for %s fired again with no new slot due; nothing to post", key)
             return
         slot = slots[-1] if slots else now.replace(second=0, microsecond=0)

@@ -65,6 +65,10 @@ class ScheduleManagement(DropsCore):
         next_run = None
         if after_slot is not None and schedule.time == "auto" and not schedule.is_cron:
             next_run = self._next_after_day(schedule, auto_hour, after_slot)
+        elif row.last_slot_at is not None and row.last_slot_at > self.now():
+            # Slots up to last_slot_at are done (today's auto drop marks the rest of its day so): a job re-made by a
+            # settings change must not fire again before then.
+            next_run = trigger.get_next_fire_time(None, row.last_slot_at)
         kwargs: dict[str, Any] = {
             "id": job_id,
             "name": f"drops for {row.key}",
@@ -224,8 +228,10 @@ class ScheduleManagement(DropsCore):
             await self._save_channel(row.key, paused=True, pause_reason="paused by a moderator", updated_at=now)
             text = "Drops are paused here. /drops resume starts them again."
         elif change == "resume":
-            # Slots that passed while paused are not "missed": start counting from now.
-            await self._save_channel(row.key, paused=False, pause_reason="", updated_at=now, last_slot_at=now)
+            # Slots that passed while paused are not "missed": start counting from now (or later, when today's auto
+            # drop was already posted).
+            resumed_from = max(row.last_slot_at or now, now)
+            await self._save_channel(row.key, paused=False, pause_reason="", updated_at=now, last_slot_at=resumed_from)
             text = "Drops are back on."
         else:
             await self._save_channel(row.key, enabled=False, paused=False, updated_at=now)

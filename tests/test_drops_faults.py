@@ -417,3 +417,31 @@ async def test_a_discord_server_error_is_retried_not_paused(tmp_path: Path) -> N
         assert len(side.service.scheduler.get_jobs()) == 1  # type: ignore[union-attr]
     finally:
         await side.stop()
+
+
+async def test_changing_topics_after_todays_auto_drop_does_not_bring_a_second_one_today(tmp_path: Path) -> None:
+    clock = Clock(datetime(2026, 12, 1, 18, 0, 5, tzinfo=UTC))  # the default 18:00 slot, before activity is known
+    drops = await start_drops(drops_settings(tmp_path), clock)
+    try:
+        await drops.say("/drops enable --tz UTC")
+        for day in range(1, 8):
+            for _ in range(10):
+                at = datetime(2026, 12, 1, 21, 30, tzinfo=UTC) - timedelta(days=day)
+                await drops.bot.chorus.handle(Activity(CONVERSATION, BOB, at), drops.bot.responder)
+        await drops.service.flush_activity()
+        await drops.service.run_slot(CONVERSATION.key)
+        assert len(drops.publisher.posts) == 1
+        clock.advance(minutes=5)
+        await drops.say("/drops topics add tea")  # any settings change: the tick re-schedules the channel's job
+        await drops.service.reconcile()
+        [job] = drops.jobs()
+        # Before: the job was re-made for today's later busy hour (21:00), and that slot posted a second drop.
+        assert job.next_run_time.astimezone(UTC).date() == datetime(2026, 12, 2).date()
+        await drops.say("/drops pause")
+        assert "Next: Wed 2026-12-02" in await drops.say("/drops resume")  # and not today's 21:00 either
+        clock.current = datetime(2026, 12, 1, 21, 0, 5, tzinfo=UTC)
+        await drops.service.run_slot(CONVERSATION.key)
+        assert len(drops.publisher.posts) == 1
+        assert "Missed" not in await drops.say("/drops status")
+    finally:
+        await drops.bot.chorus.close()
