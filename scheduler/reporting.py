@@ -84,7 +84,10 @@ class StatusReporting(DropsCore):
             lines.append(f"Missed while offline: {len(missed)} (latest {self._fmt(latest, schedule)}), not posted late")
         unconfirmed = [run for run in runs if run.status == UNCONFIRMED]
         if unconfirmed:
-            lines.append(f"Unconfirmed: {len(unconfirmed)} drop(s) were interrupted mid-send and not re-sent")
+            lines.append(
+                f"Unconfirmed: {len(unconfirmed)} drop(s) were interrupted mid-send or got no answer; "
+                "they may have been posted, so they were not re-sent"
+            )
         shown = [run for run in runs if run.status not in (MISSED,)][:5]
         if shown:
             lines.append("Recent:")
