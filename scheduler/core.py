@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -65,6 +66,7 @@ class DropsCore:
         self.fires_on_wall_clock = clock is None
         self.publisher: Publisher | None = None
         self.scheduler: AsyncIOScheduler | None = None
+        self.job_store: SQLAlchemyJobStore | None = None
         self.leadership: Leadership | None = None
         self._activity: Counter[tuple[str, str, str, int]] = Counter()
         self._mined: dict[str, Counter[str]] = {}
@@ -77,6 +79,18 @@ class DropsCore:
         self._tables_ready = False
         self._started = False
         self._pruned_at: datetime | None = None
+        # Runs that reached the channel but whose "posted" could not be stored yet (a locked database): run id ->
+        # (generation id, values to store). The tick stores them; a restart before that shows them unconfirmed.
+        self._unrecorded: dict[int, tuple[int | None, dict[str, Any]]] = {}
+        # Channels whose due retries are being sent (by the tick, possibly still after it returned), and how long a
+        # tick waits for them (None: `tick_s`) before it goes on with engagement and schedules.
+        self._retrying_channels: set[str] = set()
+        self.retry_wait_s: float | None = None
+        # Why the last alert could not reach the admin channel, per platform ("" once one got through): shown in
+        # /drops status, so a misconfigured admin channel is not noticed only in the log.
+        self._alert_failures: dict[str, str] = {}
+        # Channels whose slot fired while the database could not be used: key -> when it fired. The tick retries.
+        self._slots_to_retry: dict[str, datetime] = {}
         self._lock = asyncio.Lock()
 
     def _spawn(self, coro: Any) -> None:
@@ -220,7 +234,12 @@ class DropsCore:
         try:
             await self.publisher.publish(Conversation(row.platform, row.workspace, admin), Reply.text(f"⚠ {text}"))
         except Exception as exc:
+            # ValueError: an id the platform cannot read (a Slack id given to Discord, say).
+            reason = "not a channel id here" if isinstance(exc, ValueError) else (str(exc) or type(exc).__name__)
+            self._alert_failures[row.platform] = f"could not reach drops.admin_channel {admin} ({reason})"
             _log.warning("drops alert could not reach the admin channel %s (%s): %s", admin, exc, text)
+        else:
+            self._alert_failures.pop(row.platform, None)
 
     @staticmethod
     def _fmt(at: datetime, schedule: Schedule) -> str:

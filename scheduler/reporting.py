@@ -44,6 +44,9 @@ class StatusReporting(DropsCore):
         else:
             next_at = await self.next_run(row)
             lines.append(f"Next drop: {self._fmt(next_at, schedule) if next_at else 'not scheduled'}")
+        alert_failure = self._alert_failures.get(row.platform)
+        if alert_failure:
+            lines.append(f"Admin alerts: {alert_failure}; they go to the log only")
         if schedule.time == "auto" and not schedule.is_cron:
             peak = planner.peak_hour()
             if peak is not None:
@@ -81,7 +84,10 @@ class StatusReporting(DropsCore):
             lines.append(f"Missed while offline: {len(missed)} (latest {self._fmt(latest, schedule)}), not posted late")
         unconfirmed = [run for run in runs if run.status == UNCONFIRMED]
         if unconfirmed:
-            lines.append(f"Unconfirmed: {len(unconfirmed)} drop(s) were interrupted mid-send and not re-sent")
+            lines.append(
+                f"Unconfirmed: {len(unconfirmed)} drop(s) were interrupted mid-send or got no answer; "
+                "they may have been posted, so they were not re-sent"
+            )
         shown = [run for run in runs if run.status not in (MISSED,)][:5]
         if shown:
             lines.append("Recent:")

@@ -16,6 +16,7 @@ from typing import Any
 
 from apscheduler.events import JobExecutionEvent
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 
 from bots.actions import RATE_DOWN, RATE_UP
 from bots.errors import UserError
@@ -45,10 +46,31 @@ from scheduler.schedule import fire_times, slot_wall_time
 _log = logging.getLogger(__name__)
 
 
+# The longest wait between two tries of one drop, whatever `retry_base_s` and the attempt count make of it.
+MAX_RETRY_DELAY_S = 6 * 3600.0
+UNANSWERED_NOTE = "no answer from the platform, so it may have been posted; not re-sent to avoid a double post"
+
+
 def _unavailable(exc: BaseException) -> bool:
     """Does this publish failure mean "you may not post here" (not a passing outage)? The adapters map their
-    platform's refusals (403, not_in_channel, archived…) to PublishForbidden; everything else is retried."""
+    platform's refusals (403, not_in_channel, archived, app removed…) to PublishForbidden; everything else is
+    retried."""
     return isinstance(exc, PublishForbidden)
+
+
+def _unanswered(exc: BaseException) -> bool:
+    """Did the send time out waiting for the platform's answer? The post may have landed, so it is not re-sent."""
+    return isinstance(exc, TimeoutError)
+
+
+def retry_delay_s(attempts: int, base_s: float, exc: BaseException) -> float:
+    """Doubling backoff from `base_s`, at least the wait the platform asked for (a 429's Retry-After, which the
+    adapters put on the error as `retry_after_s`), at most MAX_RETRY_DELAY_S."""
+    backoff = base_s * 2.0 ** min(attempts - 1, 64)
+    asked = getattr(exc, "retry_after_s", None)
+    if isinstance(asked, int | float) and asked > 0:
+        backoff = max(backoff, float(asked))
+    return min(backoff, MAX_RETRY_DELAY_S)
 
 
 class _RunUnusable(Exception):
@@ -98,13 +120,13 @@ class RunLifecycle(DropsCore):
         if event.job_id.startswith("drop:"):
             self._spawn(self._record_missed(event.job_id.removeprefix("drop:"), event.scheduled_run_time))
 
-    async def _record_missed(self, key: str, latest: datetime) -> None:
+    async def _record_missed(self, key: str, latest: datetime, why: str = "while offline") -> None:
         try:
-            await self._record_missed_slots(key, latest)
+            await self._record_missed_slots(key, latest, why)
         except Exception:
             _log.exception("could not record the drops missed for %s", key)
 
-    async def _record_missed_slots(self, key: str, latest: datetime) -> None:
+    async def _record_missed_slots(self, key: str, latest: datetime, why: str = "while offline") -> None:
         row = await self._channel(key)
         if row is None:
             return
@@ -112,7 +134,7 @@ class RunLifecycle(DropsCore):
         slots = self._slots_since(row, latest)
         trigger = schedule_of(row).trigger(self._auto_hour(row))
         for slot in slots or [latest]:
-            note = f"missed while offline (over {grace} s late)"
+            note = f"missed {why} (over {grace} s late)"
             await self._claim(row, f"{key}@{slot_wall_time(slot, trigger)}", slot, MISSED, note)
         await self._save_channel(key, last_slot_at=latest)
         _log.warning("drops for %s: %d slot(s) missed while offline", key, len(slots) or 1)
@@ -125,12 +147,41 @@ class RunLifecycle(DropsCore):
         return fire_times(schedule.trigger(auto_hour), after, until)
 
     async def run_slot(self, key: str) -> None:
-        """A channel's job fired: record any slots missed before this one, then plan and post this one."""
+        """A channel's job fired: record any slots missed before this one, then plan and post this one. When the
+        database cannot be used (locked, connection lost), the slot is tried again at the next tick instead of lost."""
+        fired_at = self.now()
+        try:
+            await self._run_slot(key)
+        except OperationalError as exc:
+            _log.warning("the drop slot of %s could not be handled (%s); trying again at the next tick", key, exc)
+            self._slots_to_retry.setdefault(key, fired_at)
+        else:
+            self._slots_to_retry.pop(key, None)
+
+    async def retry_slots(self) -> None:
+        """Slots that fired while the database could not be used: handled now, or, once past the misfire grace,
+        recorded as missed (shown in /drops status) as a slot missed while Chorus was down would be."""
+        grace = timedelta(seconds=self.settings.misfire_grace_s)
+        for key, fired_at in list(self._slots_to_retry.items()):
+            if self.now() - fired_at > grace:
+                del self._slots_to_retry[key]
+                await self._record_missed(key, fired_at, "while the database was unavailable")
+            else:
+                await self.run_slot(key)
+
+    async def _run_slot(self, key: str) -> None:
         row = await self._channel(key)
         if row is None or not row.enabled or row.paused:
             return
         now = self.now()
         slots = self._slots_since(row, now + timedelta(seconds=1))
+        done = row.last_slot_at is not None and row.last_slot_at > now  # today's auto drop was posted
+        if not slots and (done or await self._handled_recently(row, now)):
+            # The job fired for a slot already handled (a leader taking over before APScheduler stored the job's
+            # next run time, a clock stepped back, a job re-made for a later hour of a day whose auto drop was
+            # posted): a slot made up from the current minute would post a second drop.
+            _log.info("drops for %s fired again with no new slot due; nothing to post", key)
+            return
         slot = slots[-1] if slots else now.replace(second=0, microsecond=0)
         schedule = schedule_of(row)
         trigger = schedule.trigger(self._auto_hour(row))
@@ -146,6 +197,22 @@ class RunLifecycle(DropsCore):
             await self._plan_and_post(row, run_id, slot)
         except Exception as exc:
             await self._fail_run(run_id, exc)
+
+    async def _handled_recently(self, row: DropChannel, now: datetime) -> bool:
+        """Was a scheduled slot of this channel claimed within the misfire grace of `now` (either side)?"""
+        grace = timedelta(seconds=self.settings.misfire_grace_s)
+        async with self.store.session() as session:
+            found = await session.scalar(
+                select(DropRun.id)
+                .where(
+                    DropRun.channel_key == row.key,
+                    DropRun.run_key.like(f"{row.key}@%"),
+                    DropRun.scheduled_for >= now - grace,
+                    DropRun.scheduled_for <= now + grace,
+                )
+                .limit(1)
+            )
+        return found is not None
 
     async def _plan_and_post(self, row: DropChannel, run_id: int, slot: datetime) -> None:
         """Plan the claimed run at the hour it fires (the hour chosen for it), post it, and schedule the next one."""
@@ -238,6 +305,11 @@ class RunLifecycle(DropsCore):
         row = await self._channel(run.channel_key)
         if row is None or run.status in FINAL:
             return run
+        if run.status == RETRYING and (not row.enabled or row.paused):
+            # A retry never outlives a pause or disable: the moderator (or a lost channel) stopped drops here.
+            state = "paused" if row.enabled else "disabled"
+            await self._set_run(run_id, status=SKIPPED, note=f"not posted: drops were {state} before its retry")
+            return await self._run(run_id) or run
         if self.publisher is None:
             raise UserError("Chorus is not connected to a platform yet, so it cannot post.")
         repaired = ""
@@ -261,12 +333,37 @@ class RunLifecycle(DropsCore):
         try:
             message_ref = await self.publisher.publish(conversation_of(row), self._reply(run))
         except Exception as exc:
+            if _unanswered(exc):
+                return await self._unconfirmed(run, row, exc)
             return await self._failed_attempt(run, row, exc)
-        await self._set_run(run_id, status=POSTED, message_ref=message_ref, posted_at=self.now(), note=repaired)
-        if run.generation_id is not None and message_ref:
-            await self.store.set_message_ref(run.generation_id, message_ref)
+        posted = {"status": POSTED, "message_ref": message_ref, "posted_at": self.now(), "note": repaired}
+        try:
+            await self._record_posted(run_id, run.generation_id, posted)
+        except Exception as exc:
+            # It is in the channel: never re-sent. The tick stores it (its message id is what engagement needs).
+            _log.warning("drop %s was posted as %s but not yet recorded (%s)", run.run_key, message_ref, exc)
+            self._unrecorded[run_id] = (run.generation_id, posted)
+            return run
         _log.info("posted drop %s as %s", run.run_key, message_ref)
         return await self._run(run_id) or run
+
+    async def _record_posted(self, run_id: int, generation_id: int | None, posted: dict[str, Any]) -> None:
+        await self._set_run(run_id, **posted)
+        if generation_id is not None and posted["message_ref"]:
+            await self.store.set_message_ref(generation_id, posted["message_ref"])
+
+    async def record_unrecorded(self) -> None:
+        """Store the runs that were posted while the database could not take it (see deliver)."""
+        for run_id, (generation_id, posted) in list(self._unrecorded.items()):
+            await self._record_posted(run_id, generation_id, posted)
+            del self._unrecorded[run_id]
+
+    async def _unconfirmed(self, run: DropRun, row: DropChannel, exc: BaseException) -> DropRun:
+        """The send timed out: the platform may have posted it, so (as after a crash mid-send) it is not re-sent."""
+        await self._set_run(run.id, status=UNCONFIRMED, note=UNANSWERED_NOTE)
+        _log.warning("drop %s got no answer (%r); marked unconfirmed", run.run_key, exc)
+        await self.alert(row, f"A drop for {row.channel} got no answer from the platform: it may have been posted.")
+        return await self._run(run.id) or run
 
     async def _failed_attempt(self, run: DropRun, row: DropChannel, exc: BaseException) -> DropRun:
         attempts = run.attempts if run.status == POSTING else run.attempts + 1
@@ -282,7 +379,7 @@ class RunLifecycle(DropsCore):
             await self._set_run(run.id, status=FAILED, attempts=attempts, note=note)
             await self.alert(row, f"A drop for {row.channel} failed {attempts} times and was dropped: {reason}")
         else:
-            delay = self.settings.retry_base_s * 2 ** (attempts - 1)
+            delay = retry_delay_s(attempts, self.settings.retry_base_s, exc)
             await self._set_run(
                 run.id,
                 status=RETRYING,
@@ -383,6 +480,6 @@ class RunLifecycle(DropsCore):
         await self._save_channel(row.key, planner=planner.to_state())
         await self._set_run(run_id, plan=plan.as_dict())
         run = await self.deliver(run_id)
-        if run.status == POSTED:
+        if run.status == POSTED or run.id in self._unrecorded:
             return f"Posted a {plan.kind} ({plan.tone}, about {plan.topic})."
         return f"Could not post the drop: {(run.note or run.status).rstrip('.')}."

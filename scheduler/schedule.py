@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -286,5 +286,7 @@ def fire_times(
 
 
 def slot_wall_time(at: datetime, trigger: CronTrigger | CronEither) -> str:
-    """A slot's identity: its local wall-clock time, so the repeated hour of a DST change is one slot, not two."""
-    return at.astimezone(trigger.timezone).replace(tzinfo=None).isoformat(timespec="minutes")
+    """A slot's identity: its local wall-clock time, so the repeated hour of a DST change is one slot, not two.
+    The time goes through UTC first: a time the trigger gives inside a spring-forward gap (02:30 that never happens)
+    becomes the wall time it fires at (03:30), the same however the slot was computed."""
+    return at.astimezone(UTC).astimezone(trigger.timezone).replace(tzinfo=None).isoformat(timespec="minutes")

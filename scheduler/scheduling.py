@@ -9,10 +9,11 @@ import logging
 import zlib
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bots.drops import MAX_TOPICS, DropsOptions, StateChange
 from bots.errors import UserError
@@ -21,7 +22,7 @@ from bots.parsing import did_you_mean
 from scheduler import jobs
 from scheduler.core import DropsCore, schedule_of, settings_version
 from scheduler.models import DropChannel
-from scheduler.planner import Planner
+from scheduler.planner import Planner, quiet_hours
 from scheduler.schedule import CADENCES, Schedule, build_schedule
 
 _log = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ class ScheduleManagement(DropsCore):
         next_run = None
         if after_slot is not None and schedule.time == "auto" and not schedule.is_cron:
             next_run = self._next_after_day(schedule, auto_hour, after_slot)
+        elif row.last_slot_at is not None and row.last_slot_at > self.now():
+            # Slots up to last_slot_at are done (today's auto drop marks the rest of its day so): a job re-made by a
+            # settings change must not fire again before then.
+            next_run = trigger.get_next_fire_time(None, row.last_slot_at)
         kwargs: dict[str, Any] = {
             "id": job_id,
             "name": f"drops for {row.key}",
@@ -82,7 +87,17 @@ class ScheduleManagement(DropsCore):
         async with self.store.session() as session:
             rows = list(await session.scalars(select(DropChannel)))
         wanted = {self._job_id(row.key): row for row in rows if row.enabled and not row.paused}
-        for job in self.scheduler.get_jobs():
+        try:
+            scheduled = self.scheduler.get_jobs()
+        except OperationalError as exc:
+            if self.job_store is None:
+                raise
+            # The job store's table went missing (dropped, a restored backup without it): make it again; the loop
+            # below schedules every channel afresh from the channel table.
+            _log.warning("the drops job store could not be read (%s); recreating its table", exc)
+            self.job_store.jobs_t.create(self.job_store.engine, checkfirst=True)
+            scheduled = self.scheduler.get_jobs()
+        for job in scheduled:
             if job.id.startswith("drop:") and job.id not in wanted:
                 self.scheduler.remove_job(job.id)
         for job_id, row in wanted.items():
@@ -97,7 +112,10 @@ class ScheduleManagement(DropsCore):
         if not row.enabled or row.paused:
             return None
         if self.scheduler is not None:
-            job = self.scheduler.get_job(self._job_id(row.key))
+            try:
+                job = self.scheduler.get_job(self._job_id(row.key))
+            except OperationalError:  # the job store cannot be read right now; the tick repairs it
+                job = None
             if job is not None and job.next_run_time is not None:
                 return job.next_run_time
         return schedule_of(row).trigger(self._auto_hour(row)).get_next_fire_time(None, self.now())
@@ -105,6 +123,7 @@ class ScheduleManagement(DropsCore):
     async def enable(self, conversation: Conversation, user: User, options: DropsOptions) -> str:
         await self.ensure_tables()
         row = await self._channel(conversation.key)
+        before = (row.tz, row.auto_hour) if row is not None else None
         known = self._all_kinds()
         kept = [kind for kind in row.kinds if kind in known] if row else []
         kinds = list(options.kinds) if options.kinds else (kept or list(self.settings.default_kinds))
@@ -166,11 +185,10 @@ class ScheduleManagement(DropsCore):
             await self._save_channel(conversation.key, last_slot_at=max(row.last_slot_at or now, now), **values)
         row = await self._channel(conversation.key)
         assert row is not None
-        if schedule.time == "auto" and not schedule.is_cron and row.auto_hour is None:
-            # Activity counted before drops were enabled already says when the channel is busy.
-            peak = (await self._planner(row, schedule)).peak_hour()
-            if peak is not None:
-                await self._save_channel(row.key, auto_hour=peak)
+        if schedule.time == "auto" and not schedule.is_cron:
+            hour = await self._auto_hour_after_enable(row, schedule, before, now)
+            if hour != row.auto_hour:
+                await self._save_channel(row.key, auto_hour=hour)
                 row = await self._channel(row.key) or row
         await self._sync_job(row)
         next_at = await self.next_run(row)
@@ -180,6 +198,29 @@ class ScheduleManagement(DropsCore):
             f"{verb} here: {schedule.describe()}. Kinds: {', '.join(kinds)}.{when} /drops status shows what they learn."
         )
 
+    async def _auto_hour_after_enable(
+        self, row: DropChannel, schedule: Schedule, before: tuple[str, int | None] | None, now: datetime
+    ) -> int | None:
+        """The local hour of the next auto drop once the settings changed. Activity counted before drops were
+        enabled already says when the channel is busy; a new zone keeps the drop at the same moment of the day
+        (not the same hour number); new quiet hours move it out of them."""
+        hour = row.auto_hour
+        planner = await self._planner(row, schedule)
+        old_tz, old_hour = before if before is not None else (schedule.tz, None)
+        if hour is None or old_tz != schedule.tz:
+            hour = planner.peak_hour()
+            if hour is None and old_hour is not None:
+                with contextlib.suppress(Exception):  # an old zone that no longer exists: keep the hour number
+                    moment = now.astimezone(ZoneInfo(old_tz)).replace(hour=old_hour, minute=0, second=0, microsecond=0)
+                    hour = moment.astimezone(schedule.zone).hour
+                hour = old_hour if hour is None else hour
+        if self._or_default(hour) in quiet_hours(schedule.quiet):
+            hour = planner.choose_hour(now.astimezone(schedule.zone))[0]
+        return hour
+
+    def _or_default(self, hour: int | None) -> int:
+        return hour if hour is not None else self.settings.default_hour
+
     async def change_state(self, conversation: Conversation, change: StateChange) -> str:
         row = await self._require(conversation)
         now = self.now()
@@ -187,8 +228,10 @@ class ScheduleManagement(DropsCore):
             await self._save_channel(row.key, paused=True, pause_reason="paused by a moderator", updated_at=now)
             text = "Drops are paused here. /drops resume starts them again."
         elif change == "resume":
-            # Slots that passed while paused are not "missed": start counting from now.
-            await self._save_channel(row.key, paused=False, pause_reason="", updated_at=now, last_slot_at=now)
+            # Slots that passed while paused are not "missed": start counting from now (or later, when today's auto
+            # drop was already posted).
+            resumed_from = max(row.last_slot_at or now, now)
+            await self._save_channel(row.key, paused=False, pause_reason="", updated_at=now, last_slot_at=resumed_from)
             text = "Drops are back on."
         else:
             await self._save_channel(row.key, enabled=False, paused=False, updated_at=now)

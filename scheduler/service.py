@@ -70,8 +70,9 @@ class DropsService(ScheduleManagement, RunLifecycle, EngagementSettlement, Statu
         return self.leadership is not None and self.leadership.is_leader
 
     async def _become_leader(self) -> None:
+        self.job_store = SQLAlchemyJobStore(url=sync_url(self.store.url), tablename="apscheduler_jobs")
         scheduler = AsyncIOScheduler(
-            jobstores={"default": SQLAlchemyJobStore(url=sync_url(self.store.url), tablename="apscheduler_jobs")},
+            jobstores={"default": self.job_store},
             job_defaults={
                 "coalesce": True,
                 "misfire_grace_time": self.settings.misfire_grace_s,
@@ -80,6 +81,7 @@ class DropsService(ScheduleManagement, RunLifecycle, EngagementSettlement, Statu
             timezone=UTC,
         )
         scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
+        await self._guarded("recording drops posted while the database was busy", self.record_unrecorded)
         await self.resolve_interrupted()
         # With an injected clock the wall clock means nothing: a job due by the fake clock's calendar may be long
         # past (or far off) by the real one, and APScheduler would fire or report it missed on its own.
@@ -125,25 +127,47 @@ class DropsService(ScheduleManagement, RunLifecycle, EngagementSettlement, Statu
         Each step and each run is isolated: one that fails is logged (a run is failed with a note) and the rest
         still happens."""
         await self._guarded("saving channel activity", self.flush_activity)
+        await self._guarded("recording drops posted while the database was busy", self.record_unrecorded)
+        await self._guarded("retrying slots that fired while the database was busy", self.retry_slots)
         now = self.now()
-        due: list[int] = []
+        due: dict[str, list[int]] = {}
         try:
             async with self.store.session() as session:
-                due = list(
-                    await session.scalars(
-                        select(DropRun.id).where(DropRun.status == RETRYING, DropRun.next_attempt_at <= now)
-                    )
+                rows = await session.execute(
+                    select(DropRun.channel_key, DropRun.id)
+                    .where(DropRun.status == RETRYING, DropRun.next_attempt_at <= now)
+                    .order_by(DropRun.id)
                 )
+                for channel_key, run_id in rows:
+                    due.setdefault(channel_key, []).append(run_id)
         except Exception:
             _log.exception("drops tick could not list the runs due for a retry")
-        for run_id in due:
-            try:
-                await self.deliver(run_id)
-            except Exception as exc:
-                await self._fail_run(run_id, exc)
+        # One task per channel (its runs in order, so a channel paused by its first run skips the rest); channels
+        # side by side. A send still stuck after `retry_wait_s` goes on in the background and the tick moves on.
+        tasks = []
+        for channel_key, run_ids in due.items():
+            if channel_key in self._retrying_channels:
+                continue
+            self._retrying_channels.add(channel_key)
+            task = asyncio.ensure_future(self._retry_channel(channel_key, run_ids))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            tasks.append(task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.retry_wait_s or self.settings.tick_s)
         await self._guarded("settling engagement", self.settle_due)
         await self._guarded("reconciling schedules", self.reconcile)
         await self._guarded("pruning old drops data", self.prune_if_due)
+
+    async def _retry_channel(self, channel_key: str, run_ids: list[int]) -> None:
+        try:
+            for run_id in run_ids:
+                try:
+                    await self.deliver(run_id)
+                except Exception as exc:
+                    await self._fail_run(run_id, exc)
+        finally:
+            self._retrying_channels.discard(channel_key)
 
     async def _guarded(self, what: str, step: Callable[[], Awaitable[Any]]) -> None:
         try:

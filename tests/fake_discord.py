@@ -141,6 +141,16 @@ class RateLimits:
     per_channel: tuple[int, float] = (5, 5.0)
 
 
+# Discord's JSON error codes a fault can carry, with their documented messages.
+_ERROR_MESSAGES = {
+    10003: "Unknown Channel",
+    50001: "Missing Access",
+    50013: "Missing Permissions",
+    50083: "Operation cannot be performed on an archived thread",
+    160005: "Thread is locked",
+}
+
+
 @dataclass
 class Fault:
     method: str
@@ -152,6 +162,7 @@ class Fault:
     retry_after: float = 0.05
     hits: int = 0
     when: Callable[[Any], bool] | None = None  # only requests whose JSON body this accepts
+    code: int | None = None  # Discord's JSON error code for a 4xx other than 429 (10003 Unknown Channel, …)
 
 
 class FakeDiscord:
@@ -252,8 +263,9 @@ class FakeDiscord:
         via: bool = True,
         retry_after: float = 0.05,
         when: Callable[[Any], bool] | None = None,
+        code: int | None = None,
     ) -> Fault:
-        fault = Fault(method, re.compile(pattern), times, status, is_global, via, retry_after, when=when)
+        fault = Fault(method, re.compile(pattern), times, status, is_global, via, retry_after, when=when, code=code)
         self.faults.append(fault)
         return fault
 
@@ -404,6 +416,9 @@ class FakeDiscord:
                 headers["X-RateLimit-Reset-After"] = str(fault.retry_after)
                 headers["X-RateLimit-Bucket"] = "fake-bucket"
             return _json(body, status=429, headers=headers)
+        if fault.code is not None:
+            message = _ERROR_MESSAGES.get(fault.code, "fault")
+            return _json({"message": message, "code": fault.code}, status=fault.status, headers=headers)
         if fault.status == 403:  # what Discord answers for a channel the bot can no longer see or post in
             return _json({"message": "Missing Access", "code": 50001}, status=403, headers=headers)
         return _json({"message": "fault", "code": 0}, status=fault.status, headers=headers)

@@ -920,6 +920,10 @@ class DiscordStream:
             _log.exception("could not finish an interrupted message (%s)", self.title)
 
 
+# 400s for a thread closed to the bot: archived where posting cannot reopen it, or locked by a moderator.
+_THREAD_CLOSED = frozenset({50083, 160005})
+
+
 class DiscordPublisher:
     """Posts unprompted content (drops, brainstorm timers) with the bot token; returns the first message's id."""
 
@@ -933,6 +937,10 @@ class DiscordPublisher:
             return await ChannelResponder(self.host, channel_id, guild_id=guild_id).send(reply)
         except (discord.Forbidden, discord.NotFound) as exc:  # Missing Access / Unknown Channel: not a passing fault
             raise PublishForbidden(f"Discord refused channel {channel_id}: {exc}") from exc
+        except discord.HTTPException as exc:
+            if exc.code in _THREAD_CLOSED:
+                raise PublishForbidden(f"Discord refused channel {channel_id}: {exc}") from exc
+            raise
 
     async def edit(self, conversation: Conversation, message_ref: str, reply: Reply) -> bool:
         """Edit a message Chorus posted, through the channel endpoint with the bot token: that works for interaction

@@ -42,7 +42,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack.ledger import EventLedger
 from adapters.slack.outbound import Outbound, SlackLimits
 from adapters.slack.render import ask_modal, home_view, prefixed_commands, remix_modal
-from adapters.slack.responder import SlackOptions, SlackPublisher, SlackResponder
+from adapters.slack.responder import NotInstalled, SlackOptions, SlackPublisher, SlackResponder
 from adapters.slack.translate import (
     ACTION_PREFIX,
     ASK_CALLBACK,
@@ -327,7 +327,7 @@ class SlackAdapter:
         if client is None:
             bot = await self.installations.async_find_bot(enterprise_id=None, team_id=team_id)
             if bot is None:
-                raise SlackConfigError(f"Chorus is not installed in Slack workspace {team_id}.")
+                raise NotInstalled(f"Chorus is not installed in Slack workspace {team_id}.")
             client = AsyncWebClient(
                 token=bot.bot_token,
                 base_url=self.settings.api_base_url,

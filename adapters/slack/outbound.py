@@ -110,6 +110,11 @@ class RateLimited(Exception):
         self.method = method
         self.error = error
 
+    @property
+    def retry_after_s(self) -> float | None:
+        """Slack's last Retry-After, so whoever retries the call later waits at least that long."""
+        return retry_after_s(self.error)
+
 
 class _Lane:
     """One limit: its bucket and the calls queued for it, best priority first, then in arrival order."""

@@ -35,6 +35,13 @@ _log = logging.getLogger(__name__)
 
 # postMessage errors that mean "Chorus is not in this channel"; the user then hears it through the response_url.
 _NOT_HERE = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action"})
+# Errors after which no post from this workspace's token can succeed until an admin acts: the app was removed
+# (uninstalled, token revoked, workspace deleted) or lacks the scope to post. Unprompted posts stop there too.
+_APP_GONE = frozenset(
+    {"account_inactive", "token_revoked", "invalid_auth", "not_authed", "team_access_not_granted", "missing_scope"}
+)
+# What SlackPublisher treats as "Chorus may not post here" (PublishForbidden): never retried.
+_NOT_ALLOWED = _NOT_HERE | _APP_GONE
 # ... and what the user is told for those an invitation does not fix.
 _CANNOT_POST = {
     "is_archived": "This channel is archived, so I can't post in it.",
@@ -525,6 +532,10 @@ class SlackStream:
         return True
 
 
+class NotInstalled(Exception):
+    """Chorus holds no token for this workspace (it was never installed there, or was uninstalled)."""
+
+
 class PublishRefused(Exception):
     """Slack refused an unprompted post for a reason other than the channel (it may pass: the post is retried)."""
 
@@ -538,8 +549,17 @@ class SlackPublisher:
         self.options = options
         self.outbound = outbound or Outbound()
 
+    async def _client(self, conversation: Conversation) -> AsyncWebClient:
+        """The workspace's client; a workspace that uninstalled Chorus (no token stored any more) is one Chorus may
+        not post to, not a passing fault."""
+        try:
+            client: AsyncWebClient = await self._client_for(conversation.workspace)
+        except NotInstalled as exc:
+            raise PublishForbidden(f"Slack refused channel {conversation.channel}: {exc}") from exc
+        return client
+
     async def publish(self, conversation: Conversation, reply: Reply) -> str:
-        client: AsyncWebClient = await self._client_for(conversation.workspace)
+        client = await self._client(conversation)
         try:
             response = await self.outbound.send(
                 self.outbound.quiet(client),
@@ -553,7 +573,7 @@ class SlackPublisher:
                 **self.options.render(reply),
             )
         except SlackApiError as exc:
-            if _error(exc) in _NOT_HERE:
+            if _error(exc) in _NOT_ALLOWED:
                 raise PublishForbidden(f"Slack refused channel {conversation.channel}: {_error(exc)}") from exc
             # The reason reaches admins (/drops now, drop alerts): Slack's error code, not the SDK's dump of the call.
             raise PublishRefused(f"Slack refused the post ({_error(exc) or 'no reason given'})") from exc
@@ -563,7 +583,7 @@ class SlackPublisher:
 
     async def edit(self, conversation: Conversation, message_ref: str, reply: Reply) -> bool:
         """chat.update of a message Chorus posted (a bot token may edit its own messages at any time)."""
-        client: AsyncWebClient = await self._client_for(conversation.workspace)
+        client = await self._client(conversation)
         channel, ts = split_ref(message_ref)
         try:
             await self.outbound.send(
@@ -578,7 +598,7 @@ class SlackPublisher:
         except SlackApiError as exc:
             if _error(exc) in _NOT_EDITABLE:
                 return False
-            if _error(exc) in _NOT_HERE:
+            if _error(exc) in _NOT_ALLOWED:
                 raise PublishForbidden(f"Slack refused channel {channel}: {_error(exc)}") from exc
             raise PublishRefused(f"Slack refused the edit ({_error(exc) or 'no reason given'})") from exc
         return True
