@@ -25,7 +25,10 @@ from generation.text import is_degenerate
 _log = logging.getLogger(__name__)
 
 GENERATING_ACTIONS = REFINEMENTS
-NOTHING_YET = "Nothing to refine yet. Start with /create <kind> <what it is about> (see /help)."
+NOTHING_YET = (
+    "Nothing to refine yet. Start with /create <kind> <what it is about> (see /help), or ask in words: "
+    "`write a slogan for our bake sale`."
+)
 
 
 # What one variant of a result can be asked for, from its select: (instruction, label).

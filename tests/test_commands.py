@@ -547,3 +547,25 @@ async def test_variant_0_or_10_is_a_variant_number_not_an_instruction(tmp_path: 
         assert tenth.title.endswith("#10 shorter") and tenth.parts[:9] == first.parts[:9]
     finally:
         await bot.chorus.close()
+
+
+async def test_a_request_in_words_starts_a_new_result_instead_of_changing_the_last_one(testbot: TestBot) -> None:
+    """What people write when they mention or DM a bot: the words of a /create, not a change to what came before."""
+    first = await testbot.one("/create tagline a bike repair cafe")
+    reply = await testbot.one("@Chorus can you write 2 slogans for our bake sale?")
+    assert reply.title == "slogan · v1 of 1" and len(reply.parts) == 2
+    record = await testbot.store.get_generation(reply.generation_id)
+    assert record is not None and record.parent_id is None and record.prompt == "our bake sale"
+    # Pointing back at the result is a change to it, not a new request.
+    changed = await testbot.one("make a poem out of it")
+    assert changed.title.startswith("slogan · v2 of 2")
+    assert first.generation_id != reply.generation_id
+
+
+async def test_with_nothing_to_change_a_plain_request_starts_a_result_and_chatter_says_how_to_ask(
+    testbot: TestBot,
+) -> None:
+    hint = await testbot.one("hello there, what about a drink")
+    assert hint.ephemeral and "write a slogan for our bake sale" in reply_text(hint)
+    reply = await testbot.one("a poem about the sea")
+    assert reply.title == "poem · v1 of 1"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fake_discord import BOT_ID, CHANNEL_ID, GUILD_ID, FakeDiscord, Recorded
+from fake_discord import BAKERS_ROLE_ID, BOT_ID, CHANNEL_ID, GUILD_ID, FakeDiscord, Recorded
 from sqlalchemy import select
 
 from adapters.discord.app import ACKS_FIRST_MAX_HOLD_S, DiscordAdapter, apply_endpoints
@@ -864,3 +864,30 @@ async def test_a_private_file_is_never_posted_to_the_channel_when_the_interactio
         assert [r for r in posted if "chorus-mydata" in str(r.body)] == []
     finally:
         await stop_harness(bot)
+
+
+async def test_a_mention_that_asks_for_something_new_creates_it_as_a_reply_to_the_asker(bot: Harness) -> None:
+    """ "@Chorus write a slogan for our bake sale" in a channel that already has a result: a new result, posted as a
+    reply to the message that asked (findable in a busy channel), not a v2 of someone else's result."""
+    await create_one(bot, "a bike repair cafe")
+    ask = f"<@{BOT_ID}> write a slogan for our <@&{BAKERS_ROLE_ID}> bake sale"
+    said = await bot.fake.user_message(ask, mention=True)
+
+    async def new_result():
+        record = await bot.chorus.store.latest_generation(bot_conversation())
+        return record if record is not None and "bake sale" in record.prompt and record.message_ref else None
+
+    record = await wait_for(new_result, timeout_s=10, describe=lambda: "no new result for the mention")
+    assert record.version == 1 and record.parent_id is None and record.prompt == "our @Bakers bake sale"
+    posted = bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")
+    assert posted and str(posted[-1].body["message_reference"]["message_id"]) == said["id"]
+
+
+async def test_mentions_in_a_slash_prompt_reach_the_model_as_names(bot: Harness) -> None:
+    """Typing @Bakers or #general into a prompt sends `<@&id>` and `<#id>`: the model gets the names the person saw,
+    and someone Chorus has not seen reads "@someone", never a raw id."""
+    prompt = f"a bake sale by <@&{BAKERS_ROLE_ID}> in <#{CHANNEL_ID}> for <@940000000000000077>"
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": prompt})
+    await bot.finished(payload["token"])
+    asked = bot.generator.requests[-1].messages[-1].content
+    assert "a bake sale by @Bakers in #general for @someone" in asked, asked

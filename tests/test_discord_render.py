@@ -24,6 +24,7 @@ from adapters.discord.render import (
 from adapters.discord.responder import RateHints
 from adapters.discord.translate import (
     AskFirst,
+    MentionNames,
     decode_custom_id,
     encode_custom_id,
     to_action,
@@ -52,6 +53,25 @@ def test_slash_options_become_command_options_and_free_text_becomes_text() -> No
         free_text=True,
     )
     assert free.text == "create" and not free.options
+
+
+def test_mentions_in_a_prompt_read_as_names_and_never_as_raw_ids() -> None:
+    prompt = "a cake for <@111> and <@!222> from <@&333> in <#444>, see </create:555> and <@999> <@&998> <#997>"
+    data = {
+        "name": "create",
+        "type": 1,
+        "options": [{"name": "kind", "type": 3, "value": "slogan"}, {"name": "prompt", "type": 3, "value": prompt}],
+        "resolved": {
+            "users": {"111": {"id": "111", "username": "sam_k", "global_name": "Sam"}, "222": {"username": "jo"}},
+            "members": {"111": {"nick": "Sammy"}},
+            "roles": {"333": {"id": "333", "name": "Bakers"}},
+        },
+    }
+    names = MentionNames(channels={"444": "general"})
+    event = to_command(interaction_payload(2, data, user=ALICE), free_text=False, names=names)
+    assert event.options["prompt"] == (
+        "a cake for @Sammy and @jo from @Bakers in #general, see /create and @someone @a role #a channel"
+    )
 
 
 def test_manage_channels_makes_a_moderator() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fake_slack import (
+    BOT_USER,
     TEAM,
     FakeSlack,
     block_actions,
@@ -395,3 +396,24 @@ async def test_a_brainstorm_outside_its_channels_only_asks_to_be_invited(slack: 
         "I can't post in this channel yet. Invite me with `/invite @Chorus` and try again."
     ]
     assert await slack.bot.store.open_brainstorm_in_channel(GENERAL) is None  # a later /brainstorm can start
+
+
+async def test_a_mention_that_asks_for_something_new_creates_it_and_a_dm_does_too(slack: SlackChorus) -> None:
+    """ "@Chorus write a slogan for our bake sale" in a channel that already has a result is a new request, not a
+    change to that result; Slack's `&amp;` reaches the model as `&`. A DM with a request works the same."""
+    v1 = await create_result(slack, "tagline a bike repair cafe")
+    before = len(final_updates(slack.fake))
+    ask = message_event(f"<@{BOT_USER}> write a slogan for our bake sale &amp; fair")
+    await slack.event(event_callback(ask))
+    await wait_until(lambda: len(final_updates(slack.fake)) > before)
+    await slack.idle()
+    record = await slack.bot.store.latest_generation(Conversation("slack", TEAM, "C0GENERAL"))
+    assert record is not None and record.kind == "slogan" and record.parent_id is None
+    assert record.prompt == "our bake sale & fair"
+    assert v1["ts"] != final_updates(slack.fake)[-1]["ts"]
+    dm = message_event("can you write a poem about the sea", channel="D0ALICE", channel_type="im")
+    await slack.event(event_callback(dm))
+    await wait_until(lambda: len(final_updates(slack.fake)) > before + 1)
+    await slack.idle()
+    record = await slack.bot.store.latest_generation(Conversation("slack", TEAM, "D0ALICE"))
+    assert record is not None and record.kind == "poem" and record.prompt == "the sea"

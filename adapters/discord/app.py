@@ -46,9 +46,11 @@ from adapters.discord.translate import (
     REMIX_MENU,
     REMIX_MODAL_ID,
     AskFirst,
+    MentionNames,
     decode_custom_id,
     defers_at_once,
     encode_custom_id,
+    mentioned_ids,
     to_action,
     to_command,
     to_message,
@@ -608,8 +610,32 @@ class DiscordAdapter:
     # ---------------------------------------------------------------- interactions
     async def on_command(self, interaction: discord.Interaction, spec: CommandSpec) -> None:
         received_at, payload = self._payload(interaction)
-        event = to_command(payload, free_text=not spec.options)
+        options = (payload.get("data") or {}).get("options") or []
+        text = " ".join(str(option.get("value", "")) for option in options)
+        names = self._mention_names(str(payload.get("guild_id") or ""), text)
+        event = to_command(payload, free_text=not spec.options, names=names)
         await self._handle(event, self._responder(interaction, received_at))
+
+    def _mention_names(self, guild_id: str, text: str) -> MentionNames:
+        """Names from discord.py's cache for the people, roles and channels `text` mentions (roles and channels come
+        with every guild; people only when cached, as Chorus asks for no member list)."""
+        if "<" not in text:
+            return MentionNames()
+        guild = self.client.get_guild(int(guild_id)) if guild_id.isdigit() else None
+        users: dict[str, str] = {}
+        roles: dict[str, str] = {}
+        channels: dict[str, str] = {}
+        for kind, id_ in mentioned_ids(text):
+            if kind == "@&" and guild is not None and (role := guild.get_role(int(id_))) is not None:
+                roles[id_] = role.name
+            elif kind == "#" and guild is not None and (channel := guild.get_channel_or_thread(int(id_))) is not None:
+                channels[id_] = channel.name
+            elif kind == "@":
+                member = guild.get_member(int(id_)) if guild is not None else None
+                person = member or self.client.get_user(int(id_))
+                if person is not None:
+                    users[id_] = person.display_name
+        return MentionNames(users, roles, channels)
 
     async def on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """discord.py refused a command before Chorus saw it (an option schema it does not match, say): answer
@@ -678,7 +704,8 @@ class DiscordAdapter:
         if self._stopping:
             return
         parent, ours = self._thread_of(str(data.get("channel_id", "")))
-        event = to_message(data, bot_id=self._bot_id(), thread_parent=parent, chorus_thread=ours)
+        places = self._mention_names(str(data.get("guild_id") or ""), str(data.get("content") or ""))
+        event = to_message(data, bot_id=self._bot_id(), thread_parent=parent, chorus_thread=ours, places=places)
         if event is None:
             return
         guild_id = int(data["guild_id"]) if data.get("guild_id") else None
