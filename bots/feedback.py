@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from bots.actions import LONGER, MORE, RATE_DOWN, RATE_UP, REFINEMENTS, REGENERATE, SHORTER, TONE, VARIANT
+from bots.clicks import ALREADY_ON_IT
 from bots.errors import UserError
 from bots.events import Action, Message, Reaction, plain_emoji
 from bots.parsing import VariantRef, chatter_hint, parse_tone, parse_variant_ref
@@ -246,6 +247,14 @@ async def handle_action(ctx: Context) -> None:
         return
     if action.action_id not in GENERATING_ACTIONS:
         raise UserError("That button is no longer supported. Start again with /create.")
+    with ctx.app.clicks.hold(action) as first:
+        if not first:
+            await ctx.responder.send(Reply.text(ALREADY_ON_IT, ephemeral=True))
+            return
+        await _refine_from_action(ctx, action)
+
+
+async def _refine_from_action(ctx: Context, action: Action) -> None:
     tone = None
     # A per-variant button (or `2 s`) carries the variant number in its value: "2", or "2 witty" for a tone.
     value = action.value.strip()

@@ -891,3 +891,21 @@ async def test_mentions_in_a_slash_prompt_reach_the_model_as_names(bot: Harness)
     await bot.finished(payload["token"])
     asked = bot.generator.requests[-1].messages[-1].content
     assert "a bake sale by @Bakers in #general for @someone" in asked, asked
+
+
+async def test_a_double_click_makes_one_version_and_the_second_click_is_told_privately(bot: Harness) -> None:
+    message_id, final = await create_one(bot)
+    regenerate = next(cid for cid in custom_ids(final) if ":regenerate:" in cid)
+    bot.generator.delay_s = 0.2  # the first click is still writing when the second arrives
+    first = await bot.fake.click(message_id, regenerate)
+    await wait_until(lambda: len(bot.chorus.clicks) == 1)
+    second = await bot.fake.click(message_id, regenerate)
+    answer = await ephemeral_answer(bot, second)
+    assert "Already on it" in answer["content"]
+    await bot.finished(first["token"])
+    record = await latest_with_ref(bot, version=2)
+    versions = await bot.chorus.store.versions(record.root_id)
+    assert [version.version for version in versions] == [1, 2]
+    # Once it is done, the same button works again.
+    third = await bot.fake.click(message_id, regenerate)
+    await bot.finished(third["token"])

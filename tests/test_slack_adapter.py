@@ -417,3 +417,19 @@ async def test_a_mention_that_asks_for_something_new_creates_it_and_a_dm_does_to
     await slack.idle()
     record = await slack.bot.store.latest_generation(Conversation("slack", TEAM, "D0ALICE"))
     assert record is not None and record.kind == "poem" and record.prompt == "the sea"
+
+
+async def test_a_double_click_makes_one_version_and_says_so_privately(slack: SlackChorus) -> None:
+    v1 = await create_result(slack)
+    button = find_element(v1, "chorus:regenerate")
+    await slack.interact(block_actions(v1, button))
+    await wait_until(lambda: len(slack.bot.chorus.clicks) == 1)
+    await slack.interact(block_actions(v1, button))
+    await wait_until(lambda: bool(slack.fake.answered("chat.postEphemeral")))
+    assert "Already on it" in slack.fake.answered("chat.postEphemeral")[0].body["text"]
+    await wait_until(lambda: any("v2" in block_texts(b["blocks"]) for b in final_updates(slack.fake)))
+    await slack.idle()
+    versions = await slack.bot.store.versions(
+        (await slack.bot.store.find_by_message_ref("slack", f"C0GENERAL:{v1['ts']}")).root_id
+    )
+    assert [version.version for version in versions] == [1, 2]
