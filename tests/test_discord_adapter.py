@@ -909,3 +909,28 @@ async def test_a_double_click_makes_one_version_and_the_second_click_is_told_pri
     # Once it is done, the same button works again.
     third = await bot.fake.click(message_id, regenerate)
     await bot.finished(third["token"])
+
+
+async def test_a_result_a_moderator_deletes_while_it_is_written_is_not_posted_again(bot: Harness) -> None:
+    """A moderator deletes the half-written result: Chorus stops editing it (every edit would be a 404, which Discord
+    counts towards its invalid-request ban) and does not post the finished result again, undoing the moderator. The
+    version is still stored, so /history has it."""
+    bot.generator.delay_s = 0.1
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "a night-owl bakery"})
+    token = payload["token"]
+    await wait_until(lambda: len(bot.originals(token)) >= 2)
+    await bot.fake.delete_message(bot.fake.originals[token])
+    deleted_at = len(bot.fake.requests)
+
+    async def stored():
+        record = await bot.chorus.store.latest_generation(bot_conversation())
+        return record if record is not None and record.variants else None
+
+    record = await wait_for(stored, timeout_s=20, describe=lambda: "the result was not stored")
+    await wait_until(lambda: not bot.adapter.tasks and not bot.adapter.streams)  # its handling is over
+    record = await bot.chorus.store.get_generation(record.id)
+    assert record is not None
+    after = [r for r in bot.fake.requests[deleted_at:] if token in r.path or "/channels/" in r.path]
+    assert len([r for r in after if r.method == "PATCH"]) <= 1, [r.path for r in after]
+    assert not [r for r in after if r.method == "POST"], [r.path for r in after]
+    assert record.message_ref is None

@@ -18,6 +18,7 @@ from fake_slack import (
     event_callback,
     find_element,
     form,
+    message_deleted_event,
     message_event,
     reaction_event,
     sign,
@@ -433,3 +434,18 @@ async def test_a_double_click_makes_one_version_and_says_so_privately(slack: Sla
         (await slack.bot.store.find_by_message_ref("slack", f"C0GENERAL:{v1['ts']}")).root_id
     )
     assert [version.version for version in versions] == [1, 2]
+
+
+async def test_a_result_an_admin_deletes_while_it_is_written_is_not_posted_again(slack: SlackChorus) -> None:
+    """chat.update answers message_not_found once the message is deleted: Chorus stops editing it and does not post
+    the finished result anew, which would undo the admin. The version is still stored."""
+    await slack.slash(slash_body("/create", "slogan a bookstore cafe"))
+    await wait_until(lambda: bool(slack.fake.answered("chat.update")))
+    placeholder = slack.fake.answered("chat.postMessage")[0].response
+    original = slack.fake.messages.pop((placeholder["channel"], placeholder["ts"]))
+    await slack.event(event_callback(message_deleted_event({**original, "channel": placeholder["channel"]})))
+    await wait_until(lambda: not slack.adapter.outbound.streams, 20)
+    await slack.idle()
+    record = await slack.bot.store.latest_generation(Conversation("slack", TEAM, "C0GENERAL"))
+    assert record is not None and record.variants and record.message_ref is None
+    assert len(slack.fake.answered("chat.postMessage")) == 1, "the result was posted again"

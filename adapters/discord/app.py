@@ -744,6 +744,8 @@ class DiscordAdapter:
         parent, _ = self._thread_of(str(data.get("channel_id", "")))
         guild_id = int(data["guild_id"]) if data.get("guild_id") else None
         for event in to_message_deletes(data, thread_parent=parent):
+            for stream in list(self.streams):
+                stream.message_deleted(event.message_ref)
             self._spawn(self._handle(event, ChannelResponder(self, int(data["channel_id"]), guild_id=guild_id)))
 
 
