@@ -26,6 +26,10 @@ from generation.text import is_degenerate
 _log = logging.getLogger(__name__)
 
 GENERATING_ACTIONS = REFINEMENTS
+GREETING = (
+    "👋 I'm Chorus: I write slogans, posts, stories, poems, names and more. Ask in words, e.g. `write a slogan for "
+    "our bake sale`, or use /create; /help lists the kinds and tones."
+)
 NOTHING_YET = (
     "Nothing to refine yet. Start with /create <kind> <what it is about> (see /help), or ask in words: "
     "`write a slogan for our bake sale`."
@@ -288,6 +292,10 @@ async def handle_message(ctx: Context) -> None:
     if len(text) > limit:
         raise UserError(f"That message is {len(text)} characters; the limit is {limit}. Shorten it and try again.")
     hint = chatter_hint(text)
+    if hint and message.reply_to is None and await ctx.app.store.latest_generation(message.conversation) is None:
+        # "hi" in a DM or a first mention: there is no result to change, so say what Chorus does and how to ask.
+        await ctx.responder.send(Reply.text(GREETING, ephemeral=True))
+        return
     if hint:
         # "ok", "thanks!", "++", a lone emoji: not a request for a new version, and no quota is used.
         number = text.rstrip("?!. ")

@@ -509,6 +509,9 @@ def create_request(text: str, settings: Settings, *, bare: bool = False) -> Crea
         return None
     named = _kind_named(words[0], settings)
     if named is None:
+        if verb is not None and difflib.get_close_matches(words[0].lower(), list(settings.kinds), n=1, cutoff=0.8):
+            # "write a slgan for …": a request with a misspelt kind, answered with the closest one.
+            return CreateRequest(" ".join(words))
         return None
     topic = words[1:]
     if _BACK_REFERENCES & {word.lower().strip(".,!?;:") for word in topic}:

@@ -569,3 +569,16 @@ async def test_with_nothing_to_change_a_plain_request_starts_a_result_and_chatte
     assert hint.ephemeral and "write a slogan for our bake sale" in reply_text(hint)
     reply = await testbot.one("a poem about the sea")
     assert reply.title == "poem · v1 of 1"
+
+
+async def test_a_first_hello_says_what_chorus_does_and_a_misspelt_request_gets_the_closest_kind(
+    testbot: TestBot,
+) -> None:
+    """ "hi" in a DM before anything was made is not told how to change a result; a request with a typo in its kind
+    after a result is not turned into a change of that result."""
+    hello = await testbot.one("hi")
+    assert hello.ephemeral and "Ask in words" in reply_text(hello) and "To change the result" not in reply_text(hello)
+    await testbot.one("/create tagline a bike repair cafe")
+    typo = await testbot.one("write a slgan for our bake sale")
+    assert typo.ephemeral and "Did you mean 'slogan'?" in reply_text(typo)
+    assert len(await testbot.store.versions(1)) == 1
