@@ -13,7 +13,7 @@ from bots.actions import LONGER, MORE, RATE_DOWN, RATE_UP, REFINEMENTS, REGENERA
 from bots.clicks import ALREADY_ON_IT
 from bots.errors import UserError
 from bots.events import Action, Message, Reaction, plain_emoji
-from bots.parsing import VariantRef, chatter_hint, parse_tone, parse_variant_ref
+from bots.parsing import CHATTER_HINT, VariantRef, chatter_hint, parse_tone, parse_variant_ref
 from bots.reply import Reply, ReplyAction
 from bots.router import Context
 from bots.store import GenerationRecord
@@ -287,6 +287,11 @@ async def handle_message(ctx: Context) -> None:
     assert isinstance(message, Message)
     text = message.text.strip()
     if not text:
+        if message.reply_to is None and message.conversation.thread is None:
+            # A bare @Chorus, or a DM with only a file: say how to ask instead of nothing. (A reply or a thread
+            # message without text may be one whose text the platform withheld: nothing to answer.)
+            latest = await ctx.app.store.latest_generation(message.conversation)
+            await ctx.responder.send(Reply.text(GREETING if latest is None else CHATTER_HINT, ephemeral=True))
         return
     limit = ctx.app.settings.limits.max_prompt_chars
     if len(text) > limit:

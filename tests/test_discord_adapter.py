@@ -934,3 +934,18 @@ async def test_a_result_a_moderator_deletes_while_it_is_written_is_not_posted_ag
     assert len([r for r in after if r.method == "PATCH"]) <= 1, [r.path for r in after]
     assert not [r for r in after if r.method == "POST"], [r.path for r in after]
     assert record.message_ref is None
+
+
+async def test_a_bare_mention_is_answered_with_how_to_ask(bot: Harness) -> None:
+    """ "@Chorus" alone (people ping a bot to see whether it is there) gets an answer, as a reply, not silence."""
+    said = await bot.fake.user_message(f"<@{BOT_ID}>", mention=True)
+
+    def answered() -> list[Recorded]:
+        return [
+            r
+            for r in bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")
+            if str((r.body.get("message_reference") or {}).get("message_id")) == said["id"]
+        ]
+
+    await wait_until(lambda: bool(answered()))
+    assert "write a slogan for our bake sale" in str(answered()[0].body)
