@@ -86,6 +86,14 @@ def test_the_message_menu_remixes_the_target_text() -> None:
     assert (event.name, event.text) == ("remix", "our cafe opens at dawn")
 
 
+def test_the_message_menu_remixes_role_and_channel_mentions_as_names() -> None:
+    target = message_payload("79", CHANNEL_ID, user_payload(*ALICE), "<@&5> meet in <#6> at dawn")
+    data = {"name": "Remix with Chorus", "type": 3, "target_id": "79", "resolved": {"messages": {"79": target}}}
+    names = MentionNames(roles={"5": "Bakers"}, channels={"6": "kitchen"})
+    event = to_command(interaction_payload(2, data, user=ALICE), free_text=False, names=names)
+    assert event.text == "@Bakers meet in #kitchen at dawn"
+
+
 def test_the_message_menu_remixes_the_text_of_an_embed_when_there_is_no_content() -> None:
     # A Chorus result (or another bot's announcement) is an embed with no content: the form opened empty.
     embeds = render_reply(Reply(parts=("Sip @everyone, read.", "Books & brews."), title="slogan · v1", generation_id=4))

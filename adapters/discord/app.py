@@ -657,7 +657,10 @@ class DiscordAdapter:
     async def on_remix(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """The message menu: a modal asks for the tone; its submission arrives as /remix (see on_component)."""
         received_at, payload = self._payload(interaction)
-        text = to_command(payload, free_text=True).text
+        data = payload.get("data") or {}
+        target = ((data.get("resolved") or {}).get("messages") or {}).get(str(data.get("target_id"))) or {}
+        names = self._mention_names(str(payload.get("guild_id") or ""), str(target.get("content") or ""))
+        text = to_command(payload, free_text=True, names=names).text
         modal = remix_modal(text, self.tones, self.chorus.settings.limits.max_prompt_chars)
         modal.stop()
         try:

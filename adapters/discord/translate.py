@@ -164,7 +164,7 @@ def to_command(payload: Mapping[str, Any], *, free_text: bool, names: MentionNam
     conversation, user = to_conversation(payload), to_user(payload)
     if data.get("type") == 3:  # message context menu: remix the target message's text
         target = (data.get("resolved") or {}).get("messages", {}).get(str(data.get("target_id")), {})
-        text = readable_content(target) or embed_text(target)
+        text = readable_content(target, places=names) or embed_text(target)
         return Command(conversation, user, "remix", text=text, extras={"payload": payload})
     known = resolved_names(payload)
     if names is not None:
