@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
+from bots.clicks import Clicks
 from bots.commands import COMMANDS, CORE_COMMANDS
 from bots.commands.forget import FORGET_ACTIONS, handle_confirm
 from bots.drops import DropsControl
@@ -90,6 +91,8 @@ class Chorus:
         # Deletes stored data past its retention period (docs/data.md): core, whatever features are installed.
         self.retention = Retention(self)
         self.retention.attach()
+        # Refinement clicks being worked on, so a double click makes one version, not two.
+        self.clicks = Clicks()
         # Generations whose message is posted but not final, so a restart after a kill finishes those messages.
         self.in_flight = InFlight.attach(self)
         for plugin in plugins:

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from bots import feedback
 from bots.actions import RATE_DOWN, RATE_UP, REFINEMENTS
-from bots.commands.create import CREATE, REMIX
+from bots.commands.create import CREATE, REMIX, create_from_message
 from bots.events import Action
 from bots.plugin import Plugin
 from bots.router import CommandSpec, Context
@@ -26,7 +26,8 @@ class CreatePlugin(Plugin):
     catch_all = True
 
     async def on_message(self, ctx: Context) -> bool:
-        await feedback.handle_message(ctx)
+        if not await create_from_message(ctx):
+            await feedback.handle_message(ctx)
         return True
 
     async def on_action(self, ctx: Context) -> bool:

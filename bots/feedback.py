@@ -10,9 +10,10 @@ import logging
 from typing import Any
 
 from bots.actions import LONGER, MORE, RATE_DOWN, RATE_UP, REFINEMENTS, REGENERATE, SHORTER, TONE, VARIANT
+from bots.clicks import ALREADY_ON_IT
 from bots.errors import UserError
 from bots.events import Action, Message, Reaction, plain_emoji
-from bots.parsing import VariantRef, chatter_hint, parse_tone, parse_variant_ref
+from bots.parsing import CHATTER_HINT, VariantRef, chatter_hint, parse_tone, parse_variant_ref
 from bots.reply import Reply, ReplyAction
 from bots.router import Context
 from bots.store import GenerationRecord
@@ -25,7 +26,14 @@ from generation.text import is_degenerate
 _log = logging.getLogger(__name__)
 
 GENERATING_ACTIONS = REFINEMENTS
-NOTHING_YET = "Nothing to refine yet. Start with /create <kind> <what it is about> (see /help)."
+GREETING = (
+    "👋 I'm Chorus: I write slogans, posts, stories, poems, names and more. Ask in words, e.g. `write a slogan for "
+    "our bake sale`, or use /create; /help lists the kinds and tones."
+)
+NOTHING_YET = (
+    "Nothing to refine yet. Start with /create <kind> <what it is about> (see /help), or ask in words: "
+    "`write a slogan for our bake sale`."
+)
 
 
 # What one variant of a result can be asked for, from its select: (instruction, label).
@@ -243,6 +251,14 @@ async def handle_action(ctx: Context) -> None:
         return
     if action.action_id not in GENERATING_ACTIONS:
         raise UserError("That button is no longer supported. Start again with /create.")
+    with ctx.app.clicks.hold(action) as first:
+        if not first:
+            await ctx.responder.send(Reply.text(ALREADY_ON_IT, ephemeral=True))
+            return
+        await _refine_from_action(ctx, action)
+
+
+async def _refine_from_action(ctx: Context, action: Action) -> None:
     tone = None
     # A per-variant button (or `2 s`) carries the variant number in its value: "2", or "2 witty" for a tone.
     value = action.value.strip()
@@ -271,11 +287,20 @@ async def handle_message(ctx: Context) -> None:
     assert isinstance(message, Message)
     text = message.text.strip()
     if not text:
+        if message.reply_to is None and message.conversation.thread is None:
+            # A bare @Chorus, or a DM with only a file: say how to ask instead of nothing. (A reply or a thread
+            # message without text may be one whose text the platform withheld: nothing to answer.)
+            latest = await ctx.app.store.latest_generation(message.conversation)
+            await ctx.responder.send(Reply.text(GREETING if latest is None else CHATTER_HINT, ephemeral=True))
         return
     limit = ctx.app.settings.limits.max_prompt_chars
     if len(text) > limit:
         raise UserError(f"That message is {len(text)} characters; the limit is {limit}. Shorten it and try again.")
     hint = chatter_hint(text)
+    if hint and message.reply_to is None and await ctx.app.store.latest_generation(message.conversation) is None:
+        # "hi" in a DM or a first mention: there is no result to change, so say what Chorus does and how to ask.
+        await ctx.responder.send(Reply.text(GREETING, ephemeral=True))
+        return
     if hint:
         # "ok", "thanks!", "++", a lone emoji: not a request for a new version, and no quota is used.
         number = text.rstrip("?!. ")

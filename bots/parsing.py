@@ -449,3 +449,71 @@ CHATTER_HINT = (
     "👋 To change the result, type r (regenerate), m (more like this), s (shorter), l (longer) or t <tone>, "
     "`2 s` for just the second variant, or say what to change."
 )
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """A message that asks in words for something new ("write a slogan for our bake sale"): the /create text it
+    stands for, and a number of variants when the message gave one ("3 slogans")."""
+
+    text: str
+    n: str = ""
+
+
+# What people put before a request when they mention a bot or DM it: greetings, "please", "can you".
+_POLITE = re.compile(
+    r"^(?:(?:hey|hi|hello|yo|ok|okay|so|@?chorus|please|pls|plz)\b[\s,:!.-]*"
+    r"|(?:can|could|would|will)\s+(?:you|u)\s+(?:please\s+)?)+",
+    re.I,
+)
+_ASK_VERB = re.compile(
+    r"^/?(?:create|write|make|draft|generate|compose|suggest|give\s+(?:me|us)|come\s+up\s+with|"
+    r"i\s+(?:need|want)|we\s+(?:need|want)|need)\b\s*",
+    re.I,
+)
+_COUNT_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+# Words that point back at a result already shown ("make a poem out of it"): a change to that, not a new request.
+_BACK_REFERENCES = frozenset(
+    ["it", "this", "that", "them", "these", "those", "instead", "again", "above", "previous", "same", "one", "ones"]
+)
+
+
+def _kind_named(word: str, settings: Settings) -> tuple[str, bool] | None:
+    """(kind, plural) for a configured kind as written, or its plural ("slogans", "stories")."""
+    word = word.lower().strip(",:;")
+    if word in settings.kinds:
+        return word, False
+    for kind in settings.kinds:
+        if word in (kind + "s", kind + "es", kind[:-1] + "ies" if kind.endswith("y") else ""):
+            return kind, True
+    return None
+
+
+def create_request(text: str, settings: Settings, *, bare: bool = False) -> CreateRequest | None:
+    """The /create a message asks for in words: "write a slogan for our bake sale", "can you make 3 taglines for my
+    café", "/create poem the sea". With `bare`, a request without a verb counts too ("a poem about the sea"): only
+    where there is no result it could change. None when the message does not name a kind and what it is about, or
+    points back at a result ("make a poem out of it"), which is a change to that result."""
+    rest = _POLITE.sub("", text.strip()).strip()
+    verb = _ASK_VERB.match(rest)
+    if verb is None and not bare:
+        return None
+    words = rest[verb.end() :].split() if verb is not None else rest.split()
+    count = ""
+    while words and words[0].lower() in ("a", "an", "the", "me", "us", "some", "few", "couple", "of"):
+        words = words[1:]
+    if words and (words[0].isdecimal() or words[0].lower() in _COUNT_WORDS):
+        count = words[0] if words[0].isdecimal() else str(_COUNT_WORDS[words[0].lower()])
+        words = words[1:]
+    if len(words) < 2:
+        return None
+    named = _kind_named(words[0], settings)
+    if named is None:
+        if verb is not None and difflib.get_close_matches(words[0].lower(), list(settings.kinds), n=1, cutoff=0.8):
+            # "write a slgan for …": a request with a misspelt kind, answered with the closest one.
+            return CreateRequest(" ".join(words))
+        return None
+    topic = words[1:]
+    if _BACK_REFERENCES & {word.lower().strip(".,!?;:") for word in topic}:
+        return None
+    return CreateRequest(f"{named[0]} {' '.join(topic)}".rstrip(".!?"), count)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from bots.clicks import ALREADY_ON_IT
 from bots.errors import UserError
-from bots.events import Command, Event, Message
+from bots.events import Action, Command, Event, Message
 from bots.parsing import parse_create, parse_remix
 from bots.reply import Responder
 from bots.router import CommandSpec, Context, event_generates, input_moderation, permission_check, quota_refusal
@@ -34,11 +35,13 @@ async def _go_ahead(ctx: Context) -> None:
 
 async def refusal(app: Chorus, event: Event, spec: CommandSpec | None = None) -> str | None:
     """The private error the router would answer `event` with, as far as cheap checks can tell; None if it may go
-    ahead. Runs the router's own permission and moderation checks (no I/O), the command's argument parser and a
-    look at the quota that charges nothing."""
+    ahead. Runs the router's own permission and moderation checks (no I/O), the command's argument parser, a look
+    at the quota that charges nothing, and whether the same click is still being worked on."""
     ctx = Context(event=event, responder=_NO_RESPONDER, app=app, spec=spec)
     if not event_generates(ctx):
         return None
+    if isinstance(event, Action) and app.clicks.busy(event):
+        return ALREADY_ON_IT
     try:
         await permission_check(ctx, _go_ahead)
         if isinstance(event, Command) and spec is not None and spec.name in ARGUMENT_PARSERS:

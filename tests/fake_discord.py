@@ -41,6 +41,7 @@ APP_ID = "900000000000000001"
 BOT_ID = APP_ID
 GUILD_ID = "910000000000000001"
 CHANNEL_ID = "920000000000000001"
+BAKERS_ROLE_ID = "915000000000000001"  # a mentionable role of the fake guild, for prompts that mention it
 CONTENT_LIMIT = 2000  # characters of message content Discord accepts
 MOD_PERMISSIONS = str((1 << 4) | (1 << 10) | (1 << 11))  # Manage Channels, View Channel, Send Messages
 USER_PERMISSIONS = str((1 << 10) | (1 << 11))
@@ -665,7 +666,18 @@ class FakeDiscord:
                     "managed": False,
                     "mentionable": False,
                     "flags": 0,
-                }
+                },
+                {
+                    "id": BAKERS_ROLE_ID,
+                    "name": "Bakers",
+                    "permissions": "0",
+                    "position": 1,
+                    "color": 0,
+                    "hoist": False,
+                    "managed": False,
+                    "mentionable": True,
+                    "flags": 0,
+                },
             ],
             "emojis": [],
             "features": [],

@@ -547,3 +547,38 @@ async def test_variant_0_or_10_is_a_variant_number_not_an_instruction(tmp_path: 
         assert tenth.title.endswith("#10 shorter") and tenth.parts[:9] == first.parts[:9]
     finally:
         await bot.chorus.close()
+
+
+async def test_a_request_in_words_starts_a_new_result_instead_of_changing_the_last_one(testbot: TestBot) -> None:
+    """What people write when they mention or DM a bot: the words of a /create, not a change to what came before."""
+    first = await testbot.one("/create tagline a bike repair cafe")
+    reply = await testbot.one("@Chorus can you write 2 slogans for our bake sale?")
+    assert reply.title == "slogan · v1 of 1" and len(reply.parts) == 2
+    record = await testbot.store.get_generation(reply.generation_id)
+    assert record is not None and record.parent_id is None and record.prompt == "our bake sale"
+    # Pointing back at the result is a change to it, not a new request.
+    changed = await testbot.one("make a poem out of it")
+    assert changed.title.startswith("slogan · v2 of 2")
+    assert first.generation_id != reply.generation_id
+
+
+async def test_with_nothing_to_change_a_plain_request_starts_a_result_and_chatter_says_how_to_ask(
+    testbot: TestBot,
+) -> None:
+    hint = await testbot.one("hello there, what about a drink")
+    assert hint.ephemeral and "write a slogan for our bake sale" in reply_text(hint)
+    reply = await testbot.one("a poem about the sea")
+    assert reply.title == "poem · v1 of 1"
+
+
+async def test_a_first_hello_says_what_chorus_does_and_a_misspelt_request_gets_the_closest_kind(
+    testbot: TestBot,
+) -> None:
+    """ "hi" in a DM before anything was made is not told how to change a result; a request with a typo in its kind
+    after a result is not turned into a change of that result."""
+    hello = await testbot.one("hi")
+    assert hello.ephemeral and "Ask in words" in reply_text(hello) and "To change the result" not in reply_text(hello)
+    await testbot.one("/create tagline a bike repair cafe")
+    typo = await testbot.one("write a slgan for our bake sale")
+    assert typo.ephemeral and "Did you mean 'slogan'?" in reply_text(typo)
+    assert len(await testbot.store.versions(1)) == 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fake_discord import BOT_ID, CHANNEL_ID, GUILD_ID, FakeDiscord, Recorded
+from fake_discord import BAKERS_ROLE_ID, BOT_ID, CHANNEL_ID, GUILD_ID, FakeDiscord, Recorded
 from sqlalchemy import select
 
 from adapters.discord.app import ACKS_FIRST_MAX_HOLD_S, DiscordAdapter, apply_endpoints
@@ -864,3 +864,88 @@ async def test_a_private_file_is_never_posted_to_the_channel_when_the_interactio
         assert [r for r in posted if "chorus-mydata" in str(r.body)] == []
     finally:
         await stop_harness(bot)
+
+
+async def test_a_mention_that_asks_for_something_new_creates_it_as_a_reply_to_the_asker(bot: Harness) -> None:
+    """ "@Chorus write a slogan for our bake sale" in a channel that already has a result: a new result, posted as a
+    reply to the message that asked (findable in a busy channel), not a v2 of someone else's result."""
+    await create_one(bot, "a bike repair cafe")
+    ask = f"<@{BOT_ID}> write a slogan for our <@&{BAKERS_ROLE_ID}> bake sale"
+    said = await bot.fake.user_message(ask, mention=True)
+
+    async def new_result():
+        record = await bot.chorus.store.latest_generation(bot_conversation())
+        return record if record is not None and "bake sale" in record.prompt and record.message_ref else None
+
+    record = await wait_for(new_result, timeout_s=10, describe=lambda: "no new result for the mention")
+    assert record.version == 1 and record.parent_id is None and record.prompt == "our @Bakers bake sale"
+    posted = bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")
+    assert posted and str(posted[-1].body["message_reference"]["message_id"]) == said["id"]
+
+
+async def test_mentions_in_a_slash_prompt_reach_the_model_as_names(bot: Harness) -> None:
+    """Typing @Bakers or #general into a prompt sends `<@&id>` and `<#id>`: the model gets the names the person saw,
+    and someone Chorus has not seen reads "@someone", never a raw id."""
+    prompt = f"a bake sale by <@&{BAKERS_ROLE_ID}> in <#{CHANNEL_ID}> for <@940000000000000077>"
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": prompt})
+    await bot.finished(payload["token"])
+    asked = bot.generator.requests[-1].messages[-1].content
+    assert "a bake sale by @Bakers in #general for @someone" in asked, asked
+
+
+async def test_a_double_click_makes_one_version_and_the_second_click_is_told_privately(bot: Harness) -> None:
+    message_id, final = await create_one(bot)
+    regenerate = next(cid for cid in custom_ids(final) if ":regenerate:" in cid)
+    bot.generator.delay_s = 0.2  # the first click is still writing when the second arrives
+    first = await bot.fake.click(message_id, regenerate)
+    await wait_until(lambda: len(bot.chorus.clicks) == 1)
+    second = await bot.fake.click(message_id, regenerate)
+    answer = await ephemeral_answer(bot, second)
+    assert "Already on it" in answer["content"]
+    await bot.finished(first["token"])
+    record = await latest_with_ref(bot, version=2)
+    versions = await bot.chorus.store.versions(record.root_id)
+    assert [version.version for version in versions] == [1, 2]
+    # Once it is done, the same button works again.
+    third = await bot.fake.click(message_id, regenerate)
+    await bot.finished(third["token"])
+
+
+async def test_a_result_a_moderator_deletes_while_it_is_written_is_not_posted_again(bot: Harness) -> None:
+    """A moderator deletes the half-written result: Chorus stops editing it (every edit would be a 404, which Discord
+    counts towards its invalid-request ban) and does not post the finished result again, undoing the moderator. The
+    version is still stored, so /history has it."""
+    bot.generator.delay_s = 0.1
+    payload = await bot.fake.slash("create", {"kind": "slogan", "prompt": "a night-owl bakery"})
+    token = payload["token"]
+    await wait_until(lambda: len(bot.originals(token)) >= 2)
+    await bot.fake.delete_message(bot.fake.originals[token])
+    deleted_at = len(bot.fake.requests)
+
+    async def stored():
+        record = await bot.chorus.store.latest_generation(bot_conversation())
+        return record if record is not None and record.variants else None
+
+    record = await wait_for(stored, timeout_s=20, describe=lambda: "the result was not stored")
+    await wait_until(lambda: not bot.adapter.tasks and not bot.adapter.streams)  # its handling is over
+    record = await bot.chorus.store.get_generation(record.id)
+    assert record is not None
+    after = [r for r in bot.fake.requests[deleted_at:] if token in r.path or "/channels/" in r.path]
+    assert len([r for r in after if r.method == "PATCH"]) <= 1, [r.path for r in after]
+    assert not [r for r in after if r.method == "POST"], [r.path for r in after]
+    assert record.message_ref is None
+
+
+async def test_a_bare_mention_is_answered_with_how_to_ask(bot: Harness) -> None:
+    """ "@Chorus" alone (people ping a bot to see whether it is there) gets an answer, as a reply, not silence."""
+    said = await bot.fake.user_message(f"<@{BOT_ID}>", mention=True)
+
+    def answered() -> list[Recorded]:
+        return [
+            r
+            for r in bot.fake.find("POST", rf"/channels/{CHANNEL_ID}/messages$")
+            if str((r.body.get("message_reference") or {}).get("message_id")) == said["id"]
+        ]
+
+    await wait_until(lambda: bool(answered()))
+    assert "write a slogan for our bake sale" in str(answered()[0].body)

@@ -24,6 +24,7 @@ from adapters.discord.render import (
 from adapters.discord.responder import RateHints
 from adapters.discord.translate import (
     AskFirst,
+    MentionNames,
     decode_custom_id,
     encode_custom_id,
     to_action,
@@ -54,6 +55,25 @@ def test_slash_options_become_command_options_and_free_text_becomes_text() -> No
     assert free.text == "create" and not free.options
 
 
+def test_mentions_in_a_prompt_read_as_names_and_never_as_raw_ids() -> None:
+    prompt = "a cake for <@111> and <@!222> from <@&333> in <#444>, see </create:555> and <@999> <@&998> <#997>"
+    data = {
+        "name": "create",
+        "type": 1,
+        "options": [{"name": "kind", "type": 3, "value": "slogan"}, {"name": "prompt", "type": 3, "value": prompt}],
+        "resolved": {
+            "users": {"111": {"id": "111", "username": "sam_k", "global_name": "Sam"}, "222": {"username": "jo"}},
+            "members": {"111": {"nick": "Sammy"}},
+            "roles": {"333": {"id": "333", "name": "Bakers"}},
+        },
+    }
+    names = MentionNames(channels={"444": "general"})
+    event = to_command(interaction_payload(2, data, user=ALICE), free_text=False, names=names)
+    assert event.options["prompt"] == (
+        "a cake for @Sammy and @jo from @Bakers in #general, see /create and @someone @a role #a channel"
+    )
+
+
 def test_manage_channels_makes_a_moderator() -> None:
     payload = interaction_payload(2, {"name": "drops"}, user=ALICE, moderator=True)
     assert to_command(payload, free_text=True).user.is_moderator
@@ -64,6 +84,14 @@ def test_the_message_menu_remixes_the_target_text() -> None:
     data = {"name": "Remix with Chorus", "type": 3, "target_id": "77", "resolved": {"messages": {"77": target}}}
     event = to_command(interaction_payload(2, data, user=ALICE), free_text=False)
     assert (event.name, event.text) == ("remix", "our cafe opens at dawn")
+
+
+def test_the_message_menu_remixes_role_and_channel_mentions_as_names() -> None:
+    target = message_payload("79", CHANNEL_ID, user_payload(*ALICE), "<@&5> meet in <#6> at dawn")
+    data = {"name": "Remix with Chorus", "type": 3, "target_id": "79", "resolved": {"messages": {"79": target}}}
+    names = MentionNames(roles={"5": "Bakers"}, channels={"6": "kitchen"})
+    event = to_command(interaction_payload(2, data, user=ALICE), free_text=False, names=names)
+    assert event.text == "@Bakers meet in #kitchen at dawn"
 
 
 def test_the_message_menu_remixes_the_text_of_an_embed_when_there_is_no_content() -> None:

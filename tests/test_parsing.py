@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bots.errors import UserError
-from bots.parsing import parse_create, parse_remix, parse_tone
+from bots.parsing import CreateRequest, create_request, parse_create, parse_remix, parse_tone
 from config import Settings, load_settings
 
 
@@ -135,3 +135,24 @@ def test_an_option_given_twice_with_different_values_is_refused_not_silently_ove
     with pytest.raises(UserError, match=r"--n is given twice \(2 and 3\): give it once\."):
         parse_create("poem the sea --n 2 --n 3", {}, settings)
     assert parse_create("poem the sea --n 2 --n=2", {}, settings).n == 2
+
+
+@pytest.mark.parametrize(
+    ("said", "bare", "expected"),
+    [
+        ("write a slogan for our bake sale", False, CreateRequest("slogan for our bake sale")),
+        ("hey chorus, can you please make 3 taglines for my café?", False, CreateRequest("tagline for my café", "3")),
+        ("/create poem the sea --tone witty", False, CreateRequest("poem the sea --tone witty")),
+        ("give me two stories about a lost umbrella", False, CreateRequest("story about a lost umbrella", "2")),
+        ("a poem about the sea", True, CreateRequest("poem about the sea")),
+        ("a poem about the sea", False, None),  # without a verb, only where nothing could be changed
+        ("make a poem out of it", False, None),  # points back at the result: a change
+        ("write a shorter one", False, None),
+        ("make it rhyme", True, None),
+        ("write a poem", False, None),  # no topic
+    ],
+)
+def test_a_request_in_words_is_the_create_it_names(
+    settings: Settings, said: str, bare: bool, expected: CreateRequest | None
+) -> None:
+    assert create_request(said, settings, bare=bare) == expected

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 from fake_slack import (
+    BOT_USER,
     TEAM,
     FakeSlack,
     block_actions,
     event_callback,
     find_element,
     form,
+    message_deleted_event,
     message_event,
     reaction_event,
     sign,
@@ -395,3 +397,55 @@ async def test_a_brainstorm_outside_its_channels_only_asks_to_be_invited(slack: 
         "I can't post in this channel yet. Invite me with `/invite @Chorus` and try again."
     ]
     assert await slack.bot.store.open_brainstorm_in_channel(GENERAL) is None  # a later /brainstorm can start
+
+
+async def test_a_mention_that_asks_for_something_new_creates_it_and_a_dm_does_too(slack: SlackChorus) -> None:
+    """ "@Chorus write a slogan for our bake sale" in a channel that already has a result is a new request, not a
+    change to that result; Slack's `&amp;` reaches the model as `&`. A DM with a request works the same."""
+    v1 = await create_result(slack, "tagline a bike repair cafe")
+    before = len(final_updates(slack.fake))
+    ask = message_event(f"<@{BOT_USER}> write a slogan for our bake sale &amp; fair")
+    await slack.event(event_callback(ask))
+    await wait_until(lambda: len(final_updates(slack.fake)) > before)
+    await slack.idle()
+    record = await slack.bot.store.latest_generation(Conversation("slack", TEAM, "C0GENERAL"))
+    assert record is not None and record.kind == "slogan" and record.parent_id is None
+    assert record.prompt == "our bake sale & fair"
+    assert v1["ts"] != final_updates(slack.fake)[-1]["ts"]
+    dm = message_event("can you write a poem about the sea", channel="D0ALICE", channel_type="im")
+    await slack.event(event_callback(dm))
+    await wait_until(lambda: len(final_updates(slack.fake)) > before + 1)
+    await slack.idle()
+    record = await slack.bot.store.latest_generation(Conversation("slack", TEAM, "D0ALICE"))
+    assert record is not None and record.kind == "poem" and record.prompt == "the sea"
+
+
+async def test_a_double_click_makes_one_version_and_says_so_privately(slack: SlackChorus) -> None:
+    v1 = await create_result(slack)
+    button = find_element(v1, "chorus:regenerate")
+    await slack.interact(block_actions(v1, button))
+    await wait_until(lambda: len(slack.bot.chorus.clicks) == 1)
+    await slack.interact(block_actions(v1, button))
+    await wait_until(lambda: bool(slack.fake.answered("chat.postEphemeral")))
+    assert "Already on it" in slack.fake.answered("chat.postEphemeral")[0].body["text"]
+    await wait_until(lambda: any("v2" in block_texts(b["blocks"]) for b in final_updates(slack.fake)))
+    await slack.idle()
+    versions = await slack.bot.store.versions(
+        (await slack.bot.store.find_by_message_ref("slack", f"C0GENERAL:{v1['ts']}")).root_id
+    )
+    assert [version.version for version in versions] == [1, 2]
+
+
+async def test_a_result_an_admin_deletes_while_it_is_written_is_not_posted_again(slack: SlackChorus) -> None:
+    """chat.update answers message_not_found once the message is deleted: Chorus stops editing it and does not post
+    the finished result anew, which would undo the admin. The version is still stored."""
+    await slack.slash(slash_body("/create", "slogan a bookstore cafe"))
+    await wait_until(lambda: bool(slack.fake.answered("chat.update")))
+    placeholder = slack.fake.answered("chat.postMessage")[0].response
+    original = slack.fake.messages.pop((placeholder["channel"], placeholder["ts"]))
+    await slack.event(event_callback(message_deleted_event({**original, "channel": placeholder["channel"]})))
+    await wait_until(lambda: not slack.adapter.outbound.streams, 20)
+    await slack.idle()
+    record = await slack.bot.store.latest_generation(Conversation("slack", TEAM, "C0GENERAL"))
+    assert record is not None and record.variants and record.message_ref is None
+    assert len(slack.fake.answered("chat.postMessage")) == 1, "the result was posted again"

@@ -46,9 +46,11 @@ from adapters.discord.translate import (
     REMIX_MENU,
     REMIX_MODAL_ID,
     AskFirst,
+    MentionNames,
     decode_custom_id,
     defers_at_once,
     encode_custom_id,
+    mentioned_ids,
     to_action,
     to_command,
     to_message,
@@ -608,8 +610,32 @@ class DiscordAdapter:
     # ---------------------------------------------------------------- interactions
     async def on_command(self, interaction: discord.Interaction, spec: CommandSpec) -> None:
         received_at, payload = self._payload(interaction)
-        event = to_command(payload, free_text=not spec.options)
+        options = (payload.get("data") or {}).get("options") or []
+        text = " ".join(str(option.get("value", "")) for option in options)
+        names = self._mention_names(str(payload.get("guild_id") or ""), text)
+        event = to_command(payload, free_text=not spec.options, names=names)
         await self._handle(event, self._responder(interaction, received_at))
+
+    def _mention_names(self, guild_id: str, text: str) -> MentionNames:
+        """Names from discord.py's cache for the people, roles and channels `text` mentions (roles and channels come
+        with every guild; people only when cached, as Chorus asks for no member list)."""
+        if "<" not in text:
+            return MentionNames()
+        guild = self.client.get_guild(int(guild_id)) if guild_id.isdigit() else None
+        users: dict[str, str] = {}
+        roles: dict[str, str] = {}
+        channels: dict[str, str] = {}
+        for kind, id_ in mentioned_ids(text):
+            if kind == "@&" and guild is not None and (role := guild.get_role(int(id_))) is not None:
+                roles[id_] = role.name
+            elif kind == "#" and guild is not None and (channel := guild.get_channel_or_thread(int(id_))) is not None:
+                channels[id_] = channel.name
+            elif kind == "@":
+                member = guild.get_member(int(id_)) if guild is not None else None
+                person = member or self.client.get_user(int(id_))
+                if person is not None:
+                    users[id_] = person.display_name
+        return MentionNames(users, roles, channels)
 
     async def on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """discord.py refused a command before Chorus saw it (an option schema it does not match, say): answer
@@ -631,7 +657,10 @@ class DiscordAdapter:
     async def on_remix(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """The message menu: a modal asks for the tone; its submission arrives as /remix (see on_component)."""
         received_at, payload = self._payload(interaction)
-        text = to_command(payload, free_text=True).text
+        data = payload.get("data") or {}
+        target = ((data.get("resolved") or {}).get("messages") or {}).get(str(data.get("target_id"))) or {}
+        names = self._mention_names(str(payload.get("guild_id") or ""), str(target.get("content") or ""))
+        text = to_command(payload, free_text=True, names=names).text
         modal = remix_modal(text, self.tones, self.chorus.settings.limits.max_prompt_chars)
         modal.stop()
         try:
@@ -678,7 +707,8 @@ class DiscordAdapter:
         if self._stopping:
             return
         parent, ours = self._thread_of(str(data.get("channel_id", "")))
-        event = to_message(data, bot_id=self._bot_id(), thread_parent=parent, chorus_thread=ours)
+        places = self._mention_names(str(data.get("guild_id") or ""), str(data.get("content") or ""))
+        event = to_message(data, bot_id=self._bot_id(), thread_parent=parent, chorus_thread=ours, places=places)
         if event is None:
             return
         guild_id = int(data["guild_id"]) if data.get("guild_id") else None
@@ -717,6 +747,8 @@ class DiscordAdapter:
         parent, _ = self._thread_of(str(data.get("channel_id", "")))
         guild_id = int(data["guild_id"]) if data.get("guild_id") else None
         for event in to_message_deletes(data, thread_parent=parent):
+            for stream in list(self.streams):
+                stream.message_deleted(event.message_ref)
             self._spawn(self._handle(event, ChannelResponder(self, int(data["channel_id"]), guild_id=guild_id)))
 
 

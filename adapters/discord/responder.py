@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 DELIVERY_ERRORS = (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+UNKNOWN_MESSAGE = 10008  # Discord's JSON error code for a message that does not exist (deleted)
 # What became of an interaction in the adapter's first look at it: deferred publicly, answered privately at once
 # (refused by the checks that cost nothing), or the defer failed.
 DEFERRED, REFUSED, NOT_DEFERRED = "deferred", "refused", "not deferred"
@@ -830,7 +831,25 @@ class DiscordStream:
         self._on_posted: PostedHook | None = None
         self._announced: str | None = None
         self._learning: asyncio.Task[None] | None = None
+        # Someone (a moderator) deleted the message this stream writes into: it is neither edited nor posted again.
+        self.removed = False
         host.streams.add(self)
+
+    def message_deleted(self, message_id: str) -> bool:
+        """MESSAGE_DELETE for the message this stream is writing: stop writing it, and do not post the result again
+        (the version is still stored, so /history has it). True when it was this stream's message."""
+        if self.removed or message_id != self.surface.posted_ref():
+            return False
+        self._removed()
+        return True
+
+    def _removed(self) -> None:
+        _log.info("the message of a result being written (%s) was deleted; it will not be posted again", self.title)
+        self.removed = True
+        if self._learning is not None:
+            self._learning.cancel()
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
 
     def on_posted(self, hook: PostedHook) -> None:
         self._on_posted = hook
@@ -861,8 +880,14 @@ class DiscordStream:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            shown = self.surface.posted_ref()
             try:
                 await self.surface.progress(render_progress(self.title, self.parts, self.note))
+            except discord.NotFound as exc:
+                if shown is not None and exc.code == UNKNOWN_MESSAGE:  # deleted before its gateway event came
+                    self._removed()
+                    return
+                _log.warning("a streaming edit failed: %s", exc)
             except DELIVERY_ERRORS as exc:
                 _log.warning("a streaming edit failed: %s", exc)
             self._announce()
@@ -902,6 +927,8 @@ class DiscordStream:
     async def finish(self, reply: Reply) -> str:
         await self._stop_progress()
         self.host.streams.discard(self)
+        if self.removed:
+            return ""
         try:
             return await self.surface.deliver(reply)
         except DELIVERY_ERRORS:
@@ -913,6 +940,8 @@ class DiscordStream:
         instead of a "writing…" that never ends."""
         await self._stop_progress()
         self.host.streams.discard(self)
+        if self.removed:
+            return
         parts = tuple(part for part in self.parts if part) or ("…",)
         try:
             await self.surface.deliver(Reply(parts=parts, title=self.title, footer=f"⚠ {note}"), partial=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,15 +103,79 @@ def _option_value(option: Mapping[str, Any]) -> str:
     return "" if value is None else str(value)
 
 
-def to_command(payload: Mapping[str, Any], *, free_text: bool) -> Command:
-    """A slash command or the "Remix with Chorus" message command. A free-text command's `text` option is its text."""
+@dataclass(frozen=True)
+class MentionNames:
+    """Names for the `<@id>`, `<@&id>` and `<#id>` a text mentions, by id: what the adapter knows of the guild."""
+
+    users: Mapping[str, str] = field(default_factory=dict)
+    roles: Mapping[str, str] = field(default_factory=dict)
+    channels: Mapping[str, str] = field(default_factory=dict)
+
+
+_ANY_MENTION = re.compile(r"<(@!?|@&|#)(\d+)>")
+_COMMAND_MENTION = re.compile(r"</([\w-]+(?: [\w-]+){0,2}):\d+>")
+# How a mention reads when its name is not known: never the raw id, which means nothing to the model.
+UNKNOWN_MENTION = {"@": "@someone", "@!": "@someone", "@&": "@a role", "#": "#a channel"}
+
+
+def mentioned_ids(text: str) -> list[tuple[str, str]]:
+    """(kind, id) for each user (`@`), role (`@&`) and channel (`#`) mention in `text`, once each, in order."""
+    found: dict[tuple[str, str], None] = {}
+    for match in _ANY_MENTION.finditer(text):
+        found[("@" if match[1] == "@!" else match[1], match[2])] = None
+    return list(found)
+
+
+def resolved_names(payload: Mapping[str, Any]) -> MentionNames:
+    """The names an interaction's `resolved` data carries (members' nicknames first)."""
+    resolved = (payload.get("data") or {}).get("resolved") or {}
+    users = {
+        str(id_): str(user.get("global_name") or user.get("username") or "")
+        for id_, user in (resolved.get("users") or {}).items()
+    }
+    for id_, member in (resolved.get("members") or {}).items():
+        if member.get("nick"):
+            users[str(id_)] = str(member["nick"])
+    roles = {str(id_): str(role.get("name") or "") for id_, role in (resolved.get("roles") or {}).items()}
+    channels = {str(id_): str(chan.get("name") or "") for id_, chan in (resolved.get("channels") or {}).items()}
+    return MentionNames(users, roles, channels)
+
+
+def readable_mentions(text: str, names: MentionNames) -> str:
+    """Discord's mention markup as Discord shows it: `<@id>` as `@name`, `<@&id>` as `@role`, `<#id>` as
+    `#channel`, `</create:id>` as `/create`; one whose name is not known reads `@someone`, `@a role` or
+    `#a channel`, so the model never sees a raw id (and never writes one back as a ping)."""
+
+    def shown(match: re.Match[str]) -> str:
+        kind, id_ = match[1], match[2]
+        table = names.roles if kind == "@&" else names.channels if kind == "#" else names.users
+        name = table.get(id_, "")
+        if not name:
+            return UNKNOWN_MENTION[kind]
+        return f"{'#' if kind == '#' else '@'}{name.lstrip('@#')}"
+
+    return _COMMAND_MENTION.sub(r"/\1", _ANY_MENTION.sub(shown, text))
+
+
+def to_command(payload: Mapping[str, Any], *, free_text: bool, names: MentionNames | None = None) -> Command:
+    """A slash command or the "Remix with Chorus" message command. A free-text command's `text` option is its text.
+    Mentions in option text read as names (`names`, else the interaction's `resolved` data)."""
     data = payload.get("data") or {}
     conversation, user = to_conversation(payload), to_user(payload)
     if data.get("type") == 3:  # message context menu: remix the target message's text
         target = (data.get("resolved") or {}).get("messages", {}).get(str(data.get("target_id")), {})
-        text = readable_content(target) or embed_text(target)
+        text = readable_content(target, places=names) or embed_text(target)
         return Command(conversation, user, "remix", text=text, extras={"payload": payload})
-    options = {str(o["name"]): _option_value(o) for o in data.get("options") or [] if "name" in o}
+    known = resolved_names(payload)
+    if names is not None:
+        known = MentionNames(
+            {**names.users, **known.users}, {**names.roles, **known.roles}, {**names.channels, **known.channels}
+        )
+    options = {
+        str(o["name"]): readable_mentions(_option_value(o), known) if o.get("type", 3) == 3 else _option_value(o)
+        for o in data.get("options") or []
+        if "name" in o
+    }
     text = ""
     if free_text:
         text = options.pop("text", "")
@@ -200,10 +264,11 @@ def embed_text(message: Mapping[str, Any]) -> str:
     return _VARIANT_NUMBER.sub("", text).replace("\u200b", "")
 
 
-def readable_content(payload: Mapping[str, Any], *, bot_id: str = "") -> str:
-    """A message's content as Discord shows it: `<@id>` of a mentioned user as `@name` (nickname first) and a custom
-    emoji as `:name:`, so ideas, refinements and remixes carry names, not ids. Chorus' own mention and role and
-    channel mentions stay as they are."""
+def readable_content(payload: Mapping[str, Any], *, bot_id: str = "", places: MentionNames | None = None) -> str:
+    """A message's content as Discord shows it: `<@id>` of a mentioned user as `@name` (nickname first), a custom
+    emoji as `:name:`, and roles and channels named in `places` (the guild the adapter knows) as `@role` and
+    `#channel`, so ideas, requests, refinements and remixes carry names, not ids. Chorus' own mention, and roles and
+    channels not in `places`, stay as they are."""
     names: dict[str, str] = {}
     for mentioned in payload.get("mentions") or []:
         if str(mentioned.get("id")) == bot_id:
@@ -214,11 +279,27 @@ def readable_content(payload: Mapping[str, Any], *, bot_id: str = "") -> str:
             names[str(mentioned["id"])] = str(name)
     content = str(payload.get("content") or "")
     content = _USER_MENTION.sub(lambda m: f"@{names[m[1]]}" if m[1] in names else m[0], content)
+    if places is not None:
+        content = _PLACE_MENTION.sub(lambda m: _place(m, places), content)
     return _CUSTOM_EMOJI.sub(r":\1:", content)
 
 
+_PLACE_MENTION = re.compile(r"<(@&|#)(\d+)>")
+
+
+def _place(match: re.Match[str], places: MentionNames) -> str:
+    role = match[1] == "@&"
+    name = (places.roles if role else places.channels).get(match[2])
+    return f"{'@' if role else '#'}{name}" if name else match[0]
+
+
 def to_message(
-    payload: Mapping[str, Any], *, bot_id: str, thread_parent: str | None = None, chorus_thread: bool = False
+    payload: Mapping[str, Any],
+    *,
+    bot_id: str,
+    thread_parent: str | None = None,
+    chorus_thread: bool = False,
+    places: MentionNames | None = None,
 ) -> Message | Activity | None:
     """MESSAGE_CREATE -> Message when it is addressed to Chorus (reply to it, mention, DM, a Chorus thread), else
     Activity (counted only). Bots, Chorus itself and system messages give None."""
@@ -234,7 +315,7 @@ def to_message(
     reply_to = (payload.get("message_reference") or {}).get("message_id")
     mentioned = any(str(m.get("id")) == bot_id for m in payload.get("mentions") or [])
     direct = not payload.get("guild_id")
-    text = _strip_mention(readable_content(payload, bot_id=bot_id), bot_id)
+    text = _strip_mention(readable_content(payload, bot_id=bot_id, places=places), bot_id)
     extras = {"payload": payload}
     if replied_to_chorus or mentioned or direct or chorus_thread:
         return Message(

@@ -52,7 +52,9 @@ _NOT_IN_DM = (
     "I can't post in a direct message between other people. Use me in a channel I'm in, or message me directly."
 )
 # chat.update errors after which the result can only be delivered as a new message.
-_NOT_EDITABLE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed", "msg_too_long"})
+_NOT_EDITABLE = frozenset({"cant_update_message", "edit_window_closed", "msg_too_long"})
+# chat.update's error for a message that no longer exists: someone deleted what Chorus was writing.
+DELETED = "message_not_found"
 # How long the placeholder waits for the first chunk, so that it can already say "3rd in line, about 9 s".
 PLACEHOLDER_GRACE_S = 0.25
 # What a message cut short by a restart says under its text so far.
@@ -379,6 +381,9 @@ class SlackStream:
             except RateLimited:
                 _log.warning("Slack kept refusing the final edit of %s; posting the result anew", self.ts)
             except SlackApiError as exc:
+                if _error(exc) == DELETED:
+                    self._deleted()
+                    return ""
                 if _error(exc) not in _NOT_EDITABLE:
                     raise
                 _log.warning("the placeholder %s can't be edited (%s); posting the result anew", self.ts, _error(exc))
@@ -474,15 +479,27 @@ class SlackStream:
             await self._append_rest(Priority.PROGRESS)
             return
         client = await self._turn("chat.update", Priority.PROGRESS)
-        await self.outbound.attempt(
-            client,
-            "chat.update",
-            team,
-            channel=self.channel,
-            ts=self.ts,
-            **render_progress(self.title, self.parts, self.status_text),
-        )
+        try:
+            await self.outbound.attempt(
+                client,
+                "chat.update",
+                team,
+                channel=self.channel,
+                ts=self.ts,
+                **render_progress(self.title, self.parts, self.status_text),
+            )
+        except SlackApiError as exc:
+            if _error(exc) != DELETED:
+                raise
+            self._deleted()
+            return
         self.edits += 1
+
+    def _deleted(self) -> None:
+        """Someone (an admin) deleted the message being written: it is not edited again, and the result is not
+        posted anew, which would undo them (the version is still stored: /history has it)."""
+        _log.info("the message %s being written was deleted; the result will not be posted again", self.ts)
+        self._unreachable = True
 
     async def _append_rest(self, priority: Priority) -> None:
         """Native streaming: send Slack the text it does not have yet."""
@@ -596,7 +613,7 @@ class SlackPublisher:
                 **self.options.render(reply),
             )
         except SlackApiError as exc:
-            if _error(exc) in _NOT_EDITABLE:
+            if _error(exc) in _NOT_EDITABLE or _error(exc) == DELETED:
                 return False
             if _error(exc) in _NOT_ALLOWED:
                 raise PublishForbidden(f"Slack refused channel {channel}: {_error(exc)}") from exc

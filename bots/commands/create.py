@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bots.events import Command
+from bots.events import Command, Message
 from bots.options import Option
-from bots.parsing import CREATE_USAGE, REMIX_USAGE, parse_create, parse_remix
+from bots.parsing import CREATE_USAGE, REMIX_USAGE, create_request, parse_create, parse_remix
 from bots.router import CommandSpec, Context
 from bots.studio import Draft, at_length
 from config import KindSpec
@@ -23,6 +23,28 @@ async def create(ctx: Context) -> None:
     assert isinstance(command, Command)
     args = parse_create(command.text, command.options, ctx.app.settings)
     await _start(ctx, args.kind, ctx.app.settings.kinds[args.kind], args.prompt, args.tone, args.n, args.length)
+
+
+async def create_from_message(ctx: Context) -> bool:
+    """A mention, DM or thread message that asks in words for something new ("@Chorus write a slogan for our bake
+    sale") runs as /create. A reply to a result is a change to it, never a new request; without a verb ("a poem
+    about the sea") the message counts only where there is no result yet to change. False: not a request."""
+    message = ctx.event
+    if not isinstance(message, Message):
+        return False
+    store = ctx.app.store
+    if message.reply_to is not None and await store.find_by_message_ref(
+        message.conversation.platform, message.reply_to
+    ):
+        return False
+    settings = ctx.app.settings
+    bare = await store.latest_generation(message.conversation) is None
+    asked = create_request(message.text, settings, bare=bare)
+    if asked is None:
+        return False
+    args = parse_create(asked.text, {"n": asked.n} if asked.n else {}, settings)
+    await _start(ctx, args.kind, settings.kinds[args.kind], args.prompt, args.tone, args.n, args.length)
+    return True
 
 
 async def remix(ctx: Context) -> None:
