@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_discord import BAKERS_ROLE_ID, BOT_ID, CHANNEL_ID, GUILD_ID, FakeDiscord, Recorded
@@ -893,15 +894,26 @@ async def test_mentions_in_a_slash_prompt_reach_the_model_as_names(bot: Harness)
     assert "a bake sale by @Bakers in #general for @someone" in asked, asked
 
 
-async def test_a_double_click_makes_one_version_and_the_second_click_is_told_privately(bot: Harness) -> None:
+async def test_a_double_click_makes_one_version_and_the_second_click_is_told_privately(
+    bot: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     message_id, final = await create_one(bot)
     regenerate = next(cid for cid in custom_ids(final) if ":regenerate:" in cid)
-    bot.generator.delay_s = 0.2  # the first click is still writing when the second arrives
+    # The first click's generation is held until the second click is answered, however slow the machine.
+    gate, original = asyncio.Event(), bot.generator.stream
+
+    async def held(request: Any) -> AsyncIterator[Any]:
+        await gate.wait()
+        async for chunk in original(request):
+            yield chunk
+
+    monkeypatch.setattr(bot.generator, "stream", held)
     first = await bot.fake.click(message_id, regenerate)
     await wait_until(lambda: len(bot.chorus.clicks) == 1)
     second = await bot.fake.click(message_id, regenerate)
     answer = await ephemeral_answer(bot, second)
     assert "Already on it" in answer["content"]
+    gate.set()
     await bot.finished(first["token"])
     record = await latest_with_ref(bot, version=2)
     versions = await bot.chorus.store.versions(record.root_id)

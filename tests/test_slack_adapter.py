@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_slack import (
@@ -420,14 +421,27 @@ async def test_a_mention_that_asks_for_something_new_creates_it_and_a_dm_does_to
     assert record is not None and record.kind == "poem" and record.prompt == "the sea"
 
 
-async def test_a_double_click_makes_one_version_and_says_so_privately(slack: SlackChorus) -> None:
+async def test_a_double_click_makes_one_version_and_says_so_privately(
+    slack: SlackChorus, monkeypatch: pytest.MonkeyPatch
+) -> None:
     v1 = await create_result(slack)
     button = find_element(v1, "chorus:regenerate")
+    # The first press's generation is held until the second press is answered, however slow the machine.
+    generator, gate = slack.bot.chorus.generator, asyncio.Event()
+    original = generator.stream
+
+    async def held(request: Any) -> AsyncIterator[Any]:
+        await gate.wait()
+        async for chunk in original(request):
+            yield chunk
+
+    monkeypatch.setattr(generator, "stream", held)
     await slack.interact(block_actions(v1, button))
     await wait_until(lambda: len(slack.bot.chorus.clicks) == 1)
     await slack.interact(block_actions(v1, button))
     await wait_until(lambda: bool(slack.fake.answered("chat.postEphemeral")))
     assert "Already on it" in slack.fake.answered("chat.postEphemeral")[0].body["text"]
+    gate.set()
     await wait_until(lambda: any("v2" in block_texts(b["blocks"]) for b in final_updates(slack.fake)))
     await slack.idle()
     versions = await slack.bot.store.versions(
