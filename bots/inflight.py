@@ -215,6 +215,11 @@ class InFlight:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="chorus-in-flight")
 
+    @property
+    def running(self) -> bool:
+        """The heartbeat and sweep are running (start() was called and stop() not since)."""
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:

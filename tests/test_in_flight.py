@@ -64,6 +64,7 @@ def quick_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
 async def _kill(slack: SlackChorus) -> None:
     """What SIGKILL leaves: the records in the database, no heartbeat, no clean stop. (The HTTP listener stays up,
     but nothing reaches it any more.)"""
+    await wait_for(lambda: slack.bot.chorus.in_flight.running)  # else a heartbeat started later outlives the kill
     await slack.bot.chorus.in_flight.stop()
 
 
@@ -260,6 +261,7 @@ async def test_terminal_a_reply_left_half_printed_by_a_killed_chorus_is_finished
         dead_keys.type("/create story a tide that forgot to turn")
         await wait_for(lambda: "Once upon a" in dead_out.getvalue())
         await wait_for(lambda: _stored_records(dead_chorus.store))
+        await wait_for(lambda: dead_chorus.in_flight.running)
         await dead_chorus.in_flight.stop()  # killed: no heartbeat, nothing finished
         alive_chorus = await chorus_on(FakeGenerator())
         alive_keys, alive_out = _Keyboard(), io.StringIO()
@@ -358,6 +360,10 @@ class Silent(FakeGenerator):
 
 
 async def _discord_kill(harness: Any) -> None:
+    # The adapter starts the heartbeat in on_ready, which can run after the first command was answered. Stopped
+    # before it started, the heartbeat would start afterwards and keep the "dead" process' records fresh for good,
+    # so the restarted Chorus never took them over (1 run in 5 failed).
+    await wait_for(lambda: harness.chorus.in_flight.running)
     await harness.chorus.in_flight.stop()
 
 

@@ -265,17 +265,29 @@ def test_a_piped_conversion_shows_no_progress_bars(monkeypatch: pytest.MonkeyPat
 
     import transformers
 
-    seen = []
-    monkeypatch.setattr(models.sys, "stderr", io.StringIO())  # not a terminal
-    with models.quiet_progress(transformers):
-        seen.append(transformers.utils.logging.is_progress_bar_enabled())
-    assert seen == [False]
-    assert transformers.utils.logging.is_progress_bar_enabled()  # as it was, for whatever runs next
+    bars = transformers.utils.logging
+    was_enabled = bars.is_progress_bar_enabled()
+    bars.enable_progress_bar()  # transformers' default; whatever ran before may have turned them off
+    try:
+        seen = []
+        monkeypatch.setattr(models.sys, "stderr", io.StringIO())  # not a terminal
+        with models.quiet_progress(transformers):
+            seen.append(bars.is_progress_bar_enabled())
+        assert seen == [False]
+        assert bars.is_progress_bar_enabled()  # as it was, for whatever runs next
+    finally:
+        if not was_enabled:
+            bars.disable_progress_bar()
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     monkeypatch.setattr(models.sys, "stderr", Terminal())
-    with models.quiet_progress(transformers):
-        assert transformers.utils.logging.is_progress_bar_enabled()
+    bars.enable_progress_bar()
+    try:
+        with models.quiet_progress(transformers):
+            assert bars.is_progress_bar_enabled()
+    finally:
+        if not was_enabled:
+            bars.disable_progress_bar()
