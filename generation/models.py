@@ -373,14 +373,19 @@ def _convert_into(gguf: Path, target: Path, digest: str) -> None:
 
 @contextlib.contextmanager
 def quiet_progress(transformers: Any) -> Iterator[None]:
-    """transformers' progress bars only on a terminal: piped or logged, each redraw is another line of output
-    (a conversion printed a dozen "Converting and de-quantizing GGUF tensors" bars into one line)."""
+    """Progress bars only on a terminal: piped or logged, each redraw is more output (a conversion printed a dozen
+    "Converting and de-quantizing GGUF tensors" bars into one line). transformers' own switch covers its bars; the
+    GGUF conversion calls tqdm directly, so what is written to sys.stderr meanwhile goes nowhere. Logging keeps the
+    stream its handlers were given, and a failure still raises."""
+    if sys.stderr.isatty():
+        yield
+        return
     logging_utils = transformers.utils.logging
     was_enabled = logging_utils.is_progress_bar_enabled()
-    if was_enabled and not sys.stderr.isatty():
-        logging_utils.disable_progress_bar()
+    logging_utils.disable_progress_bar()
     try:
-        yield
+        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+            yield
     finally:
         if was_enabled:
             logging_utils.enable_progress_bar()

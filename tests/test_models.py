@@ -260,34 +260,31 @@ def test_a_truncated_converted_model_is_reported_and_converted_again(
 
 
 def test_a_piped_conversion_shows_no_progress_bars(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each redraw of transformers' progress bar is another line when stderr is not a terminal (a pipe, a log)."""
+    """Each redraw of a progress bar is more output when stderr is not a terminal (a pipe, a log). The GGUF
+    conversion draws its bar with tqdm directly, so transformers' own switch is not enough."""
     import io
 
     import transformers
+    from tqdm.auto import tqdm
 
-    bars = transformers.utils.logging
-    was_enabled = bars.is_progress_bar_enabled()
-    bars.enable_progress_bar()  # transformers' default; whatever ran before may have turned them off
-    try:
-        seen = []
-        monkeypatch.setattr(models.sys, "stderr", io.StringIO())  # not a terminal
-        with models.quiet_progress(transformers):
-            seen.append(bars.is_progress_bar_enabled())
-        assert seen == [False]
-        assert bars.is_progress_bar_enabled()  # as it was, for whatever runs next
-    finally:
-        if not was_enabled:
-            bars.disable_progress_bar()
+    def convert_with_bars() -> None:
+        for _ in tqdm(range(5), desc="Converting and de-quantizing GGUF tensors..."):
+            pass
+
+    piped = io.StringIO()
+    monkeypatch.setattr(models.sys, "stderr", piped)
+    with models.quiet_progress(transformers):
+        convert_with_bars()
+    assert piped.getvalue() == ""
+    convert_with_bars()  # after the conversion, stderr is the caller's again (and this test does see bars)
+    assert "Converting" in piped.getvalue()
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
-    monkeypatch.setattr(models.sys, "stderr", Terminal())
-    bars.enable_progress_bar()
-    try:
-        with models.quiet_progress(transformers):
-            assert bars.is_progress_bar_enabled()
-    finally:
-        if not was_enabled:
-            bars.disable_progress_bar()
+    terminal = Terminal()
+    monkeypatch.setattr(models.sys, "stderr", terminal)
+    with models.quiet_progress(transformers):
+        convert_with_bars()
+    assert "Converting" in terminal.getvalue()  # on a terminal the bar is shown
