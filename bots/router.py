@@ -19,6 +19,7 @@ from bots.events import Action, Activity, Command, Event, Message, MessageDelete
 from bots.parsing import did_you_mean
 from bots.reply import Reply, Responder
 from generation.moderation import Blocklist
+from generation.text import short
 from generation.types import GenerationError, GeneratorBusy
 
 if TYPE_CHECKING:
@@ -245,9 +246,7 @@ class Router:
                 hint = did_you_mean(event.name, self.commands, prefix="/") or self._prefix_hint(event.name)
                 raise UserError(f"Unknown command /{event.name}.{hint} Type /help for the list.")
             if ctx.spec.bare and event.text.strip():
-                extra = " ".join(event.text.split())
-                extra = extra if len(extra) <= 40 else extra[:39] + "…"
-                name, usage = ctx.spec.name, ctx.spec.usage
+                name, usage, extra = ctx.spec.name, ctx.spec.usage, short(event.text, 40)
                 raise UserError(f"/{name} takes nothing after it (got “{extra}”). Type {usage} alone.")
             await ctx.spec.handler(ctx)
             return

@@ -54,10 +54,10 @@ _log = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
-# The KV cache grows in blocks of this many positions and of this many slots (rows), exactly to what is in use.
 # How decode-only steps run: "auto" replays CUDA graphs on a GPU (eager elsewhere), "eager" runs the graphs'
 # fixed-shape step without capturing it, "off" always runs the engine's own step.
 DECODE_GRAPHS = ("auto", "eager", "off")
+# The KV cache grows in blocks of this many positions and of this many slots (rows), exactly to what is in use.
 _CACHE_BLOCK = 64
 _ROW_BLOCK = 4
 # The batch size oneDNN lays packed bfloat16 weights out for; they still take any number of rows.
@@ -226,8 +226,7 @@ class BatchingEngine(LocalGenerator):
         threads: int = 0,
         decode_graphs: str = "auto",
     ) -> None:
-        if decode_graphs not in DECODE_GRAPHS:
-            raise ValueError(f"decode_graphs must be one of {', '.join(DECODE_GRAPHS)} (got {decode_graphs!r})")
+        _check_decode_graphs(decode_graphs)
         self._decode_graphs = decode_graphs
         if max_batch < 1 or max_queue < 0 or max_seq_len < 2 or prefill_chunk < 1:
             raise ValueError("max_batch, max_seq_len and prefill_chunk must be positive and max_queue not negative")
@@ -853,9 +852,7 @@ class _SlotModel:
     ) -> None:
         import torch
 
-        if decode_graphs not in DECODE_GRAPHS:
-            raise ValueError(f"decode_graphs must be one of {', '.join(DECODE_GRAPHS)} (got {decode_graphs!r})")
-
+        _check_decode_graphs(decode_graphs)
         config = model.config
         model_type = getattr(config, "model_type", "?")
         if model_type not in SUPPORTED_MODEL_TYPES:
@@ -1220,6 +1217,11 @@ def _fuse_projections(torch: Any, layer: Any) -> None:
             object.__setattr__(module, name, _FusedSlice(module, fused_name, start, start + weight.shape[0]))
             start += weight.shape[0]
         setattr(module, fused_name, fused)
+
+
+def _check_decode_graphs(value: str) -> None:
+    if value not in DECODE_GRAPHS:
+        raise ValueError(f"decode_graphs must be one of {', '.join(DECODE_GRAPHS)} (got {value!r})")
 
 
 def _rotate(torch: Any, x: Any, cos: Any, signed_sin: Any) -> Any:

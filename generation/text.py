@@ -108,3 +108,9 @@ def shorten_to(text: str, max_words: int) -> str:
         short = candidate
     short = short.rstrip(",;:—– ")
     return short + end if short and len(short.split()) >= 2 else text
+
+
+def short(text: str, limit: int) -> str:
+    """One line, at most `limit` characters, with an ellipsis when cut."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"

@@ -18,7 +18,7 @@ import numpy as np
 from bots.brainstorm.clustering import as_matrix
 from generation.moderation import Blocklist, clean_output
 from generation.prompts import clean_variant
-from generation.text import is_degenerate, trim_to_complete
+from generation.text import is_degenerate, short, trim_to_complete
 from generation.types import ChatMessage, Embedder, GenerationError, GenerationRequest, Generator, Priority
 
 _log = logging.getLogger(__name__)
@@ -139,12 +139,6 @@ async def complete(
         return ""
     text = clean_variant(clean_output(_PREFIX.sub("", trimmed.text), blocklist))
     return "" if is_degenerate(text) else text
-
-
-def short(text: str, limit: int) -> str:
-    """One line, at most `limit` characters, with an ellipsis when cut."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
 def sentences(text: str, limit: int = 220) -> str:

@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bots.actions import BRAINSTORM_ACTIONS, BRAINSTORM_IDEA, BRAINSTORM_NEXT, BRAINSTORM_VOTE, BRAINSTORM_WRAP
-from bots.brainstorm.prompts import short
 from bots.reply import Reply, ReplyAction
 from bots.store import BrainstormRecord, IdeaRecord
+from generation.text import short
 
 IDEA, VOTE, NEXT, WRAP = BRAINSTORM_IDEA, BRAINSTORM_VOTE, BRAINSTORM_NEXT, BRAINSTORM_WRAP
 ACTIONS = BRAINSTORM_ACTIONS
