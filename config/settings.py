@@ -172,6 +172,9 @@ class DiscordSection(_Section):
     token_file: str = ""
     # None: one gateway connection; a number: AutoShardedClient with that many shards.
     shard_count: int | None = Field(None, ge=1)
+    # The shards this process runs (0-based, each below shard_count); empty: all of them. Several processes on one
+    # database each take a share of the shards (docs/deployment.md).
+    shard_ids: list[int] = Field(default_factory=list)
     api_base_url: str = ""
     gateway_url: str = ""
     sync_guilds: list[str] = Field(default_factory=list)
@@ -183,6 +186,22 @@ class DiscordSection(_Section):
     # Defer commands and buttons that generate as soon as they arrive, before discord.py and the core process them.
     defer_on_receipt: bool = True
     reconnect_delay_s: float = Field(5.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _shard_ids_fit(self) -> DiscordSection:
+        if not self.shard_ids:
+            return self
+        if self.shard_count is None:
+            raise ValueError("shard_ids needs shard_count: the total number of shards across all processes")
+        wrong = sorted({i for i in self.shard_ids if not 0 <= i < self.shard_count})
+        if wrong:
+            raise ValueError(
+                f"shard_ids {wrong} are not shards of shard_count = {self.shard_count} (they count from 0 to "
+                f"{self.shard_count - 1})"
+            )
+        if len(set(self.shard_ids)) != len(self.shard_ids):
+            raise ValueError("shard_ids lists a shard twice")
+        return self
 
 
 class SlackSection(_Section):

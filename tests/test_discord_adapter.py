@@ -562,6 +562,46 @@ async def test_sharded_client_connects_and_answers(tmp_path: Path) -> None:
         await stop_harness(bot)
 
 
+async def test_a_process_running_a_share_of_the_shards_identifies_as_them_and_leaves_syncing_to_shard_0(
+    tmp_path: Path,
+) -> None:
+    fake = FakeDiscord()
+    await fake.start()
+    share = await start_harness(
+        tmp_path / "b", fake=fake, CHORUS_DISCORD__SHARD_COUNT="2", CHORUS_DISCORD__SHARD_IDS="[1]"
+    )
+    try:
+        identify = next(op for op in fake.gateway_ops if op["op"] == 2)
+        assert identify["d"]["shard"] == [1, 2]  # only its own shard: the other process holds shard 0
+        payload = await fake.slash("create", {"kind": "slogan", "prompt": "second shard tea"})
+        assert "second shard tea" in (await share.finished(payload["token"]))["embeds"][0]["description"]
+        assert not fake.find("PUT", r"/commands$")  # two processes must not both overwrite the commands
+    finally:
+        await stop_harness(share, stop_fake=False)
+    first = await start_harness(
+        tmp_path / "a", fake=fake, CHORUS_DISCORD__SHARD_COUNT="2", CHORUS_DISCORD__SHARD_IDS="[0]"
+    )
+    try:
+        assert fake.find("PUT", r"/commands$")
+    finally:
+        await stop_harness(first)
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"CHORUS_DISCORD__SHARD_IDS": "[0]"}, "needs shard_count"),
+        ({"CHORUS_DISCORD__SHARD_COUNT": "2", "CHORUS_DISCORD__SHARD_IDS": "[2]"}, "count from 0 to 1"),
+        ({"CHORUS_DISCORD__SHARD_COUNT": "2", "CHORUS_DISCORD__SHARD_IDS": "[1, 1]"}, "twice"),
+    ],
+)
+def test_shard_ids_that_cannot_work_are_refused_at_load(tmp_path: Path, env: dict[str, str], words: str) -> None:
+    from config.settings import ConfigError
+
+    with pytest.raises(ConfigError, match=words):
+        settings_for(tmp_path, **env)
+
+
 def test_the_token_comes_from_the_environment_or_a_secrets_file(tmp_path: Path) -> None:
     from adapters.discord.app import TokenMissing, read_token
 

@@ -293,6 +293,8 @@ class DiscordAdapter:
             **self.client_options,
         }
         if self.section.shard_count is not None:
+            if self.section.shard_ids:  # this process runs its share; others on the same database run the rest
+                kwargs["shard_ids"] = sorted(self.section.shard_ids)
             return ShardedChorusClient(self, shard_count=self.section.shard_count, **kwargs)
         return ChorusClient(self, **kwargs)
 
@@ -376,6 +378,10 @@ class DiscordAdapter:
         await self._sync(tree)
 
     async def _sync(self, tree: app_commands.CommandTree) -> None:
+        if self.section.shard_ids and 0 not in self.section.shard_ids:
+            # Several processes split the shards: the one running shard 0 registers the commands, once per start.
+            _log.info("slash commands are synced by the process that runs shard 0; not this one")
+            return
         try:
             if self.section.sync_guilds:
                 for guild_id in self.section.sync_guilds:
