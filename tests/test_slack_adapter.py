@@ -463,3 +463,13 @@ async def test_a_result_an_admin_deletes_while_it_is_written_is_not_posted_again
     record = await slack.bot.store.latest_generation(Conversation("slack", TEAM, "C0GENERAL"))
     assert record is not None and record.variants and record.message_ref is None
     assert len(slack.fake.answered("chat.postMessage")) == 1, "the result was posted again"
+
+
+async def test_an_uninstall_of_a_single_workspace_app_is_acknowledged_and_logged_with_what_to_do(
+    slack: SlackChorus, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("ERROR", logger="adapters.slack.app"):
+        status, _, _ = await slack.event(event_callback({"type": "app_uninstalled"}))
+        await slack.idle()
+    assert status == 200  # Slack does not retry it, and the operator is told
+    assert any("uninstalled" in r.getMessage() and "CHORUS_SLACK_BOT_TOKEN" in r.getMessage() for r in caplog.records)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from fake_slack import SIGNING_SECRET, FakeSlack, slash_body
+from fake_slack import SIGNING_SECRET, FakeSlack, event_callback, slash_body
 from slack_support import (
     fake_slack_fixture,  # noqa: F401  (provides `fake`)
     final_updates,
@@ -16,7 +16,7 @@ from slack_support import (
 )
 
 from bots.events import Conversation
-from bots.reply import Reply
+from bots.reply import PublishForbidden, Reply
 from support import wait_until
 
 OAUTH_SECRETS = {
@@ -72,5 +72,48 @@ async def test_a_workspace_installs_chorus_and_its_own_token_is_used(
         await wait_until(lambda: len(fake.calls_to("response_url")) == 1)
         assert "install" in fake.calls_to("response_url")[0].body["text"].lower()
         assert len(fake.answered("chat.postMessage")) == 2
+    finally:
+        await slack.close()
+
+
+async def _install(base: str) -> None:
+    """A browser goes through the install page and Slack's redirect (the fake grants workspace T0SECOND)."""
+    async with aiohttp.ClientSession() as browser:
+        async with browser.get(f"{base}/slack/install") as page:
+            state = re.search(r"state=([\w-]+)", await page.text())
+            cookie = page.cookies["slack-app-oauth-state"].value
+        assert state is not None
+        redirect = f"{base}/slack/oauth_redirect?code=the-code&state={state.group(1)}"
+        async with browser.get(redirect, headers={"Cookie": f"slack-app-oauth-state={cookie}"}) as done:
+            assert done.status == 200
+
+
+@pytest.mark.parametrize(
+    "event",
+    [{"type": "app_uninstalled"}, {"type": "tokens_revoked", "tokens": {"bot": ["U0CHORUS"]}}],
+    ids=["app_uninstalled", "bot_token_revoked"],
+)
+async def test_a_workspace_that_removes_chorus_leaves_no_token_behind(
+    tmp_path: Path, fake: FakeSlack, event: dict
+) -> None:
+    slack = await start_slack(tmp_path, fake, secrets=OAUTH_SECRETS, CHORUS_SLACK__OAUTH="true")
+    try:
+        await _install(f"http://127.0.0.1:{slack.adapter.port}")
+        publisher = slack.bot.chorus.publisher
+        assert publisher is not None
+        drops_here = Conversation("slack", "T0SECOND", "C0DROPS")
+        await publisher.publish(drops_here, Reply.text("a drop"))  # the workspace's client is cached now
+
+        status, _, _ = await slack.event(event_callback(event, team="T0SECOND"))
+        assert status == 200  # acknowledged, so Slack does not retry it
+        await slack.idle()
+        assert slack.adapter.installations is not None
+        assert await slack.adapter.installations.async_find_bot(enterprise_id=None, team_id="T0SECOND") is None
+        with pytest.raises(PublishForbidden):  # drops there pause instead of posting with a dead token
+            await publisher.publish(drops_here, Reply.text("another drop"))
+        hook = fake.response_url("after removal")
+        await slack.slash(slash_body("/create", "x", team_id="T0SECOND", response_url=hook))
+        await wait_until(lambda: len(fake.calls_to("response_url")) == 1)
+        assert "install" in fake.calls_to("response_url")[0].body["text"].lower()
     finally:
         await slack.close()

@@ -170,7 +170,7 @@ def test_the_manifest_users_paste_matches_the_commands_and_listeners() -> None:
     assert pasted == manifest(), "manifest.yaml is stale: run `python -m adapters.slack.manifest`"
     assert [c["command"] for c in pasted["features"]["slash_commands"]] == [f"/{spec.name}" for spec in COMMANDS]
     assert pasted["features"]["shortcuts"][0]["callback_id"] == "chorus_remix"
-    assert {"message.channels", "message.im", "reaction_added", "app_home_opened"} <= set(
+    assert {"message.channels", "message.im", "reaction_added", "app_home_opened", "app_uninstalled"} <= set(
         pasted["settings"]["event_subscriptions"]["bot_events"]
     )
     # Edits and deletions (message_changed, message_deleted) are `message` events with a subtype: Slack delivers them

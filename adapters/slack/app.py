@@ -458,6 +458,40 @@ class SlackAdapter:
         app.event("reaction_removed")(self._on_reaction)
         app.event("app_home_opened")(self._on_home_opened)
         app.event("app_mention")(self._on_app_mention)
+        app.event("app_uninstalled")(self._on_uninstalled)
+        app.event("tokens_revoked")(self._on_tokens_revoked)
+
+    async def _on_uninstalled(self, body: dict[str, Any], context: Any) -> None:
+        """A workspace removed Chorus: its tokens are dead. With OAuth its installation is deleted (as Slack asks of
+        apps), so nothing keeps a revoked token and its drops pause at their next slot; a reinstall starts afresh.
+        Its stored results, drops and sessions stay until their retention runs out (docs/data.md)."""
+        team = str(body.get("team_id") or context.team_id or "")
+        if self.installations is not None:
+            await self.installations.async_delete_all(enterprise_id=context.enterprise_id, team_id=context.team_id)
+            self._clients.pop(team, None)
+            _log.warning("Slack workspace %s uninstalled Chorus; its installation is deleted", team)
+        else:
+            _log.error(
+                "Slack workspace %s uninstalled Chorus: the bot token in $%s no longer works. Reinstall the app "
+                "and set its new token.",
+                team,
+                self.settings.bot_token_env,
+            )
+
+    async def _on_tokens_revoked(self, body: dict[str, Any], event: dict[str, Any], context: Any) -> None:
+        """Tokens revoked in a workspace. Chorus asks for bot tokens only, and its installation rows hold that same
+        token, so a revoked bot token deletes the workspace's installation like an uninstall."""
+        team = str(body.get("team_id") or context.team_id or "")
+        if not (event.get("tokens") or {}).get("bot"):
+            return
+        if self.installations is not None:
+            await self.installations.async_delete_all(enterprise_id=context.enterprise_id, team_id=context.team_id)
+            self._clients.pop(team, None)
+            _log.warning("Slack workspace %s revoked Chorus' bot token; its installation is deleted", team)
+        else:
+            _log.error(
+                "Slack workspace %s revoked Chorus' bot token in $%s: set a new one.", team, self.settings.bot_token_env
+            )
 
     async def _dedupe(self, body: dict[str, Any], next: Callable[[], Awaitable[None]]) -> BoltResponse | None:
         """Answer a retried event (same event_id; X-Slack-Retry-Num set) with a 200 and do nothing else."""

@@ -25,6 +25,9 @@ BOT_EVENTS = (
     "message.mpim",
     "reaction_added",
     "reaction_removed",
+    # No scope needed: the workspace removed Chorus or revoked its token (adapters/slack/app.py forgets the token).
+    "app_uninstalled",
+    "tokens_revoked",
 )
 HEADER = """\
 # Chorus — Slack app manifest. Paste it at https://api.slack.com/apps → Create New App → From a manifest.
