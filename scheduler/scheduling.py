@@ -23,7 +23,7 @@ from scheduler import jobs
 from scheduler.core import DropsCore, schedule_of, settings_version
 from scheduler.models import DropChannel
 from scheduler.planner import Planner, quiet_hours
-from scheduler.schedule import CADENCES, Schedule, build_schedule
+from scheduler.schedule import CADENCES, Schedule, build_schedule, check_new_schedule
 
 _log = logging.getLogger(__name__)
 
@@ -136,10 +136,16 @@ class ScheduleManagement(DropsCore):
         if options.cadence and options.time is None and is_cron:
             time = "auto"  # a cron carries its own time
         if options.time is not None and is_cron:
-            raise UserError('--time does not combine with a cron cadence: put the hour in the cron, e.g. "30 9 * * *".')
+            kept = "" if options.cadence else f' (this channel\'s cadence is "{cadence}"; --cadence daily changes it)'
+            raise UserError(
+                f'--time does not combine with a cron cadence{kept}: put the hour in the cron, e.g. "30 9 * * *".'
+            )
         tz = options.tz or (row.tz if row else self.settings.default_tz)
         quiet = options.quiet if options.quiet is not None else (row.quiet if row else "")
         schedule = build_schedule(cadence, time, tz, quiet)
+        check_new_schedule(
+            schedule, cadence_changed=options.cadence is not None, quiet_changed=options.quiet is not None
+        )
         now = self.now()
         values: dict[str, Any] = {
             "enabled": True,
