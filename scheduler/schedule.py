@@ -251,7 +251,7 @@ def parse_cadence(value: str, zone: ZoneInfo) -> str:
             '(minute hour day month weekday), e.g. --cadence "0 9 * * 1-5".'
         )
     try:
-        trigger = cron_trigger(text, zone)
+        cron_trigger(text, zone)
     except ValueError as exc:
         raise UserError(
             f'Invalid cron {value!r}: {exc}. Five fields: minute hour day month weekday, e.g. "0 9 * * 1-5".'

@@ -136,9 +136,9 @@ class ScheduleManagement(DropsCore):
         if options.cadence and options.time is None and is_cron:
             time = "auto"  # a cron carries its own time
         if options.time is not None and is_cron:
-            kept = "" if options.cadence else f' (this channel\'s cadence is "{cadence}"; --cadence daily changes it)'
+            stored = "" if options.cadence else f' (this channel\'s cadence is "{cadence}"; --cadence daily changes it)'
             raise UserError(
-                f'--time does not combine with a cron cadence{kept}: put the hour in the cron, e.g. "30 9 * * *".'
+                f'--time does not combine with a cron cadence{stored}: put the hour in the cron, e.g. "30 9 * * *".'
             )
         tz = options.tz or (row.tz if row else self.settings.default_tz)
         quiet = options.quiet if options.quiet is not None else (row.quiet if row else "")

@@ -202,7 +202,7 @@ async def test_yesterdays_drop_is_learned_before_todays_slot_chooses_though_it_p
         )
         clock.current = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)  # the next slot fires on time; no tick ran
         await drops.service.run_slot(CONVERSATION.key)
-        first, second = await drops.runs()
+        first, _ = await drops.runs()
         assert first.settled and first.reward == 2.0
         planner = await _planner_of(drops)
         assert (planner.observed, planner.chosen) == (1, 2), "the second drop was chosen knowing the first's reward"
