@@ -44,7 +44,15 @@ def conversation_of(row: DropChannel) -> Conversation:
 
 
 def schedule_of(row: DropChannel) -> Schedule:
-    return build_schedule(row.cadence, row.time, row.tz, row.quiet)
+    """The channel's saved schedule. One that no longer works (a zone this system stopped knowing) says so, and how
+    to set it again, instead of asking for an option nobody typed."""
+    try:
+        return build_schedule(row.cadence, row.time, row.tz, row.quiet)
+    except UserError as exc:
+        raise UserError(
+            f"This channel's saved schedule no longer works: {exc} Set it again with /drops enable "
+            "(e.g. /drops enable --tz Europe/Berlin)."
+        ) from None
 
 
 def settings_version(row: DropChannel) -> str:
@@ -93,6 +101,8 @@ class DropsCore:
         self._slots_to_retry: dict[str, datetime] = {}
         self._lock = asyncio.Lock()
         self._planner_locks: dict[str, asyncio.Lock] = {}
+        # Channels whose job could not be made, with the settings version the admin channel was told about (once).
+        self._unschedulable: dict[str, str] = {}
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

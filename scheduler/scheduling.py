@@ -105,8 +105,13 @@ class ScheduleManagement(DropsCore):
                 job = self.scheduler.get_job(job_id)
                 if job is None or job.kwargs.get("version") != settings_version(row):
                     await self._sync_job(row)
-            except Exception:
+                self._unschedulable.pop(row.key, None)
+            except Exception as exc:
+                if self._unschedulable.get(row.key) == settings_version(row):
+                    continue  # told once for these settings; every tick would say it again
+                self._unschedulable[row.key] = settings_version(row)
                 _log.exception("drops for %s could not be scheduled; the other channels still are", row.key)
+                await self.alert(row, f"Drops for {row.channel} cannot be scheduled: {str(exc) or type(exc).__name__}")
 
     async def next_run(self, row: DropChannel) -> datetime | None:
         if not row.enabled or row.paused:

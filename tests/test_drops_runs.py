@@ -129,6 +129,28 @@ async def test_a_channel_whose_zone_no_longer_exists_fails_its_run_and_other_cha
         await drops.bot.chorus.close()
 
 
+async def test_a_channel_whose_zone_vanished_is_told_once_and_can_be_fixed_from_the_channel(tmp_path: Path) -> None:
+    clock = Clock(datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
+    drops = await start_drops(drops_settings(tmp_path), clock)
+    try:
+        await drops.say("/drops enable --time 09:00 --tz Europe/Berlin")
+        clock.advance(minutes=1)
+        async with drops.bot.store.session() as session, session.begin():  # a zone the system no longer knows
+            await session.execute(update(DropChannel).values(tz="Mars/Base", updated_at=clock()))
+        for _ in range(3):
+            clock.advance(minutes=1)
+            await drops.service.tick()
+        alerts = [reply.parts[0] for reply in drops.publisher.to("mods")]
+        assert len(alerts) == 1 and "cannot be scheduled" in alerts[0] and "Mars/Base" in alerts[0], alerts
+        status = await drops.say("/drops status")
+        assert "saved schedule no longer works" in status and "/drops enable" in status, status
+        assert "Updated drops here" in await drops.say("/drops enable --tz Europe/Berlin")
+        assert "Schedule: daily at 09:00 Europe/Berlin" in await drops.say("/drops status")
+        assert len(drops.jobs()) == 1
+    finally:
+        await drops.bot.chorus.close()
+
+
 async def _busy_at(drops: Drops, hour_utc: int, days: int = 7) -> None:
     for day in range(days):
         for _ in range(10):
