@@ -219,7 +219,8 @@ class RunLifecycle(DropsCore):
         """Plan the claimed run at the hour it fires (the hour chosen for it), post it, and schedule the next one."""
         key = row.key
         schedule = schedule_of(row)
-        local = slot.astimezone(schedule.zone)
+        # Through UTC: a slot in a spring-forward gap (02:30) is the wall time it really posts at (03:30).
+        local = slot.astimezone(UTC).astimezone(schedule.zone)
         if schedule.is_cron and local.hour in quiet_hours(schedule.quiet):
             await self._set_run(run_id, status=SKIPPED, note="quiet hours")
             return

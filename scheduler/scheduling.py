@@ -114,16 +114,28 @@ class ScheduleManagement(DropsCore):
                 await self.alert(row, f"Drops for {row.channel} cannot be scheduled: {str(exc) or type(exc).__name__}")
 
     async def next_run(self, row: DropChannel) -> datetime | None:
+        """When the next drop is due, as shown to people: a cron's times inside the quiet hours are skipped there,
+        so they are skipped here too."""
         if not row.enabled or row.paused:
             return None
+        schedule = schedule_of(row)
+        trigger = schedule.trigger(self._auto_hour(row))
+        at: datetime | None = None
         if self.scheduler is not None:
             try:
                 job = self.scheduler.get_job(self._job_id(row.key))
             except OperationalError:  # the job store cannot be read right now; the tick repairs it
                 job = None
-            if job is not None and job.next_run_time is not None:
-                return job.next_run_time
-        return schedule_of(row).trigger(self._auto_hour(row)).get_next_fire_time(None, self.now())
+            if job is not None:
+                at = job.next_run_time
+        if at is None:
+            at = trigger.get_next_fire_time(None, self.now())
+        quiet = quiet_hours(schedule.quiet) if schedule.is_cron else frozenset()
+        for _ in range(24 * 366):  # a cron fires at most hourly, and check_new_schedule left it an hour outside quiet
+            if at is None or at.astimezone(schedule.zone).hour not in quiet:
+                return at
+            at = trigger.get_next_fire_time(at, at + timedelta(minutes=1))
+        return None  # a cron stored before that check, firing only in quiet hours: no drop will post
 
     async def enable(self, conversation: Conversation, user: User, options: DropsOptions) -> str:
         await self.ensure_tables()

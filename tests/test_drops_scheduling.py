@@ -94,6 +94,13 @@ async def test_cron_shorthands_work_and_a_cron_stored_earlier_keeps_working(drop
     assert "Updated drops here" in await drops.say("/drops enable --tz Europe/Berlin")
 
 
+async def test_the_next_drop_shown_is_never_one_the_quiet_hours_skip(drops: Drops) -> None:
+    # Hourly, quiet for all but 09:00: whatever the time now, the next drop that will post is at 09:00.
+    reply = await drops.say('/drops enable --cadence "0 * * * *" --quiet 10:00-09:00')
+    assert "09:00 UTC." in reply, reply
+    assert "Next drop: " in (status := await drops.say("/drops status")) and "09:00 UTC" in status, status
+
+
 def test_times_are_read_the_ways_people_write_them() -> None:
     written = {
         "18:30": (18, 30), "9:05": (9, 5), "18.30": (18, 30), "18h30": (18, 30), "18h": (18, 0), "9am": (9, 0),
