@@ -325,7 +325,8 @@ class RunLifecycle(DropsCore):
         if self.publisher is None:
             raise UserError("Chorus is not connected to a platform yet, so it cannot post.")
         repaired = ""
-        if not run.text:
+        if not run.text or (run.plan or {}).get("kind") not in self._kinds(row):
+            # Not written yet, or written as a kind removed since (never sent: its send failed): (re)write it.
             plan, repaired = await self._usable_plan(run, row)
             try:
                 title, text, generation_id, vector = await self._generate(row, plan)

@@ -15,6 +15,7 @@ from sqlalchemy import update
 from adapters.terminal.translate import CONVERSATION
 from bots.drops import DropsOptions
 from bots.events import Activity, Conversation
+from scheduler.core import KIND_LABELS
 from scheduler.models import DropChannel, DropRun
 from scheduler.planner import Engagement, Planner, SharedPrior
 
@@ -97,6 +98,29 @@ async def test_bad_runs_are_repaired_or_failed_and_the_tick_still_serves_every_c
     await service.tick()
     assert len(second.publisher.posts) == posts and len(second.publisher.to("mods")) == alerted, "settled for good"
     await second.bot.chorus.close()
+
+
+async def test_a_written_drop_waiting_for_a_retry_whose_kind_was_removed_is_rewritten_as_a_remaining_kind(
+    tmp_path: Path,
+) -> None:
+    drops = await start_drops(drops_settings(tmp_path), Clock(datetime(2026, 12, 1, 12, 0, tzinfo=UTC)))
+    try:
+        await drops.say("/drops enable --time 09:00 --kinds prompt,question")
+        drops.publisher.failures = [ConnectionError("gateway timeout")]
+        assert "retrying" in await drops.say("/drops now")
+        [waiting] = await drops.runs()
+        written = (waiting.plan or {})["kind"]
+        assert waiting.text, "it was written before the send failed"
+        left = "question" if written == "prompt" else "prompt"
+        await _set_kinds(drops, CONVERSATION, [left, "limerick"])  # its kind is no longer one the channel can use
+        drops.clock.advance(minutes=5)
+        await drops.service.tick()
+        [run] = await drops.runs()
+        [posted] = drops.publisher.to(CONVERSATION.channel)
+        assert run.status == "posted" and (run.plan or {})["kind"] == left, (run.status, run.plan)
+        assert posted.title.startswith(KIND_LABELS[left]) and f"no longer configured, so it became a {left}" in run.note
+    finally:
+        await drops.bot.chorus.close()
 
 
 async def test_a_channel_whose_zone_no_longer_exists_fails_its_run_and_other_channels_carry_on(
