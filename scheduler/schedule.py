@@ -36,6 +36,7 @@ _CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _FULL_DAY_NAMES = {
     day[:3]: day for day in ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
 }
+_CRON_TOKEN = re.compile(r"^[0-9a-z*?,/#lw-]+$", re.IGNORECASE)
 _CRON_DAY_PART = re.compile(r"^(\*|[0-7a-z]+)(?:-([0-7a-z]+))?(?:/(\d+))?$")
 
 
@@ -245,6 +246,11 @@ def parse_cadence(value: str, zone: ZoneInfo) -> str:
         return text.lower()
     text = CRON_MACROS.get(text.lower(), text)
     fields = text.split()
+    if len(fields) in (6, 7) and all(_CRON_TOKEN.match(field) for field in fields):
+        raise UserError(
+            f"The cron {value!r} has {len(fields)} fields; drops take cron's 5 (minute hour day month weekday), with "
+            'no seconds or year: e.g. --cadence "0 18 * * 1-5".'
+        )
     if len(fields) != 5:
         raise UserError(
             f"Unknown cadence {value!r}. Use daily, weekdays, weekly or a quoted 5-field cron "

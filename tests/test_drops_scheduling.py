@@ -76,6 +76,7 @@ async def test_bad_input_gets_short_useful_errors(drops: Drops) -> None:
         "/drops enable --cadence 0 18 * * 1": 'Quote a cron cadence: --cadence "0 18 * * 1"',
         '/drops enable --cadence "0 3 * * *" --quiet 22:00-08:00': "fires only inside the quiet hours 22:00-08:00",
         '/drops enable --cadence "@often"': "Unknown cadence '@often'",
+        '/drops enable --cadence "0 0 18 * * MON-FRI"': "has 6 fields; drops take cron's 5",
     }
     for line, expected in cases.items():
         [reply] = await drops.bot.say(line)
