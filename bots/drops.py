@@ -7,6 +7,8 @@ quiet hours).
 
 from __future__ import annotations
 
+import itertools
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +116,20 @@ def _topic(text: str) -> str:
     return text
 
 
+_CRON_FIELD = re.compile(r"^[0-9a-z*?,/-]+$", re.IGNORECASE)
+
+
+def _unquoted_cron(words: list[str]) -> None:
+    """`--cadence 0 18 * * 1` (a cron without its quotes) gets the quoted form to type, not "Unexpected '18'"."""
+    for i, word in enumerate(words[:-1]):
+        if word.lstrip("-—–").lower() != "cadence" or not word.startswith(("-", "—", "–")):
+            continue
+        fields = list(itertools.takewhile(lambda w: not w.startswith("-") and _CRON_FIELD.match(w), words[i + 1 :]))
+        if len(fields) >= 2 and any(c.isdigit() or c == "*" for c in fields[0]):
+            cron = " ".join(fields[:5])
+            raise UserError(f'Quote a cron cadence: --cadence "{cron}" (minute hour day month weekday).')
+
+
 def parse_drops(text: str) -> DropsRequest:
     """Parse `/drops <subcommand> ...` text; `--cadence "0 9 * * 1-5"` keeps its quoted spaces. Topics are taken as
     written, so "children's books" keeps its apostrophe."""
@@ -149,6 +165,7 @@ def parse_drops(text: str) -> DropsRequest:
         if rest:
             raise UserError(f"/drops {sub} takes no options. {DROPS_USAGE}")
         return DropsRequest(sub)
+    _unquoted_cron(rest)
     _, found = split_options(_comma_lists(rest), ENABLE_OPTIONS, strict=True, usage=DROPS_USAGE)
     kinds = None
     if "kinds" in found:

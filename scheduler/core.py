@@ -9,7 +9,7 @@ import logging
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,15 @@ def conversation_of(row: DropChannel) -> Conversation:
 
 
 def schedule_of(row: DropChannel) -> Schedule:
-    return build_schedule(row.cadence, row.time, row.tz, row.quiet)
+    """The channel's saved schedule. One that no longer works (a zone this system stopped knowing) says so, and how
+    to set it again, instead of asking for an option nobody typed."""
+    try:
+        return build_schedule(row.cadence, row.time, row.tz, row.quiet)
+    except UserError as exc:
+        raise UserError(
+            f"This channel's saved schedule no longer works: {exc} Set it again with /drops enable "
+            "(e.g. /drops enable --tz Europe/Berlin)."
+        ) from None
 
 
 def settings_version(row: DropChannel) -> str:
@@ -92,6 +100,9 @@ class DropsCore:
         # Channels whose slot fired while the database could not be used: key -> when it fired. The tick retries.
         self._slots_to_retry: dict[str, datetime] = {}
         self._lock = asyncio.Lock()
+        self._planner_locks: dict[str, asyncio.Lock] = {}
+        # Channels whose job could not be made, with the settings version the admin channel was told about (once).
+        self._unschedulable: dict[str, str] = {}
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -100,6 +111,11 @@ class DropsCore:
 
     def now(self) -> datetime:
         return self.clock()
+
+    def _planner_lock(self, key: str) -> asyncio.Lock:
+        """Held while this process reads a channel's planner, changes it and saves it back, so a drop being chosen
+        and an engagement being learned never overwrite each other's update."""
+        return self._planner_locks.setdefault(key, asyncio.Lock())
 
     async def ensure_tables(self) -> None:
         """The drops tables come with the store's schema revisions (bots/migrations), made when the store starts."""
@@ -257,7 +273,7 @@ class DropsCore:
 
     # -- provided by the other parts of the service (see scheduler/service.py) -----------------------------------
 
-    async def settle_due(self, channel_key: str | None = None) -> int:
+    async def settle_due(self, channel_key: str | None = None, *, ahead: timedelta = timedelta(0)) -> int:
         raise NotImplementedError
 
     async def deliver(self, run_id: int) -> DropRun:

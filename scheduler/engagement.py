@@ -82,10 +82,12 @@ class EngagementSettlement(DropsCore):
             click_weight=self.settings.click_weight,
         )
 
-    async def settle_due(self, channel_key: str | None = None) -> int:
-        """Drops whose engagement window closed become rewards for their channel's planner (one channel's, or all).
-        A run that cannot be learned from is still settled, with its reward, so it is not tried again."""
-        cutoff = self.now() - timedelta(hours=self.settings.engagement_window_h)
+    async def settle_due(self, channel_key: str | None = None, *, ahead: timedelta = timedelta(0)) -> int:
+        """Drops whose engagement window closed (or closes within `ahead`) become rewards for their channel's
+        planner (one channel's, or all). Each drop is learned from once, even when a slot and the tick settle it at
+        the same moment; a channel whose planner is busy choosing is settled at the next call. A run that cannot be
+        learned from is still settled, with its reward, so it is not tried again."""
+        cutoff = self.now() + ahead - timedelta(hours=self.settings.engagement_window_h)
         query = select(DropRun).where(DropRun.status == POSTED, DropRun.settled.is_(False), DropRun.posted_at <= cutoff)
         if channel_key is not None:
             query = query.where(DropRun.channel_key == channel_key)
@@ -99,13 +101,28 @@ class EngagementSettlement(DropsCore):
                 _log.exception("could not count the engagement of drop %s; trying again later", run.run_key)
                 continue
             reward = self.reward(engagement)
-            try:
-                await self._learn(run, engagement, reward)
-            except Exception:
-                _log.exception("drop %s: its engagement could not be learned from", run.run_key)
-            await self._set_run(run.id, settled=True, reward=reward, engagement=dataclasses.asdict(engagement))
+            lock = self._planner_lock(run.channel_key)
+            if lock.locked():
+                continue
+            async with lock:
+                if not await self._mark_settled(run.id, reward, engagement):
+                    continue  # settled meanwhile (by a slot of its channel, or the tick)
+                try:
+                    await self._learn(run, engagement, reward)
+                except Exception:
+                    _log.exception("drop %s: its engagement could not be learned from", run.run_key)
             settled += 1
         return settled
+
+    async def _mark_settled(self, run_id: int, reward: float, engagement: Engagement) -> bool:
+        """Mark a run settled unless it already is; True when this call did it (and so learns from it)."""
+        async with self.store.session() as session, session.begin():
+            done = await session.execute(
+                update(DropRun)
+                .where(DropRun.id == run_id, DropRun.settled.is_(False))
+                .values(settled=True, reward=reward, engagement=dataclasses.asdict(engagement))
+            )
+        return bool(done.rowcount)  # type: ignore[attr-defined]
 
     async def _learn(self, run: DropRun, engagement: Engagement, reward: float) -> None:
         row = await self._channel(run.channel_key)

@@ -611,17 +611,22 @@ class Planner:
 
     def learned(self, top: int = 3) -> dict[str, list[tuple[str, float]]]:
         """The kinds, tones and topics that credibly do better than the rest (more than half an sd above the group's
-        average, and tried), best first with their lead, for /drops status; an empty group has no clear favourite."""
+        average, and tried), best first with their lead, for /drops status; an empty group has no clear favourite.
+        Only the channel's own evidence counts: the lead an option started with (from a prior shared across the
+        deployment) is taken off first, and without any engaged drop nothing is named."""
         out: dict[str, list[tuple[str, float]]] = {}
         for group, names in (("kind", self.kinds), ("tone", self.tones), ("topic", self.topics)):
             index = {name: self.features.index(f"{group}:{name}") for name in names}
-            if len(index) < 2:
+            if len(index) < 2 or not self.engaged:
                 out[group] = []
                 continue
+            started = {name: self._priors.get(f"{group}:{name}", (0.0, 0.0))[0] for name in names}
+            average_start = sum(started.values()) / len(names)
             ahead = []
             for name in names:
                 lead, sd = self.effect(group, name)
-                if self.tried.get(f"{group}:{name}") and lead > 0.5 * sd:
+                own = lead - (started[name] - average_start)
+                if self.tried.get(f"{group}:{name}") and min(lead, own) > 0.5 * sd:
                     ahead.append((name, lead))
             out[group] = sorted(ahead, key=lambda item: -item[1])[:top]
         return out
@@ -684,6 +689,8 @@ class Planner:
             setattr(planner, key, int(state.get(key, 0)))
         planner._low_run = int(state.get("low_run", 0))
         planner._slots_since_post = int(state.get("slots_since_post", 0))
+        # A state from before this count was kept: what it learned came from engagement it saw.
+        planner.engaged = int(state.get("engaged", planner.observed))
         if version < STATE_VERSION:
             planner._migrate(state)
             return planner
@@ -698,7 +705,6 @@ class Planner:
         planner._noise_n = float(state.get("noise_n", 0.0))
         planner.disliked_seen = int(state.get("disliked_seen", 0))
         planner._surprise = float(state.get("surprise", 0.0))
-        planner.engaged = int(state.get("engaged", 0))
         planner.set_options(state["kinds"], state["tones"], state["topics"])
         return planner
 

@@ -48,6 +48,7 @@ _log = logging.getLogger(__name__)
 
 # The longest wait between two tries of one drop, whatever `retry_base_s` and the attempt count make of it.
 MAX_RETRY_DELAY_S = 6 * 3600.0
+SETTLE_AHEAD = timedelta(hours=1)
 UNANSWERED_NOTE = "no answer from the platform, so it may have been posted; not re-sent to avoid a double post"
 
 
@@ -218,24 +219,27 @@ class RunLifecycle(DropsCore):
         """Plan the claimed run at the hour it fires (the hour chosen for it), post it, and schedule the next one."""
         key = row.key
         schedule = schedule_of(row)
-        local = slot.astimezone(schedule.zone)
+        # Through UTC: a slot in a spring-forward gap (02:30) is the wall time it really posts at (03:30).
+        local = slot.astimezone(UTC).astimezone(schedule.zone)
         if schedule.is_cron and local.hour in quiet_hours(schedule.quiet):
             await self._set_run(run_id, status=SKIPPED, note="quiet hours")
             return
-        # Engagement whose window closed before this slot is learned before this slot chooses.
-        await self.settle_due(channel_key=key)
-        row = await self._channel(key) or row
-        planner = await self._planner(row, schedule)
-        if not planner.kinds:
-            raise _RunUnusable(self._no_kinds_note(row))
-        plan = planner.choose(local, hour=local.hour)
+        # Engagement whose window closed before this slot is learned before this slot chooses; so is a drop whose
+        # window closes within the next minutes (yesterday's drop at this hour posted a little after its slot).
+        await self.settle_due(channel_key=key, ahead=self._settle_ahead())
         auto = schedule.time == "auto" and not schedule.is_cron
         next_day = datetime(local.year, local.month, local.day, tzinfo=schedule.zone) + timedelta(days=1)
-        values: dict[str, Any] = {}
-        if auto:
-            # The hour of the next auto drop is chosen now, so its job fires at it and its run posts at it.
-            values["auto_hour"] = planner.choose_hour(next_day)[0]
-        await self._save_channel(key, planner=planner.to_state(), **values)
+        async with self._planner_lock(key):
+            row = await self._channel(key) or row
+            planner = await self._planner(row, schedule)
+            if not planner.kinds:
+                raise _RunUnusable(self._no_kinds_note(row))
+            plan = planner.choose(local, hour=local.hour)
+            values: dict[str, Any] = {}
+            if auto:
+                # The hour of the next auto drop is chosen now, so its job fires at it and its run posts at it.
+                values["auto_hour"] = planner.choose_hour(next_day)[0]
+            await self._save_channel(key, planner=planner.to_state(), **values)
         await self._set_run(run_id, plan=plan.as_dict())
         if not plan.post:
             await self._set_run(
@@ -249,6 +253,12 @@ class RunLifecycle(DropsCore):
             await self._save_channel(key, last_slot_at=next_day.astimezone(UTC) - timedelta(seconds=1))
             row = await self._channel(key) or row
             await self._sync_job(row, after_slot=slot)
+
+    def _settle_ahead(self) -> timedelta:
+        """How long before its window closes a drop is settled by the next slot of its channel: writing and sending
+        a drop takes time, so yesterday's drop at the same hour closes its window just after today's slot fires.
+        An hour, or a twelfth of a short window; the engagement of those last minutes is not worth a blind choice."""
+        return min(SETTLE_AHEAD, timedelta(hours=self.settings.engagement_window_h) / 12)
 
     async def _fail_run(self, run_id: int, exc: BaseException) -> None:
         """A run that could not be processed is failed with a note (status and the admin channel), so it never
@@ -284,16 +294,18 @@ class RunLifecycle(DropsCore):
         if not kinds:
             raise _RunUnusable(self._no_kinds_note(row))
         schedule = schedule_of(row)
-        planner = await self._planner(row, schedule)
-        local = run.scheduled_for.astimezone(schedule.zone)
-        fresh = planner.choose(local, hour=local.hour)
+        async with self._planner_lock(row.key):
+            row = await self._channel(row.key) or row
+            planner = await self._planner(row, schedule)
+            local = run.scheduled_for.astimezone(schedule.zone)
+            fresh = planner.choose(local, hour=local.hour)
+            await self._save_channel(row.key, planner=planner.to_state())
         if plan is None:
             note = "planned late: it was interrupted before it was planned"
             plan = dataclasses.replace(fresh, post=True)
         else:
             note = f"the kind {plan.kind!r} is no longer configured, so it became a {fresh.kind}"
             plan = dataclasses.replace(plan, kind=fresh.kind)
-        await self._save_channel(row.key, planner=planner.to_state())
         await self._set_run(run.id, plan=plan.as_dict(), note=note)
         await self.alert(row, f"A drop for {row.channel} was repaired: {note}.")
         return plan, note
@@ -313,7 +325,8 @@ class RunLifecycle(DropsCore):
         if self.publisher is None:
             raise UserError("Chorus is not connected to a platform yet, so it cannot post.")
         repaired = ""
-        if not run.text:
+        if not run.text or (run.plan or {}).get("kind") not in self._kinds(row):
+            # Not written yet, or written as a kind removed since (never sent: its send failed): (re)write it.
             plan, repaired = await self._usable_plan(run, row)
             try:
                 title, text, generation_id, vector = await self._generate(row, plan)
@@ -469,15 +482,17 @@ class RunLifecycle(DropsCore):
         row = await self._require(conversation)
         schedule = schedule_of(row)
         now = self.now()
-        planner = await self._planner(row, schedule)
-        if not planner.kinds:
-            raise UserError(self._no_kinds_note(row).capitalize() + ".")
-        run_id = await self._claim(row, f"now:{row.key}:{uuid.uuid4().hex}", now)
-        assert run_id is not None
-        local = now.astimezone(schedule.zone)
-        plan = planner.choose(local, hour=local.hour)
-        plan = dataclasses.replace(plan, post=True)
-        await self._save_channel(row.key, planner=planner.to_state())
+        async with self._planner_lock(row.key):
+            row = await self._channel(row.key) or row
+            planner = await self._planner(row, schedule)
+            if not planner.kinds:
+                raise UserError(self._no_kinds_note(row).capitalize() + ".")
+            run_id = await self._claim(row, f"now:{row.key}:{uuid.uuid4().hex}", now)
+            assert run_id is not None
+            local = now.astimezone(schedule.zone)
+            plan = planner.choose(local, hour=local.hour)
+            plan = dataclasses.replace(plan, post=True)
+            await self._save_channel(row.key, planner=planner.to_state())
         await self._set_run(run_id, plan=plan.as_dict())
         run = await self.deliver(run_id)
         if run.status == POSTED or run.id in self._unrecorded:

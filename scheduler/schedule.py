@@ -7,6 +7,7 @@ Every bad value becomes a UserError that says how to fix it.
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,14 @@ from bots.errors import UserError
 from scheduler.planner import quiet_hours
 
 CADENCES = {"daily": "*", "weekdays": "mon-fri", "weekly": "mon"}
+# cron's shorthands, as the 5-field crons they stand for.
+CRON_MACROS = {
+    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
+}  # fmt: skip
+# Drops are at most hourly: each one's engagement is counted for a day, and a cron like "* 18 * * *" (every minute of
+# 18:00-18:59, most likely meant as "0 18 * * *") would post sixty.
+MIN_CRON_SPACING = timedelta(hours=1)
 _CLOCK = re.compile(r"^(\d{1,2})(?:[:.h](\d{2}))?h?\s*(?:([ap])\.?m?\.?)?$")
 # Cron counts weekdays from Sunday (0, and 7 again); APScheduler's day_of_week counts 0 as Monday, so a cron's
 # weekday field is translated to names, which mean the same to both.
@@ -27,6 +36,7 @@ _CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _FULL_DAY_NAMES = {
     day[:3]: day for day in ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
 }
+_CRON_TOKEN = re.compile(r"^[0-9a-z*?,/#lw-]+$", re.IGNORECASE)
 _CRON_DAY_PART = re.compile(r"^(\*|[0-7a-z]+)(?:-([0-7a-z]+))?(?:/(\d+))?$")
 
 
@@ -234,7 +244,13 @@ def parse_cadence(value: str, zone: ZoneInfo) -> str:
     text = value.strip()
     if text.lower() in CADENCES:
         return text.lower()
+    text = CRON_MACROS.get(text.lower(), text)
     fields = text.split()
+    if len(fields) in (6, 7) and all(_CRON_TOKEN.match(field) for field in fields):
+        raise UserError(
+            f"The cron {value!r} has {len(fields)} fields; drops take cron's 5 (minute hour day month weekday), with "
+            'no seconds or year: e.g. --cadence "0 18 * * 1-5".'
+        )
     if len(fields) != 5:
         raise UserError(
             f"Unknown cadence {value!r}. Use daily, weekdays, weekly or a quoted 5-field cron "
@@ -247,6 +263,39 @@ def parse_cadence(value: str, zone: ZoneInfo) -> str:
             f'Invalid cron {value!r}: {exc}. Five fields: minute hour day month weekday, e.g. "0 9 * * 1-5".'
         ) from None
     return " ".join(fields)
+
+
+def check_new_schedule(schedule: Schedule, *, cadence_changed: bool, quiet_changed: bool) -> None:
+    """What `/drops enable` refuses on top of a valid schedule (a stored one keeps working as it is): a cron that
+    never fires ("0 9 31 2 *"), one that fires more than once an hour ("* 18 * * *"), one whose every time falls in
+    the quiet hours."""
+    if not schedule.is_cron:
+        return
+    trigger = schedule.trigger(0)
+    start = datetime(2024, 1, 1, tzinfo=UTC)  # a leap year: "0 9 29 2 *" fires in it
+    if cadence_changed:
+        _check_cron_fires(schedule.cadence, trigger, start)
+    if (cadence_changed or quiet_changed) and schedule.quiet is not None:
+        hours = {at.astimezone(schedule.zone).hour for at in fire_times(trigger, start, start + timedelta(days=366))}
+        if hours <= quiet_hours(schedule.quiet):
+            raise UserError(
+                f"The cron {schedule.cadence!r} fires only inside the quiet hours {schedule.quiet_text}, so no drop "
+                "could post. Change its hour, or the quiet hours (--quiet off removes them)."
+            )
+
+
+def _check_cron_fires(value: str, trigger: CronTrigger | CronEither, start: datetime) -> None:
+    times = fire_times(trigger, start, start + timedelta(days=4 * 366), limit=400)
+    if not times:
+        raise UserError(f"The cron {value!r} never fires (no such date). Check its day and month fields.")
+    for earlier, later in itertools.pairwise(times):
+        if later - earlier < MIN_CRON_SPACING:
+            zone = trigger.timezone
+            first, second = (at.astimezone(zone).strftime("%H:%M") for at in (earlier, later))
+            raise UserError(
+                f"The cron {value!r} fires more than once an hour ({first}, {second}, …); drops post at most "
+                'hourly. Give one minute, e.g. "0 18 * * 1-5" for 18:00 on weekdays.'
+            )
 
 
 def build_schedule(cadence: str, time: str, tz: str, quiet: str) -> Schedule:

@@ -23,7 +23,7 @@ from scheduler import jobs
 from scheduler.core import DropsCore, schedule_of, settings_version
 from scheduler.models import DropChannel
 from scheduler.planner import Planner, quiet_hours
-from scheduler.schedule import CADENCES, Schedule, build_schedule
+from scheduler.schedule import CADENCES, Schedule, build_schedule, check_new_schedule
 
 _log = logging.getLogger(__name__)
 
@@ -105,20 +105,37 @@ class ScheduleManagement(DropsCore):
                 job = self.scheduler.get_job(job_id)
                 if job is None or job.kwargs.get("version") != settings_version(row):
                     await self._sync_job(row)
-            except Exception:
+                self._unschedulable.pop(row.key, None)
+            except Exception as exc:
+                if self._unschedulable.get(row.key) == settings_version(row):
+                    continue  # told once for these settings; every tick would say it again
+                self._unschedulable[row.key] = settings_version(row)
                 _log.exception("drops for %s could not be scheduled; the other channels still are", row.key)
+                await self.alert(row, f"Drops for {row.channel} cannot be scheduled: {str(exc) or type(exc).__name__}")
 
     async def next_run(self, row: DropChannel) -> datetime | None:
+        """When the next drop is due, as shown to people: a cron's times inside the quiet hours are skipped there,
+        so they are skipped here too."""
         if not row.enabled or row.paused:
             return None
+        schedule = schedule_of(row)
+        trigger = schedule.trigger(self._auto_hour(row))
+        at: datetime | None = None
         if self.scheduler is not None:
             try:
                 job = self.scheduler.get_job(self._job_id(row.key))
             except OperationalError:  # the job store cannot be read right now; the tick repairs it
                 job = None
-            if job is not None and job.next_run_time is not None:
-                return job.next_run_time
-        return schedule_of(row).trigger(self._auto_hour(row)).get_next_fire_time(None, self.now())
+            if job is not None:
+                at = job.next_run_time
+        if at is None:
+            at = trigger.get_next_fire_time(None, self.now())
+        quiet = quiet_hours(schedule.quiet) if schedule.is_cron else frozenset()
+        for _ in range(24 * 366):  # a cron fires at most hourly, and check_new_schedule left it an hour outside quiet
+            if at is None or at.astimezone(schedule.zone).hour not in quiet:
+                return at
+            at = trigger.get_next_fire_time(at, at + timedelta(minutes=1))
+        return None  # a cron stored before that check, firing only in quiet hours: no drop will post
 
     async def enable(self, conversation: Conversation, user: User, options: DropsOptions) -> str:
         await self.ensure_tables()
@@ -136,10 +153,16 @@ class ScheduleManagement(DropsCore):
         if options.cadence and options.time is None and is_cron:
             time = "auto"  # a cron carries its own time
         if options.time is not None and is_cron:
-            raise UserError('--time does not combine with a cron cadence: put the hour in the cron, e.g. "30 9 * * *".')
+            stored = "" if options.cadence else f' (this channel\'s cadence is "{cadence}"; --cadence daily changes it)'
+            raise UserError(
+                f'--time does not combine with a cron cadence{stored}: put the hour in the cron, e.g. "30 9 * * *".'
+            )
         tz = options.tz or (row.tz if row else self.settings.default_tz)
         quiet = options.quiet if options.quiet is not None else (row.quiet if row else "")
         schedule = build_schedule(cadence, time, tz, quiet)
+        check_new_schedule(
+            schedule, cadence_changed=options.cadence is not None, quiet_changed=options.quiet is not None
+        )
         now = self.now()
         values: dict[str, Any] = {
             "enabled": True,

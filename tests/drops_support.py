@@ -41,16 +41,21 @@ class Forbidden(PublishForbidden):
 @dataclass
 class RecordingPublisher:
     """Records every publish; `failures` are raised in order before posts succeed; channels in `down` always fail
-    with ConnectionError; `hang` blocks the send until set."""
+    with ConnectionError; `hang` blocks the send until set; `latency` moves `clock` on by that much per send (the
+    time writing and sending a drop takes)."""
 
     posts: list[tuple[Conversation, Reply]] = field(default_factory=list)
     attempts: int = 0
     failures: list[BaseException] = field(default_factory=list)
     down: set[str] = field(default_factory=set)
     hang: asyncio.Event | None = None
+    clock: Clock | None = None
+    latency: timedelta = timedelta(0)
 
     async def publish(self, conversation: Conversation, reply: Reply) -> str:
         self.attempts += 1
+        if self.clock is not None:
+            self.clock.current += self.latency
         if self.hang is not None:
             await self.hang.wait()
         if conversation.channel in self.down:

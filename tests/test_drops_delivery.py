@@ -146,12 +146,13 @@ def _fire_on_wall_clock(drops: Drops) -> None:
 
 
 async def test_misfires_within_the_grace_window_run_once_coalesced(tmp_path: Path) -> None:
-    drops = await start_drops(drops_settings(tmp_path), Clock(datetime.now(UTC)))
+    settings = drops_settings(tmp_path, CHORUS_DROPS__MISFIRE_GRACE_S="10800")
+    drops = await start_drops(settings, Clock(datetime.now(UTC)))
     drops.service.clock = lambda: datetime.now(UTC)  # APScheduler runs on the real clock here
     _fire_on_wall_clock(drops)
     try:
-        await drops.say('/drops enable --cadence "*/20 * * * *"')
-        await _backdate(drops, hours=0.9)
+        await drops.say('/drops enable --cadence "0 * * * *"')  # hourly, the most often a cron may fire
+        await _backdate(drops, hours=2.9)
         runs = await _eventually(drops, lambda runs: "posted" in [r.status for r in runs])
         assert len(drops.publisher.posts) == 1
         assert [r.status for r in runs].count("posted") == 1

@@ -264,6 +264,7 @@ async def test_a_0230_drop_on_the_spring_forward_day_posts_once_at_0330(tmp_path
         [run] = await drops.runs()
         assert run.status == "posted" and len(drops.publisher.posts) == 1
         assert run.run_key.endswith("@2026-03-29T03:30")
+        assert (run.plan or {})["hour"] == 3, "the planner learns the hour it really posted at"
         assert "Missed" not in await drops.say("/drops status")
     finally:
         await drops.bot.chorus.close()

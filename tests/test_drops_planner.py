@@ -369,6 +369,19 @@ def test_a_new_channel_starts_from_what_the_deployments_other_channels_learned()
     assert "story" not in dict(Planner(KINDS, TONES, TOPICS).learned()["kind"]), "a prior alone is not learned"
 
 
+def test_a_favourite_borrowed_from_the_deployment_is_not_claimed_as_learned() -> None:
+    prior = SharedPrior.from_planners(_deployment("story", "nature"))
+    claimed = []
+    for seed in range(6):
+        planner = Planner(KINDS, TONES, TOPICS, seed=seed)
+        planner.adopt_prior(prior)
+        for _ in range(10):  # every kind and topic does the same here
+            planner.observe(planner.choose(MONDAY), Engagement(reactions={"👍": 6}))
+        learned = planner.learned()
+        claimed += [name for name, _ in learned["kind"] + learned["topic"] if name in ("story", "nature")]
+    assert claimed == [], "the deployment's taste, not this channel's, would be named in /drops status"
+
+
 def test_a_channel_unlike_its_deployment_still_learns_its_own_taste() -> None:
     prior = SharedPrior.from_planners(_deployment("story", "nature"))
     planner = Planner(KINDS, TONES, TOPICS, seed=9)

@@ -392,6 +392,7 @@ async def test_the_scheduled_job_firing_posts_exactly_once(side: Side) -> None:
     scheduler.modify_job(job.id, next_run_time=datetime.now(UTC))  # the real APScheduler fires the stored job
     scheduler.resume()  # (paused while the service runs on the test's clock)
     await wait_until(lambda: len(side.posts(channel_of(side))) == 1, 15)
+    await wait_for(side.posted, timeout_s=15)  # the job recorded it as posted (after the platform answered)
     await wait_until(lambda: scheduler.get_job(job.id).next_run_time > datetime.now(UTC), 10)  # type: ignore[union-attr]
     # The same slot fired again (a second process, a coalesced misfire) posts nothing more.
     await jobs.fire_drop(side.service.name, job.kwargs["channel_key"])

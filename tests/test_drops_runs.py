@@ -4,18 +4,20 @@ next slot chooses; only PublishForbidden pauses a channel."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from drops_support import ALICE, BOB, Clock, Drops, drops_settings, start_drops
+from drops_support import ALICE, BOB, Clock, Drops, RecordingPublisher, drops_settings, start_drops
 from sqlalchemy import update
 
 from adapters.terminal.translate import CONVERSATION
 from bots.drops import DropsOptions
 from bots.events import Activity, Conversation
-from scheduler.models import DropChannel
-from scheduler.planner import Planner
+from scheduler.core import KIND_LABELS
+from scheduler.models import DropChannel, DropRun
+from scheduler.planner import Engagement, Planner, SharedPrior
 
 OTHER = Conversation("terminal", "local", "other")
 THIRD = Conversation("terminal", "local", "third")
@@ -98,6 +100,29 @@ async def test_bad_runs_are_repaired_or_failed_and_the_tick_still_serves_every_c
     await second.bot.chorus.close()
 
 
+async def test_a_written_drop_waiting_for_a_retry_whose_kind_was_removed_is_rewritten_as_a_remaining_kind(
+    tmp_path: Path,
+) -> None:
+    drops = await start_drops(drops_settings(tmp_path), Clock(datetime(2026, 12, 1, 12, 0, tzinfo=UTC)))
+    try:
+        await drops.say("/drops enable --time 09:00 --kinds prompt,question")
+        drops.publisher.failures = [ConnectionError("gateway timeout")]
+        assert "retrying" in await drops.say("/drops now")
+        [waiting] = await drops.runs()
+        written = (waiting.plan or {})["kind"]
+        assert waiting.text, "it was written before the send failed"
+        left = "question" if written == "prompt" else "prompt"
+        await _set_kinds(drops, CONVERSATION, [left, "limerick"])  # its kind is no longer one the channel can use
+        drops.clock.advance(minutes=5)
+        await drops.service.tick()
+        [run] = await drops.runs()
+        [posted] = drops.publisher.to(CONVERSATION.channel)
+        assert run.status == "posted" and (run.plan or {})["kind"] == left, (run.status, run.plan)
+        assert posted.title.startswith(KIND_LABELS[left]) and f"no longer configured, so it became a {left}" in run.note
+    finally:
+        await drops.bot.chorus.close()
+
+
 async def test_a_channel_whose_zone_no_longer_exists_fails_its_run_and_other_channels_carry_on(
     tmp_path: Path,
 ) -> None:
@@ -124,6 +149,28 @@ async def test_a_channel_whose_zone_no_longer_exists_fails_its_run_and_other_cha
         assert statuses[healthy][0] == "posted"
         [job] = [job for job in drops.jobs() if job.id == f"drop:{OTHER.key}"]
         assert job.next_run_time.astimezone(UTC).strftime("%H:%M") == "07:00"
+    finally:
+        await drops.bot.chorus.close()
+
+
+async def test_a_channel_whose_zone_vanished_is_told_once_and_can_be_fixed_from_the_channel(tmp_path: Path) -> None:
+    clock = Clock(datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
+    drops = await start_drops(drops_settings(tmp_path), clock)
+    try:
+        await drops.say("/drops enable --time 09:00 --tz Europe/Berlin")
+        clock.advance(minutes=1)
+        async with drops.bot.store.session() as session, session.begin():  # a zone the system no longer knows
+            await session.execute(update(DropChannel).values(tz="Mars/Base", updated_at=clock()))
+        for _ in range(3):
+            clock.advance(minutes=1)
+            await drops.service.tick()
+        alerts = [reply.parts[0] for reply in drops.publisher.to("mods")]
+        assert len(alerts) == 1 and "cannot be scheduled" in alerts[0] and "Mars/Base" in alerts[0], alerts
+        status = await drops.say("/drops status")
+        assert "saved schedule no longer works" in status and "/drops enable" in status, status
+        assert "Updated drops here" in await drops.say("/drops enable --tz Europe/Berlin")
+        assert "Schedule: daily at 09:00 Europe/Berlin" in await drops.say("/drops status")
+        assert len(drops.jobs()) == 1
     finally:
         await drops.bot.chorus.close()
 
@@ -180,6 +227,104 @@ async def test_engagement_due_before_a_slot_is_learned_before_that_slot_chooses(
         planner = Planner.from_state(row.planner)
         assert (planner.observed, planner.chosen) == (1, 2), "the second drop was chosen knowing the first's reward"
         assert second.status == "posted"
+    finally:
+        await drops.bot.chorus.close()
+
+
+async def test_yesterdays_drop_is_learned_before_todays_slot_chooses_though_it_posted_after_its_slot(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
+    # Writing and sending a drop takes a while, so it posts after its slot, and its 24 h window closes after the
+    # next day's slot at the same time fires.
+    publisher = RecordingPublisher(clock=clock, latency=timedelta(seconds=90))
+    drops = await start_drops(drops_settings(tmp_path), clock, publisher)
+    try:
+        await drops.say("/drops enable --time 09:00")
+        await drops.service.run_slot(CONVERSATION.key)
+        [first] = await drops.runs()
+        await drops.bot.store.add_engagement(
+            CONVERSATION, "reaction", "🔥", user=BOB, generation_id=first.generation_id, at=clock()
+        )
+        clock.current = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)  # the next slot fires on time; no tick ran
+        await drops.service.run_slot(CONVERSATION.key)
+        first, _ = await drops.runs()
+        assert first.settled and first.reward == 2.0
+        planner = await _planner_of(drops)
+        assert (planner.observed, planner.chosen) == (1, 2), "the second drop was chosen knowing the first's reward"
+    finally:
+        await drops.bot.chorus.close()
+
+
+async def _planner_of(drops: Drops) -> Planner:
+    row = await drops.service._channel(CONVERSATION.key)
+    assert row is not None
+    return Planner.from_state(row.planner)
+
+
+async def _one_posted_drop_with_engagement(tmp_path: Path) -> Drops:
+    clock = Clock(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
+    drops = await start_drops(drops_settings(tmp_path), clock)
+    await drops.say("/drops enable --time 09:00")
+    await drops.service.run_slot(CONVERSATION.key)
+    [run] = await drops.runs()
+    await drops.bot.store.add_engagement(
+        CONVERSATION, "reaction", "🔥", user=BOB, generation_id=run.generation_id, at=clock()
+    )
+    return drops
+
+
+async def test_a_drop_settled_by_the_tick_and_by_a_slot_at_the_same_time_is_learned_once(tmp_path: Path) -> None:
+    drops = await _one_posted_drop_with_engagement(tmp_path)
+    try:
+        drops.clock.advance(days=1)
+        service = drops.service
+        counting, go_on = asyncio.Event(), asyncio.Event()
+        count = service.engagement_for
+
+        async def slow_count(run: DropRun) -> Engagement:
+            if not counting.is_set():  # the tick's settlement: held after it listed the drop as unsettled
+                counting.set()
+                await go_on.wait()
+            return await count(run)
+
+        service.engagement_for = slow_count  # type: ignore[method-assign]
+        tick = asyncio.create_task(service.settle_due())
+        await counting.wait()
+        await service.run_slot(CONVERSATION.key)  # the next slot settles the same drop itself, then chooses
+        go_on.set()
+        await tick
+        planner = await _planner_of(drops)
+        assert (planner.observed, planner.chosen) == (1, 2), "one drop, one observation"
+        first, _ = await drops.runs()
+        assert first.reward == 2.0
+    finally:
+        await drops.bot.chorus.close()
+
+
+async def test_a_settlement_while_a_drop_is_being_chosen_is_not_overwritten_by_that_choice(tmp_path: Path) -> None:
+    drops = await _one_posted_drop_with_engagement(tmp_path)
+    try:
+        drops.clock.advance(days=1, hours=2)
+        service = drops.service
+        choosing, go_on = asyncio.Event(), asyncio.Event()
+        prior = service._shared_prior
+
+        async def slow_prior(key: str) -> SharedPrior:
+            if not choosing.is_set():  # /drops now has read the channel's planner and is about to choose
+                choosing.set()
+                await go_on.wait()
+            return await prior(key)
+
+        service._shared_prior = slow_prior  # type: ignore[method-assign]
+        now = asyncio.create_task(service.post_now(CONVERSATION, ALICE))
+        await choosing.wait()
+        await service.settle_due()  # the tick settles yesterday's drop meanwhile
+        go_on.set()
+        assert (await now).startswith("Posted")
+        await service.settle_due()
+        planner = await _planner_of(drops)
+        assert (planner.observed, planner.chosen) == (1, 2), "what the tick learned survived the choice"
     finally:
         await drops.bot.chorus.close()
 

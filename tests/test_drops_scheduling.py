@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 from drops_support import BOB, Clock, Drops, drops_settings, start_drops
+from sqlalchemy import update
 
 from adapters.terminal.translate import CONVERSATION
 from bots.events import Activity, Command
+from scheduler.models import DropChannel
 from scheduler.schedule import build_schedule, fire_times, parse_clock, parse_quiet
 from scheduler.service import sync_url
 from support import reply_text
@@ -68,11 +70,36 @@ async def test_bad_input_gets_short_useful_errors(drops: Drops) -> None:
         '/drops enable --cadence "0 9 * * *': "Quote a cron",
         "/drops launch": "Unknown /drops sub-command",
         "/drops pause": "Drops are not enabled here",
+        '/drops enable --cadence "0 9 31 2 *"': "The cron '0 9 31 2 *' never fires",
+        '/drops enable --cadence "* 18 * * *"': "fires more than once an hour (18:00, 18:01, …)",
+        '/drops enable --cadence "*/15 9-17 * * 1-5"': "drops post at most hourly",
+        "/drops enable --cadence 0 18 * * 1": 'Quote a cron cadence: --cadence "0 18 * * 1"',
+        '/drops enable --cadence "0 3 * * *" --quiet 22:00-08:00': "fires only inside the quiet hours 22:00-08:00",
+        '/drops enable --cadence "@often"': "Unknown cadence '@often'",
+        '/drops enable --cadence "0 0 18 * * MON-FRI"': "has 6 fields; drops take cron's 5",
     }
     for line, expected in cases.items():
         [reply] = await drops.bot.say(line)
         assert reply.ephemeral and expected in reply_text(reply), (line, reply_text(reply))
     assert drops.jobs() == [], "nothing was scheduled by a rejected command"
+
+
+async def test_cron_shorthands_work_and_a_cron_stored_earlier_keeps_working(drops: Drops) -> None:
+    assert 'cron "0 0 * * *" UTC' in await drops.say("/drops enable --cadence @daily")
+    reply = await drops.say("/drops enable --time 10:00")
+    assert 'this channel\'s cadence is "0 0 * * *"; --cadence daily changes it' in reply
+    # A cron these checks would now refuse, stored by an earlier version, still runs and can be changed around.
+    async with drops.bot.store.session() as session, session.begin():
+        await session.execute(update(DropChannel).values(cadence="*/15 9-17 * * 1-5"))
+    assert 'cron "*/15 9-17 * * 1-5"' in await drops.say("/drops status")
+    assert "Updated drops here" in await drops.say("/drops enable --tz Europe/Berlin")
+
+
+async def test_the_next_drop_shown_is_never_one_the_quiet_hours_skip(drops: Drops) -> None:
+    # Hourly, quiet for all but 09:00: whatever the time now, the next drop that will post is at 09:00.
+    reply = await drops.say('/drops enable --cadence "0 * * * *" --quiet 10:00-09:00')
+    assert "09:00 UTC." in reply, reply
+    assert "Next drop: " in (status := await drops.say("/drops status")) and "09:00 UTC" in status, status
 
 
 def test_times_are_read_the_ways_people_write_them() -> None:

@@ -54,5 +54,11 @@ async def test_a_new_channel_first_posts_what_the_deployments_other_channels_do_
         reply = await drops.say("/drops now")
         assert reply.startswith(f"Posted a {favourite} ")
         assert "does best with" not in await drops.say("/drops status"), "the others' taste is not claimed as learned"
+        for _ in range(4):  # the favourite and the rest tried here; nobody engages
+            assert (await drops.say("/drops now")).startswith("Posted")
+        drops.clock.advance(hours=25)
+        assert await drops.service.settle_due() == 5
+        status = await drops.say("/drops status")
+        assert "none got any engagement yet" in status and "does best with" not in status, status
     finally:
         await drops.bot.chorus.close()
