@@ -286,6 +286,9 @@ class Planner:
         self._mean = np.zeros(0)
         self._cov = np.zeros((0, 0))
         self.tried: dict[str, int] = {}
+        # Options of drops chosen to post, counted at the choice: drops several times a day are chosen before the
+        # earlier ones' engagement is in, and the covering design must not pick the same untried option again.
+        self.picked: dict[str, int] = {}
         self.kinds: list[str] = []
         self.tones: list[str] = []
         self.topics: list[str] = []
@@ -472,8 +475,13 @@ class Planner:
             centre = np.eye(len(index)) - 1.0 / len(index)
             bonus = self.optimism * np.sqrt(np.clip(np.diag(centre @ cov @ centre.T), 0.0, None))
             sample = mean + bonus + self.exploration * _gaussian(rng, cov)
-            # A covering design: while some of this factor's options were never tried, one of those is chosen.
-            untried = [i for i, name in enumerate(names) if not self.tried.get(f"{group}:{name}")]
+            # A covering design: while some of this factor's options were never tried (nor chosen for a drop whose
+            # engagement is still to come), one of those is chosen.
+            untried = [
+                i
+                for i, name in enumerate(names)
+                if not self.tried.get(f"{group}:{name}") and not self.picked.get(f"{group}:{name}")
+            ]
             options = untried or list(range(len(names)))
             picks.append(names[max(options, key=lambda i: sample[i])])
         self.chosen += 1
@@ -481,6 +489,8 @@ class Planner:
         post = self._slots_since_post > self.backoff
         if post:
             self._slots_since_post = 0
+            for group, name in zip(("kind", "tone", "topic"), picks, strict=True):
+                self.picked[f"{group}:{name}"] = self.picked.get(f"{group}:{name}", 0) + 1
         return DropPlan(picks[0], picks[1], picks[2], hour=hour, post=post, hour_reason=reason)
 
     # -- learning ------------------------------------------------------------------------------------------------
@@ -661,6 +671,7 @@ class Planner:
             "mean": self._mean.tolist(),
             "cov": self._cov.tolist(),
             "tried": self.tried,
+            "picked": self.picked,
             "priors": {name: list(start) for name, start in self._priors.items()},
             "activity": self.activity.tolist(),
             "level_set": self.level_set,
@@ -698,6 +709,7 @@ class Planner:
         planner._mean = np.asarray(state["mean"], dtype=float)
         planner._cov = np.asarray(state["cov"], dtype=float).reshape(len(planner.features), -1)
         planner.tried = {str(k): int(v) for k, v in state.get("tried", {}).items()}
+        planner.picked = {str(k): int(v) for k, v in state.get("picked", {}).items()}
         for name, (mean, variance) in dict(state.get("priors", {})).items():
             planner._priors[str(name)] = (float(mean), float(variance))
         planner.level_set = bool(state.get("level_set", False))
