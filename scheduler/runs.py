@@ -273,12 +273,26 @@ class RunLifecycle(DropsCore):
             if run is None or run.status in FINAL or run.status == POSTING:
                 return
             note = f"not posted: {reason}"
+            repeated = await self._failed_last_time(run, note)
             await self._set_run(run_id, status=FAILED, note=note)
             row = await self._channel(run.channel_key)
-            if row is not None:
+            if row is not None and not repeated:
                 await self.alert(row, f"A drop for {row.channel} was not posted: {reason}")
+            elif repeated:  # told once: the same reason every slot (an hourly cron) would flood the admin channel
+                _log.info("drop run %s failed for the same reason as the last one; the admins were told then", run_id)
         except Exception:
             _log.exception("could not record the failure of drop run %s", run_id)
+
+    async def _failed_last_time(self, run: DropRun, note: str) -> bool:
+        """Did the channel's previous drop fail with this same note? Then the admins already know."""
+        async with self.store.session() as session:
+            previous = await session.scalar(
+                select(DropRun)
+                .where(DropRun.channel_key == run.channel_key, DropRun.id < run.id, DropRun.status != SKIPPED)
+                .order_by(DropRun.id.desc())
+                .limit(1)
+            )
+        return previous is not None and previous.status == FAILED and previous.note == note
 
     async def _usable_plan(self, run: DropRun, row: DropChannel) -> tuple[DropPlan, str]:
         """The run's plan, repaired when it cannot be used as stored: a run interrupted before it was planned is

@@ -97,6 +97,14 @@ async def test_bad_runs_are_repaired_or_failed_and_the_tick_still_serves_every_c
     clock.advance(hours=1)
     await service.tick()
     assert len(second.publisher.posts) == posts and len(second.publisher.to("mods")) == alerted, "settled for good"
+    # The next slots of the channel with no kind left fail the same way: the admins were told once, and status
+    # still shows each failed drop.
+    for name in ("no-kind-again", "no-kind-third"):
+        await _retrying_run(second, THIRD, name, {"kind": "limerick", "tone": "warm", "topic": "tea", "hour": 9})
+        await service.tick()
+    failed = [run for run in await second.runs() if run.channel_key == THIRD.key and run.status == "failed"]
+    assert len(failed) == 3
+    assert len(second.publisher.to("mods")) == alerted, "the same failure is not alerted at every slot"
     await second.bot.chorus.close()
 
 
