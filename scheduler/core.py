@@ -24,7 +24,7 @@ from bots.reply import Publisher, Reply
 from config import KindSpec
 from scheduler.leader import Leadership
 from scheduler.models import GENERATING, DropChannel, DropRun
-from scheduler.planner import Planner, SharedPrior
+from scheduler.planner import SHARED_PRIOR_MIN_DROPS, Planner, SharedPrior
 from scheduler.schedule import Schedule, build_schedule
 
 if TYPE_CHECKING:
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
+# How long the deployment's shared prior is reused before every channel's planner is read again.
+SHARED_PRIOR_REFRESH = timedelta(minutes=10)
 DROPS_USER = User("chorus-drops", "Chorus drops")
 
 
@@ -103,6 +105,10 @@ class DropsCore:
         self._planner_locks: dict[str, asyncio.Lock] = {}
         # Channels whose job could not be made, with the settings version the admin channel was told about (once).
         self._unschedulable: dict[str, str] = {}
+        # What each channel with enough drops tells the deployment's shared prior, read from every planner at most
+        # once per SHARED_PRIOR_REFRESH (with thousands of channels, reading them all at every slot was the cost).
+        self._shared_looks: dict[str, dict[str, tuple[float, float]]] = {}
+        self._shared_read_at: datetime | None = None
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -185,16 +191,23 @@ class DropsCore:
 
     async def _shared_prior(self, key: str) -> SharedPrior:
         """What the deployment's other channels learned about each kind, tone and topic (empty with fewer than two
-        of them): a channel starts from there instead of from nothing."""
-        async with self.store.session() as session:
-            states = list(await session.scalars(select(DropChannel.planner).where(DropChannel.key != key)))
-        planners = []
-        for state in states:
-            try:
-                planners.append(Planner.from_state(state))
-            except (KeyError, TypeError, ValueError, IndexError):
-                continue  # a damaged row teaches nothing; the channel itself starts afresh when it next plans
-        return SharedPrior.from_planners(planners)
+        of them): a channel starts from there instead of from nothing. The channels' planners are read again once
+        SHARED_PRIOR_REFRESH has passed: they change by a drop a day, so a prior minutes old is as good."""
+        now = self.now()
+        read_at = self._shared_read_at
+        if read_at is None or not read_at <= now < read_at + SHARED_PRIOR_REFRESH:
+            async with self.store.session() as session:
+                rows = list(await session.execute(select(DropChannel.key, DropChannel.planner)))
+            looks = {}
+            for channel, state in rows:
+                try:
+                    planner = Planner.from_state(state)
+                except (KeyError, TypeError, ValueError, IndexError):
+                    continue  # a damaged row teaches nothing; the channel itself starts afresh when it next plans
+                if planner.observed >= SHARED_PRIOR_MIN_DROPS:
+                    looks[channel] = SharedPrior.looks(planner)
+            self._shared_looks, self._shared_read_at = looks, now
+        return SharedPrior.from_looks([seen for channel, seen in self._shared_looks.items() if channel != key])
 
     def _stored_planner(self, row: DropChannel) -> Planner:
         """The channel's saved planner; one that cannot be read (a damaged row) starts afresh instead of failing

@@ -163,6 +163,10 @@ def quiet_hours(spec: tuple[int, int] | None) -> frozenset[int]:
     return frozenset([*range(start, 24), *range(0, end)])
 
 
+# Only channels with this many drops teach the deployment's shared prior (see SharedPrior.from_planners).
+SHARED_PRIOR_MIN_DROPS = 20
+
+
 @dataclass(frozen=True)
 class SharedPrior:
     """What the other channels of one deployment learned, as a starting belief for a channel: per kind, tone and
@@ -174,7 +178,9 @@ class SharedPrior:
     channels: int = 0
 
     @classmethod
-    def from_planners(cls, planners: Sequence[Planner], *, min_channels: int = 2, min_drops: int = 20) -> SharedPrior:
+    def from_planners(
+        cls, planners: Sequence[Planner], *, min_channels: int = 2, min_drops: int = SHARED_PRIOR_MIN_DROPS
+    ) -> SharedPrior:
         """Empirical Bayes over channels: each channel's belief about an option it tried is a look at that
         channel's effect; the effects scatter around a deployment mean, with one spread per group (kinds, tones,
         topics), both estimated by moments, from channels with at least `min_drops` drops. Fewer than
@@ -182,15 +188,34 @@ class SharedPrior:
         prior sd and `_SHARED_MAX_RATIO` times it."""
         # Only channels past their first weeks teach: channels still learning would echo each other's early noise.
         planners = [planner for planner in planners if planner.observed >= min_drops]
-        looks: dict[str, list[tuple[float, float]]] = {}
         default_var = max((p.prior_sd**2 for p in planners), default=0.09)
-        for planner in planners:
-            for group in _GROUPS:
-                for name in planner.options(group):
-                    seen = planner.evidence(group, name)
-                    if seen is not None:
-                        looks.setdefault(f"{group}:{name}", []).append(seen)
-        channels = sum(1 for p in planners if p.observed)
+        return cls.from_looks([cls.looks(p) for p in planners], default_var=default_var, min_channels=min_channels)
+
+    @staticmethod
+    def looks(planner: Planner) -> dict[str, tuple[float, float]]:
+        """What one channel tells the deployment: its belief (mean, variance) about each option it tried."""
+        seen = {}
+        for group in _GROUPS:
+            for name in planner.options(group):
+                belief = planner.evidence(group, name)
+                if belief is not None:
+                    seen[f"{group}:{name}"] = belief
+        return seen
+
+    @classmethod
+    def from_looks(
+        cls,
+        channels_looks: Sequence[Mapping[str, tuple[float, float]]],
+        *,
+        default_var: float = 0.09,
+        min_channels: int = 2,
+    ) -> SharedPrior:
+        """The pooled prior from channels' `looks` (each from a channel with enough drops; see `from_planners`)."""
+        looks: dict[str, list[tuple[float, float]]] = {}
+        for seen in channels_looks:
+            for feature, belief in seen.items():
+                looks.setdefault(feature, []).append(belief)
+        channels = len(channels_looks)
         if channels < min_channels:
             return cls()
         means: dict[str, float] = {}

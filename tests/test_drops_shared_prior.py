@@ -6,11 +6,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pytest
 from drops_support import Clock, drops_settings, start_drops
 from sqlalchemy import select
 
 from scheduler.models import DropChannel
-from scheduler.planner import DropPlan, Engagement, Planner
+from scheduler.planner import DropPlan, Engagement, Planner, SharedPrior
 
 
 def _taught(template: Planner, favourite: str, seed: int) -> Planner:
@@ -24,7 +25,9 @@ def _taught(template: Planner, favourite: str, seed: int) -> Planner:
     return planner
 
 
-async def test_a_new_channel_first_posts_what_the_deployments_other_channels_do_best_with(tmp_path: Path) -> None:
+async def test_a_new_channel_first_posts_what_the_deployments_other_channels_do_best_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     drops = await start_drops(drops_settings(tmp_path), Clock(datetime(2026, 12, 1, 9, tzinfo=UTC)))
     try:
         await drops.say("/drops enable --time 09:00 --kinds prompt,idea,story,question")
@@ -51,9 +54,13 @@ async def test_a_new_channel_first_posts_what_the_deployments_other_channels_do_
                         enabled=False,
                     )
                 )
+        drops.clock.advance(minutes=11)  # the deployment's prior is read again at most every 10 minutes
         reply = await drops.say("/drops now")
         assert reply.startswith(f"Posted a {favourite} ")
         assert "does best with" not in await drops.say("/drops status"), "the others' taste is not claimed as learned"
+        read = []
+        looks = SharedPrior.looks
+        monkeypatch.setattr(SharedPrior, "looks", staticmethod(lambda planner: read.append(1) or looks(planner)))
         posted = {favourite}
         for _ in range(4):  # the favourite and the rest tried here; nobody engages
             reply = await drops.say("/drops now")
@@ -61,6 +68,12 @@ async def test_a_new_channel_first_posts_what_the_deployments_other_channels_do_
             posted.add(reply.removeprefix("Posted a ").split()[0])
         # Chosen before any engagement came in, the drops still cover every kind instead of repeating the favourite.
         assert posted == set(fresh.kinds)
+        # Within the refresh time the deployment's planners are not read again for every drop (thousands of
+        # channels made each slot read them all).
+        assert read == []
+        drops.clock.advance(minutes=11)
+        await drops.say("/drops status")
+        assert len(read) == 3
         drops.clock.advance(hours=25)
         assert await drops.service.settle_due() == 5
         status = await drops.say("/drops status")
