@@ -24,6 +24,7 @@ GENERATING, POSTING, POSTED, UNCONFIRMED, RETRYING, FAILED = (
     "failed",
 )
 MISSED, SKIPPED = "missed", "skipped"
+QUIET_NOTE = "quiet hours"  # the note of a slot skipped because it fell in the channel's quiet hours
 FINAL = frozenset({POSTED, UNCONFIRMED, FAILED, MISSED, SKIPPED})
 
 

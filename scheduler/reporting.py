@@ -18,6 +18,7 @@ from scheduler.models import (
     FAILED,
     MISSED,
     POSTED,
+    QUIET_NOTE,
     RETRYING,
     SKIPPED,
     UNCONFIRMED,
@@ -88,7 +89,11 @@ class StatusReporting(DropsCore):
                 f"Unconfirmed: {len(unconfirmed)} drop(s) were interrupted mid-send or got no answer; "
                 "they may have been posted, so they were not re-sent"
             )
-        shown = [run for run in runs if run.status not in (MISSED,)][:5]
+        quiet = [run for run in runs if run.status == SKIPPED and run.note == QUIET_NOTE]
+        if quiet:  # an hourly cron skips many slots: one line, so they do not push the drops out of "Recent"
+            latest = max(run.scheduled_for for run in quiet)
+            lines.append(f"Skipped in quiet hours: {len(quiet)} (latest {self._fmt(latest, schedule)})")
+        shown = [run for run in runs if run.status != MISSED and run not in quiet][:5]
         if shown:
             lines.append("Recent:")
         for run in shown:

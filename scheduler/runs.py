@@ -34,6 +34,7 @@ from scheduler.models import (
     MISSED,
     POSTED,
     POSTING,
+    QUIET_NOTE,
     RETRYING,
     SKIPPED,
     UNCONFIRMED,
@@ -222,7 +223,7 @@ class RunLifecycle(DropsCore):
         # Through UTC: a slot in a spring-forward gap (02:30) is the wall time it really posts at (03:30).
         local = slot.astimezone(UTC).astimezone(schedule.zone)
         if schedule.is_cron and local.hour in quiet_hours(schedule.quiet):
-            await self._set_run(run_id, status=SKIPPED, note="quiet hours")
+            await self._set_run(run_id, status=SKIPPED, note=QUIET_NOTE)
             return
         # Engagement whose window closed before this slot is learned before this slot chooses; so is a drop whose
         # window closes within the next minutes (yesterday's drop at this hour posted a little after its slot).

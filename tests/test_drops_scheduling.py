@@ -268,3 +268,20 @@ def test_the_job_store_uses_the_stores_database_through_a_sync_driver(tmp_path: 
     assert sync_url("postgresql+asyncpg://u:p@h:5432/db") == "postgresql+psycopg://u:p@h:5432/db"
     with pytest.raises(ValueError, match="in-memory"):
         sync_url("sqlite+aiosqlite://")
+
+
+async def test_slots_skipped_in_quiet_hours_are_one_status_line_and_leave_the_drops_in_recent(tmp_path: Path) -> None:
+    clock = Clock(datetime(2026, 12, 1, 8, 0, 30, tzinfo=UTC))
+    drops = await start_drops(drops_settings(tmp_path), clock)
+    try:
+        await drops.say('/drops enable --cadence "0 * * * *" --quiet 10:00-09:00')  # posts at 09:00 only
+        for _ in range(12):  # 08:00, 09:00 (posted), 10:00 … 19:00
+            await drops.service.run_slot(CONVERSATION.key)
+            clock.advance(hours=1)
+        assert [run.status for run in await drops.runs()].count("skipped") == 11
+        status = await drops.say("/drops status")
+        assert "Skipped in quiet hours: 11 (latest Tue 2026-12-01 19:00 UTC)" in status, status
+        recent = status.split("Recent:", 1)[1]
+        assert "posted" in recent and "quiet hours" not in recent, status
+    finally:
+        await drops.bot.chorus.close()
