@@ -12,6 +12,7 @@
    target <= 10 s; and 500 ideas through embedding + merging + clustering + names.
 
 Run:  .venv/bin/python bench/brainstorm.py [--out bench/results/NAME.json] [--md bench/results/NAME.md]
+      [--embedder-dir DIR]  (another sentence-transformers model directory in place of MiniLM, e.g. all-mpnet-base-v2)
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = load_settings()
     section = settings.brainstorm
     data = json.loads(DATA.read_text())
-    embedder = MiniLMEmbedder()
+    embedder = MiniLMEmbedder(model_dir=args.embedder_dir)
     started = time.perf_counter()
     await embedder.warmup()
     embed_load_s = time.perf_counter() - started
@@ -134,6 +135,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             **{k: getattr(section, k) for k in ("merge_threshold", "max_themes", "embed_chars")},
             "model_reads_ideas": not args.no_read,
+            "embedder_dir": str(args.embedder_dir) if args.embedder_dir else "all-MiniLM-L6-v2 (package)",
         },
         "embedder_load_s": embed_load_s,
         "model_load_s": model_load_s,
@@ -347,7 +349,8 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"{m['cpu_model'] or 'CPU'}, {m['os_cpu_count']} CPUs (torch threads {m['torch_threads']}); Python "
         f"{m['python']}, torch {report['versions']['torch']}, transformers {report['versions']['transformers']}; "
-        f"{m['date']}. Embeddings all-MiniLM-L6-v2, labels SmolLM2-135M (batching engine, "
+        f"{m['date']}. Embeddings {report['settings'].get('embedder_dir', 'all-MiniLM-L6-v2')}, "
+        "labels SmolLM2-135M (batching engine, "
         f"{report.get('engine_dtype', 'float32')}) on cpu.",
         "",
         "| Set | Ideas | True / found themes | Clear groups | ARI (target) | Names with a true-theme keyword "
@@ -425,6 +428,11 @@ def main() -> None:
     parser.add_argument("--speed-only", action="store_true", help="only the 60-idea round ends (no labelled sets)")
     parser.add_argument("--retries", type=int, default=0, help="repeat a disturbed 500-idea run up to this often")
     parser.add_argument("--no-read", action="store_true", help="themes from MiniLM alone (the model reads no idea)")
+    parser.add_argument(
+        "--embedder-dir",
+        type=Path,
+        help="a sentence-transformers model directory (mean pooling) to embed with instead of all-MiniLM-L6-v2",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     report = asyncio.run(run(args))
