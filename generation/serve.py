@@ -752,6 +752,7 @@ async def serve(
     max_tokens_limit: int = 2048,
     time_budget_s: float = 60.0,
     on_ready: Callable[[str], None] | None = None,
+    embedder: Embedder | None = None,
 ) -> None:
     """Serve until cancelled or SIGTERM/SIGINT; on_ready gets the base URL (`http://host:port/v1`) once bound."""
     app = build_app(
@@ -760,6 +761,7 @@ async def serve(
         api_key=api_key,
         max_tokens_limit=max_tokens_limit,
         time_budget_s=time_budget_s,
+        embedder=embedder,
     )
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5.0)
     await runner.setup()

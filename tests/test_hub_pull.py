@@ -172,3 +172,29 @@ def test_pull_in_offline_mode_says_which_setting_stops_it(tmp_path: Path, variab
     assert len(lines) == 1 and f"{variable}=1" in lines[0] and "unset" in lines[0], result.stderr
     assert "Traceback" not in result.stderr and "local_files_only" not in result.stderr
     assert fake.requests == []
+
+
+@pytest.mark.slow
+def test_pull_embedder_saves_a_sentence_model_with_its_pooling_and_prints_the_setting(tmp_path: Path) -> None:
+    from test_local_embedder import tiny_sentence_model
+
+    repo = tiny_sentence_model(tmp_path / "repo", pooling="cls")
+    files = {str(path.relative_to(repo)): path.read_bytes() for path in repo.rglob("*") if path.is_file()}
+    with FakeHub(files) as fake:
+        home = tmp_path / "home"
+        result = _pull([REPO, "--embedder"], home, fake.url)
+    assert result.returncode == 0, result.stderr
+    target = home / "models" / f"tiny-llama-{COMMIT[:12]}"
+    assert f'embedding_path = "{target}"' in result.stdout and "[brainstorm]" in result.stdout
+    assert json.loads((target / "1_Pooling" / "config.json").read_text())["pooling_mode_cls_token"] is True
+
+    from generation.embeddings import local_embedder
+
+    assert local_embedder(target).pooling == "cls"  # what brainstorm.embedding_path then loads
+
+
+@pytest.mark.slow
+def test_pull_embedder_refuses_a_text_generation_model(tmp_path: Path, hub: FakeHub) -> None:
+    result = _pull([REPO, "--embedder"], tmp_path / "home", hub.url)
+    assert result.returncode == 2
+    assert "--embedder takes a sentence-embedding model" in result.stderr and "Traceback" not in result.stderr
