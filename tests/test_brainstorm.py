@@ -1201,6 +1201,14 @@ async def test_a_terminal_brainstorm_keeps_its_thread_after_a_restart(settings: 
     assert people == ["a pasta cooking class", "kayaking on the lake"]
 
 
+async def test_after_a_restart_the_terminal_brainstorm_keys_work_again(settings: Settings) -> None:
+    await _terminal_transcript(settings, "/brainstorm the offsite --rounds 2 --minutes 30\n")
+    transcript = await _terminal_transcript(settings, "/as bob\nkayaking on the lake\nn\n")
+    # Before: the keys shown before the restart were gone, so "n" was a throw-away line ("Not taken as an idea").
+    assert "Back in the brainstorm on “the offsite” (round 1 of 2)." in transcript
+    assert "── Themes — round 1 of 2 ──" in transcript and "Round 2 of 2 is open" in transcript
+
+
 async def test_ideas_are_deleted_after_the_retention_period(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, CHORUS_BRAINSTORM__RETENTION_DAYS="3")
     bot = await _bot(settings)

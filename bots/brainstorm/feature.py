@@ -269,6 +269,10 @@ class Brainstorms:
             return None
         self._rejoined.add(session.id)
         await ctx.responder.open_thread(session.kickoff_ref, session.thread_name)
+        # The session's controls again, so their keys (n, w, v <number>, i <idea>) work after the restart too.
+        topic = render.short(session.topic, 80)
+        note = f"Back in the brainstorm on “{topic}” (round {session.round} of {session.rounds})."
+        await ctx.responder.send(Reply(parts=(note,), actions=render.controls(session.id)))
         return session
 
     async def _unreadable(self, ctx: Context, session: BrainstormRecord) -> None:
