@@ -529,7 +529,7 @@ def _idea_record(row: BrainstormIdea) -> IdeaRecord:
 
 _BRAINSTORM_FIELDS = frozenset(
     {"thread", "thread_name", "status", "round", "deadline", "kickoff_ref", "themes", "next_steps", "closed_at"}
-    | {"expires_at", "next_step_idea_ids"}
+    | {"expires_at", "next_step_idea_ids", "rounds"}
 )
 
 

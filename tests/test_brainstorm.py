@@ -25,7 +25,7 @@ from bots.app import Chorus
 from bots.brainstorm.clustering import cluster, merge_duplicates
 from bots.brainstorm.feature import is_throwaway
 from bots.events import Action, Command, Conversation, Message, MessageDeleted, MessageEdited, Reaction, User
-from bots.reply import Reply
+from bots.reply import PublishForbidden, Reply
 from bots.store import Store
 from chorus.compose import build_chorus
 from config import Settings
@@ -57,6 +57,12 @@ class WordEmbedder:
         return vectors
 
 
+YES_AND = (
+    "do it at a lakeside cabin.",
+    "add a sunset boat ride after.",
+    "finish with a campfire and songs.",
+    "invite the families for lunch.",
+)
 SEEDS = ("a team picnic by the river", "a quiz night at the office", "a karaoke evening", "a boat trip", "a bake-off")
 
 
@@ -77,7 +83,7 @@ def script(request: GenerationRequest) -> str:
     if "next step" in system:
         return "Book a date and ask everyone to hold it."
     if "People liked" in last:
-        return f"Yes-and {request.seed}: do it at a lakeside cabin"
+        return f"Yes-and {request.seed}: {YES_AND[(request.seed or 0) % len(YES_AND)]}"
     return SEEDS[(request.seed or 0) % len(SEEDS)]
 
 
@@ -561,6 +567,24 @@ async def test_every_vote_key_the_terminal_showed_works_not_only_the_last_ones(s
     assert sorted(voters) == [1, 2, 3]
 
 
+async def test_in_the_terminal_several_numbers_after_v_and_a_bare_vote_are_understood(settings: Settings) -> None:
+    lines = "/brainstorm the team offsite\n/as bob\nv 1 and 3\nvote\n"
+    transcript = await _terminal_transcript(settings, lines)
+    store = Store(settings.store_url)
+    await store.start()
+    try:
+        voters = await store.voters(1)
+        ideas = [idea.text for idea in await store.ideas(1) if idea.source == "person"]
+    finally:
+        await store.close()
+    # Before: "v 1 and 3" was refused ("Say which idea by its number"), and "vote" alone became idea #5, "vote".
+    after = transcript.split("bob> v 1 and 3\n", 1)[1]
+    assert after.startswith("👍 Vote counted for #1.\n👍 Vote counted for #3.")
+    assert sorted(voters) == [1, 3]
+    assert transcript.split("bob> vote\n", 1)[1].startswith("Say which idea by its number, e.g. v 3")
+    assert ideas == []
+
+
 async def test_in_the_terminal_a_thumbs_up_or_ok_in_the_thread_gets_a_hint_not_silence(bot: ThreadBot) -> None:
     # The kickoff says "vote with 👍 on any idea"; the terminal has no reactions, and a typed 👍 was ignored silently.
     await bot.say("/brainstorm the offsite")
@@ -735,6 +759,7 @@ async def test_the_round_timer_ends_the_round(tmp_path: Path) -> None:
         assert conversation.thread == bot.conversation.thread
         # The last round's timer wraps up.
         await wait_until(lambda: any(t.startswith("Brainstorm summary") for t in _posts(bot).titles()))
+        await wait_until(lambda: bot.store.latest_closed_brainstorm(CONVERSATION))  # closed once the summary is out
         assert await bot.store.open_brainstorms() == []
     finally:
         await bot.chorus.close()
@@ -874,7 +899,14 @@ async def test_a_restart_while_posting_yes_and_ideas_resumes_without_repeating_a
 
 async def test_with_votes_in_the_yes_and_ideas_are_written_while_themes_are_named(bot: ThreadBot) -> None:
     await bot.say("/brainstorm the offsite --rounds 2")
-    for user, idea in (("bob", "kayaking on the lake"), ("carol", "a pasta cooking class"), ("dan", "yoga at dawn")):
+    ideas = (
+        ("bob", "kayaking on the lake"),
+        ("carol", "a pasta cooking class"),
+        ("dan", "yoga at dawn"),
+        ("erin", "kayaking down the river"),
+        ("frank", "pasta and pizza cooking night"),
+    )
+    for user, idea in ideas:
         await bot.say(idea, as_user=user)
     await bot.say("v 7", as_user="carol")
     generator = bot.chorus.generator
@@ -942,6 +974,190 @@ async def test_a_restart_after_themes_were_posted_does_not_post_them_again(setti
         await chorus.close()
 
 
+def _timer_name(chorus: Chorus) -> str:
+    """The name of session 1's running timer ('brainstorm-1-round-2'), '' when it has none."""
+    assert chorus.brainstorms is not None
+    task = chorus.brainstorms._timers.get(1)
+    return task.get_name() if task is not None and not task.done() else ""
+
+
+async def test_a_restart_while_the_next_round_is_announced_announces_it_and_repeats_nothing_else(
+    settings: Settings,
+) -> None:
+    store = Store(settings.store_url)
+    await store.start()
+    chorus = build_chorus(settings, store, FakeGenerator(script), embedder=WordEmbedder(), drops=False)
+    dying = HangingPublisher(hang_on="Round 2 of 2 is open")
+    await chorus.attach_publisher(dying)
+    bot = ThreadBot(chorus)
+    await bot.say("/brainstorm the offsite --rounds 2")
+    await bot.say("kayaking on the lake", as_user="bob")
+    ending = asyncio.create_task(bot.say("n", as_user="bob"))
+    await asyncio.wait_for(dying.hung.wait(), timeout=20)
+    yes_and = [idea.id for idea in await store.ideas(1) if idea.source == "yes-and"]
+    assert yes_and
+    ending.cancel()
+    await chorus.close()  # the process dies while "Round 2 of 2 is open" is being posted
+
+    chorus, publisher = await _reopen(settings, FakeGenerator(script))
+    try:
+        # Before: round 2 was stored before its announcement, so after the restart nobody was told it opened.
+        await wait_until(lambda: any("Round 2 of 2 is open" in reply_text(r) for _, r in publisher.posts))
+        assert "Themes — round 1 of 2" not in publisher.titles()
+        assert not any(reply_text(r).startswith("Yes, and…") for _, r in publisher.posts)
+        assert [idea.id for idea in await chorus.store.ideas(1) if idea.source == "yes-and"] == yes_and
+        await wait_until(lambda: _timer_name(chorus) == "brainstorm-1-round-2")  # round 2 stored and timed
+        session = await chorus.store.get_brainstorm(1)
+        assert session.round == 2 and session.deadline is not None
+    finally:
+        await chorus.close()
+
+
+class NoNextRoundPublisher(Publisher):
+    """A platform that fails (a 503) every time the next round is announced."""
+
+    async def publish(self, conversation: Conversation, reply: Reply) -> str:
+        if "Round 2 of 2 is open" in reply_text(reply):
+            raise ConnectionError("503 Service Unavailable")
+        return await super().publish(conversation, reply)
+
+
+async def test_a_next_round_whose_announcement_failed_is_tried_again_and_gets_its_timer(tmp_path: Path) -> None:
+    bot = await _bot(settings_for(tmp_path), publisher=False)
+    flaky = NoNextRoundPublisher()
+    await bot.chorus.attach_publisher(flaky)
+    assert bot.chorus.brainstorms is not None
+    bot.chorus.brainstorms.retry_s = 0.01
+    try:
+        await bot.say("/brainstorm the offsite --rounds 2 --minutes 30")
+        await bot.say("kayaking on the lake", as_user="bob")
+        with pytest.raises(ConnectionError):
+            await bot.chorus.brainstorms.end_round(1, 1)
+        # Before: round 2 was stored before the failed post, and had no timer until a restart.
+        flaky.publish = Publisher.publish.__get__(flaky)  # type: ignore[method-assign]
+        await wait_until(lambda: any("Round 2 of 2 is open" in reply_text(r) for _, r in flaky.posts))
+        await wait_until(lambda: _timer_name(bot.chorus) == "brainstorm-1-round-2")
+        session = await bot.store.get_brainstorm(1)
+        assert session.round == 2 and session.deadline is not None
+        assert flaky.titles().count("Themes — round 1 of 2") == 1
+    finally:
+        await bot.chorus.close()
+
+
+class FlakySummaryPublisher(Publisher):
+    """A platform that fails once (a 503) when the summary is posted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    async def publish(self, conversation: Conversation, reply: Reply) -> str:
+        if reply.title.startswith("Brainstorm summary") and not self.failed:
+            self.failed = True
+            raise ConnectionError("503 Service Unavailable")
+        return await super().publish(conversation, reply)
+
+
+async def test_a_wrap_up_whose_summary_failed_to_post_is_tried_again(tmp_path: Path) -> None:
+    bot = await _bot(settings_for(tmp_path), publisher=False)
+    flaky = FlakySummaryPublisher()
+    await bot.chorus.attach_publisher(flaky)
+    assert bot.chorus.brainstorms is not None
+    bot.chorus.brainstorms.retry_s = 0.01
+    try:
+        await bot.say("/brainstorm the offsite --rounds 2 --minutes 30")
+        await bot.say("kayaking on the lake", as_user="bob")
+        await bot.say("w")  # the router tells alice it failed
+        # Before: the session was closed before the summary was posted, so the failed summary was never posted.
+        await wait_until(lambda: flaky.failed and "Brainstorm summary: the offsite" in flaky.titles())
+        await wait_until(lambda: bot.store.latest_closed_brainstorm(CONVERSATION))
+        assert not any("Round 2" in reply_text(r) for _, r in flaky.posts)
+    finally:
+        await bot.chorus.close()
+
+
+class GonePublisher(Publisher):
+    """A thread that was deleted while its brainstorm ran: the platform refuses every post there for good."""
+
+    async def publish(self, conversation: Conversation, reply: Reply) -> str:
+        if conversation.thread is not None and reply.title.startswith(("Themes", "Brainstorm summary")):
+            raise PublishForbidden("Unknown Channel (10003)")
+        return await super().publish(conversation, reply)
+
+
+@pytest.mark.parametrize("ending", ["n", "w"])
+async def test_a_brainstorm_whose_thread_is_gone_is_closed_and_frees_its_channel(tmp_path: Path, ending: str) -> None:
+    settings = settings_for(tmp_path, CHORUS_BRAINSTORM__RETENTION_DAYS="3")
+    bot = await _bot(settings, publisher=False)
+    await bot.chorus.attach_publisher(GonePublisher())
+    try:
+        await bot.say("/brainstorm the offsite --rounds 1")
+        await bot.say("kayaking on the lake", as_user="bob")
+        await bot.say(ending)
+        # Before: a round end refused for good left the session open for ever, without a timer: the channel could
+        # not start another brainstorm, and its ideas were never deleted.
+        closed = await bot.store.latest_closed_brainstorm(CONVERSATION)
+        assert closed is not None and closed.expires_at - closed.closed_at == timedelta(days=3)
+        await bot.say("/leave")
+        await bot.say("/brainstorm the picnic")
+        assert [session.topic for session in await bot.store.open_brainstorms()] == ["the picnic"]
+    finally:
+        await bot.chorus.close()
+
+
+async def _die_while_posting_the_summary(settings: Settings, *lines: str) -> tuple[str, ...]:
+    """Run a brainstorm to its summary and 'kill' the process while the summary is being posted; the next steps
+    stored by then."""
+    store = Store(settings.store_url)
+    await store.start()
+    chorus = build_chorus(settings, store, FakeGenerator(script), embedder=WordEmbedder(), drops=False)
+    dying = HangingPublisher(hang_on="Brainstorm summary")
+    await chorus.attach_publisher(dying)
+    bot = ThreadBot(chorus)
+    for line in lines[:-1]:
+        user, _, text = line.partition(": ")
+        await bot.say(text, as_user=user)
+    user, _, text = lines[-1].partition(": ")
+    ending = asyncio.create_task(bot.say(text, as_user=user))
+    await asyncio.wait_for(dying.hung.wait(), timeout=20)
+    steps = (await store.get_brainstorm(1)).next_steps
+    ending.cancel()
+    await chorus.close()
+    return steps
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        # The last round's end (here ⏭ by the starter) wraps up.
+        ("alice: /brainstorm the offsite --rounds 1", "bob: kayaking on the lake", "alice: n"),
+        # ✅ Wrap up in the first of two rounds.
+        ("alice: /brainstorm the offsite --rounds 2", "bob: kayaking on the lake", "alice: w"),
+    ],
+)
+async def test_a_restart_while_the_summary_is_posted_posts_it_and_never_opens_another_round(
+    settings: Settings, lines: tuple[str, ...]
+) -> None:
+    steps = await _die_while_posting_the_summary(settings, *lines)
+    assert steps  # written before the summary went out
+    second = FakeGenerator(script)
+    chorus, publisher = await _reopen(settings, second)
+    try:
+        # Before: the session was closed before its summary went out, so a restart left it with no summary at all.
+        await wait_until(lambda: any(t.startswith("Brainstorm summary") for t in publisher.titles()))
+        assert not any("Round 2" in reply_text(r) for _, r in publisher.posts)
+        assert not any(t.startswith("Themes") for t in publisher.titles())  # Themes went out once, or not at all
+        summary = reply_text(next(r for _, r in publisher.posts if r.title.startswith("Brainstorm summary")))
+        assert "kayaking on the lake" in summary and "1 round ·" in summary
+        assert not any("next step" in r.messages[0].content for r in second.requests)  # not written twice
+        await wait_until(lambda: chorus.store.latest_closed_brainstorm(CONVERSATION))
+        session = await chorus.store.get_brainstorm(1)
+        assert not session.is_open and session.next_steps == steps
+        assert (settings.home_dir / "brainstorms" / "brainstorm-1-summary.md").is_file()
+    finally:
+        await chorus.close()
+
+
 async def test_summary_files_are_deleted_with_their_session_after_the_retention_period(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, CHORUS_BRAINSTORM__RETENTION_DAYS="3")
     bot = await _bot(settings)
@@ -983,6 +1199,14 @@ async def test_a_terminal_brainstorm_keeps_its_thread_after_a_restart(settings: 
         await store.close()
     # After the restart the typed line is an idea, not a refinement; /leave still leaves the thread.
     assert people == ["a pasta cooking class", "kayaking on the lake"]
+
+
+async def test_after_a_restart_the_terminal_brainstorm_keys_work_again(settings: Settings) -> None:
+    await _terminal_transcript(settings, "/brainstorm the offsite --rounds 2 --minutes 30\n")
+    transcript = await _terminal_transcript(settings, "/as bob\nkayaking on the lake\nn\n")
+    # Before: the keys shown before the restart were gone, so "n" was a throw-away line ("Not taken as an idea").
+    assert "Back in the brainstorm on “the offsite” (round 1 of 2)." in transcript
+    assert "── Themes — round 1 of 2 ──" in transcript and "Round 2 of 2 is open" in transcript
 
 
 async def test_ideas_are_deleted_after_the_retention_period(tmp_path: Path) -> None:
@@ -1213,6 +1437,81 @@ async def test_seed_yes_and_and_next_step_ideas_are_whole_and_never_about_the_ta
     assert steps == ["Pick an owner for “a quiz night” and agree a first small test."]
 
 
+# Answers the embedded SmolLM2-135M gave through these prompts (2026-12-04), each of a kind that must not be shown.
+RECORDED_HEADINGS = (
+    "This idea combines both:",  # a lead-in: its list would have followed on the next line
+    "A challenge with the onboarding experience for new contributors to our open-source project:",
+    "Desserts:",
+    "Aim: team-offsite ideas",  # a label, not a sentence
+    'A new focus for the Daily Grind: "Coffee: A New Wave of Coffee Culture"',
+)
+RECORDED_META = (
+    "The obvious answer would be to improve the onboarding process to make it more engaging and easier to navigate, "
+    "but this answer is a more interesting one.",
+    "This is a perfect example of how a user can create a fun and creative idea to make their discord server less "
+    "dead.",
+    "The answer is a combination of multiple-choice, a surprising fact.",
+    "That's a surprising idea. I think it's time to change the way we celebrate.",
+    "Your idea is to create a team-building activity for a holiday party using oversized items that make your party "
+    "more fun.",
+    "I was recently in a conversation about how to increase the number of monthly meetups.",
+    "This raises the question of how to address the issue of onboarding the new contributors to the open-source "
+    "project.",
+)
+RECORDED_STEPS = (
+    "Next step: In-person meetup planning",  # a label
+    "One step to make our discord server less dead lol: weekly game nights in voice chat",
+    "The first step in this conversation is to seek feedback and provide it.",  # about the chat, not the idea
+    "That's a great idea! In this moment, I'd like to introduce a fun and creative way to share your message.",
+)
+
+
+async def test_recorded_headings_meta_answers_and_echoes_of_the_topic_are_never_shown() -> None:
+    from bots.brainstorm.prompts import next_steps, seed_ideas, yes_and_ideas
+    from generation.moderation import Blocklist
+
+    good = "Host a monthly potluck where everyone brings a dish from home."
+    topic = "how do we get more ppl to come to the monthly meetup"
+    echo = "How to get more people to come to the monthly meetup event."  # the topic said back (recorded)
+    first = (*RECORDED_HEADINGS, *RECORDED_META, echo, good)
+
+    def writer(request: GenerationRequest) -> str:
+        seed = request.seed or 0
+        if "next step" in request.messages[0].content:
+            return RECORDED_STEPS[seed % len(RECORDED_STEPS)]
+        return first[seed] if seed < len(first) else good
+
+    blocklist = Blocklist(())
+    generator = FakeGenerator(writer)
+    seeds = await seed_ideas(generator, topic, len(first), blocklist=blocklist, seed=0)
+    assert seeds == [good]  # and the retry's answers repeat it, so they are not shown twice
+    built = await yes_and_ideas(generator, topic, ["free pizza"], len(first), blocklist=blocklist, seed=0)
+    assert built == [good]
+    steps = await next_steps(generator, topic, ["a", "b", "c", "d"], blocklist=blocklist, seed=0)
+    assert steps == [f"Pick an owner for “{idea}” and agree a first small test." for idea in "abcd"]
+
+
+async def test_ideas_that_could_not_be_used_are_asked_for_once_more() -> None:
+    from bots.brainstorm.prompts import seed_ideas
+    from generation.moderation import Blocklist
+
+    def writer(request: GenerationRequest) -> str:
+        seed = request.seed or 0
+        if seed < 3:  # the first ask: one usable idea, one lead-in, one near-repeat of it
+            return ("A picnic by the river with games.", "This idea combines both:", "A river picnic with games.")[seed]
+        return ("A quiz night with silly prizes.", "Karaoke in the back room.", "A boat trip at dusk.")[seed - 3]
+
+    generator = FakeGenerator(writer)
+    seeds = await seed_ideas(generator, "the offsite", 3, blocklist=Blocklist(()), seed=0)
+    # Before: only the first was shown. Now the two missing ones are asked for again, once.
+    assert seeds == [
+        "A picnic by the river with games.",
+        "A quiz night with silly prizes.",
+        "Karaoke in the back room.",
+    ]
+    assert len(generator.requests) == 5
+
+
 async def test_theme_names_come_from_the_ideas_never_from_the_topic() -> None:
     from bots.brainstorm.prompts import name_problem, theme_names
     from generation.moderation import Blocklist
@@ -1440,6 +1739,69 @@ async def test_ideas_that_fall_into_no_groups_are_listed_together_and_the_post_s
     assert f"\n1. All ideas (no clear groups yet) — {len(unrelated)} ideas, 0 votes\n" in text
     assert "These ideas do not fall into clear groups yet" in text
     assert "2. " not in text
+
+
+async def test_two_or_three_ideas_are_listed_together_not_named_as_a_theme(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm the offsite --rounds 2")
+    for number, idea in enumerate(("kayaking on the lake", "a new logo for the newsletter", "fix the printer")):
+        await bot.say(idea, as_user=f"user{number}")
+    await bot.say("n")
+    text = _themes(bot, "Themes — round 1 of 2")
+    # Before: one theme named after the first idea ("Kayaking on the lake") held all three, with no word about it.
+    assert "\n1. All ideas (no clear groups yet) — 3 ideas, 0 votes\n" in text
+    assert "These ideas do not fall into clear groups yet" in text
+    generator = bot.chorus.generator
+    assert isinstance(generator, FakeGenerator)
+    assert not any("category name" in r.messages[0].content for r in generator.requests)
+
+
+class VariantEmbedder(WordEmbedder):
+    """Ideas about pizza sit at cosine 0.75-0.87 from each other (nearer when both say "friday"), as MiniLM places
+    ways of typing one idea that are not close enough to merge ("pizza party on fri", "office pizza party friday");
+    anything else as WordEmbedder does."""
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        vectors = await super().embed(texts)
+        for index, text in enumerate(texts):
+            if "pizza" in text:
+                vector = [0.0] * self.dims
+                vector[0], vector[1 + ("friday" in text)], vector[3 + index] = 0.75**0.5, 0.12**0.5, 0.13**0.5
+                vectors[index] = vector
+        return vectors
+
+
+async def test_variants_of_one_idea_are_one_group_and_the_post_says_so(settings: Settings) -> None:
+    bot = await _bot(settings, embedder=VariantEmbedder())
+    try:
+        await bot.say("/brainstorm what should we do next quarter --rounds 2")
+        variants = (
+            "pizza party on friday", "pizza party on fri", "office pizza party friday", "pizza part on friday",
+            "a friday pizza party for the team", "team pizza lunch on fri", "pizza night on fri",
+        )  # fmt: skip
+        for number, idea in enumerate(variants):
+            await bot.say(idea, as_user=f"user{number}")
+        await bot.say("n")
+        text = _themes(bot, "Themes — round 1 of 2")
+        # Before: the variants that did not merge were split into made-up themes ("Friday and team").
+        assert f"\n1. All ideas (no clear groups yet) — {len(variants)} ideas, 0 votes\n" in text
+        assert "These ideas do not fall into clear groups yet" in text and "2. " not in text
+    finally:
+        await bot.chorus.close()
+
+
+async def test_themes_found_in_a_small_round_are_called_a_first_guess(bot: ThreadBot) -> None:
+    await bot.say("/brainstorm the offsite --rounds 2")
+    ideas = (
+        "kayaking on the lake", "kayaking down the river", "kayaking with a guide",
+        "pasta cooking class", "pasta and pizza cooking", "pasta making contest",
+    )  # fmt: skip
+    for number, idea in enumerate(ideas):
+        await bot.say(idea, as_user=f"user{number}")
+    await bot.say("n")
+    text = _themes(bot, "Themes — round 1 of 2")
+    assert "2. " in text
+    # Below 12 ideas no test tells real themes from chance groupings: the post says how far to trust them.
+    assert "With 6 ideas these themes are a first guess; more ideas make clearer ones." in text
 
 
 # -- edited and deleted idea messages -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import re
@@ -88,6 +89,9 @@ _THUMB = "(?:\\+1|👍[\U0001f3fb-\U0001f3ff]?)"
 _TYPED_VOTE = re.compile(
     rf"(?:i\s+)?(?:v|vote|votes|voting|{_THUMB})\s*(?:for|to|on)?\s*{_VOTE_NUMBERS}|{_VOTE_NUMBERS}\s*{_THUMB}"
 )
+# A vote without a number ("vote", "v"): the person is asked which idea, instead of it becoming an idea.
+_BARE_VOTE = re.compile(r"(?:i\s+)?(?:v|vote|votes|voting)(?:\s+for)?")
+_WHICH_IDEA = "Say which idea by its number, e.g. v 3 (numbers are shown as #3)."
 
 
 def typed_votes(text: str) -> list[int]:
@@ -235,12 +239,10 @@ class Brainstorms:
             return True
         numbers = typed_votes(text)
         if numbers:
-            for number in numbers:
-                try:
-                    await self._vote_number(ctx, session, number)
-                except UserError as exc:
-                    await ctx.responder.send(Reply.error(str(exc)))
+            await self._vote_numbers(ctx, session, numbers)
             return True
+        if _BARE_VOTE.fullmatch(" ".join(text.lower().split()).strip(" .!?:")):
+            raise UserError(_WHICH_IDEA)
         if is_throwaway(text):
             # "+1" in reply to an idea is a vote; other throw-aways are just chat.
             flat = " ".join(text.lower().split()).strip(" .!")
@@ -267,6 +269,10 @@ class Brainstorms:
             return None
         self._rejoined.add(session.id)
         await ctx.responder.open_thread(session.kickoff_ref, session.thread_name)
+        # The session's controls again, so their keys (n, w, v <number>, i <idea>) work after the restart too.
+        topic = render.short(session.topic, 80)
+        note = f"Back in the brainstorm on “{topic}” (round {session.round} of {session.rounds})."
+        await ctx.responder.send(Reply(parts=(note,), actions=render.controls(session.id)))
         return session
 
     async def _unreadable(self, ctx: Context, session: BrainstormRecord) -> None:
@@ -313,6 +319,14 @@ class Brainstorms:
                 ephemeral=True,
             )
         )
+
+    async def _vote_numbers(self, ctx: Context, session: BrainstormRecord, numbers: list[int]) -> None:
+        """A vote for each idea number, each confirmed or refused on its own."""
+        for number in numbers:
+            try:
+                await self._vote_number(ctx, session, number)
+            except UserError as exc:
+                await ctx.responder.send(Reply.error(str(exc)))
 
     async def _vote_number(self, ctx: Context, session: BrainstormRecord, number: int) -> None:
         """A vote for the idea shown as #number (a Vote button's value, or a vote typed in the thread)."""
@@ -451,10 +465,12 @@ class Brainstorms:
                 raise UserError("Write the idea after the button, e.g. i a cooking class for the whole team.")
             await self._add_idea(ctx, session, text, None)
         elif action.action_id == render.VOTE:
+            # The value asked for after the button: "3", "#3", or several as typed in the thread ("3 and 5").
             number = parse_number(action.value)
-            if number is None:
-                raise UserError("Say which idea by its number, e.g. 3 (numbers are shown as #3).")
-            await self._vote_number(ctx, session, number)
+            numbers = [number] if number is not None else typed_votes(f"vote {action.value}")
+            if not numbers:
+                raise UserError(_WHICH_IDEA)
+            await self._vote_numbers(ctx, session, numbers)
         elif action.action_id == NEXT_ACTION:
             await self._next_pressed(ctx, session)
         else:
@@ -489,7 +505,17 @@ class Brainstorms:
             if current is None or not current.is_open:
                 await ctx.responder.send(Reply.text("This brainstorm has already wrapped up.", ephemeral=True))
                 return False
-            await self._wrap_up(current, self._poster(current, ctx.responder))
+            try:
+                await self._wrap_up(current, self._poster(current, ctx.responder))
+            except PublishForbidden:
+                await self._close_unreachable(session.id)
+                raise
+            except Exception:
+                # Once marked as wrapping up, the session has no timer: a later try finishes the wrap-up.
+                marked = await self._reload(current)
+                if marked.is_open and marked.deadline is None:
+                    self._retry(marked.id, marked.round)
+                raise
             return True
 
     async def end_requested(self, ctx: Context) -> None:
@@ -537,7 +563,18 @@ class Brainstorms:
 
         Each step leaves a mark in the store before the next begins (the deadline cleared, the themes stamped with
         their round, the yes-and ideas stored), so a restart part-way through resumes where it stopped: nothing is
-        posted or generated twice."""
+        posted or generated twice. A round end that fails part-way (the platform or the database failing for a
+        moment) is tried again `retry_s` later, whether a timer or a button started it."""
+        try:
+            return await self._end_round(session_id, expected_round, fallback)
+        except PublishForbidden:  # the thread is gone for good: retrying cannot help
+            await self._close_unreachable(session_id)
+            raise
+        except Exception:
+            self._retry(session_id, expected_round)
+            raise
+
+    async def _end_round(self, session_id: int, expected_round: int, fallback: Responder | None) -> bool:
         async with self._lock(session_id):
             session = await self.app.store.get_brainstorm(session_id)
             if session is None or not session.is_open or session.round != expected_round:
@@ -560,10 +597,28 @@ class Brainstorms:
                 if early is not None and not early.done():
                     early.cancel()
             deadline = self.clock() + timedelta(minutes=session.minutes)
+            # Posted before the new round is stored: a restart in between posts it again rather than never.
+            await post(render.round_open(dataclasses.replace(session, round=session.round + 1, deadline=deadline)))
             session = await self.app.store.update_brainstorm(session.id, round=session.round + 1, deadline=deadline)
-            await post(render.round_open(session))
             self._arm(session)
             return True
+
+    async def _close_unreachable(self, session_id: int) -> None:
+        """Close a session whose thread the platform refuses for good (deleted, archived, no access): it cannot go on,
+        and left open it would keep its channel from starting another and its ideas past their retention."""
+        session = await self.app.store.get_brainstorm(session_id)
+        if session is None or not session.is_open:
+            return
+        self._disarm(session_id)
+        now = self.clock()
+        await self.app.store.update_brainstorm(
+            session_id,
+            status=BRAINSTORM_CLOSED,
+            deadline=None,
+            closed_at=now,
+            expires_at=now + timedelta(days=self.config.retention_days),
+        )
+        _log.warning("brainstorm %d closed: its thread refuses Chorus for good", session_id)
 
     async def _themes_once(self, session: BrainstormRecord, post: Post) -> dict[int, render.IdeaView]:
         """Sort and post this round's Themes, unless a run before a restart already did: then post the stored
@@ -639,12 +694,16 @@ class Brainstorms:
             note = "Just one idea so far, so it is its own theme; more ideas make better themes."
         elif not organized.separated:
             note = _NO_CLEAR_THEMES
+        elif organized.tentative:
+            distinct = len(candidates) - len(organized.merged)
+            note = f"With {distinct} ideas these themes are a first guess; more ideas make clearer ones."
         if organized.merged:
             note += (" " if note else "") + (
                 f"{len(organized.merged)} near-duplicate idea{'s were' if len(organized.merged) != 1 else ' was'} "
                 "merged; every author is credited."
             )
-        stamp = {"round": session.round, "posted": False, "note": note}
+        # Themes sorted for a wrap-up (no post) are never posted as a Themes message, even after a restart.
+        stamp = {"round": session.round, "posted": post is None, "note": note}
         themes = [{"label": theme.label, "idea_ids": list(theme.idea_ids), **stamp} for theme in organized.themes]
         session = await store.update_brainstorm(session.id, themes=themes)
         views = render.idea_views(await store.ideas(session.id), voters)
@@ -715,9 +774,15 @@ class Brainstorms:
     # -- wrap-up -----------------------------------------------------------------------------------------------------
 
     async def _wrap_up(self, session: BrainstormRecord, post: Post, *, sorted_already: bool = False) -> None:
-        """Close the session, write the summary, post it with the Markdown file attached."""
+        """Write the summary, post it with the Markdown file attached, then close the session.
+
+        The session is first marked as wrapping up (this round its last, no deadline) and the next steps are stored
+        before the summary is posted, so a restart or a failed post resumes the wrap-up (a round end of the last
+        round) instead of losing the summary or opening another round."""
         self._disarm(session.id)
         store = self.app.store
+        if session.rounds != session.round or session.deadline is not None:
+            session = await store.update_brainstorm(session.id, rounds=session.round, deadline=None)
         if sorted_already:
             views = render.idea_views(await store.ideas(session.id), await store.voters(session.id))
         else:
@@ -725,7 +790,7 @@ class Brainstorms:
             session = await self._reload(session)
         top_views = render.ranked(views)[:3]
         top = [view.idea.text for view in top_views]
-        steps = (
+        steps = list(session.next_steps) or (
             await next_steps(
                 self.app.generator,
                 session.topic,
@@ -737,17 +802,19 @@ class Brainstorms:
             if top
             else []
         )
+        if steps and not session.next_steps:
+            session = await store.update_brainstorm(
+                session.id, next_steps=steps, next_step_idea_ids=[view.idea.id for view in top_views[: len(steps)]]
+            )
+        await post(await self.summary_reply(session))
         now = self.clock()
         session = await store.update_brainstorm(
             session.id,
             status=BRAINSTORM_CLOSED,
-            next_steps=steps,
-            next_step_idea_ids=[view.idea.id for view in top_views[: len(steps)]],
             deadline=None,
             closed_at=now,
             expires_at=now + timedelta(days=self.config.retention_days),
         )
-        await post(await self.summary_reply(session))
         await self.purge_expired()
         _log.info("brainstorm %d wrapped up", session.id)
 
@@ -827,17 +894,16 @@ class Brainstorms:
         except PublishForbidden as exc:  # the thread is gone for good: retrying cannot help
             _log.warning("brainstorm %d: round %d cannot be ended in its thread: %s", session_id, round_number, exc)
         except Exception:
-            _log.exception(
-                "brainstorm %d: ending round %d on its timer failed; retrying in %g s",
-                session_id,
-                round_number,
-                self.retry_s,
-            )
-            if self._timers.get(session_id, asyncio.current_task()) is asyncio.current_task():
-                self._timers[session_id] = asyncio.create_task(
-                    self._timer(session_id, round_number, self.retry_s),
-                    name=f"brainstorm-{session_id}-round-{round_number}-retry",
-                )
+            _log.exception("brainstorm %d: ending round %d on its timer failed", session_id, round_number)
+
+    def _retry(self, session_id: int, round_number: int) -> None:
+        """Try a round end (or a wrap-up) that failed part-way again `retry_s` from now."""
+        _log.warning("brainstorm %d: ending round %d failed; retrying in %g s", session_id, round_number, self.retry_s)
+        self._disarm(session_id)
+        self._timers[session_id] = asyncio.create_task(
+            self._timer(session_id, round_number, self.retry_s),
+            name=f"brainstorm-{session_id}-round-{round_number}-retry",
+        )
 
     async def _on_publisher(self, publisher: Publisher) -> None:
         """Resume: re-arm every running session's timer from its stored deadline, and drop expired sessions. A

@@ -11,7 +11,7 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -87,9 +87,19 @@ _META = re.compile(
     r"\b(?:(?:these|both|the|those) (?:two |2 )?ideas?\b|idea (?:1|2|one|two)\b|(?:a |one )?single sentence|"
     r"in one sentence|here(?:'s| is| are)\b|sure[,!]|as an ai\b|i (?:can|would|will|suggest)\b|"
     r"(?:new|concrete|one) idea\b|takes? it further|mix(?:es)? both|"
-    r"combin\w* (?:them|it|this)\b)",
+    r"combin\w* (?:them|it|this|both)\b|\bthis idea\b|\b(?:the|an?|this) (?:obvious |best |right |simple )?answer\b|"
+    r"\bexample of how\b|\bin this (?:conversation|story|chat|thread)\b|"
+    r"\b(?:in|of) (?:the|this|a) (?:[\w-]+ )?conversation\b|"
+    r"\b(?:that|this|it)(?:'s|’s| is) (?:an?|the) (?:\w+ ){0,2}(?:idea|example|way|question)\b|"
+    r"\b(?:is|be) an? (?:\w+ ){0,2}idea\b|\byour idea\b|\bthis raises\b|"
+    # A story about oneself rather than a proposal: "I was recently in…", "My unexpected idea is…".
+    r"^\W*(?:i|i'm|i’m|i've|i'd|i was|my)\b)",
     re.IGNORECASE,
 )
+# A sentence's end: . ! ? … with any closing quotes or brackets.
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
+# Seed and yes-and answers asked for a second time when too few of the first could be used.
+IDEA_TRIES = 2
 
 
 async def complete(
@@ -136,6 +146,9 @@ async def complete(
     trimmed = trim_to_complete(first, stopped_early=cut)
     if trimmed.cut and trimmed.text == first.rstrip():
         _log.debug("brainstorm answer cut mid-sentence and dropped: %r", first)
+        return ""
+    if whole_sentences and is_heading(trimmed.text):
+        _log.debug("brainstorm answer is a heading or lead-in, dropped: %r", first)
         return ""
     text = clean_variant(clean_output(_PREFIX.sub("", trimmed.text), blocklist))
     return "" if is_degenerate(text) else text
@@ -486,22 +499,76 @@ def _norm(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
+def is_heading(text: str) -> bool:
+    """A heading or a lead-in rather than a sentence: it ends on a colon or a comma ("This idea combines both:"),
+    or it has a label's colon and no sentence end ("Aim: team-offsite ideas", "Next step: meetup planning"). A
+    small model writes these when it means to go on in a list on the next line, which a one-line answer never
+    shows."""
+    stripped = text.rstrip()
+    if stripped.endswith((":", ";", ",", "-", "–", "—")):
+        return True
+    return ":" in stripped and not _SENTENCE_END.search(stripped)
+
+
+def echoes(text: str, others: Sequence[str]) -> bool:
+    """Says (almost) nothing that one of `others` does not: most of its content words are that text's and it adds
+    at most two of its own ("How to get more people to come to the monthly meetup event." for the topic "how do we
+    get more ppl to come to the monthly meetup"), or nearly all of them are."""
+    mine = {stem(word) for word in content_words(text)}
+    if not mine:
+        return False
+    for other in others:
+        shared = len(mine & {stem(word) for word in content_words(other)})
+        share = shared / len(mine)
+        if share >= 0.8 or (share >= 0.6 and len(mine) - shared <= 2):
+            return True
+    return False
+
+
 def is_meta(text: str) -> bool:
     """Talk about the task rather than an idea: 'You can combine these two ideas into a single sentence.'"""
     return bool(_META.search(text))
 
 
 def distinct_ideas(candidates: Sequence[str], avoid: Sequence[str]) -> list[str]:
-    """Drop repeats, echoes of the topic or of the ideas built on, talk about the task, and answers too short to
-    be an idea."""
+    """Drop repeats and near-repeats, echoes of the topic or of the ideas built on, talk about the task, and
+    answers too short to be an idea."""
     seen = {_norm(text) for text in avoid}
     kept: list[str] = []
     for text in candidates:
         norm = _norm(text)
-        if len(norm) >= 8 and norm not in seen and not is_meta(text):
+        if len(norm) >= 8 and norm not in seen and not is_meta(text) and not echoes(text, (*avoid, *kept)):
             seen.add(norm)
             kept.append(text)
     return kept
+
+
+async def _ideas(
+    generator: Generator,
+    ask: Callable[[int], tuple[ChatMessage, ...]],
+    count: int,
+    avoid: Sequence[str],
+    *,
+    blocklist: Blocklist,
+    seed: int,
+    key: str,
+) -> list[str]:
+    """Up to `count` usable ideas from `ask(i)`, asked for together (a batching engine runs them at once); when too
+    few can be used (cut, meta, a repeat), the missing ones are asked for once more, with other asks and seeds."""
+    kept: list[str] = []
+    for attempt in range(IDEA_TRIES):
+        missing = count - len(kept)
+        if missing <= 0:
+            break
+        first = attempt * count
+        answers = await asyncio.gather(
+            *(
+                complete(generator, ask(i), blocklist=blocklist, max_new_tokens=64, seed=seed + i, conversation_key=key)
+                for i in range(first, first + missing)
+            )
+        )
+        kept += distinct_ideas([sentences(a) for a in answers if a], (*avoid, *kept))
+    return kept[:count]
 
 
 async def seed_ideas(
@@ -509,17 +576,11 @@ async def seed_ideas(
 ) -> list[str]:
     """Up to `count` different opening ideas for the topic, asked for together (a batching engine runs them at once)."""
     angles = ("a practical", "a surprising", "a low-cost", "an ambitious", "a playful")
-    asks = [
-        (ChatMessage("system", IDEA_SYSTEM), ChatMessage("user", f"Topic: {topic}\nGive {angles[i % 5]} idea."))
-        for i in range(count)
-    ]
-    answers = await asyncio.gather(
-        *(
-            complete(generator, ask, blocklist=blocklist, max_new_tokens=64, seed=seed + i, conversation_key=key)
-            for i, ask in enumerate(asks)
-        )
-    )
-    return distinct_ideas([sentences(a) for a in answers if a], (topic,))
+
+    def ask(i: int) -> tuple[ChatMessage, ...]:
+        return (ChatMessage("system", IDEA_SYSTEM), ChatMessage("user", f"Topic: {topic}\nGive {angles[i % 5]} idea."))
+
+    return await _ideas(generator, ask, count, (topic,), blocklist=blocklist, seed=seed, key=key)
 
 
 async def yes_and_ideas(
@@ -535,8 +596,8 @@ async def yes_and_ideas(
     """Up to `count` ideas that build on or combine the top-voted ones ("yes, and…")."""
     if not top:
         return []
-    asks = []
-    for i in range(count):
+
+    def ask(i: int) -> tuple[ChatMessage, ...]:
         first = top[i % len(top)]
         second = top[(i + 1) % len(top)] if len(top) > 1 and i % 2 else ""
         basis = (
@@ -545,14 +606,9 @@ async def yes_and_ideas(
             if second
             else f"People liked: {short(first, 300)}\nSuggest one new, concrete idea that takes it further."
         )
-        asks.append((ChatMessage("system", IDEA_SYSTEM), ChatMessage("user", f"Topic: {topic}\n{basis}")))
-    answers = await asyncio.gather(
-        *(
-            complete(generator, ask, blocklist=blocklist, max_new_tokens=64, seed=seed + i, conversation_key=key)
-            for i, ask in enumerate(asks)
-        )
-    )
-    return distinct_ideas([sentences(a) for a in answers if a], (*top, topic))
+        return (ChatMessage("system", IDEA_SYSTEM), ChatMessage("user", f"Topic: {topic}\n{basis}"))
+
+    return await _ideas(generator, ask, count, (*top, topic), blocklist=blocklist, seed=seed, key=key)
 
 
 async def next_steps(
@@ -576,5 +632,6 @@ async def next_steps(
     for idea, answer in zip(top, answers, strict=True):
         fallback = f"Pick an owner for “{short(idea, 60)}” and agree a first small test."
         answer = sentences(answer, 200)
-        steps.append(answer if answer and answer not in steps else fallback)
+        usable = answer and answer not in steps and not is_meta(answer)
+        steps.append(answer if usable else fallback)
     return steps

@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bots.brainstorm.clustering import MIN_TO_CLUSTER, Clustering, as_matrix, cluster, merge_duplicates, topic_free
+from bots.brainstorm.clustering import (
+    MIN_TO_CENTRE,
+    MIN_TO_CLUSTER,
+    Clustering,
+    as_matrix,
+    cluster,
+    merge_duplicates,
+    topic_free,
+)
 from bots.brainstorm.prompts import content_words, keyword_label, stem, theme_names, topic_stems
 from bots.brainstorm.reading import IdeaReader
 from generation.moderation import Blocklist
@@ -24,6 +32,10 @@ UNSORTED_NAME = "All ideas (no clear groups yet)"
 # How long a round end waits for the model to read ideas it has not read yet (2 s per 60 ideas on an idle 2-core
 # machine; reads wait for a slot no request holds) before it sorts them by sentence vectors alone.
 READ_WAIT_S = 20.0
+# Ideas (each read alone) whose mean pairwise cosine is at least this are variants of one idea ("pizza party on
+# fri", "office pizza party friday"), even where they were not close enough to merge: nothing separates them. Ideas
+# of one labelled theme average 0.2-0.3, ideas of different themes 0.1-0.15; 30 ways of typing one idea, 0.78.
+ONE_IDEA_SIMILARITY = 0.6
 # The part of the topic ideas are read after (a topic is a sentence or two; the ideas need the model's room).
 TOPIC_CHARS = 300
 
@@ -41,8 +53,11 @@ class Organized:
     # Near-duplicate id -> the canonical idea it was merged into.
     merged: dict[int, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-    # False when there were enough ideas to sort but they fall into no clear groups (one theme, said so).
+    # False when the ideas fall into no clear groups: two or three ideas, variants of one idea, or no split that
+    # beats chance (one theme, said so).
     separated: bool = True
+    # True when themes were found in fewer ideas than chance can be ruled out for: a first guess, said so.
+    tentative: bool = False
 
 
 def for_embedding(text: str, limit: int) -> str:
@@ -120,7 +135,9 @@ async def organize(
             _log.warning("the model could not read the ideas; themes come from sentence vectors alone", exc_info=True)
         timings["read_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
-    if vectors and states is not None:
+    if vectors and len(leaders) >= MIN_TO_CLUSTER and _one_idea([vectors[i] for i in leaders]):
+        found = Clustering(labels=[0] * len(leaders), separated=False)
+    elif vectors and states is not None:
         # Both views topic-free, side by side with equal weight (each row unit length before they are joined).
         both = np.hstack([topic_free(states), topic_free([placed[i] for i in leaders], topic_vectors)])
         found = await asyncio.to_thread(cluster, both, max_themes=max_themes)
@@ -138,9 +155,11 @@ async def organize(
     # The model sees a theme's most typical ideas first (nearest its centre), not merely the earliest.
     typical = [_by_typicality(group, vectors) for group in ordered] if vectors else ordered
     mark = time.perf_counter()
-    # Few ideas (or no embedder) make one plain group that is still named; many that do not separate are not.
+    # Without an embedder, or with one idea, the one group is still named; two or three ideas are too few to call a
+    # theme, and ideas that do not separate are not one either: both are listed together under a plain name.
     sortable = bool(vectors) and len(leaders) >= MIN_TO_CLUSTER
-    if found.separated or not sortable:
+    named = found.separated if sortable else not vectors or len(leaders) < 2
+    if named:
         names = await theme_names(
             generator,
             [[texts[i] for i in group] for group in typical],
@@ -161,7 +180,21 @@ async def organize(
         Theme(label=name, idea_ids=tuple(ideas[i][0] for i in group))
         for name, group in zip(names, ordered, strict=True)
     )
-    return Organized(themes=themes, merged=merged, timings=timings, separated=found.separated or not sortable)
+    return Organized(
+        themes=themes,
+        merged=merged,
+        timings=timings,
+        separated=named,
+        tentative=sortable and found.separated and len(leaders) < MIN_TO_CENTRE,
+    )
+
+
+def _one_idea(vectors: Sequence[Sequence[float]]) -> bool:
+    """Are these ideas variants of one idea (see ONE_IDEA_SIMILARITY)?"""
+    matrix = as_matrix(vectors)
+    n = len(matrix)
+    similarity = matrix @ matrix.T
+    return bool((similarity.sum() - n) / (n * (n - 1)) >= ONE_IDEA_SIMILARITY)
 
 
 async def _embed_ideas(
