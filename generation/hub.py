@@ -128,40 +128,38 @@ def _prepare_into(snapshot: Path, target: Path, gguf_file: str, *, embedder: boo
     try:
         if gguf_file:
             convert_gguf(snapshot / gguf_file, work)
-        elif embedder:
-            transformers = import_transformers()
-            try:
-                tokenizer = transformers.AutoTokenizer.from_pretrained(snapshot, local_files_only=True)
-                model = transformers.AutoModel.from_pretrained(snapshot, local_files_only=True)
-            except Exception as exc:
-                raise ModelUnavailable(f"The downloaded model does not load: {_first_line(exc)}") from None
-            if getattr(model.config, "is_decoder", False) or "CausalLM" in " ".join(model.config.architectures or []):
-                raise ModelUnavailable("That is a text-generation model; --embedder takes a sentence-embedding model.")
-            model.save_pretrained(work)
-            tokenizer.save_pretrained(work)
-            # How the sentence-transformers model pools its tokens (read by generation.embeddings.read_pooling).
-            for name in ("modules.json", "1_Pooling/config.json"):
-                if (snapshot / name).is_file():
-                    (work / name).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(snapshot / name, work / name)
         else:
             transformers = import_transformers()
+            auto = transformers.AutoModel if embedder else transformers.AutoModelForCausalLM
             try:
                 tokenizer = transformers.AutoTokenizer.from_pretrained(snapshot, local_files_only=True)
-                model = transformers.AutoModelForCausalLM.from_pretrained(snapshot, local_files_only=True)
+                model = auto.from_pretrained(snapshot, local_files_only=True)
             except Exception as exc:
                 raise ModelUnavailable(f"The downloaded model does not load: {_first_line(exc)}") from None
-            if getattr(tokenizer, "chat_template", None) is None:
+            if embedder and _generates(model.config):
+                raise ModelUnavailable("That is a text-generation model; --embedder takes a sentence-embedding model.")
+            if not embedder and getattr(tokenizer, "chat_template", None) is None:
                 raise ModelUnavailable(
                     "The downloaded model has no chat template; Chorus needs an instruct/chat model."
                 )
             model.save_pretrained(work)
             tokenizer.save_pretrained(work)
+            # How a sentence-transformers model pools its tokens (read by generation.embeddings.read_pooling).
+            for name in ("modules.json", "1_Pooling/config.json") if embedder else ():
+                if (snapshot / name).is_file():
+                    (work / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(snapshot / name, work / name)
         if target.exists():
             shutil.rmtree(target)
         os.replace(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _generates(config: object) -> bool:
+    """Is this a text-generation (causal LM) model rather than a sentence encoder?"""
+    architectures = getattr(config, "architectures", None) or []
+    return bool(getattr(config, "is_decoder", False)) or any("CausalLM" in name for name in architectures)
 
 
 def _first_line(exc: BaseException) -> str:

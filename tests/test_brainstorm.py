@@ -766,14 +766,16 @@ async def test_the_round_timer_ends_the_round(tmp_path: Path) -> None:
 
 
 class FlakyPublisher(Publisher):
-    """A platform that fails once (a 503, a dropped connection) when the round's Themes are posted."""
+    """A platform that fails once (a 503, a dropped connection) when a post titled `fails_on…` (the round's Themes,
+    by default) is posted."""
 
-    def __init__(self) -> None:
+    def __init__(self, fails_on: str = "Themes") -> None:
         super().__init__()
+        self.fails_on = fails_on
         self.failed = False
 
     async def publish(self, conversation: Conversation, reply: Reply) -> str:
-        if reply.title.startswith("Themes") and not self.failed:
+        if reply.title.startswith(self.fails_on) and not self.failed:
             self.failed = True
             raise ConnectionError("503 Service Unavailable")
         return await super().publish(conversation, reply)
@@ -1044,23 +1046,9 @@ async def test_a_next_round_whose_announcement_failed_is_tried_again_and_gets_it
         await bot.chorus.close()
 
 
-class FlakySummaryPublisher(Publisher):
-    """A platform that fails once (a 503) when the summary is posted."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.failed = False
-
-    async def publish(self, conversation: Conversation, reply: Reply) -> str:
-        if reply.title.startswith("Brainstorm summary") and not self.failed:
-            self.failed = True
-            raise ConnectionError("503 Service Unavailable")
-        return await super().publish(conversation, reply)
-
-
 async def test_a_wrap_up_whose_summary_failed_to_post_is_tried_again(tmp_path: Path) -> None:
     bot = await _bot(settings_for(tmp_path), publisher=False)
-    flaky = FlakySummaryPublisher()
+    flaky = FlakyPublisher(fails_on="Brainstorm summary")
     await bot.chorus.attach_publisher(flaky)
     assert bot.chorus.brainstorms is not None
     bot.chorus.brainstorms.retry_s = 0.01

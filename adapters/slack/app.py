@@ -465,32 +465,27 @@ class SlackAdapter:
         """A workspace removed Chorus: its tokens are dead. With OAuth its installation is deleted (as Slack asks of
         apps), so nothing keeps a revoked token and its drops pause at their next slot; a reinstall starts afresh.
         Its stored results, drops and sessions stay until their retention runs out (docs/data.md)."""
-        team = str(body.get("team_id") or context.team_id or "")
-        if self.installations is not None:
-            await self.installations.async_delete_all(enterprise_id=context.enterprise_id, team_id=context.team_id)
-            self._clients.pop(team, None)
-            _log.warning("Slack workspace %s uninstalled Chorus; its installation is deleted", team)
-        else:
-            _log.error(
-                "Slack workspace %s uninstalled Chorus: the bot token in $%s no longer works. Reinstall the app "
-                "and set its new token.",
-                team,
-                self.settings.bot_token_env,
-            )
+        await self._forget_workspace(body, context, "uninstalled Chorus", "Reinstall the app and set its new token.")
 
     async def _on_tokens_revoked(self, body: dict[str, Any], event: dict[str, Any], context: Any) -> None:
         """Tokens revoked in a workspace. Chorus asks for bot tokens only, and its installation rows hold that same
         token, so a revoked bot token deletes the workspace's installation like an uninstall."""
+        if (event.get("tokens") or {}).get("bot"):
+            await self._forget_workspace(body, context, "revoked Chorus' bot token", "Set a new one.")
+
+    async def _forget_workspace(self, body: dict[str, Any], context: Any, what: str, todo: str) -> None:
         team = str(body.get("team_id") or context.team_id or "")
-        if not (event.get("tokens") or {}).get("bot"):
-            return
         if self.installations is not None:
             await self.installations.async_delete_all(enterprise_id=context.enterprise_id, team_id=context.team_id)
             self._clients.pop(team, None)
-            _log.warning("Slack workspace %s revoked Chorus' bot token; its installation is deleted", team)
+            _log.warning("Slack workspace %s %s; its installation is deleted", team, what)
         else:
             _log.error(
-                "Slack workspace %s revoked Chorus' bot token in $%s: set a new one.", team, self.settings.bot_token_env
+                "Slack workspace %s %s: the bot token in $%s no longer works. %s",
+                team,
+                what,
+                self.settings.bot_token_env,
+                todo,
             )
 
     async def _dedupe(self, body: dict[str, Any], next: Callable[[], Awaitable[None]]) -> BoltResponse | None:
