@@ -199,7 +199,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{labelled['name']}: ARI {report['sets'][-1]['ari']:.3f}", file=sys.stderr, flush=True)
             report["sets"][-1]["rounds"] = await random_rounds(labelled, common, organize, adjusted_rand_score)
             print(f"{labelled['name']}: rounds {report['sets'][-1]['rounds']}", file=sys.stderr, flush=True)
-        report["round_end"] = await round_end(data["sets"], common, organize, yes_and_ideas, section, args)
+        report["round_end"] = await round_end(
+            data["sets"], common, organize, yes_and_ideas, section, embedder, args.no_embed_ahead
+        )
+        common["embedder"] = embedder
         flood = [(i, text) for i, text in enumerate(flood_ideas(data["sets"], FLOOD))]
         runs = []
         for number in range(args.flood_runs):
@@ -276,20 +279,33 @@ async def random_rounds(labelled: dict[str, Any], common: dict[str, Any], organi
     return means
 
 
-async def read_ahead(common: dict[str, Any], topic: str, ideas: list[tuple[int, str]]) -> float:
-    """A session reads each idea with the model as it is posted (IdeaReader.prefetch), spread over the round; here
-    all at once, with a fresh reader, before the round ends. Returns the seconds that took: what a round end after a
-    restart would add."""
-    if common["reader"] is None:
-        return 0.0
-    common["reader"] = type(common["reader"])(common["generator"])
+async def read_ahead(
+    common: dict[str, Any], topic: str, ideas: list[tuple[int, str]], embedder: Any, embed_chars: int
+) -> float:
+    """A session reads each idea with the model and embeds it as it is posted (IdeaReader.prefetch, embed_ahead into
+    chorus.compose's CachingEmbedder), spread over the round; here all at once, with a fresh reader and cache, before
+    the round ends. Returns the seconds that took: what a round end after a restart would add."""
+    from bots.brainstorm.themes import embed_ahead
+    from generation.embeddings import CachingEmbedder
+
     started = time.perf_counter()
-    await common["reader"].vectors(topic, [text for _, text in ideas])
+    common["embedder"] = CachingEmbedder(embedder)
+    for _, text in ideas if embed_chars else ():  # embed_chars 0: as before ideas were embedded as posted
+        await embed_ahead(common["embedder"], text, topic, embed_chars)
+    if common["reader"] is not None:
+        common["reader"] = type(common["reader"])(common["generator"])
+        await common["reader"].vectors(topic, [text for _, text in ideas])
     return time.perf_counter() - started
 
 
 async def round_end(
-    sets: list[dict[str, Any]], common: dict[str, Any], organize: Any, yes_and_ideas: Any, section: Any, args: Any
+    sets: list[dict[str, Any]],
+    common: dict[str, Any],
+    organize: Any,
+    yes_and_ideas: Any,
+    section: Any,
+    embedder: Any,
+    args_no_embed_ahead: bool = False,
 ) -> dict[str, Any]:
     """What a person waits for when a 60-idea round ends: Themes (embed, cluster, name) and the yes-and ideas."""
     from local_generator import OtherLoad
@@ -298,7 +314,8 @@ async def round_end(
     for number, labelled in enumerate(sets):
         rng = random.Random(number)
         ideas = [(i, text) for i, (_, text) in enumerate(rng.sample(labelled["ideas"], ROUND_IDEAS))]
-        read_ahead_s = await read_ahead(common, labelled["topic"], ideas)
+        ahead_chars = 0 if args_no_embed_ahead else section.embed_chars
+        read_ahead_s = await read_ahead(common, labelled["topic"], ideas, embedder, ahead_chars)
         load, loadavg = OtherLoad(), os.getloadavg()[0]
         started, cpu_started = time.perf_counter(), time.process_time()
         # As in a session where people voted: the yes-and ideas build on the three top-voted ideas (here the first
@@ -426,6 +443,9 @@ def main() -> None:
     parser.add_argument("--md", type=Path, default=RESULTS / "brainstorm-cpu-2core.md")
     parser.add_argument("--flood-runs", type=int, default=SPEED_RUNS, help="500-idea runs (the median is reported)")
     parser.add_argument("--speed-only", action="store_true", help="only the 60-idea round ends (no labelled sets)")
+    parser.add_argument(
+        "--no-embed-ahead", action="store_true", help="round ends embed every idea (as before embedding ideas as posted)"
+    )
     parser.add_argument("--retries", type=int, default=0, help="repeat a disturbed 500-idea run up to this often")
     parser.add_argument("--no-read", action="store_true", help="themes from MiniLM alone (the model reads no idea)")
     parser.add_argument(

@@ -119,8 +119,6 @@ def _discord_token(settings: Settings) -> str:
 async def _check_embedding(settings: Settings) -> bool:
     """Embed one sentence through `brainstorm.embedding_url` or the model in `brainstorm.embedding_path`: brainstorm
     themes and drop repeat checks use it."""
-    from generation.embeddings import RemoteEmbedder
-
     where = settings.brainstorm.embedding_url or settings.brainstorm.embedding_path
     embedder = None
     try:
@@ -131,8 +129,9 @@ async def _check_embedding(settings: Settings) -> bool:
         print(f"  embedding: FAILED — {exc}")
         return False
     finally:
-        if isinstance(embedder, RemoteEmbedder):
-            await embedder.close()
+        close = getattr(embedder, "close", None)
+        if close is not None:
+            await close()
     print(f"  embedding: ok ({where})")
     return True
 

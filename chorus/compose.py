@@ -94,10 +94,14 @@ def build_generator(settings: Settings) -> Generator:
 
 def build_embedder(settings: Settings) -> Embedder | None:
     """The embedder for brainstorm themes and drop de-duplication: `brainstorm.embedding_url` when set, else the
-    embedded all-MiniLM-L6-v2 when its package is installed; None means brainstorm themes fall back to one group."""
+    model in `brainstorm.embedding_path`, else the embedded all-MiniLM-L6-v2 when its package is installed; None
+    means brainstorm themes fall back to one group. It remembers recent vectors, so ideas embedded as they are posted
+    are not embedded again when their round ends."""
+    from generation.embeddings import CachingEmbedder
     from generation.embeddings import build_embedder as configured_embedder
 
-    return configured_embedder(settings)
+    embedder = configured_embedder(settings)
+    return CachingEmbedder(embedder) if embedder is not None else None
 
 
 async def run_platform(chorus: Chorus) -> int:

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,8 @@ MAX_TOKENS = 256
 BATCH_SIZE = 64
 # Texts per request to a remote embedding service (servers cap a request's inputs; 256 is under every common cap).
 REMOTE_BATCH_SIZE = 256
+# Texts whose vectors CachingEmbedder keeps: a few busy brainstorm rounds, each idea alone and after its topic.
+CACHE_SIZE = 4096
 
 
 def locate_minilm() -> Path | None:
@@ -195,6 +198,54 @@ class MiniLMEmbedder:
                 for index, row in zip(batch, normalized.cpu().tolist(), strict=True):
                     by_index[index] = row
         return [by_index[i] for i in range(len(texts))]
+
+
+class CachingEmbedder:
+    """Any embedder, remembering the vectors of the last `size` texts (per context, for `embed_in_context`). Brainstorm
+    embeds each idea as it is posted, so a round's end finds its ideas embedded and only embeds what is new. Anything
+    else (warmup, close, model_name, url) is the wrapped embedder's; `embed_in_context` exists only where it does."""
+
+    def __init__(self, inner: Embedder, size: int = CACHE_SIZE) -> None:
+        self.inner = inner
+        self.size = size
+        # (context or None, text) -> vector, oldest first; float32 arrays (a list of floats takes six times the room).
+        self._vectors: OrderedDict[tuple[str | None, str], Any] = OrderedDict()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "embed_in_context":
+            if getattr(self.inner, "embed_in_context", None) is None:
+                raise AttributeError(name)
+            return self._embed_in_context
+        return getattr(self.inner, name)
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a sequence of texts, not one string")
+        return await self._through(None, list(texts))
+
+    async def _embed_in_context(self, context: str, texts: Sequence[str]) -> list[list[float]]:
+        if isinstance(texts, str):
+            raise TypeError("embed_in_context() takes a sequence of texts, not one string")
+        return await self._through(context, list(texts))
+
+    async def _through(self, context: str | None, texts: list[str]) -> list[list[float]]:
+        import numpy as np
+
+        missing = list(dict.fromkeys(text for text in texts if (context, text) not in self._vectors))
+        if missing:
+            if context is None:
+                fresh = await self.inner.embed(missing)
+            else:
+                fresh = await self.inner.embed_in_context(context, missing)  # type: ignore[attr-defined]
+            for text, vector in zip(missing, fresh, strict=True):
+                self._vectors[(context, text)] = np.asarray(vector, dtype=np.float32)
+        rows = []
+        for text in texts:
+            self._vectors.move_to_end((context, text))
+            rows.append(self._vectors[(context, text)].tolist())
+        while len(self._vectors) > self.size:
+            self._vectors.popitem(last=False)
+        return rows
 
 
 class RemoteEmbedder:

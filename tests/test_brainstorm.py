@@ -1976,3 +1976,43 @@ async def test_a_brainstorm_being_started_is_not_taken_for_one_left_without_a_th
     await starting
     [running] = await bot.store.open_brainstorms()
     assert running.conversation.thread is not None and running.is_open
+
+
+async def test_ideas_are_embedded_as_they_are_posted_and_not_again_when_the_round_ends(settings: Settings) -> None:
+    from generation.embeddings import CachingEmbedder
+
+    inner = ContextWordEmbedder()
+    bot = await _bot(settings, embedder=CachingEmbedder(inner))  # type: ignore[arg-type]  # what chorus.compose builds
+    try:
+        await bot.say("/brainstorm the offsite")
+        ideas = ["kayaking on the lake", "a pasta cooking class", "canoe trip downriver", "pizza making night"]
+        for number, idea in enumerate(ideas):
+            await bot.say(idea, as_user=f"user{number}")
+        embedded = lambda: {text for call in inner.calls for text in call}  # noqa: E731
+        read = lambda: {text for call in inner.in_context for text in call}  # noqa: E731
+        await wait_until(lambda: set(ideas) <= embedded() and len(read()) == len(ideas))
+        calls, in_context = len(inner.calls), len(inner.in_context)
+        await bot.say("n")
+        assert "Themes — round 1 of 2" in _posts(bot).titles()
+        # The round's end embedded only what it had not seen (the topic's words), never an idea again.
+        again = [text for call in inner.calls[calls:] for text in call]
+        assert not set(again) & set(ideas) and inner.in_context[in_context:] == []
+    finally:
+        await bot.chorus.close()
+
+
+async def test_the_caching_embedder_embeds_each_text_once_per_context_and_keeps_what_the_inner_one_can() -> None:
+    from generation.embeddings import CachingEmbedder
+
+    alone_only = CachingEmbedder(WordEmbedder(), size=3)
+    assert getattr(alone_only, "embed_in_context", None) is None  # themes then embed ideas alone, as before
+    inner = ContextWordEmbedder()
+    cached = CachingEmbedder(inner, size=3)
+    first = await cached.embed(["tea", "cake"])
+    assert await cached.embed(["cake", "tea", "cake"]) == [first[1], first[0], first[1]]
+    assert inner.calls == [["tea", "cake"]]
+    in_context = await cached.embed_in_context("the offsite", ["tea"])
+    assert in_context != first[:1] and inner.in_context == [["tea"]]  # alone and in context are kept apart
+    await cached.embed(["scones"])  # the fourth text: the least recently used ("tea" alone) is forgotten
+    await cached.embed(["cake", "tea"])
+    assert inner.calls[-1] == ["tea"]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from bots.brainstorm import render
 from bots.brainstorm.prompts import next_steps, seed_ideas, yes_and_ideas
 from bots.brainstorm.reading import IdeaReader
-from bots.brainstorm.themes import organize
+from bots.brainstorm.themes import embed_ahead, organize
 from bots.errors import UserError
 from bots.events import Action, Conversation, Message, MessageDeleted, MessageEdited, Reaction, User, plain_emoji
 from bots.reply import Attachment, Publisher, PublishForbidden, Reply, Responder
@@ -128,6 +128,26 @@ class Brainstorms:
         self.orphan_after = ORPHAN_AFTER
         # The model's reading of each idea, taken as it arrives, for finding themes (None: sentence vectors alone).
         self.reader = IdeaReader(app.generator) if app.settings.brainstorm.model_reads_ideas else None
+        self._ahead: set[asyncio.Task[None]] = set()
+
+    def _read_ahead(self, topic: str, text: str) -> None:
+        """An idea was just posted (or edited): the model reads it and the embedder embeds it in the background, so
+        the round's end finds it done. A failure here costs nothing: the round's end does it then."""
+        if self.reader is not None:
+            self.reader.prefetch(topic, [text])
+        embedder = self.app.embedder
+        if embedder is None:
+            return
+
+        async def embed() -> None:
+            try:
+                await embed_ahead(embedder, text, topic, self.config.embed_chars)
+            except Exception:
+                _log.debug("embedding an idea ahead failed", exc_info=True)
+
+        task = asyncio.get_running_loop().create_task(embed())
+        self._ahead.add(task)
+        task.add_done_callback(self._ahead.discard)
 
     @property
     def config(self) -> BrainstormSection:
@@ -310,8 +330,7 @@ class Brainstorms:
         idea = await store.add_idea(
             session.id, user, ctx.event.conversation.platform, text, round=session.round, message_ref=message_ref
         )
-        if self.reader is not None:
-            self.reader.prefetch(session.topic, [text])
+        self._read_ahead(session.topic, text)
         await ctx.responder.send(
             Reply.text(
                 f"💡 Idea #{idea.number} noted for round {session.round}. Others vote with 👍 on it or 👍 Vote "
@@ -416,8 +435,7 @@ class Brainstorms:
             if withdrawn and await store.count_ideas(session.id, round=session.round) >= cap:
                 raise UserError(f"{refused} round {session.round} already has {cap} ideas. {kept}")
             await store.edit_idea(idea.id, text, edit.user if withdrawn else None)
-        if self.reader is not None:
-            self.reader.prefetch(session.topic, [text])
+        self._read_ahead(session.topic, text)
         return True
 
     async def _on_message_deleted(self, ctx: Context) -> bool:
@@ -970,7 +988,7 @@ class Brainstorms:
     async def close(self) -> None:
         if self.reader is not None:
             await self.reader.close()
-        tasks = list(self._timers.values())
+        tasks = list(self._timers.values()) + list(self._ahead)
         self._timers.clear()
         for task in tasks:
             task.cancel()

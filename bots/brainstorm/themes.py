@@ -197,6 +197,16 @@ def _one_idea(vectors: Sequence[Sequence[float]]) -> bool:
     return bool((similarity.sum() - n) / (n * (n - 1)) >= ONE_IDEA_SIMILARITY)
 
 
+async def embed_ahead(embedder: Embedder, text: str, topic: str, embed_chars: int) -> None:
+    """Embed one idea as it is posted, as its round's end will (alone, and read after the topic): with a caching
+    embedder (chorus.compose) the round's end then only embeds what it has not seen."""
+    cut = for_embedding(text, embed_chars)
+    await embedder.embed([cut])
+    in_context = getattr(embedder, "embed_in_context", None)
+    if in_context and topic.strip():
+        await in_context(for_embedding(topic, TOPIC_CHARS), [without_topic_words(cut, topic)])
+
+
 async def _embed_ideas(
     embedder: Embedder, texts: list[str], topic: str, embed_chars: int
 ) -> tuple[list[list[float]], list[list[float]], list[list[float]]]:
