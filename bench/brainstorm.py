@@ -443,9 +443,7 @@ def main() -> None:
     parser.add_argument("--md", type=Path, default=RESULTS / "brainstorm-cpu-2core.md")
     parser.add_argument("--flood-runs", type=int, default=SPEED_RUNS, help="500-idea runs (the median is reported)")
     parser.add_argument("--speed-only", action="store_true", help="only the 60-idea round ends (no labelled sets)")
-    parser.add_argument(
-        "--no-embed-ahead", action="store_true", help="round ends embed every idea (as before embedding ideas as posted)"
-    )
+    parser.add_argument("--no-embed-ahead", action="store_true", help="round ends embed every idea (the old way)")
     parser.add_argument("--retries", type=int, default=0, help="repeat a disturbed 500-idea run up to this often")
     parser.add_argument("--no-read", action="store_true", help="themes from MiniLM alone (the model reads no idea)")
     parser.add_argument(
