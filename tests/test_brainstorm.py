@@ -765,6 +765,15 @@ async def test_the_round_timer_ends_the_round(tmp_path: Path) -> None:
         await bot.chorus.close()
 
 
+async def _retrying_bot(tmp_path: Path, publisher: Publisher) -> ThreadBot:
+    """A brainstorm bot posting through `publisher`, retrying a failed round end after 10 ms instead of a minute."""
+    bot = await _bot(settings_for(tmp_path), publisher=False)
+    await bot.chorus.attach_publisher(publisher)
+    assert bot.chorus.brainstorms is not None
+    bot.chorus.brainstorms.retry_s = 0.01
+    return bot
+
+
 class FlakyPublisher(Publisher):
     """A platform that fails once (a 503, a dropped connection) when a post titled `fails_on…` (the round's Themes,
     by default) is posted."""
@@ -782,11 +791,8 @@ class FlakyPublisher(Publisher):
 
 
 async def test_a_round_end_that_fails_on_its_timer_is_tried_again(tmp_path: Path) -> None:
-    bot = await _bot(settings_for(tmp_path), publisher=False)
     flaky = FlakyPublisher()
-    await bot.chorus.attach_publisher(flaky)
-    assert bot.chorus.brainstorms is not None
-    bot.chorus.brainstorms.retry_s = 0.01
+    bot = await _retrying_bot(tmp_path, flaky)
     try:
         await bot.say("/brainstorm the offsite --minutes 0.01 --rounds 2")
         await bot.say("kayaking on the lake", as_user="bob")
@@ -1025,11 +1031,8 @@ class NoNextRoundPublisher(Publisher):
 
 
 async def test_a_next_round_whose_announcement_failed_is_tried_again_and_gets_its_timer(tmp_path: Path) -> None:
-    bot = await _bot(settings_for(tmp_path), publisher=False)
     flaky = NoNextRoundPublisher()
-    await bot.chorus.attach_publisher(flaky)
-    assert bot.chorus.brainstorms is not None
-    bot.chorus.brainstorms.retry_s = 0.01
+    bot = await _retrying_bot(tmp_path, flaky)
     try:
         await bot.say("/brainstorm the offsite --rounds 2 --minutes 30")
         await bot.say("kayaking on the lake", as_user="bob")
@@ -1047,11 +1050,8 @@ async def test_a_next_round_whose_announcement_failed_is_tried_again_and_gets_it
 
 
 async def test_a_wrap_up_whose_summary_failed_to_post_is_tried_again(tmp_path: Path) -> None:
-    bot = await _bot(settings_for(tmp_path), publisher=False)
     flaky = FlakyPublisher(fails_on="Brainstorm summary")
-    await bot.chorus.attach_publisher(flaky)
-    assert bot.chorus.brainstorms is not None
-    bot.chorus.brainstorms.retry_s = 0.01
+    bot = await _retrying_bot(tmp_path, flaky)
     try:
         await bot.say("/brainstorm the offsite --rounds 2 --minutes 30")
         await bot.say("kayaking on the lake", as_user="bob")

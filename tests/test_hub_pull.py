@@ -198,3 +198,16 @@ def test_pull_embedder_refuses_a_text_generation_model(tmp_path: Path, hub: Fake
     result = _pull([REPO, "--embedder"], tmp_path / "home", hub.url)
     assert result.returncode == 2
     assert "--embedder takes a sentence-embedding model" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_pull_embedder_of_a_gguf_file_is_refused_before_any_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chorus.cli import main
+
+    monkeypatch.setenv("CHORUS_HOME", str(tmp_path / "home"))
+    with FakeHub({}) as fake:
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        assert main(["pull", REPO, "--embedder", "--gguf-file", "model.gguf"]) == 2
+        assert fake.requests == []
+    assert "--embedder takes a transformers model, not a GGUF file" in capsys.readouterr().err
